@@ -1,0 +1,166 @@
+//! How session values become bytes.
+
+use std::fmt;
+
+/// The error of one value's encoding or decoding.
+pub type CodecError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Receives the deserializer of one value; see [`Codec::decode`].
+pub type DecodeVisitor<'v> = &'v mut dyn for<'de> FnMut(
+    &mut dyn erased_serde::Deserializer<'de>,
+) -> Result<(), erased_serde::Error>;
+
+/// Turns session values into bytes and back.
+///
+/// The trait is object-safe through [`erased_serde`], so a
+/// [`Config`](crate::Config) holds any codec. The default is [`MessagePack`];
+/// `JsonCodec` comes with the `json` feature.
+///
+/// A codec should tolerate struct fields added by a later release (decode
+/// them with `#[serde(default)]`), so a deploy that adds a field does not make
+/// stored sessions unreadable; both built-in codecs write field names.
+///
+/// ```
+/// use session_core::{Codec, MessagePack};
+///
+/// let codec = MessagePack;
+/// let bytes = codec.encode(&"iris").unwrap();
+/// let mut out = None;
+/// codec
+///     .decode(&bytes, &mut |de| {
+///         out = Some(erased_serde::deserialize::<String>(de)?);
+///         Ok(())
+///     })
+///     .unwrap();
+/// assert_eq!(out.as_deref(), Some("iris"));
+/// ```
+pub trait Codec: fmt::Debug + Send + Sync + 'static {
+    /// Encodes one value.
+    fn encode(&self, value: &dyn erased_serde::Serialize) -> Result<Vec<u8>, CodecError>;
+
+    /// Decodes one value by handing a deserializer over `bytes` to `visit`.
+    fn decode(&self, bytes: &[u8], visit: DecodeVisitor<'_>) -> Result<(), CodecError>;
+}
+
+/// MessagePack through `rmp-serde`, structs written as maps with field names.
+/// Compact, fast and tolerant of added fields. The default codec.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MessagePack;
+
+impl Codec for MessagePack {
+    fn encode(&self, value: &dyn erased_serde::Serialize) -> Result<Vec<u8>, CodecError> {
+        let mut buf = Vec::with_capacity(32);
+        let mut ser = rmp_serde::Serializer::new(&mut buf).with_struct_map();
+        erased_serde::serialize(value, &mut ser)?;
+        Ok(buf)
+    }
+
+    fn decode(&self, bytes: &[u8], visit: DecodeVisitor<'_>) -> Result<(), CodecError> {
+        let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+        let mut erased = <dyn erased_serde::Deserializer>::erase(&mut de);
+        visit(&mut erased)?;
+        Ok(())
+    }
+}
+
+/// JSON through `serde_json`: larger and slower than [`MessagePack`], but
+/// readable by humans looking at the store.
+#[cfg(feature = "json")]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonCodec;
+
+#[cfg(feature = "json")]
+impl Codec for JsonCodec {
+    fn encode(&self, value: &dyn erased_serde::Serialize) -> Result<Vec<u8>, CodecError> {
+        Ok(serde_json::to_vec(value)?)
+    }
+
+    fn decode(&self, bytes: &[u8], visit: DecodeVisitor<'_>) -> Result<(), CodecError> {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let mut erased = <dyn erased_serde::Deserializer>::erase(&mut de);
+        visit(&mut erased)?;
+        de.end()?;
+        Ok(())
+    }
+}
+
+/// Encodes a typed value with a codec.
+pub(crate) fn encode<T: serde::Serialize>(
+    codec: &dyn Codec,
+    value: &T,
+) -> Result<Vec<u8>, CodecError> {
+    codec.encode(value)
+}
+
+/// Decodes a typed value with a codec.
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+    codec: &dyn Codec,
+    bytes: &[u8],
+) -> Result<T, CodecError> {
+    let mut out = None;
+    codec.decode(bytes, &mut |de| {
+        out = Some(erased_serde::deserialize::<T>(de)?);
+        Ok(())
+    })?;
+    out.ok_or_else(|| "codec produced no value".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct V1 {
+        name: String,
+    }
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct V2 {
+        name: String,
+        #[serde(default)]
+        age: u32,
+    }
+
+    fn added_field_is_tolerated(codec: &dyn Codec) {
+        let old = encode(codec, &V1 { name: "a".into() }).unwrap();
+        let new: V2 = decode(codec, &old).unwrap();
+        assert_eq!(
+            new,
+            V2 {
+                name: "a".into(),
+                age: 0
+            }
+        );
+        // And the other way: a removed field is ignored.
+        let newer = encode(
+            codec,
+            &V2 {
+                name: "b".into(),
+                age: 3,
+            },
+        )
+        .unwrap();
+        let back: V1 = decode(codec, &newer).unwrap();
+        assert_eq!(back, V1 { name: "b".into() });
+    }
+
+    #[test]
+    fn messagepack_tolerates_added_and_removed_fields() {
+        added_field_is_tolerated(&MessagePack);
+    }
+
+    #[cfg(feature = "json")]
+    #[test]
+    fn json_tolerates_added_and_removed_fields() {
+        added_field_is_tolerated(&JsonCodec);
+    }
+
+    #[test]
+    fn wrong_type_and_garbage_are_errors() {
+        let bytes = encode(&MessagePack, &"text").unwrap();
+        assert!(decode::<u64>(&MessagePack, &bytes).is_err());
+        assert!(decode::<String>(&MessagePack, &[0xc1]).is_err());
+        assert!(decode::<Vec<u8>>(&MessagePack, &[0xdd, 0xff, 0xff, 0xff, 0xff]).is_err());
+    }
+}

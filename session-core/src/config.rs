@@ -1,0 +1,561 @@
+//! Session and cookie configuration, validated when it is built.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use cookie::{Key, SameSite};
+
+use crate::codec::{Codec, MessagePack};
+use crate::record::Lifetime;
+
+/// How the id is protected inside the cookie.
+///
+/// The id is a 256-bit random secret either way, so [`CookieSecurity::Plain`]
+/// is safe. The signed and private modes add defence in depth and allow key
+/// rotation: they verify with every configured key and sign (or encrypt) with
+/// the newest.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub enum CookieSecurity {
+    /// The cookie value is the id itself.
+    #[default]
+    Plain,
+    /// The value is HMAC-SHA256 signed (the `cookie` crate's signed jar).
+    Signed(CookieKeys),
+    /// The value is encrypted and authenticated with AES-256-GCM, bound to the
+    /// cookie's name (the `cookie` crate's private jar).
+    Private(CookieKeys),
+}
+
+impl fmt::Debug for CookieSecurity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Plain => f.write_str("Plain"),
+            Self::Signed(k) => write!(f, "Signed({} keys)", k.len()),
+            Self::Private(k) => write!(f, "Private({} keys)", k.len()),
+        }
+    }
+}
+
+/// The keys of the signed and private cookie modes: the newest signs, all
+/// verify.
+///
+/// ```
+/// use session_core::{CookieKeys, Key};
+///
+/// let old = Key::generate();
+/// let new = Key::generate();
+/// // Sign with `new`; cookies signed with `old` keep working until it is removed.
+/// let keys = CookieKeys::new(new).with_previous(old);
+/// assert_eq!(keys.len(), 2);
+/// ```
+#[derive(Clone)]
+pub struct CookieKeys {
+    keys: Arc<[Key]>,
+}
+
+impl CookieKeys {
+    /// Keys with one current key.
+    pub fn new(current: Key) -> Self {
+        Self {
+            keys: Arc::from(vec![current]),
+        }
+    }
+
+    /// Adds a retired key that still verifies (but never signs) cookies. Remove
+    /// it from the configuration once its cookies have expired.
+    pub fn with_previous(self, previous: Key) -> Self {
+        let mut keys = self.keys.to_vec();
+        keys.push(previous);
+        Self {
+            keys: Arc::from(keys),
+        }
+    }
+
+    /// The key that signs or encrypts new cookies.
+    pub fn current(&self) -> &Key {
+        &self.keys[0]
+    }
+
+    /// Every key, current first.
+    pub fn all(&self) -> &[Key] {
+        &self.keys
+    }
+
+    /// How many keys there are.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Never true: there is always a current key.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+impl fmt::Debug for CookieKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CookieKeys({} keys)", self.keys.len())
+    }
+}
+
+/// A configuration that cannot work, found when it is built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid session configuration: {0}")]
+pub struct ConfigError(String);
+
+/// Session and cookie settings. Build one with [`Config::builder`]; the
+/// defaults are the safe choice.
+///
+/// | setting | default |
+/// |---|---|
+/// | cookie name | `session` |
+/// | path | `/` |
+/// | domain | none (host-only cookie: subdomains do not get it) |
+/// | `Secure` | on |
+/// | `HttpOnly` | on |
+/// | `SameSite` | `Lax` |
+/// | persistent cookie (`Max-Age`) | off: a browser-session cookie |
+/// | `Partitioned` | off |
+/// | idle timeout | 2 hours |
+/// | absolute timeout | 24 hours |
+/// | touch interval | 60 seconds |
+/// | store timeout | 5 seconds |
+/// | conflict retries | 16 |
+/// | cookie security | [`CookieSecurity::Plain`] |
+/// | codec | [`MessagePack`] |
+///
+/// ```
+/// use std::time::Duration;
+/// use session_core::Config;
+///
+/// let config = Config::builder()
+///     .with_cookie_name("__Host-sid")
+///     .with_idle_timeout(Some(Duration::from_secs(30 * 60)))
+///     .build()
+///     .unwrap();
+/// assert_eq!(config.cookie_name(), "__Host-sid");
+///
+/// // `__Host-` cookies must not have a Domain.
+/// let err = Config::builder()
+///     .with_cookie_name("__Host-sid")
+///     .with_domain(Some("example.com"))
+///     .build()
+///     .unwrap_err();
+/// assert!(err.to_string().contains("__Host-"));
+/// ```
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub(crate) cookie_name: String,
+    pub(crate) path: String,
+    pub(crate) domain: Option<String>,
+    pub(crate) secure: bool,
+    pub(crate) http_only: bool,
+    pub(crate) same_site: SameSite,
+    pub(crate) partitioned: bool,
+    pub(crate) lifetime: Lifetime,
+    pub(crate) touch_interval: Duration,
+    pub(crate) store_timeout: Duration,
+    pub(crate) conflict_retries: u32,
+    pub(crate) security: CookieSecurity,
+    pub(crate) codec: Arc<dyn Codec>,
+    pub(crate) max_cookie_len: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            cookie_name: "session".to_owned(),
+            path: "/".to_owned(),
+            domain: None,
+            secure: true,
+            http_only: true,
+            same_site: SameSite::Lax,
+            partitioned: false,
+            lifetime: Lifetime::new()
+                .with_idle_timeout(Some(Duration::from_secs(2 * 3600)))
+                .with_absolute_timeout(Some(Duration::from_secs(24 * 3600))),
+            touch_interval: Duration::from_secs(60),
+            store_timeout: Duration::from_secs(5),
+            conflict_retries: 16,
+            security: CookieSecurity::Plain,
+            codec: Arc::new(MessagePack),
+            max_cookie_len: 4096,
+        }
+    }
+}
+
+impl Config {
+    /// Starts from the defaults in the table above.
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder(Self::default())
+    }
+
+    /// The cookie's name.
+    pub fn cookie_name(&self) -> &str {
+        &self.cookie_name
+    }
+    /// The cookie's `Path`.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+    /// The cookie's `Domain`, if any.
+    pub fn domain(&self) -> Option<&str> {
+        self.domain.as_deref()
+    }
+    /// Whether the cookie is `Secure`.
+    pub fn secure(&self) -> bool {
+        self.secure
+    }
+    /// Whether the cookie is `HttpOnly`.
+    pub fn http_only(&self) -> bool {
+        self.http_only
+    }
+    /// The cookie's `SameSite`.
+    pub fn same_site(&self) -> SameSite {
+        self.same_site
+    }
+    /// Whether the cookie is `Partitioned` (CHIPS).
+    pub fn partitioned(&self) -> bool {
+        self.partitioned
+    }
+    /// The default lifetime of sessions (timeouts and cookie persistence).
+    pub fn lifetime(&self) -> Lifetime {
+        self.lifetime
+    }
+    /// The minimum movement of the idle deadline that is written to the store.
+    pub fn touch_interval(&self) -> Duration {
+        self.touch_interval
+    }
+    /// The limit on every store call.
+    pub fn store_timeout(&self) -> Duration {
+        self.store_timeout
+    }
+    /// How many times a conflicting save is retried.
+    pub fn conflict_retries(&self) -> u32 {
+        self.conflict_retries
+    }
+    /// How the cookie value is protected.
+    pub fn security(&self) -> &CookieSecurity {
+        &self.security
+    }
+    /// The codec of session values.
+    pub fn codec(&self) -> &dyn Codec {
+        &*self.codec
+    }
+    /// Cookie values longer than this are rejected unread.
+    pub fn max_cookie_len(&self) -> usize {
+        self.max_cookie_len
+    }
+}
+
+/// Builds a [`Config`]; [`ConfigBuilder::build`] checks it.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ConfigBuilder(Config);
+
+impl ConfigBuilder {
+    /// The cookie's name. Default `session`. Names starting with `__Host-` or
+    /// `__Secure-` get the browser rules of those prefixes checked at build.
+    pub fn with_cookie_name(mut self, name: impl Into<String>) -> Self {
+        self.0.cookie_name = name.into();
+        self
+    }
+
+    /// The cookie's `Path`. Default `/`.
+    pub fn with_path(mut self, path: impl Into<String>) -> Self {
+        self.0.path = path.into();
+        self
+    }
+
+    /// The cookie's `Domain`. Default none: a host-only cookie that
+    /// subdomains do not receive.
+    ///
+    /// Setting the parent domain (`example.com`) shares the session with every
+    /// subdomain: this is Iris's default "subdomain persistence", off here.
+    pub fn with_domain(mut self, domain: Option<impl Into<String>>) -> Self {
+        self.0.domain = domain.map(Into::into);
+        self
+    }
+
+    /// Whether the cookie is `Secure` (sent over HTTPS only). Default on.
+    ///
+    /// # Warning
+    /// Turn this off only for plain-HTTP local development: without it the
+    /// session id travels in clear text on every request.
+    pub fn with_secure(mut self, secure: bool) -> Self {
+        self.0.secure = secure;
+        self
+    }
+
+    /// Whether the cookie is `HttpOnly` (hidden from page scripts). Default on.
+    ///
+    /// # Warning
+    /// Turning this off lets any script injected into a page steal the session.
+    pub fn with_http_only(mut self, http_only: bool) -> Self {
+        self.0.http_only = http_only;
+        self
+    }
+
+    /// The cookie's `SameSite`. Default `Lax`. `None` requires `Secure`.
+    pub fn with_same_site(mut self, same_site: SameSite) -> Self {
+        self.0.same_site = same_site;
+        self
+    }
+
+    /// Whether the cookie is `Partitioned` (CHIPS). Default off; requires
+    /// `Secure`.
+    pub fn with_partitioned(mut self, partitioned: bool) -> Self {
+        self.0.partitioned = partitioned;
+        self
+    }
+
+    /// Whether the cookie carries `Max-Age` and survives a browser restart.
+    /// Default off: a browser-session cookie.
+    pub fn with_persistent_cookie(mut self, persistent: bool) -> Self {
+        self.0.lifetime = self.0.lifetime.with_persistent_cookie(persistent);
+        self
+    }
+
+    /// Ends a session after this long without a request that uses it. Default
+    /// 2 hours. `None` disables the idle timeout.
+    pub fn with_idle_timeout(mut self, idle: Option<Duration>) -> Self {
+        self.0.lifetime = self.0.lifetime.with_idle_timeout(idle);
+        self
+    }
+
+    /// Ends a session this long after its creation, whatever its activity.
+    /// Default 24 hours. `None` disables the absolute timeout.
+    pub fn with_absolute_timeout(mut self, absolute: Option<Duration>) -> Self {
+        self.0.lifetime = self.0.lifetime.with_absolute_timeout(absolute);
+        self
+    }
+
+    /// The idle deadline is written to the store only when it would move by at
+    /// least this much, so read-heavy traffic does not write on every request.
+    /// Default 60 seconds; must be shorter than the idle timeout.
+    pub fn with_touch_interval(mut self, interval: Duration) -> Self {
+        self.0.touch_interval = interval;
+        self
+    }
+
+    /// The limit on every store call; past it the request gets
+    /// [`Error::Timeout`](crate::Error::Timeout). Default 5 seconds.
+    pub fn with_store_timeout(mut self, timeout: Duration) -> Self {
+        self.0.store_timeout = timeout;
+        self
+    }
+
+    /// How many times a save that lost a compare-and-set race is re-applied
+    /// before [`Error::Contention`](crate::Error::Contention). Default 16.
+    pub fn with_conflict_retries(mut self, retries: u32) -> Self {
+        self.0.conflict_retries = retries;
+        self
+    }
+
+    /// How the cookie value is protected. Default [`CookieSecurity::Plain`].
+    pub fn with_security(mut self, security: CookieSecurity) -> Self {
+        self.0.security = security;
+        self
+    }
+
+    /// The codec of session values. Default [`MessagePack`].
+    pub fn with_codec(mut self, codec: impl Codec) -> Self {
+        self.0.codec = Arc::new(codec);
+        self
+    }
+
+    /// Cookie values longer than this many bytes are rejected without being
+    /// parsed. Default 4096.
+    pub fn with_max_cookie_len(mut self, len: usize) -> Self {
+        self.0.max_cookie_len = len;
+        self
+    }
+
+    /// Checks the configuration.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the rule broken: an invalid cookie name or path,
+    /// `__Host-` without `Secure`/`Path=/` or with a `Domain`, `__Secure-`,
+    /// `SameSite=None` or `Partitioned` without `Secure`, no timeout at all, a
+    /// touch interval not shorter than the idle timeout, or a zero store
+    /// timeout.
+    pub fn build(self) -> Result<Config, ConfigError> {
+        let c = self.0;
+        let err = |m: String| Err(ConfigError(m));
+        if c.cookie_name.is_empty()
+            || !c
+                .cookie_name
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+        {
+            return err(format!(
+                "cookie name {:?} must be a non-empty HTTP token (no spaces, separators or control characters)",
+                c.cookie_name
+            ));
+        }
+        if !c.path.starts_with('/') || c.path.bytes().any(|b| b == b';' || b.is_ascii_control()) {
+            return err(format!(
+                "cookie path {:?} must start with '/' and contain no ';'",
+                c.path
+            ));
+        }
+        if let Some(d) = &c.domain {
+            if d.is_empty()
+                || d.bytes()
+                    .any(|b| b == b';' || b.is_ascii_whitespace() || b.is_ascii_control())
+            {
+                return err(format!("cookie domain {d:?} is not a valid domain"));
+            }
+        }
+        if c.cookie_name.starts_with("__Host-") {
+            if !c.secure {
+                return err(
+                    "a __Host- cookie must be Secure; remove with_secure(false) or the prefix"
+                        .into(),
+                );
+            }
+            if c.path != "/" {
+                return err("a __Host- cookie must have Path=/".into());
+            }
+            if c.domain.is_some() {
+                return err("a __Host- cookie must not have a Domain".into());
+            }
+        }
+        if c.cookie_name.starts_with("__Secure-") && !c.secure {
+            return err("a __Secure- cookie must be Secure".into());
+        }
+        if c.same_site == SameSite::None && !c.secure {
+            return err(
+                "SameSite=None requires Secure (browsers drop the cookie otherwise)".into(),
+            );
+        }
+        if c.partitioned && !c.secure {
+            return err("Partitioned requires Secure".into());
+        }
+        validate_lifetime(&c.lifetime).map_err(ConfigError)?;
+        if let Some(idle) = c.lifetime.idle_timeout() {
+            if c.touch_interval >= idle {
+                return err(format!(
+                    "touch interval {:?} must be shorter than the idle timeout {:?}",
+                    c.touch_interval, idle
+                ));
+            }
+        }
+        if c.store_timeout.is_zero() {
+            return err("store timeout must be greater than zero".into());
+        }
+        if c.max_cookie_len < 64 {
+            return err("max cookie length must be at least 64 bytes".into());
+        }
+        Ok(c)
+    }
+}
+
+/// Rules every lifetime (configured or per session) obeys.
+pub(crate) fn validate_lifetime(l: &Lifetime) -> Result<(), String> {
+    if l.idle_timeout().is_none() && l.absolute_timeout().is_none() {
+        return Err("at least one of the idle and absolute timeouts must be set: sessions that never expire are refused".into());
+    }
+    for d in [l.idle_timeout(), l.absolute_timeout()]
+        .into_iter()
+        .flatten()
+    {
+        if d < Duration::from_secs(1) {
+            return Err(format!("timeout {d:?} is shorter than one second"));
+        }
+        if d > Duration::from_secs(400 * 24 * 3600) {
+            return Err(format!(
+                "timeout {d:?} is longer than 400 days, the longest cookie browsers keep"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_secure_and_valid() {
+        let c = Config::builder().build().unwrap();
+        assert!(c.secure() && c.http_only());
+        assert_eq!(c.same_site(), SameSite::Lax);
+        assert!(!c.lifetime().persistent_cookie());
+        assert!(c.lifetime().idle_timeout().is_some());
+        assert!(c.lifetime().absolute_timeout().is_some());
+    }
+
+    #[test]
+    fn invalid_combinations_are_rejected_with_a_reason() {
+        let cases: Vec<(ConfigBuilder, &str)> = vec![
+            (Config::builder().with_cookie_name(""), "HTTP token"),
+            (Config::builder().with_cookie_name("a b"), "HTTP token"),
+            (Config::builder().with_cookie_name("a;b"), "HTTP token"),
+            (Config::builder().with_path("x"), "start with '/'"),
+            (Config::builder().with_domain(Some("a;b")), "domain"),
+            (
+                Config::builder()
+                    .with_cookie_name("__Host-x")
+                    .with_secure(false),
+                "must be Secure",
+            ),
+            (
+                Config::builder()
+                    .with_cookie_name("__Host-x")
+                    .with_path("/app"),
+                "Path=/",
+            ),
+            (
+                Config::builder()
+                    .with_cookie_name("__Host-x")
+                    .with_domain(Some("example.com")),
+                "Domain",
+            ),
+            (
+                Config::builder()
+                    .with_cookie_name("__Secure-x")
+                    .with_secure(false),
+                "must be Secure",
+            ),
+            (
+                Config::builder()
+                    .with_same_site(SameSite::None)
+                    .with_secure(false),
+                "SameSite=None",
+            ),
+            (
+                Config::builder().with_partitioned(true).with_secure(false),
+                "Partitioned",
+            ),
+            (
+                Config::builder()
+                    .with_idle_timeout(None)
+                    .with_absolute_timeout(None),
+                "never expire",
+            ),
+            (
+                Config::builder().with_idle_timeout(Some(Duration::from_secs(30))),
+                "touch interval",
+            ),
+            (
+                Config::builder().with_store_timeout(Duration::ZERO),
+                "store timeout",
+            ),
+        ];
+        for (builder, needle) in cases {
+            let msg = builder.build().unwrap_err().to_string();
+            assert!(msg.contains(needle), "{msg:?} should mention {needle:?}");
+        }
+    }
+
+    #[test]
+    fn host_prefix_is_accepted_when_valid() {
+        Config::builder()
+            .with_cookie_name("__Host-s")
+            .build()
+            .unwrap();
+    }
+}

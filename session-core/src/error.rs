@@ -1,0 +1,65 @@
+//! The errors handlers see.
+
+use std::time::Duration;
+
+use crate::codec::CodecError;
+use crate::id::RandomError;
+use crate::store::StoreError;
+
+/// Everything that can go wrong while using a session.
+///
+/// Messages are meant for logs; adapters answer 5xx without putting them in a
+/// response body.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The store failed; the source error is kept.
+    #[error("session store failed to {op}")]
+    Store {
+        /// The store operation (`load`, `save`, ...).
+        op: &'static str,
+        /// What the store reported.
+        #[source]
+        source: StoreError,
+    },
+    /// The store did not answer within the configured store timeout.
+    #[error("session store did not {op} within {after:?}")]
+    Timeout {
+        /// The store operation.
+        op: &'static str,
+        /// The configured limit.
+        after: Duration,
+    },
+    /// One value could not be encoded, or decoded as the requested type. Only
+    /// this value is affected: the rest of the session is intact.
+    #[error("session value {key:?} could not be {action}")]
+    Value {
+        /// The key of the value.
+        key: String,
+        /// `encoded` or `decoded`.
+        action: &'static str,
+        /// The codec's error.
+        #[source]
+        source: CodecError,
+    },
+    /// Another request ended this session (destroy, log out everywhere, expiry)
+    /// while this one used it. Nothing was written back.
+    #[error("the session was ended by another request; nothing was written back")]
+    Ended,
+    /// A save lost the compare-and-set race more times than the configured
+    /// retries, because many requests write the same session at once.
+    #[error("session save gave up after {attempts} conflicting concurrent writes")]
+    Contention {
+        /// How many saves were attempted.
+        attempts: u32,
+    },
+    /// An argument was refused (an empty owner, a lifetime without timeouts).
+    #[error("invalid session argument: {0}")]
+    Invalid(String),
+    /// The OS random source failed while drawing a new id.
+    #[error(transparent)]
+    Random(#[from] RandomError),
+}
+
+/// `Result` with the session [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,33 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+mod clock;
+mod codec;
+mod config;
+mod error;
+mod id;
+mod manager;
+mod observe;
+mod record;
+mod session;
+mod store;
+mod transport;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use async_trait::async_trait;
+pub use erased_serde;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+#[cfg(feature = "json")]
+pub use codec::JsonCodec;
+pub use codec::{Codec, CodecError, DecodeVisitor, MessagePack};
+pub use config::{Config, ConfigBuilder, ConfigError, CookieKeys, CookieSecurity, Key, SameSite};
+pub use error::{Error, Result};
+pub use id::{Id, InvalidId, RandomError, RecordId, ID_BYTES, ID_TEXT_LEN, RECORD_ID_TEXT_LEN};
+pub use manager::Manager;
+pub use record::{Data, Lifetime, Record, RecordDecodeError};
+pub use session::{Session, MAX_OWNER_LEN};
+pub use store::{Created, Saved, Store, StoreError, StoreErrorKind};
+pub use transport::{cookie_values, SetCookie};

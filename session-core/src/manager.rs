@@ -1,0 +1,227 @@
+//! The manager: one per application, shared by every request.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::id::{Id, RecordId};
+use crate::observe;
+use crate::session::Session;
+use crate::store::Store;
+use crate::transport::{self, SetCookie};
+
+/// Owns the store, the configuration and the clock; hands each request a
+/// [`Session`]. Cloning is cheap (one `Arc`).
+///
+/// Framework adapters call [`Manager::session_from_cookies`] before the
+/// handler and [`Session::commit`] after it. Applications use the manager
+/// directly for cross-session work such as [`Manager::destroy_all_of`].
+///
+/// ```
+/// # #[derive(Debug, Default)] struct MyStore;
+/// # #[session_core::async_trait] impl session_core::Store for MyStore {
+/// #   async fn load(&self, _: &session_core::RecordId) -> Result<Option<session_core::Record>, session_core::StoreError> { Ok(None) }
+/// #   async fn create(&self, _: &session_core::Record) -> Result<session_core::Created, session_core::StoreError> { Ok(session_core::Created::Created) }
+/// #   async fn save(&self, _: &session_core::Record, _: u64) -> Result<session_core::Saved, session_core::StoreError> { Ok(session_core::Saved::Missing) }
+/// #   async fn touch(&self, _: &session_core::RecordId, _: time::OffsetDateTime) -> Result<bool, session_core::StoreError> { Ok(false) }
+/// #   async fn delete(&self, _: &session_core::RecordId) -> Result<(), session_core::StoreError> { Ok(()) }
+/// #   async fn delete_expired(&self) -> Result<u64, session_core::StoreError> { Ok(0) }
+/// #   async fn ids_of_owner(&self, _: &str) -> Result<Vec<session_core::RecordId>, session_core::StoreError> { Ok(vec![]) }
+/// #   async fn delete_owner(&self, _: &str) -> Result<u64, session_core::StoreError> { Ok(0) }
+/// # }
+/// use session_core::{Config, Manager, SetCookie};
+///
+/// # tokio_test_block_on(async {
+/// let manager = Manager::new(MyStore::default(), Config::default());
+///
+/// // One request: no cookie yet.
+/// let session = manager.session_from_cookies(std::iter::empty());
+/// session.insert("name", "iris").await?;
+/// let outcome = session.commit().await?;
+/// let header = manager.set_cookie_header(&outcome).expect("a new session sets a cookie");
+/// assert!(header.starts_with("session="));
+/// # Ok::<(), session_core::Error>(())
+/// # }).unwrap();
+/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Manager {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) config: Config,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for Manager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Manager")
+            .field("store", &self.inner.store)
+            .field("config", &self.inner.config)
+            .field("clock", &self.inner.clock)
+            .finish()
+    }
+}
+
+impl Manager {
+    /// A manager over `store` with `config`, on the system clock.
+    pub fn new(store: impl Store, config: Config) -> Self {
+        Self::from_arc(Arc::new(store), config)
+    }
+
+    /// A manager over a shared store.
+    pub fn from_arc(store: Arc<dyn Store>, config: Config) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                clock: Arc::new(SystemClock),
+            }),
+        }
+    }
+
+    /// Replaces the clock, for tests of idle and absolute timeouts (see
+    /// [`ManualClock`](crate::ManualClock)).
+    pub fn with_clock(self, clock: impl Clock) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store: self.inner.store.clone(),
+                config: self.inner.config.clone(),
+                clock: Arc::new(clock),
+            }),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The session of a request, given the values of its `Cookie` headers.
+    ///
+    /// Only parses: nothing is loaded until the handler uses the session. The
+    /// first cookie with the configured name that verifies and parses as an id
+    /// is used; a malformed, oversized or tampered cookie is ignored and never
+    /// reaches the store.
+    pub fn session_from_cookies<'a>(
+        &self,
+        cookie_headers: impl IntoIterator<Item = &'a str>,
+    ) -> Session {
+        let name = self.inner.config.cookie_name.as_str();
+        let mut presented = false;
+        let mut id = None;
+        for value in transport::cookie_values(cookie_headers, name) {
+            presented = true;
+            if let Some(found) = transport::decode_value(&self.inner.config, value) {
+                id = Some(found);
+                break;
+            }
+        }
+        if presented && id.is_none() {
+            observe::rejected_cookie();
+        }
+        Session::new(self.clone(), id, presented)
+    }
+
+    /// The session of a request whose id travels in a header or elsewhere
+    /// rather than a cookie: `value` is that raw value, as
+    /// [`SetCookie::Set`] gave it.
+    pub fn session_from_value(&self, value: Option<&str>) -> Session {
+        let id = value.and_then(|v| transport::decode_value(&self.inner.config, v));
+        if value.is_some() && id.is_none() {
+            observe::rejected_cookie();
+        }
+        Session::new(self.clone(), id, value.is_some())
+    }
+
+    /// The `Set-Cookie` header value for a commit outcome, with every
+    /// configured attribute; `None` when nothing must be sent.
+    pub fn set_cookie_header(&self, outcome: &SetCookie) -> Option<String> {
+        transport::set_cookie_header(&self.inner.config, outcome)
+    }
+
+    /// The record ids of every live session of `owner` (see
+    /// [`Session::login`]).
+    ///
+    /// # Errors
+    /// [`Error::Store`] or [`Error::Timeout`].
+    pub async fn sessions_of(&self, owner: &str) -> Result<Vec<RecordId>> {
+        self.call("list owner", self.inner.store.ids_of_owner(owner))
+            .await
+    }
+
+    /// Ends every session of `owner` ("log out everywhere") and returns how
+    /// many there were. Requests using one of them at the same moment write
+    /// nothing back.
+    ///
+    /// # Errors
+    /// [`Error::Store`] or [`Error::Timeout`].
+    pub async fn destroy_all_of(&self, owner: &str) -> Result<u64> {
+        let n = self
+            .call("delete owner", self.inner.store.delete_owner(owner))
+            .await?;
+        tracing::info!(sessions = n, "destroyed every session of an owner");
+        observe::count("session_owner_destroys_total", n);
+        Ok(n)
+    }
+
+    /// Ends one session by its record id (e.g. one listed by
+    /// [`Manager::sessions_of`]).
+    ///
+    /// # Errors
+    /// [`Error::Store`] or [`Error::Timeout`].
+    pub async fn destroy_record(&self, id: &RecordId) -> Result<()> {
+        self.call("delete", self.inner.store.delete(id)).await?;
+        observe::destroyed(id);
+        Ok(())
+    }
+
+    /// Asks the store to remove expired records (for stores without native
+    /// expiry) and returns how many it removed.
+    ///
+    /// # Errors
+    /// [`Error::Store`] or [`Error::Timeout`].
+    pub async fn delete_expired(&self) -> Result<u64> {
+        self.call("delete expired", self.inner.store.delete_expired())
+            .await
+    }
+
+    /// Runs one store call under the store timeout, turning failures into
+    /// [`Error`]s and logging them.
+    pub(crate) async fn call<T>(
+        &self,
+        op: &'static str,
+        fut: impl Future<Output = std::result::Result<T, crate::StoreError>>,
+    ) -> Result<T> {
+        let after = self.inner.config.store_timeout;
+        match tokio::time::timeout(after, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(source)) => {
+                tracing::error!(op, error = %source, "session store error");
+                observe::count("session_store_errors_total", 1);
+                Err(Error::Store { op, source })
+            }
+            Err(_) => {
+                tracing::error!(op, ?after, "session store timed out");
+                observe::count("session_store_timeouts_total", 1);
+                Err(Error::Timeout { op, after })
+            }
+        }
+    }
+
+    pub(crate) fn new_id(&self) -> Result<Id> {
+        Ok(Id::generate()?)
+    }
+}

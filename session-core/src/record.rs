@@ -1,0 +1,375 @@
+//! What a store keeps for one session.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::id::RecordId;
+
+/// The values of a session: key -> value encoded by the configured
+/// [`Codec`](crate::Codec).
+pub type Data = HashMap<String, Vec<u8>>;
+
+/// A per-session override of the configured timeouts ("remember me").
+///
+/// It is stored in the [`Record`], so it holds on every later request until it is
+/// changed or the session ends. Set it with
+/// [`Session::set_lifetime`](crate::Session::set_lifetime).
+///
+/// ```
+/// use std::time::Duration;
+/// use session_core::Lifetime;
+///
+/// let remember_me = Lifetime::new()
+///     .with_idle_timeout(Some(Duration::from_secs(30 * 24 * 3600)))
+///     .with_absolute_timeout(Some(Duration::from_secs(90 * 24 * 3600)))
+///     .with_persistent_cookie(true);
+/// assert!(remember_me.persistent_cookie());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Lifetime {
+    #[serde(default, with = "opt_secs")]
+    idle: Option<Duration>,
+    #[serde(default, with = "opt_secs")]
+    absolute: Option<Duration>,
+    #[serde(default)]
+    persistent: bool,
+}
+
+impl Lifetime {
+    /// A lifetime with no timeouts and a browser-session cookie; set what you
+    /// need with the `with_*` methods. A lifetime needs at least one timeout to
+    /// be accepted by [`Session::set_lifetime`](crate::Session::set_lifetime).
+    pub const fn new() -> Self {
+        Self {
+            idle: None,
+            absolute: None,
+            persistent: false,
+        }
+    }
+
+    /// Ends the session after this long without a request that uses it.
+    pub const fn with_idle_timeout(mut self, idle: Option<Duration>) -> Self {
+        self.idle = idle;
+        self
+    }
+
+    /// Ends the session this long after it was created, whatever its activity.
+    pub const fn with_absolute_timeout(mut self, absolute: Option<Duration>) -> Self {
+        self.absolute = absolute;
+        self
+    }
+
+    /// Whether the cookie carries `Max-Age` (survives a browser restart).
+    pub const fn with_persistent_cookie(mut self, persistent: bool) -> Self {
+        self.persistent = persistent;
+        self
+    }
+
+    /// The idle timeout.
+    pub const fn idle_timeout(&self) -> Option<Duration> {
+        self.idle
+    }
+
+    /// The absolute timeout.
+    pub const fn absolute_timeout(&self) -> Option<Duration> {
+        self.absolute
+    }
+
+    /// Whether the cookie is persistent.
+    pub const fn persistent_cookie(&self) -> bool {
+        self.persistent
+    }
+
+    /// The deadline of a session created at `created_at` and last used at `now`:
+    /// the earlier of the idle and the absolute deadline.
+    pub fn deadline(&self, created_at: OffsetDateTime, now: OffsetDateTime) -> OffsetDateTime {
+        let idle = self.idle.map(|d| now.saturating_add(to_time(d)));
+        let absolute = self.absolute.map(|d| created_at.saturating_add(to_time(d)));
+        match (idle, absolute) {
+            (Some(i), Some(a)) => i.min(a),
+            (Some(i), None) => i,
+            (None, Some(a)) => a,
+            // Refused by config validation; a far deadline keeps this total.
+            (None, None) => now.saturating_add(time::Duration::days(400)),
+        }
+    }
+}
+
+fn to_time(d: Duration) -> time::Duration {
+    time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
+}
+
+mod opt_secs {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::time::Duration;
+
+    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        d.map(|d| d.as_millis() as u64).serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
+}
+
+/// One session as a store keeps it.
+///
+/// Stores see records, never cookies or raw ids. A store that keeps records as
+/// bytes uses [`Record::to_bytes`] and [`Record::from_bytes`], which give a
+/// compact, versioned encoding that tolerates fields added by later releases.
+///
+/// ```
+/// use session_core::{Id, Record};
+/// use time::OffsetDateTime;
+///
+/// let now = OffsetDateTime::now_utc();
+/// let mut record = Record::new(Id::generate().unwrap().record_id(), now, now + time::Duration::hours(1));
+/// record.data.insert("name".into(), b"\xa4iris".to_vec());
+/// let bytes = record.to_bytes().unwrap();
+/// assert_eq!(Record::from_bytes(&bytes).unwrap(), record);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Record {
+    /// The hash of the session id.
+    pub id: RecordId,
+    /// The values, each encoded by the manager's codec.
+    pub data: Data,
+    /// When the session was created (start of the absolute timeout).
+    pub created_at: OffsetDateTime,
+    /// When the session expires: stores never return it after this instant.
+    pub expires_at: OffsetDateTime,
+    /// Incremented by every save; the compare-and-set token.
+    pub version: u64,
+    /// The user this session belongs to, for "log out everywhere".
+    pub owner: Option<String>,
+    /// A per-session override of the configured timeouts.
+    pub lifetime: Option<Lifetime>,
+}
+
+impl Record {
+    /// A new record at version 0 with no data and no owner.
+    pub fn new(id: RecordId, created_at: OffsetDateTime, expires_at: OffsetDateTime) -> Self {
+        Self {
+            id,
+            data: Data::new(),
+            created_at,
+            expires_at,
+            version: 0,
+            owner: None,
+            lifetime: None,
+        }
+    }
+
+    /// Whether the record has expired at `now`.
+    pub fn is_expired(&self, now: OffsetDateTime) -> bool {
+        self.expires_at <= now
+    }
+
+    /// A rough count of the bytes the record occupies, for weighing caches.
+    pub fn approximate_size(&self) -> usize {
+        let data: usize = self.data.iter().map(|(k, v)| k.len() + v.len() + 48).sum();
+        std::mem::size_of::<Self>() + data + self.owner.as_ref().map_or(0, String::len)
+    }
+
+    /// Encodes the record for a store that keeps bytes.
+    ///
+    /// # Errors
+    /// Only if the encoder fails, which a well-formed record never makes it do.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, RecordDecodeError> {
+        let envelope = EnvelopeRef {
+            format: ENVELOPE_FORMAT,
+            id: serde_bytes::Bytes::new(self.id.as_bytes()),
+            data: DataRef(&self.data),
+            created_at: unix_millis(self.created_at),
+            expires_at: unix_millis(self.expires_at),
+            version: self.version,
+            owner: self.owner.as_deref(),
+            lifetime: self.lifetime.as_ref(),
+        };
+        rmp_serde::to_vec_named(&envelope).map_err(|e| RecordDecodeError(e.to_string()))
+    }
+
+    /// Decodes bytes written by [`Record::to_bytes`].
+    ///
+    /// # Errors
+    /// [`RecordDecodeError`] when the bytes are not a record: corrupted,
+    /// truncated, or written by something else. Never panics.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, RecordDecodeError> {
+        let env: Envelope =
+            rmp_serde::from_slice(bytes).map_err(|e| RecordDecodeError(e.to_string()))?;
+        if env.format != ENVELOPE_FORMAT {
+            return Err(RecordDecodeError(format!(
+                "unknown record format {}",
+                env.format
+            )));
+        }
+        let id: [u8; 32] = env
+            .id
+            .as_slice()
+            .try_into()
+            .map_err(|_| RecordDecodeError("record id is not 32 bytes".into()))?;
+        Ok(Self {
+            id: RecordId::from_bytes(id),
+            data: env
+                .data
+                .into_iter()
+                .map(|(k, v)| (k, v.into_vec()))
+                .collect(),
+            created_at: from_unix_millis(env.created_at)?,
+            expires_at: from_unix_millis(env.expires_at)?,
+            version: env.version,
+            owner: env.owner,
+            lifetime: env.lifetime,
+        })
+    }
+}
+
+/// A stored record could not be decoded.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("stored session record is corrupted: {0}")]
+pub struct RecordDecodeError(String);
+
+const ENVELOPE_FORMAT: u8 = 1;
+
+#[derive(Serialize)]
+struct EnvelopeRef<'a> {
+    #[serde(rename = "f")]
+    format: u8,
+    #[serde(rename = "i")]
+    id: &'a serde_bytes::Bytes,
+    #[serde(rename = "d")]
+    data: DataRef<'a>,
+    #[serde(rename = "c")]
+    created_at: i64,
+    #[serde(rename = "e")]
+    expires_at: i64,
+    #[serde(rename = "v")]
+    version: u64,
+    #[serde(rename = "o")]
+    owner: Option<&'a str>,
+    #[serde(rename = "l")]
+    lifetime: Option<&'a Lifetime>,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(rename = "f")]
+    format: u8,
+    #[serde(rename = "i")]
+    id: serde_bytes::ByteBuf,
+    #[serde(rename = "d", default)]
+    data: HashMap<String, serde_bytes::ByteBuf>,
+    #[serde(rename = "c")]
+    created_at: i64,
+    #[serde(rename = "e")]
+    expires_at: i64,
+    #[serde(rename = "v", default)]
+    version: u64,
+    #[serde(rename = "o", default)]
+    owner: Option<String>,
+    #[serde(rename = "l", default)]
+    lifetime: Option<Lifetime>,
+}
+
+/// Serializes the values as MessagePack `bin`, not arrays of integers.
+struct DataRef<'a>(&'a Data);
+
+impl Serialize for DataRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, serde_bytes::Bytes::new(v))))
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn unix_millis(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn from_unix_millis(ms: i64) -> Result<OffsetDateTime, RecordDecodeError> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .map_err(|_| RecordDecodeError(format!("timestamp {ms} out of range")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Id;
+
+    fn sample() -> Record {
+        let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let mut r = Record::new(
+            Id::generate().unwrap().record_id(),
+            now,
+            now + time::Duration::hours(2),
+        );
+        r.data.insert("a".into(), vec![1, 2, 3]);
+        r.data.insert(String::new(), vec![]);
+        r.version = 7;
+        r.owner = Some("alice".into());
+        r.lifetime = Some(
+            Lifetime::new()
+                .with_idle_timeout(Some(Duration::from_secs(60)))
+                .with_persistent_cookie(true),
+        );
+        r
+    }
+
+    #[test]
+    fn round_trips() {
+        let r = sample();
+        assert_eq!(Record::from_bytes(&r.to_bytes().unwrap()).unwrap(), r);
+    }
+
+    #[test]
+    fn garbage_and_truncation_are_errors_not_panics() {
+        let bytes = sample().to_bytes().unwrap();
+        for n in 0..bytes.len() {
+            assert!(Record::from_bytes(&bytes[..n]).is_err(), "prefix {n}");
+        }
+        assert!(Record::from_bytes(b"hello world").is_err());
+        // A huge claimed map length with no content must not allocate it.
+        assert!(Record::from_bytes(&[0xdf, 0xff, 0xff, 0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_and_missing_optional_fields_default() {
+        #[derive(Serialize)]
+        struct Future<'a> {
+            f: u8,
+            i: &'a serde_bytes::Bytes,
+            c: i64,
+            e: i64,
+            extra: &'a str,
+        }
+        let id = [9u8; 32];
+        let bytes = rmp_serde::to_vec_named(&Future {
+            f: 1,
+            i: serde_bytes::Bytes::new(&id),
+            c: 0,
+            e: 1000,
+            extra: "added by a later release",
+        })
+        .unwrap();
+        let r = Record::from_bytes(&bytes).unwrap();
+        assert_eq!(r.version, 0);
+        assert!(r.data.is_empty());
+        assert_eq!(r.owner, None);
+    }
+
+    #[test]
+    fn deadline_is_the_earlier_of_idle_and_absolute() {
+        let t0 = OffsetDateTime::from_unix_timestamp(0).unwrap();
+        let l = Lifetime::new()
+            .with_idle_timeout(Some(Duration::from_secs(10)))
+            .with_absolute_timeout(Some(Duration::from_secs(100)));
+        assert_eq!(l.deadline(t0, t0), t0 + time::Duration::seconds(10));
+        let late = t0 + time::Duration::seconds(95);
+        assert_eq!(l.deadline(t0, late), t0 + time::Duration::seconds(100));
+    }
+}

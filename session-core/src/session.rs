@@ -1,0 +1,914 @@
+//! The per-request session handle.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use time::OffsetDateTime;
+use tokio::sync::{Mutex, MutexGuard};
+
+use crate::codec;
+use crate::config::validate_lifetime;
+use crate::error::{Error, Result};
+use crate::id::{Id, RecordId};
+use crate::manager::Manager;
+use crate::observe;
+use crate::record::{Data, Lifetime, Record};
+use crate::store::{Created, Saved};
+use crate::transport::{self, SetCookie};
+
+/// Keys of flash values live under this prefix, hidden from [`Session::keys`].
+const FLASH_PREFIX: &str = "\u{1}flash:";
+
+/// Longest owner key accepted by [`Session::login`], in bytes.
+pub const MAX_OWNER_LEN: usize = 512;
+
+/// How many fresh ids are tried when a store reports an id as taken.
+const CREATE_ATTEMPTS: u32 = 4;
+
+/// The session of one request.
+///
+/// A cheap handle (clone it freely): the adapter keeps one to
+/// [`commit`](Session::commit) after the handler, the handler gets another.
+/// Nothing is loaded until a method needs the data, so a handler that never
+/// uses its session costs no store call.
+///
+/// Values are any `Serialize` / `DeserializeOwned` type, encoded by the
+/// configured [`Codec`](crate::Codec). Writes are kept as a change log; if
+/// another request saved the session in the meantime, the log is re-applied on
+/// the fresh record (last writer wins per key, not per session).
+///
+/// ```
+/// # use session_core::{Config, Manager};
+/// # async fn demo(session: session_core::Session) -> Result<(), session_core::Error> {
+/// session.insert("name", "iris").await?;
+/// assert_eq!(session.get_string("name").await?, "iris");
+///
+/// let visits = session.update("visits", |n: Option<u64>| n.unwrap_or(0) + 1).await?;
+/// assert!(visits >= 1);
+///
+/// session.remove("name").await?;
+/// assert_eq!(session.get::<String>("name").await?, None);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Session {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    manager: Manager,
+    state: Mutex<State>,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = f.debug_struct("Session");
+        match self.shared.state.try_lock() {
+            Ok(state) => s
+                .field("loaded", &state.loaded)
+                .field("record", &state.stored.as_ref().map(|m| m.rid))
+                .field("keys", &state.data.len())
+                .field("pending_changes", &state.changes.len())
+                .finish(),
+            Err(_) => s.finish_non_exhaustive(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Change {
+    Set(String, Vec<u8>),
+    Remove(String),
+    Clear,
+}
+
+/// What this request knows of the stored record.
+struct Stored {
+    id: Id,
+    rid: RecordId,
+    version: u64,
+    created_at: OffsetDateTime,
+    expires_at: OffsetDateTime,
+}
+
+struct State {
+    /// The well-formed id the client presented, if any (not yet checked).
+    incoming: Option<Id>,
+    /// Whether the client presented a cookie at all (even an invalid one).
+    presented: bool,
+    loaded: bool,
+    /// Some while the session exists in the store.
+    stored: Option<Stored>,
+    data: Data,
+    changes: Vec<Change>,
+    owner: Option<String>,
+    owner_dirty: bool,
+    lifetime: Option<Lifetime>,
+    lifetime_dirty: bool,
+    /// A record was created under a new id during this request.
+    issued: bool,
+    /// The persistent cookie's `Max-Age` must be refreshed.
+    refresh_cookie: bool,
+    /// The session was destroyed here or ended elsewhere.
+    ended: bool,
+}
+
+enum Commit {
+    Done,
+    Conflict,
+    Ended,
+}
+
+impl Session {
+    pub(crate) fn new(manager: Manager, incoming: Option<Id>, presented: bool) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                manager,
+                state: Mutex::new(State {
+                    incoming,
+                    presented,
+                    loaded: false,
+                    stored: None,
+                    data: Data::new(),
+                    changes: Vec::new(),
+                    owner: None,
+                    owner_dirty: false,
+                    lifetime: None,
+                    lifetime_dirty: false,
+                    issued: false,
+                    refresh_cookie: false,
+                    ended: false,
+                }),
+            }),
+        }
+    }
+
+    fn manager(&self) -> &Manager {
+        &self.shared.manager
+    }
+
+    /// Locks the state and loads the record on first use.
+    async fn loaded(&self) -> Result<MutexGuard<'_, State>> {
+        let mut state = self.shared.state.lock().await;
+        if !state.loaded {
+            self.load(&mut state).await?;
+        }
+        Ok(state)
+    }
+
+    async fn load(&self, state: &mut State) -> Result<()> {
+        let manager = self.manager();
+        if let Some(id) = state.incoming.clone() {
+            let rid = id.record_id();
+            let found = manager.call("load", manager.inner.store.load(&rid)).await?;
+            let now = manager.inner.clock.now();
+            let live = found.filter(|r| r.id == rid && self.is_live(r, now));
+            observe::loaded(&rid, live.is_some());
+            if let Some(record) = live {
+                state.stored = Some(Stored {
+                    id,
+                    rid,
+                    version: record.version,
+                    created_at: record.created_at,
+                    expires_at: record.expires_at,
+                });
+                state.data = record.data;
+                state.owner = record.owner;
+                state.lifetime = record.lifetime;
+            }
+        }
+        state.loaded = true;
+        Ok(())
+    }
+
+    /// Whether a record is live by the manager's clock: before its stored
+    /// deadline and within the absolute timeout in force now.
+    fn is_live(&self, record: &Record, now: OffsetDateTime) -> bool {
+        let lifetime = record
+            .lifetime
+            .unwrap_or(self.manager().inner.config.lifetime);
+        let within_absolute = lifetime.absolute_timeout().is_none_or(|abs| {
+            record
+                .created_at
+                .saturating_add(time::Duration::try_from(abs).unwrap_or(time::Duration::MAX))
+                > now
+        });
+        !record.is_expired(now) && within_absolute
+    }
+
+    fn lifetime_of(&self, state: &State) -> Lifetime {
+        state
+            .lifetime
+            .unwrap_or(self.manager().inner.config.lifetime)
+    }
+
+    fn value_error(key: &str, action: &'static str, source: codec::CodecError) -> Error {
+        if action == "decoded" {
+            observe::corrupt_value(key);
+        }
+        Error::Value {
+            key: key.to_owned(),
+            action,
+            source,
+        }
+    }
+
+    fn encode<T: Serialize>(&self, key: &str, value: &T) -> Result<Vec<u8>> {
+        codec::encode(&*self.manager().inner.config.codec, value)
+            .map_err(|e| Self::value_error(key, "encoded", e))
+    }
+
+    fn decode<T: DeserializeOwned>(&self, key: &str, bytes: &[u8]) -> Result<T> {
+        codec::decode(&*self.manager().inner.config.codec, bytes)
+            .map_err(|e| Self::value_error(key, "decoded", e))
+    }
+
+    // ----- reading -----
+
+    /// The value under `key`, decoded as `T`; `None` when absent.
+    ///
+    /// # Errors
+    /// [`Error::Value`] when the stored value does not decode as `T` (only this
+    /// call fails; the session is intact), or a store error on first use.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        let state = self.loaded().await?;
+        state
+            .data
+            .get(key)
+            .map(|bytes| self.decode(key, bytes))
+            .transpose()
+    }
+
+    /// The string under `key`, or an empty string when absent (Iris's
+    /// `GetString`).
+    ///
+    /// # Errors
+    /// [`Error::Value`] when the value is not a string, or a store error.
+    pub async fn get_string(&self, key: &str) -> Result<String> {
+        Ok(self.get::<String>(key).await?.unwrap_or_default())
+    }
+
+    /// The value under `key`, or `default` when absent (Iris's
+    /// `GetIntDefault` and friends, for any type).
+    ///
+    /// # Errors
+    /// [`Error::Value`] when the value does not decode as `T`, or a store
+    /// error.
+    pub async fn get_or<T: DeserializeOwned>(&self, key: &str, default: T) -> Result<T> {
+        Ok(self.get(key).await?.unwrap_or(default))
+    }
+
+    /// Whether a value is stored under `key`.
+    ///
+    /// # Errors
+    /// A store error on first use.
+    pub async fn contains(&self, key: &str) -> Result<bool> {
+        Ok(self.loaded().await?.data.contains_key(key))
+    }
+
+    /// The keys of the session's values (flash values excluded), sorted.
+    ///
+    /// # Errors
+    /// A store error on first use.
+    pub async fn keys(&self) -> Result<Vec<String>> {
+        let state = self.loaded().await?;
+        let mut keys: Vec<String> = state
+            .data
+            .keys()
+            .filter(|k| !k.starts_with(FLASH_PREFIX))
+            .cloned()
+            .collect();
+        keys.sort_unstable();
+        Ok(keys)
+    }
+
+    /// How many values the session holds (flash values excluded).
+    ///
+    /// # Errors
+    /// A store error on first use.
+    pub async fn len(&self) -> Result<usize> {
+        let state = self.loaded().await?;
+        Ok(state
+            .data
+            .keys()
+            .filter(|k| !k.starts_with(FLASH_PREFIX))
+            .count())
+    }
+
+    /// Whether the session holds no values (flash values excluded).
+    ///
+    /// # Errors
+    /// A store error on first use.
+    pub async fn is_empty(&self) -> Result<bool> {
+        Ok(self.len().await? == 0)
+    }
+
+    /// The owner set by [`Session::login`], if any.
+    ///
+    /// # Errors
+    /// A store error on first use.
+    pub async fn owner(&self) -> Result<Option<String>> {
+        Ok(self.loaded().await?.owner.clone())
+    }
+
+    /// The record id of this session in the store, once it is stored: the
+    /// handle [`Manager::sessions_of`] lists, safe to show or log.
+    ///
+    /// # Errors
+    /// A store error on first use.
+    pub async fn record_id(&self) -> Result<Option<RecordId>> {
+        Ok(self.loaded().await?.stored.as_ref().map(|s| s.rid))
+    }
+
+    /// When the session expires as last stored; `None` before it is stored.
+    ///
+    /// # Errors
+    /// A store error on first use.
+    pub async fn expires_at(&self) -> Result<Option<OffsetDateTime>> {
+        Ok(self.loaded().await?.stored.as_ref().map(|s| s.expires_at))
+    }
+
+    // ----- writing -----
+
+    fn push(state: &mut State, change: Change) {
+        apply(&mut state.data, &change);
+        state.changes.push(change);
+    }
+
+    /// Stores `value` under `key` (Iris's `Set`), replacing any previous value.
+    ///
+    /// # Errors
+    /// [`Error::Value`] when the value cannot be encoded, or a store error on
+    /// first use.
+    pub async fn insert<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
+        let bytes = self.encode(key, &value)?;
+        let mut state = self.loaded().await?;
+        Self::push(&mut state, Change::Set(key.to_owned(), bytes));
+        Ok(())
+    }
+
+    /// Removes the value under `key` (Iris's `Delete`); returns whether there
+    /// was one.
+    ///
+    /// # Errors
+    /// A store error on first use.
+    pub async fn remove(&self, key: &str) -> Result<bool> {
+        let mut state = self.loaded().await?;
+        let had = state.data.contains_key(key);
+        if had {
+            Self::push(&mut state, Change::Remove(key.to_owned()));
+        }
+        Ok(had)
+    }
+
+    /// Removes the value under `key` and returns it decoded.
+    ///
+    /// # Errors
+    /// [`Error::Value`] when the value does not decode as `T` (it is then left
+    /// in place), or a store error.
+    pub async fn take<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        let mut state = self.loaded().await?;
+        let Some(bytes) = state.data.get(key) else {
+            return Ok(None);
+        };
+        let value = self.decode(key, bytes)?;
+        Self::push(&mut state, Change::Remove(key.to_owned()));
+        Ok(Some(value))
+    }
+
+    /// Removes every value (Iris's `Clear`); the session itself, its id and its
+    /// owner stay.
+    ///
+    /// # Errors
+    /// A store error on first use.
+    pub async fn clear(&self) -> Result<()> {
+        let mut state = self.loaded().await?;
+        if !state.data.is_empty() {
+            Self::push(&mut state, Change::Clear);
+        }
+        Ok(())
+    }
+
+    /// Stores a flash value: readable once, by [`Session::take_flash`], on this
+    /// or a later request.
+    ///
+    /// # Errors
+    /// [`Error::Value`] when the value cannot be encoded, or a store error.
+    pub async fn insert_flash<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
+        self.insert(&flash_key(key), value).await
+    }
+
+    /// Reads and removes a flash value (Iris's `GetFlash`).
+    ///
+    /// # Errors
+    /// [`Error::Value`] when the value does not decode as `T`, or a store error.
+    pub async fn take_flash<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        self.take(&flash_key(key)).await
+    }
+
+    /// Reads a flash value without removing it (Iris's `PeekFlash`).
+    ///
+    /// # Errors
+    /// [`Error::Value`] when the value does not decode as `T`, or a store error.
+    pub async fn peek_flash<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        self.get(&flash_key(key)).await
+    }
+
+    /// Read-modify-write of one value that is safe against concurrent requests:
+    /// `f` gets the current value (or `None`) and returns the new one, which is
+    /// saved at once, together with any other pending change, by a
+    /// compare-and-set. If another request saved the session in between, the
+    /// fresh record is loaded and `f` runs again, so 100 concurrent increments
+    /// end at exactly 100. Returns the value as saved.
+    ///
+    /// # Errors
+    /// [`Error::Contention`] when the retries run out, [`Error::Ended`] when
+    /// another request ended the session, [`Error::Value`] when the stored value
+    /// does not decode as `T`, or a store error.
+    pub async fn update<T, F>(&self, key: &str, mut f: F) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut(Option<T>) -> T,
+    {
+        let mut state = self.loaded().await?;
+        let retries = self.manager().inner.config.conflict_retries;
+        for attempt in 0..=retries {
+            let current = state
+                .data
+                .get(key)
+                .map(|b| self.decode::<T>(key, b))
+                .transpose()?;
+            let new = f(current);
+            let bytes = self.encode(key, &new)?;
+            Self::push(&mut state, Change::Set(key.to_owned(), bytes));
+            match self.try_commit(&mut state).await? {
+                Commit::Done => return Ok(new),
+                Commit::Ended => return Err(Error::Ended),
+                Commit::Conflict => {
+                    // Drop this attempt's write; the fresh record decides.
+                    state.changes.pop();
+                    self.reload(&mut state, attempt).await?;
+                    if state.stored.is_none() {
+                        return Err(Error::Ended);
+                    }
+                }
+            }
+        }
+        Err(Error::Contention {
+            attempts: retries + 1,
+        })
+    }
+
+    /// Adds `by` to the integer under `key` (missing counts as 0) and returns
+    /// the new value (Iris's `Increment`); concurrency-safe like
+    /// [`Session::update`].
+    ///
+    /// # Errors
+    /// As [`Session::update`].
+    pub async fn increment(&self, key: &str, by: i64) -> Result<i64> {
+        self.update(key, |n: Option<i64>| n.unwrap_or(0).saturating_add(by))
+            .await
+    }
+
+    /// Subtracts `by` from the integer under `key` (Iris's `Decrement`).
+    ///
+    /// # Errors
+    /// As [`Session::update`].
+    pub async fn decrement(&self, key: &str, by: i64) -> Result<i64> {
+        self.increment(key, by.saturating_neg()).await
+    }
+
+    /// Overrides the configured timeouts for this session ("remember me").
+    /// The override is stored with the session and holds on later requests;
+    /// `None` returns to the configured lifetime.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a lifetime without any timeout or with one over
+    /// 400 days, or a store error on first use.
+    pub async fn set_lifetime(&self, lifetime: Option<Lifetime>) -> Result<()> {
+        if let Some(l) = &lifetime {
+            validate_lifetime(l).map_err(Error::Invalid)?;
+        }
+        let mut state = self.loaded().await?;
+        state.lifetime = lifetime;
+        state.lifetime_dirty = true;
+        Ok(())
+    }
+
+    /// Gives the session a new id, keeping its data, owner and creation time.
+    /// Call it whenever privileges change. The new record is written first; the
+    /// old one is deleted only after that, so a failure leaves the old session
+    /// intact. A session not yet stored needs no rotation (it will get a fresh
+    /// id when stored) and this does nothing.
+    ///
+    /// # Errors
+    /// A store error or timeout.
+    pub async fn cycle_id(&self) -> Result<()> {
+        let mut state = self.loaded().await?;
+        if state.stored.is_none() {
+            return Ok(());
+        }
+        self.rotate(&mut state, None).await
+    }
+
+    /// Logs the session in as `owner`: sets the owner and rotates the id in one
+    /// step (no session fixation), and restarts the absolute timeout. The
+    /// session is stored at once.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for an empty owner or one over
+    /// [`MAX_OWNER_LEN`] bytes, or a store error or timeout.
+    pub async fn login(&self, owner: &str) -> Result<()> {
+        if owner.is_empty() || owner.len() > MAX_OWNER_LEN {
+            return Err(Error::Invalid(format!(
+                "owner must be 1 to {MAX_OWNER_LEN} bytes long"
+            )));
+        }
+        let mut state = self.loaded().await?;
+        self.rotate(&mut state, Some(owner.to_owned())).await
+    }
+
+    /// Ends the session (Iris's `Destroy`): deletes it from the store and has
+    /// the cookie removed. Values written afterwards in the same request start
+    /// a new session with a new id.
+    ///
+    /// # Errors
+    /// A store error or timeout; the session is then left as it was.
+    pub async fn destroy(&self) -> Result<()> {
+        let mut state = self.shared.state.lock().await;
+        let rid = match (&state.stored, &state.incoming, state.loaded) {
+            (Some(s), _, _) => Some(s.rid),
+            (None, Some(id), false) => Some(id.record_id()),
+            _ => None,
+        };
+        if let Some(rid) = rid {
+            let manager = self.manager();
+            manager
+                .call("delete", manager.inner.store.delete(&rid))
+                .await?;
+            observe::destroyed(&rid);
+        }
+        state.loaded = true;
+        state.stored = None;
+        state.data.clear();
+        state.changes.clear();
+        state.owner = None;
+        state.owner_dirty = false;
+        state.lifetime = None;
+        state.lifetime_dirty = false;
+        state.issued = false;
+        state.refresh_cookie = false;
+        state.ended = true;
+        Ok(())
+    }
+
+    /// Saves pending changes now instead of at the end of the request.
+    ///
+    /// # Errors
+    /// [`Error::Contention`], [`Error::Ended`], or a store error or timeout.
+    pub async fn flush(&self) -> Result<()> {
+        let mut state = self.shared.state.lock().await;
+        if !state.loaded {
+            return Ok(());
+        }
+        match self.flush_locked(&mut state).await? {
+            true => Ok(()),
+            false => Err(Error::Ended),
+        }
+    }
+
+    /// Ends the request: saves what changed (one conditional write), or extends
+    /// the idle deadline when due (one cheap touch), or does nothing at all;
+    /// then says what the response must tell the client. Adapters call this
+    /// once, after the handler, whatever the response status.
+    ///
+    /// # Errors
+    /// [`Error::Contention`], or a store error or timeout: the adapter answers
+    /// 5xx.
+    pub async fn commit(&self) -> Result<SetCookie> {
+        let mut state = self.shared.state.lock().await;
+        if state.loaded {
+            if self.needs_write(&state) {
+                self.flush_locked(&mut state).await?;
+            } else {
+                self.touch_if_due(&mut state).await?;
+            }
+        }
+        Ok(self.outcome(&mut state))
+    }
+
+    fn needs_write(&self, state: &State) -> bool {
+        match state.stored {
+            Some(_) => !state.changes.is_empty() || state.owner_dirty || state.lifetime_dirty,
+            None => !state.data.is_empty() || state.owner.is_some(),
+        }
+    }
+
+    fn outcome(&self, state: &mut State) -> SetCookie {
+        let config = &self.manager().inner.config;
+        match &state.stored {
+            Some(s) if state.issued || state.refresh_cookie => {
+                state.issued = false;
+                state.refresh_cookie = false;
+                let lifetime = self.lifetime_of(state);
+                let max_age = lifetime.persistent_cookie().then(|| {
+                    let left = s.expires_at - self.manager().inner.clock.now();
+                    Duration::try_from(left).unwrap_or(Duration::ZERO)
+                });
+                SetCookie::Set {
+                    value: transport::encode_value(config, &s.id),
+                    max_age,
+                }
+            }
+            None if state.ended && state.presented => {
+                state.ended = false;
+                SetCookie::Remove
+            }
+            _ => SetCookie::Unchanged,
+        }
+    }
+
+    /// Saves until done; `false` when the session turned out to be ended.
+    async fn flush_locked(&self, state: &mut State) -> Result<bool> {
+        if !self.needs_write(state) {
+            return Ok(true);
+        }
+        let retries = self.manager().inner.config.conflict_retries;
+        for attempt in 0..=retries {
+            match self.try_commit(state).await? {
+                Commit::Done => return Ok(true),
+                Commit::Ended => return Ok(false),
+                Commit::Conflict => {
+                    self.reload(state, attempt).await?;
+                    if state.stored.is_none() {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+        Err(Error::Contention {
+            attempts: retries + 1,
+        })
+    }
+
+    /// One attempt to write the session: create it if new, else a
+    /// compare-and-set save.
+    async fn try_commit(&self, state: &mut State) -> Result<Commit> {
+        let manager = self.manager();
+        let now = manager.inner.clock.now();
+        let lifetime = self.lifetime_of(state);
+        let Some(stored) = &state.stored else {
+            self.create(state, now, now).await?;
+            return Ok(Commit::Done);
+        };
+        let expires_at = lifetime.deadline(stored.created_at, now);
+        let record = Record {
+            id: stored.rid,
+            data: state.data.clone(),
+            created_at: stored.created_at,
+            expires_at,
+            version: stored.version + 1,
+            owner: state.owner.clone(),
+            lifetime: state.lifetime,
+        };
+        let rid = stored.rid;
+        let expected = stored.version;
+        match manager
+            .call("save", manager.inner.store.save(&record, expected))
+            .await?
+        {
+            Saved::Saved => {
+                observe::saved(&rid, record.version);
+                let moved = state.stored.as_ref().is_some_and(|s| {
+                    expires_at - s.expires_at >= manager.inner.config.touch_interval
+                });
+                if let Some(s) = state.stored.as_mut() {
+                    s.version = record.version;
+                    s.expires_at = expires_at;
+                }
+                if moved && lifetime.persistent_cookie() || state.lifetime_dirty {
+                    state.refresh_cookie = true;
+                }
+                state.changes.clear();
+                state.owner_dirty = false;
+                state.lifetime_dirty = false;
+                Ok(Commit::Done)
+            }
+            Saved::Conflict => {
+                observe::conflict(&rid, 0);
+                Ok(Commit::Conflict)
+            }
+            Saved::Missing => {
+                observe::ended(&rid);
+                self.mark_ended(state);
+                Ok(Commit::Ended)
+            }
+        }
+    }
+
+    fn mark_ended(&self, state: &mut State) {
+        state.stored = None;
+        state.data.clear();
+        state.changes.clear();
+        state.owner = None;
+        state.owner_dirty = false;
+        state.lifetime = None;
+        state.lifetime_dirty = false;
+        state.issued = false;
+        state.refresh_cookie = false;
+        state.ended = true;
+    }
+
+    /// After a conflict: load the fresh record and re-apply the change log on
+    /// it, with a short random pause so racing writers spread out.
+    async fn reload(&self, state: &mut State, attempt: u32) -> Result<()> {
+        if attempt > 0 {
+            backoff(attempt).await;
+        }
+        let manager = self.manager();
+        let Some(stored) = &state.stored else {
+            return Ok(());
+        };
+        let rid = stored.rid;
+        let fresh = manager.call("load", manager.inner.store.load(&rid)).await?;
+        let now = manager.inner.clock.now();
+        match fresh.filter(|r| r.id == rid && self.is_live(r, now)) {
+            None => {
+                observe::ended(&rid);
+                self.mark_ended(state);
+            }
+            Some(record) => {
+                let mut data = record.data;
+                for change in &state.changes {
+                    apply(&mut data, change);
+                }
+                state.data = data;
+                if !state.owner_dirty {
+                    state.owner = record.owner;
+                }
+                if !state.lifetime_dirty {
+                    state.lifetime = record.lifetime;
+                }
+                if let Some(s) = state.stored.as_mut() {
+                    s.version = record.version;
+                    s.expires_at = record.expires_at;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Inserts the session under a fresh id (retrying if the store reports the
+    /// id taken) with the current data, owner and lifetime.
+    async fn create(
+        &self,
+        state: &mut State,
+        created_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        let manager = self.manager();
+        let lifetime = self.lifetime_of(state);
+        let expires_at = lifetime.deadline(created_at, now);
+        for _ in 0..CREATE_ATTEMPTS {
+            let id = manager.new_id()?;
+            let rid = id.record_id();
+            let record = Record {
+                id: rid,
+                data: state.data.clone(),
+                created_at,
+                expires_at,
+                version: 0,
+                owner: state.owner.clone(),
+                lifetime: state.lifetime,
+            };
+            match manager
+                .call("create", manager.inner.store.create(&record))
+                .await?
+            {
+                Created::Created => {
+                    observe::created(&rid);
+                    state.stored = Some(Stored {
+                        id,
+                        rid,
+                        version: 0,
+                        created_at,
+                        expires_at,
+                    });
+                    state.changes.clear();
+                    state.owner_dirty = false;
+                    state.lifetime_dirty = false;
+                    state.issued = true;
+                    state.ended = false;
+                    return Ok(());
+                }
+                Created::IdTaken => {
+                    tracing::warn!(id = %rid.short(), "store reported a fresh session id as taken; drawing another");
+                }
+            }
+        }
+        Err(Error::Store {
+            op: "create",
+            source: crate::StoreError::new(
+                crate::StoreErrorKind::Rejected,
+                format!("{CREATE_ATTEMPTS} fresh ids in a row were reported as taken"),
+            ),
+        })
+    }
+
+    /// Moves the session to a new id: create the new record, then delete the
+    /// old one.
+    async fn rotate(&self, state: &mut State, login_as: Option<String>) -> Result<()> {
+        let manager = self.manager();
+        let now = manager.inner.clock.now();
+        let old = state.stored.as_ref().map(|s| (s.rid, s.created_at));
+        let created_at = match (&login_as, old) {
+            (None, Some((_, created))) => created,
+            _ => now,
+        };
+        let previous_owner = state.owner.clone();
+        if let Some(owner) = login_as {
+            state.owner = Some(owner);
+            state.owner_dirty = true;
+        }
+        if let Err(e) = self.create(state, created_at, now).await {
+            state.owner = previous_owner;
+            return Err(e);
+        }
+        let new_rid = state.stored.as_ref().map(|s| s.rid);
+        if let Some(new_rid) = new_rid {
+            observe::rotated(old.as_ref().map(|(rid, _)| rid), &new_rid);
+        }
+        if let Some((old_rid, _)) = old {
+            if let Err(e) = manager
+                .call("delete", manager.inner.store.delete(&old_rid))
+                .await
+            {
+                tracing::warn!(old = %old_rid.short(), "session rotated but the old record could not be deleted; it expires on its own");
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    async fn touch_if_due(&self, state: &mut State) -> Result<()> {
+        let manager = self.manager();
+        let Some(stored) = &state.stored else {
+            return Ok(());
+        };
+        let now = manager.inner.clock.now();
+        let lifetime = self.lifetime_of(state);
+        let deadline = lifetime.deadline(stored.created_at, now);
+        if deadline - stored.expires_at < manager.inner.config.touch_interval {
+            return Ok(());
+        }
+        let rid = stored.rid;
+        if manager
+            .call("touch", manager.inner.store.touch(&rid, deadline))
+            .await?
+        {
+            observe::touched(&rid);
+            if let Some(s) = state.stored.as_mut() {
+                s.expires_at = deadline;
+            }
+            state.refresh_cookie = lifetime.persistent_cookie();
+        } else {
+            observe::ended(&rid);
+            self.mark_ended(state);
+        }
+        Ok(())
+    }
+}
+
+fn flash_key(key: &str) -> String {
+    let mut k = String::with_capacity(FLASH_PREFIX.len() + key.len());
+    k.push_str(FLASH_PREFIX);
+    k.push_str(key);
+    k
+}
+
+fn apply(data: &mut Data, change: &Change) {
+    match change {
+        Change::Set(k, v) => {
+            data.insert(k.clone(), v.clone());
+        }
+        Change::Remove(k) => {
+            data.remove(k);
+        }
+        Change::Clear => data.clear(),
+    }
+}
+
+/// A random pause of up to 2^attempt milliseconds (at most 64).
+async fn backoff(attempt: u32) {
+    let mut b = [0u8; 2];
+    let jitter = match getrandom::getrandom(&mut b) {
+        Ok(()) => u16::from_le_bytes(b),
+        Err(_) => 0,
+    };
+    let cap = 1u64 << attempt.min(6);
+    let micros = u64::from(jitter) % (cap * 1000);
+    tokio::time::sleep(Duration::from_micros(micros)).await;
+}

@@ -1,0 +1,249 @@
+//! The contract between the manager and a storage backend.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::id::RecordId;
+use crate::record::Record;
+
+/// The result of [`Store::create`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// The record was inserted.
+    Created,
+    /// A live record with this id already exists; nothing was written. The
+    /// manager retries with a fresh id.
+    IdTaken,
+}
+
+/// The result of [`Store::save`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Saved {
+    /// The stored version was the expected one; the record was replaced.
+    Saved,
+    /// The stored version differs from the expected one; nothing was written.
+    Conflict,
+    /// No live record has this id (expired, deleted, never created); nothing was
+    /// written. A store never re-creates a record on save.
+    Missing,
+}
+
+/// A storage backend for session records.
+///
+/// Stores see [`Record`]s keyed by [`RecordId`] (the hash of the session id),
+/// never cookies, raw ids or sessions. Every method is one logical operation
+/// that a store should perform in one round trip where its backend allows.
+///
+/// # Contract
+///
+/// The conformance suite (feature `conformance`, macro
+/// [`store_conformance!`](crate::store_conformance)) checks every point below.
+///
+/// * `load` never returns a record whose `expires_at` has passed, and returns
+///   the `expires_at` of the latest `touch`.
+/// * `create` inserts only if no live record has the id.
+/// * `save` replaces the record only if the stored version equals
+///   `expected_version`; it never inserts. The record passed in already carries
+///   the new version (`expected_version + 1`).
+/// * `touch` changes `expires_at` only, never data or version.
+/// * `delete` is idempotent.
+/// * `delete_expired` removes expired records for stores without native expiry
+///   and returns how many; stores that expire natively return 0.
+/// * `ids_of_owner` / `delete_owner` see exactly the live records whose `owner`
+///   is the given one; an owner index never keeps expired or deleted records
+///   visible.
+///
+/// The trait is object-safe: the manager holds an `Arc<dyn Store>`.
+///
+/// # Implementing a store
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::sync::Mutex;
+/// use session_core::{async_trait, Created, Record, RecordId, Saved, Store, StoreError};
+/// use time::OffsetDateTime;
+///
+/// /// A toy store: one mutex around a map.
+/// #[derive(Debug, Default)]
+/// struct MapStore(Mutex<HashMap<RecordId, Record>>);
+///
+/// #[async_trait]
+/// impl Store for MapStore {
+///     async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
+///         let now = OffsetDateTime::now_utc();
+///         Ok(self.0.lock().unwrap().get(id).filter(|r| !r.is_expired(now)).cloned())
+///     }
+///     async fn create(&self, record: &Record) -> Result<Created, StoreError> {
+///         let now = OffsetDateTime::now_utc();
+///         let mut map = self.0.lock().unwrap();
+///         if map.get(&record.id).is_some_and(|r| !r.is_expired(now)) {
+///             return Ok(Created::IdTaken);
+///         }
+///         map.insert(record.id, record.clone());
+///         Ok(Created::Created)
+///     }
+///     async fn save(&self, record: &Record, expected: u64) -> Result<Saved, StoreError> {
+///         let now = OffsetDateTime::now_utc();
+///         let mut map = self.0.lock().unwrap();
+///         match map.get_mut(&record.id) {
+///             Some(r) if !r.is_expired(now) && r.version == expected => {
+///                 *r = record.clone();
+///                 Ok(Saved::Saved)
+///             }
+///             Some(r) if !r.is_expired(now) => Ok(Saved::Conflict),
+///             _ => Ok(Saved::Missing),
+///         }
+///     }
+///     async fn touch(&self, id: &RecordId, expires_at: OffsetDateTime) -> Result<bool, StoreError> {
+///         let now = OffsetDateTime::now_utc();
+///         match self.0.lock().unwrap().get_mut(id) {
+///             Some(r) if !r.is_expired(now) => { r.expires_at = expires_at; Ok(true) }
+///             _ => Ok(false),
+///         }
+///     }
+///     async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
+///         self.0.lock().unwrap().remove(id);
+///         Ok(())
+///     }
+///     async fn delete_expired(&self) -> Result<u64, StoreError> {
+///         let now = OffsetDateTime::now_utc();
+///         let mut map = self.0.lock().unwrap();
+///         let before = map.len();
+///         map.retain(|_, r| !r.is_expired(now));
+///         Ok((before - map.len()) as u64)
+///     }
+///     async fn ids_of_owner(&self, owner: &str) -> Result<Vec<RecordId>, StoreError> {
+///         let now = OffsetDateTime::now_utc();
+///         Ok(self.0.lock().unwrap().values()
+///             .filter(|r| !r.is_expired(now) && r.owner.as_deref() == Some(owner))
+///             .map(|r| r.id).collect())
+///     }
+///     async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError> {
+///         let mut map = self.0.lock().unwrap();
+///         let before = map.len();
+///         map.retain(|_, r| r.owner.as_deref() != Some(owner));
+///         Ok((before - map.len()) as u64)
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait Store: fmt::Debug + Send + Sync + 'static {
+    /// Loads a live record; `None` when it is missing or expired.
+    async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError>;
+
+    /// Inserts the record if no live record has its id.
+    async fn create(&self, record: &Record) -> Result<Created, StoreError>;
+
+    /// Replaces the record if the stored version is `expected_version`.
+    async fn save(&self, record: &Record, expected_version: u64) -> Result<Saved, StoreError>;
+
+    /// Moves the deadline of a live record without rewriting its data. Returns
+    /// `false` when no live record has the id.
+    async fn touch(&self, id: &RecordId, expires_at: OffsetDateTime) -> Result<bool, StoreError>;
+
+    /// Deletes the record; deleting a missing record is not an error.
+    async fn delete(&self, id: &RecordId) -> Result<(), StoreError>;
+
+    /// Deletes expired records and returns how many; 0 for stores that expire
+    /// records natively.
+    async fn delete_expired(&self) -> Result<u64, StoreError>;
+
+    /// The ids of the live records owned by `owner`.
+    async fn ids_of_owner(&self, owner: &str) -> Result<Vec<RecordId>, StoreError>;
+
+    /// Deletes every record owned by `owner` and returns how many.
+    async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError>;
+}
+
+#[async_trait]
+impl<S: Store + ?Sized> Store for Arc<S> {
+    async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
+        (**self).load(id).await
+    }
+    async fn create(&self, record: &Record) -> Result<Created, StoreError> {
+        (**self).create(record).await
+    }
+    async fn save(&self, record: &Record, expected_version: u64) -> Result<Saved, StoreError> {
+        (**self).save(record, expected_version).await
+    }
+    async fn touch(&self, id: &RecordId, expires_at: OffsetDateTime) -> Result<bool, StoreError> {
+        (**self).touch(id, expires_at).await
+    }
+    async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
+        (**self).delete(id).await
+    }
+    async fn delete_expired(&self) -> Result<u64, StoreError> {
+        (**self).delete_expired().await
+    }
+    async fn ids_of_owner(&self, owner: &str) -> Result<Vec<RecordId>, StoreError> {
+        (**self).ids_of_owner(owner).await
+    }
+    async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError> {
+        (**self).delete_owner(owner).await
+    }
+}
+
+/// What kind of failure a [`StoreError`] is, for callers that branch on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    /// The backend could not be reached or refused the connection.
+    Unavailable,
+    /// The backend answered with something the store cannot interpret.
+    Corrupted,
+    /// The backend rejected the operation (permissions, schema, limits).
+    Rejected,
+    /// Anything else.
+    Other,
+}
+
+/// A failure inside a store. The source error is kept, not flattened.
+///
+/// Store errors are for logs and operators; adapters never put them in a
+/// response body.
+///
+/// ```
+/// use session_core::{StoreError, StoreErrorKind};
+///
+/// let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+/// let err = StoreError::new(StoreErrorKind::Unavailable, io);
+/// assert_eq!(err.kind(), StoreErrorKind::Unavailable);
+/// assert!(std::error::Error::source(&err).is_some());
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[error("session store {}: {source}", kind_text(*.kind))]
+pub struct StoreError {
+    kind: StoreErrorKind,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+fn kind_text(kind: StoreErrorKind) -> &'static str {
+    match kind {
+        StoreErrorKind::Unavailable => "unavailable",
+        StoreErrorKind::Corrupted => "returned corrupted data",
+        StoreErrorKind::Rejected => "rejected the operation",
+        StoreErrorKind::Other => "failed",
+    }
+}
+
+impl StoreError {
+    /// Wraps a backend error.
+    pub fn new(
+        kind: StoreErrorKind,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        Self {
+            kind,
+            source: source.into(),
+        }
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> StoreErrorKind {
+        self.kind
+    }
+}

@@ -1,0 +1,310 @@
+//! The id on the wire: protecting and verifying cookie values, finding the
+//! session cookie among a request's cookies, and rendering `Set-Cookie`.
+
+use std::time::Duration;
+
+use cookie::{Cookie, CookieJar};
+
+use crate::config::{Config, CookieSecurity};
+use crate::id::Id;
+
+/// What the response must tell the client about the session id, decided by
+/// [`Session::commit`](crate::Session::commit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SetCookie {
+    /// Nothing to send: the client's cookie (or lack of one) is still right.
+    Unchanged,
+    /// Send this value: a new or rotated id, or a refreshed `Max-Age`.
+    Set {
+        /// The protected id, ready for a cookie or a header.
+        value: String,
+        /// `Max-Age` for a persistent cookie; `None` for a browser-session
+        /// cookie.
+        max_age: Option<Duration>,
+    },
+    /// Remove the client's cookie: the session was destroyed or has ended.
+    Remove,
+}
+
+impl SetCookie {
+    /// Whether the response must carry a `Set-Cookie` (or header) at all.
+    pub fn is_unchanged(&self) -> bool {
+        matches!(self, Self::Unchanged)
+    }
+}
+
+/// Protects an id for the client according to the configured mode.
+pub(crate) fn encode_value(config: &Config, id: &Id) -> String {
+    let plain = id.to_string();
+    match &config.security {
+        CookieSecurity::Plain => plain,
+        CookieSecurity::Signed(keys) => {
+            let mut jar = CookieJar::new();
+            jar.signed_mut(keys.current())
+                .add(Cookie::new(config.cookie_name.clone(), plain));
+            jar.get(&config.cookie_name)
+                .map(|c| c.value().to_owned())
+                .unwrap_or_default()
+        }
+        CookieSecurity::Private(keys) => {
+            let mut jar = CookieJar::new();
+            jar.private_mut(keys.current())
+                .add(Cookie::new(config.cookie_name.clone(), plain));
+            jar.get(&config.cookie_name)
+                .map(|c| c.value().to_owned())
+                .unwrap_or_default()
+        }
+    }
+}
+
+/// Verifies a value from the client and parses the id in it. `None` for
+/// anything oversized, tampered, signed with an unknown key or malformed.
+pub(crate) fn decode_value(config: &Config, raw: &str) -> Option<Id> {
+    if raw.is_empty() || raw.len() > config.max_cookie_len {
+        return None;
+    }
+    match &config.security {
+        CookieSecurity::Plain => Id::parse(raw).ok(),
+        CookieSecurity::Signed(keys) => {
+            let jar = CookieJar::new();
+            keys.all().iter().find_map(|key| {
+                let cookie = Cookie::new(config.cookie_name.clone(), raw.to_owned());
+                jar.signed(key)
+                    .verify(cookie)
+                    .and_then(|c| Id::parse(c.value()).ok())
+            })
+        }
+        CookieSecurity::Private(keys) => {
+            let jar = CookieJar::new();
+            keys.all().iter().find_map(|key| {
+                let cookie = Cookie::new(config.cookie_name.clone(), raw.to_owned());
+                jar.private(key)
+                    .decrypt(cookie)
+                    .and_then(|c| Id::parse(c.value()).ok())
+            })
+        }
+    }
+}
+
+/// The values of every cookie called `name` in a request's `Cookie` headers,
+/// in order. Malformed pairs are skipped.
+///
+/// ```
+/// let headers = ["a=1; session=abc", "session=def"];
+/// let found: Vec<&str> = session_core::cookie_values(headers, "session").collect();
+/// assert_eq!(found, ["abc", "def"]);
+/// ```
+pub fn cookie_values<'a, 'n, I>(
+    cookie_headers: I,
+    name: &'n str,
+) -> impl Iterator<Item = &'a str> + use<'a, 'n, I>
+where
+    I: IntoIterator<Item = &'a str>,
+{
+    cookie_headers
+        .into_iter()
+        .flat_map(|h| h.split(';'))
+        .filter_map(move |pair| {
+            let (k, v) = pair.split_once('=')?;
+            if k.trim() != name {
+                return None;
+            }
+            let v = v.trim();
+            // RFC 6265 allows the value to be wrapped in double quotes.
+            Some(
+                v.strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or(v),
+            )
+        })
+}
+
+/// Renders the `Set-Cookie` header value for an outcome, with every configured
+/// attribute. `None` for [`SetCookie::Unchanged`].
+pub(crate) fn set_cookie_header(config: &Config, outcome: &SetCookie) -> Option<String> {
+    let mut cookie = match outcome {
+        SetCookie::Unchanged => return None,
+        SetCookie::Set { value, max_age } => {
+            let mut c = Cookie::new(config.cookie_name.as_str(), value.as_str());
+            if let Some(age) = max_age {
+                c.set_max_age(time::Duration::try_from(*age).unwrap_or(time::Duration::MAX));
+            }
+            c
+        }
+        SetCookie::Remove => {
+            let mut c = Cookie::new(config.cookie_name.as_str(), "");
+            c.set_max_age(time::Duration::ZERO);
+            c.set_expires(time::OffsetDateTime::UNIX_EPOCH);
+            c
+        }
+    };
+    cookie.set_path(config.path.as_str());
+    if let Some(d) = &config.domain {
+        cookie.set_domain(d.as_str());
+    }
+    cookie.set_secure(config.secure);
+    cookie.set_http_only(config.http_only);
+    cookie.set_same_site(config.same_site);
+    if config.partitioned {
+        cookie.set_partitioned(true);
+    }
+    Some(cookie.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{CookieKeys, Key};
+
+    fn config(security: CookieSecurity) -> Config {
+        Config::builder().with_security(security).build().unwrap()
+    }
+
+    #[test]
+    fn every_mode_round_trips() {
+        let keys = CookieKeys::new(Key::generate());
+        for security in [
+            CookieSecurity::Plain,
+            CookieSecurity::Signed(keys.clone()),
+            CookieSecurity::Private(keys),
+        ] {
+            let c = config(security);
+            let id = Id::generate().unwrap();
+            let v = encode_value(&c, &id);
+            assert_eq!(decode_value(&c, &v), Some(id), "{:?}", c.security());
+        }
+    }
+
+    #[test]
+    fn tampering_any_byte_is_rejected() {
+        let keys = CookieKeys::new(Key::generate());
+        for security in [
+            CookieSecurity::Plain,
+            CookieSecurity::Signed(keys.clone()),
+            CookieSecurity::Private(keys),
+        ] {
+            let c = config(security);
+            let id = Id::generate().unwrap();
+            let v = encode_value(&c, &id);
+            for i in 0..v.len() {
+                let mut bytes = v.clone().into_bytes();
+                bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+                let tampered = String::from_utf8(bytes).unwrap();
+                assert_ne!(decode_value(&c, &tampered), Some(id.clone()));
+            }
+            // Truncation.
+            assert_eq!(decode_value(&c, &v[..v.len() - 1]), None);
+        }
+    }
+
+    #[test]
+    fn key_rotation_verifies_with_old_keys_and_signs_with_the_newest() {
+        let old = Key::generate();
+        let new = Key::generate();
+        for private in [false, true] {
+            let mk = |keys: CookieKeys| {
+                config(if private {
+                    CookieSecurity::Private(keys)
+                } else {
+                    CookieSecurity::Signed(keys)
+                })
+            };
+            let before = mk(CookieKeys::new(old.clone()));
+            let during = mk(CookieKeys::new(new.clone()).with_previous(old.clone()));
+            let after = mk(CookieKeys::new(new.clone()));
+            let id = Id::generate().unwrap();
+            let issued_before = encode_value(&before, &id);
+            assert_eq!(decode_value(&during, &issued_before), Some(id.clone()));
+            assert_eq!(decode_value(&after, &issued_before), None);
+            let issued_during = encode_value(&during, &id);
+            assert_eq!(decode_value(&after, &issued_during), Some(id));
+        }
+    }
+
+    #[test]
+    fn private_values_are_bound_to_the_cookie_name() {
+        let keys = CookieKeys::new(Key::generate());
+        let a = Config::builder()
+            .with_cookie_name("a")
+            .with_security(CookieSecurity::Private(keys.clone()))
+            .build()
+            .unwrap();
+        let b = Config::builder()
+            .with_cookie_name("b")
+            .with_security(CookieSecurity::Private(keys))
+            .build()
+            .unwrap();
+        let v = encode_value(&a, &Id::generate().unwrap());
+        assert_eq!(decode_value(&b, &v), None);
+    }
+
+    #[test]
+    fn oversized_and_garbage_values_are_rejected() {
+        let c = config(CookieSecurity::Plain);
+        assert_eq!(decode_value(&c, &"A".repeat(8192)), None);
+        assert_eq!(decode_value(&c, ""), None);
+        assert_eq!(decode_value(&c, "\u{0}\u{ffff}"), None);
+        let keys = CookieKeys::new(Key::generate());
+        let s = config(CookieSecurity::Signed(keys.clone()));
+        assert_eq!(decode_value(&s, "é".repeat(40).as_str()), None);
+        let p = config(CookieSecurity::Private(keys));
+        assert_eq!(decode_value(&p, "é".repeat(40).as_str()), None);
+    }
+
+    #[test]
+    fn set_cookie_carries_every_attribute() {
+        let c = Config::builder()
+            .with_domain(Some("example.com"))
+            .with_partitioned(true)
+            .build()
+            .unwrap();
+        let set = set_cookie_header(
+            &c,
+            &SetCookie::Set {
+                value: "v".into(),
+                max_age: Some(Duration::from_secs(60)),
+            },
+        )
+        .unwrap();
+        for part in [
+            "session=v",
+            "HttpOnly",
+            "SameSite=Lax",
+            "Secure",
+            "Path=/",
+            "Domain=example.com",
+            "Max-Age=60",
+            "Partitioned",
+        ] {
+            assert!(set.contains(part), "{set} lacks {part}");
+        }
+        let remove = set_cookie_header(&c, &SetCookie::Remove).unwrap();
+        for part in [
+            "session=",
+            "Max-Age=0",
+            "Domain=example.com",
+            "Path=/",
+            "Secure",
+            "SameSite=Lax",
+        ] {
+            assert!(remove.contains(part), "{remove} lacks {part}");
+        }
+        assert_eq!(set_cookie_header(&c, &SetCookie::Unchanged), None);
+    }
+
+    #[test]
+    fn browser_session_cookie_has_no_max_age() {
+        let c = config(CookieSecurity::Plain);
+        let set = set_cookie_header(
+            &c,
+            &SetCookie::Set {
+                value: "v".into(),
+                max_age: None,
+            },
+        )
+        .unwrap();
+        assert!(!set.contains("Max-Age"));
+        assert!(!set.contains("Expires"));
+    }
+}

@@ -1,0 +1,262 @@
+//! A memory tier in front of another store.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use moka::future::Cache;
+use moka::policy::EvictionPolicy;
+use session_core::{Created, Record, RecordId, Saved, Store, StoreError};
+use time::OffsetDateTime;
+
+use moka::ops::compute::Op;
+
+use crate::{until, weigh, DEFAULT_MAX_BYTES};
+
+/// Serves loads from memory and writes through to a backing store.
+///
+/// Iris kept sessions in "temp memory" over a database: idle sessions left
+/// memory and came back from the database when their user returned. This is
+/// that, with the consistency rules spelled out:
+///
+/// * **Writes are never lost.** `create`, `save`, `touch` and `delete` go to
+///   the backing store first; `save` is the backing store's compare-and-set. A
+///   conflict or a missing record evicts the cached copy, so the manager's
+///   reload reads the backing store.
+/// * **Reads may be stale across instances, for at most `max_staleness`**
+///   (default 5 seconds). On one instance, reads see that instance's writes at
+///   once. When several app instances share the backing store, one instance
+///   can serve a cached copy up to `max_staleness` old: it may miss another
+///   instance's latest write, or still show a session another instance
+///   destroyed. Its own writes to such a session still fail the
+///   compare-and-set, so nothing stale is ever written back. Set
+///   `max_staleness` to what your app tolerates; zero disables caching.
+/// * **Idle sessions leave memory** after `idle_eviction` (default 2 minutes,
+///   Iris's `GcDuration`) and are reloaded from the backing store on the next
+///   request; memory is bounded by `max_bytes`.
+///
+/// ```
+/// use std::time::Duration;
+/// use session_memory::{CachedStore, MemoryStore};
+///
+/// // Any store works as the backing store; a MemoryStore keeps the example
+/// // self-contained.
+/// let store = CachedStore::builder(MemoryStore::new())
+///     .max_staleness(Duration::from_secs(2))
+///     .build();
+/// # let _ = store;
+/// ```
+pub struct CachedStore<S> {
+    backing: S,
+    cache: Option<Cache<RecordId, Slot>>,
+}
+
+/// A cached record, or a tombstone left by a delete so that a load racing the
+/// delete cannot put the deleted record back into memory.
+type Slot = Option<Arc<Record>>;
+
+fn weigh_slot(id: &RecordId, slot: &Slot) -> u32 {
+    slot.as_ref().map_or(64, |r| weigh(id, r))
+}
+
+impl<S: fmt::Debug> fmt::Debug for CachedStore<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CachedStore")
+            .field("backing", &self.backing)
+            .field("cached", &self.cache.as_ref().map(Cache::entry_count))
+            .finish()
+    }
+}
+
+/// Builds a [`CachedStore`].
+#[derive(Debug)]
+#[must_use]
+pub struct CachedStoreBuilder<S> {
+    backing: S,
+    max_staleness: Duration,
+    idle_eviction: Duration,
+    max_bytes: u64,
+}
+
+impl<S: Store> CachedStoreBuilder<S> {
+    /// How old a cached copy may be when served. Default 5 seconds; zero turns
+    /// the cache off.
+    pub fn max_staleness(mut self, d: Duration) -> Self {
+        self.max_staleness = d;
+        self
+    }
+
+    /// How long an unused session stays in memory. Default 2 minutes.
+    pub fn idle_eviction(mut self, d: Duration) -> Self {
+        self.idle_eviction = d;
+        self
+    }
+
+    /// The memory budget of the cache, in bytes (approximate). Default
+    /// [`DEFAULT_MAX_BYTES`].
+    pub fn max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Builds the store.
+    pub fn build(self) -> CachedStore<S> {
+        let cache = (!self.max_staleness.is_zero()).then(|| {
+            Cache::builder()
+                .max_capacity(self.max_bytes)
+                .weigher(weigh_slot)
+                .eviction_policy(EvictionPolicy::lru())
+                .time_to_live(self.max_staleness)
+                .time_to_idle(self.idle_eviction.max(Duration::from_millis(1)))
+                .support_invalidation_closures()
+                .build()
+        });
+        CachedStore {
+            backing: self.backing,
+            cache,
+        }
+    }
+}
+
+impl<S: Store> CachedStore<S> {
+    /// Starts building a cache in front of `backing`.
+    pub fn builder(backing: S) -> CachedStoreBuilder<S> {
+        CachedStoreBuilder {
+            backing,
+            max_staleness: Duration::from_secs(5),
+            idle_eviction: Duration::from_secs(120),
+            max_bytes: DEFAULT_MAX_BYTES,
+        }
+    }
+
+    /// The backing store.
+    pub fn backing(&self) -> &S {
+        &self.backing
+    }
+
+    /// Caches `record` unless memory already holds a newer version of it or a
+    /// tombstone (`force` overrides both: a fresh create).
+    async fn remember(&self, record: &Record, force: bool) {
+        let Some(cache) = &self.cache else { return };
+        if until(record.expires_at).is_zero() {
+            return;
+        }
+        let new = Arc::new(record.clone());
+        cache
+            .entry(record.id)
+            .and_compute_with(|existing| {
+                let keep = !force
+                    && existing.is_some_and(|e| match e.into_value() {
+                        None => true,
+                        Some(cached) => cached.version > new.version,
+                    });
+                std::future::ready(if keep { Op::Nop } else { Op::Put(Some(new)) })
+            })
+            .await;
+    }
+
+    async fn forget(&self, id: &RecordId) {
+        if let Some(cache) = &self.cache {
+            cache.invalidate(id).await;
+        }
+    }
+
+    async fn bury(&self, id: &RecordId) {
+        if let Some(cache) = &self.cache {
+            cache.insert(*id, None).await;
+        }
+    }
+}
+
+#[async_trait]
+impl<S: Store> Store for CachedStore<S> {
+    async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        if let Some(cache) = &self.cache {
+            match cache.get(id).await {
+                Some(None) => return Ok(None),
+                Some(Some(hit)) if !hit.is_expired(now) => return Ok(Some((*hit).clone())),
+                Some(Some(_)) => cache.invalidate(id).await,
+                None => {}
+            }
+        }
+        let loaded = self.backing.load(id).await?;
+        if let Some(record) = &loaded {
+            self.remember(record, false).await;
+        }
+        Ok(loaded)
+    }
+
+    async fn create(&self, record: &Record) -> Result<Created, StoreError> {
+        let created = self.backing.create(record).await?;
+        match created {
+            Created::Created => self.remember(record, true).await,
+            Created::IdTaken => self.forget(&record.id).await,
+        }
+        Ok(created)
+    }
+
+    async fn save(&self, record: &Record, expected_version: u64) -> Result<Saved, StoreError> {
+        let saved = self.backing.save(record, expected_version).await;
+        match &saved {
+            Ok(Saved::Saved) => self.remember(record, false).await,
+            // A conflict means the cached copy is stale; an error leaves the
+            // outcome unknown. Either way the next load must read the store.
+            _ => self.forget(&record.id).await,
+        }
+        saved
+    }
+
+    async fn touch(&self, id: &RecordId, expires_at: OffsetDateTime) -> Result<bool, StoreError> {
+        let touched = self.backing.touch(id, expires_at).await;
+        let cached = match &self.cache {
+            Some(cache) => cache.get(id).await.flatten(),
+            None => None,
+        };
+        match (&touched, cached) {
+            (Ok(true), Some(record)) => {
+                let mut record = (*record).clone();
+                record.expires_at = expires_at;
+                self.remember(&record, false).await;
+            }
+            _ => self.forget(id).await,
+        }
+        touched
+    }
+
+    async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
+        self.bury(id).await;
+        self.backing.delete(id).await
+    }
+
+    async fn delete_expired(&self) -> Result<u64, StoreError> {
+        if let Some(cache) = &self.cache {
+            cache.run_pending_tasks().await;
+        }
+        self.backing.delete_expired().await
+    }
+
+    async fn ids_of_owner(&self, owner: &str) -> Result<Vec<RecordId>, StoreError> {
+        self.backing.ids_of_owner(owner).await
+    }
+
+    async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError> {
+        let n = self.backing.delete_owner(owner).await?;
+        if let Some(cache) = &self.cache {
+            let owner = owner.to_owned();
+            if cache
+                .invalidate_entries_if(move |_, slot| {
+                    slot.as_ref()
+                        .is_some_and(|r| r.owner.as_deref() == Some(owner.as_str()))
+                })
+                .is_err()
+            {
+                // Closures are enabled at build time, so this cannot happen;
+                // dropping everything is the safe answer if it ever does.
+                cache.invalidate_all();
+            }
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,401 @@
+//! In-memory session storage for [`session_core`], built on [moka].
+//!
+//! * [`MemoryStore`]: sessions for one process. Bounded (by bytes), each
+//!   record evicted at its own deadline, with an owner index for "log out
+//!   everywhere". Nothing survives a restart.
+//! * [`CachedStore`]: this crate's cache in front of any other store (Iris's
+//!   "temp memory" over a database): reads are served from memory, writes go
+//!   through to the backing store, idle entries leave memory and come back from
+//!   the store when their user returns.
+//!
+//! ```
+//! use session_core::{Config, Manager};
+//! use session_memory::MemoryStore;
+//!
+//! let manager = Manager::new(MemoryStore::new(), Config::default());
+//! # let _ = manager;
+//! ```
+//!
+//! [moka]: https://docs.rs/moka
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use moka::future::Cache;
+use moka::notification::RemovalCause;
+use moka::ops::compute::{CompResult, Op};
+use moka::policy::EvictionPolicy;
+use moka::Expiry;
+use session_core::{Created, Record, RecordId, Saved, Store, StoreError};
+use time::OffsetDateTime;
+
+mod cached;
+
+pub use cached::{CachedStore, CachedStoreBuilder};
+
+/// Default memory budget of a [`MemoryStore`]: 256 MiB of records.
+pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Time left until `deadline`, zero if it has passed.
+pub(crate) fn until(deadline: OffsetDateTime) -> Duration {
+    Duration::try_from(deadline - OffsetDateTime::now_utc()).unwrap_or(Duration::ZERO)
+}
+
+/// Expires each record at its own `expires_at`.
+pub(crate) struct RecordExpiry;
+
+impl Expiry<RecordId, Arc<Record>> for RecordExpiry {
+    fn expire_after_create(
+        &self,
+        _: &RecordId,
+        value: &Arc<Record>,
+        _: Instant,
+    ) -> Option<Duration> {
+        Some(until(value.expires_at))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &RecordId,
+        value: &Arc<Record>,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(until(value.expires_at))
+    }
+}
+
+pub(crate) fn weigh(_: &RecordId, value: &Arc<Record>) -> u32 {
+    u32::try_from(value.approximate_size()).unwrap_or(u32::MAX)
+}
+
+/// Owner -> ids of that owner's records.
+type OwnerIndex = Arc<Mutex<HashMap<String, HashSet<RecordId>>>>;
+
+fn lock(index: &OwnerIndex) -> MutexGuard<'_, HashMap<String, HashSet<RecordId>>> {
+    // A panic while holding this lock cannot leave the map half-updated in a
+    // way that matters: entries are re-checked against the cache on read.
+    index.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn index_remove(index: &OwnerIndex, owner: &str, id: &RecordId) {
+    let mut map = lock(index);
+    if let Some(ids) = map.get_mut(owner) {
+        ids.remove(id);
+        if ids.is_empty() {
+            map.remove(owner);
+        }
+    }
+}
+
+fn index_add(index: &OwnerIndex, owner: &str, id: RecordId) {
+    lock(index).entry(owner.to_owned()).or_default().insert(id);
+}
+
+/// Sessions in this process's memory.
+///
+/// * Bounded: the total approximate size of records stays under
+///   [`MemoryStoreBuilder::max_bytes`] (default [`DEFAULT_MAX_BYTES`]); past it
+///   the least recently used sessions are evicted, so a flood of new sessions
+///   cannot exhaust memory.
+/// * Each record leaves memory at its own deadline (idle or absolute), so idle
+///   sessions free their memory by themselves.
+/// * `save` is an atomic compare-and-set per record; `touch` rewrites only
+///   the deadline.
+///
+/// Cloning shares the same sessions.
+///
+/// ```
+/// use session_memory::MemoryStore;
+///
+/// let store = MemoryStore::builder().max_bytes(64 * 1024 * 1024).build();
+/// # let _ = store;
+/// ```
+#[derive(Clone)]
+pub struct MemoryStore {
+    cache: Cache<RecordId, Arc<Record>>,
+    owners: OwnerIndex,
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("sessions", &self.cache.entry_count())
+            .field("bytes", &self.cache.weighted_size())
+            .finish()
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Builds a [`MemoryStore`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct MemoryStoreBuilder {
+    max_bytes: u64,
+}
+
+impl MemoryStoreBuilder {
+    /// The memory budget for records, in bytes (approximate). Default
+    /// [`DEFAULT_MAX_BYTES`].
+    pub fn max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Builds the store.
+    pub fn build(self) -> MemoryStore {
+        let owners: OwnerIndex = Arc::default();
+        let listener_index = owners.clone();
+        let cache = Cache::builder()
+            .max_capacity(self.max_bytes)
+            .weigher(weigh)
+            // LRU admits every new session (evicting the least recently used);
+            // TinyLFU could refuse a new session that a store reported created.
+            .eviction_policy(EvictionPolicy::lru())
+            .expire_after(RecordExpiry)
+            .eviction_listener(move |id: Arc<RecordId>, record: Arc<Record>, cause| {
+                // Replacements keep their index entries up to date at write
+                // time; every other removal drops the id from the index.
+                if cause != RemovalCause::Replaced {
+                    if let Some(owner) = &record.owner {
+                        index_remove(&listener_index, owner, &id);
+                    }
+                }
+            })
+            .build();
+        MemoryStore { cache, owners }
+    }
+}
+
+impl MemoryStore {
+    /// A store with the default memory budget.
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// Starts building a store.
+    pub fn builder() -> MemoryStoreBuilder {
+        MemoryStoreBuilder {
+            max_bytes: DEFAULT_MAX_BYTES,
+        }
+    }
+
+    /// How many sessions are in memory (approximate: expired ones may linger
+    /// until moka's next maintenance).
+    pub fn len(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
+    /// Whether no session is in memory (approximate, like [`MemoryStore::len`]).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The approximate bytes the records occupy.
+    pub fn weighted_size(&self) -> u64 {
+        self.cache.weighted_size()
+    }
+
+    /// Runs moka's pending maintenance (evictions, expirations, listeners).
+    pub async fn run_pending_tasks(&self) {
+        self.cache.run_pending_tasks().await;
+    }
+
+    fn live(entry: Option<moka::Entry<RecordId, Arc<Record>>>) -> Option<Arc<Record>> {
+        let now = OffsetDateTime::now_utc();
+        entry
+            .map(moka::Entry::into_value)
+            .filter(|r| !r.is_expired(now))
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        Ok(self
+            .cache
+            .get(id)
+            .await
+            .filter(|r| !r.is_expired(now))
+            .map(|r| (*r).clone()))
+    }
+
+    async fn create(&self, record: &Record) -> Result<Created, StoreError> {
+        let new = Arc::new(record.clone());
+        let result = self
+            .cache
+            .entry(record.id)
+            .and_compute_with(|existing| {
+                let op = match Self::live(existing) {
+                    Some(_) => Op::Nop,
+                    None => Op::Put(new),
+                };
+                std::future::ready(op)
+            })
+            .await;
+        match result {
+            CompResult::Inserted(_) | CompResult::ReplacedWith(_) => {
+                if let Some(owner) = &record.owner {
+                    index_add(&self.owners, owner, record.id);
+                }
+                Ok(Created::Created)
+            }
+            _ => Ok(Created::IdTaken),
+        }
+    }
+
+    async fn save(&self, record: &Record, expected_version: u64) -> Result<Saved, StoreError> {
+        let new = Arc::new(record.clone());
+        let mut outcome = Saved::Missing;
+        let mut previous_owner = None;
+        self.cache
+            .entry(record.id)
+            .and_compute_with(|existing| {
+                let op = match Self::live(existing) {
+                    None => Op::Nop,
+                    Some(current) if current.version != expected_version => {
+                        outcome = Saved::Conflict;
+                        Op::Nop
+                    }
+                    Some(current) => {
+                        outcome = Saved::Saved;
+                        previous_owner = current.owner.clone();
+                        Op::Put(new)
+                    }
+                };
+                std::future::ready(op)
+            })
+            .await;
+        if outcome == Saved::Saved && previous_owner != record.owner {
+            if let Some(old) = &previous_owner {
+                index_remove(&self.owners, old, &record.id);
+            }
+            if let Some(owner) = &record.owner {
+                index_add(&self.owners, owner, record.id);
+            }
+        }
+        Ok(outcome)
+    }
+
+    async fn touch(&self, id: &RecordId, expires_at: OffsetDateTime) -> Result<bool, StoreError> {
+        let mut touched = false;
+        self.cache
+            .entry(*id)
+            .and_compute_with(|existing| {
+                let op = match Self::live(existing) {
+                    None => Op::Nop,
+                    Some(current) => {
+                        touched = true;
+                        let mut record = (*current).clone();
+                        record.expires_at = expires_at;
+                        Op::Put(Arc::new(record))
+                    }
+                };
+                std::future::ready(op)
+            })
+            .await;
+        Ok(touched)
+    }
+
+    async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
+        if let Some(record) = self.cache.remove(id).await {
+            if let Some(owner) = &record.owner {
+                index_remove(&self.owners, owner, id);
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete_expired(&self) -> Result<u64, StoreError> {
+        // Expiry is native; this only hurries moka's maintenance along.
+        self.cache.run_pending_tasks().await;
+        Ok(0)
+    }
+
+    async fn ids_of_owner(&self, owner: &str) -> Result<Vec<RecordId>, StoreError> {
+        let candidates: Vec<RecordId> = lock(&self.owners)
+            .get(owner)
+            .map(|ids| ids.iter().copied().collect())
+            .unwrap_or_default();
+        let now = OffsetDateTime::now_utc();
+        let mut live = Vec::with_capacity(candidates.len());
+        for id in candidates {
+            match self.cache.get(&id).await {
+                Some(r) if !r.is_expired(now) && r.owner.as_deref() == Some(owner) => live.push(id),
+                _ => index_remove(&self.owners, owner, &id),
+            }
+        }
+        Ok(live)
+    }
+
+    async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError> {
+        let ids = self.ids_of_owner(owner).await?;
+        let mut n = 0;
+        for id in ids {
+            if self.cache.remove(&id).await.is_some() {
+                n += 1;
+            }
+            index_remove(&self.owners, owner, &id);
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use session_core::Id;
+
+    fn record(size: usize) -> Record {
+        let now = OffsetDateTime::now_utc();
+        let mut r = Record::new(
+            Id::generate().unwrap().record_id(),
+            now,
+            now + time::Duration::hours(1),
+        );
+        r.data.insert("blob".into(), vec![0u8; size]);
+        r
+    }
+
+    #[tokio::test]
+    async fn memory_stays_bounded_under_a_flood_of_sessions() {
+        let budget = 1024 * 1024;
+        let store = MemoryStore::builder().max_bytes(budget).build();
+        for _ in 0..5_000 {
+            store.create(&record(1024)).await.unwrap();
+        }
+        store.run_pending_tasks().await;
+        assert!(
+            store.weighted_size() <= budget,
+            "{} bytes held for a budget of {budget}",
+            store.weighted_size()
+        );
+        assert!(store.len() < 5_000);
+    }
+
+    #[tokio::test]
+    async fn evicted_sessions_leave_the_owner_index() {
+        let store = MemoryStore::builder().max_bytes(64 * 1024).build();
+        let mut r = record(10);
+        r.owner = Some("alice".into());
+        store.create(&r).await.unwrap();
+        for _ in 0..2_000 {
+            store.create(&record(1024)).await.unwrap();
+        }
+        store.run_pending_tasks().await;
+        // Whether or not alice's session survived, the index never reports a
+        // session that is not there.
+        let listed = store.ids_of_owner("alice").await.unwrap();
+        let present = store.load(&r.id).await.unwrap().is_some();
+        assert_eq!(listed.len(), usize::from(present));
+    }
+}
