@@ -84,9 +84,7 @@ macro_rules! store_conformance {
 
 /// The current time, truncated to whole milliseconds.
 fn now() -> OffsetDateTime {
-    let t = OffsetDateTime::now_utc();
-    t.replace_nanosecond(t.nanosecond() / 1_000_000 * 1_000_000)
-        .unwrap_or(t)
+    crate::record::truncate_ms(OffsetDateTime::now_utc())
 }
 
 fn random_rid() -> RecordId {

@@ -15,6 +15,8 @@ mod transport;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(any(test, feature = "conformance"))]
+pub mod testing;
 
 pub use async_trait::async_trait;
 pub use erased_serde;

@@ -221,6 +221,11 @@ impl Manager {
         }
     }
 
+    /// The clock's time, truncated to the millisecond precision of records.
+    pub(crate) fn now(&self) -> time::OffsetDateTime {
+        crate::record::truncate_ms(self.inner.clock.now())
+    }
+
     pub(crate) fn new_id(&self) -> Result<Id> {
         Ok(Id::generate()?)
     }

@@ -127,7 +127,8 @@ mod opt_secs {
 /// use session_core::{Id, Record};
 /// use time::OffsetDateTime;
 ///
-/// let now = OffsetDateTime::now_utc();
+/// // Stores keep timestamps to the millisecond.
+/// let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
 /// let mut record = Record::new(Id::generate().unwrap().record_id(), now, now + time::Duration::hours(1));
 /// record.data.insert("name".into(), b"\xa4iris".to_vec());
 /// let bytes = record.to_bytes().unwrap();
@@ -284,6 +285,12 @@ impl Serialize for DataRef<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_map(self.0.iter().map(|(k, v)| (k, serde_bytes::Bytes::new(v))))
     }
+}
+
+/// `t` truncated to whole milliseconds, the precision stores keep.
+pub(crate) fn truncate_ms(t: OffsetDateTime) -> OffsetDateTime {
+    t.replace_nanosecond(t.nanosecond() / 1_000_000 * 1_000_000)
+        .unwrap_or(t)
 }
 
 /// Milliseconds since the Unix epoch.

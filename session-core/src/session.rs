@@ -164,7 +164,7 @@ impl Session {
         if let Some(id) = state.incoming.clone() {
             let rid = id.record_id();
             let found = manager.call("load", manager.inner.store.load(&rid)).await?;
-            let now = manager.inner.clock.now();
+            let now = manager.now();
             let live = found.filter(|r| r.id == rid && self.is_live(r, now));
             observe::loaded(&rid, live.is_some());
             if let Some(record) = live {
@@ -615,7 +615,7 @@ impl Session {
                 state.refresh_cookie = false;
                 let lifetime = self.lifetime_of(state);
                 let max_age = lifetime.persistent_cookie().then(|| {
-                    let left = s.expires_at - self.manager().inner.clock.now();
+                    let left = s.expires_at - self.manager().now();
                     Duration::try_from(left).unwrap_or(Duration::ZERO)
                 });
                 SetCookie::Set {
@@ -658,7 +658,7 @@ impl Session {
     /// compare-and-set save.
     async fn try_commit(&self, state: &mut State) -> Result<Commit> {
         let manager = self.manager();
-        let now = manager.inner.clock.now();
+        let now = manager.now();
         let lifetime = self.lifetime_of(state);
         let Some(stored) = &state.stored else {
             self.create(state, now, now).await?;
@@ -734,7 +734,7 @@ impl Session {
         };
         let rid = stored.rid;
         let fresh = manager.call("load", manager.inner.store.load(&rid)).await?;
-        let now = manager.inner.clock.now();
+        let now = manager.now();
         match fresh.filter(|r| r.id == rid && self.is_live(r, now)) {
             None => {
                 observe::ended(&rid);
@@ -822,7 +822,7 @@ impl Session {
     /// old one.
     async fn rotate(&self, state: &mut State, login_as: Option<String>) -> Result<()> {
         let manager = self.manager();
-        let now = manager.inner.clock.now();
+        let now = manager.now();
         let old = state.stored.as_ref().map(|s| (s.rid, s.created_at));
         let created_at = match (&login_as, old) {
             (None, Some((_, created))) => created,
@@ -858,7 +858,7 @@ impl Session {
         let Some(stored) = &state.stored else {
             return Ok(());
         };
-        let now = manager.inner.clock.now();
+        let now = manager.now();
         let lifetime = self.lifetime_of(state);
         let deadline = lifetime.deadline(stored.created_at, now);
         if deadline - stored.expires_at < manager.inner.config.touch_interval {
@@ -911,4 +911,419 @@ async fn backoff(attempt: u32) {
     let cap = 1u64 << attempt.min(6);
     let micros = u64::from(jitter) % (cap * 1000);
     tokio::time::sleep(Duration::from_micros(micros)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{Instrumented, TestStore};
+    use crate::{Config, ManualClock, StoreErrorKind};
+
+    struct Fixture {
+        store: Instrumented<TestStore>,
+        clock: ManualClock,
+        manager: Manager,
+    }
+
+    fn fixture_with(config: crate::ConfigBuilder) -> Fixture {
+        let store = Instrumented::new(TestStore::default());
+        let clock = ManualClock::new();
+        let manager =
+            Manager::new(store.clone(), config.build().unwrap()).with_clock(clock.clone());
+        Fixture {
+            store,
+            clock,
+            manager,
+        }
+    }
+
+    fn fixture() -> Fixture {
+        fixture_with(Config::builder())
+    }
+
+    impl Fixture {
+        fn open(&self, cookie: Option<&str>) -> Session {
+            let header = cookie.map(|c| format!("session={c}"));
+            self.manager.session_from_cookies(header.as_deref())
+        }
+
+        /// A stored session with `name=iris`; returns its cookie value.
+        async fn stored(&self) -> String {
+            let s = self.open(None);
+            s.insert("name", "iris").await.unwrap();
+            value(s.commit().await.unwrap())
+        }
+    }
+
+    fn value(outcome: SetCookie) -> String {
+        match outcome {
+            SetCookie::Set { value, .. } => value,
+            other => panic!("expected Set, got {other:?}"),
+        }
+    }
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn an_untouched_session_costs_no_store_call_and_no_cookie() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        let before = f.store.counts();
+        for c in [None, Some(cookie.as_str()), Some("garbage")] {
+            assert_eq!(f.open(c).commit().await.unwrap(), SetCookie::Unchanged);
+        }
+        assert_eq!(f.store.counts(), before);
+    }
+
+    #[tokio::test]
+    async fn a_new_session_left_empty_is_never_stored() {
+        let f = fixture();
+        let s = f.open(None);
+        assert_eq!(s.get::<String>("name").await.unwrap(), None);
+        assert!(s.is_empty().await.unwrap());
+        s.insert("x", &1).await.unwrap();
+        s.remove("x").await.unwrap();
+        assert_eq!(s.commit().await.unwrap(), SetCookie::Unchanged);
+        assert_eq!(f.store.counts().total(), 0);
+        assert!(f.store.inner().is_empty());
+    }
+
+    #[tokio::test]
+    async fn malformed_or_tampered_cookies_never_reach_the_store() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        let before = f.store.counts().total();
+        let mut tampered = cookie.clone().into_bytes();
+        tampered[5] = if tampered[5] == b'x' { b'y' } else { b'x' };
+        let tampered = String::from_utf8(tampered).unwrap();
+        let oversized = "A".repeat(8 * 1024);
+        for bad in ["", "short", "%%%", oversized.as_str(), tampered.as_str()] {
+            let s = f.open(Some(bad));
+            assert!(s.is_empty().await.unwrap());
+            s.commit().await.unwrap();
+        }
+        // Only the tampered one is well-formed: a plain id is its own proof, so
+        // it costs one lookup that finds nothing.
+        assert!(f.store.counts().total() - before <= 1);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_id_is_never_adopted() {
+        let f = fixture();
+        let chosen = Id::generate().unwrap().to_string();
+        let s = f.open(Some(&chosen));
+        s.insert("name", "mallory").await.unwrap();
+        let issued = value(s.commit().await.unwrap());
+        assert_ne!(issued, chosen);
+        assert!(f.open(Some(&chosen)).is_empty().await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn one_load_and_no_write_for_a_read_within_the_touch_interval() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        f.clock.advance(Duration::from_secs(30));
+        let before = f.store.counts();
+        let s = f.open(Some(&cookie));
+        assert_eq!(s.get_string("name").await.unwrap(), "iris");
+        assert_eq!(s.commit().await.unwrap(), SetCookie::Unchanged);
+        let after = f.store.counts();
+        assert_eq!(after.load - before.load, 1);
+        assert_eq!(after.total() - before.total(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_read_after_the_touch_interval_costs_one_touch() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        f.clock.advance(2 * MINUTE);
+        let before = f.store.counts();
+        let s = f.open(Some(&cookie));
+        s.get_string("name").await.unwrap();
+        // Browser-session cookie: nothing to refresh on the client.
+        assert_eq!(s.commit().await.unwrap(), SetCookie::Unchanged);
+        let after = f.store.counts();
+        assert_eq!(
+            (after.load - before.load, after.touch - before.touch),
+            (1, 1)
+        );
+        assert_eq!(after.save, before.save);
+    }
+
+    #[tokio::test]
+    async fn a_write_is_one_load_and_one_save() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        let before = f.store.counts();
+        let s = f.open(Some(&cookie));
+        s.insert("name", "other").await.unwrap();
+        assert_eq!(s.commit().await.unwrap(), SetCookie::Unchanged);
+        let after = f.store.counts();
+        assert_eq!((after.load - before.load, after.save - before.save), (1, 1));
+        assert_eq!(after.total() - before.total(), 2);
+        assert_eq!(
+            f.open(Some(&cookie)).get_string("name").await.unwrap(),
+            "other"
+        );
+    }
+
+    #[tokio::test]
+    async fn idle_sessions_expire() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        f.clock
+            .advance(2 * 3600 * Duration::from_secs(1) + Duration::from_secs(1));
+        let s = f.open(Some(&cookie));
+        assert!(s.is_empty().await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn activity_never_extends_past_the_absolute_timeout() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        // Active every 30 minutes for 23.5 hours: alive all along.
+        for _ in 0..47 {
+            f.clock.advance(30 * MINUTE);
+            let s = f.open(Some(&cookie));
+            assert_eq!(s.get_string("name").await.unwrap(), "iris");
+            s.commit().await.unwrap();
+        }
+        let s = f.open(Some(&cookie));
+        let deadline = s.expires_at().await.unwrap().unwrap();
+        s.commit().await.unwrap();
+        f.clock.advance(31 * MINUTE);
+        let s = f.open(Some(&cookie));
+        assert!(
+            s.is_empty().await.unwrap(),
+            "alive past the absolute timeout"
+        );
+        assert!(deadline <= crate::Clock::now(&f.clock));
+    }
+
+    #[tokio::test]
+    async fn remember_me_is_stored_and_sets_max_age() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        let s = f.open(Some(&cookie));
+        let month = Duration::from_secs(30 * 24 * 3600);
+        s.set_lifetime(Some(
+            Lifetime::new()
+                .with_idle_timeout(Some(month))
+                .with_absolute_timeout(Some(3 * month))
+                .with_persistent_cookie(true),
+        ))
+        .await
+        .unwrap();
+        match s.commit().await.unwrap() {
+            SetCookie::Set { value, max_age } => {
+                assert_eq!(value, cookie);
+                assert_eq!(max_age, Some(month));
+            }
+            other => panic!("expected Set, got {other:?}"),
+        }
+        // Three days idle: past the configured 2 hours, within the override.
+        f.clock.advance(Duration::from_secs(3 * 24 * 3600));
+        let s = f.open(Some(&cookie));
+        assert_eq!(s.get_string("name").await.unwrap(), "iris");
+        // The touch refreshes the persistent cookie's Max-Age.
+        assert!(matches!(
+            s.commit().await.unwrap(),
+            SetCookie::Set {
+                max_age: Some(_),
+                ..
+            }
+        ));
+        // A lifetime without timeouts is refused.
+        assert!(matches!(
+            f.open(Some(&cookie))
+                .set_lifetime(Some(Lifetime::new()))
+                .await,
+            Err(Error::Invalid(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_store_error_is_an_error_never_a_fresh_session() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        f.store.fail_with(Some(StoreErrorKind::Unavailable));
+        let s = f.open(Some(&cookie));
+        assert!(matches!(
+            s.get_string("name").await,
+            Err(Error::Store { op: "load", .. })
+        ));
+        assert!(matches!(
+            s.insert("name", "x").await,
+            Err(Error::Store { .. })
+        ));
+        f.store.fail_with(None);
+        // The same handle recovers once the store is back, and nothing was lost.
+        assert_eq!(s.get_string("name").await.unwrap(), "iris");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_store_times_out() {
+        let f = fixture_with(Config::builder().with_store_timeout(Duration::from_millis(200)));
+        let cookie = f.stored().await;
+        f.store.delay(Some(Duration::from_secs(60)));
+        let started = tokio::time::Instant::now();
+        let err = f.open(Some(&cookie)).get_string("name").await.unwrap_err();
+        assert!(matches!(err, Error::Timeout { op: "load", .. }), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn a_bad_value_fails_only_its_own_read() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        let s = f.open(Some(&cookie));
+        let err = s.get::<u32>("name").await.unwrap_err();
+        assert!(matches!(&err, Error::Value { key, .. } if key == "name"));
+        assert_eq!(s.get_string("name").await.unwrap(), "iris");
+    }
+
+    #[tokio::test]
+    async fn flash_values_are_read_once() {
+        let f = fixture();
+        let s = f.open(None);
+        s.insert_flash("notice", "saved").await.unwrap();
+        assert!(
+            s.keys().await.unwrap().is_empty(),
+            "flashes are not ordinary keys"
+        );
+        let cookie = value(s.commit().await.unwrap());
+        let s = f.open(Some(&cookie));
+        assert_eq!(
+            s.peek_flash::<String>("notice").await.unwrap().as_deref(),
+            Some("saved")
+        );
+        assert_eq!(
+            s.take_flash::<String>("notice").await.unwrap().as_deref(),
+            Some("saved")
+        );
+        assert_eq!(s.take_flash::<String>("notice").await.unwrap(), None);
+        s.commit().await.unwrap();
+        assert_eq!(
+            f.open(Some(&cookie))
+                .take_flash::<String>("notice")
+                .await
+                .unwrap(),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn cycle_id_moves_the_data_and_keeps_the_creation_time() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        let s = f.open(Some(&cookie));
+        let deadline_before = s.expires_at().await.unwrap();
+        f.clock.advance(MINUTE);
+        s.cycle_id().await.unwrap();
+        let new = value(s.commit().await.unwrap());
+        assert_ne!(new, cookie);
+        assert!(f.open(Some(&cookie)).is_empty().await.unwrap());
+        let s = f.open(Some(&new));
+        assert_eq!(s.get_string("name").await.unwrap(), "iris");
+        // Same creation time: the absolute deadline did not move.
+        assert!(s.expires_at().await.unwrap() >= deadline_before);
+        // A session not stored yet has nothing to rotate.
+        let fresh = f.open(None);
+        fresh.cycle_id().await.unwrap();
+        assert_eq!(fresh.commit().await.unwrap(), SetCookie::Unchanged);
+    }
+
+    #[tokio::test]
+    async fn login_on_a_new_session_stores_it_with_its_owner() {
+        let f = fixture();
+        let s = f.open(None);
+        s.login("alice").await.unwrap();
+        let cookie = value(s.commit().await.unwrap());
+        let s = f.open(Some(&cookie));
+        assert_eq!(s.owner().await.unwrap().as_deref(), Some("alice"));
+        s.clear().await.unwrap();
+        s.commit().await.unwrap();
+        // Clear keeps the session and its owner.
+        assert_eq!(
+            f.open(Some(&cookie)).owner().await.unwrap().as_deref(),
+            Some("alice")
+        );
+        assert!(matches!(
+            f.open(None).login("").await,
+            Err(Error::Invalid(_))
+        ));
+        let long = "x".repeat(MAX_OWNER_LEN + 1);
+        assert!(matches!(
+            f.open(None).login(&long).await,
+            Err(Error::Invalid(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn destroy_deletes_without_loading_and_removes_the_cookie() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        let before = f.store.counts();
+        let s = f.open(Some(&cookie));
+        s.destroy().await.unwrap();
+        assert_eq!(s.commit().await.unwrap(), SetCookie::Remove);
+        let after = f.store.counts();
+        assert_eq!(
+            (after.delete - before.delete, after.load - before.load),
+            (1, 0)
+        );
+        assert!(f.open(Some(&cookie)).is_empty().await.unwrap());
+        // Without a cookie there is nothing to remove.
+        let s = f.open(None);
+        s.destroy().await.unwrap();
+        assert_eq!(s.commit().await.unwrap(), SetCookie::Unchanged);
+        // Writing after destroy starts a new session with a new id.
+        let s = f.open(Some(&cookie));
+        s.destroy().await.unwrap();
+        s.insert("again", &1).await.unwrap();
+        assert_ne!(value(s.commit().await.unwrap()), cookie);
+    }
+
+    #[tokio::test]
+    async fn retries_run_out_with_a_clear_error() {
+        let f = fixture_with(Config::builder().with_conflict_retries(0));
+        let cookie = f.stored().await;
+        let a = f.open(Some(&cookie));
+        let b = f.open(Some(&cookie));
+        a.get_string("name").await.unwrap();
+        b.get_string("name").await.unwrap();
+        a.insert("a", &1).await.unwrap();
+        a.commit().await.unwrap();
+        b.insert("b", &2).await.unwrap();
+        assert!(matches!(
+            b.commit().await,
+            Err(Error::Contention { attempts: 1 })
+        ));
+        // With retries, the same race resolves per key.
+        let f = fixture();
+        let cookie = f.stored().await;
+        let a = f.open(Some(&cookie));
+        let b = f.open(Some(&cookie));
+        a.get_string("name").await.unwrap();
+        b.get_string("name").await.unwrap();
+        a.insert("a", &1).await.unwrap();
+        a.commit().await.unwrap();
+        b.insert("b", &2).await.unwrap();
+        b.commit().await.unwrap();
+        let s = f.open(Some(&cookie));
+        assert_eq!(s.keys().await.unwrap(), ["a", "b", "name"]);
+    }
+
+    #[tokio::test]
+    async fn increments_and_typed_getters() {
+        let f = fixture();
+        let s = f.open(None);
+        assert_eq!(s.increment("n", 5).await.unwrap(), 5);
+        assert_eq!(s.decrement("n", 2).await.unwrap(), 3);
+        assert_eq!(s.get_or("missing", 42u8).await.unwrap(), 42);
+        assert_eq!(s.get_string("missing").await.unwrap(), "");
+        assert!(s.contains("n").await.unwrap());
+        assert_eq!(s.take::<i64>("n").await.unwrap(), Some(3));
+        assert_eq!(s.len().await.unwrap(), 0);
+    }
 }

@@ -60,75 +60,10 @@ pub enum Saved {
 ///
 /// # Implementing a store
 ///
-/// ```
-/// use std::collections::HashMap;
-/// use std::sync::Mutex;
-/// use session_core::{async_trait, Created, Record, RecordId, Saved, Store, StoreError};
-/// use time::OffsetDateTime;
-///
-/// /// A toy store: one mutex around a map.
-/// #[derive(Debug, Default)]
-/// struct MapStore(Mutex<HashMap<RecordId, Record>>);
-///
-/// #[async_trait]
-/// impl Store for MapStore {
-///     async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
-///         let now = OffsetDateTime::now_utc();
-///         Ok(self.0.lock().unwrap().get(id).filter(|r| !r.is_expired(now)).cloned())
-///     }
-///     async fn create(&self, record: &Record) -> Result<Created, StoreError> {
-///         let now = OffsetDateTime::now_utc();
-///         let mut map = self.0.lock().unwrap();
-///         if map.get(&record.id).is_some_and(|r| !r.is_expired(now)) {
-///             return Ok(Created::IdTaken);
-///         }
-///         map.insert(record.id, record.clone());
-///         Ok(Created::Created)
-///     }
-///     async fn save(&self, record: &Record, expected: u64) -> Result<Saved, StoreError> {
-///         let now = OffsetDateTime::now_utc();
-///         let mut map = self.0.lock().unwrap();
-///         match map.get_mut(&record.id) {
-///             Some(r) if !r.is_expired(now) && r.version == expected => {
-///                 *r = record.clone();
-///                 Ok(Saved::Saved)
-///             }
-///             Some(r) if !r.is_expired(now) => Ok(Saved::Conflict),
-///             _ => Ok(Saved::Missing),
-///         }
-///     }
-///     async fn touch(&self, id: &RecordId, expires_at: OffsetDateTime) -> Result<bool, StoreError> {
-///         let now = OffsetDateTime::now_utc();
-///         match self.0.lock().unwrap().get_mut(id) {
-///             Some(r) if !r.is_expired(now) => { r.expires_at = expires_at; Ok(true) }
-///             _ => Ok(false),
-///         }
-///     }
-///     async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
-///         self.0.lock().unwrap().remove(id);
-///         Ok(())
-///     }
-///     async fn delete_expired(&self) -> Result<u64, StoreError> {
-///         let now = OffsetDateTime::now_utc();
-///         let mut map = self.0.lock().unwrap();
-///         let before = map.len();
-///         map.retain(|_, r| !r.is_expired(now));
-///         Ok((before - map.len()) as u64)
-///     }
-///     async fn ids_of_owner(&self, owner: &str) -> Result<Vec<RecordId>, StoreError> {
-///         let now = OffsetDateTime::now_utc();
-///         Ok(self.0.lock().unwrap().values()
-///             .filter(|r| !r.is_expired(now) && r.owner.as_deref() == Some(owner))
-///             .map(|r| r.id).collect())
-///     }
-///     async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError> {
-///         let mut map = self.0.lock().unwrap();
-///         let before = map.len();
-///         map.retain(|_, r| r.owner.as_deref() != Some(owner));
-///         Ok((before - map.len()) as u64)
-///     }
-/// }
-/// ```
+/// Implement the eight methods with the semantics above, then run the
+/// conformance suite against the store. `testing::TestStore` (feature
+/// `conformance`) is a complete reference implementation in about a hundred
+/// lines: one mutex around a map.
 #[async_trait]
 pub trait Store: fmt::Debug + Send + Sync + 'static {
     /// Loads a live record; `None` when it is missing or expired.

@@ -1,0 +1,287 @@
+//! Helpers for testing code that uses sessions (feature `conformance`).
+//!
+//! * [`Instrumented`] wraps any store, counts its calls per operation and can
+//!   inject errors and delays, to prove "no store call" claims and failure
+//!   behaviour.
+//! * [`TestStore`] is a minimal, unbounded reference store for unit tests. Use
+//!   `session-memory` in applications.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::{Created, Record, RecordId, Saved, Store, StoreError, StoreErrorKind};
+
+/// How many times each store operation was called.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CallCounts {
+    /// `load` calls.
+    pub load: u64,
+    /// `create` calls.
+    pub create: u64,
+    /// `save` calls.
+    pub save: u64,
+    /// `touch` calls.
+    pub touch: u64,
+    /// `delete` calls.
+    pub delete: u64,
+    /// Calls of every other operation.
+    pub other: u64,
+}
+
+impl CallCounts {
+    /// All calls together.
+    pub fn total(&self) -> u64 {
+        self.load + self.create + self.save + self.touch + self.delete + self.other
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    load: AtomicU64,
+    create: AtomicU64,
+    save: AtomicU64,
+    touch: AtomicU64,
+    delete: AtomicU64,
+    other: AtomicU64,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Faults {
+    error: Option<StoreErrorKind>,
+    delay: Option<Duration>,
+}
+
+/// A store wrapper that counts calls and injects faults. Clones share the
+/// counters and the fault settings, so a test keeps one clone after handing
+/// the other to a [`Manager`](crate::Manager).
+///
+/// ```
+/// use session_core::testing::{Instrumented, TestStore};
+/// use session_core::{Config, Manager};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let store = Instrumented::new(TestStore::default());
+/// let manager = Manager::new(store.clone(), Config::default());
+/// let session = manager.session_from_cookies(None::<&str>);
+/// session.commit().await.unwrap();
+/// assert_eq!(store.counts().total(), 0, "an untouched session costs no store call");
+/// # });
+/// ```
+pub struct Instrumented<S> {
+    inner: Arc<S>,
+    counters: Arc<Counters>,
+    faults: Arc<Mutex<Faults>>,
+}
+
+impl<S> Clone for Instrumented<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            counters: self.counters.clone(),
+            faults: self.faults.clone(),
+        }
+    }
+}
+
+impl<S: Store> fmt::Debug for Instrumented<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Instrumented")
+            .field("inner", &self.inner)
+            .field("counts", &self.counts())
+            .finish()
+    }
+}
+
+impl<S: Store> Instrumented<S> {
+    /// Wraps a store, with no faults.
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner: Arc::new(inner),
+            counters: Arc::default(),
+            faults: Arc::default(),
+        }
+    }
+
+    /// The wrapped store.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// The calls counted so far.
+    pub fn counts(&self) -> CallCounts {
+        let c = &self.counters;
+        CallCounts {
+            load: c.load.load(Ordering::SeqCst),
+            create: c.create.load(Ordering::SeqCst),
+            save: c.save.load(Ordering::SeqCst),
+            touch: c.touch.load(Ordering::SeqCst),
+            delete: c.delete.load(Ordering::SeqCst),
+            other: c.other.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Makes every call fail with this kind of error (`None`: stop failing).
+    pub fn fail_with(&self, kind: Option<StoreErrorKind>) {
+        self.faults().error = kind;
+    }
+
+    /// Delays every call by this long (`None`: no delay).
+    pub fn delay(&self, delay: Option<Duration>) {
+        self.faults().delay = delay;
+    }
+
+    fn faults(&self) -> MutexGuard<'_, Faults> {
+        self.faults.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn enter(&self, counter: &AtomicU64) -> Result<(), StoreError> {
+        counter.fetch_add(1, Ordering::SeqCst);
+        let faults = self.faults().clone();
+        if let Some(d) = faults.delay {
+            tokio::time::sleep(d).await;
+        }
+        match faults.error {
+            Some(kind) => Err(StoreError::new(kind, "injected fault")),
+            None => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl<S: Store> Store for Instrumented<S> {
+    async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
+        self.enter(&self.counters.load).await?;
+        self.inner.load(id).await
+    }
+    async fn create(&self, record: &Record) -> Result<Created, StoreError> {
+        self.enter(&self.counters.create).await?;
+        self.inner.create(record).await
+    }
+    async fn save(&self, record: &Record, expected_version: u64) -> Result<Saved, StoreError> {
+        self.enter(&self.counters.save).await?;
+        self.inner.save(record, expected_version).await
+    }
+    async fn touch(&self, id: &RecordId, expires_at: OffsetDateTime) -> Result<bool, StoreError> {
+        self.enter(&self.counters.touch).await?;
+        self.inner.touch(id, expires_at).await
+    }
+    async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
+        self.enter(&self.counters.delete).await?;
+        self.inner.delete(id).await
+    }
+    async fn delete_expired(&self) -> Result<u64, StoreError> {
+        self.enter(&self.counters.other).await?;
+        self.inner.delete_expired().await
+    }
+    async fn ids_of_owner(&self, owner: &str) -> Result<Vec<RecordId>, StoreError> {
+        self.enter(&self.counters.other).await?;
+        self.inner.ids_of_owner(owner).await
+    }
+    async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError> {
+        self.enter(&self.counters.other).await?;
+        self.inner.delete_owner(owner).await
+    }
+}
+
+/// A minimal store: one mutex around a map, no bound, no background work. It
+/// follows the whole contract and is meant for tests.
+#[derive(Debug, Default, Clone)]
+pub struct TestStore {
+    map: Arc<Mutex<HashMap<RecordId, Record>>>,
+}
+
+impl TestStore {
+    fn map(&self) -> MutexGuard<'_, HashMap<RecordId, Record>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many records are held, expired ones included.
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    /// Whether no record is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Replaces a stored record as is, bypassing every check: for tests that
+    /// need a record in a particular state.
+    pub fn put_raw(&self, record: Record) {
+        self.map().insert(record.id, record);
+    }
+}
+
+fn live<'a>(map: &'a mut HashMap<RecordId, Record>, id: &RecordId) -> Option<&'a mut Record> {
+    let now = OffsetDateTime::now_utc();
+    map.get_mut(id).filter(|r| !r.is_expired(now))
+}
+
+#[async_trait]
+impl Store for TestStore {
+    async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
+        Ok(live(&mut self.map(), id).map(|r| r.clone()))
+    }
+    async fn create(&self, record: &Record) -> Result<Created, StoreError> {
+        let mut map = self.map();
+        if live(&mut map, &record.id).is_some() {
+            return Ok(Created::IdTaken);
+        }
+        map.insert(record.id, record.clone());
+        Ok(Created::Created)
+    }
+    async fn save(&self, record: &Record, expected: u64) -> Result<Saved, StoreError> {
+        let mut map = self.map();
+        Ok(match live(&mut map, &record.id) {
+            Some(r) if r.version == expected => {
+                *r = record.clone();
+                Saved::Saved
+            }
+            Some(_) => Saved::Conflict,
+            None => Saved::Missing,
+        })
+    }
+    async fn touch(&self, id: &RecordId, expires_at: OffsetDateTime) -> Result<bool, StoreError> {
+        Ok(match live(&mut self.map(), id) {
+            Some(r) => {
+                r.expires_at = expires_at;
+                true
+            }
+            None => false,
+        })
+    }
+    async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
+        self.map().remove(id);
+        Ok(())
+    }
+    async fn delete_expired(&self) -> Result<u64, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let mut map = self.map();
+        let before = map.len();
+        map.retain(|_, r| !r.is_expired(now));
+        Ok((before - map.len()) as u64)
+    }
+    async fn ids_of_owner(&self, owner: &str) -> Result<Vec<RecordId>, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        Ok(self
+            .map()
+            .values()
+            .filter(|r| !r.is_expired(now) && r.owner.as_deref() == Some(owner))
+            .map(|r| r.id)
+            .collect())
+    }
+    async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let mut map = self.map();
+        let before = map.len();
+        map.retain(|_, r| r.is_expired(now) || r.owner.as_deref() != Some(owner));
+        Ok((before - map.len()) as u64)
+    }
+}
