@@ -161,6 +161,7 @@ pub struct Config {
     pub(crate) security: CookieSecurity,
     pub(crate) codec: Arc<dyn Codec>,
     pub(crate) max_cookie_len: usize,
+    pub(crate) header: Option<String>,
 }
 
 impl Default for Config {
@@ -182,6 +183,7 @@ impl Default for Config {
             security: CookieSecurity::Plain,
             codec: Arc::new(MessagePack),
             max_cookie_len: 4096,
+            header: None,
         }
     }
 }
@@ -247,6 +249,11 @@ impl Config {
     /// Cookie values longer than this are rejected unread.
     pub fn max_cookie_len(&self) -> usize {
         self.max_cookie_len
+    }
+    /// The request/response header that carries the id instead of a cookie,
+    /// if one is configured (lowercase).
+    pub fn header(&self) -> Option<&str> {
+        self.header.as_deref()
     }
 }
 
@@ -373,6 +380,16 @@ impl ConfigBuilder {
         self
     }
 
+    /// Carries the id in this request and response header instead of a
+    /// cookie, for API and mobile clients. Default none (a cookie). The
+    /// semantics are the cookie's: the response carries the header only when
+    /// the client must change what it sends, and an empty value tells it to
+    /// forget the id.
+    pub fn with_header(mut self, name: Option<impl Into<String>>) -> Self {
+        self.0.header = name.map(|n| n.into().to_ascii_lowercase());
+        self
+    }
+
     /// Checks the configuration.
     ///
     /// # Errors
@@ -384,12 +401,7 @@ impl ConfigBuilder {
     pub fn build(self) -> Result<Config, ConfigError> {
         let c = self.0;
         let err = |m: String| Err(ConfigError(m));
-        if c.cookie_name.is_empty()
-            || !c
-                .cookie_name
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
-        {
+        if !is_token(&c.cookie_name) {
             return err(format!(
                 "cookie name {:?} must be a non-empty HTTP token (no spaces, separators or control characters)",
                 c.cookie_name
@@ -446,11 +458,29 @@ impl ConfigBuilder {
         if c.store_timeout.is_zero() {
             return err("store timeout must be greater than zero".into());
         }
+        if let Some(h) = &c.header {
+            if !is_token(h) {
+                return err(format!("header name {h:?} must be a non-empty HTTP token"));
+            }
+            if matches!(
+                h.as_str(),
+                "cookie" | "set-cookie" | "cache-control" | "vary"
+            ) {
+                return err(format!("header name {h:?} is reserved"));
+            }
+        }
         if c.max_cookie_len < 64 {
             return err("max cookie length must be at least 64 bytes".into());
         }
         Ok(c)
     }
+}
+
+/// Whether `s` is an HTTP token (RFC 9110): what cookie and header names are.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
 }
 
 /// Rules every lifetime (configured or per session) obeys.
@@ -543,6 +573,11 @@ mod tests {
             (
                 Config::builder().with_store_timeout(Duration::ZERO),
                 "store timeout",
+            ),
+            (Config::builder().with_header(Some("x y")), "HTTP token"),
+            (
+                Config::builder().with_header(Some("Set-Cookie")),
+                "reserved",
             ),
         ];
         for (builder, needle) in cases {

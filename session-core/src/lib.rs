@@ -32,4 +32,4 @@ pub use manager::Manager;
 pub use record::{Data, Lifetime, Record, RecordDecodeError};
 pub use session::{Session, MAX_OWNER_LEN};
 pub use store::{Created, Saved, Store, StoreError, StoreErrorKind};
-pub use transport::{cookie_values, SetCookie};
+pub use transport::{cookie_values, HeaderUpdate, SetCookie};

@@ -11,7 +11,7 @@ use crate::id::{Id, RecordId};
 use crate::observe;
 use crate::session::Session;
 use crate::store::Store;
-use crate::transport::{self, SetCookie};
+use crate::transport::{self, HeaderUpdate, SetCookie};
 
 /// Owns the store, the configuration and the clock; hands each request a
 /// [`Session`]. Cloning is cheap (one `Arc`).
@@ -133,6 +133,33 @@ impl Manager {
             observe::rejected_cookie();
         }
         Session::new(self.clone(), id, presented)
+    }
+
+    /// The session of a request, whichever way the id travels: `header`
+    /// returns the values of a request header by (lowercase) name. Adapters
+    /// call this; it reads the configured header, or the `Cookie` headers.
+    pub fn session_from_request<'a, F, I>(&self, header: F) -> Session
+    where
+        F: Fn(&str) -> I,
+        I: IntoIterator<Item = &'a str>,
+    {
+        match &self.inner.config.header {
+            Some(name) => self.session_from_value(header(name).into_iter().next()),
+            None => self.session_from_cookies(header("cookie")),
+        }
+    }
+
+    /// The headers a response must carry for a commit outcome (see
+    /// [`HeaderUpdate`]): the id (`Set-Cookie` or the configured header),
+    /// `Cache-Control: no-store` unless the handler already chose it, and
+    /// `Vary`. `existing` returns the response's current value of a header by
+    /// (lowercase) name. Empty for [`SetCookie::Unchanged`].
+    pub fn response_headers(
+        &self,
+        outcome: &SetCookie,
+        existing: impl Fn(&str) -> Option<String>,
+    ) -> Vec<HeaderUpdate> {
+        transport::response_headers(&self.inner.config, outcome, &existing)
     }
 
     /// The session of a request whose id travels in a header or elsewhere

@@ -36,7 +36,8 @@ pub(crate) fn touched(id: &RecordId) {
 }
 
 pub(crate) fn rotated(old: Option<&RecordId>, new: &RecordId) {
-    tracing::info!(old = old.map(RecordId::short), new = %new.short(), "session id rotated");
+    let old = old.map_or_else(|| "none".to_owned(), RecordId::short);
+    tracing::info!(%old, new = %new.short(), "session id rotated");
     count("session_rotations_total", 1);
 }
 

@@ -146,7 +146,9 @@ impl Session {
         }
     }
 
-    fn manager(&self) -> &Manager {
+    /// The manager this session belongs to, for work across sessions such as
+    /// [`Manager::destroy_all_of`].
+    pub fn manager(&self) -> &Manager {
         &self.shared.manager
     }
 

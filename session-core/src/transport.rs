@@ -152,6 +152,75 @@ pub(crate) fn set_cookie_header(config: &Config, outcome: &SetCookie) -> Option<
     Some(cookie.to_string())
 }
 
+/// A header a framework adapter must write on the response, as decided by
+/// [`Manager::response_headers`](crate::Manager::response_headers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HeaderUpdate {
+    /// The header's name, lowercase.
+    pub name: String,
+    /// The header's value.
+    pub value: String,
+    /// Add beside the header's existing values (`Set-Cookie`) instead of
+    /// replacing them.
+    pub append: bool,
+}
+
+fn has_token(list: &str, token: &str) -> bool {
+    list.split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.eq_ignore_ascii_case(token))
+}
+
+/// The headers a response needs for a commit outcome: the id itself
+/// (`Set-Cookie`, or the configured header), `Cache-Control: no-store`
+/// unless the handler already said `no-store`, and `Vary` on what carries the
+/// id, so no cache hands one user's session to another.
+pub(crate) fn response_headers(
+    config: &Config,
+    outcome: &SetCookie,
+    existing: &dyn Fn(&str) -> Option<String>,
+) -> Vec<HeaderUpdate> {
+    let (name, value, append) = match (&config.header, outcome) {
+        (_, SetCookie::Unchanged) => return Vec::new(),
+        (Some(h), SetCookie::Set { value, .. }) => (h.clone(), value.clone(), false),
+        (Some(h), SetCookie::Remove) => (h.clone(), String::new(), false),
+        (None, outcome) => match set_cookie_header(config, outcome) {
+            Some(v) => ("set-cookie".to_owned(), v, true),
+            None => return Vec::new(),
+        },
+    };
+    let vary_on = if append { "cookie" } else { name.as_str() }.to_owned();
+    let mut updates = vec![HeaderUpdate {
+        name,
+        value,
+        append,
+    }];
+    let cache = existing("cache-control");
+    if !cache.as_deref().is_some_and(|c| has_token(c, "no-store")) {
+        updates.push(HeaderUpdate {
+            name: "cache-control".into(),
+            value: "no-store".into(),
+            append: false,
+        });
+    }
+    let vary = existing("vary");
+    match vary.as_deref() {
+        Some(v) if has_token(v, &vary_on) => {}
+        Some(v) if !v.trim().is_empty() => updates.push(HeaderUpdate {
+            name: "vary".into(),
+            value: format!("{v}, {vary_on}"),
+            append: false,
+        }),
+        _ => updates.push(HeaderUpdate {
+            name: "vary".into(),
+            value: vary_on,
+            append: false,
+        }),
+    }
+    updates
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,6 +360,67 @@ mod tests {
             assert!(remove.contains(part), "{remove} lacks {part}");
         }
         assert_eq!(set_cookie_header(&c, &SetCookie::Unchanged), None);
+    }
+
+    fn headers(
+        c: &Config,
+        outcome: &SetCookie,
+        existing: &[(&str, &str)],
+    ) -> Vec<(String, String)> {
+        let existing: Vec<(String, String)> = existing
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        response_headers(c, outcome, &|name| {
+            existing
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        })
+        .into_iter()
+        .map(|u| (u.name, u.value))
+        .collect()
+    }
+
+    #[test]
+    fn responses_that_set_the_id_are_not_cacheable() {
+        let c = config(CookieSecurity::Plain);
+        let set = SetCookie::Set {
+            value: "v".into(),
+            max_age: None,
+        };
+        assert!(headers(&c, &SetCookie::Unchanged, &[]).is_empty());
+        let h = headers(&c, &set, &[]);
+        assert_eq!(h[0].0, "set-cookie");
+        assert!(h.contains(&("cache-control".into(), "no-store".into())));
+        assert!(h.contains(&("vary".into(), "cookie".into())));
+        // A handler's no-store stays; a weaker Cache-Control is replaced.
+        let h = headers(&c, &set, &[("cache-control", "private, no-store")]);
+        assert!(!h.iter().any(|(k, _)| k == "cache-control"));
+        let h = headers(&c, &set, &[("cache-control", "public, max-age=60")]);
+        assert!(h.contains(&("cache-control".into(), "no-store".into())));
+        // Vary is merged, never duplicated.
+        let h = headers(&c, &set, &[("vary", "Accept-Encoding")]);
+        assert!(h.contains(&("vary".into(), "Accept-Encoding, cookie".into())));
+        let h = headers(&c, &set, &[("vary", "Cookie")]);
+        assert!(!h.iter().any(|(k, _)| k == "vary"));
+    }
+
+    #[test]
+    fn header_transport_uses_its_header() {
+        let c = Config::builder()
+            .with_header(Some("X-Session"))
+            .build()
+            .unwrap();
+        let set = SetCookie::Set {
+            value: "v".into(),
+            max_age: None,
+        };
+        let h = headers(&c, &set, &[]);
+        assert_eq!(h[0], ("x-session".into(), "v".into()));
+        assert!(h.contains(&("vary".into(), "x-session".into())));
+        let h = headers(&c, &SetCookie::Remove, &[]);
+        assert_eq!(h[0], ("x-session".into(), String::new()));
     }
 
     #[test]

@@ -1,5 +1,267 @@
-//! axum adapter for session-core: a tower layer and a Session extractor.
+//! [axum] adapter for [`session_core`]: a tower [`SessionLayer`] and a
+//! [`Session`] extractor.
 //!
-//! **Not implemented yet.** This crate is a member of the workspace so that its
-//! place in the layout is fixed; it exports nothing until its issue lands. See
-//! the workspace `README.md` for the crates that work today.
+//! ```no_run
+//! use axum::{routing::get, Router};
+//! use session_axum::{Session, SessionLayer};
+//! use session_core::{Config, Manager};
+//! use session_memory::MemoryStore;
+//!
+//! async fn set_name(session: Session) -> Result<&'static str, session_axum::SessionError> {
+//!     session.insert("name", "iris").await?;
+//!     Ok("set")
+//! }
+//!
+//! async fn get_name(session: Session) -> Result<String, session_axum::SessionError> {
+//!     Ok(session.get_string("name").await?)
+//! }
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let manager = Manager::new(MemoryStore::new(), Config::default());
+//! let app = Router::new()
+//!     .route("/set", get(set_name))
+//!     .route("/get", get(get_name))
+//!     .layer(SessionLayer::new(manager));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(listener, app).await
+//! # }
+//! ```
+//!
+//! The layer reads the id from the request (cookie, or the configured header),
+//! puts a lazy [`session_core::Session`] in the request extensions, runs the
+//! handler, then commits the session: nothing at all for a request that did
+//! not use it, otherwise one store write at most. When the id must change on
+//! the client it adds `Set-Cookie` (or the header), `Cache-Control: no-store`
+//! and `Vary`. If the commit fails (store down, timeout) the response becomes
+//! a bare `500 Internal Server Error` and the error is logged; store errors
+//! never reach a response body.
+//!
+//! [axum]: https://docs.rs/axum
+
+use std::fmt;
+use std::future::Future;
+use std::ops::Deref;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum_core::extract::FromRequestParts;
+use axum_core::response::{IntoResponse, Response};
+use http::header::{HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{HeaderMap, Request, StatusCode};
+use session_core::Manager;
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// Adds sessions to every request of the services it wraps.
+#[derive(Clone, Debug)]
+pub struct SessionLayer {
+    manager: Manager,
+}
+
+impl SessionLayer {
+    /// A layer handing out sessions of `manager`.
+    pub fn new(manager: Manager) -> Self {
+        Self { manager }
+    }
+}
+
+impl<S> Layer<S> for SessionLayer {
+    type Service = SessionService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SessionService {
+            inner,
+            manager: self.manager.clone(),
+        }
+    }
+}
+
+/// The service [`SessionLayer`] produces.
+#[derive(Clone, Debug)]
+pub struct SessionService<S> {
+    inner: S,
+    manager: Manager,
+}
+
+/// The future of [`SessionService`]: the inner response with the session
+/// committed.
+pub struct ResponseFuture<B, E> {
+    inner: Pin<Box<dyn Future<Output = Result<http::Response<B>, E>> + Send>>,
+}
+
+impl<B, E> fmt::Debug for ResponseFuture<B, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResponseFuture")
+    }
+}
+
+impl<B, E> Future for ResponseFuture<B, E> {
+    type Output = Result<http::Response<B>, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+fn header_values<'a>(headers: &'a HeaderMap, name: &str) -> impl Iterator<Item = &'a str> {
+    headers
+        .get_all(name)
+        .into_iter()
+        .filter_map(|v| v.to_str().ok())
+}
+
+fn header_joined(headers: &HeaderMap, name: &str) -> Option<String> {
+    let values: Vec<&str> = header_values(headers, name).collect();
+    (!values.is_empty()).then(|| values.join(", "))
+}
+
+/// Writes the headers the commit outcome calls for.
+fn write_headers(manager: &Manager, outcome: &session_core::SetCookie, headers: &mut HeaderMap) {
+    for update in manager.response_headers(outcome, |name| header_joined(headers, name)) {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(update.name.as_bytes()),
+            HeaderValue::from_str(&update.value),
+        ) else {
+            tracing::error!(header = %update.name, "session header value is not valid in HTTP; not sent");
+            continue;
+        };
+        if update.append {
+            headers.append(name, value);
+        } else {
+            headers.insert(name, value);
+        }
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S>
+where
+    S: Service<Request<ReqBody>, Response = http::Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = http::Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<ResBody, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let manager = self.manager.clone();
+        let session = manager.session_from_request(|name| header_values(req.headers(), name));
+        req.extensions_mut().insert(session.clone());
+        // The clone that was polled ready is the one to call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture {
+            inner: Box::pin(async move {
+                let mut response = inner.call(req).await?;
+                match session.commit().await {
+                    Ok(outcome) => write_headers(&manager, &outcome, response.headers_mut()),
+                    Err(error) => {
+                        tracing::error!(%error, "session could not be committed; answering 500");
+                        let mut failed = http::Response::new(ResBody::default());
+                        *failed.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                        failed.headers_mut().insert(
+                            http::header::CACHE_CONTROL,
+                            HeaderValue::from_static("no-store"),
+                        );
+                        response = failed;
+                    }
+                }
+                Ok(response)
+            }),
+        }
+    }
+}
+
+/// The session of the current request, as an axum extractor. Derefs to
+/// [`session_core::Session`].
+///
+/// Extracting it costs nothing; the store is read the first time a method
+/// needs the data.
+#[derive(Clone, Debug)]
+pub struct Session(pub session_core::Session);
+
+impl Deref for Session {
+    type Target = session_core::Session;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Session {
+    type Rejection = MissingLayer;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<session_core::Session>()
+            .cloned()
+            .map(Session)
+            .ok_or(MissingLayer)
+    }
+}
+
+/// The rejection when a handler asks for a [`Session`] on a route without a
+/// [`SessionLayer`]: a 500 that says how to fix it.
+#[derive(Debug, Clone, Copy)]
+pub struct MissingLayer;
+
+impl fmt::Display for MissingLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "no session on this request: add `.layer(session_axum::SessionLayer::new(manager))` to the router that serves this route",
+        )
+    }
+}
+
+impl std::error::Error for MissingLayer {}
+
+impl IntoResponse for MissingLayer {
+    fn into_response(self) -> Response {
+        tracing::error!("{self}");
+        (StatusCode::INTERNAL_SERVER_ERROR, self.to_string()).into_response()
+    }
+}
+
+/// A [`session_core::Error`] as a handler error: logs it and answers a bare
+/// `500 Internal Server Error` (`503` for a store that is down or slow),
+/// never exposing the error in the body.
+#[derive(Debug)]
+pub struct SessionError(pub session_core::Error);
+
+impl From<session_core::Error> for SessionError {
+    fn from(e: session_core::Error) -> Self {
+        Self(e)
+    }
+}
+
+impl fmt::Display for SessionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SessionError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+impl IntoResponse for SessionError {
+    fn into_response(self) -> Response {
+        tracing::error!(error = %self.0, "session error in a handler");
+        let status = match self.0 {
+            session_core::Error::Store { .. } | session_core::Error::Timeout { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (status, status.canonical_reason().unwrap_or("error")).into_response()
+    }
+}

@@ -1,0 +1,247 @@
+//! The Iris sessions demo, written once: configuration from the environment,
+//! the store, and what each route does. Each framework adapter's `demo`
+//! example maps these routes with its own router, so every framework serves
+//! the same demo, and the HTTP suite tests them all the same way.
+//!
+//! | route | what it does | body |
+//! |---|---|---|
+//! | `/` | touches no session | a list of the routes |
+//! | `/set` | sets `name = "iris"` | `All ok session set to: iris` |
+//! | `/get` | reads `name` | `The name on the /set was: {name}` |
+//! | `/delete` | removes `name` | `Deleted name: {true/false}` |
+//! | `/clear` | removes every value | `Cleared all values` |
+//! | `/destroy` | ends the session | `Destroyed the session` |
+//! | `/incr` | adds 1 to `count` with `update` | the new count |
+//! | `/login/{user}` | rotates the id, sets the owner | `Logged in as {user}` |
+//! | `/logout-all` | ends every session of the current owner | `Ended {n} session(s) of {user}` |
+
+use std::env;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use session_core::{Config, Manager, Session};
+use session_memory::MemoryStore;
+
+#[cfg(feature = "axum")]
+pub mod axum;
+
+/// What the demo serves: a status code and a plain-text body.
+pub type Reply = (u16, String);
+
+/// The settings read from the environment.
+#[derive(Debug)]
+pub struct Settings {
+    /// `PORT`, default 8080.
+    pub port: u16,
+    /// The manager over the store chosen by `SESSION_STORE`.
+    pub manager: Manager,
+    /// A line describing the store, for the start-up banner.
+    pub store: String,
+}
+
+const HELP: &str = "\
+environment variables:
+  PORT                      port to listen on, 1-65535 (default 8080)
+  SESSION_STORE             memory (default: the in-memory store)
+  SESSION_SECURE            true (default) or false; false drops the cookie's
+                            Secure attribute for plain-HTTP local use
+  SESSION_IDLE_TIMEOUT      seconds without use before a session ends (default 7200)
+  SESSION_ABSOLUTE_TIMEOUT  seconds after creation a session ends (default 86400)";
+
+fn var(name: &str) -> Option<String> {
+    env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn seconds(name: &str) -> Result<Option<Duration>, String> {
+    match var(name) {
+        None => Ok(None),
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(n) if n > 0 => Ok(Some(Duration::from_secs(n))),
+            _ => Err(format!("{name}={v:?} is not a positive number of seconds")),
+        },
+    }
+}
+
+/// Reads the demo's settings from the environment.
+///
+/// # Errors
+/// A message naming the bad variable and listing the valid forms.
+pub fn settings_from_env() -> Result<Settings, String> {
+    let with_help = |e: String| format!("{e}\n\n{HELP}");
+    let port = match var("PORT") {
+        None => 8080,
+        Some(p) => p
+            .trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| with_help(format!("PORT={p:?} is not a port number")))?,
+    };
+    let secure = match var("SESSION_SECURE").as_deref().map(str::trim) {
+        None | Some("true") | Some("1") => true,
+        Some("false") | Some("0") => false,
+        Some(other) => {
+            return Err(with_help(format!(
+                "SESSION_SECURE={other:?} must be true or false"
+            )))
+        }
+    };
+    let mut config = Config::builder().with_secure(secure);
+    if let Some(idle) = seconds("SESSION_IDLE_TIMEOUT").map_err(with_help)? {
+        config = config.with_idle_timeout(Some(idle));
+        // Keep the touch interval below a short idle timeout.
+        config = config.with_touch_interval((idle / 4).min(Duration::from_secs(60)));
+    }
+    if let Some(absolute) = seconds("SESSION_ABSOLUTE_TIMEOUT").map_err(with_help)? {
+        config = config.with_absolute_timeout(Some(absolute));
+    }
+    let config = config.build().map_err(|e| with_help(e.to_string()))?;
+    let (manager, store) = match var("SESSION_STORE").as_deref().map(str::trim) {
+        None | Some("memory") => (
+            Manager::new(MemoryStore::new(), config),
+            "memory (in this process; sessions end when it stops)".to_owned(),
+        ),
+        Some(other) => {
+            return Err(with_help(format!(
+                "SESSION_STORE={other:?} is not a store this demo knows"
+            )))
+        }
+    };
+    Ok(Settings {
+        port,
+        manager,
+        store,
+    })
+}
+
+/// Logs to stderr (`RUST_LOG` filters, default `info`) and prints the banner.
+pub fn start_banner(framework: &str, settings: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let mut banner = format!(
+        "Iris sessions demo on {framework}: http://127.0.0.1:{}/\n  store: {}\n",
+        settings.port, settings.store
+    );
+    if settings.manager.config().secure() {
+        banner.push_str(
+            "  cookies are Secure: browsers and curl accept them on http://localhost and 127.0.0.1; for another host over plain HTTP, run with SESSION_SECURE=false\n",
+        );
+    } else {
+        banner.push_str("  SESSION_SECURE=false: the cookie's Secure attribute is OFF (plain-HTTP local use only)\n");
+    }
+    let _ = write!(
+        banner,
+        "  routes: /set /get /delete /clear /destroy /incr /login/{{user}} /logout-all"
+    );
+    eprintln!("{banner}");
+}
+
+fn fail(error: &session_core::Error) -> Reply {
+    tracing::error!(%error, "session error");
+    match error {
+        session_core::Error::Store { .. } | session_core::Error::Timeout { .. } => {
+            (503, "Service Unavailable".into())
+        }
+        _ => (500, "Internal Server Error".into()),
+    }
+}
+
+fn reply(result: session_core::Result<String>) -> Reply {
+    result.map_or_else(|e| fail(&e), |body| (200, body))
+}
+
+/// `/`: touches no session.
+pub fn index() -> Reply {
+    (
+        200,
+        "You should navigate to /set, /get, /delete, /clear, /destroy, /incr, /login/{user} or /logout-all".into(),
+    )
+}
+
+/// `/set`: sets `name = "iris"`.
+pub async fn set(session: &Session) -> Reply {
+    reply(
+        async {
+            session.insert("name", "iris").await?;
+            Ok(format!(
+                "All ok session set to: {}",
+                session.get_string("name").await?
+            ))
+        }
+        .await,
+    )
+}
+
+/// `/get`: reads `name`.
+pub async fn get(session: &Session) -> Reply {
+    reply(
+        async {
+            Ok(format!(
+                "The name on the /set was: {}",
+                session.get_string("name").await?
+            ))
+        }
+        .await,
+    )
+}
+
+/// `/delete`: removes `name`.
+pub async fn delete(session: &Session) -> Reply {
+    reply(async { Ok(format!("Deleted name: {}", session.remove("name").await?)) }.await)
+}
+
+/// `/clear`: removes every value.
+pub async fn clear(session: &Session) -> Reply {
+    reply(
+        async {
+            session.clear().await?;
+            Ok("Cleared all values".to_owned())
+        }
+        .await,
+    )
+}
+
+/// `/destroy`: ends the session.
+pub async fn destroy(session: &Session) -> Reply {
+    reply(
+        async {
+            session.destroy().await?;
+            Ok("Destroyed the session".to_owned())
+        }
+        .await,
+    )
+}
+
+/// `/incr`: adds one to `count`, exactly, under any concurrency.
+pub async fn incr(session: &Session) -> Reply {
+    reply(async { Ok(session.increment("count", 1).await?.to_string()) }.await)
+}
+
+/// `/login/{user}`: rotates the id and sets the owner.
+pub async fn login(session: &Session, user: &str) -> Reply {
+    match session.login(user).await {
+        Ok(()) => (200, format!("Logged in as {user}")),
+        Err(session_core::Error::Invalid(why)) => (400, why),
+        Err(e) => fail(&e),
+    }
+}
+
+/// `/logout-all`: ends every session of the current owner.
+pub async fn logout_all(session: &Session) -> Reply {
+    let owner = match session.owner().await {
+        Ok(Some(owner)) => owner,
+        Ok(None) => return (401, "Not logged in".into()),
+        Err(e) => return fail(&e),
+    };
+    reply(
+        async {
+            let n = session.manager().destroy_all_of(&owner).await?;
+            Ok(format!("Ended {n} session(s) of {owner}"))
+        }
+        .await,
+    )
+}

@@ -1,0 +1,614 @@
+//! The HTTP suite: black-box tests of the Iris demo (see `session-demo`) served
+//! by a framework adapter on a loopback port, driven by a real HTTP client
+//! that keeps its own cookie jar.
+//!
+//! Written once, run against every adapter with the same cases, so all
+//! frameworks behave identically. An adapter's tests provide a function that
+//! serves the demo for a given [`Manager`] and returns the address:
+//!
+//! ```ignore
+//! async fn spawn(manager: session_core::Manager) -> std::net::SocketAddr { ... }
+//! session_http_suite::http_suite!(spawn);
+//! ```
+//!
+//! Each case builds its own manager over an instrumented memory store, so it
+//! can count store calls and inject faults.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::HeaderMap;
+use session_core::testing::Instrumented;
+use session_core::{
+    Config, ConfigBuilder, CookieKeys, CookieSecurity, Id, Key, Manager, ManualClock, SameSite,
+    StoreErrorKind,
+};
+use session_memory::MemoryStore;
+
+/// Expands into one `#[tokio::test]` per case, each serving the demo with
+/// `$spawn`.
+#[macro_export]
+macro_rules! http_suite {
+    ($spawn:path) => {
+        $crate::http_suite!(@cases $spawn;
+            iris_routes_round_trip,
+            default_cookie_attributes,
+            configured_cookie_attributes,
+            untouched_requests_cost_nothing,
+            bad_cookies_never_reach_the_store,
+            unknown_ids_are_never_adopted,
+            expired_sessions_are_not_revived,
+            login_rotates_the_id,
+            destroy_invalidates_server_side,
+            concurrent_increments_are_exact,
+            logout_all_ends_every_session_of_the_owner,
+            store_failure_is_a_clean_5xx,
+            slow_store_times_out,
+            header_transport
+        );
+    };
+    (@cases $spawn:path; $($case:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                $crate::$case($spawn).await;
+            }
+        )*
+    };
+}
+
+type Store = Instrumented<MemoryStore>;
+
+/// One running demo and what a case needs to look inside it.
+struct Demo {
+    addr: SocketAddr,
+    store: Store,
+    clock: ManualClock,
+    manager: Manager,
+}
+
+async fn demo<F, Fut>(spawn: F, config: ConfigBuilder) -> Demo
+where
+    F: Fn(Manager) -> Fut,
+    Fut: Future<Output = SocketAddr>,
+{
+    let store = Instrumented::new(MemoryStore::new());
+    let clock = ManualClock::new();
+    let manager = Manager::new(store.clone(), config.build().expect("valid config"))
+        .with_clock(clock.clone());
+    let addr = spawn(manager.clone()).await;
+    Demo {
+        addr,
+        store,
+        clock,
+        manager,
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    body: String,
+    headers: HeaderMap,
+}
+
+impl Reply {
+    fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+            .collect()
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+}
+
+/// A client with a one-cookie jar for the session cookie.
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    name: String,
+    header: Option<String>,
+    /// The session id value the client holds.
+    jar: Option<String>,
+}
+
+impl Client {
+    fn new(demo: &Demo) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("http client"),
+            base: format!("http://{}", demo.addr),
+            name: demo.manager.config().cookie_name().to_owned(),
+            header: demo.manager.config().header().map(str::to_owned),
+            jar: None,
+        }
+    }
+
+    /// GET with the jar's cookie; the jar follows `Set-Cookie`.
+    async fn get(&mut self, path: &str) -> Reply {
+        let value = self.jar.clone();
+        let reply = self.send(path, value.as_deref()).await;
+        if let Some(h) = &self.header {
+            if let Some(v) = reply.header(h) {
+                self.jar = (!v.is_empty()).then_some(v);
+            }
+        }
+        for c in reply.set_cookies() {
+            let (pair, attrs) = c.split_once(';').unwrap_or((&c, ""));
+            let Some((name, value)) = pair.split_once('=') else {
+                continue;
+            };
+            if name.trim() != self.name {
+                continue;
+            }
+            let removal = attrs
+                .split(';')
+                .any(|a| a.trim().eq_ignore_ascii_case("max-age=0"));
+            self.jar = (!removal && !value.is_empty()).then(|| value.trim().to_owned());
+        }
+        reply
+    }
+
+    /// GET with exactly this session value (or none); the jar is untouched.
+    async fn send(&self, path: &str, value: Option<&str>) -> Reply {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(v) = value {
+            req = match &self.header {
+                Some(h) => req.header(h.as_str(), v),
+                None => req.header("cookie", format!("{}={v}", self.name)),
+            };
+        }
+        let res = req.send().await.expect("request");
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let body = res.text().await.expect("body");
+        Reply {
+            status,
+            body,
+            headers,
+        }
+    }
+}
+
+fn plain() -> ConfigBuilder {
+    Config::builder()
+}
+
+fn attrs(set_cookie: &str) -> Vec<String> {
+    set_cookie
+        .split(';')
+        .skip(1)
+        .map(|a| a.trim().to_ascii_lowercase())
+        .collect()
+}
+
+/// `/set /get /delete /clear /destroy` behave as in Iris.
+pub async fn iris_routes_round_trip<F, Fut>(spawn: F)
+where
+    F: Fn(Manager) -> Fut,
+    Fut: Future<Output = SocketAddr>,
+{
+    let d = demo(spawn, plain()).await;
+    let mut c = Client::new(&d);
+    let r = c.get("/set").await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "All ok session set to: iris")
+    );
+    assert!(c.jar.is_some(), "a cookie was issued");
+    assert_eq!(c.get("/get").await.body, "The name on the /set was: iris");
+    assert_eq!(c.get("/delete").await.body, "Deleted name: true");
+    assert_eq!(c.get("/get").await.body, "The name on the /set was: ");
+    assert_eq!(c.get("/delete").await.body, "Deleted name: false");
+    c.get("/set").await;
+    assert_eq!(c.get("/clear").await.body, "Cleared all values");
+    assert_eq!(c.get("/get").await.body, "The name on the /set was: ");
+    c.get("/set").await;
+    let r = c.get("/destroy").await;
+    assert_eq!((r.status, r.body.as_str()), (200, "Destroyed the session"));
+    assert!(c.jar.is_none(), "destroy removes the cookie");
+    assert_eq!(c.get("/get").await.body, "The name on the /set was: ");
+}
+
+/// The issued cookie has the secure defaults, and the response is not
+/// cacheable.
+pub async fn default_cookie_attributes<F, Fut>(spawn: F)
+where
+    F: Fn(Manager) -> Fut,
+    Fut: Future<Output = SocketAddr>,
+{
+    let d = demo(spawn, plain()).await;
+    let mut c = Client::new(&d);
+    let r = c.get("/set").await;
+    let cookies = r.set_cookies();
+    assert_eq!(cookies.len(), 1, "{cookies:?}");
+    let a = attrs(&cookies[0]);
+    for want in ["httponly", "samesite=lax", "secure", "path=/"] {
+        assert!(
+            a.contains(&want.to_owned()),
+            "{want} missing in {cookies:?}"
+        );
+    }
+    assert!(
+        !a.iter()
+            .any(|x| x.starts_with("max-age") || x.starts_with("expires")),
+        "browser-session cookie: {cookies:?}"
+    );
+    assert!(
+        !a.iter().any(|x| x.starts_with("domain")),
+        "host-only cookie: {cookies:?}"
+    );
+    assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
+    assert!(r
+        .header("vary")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("cookie")));
+}
+
+/// Configured attributes are issued, and the removal cookie repeats them.
+pub async fn configured_cookie_attributes<F, Fut>(spawn: F)
+where
+    F: Fn(Manager) -> Fut,
+    Fut: Future<Output = SocketAddr>,
+{
+    let config = Config::builder()
+        .with_cookie_name("sid")
+        .with_domain(Some("example.test"))
+        .with_path("/")
+        .with_same_site(SameSite::Strict)
+        .with_persistent_cookie(true);
+    let d = demo(spawn, config).await;
+    let mut c = Client::new(&d);
+    let set = c.get("/set").await.set_cookies();
+    assert_eq!(set.len(), 1);
+    assert!(set[0].starts_with("sid="), "{set:?}");
+    let a = attrs(&set[0]);
+    for want in [
+        "domain=example.test",
+        "samesite=strict",
+        "secure",
+        "httponly",
+        "path=/",
+    ] {
+        assert!(a.contains(&want.to_owned()), "{want} missing in {set:?}");
+    }
+    let max_age: u64 = a
+        .iter()
+        .find_map(|x| x.strip_prefix("max-age="))
+        .expect("persistent cookie has Max-Age")
+        .parse()
+        .expect("numeric Max-Age");
+    assert!(max_age > 0 && max_age <= 2 * 3600, "Max-Age {max_age}");
+    let removal = c.get("/destroy").await.set_cookies();
+    assert_eq!(removal.len(), 1);
+    let a = attrs(&removal[0]);
+    for want in [
+        "domain=example.test",
+        "samesite=strict",
+        "secure",
+        "path=/",
+        "max-age=0",
+    ] {
+        assert!(
+            a.contains(&want.to_owned()),
+            "{want} missing in removal {removal:?}"
+        );
+    }
+}
+
+/// Requests that do not use the session, or leave a new one empty, send no
+/// cookie and make no store call.
+pub async fn untouched_requests_cost_nothing<F, Fut>(spawn: F)
+where
+    F: Fn(Manager) -> Fut,
+    Fut: Future<Output = SocketAddr>,
+{
+    let d = demo(spawn, plain()).await;
+    let mut c = Client::new(&d);
+    let r = c.get("/").await;
+    assert!(r.set_cookies().is_empty());
+    let r = c.get("/get").await;
+    assert_eq!(r.body, "The name on the /set was: ");
+    assert!(
+        r.set_cookies().is_empty(),
+        "an empty new session sends no cookie"
+    );
+    assert!(r.header("cache-control").is_none());
+    assert_eq!(d.store.counts().total(), 0);
+    c.get("/set").await;
+    let before = d.store.counts();
+    let r = c.get("/").await;
+    assert!(r.set_cookies().is_empty());
+    assert_eq!(
+        d.store.counts(),
+        before,
+        "a route that ignores the session costs no store call"
+    );
+    let r = c.get("/get").await;
+    assert!(r.set_cookies().is_empty(), "reading sends no cookie");
+    assert_eq!(
+        d.store.counts().total() - before.total(),
+        1,
+        "reading costs one load"
+    );
+}
+
+/// Malformed, oversized, tampered and unsigned cookies get a fresh session
+/// and never cost a store lookup (signed mode).
+pub async fn bad_cookies_never_reach_the_store<F, Fut>(spawn: F)
+where
+    F: Fn(Manager) -> Fut,
+    Fut: Future<Output = SocketAddr>,
+{
+    let config =
+        Config::builder().with_security(CookieSecurity::Signed(CookieKeys::new(Key::generate())));
+    let d = demo(spawn, config).await;
+    let mut c = Client::new(&d);
+    c.get("/set").await;
+    let good = c.jar.clone().expect("issued");
+    let mut tampered = good.clone().into_bytes();
+    let i = tampered.len() / 2;
+    tampered[i] = if tampered[i] == b'a' { b'b' } else { b'a' };
+    let tampered = String::from_utf8(tampered).expect("ascii");
+    let unsigned = Id::generate().expect("random").to_string();
+    let oversized = "A".repeat(8 * 1024);
+    let before = d.store.counts();
+    for bad in [
+        tampered.as_str(),
+        unsigned.as_str(),
+        "not-an-id",
+        oversized.as_str(),
+        "%00%ff",
+    ] {
+        let r = c.send("/get", Some(bad)).await;
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (200, "The name on the /set was: "),
+            "{}",
+            &bad[..bad.len().min(20)]
+        );
+        assert!(r.set_cookies().is_empty());
+    }
+    assert_eq!(d.store.counts(), before, "no bad cookie reached the store");
+    let r = c.send("/set", Some(tampered.as_str())).await;
+    assert_eq!(r.status, 200);
+    let issued = r.set_cookies();
+    assert_eq!(issued.len(), 1);
+    assert!(!issued[0].contains(&tampered));
+    // The good cookie still works.
+    assert_eq!(
+        c.send("/get", Some(&good)).await.body,
+        "The name on the /set was: iris"
+    );
+}
+
+/// A well-formed id the server never issued is not adopted (plain mode).
+pub async fn unknown_ids_are_never_adopted<F, Fut>(spawn: F)
+where
+    F: Fn(Manager) -> Fut,
+    Fut: Future<Output = SocketAddr>,
+{
+    let d = demo(spawn, plain()).await;
+    let c = Client::new(&d);
+    let chosen = Id::generate().expect("random").to_string();
+    let r = c.send("/set", Some(&chosen)).await;
+    let issued = r.set_cookies();
+    assert_eq!(issued.len(), 1);
+    assert!(!issued[0].contains(&chosen), "the client's id was adopted");
+    assert_eq!(
+        c.send("/get", Some(&chosen)).await.body,
+        "The name on the /set was: "
+    );
+}
+
+/// A session past its idle timeout reads empty and is never brought back.
+pub async fn expired_sessions_are_not_revived<F, Fut>(spawn: F)
+where
+    F: Fn(Manager) -> Fut,
+    Fut: Future<Output = SocketAddr>,
+{
+    let d = demo(
+        spawn,
+        plain().with_idle_timeout(Some(Duration::from_secs(600))),
+    )
+    .await;
+    let mut c = Client::new(&d);
+    c.get("/set").await;
+    let old = c.jar.clone().expect("issued");
+    d.clock.advance(Duration::from_secs(601));
+    assert_eq!(c.get("/get").await.body, "The name on the /set was: ");
+    c.get("/set").await;
+    assert_ne!(
+        c.jar.as_deref(),
+        Some(old.as_str()),
+        "the expired id was reused"
+    );
+    assert_eq!(
+        c.send("/get", Some(&old)).await.body,
+        "The name on the /set was: "
+    );
+}
+
+/// Login issues a new id; the old one stops working.
+pub async fn login_rotates_the_id<F, Fut>(spawn: F)
+where
+    F: Fn(Manager) -> Fut,
+    Fut: Future<Output = SocketAddr>,
+{
+    let d = demo(spawn, plain()).await;
+    let mut c = Client::new(&d);
+    c.get("/set").await;
+    let before = c.jar.clone().expect("issued");
+    let r = c.get("/login/alice").await;
+    assert_eq!((r.status, r.body.as_str()), (200, "Logged in as alice"));
+    let after = c.jar.clone().expect("issued");
+    assert_ne!(before, after);
+    assert_eq!(c.get("/get").await.body, "The name on the /set was: iris");
+    assert_eq!(
+        c.send("/get", Some(&before)).await.body,
+        "The name on the /set was: "
+    );
+}
+
+/// After `/destroy`, replaying the old cookie gives an empty session.
+pub async fn destroy_invalidates_server_side<F, Fut>(spawn: F)
+where
+    F: Fn(Manager) -> Fut,
+    Fut: Future<Output = SocketAddr>,
+{
+    let d = demo(spawn, plain()).await;
+    let mut c = Client::new(&d);
+    c.get("/set").await;
+    let old = c.jar.clone().expect("issued");
+    c.get("/destroy").await;
+    let r = c.send("/get", Some(&old)).await;
+    assert_eq!(r.body, "The name on the /set was: ");
+    assert!(r.set_cookies().is_empty());
+    let r = c.send("/incr", Some(&old)).await;
+    assert_eq!(r.body, "1", "a replayed id starts from nothing");
+    assert!(!r.set_cookies()[0].contains(&old), "and gets a new id");
+}
+
+/// 100 concurrent `/incr` on one session end at exactly 100.
+pub async fn concurrent_increments_are_exact<F, Fut>(spawn: F)
+where
+    F: Fn(Manager) -> Fut,
+    Fut: Future<Output = SocketAddr>,
+{
+    let d = demo(spawn, plain().with_conflict_retries(200)).await;
+    let mut c = Client::new(&d);
+    assert_eq!(c.get("/incr").await.body, "1");
+    let cookie = Arc::new(c.jar.clone().expect("issued"));
+    let c = Arc::new(c);
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let c = c.clone();
+            let cookie = cookie.clone();
+            tokio::spawn(async move { c.send("/incr", Some(&cookie)).await.status })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.expect("task"), 200);
+    }
+    assert_eq!(c.send("/incr", Some(&cookie)).await.body, "102");
+}
+
+/// `/logout-all` ends every session of the owner, and only those.
+pub async fn logout_all_ends_every_session_of_the_owner<F, Fut>(spawn: F)
+where
+    F: Fn(Manager) -> Fut,
+    Fut: Future<Output = SocketAddr>,
+{
+    let d = demo(spawn, plain()).await;
+    let mut a = Client::new(&d);
+    let mut b = Client::new(&d);
+    let mut other = Client::new(&d);
+    a.get("/login/carol").await;
+    b.get("/login/carol").await;
+    other.get("/login/dave").await;
+    let r = a.get("/logout-all").await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "Ended 2 session(s) of carol")
+    );
+    assert_eq!(
+        b.get("/logout-all").await.status,
+        401,
+        "b's session was ended too"
+    );
+    assert_eq!(a.get("/logout-all").await.status, 401);
+    assert_eq!(
+        other.get("/logout-all").await.body,
+        "Ended 1 session(s) of dave"
+    );
+}
+
+/// A failing store gives a 5xx with no detail in the body, and the app
+/// recovers when the store does.
+pub async fn store_failure_is_a_clean_5xx<F, Fut>(spawn: F)
+where
+    F: Fn(Manager) -> Fut,
+    Fut: Future<Output = SocketAddr>,
+{
+    let d = demo(spawn, plain()).await;
+    let mut c = Client::new(&d);
+    c.get("/set").await;
+    d.store.fail_with(Some(StoreErrorKind::Unavailable));
+    for path in ["/get", "/set", "/incr", "/destroy"] {
+        let r = c.get(path).await;
+        assert!(r.status >= 500, "{path}: {}", r.status);
+        assert!(
+            !r.body.contains("injected") && !r.body.contains("store"),
+            "{path} leaked {:?}",
+            r.body
+        );
+    }
+    d.store.fail_with(None);
+    assert_eq!(c.get("/get").await.body, "The name on the /set was: iris");
+}
+
+/// A store slower than the store timeout gives a 5xx in bounded time.
+pub async fn slow_store_times_out<F, Fut>(spawn: F)
+where
+    F: Fn(Manager) -> Fut,
+    Fut: Future<Output = SocketAddr>,
+{
+    let d = demo(
+        spawn,
+        plain().with_store_timeout(Duration::from_millis(300)),
+    )
+    .await;
+    let mut c = Client::new(&d);
+    c.get("/set").await;
+    d.store.delay(Some(Duration::from_secs(20)));
+    let started = std::time::Instant::now();
+    let r = c.get("/get").await;
+    assert!(r.status >= 500, "{}", r.status);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    d.store.delay(None);
+    assert_eq!(c.get("/get").await.body, "The name on the /set was: iris");
+}
+
+/// With a header transport, the id travels in that header with the same
+/// semantics, and no cookie is set.
+pub async fn header_transport<F, Fut>(spawn: F)
+where
+    F: Fn(Manager) -> Fut,
+    Fut: Future<Output = SocketAddr>,
+{
+    let d = demo(spawn, plain().with_header(Some("x-session-id"))).await;
+    let mut c = Client::new(&d);
+    let r = c.get("/set").await;
+    assert!(r.set_cookies().is_empty());
+    assert!(r.header("x-session-id").is_some_and(|v| !v.is_empty()));
+    assert!(r.header("vary").is_some_and(|v| v.contains("x-session-id")));
+    let r = c.get("/get").await;
+    assert_eq!(r.body, "The name on the /set was: iris");
+    assert!(
+        r.header("x-session-id").is_none(),
+        "unchanged id is not resent"
+    );
+    let old = c.jar.clone().expect("issued");
+    let r = c.get("/destroy").await;
+    assert_eq!(r.header("x-session-id").as_deref(), Some(""));
+    assert_eq!(
+        c.send("/get", Some(&old)).await.body,
+        "The name on the /set was: "
+    );
+}
