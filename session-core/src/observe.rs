@@ -60,3 +60,93 @@ pub(crate) fn corrupt_value(key: &str) {
     tracing::warn!(key, "session value could not be decoded");
     count("session_value_errors_total", 1);
 }
+
+#[cfg(all(test, feature = "metrics"))]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use metrics::{
+        Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
+
+    use crate::testing::TestStore;
+    use crate::{Config, Manager, SetCookie};
+
+    #[derive(Default)]
+    struct Counts(Mutex<HashMap<String, Arc<AtomicU64>>>);
+
+    struct Handle(Arc<AtomicU64>);
+
+    impl CounterFn for Handle {
+        fn increment(&self, value: u64) {
+            self.0.fetch_add(value, Ordering::SeqCst);
+        }
+        fn absolute(&self, value: u64) {
+            self.0.store(value, Ordering::SeqCst);
+        }
+    }
+
+    impl Recorder for Counts {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            let mut map = self.0.lock().unwrap();
+            let cell = map.entry(key.name().to_owned()).or_default().clone();
+            Counter::from_arc(Arc::new(Handle(cell)))
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    impl Counts {
+        fn get(&self, name: &str) -> u64 {
+            self.0
+                .lock()
+                .unwrap()
+                .get(name)
+                .map_or(0, |c| c.load(Ordering::SeqCst))
+        }
+    }
+
+    #[test]
+    fn life_cycle_events_are_counted() {
+        let counts = Counts::default();
+        let _guard = metrics::set_default_local_recorder(&counts);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let m = Manager::new(TestStore::default(), Config::default());
+            let s = m.session_from_cookies(None::<&str>);
+            s.insert("k", &1).await.unwrap();
+            let SetCookie::Set { value, .. } = s.commit().await.unwrap() else {
+                panic!("expected a cookie");
+            };
+            let header = format!("session={value}");
+            let s = m.session_from_cookies([header.as_str()]);
+            s.insert("k", &2).await.unwrap();
+            s.commit().await.unwrap();
+            s.login("alice").await.unwrap();
+            s.destroy().await.unwrap();
+            m.session_from_cookies(["session=garbage"]);
+        });
+        assert_eq!(
+            counts.get("session_creates_total"),
+            2,
+            "first store + login"
+        );
+        assert_eq!(counts.get("session_loads_total"), 1);
+        assert_eq!(counts.get("session_saves_total"), 1);
+        assert_eq!(counts.get("session_rotations_total"), 1);
+        assert_eq!(counts.get("session_destroys_total"), 1);
+        assert_eq!(counts.get("session_rejected_cookies_total"), 1);
+    }
+}

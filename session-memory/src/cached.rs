@@ -260,3 +260,136 @@ impl<S: Store> Store for CachedStore<S> {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryStore;
+    use session_core::testing::Instrumented;
+    use session_core::Id;
+
+    fn record() -> Record {
+        let now = OffsetDateTime::now_utc();
+        let mut r = Record::new(
+            Id::generate().unwrap().record_id(),
+            now,
+            now + time::Duration::hours(1),
+        );
+        r.data.insert("k".into(), b"v0".to_vec());
+        r
+    }
+
+    fn next(r: &Record, value: &[u8]) -> Record {
+        let mut n = r.clone();
+        n.version += 1;
+        n.data.insert("k".into(), value.to_vec());
+        n
+    }
+
+    type Backing = Instrumented<MemoryStore>;
+
+    fn pair(staleness: Duration) -> (Backing, CachedStore<Backing>, CachedStore<Backing>) {
+        let backing = Instrumented::new(MemoryStore::new());
+        let a = CachedStore::builder(backing.clone())
+            .max_staleness(staleness)
+            .build();
+        let b = CachedStore::builder(backing.clone())
+            .max_staleness(staleness)
+            .build();
+        (backing, a, b)
+    }
+
+    #[tokio::test]
+    async fn reads_are_served_from_memory() {
+        let (backing, a, _) = pair(Duration::from_secs(60));
+        let r = record();
+        a.create(&r).await.unwrap();
+        for _ in 0..5 {
+            assert_eq!(a.load(&r.id).await.unwrap(), Some(r.clone()));
+        }
+        assert_eq!(backing.counts().load, 0);
+    }
+
+    #[tokio::test]
+    async fn another_instance_sees_writes_within_max_staleness() {
+        let (_, a, b) = pair(Duration::from_millis(300));
+        let r = record();
+        a.create(&r).await.unwrap();
+        assert_eq!(b.load(&r.id).await.unwrap(), Some(r.clone()));
+        let r1 = next(&r, b"v1");
+        assert_eq!(a.save(&r1, 0).await.unwrap(), Saved::Saved);
+        // b may still serve its copy...
+        assert_eq!(b.load(&r.id).await.unwrap(), Some(r.clone()));
+        // ...but never writes over the newer record: the CAS fails and b's
+        // copy is dropped.
+        let stale = next(&r, b"from b");
+        assert_eq!(b.save(&stale, 0).await.unwrap(), Saved::Conflict);
+        assert_eq!(b.load(&r.id).await.unwrap(), Some(r1.clone()));
+        // And without any write, b catches up after max_staleness.
+        let r2 = next(&r1, b"v2");
+        assert_eq!(a.save(&r2, 1).await.unwrap(), Saved::Saved);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(b.load(&r.id).await.unwrap(), Some(r2));
+    }
+
+    #[tokio::test]
+    async fn a_session_destroyed_elsewhere_is_never_written_back() {
+        let (_, a, b) = pair(Duration::from_secs(60));
+        let r = record();
+        a.create(&r).await.unwrap();
+        assert!(b.load(&r.id).await.unwrap().is_some());
+        a.delete(&r.id).await.unwrap();
+        assert_eq!(b.save(&next(&r, b"late"), 0).await.unwrap(), Saved::Missing);
+        assert_eq!(b.load(&r.id).await.unwrap(), None);
+        assert_eq!(a.load(&r.id).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_delete_leaves_a_tombstone_that_answers_loads() {
+        let (backing, a, _) = pair(Duration::from_secs(60));
+        let r = record();
+        a.create(&r).await.unwrap();
+        a.delete(&r.id).await.unwrap();
+        let before = backing.counts().load;
+        assert_eq!(a.load(&r.id).await.unwrap(), None);
+        assert_eq!(backing.counts().load, before, "answered from memory");
+        // A stale copy arriving after the delete cannot replace the tombstone.
+        a.remember(&r, false).await;
+        assert_eq!(a.load(&r.id).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn an_older_version_never_replaces_a_newer_one_in_memory() {
+        let (_, a, _) = pair(Duration::from_secs(60));
+        let r = record();
+        a.create(&r).await.unwrap();
+        let r1 = next(&r, b"v1");
+        assert_eq!(a.save(&r1, 0).await.unwrap(), Saved::Saved);
+        a.remember(&r, false).await;
+        assert_eq!(a.load(&r.id).await.unwrap(), Some(r1));
+    }
+
+    #[tokio::test]
+    async fn idle_sessions_leave_memory_and_come_back_from_the_store() {
+        let backing = Instrumented::new(MemoryStore::new());
+        let cached = CachedStore::builder(backing.clone())
+            .max_staleness(Duration::from_secs(60))
+            .idle_eviction(Duration::from_millis(200))
+            .build();
+        let r = record();
+        cached.create(&r).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(cached.load(&r.id).await.unwrap(), Some(r));
+        assert_eq!(backing.counts().load, 1, "reloaded from the backing store");
+    }
+
+    #[tokio::test]
+    async fn zero_staleness_disables_the_cache() {
+        let (backing, a, _) = pair(Duration::ZERO);
+        let r = record();
+        a.create(&r).await.unwrap();
+        a.load(&r.id).await.unwrap();
+        a.load(&r.id).await.unwrap();
+        assert_eq!(backing.counts().load, 2);
+    }
+}
