@@ -60,6 +60,7 @@ macro_rules! store_conformance {
             owner_index_lists_and_deletes,
             owner_index_follows_saves_and_deletes,
             owner_index_hides_expired_records,
+            owner_index_follows_touch,
             every_value_type_round_trips,
             large_values_round_trip,
             many_keys_round_trip,
@@ -234,7 +235,7 @@ pub async fn touch_extends_without_changing_data(store: impl Store) {
     let r = record(time::Duration::seconds(30));
     create(&store, &r).await;
     let later = r.expires_at + hour();
-    assert!(store.touch(&r.id, later).await.expect("touch"));
+    assert!(store.touch(&r.id, None, later).await.expect("touch"));
     let loaded = load(&store, &r.id).await.expect("live");
     assert_eq!(loaded.expires_at, later);
     assert_eq!(loaded.data, r.data);
@@ -245,7 +246,7 @@ pub async fn touch_extends_without_changing_data(store: impl Store) {
 /// `touch` of an id never stored is `false` and creates nothing.
 pub async fn touch_of_missing_is_false(store: impl Store) {
     let rid = random_rid();
-    assert!(!store.touch(&rid, now() + hour()).await.expect("touch"));
+    assert!(!store.touch(&rid, None, now() + hour()).await.expect("touch"));
     assert_eq!(load(&store, &rid).await, None);
 }
 
@@ -267,7 +268,7 @@ pub async fn records_expire_when_their_deadline_passes(store: impl Store) {
     let mut next = r.clone();
     next.version = 1;
     assert_eq!(store.save(&next, 0).await.expect("save"), Saved::Missing);
-    assert!(!store.touch(&r.id, now() + hour()).await.expect("touch"));
+    assert!(!store.touch(&r.id, None, now() + hour()).await.expect("touch"));
 }
 
 /// An expired id is free: `create` succeeds on it.
@@ -383,6 +384,20 @@ pub async fn owner_index_hides_expired_records(store: impl Store) {
     );
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(store.ids_of_owner(&alice).await.expect("list").is_empty());
+}
+
+/// A touched session stays listed past its original deadline.
+pub async fn owner_index_follows_touch(store: impl Store) {
+    let alice = random_owner();
+    let mut r = record(time::Duration::milliseconds(800));
+    r.owner = Some(alice.clone());
+    create(&store, &r).await;
+    assert!(store.touch(&r.id, Some(&alice), now() + hour()).await.expect("touch"));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(load(&store, &r.id).await.is_some());
+    assert_eq!(store.ids_of_owner(&alice).await.expect("list"), vec![r.id]);
+    assert_eq!(store.delete_owner(&alice).await.expect("delete owner"), 1);
+    assert_eq!(load(&store, &r.id).await, None);
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -867,8 +867,9 @@ impl Session {
             return Ok(());
         }
         let rid = stored.rid;
+        let owner = state.owner.as_deref();
         if manager
-            .call("touch", manager.inner.store.touch(&rid, deadline))
+            .call("touch", manager.inner.store.touch(&rid, owner, deadline))
             .await?
         {
             observe::touched(&rid);

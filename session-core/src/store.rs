@@ -76,8 +76,14 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
     async fn save(&self, record: &Record, expected_version: u64) -> Result<Saved, StoreError>;
 
     /// Moves the deadline of a live record without rewriting its data. Returns
-    /// `false` when no live record has the id.
-    async fn touch(&self, id: &RecordId, expires_at: OffsetDateTime) -> Result<bool, StoreError>;
+    /// `false` when no live record has the id. `owner` is the record's owner as
+    /// last loaded, for stores whose owner index tracks deadlines.
+    async fn touch(
+        &self,
+        id: &RecordId,
+        owner: Option<&str>,
+        expires_at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
 
     /// Deletes the record; deleting a missing record is not an error.
     async fn delete(&self, id: &RecordId) -> Result<(), StoreError>;
@@ -104,8 +110,13 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     async fn save(&self, record: &Record, expected_version: u64) -> Result<Saved, StoreError> {
         (**self).save(record, expected_version).await
     }
-    async fn touch(&self, id: &RecordId, expires_at: OffsetDateTime) -> Result<bool, StoreError> {
-        (**self).touch(id, expires_at).await
+    async fn touch(
+        &self,
+        id: &RecordId,
+        owner: Option<&str>,
+        expires_at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        (**self).touch(id, owner, expires_at).await
     }
     async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
         (**self).delete(id).await

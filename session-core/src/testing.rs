@@ -168,9 +168,14 @@ impl<S: Store> Store for Instrumented<S> {
         self.enter(&self.counters.save).await?;
         self.inner.save(record, expected_version).await
     }
-    async fn touch(&self, id: &RecordId, expires_at: OffsetDateTime) -> Result<bool, StoreError> {
+    async fn touch(
+        &self,
+        id: &RecordId,
+        owner: Option<&str>,
+        expires_at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
         self.enter(&self.counters.touch).await?;
-        self.inner.touch(id, expires_at).await
+        self.inner.touch(id, owner, expires_at).await
     }
     async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
         self.enter(&self.counters.delete).await?;
@@ -248,7 +253,12 @@ impl Store for TestStore {
             None => Saved::Missing,
         })
     }
-    async fn touch(&self, id: &RecordId, expires_at: OffsetDateTime) -> Result<bool, StoreError> {
+    async fn touch(
+        &self,
+        id: &RecordId,
+        _owner: Option<&str>,
+        expires_at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
         Ok(match live(&mut self.map(), id) {
             Some(r) => {
                 r.expires_at = expires_at;

@@ -208,8 +208,13 @@ impl<S: Store> Store for CachedStore<S> {
         saved
     }
 
-    async fn touch(&self, id: &RecordId, expires_at: OffsetDateTime) -> Result<bool, StoreError> {
-        let touched = self.backing.touch(id, expires_at).await;
+    async fn touch(
+        &self,
+        id: &RecordId,
+        owner: Option<&str>,
+        expires_at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let touched = self.backing.touch(id, owner, expires_at).await;
         let cached = match &self.cache {
             Some(cache) => cache.get(id).await.flatten(),
             None => None,

@@ -286,7 +286,12 @@ impl Store for MemoryStore {
         Ok(outcome)
     }
 
-    async fn touch(&self, id: &RecordId, expires_at: OffsetDateTime) -> Result<bool, StoreError> {
+    async fn touch(
+        &self,
+        id: &RecordId,
+        _owner: Option<&str>,
+        expires_at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
         let mut touched = false;
         self.cache
             .entry(*id)
