@@ -79,13 +79,17 @@ pub fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let result: std::io::Result<()> = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(("0.0.0.0", settings.port)).await?;
-        axum::serve(listener, app(settings.manager))
+    let result: Result<(), String> = runtime.block_on(async {
+        let manager = settings.manager().await?;
+        let listener = tokio::net::TcpListener::bind(("0.0.0.0", settings.port))
+            .await
+            .map_err(|e| format!("cannot listen on port {}: {e}", settings.port))?;
+        axum::serve(listener, app(manager))
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;
             })
             .await
+            .map_err(|e| e.to_string())
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

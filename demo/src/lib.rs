@@ -25,6 +25,35 @@ use session_memory::MemoryStore;
 #[cfg(feature = "axum")]
 pub mod axum;
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_choices_parse() {
+        assert_eq!(StoreChoice::parse("memory"), Ok(StoreChoice::Memory));
+        assert_eq!(
+            StoreChoice::parse("redis://127.0.0.1:6379/2"),
+            Ok(StoreChoice::Redis("redis://127.0.0.1:6379/2".into()))
+        );
+        assert_eq!(
+            StoreChoice::parse("redis+cluster://a:1, b:2"),
+            Ok(StoreChoice::RedisCluster(vec![
+                "redis://a:1".into(),
+                "redis://b:2".into()
+            ]))
+        );
+        assert!(StoreChoice::parse("redis+cluster://").is_err());
+        assert!(StoreChoice::parse("mongodb://x").is_err());
+    }
+
+    #[test]
+    fn passwords_never_reach_the_banner() {
+        let d = StoreChoice::Redis("redis://:hunter2@db:6379".into()).describe();
+        assert!(!d.contains("hunter2"), "{d}");
+    }
+}
+
 /// What the demo serves: a status code and a plain-text body.
 pub type Reply = (u16, String);
 
@@ -33,16 +62,114 @@ pub type Reply = (u16, String);
 pub struct Settings {
     /// `PORT`, default 8080.
     pub port: u16,
-    /// The manager over the store chosen by `SESSION_STORE`.
-    pub manager: Manager,
-    /// A line describing the store, for the start-up banner.
-    pub store: String,
+    /// The validated session configuration.
+    pub config: Config,
+    /// The store chosen by `SESSION_STORE`.
+    pub store: StoreChoice,
+}
+
+/// The store `SESSION_STORE` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreChoice {
+    /// `memory`: in this process.
+    Memory,
+    /// `redis://...` or `rediss://...`: one Redis server.
+    Redis(String),
+    /// `redis+cluster://host:port,host:port`: a Redis Cluster.
+    RedisCluster(Vec<String>),
+}
+
+impl StoreChoice {
+    fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text == "memory" {
+            Ok(Self::Memory)
+        } else if text.starts_with("redis://") || text.starts_with("rediss://") {
+            Ok(Self::Redis(text.to_owned()))
+        } else if let Some(nodes) = text.strip_prefix("redis+cluster://") {
+            let nodes: Vec<String> = nodes
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(|n| format!("redis://{n}"))
+                .collect();
+            if nodes.is_empty() {
+                return Err("redis+cluster:// needs at least one host:port".into());
+            }
+            Ok(Self::RedisCluster(nodes))
+        } else {
+            Err(format!(
+                "SESSION_STORE={text:?} is not a store this demo knows"
+            ))
+        }
+    }
+
+    /// A line for the start-up banner.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Memory => "memory (in this process; sessions end when it stops)".into(),
+            Self::Redis(url) => format!("Redis at {}", redact(url)),
+            Self::RedisCluster(nodes) => format!("Redis Cluster via {}", nodes.join(", ")),
+        }
+    }
+}
+
+/// The URL without its password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***{}", &url[..scheme], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Settings {
+    /// Connects to the chosen store and builds the manager.
+    ///
+    /// # Errors
+    /// A message saying which store could not be reached and why.
+    pub async fn manager(&self) -> Result<Manager, String> {
+        let config = self.config.clone();
+        Ok(match &self.store {
+            StoreChoice::Memory => Manager::new(MemoryStore::new(), config),
+            StoreChoice::Redis(url) => {
+                let store = session_redis::RedisStore::connect(url).await.map_err(|e| {
+                    format!("cannot use {}: {}", self.store.describe(), error_chain(&e))
+                })?;
+                Manager::new(store, config)
+            }
+            StoreChoice::RedisCluster(nodes) => {
+                let store =
+                    session_redis::RedisStore::connect_cluster(nodes.iter().map(String::as_str))
+                        .await
+                        .map_err(|e| {
+                            format!("cannot use {}: {}", self.store.describe(), error_chain(&e))
+                        })?;
+                Manager::new(store, config)
+            }
+        })
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 const HELP: &str = "\
 environment variables:
   PORT                      port to listen on, 1-65535 (default 8080)
   SESSION_STORE             memory (default: the in-memory store)
+                            redis://[:password@]host:port[/db] (one Redis server)
+                            redis+cluster://host:port,host:port (a Redis Cluster)
   SESSION_SECURE            true (default) or false; false drops the cookie's
                             Secure attribute for plain-HTTP local use
   SESSION_IDLE_TIMEOUT      seconds without use before a session ends (default 7200)
@@ -96,20 +223,13 @@ pub fn settings_from_env() -> Result<Settings, String> {
         config = config.with_absolute_timeout(Some(absolute));
     }
     let config = config.build().map_err(|e| with_help(e.to_string()))?;
-    let (manager, store) = match var("SESSION_STORE").as_deref().map(str::trim) {
-        None | Some("memory") => (
-            Manager::new(MemoryStore::new(), config),
-            "memory (in this process; sessions end when it stops)".to_owned(),
-        ),
-        Some(other) => {
-            return Err(with_help(format!(
-                "SESSION_STORE={other:?} is not a store this demo knows"
-            )))
-        }
+    let store = match var("SESSION_STORE") {
+        None => StoreChoice::Memory,
+        Some(text) => StoreChoice::parse(&text).map_err(with_help)?,
     };
     Ok(Settings {
         port,
-        manager,
+        config,
         store,
     })
 }
@@ -124,9 +244,10 @@ pub fn start_banner(framework: &str, settings: &Settings) {
         .try_init();
     let mut banner = format!(
         "Iris sessions demo on {framework}: http://127.0.0.1:{}/\n  store: {}\n",
-        settings.port, settings.store
+        settings.port,
+        settings.store.describe()
     );
-    if settings.manager.config().secure() {
+    if settings.config.secure() {
         banner.push_str(
             "  cookies are Secure: browsers and curl accept them on http://localhost and 127.0.0.1; for another host over plain HTTP, run with SESSION_SECURE=false\n",
         );

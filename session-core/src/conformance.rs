@@ -39,10 +39,32 @@ use crate::{
 /// ```ignore
 /// session_core::store_conformance!(async { session_memory::MemoryStore::new() });
 /// ```
+///
+/// For a store that needs a server which may be absent, write
+/// `optional: <future yielding Option<store>>`: `None` skips the case. Say
+/// why in the factory, loudly, and fail there instead where a skip is not
+/// acceptable (in CI).
 #[macro_export]
 macro_rules! store_conformance {
-    ($factory:expr) => {
-        $crate::store_conformance!(@cases $factory;
+    (@cases $mode:tt $factory:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                $crate::store_conformance!(@run $mode $factory, $case);
+            }
+        )*
+    };
+    (@run required $factory:expr, $case:ident) => {
+        let store = $factory.await;
+        $crate::conformance::$case(store).await;
+    };
+    (@run optional $factory:expr, $case:ident) => {
+        if let Some(store) = $factory.await {
+            $crate::conformance::$case(store).await;
+        }
+    };
+    (@list $mode:tt $factory:expr) => {
+        $crate::store_conformance!(@cases $mode $factory;
             load_missing_is_none,
             create_then_load_round_trips,
             create_collision_reports_id_taken,
@@ -72,14 +94,11 @@ macro_rules! store_conformance {
             login_rotates_and_invalidates_the_old_id
         );
     };
-    (@cases $factory:expr; $($case:ident),* $(,)?) => {
-        $(
-            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let store = $factory.await;
-                $crate::conformance::$case(store).await;
-            }
-        )*
+    (optional: $factory:expr) => {
+        $crate::store_conformance!(@list optional $factory);
+    };
+    ($factory:expr) => {
+        $crate::store_conformance!(@list required $factory);
     };
 }
 
@@ -246,7 +265,10 @@ pub async fn touch_extends_without_changing_data(store: impl Store) {
 /// `touch` of an id never stored is `false` and creates nothing.
 pub async fn touch_of_missing_is_false(store: impl Store) {
     let rid = random_rid();
-    assert!(!store.touch(&rid, None, now() + hour()).await.expect("touch"));
+    assert!(!store
+        .touch(&rid, None, now() + hour())
+        .await
+        .expect("touch"));
     assert_eq!(load(&store, &rid).await, None);
 }
 
@@ -268,7 +290,10 @@ pub async fn records_expire_when_their_deadline_passes(store: impl Store) {
     let mut next = r.clone();
     next.version = 1;
     assert_eq!(store.save(&next, 0).await.expect("save"), Saved::Missing);
-    assert!(!store.touch(&r.id, None, now() + hour()).await.expect("touch"));
+    assert!(!store
+        .touch(&r.id, None, now() + hour())
+        .await
+        .expect("touch"));
 }
 
 /// An expired id is free: `create` succeeds on it.
@@ -392,7 +417,10 @@ pub async fn owner_index_follows_touch(store: impl Store) {
     let mut r = record(time::Duration::milliseconds(800));
     r.owner = Some(alice.clone());
     create(&store, &r).await;
-    assert!(store.touch(&r.id, Some(&alice), now() + hour()).await.expect("touch"));
+    assert!(store
+        .touch(&r.id, Some(&alice), now() + hour())
+        .await
+        .expect("touch"));
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(load(&store, &r.id).await.is_some());
     assert_eq!(store.ids_of_owner(&alice).await.expect("list"), vec![r.id]);

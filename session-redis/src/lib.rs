@@ -1,5 +1,601 @@
-//! Redis (standalone and Cluster) session store for session-core.
+//! Redis session store for [`session_core`]: one Redis server, or a Redis
+//! Cluster, through the [`redis`] crate.
 //!
-//! **Not implemented yet.** This crate is a member of the workspace so that its
-//! place in the layout is fixed; it exports nothing until its issue lands. See
-//! the workspace `README.md` for the crates that work today.
+//! ```no_run
+//! # async fn run() -> Result<(), session_redis::RedisStoreError> {
+//! use session_core::{Config, Manager};
+//! use session_redis::RedisStore;
+//!
+//! // One server; the connection reconnects by itself after failures.
+//! let store = RedisStore::connect("redis://127.0.0.1:6379").await?;
+//! // A cluster: the same store, other URLs.
+//! let cluster = RedisStore::connect_cluster(["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]).await?;
+//!
+//! let manager = Manager::new(store.with_prefix("myapp:session:"), Config::default());
+//! # let _ = (manager, cluster); Ok(()) }
+//! ```
+//!
+//! # Layout
+//!
+//! Each session is one hash under `{prefix}{record id}`: `d` the encoded
+//! [`Record`], `v` its version, `e` its deadline (ms since the epoch), `o` its
+//! owner. Redis expires it by itself (`PEXPIREAT`); nothing needs sweeping.
+//! Each owner has a sorted set `{prefix}owner:{sha256(owner)}` of record ids
+//! scored by their deadlines, pruned of expired entries on every write and
+//! expiring with its last session, so the index never grows with dead
+//! sessions.
+//!
+//! # Round trips
+//!
+//! * `load`: one `HMGET`.
+//! * `create`, `save`, `touch`: one server-side script each, atomic on the
+//!   session's key (`save` is the compare-and-set on the version). A session
+//!   with an owner also updates the owner's index with a second command sent
+//!   at the same time (one round trip of latency); the index only ever holds
+//!   an upper bound of each deadline, so it never hides a live session.
+//! * `delete`: one script, plus removing the id from the owner's index.
+//!
+//! Every script touches a single key, so everything works unchanged on Redis
+//! Cluster: no multi-key command, no hash tags to get right.
+//!
+//! Requires Redis 6.2 or later (`ZADD GT`).
+
+use std::fmt;
+use std::sync::LazyLock;
+
+use async_trait::async_trait;
+use futures_util::future::join_all;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
+use session_core::{Created, Record, RecordId, Saved, Store, StoreError, StoreErrorKind};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+/// The default key prefix.
+pub const DEFAULT_PREFIX: &str = "session:";
+
+/// A failure of the Redis store, converted into [`StoreError`] for the
+/// manager.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisStoreError {
+    /// The URL or the cluster node list is not valid.
+    #[error("invalid Redis connection settings")]
+    Config(#[source] RedisError),
+    /// Redis could not be reached.
+    #[error("cannot connect to Redis")]
+    Connect(#[source] RedisError),
+    /// A command failed.
+    #[error("Redis command for {op} failed")]
+    Command {
+        /// The store operation.
+        op: &'static str,
+        /// What Redis or the connection reported.
+        #[source]
+        source: RedisError,
+    },
+}
+
+impl From<RedisStoreError> for StoreError {
+    fn from(e: RedisStoreError) -> Self {
+        let kind = match &e {
+            RedisStoreError::Config(_) => StoreErrorKind::Rejected,
+            RedisStoreError::Connect(_) => StoreErrorKind::Unavailable,
+            RedisStoreError::Command { source, .. } => {
+                if source.is_io_error()
+                    || source.is_timeout()
+                    || source.is_connection_dropped()
+                    || source.is_unrecoverable_error()
+                {
+                    StoreErrorKind::Unavailable
+                } else if source.kind() == redis::ErrorKind::UnexpectedReturnType {
+                    StoreErrorKind::Corrupted
+                } else {
+                    StoreErrorKind::Rejected
+                }
+            }
+        };
+        StoreError::new(kind, e)
+    }
+}
+
+fn command(op: &'static str) -> impl FnOnce(RedisError) -> StoreError {
+    move |source| RedisStoreError::Command { op, source }.into()
+}
+
+/// One connection, to a server or to a cluster; both are multiplexed and
+/// cheap to clone.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Sessions in Redis or Redis Cluster. Cloning shares the connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: Conn,
+    prefix: String,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field(
+                "mode",
+                &match self.conn {
+                    Conn::Single(_) => "standalone",
+                    Conn::Cluster(_) => "cluster",
+                },
+            )
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+static CREATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'd', ARGV[2], 'e', ARGV[3])
+if ARGV[4] == '1' then redis.call('HSET', KEYS[1], 'o', ARGV[5]) end
+redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+return 1
+",
+    )
+});
+
+static SAVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local cur = redis.call('HMGET', KEYS[1], 'v', 'o')
+if not cur[1] then return {0, 0, ''} end
+if cur[1] ~= ARGV[1] then return {1, 0, ''} end
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3], 'e', ARGV[4])
+if ARGV[5] == '1' then
+  redis.call('HSET', KEYS[1], 'o', ARGV[6])
+else
+  redis.call('HDEL', KEYS[1], 'o')
+end
+redis.call('PEXPIREAT', KEYS[1], ARGV[4])
+if cur[2] then return {2, 1, cur[2]} end
+return {2, 0, ''}
+",
+    )
+});
+
+static TOUCH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'e', ARGV[1])
+redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+return 1
+",
+    )
+});
+
+static DELETE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local o = redis.call('HGET', KEYS[1], 'o')
+redis.call('DEL', KEYS[1])
+return o
+",
+    )
+});
+
+static DELETE_IF_OWNER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('HGET', KEYS[1], 'o') == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+",
+    )
+});
+
+/// Adds or raises one entry of an owner's index, drops expired entries, and
+/// lets the index expire with its last session.
+static INDEX: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+redis.call('ZADD', KEYS[1], 'GT', ARGV[2], ARGV[1])
+local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if top[2] then redis.call('PEXPIREAT', KEYS[1], top[2]) end
+return 1
+",
+    )
+});
+
+fn millis(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+fn now_ms() -> i64 {
+    millis(OffsetDateTime::now_utc())
+}
+
+impl RedisStore {
+    /// Connects to one Redis server. The connection is multiplexed and
+    /// reconnects by itself when Redis comes back after a failure.
+    ///
+    /// # Errors
+    /// [`RedisStoreError::Config`] for a bad URL,
+    /// [`RedisStoreError::Connect`] when Redis does not answer.
+    pub async fn connect(url: &str) -> Result<Self, RedisStoreError> {
+        let client = redis::Client::open(url).map_err(RedisStoreError::Config)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
+            .set_number_of_retries(2)
+            .set_max_delay(std::time::Duration::from_millis(500));
+        let manager = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(RedisStoreError::Connect)?;
+        Ok(Self::from_connection_manager(manager))
+    }
+
+    /// Connects to a Redis Cluster through any of its nodes.
+    ///
+    /// # Errors
+    /// [`RedisStoreError::Config`] for bad URLs,
+    /// [`RedisStoreError::Connect`] when no node answers.
+    pub async fn connect_cluster<I, T>(nodes: I) -> Result<Self, RedisStoreError>
+    where
+        I: IntoIterator<Item = T>,
+        T: redis::IntoConnectionInfo,
+    {
+        let client = redis::cluster::ClusterClient::builder(nodes)
+            .connection_timeout(std::time::Duration::from_secs(5))
+            .build()
+            .map_err(RedisStoreError::Config)?;
+        let conn = client
+            .get_async_connection()
+            .await
+            .map_err(RedisStoreError::Connect)?;
+        Ok(Self::from_cluster_connection(conn))
+    }
+
+    /// A store over an existing connection manager.
+    pub fn from_connection_manager(manager: ConnectionManager) -> Self {
+        Self {
+            conn: Conn::Single(manager),
+            prefix: DEFAULT_PREFIX.to_owned(),
+        }
+    }
+
+    /// A store over an existing cluster connection.
+    pub fn from_cluster_connection(conn: ClusterConnection) -> Self {
+        Self {
+            conn: Conn::Cluster(conn),
+            prefix: DEFAULT_PREFIX.to_owned(),
+        }
+    }
+
+    /// Keys start with `prefix` (default [`DEFAULT_PREFIX`]), so several
+    /// applications can share one Redis.
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn key(&self, id: &RecordId) -> String {
+        format!("{}{id}", self.prefix)
+    }
+
+    fn owner_key(&self, owner: &str) -> String {
+        let mut key = String::with_capacity(self.prefix.len() + 6 + 64);
+        key.push_str(&self.prefix);
+        key.push_str("owner:");
+        for b in Sha256::digest(owner.as_bytes()) {
+            key.push_str(&format!("{b:02x}"));
+        }
+        key
+    }
+
+    /// Raises `id`'s entry in `owner`'s index to `expires_at`.
+    async fn index(&self, owner: &str, id: &RecordId, expires_at: i64) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = INDEX
+            .key(self.owner_key(owner))
+            .arg(id.to_string())
+            .arg(expires_at)
+            .arg(now_ms())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(command("index owner"))?;
+        Ok(())
+    }
+
+    async fn unindex(&self, owner: &str, id: &RecordId) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = redis::cmd("ZREM")
+            .arg(self.owner_key(owner))
+            .arg(id.to_string())
+            .query_async(&mut conn)
+            .await
+            .map_err(command("unindex owner"))?;
+        Ok(())
+    }
+
+    fn encode(record: &Record) -> Result<Vec<u8>, StoreError> {
+        record
+            .to_bytes()
+            .map_err(|e| StoreError::new(StoreErrorKind::Other, e))
+    }
+
+    /// The owner stored in a session's hash.
+    async fn owner_of(&self, id: &RecordId) -> Result<Option<String>, StoreError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("HGET")
+            .arg(self.key(id))
+            .arg("o")
+            .query_async(&mut conn)
+            .await
+            .map_err(command("read owner"))
+    }
+}
+
+/// Decodes what `HMGET d e` returned; `None` (logged) for anything that is not
+/// a live record with this id.
+fn decode(id: &RecordId, data: Option<Vec<u8>>, expires: Option<Vec<u8>>) -> Option<Record> {
+    let data = data?;
+    let corrupted = |why: &dyn fmt::Display| {
+        tracing::warn!(id = %id.short(), %why, "undecodable session record in Redis; treating it as no session");
+        None
+    };
+    let mut record = match Record::from_bytes(&data) {
+        Ok(r) => r,
+        Err(e) => return corrupted(&e),
+    };
+    if record.id != *id {
+        return corrupted(&"record id does not match its key");
+    }
+    let Some(ms) = expires
+        .as_deref()
+        .and_then(|e| std::str::from_utf8(e).ok())
+        .and_then(|e| e.parse::<i64>().ok())
+    else {
+        return corrupted(&"missing or malformed deadline");
+    };
+    let Ok(expires_at) = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+    else {
+        return corrupted(&"deadline out of range");
+    };
+    record.expires_at = expires_at;
+    (ms > now_ms()).then_some(record)
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
+        let mut conn = self.conn.clone();
+        let (data, expires): (Option<Vec<u8>>, Option<Vec<u8>>) = redis::cmd("HMGET")
+            .arg(self.key(id))
+            .arg("d")
+            .arg("e")
+            .query_async(&mut conn)
+            .await
+            .map_err(command("load"))?;
+        Ok(decode(id, data, expires))
+    }
+
+    async fn create(&self, record: &Record) -> Result<Created, StoreError> {
+        let data = Self::encode(record)?;
+        let expires = millis(record.expires_at);
+        let mut conn = self.conn.clone();
+        let mut invocation = CREATE.key(self.key(&record.id));
+        invocation
+            .arg(record.version)
+            .arg(data)
+            .arg(expires)
+            .arg(if record.owner.is_some() { "1" } else { "0" })
+            .arg(record.owner.as_deref().unwrap_or(""));
+        let create = async {
+            invocation
+                .invoke_async::<i64>(&mut conn)
+                .await
+                .map_err(command("create"))
+        };
+        let created = match &record.owner {
+            // Index first (concurrently): an index entry without a record is
+            // harmless, a record missing from its owner's index is not.
+            Some(owner) => {
+                let (index, created) =
+                    futures_util::future::join(self.index(owner, &record.id, expires), create)
+                        .await;
+                index?;
+                created?
+            }
+            None => create.await?,
+        };
+        Ok(if created == 1 {
+            Created::Created
+        } else {
+            Created::IdTaken
+        })
+    }
+
+    async fn save(&self, record: &Record, expected_version: u64) -> Result<Saved, StoreError> {
+        let data = Self::encode(record)?;
+        let expires = millis(record.expires_at);
+        let mut conn = self.conn.clone();
+        let mut invocation = SAVE.key(self.key(&record.id));
+        invocation
+            .arg(expected_version)
+            .arg(record.version)
+            .arg(data)
+            .arg(expires)
+            .arg(if record.owner.is_some() { "1" } else { "0" })
+            .arg(record.owner.as_deref().unwrap_or(""));
+        let save = async {
+            invocation
+                .invoke_async::<(i64, i64, String)>(&mut conn)
+                .await
+                .map_err(command("save"))
+        };
+        let (status, had_owner, old_owner) = match &record.owner {
+            Some(owner) => {
+                let (index, saved) =
+                    futures_util::future::join(self.index(owner, &record.id, expires), save).await;
+                index?;
+                saved?
+            }
+            None => save.await?,
+        };
+        match status {
+            0 => Ok(Saved::Missing),
+            1 => Ok(Saved::Conflict),
+            _ => {
+                if had_owner == 1 && record.owner.as_deref() != Some(old_owner.as_str()) {
+                    self.unindex(&old_owner, &record.id).await?;
+                }
+                Ok(Saved::Saved)
+            }
+        }
+    }
+
+    async fn touch(
+        &self,
+        id: &RecordId,
+        owner: Option<&str>,
+        expires_at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let expires = millis(expires_at);
+        let mut conn = self.conn.clone();
+        let mut invocation = TOUCH.key(self.key(id));
+        invocation.arg(expires);
+        let touch = async {
+            invocation
+                .invoke_async::<i64>(&mut conn)
+                .await
+                .map_err(command("touch"))
+        };
+        let touched = match owner {
+            Some(owner) => {
+                let (index, touched) =
+                    futures_util::future::join(self.index(owner, id, expires), touch).await;
+                index?;
+                touched?
+            }
+            None => touch.await?,
+        };
+        Ok(touched == 1)
+    }
+
+    async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let owner: Option<String> = DELETE
+            .key(self.key(id))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(command("delete"))?;
+        if let Some(owner) = owner {
+            self.unindex(&owner, id).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete_expired(&self) -> Result<u64, StoreError> {
+        // Redis expires keys by itself.
+        Ok(0)
+    }
+
+    async fn ids_of_owner(&self, owner: &str) -> Result<Vec<RecordId>, StoreError> {
+        let mut conn = self.conn.clone();
+        let members: Vec<String> = redis::cmd("ZRANGE")
+            .arg(self.owner_key(owner))
+            .arg(now_ms() + 1)
+            .arg("+inf")
+            .arg("BYSCORE")
+            .query_async(&mut conn)
+            .await
+            .map_err(command("list owner"))?;
+        let ids: Vec<RecordId> = members
+            .iter()
+            .filter_map(|m| RecordId::parse(m).ok())
+            .collect();
+        // The index holds upper bounds; the records decide.
+        let checks = join_all(ids.iter().map(|id| self.owner_of(id))).await;
+        let mut live = Vec::with_capacity(ids.len());
+        for (id, found) in ids.into_iter().zip(checks) {
+            if found?.as_deref() == Some(owner) {
+                live.push(id);
+            } else {
+                self.unindex(owner, &id).await?;
+            }
+        }
+        Ok(live)
+    }
+
+    async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError> {
+        let mut conn = self.conn.clone();
+        let members: Vec<String> = redis::cmd("ZRANGE")
+            .arg(self.owner_key(owner))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .map_err(command("list owner"))?;
+        let ids: Vec<RecordId> = members
+            .iter()
+            .filter_map(|m| RecordId::parse(m).ok())
+            .collect();
+        let deletions = join_all(ids.iter().map(|id| {
+            let mut conn = self.conn.clone();
+            let key = self.key(id);
+            async move {
+                DELETE_IF_OWNER
+                    .key(key)
+                    .arg(owner)
+                    .invoke_async::<i64>(&mut conn)
+                    .await
+                    .map_err(command("delete owner"))
+            }
+        }))
+        .await;
+        let mut n = 0;
+        for (id, deleted) in ids.iter().zip(deletions) {
+            n += u64::try_from(deleted?).unwrap_or(0);
+            self.unindex(owner, id).await?;
+        }
+        Ok(n)
+    }
+}

@@ -8,12 +8,18 @@
 //!   binaries.
 //! * `bench`: runs the criterion benchmarks and rewrites the numbers in
 //!   README.md from their results.
+//! * `redis-cluster`: starts a throwaway 3-master Redis Cluster on free
+//!   loopback ports, prints its `REDIS_CLUSTER_URLS`, and stops it on Enter.
+//!
+//! `test` starts that throwaway cluster for the Redis Cluster tests (when
+//! `redis-server` is installed and `REDIS_CLUSTER_URLS` is not set) and a
+//! throwaway Redis when none answers on the standard port.
 
 use std::env;
 use std::fs;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::{Child, Command, ExitCode, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -23,10 +29,11 @@ fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
-        Some("services") => services(args.iter().any(|a| a == "--start")),
+        Some("services") => services(args.iter().any(|a| a == "--start")).map(drop),
         Some("bench") => bench(),
+        Some("redis-cluster") => redis_cluster_foreground(),
         _ => {
-            eprintln!("usage: cargo xtask <test | services [--start] | bench>");
+            eprintln!("usage: cargo xtask <test | services [--start] | bench | redis-cluster>");
             return ExitCode::from(2);
         }
     };
@@ -46,12 +53,12 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
-fn cargo(args: &[&str], envs: &[(&str, &str)]) -> Result {
+fn cargo(args: &[&str], envs: &[(&str, String)]) -> Result {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("xtask: cargo {}", args.join(" "));
     let status = Command::new(cargo)
         .args(args)
-        .envs(envs.iter().copied())
+        .envs(envs.iter().map(|(k, v)| (k, v.as_str())))
         .current_dir(root())
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
@@ -78,10 +85,167 @@ fn test() -> Result {
     )?;
     cargo(
         &["doc", "--workspace", "--no-deps", "--all-features"],
-        &[("RUSTDOCFLAGS", "-D warnings")],
+        &[("RUSTDOCFLAGS", "-D warnings".into())],
     )?;
-    services(env::var("CI").is_ok_and(|v| v == "true"))?;
-    cargo(&["test", "--workspace", "--all-features"], &[])
+    let ci = env::var("CI").is_ok_and(|v| v == "true");
+    let missing = services(ci)?;
+    let mut envs = Vec::new();
+    let mut throwaways = Vec::new();
+    let mut skipped = Vec::new();
+    if missing.contains(&"Redis") {
+        match Throwaway::redis(&[]) {
+            Ok(server) => {
+                eprintln!("xtask: started a throwaway Redis on port {}", server.port);
+                envs.push(("REDIS_URL", format!("redis://127.0.0.1:{}", server.port)));
+                throwaways.push(server);
+            }
+            Err(e) => skipped.push(format!(
+                "Redis store tests ({e}; install: apt-get install redis-server)"
+            )),
+        }
+    }
+    if env::var("REDIS_CLUSTER_URLS").is_err() {
+        match redis_cluster() {
+            Ok((urls, nodes)) => {
+                eprintln!("xtask: started a throwaway Redis Cluster: {urls}");
+                envs.push(("REDIS_CLUSTER_URLS", urls));
+                throwaways.extend(nodes);
+            }
+            Err(e) => skipped.push(format!(
+                "Redis Cluster tests ({e}; install: apt-get install redis-server redis-tools)"
+            )),
+        }
+    }
+    if ci && !skipped.is_empty() {
+        return Err(format!("CI needs every server: {}", skipped.join("; ")));
+    }
+    let result = cargo(&["test", "--workspace", "--all-features"], &envs);
+    drop(throwaways);
+    for s in &skipped {
+        eprintln!("xtask: SKIPPED: {s}");
+    }
+    result
+}
+
+/// A server process of the test run's own, killed on drop.
+struct Throwaway {
+    port: u16,
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for Throwaway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A loopback port that is free, and whose cluster bus port (+10000) is too.
+fn free_port() -> Result<u16> {
+    for _ in 0..50 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err("no free port pair".into())
+}
+
+impl Throwaway {
+    /// Starts `redis-server` on a free port in a temporary directory.
+    fn redis(extra: &[&str]) -> Result<Self> {
+        let port = free_port()?;
+        let dir = env::temp_dir().join(format!("session-xtask-redis-{port}"));
+        fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot run redis-server: {e}"))?;
+        let server = Self { port, child, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !answers(&format!("127.0.0.1:{port}")) {
+            if Instant::now() > deadline {
+                return Err("redis-server did not start".into());
+            }
+            sleep(Duration::from_millis(50));
+        }
+        Ok(server)
+    }
+}
+
+/// Starts three cluster-enabled servers and joins them into a cluster of
+/// three masters; returns `REDIS_CLUSTER_URLS` and the processes.
+fn redis_cluster() -> Result<(String, Vec<Throwaway>)> {
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(Throwaway::redis(&[
+            "--cluster-enabled",
+            "yes",
+            "--cluster-node-timeout",
+            "5000",
+        ])?);
+    }
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run redis-cli: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        ));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = addrs.iter().all(|a| {
+            let port = a.rsplit(':').next().unwrap_or_default();
+            Command::new("redis-cli")
+                .args(["-p", port, "cluster", "info"])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+        });
+        if ready {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err("the cluster did not reach cluster_state:ok".into());
+        }
+        sleep(Duration::from_millis(200));
+    }
+    let urls = addrs
+        .iter()
+        .map(|a| format!("redis://{a}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    Ok((urls, nodes))
+}
+
+fn redis_cluster_foreground() -> Result {
+    let (urls, nodes) = redis_cluster()?;
+    println!("REDIS_CLUSTER_URLS={urls}");
+    eprintln!("xtask: cluster running; press Enter to stop it");
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    drop(nodes);
+    Ok(())
 }
 
 /// A local server the stores' tests use.
@@ -145,10 +309,10 @@ fn answers(addr: &str) -> bool {
         .is_ok_and(|a| TcpStream::connect_timeout(&a, Duration::from_millis(300)).is_ok())
 }
 
-/// Reports (and with `start`, starts) the local servers. Stores whose tests
-/// need a server report it as skipped, loudly, when it does not answer; in
-/// CI a missing server is an error.
-fn services(start: bool) -> Result {
+/// Reports (and with `start`, starts) the local servers, and returns the
+/// names of those that still do not answer. With `start`, a server that
+/// cannot be started is an error.
+fn services(start: bool) -> Result<Vec<&'static str>> {
     let mut missing = Vec::new();
     for s in SERVICES {
         if env::var(s.env).is_ok() {
@@ -178,7 +342,7 @@ fn services(start: bool) -> Result {
             }
         }
         eprintln!(
-            "xtask: WARNING: {} does not answer on {}; its store tests will be skipped (install: {})",
+            "xtask: WARNING: {} does not answer on {} (install: {})",
             s.name, s.addr, s.install
         );
         missing.push(s.name);
@@ -186,7 +350,7 @@ fn services(start: bool) -> Result {
     if start && !missing.is_empty() {
         return Err(format!("servers not available: {}", missing.join(", ")));
     }
-    Ok(())
+    Ok(missing)
 }
 
 /// Runs the benchmarks, then writes their medians into README.md between the

@@ -1,0 +1,154 @@
+//! Redis stopped, paused and corrupted, with a manager in front.
+
+use std::time::{Duration, Instant};
+
+use session_core::{Config, Error, Manager, SetCookie, Store};
+use session_redis::RedisStore;
+
+use crate::support::{unique_prefix, Throwaway};
+
+fn manager(store: RedisStore) -> Manager {
+    let config = Config::builder()
+        .with_store_timeout(Duration::from_millis(500))
+        .build()
+        .expect("config");
+    Manager::new(store, config)
+}
+
+async fn stored(m: &Manager) -> String {
+    let s = m.session_from_cookies(None::<&str>);
+    s.insert("name", "iris").await.expect("insert");
+    match s.commit().await.expect("commit") {
+        SetCookie::Set { value, .. } => format!("session={value}"),
+        other => panic!("expected a cookie, got {other:?}"),
+    }
+}
+
+async fn name(m: &Manager, cookie: &str) -> Result<String, Error> {
+    m.session_from_cookies([cookie]).get_string("name").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_redis_times_out_and_recovers_with_data_intact() {
+    let Some(server) = Throwaway::start() else {
+        return;
+    };
+    let m = manager(RedisStore::connect(&server.url()).await.expect("connect"));
+    let cookie = stored(&m).await;
+    server.pause();
+    let started = Instant::now();
+    let err = name(&m, &cookie).await.expect_err("paused Redis must fail");
+    // Whichever fires first: the manager's store timeout, or the connection's
+    // own response timeout (reported as the store being unavailable).
+    let unavailable = matches!(&err, Error::Store { source, .. }
+        if source.kind() == session_core::StoreErrorKind::Unavailable);
+    assert!(matches!(err, Error::Timeout { .. }) || unavailable, "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    server.resume();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match name(&m, &cookie).await {
+            Ok(n) => {
+                assert_eq!(n, "iris");
+                break;
+            }
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("not yet recovered: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("did not recover: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_redis_is_a_clear_error_and_the_store_recovers_without_restart() {
+    let Some(mut server) = Throwaway::start() else {
+        return;
+    };
+    let m = manager(RedisStore::connect(&server.url()).await.expect("connect"));
+    let cookie = stored(&m).await;
+    server.stop();
+    let started = Instant::now();
+    let err = name(&m, &cookie)
+        .await
+        .expect_err("stopped Redis must fail");
+    assert!(
+        matches!(err, Error::Store { .. } | Error::Timeout { .. }),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // A write fails too, and never as a silently fresh session.
+    let s = m.session_from_cookies(None::<&str>);
+    s.insert("k", &1)
+        .await
+        .expect("a new session needs no store call yet");
+    assert!(s.commit().await.is_err());
+
+    server.restart();
+    // The server came back empty (no persistence): the old session is gone,
+    // and new sessions work through the same store, without a restart.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = m.session_from_cookies(None::<&str>);
+        let ok = s.insert("k", &1).await.is_ok() && s.commit().await.is_ok();
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the store did not recover");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(name(&m, &cookie).await.expect("load"), "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_record_is_no_session() {
+    let Some(server) = Throwaway::start() else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let store = RedisStore::connect(&server.url())
+        .await
+        .expect("connect")
+        .with_prefix(prefix.clone());
+    let m = manager(store.clone());
+    let cookie = stored(&m).await;
+    let value = cookie.split_once('=').expect("pair").1;
+    let rid = session_core::Id::parse(value).expect("id").record_id();
+    let mut raw = redis::Client::open(server.url().as_str())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("raw connection");
+    let key = format!("{prefix}{rid}");
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("d")
+        .arg(b"\xc1 not a record".as_slice())
+        .query_async(&mut raw)
+        .await
+        .expect("corrupt it");
+    assert_eq!(store.load(&rid).await.expect("load"), None);
+    assert_eq!(name(&m, &cookie).await.expect("load"), "");
+    // A garbage deadline is no session either.
+    let cookie = stored(&m).await;
+    let rid = session_core::Id::parse(cookie.split_once('=').expect("pair").1)
+        .expect("id")
+        .record_id();
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{prefix}{rid}"))
+        .arg("e")
+        .arg("soon")
+        .query_async(&mut raw)
+        .await
+        .expect("corrupt it");
+    assert_eq!(store.load(&rid).await.expect("load"), None);
+}

@@ -1,0 +1,23 @@
+//! session-redis against real servers: the conformance suite on a Redis server
+//! and on a Redis Cluster, and failure behaviour against a throwaway server
+//! that the tests stop and pause.
+//!
+//! * `REDIS_URL` (default `redis://127.0.0.1:6379`): the server for the
+//!   conformance suite. Each test uses its own key prefix and deletes its keys.
+//! * `REDIS_CLUSTER_URLS` (comma-separated): a cluster; `cargo xtask test`
+//!   starts a throwaway 3-master cluster and sets it.
+//! * The fault tests start their own `redis-server` on a free port.
+//!
+//! Where a server is missing the tests say SKIPPED loudly, except in CI
+//! (`CI=true`), where that is a failure.
+
+mod faults;
+mod support;
+
+mod standalone {
+    session_core::store_conformance!(optional: crate::support::standalone());
+}
+
+mod cluster {
+    session_core::store_conformance!(optional: crate::support::cluster());
+}

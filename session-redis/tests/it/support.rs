@@ -1,0 +1,228 @@
+//! Connecting to the test servers, isolating each test, cleaning up.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use session_core::{Created, Record, RecordId, Saved, Store, StoreError};
+use session_redis::RedisStore;
+use time::OffsetDateTime;
+
+/// Whether a missing server fails the run instead of skipping.
+pub(crate) fn servers_required() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Reports a missing server: a panic in CI, a loud skip elsewhere.
+pub(crate) fn missing(what: &str, why: &str) {
+    if servers_required() {
+        panic!("{what} is required in CI but is not available: {why}");
+    }
+    eprintln!(
+        "SKIPPED: {what} is not available ({why}); install redis-server (apt-get install redis-server) or point the variable at a server"
+    );
+}
+
+pub(crate) fn unique_prefix() -> String {
+    let mut b = [0u8; 6];
+    getrandom::getrandom(&mut b).expect("random");
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("test-{hex}:")
+}
+
+/// A store under a unique prefix whose keys are deleted when it is dropped.
+#[derive(Debug)]
+pub(crate) struct Scoped {
+    store: RedisStore,
+    cleanup: Option<String>,
+}
+
+impl Drop for Scoped {
+    fn drop(&mut self) {
+        let Some(url) = self.cleanup.take() else {
+            return;
+        };
+        let pattern = format!("{}*", self.store.prefix());
+        let _ = std::thread::spawn(move || -> redis::RedisResult<()> {
+            let mut conn = redis::Client::open(url.as_str())?.get_connection()?;
+            let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query(&mut conn)?;
+            for chunk in keys.chunks(500) {
+                redis::cmd("DEL").arg(chunk).query::<()>(&mut conn)?;
+            }
+            Ok(())
+        })
+        .join();
+    }
+}
+
+pub(crate) async fn standalone() -> Option<Scoped> {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    match tokio::time::timeout(Duration::from_secs(5), RedisStore::connect(&url)).await {
+        Ok(Ok(store)) => Some(Scoped {
+            store: store.with_prefix(unique_prefix()),
+            cleanup: Some(url),
+        }),
+        Ok(Err(e)) => {
+            missing(&format!("Redis at {url} (REDIS_URL)"), &e.to_string());
+            None
+        }
+        Err(_) => {
+            missing(
+                &format!("Redis at {url} (REDIS_URL)"),
+                "connection timed out",
+            );
+            None
+        }
+    }
+}
+
+pub(crate) async fn cluster() -> Option<Scoped> {
+    let Ok(urls) = std::env::var("REDIS_CLUSTER_URLS") else {
+        missing(
+            "a Redis Cluster (REDIS_CLUSTER_URLS)",
+            "not set; `cargo xtask test` starts one, or run `cargo xtask redis-cluster`",
+        );
+        return None;
+    };
+    let nodes: Vec<String> = urls.split(',').map(|s| s.trim().to_owned()).collect();
+    match tokio::time::timeout(Duration::from_secs(10), RedisStore::connect_cluster(nodes)).await {
+        Ok(Ok(store)) => Some(Scoped {
+            store: store.with_prefix(unique_prefix()),
+            // The cluster is a throwaway one; its keys also expire by themselves.
+            cleanup: None,
+        }),
+        Ok(Err(e)) => {
+            missing(&format!("the Redis Cluster at {urls}"), &e.to_string());
+            None
+        }
+        Err(_) => {
+            missing(
+                &format!("the Redis Cluster at {urls}"),
+                "connection timed out",
+            );
+            None
+        }
+    }
+}
+
+#[async_trait]
+impl Store for Scoped {
+    async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
+        self.store.load(id).await
+    }
+    async fn create(&self, record: &Record) -> Result<Created, StoreError> {
+        self.store.create(record).await
+    }
+    async fn save(&self, record: &Record, expected: u64) -> Result<Saved, StoreError> {
+        self.store.save(record, expected).await
+    }
+    async fn touch(
+        &self,
+        id: &RecordId,
+        owner: Option<&str>,
+        expires_at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.store.touch(id, owner, expires_at).await
+    }
+    async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
+        self.store.delete(id).await
+    }
+    async fn delete_expired(&self) -> Result<u64, StoreError> {
+        self.store.delete_expired().await
+    }
+    async fn ids_of_owner(&self, owner: &str) -> Result<Vec<RecordId>, StoreError> {
+        self.store.ids_of_owner(owner).await
+    }
+    async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError> {
+        self.store.delete_owner(owner).await
+    }
+}
+
+/// A `redis-server` of the test's own on a free port, stopped on drop.
+pub(crate) struct Throwaway {
+    pub(crate) port: u16,
+    child: Option<Child>,
+}
+
+impl Throwaway {
+    /// Starts one; `None` (reported) when `redis-server` is not installed.
+    pub(crate) fn start() -> Option<Self> {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut server = Self { port, child: None };
+        match server.spawn() {
+            Ok(()) => Some(server),
+            Err(e) => {
+                missing("redis-server (for the fault tests)", &e);
+                None
+            }
+        }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--dir", "/tmp"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot run redis-server: {e}"))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err("redis-server did not start listening".into())
+    }
+
+    /// Stops the server (as a crash would).
+    pub(crate) fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub(crate) fn restart(&mut self) {
+        self.stop();
+        self.spawn().expect("restart redis-server");
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .args([sig, &child.id().to_string()])
+                .status()
+                .expect("kill");
+            assert!(status.success());
+        }
+    }
+
+    /// Freezes the server: connections stay open, nothing answers.
+    pub(crate) fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Unfreezes it.
+    pub(crate) fn resume(&self) {
+        self.signal("-CONT");
+    }
+}
+
+impl Drop for Throwaway {
+    fn drop(&mut self) {
+        self.resume();
+        self.stop();
+    }
+}
