@@ -1,5 +1,673 @@
-//! Embedded persistent session store for session-core, built on sled.
+//! Embedded, persistent session store for [`session_core`], built on
+//! [sled] 0.34: sessions survive a restart with no server to run.
 //!
-//! **Not implemented yet.** This crate is a member of the workspace so that its
-//! place in the layout is fixed; it exports nothing until its issue lands. See
-//! the workspace `README.md` for the crates that work today.
+//! ```no_run
+//! # async fn run() -> Result<(), session_sled::SledStoreError> {
+//! use std::time::Duration;
+//! use session_core::{Config, Manager};
+//! use session_sled::{FlushPolicy, SledStore};
+//!
+//! let store = SledStore::builder("/var/lib/myapp/sessions")
+//!     .flush(FlushPolicy::EveryWrite)
+//!     .open()?;
+//! // Removes expired records every minute until the handle is dropped.
+//! let _sweeper = store.spawn_sweeper(Duration::from_secs(60));
+//! let manager = Manager::new(store, Config::default());
+//! # let _ = manager; Ok(()) }
+//! ```
+//!
+//! # Layout
+//!
+//! Three trees, always changed together in one sled transaction, so a crash
+//! can never leave a record without its index entries (an immortal session)
+//! or an index entry that deletes a newer record:
+//!
+//! * `records`: record id -> the encoded [`Record`];
+//! * `expiry`: (deadline in ms, big-endian) ++ record id -> nothing, so the
+//!   sweeper reads only what has expired;
+//! * `owners`: sha256(owner) ++ record id -> nothing.
+//!
+//! `load` checks the deadline itself, so an expired record is never returned,
+//! even before the sweeper has run.
+//!
+//! # Durability
+//!
+//! [`FlushPolicy::EveryWrite`] flushes to disk before each write returns: an
+//! acknowledged write survives a crash. [`FlushPolicy::Interval`] (the
+//! default, every 500 ms, sled's own default) is faster and may lose the
+//! writes of the last interval in a crash (not in a clean shutdown: dropping
+//! the store flushes).
+//!
+//! [sled]: https://docs.rs/sled/0.34
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use session_core::{Created, Record, RecordId, Saved, Store, StoreError, StoreErrorKind};
+use sha2::{Digest, Sha256};
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, TransactionalTree,
+};
+use sled::{Transactional, Tree};
+use time::OffsetDateTime;
+
+/// When writes reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FlushPolicy {
+    /// Flush before every write returns: nothing acknowledged is lost in a
+    /// crash; each write waits for the disk.
+    EveryWrite,
+    /// Flush in the background at this interval: fast writes; a crash loses
+    /// at most the last interval's writes.
+    Interval(Duration),
+}
+
+impl Default for FlushPolicy {
+    fn default() -> Self {
+        Self::Interval(Duration::from_millis(500))
+    }
+}
+
+/// A failure of the sled store, converted into [`StoreError`] for the
+/// manager.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SledStoreError {
+    /// The database could not be opened (path, permissions, another process
+    /// holding it, corruption).
+    #[error("cannot open the sled database at {path}")]
+    Open {
+        /// The database directory.
+        path: PathBuf,
+        /// What sled reported.
+        #[source]
+        source: sled::Error,
+    },
+    /// An operation failed.
+    #[error("sled failed to {op}")]
+    Operation {
+        /// The store operation.
+        op: &'static str,
+        /// What sled reported.
+        #[source]
+        source: sled::Error,
+    },
+    /// A record could not be encoded.
+    #[error("cannot encode the session record")]
+    Encode(#[source] session_core::RecordDecodeError),
+}
+
+impl From<SledStoreError> for StoreError {
+    fn from(e: SledStoreError) -> Self {
+        let kind = match &e {
+            SledStoreError::Open { .. } => StoreErrorKind::Unavailable,
+            SledStoreError::Operation { source, .. } => match source {
+                sled::Error::Io(_) => StoreErrorKind::Unavailable,
+                sled::Error::Corruption { .. } => StoreErrorKind::Corrupted,
+                _ => StoreErrorKind::Other,
+            },
+            SledStoreError::Encode(_) => StoreErrorKind::Other,
+        };
+        StoreError::new(kind, e)
+    }
+}
+
+fn op_error(op: &'static str) -> impl Fn(sled::Error) -> StoreError {
+    move |source| SledStoreError::Operation { op, source }.into()
+}
+
+fn tx_error(op: &'static str) -> impl Fn(TransactionError<StoreError>) -> StoreError {
+    move |e| match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(source) => SledStoreError::Operation { op, source }.into(),
+    }
+}
+
+/// Builds a [`SledStore`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct SledStoreBuilder {
+    path: PathBuf,
+    flush: FlushPolicy,
+    temporary: bool,
+}
+
+impl SledStoreBuilder {
+    /// When writes reach the disk. Default: every 500 ms.
+    pub fn flush(mut self, flush: FlushPolicy) -> Self {
+        self.flush = flush;
+        self
+    }
+
+    /// Deletes the database when the store is dropped (for tests).
+    pub fn temporary(mut self, temporary: bool) -> Self {
+        self.temporary = temporary;
+        self
+    }
+
+    /// Opens (or creates) the database.
+    ///
+    /// # Errors
+    /// [`SledStoreError::Open`] when sled cannot open the directory.
+    pub fn open(self) -> Result<SledStore, SledStoreError> {
+        let open_error = |source| SledStoreError::Open {
+            path: self.path.clone(),
+            source,
+        };
+        let mut config = sled::Config::new()
+            .path(&self.path)
+            .temporary(self.temporary);
+        config = match self.flush {
+            FlushPolicy::EveryWrite => config.flush_every_ms(None),
+            FlushPolicy::Interval(d) => {
+                config.flush_every_ms(Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)))
+            }
+        };
+        let db = config.open().map_err(open_error)?;
+        let records = db.open_tree("records").map_err(open_error)?;
+        let expiry = db.open_tree("expiry").map_err(open_error)?;
+        let owners = db.open_tree("owners").map_err(open_error)?;
+        Ok(SledStore {
+            db,
+            records,
+            expiry,
+            owners,
+            flush: self.flush,
+        })
+    }
+}
+
+/// Sessions in an embedded sled database. Cloning shares the database.
+#[derive(Clone)]
+pub struct SledStore {
+    db: sled::Db,
+    records: Tree,
+    expiry: Tree,
+    owners: Tree,
+    flush: FlushPolicy,
+}
+
+impl fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SledStore")
+            .field("records", &self.records.len())
+            .field("flush", &self.flush)
+            .finish()
+    }
+}
+
+fn millis(t: OffsetDateTime) -> u64 {
+    u64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+}
+
+fn expiry_key(deadline: OffsetDateTime, id: &RecordId) -> [u8; 40] {
+    let mut k = [0u8; 40];
+    k[..8].copy_from_slice(&millis(deadline).to_be_bytes());
+    k[8..].copy_from_slice(id.as_bytes());
+    k
+}
+
+fn owner_prefix(owner: &str) -> [u8; 32] {
+    Sha256::digest(owner.as_bytes()).into()
+}
+
+fn owner_key(owner: &str, id: &RecordId) -> [u8; 64] {
+    let mut k = [0u8; 64];
+    k[..32].copy_from_slice(&owner_prefix(owner));
+    k[32..].copy_from_slice(id.as_bytes());
+    k
+}
+
+fn id_from(bytes: &[u8]) -> Option<RecordId> {
+    <[u8; 32]>::try_from(bytes).ok().map(RecordId::from_bytes)
+}
+
+/// Decodes a stored value; `None` (logged) when it is not a record of `id`.
+fn decode(id: &RecordId, bytes: &[u8]) -> Option<Record> {
+    match Record::from_bytes(bytes) {
+        Ok(r) if r.id == *id => Some(r),
+        Ok(_) => {
+            tracing::warn!(id = %id.short(), "sled record id does not match its key; treating it as no session");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(id = %id.short(), error = %e, "undecodable session record in sled; treating it as no session");
+            None
+        }
+    }
+}
+
+type Trees<'a> = (&'a TransactionalTree, &'a TransactionalTree, &'a TransactionalTree);
+
+/// Inside a transaction: removes a record and its index entries.
+fn remove_tx(
+    (records, expiry, owners): Trees<'_>,
+    id: &RecordId,
+) -> Result<Option<Record>, ConflictableTransactionError<StoreError>> {
+    let Some(old) = records.remove(&id.as_bytes()[..])? else {
+        return Ok(None);
+    };
+    let decoded = decode(id, &old);
+    if let Some(r) = &decoded {
+        expiry.remove(&expiry_key(r.expires_at, id)[..])?;
+        if let Some(owner) = &r.owner {
+            owners.remove(&owner_key(owner, id)[..])?;
+        }
+    }
+    Ok(decoded)
+}
+
+/// Inside a transaction: writes a record and its index entries, replacing
+/// those of `previous`.
+fn put_tx(
+    (records, expiry, owners): Trees<'_>,
+    record: &Record,
+    bytes: &[u8],
+    previous: Option<&Record>,
+) -> Result<(), ConflictableTransactionError<StoreError>> {
+    if let Some(p) = previous {
+        expiry.remove(&expiry_key(p.expires_at, &p.id)[..])?;
+        if let Some(owner) = &p.owner {
+            owners.remove(&owner_key(owner, &p.id)[..])?;
+        }
+    }
+    records.insert(&record.id.as_bytes()[..], bytes)?;
+    expiry.insert(&expiry_key(record.expires_at, &record.id)[..], &[][..])?;
+    if let Some(owner) = &record.owner {
+        owners.insert(&owner_key(owner, &record.id)[..], &[][..])?;
+    }
+    Ok(())
+}
+
+/// Inside a transaction: the stored record of `id` (undecodable counts as
+/// absent) and whether it is live.
+fn current_tx(
+    records: &TransactionalTree,
+    id: &RecordId,
+    now: OffsetDateTime,
+) -> Result<Option<(Record, bool)>, ConflictableTransactionError<StoreError>> {
+    Ok(records
+        .get(&id.as_bytes()[..])?
+        .and_then(|bytes| decode(id, &bytes))
+        .map(|r| {
+            let live = !r.is_expired(now);
+            (r, live)
+        }))
+}
+
+impl SledStore {
+    /// Starts building a store at `path` (a directory).
+    pub fn builder(path: impl AsRef<Path>) -> SledStoreBuilder {
+        SledStoreBuilder {
+            path: path.as_ref().to_path_buf(),
+            flush: FlushPolicy::default(),
+            temporary: false,
+        }
+    }
+
+    /// Opens (or creates) a store at `path` with the default flush policy.
+    ///
+    /// # Errors
+    /// [`SledStoreError::Open`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, SledStoreError> {
+        Self::builder(path).open()
+    }
+
+    /// How many records are stored, expired ones not yet swept included.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether no record is stored.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The bytes the database occupies on disk.
+    ///
+    /// # Errors
+    /// When sled cannot measure it.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.db.size_on_disk().map_err(op_error("measure"))
+    }
+
+    /// Writes everything to disk now.
+    ///
+    /// # Errors
+    /// When the disk write fails.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await.map_err(op_error("flush"))?;
+        Ok(())
+    }
+
+    async fn after_write(&self) -> Result<(), StoreError> {
+        if self.flush == FlushPolicy::EveryWrite {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    fn transaction<T>(
+        &self,
+        op: &'static str,
+        f: impl Fn(Trees<'_>) -> Result<T, ConflictableTransactionError<StoreError>>,
+    ) -> Result<T, StoreError> {
+        (&self.records, &self.expiry, &self.owners)
+            .transaction(|(r, e, o)| f((r, e, o)))
+            .map_err(tx_error(op))
+    }
+
+    /// Removes up to `batch` expired records; returns how many it removed.
+    ///
+    /// # Errors
+    /// When sled fails.
+    pub async fn sweep(&self, batch: usize) -> Result<u64, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let end = (millis(now) + 1).to_be_bytes();
+        let mut due = Vec::new();
+        for entry in self.expiry.range(..&end[..]).take(batch) {
+            let (key, _) = entry.map_err(op_error("sweep"))?;
+            if let Some(id) = key.get(8..).and_then(id_from) {
+                due.push((key, id));
+            }
+        }
+        let mut removed = 0;
+        for (key, id) in due {
+            let gone = self.transaction("sweep", |trees| {
+                match current_tx(trees.0, &id, now)? {
+                    // Touched or re-created since: its index entry moved.
+                    Some((_, true)) => {
+                        trees.1.remove(&key)?;
+                        Ok(false)
+                    }
+                    Some((_, false)) => Ok(remove_tx(trees, &id)?.is_some()),
+                    None => {
+                        // An orphan entry (or an undecodable record): drop both.
+                        trees.0.remove(&id.as_bytes()[..])?;
+                        trees.1.remove(&key)?;
+                        Ok(false)
+                    }
+                }
+            })?;
+            removed += u64::from(gone);
+        }
+        if removed > 0 {
+            self.after_write().await?;
+            tracing::debug!(removed, "swept expired sessions");
+        }
+        Ok(removed)
+    }
+
+    /// Spawns a task that removes expired records every `interval`, in
+    /// batches, until the returned handle is stopped or dropped. Requests never
+    /// wait for it: `load` ignores expired records on its own.
+    pub fn spawn_sweeper(&self, interval: Duration) -> Sweeper {
+        let store = self.clone();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    _ = tick.tick() => {
+                        loop {
+                            match store.sweep(1_000).await {
+                                Ok(n) if n >= 1_000 => tokio::task::yield_now().await,
+                                Ok(_) => break,
+                                Err(e) => {
+                                    tracing::error!(error = %e, "session sweep failed; retrying at the next interval");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Sweeper {
+            stop: Some(stop),
+            task,
+        }
+    }
+}
+
+/// The handle of a sweeper task; dropping it stops the task.
+#[derive(Debug)]
+pub struct Sweeper {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sweeper {
+    /// Stops the sweeper and waits for its current batch to finish.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for Sweeper {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SledStore {
+    async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let bytes = self.records.get(id.as_bytes()).map_err(op_error("load"))?;
+        Ok(bytes
+            .and_then(|b| decode(id, &b))
+            .filter(|r| !r.is_expired(now)))
+    }
+
+    async fn create(&self, record: &Record) -> Result<Created, StoreError> {
+        let bytes = record.to_bytes().map_err(SledStoreError::Encode)?;
+        let now = OffsetDateTime::now_utc();
+        let created = self.transaction("create", |trees| {
+            let previous = match current_tx(trees.0, &record.id, now)? {
+                Some((_, true)) => return Ok(Created::IdTaken),
+                Some((old, false)) => Some(old),
+                None => None,
+            };
+            put_tx(trees, record, &bytes, previous.as_ref())?;
+            Ok(Created::Created)
+        })?;
+        if created == Created::Created {
+            self.after_write().await?;
+        }
+        Ok(created)
+    }
+
+    async fn save(&self, record: &Record, expected_version: u64) -> Result<Saved, StoreError> {
+        let bytes = record.to_bytes().map_err(SledStoreError::Encode)?;
+        let now = OffsetDateTime::now_utc();
+        let saved = self.transaction("save", |trees| {
+            match current_tx(trees.0, &record.id, now)? {
+                Some((old, true)) if old.version == expected_version => {
+                    put_tx(trees, record, &bytes, Some(&old))?;
+                    Ok(Saved::Saved)
+                }
+                Some((_, true)) => Ok(Saved::Conflict),
+                _ => Ok(Saved::Missing),
+            }
+        })?;
+        if saved == Saved::Saved {
+            self.after_write().await?;
+        }
+        Ok(saved)
+    }
+
+    async fn touch(
+        &self,
+        id: &RecordId,
+        _owner: Option<&str>,
+        expires_at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let touched = self.transaction("touch", |trees| {
+            let Some((old, true)) = current_tx(trees.0, id, now)? else {
+                return Ok(false);
+            };
+            let mut new = old.clone();
+            new.expires_at = expires_at;
+            let bytes = new.to_bytes().map_err(|e| {
+                ConflictableTransactionError::Abort(SledStoreError::Encode(e).into())
+            })?;
+            put_tx(trees, &new, &bytes, Some(&old))?;
+            Ok(true)
+        })?;
+        if touched {
+            self.after_write().await?;
+        }
+        Ok(touched)
+    }
+
+    async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
+        let removed = self.transaction("delete", |trees| {
+            let removed = remove_tx(trees, id)?;
+            Ok(removed.is_some())
+        })?;
+        if removed {
+            self.after_write().await?;
+        }
+        Ok(())
+    }
+
+    async fn delete_expired(&self) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let n = self.sweep(1_000).await?;
+            total += n;
+            if n < 1_000 {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn ids_of_owner(&self, owner: &str) -> Result<Vec<RecordId>, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let mut ids = Vec::new();
+        for entry in self.owners.scan_prefix(owner_prefix(owner)) {
+            let (key, _) = entry.map_err(op_error("list owner"))?;
+            let Some(id) = key.get(32..).and_then(id_from) else { continue };
+            let live = self
+                .records
+                .get(id.as_bytes())
+                .map_err(op_error("list owner"))?
+                .and_then(|b| decode(&id, &b))
+                .is_some_and(|r| !r.is_expired(now) && r.owner.as_deref() == Some(owner));
+            if live {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
+    async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for id in self.ids_of_owner(owner).await? {
+            let removed = self.transaction("delete owner", |trees| {
+                match current_tx(trees.0, &id, OffsetDateTime::now_utc())? {
+                    Some((r, _)) if r.owner.as_deref() == Some(owner) => {
+                        Ok(remove_tx(trees, &id)?.is_some())
+                    }
+                    _ => Ok(false),
+                }
+            })?;
+            n += u64::from(removed);
+        }
+        if n > 0 {
+            self.after_write().await?;
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use session_core::Id;
+
+    fn store() -> SledStore {
+        let mut b = [0u8; 8];
+        getrandom::getrandom(&mut b).unwrap();
+        let name: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        SledStore::builder(std::env::temp_dir().join(format!("session-sled-unit-{name}")))
+            .temporary(true)
+            .open()
+            .unwrap()
+    }
+
+    fn record(expires_in: time::Duration, owner: Option<&str>) -> Record {
+        let now = OffsetDateTime::now_utc();
+        let mut r = Record::new(Id::generate().unwrap().record_id(), now, now + expires_in);
+        r.owner = owner.map(str::to_owned);
+        r
+    }
+
+    #[tokio::test]
+    async fn a_corrupted_value_is_no_session_and_never_a_panic() {
+        let s = store();
+        let r = record(time::Duration::hours(1), Some("alice"));
+        s.create(&r).await.unwrap();
+        s.records.insert(r.id.as_bytes(), &b"\xc1garbage"[..]).unwrap();
+        assert_eq!(s.load(&r.id).await.unwrap(), None);
+        assert!(s.ids_of_owner("alice").await.unwrap().is_empty());
+        // The id can be used again, and the sweeper clears the debris.
+        let mut fresh = record(time::Duration::hours(1), None);
+        fresh.id = r.id;
+        assert_eq!(s.create(&fresh).await.unwrap(), Created::Created);
+        assert_eq!(s.load(&r.id).await.unwrap(), Some(fresh));
+    }
+
+    #[tokio::test]
+    async fn the_sweeper_removes_expired_records_and_their_index_entries() {
+        let s = store();
+        let live = record(time::Duration::hours(1), Some("bob"));
+        s.create(&live).await.unwrap();
+        for _ in 0..50 {
+            s.create(&record(time::Duration::milliseconds(200), Some("bob"))).await.unwrap();
+        }
+        // A touched record must survive the sweep of its old deadline.
+        let touched = record(time::Duration::milliseconds(200), Some("bob"));
+        s.create(&touched).await.unwrap();
+        assert!(s.touch(&touched.id, Some("bob"), OffsetDateTime::now_utc() + time::Duration::hours(1)).await.unwrap());
+        assert_eq!(s.len(), 52);
+
+        let sweeper = s.spawn_sweeper(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        sweeper.stop().await;
+
+        assert_eq!(s.len(), 2);
+        assert_eq!(s.expiry.len(), 2, "expiry index entries follow the records");
+        assert_eq!(s.owners.len(), 2, "owner index entries follow the records");
+        let mut listed = s.ids_of_owner("bob").await.unwrap();
+        listed.sort();
+        let mut want = vec![live.id, touched.id];
+        want.sort();
+        assert_eq!(listed, want);
+    }
+
+    #[tokio::test]
+    async fn a_stopped_sweeper_sweeps_no_more() {
+        let s = store();
+        let sweeper = s.spawn_sweeper(Duration::from_millis(20));
+        sweeper.stop().await;
+        s.create(&record(time::Duration::milliseconds(50), None)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(s.len(), 1, "nothing swept after stop");
+        // Loads still never return it.
+        assert_eq!(s.delete_expired().await.unwrap(), 1);
+        assert!(s.is_empty());
+    }
+}

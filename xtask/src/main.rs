@@ -353,51 +353,129 @@ fn services(start: bool) -> Result<Vec<&'static str>> {
     Ok(missing)
 }
 
+/// One criterion bench and the README section it fills.
+struct Bench {
+    package: &'static str,
+    bench: &'static str,
+    /// The criterion group, also the README marker (`<!-- bench-GROUP:start -->`).
+    group: &'static str,
+    /// Throughput ratios to report: (label, ours, reference).
+    ratios: &'static [(&'static str, &'static str, &'static str)],
+    /// More lines from files the bench leaves in its criterion folder.
+    extra: fn(&Path) -> Vec<String>,
+}
+
+fn no_extra(_: &Path) -> Vec<String> {
+    Vec::new()
+}
+
+/// The sled bench leaves the disk used by 100 000 sessions.
+fn sled_disk(group: &Path) -> Vec<String> {
+    fs::read_to_string(group.join("disk_per_100k.txt"))
+        .ok()
+        .and_then(|t| t.trim().parse::<f64>().ok())
+        .map(|bytes| {
+            vec![format!(
+                "* disk: **{:.1} MiB** for 100 000 sessions ({:.0} bytes per session)",
+                bytes / 1_048_576.0,
+                bytes / 100_000.0
+            )]
+        })
+        .unwrap_or_default()
+}
+
+const BENCHES: &[Bench] = &[
+    Bench {
+        package: "session-memory",
+        bench: "manager",
+        group: "manager",
+        ratios: &[],
+        extra: no_extra,
+    },
+    Bench {
+        package: "session-redis",
+        bench: "redis",
+        group: "redis",
+        ratios: &[
+            ("load / raw GET", "store_load", "raw_get"),
+            ("save / raw SET", "store_save", "raw_set"),
+        ],
+        extra: no_extra,
+    },
+    Bench {
+        package: "session-sled",
+        bench: "sled",
+        group: "sled",
+        ratios: &[],
+        extra: sled_disk,
+    },
+];
+
 /// Runs the benchmarks, then writes their medians into README.md between the
-/// `<!-- bench:start -->` and `<!-- bench:end -->` markers.
+/// `<!-- bench-GROUP:start -->` and `<!-- bench-GROUP:end -->` markers.
 fn bench() -> Result {
-    cargo(
-        &["bench", "-p", "session-memory", "--bench", "manager"],
-        &[],
-    )?;
     let target = env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| root().join("target"));
-    let group = target.join("criterion").join("manager");
-    let mut rows = Vec::new();
-    let mut names: Vec<_> = fs::read_dir(&group)
-        .map_err(|e| format!("no criterion results in {}: {e}", group.display()))?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().join("new/estimates.json").exists())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    for name in names {
-        let text = fs::read_to_string(group.join(&name).join("new/estimates.json"))
-            .map_err(|e| format!("{name}: {e}"))?;
-        let median = median_ns(&text).ok_or_else(|| format!("{name}: no median in estimates"))?;
-        rows.push(format!(
-            "| `{name}` | {} | {:.0} |",
-            human_ns(median),
-            1e9 / median
-        ));
-    }
-    let table = format!(
-        "| benchmark | median time | per second (one core) |\n|---|---|---|\n{}\n\n\
-         Measured by `cargo xtask bench` on {} ({} cores).",
-        rows.join("\n"),
-        env::consts::ARCH,
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    );
     let readme = root().join("README.md");
-    let text = fs::read_to_string(&readme).map_err(|e| e.to_string())?;
-    let (start, end) = ("<!-- bench:start -->", "<!-- bench:end -->");
-    let (Some(a), Some(b)) = (text.find(start), text.find(end)) else {
-        return Err("README.md lacks the bench markers".into());
-    };
-    let updated = format!("{}{start}\n{table}\n{}", &text[..a], &text[b..]);
-    fs::write(&readme, updated).map_err(|e| e.to_string())?;
-    eprintln!("xtask: README.md updated:\n{table}");
+    for b in BENCHES {
+        cargo(&["bench", "-p", b.package, "--bench", b.bench], &[])?;
+        let group = target.join("criterion").join(b.group);
+        let mut medians = Vec::new();
+        let mut names: Vec<_> = fs::read_dir(&group)
+            .map_err(|e| format!("no criterion results in {}: {e}", group.display()))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join("new/estimates.json").exists())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        for name in names {
+            let text = fs::read_to_string(group.join(&name).join("new/estimates.json"))
+                .map_err(|e| format!("{name}: {e}"))?;
+            let median =
+                median_ns(&text).ok_or_else(|| format!("{name}: no median in estimates"))?;
+            medians.push((name, median));
+        }
+        let rows: Vec<String> = medians
+            .iter()
+            .map(|(name, ns)| format!("| `{name}` | {} | {:.0} |", human_ns(*ns), 1e9 / ns))
+            .collect();
+        let find = |n: &str| medians.iter().find(|(m, _)| m == n).map(|(_, ns)| *ns);
+        let mut ratios: Vec<String> = b
+            .ratios
+            .iter()
+            .filter_map(|(label, ours, reference)| {
+                Some(format!(
+                    "* {label}: **{:.2}** of the raw rate",
+                    find(reference)? / find(ours)?
+                ))
+            })
+            .collect();
+        ratios.extend((b.extra)(&group));
+        let mut section = format!(
+            "| benchmark | median time | per second (one connection, one core) |\n|---|---|---|\n{}\n",
+            rows.join("\n")
+        );
+        if !ratios.is_empty() {
+            section.push('\n');
+            section.push_str(&ratios.join("\n"));
+            section.push('\n');
+        }
+        section.push_str(&format!(
+            "\nMeasured by `cargo xtask bench` on {} ({} cores).",
+            env::consts::ARCH,
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        ));
+        let text = fs::read_to_string(&readme).map_err(|e| e.to_string())?;
+        let start = format!("<!-- bench-{}:start -->", b.group);
+        let end = format!("<!-- bench-{}:end -->", b.group);
+        let (Some(a), Some(z)) = (text.find(&start), text.find(&end)) else {
+            return Err(format!("README.md lacks the {start} markers"));
+        };
+        let updated = format!("{}{start}\n{section}\n{}", &text[..a], &text[z..]);
+        fs::write(&readme, updated).map_err(|e| e.to_string())?;
+        eprintln!("xtask: README.md updated ({}):\n{section}", b.group);
+    }
     Ok(())
 }
 
