@@ -80,7 +80,7 @@ pub fn main() -> std::process::ExitCode {
         }
     };
     let result: Result<(), String> = runtime.block_on(async {
-        let manager = settings.manager().await?;
+        let (manager, _background) = settings.start().await?;
         let listener = tokio::net::TcpListener::bind(("0.0.0.0", settings.port))
             .await
             .map_err(|e| format!("cannot listen on port {}: {e}", settings.port))?;

@@ -44,6 +44,11 @@ mod tests {
             ]))
         );
         assert!(StoreChoice::parse("redis+cluster://").is_err());
+        assert_eq!(
+            StoreChoice::parse("sled:./s"),
+            Ok(StoreChoice::Sled("./s".into()))
+        );
+        assert!(StoreChoice::parse("sled:").is_err());
         assert!(StoreChoice::parse("mongodb://x").is_err());
     }
 
@@ -78,6 +83,8 @@ pub enum StoreChoice {
     Redis(String),
     /// `redis+cluster://host:port,host:port`: a Redis Cluster.
     RedisCluster(Vec<String>),
+    /// `sled:PATH`: an embedded database in the directory PATH.
+    Sled(std::path::PathBuf),
 }
 
 impl StoreChoice {
@@ -87,6 +94,11 @@ impl StoreChoice {
             Ok(Self::Memory)
         } else if text.starts_with("redis://") || text.starts_with("rediss://") {
             Ok(Self::Redis(text.to_owned()))
+        } else if let Some(path) = text.strip_prefix("sled:") {
+            if path.is_empty() {
+                return Err("sled: needs a directory, as in sled:./sessions".into());
+            }
+            Ok(Self::Sled(path.into()))
         } else if let Some(nodes) = text.strip_prefix("redis+cluster://") {
             let nodes: Vec<String> = nodes
                 .split(',')
@@ -111,6 +123,9 @@ impl StoreChoice {
             Self::Memory => "memory (in this process; sessions end when it stops)".into(),
             Self::Redis(url) => format!("Redis at {}", redact(url)),
             Self::RedisCluster(nodes) => format!("Redis Cluster via {}", nodes.join(", ")),
+            Self::Sled(path) => {
+                format!("sled database in {} (kept across restarts)", path.display())
+            }
         }
     }
 }
@@ -125,14 +140,50 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// Background work the chosen store needs (the sled sweeper); keep it alive
+/// while serving.
+#[derive(Debug, Default)]
+pub struct Background {
+    _sweeper: Option<session_sled::Sweeper>,
+}
+
 impl Settings {
-    /// Connects to the chosen store and builds the manager.
+    /// Connects to the chosen store and builds the manager, with the store's
+    /// background work.
+    ///
+    /// # Errors
+    /// A message saying which store could not be reached and why.
+    pub async fn start(&self) -> Result<(Manager, Background), String> {
+        if let StoreChoice::Sled(path) = &self.store {
+            let store = session_sled::SledStore::open(path).map_err(|e| {
+                format!("cannot use {}: {}", self.store.describe(), error_chain(&e))
+            })?;
+            let sweeper = store.spawn_sweeper(Duration::from_secs(60));
+            let manager = Manager::new(store, self.config.clone());
+            return Ok((
+                manager,
+                Background {
+                    _sweeper: Some(sweeper),
+                },
+            ));
+        }
+        Ok((self.manager().await?, Background::default()))
+    }
+
+    /// Connects to the chosen store and builds the manager. A sled store
+    /// opened here has no sweeper; use [`Settings::start`] to serve.
     ///
     /// # Errors
     /// A message saying which store could not be reached and why.
     pub async fn manager(&self) -> Result<Manager, String> {
         let config = self.config.clone();
         Ok(match &self.store {
+            StoreChoice::Sled(path) => {
+                let store = session_sled::SledStore::open(path).map_err(|e| {
+                    format!("cannot use {}: {}", self.store.describe(), error_chain(&e))
+                })?;
+                Manager::new(store, config)
+            }
             StoreChoice::Memory => Manager::new(MemoryStore::new(), config),
             StoreChoice::Redis(url) => {
                 let store = session_redis::RedisStore::connect(url).await.map_err(|e| {
@@ -170,6 +221,7 @@ environment variables:
   SESSION_STORE             memory (default: the in-memory store)
                             redis://[:password@]host:port[/db] (one Redis server)
                             redis+cluster://host:port,host:port (a Redis Cluster)
+                            sled:PATH (an embedded database in directory PATH)
   SESSION_SECURE            true (default) or false; false drops the cookie's
                             Secure attribute for plain-HTTP local use
   SESSION_IDLE_TIMEOUT      seconds without use before a session ends (default 7200)

@@ -36,15 +36,26 @@ fn benches(c: &mut Criterion) {
 
     // A typical small session: a name, a user id, a few roles.
     let now = OffsetDateTime::now_utc();
-    let mut record = Record::new(Id::generate().unwrap().record_id(), now, now + time::Duration::hours(2));
+    let mut record = Record::new(
+        Id::generate().unwrap().record_id(),
+        now,
+        now + time::Duration::hours(2),
+    );
     record.data.insert("name".into(), b"\xa4iris".to_vec());
     record.data.insert("user_id".into(), vec![0x2a]);
-    record.data.insert("roles".into(), b"\x92\xa6reader\xa6writer".to_vec());
+    record
+        .data
+        .insert("roles".into(), b"\x92\xa6reader\xa6writer".to_vec());
     let bytes = record.to_bytes().unwrap();
     rt.block_on(store.create(&record)).unwrap();
     let raw_key = "bench:raw";
     let _: () = rt
-        .block_on(redis::cmd("SET").arg(raw_key).arg(&bytes).query_async(&mut raw))
+        .block_on(
+            redis::cmd("SET")
+                .arg(raw_key)
+                .arg(&bytes)
+                .query_async(&mut raw),
+        )
         .unwrap();
 
     let mut group = c.benchmark_group("redis");
@@ -54,13 +65,18 @@ fn benches(c: &mut Criterion) {
         b.to_async(&rt).iter(|| {
             let mut raw = raw.clone();
             async move {
-                let v: Vec<u8> = redis::cmd("GET").arg(raw_key).query_async(&mut raw).await.unwrap();
+                let v: Vec<u8> = redis::cmd("GET")
+                    .arg(raw_key)
+                    .query_async(&mut raw)
+                    .await
+                    .unwrap();
                 v
             }
         })
     });
     group.bench_function("store_load", |b| {
-        b.to_async(&rt).iter(|| async { store.load(&record.id).await.unwrap() })
+        b.to_async(&rt)
+            .iter(|| async { store.load(&record.id).await.unwrap() })
     });
     group.bench_function("raw_set", |b| {
         b.to_async(&rt).iter(|| {

@@ -14,7 +14,8 @@ use session_sled::{FlushPolicy, SledStore};
 use time::OffsetDateTime;
 
 fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("session-sled-bench-{name}-{}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("session-sled-bench-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
@@ -22,10 +23,15 @@ fn temp(name: &str) -> PathBuf {
 /// A typical small session: a name, a user id, a few roles.
 fn record() -> Record {
     let now = OffsetDateTime::now_utc();
-    let mut r = Record::new(Id::generate().unwrap().record_id(), now, now + time::Duration::hours(2));
+    let mut r = Record::new(
+        Id::generate().unwrap().record_id(),
+        now,
+        now + time::Duration::hours(2),
+    );
     r.data.insert("name".into(), b"\xa4iris".to_vec());
     r.data.insert("user_id".into(), vec![0x2a]);
-    r.data.insert("roles".into(), b"\x92\xa6reader\xa6writer".to_vec());
+    r.data
+        .insert("roles".into(), b"\x92\xa6reader\xa6writer".to_vec());
     r
 }
 
@@ -33,13 +39,25 @@ fn record() -> Record {
 fn criterion_dir() -> Option<PathBuf> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .or_else(|| Some(std::env::current_exe().ok()?.parent()?.parent()?.parent()?.to_path_buf()))?;
+        .or_else(|| {
+            Some(
+                std::env::current_exe()
+                    .ok()?
+                    .parent()?
+                    .parent()?
+                    .parent()?
+                    .to_path_buf(),
+            )
+        })?;
     Some(target.join("criterion").join("sled"))
 }
 
 fn disk_per_100k(rt: &tokio::runtime::Runtime) {
     let path = temp("disk");
-    let store = SledStore::builder(&path).temporary(true).open().expect("open");
+    let store = SledStore::builder(&path)
+        .temporary(true)
+        .open()
+        .expect("open");
     rt.block_on(async {
         for _ in 0..100_000 {
             store.create(&record()).await.unwrap();
@@ -61,7 +79,10 @@ fn benches(c: &mut Criterion) {
         .expect("runtime");
     disk_per_100k(&rt);
 
-    let store = SledStore::builder(temp("ops")).temporary(true).open().expect("open");
+    let store = SledStore::builder(temp("ops"))
+        .temporary(true)
+        .open()
+        .expect("open");
     let durable = SledStore::builder(temp("durable"))
         .temporary(true)
         .flush(FlushPolicy::EveryWrite)
@@ -73,7 +94,8 @@ fn benches(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("sled");
     group.bench_function("load", |b| {
-        b.to_async(&rt).iter(|| async { store.load(&r.id).await.unwrap() })
+        b.to_async(&rt)
+            .iter(|| async { store.load(&r.id).await.unwrap() })
     });
     for (name, s) in [("save", &store), ("save_flush_every_write", &durable)] {
         group.bench_function(name, |b| {

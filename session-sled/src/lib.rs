@@ -47,9 +47,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use session_core::{Created, Record, RecordId, Saved, Store, StoreError, StoreErrorKind};
 use sha2::{Digest, Sha256};
-use sled::transaction::{
-    ConflictableTransactionError, TransactionError, TransactionalTree,
-};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::{Transactional, Tree};
 use time::OffsetDateTime;
 
@@ -162,9 +160,9 @@ impl SledStoreBuilder {
             .temporary(self.temporary);
         config = match self.flush {
             FlushPolicy::EveryWrite => config.flush_every_ms(None),
-            FlushPolicy::Interval(d) => {
-                config.flush_every_ms(Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)))
-            }
+            FlushPolicy::Interval(d) => config.flush_every_ms(Some(
+                u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1),
+            )),
         };
         let db = config.open().map_err(open_error)?;
         let records = db.open_tree("records").map_err(open_error)?;
@@ -240,7 +238,11 @@ fn decode(id: &RecordId, bytes: &[u8]) -> Option<Record> {
     }
 }
 
-type Trees<'a> = (&'a TransactionalTree, &'a TransactionalTree, &'a TransactionalTree);
+type Trees<'a> = (
+    &'a TransactionalTree,
+    &'a TransactionalTree,
+    &'a TransactionalTree,
+);
 
 /// Inside a transaction: removes a record and its index entries.
 fn remove_tx(
@@ -559,7 +561,9 @@ impl Store for SledStore {
         let mut ids = Vec::new();
         for entry in self.owners.scan_prefix(owner_prefix(owner)) {
             let (key, _) = entry.map_err(op_error("list owner"))?;
-            let Some(id) = key.get(32..).and_then(id_from) else { continue };
+            let Some(id) = key.get(32..).and_then(id_from) else {
+                continue;
+            };
             let live = self
                 .records
                 .get(id.as_bytes())
@@ -609,7 +613,9 @@ mod tests {
     }
 
     fn record(expires_in: time::Duration, owner: Option<&str>) -> Record {
-        let now = OffsetDateTime::now_utc();
+        // Whole milliseconds: the precision records keep.
+        let ms = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+        let now = OffsetDateTime::from_unix_timestamp_nanos(ms * 1_000_000).unwrap();
         let mut r = Record::new(Id::generate().unwrap().record_id(), now, now + expires_in);
         r.owner = owner.map(str::to_owned);
         r
@@ -620,7 +626,9 @@ mod tests {
         let s = store();
         let r = record(time::Duration::hours(1), Some("alice"));
         s.create(&r).await.unwrap();
-        s.records.insert(r.id.as_bytes(), &b"\xc1garbage"[..]).unwrap();
+        s.records
+            .insert(r.id.as_bytes(), &b"\xc1garbage"[..])
+            .unwrap();
         assert_eq!(s.load(&r.id).await.unwrap(), None);
         assert!(s.ids_of_owner("alice").await.unwrap().is_empty());
         // The id can be used again, and the sweeper clears the debris.
@@ -636,12 +644,21 @@ mod tests {
         let live = record(time::Duration::hours(1), Some("bob"));
         s.create(&live).await.unwrap();
         for _ in 0..50 {
-            s.create(&record(time::Duration::milliseconds(200), Some("bob"))).await.unwrap();
+            s.create(&record(time::Duration::milliseconds(200), Some("bob")))
+                .await
+                .unwrap();
         }
         // A touched record must survive the sweep of its old deadline.
         let touched = record(time::Duration::milliseconds(200), Some("bob"));
         s.create(&touched).await.unwrap();
-        assert!(s.touch(&touched.id, Some("bob"), OffsetDateTime::now_utc() + time::Duration::hours(1)).await.unwrap());
+        assert!(s
+            .touch(
+                &touched.id,
+                Some("bob"),
+                OffsetDateTime::now_utc() + time::Duration::hours(1)
+            )
+            .await
+            .unwrap());
         assert_eq!(s.len(), 52);
 
         let sweeper = s.spawn_sweeper(Duration::from_millis(50));
@@ -663,7 +680,9 @@ mod tests {
         let s = store();
         let sweeper = s.spawn_sweeper(Duration::from_millis(20));
         sweeper.stop().await;
-        s.create(&record(time::Duration::milliseconds(50), None)).await.unwrap();
+        s.create(&record(time::Duration::milliseconds(50), None))
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(s.len(), 1, "nothing swept after stop");
         // Loads still never return it.

@@ -6,8 +6,8 @@
 //! * `services`: reports which local servers (Redis, PostgreSQL, MariaDB)
 //!   answer; `services --start` starts the missing ones from installed
 //!   binaries.
-//! * `bench`: runs the criterion benchmarks and rewrites the numbers in
-//!   README.md from their results.
+//! * `bench [group]`: runs the criterion benchmarks (all, or one group:
+//!   `manager`, `redis`, `sled`) and rewrites their numbers in README.md.
 //! * `redis-cluster`: starts a throwaway 3-master Redis Cluster on free
 //!   loopback ports, prints its `REDIS_CLUSTER_URLS`, and stops it on Enter.
 //!
@@ -30,10 +30,10 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("services") => services(args.iter().any(|a| a == "--start")).map(drop),
-        Some("bench") => bench(),
+        Some("bench") => bench(args.get(1).map(String::as_str)),
         Some("redis-cluster") => redis_cluster_foreground(),
         _ => {
-            eprintln!("usage: cargo xtask <test | services [--start] | bench | redis-cluster>");
+            eprintln!("usage: cargo xtask <test | services [--start] | bench [manager|redis|sled] | redis-cluster>");
             return ExitCode::from(2);
         }
     };
@@ -413,12 +413,12 @@ const BENCHES: &[Bench] = &[
 
 /// Runs the benchmarks, then writes their medians into README.md between the
 /// `<!-- bench-GROUP:start -->` and `<!-- bench-GROUP:end -->` markers.
-fn bench() -> Result {
+fn bench(only: Option<&str>) -> Result {
     let target = env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| root().join("target"));
     let readme = root().join("README.md");
-    for b in BENCHES {
+    for b in BENCHES.iter().filter(|b| only.is_none_or(|g| g == b.group)) {
         cargo(&["bench", "-p", b.package, "--bench", b.bench], &[])?;
         let group = target.join("criterion").join(b.group);
         let mut medians = Vec::new();

@@ -52,15 +52,24 @@ async fn crash_writer() {
 async fn acknowledged_sessions_survive_a_crash_and_a_reopen() {
     let path = temp_path();
     let out = Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--exact", "crash_writer", "--nocapture", "--test-threads", "1"])
+        .args([
+            "--exact",
+            "crash_writer",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
         .env(CHILD_ENV, &path)
         .output()
         .expect("run the writer");
-    assert!(!out.status.success(), "the writer must die, not exit cleanly");
+    assert!(
+        !out.status.success(),
+        "the writer must die, not exit cleanly"
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let cookies: Vec<(i32, String)> = stdout
         .lines()
-        .filter_map(|l| l.strip_prefix("COOKIE "))
+        .filter_map(|l| l.split_once("COOKIE ").map(|(_, rest)| rest))
         .filter_map(|l| {
             let (i, v) = l.split_once(' ')?;
             Some((i.parse().ok()?, v.to_owned()))
@@ -68,12 +77,19 @@ async fn acknowledged_sessions_survive_a_crash_and_a_reopen() {
         .collect();
     assert_eq!(cookies.len(), 20, "writer output: {stdout}");
 
-    let store = SledStore::builder(&path).temporary(true).open().expect("reopen");
+    let store = SledStore::builder(&path)
+        .temporary(true)
+        .open()
+        .expect("reopen");
     assert_eq!(store.len(), 20);
     let manager = Manager::new(store, Config::default());
     for (i, value) in cookies {
         let header = format!("session={value}");
         let s = manager.session_from_cookies([header.as_str()]);
-        assert_eq!(s.get::<i32>("n").await.expect("load"), Some(i), "session {i} lost");
+        assert_eq!(
+            s.get::<i32>("n").await.expect("load"),
+            Some(i),
+            "session {i} lost"
+        );
     }
 }
