@@ -49,6 +49,19 @@ mod tests {
             Ok(StoreChoice::Sled("./s".into()))
         );
         assert!(StoreChoice::parse("sled:").is_err());
+        assert_eq!(
+            StoreChoice::parse("postgres://u@h/d"),
+            Ok(StoreChoice::Postgres("postgres://u@h/d".into()))
+        );
+        assert_eq!(
+            StoreChoice::parse("mariadb://u@h/d"),
+            Ok(StoreChoice::MySql("mysql://u@h/d".into()))
+        );
+        assert_eq!(
+            StoreChoice::parse("sqlite::memory:"),
+            Ok(StoreChoice::Sqlite("sqlite::memory:".into()))
+        );
+        assert!(StoreChoice::parse("sqlite:").is_err());
         assert!(StoreChoice::parse("mongodb://x").is_err());
     }
 
@@ -85,6 +98,12 @@ pub enum StoreChoice {
     RedisCluster(Vec<String>),
     /// `sled:PATH`: an embedded database in the directory PATH.
     Sled(std::path::PathBuf),
+    /// `postgres://...`: a PostgreSQL table.
+    Postgres(String),
+    /// `mysql://...`: a MySQL or MariaDB table.
+    MySql(String),
+    /// `sqlite:PATH` or `sqlite::memory:`: a SQLite table.
+    Sqlite(String),
 }
 
 impl StoreChoice {
@@ -94,6 +113,17 @@ impl StoreChoice {
             Ok(Self::Memory)
         } else if text.starts_with("redis://") || text.starts_with("rediss://") {
             Ok(Self::Redis(text.to_owned()))
+        } else if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            Ok(Self::Postgres(text.to_owned()))
+        } else if text.starts_with("mysql://") || text.starts_with("mariadb://") {
+            Ok(Self::MySql(text.replacen("mariadb://", "mysql://", 1)))
+        } else if let Some(rest) = text.strip_prefix("sqlite:") {
+            if rest.is_empty() {
+                return Err(
+                    "sqlite: needs a file, as in sqlite:sessions.db, or sqlite::memory:".into(),
+                );
+            }
+            Ok(Self::Sqlite(text.to_owned()))
         } else if let Some(path) = text.strip_prefix("sled:") {
             if path.is_empty() {
                 return Err("sled: needs a directory, as in sled:./sessions".into());
@@ -126,6 +156,9 @@ impl StoreChoice {
             Self::Sled(path) => {
                 format!("sled database in {} (kept across restarts)", path.display())
             }
+            Self::Postgres(url) => format!("PostgreSQL at {}", redact(url)),
+            Self::MySql(url) => format!("MySQL/MariaDB at {}", redact(url)),
+            Self::Sqlite(url) => format!("SQLite {url}"),
         }
     }
 }
@@ -140,11 +173,11 @@ fn redact(url: &str) -> String {
     }
 }
 
-/// Background work the chosen store needs (the sled sweeper); keep it alive
-/// while serving.
+/// Background work the chosen store needs (a sweeper of expired records);
+/// keep it alive while serving.
 #[derive(Debug, Default)]
 pub struct Background {
-    _sweeper: Option<session_sled::Sweeper>,
+    _sweeper: Option<session_core::Sweeper>,
 }
 
 impl Settings {
@@ -154,30 +187,53 @@ impl Settings {
     /// # Errors
     /// A message saying which store could not be reached and why.
     pub async fn start(&self) -> Result<(Manager, Background), String> {
-        if let StoreChoice::Sled(path) = &self.store {
-            let store = session_sled::SledStore::open(path).map_err(|e| {
-                format!("cannot use {}: {}", self.store.describe(), error_chain(&e))
-            })?;
-            let sweeper = store.spawn_sweeper(Duration::from_secs(60));
-            let manager = Manager::new(store, self.config.clone());
-            return Ok((
-                manager,
-                Background {
-                    _sweeper: Some(sweeper),
-                },
-            ));
-        }
-        Ok((self.manager().await?, Background::default()))
+        let manager = self.manager().await?;
+        let sweeper = match self.store {
+            // Stores without native expiry.
+            StoreChoice::Sled(_)
+            | StoreChoice::Postgres(_)
+            | StoreChoice::MySql(_)
+            | StoreChoice::Sqlite(_) => Some(session_core::Sweeper::spawn(
+                manager.store().clone(),
+                Duration::from_secs(60),
+            )),
+            StoreChoice::Memory | StoreChoice::Redis(_) | StoreChoice::RedisCluster(_) => None,
+        };
+        Ok((manager, Background { _sweeper: sweeper }))
     }
 
-    /// Connects to the chosen store and builds the manager. A sled store
-    /// opened here has no sweeper; use [`Settings::start`] to serve.
+    /// Connects to the chosen store and builds the manager, without background
+    /// work; use [`Settings::start`] to serve.
     ///
     /// # Errors
     /// A message saying which store could not be reached and why.
     pub async fn manager(&self) -> Result<Manager, String> {
         let config = self.config.clone();
+        let fail = |e: &dyn std::error::Error| {
+            format!("cannot use {}: {}", self.store.describe(), error_chain(e))
+        };
         Ok(match &self.store {
+            StoreChoice::Postgres(url) => {
+                let store = session_sql::PostgresStore::connect(url)
+                    .await
+                    .map_err(|e| fail(&e))?;
+                store.migrate().await.map_err(|e| fail(&e))?;
+                Manager::new(store, config)
+            }
+            StoreChoice::MySql(url) => {
+                let store = session_sql::MySqlStore::connect(url)
+                    .await
+                    .map_err(|e| fail(&e))?;
+                store.migrate().await.map_err(|e| fail(&e))?;
+                Manager::new(store, config)
+            }
+            StoreChoice::Sqlite(url) => {
+                let store = session_sql::SqliteStore::connect(url)
+                    .await
+                    .map_err(|e| fail(&e))?;
+                store.migrate().await.map_err(|e| fail(&e))?;
+                Manager::new(store, config)
+            }
             StoreChoice::Sled(path) => {
                 let store = session_sled::SledStore::open(path).map_err(|e| {
                     format!("cannot use {}: {}", self.store.describe(), error_chain(&e))
@@ -222,6 +278,9 @@ environment variables:
                             redis://[:password@]host:port[/db] (one Redis server)
                             redis+cluster://host:port,host:port (a Redis Cluster)
                             sled:PATH (an embedded database in directory PATH)
+                            postgres://user@host/db (PostgreSQL)
+                            mysql://user@host/db (MySQL or MariaDB)
+                            sqlite:FILE or sqlite::memory: (SQLite)
   SESSION_SECURE            true (default) or false; false drops the cookie's
                             Secure attribute for plain-HTTP local use
   SESSION_IDLE_TIMEOUT      seconds without use before a session ends (default 7200)

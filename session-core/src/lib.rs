@@ -11,6 +11,7 @@ mod observe;
 mod record;
 mod session;
 mod store;
+mod sweeper;
 mod transport;
 
 #[cfg(feature = "conformance")]
@@ -32,4 +33,5 @@ pub use manager::Manager;
 pub use record::{Data, Lifetime, Record, RecordDecodeError};
 pub use session::{Session, MAX_OWNER_LEN};
 pub use store::{Created, Saved, Store, StoreError, StoreErrorKind};
+pub use sweeper::Sweeper;
 pub use transport::{cookie_values, HeaderUpdate, SetCookie};

@@ -863,7 +863,9 @@ impl Session {
         let now = manager.now();
         let lifetime = self.lifetime_of(state);
         let deadline = lifetime.deadline(stored.created_at, now);
-        if deadline - stored.expires_at < manager.inner.config.touch_interval {
+        if deadline <= stored.expires_at
+            || deadline - stored.expires_at < manager.inner.config.touch_interval
+        {
             return Ok(());
         }
         let rid = stored.rid;

@@ -5,6 +5,11 @@
 //!   behaviour.
 //! * [`TestStore`] is a minimal, unbounded reference store for unit tests. Use
 //!   `session-memory` in applications.
+//! * [`WithCleanup`] runs a clean-up (drop a table, delete a key prefix) when
+//!   a test's store is dropped.
+//! * [`FaultProxy`] sits between a store and its server on loopback and can
+//!   stall or cut the connections, to test timeouts and recovery against a
+//!   real server.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -293,5 +298,211 @@ impl Store for TestStore {
         let before = map.len();
         map.retain(|_, r| r.is_expired(now) || r.owner.as_deref() != Some(owner));
         Ok((before - map.len()) as u64)
+    }
+}
+
+/// A store that runs a clean-up when dropped: tests give each run its own
+/// table, schema or key prefix and remove it afterwards.
+pub struct WithCleanup<S> {
+    inner: S,
+    cleanup: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for WithCleanup<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("WithCleanup").field(&self.inner).finish()
+    }
+}
+
+impl<S> WithCleanup<S> {
+    /// Wraps `inner`; `cleanup` runs on drop, on the dropping thread (start
+    /// a thread inside it for blocking work under an async runtime).
+    pub fn new(inner: S, cleanup: impl FnOnce() + Send + Sync + 'static) -> Self {
+        Self {
+            inner,
+            cleanup: Some(Box::new(cleanup)),
+        }
+    }
+
+    /// The wrapped store.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S> Drop for WithCleanup<S> {
+    fn drop(&mut self) {
+        if let Some(cleanup) = self.cleanup.take() {
+            cleanup();
+        }
+    }
+}
+
+#[async_trait]
+impl<S: Store> Store for WithCleanup<S> {
+    async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
+        self.inner.load(id).await
+    }
+    async fn create(&self, record: &Record) -> Result<Created, StoreError> {
+        self.inner.create(record).await
+    }
+    async fn save(&self, record: &Record, expected_version: u64) -> Result<Saved, StoreError> {
+        self.inner.save(record, expected_version).await
+    }
+    async fn touch(
+        &self,
+        id: &RecordId,
+        owner: Option<&str>,
+        expires_at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.inner.touch(id, owner, expires_at).await
+    }
+    async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
+        self.inner.delete(id).await
+    }
+    async fn delete_expired(&self) -> Result<u64, StoreError> {
+        self.inner.delete_expired().await
+    }
+    async fn ids_of_owner(&self, owner: &str) -> Result<Vec<RecordId>, StoreError> {
+        self.inner.ids_of_owner(owner).await
+    }
+    async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError> {
+        self.inner.delete_owner(owner).await
+    }
+}
+
+#[derive(Debug, Default)]
+struct ProxyState {
+    /// Bytes stop flowing while set (connections stay open).
+    stalled: std::sync::atomic::AtomicBool,
+    /// Bumped by `cut`: connections of an older generation close.
+    generation: AtomicU64,
+    /// New connections are refused while set.
+    refusing: std::sync::atomic::AtomicBool,
+}
+
+/// A loopback TCP proxy in front of a real server that can stall (bytes stop
+/// flowing, connections stay open: a hung server) or cut (every connection
+/// closes, new ones are refused: a server gone) and be restored.
+///
+/// ```no_run
+/// # async fn run() -> std::io::Result<()> {
+/// use session_core::testing::FaultProxy;
+///
+/// let proxy = FaultProxy::start("127.0.0.1:6379".parse().unwrap()).await?;
+/// let url = format!("redis://{}", proxy.addr());
+/// // ... connect the store to `url` ...
+/// proxy.stall();
+/// proxy.restore();
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct FaultProxy {
+    addr: std::net::SocketAddr,
+    state: Arc<ProxyState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// Listens on a free loopback port and forwards to `upstream`.
+    ///
+    /// # Errors
+    /// When no loopback port can be bound.
+    pub async fn start(upstream: std::net::SocketAddr) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(ProxyState::default());
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if shared.refusing.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let state = shared.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let generation = state.generation.load(Ordering::SeqCst);
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    let up = pump(cr, sw, state.clone(), generation);
+                    let down = pump(sr, cw, state, generation);
+                    tokio::select! {
+                        _ = up => {}
+                        _ = down => {}
+                    }
+                });
+            }
+        });
+        Ok(Self { addr, state, task })
+    }
+
+    /// The address to connect to instead of the server's.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Stops the bytes in both directions; connections stay open.
+    pub fn stall(&self) {
+        self.state.stalled.store(true, Ordering::SeqCst);
+    }
+
+    /// Closes every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.state.refusing.store(true, Ordering::SeqCst);
+        self.state.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Back to forwarding normally.
+    pub fn restore(&self) {
+        self.state.stalled.store(false, Ordering::SeqCst);
+        self.state.refusing.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.task.abort();
+    }
+}
+
+/// Copies bytes from `from` to `to` until either side closes, the proxy is
+/// cut, or forever while stalled.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    state: Arc<ProxyState>,
+    generation: u64,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    let alive = |s: &ProxyState| s.generation.load(Ordering::SeqCst) == generation;
+    loop {
+        while state.stalled.load(Ordering::SeqCst) && alive(&state) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if !alive(&state) {
+            return;
+        }
+        let n = tokio::select! {
+            read = from.read(&mut buf) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+            _ = async {
+                while alive(&state) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            } => return,
+        };
+        while state.stalled.load(Ordering::SeqCst) && alive(&state) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if !alive(&state) || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }

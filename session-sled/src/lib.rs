@@ -10,9 +10,9 @@
 //! let store = SledStore::builder("/var/lib/myapp/sessions")
 //!     .flush(FlushPolicy::EveryWrite)
 //!     .open()?;
-//! // Removes expired records every minute until the handle is dropped.
-//! let _sweeper = store.spawn_sweeper(Duration::from_secs(60));
 //! let manager = Manager::new(store, Config::default());
+//! // Removes expired records every minute until the handle is dropped.
+//! let _sweeper = session_core::Sweeper::spawn(manager.store().clone(), Duration::from_secs(60));
 //! # let _ = manager; Ok(()) }
 //! ```
 //!
@@ -402,64 +402,6 @@ impl SledStore {
         }
         Ok(removed)
     }
-
-    /// Spawns a task that removes expired records every `interval`, in
-    /// batches, until the returned handle is stopped or dropped. Requests never
-    /// wait for it: `load` ignores expired records on its own.
-    pub fn spawn_sweeper(&self, interval: Duration) -> Sweeper {
-        let store = self.clone();
-        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = &mut stopped => break,
-                    _ = tick.tick() => {
-                        loop {
-                            match store.sweep(1_000).await {
-                                Ok(n) if n >= 1_000 => tokio::task::yield_now().await,
-                                Ok(_) => break,
-                                Err(e) => {
-                                    tracing::error!(error = %e, "session sweep failed; retrying at the next interval");
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        });
-        Sweeper {
-            stop: Some(stop),
-            task,
-        }
-    }
-}
-
-/// The handle of a sweeper task; dropping it stops the task.
-#[derive(Debug)]
-pub struct Sweeper {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Sweeper {
-    /// Stops the sweeper and waits for its current batch to finish.
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = (&mut self.task).await;
-    }
-}
-
-impl Drop for Sweeper {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
 }
 
 #[async_trait]
@@ -553,6 +495,8 @@ impl Store for SledStore {
             if n < 1_000 {
                 return Ok(total);
             }
+            // Let requests run between batches.
+            tokio::task::yield_now().await;
         }
     }
 
@@ -631,7 +575,7 @@ mod tests {
             .unwrap();
         assert_eq!(s.load(&r.id).await.unwrap(), None);
         assert!(s.ids_of_owner("alice").await.unwrap().is_empty());
-        // The id can be used again, and the sweeper clears the debris.
+        // The id can be used again.
         let mut fresh = record(time::Duration::hours(1), None);
         fresh.id = r.id;
         assert_eq!(s.create(&fresh).await.unwrap(), Created::Created);
@@ -661,7 +605,8 @@ mod tests {
             .unwrap());
         assert_eq!(s.len(), 52);
 
-        let sweeper = s.spawn_sweeper(Duration::from_millis(50));
+        let sweeper =
+            session_core::Sweeper::spawn(std::sync::Arc::new(s.clone()), Duration::from_millis(50));
         tokio::time::sleep(Duration::from_millis(600)).await;
         sweeper.stop().await;
 
@@ -678,7 +623,8 @@ mod tests {
     #[tokio::test]
     async fn a_stopped_sweeper_sweeps_no_more() {
         let s = store();
-        let sweeper = s.spawn_sweeper(Duration::from_millis(20));
+        let sweeper =
+            session_core::Sweeper::spawn(std::sync::Arc::new(s.clone()), Duration::from_millis(20));
         sweeper.stop().await;
         s.create(&record(time::Duration::milliseconds(50), None))
             .await

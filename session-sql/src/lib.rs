@@ -1,5 +1,386 @@
-//! SQL session store for session-core: PostgreSQL, MySQL/MariaDB and SQLite through sqlx.
+//! SQL session stores for [`session_core`] through [sqlx]: PostgreSQL
+//! ([`PostgresStore`], feature `postgres`), MySQL and MariaDB
+//! ([`MySqlStore`], feature `mysql`) and SQLite ([`SqliteStore`], feature
+//! `sqlite`).
 //!
-//! **Not implemented yet.** This crate is a member of the workspace so that its
-//! place in the layout is fixed; it exports nothing until its issue lands. See
-//! the workspace `README.md` for the crates that work today.
+//! ```no_run
+//! # #[cfg(feature = "postgres")]
+//! # async fn run() -> Result<(), session_sql::SqlStoreError> {
+//! use std::time::Duration;
+//! use session_core::{Config, Manager, Sweeper};
+//! use session_sql::{PostgresStore, Table};
+//!
+//! let store = PostgresStore::connect("postgres://app@localhost/app")
+//!     .await?
+//!     .with_table(Table::new("sessions")?.with_schema("auth")?);
+//! store.migrate().await?; // creates the table and its indexes if needed
+//! let manager = Manager::new(store, Config::default());
+//! // Deletes expired rows in batches every minute, until dropped.
+//! let _sweeper = Sweeper::spawn(manager.store().clone(), Duration::from_secs(60));
+//! # Ok(()) }
+//! ```
+//!
+//! # The table
+//!
+//! | column | holds |
+//! |---|---|
+//! | `id` | the record id (32 bytes, primary key) |
+//! | `data` | the encoded [`Record`] |
+//! | `version` | the compare-and-set version |
+//! | `expires_at` | the deadline, milliseconds since the epoch (indexed) |
+//! | `owner` | the owner, or NULL (indexed) |
+//!
+//! [`Store::migrate`](PostgresStore::migrate) applies the migrations shipped
+//! with this crate (recorded in `<table>_migrations`), so several app
+//! instances can run it at start-up.
+//!
+//! # Queries
+//!
+//! One statement each: `load` selects the row unless expired; `create`
+//! inserts (an expired row with the same id is removed first, only on a
+//! conflict); `save` is one `UPDATE ... WHERE version = ?`; `touch` updates
+//! `expires_at` only; the owner index is the `owner` column. Expired rows are
+//! never returned; [`Sweeper`](session_core::Sweeper) deletes them in batches
+//! of [`SWEEP_BATCH`].
+//!
+//! [sqlx]: https://docs.rs/sqlx/0.8
+
+use std::fmt;
+
+use session_core::{Record, RecordId, StoreError, StoreErrorKind};
+use time::OffsetDateTime;
+
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+#[macro_use]
+mod store;
+
+#[cfg(feature = "mysql")]
+mod mysql;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+#[cfg(feature = "mysql")]
+pub use mysql::MySqlStore;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
+
+/// How many expired rows one sweep statement deletes.
+pub const SWEEP_BATCH: i64 = 1_000;
+
+/// A failure of a SQL store, converted into [`StoreError`] for the manager.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SqlStoreError {
+    /// A table or schema name that is not a plain SQL identifier.
+    #[error("invalid SQL identifier {0:?}: use letters, digits and _, starting with a letter or _, at most 63 characters")]
+    Identifier(String),
+    /// The database could not be reached.
+    #[error("cannot connect to the database")]
+    Connect(#[source] sqlx::Error),
+    /// A query failed.
+    #[error("session query for {op} failed")]
+    Query {
+        /// The store operation.
+        op: &'static str,
+        /// What sqlx reported.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A migration failed.
+    #[error("session table migration {version} failed")]
+    Migrate {
+        /// The migration that failed.
+        version: i64,
+        /// What sqlx reported.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A value does not fit the table (a version past `i64::MAX`).
+    #[error("{0}")]
+    OutOfRange(&'static str),
+}
+
+impl From<SqlStoreError> for StoreError {
+    fn from(e: SqlStoreError) -> Self {
+        let kind = match &e {
+            SqlStoreError::Connect(_) => StoreErrorKind::Unavailable,
+            SqlStoreError::Query { source, .. } | SqlStoreError::Migrate { source, .. } => {
+                match source {
+                    sqlx::Error::Io(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+                    | sqlx::Error::Tls(_) => StoreErrorKind::Unavailable,
+                    sqlx::Error::Decode(_) | sqlx::Error::ColumnDecode { .. } => {
+                        StoreErrorKind::Corrupted
+                    }
+                    sqlx::Error::Database(_) => StoreErrorKind::Rejected,
+                    _ => StoreErrorKind::Other,
+                }
+            }
+            SqlStoreError::Identifier(_) | SqlStoreError::OutOfRange(_) => StoreErrorKind::Rejected,
+        };
+        StoreError::new(kind, e)
+    }
+}
+
+/// The table that holds the sessions: a name and, on PostgreSQL, a schema.
+///
+/// ```
+/// use session_sql::Table;
+///
+/// let t = Table::new("sessions").unwrap().with_schema("auth").unwrap();
+/// assert_eq!(t.name(), "sessions");
+/// assert!(Table::new("sessions; DROP TABLE users").is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    name: String,
+    schema: Option<String>,
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Self {
+            name: "sessions".into(),
+            schema: None,
+        }
+    }
+}
+
+fn identifier(s: &str) -> Result<String, SqlStoreError> {
+    let mut chars = s.chars();
+    let ok = s.len() <= 63
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(SqlStoreError::Identifier(s.to_owned()))
+    }
+}
+
+impl Table {
+    /// A table name (default `sessions`).
+    ///
+    /// # Errors
+    /// [`SqlStoreError::Identifier`] unless it is a plain SQL identifier.
+    pub fn new(name: &str) -> Result<Self, SqlStoreError> {
+        Ok(Self {
+            name: identifier(name)?,
+            schema: None,
+        })
+    }
+
+    /// The schema (PostgreSQL only; created by `migrate` if missing).
+    ///
+    /// # Errors
+    /// [`SqlStoreError::Identifier`] unless it is a plain SQL identifier.
+    pub fn with_schema(mut self, schema: &str) -> Result<Self, SqlStoreError> {
+        self.schema = Some(identifier(schema)?);
+        Ok(self)
+    }
+
+    /// The table's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The schema, if any.
+    pub fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
+    }
+}
+
+/// How one database spells the statements.
+#[derive(Debug)]
+pub(crate) struct Dialect {
+    /// `$1, $2...` instead of `?`.
+    pub(crate) numbered: bool,
+    /// Identifier quotes.
+    pub(crate) quote: char,
+    /// The migrations, in order: (version, statements). `{t}` is the quoted
+    /// table, `{n}` its bare name (for index names), `{s}` the schema.
+    pub(crate) migrations: &'static [(i64, &'static [&'static str])],
+    /// Deletes up to `?2` rows expired at `?1`.
+    pub(crate) sweep: &'static str,
+    /// Creates the migrations table `{m}`.
+    pub(crate) migrations_table: &'static str,
+}
+
+/// Every statement, with the table filled in and placeholders in the
+/// database's style.
+#[derive(Debug)]
+pub(crate) struct Queries {
+    pub(crate) load: String,
+    pub(crate) insert: String,
+    pub(crate) delete_expired_id: String,
+    pub(crate) save: String,
+    pub(crate) live_version: String,
+    pub(crate) touch: String,
+    pub(crate) delete: String,
+    pub(crate) sweep: String,
+    pub(crate) list_owner: String,
+    pub(crate) delete_owner: String,
+    pub(crate) create_schema: Option<String>,
+    pub(crate) migrations_table: String,
+    pub(crate) applied: String,
+    pub(crate) record_migration: String,
+    pub(crate) migrations: Vec<(i64, Vec<String>)>,
+}
+
+impl Queries {
+    pub(crate) fn new(dialect: &Dialect, table: &Table) -> Self {
+        let q = dialect.quote;
+        let quoted = |name: &str| match &table.schema {
+            Some(s) => format!("{q}{s}{q}.{q}{name}{q}"),
+            None => format!("{q}{name}{q}"),
+        };
+        let t = quoted(&table.name);
+        let m = quoted(&format!("{}_migrations", table.name));
+        let fill = |sql: &str| -> String {
+            let sql = sql
+                .replace("{t}", &t)
+                .replace("{m}", &m)
+                .replace("{n}", &table.name)
+                .replace("{s}", table.schema.as_deref().unwrap_or(""));
+            if !dialect.numbered {
+                return sql;
+            }
+            let mut out = String::with_capacity(sql.len() + 8);
+            let mut n = 0;
+            for c in sql.chars() {
+                if c == '?' {
+                    n += 1;
+                    out.push('$');
+                    out.push_str(&n.to_string());
+                } else {
+                    out.push(c);
+                }
+            }
+            out
+        };
+        Self {
+            load: fill("SELECT data, expires_at FROM {t} WHERE id = ? AND expires_at > ?"),
+            insert: fill(
+                "INSERT INTO {t} (id, data, version, expires_at, owner) VALUES (?, ?, ?, ?, ?)",
+            ),
+            delete_expired_id: fill("DELETE FROM {t} WHERE id = ? AND expires_at <= ?"),
+            save: fill(
+                "UPDATE {t} SET data = ?, version = ?, expires_at = ?, owner = ? \
+                 WHERE id = ? AND version = ? AND expires_at > ?",
+            ),
+            live_version: fill("SELECT version FROM {t} WHERE id = ? AND expires_at > ?"),
+            touch: fill("UPDATE {t} SET expires_at = ? WHERE id = ? AND expires_at > ?"),
+            delete: fill("DELETE FROM {t} WHERE id = ?"),
+            sweep: fill(dialect.sweep),
+            list_owner: fill("SELECT id FROM {t} WHERE owner = ? AND expires_at > ?"),
+            delete_owner: fill("DELETE FROM {t} WHERE owner = ? AND expires_at > ?"),
+            create_schema: table
+                .schema
+                .as_ref()
+                .map(|s| format!("CREATE SCHEMA IF NOT EXISTS {q}{s}{q}")),
+            migrations_table: fill(dialect.migrations_table),
+            applied: fill("SELECT version FROM {m}"),
+            record_migration: fill("INSERT INTO {m} (version) VALUES (?)"),
+            migrations: dialect
+                .migrations
+                .iter()
+                .map(|(v, stmts)| (*v, stmts.iter().map(|s| fill(s)).collect()))
+                .collect(),
+        }
+    }
+}
+
+pub(crate) fn millis(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn now_ms() -> i64 {
+    millis(OffsetDateTime::now_utc())
+}
+
+pub(crate) fn version(v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| SqlStoreError::OutOfRange("session version past i64::MAX").into())
+}
+
+pub(crate) fn query_error(op: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+    move |source| SqlStoreError::Query { op, source }.into()
+}
+
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.kind() == sqlx::error::ErrorKind::UniqueViolation)
+}
+
+/// Decodes a row's `data` and `expires_at`; `None` (logged) for anything that
+/// is not a record of `id`.
+pub(crate) fn decode(id: &RecordId, data: &[u8], expires_ms: i64) -> Option<Record> {
+    let corrupted = |why: &dyn fmt::Display| {
+        tracing::warn!(id = %id.short(), %why, "undecodable session row; treating it as no session");
+        None
+    };
+    let mut record = match Record::from_bytes(data) {
+        Ok(r) => r,
+        Err(e) => return corrupted(&e),
+    };
+    if record.id != *id {
+        return corrupted(&"record id does not match its row");
+    }
+    match OffsetDateTime::from_unix_timestamp_nanos(i128::from(expires_ms) * 1_000_000) {
+        Ok(t) => record.expires_at = t,
+        Err(_) => return corrupted(&"deadline out of range"),
+    }
+    Some(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_checked() {
+        assert!(Table::new("sessions").is_ok());
+        assert!(Table::new("_s2").is_ok());
+        for bad in ["", "1abc", "a-b", "a b", "a;b", "a\"b", &"x".repeat(64)] {
+            assert!(Table::new(bad).is_err(), "{bad:?}");
+        }
+        assert!(Table::default().with_schema("bad name").is_err());
+    }
+
+    #[test]
+    fn placeholders_follow_the_dialect() {
+        let d = Dialect {
+            numbered: true,
+            quote: '"',
+            migrations: &[(1, &["CREATE TABLE {t} (x INT)"])],
+            sweep: "DELETE FROM {t} WHERE expires_at <= ? LIMIT ?",
+            migrations_table: "CREATE TABLE IF NOT EXISTS {m} (version BIGINT PRIMARY KEY)",
+        };
+        let t = Table::new("s").unwrap().with_schema("a").unwrap();
+        let q = Queries::new(&d, &t);
+        assert_eq!(
+            q.load,
+            "SELECT data, expires_at FROM \"a\".\"s\" WHERE id = $1 AND expires_at > $2"
+        );
+        assert_eq!(
+            q.sweep,
+            "DELETE FROM \"a\".\"s\" WHERE expires_at <= $1 LIMIT $2"
+        );
+        assert_eq!(q.applied, "SELECT version FROM \"a\".\"s_migrations\"");
+        assert_eq!(
+            q.migrations,
+            vec![(1, vec!["CREATE TABLE \"a\".\"s\" (x INT)".to_owned()])]
+        );
+        assert_eq!(
+            q.create_schema.as_deref(),
+            Some("CREATE SCHEMA IF NOT EXISTS \"a\"")
+        );
+    }
+}

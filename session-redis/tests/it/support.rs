@@ -4,10 +4,8 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use session_core::{Created, Record, RecordId, Saved, Store, StoreError};
+use session_core::testing::WithCleanup;
 use session_redis::RedisStore;
-use time::OffsetDateTime;
 
 /// Whether a missing server fails the run instead of skipping.
 pub(crate) fn servers_required() -> bool {
@@ -32,37 +30,32 @@ pub(crate) fn unique_prefix() -> String {
 }
 
 /// A store under a unique prefix whose keys are deleted when it is dropped.
-#[derive(Debug)]
-pub(crate) struct Scoped {
-    store: RedisStore,
-    cleanup: Option<String>,
-}
+pub(crate) type Scoped = WithCleanup<RedisStore>;
 
-impl Drop for Scoped {
-    fn drop(&mut self) {
-        let Some(url) = self.cleanup.take() else {
-            return;
-        };
-        let pattern = format!("{}*", self.store.prefix());
-        let _ = std::thread::spawn(move || -> redis::RedisResult<()> {
-            let mut conn = redis::Client::open(url.as_str())?.get_connection()?;
-            let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query(&mut conn)?;
-            for chunk in keys.chunks(500) {
-                redis::cmd("DEL").arg(chunk).query::<()>(&mut conn)?;
-            }
-            Ok(())
-        })
-        .join();
-    }
+/// Deletes every key under `prefix`, from a thread of its own (drop may run
+/// inside the async runtime).
+fn delete_prefix(url: String, prefix: String) {
+    let _ = std::thread::spawn(move || -> redis::RedisResult<()> {
+        let mut conn = redis::Client::open(url.as_str())?.get_connection()?;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query(&mut conn)?;
+        for chunk in keys.chunks(500) {
+            redis::cmd("DEL").arg(chunk).query::<()>(&mut conn)?;
+        }
+        Ok(())
+    })
+    .join();
 }
 
 pub(crate) async fn standalone() -> Option<Scoped> {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     match tokio::time::timeout(Duration::from_secs(5), RedisStore::connect(&url)).await {
-        Ok(Ok(store)) => Some(Scoped {
-            store: store.with_prefix(unique_prefix()),
-            cleanup: Some(url),
-        }),
+        Ok(Ok(store)) => {
+            let prefix = unique_prefix();
+            let store = store.with_prefix(prefix.clone());
+            Some(WithCleanup::new(store, move || delete_prefix(url, prefix)))
+        }
         Ok(Err(e)) => {
             missing(&format!("Redis at {url} (REDIS_URL)"), &e.to_string());
             None
@@ -87,11 +80,8 @@ pub(crate) async fn cluster() -> Option<Scoped> {
     };
     let nodes: Vec<String> = urls.split(',').map(|s| s.trim().to_owned()).collect();
     match tokio::time::timeout(Duration::from_secs(10), RedisStore::connect_cluster(nodes)).await {
-        Ok(Ok(store)) => Some(Scoped {
-            store: store.with_prefix(unique_prefix()),
-            // The cluster is a throwaway one; its keys also expire by themselves.
-            cleanup: None,
-        }),
+        // The cluster is a throwaway one; its keys also expire by themselves.
+        Ok(Ok(store)) => Some(WithCleanup::new(store.with_prefix(unique_prefix()), || {})),
         Ok(Err(e)) => {
             missing(&format!("the Redis Cluster at {urls}"), &e.to_string());
             None
@@ -103,39 +93,6 @@ pub(crate) async fn cluster() -> Option<Scoped> {
             );
             None
         }
-    }
-}
-
-#[async_trait]
-impl Store for Scoped {
-    async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
-        self.store.load(id).await
-    }
-    async fn create(&self, record: &Record) -> Result<Created, StoreError> {
-        self.store.create(record).await
-    }
-    async fn save(&self, record: &Record, expected: u64) -> Result<Saved, StoreError> {
-        self.store.save(record, expected).await
-    }
-    async fn touch(
-        &self,
-        id: &RecordId,
-        owner: Option<&str>,
-        expires_at: OffsetDateTime,
-    ) -> Result<bool, StoreError> {
-        self.store.touch(id, owner, expires_at).await
-    }
-    async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
-        self.store.delete(id).await
-    }
-    async fn delete_expired(&self) -> Result<u64, StoreError> {
-        self.store.delete_expired().await
-    }
-    async fn ids_of_owner(&self, owner: &str) -> Result<Vec<RecordId>, StoreError> {
-        self.store.ids_of_owner(owner).await
-    }
-    async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError> {
-        self.store.delete_owner(owner).await
     }
 }
 

@@ -1,0 +1,108 @@
+//! A background task that removes expired records, for stores without
+//! native expiry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::store::Store;
+
+/// The handle of a sweeper task: it calls [`Store::delete_expired`] every
+/// interval until stopped or dropped. Requests never wait for it (stores never
+/// return expired records anyway); it only keeps the storage from filling with
+/// dead sessions.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use session_core::{Manager, Sweeper};
+///
+/// # async fn run(manager: Manager) {
+/// let sweeper = Sweeper::spawn(manager.store().clone(), Duration::from_secs(60));
+/// // ... serve ...
+/// sweeper.stop().await;
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Sweeper {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sweeper {
+    /// Spawns the task on the current tokio runtime. The first sweep runs at
+    /// once, then one every `interval`; a failed sweep is logged and retried
+    /// at the next interval.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime, like `tokio::spawn`.
+    pub fn spawn(store: Arc<dyn Store>, interval: Duration) -> Self {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval.max(Duration::from_millis(1)));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    _ = tick.tick() => match store.delete_expired().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::debug!(removed = n, "swept expired sessions"),
+                        Err(e) => tracing::error!(error = %e, "session sweep failed; retrying at the next interval"),
+                    },
+                }
+            }
+        });
+        Self {
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Stops the task and waits for a sweep in progress to finish.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for Sweeper {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestStore;
+    use crate::{Id, Record};
+    use time::OffsetDateTime;
+
+    #[tokio::test]
+    async fn sweeps_at_each_interval_until_stopped() {
+        let store = TestStore::default();
+        let now = OffsetDateTime::now_utc();
+        for _ in 0..3 {
+            let r = Record::new(
+                Id::generate().unwrap().record_id(),
+                now,
+                now - time::Duration::seconds(1),
+            );
+            store.put_raw(r);
+        }
+        let sweeper = Sweeper::spawn(Arc::new(store.clone()), Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(store.is_empty(), "expired records were swept");
+        sweeper.stop().await;
+        let r = Record::new(
+            Id::generate().unwrap().record_id(),
+            now,
+            now - time::Duration::seconds(1),
+        );
+        store.put_raw(r);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(store.len(), 1, "a stopped sweeper sweeps no more");
+    }
+}

@@ -1,0 +1,59 @@
+//! MySQL and MariaDB.
+
+use std::time::Duration;
+
+use sqlx::mysql::MySqlPoolOptions;
+
+use crate::{Dialect, SqlStoreError};
+
+pub(crate) static MYSQL: Dialect = Dialect {
+    numbered: false,
+    quote: '`',
+    migrations: &[(
+        1,
+        // A binary collation: owners compare byte for byte, never
+        // case-insensitively.
+        &["CREATE TABLE IF NOT EXISTS {t} (
+                id BINARY(32) NOT NULL PRIMARY KEY,
+                data LONGBLOB NOT NULL,
+                version BIGINT NOT NULL,
+                expires_at BIGINT NOT NULL,
+                owner VARCHAR(512) NULL,
+                INDEX {n}_expires_at (expires_at),
+                INDEX {n}_owner (owner)
+            ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin"],
+    )],
+    sweep: "DELETE FROM {t} WHERE expires_at <= ? LIMIT ?",
+    migrations_table:
+        "CREATE TABLE IF NOT EXISTS {m} (version BIGINT NOT NULL PRIMARY KEY) ENGINE = InnoDB",
+};
+
+sql_store!(
+    /// Sessions in a MySQL or MariaDB table.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), session_sql::SqlStoreError> {
+    /// let store = session_sql::MySqlStore::connect("mysql://root@127.0.0.1/test").await?;
+    /// store.migrate().await?;
+    /// # Ok(()) }
+    /// ```
+    MySqlStore,
+    sqlx::MySql,
+    MYSQL
+);
+
+impl MySqlStore {
+    /// Connects a pool (10 connections, 5 s to acquire one) to `url`.
+    ///
+    /// # Errors
+    /// [`SqlStoreError::Connect`] when the database does not answer.
+    pub async fn connect(url: &str) -> Result<Self, SqlStoreError> {
+        let pool = MySqlPoolOptions::new()
+            .max_connections(10)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(SqlStoreError::Connect)?;
+        Ok(Self::from_pool(pool))
+    }
+}

@@ -1,0 +1,58 @@
+//! PostgreSQL.
+
+use std::time::Duration;
+
+use sqlx::postgres::PgPoolOptions;
+
+use crate::{Dialect, SqlStoreError};
+
+pub(crate) static POSTGRES: Dialect = Dialect {
+    numbered: true,
+    quote: '"',
+    migrations: &[(
+        1,
+        &[
+            "CREATE TABLE IF NOT EXISTS {t} (
+                id BYTEA PRIMARY KEY,
+                data BYTEA NOT NULL,
+                version BIGINT NOT NULL,
+                expires_at BIGINT NOT NULL,
+                owner TEXT
+            )",
+            "CREATE INDEX IF NOT EXISTS {n}_expires_at ON {t} (expires_at)",
+            "CREATE INDEX IF NOT EXISTS {n}_owner ON {t} (owner) WHERE owner IS NOT NULL",
+        ],
+    )],
+    sweep: "DELETE FROM {t} WHERE id IN (SELECT id FROM {t} WHERE expires_at <= ? LIMIT ?)",
+    migrations_table: "CREATE TABLE IF NOT EXISTS {m} (version BIGINT PRIMARY KEY)",
+};
+
+sql_store!(
+    /// Sessions in a PostgreSQL table.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), session_sql::SqlStoreError> {
+    /// let store = session_sql::PostgresStore::connect("postgres://postgres@127.0.0.1/test").await?;
+    /// store.migrate().await?;
+    /// # Ok(()) }
+    /// ```
+    PostgresStore,
+    sqlx::Postgres,
+    POSTGRES
+);
+
+impl PostgresStore {
+    /// Connects a pool (10 connections, 5 s to acquire one) to `url`.
+    ///
+    /// # Errors
+    /// [`SqlStoreError::Connect`] when the database does not answer.
+    pub async fn connect(url: &str) -> Result<Self, SqlStoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(SqlStoreError::Connect)?;
+        Ok(Self::from_pool(pool))
+    }
+}

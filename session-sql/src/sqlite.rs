@@ -1,0 +1,78 @@
+//! SQLite.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+
+use crate::{Dialect, SqlStoreError};
+
+pub(crate) static SQLITE: Dialect = Dialect {
+    numbered: false,
+    quote: '"',
+    migrations: &[(
+        1,
+        &[
+            "CREATE TABLE IF NOT EXISTS {t} (
+                id BLOB NOT NULL PRIMARY KEY,
+                data BLOB NOT NULL,
+                version INTEGER NOT NULL,
+                expires_at INTEGER NOT NULL,
+                owner TEXT
+            )",
+            "CREATE INDEX IF NOT EXISTS {n}_expires_at ON {t} (expires_at)",
+            "CREATE INDEX IF NOT EXISTS {n}_owner ON {t} (owner) WHERE owner IS NOT NULL",
+        ],
+    )],
+    sweep: "DELETE FROM {t} WHERE id IN (SELECT id FROM {t} WHERE expires_at <= ? LIMIT ?)",
+    migrations_table: "CREATE TABLE IF NOT EXISTS {m} (version INTEGER NOT NULL PRIMARY KEY)",
+};
+
+sql_store!(
+    /// Sessions in a SQLite database: a file, or memory.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), session_sql::SqlStoreError> {
+    /// let store = session_sql::SqliteStore::connect("sqlite:sessions.db").await?;
+    /// store.migrate().await?;
+    /// # Ok(()) }
+    /// ```
+    SqliteStore,
+    sqlx::Sqlite,
+    SQLITE
+);
+
+impl SqliteStore {
+    /// Opens `url` (`sqlite:path/to/file.db`, created if missing, or
+    /// `sqlite::memory:`). Files use write-ahead logging and wait up to 5 s
+    /// for a lock; an in-memory database lives in one connection, which the
+    /// pool keeps open.
+    ///
+    /// # Errors
+    /// [`SqlStoreError::Connect`] for a bad URL or a file that cannot be
+    /// opened.
+    pub async fn connect(url: &str) -> Result<Self, SqlStoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(SqlStoreError::Connect)?
+            .create_if_missing(true)
+            .busy_timeout(Duration::from_secs(5));
+        let memory = url.contains(":memory:") || url.contains("mode=memory");
+        let pool = if memory {
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(options)
+                .await
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(options.journal_mode(SqliteJournalMode::Wal))
+                .await
+        }
+        .map_err(SqlStoreError::Connect)?;
+        Ok(Self::from_pool(pool))
+    }
+}

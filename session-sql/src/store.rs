@@ -1,0 +1,294 @@
+//! The store, written once for every database: each backend's module
+//! instantiates it with its pool type and dialect.
+
+/// Defines a store type over one sqlx database.
+macro_rules! sql_store {
+    ($(#[$doc:meta])* $name:ident, $db:ty, $dialect:expr) => {
+        $(#[$doc])*
+        #[derive(Clone)]
+        pub struct $name {
+            pool: sqlx::Pool<$db>,
+            table: $crate::Table,
+            queries: std::sync::Arc<$crate::Queries>,
+        }
+
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($name))
+                    .field("table", &self.table)
+                    .field("connections", &self.pool.size())
+                    .finish()
+            }
+        }
+
+        impl $name {
+            /// A store over an existing pool, using the default table
+            /// (`sessions`).
+            pub fn from_pool(pool: sqlx::Pool<$db>) -> Self {
+                let table = $crate::Table::default();
+                let queries = std::sync::Arc::new($crate::Queries::new(&$dialect, &table));
+                Self { pool, table, queries }
+            }
+
+            /// Uses another table (and, on PostgreSQL, schema).
+            pub fn with_table(mut self, table: $crate::Table) -> Self {
+                self.queries = std::sync::Arc::new($crate::Queries::new(&$dialect, &table));
+                self.table = table;
+                self
+            }
+
+            /// The table.
+            pub fn table(&self) -> &$crate::Table {
+                &self.table
+            }
+
+            /// The connection pool.
+            pub fn pool(&self) -> &sqlx::Pool<$db> {
+                &self.pool
+            }
+
+            /// Creates the table and its indexes, applying the migrations
+            /// shipped with this crate that the database has not seen yet.
+            /// Safe to run from several instances at once.
+            ///
+            /// # Errors
+            /// [`SqlStoreError::Migrate`]($crate::SqlStoreError::Migrate)
+            /// naming the migration that failed.
+            pub async fn migrate(&self) -> Result<(), $crate::SqlStoreError> {
+                use sqlx::Row as _;
+                let q = &self.queries;
+                let fail = |version| move |source| $crate::SqlStoreError::Migrate { version, source };
+                if let Some(schema) = &q.create_schema {
+                    sqlx::query(schema).execute(&self.pool).await.map_err(fail(0))?;
+                }
+                sqlx::query(&q.migrations_table)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(fail(0))?;
+                let applied: Vec<i64> = sqlx::query(&q.applied)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(fail(0))?
+                    .iter()
+                    .map(|row| row.try_get::<i64, _>(0))
+                    .collect::<Result<_, _>>()
+                    .map_err(fail(0))?;
+                for (version, statements) in &q.migrations {
+                    if applied.contains(version) {
+                        continue;
+                    }
+                    for statement in statements {
+                        sqlx::query(statement)
+                            .execute(&self.pool)
+                            .await
+                            .map_err(fail(*version))?;
+                    }
+                    match sqlx::query(&q.record_migration)
+                        .bind(*version)
+                        .execute(&self.pool)
+                        .await
+                    {
+                        // Another instance recorded it first.
+                        Err(e) if $crate::is_unique_violation(&e) => {}
+                        other => {
+                            other.map_err(fail(*version))?;
+                        }
+                    }
+                    tracing::info!(version, table = %self.table.name(), "applied session table migration");
+                }
+                Ok(())
+            }
+
+            async fn insert(
+                &self,
+                record: &session_core::Record,
+                data: &[u8],
+            ) -> Result<sqlx::Result<<$db as sqlx::Database>::QueryResult>, session_core::StoreError> {
+                Ok(sqlx::query(&self.queries.insert)
+                    .bind(&record.id.as_bytes()[..])
+                    .bind(data)
+                    .bind($crate::version(record.version)?)
+                    .bind($crate::millis(record.expires_at))
+                    .bind(record.owner.as_deref())
+                    .execute(&self.pool)
+                    .await)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl session_core::Store for $name {
+            async fn load(
+                &self,
+                id: &session_core::RecordId,
+            ) -> Result<Option<session_core::Record>, session_core::StoreError> {
+                use sqlx::Row as _;
+                let row = sqlx::query(&self.queries.load)
+                    .bind(&id.as_bytes()[..])
+                    .bind($crate::now_ms())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::query_error("load"))?;
+                let Some(row) = row else { return Ok(None) };
+                let data: Vec<u8> = row.try_get(0).map_err($crate::query_error("load"))?;
+                let expires: i64 = row.try_get(1).map_err($crate::query_error("load"))?;
+                Ok($crate::decode(id, &data, expires))
+            }
+
+            async fn create(
+                &self,
+                record: &session_core::Record,
+            ) -> Result<session_core::Created, session_core::StoreError> {
+                let data = record
+                    .to_bytes()
+                    .map_err(|e| session_core::StoreError::new(session_core::StoreErrorKind::Other, e))?;
+                match self.insert(record, &data).await? {
+                    Ok(_) => return Ok(session_core::Created::Created),
+                    Err(e) if $crate::is_unique_violation(&e) => {}
+                    Err(e) => return Err($crate::query_error("create")(e)),
+                }
+                // The id exists: free it only if its row has expired.
+                let freed = sqlx::query(&self.queries.delete_expired_id)
+                    .bind(&record.id.as_bytes()[..])
+                    .bind($crate::now_ms())
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::query_error("create"))?
+                    .rows_affected();
+                if freed == 0 {
+                    return Ok(session_core::Created::IdTaken);
+                }
+                match self.insert(record, &data).await? {
+                    Ok(_) => Ok(session_core::Created::Created),
+                    Err(e) if $crate::is_unique_violation(&e) => Ok(session_core::Created::IdTaken),
+                    Err(e) => Err($crate::query_error("create")(e)),
+                }
+            }
+
+            async fn save(
+                &self,
+                record: &session_core::Record,
+                expected_version: u64,
+            ) -> Result<session_core::Saved, session_core::StoreError> {
+                let data = record
+                    .to_bytes()
+                    .map_err(|e| session_core::StoreError::new(session_core::StoreErrorKind::Other, e))?;
+                let now = $crate::now_ms();
+                let updated = sqlx::query(&self.queries.save)
+                    .bind(&data[..])
+                    .bind($crate::version(record.version)?)
+                    .bind($crate::millis(record.expires_at))
+                    .bind(record.owner.as_deref())
+                    .bind(&record.id.as_bytes()[..])
+                    .bind($crate::version(expected_version)?)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::query_error("save"))?
+                    .rows_affected();
+                if updated > 0 {
+                    return Ok(session_core::Saved::Saved);
+                }
+                // Not saved: a conflict if the row is live, else missing.
+                let live = sqlx::query(&self.queries.live_version)
+                    .bind(&record.id.as_bytes()[..])
+                    .bind(now)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::query_error("save"))?;
+                Ok(if live.is_some() {
+                    session_core::Saved::Conflict
+                } else {
+                    session_core::Saved::Missing
+                })
+            }
+
+            async fn touch(
+                &self,
+                id: &session_core::RecordId,
+                _owner: Option<&str>,
+                expires_at: time::OffsetDateTime,
+            ) -> Result<bool, session_core::StoreError> {
+                let now = $crate::now_ms();
+                let updated = sqlx::query(&self.queries.touch)
+                    .bind($crate::millis(expires_at))
+                    .bind(&id.as_bytes()[..])
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::query_error("touch"))?
+                    .rows_affected();
+                if updated > 0 {
+                    return Ok(true);
+                }
+                // MySQL counts only changed rows: the same deadline is 0.
+                let live = sqlx::query(&self.queries.live_version)
+                    .bind(&id.as_bytes()[..])
+                    .bind(now)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::query_error("touch"))?;
+                Ok(live.is_some())
+            }
+
+            async fn delete(&self, id: &session_core::RecordId) -> Result<(), session_core::StoreError> {
+                sqlx::query(&self.queries.delete)
+                    .bind(&id.as_bytes()[..])
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::query_error("delete"))?;
+                Ok(())
+            }
+
+            async fn delete_expired(&self) -> Result<u64, session_core::StoreError> {
+                let mut total = 0;
+                loop {
+                    let n = sqlx::query(&self.queries.sweep)
+                        .bind($crate::now_ms())
+                        .bind($crate::SWEEP_BATCH)
+                        .execute(&self.pool)
+                        .await
+                        .map_err($crate::query_error("delete expired"))?
+                        .rows_affected();
+                    total += n;
+                    if n < $crate::SWEEP_BATCH as u64 {
+                        return Ok(total);
+                    }
+                    // Let requests run between batches.
+                    tokio::task::yield_now().await;
+                }
+            }
+
+            async fn ids_of_owner(
+                &self,
+                owner: &str,
+            ) -> Result<Vec<session_core::RecordId>, session_core::StoreError> {
+                use sqlx::Row as _;
+                let rows = sqlx::query(&self.queries.list_owner)
+                    .bind(owner)
+                    .bind($crate::now_ms())
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err($crate::query_error("list owner"))?;
+                let mut ids = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let bytes: Vec<u8> = row.try_get(0).map_err($crate::query_error("list owner"))?;
+                    match <[u8; 32]>::try_from(bytes.as_slice()) {
+                        Ok(b) => ids.push(session_core::RecordId::from_bytes(b)),
+                        Err(_) => tracing::warn!("session row with a malformed id; skipped"),
+                    }
+                }
+                Ok(ids)
+            }
+
+            async fn delete_owner(&self, owner: &str) -> Result<u64, session_core::StoreError> {
+                Ok(sqlx::query(&self.queries.delete_owner)
+                    .bind(owner)
+                    .bind($crate::now_ms())
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::query_error("delete owner"))?
+                    .rows_affected())
+            }
+        }
+    };
+}

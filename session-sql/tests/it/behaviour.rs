@@ -1,0 +1,259 @@
+//! What the conformance suite does not cover: the sweeper, migrations run
+//! twice, undecodable rows, and a database that hangs or goes away.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use session_core::testing::FaultProxy;
+use session_core::{Config, Error, Id, Manager, Record, SetCookie, Store, Sweeper};
+use session_sql::{MySqlStore, PostgresStore, SqliteStore};
+use time::OffsetDateTime;
+
+use crate::support;
+
+fn record(expires_in: time::Duration) -> Record {
+    let now = OffsetDateTime::now_utc();
+    Record::new(
+        Id::generate().expect("random").record_id(),
+        now,
+        now + expires_in,
+    )
+}
+
+/// 2 500 expired rows (more than two sweep batches) and a few live ones: the
+/// sweeper removes exactly the expired ones, and stops when told.
+async fn sweeper_removes_expired_rows_in_batches(store: impl Store + Clone) {
+    let mut live = Vec::new();
+    for _ in 0..5 {
+        let r = record(time::Duration::hours(1));
+        store.create(&r).await.expect("create");
+        live.push(r);
+    }
+    for _ in 0..2_500 {
+        store
+            .create(&record(time::Duration::seconds(-10)))
+            .await
+            .expect("create");
+    }
+    let sweeper = Sweeper::spawn(Arc::new(store.clone()), Duration::from_millis(50));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // The sweeper did the work if nothing is left for a manual sweep.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sweeper.stop().await;
+    loop {
+        let left = store.delete_expired().await.expect("sweep");
+        if left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{left} expired rows were left to the manual sweep"
+        );
+    }
+    for r in &live {
+        assert!(
+            store.load(&r.id).await.expect("load").is_some(),
+            "a live row was swept"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweeper_on_postgres() {
+    if let Some(store) = support::postgres().await {
+        sweeper_removes_expired_rows_in_batches(Arc::new(store)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweeper_on_mysql() {
+    if let Some(store) = support::mysql().await {
+        sweeper_removes_expired_rows_in_batches(Arc::new(store)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweeper_on_sqlite() {
+    sweeper_removes_expired_rows_in_batches(Arc::new(support::sqlite_file().await)).await;
+}
+
+#[tokio::test]
+async fn migrate_is_idempotent() {
+    let store = support::sqlite_memory().await;
+    store.migrate().await.expect("again");
+    store.migrate().await.expect("and again");
+    if let Some(pg) = support::postgres().await {
+        pg.inner().migrate().await.expect("again on postgres");
+    }
+    if let Some(my) = support::mysql().await {
+        my.inner().migrate().await.expect("again on mysql");
+    }
+}
+
+#[tokio::test]
+async fn an_undecodable_row_is_no_session() {
+    let store = support::sqlite_memory().await;
+    let r = record(time::Duration::hours(1));
+    store.create(&r).await.expect("create");
+    sqlx::query("UPDATE sessions SET data = ? WHERE id = ?")
+        .bind(&b"\xc1 not a record"[..])
+        .bind(&r.id.as_bytes()[..])
+        .execute(store.pool())
+        .await
+        .expect("corrupt it");
+    assert_eq!(store.load(&r.id).await.expect("load"), None);
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_a_clear_error() {
+    let started = Instant::now();
+    let err = PostgresStore::connect("postgres://postgres@127.0.0.1:1/test")
+        .await
+        .expect_err("nothing listens on port 1");
+    assert!(err.to_string().contains("connect"), "{err}");
+    let err = MySqlStore::connect("mysql://root@127.0.0.1:1/test")
+        .await
+        .expect_err("nothing listens on port 1");
+    assert!(err.to_string().contains("connect"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert!(SqliteStore::connect("sqlite:/nonexistent-dir/x/y.db")
+        .await
+        .is_err());
+}
+
+fn manager(store: impl Store) -> Manager {
+    let config = Config::builder()
+        .with_store_timeout(Duration::from_millis(500))
+        .build()
+        .expect("config");
+    Manager::new(store, config)
+}
+
+async fn stored(m: &Manager) -> String {
+    let s = m.session_from_cookies(None::<&str>);
+    s.insert("name", "iris").await.expect("insert");
+    match s.commit().await.expect("commit") {
+        SetCookie::Set { value, .. } => format!("session={value}"),
+        other => panic!("expected a cookie, got {other:?}"),
+    }
+}
+
+async fn read(m: &Manager, cookie: &str) -> Result<String, Error> {
+    m.session_from_cookies([cookie]).get_string("name").await
+}
+
+async fn eventually(m: &Manager, cookie: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match read(m, cookie).await {
+            Ok(v) => {
+                assert_eq!(v, want);
+                return;
+            }
+            Err(e) => {
+                assert!(Instant::now() < deadline, "did not recover: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Stalled and cut connections through a proxy: bounded errors, then
+/// recovery with the data intact.
+async fn hang_and_loss(m: Manager, proxy: FaultProxy) {
+    let cookie = stored(&m).await;
+    proxy.stall();
+    let started = Instant::now();
+    let err = read(&m, &cookie)
+        .await
+        .expect_err("a stalled database must fail");
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    proxy.restore();
+    eventually(&m, &cookie, "iris").await;
+
+    proxy.cut();
+    let started = Instant::now();
+    let err = read(&m, &cookie)
+        .await
+        .expect_err("a lost database must fail");
+    assert!(
+        matches!(err, Error::Timeout { .. } | Error::Store { .. }),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    proxy.restore();
+    eventually(&m, &cookie, "iris").await;
+}
+
+fn upstream(url: &str, default_port: u16) -> std::net::SocketAddr {
+    let after = url.split("://").nth(1).unwrap_or_default();
+    let host = after.rsplit('@').next().unwrap_or_default();
+    let host = host.split('/').next().unwrap_or_default();
+    let host = if host.contains(':') {
+        host.to_owned()
+    } else {
+        format!("{host}:{default_port}")
+    };
+    use std::net::ToSocketAddrs;
+    host.to_socket_addrs()
+        .expect("resolve")
+        .next()
+        .expect("address")
+}
+
+fn through(url: &str, proxy: &FaultProxy) -> String {
+    let (scheme, rest) = url.split_once("://").expect("url");
+    let (user, rest) = rest.rsplit_once('@').map_or(("", rest), |(u, r)| (u, r));
+    let path = rest.split_once('/').map_or("", |(_, p)| p);
+    let at = if user.is_empty() {
+        String::new()
+    } else {
+        format!("{user}@")
+    };
+    format!("{scheme}://{at}{}/{path}", proxy.addr())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_hangs_and_losses_are_bounded_and_recovered() {
+    let url = support::postgres_url();
+    if PostgresStore::connect(&url).await.is_err() {
+        support::missing("PostgreSQL (DATABASE_URL_POSTGRES)", "no connection");
+        return;
+    }
+    let proxy = FaultProxy::start(upstream(&url, 5432))
+        .await
+        .expect("proxy");
+    let store = PostgresStore::connect(&through(&url, &proxy))
+        .await
+        .expect("via proxy");
+    let store = support::postgres_in_schema(store, url)
+        .await
+        .expect("schema");
+    hang_and_loss(manager(store), proxy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_hangs_and_losses_are_bounded_and_recovered() {
+    let url = support::mysql_url();
+    if MySqlStore::connect(&url).await.is_err() {
+        support::missing("MariaDB/MySQL (DATABASE_URL_MYSQL)", "no connection");
+        return;
+    }
+    let proxy = FaultProxy::start(upstream(&url, 3306))
+        .await
+        .expect("proxy");
+    let store = MySqlStore::connect(&through(&url, &proxy))
+        .await
+        .expect("via proxy");
+    let store = support::mysql_in_table(store, url).await.expect("table");
+    hang_and_loss(manager(store), proxy).await;
+}

@@ -1,0 +1,155 @@
+//! Connecting to the test databases, isolating each test, cleaning up.
+
+use std::future::Future;
+use std::time::Duration;
+
+use session_core::testing::WithCleanup;
+use session_sql::{MySqlStore, PostgresStore, SqliteStore, Table};
+
+pub(crate) fn postgres_url() -> String {
+    std::env::var("DATABASE_URL_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+pub(crate) fn mysql_url() -> String {
+    std::env::var("DATABASE_URL_MYSQL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
+}
+
+/// Reports a missing server: a panic in CI, a loud skip elsewhere.
+pub(crate) fn missing(what: &str, why: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{what} is required in CI but is not available: {why}");
+    }
+    eprintln!(
+        "SKIPPED: {what} is not available ({why}); start it or point the variable at a server"
+    );
+}
+
+pub(crate) fn unique(prefix: &str) -> String {
+    let mut b = [0u8; 6];
+    getrandom::getrandom(&mut b).expect("random");
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{prefix}{hex}")
+}
+
+/// Runs `f` to completion on a runtime of its own, on a thread of its own:
+/// clean-ups run from `Drop`, possibly inside the test's runtime.
+fn block_on_thread<F, Fut>(f: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(f());
+    })
+    .join();
+}
+
+async fn connect<S, E: std::fmt::Display>(
+    what: &str,
+    fut: impl Future<Output = Result<S, E>>,
+) -> Option<S> {
+    match tokio::time::timeout(Duration::from_secs(10), fut).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            missing(what, &e.to_string());
+            None
+        }
+        Err(_) => {
+            missing(what, "connection timed out");
+            None
+        }
+    }
+}
+
+/// A PostgreSQL store in a schema of its own, dropped afterwards.
+pub(crate) async fn postgres() -> Option<WithCleanup<PostgresStore>> {
+    let url = postgres_url();
+    let store = connect(
+        "PostgreSQL (DATABASE_URL_POSTGRES)",
+        PostgresStore::connect(&url),
+    )
+    .await?;
+    postgres_in_schema(store, url).await
+}
+
+pub(crate) async fn postgres_in_schema(
+    store: PostgresStore,
+    cleanup_url: String,
+) -> Option<WithCleanup<PostgresStore>> {
+    let schema = unique("test_");
+    let table = Table::new("sessions")
+        .expect("name")
+        .with_schema(&schema)
+        .expect("schema");
+    let store = store.with_table(table);
+    store.migrate().await.expect("migrate");
+    Some(WithCleanup::new(store, move || {
+        block_on_thread(move || async move {
+            if let Ok(pool) = sqlx::PgPool::connect(&cleanup_url).await {
+                let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                    .execute(&pool)
+                    .await;
+            }
+        })
+    }))
+}
+
+/// A MySQL/MariaDB store in a table of its own, dropped afterwards.
+pub(crate) async fn mysql() -> Option<WithCleanup<MySqlStore>> {
+    let url = mysql_url();
+    let store = connect(
+        "MariaDB/MySQL (DATABASE_URL_MYSQL)",
+        MySqlStore::connect(&url),
+    )
+    .await?;
+    mysql_in_table(store, url).await
+}
+
+pub(crate) async fn mysql_in_table(
+    store: MySqlStore,
+    cleanup_url: String,
+) -> Option<WithCleanup<MySqlStore>> {
+    let name = unique("sessions_");
+    let store = store.with_table(Table::new(&name).expect("name"));
+    store.migrate().await.expect("migrate");
+    Some(WithCleanup::new(store, move || {
+        block_on_thread(move || async move {
+            if let Ok(pool) = sqlx::MySqlPool::connect(&cleanup_url).await {
+                let _ = sqlx::query(&format!(
+                    "DROP TABLE IF EXISTS `{name}`, `{name}_migrations`"
+                ))
+                .execute(&pool)
+                .await;
+            }
+        })
+    }))
+}
+
+/// SQLite in a temporary file, deleted afterwards.
+pub(crate) async fn sqlite_file() -> WithCleanup<SqliteStore> {
+    let path = std::env::temp_dir().join(format!("{}.db", unique("session-sql-test-")));
+    let store = SqliteStore::connect(&format!("sqlite:{}", path.display()))
+        .await
+        .expect("open sqlite file");
+    store.migrate().await.expect("migrate");
+    WithCleanup::new(store, move || {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    })
+}
+
+/// SQLite in memory.
+pub(crate) async fn sqlite_memory() -> SqliteStore {
+    let store = SqliteStore::connect("sqlite::memory:")
+        .await
+        .expect("open sqlite memory");
+    store.migrate().await.expect("migrate");
+    store
+}
