@@ -116,6 +116,14 @@ fn test() -> Result {
             )),
         }
     }
+    for (name, what) in [
+        ("PostgreSQL", "PostgreSQL store tests (install: apt-get install postgresql, or set DATABASE_URL_POSTGRES)"),
+        ("MariaDB", "MySQL/MariaDB store tests (install: apt-get install mariadb-server, or set DATABASE_URL_MYSQL)"),
+    ] {
+        if missing.contains(&name) {
+            skipped.push(what.to_owned());
+        }
+    }
     if ci && !skipped.is_empty() {
         return Err(format!("CI needs every server: {}", skipped.join("; ")));
     }
