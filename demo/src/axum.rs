@@ -54,48 +54,22 @@ pub fn app(manager: Manager) -> Router {
         .layer(SessionLayer::new(manager))
 }
 
-/// Serves `app(manager)` on a listener until the task is dropped.
+/// Serves the demo on `listener` until Ctrl-C (or forever, in tests).
 ///
 /// # Errors
-/// When serving fails.
-pub async fn serve(listener: tokio::net::TcpListener, manager: Manager) -> std::io::Result<()> {
-    axum::serve(listener, app(manager)).await
+/// When the listener cannot be used or serving fails.
+pub async fn serve(listener: std::net::TcpListener, manager: Manager) -> Result<(), String> {
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| e.to_string())?;
+    axum::serve(listener, app(manager))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(|e| e.to_string())
 }
 
-/// The demo's `main`: settings from the environment, then serve until Ctrl-C.
+/// The demo's `main`.
 pub fn main() -> std::process::ExitCode {
-    let settings = match crate::settings_from_env() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    crate::start_banner("axum", &settings);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let result: Result<(), String> = runtime.block_on(async {
-        let (manager, _background) = settings.start().await?;
-        let listener = tokio::net::TcpListener::bind(("0.0.0.0", settings.port))
-            .await
-            .map_err(|e| format!("cannot listen on port {}: {e}", settings.port))?;
-        axum::serve(listener, app(manager))
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
-            .map_err(|e| e.to_string())
-    });
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    crate::main_with("axum", serve)
 }

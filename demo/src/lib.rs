@@ -22,8 +22,12 @@ use std::time::Duration;
 use session_core::{Config, Manager, Session};
 use session_memory::MemoryStore;
 
+#[cfg(feature = "actix")]
+pub mod actix;
 #[cfg(feature = "axum")]
 pub mod axum;
+#[cfg(feature = "rocket")]
+pub mod rocket;
 
 #[cfg(test)]
 mod tests {
@@ -345,6 +349,44 @@ pub fn settings_from_env() -> Result<Settings, String> {
     })
 }
 
+/// The whole `main` of a framework's demo: settings from the environment
+/// (exit code 2 with the valid forms when one is wrong), the banner, the
+/// store, then `serve` on the listener until it returns.
+pub fn main_with<F, Fut>(framework: &str, serve: F) -> std::process::ExitCode
+where
+    F: FnOnce(std::net::TcpListener, Manager) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let settings = match settings_from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    start_banner(framework, &settings);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let (manager, _background) = settings.start().await?;
+        let listener = std::net::TcpListener::bind(("0.0.0.0", settings.port))
+            .map_err(|e| format!("cannot listen on port {}: {e}", settings.port))?;
+        serve(listener, manager).await
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Logs to stderr (`RUST_LOG` filters, default `info`) and prints the banner.
 pub fn start_banner(framework: &str, settings: &Settings) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -374,12 +416,13 @@ pub fn start_banner(framework: &str, settings: &Settings) {
 
 fn fail(error: &session_core::Error) -> Reply {
     tracing::error!(%error, "session error");
-    match error {
-        session_core::Error::Store { .. } | session_core::Error::Timeout { .. } => {
-            (503, "Service Unavailable".into())
-        }
-        _ => (500, "Internal Server Error".into()),
-    }
+    let status = error.http_status();
+    let text = if status == 503 {
+        "Service Unavailable"
+    } else {
+        "Internal Server Error"
+    };
+    (status, text.into())
 }
 
 fn reply(result: session_core::Result<String>) -> Reply {

@@ -63,3 +63,20 @@ pub enum Error {
 
 /// `Result` with the session [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The HTTP status every adapter answers with for this error: 503 when
+    /// the store is down or slow (retrying later may work), 500 otherwise.
+    ///
+    /// ```
+    /// let e = session_core::Error::Timeout { op: "load", after: std::time::Duration::from_secs(1) };
+    /// assert_eq!(e.http_status(), 503);
+    /// assert_eq!(session_core::Error::Ended.http_status(), 500);
+    /// ```
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::Store { .. } | Self::Timeout { .. } => 503,
+            _ => 500,
+        }
+    }
+}

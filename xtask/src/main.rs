@@ -7,7 +7,7 @@
 //!   answer; `services --start` starts the missing ones from installed
 //!   binaries.
 //! * `bench [group]`: runs the criterion benchmarks (all, or one group:
-//!   `manager`, `redis`, `sled`) and rewrites their numbers in README.md.
+//!   `manager`, `redis`, `sql`, `sled`) and rewrites their numbers in README.md.
 //! * `redis-cluster`: starts a throwaway 3-master Redis Cluster on free
 //!   loopback ports, prints its `REDIS_CLUSTER_URLS`, and stops it on Enter.
 //!
@@ -33,7 +33,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(args.get(1).map(String::as_str)),
         Some("redis-cluster") => redis_cluster_foreground(),
         _ => {
-            eprintln!("usage: cargo xtask <test | services [--start] | bench [manager|redis|sled] | redis-cluster>");
+            eprintln!("usage: cargo xtask <test | services [--start] | bench [manager|redis|sql|sled] | redis-cluster>");
             return ExitCode::from(2);
         }
     };
@@ -411,6 +411,34 @@ const BENCHES: &[Bench] = &[
         extra: no_extra,
     },
     Bench {
+        package: "session-sql",
+        bench: "sql",
+        group: "sql",
+        ratios: &[
+            (
+                "PostgreSQL load / raw SELECT",
+                "postgres_load",
+                "postgres_raw_select",
+            ),
+            (
+                "PostgreSQL save / raw UPDATE",
+                "postgres_save",
+                "postgres_raw_update",
+            ),
+            (
+                "MariaDB load / raw SELECT",
+                "mysql_load",
+                "mysql_raw_select",
+            ),
+            (
+                "MariaDB save / raw UPDATE",
+                "mysql_save",
+                "mysql_raw_update",
+            ),
+        ],
+        extra: no_extra,
+    },
+    Bench {
         package: "session-sled",
         bench: "sled",
         group: "sled",
@@ -427,7 +455,17 @@ fn bench(only: Option<&str>) -> Result {
         .unwrap_or_else(|_| root().join("target"));
     let readme = root().join("README.md");
     for b in BENCHES.iter().filter(|b| only.is_none_or(|g| g == b.group)) {
-        cargo(&["bench", "-p", b.package, "--bench", b.bench], &[])?;
+        cargo(
+            &[
+                "bench",
+                "-p",
+                b.package,
+                "--bench",
+                b.bench,
+                "--all-features",
+            ],
+            &[],
+        )?;
         let group = target.join("criterion").join(b.group);
         let mut medians = Vec::new();
         let mut names: Vec<_> = fs::read_dir(&group)

@@ -1,5 +1,243 @@
-//! actix-web adapter for session-core: middleware and a Session extractor.
+//! [actix-web] adapter for [`session_core`]: the [`SessionMiddleware`] and a
+//! [`Session`] extractor, with the same behaviour as every other adapter.
 //!
-//! **Not implemented yet.** This crate is a member of the workspace so that its
-//! place in the layout is fixed; it exports nothing until its issue lands. See
-//! the workspace `README.md` for the crates that work today.
+//! ```no_run
+//! use actix_web::{web, App, HttpServer};
+//! use session_actix::{Session, SessionError, SessionMiddleware};
+//! use session_core::{Config, Manager};
+//! use session_memory::MemoryStore;
+//!
+//! async fn count(session: Session) -> Result<String, SessionError> {
+//!     Ok(session.increment("count", 1).await?.to_string())
+//! }
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let manager = Manager::new(MemoryStore::new(), Config::default());
+//! HttpServer::new(move || {
+//!     App::new()
+//!         .wrap(SessionMiddleware::new(manager.clone()))
+//!         .route("/count", web::get().to(count))
+//! })
+//! .bind(("127.0.0.1", 8080))?
+//! .run()
+//! .await
+//! # }
+//! ```
+//!
+//! The middleware reads the id from the request (cookie, or the configured
+//! header), puts a lazy [`session_core::Session`] in the request extensions,
+//! runs the handler, then commits the session: nothing at all for a request
+//! that did not use it, otherwise one store write at most. When the id must
+//! change on the client it adds `Set-Cookie` (or the header),
+//! `Cache-Control: no-store` and `Vary`. If the commit fails (store down,
+//! timeout) the response becomes a bare `500 Internal Server Error` and the
+//! error is logged; store errors never reach a response body.
+//!
+//! [actix-web]: https://docs.rs/actix-web/4
+
+use std::fmt;
+use std::future::{ready, Ready};
+use std::ops::Deref;
+use std::rc::Rc;
+
+use actix_web::body::EitherBody;
+use actix_web::dev::{forward_ready, Payload, Service, ServiceRequest, ServiceResponse, Transform};
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL};
+use actix_web::http::StatusCode;
+use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
+use futures_util::future::LocalBoxFuture;
+use session_core::Manager;
+
+/// Adds sessions to every request of the app (or scope) it wraps.
+#[derive(Clone, Debug)]
+pub struct SessionMiddleware {
+    manager: Manager,
+}
+
+impl SessionMiddleware {
+    /// A middleware handing out sessions of `manager`.
+    pub fn new(manager: Manager) -> Self {
+        Self { manager }
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for SessionMiddleware
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Transform = SessionService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(SessionService {
+            service: Rc::new(service),
+            manager: self.manager.clone(),
+        }))
+    }
+}
+
+/// The service [`SessionMiddleware`] produces.
+#[derive(Debug)]
+pub struct SessionService<S> {
+    service: Rc<S>,
+    manager: Manager,
+}
+
+fn header_values<'a>(headers: &'a HeaderMap, name: &str) -> impl Iterator<Item = &'a str> {
+    headers.get_all(name).filter_map(|v| v.to_str().ok())
+}
+
+fn header_joined(headers: &HeaderMap, name: &str) -> Option<String> {
+    let values: Vec<&str> = header_values(headers, name).collect();
+    (!values.is_empty()).then(|| values.join(", "))
+}
+
+/// Writes the headers the commit outcome calls for.
+fn write_headers(manager: &Manager, outcome: &session_core::SetCookie, headers: &mut HeaderMap) {
+    for update in manager.response_headers(outcome, |name| header_joined(headers, name)) {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(update.name.as_bytes()),
+            HeaderValue::from_str(&update.value),
+        ) else {
+            tracing::error!(header = %update.name, "session header value is not valid in HTTP; not sent");
+            continue;
+        };
+        if update.append {
+            headers.append(name, value);
+        } else {
+            headers.insert(name, value);
+        }
+    }
+}
+
+impl<S, B> Service<ServiceRequest> for SessionService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let manager = self.manager.clone();
+        let session = manager.session_from_request(|name| header_values(req.headers(), name));
+        req.extensions_mut().insert(session.clone());
+        let service = self.service.clone();
+        Box::pin(async move {
+            let mut response = service.call(req).await?;
+            match session.commit().await {
+                Ok(outcome) => {
+                    write_headers(&manager, &outcome, response.headers_mut());
+                    Ok(response.map_into_left_body())
+                }
+                Err(error) => {
+                    tracing::error!(%error, "session could not be committed; answering 500");
+                    let failed = HttpResponse::InternalServerError()
+                        .insert_header((CACHE_CONTROL, "no-store"))
+                        .finish();
+                    Ok(response.into_response(failed).map_into_right_body())
+                }
+            }
+        })
+    }
+}
+
+/// The session of the current request, as an actix-web extractor. Derefs to
+/// [`session_core::Session`].
+///
+/// Extracting it costs nothing; the store is read the first time a method
+/// needs the data.
+#[derive(Clone, Debug)]
+pub struct Session(pub session_core::Session);
+
+impl Deref for Session {
+    type Target = session_core::Session;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl FromRequest for Session {
+    type Error = MissingMiddleware;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(
+            req.extensions()
+                .get::<session_core::Session>()
+                .cloned()
+                .map(Session)
+                .ok_or(MissingMiddleware),
+        )
+    }
+}
+
+/// The error when a handler asks for a [`Session`] on an app without
+/// [`SessionMiddleware`]: a 500 that says how to fix it.
+#[derive(Debug, Clone, Copy)]
+pub struct MissingMiddleware;
+
+impl fmt::Display for MissingMiddleware {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "no session on this request: add `.wrap(session_actix::SessionMiddleware::new(manager))` to the App that serves this route",
+        )
+    }
+}
+
+impl std::error::Error for MissingMiddleware {}
+
+impl ResponseError for MissingMiddleware {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        tracing::error!("{self}");
+        HttpResponse::InternalServerError().body(self.to_string())
+    }
+}
+
+/// A [`session_core::Error`] as a handler error: logs it and answers a bare
+/// `500 Internal Server Error` (`503` for a store that is down or slow),
+/// never exposing the error in the body.
+#[derive(Debug)]
+pub struct SessionError(pub session_core::Error);
+
+impl From<session_core::Error> for SessionError {
+    fn from(e: session_core::Error) -> Self {
+        Self(e)
+    }
+}
+
+impl fmt::Display for SessionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SessionError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+impl ResponseError for SessionError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.0.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        tracing::error!(error = %self.0, "session error in a handler");
+        let status = self.status_code();
+        HttpResponse::build(status).body(status.canonical_reason().unwrap_or("error"))
+    }
+}

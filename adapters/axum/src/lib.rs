@@ -256,12 +256,8 @@ impl std::error::Error for SessionError {
 impl IntoResponse for SessionError {
     fn into_response(self) -> Response {
         tracing::error!(error = %self.0, "session error in a handler");
-        let status = match self.0 {
-            session_core::Error::Store { .. } | session_core::Error::Timeout { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
+        let status =
+            StatusCode::from_u16(self.0.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         (status, status.canonical_reason().unwrap_or("error")).into_response()
     }
 }

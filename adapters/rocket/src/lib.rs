@@ -1,5 +1,214 @@
-//! Rocket adapter for session-core: a fairing and a Session request guard.
+//! [Rocket] adapter for [`session_core`]: the [`SessionFairing`] and a
+//! [`Session`] request guard, with the same behaviour as every other adapter.
 //!
-//! **Not implemented yet.** This crate is a member of the workspace so that its
-//! place in the layout is fixed; it exports nothing until its issue lands. See
-//! the workspace `README.md` for the crates that work today.
+//! ```no_run
+//! use rocket::{get, routes};
+//! use session_core::{Config, Manager};
+//! use session_memory::MemoryStore;
+//! use session_rocket::{Session, SessionError, SessionFairing};
+//!
+//! #[get("/count")]
+//! async fn count(session: Session) -> Result<String, SessionError> {
+//!     Ok(session.increment("count", 1).await?.to_string())
+//! }
+//!
+//! # async fn run() -> Result<(), rocket::Error> {
+//! let manager = Manager::new(MemoryStore::new(), Config::default());
+//! rocket::build()
+//!     .attach(SessionFairing::new(manager))
+//!     .mount("/", routes![count])
+//!     .launch()
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The fairing reads the id from the request (cookie, or the configured
+//! header) and keeps a lazy [`session_core::Session`] in the request's local
+//! cache; after the handler it commits the session: nothing at all for a
+//! request that did not use it, otherwise one store write at most. When the
+//! id must change on the client it adds `Set-Cookie` (or the header),
+//! `Cache-Control: no-store` and `Vary`. If the commit fails (store down,
+//! timeout) the response becomes a bare `500 Internal Server Error` and the
+//! error is logged; store errors never reach a response body.
+//!
+//! A route that takes a [`Session`] on a Rocket without the fairing does not
+//! launch: the guard is a [`Sentinel`] that names the missing fairing.
+//!
+//! [Rocket]: https://docs.rs/rocket/0.5
+
+use std::fmt;
+use std::io::Cursor;
+use std::ops::Deref;
+
+use rocket::fairing::{self, Fairing, Info, Kind};
+use rocket::http::{Header, Status};
+use rocket::request::{FromRequest, Outcome};
+use rocket::response::{self, Responder};
+use rocket::{Build, Data, Ignite, Request, Response, Rocket, Sentinel};
+use session_core::Manager;
+
+/// Adds sessions to every request of the Rocket it is attached to.
+#[derive(Clone, Debug)]
+pub struct SessionFairing {
+    manager: Manager,
+}
+
+impl SessionFairing {
+    /// A fairing handing out sessions of `manager`.
+    pub fn new(manager: Manager) -> Self {
+        Self { manager }
+    }
+}
+
+/// Managed state that tells the [`Session`] sentinel the fairing is attached.
+struct Attached;
+
+/// The request's session, in the request's local cache.
+struct RequestSession(Option<session_core::Session>);
+
+fn header_joined(res: &Response<'_>, name: &str) -> Option<String> {
+    let values: Vec<&str> = res.headers().get(name).collect();
+    (!values.is_empty()).then(|| values.join(", "))
+}
+
+#[rocket::async_trait]
+impl Fairing for SessionFairing {
+    fn info(&self) -> Info {
+        Info {
+            name: "session",
+            kind: Kind::Ignite | Kind::Request | Kind::Response,
+        }
+    }
+
+    async fn on_ignite(&self, rocket: Rocket<Build>) -> fairing::Result {
+        Ok(rocket.manage(Attached))
+    }
+
+    async fn on_request(&self, req: &mut Request<'_>, _: &mut Data<'_>) {
+        let session = self
+            .manager
+            .session_from_request(|name| req.headers().get(name));
+        req.local_cache(|| RequestSession(Some(session)));
+    }
+
+    async fn on_response<'r>(&self, req: &'r Request<'_>, res: &mut Response<'r>) {
+        let RequestSession(Some(session)) = req.local_cache(|| RequestSession(None)) else {
+            return;
+        };
+        match session.commit().await {
+            Ok(outcome) => {
+                let updates = self
+                    .manager
+                    .response_headers(&outcome, |name| header_joined(res, name));
+                for update in updates {
+                    let header = Header::new(update.name, update.value);
+                    if update.append {
+                        res.adjoin_header(header);
+                    } else {
+                        res.set_header(header);
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "session could not be committed; answering 500");
+                let mut failed = Response::build()
+                    .status(Status::InternalServerError)
+                    .raw_header("Cache-Control", "no-store")
+                    .finalize();
+                failed.set_sized_body(0, Cursor::new(""));
+                *res = failed;
+            }
+        }
+    }
+}
+
+/// The session of the current request, as a Rocket request guard. Derefs to
+/// [`session_core::Session`].
+///
+/// Extracting it costs nothing; the store is read the first time a method
+/// needs the data.
+#[derive(Clone, Debug)]
+pub struct Session(pub session_core::Session);
+
+impl Deref for Session {
+    type Target = session_core::Session;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for Session {
+    type Error = MissingFairing;
+
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
+        match req.local_cache(|| RequestSession(None)) {
+            RequestSession(Some(session)) => Outcome::Success(Session(session.clone())),
+            RequestSession(None) => {
+                tracing::error!("{MissingFairing}");
+                Outcome::Error((Status::InternalServerError, MissingFairing))
+            }
+        }
+    }
+}
+
+impl Sentinel for Session {
+    fn abort(rocket: &Rocket<Ignite>) -> bool {
+        if rocket.state::<Attached>().is_none() {
+            tracing::error!("{MissingFairing}");
+            return true;
+        }
+        false
+    }
+}
+
+/// A route asks for a [`Session`] but the Rocket has no [`SessionFairing`].
+#[derive(Debug, Clone, Copy)]
+pub struct MissingFairing;
+
+impl fmt::Display for MissingFairing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "no session on this request: attach `session_rocket::SessionFairing::new(manager)` to the Rocket",
+        )
+    }
+}
+
+impl std::error::Error for MissingFairing {}
+
+/// A [`session_core::Error`] as a handler error: logs it and answers a bare
+/// `500 Internal Server Error` (`503` for a store that is down or slow),
+/// never exposing the error in the body.
+#[derive(Debug)]
+pub struct SessionError(pub session_core::Error);
+
+impl From<session_core::Error> for SessionError {
+    fn from(e: session_core::Error) -> Self {
+        Self(e)
+    }
+}
+
+impl fmt::Display for SessionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SessionError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+impl<'r> Responder<'r, 'static> for SessionError {
+    fn respond_to(self, _: &'r Request<'_>) -> response::Result<'static> {
+        tracing::error!(error = %self.0, "session error in a handler");
+        let status = Status::from_code(self.0.http_status()).unwrap_or(Status::InternalServerError);
+        let text = status.reason().unwrap_or("error");
+        Response::build()
+            .status(status)
+            .sized_body(text.len(), Cursor::new(text))
+            .ok()
+    }
+}

@@ -6,9 +6,7 @@ use session_core::Manager;
 
 /// Serves the Iris demo on a free loopback port.
 async fn spawn(manager: Manager) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
     let addr = listener.local_addr().expect("local addr");
     tokio::spawn(session_demo::axum::serve(listener, manager));
     addr

@@ -1,0 +1,85 @@
+//! The demo on actix-web.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use session_actix::{Session, SessionMiddleware};
+use session_core::Manager;
+
+fn respond((status, body): crate::Reply) -> HttpResponse {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    HttpResponse::build(status)
+        .content_type("text/plain; charset=utf-8")
+        .body(body)
+}
+
+/// The demo's routes (to mount inside an `App` wrapped in the middleware).
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(|| async { respond(crate::index()) }))
+        .route(
+            "/set",
+            web::get().to(|s: Session| async move { respond(crate::set(&s).await) }),
+        )
+        .route(
+            "/get",
+            web::get().to(|s: Session| async move { respond(crate::get(&s).await) }),
+        )
+        .route(
+            "/delete",
+            web::get().to(|s: Session| async move { respond(crate::delete(&s).await) }),
+        )
+        .route(
+            "/clear",
+            web::get().to(|s: Session| async move { respond(crate::clear(&s).await) }),
+        )
+        .route(
+            "/destroy",
+            web::get().to(|s: Session| async move { respond(crate::destroy(&s).await) }),
+        )
+        .route(
+            "/incr",
+            web::get().to(|s: Session| async move { respond(crate::incr(&s).await) }),
+        )
+        .route(
+            "/login/{user}",
+            web::get().to(|s: Session, user: web::Path<String>| async move {
+                respond(crate::login(&s, &user).await)
+            }),
+        )
+        .route(
+            "/logout-all",
+            web::get().to(|s: Session| async move { respond(crate::logout_all(&s).await) }),
+        );
+}
+
+/// The demo's server on `listener` (two workers), ready to be awaited.
+///
+/// # Errors
+/// When the listener cannot be used.
+pub fn server(
+    listener: std::net::TcpListener,
+    manager: Manager,
+) -> Result<actix_web::dev::Server, String> {
+    Ok(HttpServer::new(move || {
+        App::new()
+            .wrap(SessionMiddleware::new(manager.clone()))
+            .configure(routes)
+    })
+    .workers(2)
+    .listen(listener)
+    .map_err(|e| e.to_string())?
+    .run())
+}
+
+/// Serves the demo on `listener` until Ctrl-C (or forever, in tests).
+///
+/// # Errors
+/// When the listener cannot be used or serving fails.
+pub async fn serve(listener: std::net::TcpListener, manager: Manager) -> Result<(), String> {
+    let server = server(listener, manager)?;
+    server.await.map_err(|e| e.to_string())
+}
+
+/// The demo's `main`.
+pub fn main() -> std::process::ExitCode {
+    crate::main_with("actix-web", serve)
+}

@@ -1,0 +1,96 @@
+//! The demo on Rocket.
+
+use rocket::http::Status;
+use rocket::{get, routes, Build, Rocket};
+use session_core::Manager;
+use session_rocket::{Session, SessionFairing};
+
+type Answer = (Status, String);
+
+fn respond((status, body): crate::Reply) -> Answer {
+    (
+        Status::from_code(status).unwrap_or(Status::InternalServerError),
+        body,
+    )
+}
+
+#[get("/")]
+fn index() -> Answer {
+    respond(crate::index())
+}
+
+#[get("/set")]
+async fn set(s: Session) -> Answer {
+    respond(crate::set(&s).await)
+}
+
+#[get("/get")]
+async fn get(s: Session) -> Answer {
+    respond(crate::get(&s).await)
+}
+
+#[get("/delete")]
+async fn delete(s: Session) -> Answer {
+    respond(crate::delete(&s).await)
+}
+
+#[get("/clear")]
+async fn clear(s: Session) -> Answer {
+    respond(crate::clear(&s).await)
+}
+
+#[get("/destroy")]
+async fn destroy(s: Session) -> Answer {
+    respond(crate::destroy(&s).await)
+}
+
+#[get("/incr")]
+async fn incr(s: Session) -> Answer {
+    respond(crate::incr(&s).await)
+}
+
+#[get("/login/<user>")]
+async fn login(s: Session, user: &str) -> Answer {
+    respond(crate::login(&s, user).await)
+}
+
+#[get("/logout-all")]
+async fn logout_all(s: Session) -> Answer {
+    respond(crate::logout_all(&s).await)
+}
+
+/// The demo's Rocket over `manager`, on `address`.
+pub fn app(manager: Manager, address: std::net::SocketAddr) -> Rocket<Build> {
+    let config = rocket::Config {
+        address: address.ip(),
+        port: address.port(),
+        log_level: rocket::config::LogLevel::Off,
+        ..rocket::Config::default()
+    };
+    rocket::custom(config)
+        .attach(SessionFairing::new(manager))
+        .mount(
+            "/",
+            routes![index, set, get, delete, clear, destroy, incr, login, logout_all],
+        )
+}
+
+/// Serves the demo on the listener's address until Ctrl-C (or forever, in
+/// tests). Rocket binds by itself, so the listener only reserves the address.
+///
+/// # Errors
+/// When Rocket cannot launch.
+pub async fn serve(listener: std::net::TcpListener, manager: Manager) -> Result<(), String> {
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    drop(listener);
+    app(manager, address)
+        .launch()
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+/// The demo's `main`.
+pub fn main() -> std::process::ExitCode {
+    crate::main_with("Rocket", serve)
+}
