@@ -83,6 +83,14 @@ pub fn app(manager: Manager, address: std::net::SocketAddr) -> Rocket<Build> {
 pub async fn serve(listener: std::net::TcpListener, manager: Manager) -> Result<(), String> {
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     drop(listener);
+    serve_at(address, manager).await
+}
+
+/// Serves the demo on `address` until Ctrl-C (or forever, in tests).
+///
+/// # Errors
+/// When Rocket cannot launch (the address is taken, for one).
+pub async fn serve_at(address: std::net::SocketAddr, manager: Manager) -> Result<(), String> {
     app(manager, address)
         .launch()
         .await

@@ -59,6 +59,24 @@ macro_rules! http_suite {
     };
 }
 
+/// What an adapter gives the suite: serves the Iris demo (`session-demo`)
+/// for a manager on a loopback port and returns the address. Any
+/// `async fn(Manager) -> SocketAddr` is one.
+pub trait Spawn {
+    /// Starts serving and returns the address once it accepts connections.
+    fn spawn(&self, manager: Manager) -> impl Future<Output = SocketAddr>;
+}
+
+impl<F, Fut> Spawn for F
+where
+    F: Fn(Manager) -> Fut,
+    Fut: Future<Output = SocketAddr>,
+{
+    fn spawn(&self, manager: Manager) -> impl Future<Output = SocketAddr> {
+        self(manager)
+    }
+}
+
 type Store = Instrumented<MemoryStore>;
 
 /// One running demo and what a case needs to look inside it.
@@ -69,16 +87,12 @@ struct Demo {
     manager: Manager,
 }
 
-async fn demo<F, Fut>(spawn: F, config: ConfigBuilder) -> Demo
-where
-    F: Fn(Manager) -> Fut,
-    Fut: Future<Output = SocketAddr>,
-{
+async fn demo(spawn: impl Spawn, config: ConfigBuilder) -> Demo {
     let store = Instrumented::new(MemoryStore::new());
     let clock = ManualClock::new();
     let manager = Manager::new(store.clone(), config.build().expect("valid config"))
         .with_clock(clock.clone());
-    let addr = spawn(manager.clone()).await;
+    let addr = spawn.spawn(manager.clone()).await;
     Demo {
         addr,
         store,
@@ -196,11 +210,7 @@ fn attrs(set_cookie: &str) -> Vec<String> {
 }
 
 /// `/set /get /delete /clear /destroy` behave as in Iris.
-pub async fn iris_routes_round_trip<F, Fut>(spawn: F)
-where
-    F: Fn(Manager) -> Fut,
-    Fut: Future<Output = SocketAddr>,
-{
+pub async fn iris_routes_round_trip(spawn: impl Spawn) {
     let d = demo(spawn, plain()).await;
     let mut c = Client::new(&d);
     let r = c.get("/set").await;
@@ -225,11 +235,7 @@ where
 
 /// The issued cookie has the secure defaults, and the response is not
 /// cacheable.
-pub async fn default_cookie_attributes<F, Fut>(spawn: F)
-where
-    F: Fn(Manager) -> Fut,
-    Fut: Future<Output = SocketAddr>,
-{
+pub async fn default_cookie_attributes(spawn: impl Spawn) {
     let d = demo(spawn, plain()).await;
     let mut c = Client::new(&d);
     let r = c.get("/set").await;
@@ -258,11 +264,7 @@ where
 }
 
 /// Configured attributes are issued, and the removal cookie repeats them.
-pub async fn configured_cookie_attributes<F, Fut>(spawn: F)
-where
-    F: Fn(Manager) -> Fut,
-    Fut: Future<Output = SocketAddr>,
-{
+pub async fn configured_cookie_attributes(spawn: impl Spawn) {
     let config = Config::builder()
         .with_cookie_name("sid")
         .with_domain(Some("example.test"))
@@ -310,11 +312,7 @@ where
 
 /// Requests that do not use the session, or leave a new one empty, send no
 /// cookie and make no store call.
-pub async fn untouched_requests_cost_nothing<F, Fut>(spawn: F)
-where
-    F: Fn(Manager) -> Fut,
-    Fut: Future<Output = SocketAddr>,
-{
+pub async fn untouched_requests_cost_nothing(spawn: impl Spawn) {
     let d = demo(spawn, plain()).await;
     let mut c = Client::new(&d);
     let r = c.get("/").await;
@@ -347,11 +345,7 @@ where
 
 /// Malformed, oversized, tampered and unsigned cookies get a fresh session
 /// and never cost a store lookup (signed mode).
-pub async fn bad_cookies_never_reach_the_store<F, Fut>(spawn: F)
-where
-    F: Fn(Manager) -> Fut,
-    Fut: Future<Output = SocketAddr>,
-{
+pub async fn bad_cookies_never_reach_the_store(spawn: impl Spawn) {
     let config =
         Config::builder().with_security(CookieSecurity::Signed(CookieKeys::new(Key::generate())));
     let d = demo(spawn, config).await;
@@ -395,11 +389,7 @@ where
 }
 
 /// A well-formed id the server never issued is not adopted (plain mode).
-pub async fn unknown_ids_are_never_adopted<F, Fut>(spawn: F)
-where
-    F: Fn(Manager) -> Fut,
-    Fut: Future<Output = SocketAddr>,
-{
+pub async fn unknown_ids_are_never_adopted(spawn: impl Spawn) {
     let d = demo(spawn, plain()).await;
     let c = Client::new(&d);
     let chosen = Id::generate().expect("random").to_string();
@@ -414,11 +404,7 @@ where
 }
 
 /// A session past its idle timeout reads empty and is never brought back.
-pub async fn expired_sessions_are_not_revived<F, Fut>(spawn: F)
-where
-    F: Fn(Manager) -> Fut,
-    Fut: Future<Output = SocketAddr>,
-{
+pub async fn expired_sessions_are_not_revived(spawn: impl Spawn) {
     let d = demo(
         spawn,
         plain().with_idle_timeout(Some(Duration::from_secs(600))),
@@ -442,11 +428,7 @@ where
 }
 
 /// Login issues a new id; the old one stops working.
-pub async fn login_rotates_the_id<F, Fut>(spawn: F)
-where
-    F: Fn(Manager) -> Fut,
-    Fut: Future<Output = SocketAddr>,
-{
+pub async fn login_rotates_the_id(spawn: impl Spawn) {
     let d = demo(spawn, plain()).await;
     let mut c = Client::new(&d);
     c.get("/set").await;
@@ -463,11 +445,7 @@ where
 }
 
 /// After `/destroy`, replaying the old cookie gives an empty session.
-pub async fn destroy_invalidates_server_side<F, Fut>(spawn: F)
-where
-    F: Fn(Manager) -> Fut,
-    Fut: Future<Output = SocketAddr>,
-{
+pub async fn destroy_invalidates_server_side(spawn: impl Spawn) {
     let d = demo(spawn, plain()).await;
     let mut c = Client::new(&d);
     c.get("/set").await;
@@ -482,11 +460,7 @@ where
 }
 
 /// 100 concurrent `/incr` on one session end at exactly 100.
-pub async fn concurrent_increments_are_exact<F, Fut>(spawn: F)
-where
-    F: Fn(Manager) -> Fut,
-    Fut: Future<Output = SocketAddr>,
-{
+pub async fn concurrent_increments_are_exact(spawn: impl Spawn) {
     let d = demo(spawn, plain().with_conflict_retries(200)).await;
     let mut c = Client::new(&d);
     assert_eq!(c.get("/incr").await.body, "1");
@@ -506,11 +480,7 @@ where
 }
 
 /// `/logout-all` ends every session of the owner, and only those.
-pub async fn logout_all_ends_every_session_of_the_owner<F, Fut>(spawn: F)
-where
-    F: Fn(Manager) -> Fut,
-    Fut: Future<Output = SocketAddr>,
-{
+pub async fn logout_all_ends_every_session_of_the_owner(spawn: impl Spawn) {
     let d = demo(spawn, plain()).await;
     let mut a = Client::new(&d);
     let mut b = Client::new(&d);
@@ -537,11 +507,7 @@ where
 
 /// A failing store gives a 5xx with no detail in the body, and the app
 /// recovers when the store does.
-pub async fn store_failure_is_a_clean_5xx<F, Fut>(spawn: F)
-where
-    F: Fn(Manager) -> Fut,
-    Fut: Future<Output = SocketAddr>,
-{
+pub async fn store_failure_is_a_clean_5xx(spawn: impl Spawn) {
     let d = demo(spawn, plain()).await;
     let mut c = Client::new(&d);
     c.get("/set").await;
@@ -560,11 +526,7 @@ where
 }
 
 /// A store slower than the store timeout gives a 5xx in bounded time.
-pub async fn slow_store_times_out<F, Fut>(spawn: F)
-where
-    F: Fn(Manager) -> Fut,
-    Fut: Future<Output = SocketAddr>,
-{
+pub async fn slow_store_times_out(spawn: impl Spawn) {
     let d = demo(
         spawn,
         plain().with_store_timeout(Duration::from_millis(300)),
@@ -587,11 +549,7 @@ where
 
 /// With a header transport, the id travels in that header with the same
 /// semantics, and no cookie is set.
-pub async fn header_transport<F, Fut>(spawn: F)
-where
-    F: Fn(Manager) -> Fut,
-    Fut: Future<Output = SocketAddr>,
-{
+pub async fn header_transport(spawn: impl Spawn) {
     let d = demo(spawn, plain().with_header(Some("x-session-id"))).await;
     let mut c = Client::new(&d);
     let r = c.get("/set").await;

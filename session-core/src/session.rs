@@ -116,6 +116,23 @@ struct State {
     ended: bool,
 }
 
+impl State {
+    /// Forgets the session: destroyed here or ended elsewhere. The client's
+    /// cookie is removed at commit; writes after this start a new session.
+    fn end(&mut self) {
+        self.stored = None;
+        self.data.clear();
+        self.changes.clear();
+        self.owner = None;
+        self.owner_dirty = false;
+        self.lifetime = None;
+        self.lifetime_dirty = false;
+        self.issued = false;
+        self.refresh_cookie = false;
+        self.ended = true;
+    }
+}
+
 enum Commit {
     Done,
     Conflict,
@@ -554,16 +571,7 @@ impl Session {
             observe::destroyed(&rid);
         }
         state.loaded = true;
-        state.stored = None;
-        state.data.clear();
-        state.changes.clear();
-        state.owner = None;
-        state.owner_dirty = false;
-        state.lifetime = None;
-        state.lifetime_dirty = false;
-        state.issued = false;
-        state.refresh_cookie = false;
-        state.ended = true;
+        state.end();
         Ok(())
     }
 
@@ -705,23 +713,10 @@ impl Session {
             }
             Saved::Missing => {
                 observe::ended(&rid);
-                self.mark_ended(state);
+                state.end();
                 Ok(Commit::Ended)
             }
         }
-    }
-
-    fn mark_ended(&self, state: &mut State) {
-        state.stored = None;
-        state.data.clear();
-        state.changes.clear();
-        state.owner = None;
-        state.owner_dirty = false;
-        state.lifetime = None;
-        state.lifetime_dirty = false;
-        state.issued = false;
-        state.refresh_cookie = false;
-        state.ended = true;
     }
 
     /// After a conflict: load the fresh record and re-apply the change log on
@@ -740,7 +735,7 @@ impl Session {
         match fresh.filter(|r| r.id == rid && self.is_live(r, now)) {
             None => {
                 observe::ended(&rid);
-                self.mark_ended(state);
+                state.end();
             }
             Some(record) => {
                 let mut data = record.data;
@@ -881,7 +876,7 @@ impl Session {
             state.refresh_cookie = lifetime.persistent_cookie();
         } else {
             observe::ended(&rid);
-            self.mark_ended(state);
+            state.end();
         }
         Ok(())
     }

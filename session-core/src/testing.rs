@@ -301,6 +301,59 @@ impl Store for TestStore {
     }
 }
 
+/// A manager over `store` whose store calls time out after `timeout`, for
+/// failure tests.
+pub fn manager_with_timeout(store: impl Store, timeout: Duration) -> crate::Manager {
+    let config = crate::Config::builder()
+        .with_store_timeout(timeout)
+        .build()
+        .expect("a store timeout above zero is valid");
+    crate::Manager::new(store, config)
+}
+
+/// Stores a new session holding `name = "iris"` through `manager` and returns
+/// the `Cookie` request header that carries it.
+///
+/// # Panics
+/// When the store fails: this is a test helper.
+pub async fn stored_session(manager: &crate::Manager) -> String {
+    let s = manager.session_from_cookies(None::<&str>);
+    s.insert("name", "iris").await.expect("insert");
+    match s.commit().await.expect("commit") {
+        crate::SetCookie::Set { value, .. } => {
+            format!("{}={value}", manager.config().cookie_name())
+        }
+        other => panic!("expected a cookie, got {other:?}"),
+    }
+}
+
+/// Reads `name` from the session the `Cookie` header `cookie` carries.
+///
+/// # Errors
+/// Whatever the session reports (store down, timeout).
+pub async fn read_name(manager: &crate::Manager, cookie: &str) -> crate::Result<String> {
+    manager
+        .session_from_cookies([cookie])
+        .get_string("name")
+        .await
+}
+
+/// A typical small record (a name, a user id, two roles) expiring in two
+/// hours, for benchmarks and store tests.
+pub fn sample_record() -> Record {
+    let now = crate::record::truncate_ms(OffsetDateTime::now_utc());
+    let mut r = Record::new(
+        crate::Id::generate().expect("OS random source").record_id(),
+        now,
+        now + time::Duration::hours(2),
+    );
+    r.data.insert("name".into(), b"\xa4iris".to_vec());
+    r.data.insert("user_id".into(), vec![0x2a]);
+    r.data
+        .insert("roles".into(), b"\x92\xa6reader\xa6writer".to_vec());
+    r
+}
+
 /// A store that runs a clean-up when dropped: tests give each run its own
 /// table, schema or key prefix and remove it afterwards.
 pub struct WithCleanup<S> {

@@ -9,9 +9,9 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use session_core::{Config, Id, Manager, Record, SetCookie, Store};
+use session_core::testing::sample_record;
+use session_core::{Config, Manager, SetCookie, Store};
 use session_redis::RedisStore;
-use time::OffsetDateTime;
 
 fn benches(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -34,18 +34,7 @@ fn benches(c: &mut Criterion) {
         )
         .expect("raw connection");
 
-    // A typical small session: a name, a user id, a few roles.
-    let now = OffsetDateTime::now_utc();
-    let mut record = Record::new(
-        Id::generate().unwrap().record_id(),
-        now,
-        now + time::Duration::hours(2),
-    );
-    record.data.insert("name".into(), b"\xa4iris".to_vec());
-    record.data.insert("user_id".into(), vec![0x2a]);
-    record
-        .data
-        .insert("roles".into(), b"\x92\xa6reader\xa6writer".to_vec());
+    let record = sample_record();
     let bytes = record.to_bytes().unwrap();
     rt.block_on(store.create(&record)).unwrap();
     let raw_key = "bench:raw";

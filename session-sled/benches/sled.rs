@@ -9,30 +9,15 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use session_core::{Id, Record, Store};
+use session_core::testing::sample_record;
+use session_core::Store;
 use session_sled::{FlushPolicy, SledStore};
-use time::OffsetDateTime;
 
 fn temp(name: &str) -> PathBuf {
     let dir =
         std::env::temp_dir().join(format!("session-sled-bench-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
-}
-
-/// A typical small session: a name, a user id, a few roles.
-fn record() -> Record {
-    let now = OffsetDateTime::now_utc();
-    let mut r = Record::new(
-        Id::generate().unwrap().record_id(),
-        now,
-        now + time::Duration::hours(2),
-    );
-    r.data.insert("name".into(), b"\xa4iris".to_vec());
-    r.data.insert("user_id".into(), vec![0x2a]);
-    r.data
-        .insert("roles".into(), b"\x92\xa6reader\xa6writer".to_vec());
-    r
 }
 
 /// Where criterion keeps its results, to leave the disk figure beside them.
@@ -60,7 +45,7 @@ fn disk_per_100k(rt: &tokio::runtime::Runtime) {
         .expect("open");
     rt.block_on(async {
         for _ in 0..100_000 {
-            store.create(&record()).await.unwrap();
+            store.create(&sample_record()).await.unwrap();
         }
         store.flush().await.unwrap();
     });
@@ -88,7 +73,7 @@ fn benches(c: &mut Criterion) {
         .flush(FlushPolicy::EveryWrite)
         .open()
         .expect("open");
-    let r = record();
+    let r = sample_record();
     rt.block_on(store.create(&r)).unwrap();
     rt.block_on(durable.create(&r)).unwrap();
 

@@ -9,31 +9,16 @@
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use session_core::{Id, Record, Store};
+use session_core::testing::sample_record;
+use session_core::Store;
 use session_sql::{MySqlStore, PostgresStore, Table};
-use time::OffsetDateTime;
-
-/// A typical small session: a name, a user id, a few roles.
-fn record() -> Record {
-    let now = OffsetDateTime::now_utc();
-    let mut r = Record::new(
-        Id::generate().unwrap().record_id(),
-        now,
-        now + time::Duration::hours(2),
-    );
-    r.data.insert("name".into(), b"\xa4iris".to_vec());
-    r.data.insert("user_id".into(), vec![0x2a]);
-    r.data
-        .insert("roles".into(), b"\x92\xa6reader\xa6writer".to_vec());
-    r
-}
 
 macro_rules! bench_backend {
     ($c:expr, $rt:expr, $label:literal, $store:expr, $pool:expr, $raw_table:literal, $id_type:literal, $blob_type:literal, $ph1:literal, $ph2:literal) => {{
         let rt: &tokio::runtime::Runtime = $rt;
         let store = $store;
         let pool = $pool;
-        let r = record();
+        let r = sample_record();
         let bytes = r.to_bytes().unwrap();
         rt.block_on(async {
             store.migrate().await.unwrap();

@@ -35,7 +35,6 @@
 //!
 //! [actix-web]: https://docs.rs/actix-web/4
 
-use std::fmt;
 use std::future::{ready, Ready};
 use std::ops::Deref;
 use std::rc::Rc;
@@ -182,18 +181,9 @@ impl FromRequest for Session {
 
 /// The error when a handler asks for a [`Session`] on an app without
 /// [`SessionMiddleware`]: a 500 that says how to fix it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("no session on this request: add `.wrap(session_actix::SessionMiddleware::new(manager))` to the App that serves this route")]
 pub struct MissingMiddleware;
-
-impl fmt::Display for MissingMiddleware {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(
-            "no session on this request: add `.wrap(session_actix::SessionMiddleware::new(manager))` to the App that serves this route",
-        )
-    }
-}
-
-impl std::error::Error for MissingMiddleware {}
 
 impl ResponseError for MissingMiddleware {
     fn status_code(&self) -> StatusCode {
@@ -209,26 +199,9 @@ impl ResponseError for MissingMiddleware {
 /// A [`session_core::Error`] as a handler error: logs it and answers a bare
 /// `500 Internal Server Error` (`503` for a store that is down or slow),
 /// never exposing the error in the body.
-#[derive(Debug)]
-pub struct SessionError(pub session_core::Error);
-
-impl From<session_core::Error> for SessionError {
-    fn from(e: session_core::Error) -> Self {
-        Self(e)
-    }
-}
-
-impl fmt::Display for SessionError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for SessionError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
-    }
-}
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct SessionError(#[from] pub session_core::Error);
 
 impl ResponseError for SessionError {
     fn status_code(&self) -> StatusCode {

@@ -209,18 +209,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
 
 /// The rejection when a handler asks for a [`Session`] on a route without a
 /// [`SessionLayer`]: a 500 that says how to fix it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("no session on this request: add `.layer(session_axum::SessionLayer::new(manager))` to the router that serves this route")]
 pub struct MissingLayer;
-
-impl fmt::Display for MissingLayer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(
-            "no session on this request: add `.layer(session_axum::SessionLayer::new(manager))` to the router that serves this route",
-        )
-    }
-}
-
-impl std::error::Error for MissingLayer {}
 
 impl IntoResponse for MissingLayer {
     fn into_response(self) -> Response {
@@ -232,26 +223,9 @@ impl IntoResponse for MissingLayer {
 /// A [`session_core::Error`] as a handler error: logs it and answers a bare
 /// `500 Internal Server Error` (`503` for a store that is down or slow),
 /// never exposing the error in the body.
-#[derive(Debug)]
-pub struct SessionError(pub session_core::Error);
-
-impl From<session_core::Error> for SessionError {
-    fn from(e: session_core::Error) -> Self {
-        Self(e)
-    }
-}
-
-impl fmt::Display for SessionError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for SessionError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
-    }
-}
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct SessionError(#[from] pub session_core::Error);
 
 impl IntoResponse for SessionError {
     fn into_response(self) -> Response {

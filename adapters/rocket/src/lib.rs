@@ -36,7 +36,6 @@
 //!
 //! [Rocket]: https://docs.rs/rocket/0.5
 
-use std::fmt;
 use std::io::Cursor;
 use std::ops::Deref;
 
@@ -164,42 +163,16 @@ impl Sentinel for Session {
 }
 
 /// A route asks for a [`Session`] but the Rocket has no [`SessionFairing`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("no session on this request: attach `session_rocket::SessionFairing::new(manager)` to the Rocket")]
 pub struct MissingFairing;
-
-impl fmt::Display for MissingFairing {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(
-            "no session on this request: attach `session_rocket::SessionFairing::new(manager)` to the Rocket",
-        )
-    }
-}
-
-impl std::error::Error for MissingFairing {}
 
 /// A [`session_core::Error`] as a handler error: logs it and answers a bare
 /// `500 Internal Server Error` (`503` for a store that is down or slow),
 /// never exposing the error in the body.
-#[derive(Debug)]
-pub struct SessionError(pub session_core::Error);
-
-impl From<session_core::Error> for SessionError {
-    fn from(e: session_core::Error) -> Self {
-        Self(e)
-    }
-}
-
-impl fmt::Display for SessionError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for SessionError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
-    }
-}
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct SessionError(#[from] pub session_core::Error);
 
 impl<'r> Responder<'r, 'static> for SessionError {
     fn respond_to(self, _: &'r Request<'_>) -> response::Result<'static> {

@@ -2,30 +2,14 @@
 
 use std::time::{Duration, Instant};
 
-use session_core::{Config, Error, Manager, SetCookie, Store};
+use session_core::testing::{manager_with_timeout, read_name as name, stored_session as stored};
+use session_core::{Error, Manager, Store};
 use session_redis::RedisStore;
 
 use crate::support::{unique_prefix, Throwaway};
 
 fn manager(store: RedisStore) -> Manager {
-    let config = Config::builder()
-        .with_store_timeout(Duration::from_millis(500))
-        .build()
-        .expect("config");
-    Manager::new(store, config)
-}
-
-async fn stored(m: &Manager) -> String {
-    let s = m.session_from_cookies(None::<&str>);
-    s.insert("name", "iris").await.expect("insert");
-    match s.commit().await.expect("commit") {
-        SetCookie::Set { value, .. } => format!("session={value}"),
-        other => panic!("expected a cookie, got {other:?}"),
-    }
-}
-
-async fn name(m: &Manager, cookie: &str) -> Result<String, Error> {
-    m.session_from_cookies([cookie]).get_string("name").await
+    manager_with_timeout(store, Duration::from_millis(500))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

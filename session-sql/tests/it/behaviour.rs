@@ -4,8 +4,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use session_core::testing::FaultProxy;
-use session_core::{Config, Error, Id, Manager, Record, SetCookie, Store, Sweeper};
+use session_core::testing::{
+    manager_with_timeout, read_name as read, stored_session as stored, FaultProxy,
+};
+use session_core::{Error, Id, Manager, Record, Store, Sweeper};
 use session_sql::{MySqlStore, PostgresStore, SqliteStore};
 use time::OffsetDateTime;
 
@@ -122,24 +124,7 @@ async fn an_unreachable_database_is_a_clear_error() {
 }
 
 fn manager(store: impl Store) -> Manager {
-    let config = Config::builder()
-        .with_store_timeout(Duration::from_millis(500))
-        .build()
-        .expect("config");
-    Manager::new(store, config)
-}
-
-async fn stored(m: &Manager) -> String {
-    let s = m.session_from_cookies(None::<&str>);
-    s.insert("name", "iris").await.expect("insert");
-    match s.commit().await.expect("commit") {
-        SetCookie::Set { value, .. } => format!("session={value}"),
-        other => panic!("expected a cookie, got {other:?}"),
-    }
-}
-
-async fn read(m: &Manager, cookie: &str) -> Result<String, Error> {
-    m.session_from_cookies([cookie]).get_string("name").await
+    manager_with_timeout(store, Duration::from_millis(500))
 }
 
 async fn eventually(m: &Manager, cookie: &str, want: &str) {

@@ -1,17 +1,41 @@
 //! session-rocket against the shared HTTP suite, plus what only Rocket has.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use session_core::Manager;
 
+/// The next port to try. Rocket 0.5 binds by itself, so the address is only
+/// reserved until it does; handing each test of this process its own port
+/// keeps two tests from being given the same freed port by the OS.
+static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
+
+/// A loopback address no other test of this process is given, free now.
+fn reserve() -> SocketAddr {
+    let _ = NEXT_PORT.compare_exchange(
+        0,
+        20_000 + (std::process::id() % 20_000) as u16,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let port = NEXT_PORT.fetch_add(1, Ordering::SeqCst);
+        if let Ok(addr) =
+            std::net::TcpListener::bind(("127.0.0.1", port)).and_then(|l| l.local_addr())
+        {
+            return addr;
+        }
+    }
+}
+
 /// Serves the Iris demo on a free loopback port, once it answers.
 async fn spawn(manager: Manager) -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-    let addr = listener.local_addr().expect("local addr");
-    tokio::spawn(session_demo::rocket::serve(listener, manager));
+    let addr = reserve();
+    let server = tokio::spawn(session_demo::rocket::serve_at(addr, manager));
     let deadline = Instant::now() + Duration::from_secs(10);
     while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(!server.is_finished(), "Rocket stopped before serving");
         assert!(Instant::now() < deadline, "Rocket did not start");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
