@@ -123,6 +123,7 @@ pub struct ConfigError(String);
 /// | touch interval | 60 seconds |
 /// | store timeout | 5 seconds |
 /// | conflict retries | 16 |
+/// | sessions per owner | no cap |
 /// | cookie security | [`CookieSecurity::Plain`] |
 /// | codec | [`MessagePack`] |
 ///
@@ -158,6 +159,7 @@ pub struct Config {
     pub(crate) touch_interval: Duration,
     pub(crate) store_timeout: Duration,
     pub(crate) conflict_retries: u32,
+    pub(crate) max_sessions_per_owner: Option<usize>,
     pub(crate) security: CookieSecurity,
     pub(crate) codec: Arc<dyn Codec>,
     pub(crate) max_cookie_len: usize,
@@ -180,6 +182,7 @@ impl Default for Config {
             touch_interval: Duration::from_secs(60),
             store_timeout: Duration::from_secs(5),
             conflict_retries: 16,
+            max_sessions_per_owner: None,
             security: CookieSecurity::Plain,
             codec: Arc::new(MessagePack),
             max_cookie_len: 4096,
@@ -237,6 +240,10 @@ impl Config {
     /// How many times a conflicting save is retried.
     pub fn conflict_retries(&self) -> u32 {
         self.conflict_retries
+    }
+    /// How many sessions one owner may have at once, if capped.
+    pub fn max_sessions_per_owner(&self) -> Option<usize> {
+        self.max_sessions_per_owner
     }
     /// How the cookie value is protected.
     pub fn security(&self) -> &CookieSecurity {
@@ -361,6 +368,14 @@ impl ConfigBuilder {
         self
     }
 
+    /// Caps the sessions one owner may have: when a login goes past the cap,
+    /// the owner's oldest sessions end. Default none (no cap). Must be at
+    /// least 1.
+    pub fn with_max_sessions_per_owner(mut self, max: Option<usize>) -> Self {
+        self.0.max_sessions_per_owner = max;
+        self
+    }
+
     /// How the cookie value is protected. Default [`CookieSecurity::Plain`].
     pub fn with_security(mut self, security: CookieSecurity) -> Self {
         self.0.security = security;
@@ -468,6 +483,9 @@ impl ConfigBuilder {
             ) {
                 return err(format!("header name {h:?} is reserved"));
             }
+        }
+        if c.max_sessions_per_owner == Some(0) {
+            return err("max sessions per owner must be at least 1".into());
         }
         if c.max_cookie_len < 64 {
             return err("max cookie length must be at least 64 bytes".into());

@@ -91,7 +91,10 @@ macro_rules! store_conformance {
             concurrent_writers_lose_no_key,
             concurrent_updates_count_exactly,
             destroyed_session_is_never_resurrected,
-            login_rotates_and_invalidates_the_old_id
+            login_rotates_and_invalidates_the_old_id,
+            logout_everywhere_is_never_undone_by_slow_writers,
+            owner_cap_ends_the_oldest_sessions,
+            end_other_sessions_keeps_only_this_one
         );
     };
     (optional: $factory:expr) => {
@@ -684,4 +687,96 @@ pub async fn login_rotates_and_invalidates_the_old_id(store: impl Store) {
     assert_eq!(m.sessions_of(&owner).await.unwrap().len(), 1);
     assert_eq!(m.destroy_all_of(&owner).await.unwrap(), 1);
     assert!(reopen(&m, &after).is_empty().await.unwrap());
+}
+
+/// A "log out everywhere" that lands while other requests of the owner are
+/// mid-flight is never undone by their saves.
+pub async fn logout_everywhere_is_never_undone_by_slow_writers(store: impl Store) {
+    let m = manager(store);
+    let owner = random_owner();
+    let mut cookies = Vec::new();
+    for _ in 0..3 {
+        let s = m.session_from_cookies(None::<&str>);
+        s.login(&owner).await.unwrap();
+        cookies.push(issued(&s.commit().await.unwrap()));
+    }
+    // Slow writers have loaded their sessions...
+    let writers: Vec<Session> = cookies.iter().map(|c| reopen(&m, c)).collect();
+    for w in &writers {
+        assert_eq!(w.owner().await.unwrap().as_deref(), Some(owner.as_str()));
+        w.insert("late", "write").await.unwrap();
+    }
+    // ...when the owner logs out everywhere.
+    assert_eq!(m.destroy_all_of(&owner).await.unwrap(), 3);
+    for w in &writers {
+        assert_eq!(w.commit().await.unwrap(), SetCookie::Remove);
+    }
+    assert!(m.sessions_of(&owner).await.unwrap().is_empty());
+    for c in &cookies {
+        assert!(
+            reopen(&m, c).is_empty().await.unwrap(),
+            "a session came back"
+        );
+    }
+    // An update racing the logout fails clearly instead of resurrecting.
+    let s = m.session_from_cookies(None::<&str>);
+    s.login(&owner).await.unwrap();
+    let cookie = issued(&s.commit().await.unwrap());
+    let slow = reopen(&m, &cookie);
+    slow.get::<u8>("n").await.unwrap();
+    m.destroy_all_of(&owner).await.unwrap();
+    assert!(matches!(
+        slow.update("n", |n: Option<u8>| n.unwrap_or(0) + 1).await,
+        Err(crate::Error::Ended)
+    ));
+    assert!(m.sessions_of(&owner).await.unwrap().is_empty());
+}
+
+/// With a cap of 2 sessions per owner, a third login ends the oldest.
+pub async fn owner_cap_ends_the_oldest_sessions(store: impl Store) {
+    let config = Config::builder()
+        .with_secure(false)
+        .with_max_sessions_per_owner(Some(2))
+        .build()
+        .expect("valid config");
+    let m = Manager::new(store, config);
+    let owner = random_owner();
+    let mut cookies = Vec::new();
+    for _ in 0..3 {
+        let s = m.session_from_cookies(None::<&str>);
+        s.login(&owner).await.unwrap();
+        cookies.push(issued(&s.commit().await.unwrap()));
+        // Distinct creation times, whatever the store's clock precision.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(m.sessions_of(&owner).await.unwrap().len(), 2);
+    assert!(
+        reopen(&m, &cookies[0]).owner().await.unwrap().is_none(),
+        "the oldest ended"
+    );
+    for c in &cookies[1..] {
+        assert_eq!(
+            reopen(&m, c).owner().await.unwrap().as_deref(),
+            Some(owner.as_str())
+        );
+    }
+    m.destroy_all_of(&owner).await.unwrap();
+}
+
+/// "Log out my other devices" ends every other session of the owner.
+pub async fn end_other_sessions_keeps_only_this_one(store: impl Store) {
+    let m = manager(store);
+    let owner = random_owner();
+    let mut cookies = Vec::new();
+    for _ in 0..3 {
+        let s = m.session_from_cookies(None::<&str>);
+        s.login(&owner).await.unwrap();
+        cookies.push(issued(&s.commit().await.unwrap()));
+    }
+    let me = reopen(&m, &cookies[2]);
+    assert_eq!(me.end_other_sessions().await.unwrap(), 2);
+    let mine = me.record_id().await.unwrap().expect("stored");
+    assert_eq!(m.sessions_of(&owner).await.unwrap(), vec![mine]);
+    assert!(reopen(&m, &cookies[0]).is_empty().await.unwrap());
+    m.destroy_all_of(&owner).await.unwrap();
 }

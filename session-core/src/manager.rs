@@ -215,6 +215,32 @@ impl Manager {
         Ok(())
     }
 
+    /// Ends the oldest sessions of `owner` beyond the configured cap, never
+    /// `keep` (the session that just logged in).
+    pub(crate) async fn enforce_owner_cap(&self, owner: &str, keep: &RecordId) -> Result<()> {
+        let Some(cap) = self.inner.config.max_sessions_per_owner else {
+            return Ok(());
+        };
+        let ids = self.sessions_of(owner).await?;
+        if ids.len() <= cap {
+            return Ok(());
+        }
+        let mut others = Vec::with_capacity(ids.len());
+        for id in ids.iter().filter(|id| *id != keep) {
+            if let Some(record) = self.call("load", self.inner.store.load(id)).await? {
+                others.push((record.created_at, *id));
+            }
+        }
+        // Oldest first; `keep` counts towards the cap.
+        others.sort();
+        let excess = (others.len() + 1).saturating_sub(cap);
+        for (_, id) in others.into_iter().take(excess) {
+            self.destroy_record(&id).await?;
+            tracing::info!(id = %id.short(), "session ended: its owner is over the session cap");
+        }
+        Ok(())
+    }
+
     /// Asks the store to remove expired records (for stores without native
     /// expiry) and returns how many it removed.
     ///

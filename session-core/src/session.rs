@@ -847,7 +847,35 @@ impl Session {
                 return Err(e);
             }
         }
+        if let (Some(owner), Some(keep)) = (state.owner.clone(), new_rid) {
+            if state.owner != previous_owner || old.is_none() {
+                manager.enforce_owner_cap(&owner, &keep).await?;
+            }
+        }
         Ok(())
+    }
+
+    /// Ends every other session of this session's owner ("log out my other
+    /// devices") and returns how many ended. Nothing happens for a session
+    /// without an owner.
+    ///
+    /// # Errors
+    /// A store error or timeout.
+    pub async fn end_other_sessions(&self) -> Result<u64> {
+        let (owner, own) = {
+            let state = self.loaded().await?;
+            (state.owner.clone(), state.stored.as_ref().map(|s| s.rid))
+        };
+        let Some(owner) = owner else { return Ok(0) };
+        let manager = self.manager();
+        let mut ended = 0;
+        for rid in manager.sessions_of(&owner).await? {
+            if Some(rid) != own {
+                manager.destroy_record(&rid).await?;
+                ended += 1;
+            }
+        }
+        Ok(ended)
     }
 
     async fn touch_if_due(&self, state: &mut State) -> Result<()> {
