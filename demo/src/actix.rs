@@ -48,6 +48,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/logout-all",
             web::get().to(|s: Session| async move { respond(crate::logout_all(&s).await) }),
+        )
+        .route(
+            "/app",
+            web::get().to(|s: Session| async move {
+                let (status, body) = crate::page(&s).await;
+                let status =
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                HttpResponse::build(status)
+                    .content_type("text/html; charset=utf-8")
+                    .body(body)
+            }),
         );
 }
 

@@ -51,6 +51,15 @@ pub fn app(manager: Manager) -> Router {
             "/logout-all",
             get(|s: Session| async move { respond(crate::logout_all(&s).await) }),
         )
+        .route(
+            "/app",
+            get(|s: Session| async move {
+                let (status, body) = crate::page(&s).await;
+                let status =
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                (status, axum::response::Html(body)).into_response()
+            }),
+        )
         .layer(SessionLayer::new(manager))
 }
 

@@ -14,6 +14,7 @@
 //! | `/incr` | adds 1 to `count` with `update` | the new count |
 //! | `/login/{user}` | rotates the id, sets the owner | `Logged in as {user}` |
 //! | `/logout-all` | ends every session of the current owner | `Ended {n} session(s) of {user}` |
+//! | `/app` | an HTML page for a browser: log in, counter, log out (everywhere) | HTML |
 
 use std::env;
 use std::fmt::Write as _;
@@ -435,6 +436,72 @@ pub fn index() -> Reply {
         200,
         "You should navigate to /set, /get, /delete, /clear, /destroy, /incr, /login/{user} or /logout-all".into(),
     )
+}
+
+/// Escapes text for HTML.
+fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `/app`: a small HTML page for a browser (log in, a counter, log out, log
+/// out everywhere). Its buttons call the plain routes and reload the page.
+/// The page also shows what its own script can see of the cookie: nothing,
+/// because the session cookie is `HttpOnly`.
+pub async fn page(session: &Session) -> Reply {
+    let state = async {
+        let owner = session.owner().await?;
+        let count = session.get::<i64>("count").await?.unwrap_or(0);
+        Ok::<_, session_core::Error>((owner, count))
+    }
+    .await;
+    let (owner, count) = match state {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    let who = match &owner {
+        Some(user) => format!("Logged in as <b id=\"user\">{}</b>", html_escape(user)),
+        None => "<span id=\"user\">Not logged in</span>".to_owned(),
+    };
+    let body = format!(
+        r#"<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Sessions demo</title></head>
+<body>
+<h1>Sessions demo</h1>
+<p>{who}</p>
+<p>Counter: <b id="count">{count}</b></p>
+<form id="login" onsubmit="go('/login/' + encodeURIComponent(document.getElementById('name').value)); return false;">
+  <input id="name" placeholder="user name" autocomplete="off">
+  <button id="login-button" type="submit">Log in</button>
+</form>
+<p>
+  <button id="incr" onclick="go('/incr')">Increment</button>
+  <button id="logout" onclick="go('/destroy')">Log out</button>
+  <button id="logout-all" onclick="go('/logout-all')">Log out everywhere</button>
+</p>
+<p>What this page's script sees of its cookies: <code id="visible-cookies"></code></p>
+<script>
+document.getElementById('visible-cookies').textContent = JSON.stringify(document.cookie);
+function go(path) {{
+  fetch(path, {{ credentials: 'same-origin' }}).then(() => location.reload());
+}}
+</script>
+</body>
+</html>
+"#
+    );
+    (200, body)
 }
 
 /// `/set`: sets `name = "iris"`.

@@ -59,6 +59,15 @@ async fn logout_all(s: Session) -> Answer {
     respond(crate::logout_all(&s).await)
 }
 
+#[get("/app")]
+async fn page(s: Session) -> (Status, rocket::response::content::RawHtml<String>) {
+    let (status, body) = crate::page(&s).await;
+    (
+        Status::from_code(status).unwrap_or(Status::InternalServerError),
+        rocket::response::content::RawHtml(body),
+    )
+}
+
 /// The demo's Rocket over `manager`, on `address`.
 pub fn app(manager: Manager, address: std::net::SocketAddr) -> Rocket<Build> {
     let config = rocket::Config {
@@ -71,7 +80,7 @@ pub fn app(manager: Manager, address: std::net::SocketAddr) -> Rocket<Build> {
         .attach(SessionFairing::new(manager))
         .mount(
             "/",
-            routes![index, set, get, delete, clear, destroy, incr, login, logout_all],
+            routes![index, set, get, delete, clear, destroy, incr, login, logout_all, page],
         )
 }
 

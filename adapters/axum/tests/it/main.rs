@@ -1,5 +1,7 @@
 //! session-axum against the shared HTTP suite, plus what only axum has.
 
+mod browser;
+
 use std::net::SocketAddr;
 
 use session_core::Manager;

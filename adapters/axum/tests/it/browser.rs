@@ -1,0 +1,198 @@
+//! The demo's `/app` page in a real headless Chromium, driven through
+//! chromedriver: log in, a counter that survives reloads, an `HttpOnly`
+//! cookie that page scripts cannot see, and "log out everywhere" from a
+//! second browser ending the first one's session.
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them);
+//! without them the test says SKIPPED, except in CI where that is a failure.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use session_core::{Config, Manager};
+use session_memory::MemoryStore;
+
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+fn chromedriver() -> Option<Driver> {
+    let missing = |why: &str| {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("the browser test needs chromium and chromium-driver in CI: {why}");
+        }
+        eprintln!(
+            "SKIPPED: browser test ({why}; install: apt-get install chromium chromium-driver)"
+        );
+        None
+    };
+    if !std::path::Path::new("/usr/bin/chromium").exists() {
+        return missing("no /usr/bin/chromium");
+    }
+    let port = free_port();
+    let child = match Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => return missing(&format!("cannot run chromedriver: {e}")),
+    };
+    let driver = Driver {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            return missing("chromedriver did not start");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(driver)
+}
+
+/// A fresh browser: chromedriver gives each session its own empty profile,
+/// so two browsers share no cookies.
+async fn browser(driver: &Driver) -> Client {
+    let caps = serde_json::json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage",
+            ]
+        }
+    });
+    let serde_json::Value::Object(caps) = caps else {
+        unreachable!("an object literal")
+    };
+    ClientBuilder::new(HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a chromium session")
+}
+
+async fn text(c: &Client, id: &str) -> String {
+    c.find(Locator::Id(id))
+        .await
+        .expect(id)
+        .text()
+        .await
+        .expect("text")
+}
+
+/// Waits until the element's text is `want` (pages reload after each action).
+async fn wait_text(c: &Client, id: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(e) = c.find(Locator::Id(id)).await {
+            if e.text().await.is_ok_and(|t| t == want) {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "#{id} never became {want:?}; page: {:?}",
+            c.source().await.ok()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn click(c: &Client, id: &str) {
+    c.find(Locator::Id(id))
+        .await
+        .expect(id)
+        .click()
+        .await
+        .expect("click");
+}
+
+async fn log_in(c: &Client, base: &str, user: &str) {
+    c.goto(&format!("{base}/app")).await.expect("open /app");
+    c.find(Locator::Id("name"))
+        .await
+        .expect("name")
+        .send_keys(user)
+        .await
+        .expect("type");
+    click(c, "login-button").await;
+    wait_text(c, "user", user).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_browser_logs_in_counts_and_is_logged_out_everywhere() {
+    let Some(driver) = chromedriver() else { return };
+    // The default, secure configuration: Chromium keeps Secure cookies on
+    // http://localhost.
+    let manager = Manager::new(MemoryStore::new(), Config::default());
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(session_demo::axum::serve(listener, manager));
+    let base = format!("http://localhost:{port}");
+
+    let a = browser(&driver).await;
+    a.goto(&format!("{base}/app")).await.expect("open /app");
+    assert_eq!(text(&a, "user").await, "Not logged in");
+    log_in(&a, &base, "carol").await;
+    for n in 1..=3 {
+        click(&a, "incr").await;
+        wait_text(&a, "count", &n.to_string()).await;
+    }
+    a.refresh().await.expect("reload");
+    wait_text(&a, "count", "3").await;
+    wait_text(&a, "user", "carol").await;
+
+    // The cookie exists, is HttpOnly, and the page's script cannot see it.
+    let cookies = a.get_all_cookies().await.expect("cookies");
+    let session = cookies
+        .iter()
+        .find(|c| c.name() == "session")
+        .expect("a session cookie");
+    assert_eq!(session.http_only(), Some(true));
+    assert_eq!(text(&a, "visible-cookies").await, "\"\"");
+    let seen = a
+        .execute("return document.cookie", vec![])
+        .await
+        .expect("script");
+    assert!(
+        !seen.as_str().unwrap_or_default().contains("session"),
+        "{seen}"
+    );
+
+    // A second browser logs in as the same user and logs out everywhere.
+    let b = browser(&driver).await;
+    log_in(&b, &base, "carol").await;
+    click(&b, "logout-all").await;
+    wait_text(&b, "user", "Not logged in").await;
+    a.refresh().await.expect("reload");
+    wait_text(&a, "user", "Not logged in").await;
+    wait_text(&a, "count", "0").await;
+
+    a.close().await.expect("close a");
+    b.close().await.expect("close b");
+}
