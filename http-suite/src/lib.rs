@@ -570,3 +570,116 @@ pub async fn header_transport(spawn: impl Spawn) {
         "The name on the /set was: "
     );
 }
+
+/// What a [`soak`] run measured.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SoakReport {
+    /// Requests answered.
+    pub requests: u64,
+    /// Requests that failed (transport error or a status other than 200).
+    pub errors: u64,
+    /// Sessions created.
+    pub sessions: u64,
+    /// Median latency.
+    pub p50: Duration,
+    /// 99th-percentile latency.
+    pub p99: Duration,
+    /// Increments acknowledged (200) and lost: `/incr` answered a count other
+    /// than the previous one plus one, on a session that had not ended.
+    pub lost_increments: u64,
+}
+
+/// A bounded-time load of mixed traffic against the demo served for
+/// `manager`: 16 clients, each starting sessions (`/set`), reading them
+/// (`/get`) and counting in them (`/incr`), for `seconds`. Loopback only;
+/// the loop stops by itself.
+pub async fn soak(spawn: impl Spawn, manager: Manager, seconds: u64) -> SoakReport {
+    let addr = spawn.spawn(manager).await;
+    let until = std::time::Instant::now() + Duration::from_secs(seconds);
+    let tasks: Vec<_> = (0..16u64)
+        .map(|t| {
+            tokio::spawn(async move {
+                let http = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .expect("client");
+                let base = format!("http://{addr}");
+                let mut latencies = Vec::new();
+                let (mut errors, mut sessions, mut lost) = (0u64, 0u64, 0u64);
+                let mut cookie: Option<String> = None;
+                let mut count = 0i64;
+                let mut i = t;
+                while std::time::Instant::now() < until {
+                    i += 1;
+                    let path = match (&cookie, i % 10) {
+                        (None, _) | (_, 0) => "/set",
+                        (_, 1..=5) => "/get",
+                        _ => "/incr",
+                    };
+                    let mut req = http.get(format!("{base}{path}"));
+                    if path != "/set" {
+                        if let Some(c) = &cookie {
+                            req = req.header("cookie", c.as_str());
+                        }
+                    }
+                    let started = std::time::Instant::now();
+                    let res = req.send().await;
+                    let Ok(res) = res else {
+                        errors += 1;
+                        continue;
+                    };
+                    let ok = res.status().as_u16() == 200;
+                    let set = res
+                        .headers()
+                        .get("set-cookie")
+                        .and_then(|v| v.to_str().ok())
+                        .map(|v| v.split(';').next().unwrap_or_default().to_owned());
+                    let body = res.text().await.unwrap_or_default();
+                    latencies.push(started.elapsed());
+                    if !ok {
+                        errors += 1;
+                        continue;
+                    }
+                    if let Some(c) = set {
+                        // A new session (or a fresh one after an eviction).
+                        sessions += 1;
+                        cookie = Some(c);
+                        count = 0;
+                    }
+                    if path == "/incr" {
+                        let n: i64 = body.parse().unwrap_or(-1);
+                        if n != count + 1 && n != 1 {
+                            lost += 1;
+                        }
+                        count = n;
+                    }
+                }
+                (latencies, errors, sessions, lost)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    let mut report = SoakReport {
+        requests: 0,
+        errors: 0,
+        sessions: 0,
+        p50: Duration::ZERO,
+        p99: Duration::ZERO,
+        lost_increments: 0,
+    };
+    for t in tasks {
+        let (l, e, s, lost) = t.await.expect("client task");
+        latencies.extend(l);
+        report.errors += e;
+        report.sessions += s;
+        report.lost_increments += lost;
+    }
+    latencies.sort_unstable();
+    report.requests = latencies.len() as u64;
+    if !latencies.is_empty() {
+        report.p50 = latencies[latencies.len() / 2];
+        report.p99 = latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)];
+    }
+    report
+}

@@ -338,6 +338,61 @@ pub async fn read_name(manager: &crate::Manager, cookie: &str) -> crate::Result<
         .await
 }
 
+/// Writes through `manager` while `proxy` cuts and restores the store's
+/// connections, then checks that every write the manager acknowledged loads
+/// afterwards. Panics (it is a test) when an acknowledged write is lost, or
+/// when the faults did not bite or nothing got through.
+pub async fn acknowledged_writes_survive_cuts(manager: &crate::Manager, proxy: &FaultProxy) {
+    let cookie = stored_session(manager).await;
+    let mut acknowledged = Vec::new();
+    let mut failed = 0;
+    for i in 0..40u32 {
+        match i % 10 {
+            3 => proxy.cut(),
+            6 => proxy.restore(),
+            _ => {}
+        }
+        let s = manager.session_from_cookies([cookie.as_str()]);
+        let key = format!("k{i}");
+        let written = async {
+            s.insert(&key, &i).await?;
+            s.commit().await
+        }
+        .await;
+        match written {
+            Ok(_) => acknowledged.push(i),
+            Err(_) => failed += 1,
+        }
+    }
+    proxy.restore();
+    assert!(failed > 0, "the cuts never failed a write");
+    assert!(
+        acknowledged.len() >= 10,
+        "too few writes got through: {acknowledged:?}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let s = loop {
+        let s = manager.session_from_cookies([cookie.as_str()]);
+        match s.len().await {
+            Ok(_) => break s,
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the store did not come back: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    for i in acknowledged {
+        assert_eq!(
+            s.get::<u32>(&format!("k{i}")).await.expect("load"),
+            Some(i),
+            "write {i} was acknowledged but is lost"
+        );
+    }
+}
+
 /// A typical small record (a name, a user id, two roles) expiring in two
 /// hours, for benchmarks and store tests.
 pub fn sample_record() -> Record {

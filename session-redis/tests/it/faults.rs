@@ -2,7 +2,10 @@
 
 use std::time::{Duration, Instant};
 
-use session_core::testing::{manager_with_timeout, read_name as name, stored_session as stored};
+use session_core::testing::{
+    acknowledged_writes_survive_cuts, manager_with_timeout, read_name as name,
+    stored_session as stored, FaultProxy,
+};
 use session_core::{Error, Manager, Store};
 use session_redis::RedisStore;
 
@@ -135,4 +138,17 @@ async fn an_undecodable_record_is_no_session() {
         .await
         .expect("corrupt it");
     assert_eq!(store.load(&rid).await.expect("load"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_cut_connections() {
+    let Some(server) = Throwaway::start() else {
+        return;
+    };
+    let upstream = format!("127.0.0.1:{}", server.port).parse().expect("addr");
+    let proxy = FaultProxy::start(upstream).await.expect("proxy");
+    let store = RedisStore::connect(&format!("redis://{}", proxy.addr()))
+        .await
+        .expect("connect through the proxy");
+    acknowledged_writes_survive_cuts(&manager(store), &proxy).await;
 }

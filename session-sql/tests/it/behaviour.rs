@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use session_core::testing::{
-    manager_with_timeout, read_name as read, stored_session as stored, FaultProxy,
+    acknowledged_writes_survive_cuts, manager_with_timeout, read_name as read,
+    stored_session as stored, FaultProxy,
 };
 use session_core::{Error, Id, Manager, Record, Store, Sweeper};
 use session_sql::{MySqlStore, PostgresStore, SqliteStore};
@@ -224,6 +225,25 @@ async fn postgres_hangs_and_losses_are_bounded_and_recovered() {
         .await
         .expect("schema");
     hang_and_loss(manager(store), proxy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_acknowledged_writes_survive_cut_connections() {
+    let url = support::postgres_url();
+    if PostgresStore::connect(&url).await.is_err() {
+        support::missing("PostgreSQL (DATABASE_URL_POSTGRES)", "no connection");
+        return;
+    }
+    let proxy = FaultProxy::start(upstream(&url, 5432))
+        .await
+        .expect("proxy");
+    let store = PostgresStore::connect(&through(&url, &proxy))
+        .await
+        .expect("via proxy");
+    let store = support::postgres_in_schema(store, url)
+        .await
+        .expect("schema");
+    acknowledged_writes_survive_cuts(&manager(store), &proxy).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

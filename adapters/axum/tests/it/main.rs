@@ -1,6 +1,7 @@
 //! session-axum against the shared HTTP suite, plus what only axum has.
 
 mod browser;
+mod soak;
 
 use std::net::SocketAddr;
 
