@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use moka::future::Cache;
 use moka::notification::RemovalCause;
-use moka::ops::compute::{CompResult, Op};
 use moka::policy::EvictionPolicy;
 use moka::Expiry;
 use session_core::{Created, Record, RecordId, Saved, Store, StoreError};
@@ -103,8 +102,9 @@ fn index_add(index: &OwnerIndex, owner: &str, id: RecordId) {
 ///   cannot exhaust memory.
 /// * Each record leaves memory at its own deadline (idle or absolute), so idle
 ///   sessions free their memory by themselves.
-/// * `save` is an atomic compare-and-set per record; `touch` rewrites only
-///   the deadline.
+/// * Writes to one record are serialized (a striped lock), so `save` is an
+///   atomic compare-and-set; reads never wait; `touch` rewrites only the
+///   deadline.
 ///
 /// Cloning shares the same sessions.
 ///
@@ -118,7 +118,12 @@ fn index_add(index: &OwnerIndex, owner: &str, id: RecordId) {
 pub struct MemoryStore {
     cache: Cache<RecordId, Arc<Record>>,
     owners: OwnerIndex,
+    /// Writers of one record serialize on its stripe; readers never wait.
+    stripes: Arc<[tokio::sync::Mutex<()>]>,
 }
+
+/// How many locks writers are spread over.
+const STRIPES: usize = 64;
 
 impl fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -171,7 +176,11 @@ impl MemoryStoreBuilder {
                 }
             })
             .build();
-        MemoryStore { cache, owners }
+        MemoryStore {
+            cache,
+            owners,
+            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+        }
     }
 }
 
@@ -209,11 +218,14 @@ impl MemoryStore {
         self.cache.run_pending_tasks().await;
     }
 
-    fn live(entry: Option<moka::Entry<RecordId, Arc<Record>>>) -> Option<Arc<Record>> {
+    /// The live record of `id`, if any.
+    async fn live(&self, id: &RecordId) -> Option<Arc<Record>> {
         let now = OffsetDateTime::now_utc();
-        entry
-            .map(moka::Entry::into_value)
-            .filter(|r| !r.is_expired(now))
+        self.cache.get(id).await.filter(|r| !r.is_expired(now))
+    }
+
+    fn stripe(&self, id: &RecordId) -> &tokio::sync::Mutex<()> {
+        &self.stripes[usize::from(id.as_bytes()[0]) % self.stripes.len()]
     }
 }
 
@@ -230,60 +242,35 @@ impl Store for MemoryStore {
     }
 
     async fn create(&self, record: &Record) -> Result<Created, StoreError> {
-        let new = Arc::new(record.clone());
-        let result = self
-            .cache
-            .entry(record.id)
-            .and_compute_with(|existing| {
-                let op = match Self::live(existing) {
-                    Some(_) => Op::Nop,
-                    None => Op::Put(new),
-                };
-                std::future::ready(op)
-            })
-            .await;
-        match result {
-            CompResult::Inserted(_) | CompResult::ReplacedWith(_) => {
-                if let Some(owner) = &record.owner {
-                    index_add(&self.owners, owner, record.id);
-                }
-                Ok(Created::Created)
-            }
-            _ => Ok(Created::IdTaken),
+        let _writer = self.stripe(&record.id).lock().await;
+        if self.live(&record.id).await.is_some() {
+            return Ok(Created::IdTaken);
         }
+        self.cache.insert(record.id, Arc::new(record.clone())).await;
+        if let Some(owner) = &record.owner {
+            index_add(&self.owners, owner, record.id);
+        }
+        Ok(Created::Created)
     }
 
     async fn save(&self, record: &Record, expected_version: u64) -> Result<Saved, StoreError> {
-        let new = Arc::new(record.clone());
-        let mut outcome = Saved::Missing;
-        let mut previous_owner = None;
-        self.cache
-            .entry(record.id)
-            .and_compute_with(|existing| {
-                let op = match Self::live(existing) {
-                    None => Op::Nop,
-                    Some(current) if current.version != expected_version => {
-                        outcome = Saved::Conflict;
-                        Op::Nop
-                    }
-                    Some(current) => {
-                        outcome = Saved::Saved;
-                        previous_owner = current.owner.clone();
-                        Op::Put(new)
-                    }
-                };
-                std::future::ready(op)
-            })
-            .await;
-        if outcome == Saved::Saved && previous_owner != record.owner {
-            if let Some(old) = &previous_owner {
+        let _writer = self.stripe(&record.id).lock().await;
+        let Some(current) = self.live(&record.id).await else {
+            return Ok(Saved::Missing);
+        };
+        if current.version != expected_version {
+            return Ok(Saved::Conflict);
+        }
+        self.cache.insert(record.id, Arc::new(record.clone())).await;
+        if current.owner != record.owner {
+            if let Some(old) = &current.owner {
                 index_remove(&self.owners, old, &record.id);
             }
             if let Some(owner) = &record.owner {
                 index_add(&self.owners, owner, record.id);
             }
         }
-        Ok(outcome)
+        Ok(Saved::Saved)
     }
 
     async fn touch(
@@ -292,26 +279,18 @@ impl Store for MemoryStore {
         _owner: Option<&str>,
         expires_at: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let mut touched = false;
-        self.cache
-            .entry(*id)
-            .and_compute_with(|existing| {
-                let op = match Self::live(existing) {
-                    None => Op::Nop,
-                    Some(current) => {
-                        touched = true;
-                        let mut record = (*current).clone();
-                        record.expires_at = expires_at;
-                        Op::Put(Arc::new(record))
-                    }
-                };
-                std::future::ready(op)
-            })
-            .await;
-        Ok(touched)
+        let _writer = self.stripe(id).lock().await;
+        let Some(current) = self.live(id).await else {
+            return Ok(false);
+        };
+        let mut record = (*current).clone();
+        record.expires_at = expires_at;
+        self.cache.insert(*id, Arc::new(record)).await;
+        Ok(true)
     }
 
     async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
+        let _writer = self.stripe(id).lock().await;
         if let Some(record) = self.cache.remove(id).await {
             if let Some(owner) = &record.owner {
                 index_remove(&self.owners, owner, id);
@@ -346,7 +325,13 @@ impl Store for MemoryStore {
         let ids = self.ids_of_owner(owner).await?;
         let mut n = 0;
         for id in ids {
-            if self.cache.remove(&id).await.is_some() {
+            let _writer = self.stripe(&id).lock().await;
+            let owned = self
+                .cache
+                .get(&id)
+                .await
+                .is_some_and(|r| r.owner.as_deref() == Some(owner));
+            if owned && self.cache.remove(&id).await.is_some() {
                 n += 1;
             }
             index_remove(&self.owners, owner, &id);

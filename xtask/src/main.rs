@@ -499,7 +499,7 @@ fn bench(only: Option<&str>) -> Result {
             .collect();
         ratios.extend((b.extra)(&group));
         let mut section = format!(
-            "| benchmark | median time | per second (one connection, one core) |\n|---|---|---|\n{}\n",
+            "| benchmark | median time | per second (sequential, one core) |\n|---|---|---|\n{}\n",
             rows.join("\n")
         );
         if !ratios.is_empty() {
