@@ -8,12 +8,17 @@
 //!   binaries.
 //! * `bench [group]`: runs the criterion benchmarks (all, or one group:
 //!   `manager`, `redis`, `sql`, `sled`) and rewrites their numbers in README.md.
+//! * `bench load [--seconds N] [--runs N]`: every load-test server variant
+//!   (ours, the bare frameworks, tower-sessions, actix-session) under wrk;
+//!   writes BENCHMARKS.md.
 //! * `redis-cluster`: starts a throwaway 3-master Redis Cluster on free
 //!   loopback ports, prints its `REDIS_CLUSTER_URLS`, and stops it on Enter.
 //!
 //! `test` starts that throwaway cluster for the Redis Cluster tests (when
 //! `redis-server` is installed and `REDIS_CLUSTER_URLS` is not set) and a
 //! throwaway Redis when none answers on the standard port.
+
+mod load;
 
 use std::env;
 use std::fs;
@@ -23,17 +28,27 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-type Result<T = (), E = String> = std::result::Result<T, E>;
+pub(crate) type Result<T = (), E = String> = std::result::Result<T, E>;
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("services") => services(args.iter().any(|a| a == "--start")).map(drop),
+        Some("bench") if args.get(1).map(String::as_str) == Some("load") => {
+            let flag = |name: &str, default: u64| {
+                args.iter()
+                    .position(|a| a == name)
+                    .and_then(|i| args.get(i + 1))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(default)
+            };
+            load::bench_load(flag("--seconds", 10), flag("--runs", 3) as u32)
+        }
         Some("bench") => bench(args.get(1).map(String::as_str)),
         Some("redis-cluster") => redis_cluster_foreground(),
         _ => {
-            eprintln!("usage: cargo xtask <test | services [--start] | bench [manager|redis|sql|sled] | redis-cluster>");
+            eprintln!("usage: cargo xtask <test | services [--start] | bench [manager|redis|sql|sled] | bench load [--seconds N] [--runs N] | redis-cluster>");
             return ExitCode::from(2);
         }
     };
@@ -46,14 +61,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the workspace")
         .to_path_buf()
 }
 
-fn cargo(args: &[&str], envs: &[(&str, String)]) -> Result {
+pub(crate) fn cargo(args: &[&str], envs: &[(&str, String)]) -> Result {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("xtask: cargo {}", args.join(" "));
     let status = Command::new(cargo)

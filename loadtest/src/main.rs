@@ -1,0 +1,560 @@
+//! Load-test servers for `cargo xtask bench load`: one process per variant,
+//! one worker thread, the same routes everywhere.
+//!
+//! ```text
+//! session-loadtest serve <variant> <port>
+//! session-loadtest memory <sessions>
+//! ```
+//!
+//! Variants: `axum-bare`, `axum-ours-{memory,redis,postgres,sled}`,
+//! `axum-tower-{memory,redis,postgres}`, `actix-bare`,
+//! `actix-ours-{memory,redis,postgres,sled}`, `actix-session-{cookie,redis}`.
+//!
+//! Routes (GET): `/plain` never touches the session; `/new` stores a counter
+//! at 0 in a new session; `/read` reads it; `/write` increments it and
+//! answers the new value; `/count` reads it for the final check; `/stats`
+//! answers our store's call counts (`{}` for the others); `/writes` answers
+//! how many increments the server acknowledged with a 200.
+//!
+//! `memory <sessions>` fills our memory store with that many idle sessions
+//! and prints the resident memory per session.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use session_core::testing::{CallCounts, Instrumented};
+use session_core::{Config, Manager, Store};
+
+/// Increments this server answered with 200: what the final counters must
+/// equal when no update was lost.
+static WRITES_OK: AtomicU64 = AtomicU64::new(0);
+
+fn wrote() {
+    WRITES_OK.fetch_add(1, Ordering::Relaxed);
+}
+
+fn writes() -> String {
+    WRITES_OK.load(Ordering::Relaxed).to_string()
+}
+
+const REDIS_URL: &str = "redis://127.0.0.1:6379";
+const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["serve", variant, port] => match port.parse::<u16>() {
+            Ok(port) => serve(variant, SocketAddr::from(([127, 0, 0, 1], port))),
+            Err(_) => Err(format!("bad port {port:?}")),
+        },
+        ["memory", n] => match n.parse::<usize>() {
+            Ok(n) => memory(n),
+            Err(_) => Err(format!("bad count {n:?}")),
+        },
+        _ => Err("usage: session-loadtest serve <variant> <port> | memory <sessions>".into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("session-loadtest: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Reads the call counts of an instrumented store.
+type Counts = Arc<dyn Fn() -> CallCounts + Send + Sync>;
+
+fn instrument<S: Store>(store: S) -> (Arc<dyn Store>, Counts) {
+    let instrumented = Instrumented::new(store);
+    let handle = instrumented.clone();
+    (Arc::new(instrumented), Arc::new(move || handle.counts()))
+}
+
+/// Our store for a variant suffix, instrumented so `/stats` can count round
+/// trips.
+async fn our_store(kind: &str) -> Result<(Arc<dyn Store>, Counts), String> {
+    Ok(match kind {
+        "memory" => instrument(session_memory::MemoryStore::new()),
+        "redis" => instrument(
+            session_redis::RedisStore::connect(&env_or("REDIS_URL", REDIS_URL))
+                .await
+                .map_err(|e| e.to_string())?
+                .with_prefix(format!("loadtest-{}:", std::process::id())),
+        ),
+        "postgres" => {
+            let s =
+                session_sql::PostgresStore::connect(&env_or("DATABASE_URL_POSTGRES", POSTGRES_URL))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .with_table(
+                        session_sql::Table::new("loadtest_sessions").map_err(|e| e.to_string())?,
+                    );
+            s.migrate().await.map_err(|e| e.to_string())?;
+            instrument(s)
+        }
+        "sled" => {
+            let dir = std::env::temp_dir().join(format!("session-loadtest-{}", std::process::id()));
+            instrument(
+                session_sled::SledStore::builder(dir)
+                    .temporary(true)
+                    .open()
+                    .map_err(|e| e.to_string())?,
+            )
+        }
+        other => return Err(format!("unknown store {other:?}")),
+    })
+}
+
+/// The call counts as JSON, for `/stats`.
+fn stats(counts: &Counts) -> String {
+    let c = counts();
+    format!(
+        "{{\"load\":{},\"create\":{},\"save\":{},\"touch\":{},\"delete\":{},\"other\":{}}}",
+        c.load, c.create, c.save, c.touch, c.delete, c.other
+    )
+}
+
+fn manager(store: Arc<dyn Store>) -> Manager {
+    let config = Config::builder()
+        .with_secure(false)
+        .build()
+        .expect("a valid config");
+    Manager::from_arc(store, config)
+}
+
+fn serve(variant: &str, addr: SocketAddr) -> Result<(), String> {
+    let (framework, rest) = variant
+        .split_once('-')
+        .ok_or_else(|| format!("unknown variant {variant:?}"))?;
+    match framework {
+        "axum" => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(axum_server::serve(rest, addr))
+        }
+        "actix" => actix_web::rt::System::new().block_on(actix_server::serve(rest, addr)),
+        _ => Err(format!("unknown variant {variant:?}")),
+    }
+}
+
+/// Fills our memory store with `n` idle sessions and reports the resident
+/// memory they take.
+fn memory(n: usize) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let store = session_memory::MemoryStore::builder()
+            .max_bytes(16 * 1024 * 1024 * 1024)
+            .build();
+        let m = Manager::new(store.clone(), Config::default());
+        let before = rss_bytes();
+        let mut data_bytes = 0u64;
+        for i in 0..n {
+            let s = m.session_from_cookies(None::<&str>);
+            s.insert("n", &(i as u64)).await.map_err(|e| e.to_string())?;
+            s.commit().await.map_err(|e| e.to_string())?;
+        }
+        store.run_pending_tasks().await;
+        let after = rss_bytes();
+        // The encoded data itself: key "n" and a MessagePack integer.
+        data_bytes += 1 + 9;
+        let per = after.saturating_sub(before) as f64 / n as f64;
+        println!(
+            "{{\"sessions\": {n}, \"rss_bytes_per_session\": {per:.0}, \"data_bytes_per_session\": {data_bytes}, \"store_len\": {}}}",
+            store.len()
+        );
+        Ok(())
+    })
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+mod axum_server {
+    use std::net::SocketAddr;
+
+    use axum::extract::State;
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    use axum::Router;
+
+    type Answer = (StatusCode, String);
+
+    fn fail(e: impl std::fmt::Display) -> Answer {
+        (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+
+    async fn run(app: Router, addr: SocketAddr) -> Result<(), String> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        axum::serve(listener, app).await.map_err(|e| e.to_string())
+    }
+
+    pub(crate) async fn serve(variant: &str, addr: SocketAddr) -> Result<(), String> {
+        if variant == "bare" {
+            let app = Router::new()
+                .route("/plain", get(|| async { "ok" }))
+                .route("/stats", get(|| async { "{}" }));
+            return run(app, addr).await;
+        }
+        if let Some(kind) = variant.strip_prefix("ours-") {
+            return ours(kind, addr).await;
+        }
+        if let Some(kind) = variant.strip_prefix("tower-") {
+            return tower(kind, addr).await;
+        }
+        Err(format!("unknown axum variant {variant:?}"))
+    }
+
+    async fn ours(kind: &str, addr: SocketAddr) -> Result<(), String> {
+        use session_axum::{Session, SessionLayer};
+        let (store, counts) = crate::our_store(kind).await?;
+        let manager = crate::manager(store);
+        let app = Router::new()
+            .route("/plain", get(|_s: Session| async { "ok" }))
+            .route(
+                "/new",
+                get(|s: Session| async move {
+                    match s.insert("n", &0i64).await {
+                        Ok(()) => (StatusCode::OK, "ok".to_owned()),
+                        Err(e) => fail(e),
+                    }
+                }),
+            )
+            .route(
+                "/read",
+                get(|s: Session| async move {
+                    match s.get::<i64>("n").await {
+                        Ok(n) => (StatusCode::OK, n.unwrap_or(-1).to_string()),
+                        Err(e) => fail(e),
+                    }
+                }),
+            )
+            .route(
+                "/count",
+                get(|s: Session| async move {
+                    match s.get::<i64>("n").await {
+                        Ok(n) => (StatusCode::OK, n.unwrap_or(-1).to_string()),
+                        Err(e) => fail(e),
+                    }
+                }),
+            )
+            .route(
+                "/write",
+                get(|s: Session| async move {
+                    match s.increment("n", 1).await {
+                        Ok(n) => {
+                            crate::wrote();
+                            (StatusCode::OK, n.to_string())
+                        }
+                        Err(e) => fail(e),
+                    }
+                }),
+            )
+            .route(
+                "/stats",
+                get(|State(counts): State<crate::Counts>| async move { crate::stats(&counts) }),
+            )
+            .route("/writes", get(|| async { crate::writes() }))
+            .with_state(counts)
+            .layer(SessionLayer::new(manager));
+        run(app, addr).await
+    }
+
+    async fn tower(kind: &str, addr: SocketAddr) -> Result<(), String> {
+        use tower_sessions::{Session, SessionManagerLayer, SessionStore};
+        fn app<S: SessionStore + Clone>(store: S) -> Router {
+            Router::new()
+                .route("/plain", get(|_s: Session| async { "ok" }))
+                .route(
+                    "/new",
+                    get(|s: Session| async move {
+                        match s.insert("n", 0i64).await {
+                            Ok(()) => (StatusCode::OK, "ok".to_owned()),
+                            Err(e) => fail(e),
+                        }
+                    }),
+                )
+                .route(
+                    "/read",
+                    get(|s: Session| async move {
+                        match s.get::<i64>("n").await {
+                            Ok(n) => (StatusCode::OK, n.unwrap_or(-1).to_string()),
+                            Err(e) => fail(e),
+                        }
+                    }),
+                )
+                .route(
+                    "/count",
+                    get(|s: Session| async move {
+                        match s.get::<i64>("n").await {
+                            Ok(n) => (StatusCode::OK, n.unwrap_or(-1).to_string()),
+                            Err(e) => fail(e),
+                        }
+                    }),
+                )
+                .route(
+                    "/write",
+                    get(|s: Session| async move {
+                        let n = match s.get::<i64>("n").await {
+                            Ok(n) => n.unwrap_or(0) + 1,
+                            Err(e) => return fail(e),
+                        };
+                        match s.insert("n", n).await {
+                            Ok(()) => {
+                                crate::wrote();
+                                (StatusCode::OK, n.to_string())
+                            }
+                            Err(e) => fail(e),
+                        }
+                    }),
+                )
+                .route("/stats", get(|| async { "{}" }))
+                .route("/writes", get(|| async { crate::writes() }))
+                .layer(SessionManagerLayer::new(store).with_secure(false))
+        }
+        match kind {
+            "memory" => run(app(tower_sessions::MemoryStore::default()), addr).await,
+            "redis" => {
+                use tower_sessions_redis_store::fred::prelude::{ClientLike, Config, Pool};
+                let config = Config::from_url(&crate::env_or("REDIS_URL", crate::REDIS_URL))
+                    .map_err(|e| e.to_string())?;
+                let pool = Pool::new(config, None, None, None, 6).map_err(|e| e.to_string())?;
+                let _connection = pool.connect();
+                pool.wait_for_connect().await.map_err(|e| e.to_string())?;
+                run(app(tower_sessions_redis_store::RedisStore::new(pool)), addr).await
+            }
+            "postgres" => {
+                let pool = sqlx::PgPool::connect(&crate::env_or(
+                    "DATABASE_URL_POSTGRES",
+                    crate::POSTGRES_URL,
+                ))
+                .await
+                .map_err(|e| e.to_string())?;
+                let store = tower_sessions_sqlx_store::PostgresStore::new(pool);
+                store.migrate().await.map_err(|e| e.to_string())?;
+                run(app(store), addr).await
+            }
+            other => Err(format!("unknown tower-sessions store {other:?}")),
+        }
+    }
+}
+
+mod actix_server {
+    use std::net::SocketAddr;
+
+    use actix_web::{web, App, HttpResponse, HttpServer};
+
+    fn fail(e: impl std::fmt::Display) -> HttpResponse {
+        HttpResponse::InternalServerError().body(e.to_string())
+    }
+
+    pub(crate) async fn serve(variant: &str, addr: SocketAddr) -> Result<(), String> {
+        if variant == "bare" {
+            return HttpServer::new(|| {
+                App::new()
+                    .route("/plain", web::get().to(|| async { "ok" }))
+                    .route("/stats", web::get().to(|| async { "{}" }))
+            })
+            .workers(1)
+            .bind(addr)
+            .map_err(|e| e.to_string())?
+            .run()
+            .await
+            .map_err(|e| e.to_string());
+        }
+        if let Some(kind) = variant.strip_prefix("ours-") {
+            return ours(kind, addr).await;
+        }
+        if let Some(kind) = variant.strip_prefix("session-") {
+            return peer(kind, addr).await;
+        }
+        Err(format!("unknown actix variant {variant:?}"))
+    }
+
+    async fn ours(kind: &str, addr: SocketAddr) -> Result<(), String> {
+        use session_actix::{Session, SessionMiddleware};
+        let (store, counts) = crate::our_store(kind).await?;
+        let manager = crate::manager(store);
+        HttpServer::new(move || {
+            let counts = counts.clone();
+            App::new()
+                .wrap(SessionMiddleware::new(manager.clone()))
+                .route("/plain", web::get().to(|_s: Session| async { "ok" }))
+                .route(
+                    "/new",
+                    web::get().to(|s: Session| async move {
+                        match s.insert("n", &0i64).await {
+                            Ok(()) => HttpResponse::Ok().body("ok"),
+                            Err(e) => fail(e),
+                        }
+                    }),
+                )
+                .route(
+                    "/read",
+                    web::get().to(|s: Session| async move {
+                        match s.get::<i64>("n").await {
+                            Ok(n) => HttpResponse::Ok().body(n.unwrap_or(-1).to_string()),
+                            Err(e) => fail(e),
+                        }
+                    }),
+                )
+                .route(
+                    "/count",
+                    web::get().to(|s: Session| async move {
+                        match s.get::<i64>("n").await {
+                            Ok(n) => HttpResponse::Ok().body(n.unwrap_or(-1).to_string()),
+                            Err(e) => fail(e),
+                        }
+                    }),
+                )
+                .route(
+                    "/write",
+                    web::get().to(|s: Session| async move {
+                        match s.increment("n", 1).await {
+                            Ok(n) => {
+                                crate::wrote();
+                                HttpResponse::Ok().body(n.to_string())
+                            }
+                            Err(e) => fail(e),
+                        }
+                    }),
+                )
+                .route(
+                    "/stats",
+                    web::get().to(move || {
+                        let counts = counts.clone();
+                        async move { crate::stats(&counts) }
+                    }),
+                )
+                .route("/writes", web::get().to(|| async { crate::writes() }))
+        })
+        .workers(1)
+        .bind(addr)
+        .map_err(|e| e.to_string())?
+        .run()
+        .await
+        .map_err(|e| e.to_string())
+    }
+
+    async fn peer(kind: &str, addr: SocketAddr) -> Result<(), String> {
+        use actix_session::storage::{CookieSessionStore, RedisSessionStore};
+        use actix_session::{Session, SessionMiddleware};
+        use actix_web::cookie::Key;
+
+        fn routes(cfg: &mut web::ServiceConfig) {
+            cfg.route("/plain", web::get().to(|_s: Session| async { "ok" }))
+                .route(
+                    "/new",
+                    web::get().to(|s: Session| async move {
+                        match s.insert("n", 0i64) {
+                            Ok(()) => HttpResponse::Ok().body("ok"),
+                            Err(e) => fail(e),
+                        }
+                    }),
+                )
+                .route(
+                    "/read",
+                    web::get().to(|s: Session| async move {
+                        match s.get::<i64>("n") {
+                            Ok(n) => HttpResponse::Ok().body(n.unwrap_or(-1).to_string()),
+                            Err(e) => fail(e),
+                        }
+                    }),
+                )
+                .route(
+                    "/count",
+                    web::get().to(|s: Session| async move {
+                        match s.get::<i64>("n") {
+                            Ok(n) => HttpResponse::Ok().body(n.unwrap_or(-1).to_string()),
+                            Err(e) => fail(e),
+                        }
+                    }),
+                )
+                .route(
+                    "/write",
+                    web::get().to(|s: Session| async move {
+                        let n = match s.get::<i64>("n") {
+                            Ok(n) => n.unwrap_or(0) + 1,
+                            Err(e) => return fail(e),
+                        };
+                        match s.insert("n", n) {
+                            Ok(()) => {
+                                crate::wrote();
+                                HttpResponse::Ok().body(n.to_string())
+                            }
+                            Err(e) => fail(e),
+                        }
+                    }),
+                )
+                .route("/stats", web::get().to(|| async { "{}" }))
+                .route("/writes", web::get().to(|| async { crate::writes() }));
+        }
+
+        let key = Key::generate();
+        match kind {
+            "cookie" => HttpServer::new(move || {
+                App::new()
+                    .wrap(
+                        SessionMiddleware::builder(CookieSessionStore::default(), key.clone())
+                            .cookie_secure(false)
+                            .build(),
+                    )
+                    .configure(routes)
+            })
+            .workers(1)
+            .bind(addr)
+            .map_err(|e| e.to_string())?
+            .run()
+            .await
+            .map_err(|e| e.to_string()),
+            "redis" => {
+                let store = RedisSessionStore::new(crate::env_or("REDIS_URL", crate::REDIS_URL))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                HttpServer::new(move || {
+                    App::new()
+                        .wrap(
+                            SessionMiddleware::builder(store.clone(), key.clone())
+                                .cookie_secure(false)
+                                .build(),
+                        )
+                        .configure(routes)
+                })
+                .workers(1)
+                .bind(addr)
+                .map_err(|e| e.to_string())?
+                .run()
+                .await
+                .map_err(|e| e.to_string())
+            }
+            other => Err(format!("unknown actix-session store {other:?}")),
+        }
+    }
+}

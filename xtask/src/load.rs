@@ -1,0 +1,470 @@
+//! `cargo xtask bench load`: every server variant of `session-loadtest`
+//! under wrk, scenario by scenario, in alternating runs; writes
+//! BENCHMARKS.md and the README summary.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use crate::{cargo, root, Result};
+
+/// (variant, framework, store, peer-of-ours).
+const VARIANTS: &[(&str, &str, &str)] = &[
+    ("axum-bare", "axum", "none"),
+    ("axum-ours-memory", "axum", "memory"),
+    ("axum-tower-memory", "axum", "memory"),
+    ("axum-ours-redis", "axum", "redis"),
+    ("axum-tower-redis", "axum", "redis"),
+    ("axum-ours-postgres", "axum", "postgres"),
+    ("axum-tower-postgres", "axum", "postgres"),
+    ("axum-ours-sled", "axum", "sled"),
+    ("actix-bare", "actix", "none"),
+    ("actix-ours-memory", "actix", "memory"),
+    ("actix-session-cookie", "actix", "cookie"),
+    ("actix-ours-redis", "actix", "redis"),
+    ("actix-session-redis", "actix", "redis"),
+    ("actix-ours-postgres", "actix", "postgres"),
+    ("actix-ours-sled", "actix", "sled"),
+];
+
+const SCENARIOS: &[&str] = &["plain", "new", "read", "write", "write-own"];
+
+/// One wrk run's figures.
+#[derive(Debug, Clone, Default)]
+struct Figures {
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    requests: u64,
+    failed: u64,
+    /// Final counter(s) minus successful increments (write scenarios).
+    lost: Option<i64>,
+    /// Store calls per request (our variants).
+    calls: Option<f64>,
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A GET on loopback: (status, first `Set-Cookie` pair, body).
+fn get(port: u16, path: &str, cookie: Option<&str>) -> Result<(u16, Option<String>, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let cookie = cookie
+        .map(|c| format!("Cookie: {c}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{cookie}\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let set_cookie = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("set-cookie")
+            .then(|| v.trim().split(';').next().unwrap_or_default().to_owned())
+    });
+    Ok((status, set_cookie, body.to_owned()))
+}
+
+fn new_session(port: u16) -> Result<String> {
+    match get(port, "/new", None)? {
+        (200, Some(cookie), _) => Ok(cookie),
+        other => Err(format!("/new gave no session: {other:?}")),
+    }
+}
+
+fn counter(port: u16, cookie: &str) -> Result<i64> {
+    let (_, _, body) = get(port, "/count", Some(cookie))?;
+    body.trim()
+        .parse()
+        .map_err(|_| format!("/count answered {body:?}"))
+}
+
+/// Increments the server acknowledged so far.
+fn writes_ok(port: u16) -> Result<i64> {
+    let (_, _, body) = get(port, "/writes", None)?;
+    body.trim()
+        .parse()
+        .map_err(|_| format!("/writes answered {body:?}"))
+}
+
+fn store_calls(port: u16) -> Option<u64> {
+    let (_, _, body) = get(port, "/stats", None).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let o = v.as_object()?;
+    (!o.is_empty()).then(|| o.values().filter_map(serde_json::Value::as_u64).sum())
+}
+
+/// Microseconds in a wrk duration (`12.3us`, `4.5ms`, `1.2s`).
+fn micros(text: &str) -> Option<f64> {
+    let (num, unit) = text.split_at(text.find(|c: char| c.is_ascii_alphabetic())?);
+    let n: f64 = num.parse().ok()?;
+    Some(match unit {
+        "us" => n,
+        "ms" => n * 1e3,
+        "s" => n * 1e6,
+        _ => return None,
+    })
+}
+
+/// Parses wrk's report.
+fn parse_wrk(out: &str) -> Figures {
+    let mut f = Figures::default();
+    for line in out.lines().map(str::trim) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["Requests/sec:", n] => f.rps = n.parse().unwrap_or(0.0),
+            ["50%", t] => f.p50_us = micros(t).unwrap_or(0.0),
+            ["99%", t] => f.p99_us = micros(t).unwrap_or(0.0),
+            [n, "requests", "in", ..] => f.requests = n.parse().unwrap_or(0),
+            ["Non-2xx", "or", "3xx", "responses:", n] => f.failed += n.parse::<u64>().unwrap_or(0),
+            ["Socket", "errors:", rest @ ..] => {
+                f.failed += rest
+                    .iter()
+                    .filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok())
+                    .sum::<u64>();
+            }
+            _ => {}
+        }
+    }
+    f
+}
+
+fn wrk(
+    port: u16,
+    path: &str,
+    threads: u32,
+    seconds: u64,
+    script: Option<&Path>,
+) -> Result<Figures> {
+    let mut cmd = Command::new("wrk");
+    cmd.args([
+        "-t",
+        &threads.to_string(),
+        "-c16",
+        "-d",
+        &format!("{seconds}s"),
+        "--latency",
+    ]);
+    if let Some(s) = script {
+        cmd.arg("-s").arg(s);
+    }
+    cmd.arg(format!("http://127.0.0.1:{port}{path}"));
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run wrk (apt-get install wrk): {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "wrk failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(parse_wrk(&String::from_utf8_lossy(&out.stdout)))
+}
+
+fn run_scenario(port: u16, scenario: &str, seconds: u64, dir: &Path) -> Result<Figures> {
+    let before = store_calls(port);
+    let mut f = match scenario {
+        "plain" => wrk(port, "/plain", 1, seconds, None)?,
+        "new" => wrk(port, "/new", 1, seconds, None)?,
+        "read" | "write" => {
+            let cookie = new_session(port)?;
+            let script = dir.join(format!("{scenario}.lua"));
+            fs::write(&script, format!("wrk.headers[\"Cookie\"] = \"{cookie}\"\n"))
+                .map_err(|e| e.to_string())?;
+            let path = if scenario == "read" {
+                "/read"
+            } else {
+                "/write"
+            };
+            let acked = writes_ok(port)?;
+            let mut f = wrk(port, path, 1, seconds, Some(&script))?;
+            if scenario == "write" {
+                // Requests still in flight when wrk stops finish on the
+                // server: give them a moment before counting.
+                sleep(Duration::from_millis(500));
+                f.lost = Some(writes_ok(port)? - acked - counter(port, &cookie)?);
+            }
+            f
+        }
+        "write-own" => {
+            let cookies: Vec<String> = (0..16).map(|_| new_session(port)).collect::<Result<_>>()?;
+            let list = cookies
+                .iter()
+                .map(|c| format!("\"{c}\""))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let script = dir.join("write-own.lua");
+            fs::write(
+                &script,
+                format!(
+                    "local cookies = {{ {list} }}\nlocal n = 0\n\
+                     function setup(thread)\n  n = n + 1\n  thread:set(\"cookie\", cookies[n])\nend\n\
+                     function init(args)\n  wrk.headers[\"Cookie\"] = cookie\nend\n"
+                ),
+            )
+            .map_err(|e| e.to_string())?;
+            let acked = writes_ok(port)?;
+            let mut f = wrk(port, "/write", 16, seconds, Some(&script))?;
+            sleep(Duration::from_millis(500));
+            let mut total = 0;
+            for c in &cookies {
+                total += counter(port, c)?;
+            }
+            f.lost = Some(writes_ok(port)? - acked - total);
+            f
+        }
+        other => return Err(format!("unknown scenario {other}")),
+    };
+    if let (Some(b), Some(a)) = (before, store_calls(port)) {
+        if f.requests > 0 {
+            f.calls = Some(a.saturating_sub(b) as f64 / f.requests as f64);
+        }
+    }
+    Ok(f)
+}
+
+fn wait_for(port: u16, server: &mut Child) -> Result {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = server.try_wait() {
+            return Err(format!("server exited: {status}"));
+        }
+        if Instant::now() > deadline {
+            return Err("server did not start".into());
+        }
+        sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Runs the whole matrix `runs` times (alternating variants) for `seconds`
+/// per scenario, then writes the report.
+pub(crate) fn bench_load(seconds: u64, runs: u32) -> Result {
+    cargo(&["build", "--release", "-p", "session-loadtest"], &[])?;
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| root().join("target"));
+    let bin = target.join("release").join("session-loadtest");
+    let dir = std::env::temp_dir().join(format!("session-load-{}", std::process::id()));
+    fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let mut results: BTreeMap<(String, String), Vec<Figures>> = BTreeMap::new();
+    for run in 1..=runs {
+        for (variant, _, store) in VARIANTS {
+            let port = 18_300;
+            let mut child = Command::new(&bin)
+                .args(["serve", variant, &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .map_err(|e| e.to_string())?;
+            wait_for(port, &mut child)?;
+            let server = Server(child);
+            let scenarios: &[&str] = if *store == "none" {
+                &["plain"]
+            } else {
+                SCENARIOS
+            };
+            for scenario in scenarios {
+                let f = run_scenario(port, scenario, seconds, &dir)?;
+                eprintln!("xtask: run {run} {variant} {scenario}: {:.0} req/s", f.rps);
+                results
+                    .entry(((*variant).to_owned(), (*scenario).to_owned()))
+                    .or_default()
+                    .push(f);
+            }
+            drop(server);
+            sleep(Duration::from_millis(300));
+        }
+    }
+    let memory = Command::new(&bin)
+        .args(["memory", "1000000"])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let memory = String::from_utf8_lossy(&memory.stdout).trim().to_owned();
+    let _ = fs::remove_dir_all(&dir);
+    write_report(&results, seconds, runs, &memory)
+}
+
+fn write_report(
+    results: &BTreeMap<(String, String), Vec<Figures>>,
+    seconds: u64,
+    runs: u32,
+    memory: &str,
+) -> Result {
+    let med = |v: &str, s: &str, f: fn(&Figures) -> f64| {
+        results
+            .get(&(v.to_owned(), s.to_owned()))
+            .map(|runs| median(runs.iter().map(f).collect()))
+    };
+    let mut table = String::from(
+        "| variant | scenario | req/s (median) | p50 | p99 | vs bare framework | vs peer on the same store | store calls / request | lost increments |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
+    for (variant, framework, store) in VARIANTS {
+        for scenario in SCENARIOS {
+            let Some(rps) = med(variant, scenario, |f| f.rps) else {
+                continue;
+            };
+            let p50 = med(variant, scenario, |f| f.p50_us).unwrap_or(0.0);
+            let p99 = med(variant, scenario, |f| f.p99_us).unwrap_or(0.0);
+            let bare = med(&format!("{framework}-bare"), "plain", |f| f.rps);
+            let vs_bare = bare.map_or("".into(), |b| format!("{:.0} %", 100.0 * rps / b));
+            let peer = match (*framework, variant.contains("-ours-"), *store) {
+                ("axum", true, s) => Some(format!("axum-tower-{s}")),
+                ("actix", true, "redis") => Some("actix-session-redis".to_owned()),
+                _ => None,
+            };
+            let vs_peer = peer
+                .and_then(|p| med(&p, scenario, |f| f.rps))
+                .map_or("".into(), |p| format!("{:.2}×", rps / p));
+            let runs_here = &results[&((*variant).to_owned(), (*scenario).to_owned())];
+            let calls = runs_here
+                .iter()
+                .filter_map(|f| f.calls)
+                .next_back()
+                .map_or("".into(), |c| format!("{c:.2}"));
+            let lost = runs_here
+                .iter()
+                .filter_map(|f| f.lost)
+                .map(|l| l.to_string())
+                .collect::<Vec<_>>()
+                .join(" / ");
+            let _ = writeln!(
+                table,
+                "| {variant} | {scenario} | {rps:.0} | {:.0} µs | {:.0} µs | {vs_bare} | {vs_peer} | {calls} | {lost} |",
+                p50, p99
+            );
+        }
+    }
+    let cmd = format!("cargo xtask bench load --seconds {seconds} --runs {runs}");
+    let report = format!(
+        "# Benchmarks\n\n\
+         Regenerate with `{cmd}` (needs wrk, Redis and PostgreSQL on their local ports).\n\
+         Each variant is a `session-loadtest` server with one worker thread on loopback,\n\
+         driven by `wrk -c16` from a second process (`-t1`, and `-t16` for `write-own`,\n\
+         so each connection has its own session), {seconds} s per scenario, {runs} runs\n\
+         alternating across variants; the table shows medians.\n\n\
+         Scenarios: `plain` (layer installed, route never touches the session), `new`\n\
+         (every request creates a session), `read` (one existing session, read-only),\n\
+         `write` (all 16 connections share one session and increment its counter:\n\
+         contention), `write-own` (each connection its own session). \"lost increments\"\n\
+         is, per run, the increments the server acknowledged with a 200 minus the final\n\
+         counter(s): 0 means no acknowledged update was lost. \"store calls / request\" is counted by an instrumented store\n\
+         wrapper (ours only).\n\n\
+         {table}\n\
+         Memory store, 1 000 000 idle sessions holding one small value: `{memory}`\n\n\
+         Measured on {} with {} cores.\n",
+        std::env::consts::ARCH,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    fs::write(root().join("BENCHMARKS.md"), report).map_err(|e| e.to_string())?;
+    eprintln!("xtask: BENCHMARKS.md written");
+
+    // The README's summary: ours against the peers on the scenarios users
+    // feel most.
+    let mut summary = String::from(
+        "| scenario | ours (axum) | tower-sessions | ours (actix-web) | actix-session |\n|---|---|---|---|---|\n",
+    );
+    for (store, scenario) in [
+        ("memory", "read"),
+        ("memory", "write"),
+        ("redis", "read"),
+        ("redis", "write"),
+        ("redis", "write-own"),
+        ("postgres", "read"),
+    ] {
+        let cell = |variant: &str| {
+            let rps = med(variant, scenario, |f| f.rps);
+            let lost = results
+                .get(&(variant.to_owned(), scenario.to_owned()))
+                .map(|runs| runs.iter().filter_map(|f| f.lost).max().unwrap_or(0));
+            match (rps, lost) {
+                (Some(r), Some(l)) if l > 0 => format!("{r:.0} req/s, {l} lost"),
+                (Some(r), _) => format!("{r:.0} req/s"),
+                _ => "–".to_owned(),
+            }
+        };
+        let actix_peer = if store == "memory" {
+            "actix-session-cookie".to_owned()
+        } else {
+            format!("actix-session-{store}")
+        };
+        let _ = writeln!(
+            summary,
+            "| {store} {scenario} | {} | {} | {} | {} |",
+            cell(&format!("axum-ours-{store}")),
+            cell(&format!("axum-tower-{store}")),
+            cell(&format!("actix-ours-{store}")),
+            cell(&actix_peer),
+        );
+    }
+    let _ = write!(
+        summary,
+        "\nMedians of {runs} runs of {seconds} s, one server worker thread, `wrk -c16`; \"lost\" counts acknowledged increments missing from the final counter (actix-session's column for memory is its cookie store). All variants and scenarios, latencies and ratios: [BENCHMARKS.md](BENCHMARKS.md), regenerated by `{cmd}`."
+    );
+    let readme = root().join("README.md");
+    let text = fs::read_to_string(&readme).map_err(|e| e.to_string())?;
+    let (start, end) = ("<!-- bench-load:start -->", "<!-- bench-load:end -->");
+    let (Some(a), Some(z)) = (text.find(start), text.find(end)) else {
+        return Err("README.md lacks the bench-load markers".into());
+    };
+    fs::write(
+        &readme,
+        format!("{}{start}\n{summary}\n{}", &text[..a], &text[z..]),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_wrk_reports() {
+        let out = "Running 2s test @ http://127.0.0.1:1/plain
+  1 threads and 16 connections
+  Latency Distribution
+     50%  101.00us
+     75%  150.00us
+     99%    2.50ms
+  12345 requests in 2.00s, 1.23MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 5
+Requests/sec:   6172.50
+";
+        let f = parse_wrk(out);
+        assert_eq!(f.requests, 12345);
+        assert_eq!(f.failed, 8);
+        assert!((f.rps - 6172.5).abs() < 1e-9);
+        assert!((f.p50_us - 101.0).abs() < 1e-9);
+        assert!((f.p99_us - 2500.0).abs() < 1e-9);
+    }
+}
