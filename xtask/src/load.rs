@@ -376,7 +376,9 @@ fn write_report(
          `write` (all 16 connections share one session and increment its counter:\n\
          contention), `write-own` (each connection its own session). \"lost increments\"\n\
          is, per run, the increments the server acknowledged with a 200 minus the final\n\
-         counter(s): 0 means no acknowledged update was lost. \"store calls / request\" is counted by an instrumented store\n\
+         counter(s): 0 means no acknowledged update was lost; a small negative value\n\
+         means requests that wrk abandoned when it stopped had already written their\n\
+         increment (the server drops a handler whose client has gone). \"store calls / request\" is counted by an instrumented store\n\
          wrapper (ours only).\n\n\
          {table}\n\
          Memory store, 1 000 000 idle sessions holding one small value: `{memory}`\n\n\
