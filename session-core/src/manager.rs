@@ -58,6 +58,19 @@ pub(crate) struct Inner {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) config: Config,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Read-modify-writes of one record in this process take turns here, so
+    /// they never lose compare-and-set races to each other; only other
+    /// processes can make them retry.
+    pub(crate) record_locks: Arc<[tokio::sync::Mutex<()>]>,
+}
+
+/// How many locks records are spread over.
+const RECORD_LOCKS: usize = 256;
+
+fn record_locks() -> Arc<[tokio::sync::Mutex<()>]> {
+    (0..RECORD_LOCKS)
+        .map(|_| tokio::sync::Mutex::new(()))
+        .collect()
 }
 
 impl fmt::Debug for Manager {
@@ -83,6 +96,7 @@ impl Manager {
                 store,
                 config,
                 clock: Arc::new(SystemClock),
+                record_locks: record_locks(),
             }),
         }
     }
@@ -95,6 +109,7 @@ impl Manager {
                 store: self.inner.store.clone(),
                 config: self.inner.config.clone(),
                 clock: Arc::new(clock),
+                record_locks: self.inner.record_locks.clone(),
             }),
         }
     }
@@ -272,6 +287,12 @@ impl Manager {
                 Err(Error::Timeout { op, after })
             }
         }
+    }
+
+    /// The lock that read-modify-writes of `id` take turns on.
+    pub(crate) fn record_lock(&self, id: &RecordId) -> &tokio::sync::Mutex<()> {
+        let locks = &self.inner.record_locks;
+        &locks[usize::from(u16::from_le_bytes([id.as_bytes()[0], id.as_bytes()[1]])) % locks.len()]
     }
 
     /// The clock's time, truncated to the millisecond precision of records.

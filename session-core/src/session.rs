@@ -439,9 +439,10 @@ impl Session {
     /// Read-modify-write of one value that is safe against concurrent requests:
     /// `f` gets the current value (or `None`) and returns the new one, which is
     /// saved at once, together with any other pending change, by a
-    /// compare-and-set. If another request saved the session in between, the
-    /// fresh record is loaded and `f` runs again, so 100 concurrent increments
-    /// end at exactly 100. Returns the value as saved.
+    /// compare-and-set. Updates of one session within this process take
+    /// turns; if another process saved the session in between, the fresh
+    /// record is loaded and `f` runs again, so 100 concurrent increments end
+    /// at exactly 100. Returns the value as saved.
     ///
     /// # Errors
     /// [`Error::Contention`] when the retries run out, [`Error::Ended`] when
@@ -452,6 +453,21 @@ impl Session {
         T: Serialize + DeserializeOwned,
         F: FnMut(Option<T>) -> T,
     {
+        // Take turns with this process's other updates of the same record
+        // (before loading, so the load is fresh): they would otherwise only
+        // make each other retry.
+        let rid = {
+            let state = self.shared.state.lock().await;
+            state
+                .stored
+                .as_ref()
+                .map(|s| s.rid)
+                .or_else(|| state.incoming.as_ref().map(Id::record_id))
+        };
+        let _turn = match &rid {
+            Some(rid) => Some(self.manager().record_lock(rid).lock().await),
+            None => None,
+        };
         let mut state = self.loaded().await?;
         let retries = self.manager().inner.config.conflict_retries;
         for attempt in 0..=retries {
