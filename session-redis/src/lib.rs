@@ -52,6 +52,12 @@ use session_core::{Created, Record, RecordId, Saved, Store, StoreError, StoreErr
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
+/// How long a connection waits for a reply before giving up on it: the
+/// manager's default store timeout, which answers requests first when it is
+/// shorter. The crate's own default (500 ms) is too short for a 1 MiB
+/// session on a busy machine.
+const RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The default key prefix.
 pub const DEFAULT_PREFIX: &str = "session:";
 
@@ -259,6 +265,7 @@ impl RedisStore {
         let client = redis::Client::open(url).map_err(RedisStoreError::Config)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_number_of_retries(2)
             .set_max_delay(std::time::Duration::from_millis(500));
         let manager = ConnectionManager::new_with_config(client, config)
@@ -279,6 +286,7 @@ impl RedisStore {
     {
         let client = redis::cluster::ClusterClient::builder(nodes)
             .connection_timeout(std::time::Duration::from_secs(5))
+            .response_timeout(RESPONSE_TIMEOUT)
             .build()
             .map_err(RedisStoreError::Config)?;
         let conn = client
