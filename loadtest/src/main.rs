@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! session-loadtest serve <variant> <port>
-//! session-loadtest memory <sessions>
+//! session-loadtest memory <sessions> <ours|moka|tower>
 //! ```
 //!
 //! Variants: `axum-bare`, `axum-ours-{memory,redis,postgres,sled}`,
@@ -16,8 +16,9 @@
 //! answers our store's call counts (`{}` for the others); `/writes` answers
 //! how many increments the server acknowledged with a 200.
 //!
-//! `memory <sessions>` fills our memory store with that many idle sessions
-//! and prints the resident memory per session.
+//! `memory <sessions> <subject>` fills a memory store (ours, a bare moka
+//! cache configured like ours, or tower-sessions') with that many idle
+//! sessions and prints the resident memory per session.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -25,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use session_core::testing::{CallCounts, Instrumented};
-use session_core::{Config, Manager, Store};
+use session_core::{Codec, Config, Manager, Store};
 
 /// Increments this server answered with 200: what the final counters must
 /// equal when no update was lost.
@@ -58,11 +59,14 @@ fn main() -> ExitCode {
             Ok(port) => serve(variant, SocketAddr::from(([127, 0, 0, 1], port))),
             Err(_) => Err(format!("bad port {port:?}")),
         },
-        ["memory", n] => match n.parse::<usize>() {
-            Ok(n) => memory(n),
+        ["memory", n, subject] => match n.parse::<usize>() {
+            Ok(n) => memory(n, subject),
             Err(_) => Err(format!("bad count {n:?}")),
         },
-        _ => Err("usage: session-loadtest serve <variant> <port> | memory <sessions>".into()),
+        _ => Err(
+            "usage: session-loadtest serve <variant> <port> | memory <sessions> <ours|moka|tower>"
+                .into(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -151,36 +155,112 @@ fn serve(variant: &str, addr: SocketAddr) -> Result<(), String> {
     }
 }
 
-/// Fills our memory store with `n` idle sessions and reports the resident
-/// memory they take.
-fn memory(n: usize) -> Result<(), String> {
+/// Fills a memory store with `n` idle sessions, each holding one small
+/// integer, and prints the resident memory they take as JSON. `subject` is
+/// `ours` (our `MemoryStore` through the manager), `moka` (a bare moka cache
+/// configured like ours, holding values of the size of our entries: the floor
+/// that moka's own bookkeeping sets) or `tower` (tower-sessions'
+/// `MemoryStore`). Run each in its own process so the measures do not mix.
+fn memory(n: usize, subject: &str) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
     rt.block_on(async {
-        let store = session_memory::MemoryStore::builder()
-            .max_bytes(16 * 1024 * 1024 * 1024)
-            .build();
-        let m = Manager::new(store.clone(), Config::default());
         let before = rss_bytes();
-        let mut data_bytes = 0u64;
-        for i in 0..n {
-            let s = m.session_from_cookies(None::<&str>);
-            s.insert("n", &(i as u64)).await.map_err(|e| e.to_string())?;
-            s.commit().await.map_err(|e| e.to_string())?;
-        }
-        store.run_pending_tasks().await;
+        let (len, value_bytes) = match subject {
+            "ours" => fill_ours(n).await?,
+            "moka" => fill_moka(n).await,
+            "tower" => fill_tower(n).await?,
+            other => return Err(format!("unknown memory subject {other:?}")),
+        };
         let after = rss_bytes();
-        // The encoded data itself: key "n" and a MessagePack integer.
-        data_bytes += 1 + 9;
         let per = after.saturating_sub(before) as f64 / n as f64;
         println!(
-            "{{\"sessions\": {n}, \"rss_bytes_per_session\": {per:.0}, \"data_bytes_per_session\": {data_bytes}, \"store_len\": {}}}",
-            store.len()
+            "{{\"subject\": \"{subject}\", \"sessions\": {n}, \"len\": {len}, \"rss_bytes_per_session\": {per:.0}, \"value_bytes_per_session\": {value_bytes}}}"
         );
         Ok(())
     })
+}
+
+/// The size of our memory store's entry for a session holding `{"n": i}`:
+/// the header (deadline, version, owner length) and the encoded record.
+fn our_entry_bytes(i: u64) -> Result<usize, String> {
+    let now = time::OffsetDateTime::now_utc();
+    let mut r = session_core::Record::new(
+        session_core::Id::generate()
+            .map_err(|e| e.to_string())?
+            .record_id(),
+        now,
+        now + time::Duration::hours(1),
+    );
+    let value = session_core::MessagePack
+        .encode(&i)
+        .map_err(|e| e.to_string())?;
+    r.data.insert("n".into(), value);
+    Ok(18 + r.to_bytes().map_err(|e| e.to_string())?.len())
+}
+
+async fn fill_ours(n: usize) -> Result<(u64, usize), String> {
+    let store = session_memory::MemoryStore::builder()
+        .max_bytes(u64::MAX)
+        .build();
+    let m = Manager::new(store.clone(), Config::default());
+    for i in 0..n {
+        let s = m.session_from_cookies(None::<&str>);
+        s.insert("n", &(i as u64))
+            .await
+            .map_err(|e| e.to_string())?;
+        s.commit().await.map_err(|e| e.to_string())?;
+    }
+    store.run_pending_tasks().await;
+    Ok((store.len(), our_entry_bytes(n as u64)?))
+}
+
+async fn fill_moka(n: usize) -> (u64, usize) {
+    struct Hour;
+    impl moka::Expiry<[u8; 32], Arc<[u8]>> for Hour {
+        fn expire_after_create(
+            &self,
+            _: &[u8; 32],
+            _: &Arc<[u8]>,
+            _: std::time::Instant,
+        ) -> Option<std::time::Duration> {
+            Some(std::time::Duration::from_secs(3600))
+        }
+    }
+    let size = our_entry_bytes(n as u64).unwrap_or(100);
+    let cache: moka::future::Cache<[u8; 32], Arc<[u8]>> = moka::future::Cache::builder()
+        .max_capacity(u64::MAX)
+        .weigher(|_: &[u8; 32], v: &Arc<[u8]>| u32::try_from(v.len()).unwrap_or(u32::MAX))
+        .eviction_policy(moka::policy::EvictionPolicy::lru())
+        .expire_after(Hour)
+        .eviction_listener(|_, _, _| {})
+        .build();
+    for i in 0..n {
+        let mut key = [0u8; 32];
+        key[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        cache.insert(key, Arc::from(vec![0u8; size])).await;
+    }
+    cache.run_pending_tasks().await;
+    (cache.entry_count(), size)
+}
+
+async fn fill_tower(n: usize) -> Result<(u64, usize), String> {
+    use tower_sessions::session::{Id, Record};
+    use tower_sessions::SessionStore;
+    let store = tower_sessions::MemoryStore::default();
+    let expiry_date = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    for i in 0..n {
+        let mut record = Record {
+            id: Id::default(),
+            data: [("n".to_owned(), serde_json::Value::from(i as u64))].into(),
+            expiry_date,
+        };
+        store.create(&mut record).await.map_err(|e| e.to_string())?;
+    }
+    // tower-sessions keeps decoded values: no encoded size to compare.
+    Ok((n as u64, 0))
 }
 
 fn rss_bytes() -> u64 {

@@ -90,6 +90,7 @@ macro_rules! store_conformance {
             extreme_ids_and_longest_owner,
             concurrent_writers_lose_no_key,
             concurrent_updates_count_exactly,
+            updates_from_two_processes_count_exactly,
             destroyed_session_is_never_resurrected,
             login_rotates_and_invalidates_the_old_id,
             logout_everywhere_is_never_undone_by_slow_writers,
@@ -137,13 +138,16 @@ async fn load(store: &dyn Store, id: &RecordId) -> Option<Record> {
     store.load(id).await.expect("load")
 }
 
-fn manager(store: impl Store) -> Manager {
-    let config = Config::builder()
+fn config() -> Config {
+    Config::builder()
         .with_secure(false)
         .with_conflict_retries(64)
         .build()
-        .expect("valid config");
-    Manager::new(store, config)
+        .expect("valid config")
+}
+
+fn manager(store: impl Store) -> Manager {
+    Manager::new(store, config())
 }
 
 /// The cookie value a commit issued.
@@ -635,6 +639,39 @@ pub async fn concurrent_updates_count_exactly(store: impl Store) {
     }
     let s = reopen(&m, &cookie);
     assert_eq!(s.get::<u64>("n").await.unwrap(), Some(50));
+}
+
+/// Concurrent `update`s of one counter through two managers sharing the store
+/// (two processes) end at exactly their number: each manager's shortcut of
+/// starting from the copy it saved last is checked by the compare-and-set.
+pub async fn updates_from_two_processes_count_exactly(store: impl Store) {
+    let store: Arc<dyn Store> = Arc::new(store);
+    let managers = [
+        Manager::from_arc(store.clone(), config()),
+        Manager::from_arc(store, config()),
+    ];
+    let s = managers[0].session_from_cookies(None::<&str>);
+    s.insert("n", &0u64).await.unwrap();
+    let cookie = Arc::new(issued(&s.commit().await.unwrap()));
+    let tasks: Vec<_> = (0..60)
+        .map(|i| {
+            let m = managers[i % 2].clone();
+            let cookie = cookie.clone();
+            tokio::spawn(async move {
+                let s = reopen(&m, &cookie);
+                s.update("n", |n: Option<u64>| n.unwrap_or(0) + 1)
+                    .await
+                    .unwrap();
+                s.commit().await.unwrap();
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for m in &managers {
+        assert_eq!(reopen(m, &cookie).get::<u64>("n").await.unwrap(), Some(60));
+    }
 }
 
 /// A request that loaded a session before another destroyed it writes

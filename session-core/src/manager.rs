@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
@@ -60,16 +61,22 @@ pub(crate) struct Inner {
     pub(crate) clock: Arc<dyn Clock>,
     /// Read-modify-writes of one record in this process take turns here, so
     /// they never lose compare-and-set races to each other; only other
-    /// processes can make them retry.
-    pub(crate) record_locks: Arc<[tokio::sync::Mutex<()>]>,
+    /// processes can make them retry. Each turn keeps the record as this
+    /// process last saved it (see [`LastSaved`]).
+    pub(crate) record_locks: Arc<[tokio::sync::Mutex<LastSaved>]>,
 }
+
+/// The record a turn's last holder saved, so the next update of the same
+/// record can skip its load: its compare-and-set proves the copy current, or
+/// fails and sends it to reload. A hint, never a source of truth.
+pub(crate) type LastSaved = Option<crate::Record>;
 
 /// How many locks records are spread over.
 const RECORD_LOCKS: usize = 256;
 
-fn record_locks() -> Arc<[tokio::sync::Mutex<()>]> {
+fn record_locks() -> Arc<[tokio::sync::Mutex<LastSaved>]> {
     (0..RECORD_LOCKS)
-        .map(|_| tokio::sync::Mutex::new(()))
+        .map(|_| tokio::sync::Mutex::new(None))
         .collect()
 }
 
@@ -268,13 +275,23 @@ impl Manager {
 
     /// Runs one store call under the store timeout, turning failures into
     /// [`Error`]s and logging them.
+    ///
+    /// The timer is armed only if the store does not answer on the first
+    /// poll: in-process stores (memory, sled) answer at once, and a timer
+    /// costs a registration in the runtime's timer wheel and its removal.
     pub(crate) async fn call<T>(
         &self,
         op: &'static str,
         fut: impl Future<Output = std::result::Result<T, crate::StoreError>>,
     ) -> Result<T> {
         let after = self.inner.config.store_timeout;
-        match tokio::time::timeout(after, fut).await {
+        let mut fut = std::pin::pin!(fut);
+        let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+        let outcome = match first {
+            Poll::Ready(answer) => Ok(answer),
+            Poll::Pending => tokio::time::timeout(after, fut).await,
+        };
+        match outcome {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(source)) => {
                 tracing::error!(op, error = %source, "session store error");
@@ -290,7 +307,7 @@ impl Manager {
     }
 
     /// The lock that read-modify-writes of `id` take turns on.
-    pub(crate) fn record_lock(&self, id: &RecordId) -> &tokio::sync::Mutex<()> {
+    pub(crate) fn record_lock(&self, id: &RecordId) -> &tokio::sync::Mutex<LastSaved> {
         let locks = &self.inner.record_locks;
         &locks[usize::from(u16::from_le_bytes([id.as_bytes()[0], id.as_bytes()[1]])) % locks.len()]
     }

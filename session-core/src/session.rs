@@ -187,20 +187,40 @@ impl Session {
             let live = found.filter(|r| r.id == rid && self.is_live(r, now));
             observe::loaded(&rid, live.is_some());
             if let Some(record) = live {
-                state.stored = Some(Stored {
-                    id,
-                    rid,
-                    version: record.version,
-                    created_at: record.created_at,
-                    expires_at: record.expires_at,
-                });
-                state.data = record.data;
-                state.owner = record.owner;
-                state.lifetime = record.lifetime;
+                Self::adopt(state, id, record);
             }
         }
         state.loaded = true;
         Ok(())
+    }
+
+    /// Takes `record` (the live record of `id`) as this request's copy.
+    fn adopt(state: &mut State, id: Id, record: Record) {
+        state.stored = Some(Stored {
+            id,
+            rid: record.id,
+            version: record.version,
+            created_at: record.created_at,
+            expires_at: record.expires_at,
+        });
+        state.data = record.data;
+        state.owner = record.owner;
+        state.lifetime = record.lifetime;
+        state.loaded = true;
+    }
+
+    /// The record as it was just saved, for the record's turn to keep.
+    fn saved_copy(state: &State) -> Option<Record> {
+        let stored = state.stored.as_ref()?;
+        Some(Record {
+            id: stored.rid,
+            data: state.data.clone(),
+            created_at: stored.created_at,
+            expires_at: stored.expires_at,
+            version: stored.version,
+            owner: state.owner.clone(),
+            lifetime: state.lifetime,
+        })
     }
 
     /// Whether a record is live by the manager's clock: before its stored
@@ -464,11 +484,27 @@ impl Session {
                 .map(|s| s.rid)
                 .or_else(|| state.incoming.as_ref().map(Id::record_id))
         };
-        let _turn = match &rid {
+        let mut turn = match &rid {
             Some(rid) => Some(self.manager().record_lock(rid).lock().await),
             None => None,
         };
-        let mut state = self.loaded().await?;
+        let mut state = self.shared.state.lock().await;
+        if !state.loaded {
+            // If this process saved the record last, start from that copy
+            // instead of loading: the compare-and-set below proves it current
+            // or sends this update to reload. Contended updates of one
+            // session then cost one round trip each, not two.
+            let now = self.manager().now();
+            let last = turn
+                .as_deref()
+                .and_then(Option::as_ref)
+                .filter(|r| Some(r.id) == rid && self.is_live(r, now))
+                .cloned();
+            match (last, state.incoming.clone()) {
+                (Some(record), Some(id)) => Self::adopt(&mut state, id, record),
+                _ => self.load(&mut state).await?,
+            }
+        }
         let retries = self.manager().inner.config.conflict_retries;
         for attempt in 0..=retries {
             let current = state
@@ -480,8 +516,18 @@ impl Session {
             let bytes = self.encode(key, &new)?;
             Self::push(&mut state, Change::Set(key.to_owned(), bytes));
             match self.try_commit(&mut state).await? {
-                Commit::Done => return Ok(new),
-                Commit::Ended => return Err(Error::Ended),
+                Commit::Done => {
+                    if let Some(turn) = turn.as_deref_mut() {
+                        *turn = Self::saved_copy(&state);
+                    }
+                    return Ok(new);
+                }
+                Commit::Ended => {
+                    if let Some(turn) = turn.as_deref_mut() {
+                        *turn = None;
+                    }
+                    return Err(Error::Ended);
+                }
                 Commit::Conflict => {
                     // Drop this attempt's write; the fresh record decides.
                     state.changes.pop();
@@ -721,6 +767,14 @@ impl Session {
                 state.changes.clear();
                 state.owner_dirty = false;
                 state.lifetime_dirty = false;
+                // A save outside an update: refresh the copy the record's
+                // turn keeps, unless an update holds the turn (it keeps its
+                // own copy, and a stale one only costs a reload).
+                if let Ok(mut last) = manager.record_lock(&rid).try_lock() {
+                    if last.as_ref().is_some_and(|r| r.id == rid) {
+                        *last = Self::saved_copy(state);
+                    }
+                }
                 Ok(Commit::Done)
             }
             Saved::Conflict => {
@@ -1109,6 +1163,42 @@ mod tests {
             f.open(Some(&cookie)).get_string("name").await.unwrap(),
             "other"
         );
+    }
+
+    #[tokio::test]
+    async fn repeated_updates_in_one_process_skip_the_load() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        let before = f.store.counts();
+        for expected in 1..=5 {
+            let s = f.open(Some(&cookie));
+            assert_eq!(s.increment("n", 1).await.unwrap(), expected);
+            // The rest of the request sees the copy the update started from.
+            assert_eq!(s.get_string("name").await.unwrap(), "iris");
+            s.commit().await.unwrap();
+        }
+        let after = f.store.counts();
+        // The first update loads; the others start from the copy this process
+        // saved last.
+        assert_eq!((after.load - before.load, after.save - before.save), (1, 5));
+    }
+
+    #[tokio::test]
+    async fn a_stale_copy_costs_a_reload_never_a_lost_write() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        assert_eq!(f.open(Some(&cookie)).increment("n", 1).await.unwrap(), 1);
+        // Another process (its own manager, the same store) writes meanwhile.
+        let other = Manager::new(f.store.clone(), Config::builder().build().unwrap());
+        let s = other.session_from_cookies(Some(format!("session={cookie}").as_str()));
+        assert_eq!(s.increment("n", 10).await.unwrap(), 11);
+        s.insert("name", "changed").await.unwrap();
+        s.commit().await.unwrap();
+
+        let s = f.open(Some(&cookie));
+        assert_eq!(s.increment("n", 1).await.unwrap(), 12);
+        assert_eq!(s.get_string("name").await.unwrap(), "changed");
+        s.commit().await.unwrap();
     }
 
     #[tokio::test]

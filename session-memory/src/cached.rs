@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 use moka::ops::compute::Op;
 
-use crate::{until, weigh, DEFAULT_MAX_BYTES};
+use crate::{until, DEFAULT_MAX_BYTES};
 
 /// Serves loads from memory and writes through to a backing store.
 ///
@@ -56,8 +56,10 @@ pub struct CachedStore<S> {
 /// delete cannot put the deleted record back into memory.
 type Slot = Option<Arc<Record>>;
 
-fn weigh_slot(id: &RecordId, slot: &Slot) -> u32 {
-    slot.as_ref().map_or(64, |r| weigh(id, r))
+fn weigh_slot(_: &RecordId, slot: &Slot) -> u32 {
+    slot.as_ref().map_or(64, |r| {
+        u32::try_from(r.approximate_size()).unwrap_or(u32::MAX)
+    })
 }
 
 impl<S: fmt::Debug> fmt::Debug for CachedStore<S> {
@@ -274,7 +276,8 @@ mod tests {
     use session_core::Id;
 
     fn record() -> Record {
-        let now = OffsetDateTime::now_utc();
+        // Stores keep timestamps to the millisecond.
+        let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
         let mut r = Record::new(
             Id::generate().unwrap().record_id(),
             now,

@@ -32,6 +32,9 @@ use session_core::{Created, Record, RecordId, Saved, Store, StoreError};
 use time::OffsetDateTime;
 
 mod cached;
+mod entry;
+
+use entry::Entry;
 
 pub use cached::{CachedStore, CachedStoreBuilder};
 
@@ -43,32 +46,32 @@ pub(crate) fn until(deadline: OffsetDateTime) -> Duration {
     Duration::try_from(deadline - OffsetDateTime::now_utc()).unwrap_or(Duration::ZERO)
 }
 
-/// Expires each record at its own `expires_at`.
-pub(crate) struct RecordExpiry;
+/// Expires each record at its own deadline.
+struct EntryExpiry;
 
-impl Expiry<RecordId, Arc<Record>> for RecordExpiry {
-    fn expire_after_create(
-        &self,
-        _: &RecordId,
-        value: &Arc<Record>,
-        _: Instant,
-    ) -> Option<Duration> {
-        Some(until(value.expires_at))
+impl Expiry<RecordId, Entry> for EntryExpiry {
+    fn expire_after_create(&self, _: &RecordId, value: &Entry, _: Instant) -> Option<Duration> {
+        Some(value.time_left())
     }
 
     fn expire_after_update(
         &self,
         _: &RecordId,
-        value: &Arc<Record>,
+        value: &Entry,
         _: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        Some(until(value.expires_at))
+        Some(value.time_left())
     }
 }
 
-pub(crate) fn weigh(_: &RecordId, value: &Arc<Record>) -> u32 {
-    u32::try_from(value.approximate_size()).unwrap_or(u32::MAX)
+/// What moka itself keeps per entry beyond the value (measured by
+/// `session-loadtest memory`), counted against the budget so it bounds real
+/// memory.
+const ENTRY_BOOKKEEPING: usize = 400;
+
+fn weigh_entry(_: &RecordId, value: &Entry) -> u32 {
+    u32::try_from(value.len() + ENTRY_BOOKKEEPING).unwrap_or(u32::MAX)
 }
 
 /// Owner -> ids of that owner's records.
@@ -116,7 +119,7 @@ fn index_add(index: &OwnerIndex, owner: &str, id: RecordId) {
 /// ```
 #[derive(Clone)]
 pub struct MemoryStore {
-    cache: Cache<RecordId, Arc<Record>>,
+    cache: Cache<RecordId, Entry>,
     owners: OwnerIndex,
     /// Writers of one record serialize on its stripe; readers never wait.
     stripes: Arc<[tokio::sync::Mutex<()>]>,
@@ -161,16 +164,16 @@ impl MemoryStoreBuilder {
         let listener_index = owners.clone();
         let cache = Cache::builder()
             .max_capacity(self.max_bytes)
-            .weigher(weigh)
+            .weigher(weigh_entry)
             // LRU admits every new session (evicting the least recently used);
             // TinyLFU could refuse a new session that a store reported created.
             .eviction_policy(EvictionPolicy::lru())
-            .expire_after(RecordExpiry)
-            .eviction_listener(move |id: Arc<RecordId>, record: Arc<Record>, cause| {
+            .expire_after(EntryExpiry)
+            .eviction_listener(move |id: Arc<RecordId>, entry: Entry, cause| {
                 // Replacements keep their index entries up to date at write
                 // time; every other removal drops the id from the index.
                 if cause != RemovalCause::Replaced {
-                    if let Some(owner) = &record.owner {
+                    if let Some(owner) = entry.owner() {
                         index_remove(&listener_index, owner, &id);
                     }
                 }
@@ -218,10 +221,10 @@ impl MemoryStore {
         self.cache.run_pending_tasks().await;
     }
 
-    /// The live record of `id`, if any.
-    async fn live(&self, id: &RecordId) -> Option<Arc<Record>> {
+    /// The live entry of `id`, if any.
+    async fn live(&self, id: &RecordId) -> Option<Entry> {
         let now = OffsetDateTime::now_utc();
-        self.cache.get(id).await.filter(|r| !r.is_expired(now))
+        self.cache.get(id).await.filter(|e| e.is_live(now))
     }
 
     fn stripe(&self, id: &RecordId) -> &tokio::sync::Mutex<()> {
@@ -232,13 +235,7 @@ impl MemoryStore {
 #[async_trait]
 impl Store for MemoryStore {
     async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
-        let now = OffsetDateTime::now_utc();
-        Ok(self
-            .cache
-            .get(id)
-            .await
-            .filter(|r| !r.is_expired(now))
-            .map(|r| (*r).clone()))
+        self.live(id).await.map(|e| e.record()).transpose()
     }
 
     async fn create(&self, record: &Record) -> Result<Created, StoreError> {
@@ -246,7 +243,7 @@ impl Store for MemoryStore {
         if self.live(&record.id).await.is_some() {
             return Ok(Created::IdTaken);
         }
-        self.cache.insert(record.id, Arc::new(record.clone())).await;
+        self.cache.insert(record.id, Entry::new(record)?).await;
         if let Some(owner) = &record.owner {
             index_add(&self.owners, owner, record.id);
         }
@@ -258,12 +255,12 @@ impl Store for MemoryStore {
         let Some(current) = self.live(&record.id).await else {
             return Ok(Saved::Missing);
         };
-        if current.version != expected_version {
+        if current.version() != expected_version {
             return Ok(Saved::Conflict);
         }
-        self.cache.insert(record.id, Arc::new(record.clone())).await;
-        if current.owner != record.owner {
-            if let Some(old) = &current.owner {
+        self.cache.insert(record.id, Entry::new(record)?).await;
+        if current.owner() != record.owner.as_deref() {
+            if let Some(old) = current.owner() {
                 index_remove(&self.owners, old, &record.id);
             }
             if let Some(owner) = &record.owner {
@@ -283,16 +280,16 @@ impl Store for MemoryStore {
         let Some(current) = self.live(id).await else {
             return Ok(false);
         };
-        let mut record = (*current).clone();
-        record.expires_at = expires_at;
-        self.cache.insert(*id, Arc::new(record)).await;
+        self.cache
+            .insert(*id, current.with_expiry(expires_at))
+            .await;
         Ok(true)
     }
 
     async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
         let _writer = self.stripe(id).lock().await;
-        if let Some(record) = self.cache.remove(id).await {
-            if let Some(owner) = &record.owner {
+        if let Some(entry) = self.cache.remove(id).await {
+            if let Some(owner) = entry.owner() {
                 index_remove(&self.owners, owner, id);
             }
         }
@@ -314,7 +311,7 @@ impl Store for MemoryStore {
         let mut live = Vec::with_capacity(candidates.len());
         for id in candidates {
             match self.cache.get(&id).await {
-                Some(r) if !r.is_expired(now) && r.owner.as_deref() == Some(owner) => live.push(id),
+                Some(e) if e.is_live(now) && e.owner() == Some(owner) => live.push(id),
                 _ => index_remove(&self.owners, owner, &id),
             }
         }
@@ -330,7 +327,7 @@ impl Store for MemoryStore {
                 .cache
                 .get(&id)
                 .await
-                .is_some_and(|r| r.owner.as_deref() == Some(owner));
+                .is_some_and(|e| e.owner() == Some(owner));
             if owned && self.cache.remove(&id).await.is_some() {
                 n += 1;
             }

@@ -303,13 +303,50 @@ pub(crate) fn bench_load(seconds: u64, runs: u32) -> Result {
             sleep(Duration::from_millis(300));
         }
     }
-    let memory = Command::new(&bin)
-        .args(["memory", "1000000"])
-        .output()
-        .map_err(|e| e.to_string())?;
-    let memory = String::from_utf8_lossy(&memory.stdout).trim().to_owned();
+    let memory = memory_table(&bin)?;
     let _ = fs::remove_dir_all(&dir);
     write_report(&results, seconds, runs, &memory)
+}
+
+/// Resident memory per idle session, each subject filled in its own process.
+fn memory_table(bin: &Path) -> Result<String> {
+    const SESSIONS: &str = "1000000";
+    let mut table = String::from(
+        "| memory store | RSS per session | value kept per session | beyond the value |\n|---|---|---|---|\n",
+    );
+    for (subject, label) in [
+        ("ours", "ours (`MemoryStore`): header + encoded record"),
+        (
+            "moka",
+            "moka alone, configured like ours, values of the same size",
+        ),
+        ("tower", "tower-sessions `MemoryStore`"),
+    ] {
+        let out = Command::new(bin)
+            .args(["memory", SESSIONS, subject])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!(
+                "memory {subject}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| format!("memory {subject}: {e}"))?;
+        let rss = v["rss_bytes_per_session"].as_u64().unwrap_or(0);
+        let value = v["value_bytes_per_session"].as_u64().unwrap_or(0);
+        let (value, beyond) = if value == 0 {
+            ("decoded values".to_owned(), "–".to_owned())
+        } else {
+            (
+                format!("{value} B"),
+                format!("{} B", rss.saturating_sub(value)),
+            )
+        };
+        table.push_str(&format!("| {label} | {rss} B | {value} | {beyond} |\n"));
+    }
+    Ok(table)
 }
 
 fn write_report(
@@ -381,7 +418,10 @@ fn write_report(
          increment (the server drops a handler whose client has gone). \"store calls / request\" is counted by an instrumented store\n\
          wrapper (ours only).\n\n\
          {table}\n\
-         Memory store, 1 000 000 idle sessions holding one small value: `{memory}`\n\n\
+         Memory stores holding 1 000 000 idle sessions of one small integer each\n\
+         (`session-loadtest memory 1000000 <subject>`, resident memory growth divided\n\
+         by the sessions):\n\n\
+         {memory}\n\
          Measured on {} with {} cores.\n",
         std::env::consts::ARCH,
         std::thread::available_parallelism().map_or(1, |n| n.get())

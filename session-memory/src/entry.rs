@@ -1,0 +1,170 @@
+//! How [`MemoryStore`](crate::MemoryStore) keeps a record: one allocation
+//! holding the encoded record behind a small header, so that expiry,
+//! compare-and-set and the owner index read what they need without decoding.
+//!
+//! Layout: `expires_at` (unix milliseconds, `i64` little-endian), `version`
+//! (`u64` little-endian), the owner's length (`u16` little-endian, `0` for
+//! none), the owner's UTF-8 bytes, then [`Record::to_bytes`]. The header's
+//! `expires_at` is the one that counts: [`Entry::with_expiry`] rewrites only
+//! the header, so a touch costs a copy, not an encode.
+
+use std::sync::Arc;
+
+use session_core::{Record, StoreError, StoreErrorKind};
+use time::OffsetDateTime;
+
+const EXPIRES: usize = 0;
+const VERSION: usize = 8;
+const OWNER_LEN: usize = 16;
+const OWNER: usize = 18;
+
+/// One record in memory. Cloning shares the bytes.
+#[derive(Clone)]
+pub(crate) struct Entry(Arc<[u8]>);
+
+fn millis(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+fn rejected(message: String) -> StoreError {
+    StoreError::new(StoreErrorKind::Rejected, message)
+}
+
+impl Entry {
+    /// Encodes `record`.
+    ///
+    /// # Errors
+    /// [`StoreErrorKind::Rejected`] if the record does not encode or its owner
+    /// is longer than 65 535 bytes (the manager accepts at most 512).
+    pub(crate) fn new(record: &Record) -> Result<Self, StoreError> {
+        let body = record.to_bytes().map_err(|e| rejected(e.to_string()))?;
+        let owner = record.owner.as_deref().unwrap_or("").as_bytes();
+        let owner_len = u16::try_from(owner.len())
+            .map_err(|_| rejected(format!("owner of {} bytes is too long", owner.len())))?;
+        let mut bytes = Vec::with_capacity(OWNER + owner.len() + body.len());
+        bytes.extend_from_slice(&millis(record.expires_at).to_le_bytes());
+        bytes.extend_from_slice(&record.version.to_le_bytes());
+        bytes.extend_from_slice(&owner_len.to_le_bytes());
+        bytes.extend_from_slice(owner);
+        bytes.extend_from_slice(&body);
+        Ok(Self(bytes.into()))
+    }
+
+    fn word(&self, at: usize) -> [u8; 8] {
+        let mut w = [0; 8];
+        w.copy_from_slice(&self.0[at..at + 8]);
+        w
+    }
+
+    fn expires_millis(&self) -> i64 {
+        i64::from_le_bytes(self.word(EXPIRES))
+    }
+
+    /// Whether the record is still live at `now`.
+    pub(crate) fn is_live(&self, now: OffsetDateTime) -> bool {
+        self.expires_millis() > millis(now)
+    }
+
+    /// Time left until the record expires, zero if it has.
+    pub(crate) fn time_left(&self) -> std::time::Duration {
+        let left = self.expires_millis() - millis(OffsetDateTime::now_utc());
+        std::time::Duration::from_millis(u64::try_from(left).unwrap_or(0))
+    }
+
+    /// The record's version, the compare-and-set token.
+    pub(crate) fn version(&self) -> u64 {
+        u64::from_le_bytes(self.word(VERSION))
+    }
+
+    fn owner_end(&self) -> usize {
+        OWNER
+            + usize::from(u16::from_le_bytes([
+                self.0[OWNER_LEN],
+                self.0[OWNER_LEN + 1],
+            ]))
+    }
+
+    /// The record's owner, if it has one.
+    pub(crate) fn owner(&self) -> Option<&str> {
+        let owner = &self.0[OWNER..self.owner_end()];
+        // Written from a `&str` by `new`, so always UTF-8.
+        std::str::from_utf8(owner).ok().filter(|o| !o.is_empty())
+    }
+
+    /// Bytes held, for the memory budget.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The record, with the header's deadline.
+    ///
+    /// # Errors
+    /// [`StoreErrorKind::Corrupted`] if the bytes do not decode, which only a
+    /// bug could cause: they never leave this process.
+    pub(crate) fn record(&self) -> Result<Record, StoreError> {
+        let mut record = Record::from_bytes(&self.0[self.owner_end()..])
+            .map_err(|e| StoreError::new(StoreErrorKind::Corrupted, e.to_string()))?;
+        record.expires_at = OffsetDateTime::from_unix_timestamp_nanos(
+            i128::from(self.expires_millis()) * 1_000_000,
+        )
+        .unwrap_or(record.expires_at);
+        Ok(record)
+    }
+
+    /// The same record with another deadline.
+    pub(crate) fn with_expiry(&self, expires_at: OffsetDateTime) -> Self {
+        let mut bytes = self.0.to_vec();
+        bytes[EXPIRES..EXPIRES + 8].copy_from_slice(&millis(expires_at).to_le_bytes());
+        Self(bytes.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use session_core::Id;
+
+    fn sample(owner: Option<&str>) -> Record {
+        let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let mut r = Record::new(
+            Id::generate().unwrap().record_id(),
+            now,
+            now + time::Duration::hours(1),
+        );
+        r.version = 7;
+        r.owner = owner.map(str::to_owned);
+        r.data.insert("n".into(), vec![1, 2, 3]);
+        r
+    }
+
+    #[test]
+    fn round_trips_with_and_without_an_owner() {
+        for owner in [None, Some("alice"), Some("ü")] {
+            let r = sample(owner);
+            let e = Entry::new(&r).unwrap();
+            assert_eq!(e.record().unwrap(), r);
+            assert_eq!(e.version(), 7);
+            assert_eq!(e.owner(), owner);
+            assert!(e.is_live(r.created_at));
+            assert!(!e.is_live(r.expires_at));
+        }
+    }
+
+    #[test]
+    fn a_new_deadline_rewrites_only_the_header() {
+        let r = sample(Some("alice"));
+        let later = r.expires_at + time::Duration::hours(2);
+        let e = Entry::new(&r).unwrap().with_expiry(later);
+        let back = e.record().unwrap();
+        assert_eq!(back.expires_at, later);
+        assert_eq!(back.data, r.data);
+        assert_eq!(e.owner(), Some("alice"));
+        assert!(e.is_live(r.expires_at));
+    }
+
+    #[test]
+    fn an_oversized_owner_is_refused() {
+        let r = sample(Some(&"x".repeat(70_000)));
+        assert!(Entry::new(&r).is_err());
+    }
+}
