@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::task::Poll;
 
+use crate::batch::Turn;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -62,21 +63,17 @@ pub(crate) struct Inner {
     /// Read-modify-writes of one record in this process take turns here, so
     /// they never lose compare-and-set races to each other; only other
     /// processes can make them retry. Each turn keeps the record as this
-    /// process last saved it (see [`LastSaved`]).
-    pub(crate) record_locks: Arc<[tokio::sync::Mutex<LastSaved>]>,
+    /// process last saved it and the updates gathered for the next save (see
+    /// [`crate::batch`]).
+    pub(crate) record_locks: Arc<[tokio::sync::Mutex<Turn>]>,
 }
-
-/// The record a turn's last holder saved, so the next update of the same
-/// record can skip its load: its compare-and-set proves the copy current, or
-/// fails and sends it to reload. A hint, never a source of truth.
-pub(crate) type LastSaved = Option<crate::Record>;
 
 /// How many locks records are spread over.
 const RECORD_LOCKS: usize = 256;
 
-fn record_locks() -> Arc<[tokio::sync::Mutex<LastSaved>]> {
+fn record_locks() -> Arc<[tokio::sync::Mutex<Turn>]> {
     (0..RECORD_LOCKS)
-        .map(|_| tokio::sync::Mutex::new(None))
+        .map(|_| tokio::sync::Mutex::new(Turn::default()))
         .collect()
 }
 
@@ -307,7 +304,7 @@ impl Manager {
     }
 
     /// The lock that read-modify-writes of `id` take turns on.
-    pub(crate) fn record_lock(&self, id: &RecordId) -> &tokio::sync::Mutex<LastSaved> {
+    pub(crate) fn record_lock(&self, id: &RecordId) -> &tokio::sync::Mutex<Turn> {
         let locks = &self.inner.record_locks;
         &locks[usize::from(u16::from_le_bytes([id.as_bytes()[0], id.as_bytes()[1]])) % locks.len()]
     }
