@@ -163,15 +163,15 @@ impl<S: Store> Instrumented<S> {
 impl<S: Store> Store for Instrumented<S> {
     async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
         self.enter(&self.counters.load).await?;
-        self.inner.load(id).await
+        S::load(&self.inner, id).await
     }
     async fn create(&self, record: &Record) -> Result<Created, StoreError> {
         self.enter(&self.counters.create).await?;
-        self.inner.create(record).await
+        S::create(&self.inner, record).await
     }
     async fn save(&self, record: &Record, expected_version: u64) -> Result<Saved, StoreError> {
         self.enter(&self.counters.save).await?;
-        self.inner.save(record, expected_version).await
+        S::save(&self.inner, record, expected_version).await
     }
     async fn touch(
         &self,
@@ -180,23 +180,23 @@ impl<S: Store> Store for Instrumented<S> {
         expires_at: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         self.enter(&self.counters.touch).await?;
-        self.inner.touch(id, owner, expires_at).await
+        S::touch(&self.inner, id, owner, expires_at).await
     }
     async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
         self.enter(&self.counters.delete).await?;
-        self.inner.delete(id).await
+        S::delete(&self.inner, id).await
     }
     async fn delete_expired(&self) -> Result<u64, StoreError> {
         self.enter(&self.counters.other).await?;
-        self.inner.delete_expired().await
+        S::delete_expired(&self.inner).await
     }
     async fn ids_of_owner(&self, owner: &str) -> Result<Vec<RecordId>, StoreError> {
         self.enter(&self.counters.other).await?;
-        self.inner.ids_of_owner(owner).await
+        S::ids_of_owner(&self.inner, owner).await
     }
     async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError> {
         self.enter(&self.counters.other).await?;
-        self.inner.delete_owner(owner).await
+        S::delete_owner(&self.inner, owner).await
     }
 }
 

@@ -87,7 +87,7 @@ fn get(port: u16, path: &str, cookie: Option<&str>) -> Result<(u16, Option<Strin
     Ok((status, set_cookie, body.to_owned()))
 }
 
-fn new_session(port: u16) -> Result<String> {
+pub(crate) fn new_session(port: u16) -> Result<String> {
     match get(port, "/new", None)? {
         (200, Some(cookie), _) => Ok(cookie),
         other => Err(format!("/new gave no session: {other:?}")),
@@ -245,7 +245,7 @@ fn run_scenario(port: u16, scenario: &str, seconds: u64, dir: &Path) -> Result<F
     Ok(f)
 }
 
-fn wait_for(port: u16, server: &mut Child) -> Result {
+pub(crate) fn wait_for(port: u16, server: &mut Child) -> Result {
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         if let Ok(Some(status)) = server.try_wait() {
@@ -264,14 +264,18 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
+/// Where cargo puts builds.
+pub(crate) fn target_dir() -> std::path::PathBuf {
+    std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| root().join("target"))
+}
+
 /// Runs the whole matrix `runs` times (alternating variants) for `seconds`
 /// per scenario, then writes the report.
 pub(crate) fn bench_load(seconds: u64, runs: u32) -> Result {
     cargo(&["build", "--release", "-p", "session-loadtest"], &[])?;
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| root().join("target"));
-    let bin = target.join("release").join("session-loadtest");
+    let bin = target_dir().join("release").join("session-loadtest");
     let dir = std::env::temp_dir().join(format!("session-load-{}", std::process::id()));
     fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let mut results: BTreeMap<(String, String), Vec<Figures>> = BTreeMap::new();
@@ -426,7 +430,21 @@ fn write_report(
         std::env::consts::ARCH,
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    fs::write(root().join("BENCHMARKS.md"), report).map_err(|e| e.to_string())?;
+    // Keep the profile table (`cargo xtask bench profile`): its rows come
+    // from other builds.
+    let path = root().join("BENCHMARKS.md");
+    let previous = fs::read_to_string(&path).unwrap_or_default();
+    let report = match (
+        previous.find("<!-- profile:start -->"),
+        previous.find("<!-- profile:end -->"),
+    ) {
+        (Some(s), Some(e)) if s < e => format!(
+            "{report}\n{}\n",
+            &previous[s..e + "<!-- profile:end -->".len()]
+        ),
+        _ => report,
+    };
+    fs::write(&path, report).map_err(|e| e.to_string())?;
     eprintln!("xtask: BENCHMARKS.md written");
 
     // The README's summary: ours against the peers on the scenarios users

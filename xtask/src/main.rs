@@ -19,6 +19,7 @@
 //! throwaway Redis when none answers on the standard port.
 
 mod load;
+mod profile;
 
 use std::env;
 use std::fs;
@@ -45,10 +46,22 @@ fn main() -> ExitCode {
             };
             load::bench_load(flag("--seconds", 10), flag("--runs", 3) as u32)
         }
+        Some("bench") if args.get(1).map(String::as_str) == Some("profile") => {
+            let value = |name: &str| {
+                args.iter()
+                    .position(|a| a == name)
+                    .and_then(|i| args.get(i + 1))
+                    .cloned()
+            };
+            profile::bench_profile(
+                &value("--label").unwrap_or_else(|| "current".to_owned()),
+                value("--bin").map(PathBuf::from),
+            )
+        }
         Some("bench") => bench(args.get(1).map(String::as_str)),
         Some("redis-cluster") => redis_cluster_foreground(),
         _ => {
-            eprintln!("usage: cargo xtask <test | services [--start] | bench [manager|redis|sql|sled] | bench load [--seconds N] [--runs N] | redis-cluster>");
+            eprintln!("usage: cargo xtask <test | services [--start] | bench [manager|redis|sql|sled] | bench load [--seconds N] [--runs N] | bench profile [--label L] [--bin PATH] | redis-cluster>");
             return ExitCode::from(2);
         }
     };

@@ -1,0 +1,144 @@
+//! `cargo xtask bench profile`: instructions per request under callgrind.
+//!
+//! Wall-clock numbers on a shared 2-core machine move by tens of percent from
+//! one run to the next; callgrind counts the instructions the server executes,
+//! which repeat to within a percent for the same binary. Each case runs one
+//! `session-loadtest` server under `valgrind --tool=callgrind`, drives it with
+//! `wrk -t1 -c4` for a few seconds, stops it with SIGTERM (so callgrind writes
+//! its totals) and divides the instructions by the requests served. Start-up
+//! is included and amortized over the requests.
+//!
+//! The table in BENCHMARKS.md keeps one row per profiled binary (`--label`),
+//! so a "before" row measured on an older build stays next to the new one.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::thread::sleep;
+use std::time::Duration;
+
+use crate::load::{new_session, wait_for};
+use crate::{cargo, root, Result};
+
+/// What is profiled: (variant, route).
+const CASES: &[(&str, &str)] = &[
+    ("axum-bare", "/plain"),
+    ("axum-ours-memory", "/plain"),
+    ("axum-ours-memory", "/read"),
+    ("axum-ours-memory", "/write"),
+    ("axum-tower-memory", "/plain"),
+    ("axum-tower-memory", "/read"),
+    ("axum-tower-memory", "/write"),
+];
+
+const START: &str = "<!-- profile:start -->";
+const END: &str = "<!-- profile:end -->";
+
+/// Profiles `bin` (default: a fresh release build of `session-loadtest`) and
+/// records the row under `label`.
+pub(crate) fn bench_profile(label: &str, bin: Option<PathBuf>) -> Result {
+    let bin = match bin {
+        Some(bin) => bin,
+        None => {
+            cargo(&["build", "--release", "-p", "session-loadtest"], &[])?;
+            crate::load::target_dir()
+                .join("release")
+                .join("session-loadtest")
+        }
+    };
+    let dir = std::env::temp_dir().join(format!("xtask-profile-{}", std::process::id()));
+    fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let mut cells = Vec::new();
+    for (i, (variant, route)) in CASES.iter().enumerate() {
+        let port = 18_200 + u16::try_from(i).unwrap_or(0);
+        let ir = instructions_per_request(&bin, variant, route, port, &dir)?;
+        eprintln!("xtask: {variant} {route}: {ir} instructions per request");
+        cells.push(ir);
+    }
+    let _ = fs::remove_dir_all(&dir);
+    write_row(label, &cells)
+}
+
+fn instructions_per_request(
+    bin: &Path,
+    variant: &str,
+    route: &str,
+    port: u16,
+    dir: &Path,
+) -> Result<u64> {
+    let out = dir.join(format!("callgrind.{port}"));
+    let mut server = Command::new("valgrind")
+        .arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg(bin)
+        .args(["serve", variant, &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run valgrind (apt-get install valgrind): {e}"))?;
+    wait_for(port, &mut server)?;
+    let mut wrk = Command::new("wrk");
+    wrk.args(["-t1", "-c4", "-d5s"]);
+    if route != "/plain" {
+        wrk.args(["-H", &format!("Cookie: {}", new_session(port)?)]);
+    }
+    let run = wrk
+        .arg(format!("http://127.0.0.1:{port}{route}"))
+        .output()
+        .map_err(|e| format!("cannot run wrk (apt-get install wrk): {e}"))?;
+    let requests = String::from_utf8_lossy(&run.stdout)
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .ok_or("wrk reported no requests")?;
+    Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .map_err(|e| e.to_string())?;
+    server.wait().map_err(|e| e.to_string())?;
+    sleep(Duration::from_millis(200));
+    let profile = fs::read_to_string(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let total = profile
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("totals:")
+                .or_else(|| l.strip_prefix("summary:"))
+        })
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .ok_or("callgrind wrote no totals")?;
+    Ok(total / requests.max(1))
+}
+
+/// Writes or replaces the row `label` in BENCHMARKS.md's profile table.
+fn write_row(label: &str, cells: &[u64]) -> Result {
+    let path = root().join("BENCHMARKS.md");
+    let text = fs::read_to_string(&path).unwrap_or_default();
+    let header = {
+        let names: Vec<String> = CASES.iter().map(|(v, r)| format!("{v} {r}")).collect();
+        format!(
+            "| build | {} |\n|---|{}\n",
+            names.join(" | "),
+            "---|".repeat(CASES.len())
+        )
+    };
+    let mut rows: Vec<String> = match (text.find(START), text.find(END)) {
+        (Some(s), Some(e)) if s < e => text[s + START.len()..e]
+            .lines()
+            .filter(|l| l.starts_with("| ") && !l.starts_with("| build"))
+            .filter(|l| !l.starts_with(&format!("| {label} |")))
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let values: Vec<String> = cells.iter().map(u64::to_string).collect();
+    rows.push(format!("| {label} | {} |", values.join(" | ")));
+    let block = format!("{START}\n{header}{}\n{END}", rows.join("\n"));
+    let text = match (text.find(START), text.find(END)) {
+        (Some(s), Some(e)) if s < e => format!("{}{block}{}", &text[..s], &text[e + END.len()..]),
+        _ => format!("{text}\n{block}\n"),
+    };
+    fs::write(&path, text).map_err(|e| e.to_string())?;
+    eprintln!("xtask: BENCHMARKS.md profile row {label:?} written");
+    Ok(())
+}
