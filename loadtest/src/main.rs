@@ -168,13 +168,13 @@ fn memory(n: usize, subject: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     rt.block_on(async {
         let before = rss_bytes();
-        let (len, value_bytes) = match subject {
+        // Each fill measures while its store is still alive.
+        let (len, value_bytes, after) = match subject {
             "ours" => fill_ours(n).await?,
             "moka" => fill_moka(n).await,
             "tower" => fill_tower(n).await?,
             other => return Err(format!("unknown memory subject {other:?}")),
         };
-        let after = rss_bytes();
         let per = after.saturating_sub(before) as f64 / n as f64;
         println!(
             "{{\"subject\": \"{subject}\", \"sessions\": {n}, \"len\": {len}, \"rss_bytes_per_session\": {per:.0}, \"value_bytes_per_session\": {value_bytes}}}"
@@ -201,7 +201,7 @@ fn our_entry_bytes(i: u64) -> Result<usize, String> {
     Ok(18 + r.to_bytes().map_err(|e| e.to_string())?.len())
 }
 
-async fn fill_ours(n: usize) -> Result<(u64, usize), String> {
+async fn fill_ours(n: usize) -> Result<(u64, usize, u64), String> {
     let store = session_memory::MemoryStore::builder()
         .max_bytes(u64::MAX)
         .build();
@@ -214,10 +214,10 @@ async fn fill_ours(n: usize) -> Result<(u64, usize), String> {
         s.commit().await.map_err(|e| e.to_string())?;
     }
     store.run_pending_tasks().await;
-    Ok((store.len(), our_entry_bytes(n as u64)?))
+    Ok((store.len(), our_entry_bytes(n as u64)?, rss_bytes()))
 }
 
-async fn fill_moka(n: usize) -> (u64, usize) {
+async fn fill_moka(n: usize) -> (u64, usize, u64) {
     struct Hour;
     impl moka::Expiry<[u8; 32], Arc<[u8]>> for Hour {
         fn expire_after_create(
@@ -243,10 +243,10 @@ async fn fill_moka(n: usize) -> (u64, usize) {
         cache.insert(key, Arc::from(vec![0u8; size])).await;
     }
     cache.run_pending_tasks().await;
-    (cache.entry_count(), size)
+    (cache.entry_count(), size, rss_bytes())
 }
 
-async fn fill_tower(n: usize) -> Result<(u64, usize), String> {
+async fn fill_tower(n: usize) -> Result<(u64, usize, u64), String> {
     use tower_sessions::session::{Id, Record};
     use tower_sessions::SessionStore;
     let store = tower_sessions::MemoryStore::default();
@@ -260,7 +260,7 @@ async fn fill_tower(n: usize) -> Result<(u64, usize), String> {
         store.create(&mut record).await.map_err(|e| e.to_string())?;
     }
     // tower-sessions keeps decoded values: no encoded size to compare.
-    Ok((n as u64, 0))
+    Ok((n as u64, 0, rss_bytes()))
 }
 
 fn rss_bytes() -> u64 {

@@ -5,10 +5,8 @@
 //! Layout: `expires_at` (unix milliseconds, `i64` little-endian), `version`
 //! (`u64` little-endian), the owner's length (`u16` little-endian, `0` for
 //! none), the owner's UTF-8 bytes, then [`Record::to_bytes`]. The header's
-//! `expires_at` is the one that counts: [`Entry::with_expiry`] rewrites only
-//! the header, so a touch costs a copy, not an encode.
-
-use std::sync::Arc;
+//! `expires_at` is the one that counts: [`Entry::set_expiry`] rewrites only
+//! the header, so a touch costs eight bytes, not an encode.
 
 use session_core::{Record, StoreError, StoreErrorKind};
 use time::OffsetDateTime;
@@ -18,9 +16,8 @@ const VERSION: usize = 8;
 const OWNER_LEN: usize = 16;
 const OWNER: usize = 18;
 
-/// One record in memory. Cloning shares the bytes.
-#[derive(Clone)]
-pub(crate) struct Entry(Arc<[u8]>);
+/// One record in memory.
+pub(crate) struct Entry(Box<[u8]>);
 
 fn millis(t: OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
@@ -65,10 +62,9 @@ impl Entry {
         self.expires_millis() > millis(now)
     }
 
-    /// Time left until the record expires, zero if it has.
-    pub(crate) fn time_left(&self) -> std::time::Duration {
-        let left = self.expires_millis() - millis(OffsetDateTime::now_utc());
-        std::time::Duration::from_millis(u64::try_from(left).unwrap_or(0))
+    /// The deadline, in unix milliseconds: entries compare by it.
+    pub(crate) fn deadline(&self) -> i64 {
+        self.expires_millis()
     }
 
     /// The record's version, the compare-and-set token.
@@ -111,11 +107,9 @@ impl Entry {
         Ok(record)
     }
 
-    /// The same record with another deadline.
-    pub(crate) fn with_expiry(&self, expires_at: OffsetDateTime) -> Self {
-        let mut bytes = self.0.to_vec();
-        bytes[EXPIRES..EXPIRES + 8].copy_from_slice(&millis(expires_at).to_le_bytes());
-        Self(bytes.into())
+    /// Moves the deadline.
+    pub(crate) fn set_expiry(&mut self, expires_at: OffsetDateTime) {
+        self.0[EXPIRES..EXPIRES + 8].copy_from_slice(&millis(expires_at).to_le_bytes());
     }
 }
 
@@ -154,7 +148,8 @@ mod tests {
     fn a_new_deadline_rewrites_only_the_header() {
         let r = sample(Some("alice"));
         let later = r.expires_at + time::Duration::hours(2);
-        let e = Entry::new(&r).unwrap().with_expiry(later);
+        let mut e = Entry::new(&r).unwrap();
+        e.set_expiry(later);
         let back = e.record().unwrap();
         assert_eq!(back.expires_at, later);
         assert_eq!(back.data, r.data);

@@ -1,12 +1,13 @@
-//! In-memory session storage for [`session_core`], built on [moka].
+//! In-memory session storage for [`session_core`].
 //!
-//! * [`MemoryStore`]: sessions for one process. Bounded (by bytes), each
-//!   record evicted at its own deadline, with an owner index for "log out
+//! * [`MemoryStore`]: sessions for one process, about 100 bytes each besides
+//!   the encoded record. Bounded (by bytes), each record dead at its own
+//!   deadline and swept from memory, with an owner index for "log out
 //!   everywhere". Nothing survives a restart.
 //! * [`CachedStore`]: this crate's cache in front of any other store (Iris's
 //!   "temp memory" over a database): reads are served from memory, writes go
 //!   through to the backing store, idle entries leave memory and come back from
-//!   the store when their user returns.
+//!   the store when their user returns. Built on [moka].
 //!
 //! ```
 //! use session_core::{Config, Manager};
@@ -20,23 +21,19 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use moka::future::Cache;
-use moka::notification::RemovalCause;
-use moka::policy::EvictionPolicy;
-use moka::Expiry;
 use session_core::{Created, Record, RecordId, Saved, Store, StoreError};
 use time::OffsetDateTime;
 
 mod cached;
 mod entry;
 
-use entry::Entry;
-
 pub use cached::{CachedStore, CachedStoreBuilder};
+use entry::Entry;
 
 /// Default memory budget of a [`MemoryStore`]: 256 MiB of records.
 pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
@@ -46,41 +43,23 @@ pub(crate) fn until(deadline: OffsetDateTime) -> Duration {
     Duration::try_from(deadline - OffsetDateTime::now_utc()).unwrap_or(Duration::ZERO)
 }
 
-/// Expires each record at its own deadline.
-struct EntryExpiry;
+/// How many independently locked parts the sessions are spread over.
+const SHARDS: usize = 64;
 
-impl Expiry<RecordId, Entry> for EntryExpiry {
-    fn expire_after_create(&self, _: &RecordId, value: &Entry, _: Instant) -> Option<Duration> {
-        Some(value.time_left())
-    }
+/// What one session costs besides its entry's bytes (its slot in the table),
+/// counted against the budget so that it bounds real memory.
+const SLOT_BYTES: u64 = 64;
 
-    fn expire_after_update(
-        &self,
-        _: &RecordId,
-        value: &Entry,
-        _: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(value.time_left())
-    }
-}
-
-/// What moka itself keeps per entry beyond the value (measured by
-/// `session-loadtest memory`), counted against the budget so it bounds real
-/// memory.
-const ENTRY_BOOKKEEPING: usize = 400;
-
-fn weigh_entry(_: &RecordId, value: &Entry) -> u32 {
-    u32::try_from(value.len() + ENTRY_BOOKKEEPING).unwrap_or(u32::MAX)
-}
+/// How often a shard that is written to drops its expired sessions.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// Owner -> ids of that owner's records.
-type OwnerIndex = Arc<Mutex<HashMap<String, HashSet<RecordId>>>>;
+type OwnerIndex = Mutex<HashMap<String, HashSet<RecordId>>>;
 
-fn lock(index: &OwnerIndex) -> MutexGuard<'_, HashMap<String, HashSet<RecordId>>> {
-    // A panic while holding this lock cannot leave the map half-updated in a
-    // way that matters: entries are re-checked against the cache on read.
-    index.lock().unwrap_or_else(|e| e.into_inner())
+/// Locks a mutex whose data stays consistent even if a holder panicked: every
+/// change below is a single map operation.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn index_remove(index: &OwnerIndex, owner: &str, id: &RecordId) {
@@ -97,17 +76,146 @@ fn index_add(index: &OwnerIndex, owner: &str, id: RecordId) {
     lock(index).entry(owner.to_owned()).or_default().insert(id);
 }
 
+/// Hashes a [`RecordId`] by its first eight bytes: it is already a SHA-256
+/// output, uniform and not chosen by clients (they choose ids, not their
+/// hashes), so SipHash would only cost time.
+#[derive(Default)]
+struct RecordIdHasher(u64);
+
+impl std::hash::Hasher for RecordIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8).take(1) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(word);
+        }
+    }
+}
+
+type Table = HashMap<RecordId, Entry, std::hash::BuildHasherDefault<RecordIdHasher>>;
+
+/// One part of the table.
+struct Shard {
+    entries: Table,
+    /// Bytes charged to the budget: entries plus [`SLOT_BYTES`] each.
+    bytes: u64,
+    next_sweep: Instant,
+}
+
+impl Shard {
+    fn charge(entry: &Entry) -> u64 {
+        entry.len() as u64 + SLOT_BYTES
+    }
+
+    /// The live entry of `id`; an expired one is dropped on the way.
+    fn live(
+        &mut self,
+        id: &RecordId,
+        now: OffsetDateTime,
+        owners: &OwnerIndex,
+    ) -> Option<&mut Entry> {
+        if self.entries.get(id).is_some_and(|e| !e.is_live(now)) {
+            self.remove(id, owners);
+            return None;
+        }
+        self.entries.get_mut(id)
+    }
+
+    fn insert(&mut self, id: RecordId, entry: Entry) {
+        self.bytes += Self::charge(&entry);
+        if let Some(old) = self.entries.insert(id, entry) {
+            self.bytes -= Self::charge(&old);
+        }
+    }
+
+    fn remove(&mut self, id: &RecordId, owners: &OwnerIndex) -> Option<Entry> {
+        let entry = self.entries.remove(id)?;
+        self.bytes -= Self::charge(&entry);
+        if let Some(owner) = entry.owner() {
+            index_remove(owners, owner, id);
+        }
+        Some(entry)
+    }
+
+    /// Drops every expired entry.
+    fn sweep(&mut self, now: OffsetDateTime, owners: &OwnerIndex) -> u64 {
+        let expired: Vec<RecordId> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| !e.is_live(now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &expired {
+            self.remove(id, owners);
+        }
+        self.next_sweep = Instant::now() + SWEEP_EVERY;
+        expired.len() as u64
+    }
+
+    /// Upkeep after a write: the periodic sweep, then, over `budget`, evicts
+    /// the sessions closest to their deadline (the least recently active, as
+    /// idle deadlines move with activity) down to 7/8 of it, sparing `keep`.
+    /// Returns how many live sessions were evicted.
+    fn upkeep(
+        &mut self,
+        budget: u64,
+        keep: &RecordId,
+        now: OffsetDateTime,
+        owners: &OwnerIndex,
+    ) -> usize {
+        if Instant::now() >= self.next_sweep {
+            self.sweep(now, owners);
+        }
+        if self.bytes <= budget {
+            return 0;
+        }
+        let before = self.entries.len();
+        let target = budget - budget / 8;
+        let mut by_deadline: Vec<(i64, RecordId)> = self
+            .entries
+            .iter()
+            .filter(|(id, _)| *id != keep)
+            .map(|(id, e)| (e.deadline(), *id))
+            .collect();
+        by_deadline.sort_unstable_by_key(|(deadline, _)| *deadline);
+        for (_, id) in by_deadline {
+            if self.bytes <= target {
+                break;
+            }
+            self.remove(&id, owners);
+        }
+        before - self.entries.len()
+    }
+}
+
+struct Inner {
+    shards: Box<[Mutex<Shard>]>,
+    /// Budget of each shard: the store's budget split evenly.
+    shard_budget: u64,
+    owners: OwnerIndex,
+    evicted: AtomicU64,
+}
+
 /// Sessions in this process's memory.
 ///
-/// * Bounded: the total approximate size of records stays under
-///   [`MemoryStoreBuilder::max_bytes`] (default [`DEFAULT_MAX_BYTES`]); past it
-///   the least recently used sessions are evicted, so a flood of new sessions
-///   cannot exhaust memory.
-/// * Each record leaves memory at its own deadline (idle or absolute), so idle
-///   sessions free their memory by themselves.
-/// * Writes to one record are serialized (a striped lock), so `save` is an
-///   atomic compare-and-set; reads never wait; `touch` rewrites only the
-///   deadline.
+/// * Compact: one allocation per session holding its encoded record, in a
+///   table split into independently locked shards; about 100 bytes per session
+///   besides the encoded record (`cargo xtask bench load` measures it).
+/// * Bounded: the bytes held stay under [`MemoryStoreBuilder::max_bytes`]
+///   (default [`DEFAULT_MAX_BYTES`]); past it the sessions closest to their
+///   deadline, the least recently active, are evicted, so a flood of new
+///   sessions cannot exhaust memory.
+/// * Each record is dead at its own deadline (idle or absolute) and never
+///   returned after it; expired sessions leave memory when next looked up, at
+///   the latest at the next write to their shard ten seconds on, or at
+///   [`Store::delete_expired`] (the [`Sweeper`](session_core::Sweeper)).
+/// * Every operation is atomic under its shard's lock (held only for the
+///   in-memory work, never across an `.await`), so `save` is an exact
+///   compare-and-set; `touch` rewrites only the deadline.
 ///
 /// Cloning shares the same sessions.
 ///
@@ -119,20 +227,14 @@ fn index_add(index: &OwnerIndex, owner: &str, id: RecordId) {
 /// ```
 #[derive(Clone)]
 pub struct MemoryStore {
-    cache: Cache<RecordId, Entry>,
-    owners: OwnerIndex,
-    /// Writers of one record serialize on its stripe; readers never wait.
-    stripes: Arc<[tokio::sync::Mutex<()>]>,
+    inner: Arc<Inner>,
 }
-
-/// How many locks writers are spread over.
-const STRIPES: usize = 64;
 
 impl fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryStore")
-            .field("sessions", &self.cache.entry_count())
-            .field("bytes", &self.cache.weighted_size())
+            .field("sessions", &self.len())
+            .field("bytes", &self.weighted_size())
             .finish()
     }
 }
@@ -151,7 +253,8 @@ pub struct MemoryStoreBuilder {
 }
 
 impl MemoryStoreBuilder {
-    /// The memory budget for records, in bytes (approximate). Default
+    /// The memory budget for records, in bytes (approximate: each session
+    /// counts its encoded record plus 64 bytes for its slot). Default
     /// [`DEFAULT_MAX_BYTES`].
     pub fn max_bytes(mut self, max_bytes: u64) -> Self {
         self.max_bytes = max_bytes;
@@ -160,29 +263,22 @@ impl MemoryStoreBuilder {
 
     /// Builds the store.
     pub fn build(self) -> MemoryStore {
-        let owners: OwnerIndex = Arc::default();
-        let listener_index = owners.clone();
-        let cache = Cache::builder()
-            .max_capacity(self.max_bytes)
-            .weigher(weigh_entry)
-            // LRU admits every new session (evicting the least recently used);
-            // TinyLFU could refuse a new session that a store reported created.
-            .eviction_policy(EvictionPolicy::lru())
-            .expire_after(EntryExpiry)
-            .eviction_listener(move |id: Arc<RecordId>, entry: Entry, cause| {
-                // Replacements keep their index entries up to date at write
-                // time; every other removal drops the id from the index.
-                if cause != RemovalCause::Replaced {
-                    if let Some(owner) = entry.owner() {
-                        index_remove(&listener_index, owner, &id);
-                    }
-                }
-            })
-            .build();
+        let next_sweep = Instant::now() + SWEEP_EVERY;
         MemoryStore {
-            cache,
-            owners,
-            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            inner: Arc::new(Inner {
+                shards: (0..SHARDS)
+                    .map(|_| {
+                        Mutex::new(Shard {
+                            entries: Table::default(),
+                            bytes: 0,
+                            next_sweep,
+                        })
+                    })
+                    .collect(),
+                shard_budget: (self.max_bytes / SHARDS as u64).max(1),
+                owners: Mutex::default(),
+                evicted: AtomicU64::new(0),
+            }),
         }
     }
 }
@@ -200,73 +296,111 @@ impl MemoryStore {
         }
     }
 
-    /// How many sessions are in memory (approximate: expired ones may linger
-    /// until moka's next maintenance).
+    /// How many sessions are in memory (expired ones not yet swept included).
     pub fn len(&self) -> u64 {
-        self.cache.entry_count()
+        self.inner
+            .shards
+            .iter()
+            .map(|s| lock(s).entries.len() as u64)
+            .sum()
     }
 
-    /// Whether no session is in memory (approximate, like [`MemoryStore::len`]).
+    /// Whether no session is in memory.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// The approximate bytes the records occupy.
+    /// The bytes charged to the budget.
     pub fn weighted_size(&self) -> u64 {
-        self.cache.weighted_size()
+        self.inner.shards.iter().map(|s| lock(s).bytes).sum()
     }
 
-    /// Runs moka's pending maintenance (evictions, expirations, listeners).
+    /// How many live sessions were evicted to stay within the budget.
+    pub fn evicted(&self) -> u64 {
+        self.inner.evicted.load(Ordering::Relaxed)
+    }
+
+    /// Drops every expired session now (what [`Store::delete_expired`] does).
     pub async fn run_pending_tasks(&self) {
-        self.cache.run_pending_tasks().await;
+        self.sweep();
     }
 
-    /// The live entry of `id`, if any.
-    async fn live(&self, id: &RecordId) -> Option<Entry> {
+    fn sweep(&self) -> u64 {
         let now = OffsetDateTime::now_utc();
-        self.cache.get(id).await.filter(|e| e.is_live(now))
+        self.inner
+            .shards
+            .iter()
+            .map(|s| lock(s).sweep(now, &self.inner.owners))
+            .sum()
     }
 
-    fn stripe(&self, id: &RecordId) -> &tokio::sync::Mutex<()> {
-        &self.stripes[usize::from(id.as_bytes()[0]) % self.stripes.len()]
+    fn shard(&self, id: &RecordId) -> MutexGuard<'_, Shard> {
+        // The last bytes pick the shard; the table hashes by the first ones.
+        let b = id.as_bytes();
+        let i = usize::from(u16::from_le_bytes([b[30], b[31]])) % self.inner.shards.len();
+        lock(&self.inner.shards[i])
+    }
+
+    /// Inserts or replaces `id`'s entry, then does the shard's upkeep.
+    fn put(&self, shard: &mut Shard, id: RecordId, entry: Entry, now: OffsetDateTime) {
+        shard.insert(id, entry);
+        let evicted = shard.upkeep(self.inner.shard_budget, &id, now, &self.inner.owners);
+        if evicted > 0 {
+            self.inner
+                .evicted
+                .fetch_add(evicted as u64, Ordering::Relaxed);
+            tracing::debug!(
+                evicted,
+                "memory store over budget: evicted the least recently active sessions"
+            );
+        }
     }
 }
 
 #[async_trait]
 impl Store for MemoryStore {
     async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
-        self.live(id).await.map(|e| e.record()).transpose()
+        let now = OffsetDateTime::now_utc();
+        let mut shard = self.shard(id);
+        shard
+            .live(id, now, &self.inner.owners)
+            .map(|e| e.record())
+            .transpose()
     }
 
     async fn create(&self, record: &Record) -> Result<Created, StoreError> {
-        let _writer = self.stripe(&record.id).lock().await;
-        if self.live(&record.id).await.is_some() {
+        let entry = Entry::new(record)?;
+        let now = OffsetDateTime::now_utc();
+        let mut shard = self.shard(&record.id);
+        if shard.live(&record.id, now, &self.inner.owners).is_some() {
             return Ok(Created::IdTaken);
         }
-        self.cache.insert(record.id, Entry::new(record)?).await;
         if let Some(owner) = &record.owner {
-            index_add(&self.owners, owner, record.id);
+            index_add(&self.inner.owners, owner, record.id);
         }
+        self.put(&mut shard, record.id, entry, now);
         Ok(Created::Created)
     }
 
     async fn save(&self, record: &Record, expected_version: u64) -> Result<Saved, StoreError> {
-        let _writer = self.stripe(&record.id).lock().await;
-        let Some(current) = self.live(&record.id).await else {
+        let entry = Entry::new(record)?;
+        let now = OffsetDateTime::now_utc();
+        let mut shard = self.shard(&record.id);
+        let Some(current) = shard.live(&record.id, now, &self.inner.owners) else {
             return Ok(Saved::Missing);
         };
         if current.version() != expected_version {
             return Ok(Saved::Conflict);
         }
-        self.cache.insert(record.id, Entry::new(record)?).await;
         if current.owner() != record.owner.as_deref() {
             if let Some(old) = current.owner() {
-                index_remove(&self.owners, old, &record.id);
+                index_remove(&self.inner.owners, old, &record.id);
             }
             if let Some(owner) = &record.owner {
-                index_add(&self.owners, owner, record.id);
+                index_add(&self.inner.owners, owner, record.id);
             }
         }
+        self.put(&mut shard, record.id, entry, now);
         Ok(Saved::Saved)
     }
 
@@ -276,43 +410,38 @@ impl Store for MemoryStore {
         _owner: Option<&str>,
         expires_at: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let _writer = self.stripe(id).lock().await;
-        let Some(current) = self.live(id).await else {
-            return Ok(false);
-        };
-        self.cache
-            .insert(*id, current.with_expiry(expires_at))
-            .await;
-        Ok(true)
+        let now = OffsetDateTime::now_utc();
+        let mut shard = self.shard(id);
+        match shard.live(id, now, &self.inner.owners) {
+            Some(entry) => {
+                entry.set_expiry(expires_at);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
-        let _writer = self.stripe(id).lock().await;
-        if let Some(entry) = self.cache.remove(id).await {
-            if let Some(owner) = entry.owner() {
-                index_remove(&self.owners, owner, id);
-            }
-        }
+        self.shard(id).remove(id, &self.inner.owners);
         Ok(())
     }
 
     async fn delete_expired(&self) -> Result<u64, StoreError> {
-        // Expiry is native; this only hurries moka's maintenance along.
-        self.cache.run_pending_tasks().await;
-        Ok(0)
+        Ok(self.sweep())
     }
 
     async fn ids_of_owner(&self, owner: &str) -> Result<Vec<RecordId>, StoreError> {
-        let candidates: Vec<RecordId> = lock(&self.owners)
+        let candidates: Vec<RecordId> = lock(&self.inner.owners)
             .get(owner)
             .map(|ids| ids.iter().copied().collect())
             .unwrap_or_default();
         let now = OffsetDateTime::now_utc();
         let mut live = Vec::with_capacity(candidates.len());
         for id in candidates {
-            match self.cache.get(&id).await {
-                Some(e) if e.is_live(now) && e.owner() == Some(owner) => live.push(id),
-                _ => index_remove(&self.owners, owner, &id),
+            let mut shard = self.shard(&id);
+            match shard.live(&id, now, &self.inner.owners) {
+                Some(e) if e.owner() == Some(owner) => live.push(id),
+                _ => index_remove(&self.inner.owners, owner, &id),
             }
         }
         Ok(live)
@@ -320,18 +449,17 @@ impl Store for MemoryStore {
 
     async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError> {
         let ids = self.ids_of_owner(owner).await?;
+        let now = OffsetDateTime::now_utc();
         let mut n = 0;
         for id in ids {
-            let _writer = self.stripe(&id).lock().await;
-            let owned = self
-                .cache
-                .get(&id)
-                .await
+            let mut shard = self.shard(&id);
+            let owned = shard
+                .live(&id, now, &self.inner.owners)
                 .is_some_and(|e| e.owner() == Some(owner));
-            if owned && self.cache.remove(&id).await.is_some() {
+            if owned && shard.remove(&id, &self.inner.owners).is_some() {
                 n += 1;
             }
-            index_remove(&self.owners, owner, &id);
+            index_remove(&self.inner.owners, owner, &id);
         }
         Ok(n)
     }
@@ -367,6 +495,42 @@ mod tests {
             store.weighted_size()
         );
         assert!(store.len() < 5_000);
+    }
+
+    #[tokio::test]
+    async fn over_budget_the_least_recently_active_go_first() {
+        let store = MemoryStore::builder().max_bytes(256 * 1024).build();
+        let now = OffsetDateTime::now_utc();
+        // Active a minute ago (idle deadline soon) vs. just now (later).
+        let mut stale = record(10);
+        stale.expires_at = now + time::Duration::minutes(29);
+        let mut active = record(10);
+        active.expires_at = now + time::Duration::minutes(31);
+        store.create(&stale).await.unwrap();
+        store.create(&active).await.unwrap();
+        for _ in 0..1_000 {
+            let mut r = record(1024);
+            r.expires_at = now + time::Duration::minutes(30);
+            store.create(&r).await.unwrap();
+        }
+        assert!(store.evicted() > 0);
+        assert!(store.weighted_size() <= 256 * 1024);
+        assert!(store.load(&stale.id).await.unwrap().is_none());
+        assert!(store.load(&active.id).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn expired_sessions_are_swept_from_memory() {
+        let store = MemoryStore::new();
+        let mut short = record(10);
+        short.expires_at = OffsetDateTime::now_utc() + time::Duration::milliseconds(50);
+        store.create(&short).await.unwrap();
+        store.create(&record(10)).await.unwrap();
+        assert_eq!(store.len(), 2);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(store.delete_expired().await.unwrap(), 1);
+        assert_eq!(store.len(), 1);
+        assert!(store.weighted_size() > 0);
     }
 
     #[tokio::test]
