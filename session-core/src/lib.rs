@@ -5,6 +5,7 @@ mod batch;
 mod clock;
 mod codec;
 mod config;
+mod envelope;
 mod error;
 mod id;
 mod manager;

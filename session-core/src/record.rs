@@ -183,17 +183,7 @@ impl Record {
     /// # Errors
     /// Only if the encoder fails, which a well-formed record never makes it do.
     pub fn to_bytes(&self) -> Result<Vec<u8>, RecordDecodeError> {
-        let envelope = EnvelopeRef {
-            format: ENVELOPE_FORMAT,
-            id: serde_bytes::Bytes::new(self.id.as_bytes()),
-            data: DataRef(&self.data),
-            created_at: unix_millis(self.created_at),
-            expires_at: unix_millis(self.expires_at),
-            version: self.version,
-            owner: self.owner.as_deref(),
-            lifetime: self.lifetime.as_ref(),
-        };
-        rmp_serde::to_vec_named(&envelope).map_err(|e| RecordDecodeError(e.to_string()))
+        crate::envelope::encode(self)
     }
 
     /// Decodes bytes written by [`Record::to_bytes`].
@@ -202,90 +192,14 @@ impl Record {
     /// [`RecordDecodeError`] when the bytes are not a record: corrupted,
     /// truncated, or written by something else. Never panics.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, RecordDecodeError> {
-        let env: Envelope =
-            rmp_serde::from_slice(bytes).map_err(|e| RecordDecodeError(e.to_string()))?;
-        if env.format != ENVELOPE_FORMAT {
-            return Err(RecordDecodeError(format!(
-                "unknown record format {}",
-                env.format
-            )));
-        }
-        let id: [u8; 32] = env
-            .id
-            .as_slice()
-            .try_into()
-            .map_err(|_| RecordDecodeError("record id is not 32 bytes".into()))?;
-        Ok(Self {
-            id: RecordId::from_bytes(id),
-            data: env
-                .data
-                .into_iter()
-                .map(|(k, v)| (k, v.into_vec()))
-                .collect(),
-            created_at: from_unix_millis(env.created_at)?,
-            expires_at: from_unix_millis(env.expires_at)?,
-            version: env.version,
-            owner: env.owner,
-            lifetime: env.lifetime,
-        })
+        crate::envelope::decode(bytes)
     }
 }
 
 /// A stored record could not be decoded.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("stored session record is corrupted: {0}")]
-pub struct RecordDecodeError(String);
-
-const ENVELOPE_FORMAT: u8 = 1;
-
-#[derive(Serialize)]
-struct EnvelopeRef<'a> {
-    #[serde(rename = "f")]
-    format: u8,
-    #[serde(rename = "i")]
-    id: &'a serde_bytes::Bytes,
-    #[serde(rename = "d")]
-    data: DataRef<'a>,
-    #[serde(rename = "c")]
-    created_at: i64,
-    #[serde(rename = "e")]
-    expires_at: i64,
-    #[serde(rename = "v")]
-    version: u64,
-    #[serde(rename = "o")]
-    owner: Option<&'a str>,
-    #[serde(rename = "l")]
-    lifetime: Option<&'a Lifetime>,
-}
-
-#[derive(Deserialize)]
-struct Envelope {
-    #[serde(rename = "f")]
-    format: u8,
-    #[serde(rename = "i")]
-    id: serde_bytes::ByteBuf,
-    #[serde(rename = "d", default)]
-    data: HashMap<String, serde_bytes::ByteBuf>,
-    #[serde(rename = "c")]
-    created_at: i64,
-    #[serde(rename = "e")]
-    expires_at: i64,
-    #[serde(rename = "v", default)]
-    version: u64,
-    #[serde(rename = "o", default)]
-    owner: Option<String>,
-    #[serde(rename = "l", default)]
-    lifetime: Option<Lifetime>,
-}
-
-/// Serializes the values as MessagePack `bin`, not arrays of integers.
-struct DataRef<'a>(&'a Data);
-
-impl Serialize for DataRef<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_map(self.0.iter().map(|(k, v)| (k, serde_bytes::Bytes::new(v))))
-    }
-}
+pub struct RecordDecodeError(pub(crate) String);
 
 /// `t` truncated to whole milliseconds, the precision stores keep.
 pub(crate) fn truncate_ms(t: OffsetDateTime) -> OffsetDateTime {
@@ -298,7 +212,7 @@ pub(crate) fn unix_millis(t: OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
-fn from_unix_millis(ms: i64) -> Result<OffsetDateTime, RecordDecodeError> {
+pub(crate) fn from_unix_millis(ms: i64) -> Result<OffsetDateTime, RecordDecodeError> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .map_err(|_| RecordDecodeError(format!("timestamp {ms} out of range")))
 }
@@ -325,6 +239,59 @@ mod tests {
                 .with_persistent_cookie(true),
         );
         r
+    }
+
+    #[derive(Serialize)]
+    struct EnvelopeRef<'a> {
+        #[serde(rename = "f")]
+        format: u8,
+        #[serde(rename = "i")]
+        id: &'a serde_bytes::Bytes,
+        #[serde(rename = "d")]
+        data: DataRef<'a>,
+        #[serde(rename = "c")]
+        created_at: i64,
+        #[serde(rename = "e")]
+        expires_at: i64,
+        #[serde(rename = "v")]
+        version: u64,
+        #[serde(rename = "o")]
+        owner: Option<&'a str>,
+        #[serde(rename = "l")]
+        lifetime: Option<&'a Lifetime>,
+    }
+
+    /// Serializes the values as MessagePack `bin`, not arrays of integers.
+    struct DataRef<'a>(&'a Data);
+
+    impl Serialize for DataRef<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_map(self.0.iter().map(|(k, v)| (k, serde_bytes::Bytes::new(v))))
+        }
+    }
+
+    /// The hand-written encoder writes exactly what serde's named-struct
+    /// encoding of the same envelope writes, so records stored by earlier
+    /// releases and by this one are the same bytes.
+    #[test]
+    fn bytes_are_serde_named_encoding() {
+        for r in [
+            sample(),
+            Record::new(sample().id, sample().created_at, sample().expires_at),
+        ] {
+            let serde = rmp_serde::to_vec_named(&EnvelopeRef {
+                format: 1,
+                id: serde_bytes::Bytes::new(r.id.as_bytes()),
+                data: DataRef(&r.data),
+                created_at: unix_millis(r.created_at),
+                expires_at: unix_millis(r.expires_at),
+                version: r.version,
+                owner: r.owner.as_deref(),
+                lifetime: r.lifetime.as_ref(),
+            })
+            .unwrap();
+            assert_eq!(r.to_bytes().unwrap(), serde);
+        }
     }
 
     #[test]
