@@ -173,6 +173,14 @@ fn memory(n: usize, subject: &str) -> Result<(), String> {
             "ours" => fill_ours(n).await?,
             "moka" => fill_moka(n).await,
             "tower" => fill_tower(n).await?,
+            "redis" | "postgres" => {
+                let (len, value_bytes, server_bytes) = fill_server(n, subject).await?;
+                println!(
+                    "{{\"subject\": \"{subject}\", \"sessions\": {n}, \"len\": {len}, \"server_bytes_per_session\": {:.0}, \"value_bytes_per_session\": {value_bytes}}}",
+                    server_bytes as f64 / n as f64
+                );
+                return Ok(());
+            }
             other => return Err(format!("unknown memory subject {other:?}")),
         };
         let per = after.saturating_sub(before) as f64 / n as f64;
@@ -215,6 +223,112 @@ async fn fill_ours(n: usize) -> Result<(u64, usize, u64), String> {
     }
     store.run_pending_tasks().await;
     Ok((store.len(), our_entry_bytes(n as u64)?, rss_bytes()))
+}
+
+/// Fills our Redis or PostgreSQL store with `n` sessions through the manager
+/// and returns the bytes the server holds for them (Redis `used_memory`
+/// growth; the table's total relation size), then removes them.
+async fn fill_server(n: usize, subject: &str) -> Result<(u64, usize, u64), String> {
+    let value_bytes = our_entry_bytes(n as u64)? - 18;
+    let fill = |store: Arc<dyn Store>| async move {
+        let m = Manager::from_arc(store, Config::default());
+        let mut done = 0;
+        while done < n {
+            let batch = (n - done).min(64);
+            let writes: Vec<_> = (0..batch)
+                .map(|i| {
+                    let s = m.session_from_cookies(None::<&str>);
+                    tokio::spawn(async move {
+                        s.insert("n", &((done + i) as u64)).await?;
+                        s.commit().await
+                    })
+                })
+                .collect();
+            for w in writes {
+                w.await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+            }
+            done += batch;
+        }
+        Ok::<(), String>(())
+    };
+    match subject {
+        "redis" => {
+            let url = env_or("REDIS_URL", REDIS_URL);
+            let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
+            let mut conn = client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| e.to_string())?;
+            let used = |info: String| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix("used_memory:"))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            let prefix = format!("loadtest-memory-{}:", std::process::id());
+            let before: String = redis::cmd("INFO")
+                .arg("memory")
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            let store = session_redis::RedisStore::connect(&url)
+                .await
+                .map_err(|e| e.to_string())?
+                .with_prefix(prefix.clone());
+            let filled = fill(Arc::new(store)).await;
+            let after: String = redis::cmd("INFO")
+                .arg("memory")
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            // Clean up whatever was written, even after a failure.
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{prefix}*"))
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            for chunk in keys.chunks(1000) {
+                let _: () = redis::cmd("UNLINK")
+                    .arg(chunk)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            filled?;
+            Ok((
+                keys.len() as u64,
+                value_bytes,
+                used(after).saturating_sub(used(before)),
+            ))
+        }
+        _ => {
+            let url = env_or("DATABASE_URL_POSTGRES", POSTGRES_URL);
+            let table = format!("loadtest_memory_{}", std::process::id());
+            let store = session_sql::PostgresStore::connect(&url)
+                .await
+                .map_err(|e| e.to_string())?
+                .with_table(session_sql::Table::new(&table).map_err(|e| e.to_string())?);
+            store.migrate().await.map_err(|e| e.to_string())?;
+            let filled = fill(Arc::new(store)).await;
+            let pool = sqlx::PgPool::connect(&url)
+                .await
+                .map_err(|e| e.to_string())?;
+            let size: (i64, i64) = sqlx::query_as(&format!(
+                "SELECT pg_total_relation_size('{table}'), (SELECT count(*) FROM {table})"
+            ))
+            .fetch_one(&pool)
+            .await
+            .map_err(|e| e.to_string())?;
+            sqlx::query(&format!("DROP TABLE {table}, {table}_migrations"))
+                .execute(&pool)
+                .await
+                .map_err(|e| e.to_string())?;
+            filled?;
+            Ok((size.1 as u64, value_bytes, size.0 as u64))
+        }
+    }
 }
 
 async fn fill_moka(n: usize) -> (u64, usize, u64) {
