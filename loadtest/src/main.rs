@@ -10,6 +10,10 @@
 //! `axum-tower-{memory,redis,postgres}`, `actix-bare`,
 //! `actix-ours-{memory,redis,postgres,sled}`, `actix-session-{cookie,redis}`.
 //!
+//! Redis variants use `LOADTEST_REDIS_URL`, by default database 15 of the
+//! local server (`cargo xtask bench load` empties it before and after);
+//! PostgreSQL variants use `DATABASE_URL_POSTGRES`.
+//!
 //! Routes (GET): `/plain` never touches the session; `/new` stores a counter
 //! at 0 in a new session; `/read` reads it; `/write` increments it and
 //! answers the new value; `/count` reads it for the final check; `/stats`
@@ -40,7 +44,9 @@ fn writes() -> String {
     WRITES_OK.load(Ordering::Relaxed).to_string()
 }
 
-const REDIS_URL: &str = "redis://127.0.0.1:6379";
+/// Redis database 15 by default: `cargo xtask bench load` empties it before
+/// and after a run, so nothing is left behind. `LOADTEST_REDIS_URL` overrides.
+const REDIS_URL: &str = "redis://127.0.0.1:6379/15";
 const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 fn env_or(name: &str, default: &str) -> String {
@@ -92,7 +98,7 @@ async fn our_store(kind: &str) -> Result<(Arc<dyn Store>, Counts), String> {
     Ok(match kind {
         "memory" => instrument(session_memory::MemoryStore::new()),
         "redis" => instrument(
-            session_redis::RedisStore::connect(&env_or("REDIS_URL", REDIS_URL))
+            session_redis::RedisStore::connect(&env_or("LOADTEST_REDIS_URL", REDIS_URL))
                 .await
                 .map_err(|e| e.to_string())?
                 .with_prefix(format!("loadtest-{}:", std::process::id())),
@@ -255,7 +261,7 @@ async fn fill_server(n: usize, subject: &str) -> Result<(u64, usize, u64), Strin
     };
     match subject {
         "redis" => {
-            let url = env_or("REDIS_URL", REDIS_URL);
+            let url = env_or("LOADTEST_REDIS_URL", REDIS_URL);
             let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
             let mut conn = client
                 .get_multiplexed_async_connection()
@@ -284,21 +290,34 @@ async fn fill_server(n: usize, subject: &str) -> Result<(u64, usize, u64), Strin
                 .await
                 .map_err(|e| e.to_string())?;
             // Clean up whatever was written, even after a failure.
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{prefix}*"))
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| e.to_string())?;
-            for chunk in keys.chunks(1000) {
-                let _: () = redis::cmd("UNLINK")
-                    .arg(chunk)
+            let mut cursor = 0u64;
+            let mut removed = 0u64;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(format!("{prefix}*"))
+                    .arg("COUNT")
+                    .arg(1000)
                     .query_async(&mut conn)
                     .await
                     .map_err(|e| e.to_string())?;
+                if !keys.is_empty() {
+                    removed += keys.len() as u64;
+                    let _: () = redis::cmd("UNLINK")
+                        .arg(&keys)
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
             filled?;
             Ok((
-                keys.len() as u64,
+                removed,
                 value_bytes,
                 used(after).saturating_sub(used(before)),
             ))
@@ -537,8 +556,9 @@ mod axum_server {
             "memory" => run(app(tower_sessions::MemoryStore::default()), addr).await,
             "redis" => {
                 use tower_sessions_redis_store::fred::prelude::{ClientLike, Config, Pool};
-                let config = Config::from_url(&crate::env_or("REDIS_URL", crate::REDIS_URL))
-                    .map_err(|e| e.to_string())?;
+                let config =
+                    Config::from_url(&crate::env_or("LOADTEST_REDIS_URL", crate::REDIS_URL))
+                        .map_err(|e| e.to_string())?;
                 let pool = Pool::new(config, None, None, None, 6).map_err(|e| e.to_string())?;
                 let _connection = pool.connect();
                 pool.wait_for_connect().await.map_err(|e| e.to_string())?;
@@ -729,9 +749,10 @@ mod actix_server {
             .await
             .map_err(|e| e.to_string()),
             "redis" => {
-                let store = RedisSessionStore::new(crate::env_or("REDIS_URL", crate::REDIS_URL))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let store =
+                    RedisSessionStore::new(crate::env_or("LOADTEST_REDIS_URL", crate::REDIS_URL))
+                        .await
+                        .map_err(|e| e.to_string())?;
                 HttpServer::new(move || {
                     App::new()
                         .wrap(

@@ -264,6 +264,26 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
+/// Empties the Redis database the load-test servers use by default
+/// (database 15 of the local server), so sessions from one variant do not
+/// weigh on the next and none are left behind. A `LOADTEST_REDIS_URL` set by
+/// the user is left alone.
+fn empty_loadtest_redis() {
+    if std::env::var_os("LOADTEST_REDIS_URL").is_some() {
+        return;
+    }
+    let flushed = TcpStream::connect(("127.0.0.1", 6379)).and_then(|mut c| {
+        c.set_read_timeout(Some(Duration::from_secs(30)))?;
+        c.write_all(b"*2\r\n$6\r\nSELECT\r\n$2\r\n15\r\n*1\r\n$7\r\nFLUSHDB\r\n")?;
+        let mut reply = [0u8; 10];
+        c.read_exact(&mut reply)?;
+        Ok(reply == *b"+OK\r\n+OK\r\n")
+    });
+    if !matches!(flushed, Ok(true)) {
+        eprintln!("xtask: could not empty Redis database 15: {flushed:?}");
+    }
+}
+
 /// Where cargo puts builds.
 pub(crate) fn target_dir() -> std::path::PathBuf {
     std::env::var("CARGO_TARGET_DIR")
@@ -279,6 +299,7 @@ pub(crate) fn bench_load(seconds: u64, runs: u32) -> Result {
     let dir = std::env::temp_dir().join(format!("session-load-{}", std::process::id()));
     fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let mut results: BTreeMap<(String, String), Vec<Figures>> = BTreeMap::new();
+    empty_loadtest_redis();
     for run in 1..=runs {
         for (variant, _, store) in VARIANTS {
             let port = 18_300;
@@ -307,7 +328,9 @@ pub(crate) fn bench_load(seconds: u64, runs: u32) -> Result {
             sleep(Duration::from_millis(300));
         }
     }
+    empty_loadtest_redis();
     let memory = memory_table(&bin)?;
+    empty_loadtest_redis();
     let _ = fs::remove_dir_all(&dir);
     write_report(&results, seconds, runs, &memory)
 }
@@ -376,14 +399,20 @@ fn memory_table(bin: &Path) -> Result<String> {
             .args(["memory", sessions, subject])
             .output()
             .map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(format!(
-                "memory {subject}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        let v: serde_json::Value =
-            serde_json::from_slice(&out.stdout).map_err(|e| format!("memory {subject}: {e}"))?;
+        let parsed = if out.status.success() {
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).map_err(|e| e.to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+        };
+        // One failed measure must not cost the whole run's report.
+        let v = match parsed {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("xtask: memory {subject} failed: {e}");
+                table.push_str(&format!("| {label} | {sessions} | failed: {e} | | |\n"));
+                continue;
+            }
+        };
         let bytes = v["rss_bytes_per_session"]
             .as_u64()
             .or_else(|| v["server_bytes_per_session"].as_u64())
@@ -458,7 +487,8 @@ fn write_report(
     let cmd = format!("cargo xtask bench load --seconds {seconds} --runs {runs}");
     let report = format!(
         "# Benchmarks\n\n\
-         Regenerate with `{cmd}` (needs wrk, Redis and PostgreSQL on their local ports).\n\
+         Regenerate with `{cmd}` (needs wrk, Redis and PostgreSQL on their local ports;\n\
+         the Redis variants use database 15, which the run empties before and after).\n\
          Each variant is a `session-loadtest` server with one worker thread on loopback,\n\
          driven by `wrk -c16` from a second process (`-t1`, and `-t16` for `write-own`,\n\
          so each connection has its own session), {seconds} s per scenario, {runs} runs\n\
