@@ -164,6 +164,9 @@ pub struct Config {
     pub(crate) codec: Arc<dyn Codec>,
     pub(crate) max_cookie_len: usize,
     pub(crate) header: Option<String>,
+    /// The cookie's fixed attributes as `Set-Cookie` writes them (`; HttpOnly;
+    /// SameSite=Lax; Path=/`...), rendered once on first use.
+    pub(crate) cookie_attributes: std::sync::OnceLock<String>,
 }
 
 impl Default for Config {
@@ -187,6 +190,7 @@ impl Default for Config {
             codec: Arc::new(MessagePack),
             max_cookie_len: 4096,
             header: None,
+            cookie_attributes: std::sync::OnceLock::new(),
         }
     }
 }

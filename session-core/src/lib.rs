@@ -36,4 +36,4 @@ pub use record::{Data, Lifetime, Record, RecordDecodeError};
 pub use session::{Session, MAX_OWNER_LEN};
 pub use store::{Created, Saved, Store, StoreError, StoreErrorKind};
 pub use sweeper::Sweeper;
-pub use transport::{cookie_values, HeaderUpdate, SetCookie};
+pub use transport::{cookie_values, join_header_values, HeaderUpdate, SetCookie};

@@ -69,7 +69,7 @@ pub(crate) struct Inner {
 }
 
 /// How many locks records are spread over.
-const RECORD_LOCKS: usize = 256;
+const RECORD_LOCKS: usize = 1024;
 
 fn record_locks() -> Arc<[tokio::sync::Mutex<Turn>]> {
     (0..RECORD_LOCKS)

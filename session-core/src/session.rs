@@ -489,11 +489,20 @@ impl Session {
             return self.update_alone(key, f).await;
         };
         let retries = self.manager().inner.config.conflict_retries;
-        for attempt in 0..=retries {
-            if attempt > 0 {
-                backoff(attempt).await;
+        let mut conflicts = 0;
+        loop {
+            if conflicts > 0 {
+                backoff(conflicts).await;
             }
             let mut turn = self.manager().record_lock(&rid).lock().await;
+            if let Some(other) = turn.gathering.as_ref().filter(|g| g.record.id != rid) {
+                // Another record sharing this turn is gathering: wait for its
+                // save, then try again.
+                let rx = other.subscribe();
+                drop(turn);
+                batch::outcome(rx).await;
+                continue;
+            }
             let mut state = self.shared.state.lock().await;
             if state.ended || state.owner_dirty || state.lifetime_dirty {
                 // Rare cases the gathering does not carry: the plain path.
@@ -536,7 +545,14 @@ impl Session {
                     self.adopt_saved(&mut state, &record, applied);
                     return Ok(new);
                 }
-                Outcome::Conflict => {}
+                Outcome::Conflict => {
+                    conflicts += 1;
+                    if conflicts > retries {
+                        return Err(Error::Contention {
+                            attempts: retries + 1,
+                        });
+                    }
+                }
                 Outcome::Ended => {
                     self.shared.state.lock().await.end();
                     return Err(Error::Ended);
@@ -544,9 +560,6 @@ impl Session {
                 Outcome::Failed(failure) => return Err(failure.to_error()),
             }
         }
-        Err(Error::Contention {
-            attempts: retries + 1,
-        })
     }
 
     /// The freshest copy of record `rid` this process has: the one it saved
@@ -1317,6 +1330,48 @@ mod tests {
             f.open(Some(&cookie)).get::<i64>("n").await.unwrap(),
             Some(16)
         );
+    }
+
+    #[tokio::test]
+    async fn records_sharing_a_turn_never_mix_their_updates() {
+        let f = fixture();
+        // Two sessions whose records share one of the manager's turns.
+        let first = f.stored().await;
+        let rid_of = |cookie: &str| Id::parse(cookie).unwrap().record_id();
+        let second = loop {
+            let c = f.stored().await;
+            if std::ptr::eq(
+                f.manager.record_lock(&rid_of(&first)),
+                f.manager.record_lock(&rid_of(&c)),
+            ) {
+                break c;
+            }
+        };
+        let tasks: Vec<_> = (0..40)
+            .map(|i| {
+                let manager = f.manager.clone();
+                let cookie = if i % 2 == 0 {
+                    first.clone()
+                } else {
+                    second.clone()
+                };
+                tokio::spawn(async move {
+                    let header = format!("session={cookie}");
+                    let s = manager.session_from_cookies(Some(header.as_str()));
+                    s.increment("n", 1).await.unwrap();
+                    s.commit().await.unwrap();
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        for cookie in [&first, &second] {
+            assert_eq!(
+                f.open(Some(cookie)).get::<i64>("n").await.unwrap(),
+                Some(20)
+            );
+        }
     }
 
     #[tokio::test]

@@ -123,22 +123,40 @@ where
 /// Renders the `Set-Cookie` header value for an outcome, with every configured
 /// attribute. `None` for [`SetCookie::Unchanged`].
 pub(crate) fn set_cookie_header(config: &Config, outcome: &SetCookie) -> Option<String> {
-    let mut cookie = match outcome {
-        SetCookie::Unchanged => return None,
+    match outcome {
+        SetCookie::Unchanged => None,
         SetCookie::Set { value, max_age } => {
-            let mut c = Cookie::new(config.cookie_name.as_str(), value.as_str());
+            // The hot path of every new session: the fixed attributes are
+            // rendered once by the cookie crate, then reused.
+            let attributes = config.cookie_attributes.get_or_init(|| {
+                let rendered = with_attributes(config, Cookie::new("", "")).to_string();
+                rendered.strip_prefix('=').unwrap_or(&rendered).to_owned()
+            });
+            let mut header = String::with_capacity(
+                config.cookie_name.len() + value.len() + attributes.len() + 24,
+            );
+            header.push_str(&config.cookie_name);
+            header.push('=');
+            header.push_str(value);
+            header.push_str(attributes);
             if let Some(age) = max_age {
-                c.set_max_age(time::Duration::try_from(*age).unwrap_or(time::Duration::MAX));
+                let secs = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
+                header.push_str("; Max-Age=");
+                header.push_str(&secs.to_string());
             }
-            c
+            Some(header)
         }
         SetCookie::Remove => {
             let mut c = Cookie::new(config.cookie_name.as_str(), "");
             c.set_max_age(time::Duration::ZERO);
             c.set_expires(time::OffsetDateTime::UNIX_EPOCH);
-            c
+            Some(with_attributes(config, c).to_string())
         }
-    };
+    }
+}
+
+/// `cookie` with the configured path, domain and flags.
+fn with_attributes<'c>(config: &'c Config, mut cookie: Cookie<'c>) -> Cookie<'c> {
     cookie.set_path(config.path.as_str());
     if let Some(d) = &config.domain {
         cookie.set_domain(d.as_str());
@@ -149,7 +167,29 @@ pub(crate) fn set_cookie_header(config: &Config, outcome: &SetCookie) -> Option<
     if config.partitioned {
         cookie.set_partitioned(true);
     }
-    Some(cookie.to_string())
+    cookie
+}
+
+/// The values of a header that occurs several times, joined as one
+/// comma-separated list (RFC 9110), or `None` if there is none: what
+/// adapters hand to [`Manager::response_headers`](crate::Manager::response_headers)
+/// as a response's current value.
+///
+/// ```
+/// use session_core::join_header_values;
+///
+/// assert_eq!(join_header_values(["a", "b"]).as_deref(), Some("a, b"));
+/// assert_eq!(join_header_values(["no-store"]).as_deref(), Some("no-store"));
+/// assert_eq!(join_header_values(std::iter::empty()), None);
+/// ```
+pub fn join_header_values<'a>(values: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    let mut values = values.into_iter();
+    let mut joined = values.next()?.to_owned();
+    for v in values {
+        joined.push_str(", ");
+        joined.push_str(v);
+    }
+    Some(joined)
 }
 
 /// A header a framework adapter must write on the response, as decided by
@@ -319,6 +359,48 @@ mod tests {
         assert_eq!(decode_value(&s, "é".repeat(40).as_str()), None);
         let p = config(CookieSecurity::Private(keys));
         assert_eq!(decode_value(&p, "é".repeat(40).as_str()), None);
+    }
+
+    #[test]
+    fn set_cookie_is_what_the_cookie_crate_renders() {
+        let configs = [
+            Config::builder().build().unwrap(),
+            Config::builder()
+                .with_domain(Some("example.com"))
+                .with_partitioned(true)
+                .with_path("/app")
+                .build()
+                .unwrap(),
+            Config::builder()
+                .with_secure(false)
+                .with_same_site(crate::SameSite::Strict)
+                .build()
+                .unwrap(),
+            Config::builder()
+                .with_same_site(crate::SameSite::None)
+                .with_cookie_name("__Host-sid")
+                .build()
+                .unwrap(),
+        ];
+        for c in &configs {
+            for max_age in [None, Some(Duration::from_secs(3600)), Some(Duration::MAX)] {
+                let mut expected = Cookie::new(c.cookie_name.as_str(), "abc");
+                if let Some(age) = max_age {
+                    expected
+                        .set_max_age(time::Duration::try_from(age).unwrap_or(time::Duration::MAX));
+                }
+                let expected = with_attributes(c, expected).to_string();
+                let fast = set_cookie_header(
+                    c,
+                    &SetCookie::Set {
+                        value: "abc".into(),
+                        max_age,
+                    },
+                )
+                .unwrap();
+                assert_eq!(fast, expected);
+            }
+        }
     }
 
     #[test]

@@ -91,8 +91,7 @@ fn header_values<'a>(headers: &'a HeaderMap, name: &str) -> impl Iterator<Item =
 }
 
 fn header_joined(headers: &HeaderMap, name: &str) -> Option<String> {
-    let values: Vec<&str> = header_values(headers, name).collect();
-    (!values.is_empty()).then(|| values.join(", "))
+    session_core::join_header_values(header_values(headers, name))
 }
 
 /// Writes the headers the commit outcome calls for.

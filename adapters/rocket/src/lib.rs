@@ -66,8 +66,7 @@ struct Attached;
 struct RequestSession(Option<session_core::Session>);
 
 fn header_joined(res: &Response<'_>, name: &str) -> Option<String> {
-    let values: Vec<&str> = res.headers().get(name).collect();
-    (!values.is_empty()).then(|| values.join(", "))
+    session_core::join_header_values(res.headers().get(name))
 }
 
 #[rocket::async_trait]
