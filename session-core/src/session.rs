@@ -1375,6 +1375,78 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_cancelled_update_strands_nobody_waiting_with_it() {
+        let f = fixture();
+        let cookie = Arc::new(f.stored().await);
+        // This process now holds the record's last copy: no load below.
+        assert_eq!(f.open(Some(&cookie)).increment("n", 1).await.unwrap(), 1);
+        f.store.delay(Some(Duration::from_millis(200)));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let manager = f.manager.clone();
+                let cookie = cookie.clone();
+                tokio::spawn(async move {
+                    let header = format!("session={cookie}");
+                    let s = manager.session_from_cookies(Some(header.as_str()));
+                    s.increment("n", 1).await
+                })
+            })
+            .collect();
+        // All have joined the gathering and wait for its (slow) save; the
+        // first request's client goes away.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tasks[0].abort();
+        let mut acknowledged = 0;
+        for t in tasks.into_iter().skip(1) {
+            let n = tokio::time::timeout(Duration::from_secs(5), t)
+                .await
+                .expect("a waiting update was stranded")
+                .unwrap()
+                .unwrap();
+            assert!(n > 1);
+            acknowledged += 1;
+        }
+        f.store.delay(None);
+        let n = f
+            .open(Some(&cookie))
+            .get::<i64>("n")
+            .await
+            .unwrap()
+            .unwrap();
+        // The cancelled request's change was already gathered: it may be saved.
+        assert!(n == 1 + acknowledged || n == 2 + acknowledged, "{n}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_gathered_save_acknowledges_nobody() {
+        let f = fixture();
+        let cookie = Arc::new(f.stored().await);
+        assert_eq!(f.open(Some(&cookie)).increment("n", 1).await.unwrap(), 1);
+        f.store.fail_with(Some(StoreErrorKind::Unavailable));
+        let tasks: Vec<_> = (0..4)
+            .map(|_| {
+                let manager = f.manager.clone();
+                let cookie = cookie.clone();
+                tokio::spawn(async move {
+                    let header = format!("session={cookie}");
+                    let s = manager.session_from_cookies(Some(header.as_str()));
+                    s.increment("n", 1).await
+                })
+            })
+            .collect();
+        for t in tasks {
+            let err = t.await.unwrap().unwrap_err();
+            assert!(matches!(err, Error::Store { op: "save", .. }), "{err}");
+            assert_eq!(err.http_status(), 503);
+        }
+        f.store.fail_with(None);
+        assert_eq!(
+            f.open(Some(&cookie)).get::<i64>("n").await.unwrap(),
+            Some(1)
+        );
+    }
+
+    #[tokio::test]
     async fn a_stale_copy_costs_a_reload_never_a_lost_write() {
         let f = fixture();
         let cookie = f.stored().await;
