@@ -481,6 +481,95 @@ mod tests {
         r
     }
 
+    /// What the store's books say must match what it holds: the bytes
+    /// charged per shard, and every owned record listed in its owner's index
+    /// (a missing entry would let "log out everywhere" miss a session).
+    fn assert_books_balance(store: &MemoryStore) {
+        let index = lock(&store.inner.owners).clone();
+        for shard in store.inner.shards.iter() {
+            let shard = lock(shard);
+            let held: u64 = shard.entries.values().map(Shard::charge).sum();
+            assert_eq!(shard.bytes, held, "bytes charged drifted from bytes held");
+            for (id, entry) in &shard.entries {
+                if let Some(owner) = entry.owner() {
+                    assert!(
+                        index.get(owner).is_some_and(|ids| ids.contains(id)),
+                        "a session of {owner} is missing from the owner index"
+                    );
+                }
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_mixed_operations_keep_the_books_balanced() {
+        // A small budget, so evictions run alongside everything else.
+        let store = MemoryStore::builder().max_bytes(256 * 1024).build();
+        let tasks: Vec<_> = (0..8)
+            .map(|t| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut mine: Vec<Record> = Vec::new();
+                    for i in 0..400usize {
+                        match i % 6 {
+                            0 | 1 => {
+                                let mut r = record(100 + i % 300);
+                                r.owner = Some(format!("owner-{}", (t + i) % 3));
+                                store.create(&r).await.unwrap();
+                                mine.push(r);
+                            }
+                            2 => {
+                                if let Some(r) = mine.last_mut() {
+                                    let mut next = r.clone();
+                                    next.version += 1;
+                                    next.owner = Some(format!("owner-{}", i % 3));
+                                    if store.save(&next, r.version).await.unwrap() == Saved::Saved {
+                                        *r = next;
+                                    }
+                                }
+                            }
+                            3 => {
+                                if let Some(r) = mine.first() {
+                                    let later =
+                                        OffsetDateTime::now_utc() + time::Duration::hours(2);
+                                    store.touch(&r.id, r.owner.as_deref(), later).await.unwrap();
+                                }
+                            }
+                            4 => {
+                                if !mine.is_empty() {
+                                    let r = mine.swap_remove(i % mine.len());
+                                    store.delete(&r.id).await.unwrap();
+                                }
+                            }
+                            _ => {
+                                // Listing prunes stale index entries while
+                                // others write.
+                                let owner = format!("owner-{}", i % 3);
+                                store.ids_of_owner(&owner).await.unwrap();
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert!(store.weighted_size() <= 256 * 1024);
+        assert_books_balance(&store);
+        let ended = store.delete_owner("owner-0").await.unwrap()
+            + store.delete_owner("owner-1").await.unwrap()
+            + store.delete_owner("owner-2").await.unwrap();
+        assert_eq!(
+            store.len(),
+            0,
+            "log out everywhere left {} sessions ({ended} ended)",
+            store.len()
+        );
+        assert_books_balance(&store);
+        assert_eq!(store.weighted_size(), 0);
+    }
+
     #[tokio::test]
     async fn memory_stays_bounded_under_a_flood_of_sessions() {
         let budget = 1024 * 1024;
