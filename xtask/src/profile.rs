@@ -76,27 +76,15 @@ fn instructions_per_request(
         .stderr(std::process::Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot run valgrind (apt-get install valgrind): {e}"))?;
-    wait_for(port, &mut server)?;
-    let mut wrk = Command::new("wrk");
-    wrk.args(["-t1", "-c4", "-d5s"]);
-    if route != "/plain" {
-        wrk.args(["-H", &format!("Cookie: {}", new_session(port)?)]);
-    }
-    let run = wrk
-        .arg(format!("http://127.0.0.1:{port}{route}"))
-        .output()
-        .map_err(|e| format!("cannot run wrk (apt-get install wrk): {e}"))?;
-    let requests = String::from_utf8_lossy(&run.stdout)
-        .lines()
-        .find(|l| l.contains("requests in"))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|n| n.parse::<u64>().ok())
-        .ok_or("wrk reported no requests")?;
+    let driven = drive(port, route, &mut server);
+    // Stop the server whatever happened: SIGTERM, so callgrind writes its
+    // totals.
     Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
         .status()
         .map_err(|e| e.to_string())?;
     server.wait().map_err(|e| e.to_string())?;
+    let requests = driven?;
     sleep(Duration::from_millis(200));
     let profile = fs::read_to_string(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let total = profile
@@ -108,6 +96,27 @@ fn instructions_per_request(
         .and_then(|v| v.trim().parse::<u64>().ok())
         .ok_or("callgrind wrote no totals")?;
     Ok(total / requests.max(1))
+}
+
+/// Waits for the server, runs wrk against `route` and returns the requests
+/// served.
+fn drive(port: u16, route: &str, server: &mut std::process::Child) -> Result<u64> {
+    wait_for(port, server)?;
+    let mut wrk = Command::new("wrk");
+    wrk.args(["-t1", "-c4", "-d5s"]);
+    if route != "/plain" {
+        wrk.args(["-H", &format!("Cookie: {}", new_session(port)?)]);
+    }
+    let run = wrk
+        .arg(format!("http://127.0.0.1:{port}{route}"))
+        .output()
+        .map_err(|e| format!("cannot run wrk (apt-get install wrk): {e}"))?;
+    String::from_utf8_lossy(&run.stdout)
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .ok_or_else(|| "wrk reported no requests".to_owned())
 }
 
 /// Writes or replaces the row `label` in BENCHMARKS.md's profile table.
