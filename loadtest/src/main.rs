@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! session-loadtest serve <variant> <port>
-//! session-loadtest memory <sessions> <ours|moka|tower>
+//! session-loadtest memory <sessions> <ours|moka|tower|redis|postgres>
+//! session-loadtest cleanup
 //! ```
 //!
 //! Variants: `axum-bare`, `axum-ours-{memory,redis,postgres,sled}`,
@@ -49,6 +50,11 @@ fn writes() -> String {
 const REDIS_URL: &str = "redis://127.0.0.1:6379/15";
 const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
+/// Where our PostgreSQL variants keep their sessions.
+const OUR_TABLE: &str = "loadtest_sessions";
+/// Where tower-sessions' PostgreSQL variant keeps its sessions.
+const TOWER_SCHEMA: &str = "loadtest_tower";
+
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
@@ -65,12 +71,13 @@ fn main() -> ExitCode {
             Ok(port) => serve(variant, SocketAddr::from(([127, 0, 0, 1], port))),
             Err(_) => Err(format!("bad port {port:?}")),
         },
+        ["cleanup"] => cleanup(),
         ["memory", n, subject] => match n.parse::<usize>() {
             Ok(n) => memory(n, subject),
             Err(_) => Err(format!("bad count {n:?}")),
         },
         _ => Err(
-            "usage: session-loadtest serve <variant> <port> | memory <sessions> <ours|moka|tower>"
+            "usage: session-loadtest serve <variant> <port> | memory <sessions> <ours|moka|tower|redis|postgres> | cleanup"
                 .into(),
         ),
     };
@@ -108,9 +115,7 @@ async fn our_store(kind: &str) -> Result<(Arc<dyn Store>, Counts), String> {
                 session_sql::PostgresStore::connect(&env_or("DATABASE_URL_POSTGRES", POSTGRES_URL))
                     .await
                     .map_err(|e| e.to_string())?
-                    .with_table(
-                        session_sql::Table::new("loadtest_sessions").map_err(|e| e.to_string())?,
-                    );
+                    .with_table(session_sql::Table::new(OUR_TABLE).map_err(|e| e.to_string())?);
             s.migrate().await.map_err(|e| e.to_string())?;
             instrument(s)
         }
@@ -159,6 +164,42 @@ fn serve(variant: &str, addr: SocketAddr) -> Result<(), String> {
         "actix" => actix_web::rt::System::new().block_on(actix_server::serve(rest, addr)),
         _ => Err(format!("unknown variant {variant:?}")),
     }
+}
+
+/// Removes what the servers left behind: our and tower-sessions' PostgreSQL
+/// tables (names only this program uses), and the default Redis database's
+/// keys (database 15; a `LOADTEST_REDIS_URL` set by the user is left alone).
+fn cleanup() -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let pool = sqlx::PgPool::connect(&env_or("DATABASE_URL_POSTGRES", POSTGRES_URL))
+            .await
+            .map_err(|e| e.to_string())?;
+        for statement in [
+            format!("DROP TABLE IF EXISTS {OUR_TABLE}, {OUR_TABLE}_migrations"),
+            format!("DROP SCHEMA IF EXISTS {TOWER_SCHEMA} CASCADE"),
+        ] {
+            sqlx::query(&statement)
+                .execute(&pool)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        if std::env::var_os("LOADTEST_REDIS_URL").is_none() {
+            let client = redis::Client::open(REDIS_URL).map_err(|e| e.to_string())?;
+            let mut conn = client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| e.to_string())?;
+            let _: () = redis::cmd("FLUSHDB")
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })
 }
 
 /// Fills a memory store with `n` idle sessions, each holding one small
@@ -571,7 +612,8 @@ mod axum_server {
                 ))
                 .await
                 .map_err(|e| e.to_string())?;
-                let store = tower_sessions_sqlx_store::PostgresStore::new(pool);
+                let store = tower_sessions_sqlx_store::PostgresStore::new(pool)
+                    .with_schema_name(crate::TOWER_SCHEMA)?;
                 store.migrate().await.map_err(|e| e.to_string())?;
                 run(app(store), addr).await
             }

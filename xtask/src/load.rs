@@ -264,23 +264,17 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// Empties the Redis database the load-test servers use by default
-/// (database 15 of the local server), so sessions from one variant do not
-/// weigh on the next and none are left behind. A `LOADTEST_REDIS_URL` set by
-/// the user is left alone.
-fn empty_loadtest_redis() {
-    if std::env::var_os("LOADTEST_REDIS_URL").is_some() {
-        return;
-    }
-    let flushed = TcpStream::connect(("127.0.0.1", 6379)).and_then(|mut c| {
-        c.set_read_timeout(Some(Duration::from_secs(30)))?;
-        c.write_all(b"*2\r\n$6\r\nSELECT\r\n$2\r\n15\r\n*1\r\n$7\r\nFLUSHDB\r\n")?;
-        let mut reply = [0u8; 10];
-        c.read_exact(&mut reply)?;
-        Ok(reply == *b"+OK\r\n+OK\r\n")
-    });
-    if !matches!(flushed, Ok(true)) {
-        eprintln!("xtask: could not empty Redis database 15: {flushed:?}");
+/// Removes what the load-test servers leave behind (`session-loadtest
+/// cleanup`): their PostgreSQL tables and the default Redis database's keys.
+/// A failure is reported, not fatal: the measures stand without it.
+fn cleanup(bin: &Path) {
+    match Command::new(bin).arg("cleanup").output() {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => eprintln!(
+            "xtask: load-test clean-up failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => eprintln!("xtask: load-test clean-up failed: {e}"),
     }
 }
 
@@ -299,7 +293,7 @@ pub(crate) fn bench_load(seconds: u64, runs: u32) -> Result {
     let dir = std::env::temp_dir().join(format!("session-load-{}", std::process::id()));
     fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let mut results: BTreeMap<(String, String), Vec<Figures>> = BTreeMap::new();
-    empty_loadtest_redis();
+    cleanup(&bin);
     for run in 1..=runs {
         for (variant, _, store) in VARIANTS {
             let port = 18_300;
@@ -328,9 +322,9 @@ pub(crate) fn bench_load(seconds: u64, runs: u32) -> Result {
             sleep(Duration::from_millis(300));
         }
     }
-    empty_loadtest_redis();
+    cleanup(&bin);
     let memory = memory_table(&bin)?;
-    empty_loadtest_redis();
+    cleanup(&bin);
     let _ = fs::remove_dir_all(&dir);
     write_report(&results, seconds, runs, &memory)
 }
@@ -488,7 +482,8 @@ fn write_report(
     let report = format!(
         "# Benchmarks\n\n\
          Regenerate with `{cmd}` (needs wrk, Redis and PostgreSQL on their local ports;\n\
-         the Redis variants use database 15, which the run empties before and after).\n\
+         the Redis variants use database 15, which the run empties before and after, and\n\
+         the PostgreSQL tables it creates are dropped at the end).\n\
          Each variant is a `session-loadtest` server with one worker thread on loopback,\n\
          driven by `wrk -c16` from a second process (`-t1`, and `-t16` for `write-own`,\n\
          so each connection has its own session), {seconds} s per scenario, {runs} runs\n\
