@@ -120,7 +120,13 @@ async fn our_store(kind: &str) -> Result<(Arc<dyn Store>, Counts), String> {
             instrument(s)
         }
         "sled" => {
-            let dir = std::env::temp_dir().join(format!("session-loadtest-{}", std::process::id()));
+            // `cargo xtask bench load` gives each server a directory inside
+            // its own, which it removes: a killed server cannot clean up.
+            let dir = std::env::var_os("LOADTEST_SLED_DIR")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| {
+                    std::env::temp_dir().join(format!("session-loadtest-{}", std::process::id()))
+                });
             instrument(
                 session_sled::SledStore::builder(dir)
                     .temporary(true)

@@ -299,6 +299,10 @@ pub(crate) fn bench_load(seconds: u64, runs: u32) -> Result {
             let port = 18_300;
             let mut child = Command::new(&bin)
                 .args(["serve", variant, &port.to_string()])
+                .env(
+                    "LOADTEST_SLED_DIR",
+                    dir.join(format!("sled-{run}-{variant}")),
+                )
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())
                 .spawn()
