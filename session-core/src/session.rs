@@ -1164,6 +1164,17 @@ mod tests {
             s.insert("name", "iris").await.unwrap();
             value(s.commit().await.unwrap())
         }
+
+        /// A request of its own that increments `n` of `cookie`'s session
+        /// and, if that worked, commits.
+        fn spawn_increment(&self, cookie: &str) -> tokio::task::JoinHandle<Result<i64>> {
+            let s = self.open(Some(cookie));
+            tokio::spawn(async move {
+                let n = s.increment("n", 1).await?;
+                s.commit().await?;
+                Ok(n)
+            })
+        }
     }
 
     fn value(outcome: SetCookie) -> String {
@@ -1299,25 +1310,12 @@ mod tests {
     #[tokio::test]
     async fn concurrent_updates_are_gathered_into_few_saves() {
         let f = fixture();
-        let cookie = Arc::new(f.stored().await);
+        let cookie = f.stored().await;
         let before = f.store.counts();
-        let manager = f.manager.clone();
-        let tasks: Vec<_> = (0..16)
-            .map(|_| {
-                let manager = manager.clone();
-                let cookie = cookie.clone();
-                tokio::spawn(async move {
-                    let header = format!("session={cookie}");
-                    let s = manager.session_from_cookies(Some(header.as_str()));
-                    let n = s.increment("n", 1).await.unwrap();
-                    s.commit().await.unwrap();
-                    n
-                })
-            })
-            .collect();
+        let tasks: Vec<_> = (0..16).map(|_| f.spawn_increment(&cookie)).collect();
         let mut seen = Vec::new();
         for t in tasks {
-            seen.push(t.await.unwrap());
+            seen.push(t.await.unwrap().unwrap());
         }
         seen.sort_unstable();
         // Each request saw its own increment, in some order.
@@ -1348,23 +1346,10 @@ mod tests {
             }
         };
         let tasks: Vec<_> = (0..40)
-            .map(|i| {
-                let manager = f.manager.clone();
-                let cookie = if i % 2 == 0 {
-                    first.clone()
-                } else {
-                    second.clone()
-                };
-                tokio::spawn(async move {
-                    let header = format!("session={cookie}");
-                    let s = manager.session_from_cookies(Some(header.as_str()));
-                    s.increment("n", 1).await.unwrap();
-                    s.commit().await.unwrap();
-                })
-            })
+            .map(|i| f.spawn_increment(if i % 2 == 0 { &first } else { &second }))
             .collect();
         for t in tasks {
-            t.await.unwrap();
+            t.await.unwrap().unwrap();
         }
         for cookie in [&first, &second] {
             assert_eq!(
@@ -1377,21 +1362,11 @@ mod tests {
     #[tokio::test]
     async fn a_cancelled_update_strands_nobody_waiting_with_it() {
         let f = fixture();
-        let cookie = Arc::new(f.stored().await);
+        let cookie = f.stored().await;
         // This process now holds the record's last copy: no load below.
         assert_eq!(f.open(Some(&cookie)).increment("n", 1).await.unwrap(), 1);
         f.store.delay(Some(Duration::from_millis(200)));
-        let tasks: Vec<_> = (0..8)
-            .map(|_| {
-                let manager = f.manager.clone();
-                let cookie = cookie.clone();
-                tokio::spawn(async move {
-                    let header = format!("session={cookie}");
-                    let s = manager.session_from_cookies(Some(header.as_str()));
-                    s.increment("n", 1).await
-                })
-            })
-            .collect();
+        let tasks: Vec<_> = (0..8).map(|_| f.spawn_increment(&cookie)).collect();
         // All have joined the gathering and wait for its (slow) save; the
         // first request's client goes away.
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1420,20 +1395,10 @@ mod tests {
     #[tokio::test]
     async fn a_failed_gathered_save_acknowledges_nobody() {
         let f = fixture();
-        let cookie = Arc::new(f.stored().await);
+        let cookie = f.stored().await;
         assert_eq!(f.open(Some(&cookie)).increment("n", 1).await.unwrap(), 1);
         f.store.fail_with(Some(StoreErrorKind::Unavailable));
-        let tasks: Vec<_> = (0..4)
-            .map(|_| {
-                let manager = f.manager.clone();
-                let cookie = cookie.clone();
-                tokio::spawn(async move {
-                    let header = format!("session={cookie}");
-                    let s = manager.session_from_cookies(Some(header.as_str()));
-                    s.increment("n", 1).await
-                })
-            })
-            .collect();
+        let tasks: Vec<_> = (0..4).map(|_| f.spawn_increment(&cookie)).collect();
         for t in tasks {
             let err = t.await.unwrap().unwrap_err();
             assert!(matches!(err, Error::Store { op: "save", .. }), "{err}");

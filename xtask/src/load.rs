@@ -129,6 +129,11 @@ fn micros(text: &str) -> Option<f64> {
 }
 
 /// Parses wrk's report.
+/// The requests wrk reports it completed, from its output.
+pub(crate) fn requests_served(out: &str) -> u64 {
+    parse_wrk(out).requests
+}
+
 fn parse_wrk(out: &str) -> Figures {
     let mut f = Figures::default();
     for line in out.lines().map(str::trim) {

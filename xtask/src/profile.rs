@@ -17,7 +17,7 @@ use std::process::Command;
 use std::thread::sleep;
 use std::time::Duration;
 
-use crate::load::{new_session, wait_for};
+use crate::load::{new_session, requests_served, wait_for};
 use crate::{cargo, root, Result};
 
 /// What is profiled: (variant, route).
@@ -95,7 +95,7 @@ fn instructions_per_request(
         })
         .and_then(|v| v.trim().parse::<u64>().ok())
         .ok_or("callgrind wrote no totals")?;
-    Ok(total / requests.max(1))
+    Ok(total / requests)
 }
 
 /// Waits for the server, runs wrk against `route` and returns the requests
@@ -111,12 +111,10 @@ fn drive(port: u16, route: &str, server: &mut std::process::Child) -> Result<u64
         .arg(format!("http://127.0.0.1:{port}{route}"))
         .output()
         .map_err(|e| format!("cannot run wrk (apt-get install wrk): {e}"))?;
-    String::from_utf8_lossy(&run.stdout)
-        .lines()
-        .find(|l| l.contains("requests in"))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|n| n.parse::<u64>().ok())
-        .ok_or_else(|| "wrk reported no requests".to_owned())
+    match requests_served(&String::from_utf8_lossy(&run.stdout)) {
+        0 => Err("wrk reported no requests".to_owned()),
+        n => Ok(n),
+    }
 }
 
 /// Writes or replaces the row `label` in BENCHMARKS.md's profile table.
