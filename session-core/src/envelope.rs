@@ -92,10 +92,7 @@ fn nil(rd: &mut &[u8]) -> bool {
 
 fn data(rd: &mut &[u8]) -> Result<Data, RecordDecodeError> {
     let n = decode::read_map_len(rd).map_err(invalid)?;
-    // Each entry takes at least two bytes: a huge claimed length with no
-    // content must not reserve memory for it.
-    let capacity = usize::try_from(n).unwrap_or(usize::MAX).min(rd.len() / 2);
-    let mut data = Data::with_capacity(capacity);
+    let mut data = Data::new();
     for _ in 0..n {
         let k = key(rd)?.to_owned();
         let v = bin(rd)?.to_vec();

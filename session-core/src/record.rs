@@ -1,6 +1,6 @@
 //! What a store keeps for one session.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -10,7 +10,7 @@ use crate::id::RecordId;
 
 /// The values of a session: key -> value encoded by the configured
 /// [`Codec`](crate::Codec).
-pub type Data = HashMap<String, Vec<u8>>;
+pub type Data = BTreeMap<String, Vec<u8>>;
 
 /// A per-session override of the configured timeouts ("remember me").
 ///
@@ -208,12 +208,20 @@ pub(crate) fn truncate_ms(t: OffsetDateTime) -> OffsetDateTime {
 }
 
 /// Milliseconds since the Unix epoch.
+///
+/// Whole seconds and the millisecond field: no 128-bit division, which is
+/// what `unix_timestamp_nanos` would cost on every save.
 pub(crate) fn unix_millis(t: OffsetDateTime) -> i64 {
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
+    t.unix_timestamp()
+        .saturating_mul(1000)
+        .saturating_add(i64::from(t.millisecond()))
 }
 
+/// The inverse of [`unix_millis`], for every load.
 pub(crate) fn from_unix_millis(ms: i64) -> Result<OffsetDateTime, RecordDecodeError> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+    let millis = u16::try_from(ms.rem_euclid(1000)).unwrap_or(0);
+    OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .and_then(|t| t.replace_millisecond(millis))
         .map_err(|_| RecordDecodeError(format!("timestamp {ms} out of range")))
 }
 
@@ -273,6 +281,28 @@ mod tests {
     /// The hand-written encoder writes exactly what serde's named-struct
     /// encoding of the same envelope writes, so records stored by earlier
     /// releases and by this one are the same bytes.
+    #[test]
+    fn unix_millis_round_trips_and_agrees_with_nanoseconds() {
+        for ms in [
+            0,
+            1,
+            999,
+            1_000,
+            1_700_000_000_123,
+            -1,
+            -999,
+            -1_000,
+            -1_001,
+            253_402_300_799_999, // 9999-12-31T23:59:59.999Z, time's default maximum
+        ] {
+            let t = from_unix_millis(ms).unwrap();
+            assert_eq!(t.unix_timestamp_nanos(), i128::from(ms) * 1_000_000, "{ms}");
+            assert_eq!(unix_millis(t), ms, "{ms}");
+        }
+        assert!(from_unix_millis(i64::MAX).is_err());
+        assert!(from_unix_millis(i64::MIN).is_err());
+    }
+
     #[test]
     fn bytes_are_serde_named_encoding() {
         for r in [

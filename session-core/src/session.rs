@@ -1,6 +1,7 @@
 //! The per-request session handle.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,6 +62,9 @@ pub struct Session {
 
 struct Shared {
     manager: Manager,
+    /// Set before the state is first locked: until then the session is as
+    /// [`Session::new`] made it, and committing it is a no-op.
+    used: AtomicBool,
     state: Mutex<State>,
 }
 
@@ -145,6 +149,7 @@ impl Session {
         Self {
             shared: Arc::new(Shared {
                 manager,
+                used: AtomicBool::new(false),
                 state: Mutex::new(State {
                     incoming,
                     presented,
@@ -164,6 +169,12 @@ impl Session {
         }
     }
 
+    /// Locks the state, marking the session as used.
+    async fn lock(&self) -> MutexGuard<'_, State> {
+        self.shared.used.store(true, Ordering::Release);
+        self.shared.state.lock().await
+    }
+
     /// The manager this session belongs to, for work across sessions such as
     /// [`Manager::destroy_all_of`].
     pub fn manager(&self) -> &Manager {
@@ -172,7 +183,7 @@ impl Session {
 
     /// Locks the state and loads the record on first use.
     async fn loaded(&self) -> Result<MutexGuard<'_, State>> {
-        let mut state = self.shared.state.lock().await;
+        let mut state = self.lock().await;
         if !state.loaded {
             self.load(&mut state).await?;
         }
@@ -477,7 +488,7 @@ impl Session {
         F: FnMut(Option<T>) -> T,
     {
         let rid = {
-            let state = self.shared.state.lock().await;
+            let state = self.lock().await;
             state
                 .stored
                 .as_ref()
@@ -503,7 +514,7 @@ impl Session {
                 batch::outcome(rx).await;
                 continue;
             }
-            let mut state = self.shared.state.lock().await;
+            let mut state = self.lock().await;
             if state.ended || state.owner_dirty || state.lifetime_dirty {
                 // Rare cases the gathering does not carry: the plain path.
                 drop(state);
@@ -541,7 +552,7 @@ impl Session {
             drop(turn);
             match batch::outcome(rx).await {
                 Outcome::Saved(record) => {
-                    let mut state = self.shared.state.lock().await;
+                    let mut state = self.lock().await;
                     self.adopt_saved(&mut state, &record, applied);
                     return Ok(new);
                 }
@@ -554,7 +565,7 @@ impl Session {
                     }
                 }
                 Outcome::Ended => {
-                    self.shared.state.lock().await.end();
+                    self.lock().await.end();
                     return Err(Error::Ended);
                 }
                 Outcome::Failed(failure) => return Err(failure.to_error()),
@@ -732,7 +743,7 @@ impl Session {
     /// # Errors
     /// A store error or timeout; the session is then left as it was.
     pub async fn destroy(&self) -> Result<()> {
-        let mut state = self.shared.state.lock().await;
+        let mut state = self.lock().await;
         let rid = match (&state.stored, &state.incoming, state.loaded) {
             (Some(s), _, _) => Some(s.rid),
             (None, Some(id), false) => Some(id.record_id()),
@@ -755,7 +766,7 @@ impl Session {
     /// # Errors
     /// [`Error::Contention`], [`Error::Ended`], or a store error or timeout.
     pub async fn flush(&self) -> Result<()> {
-        let mut state = self.shared.state.lock().await;
+        let mut state = self.lock().await;
         if !state.loaded {
             return Ok(());
         }
@@ -774,7 +785,10 @@ impl Session {
     /// [`Error::Contention`], or a store error or timeout: the adapter answers
     /// 5xx.
     pub async fn commit(&self) -> Result<SetCookie> {
-        let mut state = self.shared.state.lock().await;
+        if let Some(outcome) = self.commit_without_store() {
+            return Ok(outcome);
+        }
+        let mut state = self.lock().await;
         if state.loaded {
             if self.needs_write(&state) {
                 self.flush_locked(&mut state).await?;
@@ -783,6 +797,41 @@ impl Session {
             }
         }
         Ok(self.outcome(&mut state))
+    }
+
+    /// [`commit`](Self::commit) without waiting, when it needs no store call:
+    /// the request never used the session, or only read it (nothing changed
+    /// and no idle-deadline refresh is due). `None` when the commit must
+    /// write, or another clone of the session is in the middle of a call;
+    /// then await [`commit`](Self::commit).
+    ///
+    /// Adapters call this first so that most requests finish without boxing
+    /// a future.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), session_core::Error> {
+    /// use session_core::{Config, Manager, SetCookie, testing::TestStore};
+    ///
+    /// let manager = Manager::new(TestStore::default(), Config::default());
+    /// let session = manager.session_from_cookies(std::iter::empty());
+    /// assert_eq!(session.commit_without_store(), Some(SetCookie::Unchanged));
+    ///
+    /// session.insert("name", "iris").await?;
+    /// assert_eq!(session.commit_without_store(), None); // a new session must be created
+    /// assert!(matches!(session.commit().await?, SetCookie::Set { .. }));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn commit_without_store(&self) -> Option<SetCookie> {
+        if !self.shared.used.load(Ordering::Acquire) {
+            return Some(SetCookie::Unchanged);
+        }
+        let mut state = self.shared.state.try_lock().ok()?;
+        if state.loaded && (self.needs_write(&state) || self.touch_due(&state).is_some()) {
+            return None;
+        }
+        Some(self.outcome(&mut state))
     }
 
     fn needs_write(&self, state: &State) -> bool {
@@ -1061,19 +1110,28 @@ impl Session {
         Ok(ended)
     }
 
+    /// The new idle deadline when extending it is due (the touch interval has
+    /// passed since it was last set), else `None`.
+    fn touch_due(&self, state: &State) -> Option<OffsetDateTime> {
+        let manager = self.manager();
+        let stored = state.stored.as_ref()?;
+        let deadline = self
+            .lifetime_of(state)
+            .deadline(stored.created_at, manager.now());
+        let due = deadline > stored.expires_at
+            && deadline - stored.expires_at >= manager.inner.config.touch_interval;
+        due.then_some(deadline)
+    }
+
     async fn touch_if_due(&self, state: &mut State) -> Result<()> {
         let manager = self.manager();
+        let Some(deadline) = self.touch_due(state) else {
+            return Ok(());
+        };
+        let lifetime = self.lifetime_of(state);
         let Some(stored) = &state.stored else {
             return Ok(());
         };
-        let now = manager.now();
-        let lifetime = self.lifetime_of(state);
-        let deadline = lifetime.deadline(stored.created_at, now);
-        if deadline <= stored.expires_at
-            || deadline - stored.expires_at < manager.inner.config.touch_interval
-        {
-            return Ok(());
-        }
         let rid = stored.rid;
         let owner = state.owner.as_deref();
         if manager
@@ -1195,6 +1253,47 @@ mod tests {
             assert_eq!(f.open(c).commit().await.unwrap(), SetCookie::Unchanged);
         }
         assert_eq!(f.store.counts(), before);
+    }
+
+    #[tokio::test]
+    async fn commit_without_store_answers_only_when_no_store_call_is_needed() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        let before = f.store.counts();
+        // Never used, whatever the client presented.
+        for c in [None, Some(cookie.as_str()), Some("garbage")] {
+            assert_eq!(f.open(c).commit_without_store(), Some(SetCookie::Unchanged));
+        }
+        // Read within the touch interval.
+        f.clock.advance(Duration::from_secs(30));
+        let s = f.open(Some(&cookie));
+        assert_eq!(s.get_string("name").await.unwrap(), "iris");
+        assert_eq!(s.commit_without_store(), Some(SetCookie::Unchanged));
+        assert_eq!(f.store.counts().total() - before.total(), 1);
+        // Busy elsewhere: the caller must await `commit`.
+        let guard = s.lock().await;
+        assert_eq!(s.clone().commit_without_store(), None);
+        drop(guard);
+        // Changed: a save is needed, and `commit` does it.
+        s.insert("name", "mallory").await.unwrap();
+        assert_eq!(s.commit_without_store(), None);
+        assert_eq!(s.commit().await.unwrap(), SetCookie::Unchanged);
+        assert_eq!(f.store.counts().save - before.save, 1);
+        // Read once the touch is due: the idle deadline must be extended.
+        f.clock.advance(2 * MINUTE);
+        let s = f.open(Some(&cookie));
+        assert_eq!(s.get_string("name").await.unwrap(), "mallory");
+        assert_eq!(s.commit_without_store(), None);
+        s.commit().await.unwrap();
+        assert_eq!(f.store.counts().touch - before.touch, 1);
+        // A new session with data must be created.
+        let s = f.open(None);
+        s.insert("name", "iris").await.unwrap();
+        assert_eq!(s.commit_without_store(), None);
+        // Destroyed: the delete already happened, the cookie goes.
+        let s = f.open(Some(&cookie));
+        s.destroy().await.unwrap();
+        assert_eq!(s.commit_without_store(), Some(SetCookie::Remove));
     }
 
     #[tokio::test]

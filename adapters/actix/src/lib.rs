@@ -35,17 +35,20 @@
 //!
 //! [actix-web]: https://docs.rs/actix-web/4
 
-use std::future::{ready, Ready};
+use std::fmt;
+use std::future::{ready, Future, Ready};
 use std::ops::Deref;
-use std::rc::Rc;
+use std::pin::Pin;
+use std::task::{self, Context, Poll};
 
 use actix_web::body::EitherBody;
 use actix_web::dev::{forward_ready, Payload, Service, ServiceRequest, ServiceResponse, Transform};
-use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL};
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL, COOKIE};
 use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use futures_util::future::LocalBoxFuture;
-use session_core::Manager;
+use pin_project_lite::pin_project;
+use session_core::{Manager, SetCookie};
 
 /// Adds sessions to every request of the app (or scope) it wraps.
 #[derive(Clone, Debug)]
@@ -73,7 +76,7 @@ where
 
     fn new_transform(&self, service: S) -> Self::Future {
         ready(Ok(SessionService {
-            service: Rc::new(service),
+            service,
             manager: self.manager.clone(),
         }))
     }
@@ -82,12 +85,18 @@ where
 /// The service [`SessionMiddleware`] produces.
 #[derive(Debug)]
 pub struct SessionService<S> {
-    service: Rc<S>,
+    service: S,
     manager: Manager,
 }
 
 fn header_values<'a>(headers: &'a HeaderMap, name: &str) -> impl Iterator<Item = &'a str> {
-    headers.get_all(name).filter_map(|v| v.to_str().ok())
+    // `Cookie`, read on every request, without parsing its name each time.
+    let values = if name == "cookie" {
+        headers.get_all(COOKIE)
+    } else {
+        headers.get_all(name)
+    };
+    values.filter_map(|v| v.to_str().ok())
 }
 
 fn header_joined(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -119,31 +128,89 @@ where
 {
     type Response = ServiceResponse<EitherBody<B>>;
     type Error = actix_web::Error;
-    type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
+    type Future = ResponseFuture<S::Future, B>;
 
     forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
-        let manager = self.manager.clone();
-        let session = manager.session_from_request(|name| header_values(req.headers(), name));
+        let session = self
+            .manager
+            .session_from_request(|name| header_values(req.headers(), name));
         req.extensions_mut().insert(session.clone());
-        let service = self.service.clone();
-        Box::pin(async move {
-            let mut response = service.call(req).await?;
-            match session.commit().await {
+        ResponseFuture {
+            inner: self.service.call(req),
+            session,
+            commit: None,
+        }
+    }
+}
+
+/// A commit waiting for the store, with the response it will complete.
+type Commit<B> = LocalBoxFuture<'static, (ServiceResponse<B>, session_core::Result<SetCookie>)>;
+
+pin_project! {
+    /// The future of [`SessionService`]: the inner response with the session
+    /// committed.
+    ///
+    /// A request that did not use the session, or only read it, finishes
+    /// here without allocating; only a commit that must reach the store
+    /// boxes its future.
+    pub struct ResponseFuture<F, B> {
+        #[pin]
+        inner: F,
+        session: session_core::Session,
+        commit: Option<Commit<B>>,
+    }
+}
+
+impl<F, B> fmt::Debug for ResponseFuture<F, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("session", &self.session)
+            .field("committing", &self.commit.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, B> Future for ResponseFuture<F, B>
+where
+    F: Future<Output = Result<ServiceResponse<B>, actix_web::Error>>,
+    B: 'static,
+{
+    type Output = Result<ServiceResponse<EitherBody<B>>, actix_web::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let Some(commit) = this.commit.as_mut() else {
+                let mut response = task::ready!(this.inner.as_mut().poll(cx))?;
+                if let Some(outcome) = this.session.commit_without_store() {
+                    write_headers(this.session.manager(), &outcome, response.headers_mut());
+                    return Poll::Ready(Ok(response.map_into_left_body()));
+                }
+                let session = this.session.clone();
+                *this.commit = Some(Box::pin(async move {
+                    let result = session.commit().await;
+                    (response, result)
+                }));
+                continue;
+            };
+            let (mut response, result) = task::ready!(commit.as_mut().poll(cx));
+            *this.commit = None;
+            return Poll::Ready(Ok(match result {
                 Ok(outcome) => {
-                    write_headers(&manager, &outcome, response.headers_mut());
-                    Ok(response.map_into_left_body())
+                    write_headers(this.session.manager(), &outcome, response.headers_mut());
+                    response.map_into_left_body()
                 }
                 Err(error) => {
                     tracing::error!(%error, "session could not be committed; answering 500");
                     let failed = HttpResponse::InternalServerError()
                         .insert_header((CACHE_CONTROL, "no-store"))
                         .finish();
-                    Ok(response.into_response(failed).map_into_right_body())
+                    response.into_response(failed).map_into_right_body()
                 }
-            }
-        })
+            }));
+        }
     }
 }
 

@@ -42,14 +42,15 @@ use std::fmt;
 use std::future::Future;
 use std::ops::Deref;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use axum_core::extract::FromRequestParts;
 use axum_core::response::{IntoResponse, Response};
 use http::header::{HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{HeaderMap, Request, StatusCode};
-use session_core::Manager;
+use pin_project_lite::pin_project;
+use session_core::{Manager, SetCookie};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -84,31 +85,87 @@ pub struct SessionService<S> {
     manager: Manager,
 }
 
-/// The future of [`SessionService`]: the inner response with the session
-/// committed.
-pub struct ResponseFuture<B, E> {
-    inner: Pin<Box<dyn Future<Output = Result<http::Response<B>, E>> + Send>>,
-}
-
-impl<B, E> fmt::Debug for ResponseFuture<B, E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ResponseFuture")
+pin_project! {
+    /// The future of [`SessionService`]: the inner response with the session
+    /// committed.
+    ///
+    /// A request that did not use the session, or only read it, finishes
+    /// here without allocating; only a commit that must reach the store
+    /// boxes its future.
+    pub struct ResponseFuture<F, B> {
+        #[pin]
+        inner: F,
+        session: session_core::Session,
+        commit: Option<Commit<B>>,
     }
 }
 
-impl<B, E> Future for ResponseFuture<B, E> {
+/// A commit waiting for the store, with the response it will complete.
+type Commit<B> =
+    Pin<Box<dyn Future<Output = (http::Response<B>, session_core::Result<SetCookie>)> + Send>>;
+
+impl<F, B> fmt::Debug for ResponseFuture<F, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("session", &self.session)
+            .field("committing", &self.commit.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B>
+where
+    F: Future<Output = Result<http::Response<B>, E>>,
+    B: Default + Send + 'static,
+{
     type Output = Result<http::Response<B>, E>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let Some(commit) = this.commit.as_mut() else {
+                let mut response = ready!(this.inner.as_mut().poll(cx))?;
+                if let Some(outcome) = this.session.commit_without_store() {
+                    write_headers(this.session.manager(), &outcome, response.headers_mut());
+                    return Poll::Ready(Ok(response));
+                }
+                let session = this.session.clone();
+                *this.commit = Some(Box::pin(async move {
+                    let result = session.commit().await;
+                    (response, result)
+                }));
+                continue;
+            };
+            let (mut response, result) = ready!(commit.as_mut().poll(cx));
+            *this.commit = None;
+            return Poll::Ready(Ok(match result {
+                Ok(outcome) => {
+                    write_headers(this.session.manager(), &outcome, response.headers_mut());
+                    response
+                }
+                Err(error) => {
+                    tracing::error!(%error, "session could not be committed; answering 500");
+                    let mut failed = http::Response::new(B::default());
+                    *failed.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                    failed.headers_mut().insert(
+                        http::header::CACHE_CONTROL,
+                        HeaderValue::from_static("no-store"),
+                    );
+                    failed
+                }
+            }));
+        }
     }
 }
 
 fn header_values<'a>(headers: &'a HeaderMap, name: &str) -> impl Iterator<Item = &'a str> {
-    headers
-        .get_all(name)
-        .into_iter()
-        .filter_map(|v| v.to_str().ok())
+    // `Cookie`, read on every request, without parsing its name each time.
+    let values = if name == "cookie" {
+        headers.get_all(http::header::COOKIE)
+    } else {
+        headers.get_all(name)
+    };
+    values.into_iter().filter_map(|v| v.to_str().ok())
 }
 
 fn header_joined(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -135,44 +192,26 @@ fn write_headers(manager: &Manager, outcome: &session_core::SetCookie, headers: 
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S>
 where
-    S: Service<Request<ReqBody>, Response = http::Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    ReqBody: Send + 'static,
+    S: Service<Request<ReqBody>, Response = http::Response<ResBody>>,
     ResBody: Default + Send + 'static,
 {
     type Response = http::Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<ResBody, S::Error>;
+    type Future = ResponseFuture<S::Future, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let manager = self.manager.clone();
-        let session = manager.session_from_request(|name| header_values(req.headers(), name));
+        let session = self
+            .manager
+            .session_from_request(|name| header_values(req.headers(), name));
         req.extensions_mut().insert(session.clone());
-        // The clone that was polled ready is the one to call.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         ResponseFuture {
-            inner: Box::pin(async move {
-                let mut response = inner.call(req).await?;
-                match session.commit().await {
-                    Ok(outcome) => write_headers(&manager, &outcome, response.headers_mut()),
-                    Err(error) => {
-                        tracing::error!(%error, "session could not be committed; answering 500");
-                        let mut failed = http::Response::new(ResBody::default());
-                        *failed.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                        failed.headers_mut().insert(
-                            http::header::CACHE_CONTROL,
-                            HeaderValue::from_static("no-store"),
-                        );
-                        response = failed;
-                    }
-                }
-                Ok(response)
-            }),
+            inner: self.inner.call(req),
+            session,
+            commit: None,
         }
     }
 }
