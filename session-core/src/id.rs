@@ -169,10 +169,9 @@ impl RecordId {
     /// The first 8 hex characters: enough to correlate log lines, useless to an
     /// attacker.
     pub fn short(&self) -> String {
-        let mut s = String::with_capacity(8);
-        for b in &self.0[..4] {
-            push_hex(&mut s, *b);
-        }
+        let mut s = String::with_capacity(RECORD_ID_TEXT_LEN);
+        self.push_hex(&mut s);
+        s.truncate(8);
         s
     }
 
@@ -213,18 +212,35 @@ fn hex_val(c: u8) -> Option<u8> {
     }
 }
 
-fn push_hex(s: &mut String, b: u8) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    s.push(HEX[(b >> 4) as usize] as char);
-    s.push(HEX[(b & 0xf) as usize] as char);
+impl RecordId {
+    /// Appends the 64 lowercase hex digits (what `to_string` gives) to
+    /// `out`, without the formatting machinery: stores build a key from it
+    /// on every call.
+    ///
+    /// ```
+    /// let rid = session_core::Id::generate().unwrap().record_id();
+    /// let mut key = String::from("session:");
+    /// rid.push_hex(&mut key);
+    /// assert_eq!(key, format!("session:{rid}"));
+    /// ```
+    pub fn push_hex(&self, out: &mut String) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut text = [0u8; RECORD_ID_TEXT_LEN];
+        for (pair, b) in text.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = HEX[usize::from(b >> 4)];
+            pair[1] = HEX[usize::from(b & 0xf)];
+        }
+        // Always ASCII.
+        if let Ok(text) = std::str::from_utf8(&text) {
+            out.push_str(text);
+        }
+    }
 }
 
 impl fmt::Display for RecordId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut s = String::with_capacity(RECORD_ID_TEXT_LEN);
-        for b in &self.0 {
-            push_hex(&mut s, *b);
-        }
+        self.push_hex(&mut s);
         f.write_str(&s)
     }
 }

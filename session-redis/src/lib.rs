@@ -325,7 +325,10 @@ impl RedisStore {
     }
 
     fn key(&self, id: &RecordId) -> String {
-        format!("{}{id}", self.prefix)
+        let mut key = String::with_capacity(self.prefix.len() + 64);
+        key.push_str(&self.prefix);
+        id.push_hex(&mut key);
+        key
     }
 
     fn owner_key(&self, owner: &str) -> String {
@@ -415,8 +418,12 @@ fn decode(id: &RecordId, data: Option<Vec<u8>>, expires: Option<Vec<u8>>) -> Opt
 impl Store for RedisStore {
     async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
         let mut conn = self.conn.clone();
-        let (data, expires): (Option<Vec<u8>>, Option<Vec<u8>>) = redis::cmd("HMGET")
-            .arg(self.key(id))
+        let key = self.key(id);
+        // Sized up front: building the command reallocates nothing.
+        let mut cmd = redis::Cmd::with_capacity(4, 5 + key.len() + 2);
+        let (data, expires): (Option<Vec<u8>>, Option<Vec<u8>>) = cmd
+            .arg("HMGET")
+            .arg(key)
             .arg("d")
             .arg("e")
             .query_async(&mut conn)
