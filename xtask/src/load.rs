@@ -272,7 +272,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Removes what the load-test servers leave behind (`session-loadtest
 /// cleanup`): their PostgreSQL tables and the default Redis database's keys.
 /// A failure is reported, not fatal: the measures stand without it.
-fn cleanup(bin: &Path) {
+pub(crate) fn cleanup(bin: &Path) {
     match Command::new(bin).arg("cleanup").output() {
         Ok(out) if out.status.success() => {}
         Ok(out) => eprintln!(
