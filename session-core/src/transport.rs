@@ -1,6 +1,7 @@
 //! The id on the wire: protecting and verifying cookie values, finding the
 //! session cookie among a request's cookies, and rendering `Set-Cookie`.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use cookie::{Cookie, CookieJar};
@@ -197,10 +198,11 @@ pub fn join_header_values<'a>(values: impl IntoIterator<Item = &'a str>) -> Opti
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct HeaderUpdate {
-    /// The header's name, lowercase.
-    pub name: String,
+    /// The header's name, lowercase: `set-cookie`, `cache-control`, `vary`
+    /// or the configured id header.
+    pub name: Cow<'static, str>,
     /// The header's value.
-    pub value: String,
+    pub value: Cow<'static, str>,
     /// Add beside the header's existing values (`Set-Cookie`) instead of
     /// replacing them.
     pub append: bool,
@@ -221,21 +223,26 @@ pub(crate) fn response_headers(
     outcome: &SetCookie,
     existing: &dyn Fn(&str) -> Option<String>,
 ) -> Vec<HeaderUpdate> {
-    let (name, value, append) = match (&config.header, outcome) {
+    let (name, value, append): (Cow<'static, str>, String, bool) = match (&config.header, outcome) {
         (_, SetCookie::Unchanged) => return Vec::new(),
-        (Some(h), SetCookie::Set { value, .. }) => (h.clone(), value.clone(), false),
-        (Some(h), SetCookie::Remove) => (h.clone(), String::new(), false),
+        (Some(h), SetCookie::Set { value, .. }) => (h.clone().into(), value.clone(), false),
+        (Some(h), SetCookie::Remove) => (h.clone().into(), String::new(), false),
         (None, outcome) => match set_cookie_header(config, outcome) {
-            Some(v) => ("set-cookie".to_owned(), v, true),
+            Some(v) => ("set-cookie".into(), v, true),
             None => return Vec::new(),
         },
     };
-    let vary_on = if append { "cookie" } else { name.as_str() }.to_owned();
-    let mut updates = vec![HeaderUpdate {
+    let vary_on: Cow<'static, str> = if append {
+        "cookie".into()
+    } else {
+        name.clone()
+    };
+    let mut updates = Vec::with_capacity(3);
+    updates.push(HeaderUpdate {
         name,
-        value,
+        value: value.into(),
         append,
-    }];
+    });
     let cache = existing("cache-control");
     if !cache.as_deref().is_some_and(|c| has_token(c, "no-store")) {
         updates.push(HeaderUpdate {
@@ -249,7 +256,7 @@ pub(crate) fn response_headers(
         Some(v) if has_token(v, &vary_on) => {}
         Some(v) if !v.trim().is_empty() => updates.push(HeaderUpdate {
             name: "vary".into(),
-            value: format!("{v}, {vary_on}"),
+            value: format!("{v}, {vary_on}").into(),
             append: false,
         }),
         _ => updates.push(HeaderUpdate {
@@ -460,7 +467,7 @@ mod tests {
                 .map(|(_, v)| v.clone())
         })
         .into_iter()
-        .map(|u| (u.name, u.value))
+        .map(|u| (u.name.into_owned(), u.value.into_owned()))
         .collect()
     }
 

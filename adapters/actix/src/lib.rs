@@ -35,6 +35,7 @@
 //!
 //! [actix-web]: https://docs.rs/actix-web/4
 
+use std::borrow::Cow;
 use std::fmt;
 use std::future::{ready, Future, Ready};
 use std::ops::Deref;
@@ -43,7 +44,7 @@ use std::task::{self, Context, Poll};
 
 use actix_web::body::EitherBody;
 use actix_web::dev::{forward_ready, Payload, Service, ServiceRequest, ServiceResponse, Transform};
-use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL, COOKIE};
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL};
 use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use futures_util::future::LocalBoxFuture;
@@ -90,11 +91,9 @@ pub struct SessionService<S> {
 }
 
 fn header_values<'a>(headers: &'a HeaderMap, name: &str) -> impl Iterator<Item = &'a str> {
-    // `Cookie`, read on every request, without parsing its name each time.
-    let values = if name == "cookie" {
-        headers.get_all(COOKIE)
-    } else {
-        headers.get_all(name)
+    let values = match known_name(name) {
+        Some(known) => headers.get_all(known),
+        None => headers.get_all(name),
     };
     values.filter_map(|v| v.to_str().ok())
 }
@@ -103,13 +102,29 @@ fn header_joined(headers: &HeaderMap, name: &str) -> Option<String> {
     session_core::join_header_values(header_values(headers, name))
 }
 
+/// The names the session reads and writes, as constants: no parsing on the
+/// hot path.
+fn known_name(name: &str) -> Option<HeaderName> {
+    match name {
+        "cookie" => Some(header::COOKIE),
+        "set-cookie" => Some(header::SET_COOKIE),
+        "cache-control" => Some(header::CACHE_CONTROL),
+        "vary" => Some(header::VARY),
+        _ => None,
+    }
+}
+
 /// Writes the headers the commit outcome calls for.
 fn write_headers(manager: &Manager, outcome: &session_core::SetCookie, headers: &mut HeaderMap) {
     for update in manager.response_headers(outcome, |name| header_joined(headers, name)) {
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(update.name.as_bytes()),
-            HeaderValue::from_str(&update.value),
-        ) else {
+        let name = known_name(&update.name)
+            .map_or_else(|| HeaderName::from_bytes(update.name.as_bytes()), Ok);
+        let value = match update.value {
+            Cow::Borrowed(v) => HeaderValue::from_str(v),
+            // Moved into the header without a copy.
+            Cow::Owned(v) => HeaderValue::try_from(v),
+        };
+        let (Ok(name), Ok(value)) = (name, value) else {
             tracing::error!(header = %update.name, "session header value is not valid in HTTP; not sent");
             continue;
         };

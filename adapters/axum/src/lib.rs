@@ -38,6 +38,7 @@
 //!
 //! [axum]: https://docs.rs/axum
 
+use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::ops::Deref;
@@ -46,7 +47,7 @@ use std::task::{ready, Context, Poll};
 
 use axum_core::extract::FromRequestParts;
 use axum_core::response::{IntoResponse, Response};
-use http::header::{HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{HeaderMap, Request, StatusCode};
 use pin_project_lite::pin_project;
@@ -147,10 +148,9 @@ where
                     tracing::error!(%error, "session could not be committed; answering 500");
                     let mut failed = http::Response::new(B::default());
                     *failed.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                    failed.headers_mut().insert(
-                        http::header::CACHE_CONTROL,
-                        HeaderValue::from_static("no-store"),
-                    );
+                    failed
+                        .headers_mut()
+                        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                     failed
                 }
             }));
@@ -159,11 +159,9 @@ where
 }
 
 fn header_values<'a>(headers: &'a HeaderMap, name: &str) -> impl Iterator<Item = &'a str> {
-    // `Cookie`, read on every request, without parsing its name each time.
-    let values = if name == "cookie" {
-        headers.get_all(http::header::COOKIE)
-    } else {
-        headers.get_all(name)
+    let values = match known_name(name) {
+        Some(known) => headers.get_all(known),
+        None => headers.get_all(name),
     };
     values.into_iter().filter_map(|v| v.to_str().ok())
 }
@@ -172,13 +170,29 @@ fn header_joined(headers: &HeaderMap, name: &str) -> Option<String> {
     session_core::join_header_values(header_values(headers, name))
 }
 
+/// The names the session reads and writes, as constants: no parsing on the
+/// hot path.
+fn known_name(name: &str) -> Option<HeaderName> {
+    match name {
+        "cookie" => Some(header::COOKIE),
+        "set-cookie" => Some(header::SET_COOKIE),
+        "cache-control" => Some(header::CACHE_CONTROL),
+        "vary" => Some(header::VARY),
+        _ => None,
+    }
+}
+
 /// Writes the headers the commit outcome calls for.
 fn write_headers(manager: &Manager, outcome: &session_core::SetCookie, headers: &mut HeaderMap) {
     for update in manager.response_headers(outcome, |name| header_joined(headers, name)) {
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(update.name.as_bytes()),
-            HeaderValue::from_str(&update.value),
-        ) else {
+        let name = known_name(&update.name)
+            .map_or_else(|| HeaderName::from_bytes(update.name.as_bytes()), Ok);
+        let value = match update.value {
+            Cow::Borrowed(v) => HeaderValue::from_str(v),
+            // Moved into the header without a copy.
+            Cow::Owned(v) => HeaderValue::try_from(v),
+        };
+        let (Ok(name), Ok(value)) = (name, value) else {
             tracing::error!(header = %update.name, "session header value is not valid in HTTP; not sent");
             continue;
         };
