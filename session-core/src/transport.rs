@@ -108,10 +108,11 @@ where
         .flat_map(|h| h.split(';'))
         .filter_map(move |pair| {
             let (k, v) = pair.split_once('=')?;
-            if k.trim() != name {
+            // Only ASCII whitespace surrounds cookie pairs (RFC 6265).
+            if k.trim_ascii() != name {
                 return None;
             }
-            let v = v.trim();
+            let v = v.trim_ascii();
             // RFC 6265 allows the value to be wrapped in double quotes.
             Some(
                 v.strip_prefix('"')
