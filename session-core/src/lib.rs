@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+mod after;
 mod batch;
 mod clock;
 mod codec;
@@ -21,6 +22,7 @@ pub mod conformance;
 #[cfg(any(test, feature = "conformance"))]
 pub mod testing;
 
+pub use after::CommitAfter;
 pub use async_trait::async_trait;
 pub use erased_serde;
 

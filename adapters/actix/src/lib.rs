@@ -47,9 +47,8 @@ use actix_web::dev::{forward_ready, Payload, Service, ServiceRequest, ServiceRes
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL};
 use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
-use futures_util::future::LocalBoxFuture;
 use pin_project_lite::pin_project;
-use session_core::{Manager, SetCookie};
+use session_core::{CommitAfter, Manager};
 
 /// Adds sessions to every request of the app (or scope) it wraps.
 #[derive(Clone, Debug)]
@@ -153,79 +152,50 @@ where
             .session_from_request(|name| header_values(req.headers(), name));
         req.extensions_mut().insert(session.clone());
         ResponseFuture {
-            inner: self.service.call(req),
-            session,
-            commit: None,
+            inner: session.commit_after(self.service.call(req)),
         }
     }
 }
 
-/// A commit waiting for the store, with the response it will complete.
-type Commit<B> = LocalBoxFuture<'static, (ServiceResponse<B>, session_core::Result<SetCookie>)>;
-
 pin_project! {
     /// The future of [`SessionService`]: the inner response with the session
-    /// committed.
-    ///
-    /// A request that did not use the session, or only read it, finishes
-    /// here without allocating; only a commit that must reach the store
-    /// boxes its future.
+    /// committed ([`session_core::CommitAfter`]: a request that did not use
+    /// the session, or only read it, finishes without allocating).
     pub struct ResponseFuture<F, B> {
         #[pin]
-        inner: F,
-        session: session_core::Session,
-        commit: Option<Commit<B>>,
+        inner: CommitAfter<F, ServiceResponse<B>>,
     }
 }
 
 impl<F, B> fmt::Debug for ResponseFuture<F, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture")
-            .field("session", &self.session)
-            .field("committing", &self.commit.is_some())
-            .finish_non_exhaustive()
+        self.inner.fmt(f)
     }
 }
 
 impl<F, B> Future for ResponseFuture<F, B>
 where
     F: Future<Output = Result<ServiceResponse<B>, actix_web::Error>>,
-    B: 'static,
 {
     type Output = Result<ServiceResponse<EitherBody<B>>, actix_web::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        loop {
-            let Some(commit) = this.commit.as_mut() else {
-                let mut response = task::ready!(this.inner.as_mut().poll(cx))?;
-                if let Some(outcome) = this.session.commit_without_store() {
-                    write_headers(this.session.manager(), &outcome, response.headers_mut());
-                    return Poll::Ready(Ok(response.map_into_left_body()));
-                }
-                let session = this.session.clone();
-                *this.commit = Some(Box::pin(async move {
-                    let result = session.commit().await;
-                    (response, result)
-                }));
-                continue;
-            };
-            let (mut response, result) = task::ready!(commit.as_mut().poll(cx));
-            *this.commit = None;
-            return Poll::Ready(Ok(match result {
-                Ok(outcome) => {
-                    write_headers(this.session.manager(), &outcome, response.headers_mut());
-                    response.map_into_left_body()
-                }
-                Err(error) => {
-                    tracing::error!(%error, "session could not be committed; answering 500");
-                    let failed = HttpResponse::InternalServerError()
-                        .insert_header((CACHE_CONTROL, "no-store"))
-                        .finish();
-                    response.into_response(failed).map_into_right_body()
-                }
-            }));
-        }
+        let mut inner = self.project().inner;
+        let (mut response, outcome) = task::ready!(inner.as_mut().poll(cx))?;
+        Poll::Ready(Ok(match outcome {
+            Ok(outcome) => {
+                let manager = inner.as_ref().get_ref().session().manager();
+                write_headers(manager, &outcome, response.headers_mut());
+                response.map_into_left_body()
+            }
+            Err(error) => {
+                tracing::error!(%error, "session could not be committed; answering 500");
+                let failed = HttpResponse::InternalServerError()
+                    .insert_header((CACHE_CONTROL, "no-store"))
+                    .finish();
+                response.into_response(failed).map_into_right_body()
+            }
+        }))
     }
 }
 

@@ -51,7 +51,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{HeaderMap, Request, StatusCode};
 use pin_project_lite::pin_project;
-use session_core::{Manager, SetCookie};
+use session_core::{CommitAfter, Manager};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -88,73 +88,46 @@ pub struct SessionService<S> {
 
 pin_project! {
     /// The future of [`SessionService`]: the inner response with the session
-    /// committed.
-    ///
-    /// A request that did not use the session, or only read it, finishes
-    /// here without allocating; only a commit that must reach the store
-    /// boxes its future.
+    /// committed ([`session_core::CommitAfter`]: a request that did not use
+    /// the session, or only read it, finishes without allocating).
     pub struct ResponseFuture<F, B> {
         #[pin]
-        inner: F,
-        session: session_core::Session,
-        commit: Option<Commit<B>>,
+        inner: CommitAfter<F, http::Response<B>>,
     }
 }
 
-/// A commit waiting for the store, with the response it will complete.
-type Commit<B> =
-    Pin<Box<dyn Future<Output = (http::Response<B>, session_core::Result<SetCookie>)> + Send>>;
-
 impl<F, B> fmt::Debug for ResponseFuture<F, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture")
-            .field("session", &self.session)
-            .field("committing", &self.commit.is_some())
-            .finish_non_exhaustive()
+        self.inner.fmt(f)
     }
 }
 
 impl<F, B, E> Future for ResponseFuture<F, B>
 where
     F: Future<Output = Result<http::Response<B>, E>>,
-    B: Default + Send + 'static,
+    B: Default,
 {
     type Output = Result<http::Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        loop {
-            let Some(commit) = this.commit.as_mut() else {
-                let mut response = ready!(this.inner.as_mut().poll(cx))?;
-                if let Some(outcome) = this.session.commit_without_store() {
-                    write_headers(this.session.manager(), &outcome, response.headers_mut());
-                    return Poll::Ready(Ok(response));
-                }
-                let session = this.session.clone();
-                *this.commit = Some(Box::pin(async move {
-                    let result = session.commit().await;
-                    (response, result)
-                }));
-                continue;
-            };
-            let (mut response, result) = ready!(commit.as_mut().poll(cx));
-            *this.commit = None;
-            return Poll::Ready(Ok(match result {
-                Ok(outcome) => {
-                    write_headers(this.session.manager(), &outcome, response.headers_mut());
-                    response
-                }
-                Err(error) => {
-                    tracing::error!(%error, "session could not be committed; answering 500");
-                    let mut failed = http::Response::new(B::default());
-                    *failed.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                    failed
-                        .headers_mut()
-                        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                    failed
-                }
-            }));
-        }
+        let mut inner = self.project().inner;
+        let (mut response, outcome) = ready!(inner.as_mut().poll(cx))?;
+        Poll::Ready(Ok(match outcome {
+            Ok(outcome) => {
+                let manager = inner.as_ref().get_ref().session().manager();
+                write_headers(manager, &outcome, response.headers_mut());
+                response
+            }
+            Err(error) => {
+                tracing::error!(%error, "session could not be committed; answering 500");
+                let mut failed = http::Response::new(B::default());
+                *failed.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                failed
+                    .headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                failed
+            }
+        }))
     }
 }
 
@@ -207,7 +180,7 @@ fn write_headers(manager: &Manager, outcome: &session_core::SetCookie, headers: 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S>
 where
     S: Service<Request<ReqBody>, Response = http::Response<ResBody>>,
-    ResBody: Default + Send + 'static,
+    ResBody: Default,
 {
     type Response = http::Response<ResBody>;
     type Error = S::Error;
@@ -223,9 +196,7 @@ where
             .session_from_request(|name| header_values(req.headers(), name));
         req.extensions_mut().insert(session.clone());
         ResponseFuture {
-            inner: self.inner.call(req),
-            session,
-            commit: None,
+            inner: session.commit_after(self.inner.call(req)),
         }
     }
 }

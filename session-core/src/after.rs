@@ -1,0 +1,205 @@
+//! What an adapter runs around a handler: its response, then the commit.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use pin_project_lite::pin_project;
+
+use crate::error::Result;
+use crate::session::Session;
+use crate::transport::SetCookie;
+
+type Commit = Pin<Box<dyn Future<Output = Result<SetCookie>> + Send>>;
+
+pin_project! {
+    /// A handler's response future followed by the commit of its session:
+    /// resolves to the response and the commit's outcome, for the adapter to
+    /// turn into headers (or a 500). Made by [`Session::commit_after`].
+    ///
+    /// A session that was not used, or only read within the touch interval,
+    /// is committed on the spot ([`Session::commit_without_store`]): no
+    /// allocation and no extra poll. Only a commit that must reach the store
+    /// boxes its future.
+    ///
+    /// An error of the inner future is passed on as is; the session is then
+    /// not committed (nothing the handler wrote is saved).
+    #[must_use = "futures do nothing unless polled"]
+    pub struct CommitAfter<F, R> {
+        #[pin]
+        inner: F,
+        session: Session,
+        // The response, held while its commit waits for the store.
+        pending: Option<(R, Commit)>,
+    }
+}
+
+impl Session {
+    /// Runs `response` (the inner service's future), then commits this
+    /// session: what a framework adapter wraps around every request.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), session_core::Error> {
+    /// use session_core::{Config, Manager, SetCookie, testing::TestStore};
+    ///
+    /// let manager = Manager::new(TestStore::default(), Config::default());
+    /// let session = manager.session_from_cookies(std::iter::empty());
+    /// let handler = {
+    ///     let session = session.clone();
+    ///     async move {
+    ///         session.insert("name", "iris").await?;
+    ///         Ok::<_, session_core::Error>("the response")
+    ///     }
+    /// };
+    /// let (response, outcome) = session.commit_after(handler).await?;
+    /// assert_eq!(response, "the response");
+    /// assert!(matches!(outcome?, SetCookie::Set { .. }));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn commit_after<F, R, E>(self, response: F) -> CommitAfter<F, R>
+    where
+        F: Future<Output = std::result::Result<R, E>>,
+    {
+        CommitAfter {
+            inner: response,
+            session: self,
+            pending: None,
+        }
+    }
+}
+
+impl<F, R> CommitAfter<F, R> {
+    /// The session being committed.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+}
+
+impl<F, R> fmt::Debug for CommitAfter<F, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CommitAfter")
+            .field("session", &self.session)
+            .field("committing", &self.pending.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, R, E> Future for CommitAfter<F, R>
+where
+    F: Future<Output = std::result::Result<R, E>>,
+{
+    type Output = std::result::Result<(R, Result<SetCookie>), E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let (response, mut commit) = match this.pending.take() {
+            Some(pending) => pending,
+            None => {
+                let response = ready!(this.inner.as_mut().poll(cx))?;
+                if let Some(outcome) = this.session.commit_without_store() {
+                    return Poll::Ready(Ok((response, Ok(outcome))));
+                }
+                let session = this.session.clone();
+                let commit: Commit = Box::pin(async move { session.commit().await });
+                (response, commit)
+            }
+        };
+        match commit.as_mut().poll(cx) {
+            Poll::Ready(outcome) => Poll::Ready(Ok((response, outcome))),
+            Poll::Pending => {
+                *this.pending = Some((response, commit));
+                Poll::Pending
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+    use std::time::Duration;
+
+    use crate::testing::{Instrumented, TestStore};
+    use crate::{Config, Manager, SetCookie};
+
+    fn manager() -> (Instrumented<TestStore>, Manager) {
+        let store = Instrumented::new(TestStore::default());
+        let manager = Manager::new(store.clone(), Config::default());
+        (store, manager)
+    }
+
+    #[tokio::test]
+    async fn an_unused_session_finishes_with_the_response_and_no_store_call() {
+        let (store, manager) = manager();
+        let session = manager.session_from_cookies(std::iter::empty());
+        let mut after = pin!(session.commit_after(async { Ok::<_, ()>("response") }));
+        let mut cx = Context::from_waker(Waker::noop());
+        let Poll::Ready(Ok((response, outcome))) = after.as_mut().poll(&mut cx) else {
+            panic!("an unused session must finish on the first poll");
+        };
+        assert_eq!(response, "response");
+        assert_eq!(outcome.unwrap(), SetCookie::Unchanged);
+        assert_eq!(store.counts().total(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_commit_that_waits_for_the_store_keeps_the_response() {
+        let (store, manager) = manager();
+        store.delay(Some(Duration::from_millis(20)));
+        let session = manager.session_from_cookies(std::iter::empty());
+        let handler = {
+            let session = session.clone();
+            async move {
+                session.insert("name", "iris").await?;
+                Ok::<_, crate::Error>(7)
+            }
+        };
+        let mut after = pin!(session.commit_after(handler));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(after.as_mut().poll(&mut cx).is_pending());
+        let (response, outcome) = after.await.unwrap();
+        assert_eq!(response, 7);
+        assert!(matches!(outcome.unwrap(), SetCookie::Set { .. }));
+        assert_eq!(store.counts().create, 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_handler_commits_nothing() {
+        let (store, manager) = manager();
+        let session = manager.session_from_cookies(std::iter::empty());
+        let handler = {
+            let session = session.clone();
+            async move {
+                session.insert("name", "iris").await.unwrap();
+                Err::<(), _>("handler failed")
+            }
+        };
+        assert_eq!(
+            session.commit_after(handler).await.unwrap_err(),
+            "handler failed"
+        );
+        assert_eq!(store.counts().total(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_is_reported_with_the_response() {
+        let (store, manager) = manager();
+        store.fail_with(Some(crate::StoreErrorKind::Unavailable));
+        let session = manager.session_from_cookies(std::iter::empty());
+        let handler = {
+            let session = session.clone();
+            async move {
+                session.insert("name", "iris").await?;
+                Ok::<_, crate::Error>("response")
+            }
+        };
+        let (response, outcome) = session.commit_after(handler).await.unwrap();
+        assert_eq!(response, "response");
+        assert!(outcome.is_err());
+    }
+}
