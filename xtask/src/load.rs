@@ -47,6 +47,34 @@ struct Figures {
     lost: Option<i64>,
     /// Store calls per request (our variants).
     calls: Option<f64>,
+    /// The server process's CPU time (user + system) per request, in µs.
+    cpu_us: Option<f64>,
+}
+
+/// CPU time a process has used so far (user + system), in clock ticks, from
+/// `/proc/<pid>/stat`.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    stat_cpu_ticks(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// utime + stime from the text of a `/proc/<pid>/stat`.
+fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11); // utime is field 14
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(user + system)
+}
+
+/// Clock ticks per second, as `/proc` counts them.
+fn ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
 }
 
 struct Server(Child);
@@ -156,13 +184,21 @@ fn parse_wrk(out: &str) -> Figures {
     f
 }
 
-fn wrk(
+/// The server under test: its port and process id.
+#[derive(Clone, Copy)]
+struct Target {
     port: u16,
+    pid: u32,
+}
+
+fn wrk(
+    target: Target,
     path: &str,
     threads: u32,
     seconds: u64,
     script: Option<&Path>,
 ) -> Result<Figures> {
+    let port = target.port;
     let mut cmd = Command::new("wrk");
     cmd.args([
         "-t",
@@ -176,23 +212,33 @@ fn wrk(
         cmd.arg("-s").arg(s);
     }
     cmd.arg(format!("http://127.0.0.1:{port}{path}"));
+    let cpu_before = cpu_ticks(target.pid);
     let out = cmd
         .output()
         .map_err(|e| format!("cannot run wrk (apt-get install wrk): {e}"))?;
+    let cpu_after = cpu_ticks(target.pid);
     if !out.status.success() {
         return Err(format!(
             "wrk failed: {}",
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    Ok(parse_wrk(&String::from_utf8_lossy(&out.stdout)))
+    let mut f = parse_wrk(&String::from_utf8_lossy(&out.stdout));
+    if let (Some(b), Some(a)) = (cpu_before, cpu_after) {
+        if f.requests > 0 {
+            let seconds = a.saturating_sub(b) as f64 / ticks_per_second();
+            f.cpu_us = Some(seconds * 1e6 / f.requests as f64);
+        }
+    }
+    Ok(f)
 }
 
-fn run_scenario(port: u16, scenario: &str, seconds: u64, dir: &Path) -> Result<Figures> {
+fn run_scenario(target: Target, scenario: &str, seconds: u64, dir: &Path) -> Result<Figures> {
+    let port = target.port;
     let before = store_calls(port);
     let mut f = match scenario {
-        "plain" => wrk(port, "/plain", 1, seconds, None)?,
-        "new" => wrk(port, "/new", 1, seconds, None)?,
+        "plain" => wrk(target, "/plain", 1, seconds, None)?,
+        "new" => wrk(target, "/new", 1, seconds, None)?,
         "read" | "write" => {
             let cookie = new_session(port)?;
             let script = dir.join(format!("{scenario}.lua"));
@@ -204,7 +250,7 @@ fn run_scenario(port: u16, scenario: &str, seconds: u64, dir: &Path) -> Result<F
                 "/write"
             };
             let acked = writes_ok(port)?;
-            let mut f = wrk(port, path, 1, seconds, Some(&script))?;
+            let mut f = wrk(target, path, 1, seconds, Some(&script))?;
             if scenario == "write" {
                 // Requests still in flight when wrk stops finish on the
                 // server: give them a moment before counting.
@@ -231,7 +277,7 @@ fn run_scenario(port: u16, scenario: &str, seconds: u64, dir: &Path) -> Result<F
             )
             .map_err(|e| e.to_string())?;
             let acked = writes_ok(port)?;
-            let mut f = wrk(port, "/write", 16, seconds, Some(&script))?;
+            let mut f = wrk(target, "/write", 16, seconds, Some(&script))?;
             sleep(Duration::from_millis(500));
             let mut total = 0;
             for c in &cookies {
@@ -313,6 +359,10 @@ pub(crate) fn bench_load(seconds: u64, runs: u32) -> Result {
                 .spawn()
                 .map_err(|e| e.to_string())?;
             wait_for(port, &mut child)?;
+            let target = Target {
+                port,
+                pid: child.id(),
+            };
             let server = Server(child);
             let scenarios: &[&str] = if *store == "none" {
                 &["plain"]
@@ -320,7 +370,7 @@ pub(crate) fn bench_load(seconds: u64, runs: u32) -> Result {
                 SCENARIOS
             };
             for scenario in scenarios {
-                let f = run_scenario(port, scenario, seconds, &dir)?;
+                let f = run_scenario(target, scenario, seconds, &dir)?;
                 eprintln!("xtask: run {run} {variant} {scenario}: {:.0} req/s", f.rps);
                 results
                     .entry(((*variant).to_owned(), (*scenario).to_owned()))
@@ -473,6 +523,22 @@ fn memory_table(bin: &Path) -> Result<String> {
     Ok(table)
 }
 
+/// The median of one figure of a (variant, scenario) over the runs.
+type Median<'a> = dyn Fn(&str, &str, fn(&Figures) -> f64) -> Option<f64> + 'a;
+
+/// The median server CPU per request, and its excess over the bare
+/// framework's `plain`, as table cells.
+fn cpu_cells(med: &Median<'_>, variant: &str, framework: &str, scenario: &str) -> (String, String) {
+    let cpu =
+        |v: &str, s: &str| med(v, s, |f| f.cpu_us.unwrap_or(f64::NAN)).filter(|c| c.is_finite());
+    let Some(here) = cpu(variant, scenario) else {
+        return (String::new(), String::new());
+    };
+    let over = cpu(&format!("{framework}-bare"), "plain")
+        .map_or(String::new(), |bare| format!("{:+.2} µs", here - bare));
+    (format!("{here:.2} µs"), over)
+}
+
 fn write_report(
     results: &BTreeMap<(String, String), Vec<Figures>>,
     seconds: u64,
@@ -485,8 +551,8 @@ fn write_report(
             .map(|runs| median(runs.iter().map(f).collect()))
     };
     let mut table = String::from(
-        "| variant | scenario | req/s (median) | p50 | p99 | vs bare framework | vs peer on the same store | store calls / request | lost increments |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+        "| variant | scenario | req/s (median) | p50 | p99 | vs bare framework | vs peer on the same store | server CPU / request | over bare | store calls / request | lost increments |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for (variant, framework, store) in VARIANTS {
         for scenario in SCENARIOS {
@@ -505,6 +571,7 @@ fn write_report(
             let vs_peer = peer
                 .and_then(|p| med(&p, scenario, |f| f.rps))
                 .map_or("".into(), |p| format!("{:.2}×", rps / p));
+            let (cpu, over_bare) = cpu_cells(&med, variant, framework, scenario);
             let runs_here = &results[&((*variant).to_owned(), (*scenario).to_owned())];
             let calls = runs_here
                 .iter()
@@ -519,7 +586,7 @@ fn write_report(
                 .join(" / ");
             let _ = writeln!(
                 table,
-                "| {variant} | {scenario} | {rps:.0} | {:.0} µs | {:.0} µs | {vs_bare} | {vs_peer} | {calls} | {lost} |",
+                "| {variant} | {scenario} | {rps:.0} | {:.0} µs | {:.0} µs | {vs_bare} | {vs_peer} | {cpu} | {over_bare} | {calls} | {lost} |",
                 p50, p99
             );
         }
@@ -542,7 +609,11 @@ fn write_report(
          counter(s): 0 means no acknowledged update was lost; a small negative value\n\
          means requests that wrk abandoned when it stopped had already written their\n\
          increment (the server drops a handler whose client has gone). \"store calls / request\" is counted by an instrumented store\n\
-         wrapper (ours only).\n\n\
+         wrapper (ours only). \"server CPU / request\" is the server process's user + system\n\
+         time during the wrk run (`/proc/<pid>/stat`) divided by the requests served, and\n\
+         \"over bare\" subtracts the bare framework's figure on `plain`: what the session\n\
+         layer and its store client cost per request on the server, a steadier measure than\n\
+         req/s on a shared machine (the store server's own CPU is not included).\n\n\
          {table}\n\
          Bytes per idle session holding one small integer\n\
          (`session-loadtest memory <sessions> <subject>`: resident memory growth of\n\
@@ -588,9 +659,16 @@ fn write_report(
             let lost = results
                 .get(&(variant.to_owned(), scenario.to_owned()))
                 .map(|runs| runs.iter().filter_map(|f| f.lost).max().unwrap_or(0));
+            let framework = variant.split('-').next().unwrap_or_default();
+            let (_, over_bare) = cpu_cells(&med, variant, framework, scenario);
+            let cpu = if over_bare.is_empty() {
+                String::new()
+            } else {
+                format!(" ({over_bare})")
+            };
             match (rps, lost) {
-                (Some(r), Some(l)) if l > 0 => format!("{r:.0} req/s, {l} lost"),
-                (Some(r), _) => format!("{r:.0} req/s"),
+                (Some(r), Some(l)) if l > 0 => format!("{r:.0} req/s{cpu}, {l} lost"),
+                (Some(r), _) => format!("{r:.0} req/s{cpu}"),
                 _ => "–".to_owned(),
             }
         };
@@ -610,7 +688,7 @@ fn write_report(
     }
     let _ = write!(
         summary,
-        "\nMedians of {runs} runs of {seconds} s, one server worker thread, `wrk -c16`; \"lost\" counts acknowledged increments missing from the final counter (actix-session's column for memory is its cookie store). All variants and scenarios, latencies and ratios: [BENCHMARKS.md](BENCHMARKS.md), regenerated by `{cmd}`."
+        "\nMedians of {runs} runs of {seconds} s, one server worker thread, `wrk -c16`; in parentheses, the server CPU time per request beyond the bare framework's (what the session costs); \"lost\" counts acknowledged increments missing from the final counter (actix-session's column for memory is its cookie store). All variants and scenarios, latencies and ratios: [BENCHMARKS.md](BENCHMARKS.md), regenerated by `{cmd}`."
     );
     let readme = root().join("README.md");
     let text = fs::read_to_string(&readme).map_err(|e| e.to_string())?;
@@ -629,6 +707,14 @@ fn write_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_cpu_time_from_proc_stat() {
+        let stat = "4242 (a (b) c) S 1 2 3 4 5 6 7 8 9 10 120 35 0 0 20 0 1";
+        assert_eq!(stat_cpu_ticks(stat), Some(155));
+        assert_eq!(stat_cpu_ticks("garbage"), None);
+        assert!(cpu_ticks(std::process::id()).is_some());
+    }
 
     #[test]
     fn reads_wrk_reports() {
