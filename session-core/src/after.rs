@@ -42,9 +42,20 @@ impl Session {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), session_core::Error> {
-    /// use session_core::{Config, Manager, SetCookie, testing::TestStore};
+    /// # #[derive(Debug, Default)] struct MyStore;
+    /// # #[session_core::async_trait] impl session_core::Store for MyStore {
+    /// #   async fn load(&self, _: &session_core::RecordId) -> Result<Option<session_core::Record>, session_core::StoreError> { Ok(None) }
+    /// #   async fn create(&self, _: &session_core::Record) -> Result<session_core::Created, session_core::StoreError> { Ok(session_core::Created::Created) }
+    /// #   async fn save(&self, _: &session_core::Record, _: u64) -> Result<session_core::Saved, session_core::StoreError> { Ok(session_core::Saved::Missing) }
+    /// #   async fn touch(&self, _: &session_core::RecordId, _: Option<&str>, _: time::OffsetDateTime) -> Result<bool, session_core::StoreError> { Ok(false) }
+    /// #   async fn delete(&self, _: &session_core::RecordId) -> Result<(), session_core::StoreError> { Ok(()) }
+    /// #   async fn delete_expired(&self) -> Result<u64, session_core::StoreError> { Ok(0) }
+    /// #   async fn ids_of_owner(&self, _: &str) -> Result<Vec<session_core::RecordId>, session_core::StoreError> { Ok(vec![]) }
+    /// #   async fn delete_owner(&self, _: &str) -> Result<u64, session_core::StoreError> { Ok(0) }
+    /// # }
+    /// use session_core::{Config, Manager, SetCookie};
     ///
-    /// let manager = Manager::new(TestStore::default(), Config::default());
+    /// let manager = Manager::new(MyStore, Config::default());
     /// let session = manager.session_from_cookies(std::iter::empty());
     /// let handler = {
     ///     let session = session.clone();

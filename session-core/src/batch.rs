@@ -30,7 +30,9 @@ use crate::store::{Saved, StoreError, StoreErrorKind};
 pub(crate) struct Turn {
     /// The record as this process last saved it: a hint that spares the next
     /// update a load; the compare-and-set proves it current or refutes it.
-    pub(crate) last: Option<Record>,
+    /// Shared with the members of the save that wrote it; the next gathering
+    /// takes it, copying it only if a member still holds it.
+    pub(crate) last: Option<Arc<Record>>,
     /// Changes collected for the next save, while one is being gathered.
     pub(crate) gathering: Option<Gathering>,
 }
@@ -152,7 +154,7 @@ async fn save(manager: Manager, rid: RecordId) {
         Ok(Saved::Saved) => {
             observe::saved(&rid, record.version);
             let record = Arc::new(record);
-            turn.last = Some(Record::clone(&record));
+            turn.last = Some(Arc::clone(&record));
             Outcome::Saved(record)
         }
         Ok(Saved::Conflict) => {

@@ -278,9 +278,6 @@ mod tests {
         }
     }
 
-    /// The hand-written encoder writes exactly what serde's named-struct
-    /// encoding of the same envelope writes, so records stored by earlier
-    /// releases and by this one are the same bytes.
     #[test]
     fn unix_millis_round_trips_and_agrees_with_nanoseconds() {
         for ms in [
@@ -303,6 +300,9 @@ mod tests {
         assert!(from_unix_millis(i64::MIN).is_err());
     }
 
+    /// The hand-written encoder writes exactly what serde's named-struct
+    /// encoding of the same envelope writes, so records stored by earlier
+    /// releases and by this one are the same bytes.
     #[test]
     fn bytes_are_serde_named_encoding() {
         for r in [

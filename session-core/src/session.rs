@@ -326,13 +326,13 @@ impl Session {
     /// A store error on first use.
     pub async fn keys(&self) -> Result<Vec<String>> {
         let state = self.loaded().await?;
-        let mut keys: Vec<String> = state
+        let keys: Vec<String> = state
             .data
             .keys()
             .filter(|k| !k.starts_with(FLASH_PREFIX))
             .cloned()
             .collect();
-        keys.sort_unstable();
+        // `Data` is ordered: the keys come sorted.
         Ok(keys)
     }
 
@@ -522,7 +522,7 @@ impl Session {
                 return self.update_alone(key, f).await;
             }
             if turn.gathering.is_none() {
-                match self.latest(&turn, &mut state, rid).await? {
+                match self.latest(&mut turn, &mut state, rid).await? {
                     Some(base) => turn.gathering = Some(Gathering::open(self.manager(), base)),
                     None => {
                         drop(state);
@@ -577,17 +577,15 @@ impl Session {
     /// last if still live, else loaded. `None` if the session does not exist.
     async fn latest(
         &self,
-        turn: &Turn,
+        turn: &mut Turn,
         state: &mut State,
         rid: RecordId,
     ) -> Result<Option<Record>> {
         let now = self.manager().now();
-        if let Some(last) = turn
-            .last
-            .as_ref()
-            .filter(|r| r.id == rid && self.is_live(r, now))
-        {
-            return Ok(Some(last.clone()));
+        // Taken, not copied: the gathering it becomes is the newest copy
+        // now, and its save puts the result back.
+        if let Some(last) = turn.last.take_if(|r| r.id == rid && self.is_live(r, now)) {
+            return Ok(Some(Arc::unwrap_or_clone(last)));
         }
         let manager = self.manager();
         let found = manager.call("load", manager.inner.store.load(&rid)).await?;
@@ -779,7 +777,8 @@ impl Session {
     /// Ends the request: saves what changed (one conditional write), or extends
     /// the idle deadline when due (one cheap touch), or does nothing at all;
     /// then says what the response must tell the client. Adapters call this
-    /// once, after the handler, whatever the response status.
+    /// (or [`commit_after`](Self::commit_after), which calls it) once, after
+    /// the handler, whatever the response status.
     ///
     /// # Errors
     /// [`Error::Contention`], or a store error or timeout: the adapter answers
@@ -800,10 +799,12 @@ impl Session {
     }
 
     /// [`commit`](Self::commit) without waiting, when it needs no store call:
-    /// the request never used the session, or only read it (nothing changed
-    /// and no idle-deadline refresh is due). `None` when the commit must
-    /// write, or another clone of the session is in the middle of a call;
-    /// then await [`commit`](Self::commit).
+    /// the request never used the session, only read it (nothing changed and
+    /// no idle-deadline refresh is due), or already wrote everything (a
+    /// [`flush`](Self::flush), [`login`](Self::login) or update, which
+    /// commit a new session as `Set`) or destroyed it (`Remove`). `None` when
+    /// the commit must write, or another clone of the session is in the
+    /// middle of a call; then await [`commit`](Self::commit).
     ///
     /// Adapters call this first so that most requests finish without boxing
     /// a future.
@@ -811,9 +812,20 @@ impl Session {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), session_core::Error> {
-    /// use session_core::{Config, Manager, SetCookie, testing::TestStore};
+    /// # #[derive(Debug, Default)] struct MyStore;
+    /// # #[session_core::async_trait] impl session_core::Store for MyStore {
+    /// #   async fn load(&self, _: &session_core::RecordId) -> Result<Option<session_core::Record>, session_core::StoreError> { Ok(None) }
+    /// #   async fn create(&self, _: &session_core::Record) -> Result<session_core::Created, session_core::StoreError> { Ok(session_core::Created::Created) }
+    /// #   async fn save(&self, _: &session_core::Record, _: u64) -> Result<session_core::Saved, session_core::StoreError> { Ok(session_core::Saved::Missing) }
+    /// #   async fn touch(&self, _: &session_core::RecordId, _: Option<&str>, _: time::OffsetDateTime) -> Result<bool, session_core::StoreError> { Ok(false) }
+    /// #   async fn delete(&self, _: &session_core::RecordId) -> Result<(), session_core::StoreError> { Ok(()) }
+    /// #   async fn delete_expired(&self) -> Result<u64, session_core::StoreError> { Ok(0) }
+    /// #   async fn ids_of_owner(&self, _: &str) -> Result<Vec<session_core::RecordId>, session_core::StoreError> { Ok(vec![]) }
+    /// #   async fn delete_owner(&self, _: &str) -> Result<u64, session_core::StoreError> { Ok(0) }
+    /// # }
+    /// use session_core::{Config, Manager, SetCookie};
     ///
-    /// let manager = Manager::new(TestStore::default(), Config::default());
+    /// let manager = Manager::new(MyStore, Config::default());
     /// let session = manager.session_from_cookies(std::iter::empty());
     /// assert_eq!(session.commit_without_store(), Some(SetCookie::Unchanged));
     ///
@@ -934,7 +946,7 @@ impl Session {
                 // own copy, and a stale one only costs a reload).
                 if let Ok(mut turn) = manager.record_lock(&rid).try_lock() {
                     if turn.last.as_ref().is_some_and(|r| r.id == rid) {
-                        turn.last = Self::saved_copy(state);
+                        turn.last = Self::saved_copy(state).map(Arc::new);
                     }
                 }
                 Ok(Commit::Done)
@@ -1125,11 +1137,7 @@ impl Session {
 
     async fn touch_if_due(&self, state: &mut State) -> Result<()> {
         let manager = self.manager();
-        let Some(deadline) = self.touch_due(state) else {
-            return Ok(());
-        };
-        let lifetime = self.lifetime_of(state);
-        let Some(stored) = &state.stored else {
+        let (Some(deadline), Some(stored)) = (self.touch_due(state), &state.stored) else {
             return Ok(());
         };
         let rid = stored.rid;
@@ -1142,7 +1150,7 @@ impl Session {
             if let Some(s) = state.stored.as_mut() {
                 s.expires_at = deadline;
             }
-            state.refresh_cookie = lifetime.persistent_cookie();
+            state.refresh_cookie = self.lifetime_of(state).persistent_cookie();
         } else {
             observe::ended(&rid);
             state.end();
@@ -1286,10 +1294,16 @@ mod tests {
         assert_eq!(s.commit_without_store(), None);
         s.commit().await.unwrap();
         assert_eq!(f.store.counts().touch - before.touch, 1);
-        // A new session with data must be created.
+        // A new session with data must be created...
         let s = f.open(None);
         s.insert("name", "iris").await.unwrap();
         assert_eq!(s.commit_without_store(), None);
+        // ...unless a flush already did: the new id is all that is left.
+        s.flush().await.unwrap();
+        assert!(matches!(
+            s.commit_without_store(),
+            Some(SetCookie::Set { .. })
+        ));
         // Destroyed: the delete already happened, the cookie goes.
         let s = f.open(Some(&cookie));
         s.destroy().await.unwrap();

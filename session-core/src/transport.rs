@@ -108,7 +108,8 @@ where
         .flat_map(|h| h.split(';'))
         .filter_map(move |pair| {
             let (k, v) = pair.split_once('=')?;
-            // Only ASCII whitespace surrounds cookie pairs (RFC 6265).
+            // RFC 6265's optional whitespace is ASCII (SP, HTAB); trimming
+            // Unicode whitespace as well would cost a decode per byte.
             if k.trim_ascii() != name {
                 return None;
             }
@@ -367,6 +368,20 @@ mod tests {
         assert_eq!(decode_value(&s, "é".repeat(40).as_str()), None);
         let p = config(CookieSecurity::Private(keys));
         assert_eq!(decode_value(&p, "é".repeat(40).as_str()), None);
+    }
+
+    #[test]
+    fn cookie_pairs_are_found_around_ascii_whitespace_and_quotes() {
+        let headers = [
+            "a=1;session=one",
+            " session = two ;\tb=2",
+            "session=\"three\"",
+            "\tsession\t=\tfour\t",
+            "session=five\u{a0}",
+            "sessionx=no; xsession=no; session",
+        ];
+        let found: Vec<&str> = cookie_values(headers, "session").collect();
+        assert_eq!(found, ["one", "two", "three", "four", "five\u{a0}"]);
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //!
 //! [moka]: https://docs.rs/moka
 
-use std::collections::{hash_map, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -118,15 +118,12 @@ impl Shard {
         now: OffsetDateTime,
         owners: &OwnerIndex,
     ) -> Option<&mut Entry> {
-        // One lookup: the table is large and each probe is a cache miss.
-        let hash_map::Entry::Occupied(slot) = self.entries.entry(*id) else {
-            return None;
-        };
-        if slot.get().is_live(now) {
-            return Some(slot.into_mut());
+        // Not `entry()`: it reserves room for an insert, so a miss could
+        // grow a full table.
+        if self.entries.get(id)?.is_live(now) {
+            return self.entries.get_mut(id);
         }
-        let entry = slot.remove();
-        Self::discharge(&mut self.bytes, id, &entry, owners);
+        self.remove(id, owners);
         None
     }
 
@@ -139,17 +136,11 @@ impl Shard {
 
     fn remove(&mut self, id: &RecordId, owners: &OwnerIndex) -> Option<Entry> {
         let entry = self.entries.remove(id)?;
-        Self::discharge(&mut self.bytes, id, &entry, owners);
-        Some(entry)
-    }
-
-    /// The bookkeeping of an entry taken out of the table: its bytes (the
-    /// shard's `bytes`) and its owner index entry.
-    fn discharge(bytes: &mut u64, id: &RecordId, entry: &Entry, owners: &OwnerIndex) {
-        *bytes -= Self::charge(entry);
+        self.bytes -= Self::charge(&entry);
         if let Some(owner) = entry.owner() {
             index_remove(owners, owner, id);
         }
+        Some(entry)
     }
 
     /// Drops every expired entry.

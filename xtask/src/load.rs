@@ -430,6 +430,11 @@ What the profile of the `after` build showed, and what changed in `session 3`:
   seconds and milliseconds.
 * Redis keys were formatted with `format!`; now written directly
   (`RecordId::push_hex`), and the load command is sized up front.
+* Responses that set the id (`new`) parsed each header name and copied each value:
+  names are now constants and values move into the response.
+* The turn of a record kept its last saved copy as a deep clone, and the next update
+  cloned it again: it is now shared (`Arc`) and taken by the next gathering, so a
+  `write-own` request copies the record once instead of three times.
 
 What is still between ours and the ceiling, by the same profile:
 
