@@ -456,6 +456,16 @@ What is still between ours and the ceiling, by the same profile:
   client (or a local cache tier, `CachedStore`, which is not one round trip).
 * `write` on the memory store costs only ~3 600 instructions more than `read` (group
   commit: one save per gathering); its distance from the ceiling is `read`'s.
+
+In wall-clock terms (the load table's \"server CPU / request\" and \"over bare\"
+columns): with the layer installed and unused, a request costs the server 0–1 µs more
+than the bare framework's ~8 µs, and that column moves by as much between variants whose
+`plain` code is identical (the store differs, but `plain` never calls it); req/s for
+`plain` moves by about ±7 % the same way, so a 97 % target cannot be told apart from
+noise on this machine. A read on the memory store costs about 1.5–2 µs over bare and a
+contended write 2–4 µs, on a par with tower-sessions and actix-session. On Redis and
+PostgreSQL ours costs about what the peers cost for reads and new sessions and far less
+for contended writes, and it never loses an acknowledged increment.
 ";
 
 /// Resident memory per idle session, each subject filled in its own process.
