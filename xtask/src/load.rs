@@ -462,8 +462,9 @@ columns): with the layer installed and unused, a request costs the server 0–1 
 than the bare framework's ~8 µs, and that column moves by as much between variants whose
 `plain` code is identical (the store differs, but `plain` never calls it); req/s for
 `plain` moves by about ±7 % the same way, so a 97 % target cannot be told apart from
-noise on this machine. A read on the memory store costs about 1.5–2 µs over bare and a
-contended write 2–4 µs, on a par with tower-sessions and actix-session. On Redis and
+noise on this machine. A read on the memory store costs about 2–2.5 µs over bare and a
+contended write 3–4 µs, within a microsecond of tower-sessions and actix-session (which
+lose most contended writes). On Redis and
 PostgreSQL ours costs about what the peers cost for reads and new sessions and far less
 for contended writes, and it never loses an acknowledged increment.
 ";
