@@ -438,7 +438,7 @@ What the profile of the `after` build showed, and what changed in `session 3`:
 
 What is still between ours and the ceiling, by the same profile:
 
-* `plain`: the remaining ~2 900 instructions are what axum charges for any layer on a
+* `plain`: the remaining ~3 000 instructions are what axum charges for any layer on a
   router (each layered route is a boxed service, cloned per request, whose future is
   boxed and moved) plus the request extension that carries the session (a map and a
   box). tower-sessions pays the same and more (its column).
@@ -454,7 +454,7 @@ What is still between ours and the ceiling, by the same profile:
   trip; most of it is the Redis client and the kernel. 1.5x tower-sessions at one round
   trip per request is not reachable from the session layer; it would take a cheaper
   client (or a local cache tier, `CachedStore`, which is not one round trip).
-* `write` on the memory store costs only ~3 600 instructions more than `read` (group
+* `write` on the memory store costs only ~3 200 instructions more than `read` (group
   commit: one save per gathering); its distance from the ceiling is `read`'s.
 
 In wall-clock terms (the load table's \"server CPU / request\" and \"over bare\"
