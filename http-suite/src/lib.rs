@@ -45,6 +45,7 @@ macro_rules! http_suite {
             concurrent_increments_are_exact,
             logout_all_ends_every_session_of_the_owner,
             store_failure_is_a_clean_5xx,
+            failed_save_is_a_bare_500,
             slow_store_times_out,
             header_transport
         );
@@ -523,6 +524,29 @@ pub async fn store_failure_is_a_clean_5xx(spawn: impl Spawn) {
     }
     d.store.fail_with(None);
     assert_eq!(c.get("/get").await.body, "The name on the /set was: iris");
+}
+
+/// A handler that succeeded but whose session could not be saved answers a
+/// bare, uncacheable 500: no cookie and not the handler's body. (`/set` on a
+/// new session calls the store only at the commit.)
+pub async fn failed_save_is_a_bare_500(spawn: impl Spawn) {
+    let d = demo(spawn, plain()).await;
+    let mut c = Client::new(&d);
+    d.store.fail_with(Some(StoreErrorKind::Unavailable));
+    let r = c.get("/set").await;
+    assert_eq!(r.status, 500, "{:?}", r.body);
+    assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
+    assert!(r.set_cookies().is_empty());
+    assert!(
+        !r.body.contains("iris"),
+        "the handler's body leaked: {:?}",
+        r.body
+    );
+    assert_eq!(d.store.counts().create, 1);
+    d.store.fail_with(None);
+    let r = c.get("/set").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.set_cookies().len(), 1);
 }
 
 /// A store slower than the store timeout gives a 5xx in bounded time.

@@ -66,32 +66,6 @@ mod rocket_only {
         (Status::BadRequest, "bad")
     }
 
-    #[get("/new")]
-    async fn new_session(s: Session) -> &'static str {
-        // A new session: no store call until the commit.
-        s.insert("name", "iris").await.unwrap();
-        "the handler's answer"
-    }
-
-    #[tokio::test]
-    async fn a_commit_that_fails_is_a_bare_500_that_cannot_be_cached() {
-        use session_core::testing::{Instrumented, TestStore};
-        use session_core::StoreErrorKind;
-        let store = Instrumented::new(TestStore::default());
-        let manager = Manager::new(store.clone(), Config::default());
-        let rocket = rocket::build()
-            .attach(SessionFairing::new(manager))
-            .mount("/", routes![new_session]);
-        let client = Client::untracked(rocket).await.expect("client");
-        store.fail_with(Some(StoreErrorKind::Unavailable));
-        let res = client.get("/new").dispatch().await;
-        assert_eq!(res.status(), Status::InternalServerError);
-        assert_eq!(res.headers().get_one("cache-control"), Some("no-store"));
-        assert!(res.headers().get_one("set-cookie").is_none());
-        assert_eq!(res.into_string().await.unwrap_or_default(), "");
-        assert_eq!(store.counts().create, 1);
-    }
-
     #[tokio::test]
     async fn a_missing_fairing_stops_the_launch() {
         let rocket = rocket::build().mount("/", routes![needs_session]);
