@@ -108,7 +108,7 @@ async fn our_store(kind: &str) -> Result<(Arc<dyn Store>, Counts), String> {
             session_redis::RedisStore::connect(&env_or("LOADTEST_REDIS_URL", REDIS_URL))
                 .await
                 .map_err(|e| e.to_string())?
-                .with_prefix(format!("loadtest-{}:", std::process::id())),
+                .with_prefix(redis_prefix()),
         ),
         "postgres" => {
             let s =
@@ -136,6 +136,21 @@ async fn our_store(kind: &str) -> Result<(Arc<dyn Store>, Counts), String> {
         }
         other => return Err(format!("unknown store {other:?}")),
     })
+}
+
+/// Our Redis keys' prefix: the process's own, so servers never share keys.
+fn redis_prefix() -> String {
+    format!("loadtest-{}:", std::process::id())
+}
+
+/// A Redis store that connects on first use, on the runtime it is built in:
+/// one per actix-web worker, as session-redis recommends there.
+fn our_lazy_redis_store() -> Result<(Arc<dyn Store>, Counts), String> {
+    Ok(instrument(
+        session_redis::RedisStore::connect_lazy(&env_or("LOADTEST_REDIS_URL", REDIS_URL))
+            .map_err(|e| e.to_string())?
+            .with_prefix(redis_prefix()),
+    ))
 }
 
 /// The call counts as JSON, for `/stats`.
@@ -662,12 +677,28 @@ mod actix_server {
 
     async fn ours(kind: &str, addr: SocketAddr) -> Result<(), String> {
         use session_actix::{Session, SessionMiddleware};
-        let (store, counts) = crate::our_store(kind).await?;
-        let manager = crate::manager(store);
+        // Redis: each worker builds its own lazily connected store in the app
+        // factory, so the connection's I/O runs on the worker's own thread
+        // (`RedisStore::connect_lazy`). The other stores are shared.
+        let shared = if kind == "redis" {
+            // Fail here, not in a worker, if the settings are wrong.
+            crate::our_lazy_redis_store()?;
+            None
+        } else {
+            let (store, counts) = crate::our_store(kind).await?;
+            Some((crate::manager(store), counts))
+        };
         HttpServer::new(move || {
-            let counts = counts.clone();
+            let (manager, counts) = match &shared {
+                Some((manager, counts)) => (manager.clone(), counts.clone()),
+                None => {
+                    let (store, counts) =
+                        crate::our_lazy_redis_store().expect("settings checked at start");
+                    (crate::manager(store), counts)
+                }
+            };
             App::new()
-                .wrap(SessionMiddleware::new(manager.clone()))
+                .wrap(SessionMiddleware::new(manager))
                 .route("/plain", web::get().to(|_s: Session| async { "ok" }))
                 .route(
                     "/new",

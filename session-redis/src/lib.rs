@@ -246,6 +246,16 @@ return 1
     )
 });
 
+/// The connection settings of [`RedisStore::connect`] and
+/// [`RedisStore::connect_lazy`].
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_number_of_retries(2)
+        .set_max_delay(std::time::Duration::from_millis(500))
+}
+
 fn millis(t: OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
@@ -263,14 +273,49 @@ impl RedisStore {
     /// [`RedisStoreError::Connect`] when Redis does not answer.
     pub async fn connect(url: &str) -> Result<Self, RedisStoreError> {
         let client = redis::Client::open(url).map_err(RedisStoreError::Config)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(2)
-            .set_max_delay(std::time::Duration::from_millis(500));
-        let manager = ConnectionManager::new_with_config(client, config)
+        let manager = ConnectionManager::new_with_config(client, manager_config())
             .await
             .map_err(RedisStoreError::Connect)?;
+        Ok(Self::from_connection_manager(manager))
+    }
+
+    /// Like [`connect`](Self::connect), but returns at once without a round
+    /// trip: the connection is made on first use (a Redis that is down then
+    /// shows as a failed request, not as a failed start), and its I/O task
+    /// runs on the Tokio runtime this is called from.
+    ///
+    /// That makes it the way to give each worker thread its own connection
+    /// where a framework runs one single-threaded runtime per worker, as
+    /// actix-web does: build the store, and the manager over it, inside the
+    /// `HttpServer::new` closure. A store connected in `main` keeps its I/O
+    /// task on the main thread instead, and every request of every worker
+    /// then crosses threads twice to reach Redis (BENCHMARKS.md measures the
+    /// difference).
+    ///
+    /// ```no_run
+    /// # fn run() -> Result<(), session_redis::RedisStoreError> {
+    /// use session_core::{Config, Manager};
+    /// use session_redis::RedisStore;
+    ///
+    /// // Inside a Tokio runtime, e.g. an actix-web worker's app factory:
+    /// let store = RedisStore::connect_lazy("redis://127.0.0.1:6379")?;
+    /// let manager = Manager::new(store, Config::default());
+    /// # let _ = manager; Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`RedisStoreError::Config`] for a bad URL, or when called outside a
+    /// Tokio runtime.
+    pub fn connect_lazy(url: &str) -> Result<Self, RedisStoreError> {
+        let client = redis::Client::open(url).map_err(RedisStoreError::Config)?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(RedisStoreError::Config(RedisError::from((
+                redis::ErrorKind::Client,
+                "RedisStore::connect_lazy must be called inside a Tokio runtime",
+            ))));
+        }
+        let manager = ConnectionManager::new_lazy_with_config(client, manager_config())
+            .map_err(RedisStoreError::Config)?;
         Ok(Self::from_connection_manager(manager))
     }
 

@@ -33,6 +33,34 @@
 //! timeout) the response becomes a bare `500 Internal Server Error` and the
 //! error is logged; store errors never reach a response body.
 //!
+//! # A network store: one connection per worker
+//!
+//! actix-web runs each worker on a single-threaded runtime of its own. A
+//! Redis store connected in `main` keeps its connection's I/O on the main
+//! thread, so every request of every worker crosses threads twice to reach
+//! Redis. Build the store and the manager in the app factory instead, with
+//! `RedisStore::connect_lazy`, which needs no `.await`: each worker then has
+//! its own connection on its own thread (BENCHMARKS.md in the repository
+//! measures the difference). Keep one shared manager for an in-process store
+//! such as the memory store, which must be the same for every worker.
+//!
+//! ```no_run
+//! use actix_web::{App, HttpServer};
+//! use session_actix::SessionMiddleware;
+//! use session_core::{Config, Manager};
+//! use session_redis::RedisStore;
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! HttpServer::new(|| {
+//!     let store = RedisStore::connect_lazy("redis://127.0.0.1:6379").expect("a valid URL");
+//!     App::new().wrap(SessionMiddleware::new(Manager::new(store, Config::default())))
+//! })
+//! .bind(("127.0.0.1", 8080))?
+//! .run()
+//! .await
+//! # }
+//! ```
+//!
 //! [actix-web]: https://docs.rs/actix-web/4
 
 use std::borrow::Cow;

@@ -152,3 +152,48 @@ async fn acknowledged_writes_survive_cut_connections() {
         .expect("connect through the proxy");
     acknowledged_writes_survive_cuts(&manager(store), &proxy).await;
 }
+
+#[test]
+fn connect_lazy_outside_a_runtime_is_a_clear_error() {
+    let err = RedisStore::connect_lazy("redis://127.0.0.1:6379").expect_err("no runtime");
+    assert!(
+        matches!(err, session_redis::RedisStoreError::Config(_)),
+        "{err}"
+    );
+    assert!(RedisStore::connect_lazy("not a url").is_err());
+}
+
+/// A lazily connected store starts without a round trip, so a Redis that is
+/// down shows as failed requests, and the same store serves once it is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lazy_store_starts_while_redis_is_down_and_serves_once_it_is_up() {
+    let Some(mut server) = Throwaway::start() else {
+        return;
+    };
+    server.stop();
+    let store = RedisStore::connect_lazy(&server.url())
+        .expect("no round trip at start")
+        .with_prefix(unique_prefix());
+    let m = manager(store);
+    let s = m.session_from_cookies(None::<&str>);
+    s.insert("name", "iris").await.expect("no store call yet");
+    assert!(s.commit().await.is_err(), "Redis is down");
+
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let cookie = loop {
+        let s = m.session_from_cookies(None::<&str>);
+        s.insert("name", "iris").await.expect("insert");
+        match s.commit().await {
+            Ok(session_core::SetCookie::Set { value, .. }) => {
+                break format!("{}={value}", m.config().cookie_name());
+            }
+            Ok(other) => panic!("a new session must set its cookie: {other:?}"),
+            Err(e) => {
+                assert!(Instant::now() < deadline, "never connected: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert_eq!(name(&m, &cookie).await.expect("load"), "iris");
+}
