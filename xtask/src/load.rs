@@ -439,6 +439,15 @@ What the profile of the `after` build showed, and what changed in `session 3`:
   cloned it again: it is now shared (`Arc`) and taken by the next gathering, so a
   `write-own` request copies the record once instead of three times.
 
+What changed in `session 4`:
+
+* On actix-web, a Redis store connected in `main` ran its connection's I/O on the main
+  thread, so every request crossed threads twice (a wake-up each way) and the main thread
+  serialized the Redis traffic of every worker: ours and actix-session cost the same
+  ~21 µs of server CPU per Redis read, 5 µs more than ours on axum. `RedisStore::connect_lazy`
+  builds the store without a round trip, so each worker can own one in the app factory;
+  the actix-web variant now uses it (session-actix's docs show the pattern).
+
 What is still between ours and the ceiling, by the same profile:
 
 * `plain`: the remaining ~3 000 instructions are what axum charges for any layer on a
@@ -456,18 +465,19 @@ What is still between ours and the ceiling, by the same profile:
   (last two columns; natively ours is ahead by the SHA-256 difference), both in one round
   trip; most of it is the Redis client and the kernel. 1.5x tower-sessions at one round
   trip per request is not reachable from the session layer; it would take a cheaper
-  client (or a local cache tier, `CachedStore`, which is not one round trip).
+  client (or a local cache tier, `CachedStore`, which is not one round trip). On
+  actix-web the per-worker connection puts ours ahead of actix-session (table above).
 * `write` on the memory store costs only ~3 200 instructions more than `read` (group
   commit: one save per gathering); its distance from the ceiling is `read`'s.
 
 In wall-clock terms (the load table's \"server CPU / request\" and \"over bare\"
-columns): with the layer installed and unused, a request costs the server 0–1 µs more
-than the bare framework's ~8 µs, and that column moves by as much between variants whose
-`plain` code is identical (the store differs, but `plain` never calls it); req/s for
-`plain` moves by about ±7 % the same way, so a 97 % target cannot be told apart from
-noise on this machine. A read on the memory store costs about 2–2.5 µs over bare and a
-contended write 3–4 µs, within a microsecond of tower-sessions and actix-session (which
-lose most contended writes). On Redis and
+columns): with the layer installed and unused, a request costs the server a fraction of
+a microsecond more than the bare framework, and that column moves by as much between
+variants whose `plain` code is identical (the store differs, but `plain` never calls
+it); req/s for `plain` moves by several percent the same way, so a 97 % target cannot be
+told apart from noise on this machine. A read on the memory store costs one to two
+microseconds over bare and a contended write a little more, within a microsecond of
+tower-sessions and actix-session (which lose most contended writes). On Redis and
 PostgreSQL ours costs about what the peers cost for reads and new sessions and far less
 for contended writes, and it never loses an acknowledged increment.
 ";
@@ -633,6 +643,11 @@ fn write_report(
          \"over bare\" subtracts the bare framework's figure on `plain`: what the session\n\
          layer and its store client cost per request on the server, a steadier measure than\n\
          req/s on a shared machine (the store server's own CPU is not included).\n\n\
+         Each library is set up as its documentation shows. On actix-web, ours builds its\n\
+         Redis store in the app factory (`RedisStore::connect_lazy`, one connection per\n\
+         worker, on the worker's thread); actix-session's `RedisSessionStore` can only be\n\
+         built with `.await`, so it is built in `main` and its connection's I/O runs on the\n\
+         main thread.\n\n\
          {table}\n\
          Bytes per idle session holding one small integer\n\
          (`session-loadtest memory <sessions> <subject>`: resident memory growth of\n\
