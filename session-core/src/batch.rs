@@ -14,9 +14,10 @@
 //! client went away) cannot leave the others waiting.
 //!
 //! An update that finds the turn free (nobody else is updating the record in
-//! this process) writes by itself, in its own task: there is nobody to
-//! gather with, and a spawned saver would only add a task and a wake-up.
-//! Updates that arrive meanwhile wait for the turn and gather behind it.
+//! this process) writes by itself, in its own task, after one yield: there
+//! is nobody to gather with yet, and a spawned saver would add a task, a
+//! channel and a second lock. Updates that arrive meanwhile wait for the
+//! turn and gather behind it.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -543,6 +543,12 @@ impl Session {
                 Some(mut record) => {
                     let (new, applied) = self.gather(&mut record.data, &state, key, &mut f)?;
                     drop(state);
+                    // Let the tasks that are ready run first: any update of
+                    // this record among them now waits for the turn and then
+                    // gathers behind this write. A store that answers without
+                    // yielding (in-process, or blocking like sled) would
+                    // otherwise serve every update alone, one save each.
+                    tokio::task::yield_now().await;
                     let base_version = record.version;
                     let outcome =
                         batch::write(self.manager(), &mut turn, record, base_version).await;
@@ -584,9 +590,10 @@ impl Session {
         }
     }
 
-    /// Applies an update to the record `data` about to be saved: `f` on the
-    /// value under `key` there, after this request's pending changes. Returns
-    /// the new value and how many pending changes went in.
+    /// Applies an update to the record `data` about to be saved: this
+    /// request's pending changes, then `f` on the value under `key` as they
+    /// leave it. Returns the new value and how many pending changes went in;
+    /// on error `data` is untouched.
     fn gather<T, F>(
         &self,
         data: &mut Data,
@@ -598,8 +605,7 @@ impl Session {
         T: Serialize + DeserializeOwned,
         F: FnMut(Option<T>) -> T,
     {
-        let current = data
-            .get(key)
+        let current = pending_value(data, &state.changes, key)
             .map(|b| self.decode::<T>(key, b))
             .transpose()?;
         let new = f(current);
@@ -1204,6 +1210,20 @@ fn flash_key(key: &str) -> String {
     k
 }
 
+/// The value under `key` once `changes` are applied to `data`, without
+/// applying them.
+fn pending_value<'a>(data: &'a Data, changes: &'a [Change], key: &str) -> Option<&'a [u8]> {
+    for change in changes.iter().rev() {
+        match change {
+            Change::Set(k, v) if k == key => return Some(v),
+            Change::Remove(k) if k == key => return None,
+            Change::Clear => return None,
+            _ => {}
+        }
+    }
+    data.get(key).map(Vec::as_slice)
+}
+
 fn apply(data: &mut Data, change: &Change) {
     match change {
         Change::Set(k, v) => {
@@ -1545,6 +1565,40 @@ mod tests {
             .unwrap();
         // The cancelled request's change was already gathered: it may be saved.
         assert!(n == 1 + acknowledged || n == 2 + acknowledged, "{n}");
+    }
+
+    #[tokio::test]
+    async fn an_update_sees_the_requests_own_pending_writes() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        assert_eq!(f.open(Some(&cookie)).increment("n", 1).await.unwrap(), 1);
+        // Written earlier in the same request, not yet committed.
+        let s = f.open(Some(&cookie));
+        s.insert("n", &5i64).await.unwrap();
+        assert_eq!(s.increment("n", 1).await.unwrap(), 6);
+        s.commit().await.unwrap();
+        let s = f.open(Some(&cookie));
+        assert_eq!(s.get::<i64>("n").await.unwrap(), Some(6));
+        s.remove("n").await.unwrap();
+        assert_eq!(s.increment("n", 1).await.unwrap(), 1);
+        s.clear().await.unwrap();
+        assert_eq!(s.increment("n", 10).await.unwrap(), 10);
+        s.commit().await.unwrap();
+        let s = f.open(Some(&cookie));
+        assert_eq!(s.get::<i64>("n").await.unwrap(), Some(10));
+        // `clear` went in with the update: nothing else is left.
+        assert_eq!(s.keys().await.unwrap(), ["n"]);
+        // A pending value that does not decode fails the update and changes
+        // nothing stored.
+        s.insert("n", "not a number").await.unwrap();
+        assert!(matches!(
+            s.increment("n", 1).await,
+            Err(Error::Value { .. })
+        ));
+        assert_eq!(
+            f.open(Some(&cookie)).get::<i64>("n").await.unwrap(),
+            Some(10)
+        );
     }
 
     #[tokio::test]
