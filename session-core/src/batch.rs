@@ -12,12 +12,6 @@
 //!
 //! The saver is its own task so that a request cancelled while it waits (its
 //! client went away) cannot leave the others waiting.
-//!
-//! An update that finds the turn free (nobody else is updating the record in
-//! this process) writes by itself, in its own task, after one yield: there
-//! is nobody to gather with yet, and a spawned saver would add a task, a
-//! channel and a second lock. Updates that arrive meanwhile wait for the
-//! turn and gather behind it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -146,36 +140,15 @@ async fn save(manager: Manager, rid: RecordId) {
     let Some(gathering) = turn.gathering.take() else {
         return;
     };
-    let outcome = write(
-        &manager,
-        &mut turn,
-        gathering.record,
-        gathering.base_version,
-    )
-    .await;
-    gathering.outcome.send_replace(Some(outcome));
-}
-
-/// Writes `record` over version `base_version` with one compare-and-set and
-/// keeps what was saved as the turn's last copy. The caller holds the turn.
-///
-/// Cancelled midway (its request went away), it leaves the turn without a
-/// last copy of the record, so the next update loads it.
-pub(crate) async fn write(
-    manager: &Manager,
-    turn: &mut Turn,
-    mut record: Record,
-    base_version: u64,
-) -> Outcome {
-    let rid = record.id;
-    if turn.last.as_ref().is_some_and(|last| last.id == rid) {
-        turn.last = None;
-    }
+    let mut record = gathering.record;
     let lifetime = record.lifetime.unwrap_or(manager.inner.config.lifetime);
     record.expires_at = lifetime.deadline(record.created_at, manager.now());
-    record.version = base_version + 1;
-    match manager
-        .call("save", manager.inner.store.save(&record, base_version))
+    record.version = gathering.base_version + 1;
+    let outcome = match manager
+        .call(
+            "save",
+            manager.inner.store.save(&record, gathering.base_version),
+        )
         .await
     {
         Ok(Saved::Saved) => {
@@ -186,12 +159,18 @@ pub(crate) async fn write(
         }
         Ok(Saved::Conflict) => {
             observe::conflict(&rid, 0);
+            turn.last = None;
             Outcome::Conflict
         }
         Ok(Saved::Missing) => {
             observe::ended(&rid);
+            turn.last = None;
             Outcome::Ended
         }
-        Err(error) => Outcome::Failed(Failure::of(&error)),
-    }
+        Err(error) => {
+            turn.last = None;
+            Outcome::Failed(Failure::of(&error))
+        }
+    };
+    gathering.outcome.send_replace(Some(outcome));
 }

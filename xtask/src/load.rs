@@ -447,14 +447,15 @@ What changed in `session 4`:
   ~21 µs of server CPU per Redis read, 5 µs more than ours on axum. `RedisStore::connect_lazy`
   builds the store without a round trip, so each worker can own one in the app factory;
   the actix-web variant now uses it (session-actix's docs show the pattern).
-* Every `update` opened a gathering and spawned a saver task, even with nobody to gather
-  with: a task allocation (cache-line aligned), a channel, a yield and a second turn of
-  the lock per write. An update that finds its record's turn free now yields once and
-  writes itself (the same compare-and-set, holding the turn); updates that arrive
-  meanwhile wait for the turn and gather behind it, so contended writes still cost a
-  fraction of a store call (`store calls / request` for `write`). Without that yield a
-  store that answers without yielding (sled) served every contended update alone: one
-  measured run had sled `write` at 18k req/s instead of ~80k.
+* Tried and reverted: every `update` opens a gathering and spawns a saver task, even
+  with nobody to gather with (a task allocation, a channel, a yield, a second turn of the
+  lock). Writing at once when the record's turn is free made `write-own` on the memory
+  store 10-20 % faster in A/B runs, but a store that answers without yielding (memory,
+  sled) then served every contended update alone: sled `write` fell from ~88k to 18k
+  req/s. Yielding once before the lone write restored gathering on axum but not on
+  actix-web (its workers run tasks on a `LocalSet`, where the yield resumes the writer
+  before the other connections have run), so the spawned saver stays. Profile rows
+  `cb5a42e` (no yield) and `e07988a` (yield) are those builds.
 
 What is still between ours and the ceiling, by the same profile:
 

@@ -75,7 +75,13 @@ fn main() -> ExitCode {
 }
 
 pub(crate) fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // `cargo run` (the `cargo xtask` alias) says where this checkout is. The
+    // path baked in at build time can name another clone: clones that share
+    // one CARGO_TARGET_DIR (as `.ci/run` arranges) share this binary too.
+    let manifest_dir = env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    Path::new(&manifest_dir)
         .parent()
         .expect("xtask lives in the workspace")
         .to_path_buf()
