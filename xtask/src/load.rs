@@ -443,8 +443,9 @@ What changed in `session 4`:
 
 * On actix-web, a Redis store connected in `main` ran its connection's I/O on the main
   thread, so every request crossed threads twice (a wake-up each way) and the main thread
-  serialized the Redis traffic of every worker: ours and actix-session cost the same
-  ~21 µs of server CPU per Redis read, 5 µs more than ours on axum. `RedisStore::connect_lazy`
+  serialized the Redis traffic of every worker: in the session 3 run ours and
+  actix-session cost the same ~21 µs of server CPU per Redis read, 5 µs more than ours
+  on axum. `RedisStore::connect_lazy`
   builds the store without a round trip, so each worker can own one in the app factory;
   the actix-web variant now uses it (session-actix's docs show the pattern).
 * Tried and reverted: every `update` opens a gathering and spawns a saver task, even
