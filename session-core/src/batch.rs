@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::oneshot;
 
 use crate::error::Error;
 use crate::id::RecordId;
@@ -43,24 +43,28 @@ pub(crate) struct Gathering {
     base_version: u64,
     /// The base record with every member's changes applied.
     pub(crate) record: Record,
-    outcome: watch::Sender<Option<Outcome>>,
+    /// One channel per update waiting for the save: a oneshot each costs less
+    /// than a broadcast when, as usual, one update is alone.
+    waiting: Vec<oneshot::Sender<Outcome>>,
 }
 
 impl Gathering {
     /// Opens a gathering on `base` and spawns the task that will save it.
     pub(crate) fn open(manager: &Manager, base: Record) -> Self {
-        let (outcome, _) = watch::channel(None);
         tokio::spawn(save(manager.clone(), base.id));
         Self {
             base_version: base.version,
             record: base,
-            outcome,
+            waiting: Vec::new(),
         }
     }
 
-    /// Where this member learns how the save went.
-    pub(crate) fn subscribe(&self) -> watch::Receiver<Option<Outcome>> {
-        self.outcome.subscribe()
+    /// Where a member (or an update of another record waiting for the turn)
+    /// learns how the save went.
+    pub(crate) fn subscribe(&mut self) -> oneshot::Receiver<Outcome> {
+        let (tx, rx) = oneshot::channel();
+        self.waiting.push(tx);
+        rx
     }
 }
 
@@ -122,13 +126,10 @@ impl Failure {
 }
 
 /// Waits for the outcome of the gathering `rx` belongs to.
-pub(crate) async fn outcome(mut rx: watch::Receiver<Option<Outcome>>) -> Outcome {
-    match rx.wait_for(Option::is_some).await {
-        Ok(outcome) => outcome.clone().unwrap_or(Outcome::Conflict),
-        // The saver went away without a word (its runtime shut down): nothing
-        // is known to be saved, so try again.
-        Err(_) => Outcome::Conflict,
-    }
+pub(crate) async fn outcome(rx: oneshot::Receiver<Outcome>) -> Outcome {
+    // Without a word, the saver went away (its runtime shut down): nothing is
+    // known to be saved, so try again.
+    rx.await.unwrap_or(Outcome::Conflict)
 }
 
 /// The saver: lets the updates already waiting for the turn join, then
@@ -172,5 +173,8 @@ async fn save(manager: Manager, rid: RecordId) {
             Outcome::Failed(Failure::of(&error))
         }
     };
-    gathering.outcome.send_replace(Some(outcome));
+    for member in gathering.waiting {
+        // A member whose request was cancelled has stopped listening.
+        let _ = member.send(outcome.clone());
+    }
 }

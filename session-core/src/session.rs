@@ -506,7 +506,7 @@ impl Session {
                 backoff(conflicts).await;
             }
             let mut turn = self.manager().record_lock(&rid).lock().await;
-            if let Some(other) = turn.gathering.as_ref().filter(|g| g.record.id != rid) {
+            if let Some(other) = turn.gathering.as_mut().filter(|g| g.record.id != rid) {
                 // Another record sharing this turn is gathering: wait for its
                 // save, then try again.
                 let rx = other.subscribe();
@@ -1483,6 +1483,39 @@ mod tests {
                 Some(20)
             );
         }
+    }
+
+    #[test]
+    fn updates_gather_on_a_local_set_too() {
+        // actix-web runs each worker's tasks on a `LocalSet`.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&runtime, async {
+            let f = fixture();
+            let cookie = f.stored().await;
+            let before = f.store.counts();
+            let tasks: Vec<_> = (0..16)
+                .map(|_| {
+                    let s = f.open(Some(&cookie));
+                    tokio::task::spawn_local(async move {
+                        let n = s.increment("n", 1).await?;
+                        s.commit().await?;
+                        Ok::<_, Error>(n)
+                    })
+                })
+                .collect();
+            let mut seen = Vec::new();
+            for t in tasks {
+                seen.push(t.await.unwrap().unwrap());
+            }
+            seen.sort_unstable();
+            assert_eq!(seen, (1..=16).collect::<Vec<i64>>());
+            let saves = f.store.counts().save - before.save;
+            assert!(saves <= 2, "{saves} saves for 16 updates ready together");
+        });
     }
 
     #[tokio::test]
