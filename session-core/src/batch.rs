@@ -51,7 +51,9 @@ pub(crate) struct Gathering {
 impl Gathering {
     /// Opens a gathering on `base` and spawns the task that will save it.
     pub(crate) fn open(manager: &Manager, base: Record) -> Self {
-        tokio::spawn(save(manager.clone(), base.id));
+        // Boxed: the saver's state is large, and a task moves its future
+        // several times while spawning it.
+        tokio::spawn(Box::pin(save(manager.clone(), base.id)));
         Self {
             base_version: base.version,
             record: base,
