@@ -412,11 +412,13 @@ impl ConfigBuilder {
     /// Checks the configuration.
     ///
     /// # Errors
-    /// [`ConfigError`] naming the rule broken: an invalid cookie name or path,
-    /// `__Host-` without `Secure`/`Path=/` or with a `Domain`, `__Secure-`,
-    /// `SameSite=None` or `Partitioned` without `Secure`, no timeout at all, a
-    /// touch interval not shorter than the idle timeout, or a zero store
-    /// timeout.
+    /// [`ConfigError`] naming the rule broken: an invalid cookie name, path or
+    /// domain, `__Host-` without `Secure`/`Path=/` or with a `Domain`,
+    /// `__Secure-`, `SameSite=None` or `Partitioned` without `Secure`, no
+    /// timeout at all or one shorter than a second or longer than 400 days, a
+    /// touch interval not shorter than the idle timeout, a zero store timeout,
+    /// an invalid or reserved id header name, zero sessions per owner, or a
+    /// maximum cookie length under 64 bytes.
     pub fn build(self) -> Result<Config, ConfigError> {
         let c = self.0;
         let err = |m: String| Err(ConfigError(m));

@@ -65,8 +65,8 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// The HTTP status every adapter answers with for this error: 503 when
-    /// the store is down or slow (retrying later may work), 500 otherwise.
+    /// The HTTP status every adapter answers with for this error: 503 for any
+    /// store error or timeout (retrying later may work), 500 otherwise.
     ///
     /// ```
     /// let e = session_core::Error::Timeout { op: "load", after: std::time::Duration::from_secs(1) };

@@ -18,8 +18,9 @@ use crate::transport::{self, HeaderUpdate, SetCookie};
 /// Owns the store, the configuration and the clock; hands each request a
 /// [`Session`]. Cloning is cheap (one `Arc`).
 ///
-/// Framework adapters call [`Manager::session_from_cookies`] before the
-/// handler and [`Session::commit`] after it. Applications use the manager
+/// Framework adapters call [`Manager::session_from_request`] before the
+/// handler and [`Session::commit`] (through [`Session::commit_after`] where
+/// the framework allows) after it. Applications use the manager
 /// directly for cross-session work such as [`Manager::destroy_all_of`].
 ///
 /// ```

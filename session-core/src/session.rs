@@ -695,8 +695,9 @@ impl Session {
     /// `None` returns to the configured lifetime.
     ///
     /// # Errors
-    /// [`Error::Invalid`] for a lifetime without any timeout or with one over
-    /// 400 days, or a store error on first use.
+    /// [`Error::Invalid`] for a lifetime without any timeout or with one
+    /// shorter than a second or longer than 400 days, or a store error on
+    /// first use.
     pub async fn set_lifetime(&self, lifetime: Option<Lifetime>) -> Result<()> {
         if let Some(l) = &lifetime {
             validate_lifetime(l).map_err(Error::Invalid)?;

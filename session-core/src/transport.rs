@@ -29,7 +29,7 @@ pub enum SetCookie {
 }
 
 impl SetCookie {
-    /// Whether the response must carry a `Set-Cookie` (or header) at all.
+    /// Whether nothing needs to be sent: no `Set-Cookie` (or id header).
     pub fn is_unchanged(&self) -> bool {
         matches!(self, Self::Unchanged)
     }

@@ -244,7 +244,7 @@ impl IntoResponse for MissingLayer {
 }
 
 /// A [`session_core::Error`] as a handler error: logs it and answers a bare
-/// `500 Internal Server Error` (`503` for a store that is down or slow),
+/// `500 Internal Server Error` (`503` for a store error or timeout),
 /// never exposing the error in the body.
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
