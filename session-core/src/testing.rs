@@ -55,6 +55,8 @@ struct Counters {
     touch: AtomicU64,
     delete: AtomicU64,
     other: AtomicU64,
+    /// Whether a fault is set: calls skip the fault lock while none is.
+    faulty: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -134,12 +136,19 @@ impl<S: Store> Instrumented<S> {
 
     /// Makes every call fail with this kind of error (`None`: stop failing).
     pub fn fail_with(&self, kind: Option<StoreErrorKind>) {
-        self.faults().error = kind;
+        self.set_faults(|f| f.error = kind);
     }
 
     /// Delays every call by this long (`None`: no delay).
     pub fn delay(&self, delay: Option<Duration>) {
-        self.faults().delay = delay;
+        self.set_faults(|f| f.delay = delay);
+    }
+
+    fn set_faults(&self, change: impl FnOnce(&mut Faults)) {
+        let mut faults = self.faults();
+        change(&mut faults);
+        let faulty = faults.error.is_some() || faults.delay.is_some();
+        self.counters.faulty.store(faulty, Ordering::SeqCst);
     }
 
     fn faults(&self) -> MutexGuard<'_, Faults> {
@@ -148,6 +157,9 @@ impl<S: Store> Instrumented<S> {
 
     async fn enter(&self, counter: &AtomicU64) -> Result<(), StoreError> {
         counter.fetch_add(1, Ordering::SeqCst);
+        if !self.counters.faulty.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         let faults = self.faults().clone();
         if let Some(d) = faults.delay {
             tokio::time::sleep(d).await;
