@@ -17,9 +17,10 @@
 //!
 //! # Layout
 //!
-//! Each session is one hash under `{prefix}{record id}`: `d` the encoded
-//! [`Record`], `v` its version, `e` its deadline (ms since the epoch), `o` its
-//! owner. Redis expires it by itself (`PEXPIREAT`); nothing needs sweeping.
+//! Each session is one string under `{prefix}{record id}`: a short header (its
+//! version, its deadline in ms since the epoch, its owner) followed by the
+//! encoded [`Record`]. Redis expires it by itself (`PXAT`); nothing needs
+//! sweeping.
 //! Each owner has a sorted set `{prefix}owner:{sha256(owner)}` of record ids
 //! scored by their deadlines, pruned of expired entries on every write and
 //! expiring with its last session, so the index never grows with dead
@@ -27,18 +28,24 @@
 //!
 //! # Round trips
 //!
-//! * `load`: one `HMGET`.
-//! * `create`, `save`, `touch`: one server-side script each, atomic on the
-//!   session's key (`save` is the compare-and-set on the version). A session
-//!   with an owner also updates the owner's index with a second command sent
-//!   at the same time (one round trip of latency); the index only ever holds
-//!   an upper bound of each deadline, so it never hides a live session.
-//! * `delete`: one script, plus removing the id from the owner's index.
+//! * `load`: one `GET`.
+//! * `create`: one `SET … NX PXAT`.
+//! * `save`, `touch`: one server-side script each, atomic on the session's
+//!   key (`save` is the compare-and-set on the version, `touch` rewrites the
+//!   deadline with `SETRANGE`).
+//! * `delete`: one `GETDEL`.
 //!
-//! Every script touches a single key, so everything works unchanged on Redis
-//! Cluster: no multi-key command, no hash tags to get right.
+//! A session with an owner also updates the owner's index with a second
+//! command, sent at the same time as a create, save or touch (one round trip
+//! of latency) and after a delete; the index only ever holds an upper bound
+//! of each deadline, so it never hides a live session.
 //!
-//! Requires Redis 6.2 or later (`ZADD GT`).
+//! Every command and script touches a single key, so everything works
+//! unchanged on Redis Cluster: no multi-key command, no hash tags to get
+//! right. A key in the prefix that does not hold a string (a session written
+//! by a release that kept hashes, say) reads as no session.
+//!
+//! Requires Redis 6.2 or later (`GETDEL`, `PXAT`, `ZADD GT`).
 
 use std::fmt;
 use std::sync::LazyLock;
@@ -51,6 +58,9 @@ use redis::{Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
 use session_core::{Created, Record, RecordId, Saved, Store, StoreError, StoreErrorKind};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
+
+mod value;
+use value::millis;
 
 /// How long a connection waits for a reply before giving up on it: the
 /// manager's default store timeout, which answers requests first when it is
@@ -168,66 +178,44 @@ impl fmt::Debug for RedisStore {
     }
 }
 
-static CREATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'v', ARGV[1], 'd', ARGV[2], 'e', ARGV[3])
-if ARGV[4] == '1' then redis.call('HSET', KEYS[1], 'o', ARGV[5]) end
-redis.call('PEXPIREAT', KEYS[1], ARGV[3])
-return 1
-",
-    )
-});
-
+/// The compare-and-set: replaces the value if its version is `ARGV[1]`;
+/// answers `{status, previous owner}` (0 missing, 1 conflict, 2 saved).
 static SAVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local cur = redis.call('HMGET', KEYS[1], 'v', 'o')
-if not cur[1] then return {0, 0, ''} end
-if cur[1] ~= ARGV[1] then return {1, 0, ''} end
-redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3], 'e', ARGV[4])
-if ARGV[5] == '1' then
-  redis.call('HSET', KEYS[1], 'o', ARGV[6])
-else
-  redis.call('HDEL', KEYS[1], 'o')
-end
-redis.call('PEXPIREAT', KEYS[1], ARGV[4])
-if cur[2] then return {2, 1, cur[2]} end
-return {2, 0, ''}
+local cur = redis.call('GET', KEYS[1])
+if not cur then return {0, ''} end
+if string.sub(cur, 1, 8) ~= ARGV[1] then return {1, ''} end
+local n = string.byte(cur, 17) * 256 + string.byte(cur, 18)
+redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
+return {2, string.sub(cur, 19, 18 + n)}
 ",
     )
 });
 
+/// Moves the deadline, in the header and for Redis's own expiry.
 static TOUCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'e', ARGV[1])
-redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+redis.call('SETRANGE', KEYS[1], 8, ARGV[1])
+redis.call('PEXPIREAT', KEYS[1], ARGV[2])
 return 1
 ",
     )
 });
 
-static DELETE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local o = redis.call('HGET', KEYS[1], 'o')
-redis.call('DEL', KEYS[1])
-return o
-",
-    )
-});
-
+/// Deletes the session if its owner is `ARGV[1]`; a key that holds no
+/// session value is left alone (it reads as no session anyway).
 static DELETE_IF_OWNER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if redis.call('HGET', KEYS[1], 'o') == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  return 1
-end
-return 0
+local cur = redis.pcall('GET', KEYS[1])
+if type(cur) ~= 'string' or #cur < 18 then return 0 end
+local n = string.byte(cur, 17) * 256 + string.byte(cur, 18)
+if string.sub(cur, 19, 18 + n) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
 ",
     )
 });
@@ -254,10 +242,6 @@ fn manager_config() -> ConnectionManagerConfig {
         .set_response_timeout(Some(RESPONSE_TIMEOUT))
         .set_number_of_retries(2)
         .set_max_delay(std::time::Duration::from_millis(500))
-}
-
-fn millis(t: OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 fn now_ms() -> i64 {
@@ -411,90 +395,62 @@ impl RedisStore {
         Ok(())
     }
 
-    fn encode(record: &Record) -> Result<Vec<u8>, StoreError> {
-        record
-            .to_bytes()
-            .map_err(|e| StoreError::new(StoreErrorKind::Other, e))
+    /// The value under `id`'s key; a key holding something else than a
+    /// string (not written by this release) is no session.
+    async fn value(&self, id: &RecordId, op: &'static str) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut conn = self.conn.clone();
+        let key = self.key(id);
+        // Sized up front: building the command reallocates nothing.
+        let mut cmd = redis::Cmd::with_capacity(2, 3 + key.len());
+        match cmd.arg("GET").arg(key).query_async(&mut conn).await {
+            Ok(value) => Ok(value),
+            Err(e) if is_wrong_type(&e) => {
+                tracing::warn!(id = %id.short(), "session key holds no string; treating it as no session");
+                Ok(None)
+            }
+            Err(e) => Err(command(op)(e)),
+        }
     }
 
-    /// The owner stored in a session's hash.
+    /// The owner stored with a session.
     async fn owner_of(&self, id: &RecordId) -> Result<Option<String>, StoreError> {
-        let mut conn = self.conn.clone();
-        redis::cmd("HGET")
-            .arg(self.key(id))
-            .arg("o")
-            .query_async(&mut conn)
-            .await
-            .map_err(command("read owner"))
+        Ok(self
+            .value(id, "read owner")
+            .await?
+            .as_deref()
+            .and_then(value::owner))
     }
 }
 
-/// Decodes what `HMGET d e` returned; `None` (logged) for anything that is not
-/// a live record with this id.
-fn decode(id: &RecordId, data: Option<Vec<u8>>, expires: Option<Vec<u8>>) -> Option<Record> {
-    let data = data?;
-    let corrupted = |why: &dyn fmt::Display| {
-        tracing::warn!(id = %id.short(), %why, "undecodable session record in Redis; treating it as no session");
-        None
-    };
-    let mut record = match Record::from_bytes(&data) {
-        Ok(r) => r,
-        Err(e) => return corrupted(&e),
-    };
-    if record.id != *id {
-        return corrupted(&"record id does not match its key");
-    }
-    let Some(ms) = expires
-        .as_deref()
-        .and_then(|e| std::str::from_utf8(e).ok())
-        .and_then(|e| e.parse::<i64>().ok())
-    else {
-        return corrupted(&"missing or malformed deadline");
-    };
-    let Ok(expires_at) = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-    else {
-        return corrupted(&"deadline out of range");
-    };
-    record.expires_at = expires_at;
-    (ms > now_ms()).then_some(record)
+fn is_wrong_type(e: &RedisError) -> bool {
+    e.code() == Some("WRONGTYPE")
 }
 
 #[async_trait]
 impl Store for RedisStore {
     async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
-        let mut conn = self.conn.clone();
-        let key = self.key(id);
-        // Sized up front: building the command reallocates nothing.
-        let mut cmd = redis::Cmd::with_capacity(4, 5 + key.len() + 2);
-        let (data, expires): (Option<Vec<u8>>, Option<Vec<u8>>) = cmd
-            .arg("HMGET")
-            .arg(key)
-            .arg("d")
-            .arg("e")
-            .query_async(&mut conn)
-            .await
-            .map_err(command("load"))?;
-        Ok(decode(id, data, expires))
+        Ok(self
+            .value(id, "load")
+            .await?
+            .and_then(|v| value::decode(id, &v, now_ms())))
     }
 
     async fn create(&self, record: &Record) -> Result<Created, StoreError> {
-        let data = Self::encode(record)?;
+        let data = value::encode(record)?;
         let expires = millis(record.expires_at);
         let mut conn = self.conn.clone();
-        let mut invocation = CREATE.key(self.key(&record.id));
-        invocation
-            .arg(record.version)
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key(&record.id))
             .arg(data)
-            .arg(expires)
-            .arg(if record.owner.is_some() { "1" } else { "0" })
-            .arg(record.owner.as_deref().unwrap_or(""));
+            .arg("NX")
+            .arg("PXAT")
+            .arg(expires);
         let create = async {
-            invocation
-                .invoke_async::<i64>(&mut conn)
+            cmd.query_async::<Value>(&mut conn)
                 .await
                 .map_err(command("create"))
         };
-        let created = match &record.owner {
+        let reply = match &record.owner {
             // Index first (concurrently): an index entry without a record is
             // harmless, a record missing from its owner's index is not.
             Some(owner) => {
@@ -506,32 +462,30 @@ impl Store for RedisStore {
             }
             None => create.await?,
         };
-        Ok(if created == 1 {
-            Created::Created
-        } else {
+        // `NX`: nil when the key exists.
+        Ok(if reply == Value::Nil {
             Created::IdTaken
+        } else {
+            Created::Created
         })
     }
 
     async fn save(&self, record: &Record, expected_version: u64) -> Result<Saved, StoreError> {
-        let data = Self::encode(record)?;
+        let data = value::encode(record)?;
         let expires = millis(record.expires_at);
         let mut conn = self.conn.clone();
         let mut invocation = SAVE.key(self.key(&record.id));
         invocation
-            .arg(expected_version)
-            .arg(record.version)
+            .arg(&value::version_bytes(expected_version)[..])
             .arg(data)
-            .arg(expires)
-            .arg(if record.owner.is_some() { "1" } else { "0" })
-            .arg(record.owner.as_deref().unwrap_or(""));
+            .arg(expires);
         let save = async {
             invocation
-                .invoke_async::<(i64, i64, String)>(&mut conn)
+                .invoke_async::<(i64, String)>(&mut conn)
                 .await
                 .map_err(command("save"))
         };
-        let (status, had_owner, old_owner) = match &record.owner {
+        let (status, old_owner) = match &record.owner {
             Some(owner) => {
                 let (index, saved) =
                     futures_util::future::join(self.index(owner, &record.id, expires), save).await;
@@ -544,7 +498,7 @@ impl Store for RedisStore {
             0 => Ok(Saved::Missing),
             1 => Ok(Saved::Conflict),
             _ => {
-                if had_owner == 1 && record.owner.as_deref() != Some(old_owner.as_str()) {
+                if !old_owner.is_empty() && record.owner.as_deref() != Some(old_owner.as_str()) {
                     self.unindex(&old_owner, &record.id).await?;
                 }
                 Ok(Saved::Saved)
@@ -561,7 +515,9 @@ impl Store for RedisStore {
         let expires = millis(expires_at);
         let mut conn = self.conn.clone();
         let mut invocation = TOUCH.key(self.key(id));
-        invocation.arg(expires);
+        invocation
+            .arg(&value::deadline_bytes(expires_at)[..])
+            .arg(expires);
         let touch = async {
             invocation
                 .invoke_async::<i64>(&mut conn)
@@ -582,12 +538,22 @@ impl Store for RedisStore {
 
     async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let owner: Option<String> = DELETE
-            .key(self.key(id))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(command("delete"))?;
-        if let Some(owner) = owner {
+        let key = self.key(id);
+        let removed: Option<Vec<u8>> =
+            match redis::cmd("GETDEL").arg(&key).query_async(&mut conn).await {
+                Ok(removed) => removed,
+                // Not a session this release wrote: remove it all the same.
+                Err(e) if is_wrong_type(&e) => {
+                    let _: i64 = redis::cmd("DEL")
+                        .arg(&key)
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(command("delete"))?;
+                    None
+                }
+                Err(e) => return Err(command("delete")(e)),
+            };
+        if let Some(owner) = removed.as_deref().and_then(value::owner) {
             self.unindex(&owner, id).await?;
         }
         Ok(())

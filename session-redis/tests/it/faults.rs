@@ -116,28 +116,42 @@ async fn an_undecodable_record_is_no_session() {
         .await
         .expect("raw connection");
     let key = format!("{prefix}{rid}");
-    let _: () = redis::cmd("HSET")
+    let _: () = redis::cmd("SET")
         .arg(&key)
-        .arg("d")
         .arg(b"\xc1 not a record".as_slice())
         .query_async(&mut raw)
         .await
         .expect("corrupt it");
     assert_eq!(store.load(&rid).await.expect("load"), None);
     assert_eq!(name(&m, &cookie).await.expect("load"), "");
-    // A garbage deadline is no session either.
+    // A key of another type (a hash, as an older release wrote) is no
+    // session either, and can still be deleted.
     let cookie = stored(&m).await;
     let rid = session_core::Id::parse(cookie.split_once('=').expect("pair").1)
         .expect("id")
         .record_id();
-    let _: () = redis::cmd("HSET")
-        .arg(format!("{prefix}{rid}"))
-        .arg("e")
-        .arg("soon")
+    let key = format!("{prefix}{rid}");
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
         .query_async(&mut raw)
         .await
-        .expect("corrupt it");
+        .expect("clear it");
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("d")
+        .arg("x")
+        .query_async(&mut raw)
+        .await
+        .expect("write a hash");
     assert_eq!(store.load(&rid).await.expect("load"), None);
+    assert_eq!(name(&m, &cookie).await.expect("load"), "");
+    store.delete(&rid).await.expect("delete a foreign key");
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(&key)
+        .query_async(&mut raw)
+        .await
+        .expect("exists");
+    assert_eq!(exists, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,167 @@
+//! The string a session is kept in: a fixed header the server-side scripts
+//! read with `string.sub` (and `touch` rewrites with `SETRANGE`), then the
+//! encoded [`Record`].
+//!
+//! Layout: the version (`u64`, big-endian), the deadline (unix milliseconds,
+//! `i64`, big-endian), the owner's length (`u16`, big-endian, `0` for none),
+//! the owner's UTF-8 bytes, then [`Record::to_bytes`]. The header's deadline
+//! is the one that counts (a touch rewrites only those eight bytes); its
+//! version and owner repeat the record's, for the scripts.
+
+use session_core::{Record, RecordId, StoreError, StoreErrorKind};
+use time::OffsetDateTime;
+
+/// Where the deadline starts: the offset `touch` passes to `SETRANGE`.
+pub(crate) const DEADLINE_AT: usize = 8;
+const OWNER_LEN_AT: usize = 16;
+const OWNER_AT: usize = 18;
+
+pub(crate) fn millis(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// The version as the header holds it, for the compare-and-set script.
+pub(crate) fn version_bytes(version: u64) -> [u8; 8] {
+    version.to_be_bytes()
+}
+
+/// The deadline as the header holds it, for `touch`.
+pub(crate) fn deadline_bytes(expires_at: OffsetDateTime) -> [u8; 8] {
+    millis(expires_at).to_be_bytes()
+}
+
+/// Encodes `record` with its header.
+///
+/// # Errors
+/// [`StoreErrorKind::Rejected`] if the record does not encode or its owner is
+/// longer than 65 535 bytes (the manager accepts at most 512).
+pub(crate) fn encode(record: &Record) -> Result<Vec<u8>, StoreError> {
+    let rejected = |m: String| StoreError::new(StoreErrorKind::Rejected, m);
+    let body = record.to_bytes().map_err(|e| rejected(e.to_string()))?;
+    let owner = record.owner.as_deref().unwrap_or("").as_bytes();
+    let owner_len = u16::try_from(owner.len())
+        .map_err(|_| rejected(format!("owner of {} bytes is too long", owner.len())))?;
+    let mut value = Vec::with_capacity(OWNER_AT + owner.len() + body.len());
+    value.extend_from_slice(&version_bytes(record.version));
+    value.extend_from_slice(&deadline_bytes(record.expires_at));
+    value.extend_from_slice(&owner_len.to_be_bytes());
+    value.extend_from_slice(owner);
+    value.extend_from_slice(&body);
+    Ok(value)
+}
+
+fn word(value: &[u8], at: usize) -> Option<[u8; 8]> {
+    value.get(at..at + 8)?.try_into().ok()
+}
+
+/// The owner's bytes and where the record starts, if the header is whole.
+fn owner_span(value: &[u8]) -> Option<(&[u8], usize)> {
+    let len = value.get(OWNER_LEN_AT..OWNER_AT)?;
+    let end = OWNER_AT + usize::from(u16::from_be_bytes([len[0], len[1]]));
+    Some((value.get(OWNER_AT..end)?, end))
+}
+
+/// The owner a stored value names, if any.
+pub(crate) fn owner(value: &[u8]) -> Option<String> {
+    let (owner, _) = owner_span(value)?;
+    let owner = std::str::from_utf8(owner).ok()?;
+    (!owner.is_empty()).then(|| owner.to_owned())
+}
+
+/// Decodes a stored value: the live record with id `id` it holds at
+/// `now_ms`, or `None` (logged when it is not a record at all).
+pub(crate) fn decode(id: &RecordId, value: &[u8], now_ms: i64) -> Option<Record> {
+    let corrupted = |why: &dyn std::fmt::Display| {
+        tracing::warn!(id = %id.short(), %why, "undecodable session record in Redis; treating it as no session");
+        None
+    };
+    let (Some(version), Some(deadline), Some((_, body_at))) =
+        (word(value, 0), word(value, DEADLINE_AT), owner_span(value))
+    else {
+        return corrupted(&"truncated header");
+    };
+    let mut record = match Record::from_bytes(&value[body_at..]) {
+        Ok(r) => r,
+        Err(e) => return corrupted(&e),
+    };
+    if record.id != *id {
+        return corrupted(&"record id does not match its key");
+    }
+    if record.version != u64::from_be_bytes(version) {
+        return corrupted(&"header and record disagree on the version");
+    }
+    let ms = i64::from_be_bytes(deadline);
+    let Ok(expires_at) = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+    else {
+        return corrupted(&"deadline out of range");
+    };
+    record.expires_at = expires_at;
+    (ms > now_ms).then_some(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use session_core::Id;
+
+    fn sample(owner: Option<&str>) -> Record {
+        let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let mut r = Record::new(
+            Id::generate().unwrap().record_id(),
+            now,
+            now + time::Duration::hours(1),
+        );
+        r.version = 7;
+        r.owner = owner.map(str::to_owned);
+        r.data.insert("n".into(), vec![1, 2, 3]);
+        r
+    }
+
+    #[test]
+    fn round_trips_with_and_without_an_owner() {
+        for o in [None, Some("alice"), Some("ü")] {
+            let r = sample(o);
+            let v = encode(&r).unwrap();
+            assert_eq!(decode(&r.id, &v, millis(r.created_at)), Some(r.clone()));
+            assert_eq!(owner(&v).as_deref(), o);
+            assert_eq!(&v[..8], &version_bytes(7));
+        }
+    }
+
+    #[test]
+    fn the_header_deadline_counts_and_expired_is_none() {
+        let r = sample(None);
+        let mut v = encode(&r).unwrap();
+        let later = r.expires_at + time::Duration::hours(2);
+        v[DEADLINE_AT..DEADLINE_AT + 8].copy_from_slice(&deadline_bytes(later));
+        let back = decode(&r.id, &v, millis(r.expires_at)).unwrap();
+        assert_eq!(back.expires_at, later);
+        assert_eq!(decode(&r.id, &v, millis(later)), None);
+    }
+
+    #[test]
+    fn damaged_values_are_no_session_never_a_panic() {
+        let r = sample(Some("alice"));
+        let v = encode(&r).unwrap();
+        let now = millis(r.created_at);
+        for cut in 0..v.len() {
+            assert_eq!(decode(&r.id, &v[..cut], now), None, "cut at {cut}");
+            let _ = owner(&v[..cut]);
+        }
+        let other = Id::generate().unwrap().record_id();
+        assert_eq!(decode(&other, &v, now), None);
+        let mut wrong_version = v.clone();
+        wrong_version[..8].copy_from_slice(&version_bytes(8));
+        assert_eq!(decode(&r.id, &wrong_version, now), None);
+        let mut long_owner = v;
+        long_owner[OWNER_LEN_AT..OWNER_AT].copy_from_slice(&u16::MAX.to_be_bytes());
+        assert_eq!(decode(&r.id, &long_owner, now), None);
+        assert_eq!(owner(&long_owner), None);
+    }
+
+    #[test]
+    fn an_oversized_owner_is_refused() {
+        let r = sample(Some(&"x".repeat(70_000)));
+        assert!(encode(&r).is_err());
+    }
+}
