@@ -105,15 +105,9 @@ mod tests {
     use session_core::Id;
 
     fn sample(owner: Option<&str>) -> Record {
-        let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
-        let mut r = Record::new(
-            Id::generate().unwrap().record_id(),
-            now,
-            now + time::Duration::hours(1),
-        );
+        let mut r = session_core::testing::sample_record();
         r.version = 7;
         r.owner = owner.map(str::to_owned);
-        r.data.insert("n".into(), vec![1, 2, 3]);
         r
     }
 
