@@ -1,4 +1,4 @@
-//! The Iris sessions demo on actix-web: `cargo run -p session-actix --example demo`.
+//! The Iris sessions demo on actix-web: `cargo run -p session-actix --example actix_demo`.
 //!
 //! Configured by `PORT`, `SESSION_STORE`, `SESSION_SECURE`,
 //! `SESSION_IDLE_TIMEOUT` and `SESSION_ABSOLUTE_TIMEOUT`; see the

@@ -1,4 +1,4 @@
-//! The Iris sessions demo on Rocket: `cargo run -p session-rocket --example demo`.
+//! The Iris sessions demo on Rocket: `cargo run -p session-rocket --example rocket_demo`.
 //!
 //! Configured by `PORT`, `SESSION_STORE`, `SESSION_SECURE`,
 //! `SESSION_IDLE_TIMEOUT` and `SESSION_ABSOLUTE_TIMEOUT`; see the
