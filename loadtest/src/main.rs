@@ -7,7 +7,8 @@
 //! session-loadtest cleanup
 //! ```
 //!
-//! Variants: `axum-bare`, `axum-ours-{memory,redis,postgres,sled}`,
+//! Variants: `axum-bare`, `axum-layered` (bare with a layer that does
+//! nothing), `axum-ours-{memory,redis,postgres,sled}`,
 //! `axum-tower-{memory,redis,postgres}`, `actix-bare`,
 //! `actix-ours-{memory,redis,postgres,sled}`, `actix-session-{cookie,redis}`.
 //!
@@ -495,10 +496,17 @@ mod axum_server {
     }
 
     pub(crate) async fn serve(variant: &str, addr: SocketAddr) -> Result<(), String> {
-        if variant == "bare" {
+        if variant == "bare" || variant == "layered" {
             let app = Router::new()
                 .route("/plain", get(|| async { "ok" }))
                 .route("/stats", get(|| async { "{}" }));
+            // `layered`: a layer that does nothing, to show what axum itself
+            // charges for layering a router (every session layer pays it).
+            let app = if variant == "layered" {
+                app.layer(tower_layer::Identity::new())
+            } else {
+                app
+            };
             return run(app, addr).await;
         }
         if let Some(kind) = variant.strip_prefix("ours-") {

@@ -31,6 +31,8 @@ const CASES: &[(&str, &str)] = &[
     ("axum-tower-memory", "/write"),
     ("axum-ours-redis", "/read"),
     ("axum-tower-redis", "/read"),
+    // Added in session 5; earlier rows have no cell for it.
+    ("axum-layered", "/plain"),
 ];
 
 const START: &str = "<!-- profile:start -->";
