@@ -1388,6 +1388,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_read_reads_the_clock_once() {
+        #[derive(Debug)]
+        struct Counting(ManualClock, Arc<std::sync::atomic::AtomicUsize>);
+        impl crate::Clock for Counting {
+            fn now(&self) -> OffsetDateTime {
+                self.1.fetch_add(1, Ordering::SeqCst);
+                self.0.now()
+            }
+        }
+        let f = fixture();
+        let cookie = f.stored().await;
+        let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let manager = f
+            .manager
+            .clone()
+            .with_clock(Counting(f.clock.clone(), reads.clone()));
+        let s = manager.session_from_cookies(Some(format!("session={cookie}").as_str()));
+        assert_eq!(s.get_string("name").await.unwrap(), "iris");
+        assert_eq!(s.commit_without_store(), Some(SetCookie::Unchanged));
+        // The time taken at load also decides that no touch is due.
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
     async fn a_read_after_the_touch_interval_costs_one_touch() {
         let f = fixture();
         let cookie = f.stored().await;
