@@ -658,6 +658,26 @@ fn write_report(
             );
         }
     }
+    // How steady the machine was: the same bare server, run after run.
+    let spread: Vec<String> = ["axum-bare", "actix-bare"]
+        .iter()
+        .filter_map(|v| {
+            let rps: Vec<f64> = results
+                .get(&((*v).to_owned(), "plain".to_owned()))?
+                .iter()
+                .map(|f| f.rps)
+                .collect();
+            let lo = rps.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = rps.iter().copied().fold(0.0, f64::max);
+            Some(format!("`{v}` {lo:.0} to {hi:.0} req/s"))
+        })
+        .collect();
+    let _ = writeln!(
+        table,
+        "\nThe same bare servers ranged over the runs from {}: differences between variants\n\
+         smaller than that spread are noise of this machine, not of the code.",
+        spread.join(" and ")
+    );
     let cmd = format!("cargo xtask bench load --seconds {seconds} --runs {runs}");
     let report = format!(
         "# Benchmarks\n\n\
