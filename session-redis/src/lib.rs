@@ -397,7 +397,7 @@ impl RedisStore {
 
     /// The value under `id`'s key; a key holding something else than a
     /// string (not written by this release) is no session.
-    async fn value(&self, id: &RecordId, op: &'static str) -> Result<Option<Vec<u8>>, StoreError> {
+    async fn fetch(&self, id: &RecordId, op: &'static str) -> Result<Option<Vec<u8>>, StoreError> {
         let mut conn = self.conn.clone();
         let key = self.key(id);
         // Sized up front: building the command reallocates nothing.
@@ -415,7 +415,7 @@ impl RedisStore {
     /// The owner stored with a session.
     async fn owner_of(&self, id: &RecordId) -> Result<Option<String>, StoreError> {
         Ok(self
-            .value(id, "read owner")
+            .fetch(id, "read owner")
             .await?
             .as_deref()
             .and_then(value::owner))
@@ -430,7 +430,7 @@ fn is_wrong_type(e: &RedisError) -> bool {
 impl Store for RedisStore {
     async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
         Ok(self
-            .value(id, "load")
+            .fetch(id, "load")
             .await?
             .and_then(|v| value::decode(id, &v, now_ms())))
     }
