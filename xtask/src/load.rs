@@ -474,7 +474,7 @@ What changed in `session 5`:
   the record) instead of a hash: a load is a `GET` instead of an `HMGET` (our server's
   instructions per Redis read, 43.9k to 39.9k), a create is a `SET … NX PXAT` instead of
   a Lua script (Redis's own work: `redis-benchmark` here ran 27k scripted creates/s
-  against 41k `SET NX PXAT`/s), and Redis holds 308 bytes per session instead of 533
+  against 41k `SET NX PXAT`/s), and Redis holds about 309 bytes per session instead of 533
   (bytes table).
 * `axum-layered`, bare axum with a layer that does nothing, measures what axum charges
   for layering a router: the part of `plain`'s gap that no session layer can remove.
