@@ -472,7 +472,7 @@ What changed in `session 5`:
   lock on every call.
 * Redis keeps a session as one string (a header with version, deadline and owner, then
   the record) instead of a hash: a load is a `GET` instead of an `HMGET` (our server's
-  instructions per Redis read, 43.9k to 39.9k), a create is a `SET … NX PXAT` instead of
+  instructions per Redis read, 43.9k to 40.1k), a create is a `SET … NX PXAT` instead of
   a Lua script (Redis's own work: `redis-benchmark` here ran 27k scripted creates/s
   against 41k `SET NX PXAT`/s), and Redis holds about 309 bytes per session instead of 533
   (bytes table).
@@ -670,13 +670,7 @@ fn write_report(
     let spread: Vec<String> = ["axum-bare", "actix-bare"]
         .iter()
         .filter_map(|v| {
-            let rps: Vec<f64> = results
-                .get(&((*v).to_owned(), "plain".to_owned()))?
-                .iter()
-                .map(|f| f.rps)
-                .collect();
-            let lo = rps.iter().copied().fold(f64::INFINITY, f64::min);
-            let hi = rps.iter().copied().fold(0.0, f64::max);
+            let (lo, hi) = rps_range(results.get(&((*v).to_owned(), "plain".to_owned()))?);
             Some(format!("`{v}` {lo:.0} to {hi:.0} req/s"))
         })
         .collect();
