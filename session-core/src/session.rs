@@ -200,9 +200,7 @@ impl Session {
         if let Some(id) = state.incoming.clone() {
             let rid = id.record_id();
             let found = manager.call("load", manager.inner.store.load(&rid)).await?;
-            let now = manager.now();
-            state.now = Some(now);
-            let live = found.filter(|r| r.id == rid && self.is_live(r, now));
+            let live = self.live_now(state, found, rid);
             observe::loaded(&rid, live.is_some());
             if let Some(record) = live {
                 Self::adopt(state, id, record);
@@ -210,6 +208,14 @@ impl Session {
         }
         state.loaded = true;
         Ok(())
+    }
+
+    /// What a load of record `rid` found, if it is that record and live now;
+    /// the time read here becomes the request's time.
+    fn live_now(&self, state: &mut State, found: Option<Record>, rid: RecordId) -> Option<Record> {
+        let now = self.manager().now();
+        state.now = Some(now);
+        found.filter(|r| r.id == rid && self.is_live(r, now))
     }
 
     /// Takes `record` (the live record of `id`) as this request's copy.
@@ -594,9 +600,7 @@ impl Session {
         }
         let manager = self.manager();
         let found = manager.call("load", manager.inner.store.load(&rid)).await?;
-        let now = manager.now();
-        state.now = Some(now);
-        let live = found.filter(|r| r.id == rid && self.is_live(r, now));
+        let live = self.live_now(state, found, rid);
         if !state.loaded {
             observe::loaded(&rid, live.is_some());
             if live.is_none() {
