@@ -16,7 +16,8 @@
 //! local server (`cargo xtask bench load` empties it before and after);
 //! PostgreSQL variants use `DATABASE_URL_POSTGRES`.
 //!
-//! Routes (GET): `/plain` never touches the session; `/new` stores a counter
+//! Routes (GET): `/plain` never touches the session (its handler takes no
+//! session argument, like a static or health route behind the layer); `/new` stores a counter
 //! at 0 in a new session; `/read` reads it; `/write` increments it and
 //! answers the new value; `/count` reads it for the final check; `/stats`
 //! answers our store's call counts (`{}` for the others); `/writes` answers
@@ -523,7 +524,7 @@ mod axum_server {
         let (store, counts) = crate::our_store(kind).await?;
         let manager = crate::manager(store);
         let app = Router::new()
-            .route("/plain", get(|_s: Session| async { "ok" }))
+            .route("/plain", get(|| async { "ok" }))
             .route(
                 "/new",
                 get(|s: Session| async move {
@@ -577,7 +578,7 @@ mod axum_server {
         use tower_sessions::{Session, SessionManagerLayer, SessionStore};
         fn app<S: SessionStore + Clone>(store: S) -> Router {
             Router::new()
-                .route("/plain", get(|_s: Session| async { "ok" }))
+                .route("/plain", get(|| async { "ok" }))
                 .route(
                     "/new",
                     get(|s: Session| async move {
@@ -710,7 +711,7 @@ mod actix_server {
             };
             App::new()
                 .wrap(SessionMiddleware::new(manager))
-                .route("/plain", web::get().to(|_s: Session| async { "ok" }))
+                .route("/plain", web::get().to(|| async { "ok" }))
                 .route(
                     "/new",
                     web::get().to(|s: Session| async move {
@@ -773,7 +774,7 @@ mod actix_server {
         use actix_web::cookie::Key;
 
         fn routes(cfg: &mut web::ServiceConfig) {
-            cfg.route("/plain", web::get().to(|_s: Session| async { "ok" }))
+            cfg.route("/plain", web::get().to(|| async { "ok" }))
                 .route(
                     "/new",
                     web::get().to(|s: Session| async move {

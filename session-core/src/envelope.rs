@@ -69,10 +69,16 @@ fn take<'a>(rd: &mut &'a [u8], n: u32) -> Result<&'a [u8], RecordDecodeError> {
     Ok(head)
 }
 
+/// A MessagePack string's bytes, not checked for UTF-8: the record's field
+/// names are compared as bytes.
+fn raw_str<'a>(rd: &mut &'a [u8]) -> Result<&'a [u8], RecordDecodeError> {
+    let n = decode::read_str_len(rd).map_err(invalid)?;
+    take(rd, n)
+}
+
+/// A MessagePack string (a data key or the owner), checked for UTF-8.
 fn key<'a>(rd: &mut &'a [u8]) -> Result<&'a str, RecordDecodeError> {
-    let (key, rest) = decode::read_str_from_slice(*rd).map_err(invalid)?;
-    *rd = rest;
-    Ok(key)
+    std::str::from_utf8(raw_str(rd)?).map_err(invalid)
 }
 
 fn bin<'a>(rd: &mut &'a [u8]) -> Result<&'a [u8], RecordDecodeError> {
@@ -115,21 +121,21 @@ pub(crate) fn decode(mut rd: &[u8]) -> Result<Record, RecordDecodeError> {
     let mut owner = None;
     let mut lifetime: Option<Lifetime> = None;
     for _ in 0..fields {
-        match key(rd)? {
-            "f" => format = Some(decode::read_int::<u8, _>(rd).map_err(invalid)?),
-            "i" => {
+        match raw_str(rd)? {
+            b"f" => format = Some(decode::read_int::<u8, _>(rd).map_err(invalid)?),
+            b"i" => {
                 let bytes: [u8; 32] = bin(rd)?
                     .try_into()
                     .map_err(|_| invalid("record id is not 32 bytes"))?;
                 id = Some(RecordId::from_bytes(bytes));
             }
-            "d" => values = data(rd)?,
-            "c" => created = Some(decode::read_int::<i64, _>(rd).map_err(invalid)?),
-            "e" => expires = Some(decode::read_int::<i64, _>(rd).map_err(invalid)?),
-            "v" if !nil(rd) => version = decode::read_int::<u64, _>(rd).map_err(invalid)?,
-            "o" if !nil(rd) => owner = Some(key(rd)?.to_owned()),
-            "l" if !nil(rd) => lifetime = Some(rmp_serde::from_read(&mut *rd).map_err(invalid)?),
-            "v" | "o" | "l" => {}
+            b"d" => values = data(rd)?,
+            b"c" => created = Some(decode::read_int::<i64, _>(rd).map_err(invalid)?),
+            b"e" => expires = Some(decode::read_int::<i64, _>(rd).map_err(invalid)?),
+            b"v" if !nil(rd) => version = decode::read_int::<u64, _>(rd).map_err(invalid)?,
+            b"o" if !nil(rd) => owner = Some(key(rd)?.to_owned()),
+            b"l" if !nil(rd) => lifetime = Some(rmp_serde::from_read(&mut *rd).map_err(invalid)?),
+            b"v" | b"o" | b"l" => {}
             _ => {
                 let _: serde::de::IgnoredAny = rmp_serde::from_read(&mut *rd).map_err(invalid)?;
             }

@@ -9,6 +9,8 @@
 //! the header, so a touch costs eight bytes, not an encode.
 
 use session_core::{Record, StoreError, StoreErrorKind};
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use time::OffsetDateTime;
 
 const EXPIRES: usize = 0;
@@ -20,7 +22,20 @@ const OWNER: usize = 18;
 pub(crate) struct Entry(Box<[u8]>);
 
 fn millis(t: OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+    t.unix_timestamp()
+        .saturating_mul(1000)
+        .saturating_add(i64::from(t.millisecond()))
+}
+
+/// The time now in unix milliseconds, the unit of the entries' deadlines
+/// (cheaper than going through an `OffsetDateTime`: every call of the store
+/// reads it).
+pub(crate) fn now_millis() -> i64 {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        // A clock before 1970: nothing stored is live against it.
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+    }
 }
 
 fn rejected(message: String) -> StoreError {
@@ -57,9 +72,9 @@ impl Entry {
         i64::from_le_bytes(self.word(EXPIRES))
     }
 
-    /// Whether the record is still live at `now`.
-    pub(crate) fn is_live(&self, now: OffsetDateTime) -> bool {
-        self.expires_millis() > millis(now)
+    /// Whether the record is still live at `now` (unix milliseconds).
+    pub(crate) fn is_live(&self, now: i64) -> bool {
+        self.expires_millis() > now
     }
 
     /// The deadline, in unix milliseconds: entries compare by it.
@@ -100,10 +115,13 @@ impl Entry {
     pub(crate) fn record(&self) -> Result<Record, StoreError> {
         let mut record = Record::from_bytes(&self.0[self.owner_end()..])
             .map_err(|e| StoreError::new(StoreErrorKind::Corrupted, e.to_string()))?;
-        record.expires_at = OffsetDateTime::from_unix_timestamp_nanos(
-            i128::from(self.expires_millis()) * 1_000_000,
-        )
-        .unwrap_or(record.expires_at);
+        let expires = self.expires_millis();
+        // Differs only after a touch, which rewrites the header alone.
+        if expires != millis(record.expires_at) {
+            record.expires_at =
+                OffsetDateTime::from_unix_timestamp_nanos(i128::from(expires) * 1_000_000)
+                    .unwrap_or(record.expires_at);
+        }
         Ok(record)
     }
 
@@ -139,8 +157,8 @@ mod tests {
             assert_eq!(e.record().unwrap(), r);
             assert_eq!(e.version(), 7);
             assert_eq!(e.owner(), owner);
-            assert!(e.is_live(r.created_at));
-            assert!(!e.is_live(r.expires_at));
+            assert!(e.is_live(millis(r.created_at)));
+            assert!(!e.is_live(millis(r.expires_at)));
         }
     }
 
@@ -154,7 +172,20 @@ mod tests {
         assert_eq!(back.expires_at, later);
         assert_eq!(back.data, r.data);
         assert_eq!(e.owner(), Some("alice"));
-        assert!(e.is_live(r.expires_at));
+        assert!(e.is_live(millis(r.expires_at)));
+    }
+
+    #[test]
+    fn the_store_clock_agrees_with_offset_date_time() {
+        let before = millis(OffsetDateTime::now_utc());
+        let now = now_millis();
+        let after = millis(OffsetDateTime::now_utc());
+        assert!(
+            before <= now && now <= after,
+            "{before} <= {now} <= {after}"
+        );
+        let t = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).unwrap();
+        assert_eq!(millis(t), 1_700_000_000_123);
     }
 
     #[test]

@@ -112,12 +112,7 @@ impl Shard {
     }
 
     /// The live entry of `id`; an expired one is dropped on the way.
-    fn live(
-        &mut self,
-        id: &RecordId,
-        now: OffsetDateTime,
-        owners: &OwnerIndex,
-    ) -> Option<&mut Entry> {
+    fn live(&mut self, id: &RecordId, now: i64, owners: &OwnerIndex) -> Option<&mut Entry> {
         // Not `entry()`: it reserves room for an insert, so a miss could
         // grow a full table.
         if self.entries.get(id)?.is_live(now) {
@@ -144,7 +139,7 @@ impl Shard {
     }
 
     /// Drops every expired entry.
-    fn sweep(&mut self, now: OffsetDateTime, owners: &OwnerIndex) -> u64 {
+    fn sweep(&mut self, now: i64, owners: &OwnerIndex) -> u64 {
         let expired: Vec<RecordId> = self
             .entries
             .iter()
@@ -162,13 +157,7 @@ impl Shard {
     /// the sessions closest to their deadline (the least recently active, as
     /// idle deadlines move with activity) down to 7/8 of it, sparing `keep`.
     /// Returns how many live sessions were evicted.
-    fn upkeep(
-        &mut self,
-        budget: u64,
-        keep: &RecordId,
-        now: OffsetDateTime,
-        owners: &OwnerIndex,
-    ) -> usize {
+    fn upkeep(&mut self, budget: u64, keep: &RecordId, now: i64, owners: &OwnerIndex) -> usize {
         if Instant::now() >= self.next_sweep {
             self.sweep(now, owners);
         }
@@ -328,7 +317,7 @@ impl MemoryStore {
     }
 
     fn sweep(&self) -> u64 {
-        let now = OffsetDateTime::now_utc();
+        let now = entry::now_millis();
         self.inner
             .shards
             .iter()
@@ -344,7 +333,7 @@ impl MemoryStore {
     }
 
     /// Inserts or replaces `id`'s entry, then does the shard's upkeep.
-    fn put(&self, shard: &mut Shard, id: RecordId, entry: Entry, now: OffsetDateTime) {
+    fn put(&self, shard: &mut Shard, id: RecordId, entry: Entry, now: i64) {
         shard.insert(id, entry);
         let evicted = shard.upkeep(self.inner.shard_budget, &id, now, &self.inner.owners);
         if evicted > 0 {
@@ -362,7 +351,7 @@ impl MemoryStore {
 #[async_trait]
 impl Store for MemoryStore {
     async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
-        let now = OffsetDateTime::now_utc();
+        let now = entry::now_millis();
         let mut shard = self.shard(id);
         shard
             .live(id, now, &self.inner.owners)
@@ -372,7 +361,7 @@ impl Store for MemoryStore {
 
     async fn create(&self, record: &Record) -> Result<Created, StoreError> {
         let entry = Entry::new(record)?;
-        let now = OffsetDateTime::now_utc();
+        let now = entry::now_millis();
         let mut shard = self.shard(&record.id);
         if shard.live(&record.id, now, &self.inner.owners).is_some() {
             return Ok(Created::IdTaken);
@@ -386,7 +375,7 @@ impl Store for MemoryStore {
 
     async fn save(&self, record: &Record, expected_version: u64) -> Result<Saved, StoreError> {
         let entry = Entry::new(record)?;
-        let now = OffsetDateTime::now_utc();
+        let now = entry::now_millis();
         let mut shard = self.shard(&record.id);
         let Some(current) = shard.live(&record.id, now, &self.inner.owners) else {
             return Ok(Saved::Missing);
@@ -412,7 +401,7 @@ impl Store for MemoryStore {
         _owner: Option<&str>,
         expires_at: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let now = OffsetDateTime::now_utc();
+        let now = entry::now_millis();
         let mut shard = self.shard(id);
         match shard.live(id, now, &self.inner.owners) {
             Some(entry) => {
@@ -437,7 +426,7 @@ impl Store for MemoryStore {
             .get(owner)
             .map(|ids| ids.iter().copied().collect())
             .unwrap_or_default();
-        let now = OffsetDateTime::now_utc();
+        let now = entry::now_millis();
         let mut live = Vec::with_capacity(candidates.len());
         for id in candidates {
             let mut shard = self.shard(&id);
@@ -451,7 +440,7 @@ impl Store for MemoryStore {
 
     async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError> {
         let ids = self.ids_of_owner(owner).await?;
-        let now = OffsetDateTime::now_utc();
+        let now = entry::now_millis();
         let mut n = 0;
         for id in ids {
             let mut shard = self.shard(&id);
