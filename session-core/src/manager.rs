@@ -13,7 +13,7 @@ use crate::id::{Id, RecordId};
 use crate::observe;
 use crate::session::Session;
 use crate::store::Store;
-use crate::transport::{self, HeaderUpdate, SetCookie};
+use crate::transport::{self, HeaderUpdate, Incoming, SetCookie};
 
 /// Owns the store, the configuration and the clock; hands each request a
 /// [`Session`]. Cloning is cheap (one `Arc`).
@@ -131,28 +131,24 @@ impl Manager {
 
     /// The session of a request, given the values of its `Cookie` headers.
     ///
-    /// Only parses: nothing is loaded until the handler uses the session. The
-    /// first cookie with the configured name that verifies and parses as an id
-    /// is used; a malformed, oversized or tampered cookie is ignored and never
-    /// reaches the store.
+    /// Nothing is loaded until the handler uses the session. The first cookie
+    /// with the configured name that verifies and parses as an id is used; a
+    /// malformed, oversized or tampered cookie is ignored and never reaches
+    /// the store. Plain ids are parsed here; signed and private values are
+    /// verified when the session is first used, so requests that never touch
+    /// it pay no cryptography.
     pub fn session_from_cookies<'a>(
         &self,
         cookie_headers: impl IntoIterator<Item = &'a str>,
     ) -> Session {
-        let name = self.inner.config.cookie_name.as_str();
-        let mut presented = false;
-        let mut id = None;
-        for value in transport::cookie_values(cookie_headers, name) {
-            presented = true;
-            if let Some(found) = transport::decode_value(&self.inner.config, value) {
-                id = Some(found);
-                break;
-            }
-        }
-        if presented && id.is_none() {
-            observe::rejected_cookie();
-        }
-        Session::new(self.clone(), id, presented)
+        let config = &self.inner.config;
+        let values = transport::cookie_values(cookie_headers, config.cookie_name.as_str());
+        self.session_of(values)
+    }
+
+    fn session_of<'a>(&self, values: impl IntoIterator<Item = &'a str>) -> Session {
+        let (incoming, presented) = Incoming::from_values(&self.inner.config, values);
+        Session::new(self.clone(), incoming, presented)
     }
 
     /// The session of a request, whichever way the id travels: `header`
@@ -186,11 +182,7 @@ impl Manager {
     /// rather than a cookie: `value` is that raw value, as
     /// [`SetCookie::Set`] gave it.
     pub fn session_from_value(&self, value: Option<&str>) -> Session {
-        let id = value.and_then(|v| transport::decode_value(&self.inner.config, v));
-        if value.is_some() && id.is_none() {
-            observe::rejected_cookie();
-        }
-        Session::new(self.clone(), id, value.is_some())
+        self.session_of(value)
     }
 
     /// The `Set-Cookie` header value for a commit outcome, with every

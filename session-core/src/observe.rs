@@ -149,4 +149,38 @@ mod tests {
         assert_eq!(counts.get("session_destroys_total"), 1);
         assert_eq!(counts.get("session_rejected_cookies_total"), 1);
     }
+
+    #[test]
+    fn a_signed_cookie_is_verified_only_when_the_session_is_used() {
+        let counts = Counts::default();
+        let _guard = metrics::set_default_local_recorder(&counts);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let config = Config::builder()
+                .with_security(crate::CookieSecurity::Signed(crate::CookieKeys::new(
+                    crate::Key::generate(),
+                )))
+                .build()
+                .unwrap();
+            let m = Manager::new(TestStore::default(), config);
+            // Never used: not verified, so not counted as rejected.
+            let s = m.session_from_cookies(["session=forged"]);
+            assert_eq!(s.commit_without_store(), Some(SetCookie::Unchanged));
+            assert_eq!(counts.get("session_rejected_cookies_total"), 0);
+            // Used: verified once, however often it is read.
+            let s = m.session_from_cookies(["session=forged"]);
+            assert_eq!(s.get::<i64>("k").await.unwrap(), None);
+            assert_eq!(s.get::<i64>("k").await.unwrap(), None);
+            s.destroy().await.unwrap();
+            assert_eq!(counts.get("session_rejected_cookies_total"), 1);
+            assert_eq!(
+                counts.get("session_loads_total"),
+                0,
+                "a forged id is never looked up"
+            );
+        });
+    }
 }

@@ -19,7 +19,7 @@ use crate::manager::Manager;
 use crate::observe;
 use crate::record::{Data, Lifetime, Record};
 use crate::store::{Created, Saved};
-use crate::transport::{self, SetCookie};
+use crate::transport::{self, Incoming, SetCookie};
 
 /// Keys of flash values live under this prefix, hidden from [`Session::keys`].
 const FLASH_PREFIX: &str = "\u{1}flash:";
@@ -100,8 +100,8 @@ struct Stored {
 }
 
 struct State {
-    /// The well-formed id the client presented, if any (not yet checked).
-    incoming: Option<Id>,
+    /// The id the client presented, if any (not yet looked up).
+    incoming: Incoming,
     /// Whether the client presented a cookie at all (even an invalid one).
     presented: bool,
     loaded: bool,
@@ -149,7 +149,7 @@ enum Commit {
 }
 
 impl Session {
-    pub(crate) fn new(manager: Manager, incoming: Option<Id>, presented: bool) -> Self {
+    pub(crate) fn new(manager: Manager, incoming: Incoming, presented: bool) -> Self {
         Self {
             shared: Arc::new(Shared {
                 manager,
@@ -197,7 +197,7 @@ impl Session {
 
     async fn load(&self, state: &mut State) -> Result<()> {
         let manager = self.manager();
-        if let Some(id) = state.incoming.clone() {
+        if let Some(id) = state.incoming.id(&manager.inner.config).cloned() {
             let rid = id.record_id();
             let found = manager.call("load", manager.inner.store.load(&rid)).await?;
             let live = self.live_now(state, found, rid);
@@ -500,12 +500,14 @@ impl Session {
         F: FnMut(Option<T>) -> T,
     {
         let rid = {
-            let state = self.lock().await;
-            state
-                .stored
-                .as_ref()
-                .map(|s| s.rid)
-                .or_else(|| state.incoming.as_ref().map(Id::record_id))
+            let mut state = self.lock().await;
+            match &state.stored {
+                Some(s) => Some(s.rid),
+                None => state
+                    .incoming
+                    .id(&self.manager().inner.config)
+                    .map(Id::record_id),
+            }
         };
         let Some(rid) = rid else {
             // A session not stored yet: nothing to gather with.
@@ -615,12 +617,11 @@ impl Session {
     /// first `applied` changes of the log went into it, later ones (made
     /// meanwhile through another handle) stay pending.
     fn adopt_saved(&self, state: &mut State, record: &Record, applied: usize) {
-        let Some(id) = state
-            .stored
-            .as_ref()
-            .map(|s| s.id.clone())
-            .or_else(|| state.incoming.clone())
-        else {
+        let config = &self.manager().inner.config;
+        let Some(id) = (match &state.stored {
+            Some(s) => Some(s.id.clone()),
+            None => state.incoming.id(config).cloned(),
+        }) else {
             return;
         };
         let previous = state.stored.as_ref().map(|s| s.expires_at);
@@ -753,10 +754,13 @@ impl Session {
     /// A store error or timeout; the session is then left as it was.
     pub async fn destroy(&self) -> Result<()> {
         let mut state = self.lock().await;
-        let rid = match (&state.stored, &state.incoming, state.loaded) {
-            (Some(s), _, _) => Some(s.rid),
-            (None, Some(id), false) => Some(id.record_id()),
-            _ => None,
+        let rid = match (&state.stored, state.loaded) {
+            (Some(s), _) => Some(s.rid),
+            (None, false) => state
+                .incoming
+                .id(&self.manager().inner.config)
+                .map(Id::record_id),
+            (None, true) => None,
         };
         if let Some(rid) = rid {
             let manager = self.manager();

@@ -8,6 +8,7 @@ use cookie::{Cookie, CookieJar};
 
 use crate::config::{Config, CookieSecurity};
 use crate::id::Id;
+use crate::observe;
 
 /// What the response must tell the client about the session id, decided by
 /// [`Session::commit`](crate::Session::commit).
@@ -62,7 +63,7 @@ pub(crate) fn encode_value(config: &Config, id: &Id) -> String {
 /// Verifies a value from the client and parses the id in it. `None` for
 /// anything oversized, tampered, signed with an unknown key or malformed.
 pub(crate) fn decode_value(config: &Config, raw: &str) -> Option<Id> {
-    if raw.is_empty() || raw.len() > config.max_cookie_len {
+    if !within_limits(config, raw) {
         return None;
     }
     match &config.security {
@@ -84,6 +85,78 @@ pub(crate) fn decode_value(config: &Config, raw: &str) -> Option<Id> {
                     .decrypt(cookie)
                     .and_then(|c| Id::parse(c.value()).ok())
             })
+        }
+    }
+}
+
+/// Whether a value from the client is worth decoding: not empty and not over
+/// the configured limit.
+fn within_limits(config: &Config, raw: &str) -> bool {
+    !raw.is_empty() && raw.len() <= config.max_cookie_len
+}
+
+/// The id a request presented, as far as it has been looked at.
+///
+/// Plain ids are parsed at once: that costs less than keeping their text.
+/// Signed and private values are kept as they came and verified on first use
+/// ([`Incoming::id`]), so a request that never touches its session pays no
+/// cryptography for it.
+#[derive(Debug)]
+pub(crate) enum Incoming {
+    /// Looked at: the valid id, if any.
+    Checked(Option<Id>),
+    /// Signed or encrypted values with the session's cookie name, in request
+    /// order, not yet verified; never empty.
+    Sealed(Vec<Box<str>>),
+}
+
+impl Incoming {
+    /// What a request presented: `values` are the raw values with the
+    /// session's cookie name (or of its header), in order. Also tells whether
+    /// any was presented at all.
+    pub(crate) fn from_values<'a>(
+        config: &Config,
+        values: impl IntoIterator<Item = &'a str>,
+    ) -> (Self, bool) {
+        let mut values = values.into_iter().peekable();
+        let presented = values.peek().is_some();
+        let incoming = match config.security {
+            CookieSecurity::Plain => {
+                let id = values.find_map(|v| decode_value(config, v));
+                Self::checked(id, presented)
+            }
+            CookieSecurity::Signed(_) | CookieSecurity::Private(_) => {
+                let sealed: Vec<Box<str>> = values
+                    .filter(|v| within_limits(config, v))
+                    .map(Box::from)
+                    .collect();
+                if sealed.is_empty() {
+                    Self::checked(None, presented)
+                } else {
+                    Self::Sealed(sealed)
+                }
+            }
+        };
+        (incoming, presented)
+    }
+
+    fn checked(id: Option<Id>, presented: bool) -> Self {
+        if presented && id.is_none() {
+            observe::rejected_cookie();
+        }
+        Self::Checked(id)
+    }
+
+    /// The valid id presented, if any: the first value that verifies and
+    /// parses. Sealed values are verified here, once.
+    pub(crate) fn id(&mut self, config: &Config) -> Option<&Id> {
+        if let Self::Sealed(values) = self {
+            let id = values.iter().find_map(|v| decode_value(config, v));
+            *self = Self::checked(id, true);
+        }
+        match self {
+            Self::Checked(id) => id.as_ref(),
+            Self::Sealed(_) => None,
         }
     }
 }
@@ -368,6 +441,53 @@ mod tests {
         assert_eq!(decode_value(&s, "é".repeat(40).as_str()), None);
         let p = config(CookieSecurity::Private(keys));
         assert_eq!(decode_value(&p, "é".repeat(40).as_str()), None);
+    }
+
+    #[test]
+    fn sealed_values_are_kept_until_first_use_then_the_first_valid_one_wins() {
+        let keys = CookieKeys::new(Key::generate());
+        for security in [
+            CookieSecurity::Signed(keys.clone()),
+            CookieSecurity::Private(keys.clone()),
+        ] {
+            let c = config(security);
+            let id = Id::generate().unwrap();
+            let good = encode_value(&c, &id);
+            let forged = encode_value(&config(CookieSecurity::Plain), &id);
+            let oversized = "A".repeat(c.max_cookie_len + 1);
+            let values = [oversized.as_str(), "", forged.as_str(), good.as_str()];
+            let (mut incoming, presented) = Incoming::from_values(&c, values);
+            assert!(presented);
+            // Oversized and empty values are dropped at once; the rest wait.
+            let Incoming::Sealed(kept) = &incoming else {
+                panic!("verified before use: {incoming:?}");
+            };
+            assert_eq!(kept.len(), 2);
+            assert_eq!(incoming.id(&c), Some(&id));
+            assert!(matches!(incoming, Incoming::Checked(Some(_))));
+
+            let (mut incoming, _) = Incoming::from_values(&c, [forged.as_str()]);
+            assert_eq!(incoming.id(&c), None);
+            assert!(matches!(incoming, Incoming::Checked(None)));
+
+            let (incoming, presented) = Incoming::from_values(&c, [oversized.as_str()]);
+            assert!(presented);
+            assert!(matches!(incoming, Incoming::Checked(None)));
+        }
+    }
+
+    #[test]
+    fn plain_ids_are_parsed_at_once() {
+        let c = config(CookieSecurity::Plain);
+        let id = Id::generate().unwrap();
+        let good = encode_value(&c, &id);
+        let (mut incoming, presented) = Incoming::from_values(&c, ["junk", good.as_str()]);
+        assert!(presented);
+        assert!(matches!(&incoming, Incoming::Checked(Some(found)) if *found == id));
+        assert_eq!(incoming.id(&c), Some(&id));
+        let (incoming, presented) = Incoming::from_values(&c, None::<&str>);
+        assert!(!presented);
+        assert!(matches!(incoming, Incoming::Checked(None)));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 #![allow(missing_docs)]
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use session_core::{Config, Manager, SetCookie};
+use session_core::{Config, CookieKeys, CookieSecurity, Key, Manager, SetCookie};
 use session_memory::MemoryStore;
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -18,6 +18,15 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn manager() -> Manager {
     let config = Config::builder().build().expect("default config");
+    Manager::new(MemoryStore::new(), config)
+}
+
+/// The same with signed cookies.
+fn signed_manager() -> Manager {
+    let config = Config::builder()
+        .with_security(CookieSecurity::Signed(CookieKeys::new(Key::generate())))
+        .build()
+        .expect("signed config");
     Manager::new(MemoryStore::new(), config)
 }
 
@@ -43,6 +52,24 @@ fn benches(c: &mut Criterion) {
         b.to_async(&rt).iter(|| async {
             let s = m.session_from_cookies([cookie.as_str()]);
             s.commit().await.unwrap()
+        })
+    });
+
+    let signed = signed_manager();
+    let signed_cookie = rt.block_on(stored(&signed));
+    group.bench_function("untouched_signed", |b| {
+        b.to_async(&rt).iter(|| async {
+            let s = signed.session_from_cookies([signed_cookie.as_str()]);
+            s.commit().await.unwrap()
+        })
+    });
+
+    group.bench_function("load_get_signed", |b| {
+        b.to_async(&rt).iter(|| async {
+            let s = signed.session_from_cookies([signed_cookie.as_str()]);
+            let name = s.get_string("name").await.unwrap();
+            s.commit().await.unwrap();
+            name
         })
     });
 
