@@ -342,6 +342,29 @@ mod tests {
     }
 
     #[test]
+    fn data_keys_and_owners_must_be_utf8() {
+        let mut r = sample();
+        r.data.insert("\u{e9}".into(), vec![1]);
+        r.owner = Some("\u{e9}\u{e9}".into());
+        let bytes = r.to_bytes().unwrap();
+        assert_eq!(Record::from_bytes(&bytes).unwrap(), r);
+        // The key "é" (fixstr of 2 bytes) and the owner "éé" (4 bytes), each
+        // made invalid UTF-8 in place.
+        for (pattern, len) in [
+            (&[0xa2, 0xc3, 0xa9][..], 3),
+            (&[0xa4, 0xc3, 0xa9, 0xc3, 0xa9][..], 5),
+        ] {
+            let at = bytes
+                .windows(len)
+                .position(|w| w == pattern)
+                .expect("the string is in the encoding");
+            let mut broken = bytes.clone();
+            broken[at + 1] = 0xff;
+            assert!(Record::from_bytes(&broken).is_err(), "{pattern:x?}");
+        }
+    }
+
+    #[test]
     fn unknown_fields_are_ignored_and_missing_optional_fields_default() {
         #[derive(Serialize)]
         struct Future<'a> {

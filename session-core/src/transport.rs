@@ -2,6 +2,7 @@
 //! session cookie among a request's cookies, and rendering `Set-Cookie`.
 
 use std::borrow::Cow;
+use std::fmt;
 use std::time::Duration;
 
 use cookie::{Cookie, CookieJar};
@@ -95,19 +96,33 @@ fn within_limits(config: &Config, raw: &str) -> bool {
     !raw.is_empty() && raw.len() <= config.max_cookie_len
 }
 
+/// How many values with the session's cookie name a request may present:
+/// later ones are ignored, so a header repeating the name thousands of times
+/// costs no more than a few.
+pub(crate) const MAX_CANDIDATES: usize = 8;
+
 /// The id a request presented, as far as it has been looked at.
 ///
 /// Plain ids are parsed at once: that costs less than keeping their text.
 /// Signed and private values are kept as they came and verified on first use
 /// ([`Incoming::id`]), so a request that never touches its session pays no
 /// cryptography for it.
-#[derive(Debug)]
 pub(crate) enum Incoming {
     /// Looked at: the valid id, if any.
     Checked(Option<Id>),
     /// Signed or encrypted values with the session's cookie name, in request
     /// order, not yet verified; never empty.
     Sealed(Vec<Box<str>>),
+}
+
+/// Never shows a value: a sealed one is a bearer credential.
+impl fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Checked(id) => f.debug_tuple("Checked").field(id).finish(),
+            Self::Sealed(values) => write!(f, "Sealed({} values)", values.len()),
+        }
+    }
 }
 
 impl Incoming {
@@ -118,7 +133,7 @@ impl Incoming {
         config: &Config,
         values: impl IntoIterator<Item = &'a str>,
     ) -> (Self, bool) {
-        let mut values = values.into_iter().peekable();
+        let mut values = values.into_iter().take(MAX_CANDIDATES).peekable();
         let presented = values.peek().is_some();
         let incoming = match config.security {
             CookieSecurity::Plain => {
@@ -140,6 +155,9 @@ impl Incoming {
         (incoming, presented)
     }
 
+    /// Counts a rejection (`session_rejected_cookies_total`) when values
+    /// were presented and none is valid: at once for plain ids and values
+    /// over the size limit, at first use for signed and private ones.
     fn checked(id: Option<Id>, presented: bool) -> Self {
         if presented && id.is_none() {
             observe::rejected_cookie();
@@ -453,17 +471,26 @@ mod tests {
             let c = config(security);
             let id = Id::generate().unwrap();
             let good = encode_value(&c, &id);
+            let later = encode_value(&c, &Id::generate().unwrap());
             let forged = encode_value(&config(CookieSecurity::Plain), &id);
             let oversized = "A".repeat(c.max_cookie_len + 1);
-            let values = [oversized.as_str(), "", forged.as_str(), good.as_str()];
+            let values = [
+                oversized.as_str(),
+                "",
+                forged.as_str(),
+                good.as_str(),
+                later.as_str(),
+            ];
             let (mut incoming, presented) = Incoming::from_values(&c, values);
             assert!(presented);
             // Oversized and empty values are dropped at once; the rest wait.
             let Incoming::Sealed(kept) = &incoming else {
                 panic!("verified before use: {incoming:?}");
             };
-            assert_eq!(kept.len(), 2);
-            assert_eq!(incoming.id(&c), Some(&id));
+            assert_eq!(kept.len(), 3);
+            // Debug output never shows a sealed value.
+            assert_eq!(format!("{incoming:?}"), "Sealed(3 values)");
+            assert_eq!(incoming.id(&c), Some(&id), "the first valid value wins");
             assert!(matches!(incoming, Incoming::Checked(Some(_))));
 
             let (mut incoming, _) = Incoming::from_values(&c, [forged.as_str()]);
@@ -477,11 +504,31 @@ mod tests {
     }
 
     #[test]
+    fn only_the_first_few_values_are_tried() {
+        let keys = CookieKeys::new(Key::generate());
+        for security in [CookieSecurity::Plain, CookieSecurity::Signed(keys)] {
+            let c = config(security);
+            let id = Id::generate().unwrap();
+            let good = encode_value(&c, &id);
+            let mut values = vec!["junk"; MAX_CANDIDATES - 1];
+            values.push(&good);
+            let (mut incoming, _) = Incoming::from_values(&c, values.iter().copied());
+            assert_eq!(incoming.id(&c), Some(&id), "{:?}", c.security());
+            values.insert(0, "junk");
+            let (mut incoming, presented) = Incoming::from_values(&c, values.iter().copied());
+            assert!(presented);
+            assert_eq!(incoming.id(&c), None, "{:?}", c.security());
+        }
+    }
+
+    #[test]
     fn plain_ids_are_parsed_at_once() {
         let c = config(CookieSecurity::Plain);
         let id = Id::generate().unwrap();
         let good = encode_value(&c, &id);
-        let (mut incoming, presented) = Incoming::from_values(&c, ["junk", good.as_str()]);
+        let later = encode_value(&c, &Id::generate().unwrap());
+        let (mut incoming, presented) =
+            Incoming::from_values(&c, ["junk", good.as_str(), later.as_str()]);
         assert!(presented);
         assert!(matches!(&incoming, Incoming::Checked(Some(found)) if *found == id));
         assert_eq!(incoming.id(&c), Some(&id));

@@ -31,10 +31,24 @@ fn millis(t: OffsetDateTime) -> i64 {
 /// (cheaper than going through an `OffsetDateTime`: every call of the store
 /// reads it).
 pub(crate) fn now_millis() -> i64 {
-    match SystemTime::now().duration_since(UNIX_EPOCH) {
+    system_millis(SystemTime::now())
+}
+
+/// `t` in unix milliseconds, rounded down like [`millis`].
+fn system_millis(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-        // A clock before 1970: nothing stored is live against it.
-        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+        // A clock set before 1970: negative milliseconds, rounded down like
+        // `millis`.
+        Err(e) => {
+            let before = e.duration();
+            let ms = i64::try_from(before.as_millis()).unwrap_or(i64::MAX);
+            if before.subsec_nanos() % 1_000_000 == 0 {
+                -ms
+            } else {
+                -ms - 1
+            }
+        }
     }
 }
 
@@ -184,8 +198,20 @@ mod tests {
             before <= now && now <= after,
             "{before} <= {now} <= {after}"
         );
-        let t = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).unwrap();
-        assert_eq!(millis(t), 1_700_000_000_123);
+        for nanos in [
+            1_700_000_000_123_456_789_i128,
+            0,
+            -1,
+            -500_000,
+            -1_000_000,
+            -1_000_001,
+            -86_400_000_000_000,
+        ] {
+            let t = OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap();
+            let expected = i64::try_from(nanos.div_euclid(1_000_000)).unwrap();
+            assert_eq!(millis(t), expected, "{nanos} ns");
+            assert_eq!(system_millis(SystemTime::from(t)), expected, "{nanos} ns");
+        }
     }
 
     #[test]
