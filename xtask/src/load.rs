@@ -505,37 +505,50 @@ What changed in `session 6`:
 
 What is still between ours and the ceiling, by the same profile:
 
-* `plain`: the remaining ~3 000 instructions are what axum charges for any layer on a
-  router (each layered route is a boxed service, cloned per request, whose future is
-  boxed and moved: the `axum-layered` column and row) plus the request extension that
-  carries the session (a map and a box). tower-sessions pays the same and more (its
-  column).
-* `read` on the memory store, ~15 000 instructions over bare: SHA-256 of the id (about
+* `plain` on axum: bare 11.6k instructions per request, `axum-layered` 12.4k, ours 14.3k,
+  tower-sessions 15.9k. The layer's own +1.9k over `axum-layered` is the session's one
+  allocation (its shared state), the request extension that carries it (http's
+  extension map and a box, which the extractor needs), finding the `Cookie` header and
+  the commit check after the handler. On actix-web the same work measures 98 % of bare
+  in the table above.
+* `read` on the memory store, ~14 600 instructions over bare: SHA-256 of the id (about
   3 500 here, a few hundred natively with SHA extensions), decoding the owned `Record`
-  the store contract returns (~1 500), its allocations (~2 500), base64 of the cookie
-  (~500), clock reads and deadline arithmetic (~1 000). Natively the kernel takes about
-  60 % of the server's CPU in this scenario (`perf`), so user-space savings move the
-  wall-clock ratio by a fraction of their size. Serving reads from a shared decoded copy
-  would be the next step, at the price of the memory the compact store saves.
-* `read` on Redis: ours now executes fewer instructions per request than tower-sessions
-  (the Redis columns; natively more so, by the SHA-256 difference), both in one round
-  trip; most of it is the Redis client and the kernel. 1.5x tower-sessions at one round
-  trip per request is not reachable from the session layer; it would take a cheaper
-  client (or a local cache tier, `CachedStore`, which is not one round trip). On
-  actix-web the per-worker connection puts ours ahead of actix-session (table above).
-* `write` on the memory store adds an encode and a save to `read`; its distance from the
-  ceiling is mostly `read`'s.
+  the store contract returns and its allocations (~3 500), the cookie and its base64
+  (~1 000), clock reads and deadline arithmetic (~1 100), the session lock (~300).
+  Natively (`perf record` of this scenario) the kernel takes 55 % of the server's CPU;
+  the session's largest native items are finding and decoding the cookie (~1.4 %),
+  decoding the record (~1.3 %, half of what it was before this session's change),
+  the session lock (0.7 %) and SHA-256 (0.6 %): user-space savings move the
+  wall-clock ratio by a fraction of their size. Ours and tower-sessions cost the same here (+2.2 and +2.3 µs
+  over bare). Serving reads from a shared decoded copy would be the next step, at the
+  price of the memory the compact store saves.
+* `read` on Redis: one `GET` per request, and ours executes fewer instructions than
+  tower-sessions (39.0k against 43.6k); the rest is the Redis client, its connection task
+  and the kernel's work for the round trip, the same for both.
+  1.5x tower-sessions at one round trip per request is not reachable from the session
+  layer; it would take a cheaper client (or a local cache tier, `CachedStore`, which is
+  not one round trip). On actix-web the per-worker connection puts ours 1.4x ahead of
+  actix-session.
+* `write` on the memory store adds an encode and a save to `read` for one request in
+  fourteen (0.07 store calls per request: group commit); its distance from the ceiling
+  is mostly `read`'s.
+* `write-own` on Redis made 1.06 store calls per request in this run (three reruns of that
+  scenario alone made exactly 1.00, a save per request, like every other store here).
+  An update loads its record before saving only when the record's turn holds no copy
+  of it: its first update, after a conflict or a store error, or when two of the
+  sessions share one of the 1 024 turns and displace each other's copy.
 
-In wall-clock terms (the load table's \"server CPU / request\" and \"over bare\"
-columns): with the layer installed and unused, a request costs the server a fraction of
-a microsecond more than the bare framework, and that column moves by as much between
-variants whose `plain` code is identical (the store differs, but `plain` never calls
-it); req/s for `plain` moves by several percent the same way, so a 97 % target cannot be
-told apart from noise on this machine. A read on the memory store costs one to two
-microseconds over bare and a contended write a little more, within a microsecond of
-tower-sessions and actix-session (which lose most contended writes). On Redis and
-PostgreSQL ours costs about what the peers cost for reads and new sessions and far less
-for contended writes, and it never loses an acknowledged increment.
+In wall-clock terms (the load table's \"server CPU / request\" and \"over bare\" columns,
+this run): with the layer installed and unused, a request costs the server 0.85 µs more
+than bare axum (tower-sessions 1.46 µs) and 0.16 µs more than bare actix-web, and that
+column moves by a few tenths between variants whose `plain` code is identical (the
+store differs, but `plain` never calls it). A read on the memory store costs 2.2 µs
+over bare on axum (tower-sessions 2.3 µs) and 1.6 µs on actix-web (actix-session's
+cookie store 2.7 µs); a contended write 3.3 µs (tower-sessions 3.6 µs, which loses
+acknowledged increments). On Redis ours costs less than the peers in every scenario
+(read 7.2 against 9.7 µs, contended write 5.0 against 16.4 µs on axum) and on
+PostgreSQL about the same for reads and far less for writes, and it never loses an
+acknowledged increment.
 ";
 
 /// Resident memory per idle session, each subject filled in its own process.
