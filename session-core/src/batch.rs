@@ -12,6 +12,13 @@
 //!
 //! The saver is its own task so that a request cancelled while it waits (its
 //! client went away) cannot leave the others waiting.
+//!
+//! A record whose last [`INLINE_AFTER`] saves each carried one update has
+//! nobody to gather with: its next updates save at once, holding the turn,
+//! without a saver task (cheaper for a session that one client uses at a
+//! time). An update that finds the turn taken, or a probe gathering every
+//! [`PROBE_EVERY`] updates that others join, switches the record back to
+//! gathering.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +32,15 @@ use crate::observe;
 use crate::record::Record;
 use crate::store::{Saved, StoreError, StoreErrorKind};
 
+/// How many saves in a row must each carry a single update before updates
+/// of the turn save at once instead of gathering.
+pub(crate) const INLINE_AFTER: u32 = 4;
+
+/// While updates save at once, one in this many gathers anyway, to notice
+/// concurrent updates that never had to wait for the turn (a store that
+/// answers without yielding lets each update finish before the next starts).
+pub(crate) const PROBE_EVERY: u32 = 16;
+
 /// What a record's turn keeps between updates.
 #[derive(Default)]
 pub(crate) struct Turn {
@@ -35,6 +51,37 @@ pub(crate) struct Turn {
     pub(crate) last: Option<Arc<Record>>,
     /// Changes collected for the next save, while one is being gathered.
     pub(crate) gathering: Option<Gathering>,
+    /// Saves in a row that carried a single update each.
+    lone: u32,
+    /// Updates saved at once since the last probe gathering.
+    since_probe: u32,
+}
+
+impl Turn {
+    /// Whether the next update should save at once rather than gather: the
+    /// last saves were alone and no probe is due.
+    pub(crate) fn save_at_once(&mut self) -> bool {
+        if self.lone < INLINE_AFTER {
+            return false;
+        }
+        self.since_probe += 1;
+        if self.since_probe >= PROBE_EVERY {
+            self.since_probe = 0;
+            return false;
+        }
+        true
+    }
+
+    /// An update had to wait for the turn: updates overlap, so gather.
+    pub(crate) fn contended(&mut self) {
+        self.lone = 0;
+    }
+
+    /// Whether updates of this turn currently save at once.
+    #[cfg(test)]
+    pub(crate) fn saves_at_once(&self) -> bool {
+        self.lone >= INLINE_AFTER
+    }
 }
 
 /// Updates waiting for one save.
@@ -54,6 +101,12 @@ impl Gathering {
         // Boxed: the saver's state is large, and a task moves its future
         // several times while spawning it.
         tokio::spawn(Box::pin(save(manager.clone(), base.id)));
+        Self::alone(base)
+    }
+
+    /// A gathering of one update on `base`, which that update saves itself
+    /// with [`write`] while it holds the turn.
+    pub(crate) fn alone(base: Record) -> Self {
         Self {
             base_version: base.version,
             record: base,
@@ -143,6 +196,13 @@ async fn save(manager: Manager, rid: RecordId) {
     let Some(gathering) = turn.gathering.take() else {
         return;
     };
+    write(&manager, &mut turn, gathering).await;
+}
+
+/// Writes `gathering` with one compare-and-set and tells its members how it
+/// went; the caller holds `turn`, which keeps the record as saved.
+pub(crate) async fn write(manager: &Manager, turn: &mut Turn, gathering: Gathering) -> Outcome {
+    let rid = gathering.record.id;
     let mut record = gathering.record;
     let lifetime = record.lifetime.unwrap_or(manager.inner.config.lifetime);
     record.expires_at = lifetime.deadline(record.created_at, manager.now());
@@ -175,8 +235,16 @@ async fn save(manager: Manager, rid: RecordId) {
             Outcome::Failed(Failure::of(&error))
         }
     };
+    // A save that carried one update (a waiting member, or the caller
+    // saving at once) counts towards saving at once.
+    if gathering.waiting.len() <= 1 {
+        turn.lone = turn.lone.saturating_add(1);
+    } else {
+        turn.lone = 0;
+    }
     for member in gathering.waiting {
         // A member whose request was cancelled has stopped listening.
         let _ = member.send(outcome.clone());
     }
+    outcome
 }

@@ -519,7 +519,15 @@ impl Session {
             if conflicts > 0 {
                 backoff(conflicts).await;
             }
-            let mut turn = self.manager().record_lock(&rid).lock().await;
+            let lock = self.manager().record_lock(&rid);
+            let mut turn = match lock.try_lock() {
+                Ok(turn) => turn,
+                Err(_) => {
+                    let mut turn = lock.lock().await;
+                    turn.contended();
+                    turn
+                }
+            };
             if let Some(other) = turn.gathering.as_mut().filter(|g| g.record.id != rid) {
                 // Another record sharing this turn is gathering: wait for its
                 // save, then try again.
@@ -535,8 +543,13 @@ impl Session {
                 drop(turn);
                 return self.update_alone(key, f).await;
             }
+            // The gathering this update saves itself, now, when the record
+            // had nobody to gather with lately; else it joins or opens the
+            // turn's gathering.
+            let mut own = None;
             if turn.gathering.is_none() {
                 match self.latest(&mut turn, &mut state, rid).await? {
+                    Some(base) if turn.save_at_once() => own = Some(Gathering::alone(base)),
                     Some(base) => turn.gathering = Some(Gathering::open(self.manager(), base)),
                     None => {
                         drop(state);
@@ -545,7 +558,7 @@ impl Session {
                     }
                 }
             }
-            let Some(gathering) = turn.gathering.as_mut() else {
+            let Some(gathering) = own.as_mut().or(turn.gathering.as_mut()) else {
                 unreachable!("a gathering was just opened");
             };
             // The request's own pending writes come first: `f` sees the
@@ -560,10 +573,23 @@ impl Session {
             }
             gathering.record.data.insert(key.to_owned(), bytes);
             let applied = state.changes.len();
-            let rx = gathering.subscribe();
             drop(state);
-            drop(turn);
-            match batch::outcome(rx).await {
+            let outcome = match own {
+                Some(gathering) => {
+                    let outcome = batch::write(self.manager(), &mut turn, gathering).await;
+                    drop(turn);
+                    outcome
+                }
+                None => {
+                    let Some(gathering) = turn.gathering.as_mut() else {
+                        unreachable!("the turn's gathering waits for its saver");
+                    };
+                    let rx = gathering.subscribe();
+                    drop(turn);
+                    batch::outcome(rx).await
+                }
+            };
+            match outcome {
                 Outcome::Saved(record) => {
                     let mut state = self.lock().await;
                     self.adopt_saved(&mut state, &record, applied);
@@ -1522,6 +1548,87 @@ mod tests {
                 Some(20)
             );
         }
+    }
+
+    /// Polls `future` once: its output if it finished without waiting.
+    fn poll_once<F: std::future::Future>(future: F) -> Option<F::Output> {
+        let mut future = std::pin::pin!(future);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match future.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(output) => Some(output),
+            std::task::Poll::Pending => None,
+        }
+    }
+
+    fn saves_at_once(f: &Fixture, cookie: &str) -> bool {
+        let rid = Id::parse(cookie).unwrap().record_id();
+        f.manager
+            .record_lock(&rid)
+            .try_lock()
+            .unwrap()
+            .saves_at_once()
+    }
+
+    #[tokio::test]
+    async fn a_session_updated_alone_saves_at_once_until_updates_overlap() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        for _ in 0..batch::INLINE_AFTER {
+            assert!(!saves_at_once(&f, &cookie));
+            f.open(Some(&cookie)).increment("n", 1).await.unwrap();
+        }
+        assert!(saves_at_once(&f, &cookie));
+        // A fresh cooperative budget, so that only the update decides.
+        tokio::task::yield_now().await;
+        // Saved within its first poll: no saver task to wait for.
+        let s = f.open(Some(&cookie));
+        let n = poll_once(s.increment("n", 1)).expect("saved at once");
+        assert_eq!(n.unwrap(), i64::from(batch::INLINE_AFTER) + 1);
+
+        // Updates that overlap (the store takes a while, so they queue for the
+        // turn) gather again.
+        f.store.delay(Some(Duration::from_millis(20)));
+        let before = f.store.counts();
+        let tasks: Vec<_> = (0..8).map(|_| f.spawn_increment(&cookie)).collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        f.store.delay(None);
+        let saves = f.store.counts().save - before.save;
+        assert!(saves <= 3, "{saves} saves for 8 overlapping updates");
+        assert!(!saves_at_once(&f, &cookie));
+        assert_eq!(
+            f.open(Some(&cookie)).get::<i64>("n").await.unwrap(),
+            Some(i64::from(batch::INLINE_AFTER) + 9)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_probe_gathers_updates_that_never_wait_for_the_turn() {
+        // The store answers at once, so updates saving at once never overlap;
+        // the probe gathering notices the ones ready together.
+        let f = fixture();
+        let cookie = f.stored().await;
+        for _ in 0..batch::INLINE_AFTER {
+            f.open(Some(&cookie)).increment("n", 1).await.unwrap();
+        }
+        assert!(saves_at_once(&f, &cookie));
+        let before = f.store.counts();
+        let tasks: Vec<_> = (0..40).map(|_| f.spawn_increment(&cookie)).collect();
+        let mut seen = Vec::new();
+        for t in tasks {
+            seen.push(t.await.unwrap().unwrap());
+        }
+        seen.sort_unstable();
+        let first = i64::from(batch::INLINE_AFTER) + 1;
+        assert_eq!(seen, (first..first + 40).collect::<Vec<i64>>());
+        let saves = f.store.counts().save - before.save;
+        // Up to the probe each saves at once; the probe gathers the rest.
+        assert!(
+            saves <= u64::from(batch::PROBE_EVERY) + 2,
+            "{saves} saves for 40 updates ready together"
+        );
+        assert!(!saves_at_once(&f, &cookie));
     }
 
     #[test]
