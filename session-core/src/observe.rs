@@ -118,15 +118,24 @@ mod tests {
         }
     }
 
+    /// Runs `test` on a fresh runtime while `Counts` records this thread's
+    /// metrics; returns the counts.
+    fn counted(test: impl AsyncFnOnce(&Counts)) -> Counts {
+        let counts = Counts::default();
+        {
+            let _guard = metrics::set_default_local_recorder(&counts);
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(test(&counts));
+        }
+        counts
+    }
+
     #[test]
     fn life_cycle_events_are_counted() {
-        let counts = Counts::default();
-        let _guard = metrics::set_default_local_recorder(&counts);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        let counts = counted(async |_| {
             let m = Manager::new(TestStore::default(), Config::default());
             let s = m.session_from_cookies(None::<&str>);
             s.insert("k", &1).await.unwrap();
@@ -155,13 +164,7 @@ mod tests {
 
     #[test]
     fn a_signed_cookie_is_verified_only_when_the_session_is_used() {
-        let counts = Counts::default();
-        let _guard = metrics::set_default_local_recorder(&counts);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        counted(async |counts| {
             let config = Config::builder()
                 .with_security(crate::CookieSecurity::Signed(crate::CookieKeys::new(
                     crate::Key::generate(),
