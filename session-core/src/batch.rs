@@ -1,8 +1,9 @@
 //! Group commit of [`Session::update`](crate::Session::update)s of one record
 //! within this process.
 //!
-//! Updates of one record take turns on the manager's per-record lock. The
-//! first to arrive opens a *gathering* on the record as this process last saved
+//! Updates of one record take turns on the manager's per-record lock. Unless
+//! the record has nobody to gather with lately (below), the first to arrive
+//! opens a *gathering* on the record as this process last saved
 //! it (or as loaded), applies its change and spawns the saver; every update
 //! that gets the turn before the saver does applies its change to the same
 //! gathered record. The saver then writes them all with one compare-and-set.
@@ -18,7 +19,11 @@
 //! without a saver task (cheaper for a session that one client uses at a
 //! time). An update that finds the turn taken, or a probe gathering every
 //! [`PROBE_EVERY`] updates that others join, switches the record back to
-//! gathering.
+//! gathering. An update that saves at once decides so after its load, if it
+//! needed one: an update arriving meanwhile waits for that save, then
+//! gathers. Cancelled while it saves, such an update may or may not have
+//! been written; it was not acknowledged, and the turn keeps no copy, so the
+//! next update reloads.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,17 +56,20 @@ pub(crate) struct Turn {
     pub(crate) last: Option<Arc<Record>>,
     /// Changes collected for the next save, while one is being gathered.
     pub(crate) gathering: Option<Gathering>,
-    /// Saves in a row that carried a single update each.
+    /// Saves in a row of `lone_record` that carried a single update each.
     lone: u32,
+    /// The record those saves were of: records share turns.
+    lone_record: Option<RecordId>,
     /// Updates saved at once since the last probe gathering.
     since_probe: u32,
 }
 
 impl Turn {
-    /// Whether the next update should save at once rather than gather: the
-    /// last saves were alone and no probe is due.
-    pub(crate) fn save_at_once(&mut self) -> bool {
-        if self.lone < INLINE_AFTER {
+    /// Whether the next update of `rid` should save at once rather than
+    /// gather: the last saves of this turn were of `rid`, alone, and no probe
+    /// is due.
+    pub(crate) fn save_at_once(&mut self, rid: RecordId) -> bool {
+        if self.lone < INLINE_AFTER || self.lone_record != Some(rid) {
             return false;
         }
         self.since_probe += 1;
@@ -77,10 +85,10 @@ impl Turn {
         self.lone = 0;
     }
 
-    /// Whether updates of this turn currently save at once.
+    /// Whether updates of `rid` currently save at once.
     #[cfg(test)]
-    pub(crate) fn saves_at_once(&self) -> bool {
-        self.lone >= INLINE_AFTER
+    pub(crate) fn saves_at_once(&self, rid: RecordId) -> bool {
+        self.lone >= INLINE_AFTER && self.lone_record == Some(rid)
     }
 }
 
@@ -101,12 +109,13 @@ impl Gathering {
         // Boxed: the saver's state is large, and a task moves its future
         // several times while spawning it.
         tokio::spawn(Box::pin(save(manager.clone(), base.id)));
-        Self::alone(base)
+        Self::new(base)
     }
 
-    /// A gathering of one update on `base`, which that update saves itself
-    /// with [`write`] while it holds the turn.
-    pub(crate) fn alone(base: Record) -> Self {
+    /// A gathering on `base` that no saver task will write: for
+    /// [`Gathering::open`], or for an update that writes it itself with
+    /// [`write`] while it holds the turn.
+    pub(crate) fn new(base: Record) -> Self {
         Self {
             base_version: base.version,
             record: base,
@@ -237,10 +246,13 @@ pub(crate) async fn write(manager: &Manager, turn: &mut Turn, gathering: Gatheri
     };
     // A save that carried one update (a waiting member, or the caller
     // saving at once) counts towards saving at once.
-    if gathering.waiting.len() <= 1 {
+    if gathering.waiting.len() > 1 {
+        turn.lone = 0;
+    } else if turn.lone_record == Some(rid) {
         turn.lone = turn.lone.saturating_add(1);
     } else {
-        turn.lone = 0;
+        turn.lone_record = Some(rid);
+        turn.lone = 1;
     }
     for member in gathering.waiting {
         // A member whose request was cancelled has stopped listening.
