@@ -37,8 +37,8 @@ use crate::observe;
 use crate::record::Record;
 use crate::store::{Saved, StoreError, StoreErrorKind};
 
-/// How many saves in a row must each carry a single update before updates
-/// of the turn save at once instead of gathering.
+/// How many saves of a record in a row must each carry a single update
+/// before its updates save at once instead of gathering.
 pub(crate) const INLINE_AFTER: u32 = 4;
 
 /// While updates save at once, one in this many gathers anyway, to notice
