@@ -398,7 +398,7 @@ const PROFILE: &str = "## Profile
 
 Instructions per request under callgrind, from `cargo xtask bench profile --label L [--bin PATH]`:
 each case runs one server under `valgrind --tool=callgrind`, drives it with `wrk -t1 -c4`
-for 5 s and divides the instructions by the requests served (start-up included). The
+(`-c1` for the column that says so) for 5 s and divides the instructions by the requests served (start-up included). The
 counts repeat to within a percent for one binary whatever else the machine does, so they
 show what a change did where wall-clock numbers on a 2-core VM move by tens of percent.
 Valgrind hides the CPU's SHA extensions, so hashing the session id (SHA-256) weighs about
@@ -507,11 +507,11 @@ What changed in `session 6`:
   without spawning a saver task or a channel; an update that has to wait for the turn,
   or a probe gathering every sixteenth update that others join, switches the record
   back to gathering (session 4 and 5 tried saving at once unconditionally and lost the
-  gathering of contended updates on stores that answer without yielding). Under
-  callgrind (`/write` on one connection, otherwise as the profile) a lone update went
-  from 36.0k to 30.2k instructions per request; the contended `/write` column is
-  unchanged (29.6k). In A/B runs of `write-own` on the memory store, 77k to 85k req/s
-  (medians of seven).
+  gathering of contended updates on stores that answer without yielding). The
+  profile's new column, `/write` on one connection, has a lone update go from 36.2k to
+  30.1k instructions per request (rows `session 6` and `session 6, saving at once`);
+  the contended `/write` column stays at 29.6k-29.7k. In A/B runs of `write-own` on the
+  memory store, 77k to 85k req/s (medians of seven).
 
 What is still between ours and the ceiling, by the same profile:
 

@@ -4,7 +4,7 @@
 //! one run to the next; callgrind counts the instructions the server executes,
 //! which repeat to within a percent for the same binary. Each case runs one
 //! `session-loadtest` server under `valgrind --tool=callgrind`, drives it with
-//! `wrk -t1 -c4` for a few seconds, stops it with SIGTERM (so callgrind writes
+//! `wrk -t1 -c4` (or the case's connections) for a few seconds, stops it with SIGTERM (so callgrind writes
 //! its totals) and divides the instructions by the requests served. Start-up
 //! is included and amortized over the requests.
 //!
@@ -20,20 +20,31 @@ use std::time::Duration;
 use crate::load::{new_session, requests_served, wait_for};
 use crate::{cargo, root, Result};
 
-/// What is profiled: (variant, route).
-const CASES: &[(&str, &str)] = &[
-    ("axum-bare", "/plain"),
-    ("axum-ours-memory", "/plain"),
-    ("axum-ours-memory", "/read"),
-    ("axum-ours-memory", "/write"),
-    ("axum-tower-memory", "/plain"),
-    ("axum-tower-memory", "/read"),
-    ("axum-tower-memory", "/write"),
-    ("axum-ours-redis", "/read"),
-    ("axum-tower-redis", "/read"),
+/// What is profiled: (variant, route, wrk connections).
+const CASES: &[(&str, &str, u32)] = &[
+    ("axum-bare", "/plain", 4),
+    ("axum-ours-memory", "/plain", 4),
+    ("axum-ours-memory", "/read", 4),
+    ("axum-ours-memory", "/write", 4),
+    ("axum-tower-memory", "/plain", 4),
+    ("axum-tower-memory", "/read", 4),
+    ("axum-tower-memory", "/write", 4),
+    ("axum-ours-redis", "/read", 4),
+    ("axum-tower-redis", "/read", 4),
     // Added in session 5; earlier rows have no cell for it.
-    ("axum-layered", "/plain"),
+    ("axum-layered", "/plain", 4),
+    // Added in session 6: an update with nobody to gather with.
+    ("axum-ours-memory", "/write", 1),
 ];
+
+/// A case's column name: connections are named when not the usual four.
+fn case_name(&(variant, route, connections): &(&str, &str, u32)) -> String {
+    match connections {
+        4 => format!("{variant} {route}"),
+        1 => format!("{variant} {route} (1 connection)"),
+        n => format!("{variant} {route} ({n} connections)"),
+    }
+}
 
 const START: &str = "<!-- profile:start -->";
 const END: &str = "<!-- profile:end -->";
@@ -55,17 +66,18 @@ pub(crate) fn bench_profile(label: &str, bin: Option<PathBuf>) -> Result {
     let mut cells = Vec::new();
     // The Redis cases use the load test's database, emptied before and after.
     crate::load::cleanup(&bin);
-    for (i, (variant, route)) in CASES.iter().enumerate() {
+    for (i, &(variant, route, connections)) in CASES.iter().enumerate() {
         let port = 18_200 + u16::try_from(i).unwrap_or(0);
         // A case that cannot run (no Redis, say) leaves its cell empty; the
         // others still count.
-        match instructions_per_request(&bin, variant, route, port, &dir) {
+        let name = case_name(&CASES[i]);
+        match instructions_per_request(&bin, variant, route, connections, port, &dir) {
             Ok(ir) => {
-                eprintln!("xtask: {variant} {route}: {ir} instructions per request");
+                eprintln!("xtask: {name}: {ir} instructions per request");
                 cells.push(Some(ir));
             }
             Err(e) => {
-                eprintln!("xtask: {variant} {route}: not measured: {e}");
+                eprintln!("xtask: {name}: not measured: {e}");
                 cells.push(None);
             }
         }
@@ -82,6 +94,7 @@ fn instructions_per_request(
     bin: &Path,
     variant: &str,
     route: &str,
+    connections: u32,
     port: u16,
     dir: &Path,
 ) -> Result<u64> {
@@ -95,7 +108,7 @@ fn instructions_per_request(
         .stderr(std::process::Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot run valgrind (apt-get install valgrind): {e}"))?;
-    let driven = drive(port, route, &mut server);
+    let driven = drive(port, route, connections, &mut server);
     // Stop the server whatever happened: SIGTERM, so callgrind writes its
     // totals.
     Command::new("kill")
@@ -119,10 +132,15 @@ fn instructions_per_request(
 
 /// Waits for the server, runs wrk against `route` and returns the requests
 /// served.
-fn drive(port: u16, route: &str, server: &mut std::process::Child) -> Result<u64> {
+fn drive(
+    port: u16,
+    route: &str,
+    connections: u32,
+    server: &mut std::process::Child,
+) -> Result<u64> {
     wait_for(port, server)?;
     let mut wrk = Command::new("wrk");
-    wrk.args(["-t1", "-c4", "-d5s"]);
+    wrk.args(["-t1", &format!("-c{connections}"), "-d5s"]);
     if route != "/plain" {
         wrk.args(["-H", &format!("Cookie: {}", new_session(port)?)]);
     }
@@ -141,7 +159,7 @@ fn write_row(label: &str, cells: &[Option<u64>]) -> Result {
     let path = root().join("BENCHMARKS.md");
     let text = fs::read_to_string(&path).unwrap_or_default();
     let header = {
-        let names: Vec<String> = CASES.iter().map(|(v, r)| format!("{v} {r}")).collect();
+        let names: Vec<String> = CASES.iter().map(case_name).collect();
         format!(
             "| build | {} |\n|---|{}\n",
             names.join(" | "),
