@@ -490,7 +490,7 @@ What changed in `session 6`:
 * `/plain` handlers take no session argument in any variant (ours and the peers alike):
   the route never touches the session, as the scenario says. Until session 5 they took
   the extractor and dropped it, so `plain` cells from `session 6` on are lower for both
-  (ours 14.7k to 14.3k, tower-sessions 16.4k to 15.9k) and not comparable with earlier
+  (ours 14.7k to 14.4k, tower-sessions 16.4k to 15.9k) and not comparable with earlier
   rows.
 * Record decoding compares the nine one-letter field names as bytes instead of checking
   each for UTF-8 (data keys and the owner still are checked); the memory store reads the
@@ -515,7 +515,7 @@ What changed in `session 6`:
 
 What is still between ours and the ceiling, by the same profile:
 
-* `plain` on axum: bare 11.6k instructions per request, `axum-layered` 12.4k, ours 14.3k,
+* `plain` on axum: bare 11.6k instructions per request, `axum-layered` 12.4k, ours 14.4k,
   tower-sessions 15.9k. The layer's own +1.9k over `axum-layered` is the session's one
   allocation (its shared state), the request extension that carries it (http's
   extension map and a box, which the extractor needs), finding the `Cookie` header and
@@ -534,7 +534,7 @@ What is still between ours and the ceiling, by the same profile:
   decoded copy would be the next step, at the price of the memory the compact store
   saves.
 * `read` on Redis: one `GET` per request, and ours executes fewer instructions than
-  tower-sessions (39.0k against 43.6k); the rest is the Redis client, its connection task
+  tower-sessions (39.0k against 43.5k); the rest is the Redis client, its connection task
   and the kernel's work for the round trip, the same for both.
   1.5x tower-sessions at one round trip per request is not reachable from the session
   layer; it would take a cheaper client (or a local cache tier, `CachedStore`, which is
