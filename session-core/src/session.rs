@@ -491,9 +491,9 @@ impl Session {
     /// Returns the value as saved.
     ///
     /// Poll the returned future to completion or drop it: while it writes, it
-    /// may hold the turn that other updates of records like this one wait
-    /// for. Dropped before it returns, the update may or may not have been
-    /// written (it was not acknowledged).
+    /// may hold the turn that other updates of this session (and of the few
+    /// sessions sharing its turn) wait for. Dropped before it returns, the
+    /// update may or may not have been written (it was not acknowledged).
     ///
     /// # Errors
     /// [`Error::Contention`] when the retries run out, [`Error::Ended`] when
