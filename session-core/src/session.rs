@@ -1290,6 +1290,30 @@ mod tests {
             value(s.commit().await.unwrap())
         }
 
+        /// Another stored session whose record shares `cookie`'s turn.
+        async fn stored_sharing_a_turn_with(&self, cookie: &str) -> String {
+            let rid_of = |cookie: &str| Id::parse(cookie).unwrap().record_id();
+            loop {
+                let c = self.stored().await;
+                if std::ptr::eq(
+                    self.manager.record_lock(&rid_of(cookie)),
+                    self.manager.record_lock(&rid_of(&c)),
+                ) {
+                    return c;
+                }
+            }
+        }
+
+        /// Updates `cookie`'s session alone, one request after another, until
+        /// its updates save at once.
+        async fn update_alone_until_saving_at_once(&self, cookie: &str) {
+            for _ in 0..batch::INLINE_AFTER {
+                assert!(!saves_at_once(self, cookie));
+                self.open(Some(cookie)).increment("n", 1).await.unwrap();
+            }
+            assert!(saves_at_once(self, cookie));
+        }
+
         /// A request of its own that increments `n` of `cookie`'s session
         /// and, if that worked, commits.
         fn spawn_increment(&self, cookie: &str) -> tokio::task::JoinHandle<Result<i64>> {
@@ -1531,16 +1555,7 @@ mod tests {
         let f = fixture();
         // Two sessions whose records share one of the manager's turns.
         let first = f.stored().await;
-        let rid_of = |cookie: &str| Id::parse(cookie).unwrap().record_id();
-        let second = loop {
-            let c = f.stored().await;
-            if std::ptr::eq(
-                f.manager.record_lock(&rid_of(&first)),
-                f.manager.record_lock(&rid_of(&c)),
-            ) {
-                break c;
-            }
-        };
+        let second = f.stored_sharing_a_turn_with(&first).await;
         let tasks: Vec<_> = (0..40)
             .map(|i| f.spawn_increment(if i % 2 == 0 { &first } else { &second }))
             .collect();
@@ -1555,14 +1570,11 @@ mod tests {
         }
     }
 
-    /// Polls `future` once: its output if it finished without waiting.
-    fn poll_once<F: std::future::Future>(future: F) -> Option<F::Output> {
-        let mut future = std::pin::pin!(future);
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        match future.as_mut().poll(&mut cx) {
-            std::task::Poll::Ready(output) => Some(output),
-            std::task::Poll::Pending => None,
-        }
+    /// Polls `future` once, with a waker that does nothing.
+    fn poll_once<F: std::future::Future>(
+        future: std::pin::Pin<&mut F>,
+    ) -> std::task::Poll<F::Output> {
+        future.poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
     }
 
     fn saves_at_once(f: &Fixture, cookie: &str) -> bool {
@@ -1578,16 +1590,14 @@ mod tests {
     async fn a_session_updated_alone_saves_at_once_until_updates_overlap() {
         let f = fixture();
         let cookie = f.stored().await;
-        for _ in 0..batch::INLINE_AFTER {
-            assert!(!saves_at_once(&f, &cookie));
-            f.open(Some(&cookie)).increment("n", 1).await.unwrap();
-        }
-        assert!(saves_at_once(&f, &cookie));
+        f.update_alone_until_saving_at_once(&cookie).await;
         // A fresh cooperative budget, so that only the update decides.
         tokio::task::yield_now().await;
         // Saved within its first poll: no saver task to wait for.
         let s = f.open(Some(&cookie));
-        let n = poll_once(s.increment("n", 1)).expect("saved at once");
+        let std::task::Poll::Ready(n) = poll_once(std::pin::pin!(s.increment("n", 1))) else {
+            panic!("not saved at once");
+        };
         assert_eq!(n.unwrap(), i64::from(batch::INLINE_AFTER) + 1);
 
         // Updates that overlap (the store takes a while, so they queue for the
@@ -1612,31 +1622,15 @@ mod tests {
     async fn saving_at_once_is_decided_per_record_not_per_turn() {
         let f = fixture();
         let first = f.stored().await;
-        let rid_of = |cookie: &str| Id::parse(cookie).unwrap().record_id();
-        let second = loop {
-            let c = f.stored().await;
-            if std::ptr::eq(
-                f.manager.record_lock(&rid_of(&first)),
-                f.manager.record_lock(&rid_of(&c)),
-            ) {
-                break c;
-            }
-        };
-        for _ in 0..batch::INLINE_AFTER {
-            f.open(Some(&second)).increment("n", 1).await.unwrap();
-        }
-        assert!(saves_at_once(&f, &second));
+        let second = f.stored_sharing_a_turn_with(&first).await;
+        f.update_alone_until_saving_at_once(&second).await;
         assert!(!saves_at_once(&f, &first));
         tokio::task::yield_now().await;
         // The other record's lone saves do not make this one skip gathering:
         // its first poll waits for a saver.
         let s = f.open(Some(&first));
         let mut update = std::pin::pin!(s.increment("n", 1));
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        assert!(
-            std::future::Future::poll(update.as_mut(), &mut cx).is_pending(),
-            "saved at once"
-        );
+        assert!(poll_once(update.as_mut()).is_pending(), "saved at once");
         assert_eq!(update.await.unwrap(), 1);
     }
 
@@ -1644,10 +1638,7 @@ mod tests {
     async fn a_cancelled_update_saving_at_once_leaves_the_record_consistent() {
         let f = fixture();
         let cookie = f.stored().await;
-        for _ in 0..batch::INLINE_AFTER {
-            f.open(Some(&cookie)).increment("n", 1).await.unwrap();
-        }
-        assert!(saves_at_once(&f, &cookie));
+        f.update_alone_until_saving_at_once(&cookie).await;
         f.store.delay(Some(Duration::from_millis(200)));
         let task = f.spawn_increment(&cookie);
         // The update holds the turn and waits for its save; its client goes.
@@ -1680,10 +1671,7 @@ mod tests {
         // the probe gathering notices the ones ready together.
         let f = fixture();
         let cookie = f.stored().await;
-        for _ in 0..batch::INLINE_AFTER {
-            f.open(Some(&cookie)).increment("n", 1).await.unwrap();
-        }
-        assert!(saves_at_once(&f, &cookie));
+        f.update_alone_until_saving_at_once(&cookie).await;
         let before = f.store.counts();
         let tasks: Vec<_> = (0..40).map(|_| f.spawn_increment(&cookie)).collect();
         let mut seen = Vec::new();
