@@ -34,7 +34,7 @@ pub use config::{Config, ConfigBuilder, ConfigError, CookieKeys, CookieSecurity,
 pub use error::{Error, Result};
 pub use id::{Id, InvalidId, RandomError, RecordId, ID_BYTES, ID_TEXT_LEN, RECORD_ID_TEXT_LEN};
 pub use manager::Manager;
-pub use record::{Data, Lifetime, Record, RecordDecodeError};
+pub use record::{now_unix_millis, unix_millis, Data, Lifetime, Record, RecordDecodeError};
 pub use session::{Session, MAX_OWNER_LEN};
 pub use store::{Created, Saved, Store, StoreError, StoreErrorKind};
 pub use sweeper::Sweeper;

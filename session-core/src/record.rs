@@ -1,7 +1,7 @@
 //! What a store keeps for one session.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -207,14 +207,45 @@ pub(crate) fn truncate_ms(t: OffsetDateTime) -> OffsetDateTime {
         .unwrap_or(t)
 }
 
-/// Milliseconds since the Unix epoch.
+/// Milliseconds since the Unix epoch, rounded down: the unit in which
+/// records and the stores keep deadlines.
 ///
 /// Whole seconds and the millisecond field: no 128-bit division, which is
 /// what `unix_timestamp_nanos` would cost on every save.
-pub(crate) fn unix_millis(t: OffsetDateTime) -> i64 {
+///
+/// ```
+/// use time::OffsetDateTime;
+///
+/// let t = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).unwrap();
+/// assert_eq!(session_core::unix_millis(t), 1_700_000_000_123);
+/// ```
+pub fn unix_millis(t: OffsetDateTime) -> i64 {
     t.unix_timestamp()
         .saturating_mul(1000)
         .saturating_add(i64::from(t.millisecond()))
+}
+
+/// The system clock now, in [`unix_millis`]: cheaper than going through an
+/// `OffsetDateTime`, for stores that read it on every call.
+pub fn now_unix_millis() -> i64 {
+    system_millis(SystemTime::now())
+}
+
+/// `t` in unix milliseconds, rounded down like [`unix_millis`].
+fn system_millis(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        // A clock set before 1970: negative milliseconds, rounded down.
+        Err(e) => {
+            let before = e.duration();
+            let ms = i64::try_from(before.as_millis()).unwrap_or(i64::MAX);
+            if before.subsec_nanos() % 1_000_000 == 0 {
+                -ms
+            } else {
+                -ms - 1
+            }
+        }
+    }
 }
 
 /// The inverse of [`unix_millis`], for every load.
@@ -298,6 +329,31 @@ mod tests {
         }
         assert!(from_unix_millis(i64::MAX).is_err());
         assert!(from_unix_millis(i64::MIN).is_err());
+    }
+
+    #[test]
+    fn the_system_clock_in_millis_agrees_with_offset_date_time() {
+        let before = unix_millis(OffsetDateTime::now_utc());
+        let now = now_unix_millis();
+        let after = unix_millis(OffsetDateTime::now_utc());
+        assert!(
+            before <= now && now <= after,
+            "{before} <= {now} <= {after}"
+        );
+        for nanos in [
+            1_700_000_000_123_456_789_i128,
+            0,
+            -1,
+            -500_000,
+            -1_000_000,
+            -1_000_001,
+            -86_400_000_000_000,
+        ] {
+            let t = OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap();
+            let expected = i64::try_from(nanos.div_euclid(1_000_000)).unwrap();
+            assert_eq!(unix_millis(t), expected, "{nanos} ns");
+            assert_eq!(system_millis(SystemTime::from(t)), expected, "{nanos} ns");
+        }
     }
 
     /// The hand-written encoder writes exactly what serde's named-struct

@@ -8,8 +8,7 @@
 //! `expires_at` is the one that counts: [`Entry::set_expiry`] rewrites only
 //! the header, so a touch costs eight bytes, not an encode.
 
-use session_core::{Record, StoreError, StoreErrorKind};
-use std::time::{SystemTime, UNIX_EPOCH};
+use session_core::{unix_millis, Record, StoreError, StoreErrorKind};
 
 use time::OffsetDateTime;
 
@@ -20,37 +19,6 @@ const OWNER: usize = 18;
 
 /// One record in memory.
 pub(crate) struct Entry(Box<[u8]>);
-
-fn millis(t: OffsetDateTime) -> i64 {
-    t.unix_timestamp()
-        .saturating_mul(1000)
-        .saturating_add(i64::from(t.millisecond()))
-}
-
-/// The time now in unix milliseconds, the unit of the entries' deadlines
-/// (cheaper than going through an `OffsetDateTime`: every call of the store
-/// reads it).
-pub(crate) fn now_millis() -> i64 {
-    system_millis(SystemTime::now())
-}
-
-/// `t` in unix milliseconds, rounded down like [`millis`].
-fn system_millis(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-        // A clock set before 1970: negative milliseconds, rounded down like
-        // `millis`.
-        Err(e) => {
-            let before = e.duration();
-            let ms = i64::try_from(before.as_millis()).unwrap_or(i64::MAX);
-            if before.subsec_nanos() % 1_000_000 == 0 {
-                -ms
-            } else {
-                -ms - 1
-            }
-        }
-    }
-}
 
 fn rejected(message: String) -> StoreError {
     StoreError::new(StoreErrorKind::Rejected, message)
@@ -68,7 +36,7 @@ impl Entry {
         let owner_len = u16::try_from(owner.len())
             .map_err(|_| rejected(format!("owner of {} bytes is too long", owner.len())))?;
         let mut bytes = Vec::with_capacity(OWNER + owner.len() + body.len());
-        bytes.extend_from_slice(&millis(record.expires_at).to_le_bytes());
+        bytes.extend_from_slice(&unix_millis(record.expires_at).to_le_bytes());
         bytes.extend_from_slice(&record.version.to_le_bytes());
         bytes.extend_from_slice(&owner_len.to_le_bytes());
         bytes.extend_from_slice(owner);
@@ -131,7 +99,7 @@ impl Entry {
             .map_err(|e| StoreError::new(StoreErrorKind::Corrupted, e.to_string()))?;
         let expires = self.expires_millis();
         // Differs only after a touch, which rewrites the header alone.
-        if expires != millis(record.expires_at) {
+        if expires != unix_millis(record.expires_at) {
             record.expires_at =
                 OffsetDateTime::from_unix_timestamp_nanos(i128::from(expires) * 1_000_000)
                     .unwrap_or(record.expires_at);
@@ -141,7 +109,7 @@ impl Entry {
 
     /// Moves the deadline.
     pub(crate) fn set_expiry(&mut self, expires_at: OffsetDateTime) {
-        self.0[EXPIRES..EXPIRES + 8].copy_from_slice(&millis(expires_at).to_le_bytes());
+        self.0[EXPIRES..EXPIRES + 8].copy_from_slice(&unix_millis(expires_at).to_le_bytes());
     }
 }
 
@@ -171,8 +139,8 @@ mod tests {
             assert_eq!(e.record().unwrap(), r);
             assert_eq!(e.version(), 7);
             assert_eq!(e.owner(), owner);
-            assert!(e.is_live(millis(r.created_at)));
-            assert!(!e.is_live(millis(r.expires_at)));
+            assert!(e.is_live(unix_millis(r.created_at)));
+            assert!(!e.is_live(unix_millis(r.expires_at)));
         }
     }
 
@@ -186,32 +154,7 @@ mod tests {
         assert_eq!(back.expires_at, later);
         assert_eq!(back.data, r.data);
         assert_eq!(e.owner(), Some("alice"));
-        assert!(e.is_live(millis(r.expires_at)));
-    }
-
-    #[test]
-    fn the_store_clock_agrees_with_offset_date_time() {
-        let before = millis(OffsetDateTime::now_utc());
-        let now = now_millis();
-        let after = millis(OffsetDateTime::now_utc());
-        assert!(
-            before <= now && now <= after,
-            "{before} <= {now} <= {after}"
-        );
-        for nanos in [
-            1_700_000_000_123_456_789_i128,
-            0,
-            -1,
-            -500_000,
-            -1_000_000,
-            -1_000_001,
-            -86_400_000_000_000,
-        ] {
-            let t = OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap();
-            let expected = i64::try_from(nanos.div_euclid(1_000_000)).unwrap();
-            assert_eq!(millis(t), expected, "{nanos} ns");
-            assert_eq!(system_millis(SystemTime::from(t)), expected, "{nanos} ns");
-        }
+        assert!(e.is_live(unix_millis(r.expires_at)));
     }
 
     #[test]

@@ -317,7 +317,7 @@ impl MemoryStore {
     }
 
     fn sweep(&self) -> u64 {
-        let now = entry::now_millis();
+        let now = session_core::now_unix_millis();
         self.inner
             .shards
             .iter()
@@ -351,7 +351,7 @@ impl MemoryStore {
 #[async_trait]
 impl Store for MemoryStore {
     async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
-        let now = entry::now_millis();
+        let now = session_core::now_unix_millis();
         let mut shard = self.shard(id);
         shard
             .live(id, now, &self.inner.owners)
@@ -361,7 +361,7 @@ impl Store for MemoryStore {
 
     async fn create(&self, record: &Record) -> Result<Created, StoreError> {
         let entry = Entry::new(record)?;
-        let now = entry::now_millis();
+        let now = session_core::now_unix_millis();
         let mut shard = self.shard(&record.id);
         if shard.live(&record.id, now, &self.inner.owners).is_some() {
             return Ok(Created::IdTaken);
@@ -375,7 +375,7 @@ impl Store for MemoryStore {
 
     async fn save(&self, record: &Record, expected_version: u64) -> Result<Saved, StoreError> {
         let entry = Entry::new(record)?;
-        let now = entry::now_millis();
+        let now = session_core::now_unix_millis();
         let mut shard = self.shard(&record.id);
         let Some(current) = shard.live(&record.id, now, &self.inner.owners) else {
             return Ok(Saved::Missing);
@@ -401,7 +401,7 @@ impl Store for MemoryStore {
         _owner: Option<&str>,
         expires_at: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let now = entry::now_millis();
+        let now = session_core::now_unix_millis();
         let mut shard = self.shard(id);
         match shard.live(id, now, &self.inner.owners) {
             Some(entry) => {
@@ -426,7 +426,7 @@ impl Store for MemoryStore {
             .get(owner)
             .map(|ids| ids.iter().copied().collect())
             .unwrap_or_default();
-        let now = entry::now_millis();
+        let now = session_core::now_unix_millis();
         let mut live = Vec::with_capacity(candidates.len());
         for id in candidates {
             let mut shard = self.shard(&id);
@@ -440,7 +440,7 @@ impl Store for MemoryStore {
 
     async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError> {
         let ids = self.ids_of_owner(owner).await?;
-        let now = entry::now_millis();
+        let now = session_core::now_unix_millis();
         let mut n = 0;
         for id in ids {
             let mut shard = self.shard(&id);

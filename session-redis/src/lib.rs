@@ -55,12 +55,14 @@ use futures_util::future::join_all;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
-use session_core::{Created, Record, RecordId, Saved, Store, StoreError, StoreErrorKind};
+use session_core::{
+    now_unix_millis, unix_millis, Created, Record, RecordId, Saved, Store, StoreError,
+    StoreErrorKind,
+};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 mod value;
-use value::millis;
 
 /// How long a connection waits for a reply before giving up on it: the
 /// manager's default store timeout, which answers requests first when it is
@@ -244,10 +246,6 @@ fn manager_config() -> ConnectionManagerConfig {
         .set_max_delay(std::time::Duration::from_millis(500))
 }
 
-fn now_ms() -> i64 {
-    millis(OffsetDateTime::now_utc())
-}
-
 impl RedisStore {
     /// Connects to one Redis server. The connection is multiplexed and
     /// reconnects by itself when Redis comes back after a failure.
@@ -377,7 +375,7 @@ impl RedisStore {
             .key(self.owner_key(owner))
             .arg(id.to_string())
             .arg(expires_at)
-            .arg(now_ms())
+            .arg(now_unix_millis())
             .invoke_async(&mut conn)
             .await
             .map_err(command("index owner"))?;
@@ -432,12 +430,12 @@ impl Store for RedisStore {
         Ok(self
             .fetch(id, "load")
             .await?
-            .and_then(|v| value::decode(id, &v, now_ms())))
+            .and_then(|v| value::decode(id, &v, now_unix_millis())))
     }
 
     async fn create(&self, record: &Record) -> Result<Created, StoreError> {
         let data = value::encode(record)?;
-        let expires = millis(record.expires_at);
+        let expires = unix_millis(record.expires_at);
         let mut conn = self.conn.clone();
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.key(&record.id))
@@ -472,7 +470,7 @@ impl Store for RedisStore {
 
     async fn save(&self, record: &Record, expected_version: u64) -> Result<Saved, StoreError> {
         let data = value::encode(record)?;
-        let expires = millis(record.expires_at);
+        let expires = unix_millis(record.expires_at);
         let mut conn = self.conn.clone();
         let mut invocation = SAVE.key(self.key(&record.id));
         invocation
@@ -512,7 +510,7 @@ impl Store for RedisStore {
         owner: Option<&str>,
         expires_at: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let expires = millis(expires_at);
+        let expires = unix_millis(expires_at);
         let mut conn = self.conn.clone();
         let mut invocation = TOUCH.key(self.key(id));
         invocation
@@ -568,7 +566,7 @@ impl Store for RedisStore {
         let mut conn = self.conn.clone();
         let members: Vec<String> = redis::cmd("ZRANGE")
             .arg(self.owner_key(owner))
-            .arg(now_ms() + 1)
+            .arg(now_unix_millis() + 1)
             .arg("+inf")
             .arg("BYSCORE")
             .query_async(&mut conn)

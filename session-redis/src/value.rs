@@ -8,17 +8,13 @@
 //! is the one that counts (a touch rewrites only those eight bytes); its
 //! version and owner repeat the record's, for the scripts.
 
-use session_core::{Record, RecordId, StoreError, StoreErrorKind};
+use session_core::{unix_millis, Record, RecordId, StoreError, StoreErrorKind};
 use time::OffsetDateTime;
 
 /// Where the deadline starts: the offset `touch` passes to `SETRANGE`.
 pub(crate) const DEADLINE_AT: usize = 8;
 const OWNER_LEN_AT: usize = 16;
 const OWNER_AT: usize = 18;
-
-pub(crate) fn millis(t: OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
-}
 
 /// The version as the header holds it, for the compare-and-set script.
 pub(crate) fn version_bytes(version: u64) -> [u8; 8] {
@@ -27,7 +23,7 @@ pub(crate) fn version_bytes(version: u64) -> [u8; 8] {
 
 /// The deadline as the header holds it, for `touch`.
 pub(crate) fn deadline_bytes(expires_at: OffsetDateTime) -> [u8; 8] {
-    millis(expires_at).to_be_bytes()
+    unix_millis(expires_at).to_be_bytes()
 }
 
 /// Encodes `record` with its header.
@@ -116,7 +112,10 @@ mod tests {
         for o in [None, Some("alice"), Some("ü")] {
             let r = sample(o);
             let v = encode(&r).unwrap();
-            assert_eq!(decode(&r.id, &v, millis(r.created_at)), Some(r.clone()));
+            assert_eq!(
+                decode(&r.id, &v, unix_millis(r.created_at)),
+                Some(r.clone())
+            );
             assert_eq!(owner(&v).as_deref(), o);
             assert_eq!(&v[..8], &version_bytes(7));
         }
@@ -128,16 +127,16 @@ mod tests {
         let mut v = encode(&r).unwrap();
         let later = r.expires_at + time::Duration::hours(2);
         v[DEADLINE_AT..DEADLINE_AT + 8].copy_from_slice(&deadline_bytes(later));
-        let back = decode(&r.id, &v, millis(r.expires_at)).unwrap();
+        let back = decode(&r.id, &v, unix_millis(r.expires_at)).unwrap();
         assert_eq!(back.expires_at, later);
-        assert_eq!(decode(&r.id, &v, millis(later)), None);
+        assert_eq!(decode(&r.id, &v, unix_millis(later)), None);
     }
 
     #[test]
     fn damaged_values_are_no_session_never_a_panic() {
         let r = sample(Some("alice"));
         let v = encode(&r).unwrap();
-        let now = millis(r.created_at);
+        let now = unix_millis(r.created_at);
         for cut in 0..v.len() {
             assert_eq!(decode(&r.id, &v[..cut], now), None, "cut at {cut}");
             let _ = owner(&v[..cut]);

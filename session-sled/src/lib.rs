@@ -197,8 +197,9 @@ impl fmt::Debug for SledStore {
     }
 }
 
+/// Unix milliseconds as a sortable key part; times before 1970 sort first.
 fn millis(t: OffsetDateTime) -> u64 {
-    u64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+    u64::try_from(session_core::unix_millis(t)).unwrap_or(0)
 }
 
 fn expiry_key(deadline: OffsetDateTime, id: &RecordId) -> [u8; 40] {

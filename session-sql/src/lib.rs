@@ -298,14 +298,6 @@ impl Queries {
     }
 }
 
-pub(crate) fn millis(t: OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
-}
-
-pub(crate) fn now_ms() -> i64 {
-    millis(OffsetDateTime::now_utc())
-}
-
 pub(crate) fn version(v: u64) -> Result<i64, StoreError> {
     i64::try_from(v).map_err(|_| SqlStoreError::OutOfRange("session version past i64::MAX").into())
 }

@@ -108,7 +108,7 @@ macro_rules! sql_store {
                     .bind(&record.id.as_bytes()[..])
                     .bind(data)
                     .bind($crate::version(record.version)?)
-                    .bind($crate::millis(record.expires_at))
+                    .bind(session_core::unix_millis(record.expires_at))
                     .bind(record.owner.as_deref())
                     .execute(&self.pool)
                     .await)
@@ -124,7 +124,7 @@ macro_rules! sql_store {
                 use sqlx::Row as _;
                 let row = sqlx::query(&self.queries.load)
                     .bind(&id.as_bytes()[..])
-                    .bind($crate::now_ms())
+                    .bind(session_core::now_unix_millis())
                     .fetch_optional(&self.pool)
                     .await
                     .map_err($crate::query_error("load"))?;
@@ -149,7 +149,7 @@ macro_rules! sql_store {
                 // The id exists: free it only if its row has expired.
                 let freed = sqlx::query(&self.queries.delete_expired_id)
                     .bind(&record.id.as_bytes()[..])
-                    .bind($crate::now_ms())
+                    .bind(session_core::now_unix_millis())
                     .execute(&self.pool)
                     .await
                     .map_err($crate::query_error("create"))?
@@ -172,11 +172,11 @@ macro_rules! sql_store {
                 let data = record
                     .to_bytes()
                     .map_err(|e| session_core::StoreError::new(session_core::StoreErrorKind::Other, e))?;
-                let now = $crate::now_ms();
+                let now = session_core::now_unix_millis();
                 let updated = sqlx::query(&self.queries.save)
                     .bind(&data[..])
                     .bind($crate::version(record.version)?)
-                    .bind($crate::millis(record.expires_at))
+                    .bind(session_core::unix_millis(record.expires_at))
                     .bind(record.owner.as_deref())
                     .bind(&record.id.as_bytes()[..])
                     .bind($crate::version(expected_version)?)
@@ -208,9 +208,9 @@ macro_rules! sql_store {
                 _owner: Option<&str>,
                 expires_at: time::OffsetDateTime,
             ) -> Result<bool, session_core::StoreError> {
-                let now = $crate::now_ms();
+                let now = session_core::now_unix_millis();
                 let updated = sqlx::query(&self.queries.touch)
-                    .bind($crate::millis(expires_at))
+                    .bind(session_core::unix_millis(expires_at))
                     .bind(&id.as_bytes()[..])
                     .bind(now)
                     .execute(&self.pool)
@@ -243,7 +243,7 @@ macro_rules! sql_store {
                 let mut total = 0;
                 loop {
                     let n = sqlx::query(&self.queries.sweep)
-                        .bind($crate::now_ms())
+                        .bind(session_core::now_unix_millis())
                         .bind($crate::SWEEP_BATCH)
                         .execute(&self.pool)
                         .await
@@ -265,7 +265,7 @@ macro_rules! sql_store {
                 use sqlx::Row as _;
                 let rows = sqlx::query(&self.queries.list_owner)
                     .bind(owner)
-                    .bind($crate::now_ms())
+                    .bind(session_core::now_unix_millis())
                     .fetch_all(&self.pool)
                     .await
                     .map_err($crate::query_error("list owner"))?;
@@ -283,7 +283,7 @@ macro_rules! sql_store {
             async fn delete_owner(&self, owner: &str) -> Result<u64, session_core::StoreError> {
                 Ok(sqlx::query(&self.queries.delete_owner)
                     .bind(owner)
-                    .bind($crate::now_ms())
+                    .bind(session_core::now_unix_millis())
                     .execute(&self.pool)
                     .await
                     .map_err($crate::query_error("delete owner"))?
