@@ -6,6 +6,7 @@ mod batch;
 mod clock;
 mod codec;
 mod config;
+mod deadline;
 mod envelope;
 mod error;
 mod id;

@@ -266,9 +266,11 @@ impl Manager {
     /// Runs one store call under the store timeout, turning failures into
     /// [`Error`]s and logging them.
     ///
-    /// The timer is armed only if the store does not answer on the first
-    /// poll: in-process stores (memory, sled) answer at once, and a timer
-    /// costs a registration in the runtime's timer wheel and its removal.
+    /// The limit is set only if the store does not answer on the first
+    /// poll (in-process stores, memory and sled, answer at once), and then
+    /// on the thread's shared watchdog rather than a timer of the call's own
+    /// (see `deadline`): a timer per call made Tokio wake its I/O driver, a
+    /// system call, on every request to a network store.
     pub(crate) async fn call<T>(
         &self,
         op: &'static str,
@@ -279,7 +281,7 @@ impl Manager {
         let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
         let outcome = match first {
             Poll::Ready(answer) => Ok(answer),
-            Poll::Pending => tokio::time::timeout(after, fut).await,
+            Poll::Pending => crate::deadline::within(after, fut).await,
         };
         match outcome {
             Ok(Ok(v)) => Ok(v),
