@@ -8,7 +8,11 @@
 //! its totals) and divides the instructions by the requests served. Start-up
 //! is included and amortized over the requests.
 //!
-//! The table in BENCHMARKS.md keeps one row per profiled binary (`--label`),
+//! A second pass counts the server's system calls per request under
+//! `strace -c -f` (the kernel's share of a request, which callgrind does not
+//! see), for the cases in [`SYSCALL_CASES`].
+//!
+//! The tables in BENCHMARKS.md keep one row per profiled binary (`--label`),
 //! so a "before" row measured on an older build stays next to the new one.
 
 use std::fs;
@@ -37,6 +41,16 @@ const CASES: &[(&str, &str, u32)] = &[
     ("axum-ours-memory", "/write", 1),
 ];
 
+/// What the system calls are counted for: (variant, route, wrk connections).
+const SYSCALL_CASES: &[(&str, &str, u32)] = &[
+    ("axum-bare", "/plain", 4),
+    ("axum-ours-memory", "/read", 4),
+    ("axum-ours-redis", "/read", 4),
+    ("axum-tower-redis", "/read", 4),
+    ("axum-ours-postgres", "/read", 4),
+    ("axum-tower-postgres", "/read", 4),
+];
+
 /// A case's column name: connections are named when not the usual four.
 fn case_name(&(variant, route, connections): &(&str, &str, u32)) -> String {
     match connections {
@@ -46,8 +60,43 @@ fn case_name(&(variant, route, connections): &(&str, &str, u32)) -> String {
     }
 }
 
-const START: &str = "<!-- profile:start -->";
-const END: &str = "<!-- profile:end -->";
+/// Where a table lives in BENCHMARKS.md, and what precedes its rows.
+struct Table {
+    start: &'static str,
+    end: &'static str,
+    intro: &'static str,
+    cases: &'static [(&'static str, &'static str, u32)],
+}
+
+/// Instructions per request; its introduction is the load report's profile
+/// narrative, just above it.
+const INSTRUCTIONS: Table = Table {
+    start: "<!-- profile:start -->",
+    end: "<!-- profile:end -->",
+    intro: "",
+    cases: CASES,
+};
+
+const SYSCALLS: Table = Table {
+    start: "<!-- syscalls:start -->",
+    end: "<!-- syscalls:end -->",
+    intro: "System calls per request, from the same command: the server runs under \
+            `strace -c -f` while `wrk -t1 -c4` drives it, and its calls are divided by the \
+            requests served. Callgrind does not see the kernel, which takes about half of \
+            the server's CPU in these scenarios.\n\n",
+    cases: SYSCALL_CASES,
+};
+
+/// The profile tables of a BENCHMARKS.md, from the first one's start marker
+/// to the last one's end marker, for the load report to keep.
+pub(crate) fn tables(text: &str) -> Option<&str> {
+    let start = text.find(INSTRUCTIONS.start)?;
+    let end = [INSTRUCTIONS.end, SYSCALLS.end]
+        .iter()
+        .filter_map(|m| text.find(m).map(|i| i + m.len()))
+        .max()?;
+    text.get(start..end)
+}
 
 /// Profiles `bin` (default: a fresh release build of `session-loadtest`) and
 /// records the row under `label`.
@@ -74,7 +123,7 @@ pub(crate) fn bench_profile(label: &str, bin: Option<PathBuf>) -> Result {
         match instructions_per_request(&bin, variant, route, connections, port, &dir) {
             Ok(ir) => {
                 eprintln!("xtask: {name}: {ir} instructions per request");
-                cells.push(Some(ir));
+                cells.push(Some(ir.to_string()));
             }
             Err(e) => {
                 eprintln!("xtask: {name}: not measured: {e}");
@@ -82,12 +131,87 @@ pub(crate) fn bench_profile(label: &str, bin: Option<PathBuf>) -> Result {
             }
         }
     }
+    let mut calls = Vec::new();
+    for (i, &(variant, route, connections)) in SYSCALL_CASES.iter().enumerate() {
+        let port = 18_250 + u16::try_from(i).unwrap_or(0);
+        let name = case_name(&SYSCALL_CASES[i]);
+        match syscalls_per_request(&bin, variant, route, connections, port, &dir) {
+            Ok(n) => {
+                eprintln!("xtask: {name}: {n:.2} system calls per request");
+                calls.push(Some(format!("{n:.2}")));
+            }
+            Err(e) => {
+                eprintln!("xtask: {name}: system calls not counted: {e}");
+                calls.push(None);
+            }
+        }
+    }
     crate::load::cleanup(&bin);
     let _ = fs::remove_dir_all(&dir);
-    if cells.iter().all(Option::is_none) {
+    if cells.iter().chain(&calls).all(Option::is_none) {
         return Err("no case could be measured".into());
     }
-    write_row(label, &cells)
+    write_row(&INSTRUCTIONS, label, &cells)?;
+    write_row(&SYSCALLS, label, &calls)
+}
+
+/// Runs the server, counts its system calls under `strace -c -f` while wrk
+/// drives it, and divides them by the requests served.
+fn syscalls_per_request(
+    bin: &Path,
+    variant: &str,
+    route: &str,
+    connections: u32,
+    port: u16,
+    dir: &Path,
+) -> Result<f64> {
+    let out = dir.join(format!("strace.{port}"));
+    let mut server = Command::new(bin)
+        .args(["serve", variant, &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let counted = (|| {
+        wait_for(port, &mut server)?;
+        let mut strace = Command::new("strace")
+            .args(["-c", "-f", "-o"])
+            .arg(&out)
+            .args(["-p", &server.id().to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot run strace (apt-get install strace): {e}"))?;
+        // strace attaches to every thread before the load starts.
+        sleep(Duration::from_millis(500));
+        let driven = drive(port, route, connections, &mut server);
+        // SIGINT: strace detaches and writes its summary.
+        Command::new("kill")
+            .args(["-INT", &strace.id().to_string()])
+            .status()
+            .map_err(|e| e.to_string())?;
+        strace.wait().map_err(|e| e.to_string())?;
+        let requests = driven?;
+        let summary = fs::read_to_string(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+        let calls = total_calls(&summary).ok_or("strace wrote no total")?;
+        #[allow(clippy::cast_precision_loss)]
+        Ok(calls as f64 / requests as f64)
+    })();
+    let _ = server.kill();
+    let _ = server.wait();
+    counted
+}
+
+/// The call count of `strace -c`'s `total` line (`% time, seconds,
+/// usecs/call, calls, [errors,] total`).
+fn total_calls(summary: &str) -> Option<u64> {
+    summary.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.last() {
+            Some(&"total") => fields.get(3)?.parse().ok(),
+            _ => None,
+        }
+    })
 }
 
 fn instructions_per_request(
@@ -154,42 +278,79 @@ fn drive(
     }
 }
 
-/// Writes or replaces the row `label` in BENCHMARKS.md's profile table.
-fn write_row(label: &str, cells: &[Option<u64>]) -> Result {
+/// Writes or replaces the row `label` in one of BENCHMARKS.md's profile
+/// tables.
+fn write_row(table: &Table, label: &str, cells: &[Option<String>]) -> Result {
+    let (start, end, cases) = (table.start, table.end, table.cases);
     let path = root().join("BENCHMARKS.md");
     let text = fs::read_to_string(&path).unwrap_or_default();
     let header = {
-        let names: Vec<String> = CASES.iter().map(case_name).collect();
+        let names: Vec<String> = cases.iter().map(case_name).collect();
         format!(
             "| build | {} |\n|---|{}\n",
             names.join(" | "),
-            "---|".repeat(CASES.len())
+            "---|".repeat(cases.len())
         )
     };
-    let mut rows: Vec<String> = match (text.find(START), text.find(END)) {
-        (Some(s), Some(e)) if s < e => text[s + START.len()..e]
+    let mut rows: Vec<String> = match (text.find(start), text.find(end)) {
+        (Some(s), Some(e)) if s < e => text[s + start.len()..e]
             .lines()
             .filter(|l| l.starts_with("| ") && !l.starts_with("| build"))
             .filter(|l| !l.starts_with(&format!("| {label} |")))
             .map(|row| {
                 // Rows measured before a case was added have no cell for it.
-                let missing = (CASES.len() + 2).saturating_sub(row.matches('|').count());
+                let missing = (cases.len() + 2).saturating_sub(row.matches('|').count());
                 format!("{row}{}", " – |".repeat(missing))
             })
             .collect(),
         _ => Vec::new(),
     };
-    let values: Vec<String> = cells
-        .iter()
-        .map(|c| c.map_or_else(|| "–".to_owned(), |ir| ir.to_string()))
-        .collect();
+    let values: Vec<&str> = cells.iter().map(|c| c.as_deref().unwrap_or("–")).collect();
     rows.push(format!("| {label} | {} |", values.join(" | ")));
-    let block = format!("{START}\n{header}{}\n{END}", rows.join("\n"));
-    let text = match (text.find(START), text.find(END)) {
-        (Some(s), Some(e)) if s < e => format!("{}{block}{}", &text[..s], &text[e + END.len()..]),
+    let block = format!("{start}\n{}{header}{}\n{end}", table.intro, rows.join("\n"));
+    let text = match (text.find(start), text.find(end)) {
+        (Some(s), Some(e)) if s < e => format!("{}{block}{}", &text[..s], &text[e + end.len()..]),
         _ => format!("{text}\n{block}\n"),
     };
     fs::write(&path, text).map_err(|e| e.to_string())?;
-    eprintln!("xtask: BENCHMARKS.md profile row {label:?} written");
+    eprintln!("xtask: BENCHMARKS.md row {label:?} written between {start} and {end}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{tables, total_calls};
+
+    #[test]
+    fn the_load_report_keeps_both_tables() {
+        let text = "# Benchmarks\nold narrative\n<!-- profile:start -->\n| a |\n<!-- profile:end -->\n\n<!-- syscalls:start -->\n| b |\n<!-- syscalls:end -->\n";
+        let kept = tables(text).unwrap();
+        assert!(kept.starts_with("<!-- profile:start -->"));
+        assert!(kept.ends_with("<!-- syscalls:end -->"));
+        let only_first = "<!-- profile:start -->\n| a |\n<!-- profile:end -->\ntrailing";
+        assert_eq!(
+            tables(only_first).unwrap(),
+            "<!-- profile:start -->\n| a |\n<!-- profile:end -->"
+        );
+        assert_eq!(tables("no tables"), None);
+    }
+
+    #[test]
+    fn reads_the_total_of_an_strace_summary() {
+        let summary = "\
+% time     seconds  usecs/call     calls    errors syscall
+------ ----------- ----------- --------- --------- ----------------
+ 58.10    0.120000           2     47040           writev
+ 41.90    0.086000           1     47080        12 recvfrom
+------ ----------- ----------- --------- --------- ----------------
+100.00    0.206000           2     94120        12 total
+";
+        assert_eq!(total_calls(summary), Some(94_120));
+        let without_errors = summary.replace("        12 total", " total");
+        assert_eq!(total_calls(&without_errors), Some(94_120));
+        assert_eq!(
+            total_calls("strace: attach: ptrace(PTRACE_SEIZE, 1): denied"),
+            None
+        );
+    }
 }
