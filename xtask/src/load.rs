@@ -528,8 +528,9 @@ What changed in `session 7`:
   about 0.3 µs of server CPU per Redis read: within this machine's run-to-run spread in
   the load table, but it is fixed work removed from every call to a network store, and
   in a multi-threaded runtime the wake-up can also rouse a parked worker thread.
-  PostgreSQL reads were not affected (sqlx keeps timers of its own pending, so no wake-up
-  was triggered; 8.3 system calls per read for ours and tower-sessions alike).
+  PostgreSQL reads and actix-web were not affected (sqlx and actix-web keep timers of
+  their own pending, so no wake-up was triggered; 8.3 system calls per PostgreSQL read
+  for ours and tower-sessions alike).
 
 What is still between ours and the ceiling, by the same profile:
 
