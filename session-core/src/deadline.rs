@@ -7,77 +7,118 @@
 //! thread registering the timer is the driver's own (tokio-rs/tokio#5207). A
 //! store that answers over the network (Redis, SQL) paid for that on every
 //! request, and a Redis read paid twice (the Redis client has a reply timer
-//! too): `strace` counted 4.3 system calls per request where 2.3 do the work,
-//! and the load test measured about 3 µs of server CPU per Redis read.
+//! too): `strace` counted 5.0 system calls per Redis read where 3.0 do the
+//! work (BENCHMARKS.md, system-call table).
 //!
 //! Here each pending store call puts its deadline in a queue shared by the
-//! calls of its thread, and one watchdog task per thread and runtime sleeps
-//! until the earliest deadline and wakes the calls that ran out of time. The
-//! watchdog's timer moves only when it fires or when a call needs an earlier
-//! deadline than the one it sleeps towards; with the manager's one store
-//! timeout that is about once per timeout while calls keep coming, and never
-//! once the calls stop. A call that ends in time takes its deadline out of the
-//! queue.
+//! calls started on its thread, and one watchdog task per thread and runtime
+//! sleeps until the earliest deadline and wakes the calls that ran out of
+//! time. The watchdog's timer moves only when it fires or when a call needs an
+//! earlier deadline than the one it sleeps towards: with the manager's one
+//! store timeout, about once per timeout while calls keep coming, and once
+//! more after they stop. A call that ends in time takes its deadline out of
+//! the queue. "Per thread" says which calls share a queue: in a
+//! multi-threaded runtime the watchdog task itself runs on any worker. A
+//! watchdog that no thread refers to any more (the thread ended,
+//! or moved on to another runtime) ends once its queue is empty; while a
+//! runtime shuts down, or while a thread's locals are torn down, a call falls
+//! back to a Tokio timer of its own.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::pin::pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Poll, Waker};
+use std::pin::{pin, Pin};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 /// The call did not finish within its limit.
 #[derive(Debug)]
 pub(crate) struct Elapsed;
 
-/// Runs `fut` for at most `after`, like `tokio::time::timeout`, on the
-/// thread's shared watchdog.
+/// Runs `fut` for at most `after`, like `tokio::time::timeout`, but sets the
+/// limit only if `fut` is not ready on its first poll, and then on the
+/// thread's shared watchdog. A limit too large to represent is no limit.
 ///
 /// # Panics
-/// Outside a Tokio runtime, or in one built without timers, as
-/// `tokio::time::timeout` does.
+/// If `fut` is not ready on its first poll: outside a Tokio runtime, or in
+/// one built without timers, as `tokio::time::timeout` does.
 pub(crate) async fn within<F: Future>(after: Duration, fut: F) -> Result<F::Output, Elapsed> {
-    let deadline = Instant::now() + after;
     let mut fut = pin!(fut);
-    let mut slot: Option<Slot> = None;
+    let mut wait = Wait::NotYet;
     std::future::poll_fn(|cx| {
         if let Poll::Ready(v) = fut.as_mut().poll(cx) {
             return Poll::Ready(Ok(v));
         }
-        match &slot {
-            Some(s) if s.watch.alive.load(Ordering::Acquire) => {
-                if !s.watch.refresh(s.key, cx.waker()) {
-                    // The watchdog took the deadline out: time is up.
-                    return Poll::Ready(Err(Elapsed));
-                }
-            }
-            // First wait, or the watchdog's runtime has shut down under a
-            // call that lives on: (re)join the current thread's.
-            _ => {
-                if Instant::now() >= deadline {
-                    return Poll::Ready(Err(Elapsed));
-                }
-                let watch = current();
-                let key = watch.register(deadline, cx.waker());
-                slot = Some(Slot { watch, key });
-            }
-        }
-        Poll::Pending
+        wait.poll(after, cx)
     })
     .await
 }
 
+/// How a pending call waits for its deadline.
+enum Wait {
+    /// Not polled yet: the limit starts at the first `Pending`.
+    NotYet,
+    /// Its deadline, without a place to wait yet (or any more).
+    Unqueued(Instant),
+    /// In a watchdog's queue.
+    Queued(Slot),
+    /// On a timer of its own, where no watchdog is available.
+    Timer(Pin<Box<Sleep>>),
+    /// The limit is too far away to represent.
+    Unlimited,
+}
+
+impl Wait {
+    /// Called after the call's future returned `Pending`.
+    fn poll<T>(&mut self, after: Duration, cx: &mut Context<'_>) -> Poll<Result<T, Elapsed>> {
+        loop {
+            match self {
+                Self::NotYet => {
+                    *self = match Instant::now().checked_add(after) {
+                        Some(deadline) => Self::Unqueued(deadline),
+                        None => Self::Unlimited,
+                    };
+                }
+                Self::Unqueued(deadline) => {
+                    let deadline = *deadline;
+                    if Instant::now() >= deadline {
+                        return Poll::Ready(Err(Elapsed));
+                    }
+                    let queued = current().and_then(|watch| {
+                        let key = watch.register(deadline, cx.waker())?;
+                        Some(Slot { watch, key })
+                    });
+                    *self = match queued {
+                        Some(slot) => Self::Queued(slot),
+                        // Its runtime is shutting down, or this thread's
+                        // locals are being torn down.
+                        None => Self::Timer(Box::pin(tokio::time::sleep_until(deadline))),
+                    };
+                }
+                Self::Queued(slot) => match slot.watch.refresh(slot.key, cx.waker()) {
+                    Queue::Waiting => return Poll::Pending,
+                    Queue::Expired => return Poll::Ready(Err(Elapsed)),
+                    // The watchdog ended (its runtime shut down) under a call
+                    // that lives on: join the current thread's.
+                    Queue::Closed => *self = Self::Unqueued(slot.key.0),
+                },
+                Self::Timer(sleep) => return sleep.as_mut().poll(cx).map(|()| Err(Elapsed)),
+                Self::Unlimited => return Poll::Pending,
+            }
+        }
+    }
+}
+
 /// A call's place in the queue: its deadline, then an arrival number that
-/// tells apart calls with the same deadline.
+/// tells apart calls with the same one.
 type Key = (Instant, u64);
 
-/// A pending call's entry, taken out of the queue when the call ends.
+/// A queued call's entry, taken out of the queue when the call ends.
 struct Slot {
     watch: Arc<Watch>,
     key: Key,
@@ -85,83 +126,124 @@ struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        lock(&self.watch.state).calls.remove(&self.key);
+        let removed = lock(&self.watch.state).calls.remove(&self.key);
+        // Dropped after the lock is released.
+        drop(removed);
     }
 }
 
-/// The pending calls of one thread in one runtime, and their watchdog.
+/// Where a queued call stands.
+enum Queue {
+    Waiting,
+    Expired,
+    Closed,
+}
+
+/// The pending calls started on one thread in one runtime, and their
+/// watchdog.
 struct Watch {
     runtime: tokio::runtime::Id,
     state: Mutex<State>,
-    /// Wakes the watchdog when a call needs an earlier deadline than the
-    /// one it sleeps towards, or any deadline while it sleeps without one.
+    /// Wakes the watchdog when a call needs an earlier deadline than the one
+    /// it sleeps towards (or any, while it sleeps without one), and when its
+    /// thread lets go of it.
     notify: Notify,
-    /// False once the watchdog task has ended: its runtime shut down.
-    alive: AtomicBool,
 }
 
 #[derive(Default)]
 struct State {
     calls: BTreeMap<Key, Waker>,
     arrivals: u64,
-    /// The deadline the watchdog sleeps towards; `None` while it waits for
-    /// calls without a timer.
+    /// The deadline the watchdog sleeps towards; `None` while it waits
+    /// without a timer.
     target: Option<Instant>,
+    /// The watchdog has ended: nothing joins this queue any more.
+    closed: bool,
 }
 
-/// Locks the queue; every change under the lock is a single map operation,
-/// so a panic elsewhere cannot leave it inconsistent.
+/// Locks a queue; every change under the lock is a single map operation or
+/// flag, so a panic elsewhere cannot leave it inconsistent.
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     state
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-thread_local! {
-    static WATCH: RefCell<Option<Arc<Watch>>> = const { RefCell::new(None) };
+/// A thread's watchdog. Weak, so that the watchdog task owns it: the task
+/// ends when its thread lets go of it and its queue is empty.
+struct Local(Option<Weak<Watch>>);
+
+impl Local {
+    /// Lets go of the watchdog and tells it so.
+    fn release(&mut self) {
+        if let Some(watch) = self.0.take().and_then(|weak| weak.upgrade()) {
+            watch.notify.notify_one();
+        }
+    }
 }
 
-/// The watchdog of the current thread and runtime, started on first use.
-fn current() -> Arc<Watch> {
+impl Drop for Local {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+thread_local! {
+    static WATCH: RefCell<Local> = const { RefCell::new(Local(None)) };
+}
+
+/// The watchdog of the current thread and runtime, started on first use;
+/// `None` while the thread's locals are being torn down.
+///
+/// # Panics
+/// Outside a Tokio runtime, or in one without timers.
+fn current() -> Option<Arc<Watch>> {
     let handle = Handle::current();
-    let found = WATCH.try_with(|cell| {
-        let mut cell = cell.borrow_mut();
-        match cell.as_ref() {
-            Some(w) if w.runtime == handle.id() && w.alive.load(Ordering::Acquire) => Arc::clone(w),
-            _ => {
-                let w = Watch::start(&handle);
-                *cell = Some(Arc::clone(&w));
-                w
+    WATCH
+        .try_with(|cell| {
+            let mut local = cell.borrow_mut();
+            let found = local.0.as_ref().and_then(Weak::upgrade);
+            match found {
+                Some(watch) if watch.runtime == handle.id() => watch,
+                _ => {
+                    local.release();
+                    let watch = Arc::new(Watch {
+                        runtime: handle.id(),
+                        state: Mutex::new(State::default()),
+                        notify: Notify::new(),
+                    });
+                    // Referred to before its task starts, which may be at
+                    // once on another worker thread.
+                    local.0 = Some(Arc::downgrade(&watch));
+                    watch.start(&handle);
+                    watch
+                }
             }
-        }
-    });
-    // While the thread's locals are being torn down, a watchdog of its own.
-    found.unwrap_or_else(|_| Watch::start(&handle))
+        })
+        .ok()
 }
 
 impl Watch {
-    fn start(handle: &Handle) -> Arc<Self> {
-        let watch = Arc::new(Self {
-            runtime: handle.id(),
-            state: Mutex::new(State::default()),
-            notify: Notify::new(),
-            alive: AtomicBool::new(true),
-        });
+    /// Spawns the watchdog task.
+    fn start(self: &Arc<Self>, handle: &Handle) {
         // Made here, in the caller's context, so that a runtime without
         // timers panics in the call with Tokio's message, as before.
         let sleep = tokio::time::sleep_until(Instant::now());
         // Owned by the task, so that its end is seen even if the runtime
         // drops the task without ever running it.
-        let ended = Ended(Arc::clone(&watch));
+        let ended = Ended(Arc::clone(self));
         handle.spawn(async move {
             let ended = ended;
             watchdog(&ended.0, sleep).await;
         });
-        watch
     }
 
-    fn register(&self, deadline: Instant, waker: &Waker) -> Key {
+    /// Queues a call; `None` once the watchdog has ended.
+    fn register(&self, deadline: Instant, waker: &Waker) -> Option<Key> {
         let mut state = lock(&self.state);
+        if state.closed {
+            return None;
+        }
         let key = (deadline, state.arrivals);
         state.arrivals += 1;
         state.calls.insert(key, waker.clone());
@@ -170,24 +252,30 @@ impl Watch {
             drop(state);
             self.notify.notify_one();
         }
-        key
+        Some(key)
     }
 
-    /// Keeps the call's waker current; false if its deadline has passed.
-    fn refresh(&self, key: Key, waker: &Waker) -> bool {
-        match lock(&self.state).calls.get_mut(&key) {
+    /// Keeps the call's waker current and tells where it stands.
+    fn refresh(&self, key: Key, waker: &Waker) -> Queue {
+        let mut state = lock(&self.state);
+        if state.closed {
+            return Queue::Closed;
+        }
+        match state.calls.get_mut(&key) {
             Some(w) => {
                 if !w.will_wake(waker) {
-                    w.clone_from(waker);
+                    let old = std::mem::replace(w, waker.clone());
+                    drop(state);
+                    drop(old);
                 }
-                true
+                Queue::Waiting
             }
-            None => false,
+            None => Queue::Expired,
         }
     }
 
-    /// Takes out the calls whose deadline has passed and returns their
-    /// wakers and the next deadline.
+    /// Takes out the calls whose deadline has passed; returns their wakers
+    /// and the next deadline.
     fn expire(&self, now: Instant) -> (Vec<Waker>, Option<Instant>) {
         let mut state = lock(&self.state);
         let mut due = Vec::new();
@@ -200,25 +288,35 @@ impl Watch {
         state.target = state.calls.first_key_value().map(|(k, _)| k.0);
         (due, state.target)
     }
+
+    /// Whether the watchdog can end: no thread will queue calls here any
+    /// more, and none is queued.
+    fn unused(self: &Arc<Self>) -> bool {
+        Arc::weak_count(self) == 0 && lock(&self.state).calls.is_empty()
+    }
 }
 
-/// Marks the watchdog gone and wakes its calls, which then join another.
+/// Closes the queue and wakes its calls, which then join another.
 struct Ended(Arc<Watch>);
 
 impl Drop for Ended {
     fn drop(&mut self) {
-        self.0.alive.store(false, Ordering::Release);
-        let wakers: Vec<Waker> = std::mem::take(&mut lock(&self.0.state).calls)
-            .into_values()
-            .collect();
-        wakers.into_iter().for_each(Waker::wake);
+        let calls = {
+            let mut state = lock(&self.0.state);
+            state.closed = true;
+            std::mem::take(&mut state.calls)
+        };
+        calls.into_values().for_each(Waker::wake);
     }
 }
 
-async fn watchdog(watch: &Watch, sleep: tokio::time::Sleep) {
+async fn watchdog(watch: &Arc<Watch>, sleep: Sleep) {
     let mut sleep = pin!(sleep);
     loop {
         let notified = watch.notify.notified();
+        if watch.unused() {
+            return;
+        }
         let (due, target) = watch.expire(Instant::now());
         due.into_iter().for_each(Waker::wake);
         match target {
@@ -242,9 +340,15 @@ async fn watchdog(watch: &Watch, sleep: tokio::time::Sleep) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
 
     fn entries(watch: &Watch) -> usize {
         lock(&watch.state).calls.len()
+    }
+
+    fn this_threads() -> Arc<Watch> {
+        current().expect("thread locals are alive")
     }
 
     /// `within` under a far longer Tokio timeout, so that a watchdog that
@@ -255,12 +359,40 @@ mod tests {
             .expect("the watchdog never ended the call")
     }
 
+    fn never() -> std::future::Pending<()> {
+        std::future::pending()
+    }
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Counter(AtomicUsize);
+
+    impl Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn poll_with<F: Future + Unpin>(fut: &mut F, waker: &Waker) -> Poll<F::Output> {
+        Pin::new(fut).poll(&mut Context::from_waker(waker))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_ready_at_once_sets_no_limit() {
+        assert_eq!(
+            within(Duration::from_secs(1), async { 7 }).await.unwrap(),
+            7
+        );
+        let queued = WATCH.with(|w| w.borrow().0.as_ref().and_then(Weak::upgrade));
+        assert!(queued.is_none(), "no watchdog was started");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_call_that_ends_in_time_leaves_nothing_queued() {
         let (tx, rx) = tokio::sync::oneshot::channel::<u32>();
         let call = tokio::spawn(within(Duration::from_secs(5), rx));
         tokio::task::yield_now().await;
-        let watch = current();
+        let watch = this_threads();
         assert_eq!(entries(&watch), 1);
         tx.send(7).unwrap();
         assert_eq!(call.await.unwrap().unwrap().unwrap(), 7);
@@ -268,24 +400,72 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_dropped_call_leaves_nothing_queued() {
+        let mut call = Box::pin(within(Duration::from_secs(5), never()));
+        let waker = Waker::from(Arc::new(Counter::default()));
+        assert!(poll_with(&mut call, &waker).is_pending());
+        let watch = this_threads();
+        assert_eq!(entries(&watch), 1);
+        drop(call);
+        assert_eq!(entries(&watch), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_call_past_its_deadline_ends_with_elapsed_at_that_time() {
         let started = Instant::now();
-        let never = std::future::pending::<()>();
-        assert!(bounded(Duration::from_millis(200), never).await.is_err());
+        assert!(bounded(Duration::from_millis(200), never()).await.is_err());
         assert_eq!(started.elapsed(), Duration::from_millis(200));
-        assert_eq!(entries(&current()), 0);
+        assert_eq!(entries(&this_threads()), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_limit_too_large_to_represent_is_no_limit() {
+        let answer = async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            "late"
+        };
+        assert_eq!(within(Duration::MAX, answer).await.unwrap(), "late");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_latest_waker_is_the_one_woken() {
+        let mut call = Box::pin(within(Duration::from_secs(1), never()));
+        let (first, second) = (Arc::new(Counter::default()), Arc::new(Counter::default()));
+        assert!(poll_with(&mut call, &Waker::from(Arc::clone(&first))).is_pending());
+        assert!(poll_with(&mut call, &Waker::from(Arc::clone(&second))).is_pending());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(first.0.load(Ordering::SeqCst), 0);
+        assert_eq!(second.0.load(Ordering::SeqCst), 1);
+        assert!(poll_with(&mut call, &Waker::from(second)).is_ready());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_that_finishes_after_its_deadline_passed_still_wins() {
+        // The watchdog has already taken the deadline out when the answer
+        // arrives: like `tokio::time::timeout`, the answer is polled first.
+        let (tx, rx) = tokio::sync::oneshot::channel::<&str>();
+        let mut call = Box::pin(within(Duration::from_secs(1), rx));
+        let woken = Arc::new(Counter::default());
+        let waker = Waker::from(Arc::clone(&woken));
+        assert!(poll_with(&mut call, &waker).is_pending());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1, "the deadline has passed");
+        tx.send("done").unwrap();
+        match poll_with(&mut call, &waker) {
+            Poll::Ready(Ok(Ok(answer))) => assert_eq!(answer, "done"),
+            _ => panic!("the answer must win"),
+        }
     }
 
     #[tokio::test(start_paused = true)]
     async fn calls_in_a_row_leave_the_watchdogs_timer_where_it_is() {
         let limit = Duration::from_secs(5);
-        let watch = current();
         let mut first_target = None;
         for _ in 0..3 {
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
             let call = tokio::spawn(within(limit, rx));
             tokio::task::yield_now().await;
-            let target = lock(&watch.state).target;
+            let target = lock(&this_threads().state).target;
             assert!(target.is_some());
             // Each later call's deadline is further away: the watchdog keeps
             // sleeping towards the first one instead of moving its timer.
@@ -298,11 +478,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_idle_watchdog_wakes_for_the_next_call() {
-        let never = || std::future::pending::<()>();
         assert!(bounded(Duration::from_secs(1), never()).await.is_err());
         // Nothing is pending: the watchdog waits without a timer.
         tokio::task::yield_now().await;
-        assert_eq!(lock(&current().state).target, None);
+        assert_eq!(lock(&this_threads().state).target, None);
         let started = Instant::now();
         assert!(bounded(Duration::from_secs(1), never()).await.is_err());
         assert_eq!(started.elapsed(), Duration::from_secs(1));
@@ -311,12 +490,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn calls_with_different_limits_each_end_at_their_own() {
         let started = Instant::now();
-        let long = tokio::spawn(async move {
-            bounded(Duration::from_secs(5), std::future::pending::<()>()).await
-        });
+        let long = tokio::spawn(bounded(Duration::from_secs(5), never()));
         tokio::task::yield_now().await;
         // Earlier than the deadline the watchdog sleeps towards.
-        let short = bounded(Duration::from_secs(1), std::future::pending::<()>()).await;
+        let short = bounded(Duration::from_secs(1), never()).await;
         assert!(short.is_err());
         assert_eq!(started.elapsed(), Duration::from_secs(1));
         assert!(long.await.unwrap().is_err());
@@ -324,49 +501,90 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_call_that_finishes_first_wins_over_its_deadline() {
-        let answer = async {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            "done"
-        };
-        assert_eq!(
-            within(Duration::from_secs(1), answer).await.unwrap(),
-            "done"
-        );
+    async fn a_watchdog_its_thread_let_go_of_ends_once_its_calls_are_done() {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let call = tokio::spawn(within(Duration::from_secs(5), rx));
+        tokio::task::yield_now().await;
+        // Strong: a weak reference would count as the thread's.
+        let watch = this_threads();
+        WATCH.with(|w| w.borrow_mut().release());
+        tokio::task::yield_now().await;
+        assert!(!lock(&watch.state).closed, "a call is still queued");
+        tx.send(()).unwrap();
+        call.await.unwrap().unwrap().unwrap();
+        // It ends when its stale timer fires at the latest.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert!(lock(&watch.state).closed, "the watchdog task has ended");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watchdog_with_nothing_queued_ends_when_its_thread_lets_go() {
+        assert!(bounded(Duration::from_secs(1), never()).await.is_err());
+        let watch = this_threads();
+        WATCH.with(|w| w.borrow_mut().release());
+        tokio::task::yield_now().await;
+        assert!(lock(&watch.state).closed);
+        // The next call starts a new one.
+        let next = this_threads();
+        assert!(!Arc::ptr_eq(&watch, &next));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_watchdog_a_call_waits_on_a_timer_of_its_own() {
+        // As while the runtime shuts down: the thread's watchdog takes no
+        // more calls.
+        lock(&this_threads().state).closed = true;
+        let started = Instant::now();
+        assert!(bounded(Duration::from_secs(1), never()).await.is_err());
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+    }
+
+    fn paused_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap()
     }
 
     #[test]
-    fn a_call_outlives_the_runtime_of_its_first_watchdog() {
+    fn calls_outlive_the_runtime_of_their_first_watchdog() {
         // Polled first on one runtime, which then shuts down, and finished on
-        // another: the deadline moves to the second runtime's watchdog.
-        let first = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        let mut call = Box::pin(within(Duration::from_secs(2), std::future::pending::<()>()));
-        first.block_on(async {
-            assert!(futures_poll_once(call.as_mut()).await.is_pending());
+        // another: the deadlines move to the second runtime's watchdog.
+        let first = paused_runtime();
+        let limit = Duration::from_secs(2);
+        let (tx, rx) = tokio::sync::oneshot::channel::<&str>();
+        let mut answered = Box::pin(within(limit, rx));
+        let mut unanswered = Box::pin(within(limit, never()));
+        let waker = Waker::from(Arc::new(Counter::default()));
+        let old = first.block_on(async {
+            assert!(poll_with(&mut answered, &waker).is_pending());
+            assert!(poll_with(&mut unanswered, &waker).is_pending());
+            this_threads()
         });
-        let old = WATCH.with(|w| w.borrow().clone()).unwrap();
         drop(first);
-        assert!(!old.alive.load(Ordering::Acquire), "the watchdog has ended");
+        assert!(lock(&old.state).closed, "the first watchdog has ended");
         assert_eq!(entries(&old), 0, "its calls were woken and let go");
-        let second = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
+        let second = paused_runtime();
         second.block_on(async {
-            let outcome = tokio::time::timeout(Duration::from_secs(600), call).await;
+            let started = Instant::now();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                tx.send("in time").unwrap();
+            });
+            // Not ended early by the first watchdog's end.
+            assert_eq!(answered.await.unwrap().unwrap(), "in time");
+            let outcome = tokio::time::timeout(Duration::from_secs(600), unanswered).await;
             assert!(outcome
                 .expect("the second watchdog never ended the call")
                 .is_err());
+            // At its deadline, set on the first runtime's clock a moment ago.
+            let waited = started.elapsed();
+            assert!(
+                waited > Duration::from_millis(1500) && waited <= limit,
+                "{waited:?}"
+            );
         });
-    }
-
-    async fn futures_poll_once<F: Future + Unpin>(mut fut: F) -> Poll<F::Output> {
-        std::future::poll_fn(|cx| Poll::Ready(std::pin::Pin::new(&mut fut).poll(cx))).await
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -376,13 +594,13 @@ mod tests {
                 tokio::spawn(async move {
                     let work = async move {
                         if i % 2 == 0 {
-                            tokio::time::sleep(Duration::from_millis(1)).await;
+                            tokio::task::yield_now().await;
                             Some(i)
                         } else {
                             std::future::pending().await
                         }
                     };
-                    bounded(Duration::from_millis(50), work).await
+                    bounded(Duration::from_secs(1), work).await
                 })
             })
             .collect();

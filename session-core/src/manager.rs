@@ -3,7 +3,6 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::task::Poll;
 
 use crate::batch::Turn;
 use crate::clock::{Clock, SystemClock};
@@ -277,13 +276,7 @@ impl Manager {
         fut: impl Future<Output = std::result::Result<T, crate::StoreError>>,
     ) -> Result<T> {
         let after = self.inner.config.store_timeout;
-        let mut fut = std::pin::pin!(fut);
-        let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
-        let outcome = match first {
-            Poll::Ready(answer) => Ok(answer),
-            Poll::Pending => crate::deadline::within(after, fut).await,
-        };
-        match outcome {
+        match crate::deadline::within(after, fut).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(source)) => {
                 tracing::error!(op, error = %source, "session store error");
