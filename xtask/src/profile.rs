@@ -112,40 +112,18 @@ pub(crate) fn bench_profile(label: &str, bin: Option<PathBuf>) -> Result {
     };
     let dir = std::env::temp_dir().join(format!("xtask-profile-{}", std::process::id()));
     fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let mut cells = Vec::new();
     // The Redis cases use the load test's database, emptied before and after.
     crate::load::cleanup(&bin);
-    for (i, &(variant, route, connections)) in CASES.iter().enumerate() {
-        let port = 18_200 + u16::try_from(i).unwrap_or(0);
-        // A case that cannot run (no Redis, say) leaves its cell empty; the
-        // others still count.
-        let name = case_name(&CASES[i]);
-        match instructions_per_request(&bin, variant, route, connections, port, &dir) {
-            Ok(ir) => {
-                eprintln!("xtask: {name}: {ir} instructions per request");
-                cells.push(Some(ir.to_string()));
-            }
-            Err(e) => {
-                eprintln!("xtask: {name}: not measured: {e}");
-                cells.push(None);
-            }
-        }
-    }
-    let mut calls = Vec::new();
-    for (i, &(variant, route, connections)) in SYSCALL_CASES.iter().enumerate() {
-        let port = 18_250 + u16::try_from(i).unwrap_or(0);
-        let name = case_name(&SYSCALL_CASES[i]);
-        match syscalls_per_request(&bin, variant, route, connections, port, &dir) {
-            Ok(n) => {
-                eprintln!("xtask: {name}: {n:.2} system calls per request");
-                calls.push(Some(format!("{n:.2}")));
-            }
-            Err(e) => {
-                eprintln!("xtask: {name}: system calls not counted: {e}");
-                calls.push(None);
-            }
-        }
-    }
+    let cells = measure_all(&INSTRUCTIONS, 18_200, "instructions", |case, port| {
+        let &(variant, route, connections) = case;
+        instructions_per_request(&bin, variant, route, connections, port, &dir)
+            .map(|ir| ir.to_string())
+    });
+    let calls = measure_all(&SYSCALLS, 18_250, "system calls", |case, port| {
+        let &(variant, route, connections) = case;
+        syscalls_per_request(&bin, variant, route, connections, port, &dir)
+            .map(|n| format!("{n:.2}"))
+    });
     crate::load::cleanup(&bin);
     let _ = fs::remove_dir_all(&dir);
     if cells.iter().chain(&calls).all(Option::is_none) {
@@ -153,6 +131,35 @@ pub(crate) fn bench_profile(label: &str, bin: Option<PathBuf>) -> Result {
     }
     write_row(&INSTRUCTIONS, label, &cells)?;
     write_row(&SYSCALLS, label, &calls)
+}
+
+/// Measures each case of `table` on its own port, from `first_port` on. A
+/// case that cannot run (no Redis, say) leaves its cell empty; the others
+/// still count.
+fn measure_all(
+    table: &Table,
+    first_port: u16,
+    what: &str,
+    measure: impl Fn(&(&str, &str, u32), u16) -> Result<String>,
+) -> Vec<Option<String>> {
+    table
+        .cases
+        .iter()
+        .zip(first_port..)
+        .map(|(case, port)| {
+            let name = case_name(case);
+            match measure(case, port) {
+                Ok(value) => {
+                    eprintln!("xtask: {name}: {value} {what} per request");
+                    Some(value)
+                }
+                Err(e) => {
+                    eprintln!("xtask: {name}: {what} not measured: {e}");
+                    None
+                }
+            }
+        })
+        .collect()
 }
 
 /// Runs the server, counts its system calls under `strace -c -f` while wrk
