@@ -359,7 +359,8 @@ impl ConfigBuilder {
     }
 
     /// The limit on every store call; past it the request gets
-    /// [`Error::Timeout`](crate::Error::Timeout). Default 5 seconds.
+    /// [`Error::Timeout`](crate::Error::Timeout). Default 5 seconds;
+    /// `Duration::MAX` (or any limit too far away to represent) sets none.
     pub fn with_store_timeout(mut self, timeout: Duration) -> Self {
         self.0.store_timeout = timeout;
         self

@@ -1933,6 +1933,19 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(1));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_store_timeout_too_far_away_to_represent_is_no_limit() {
+        let f = fixture_with(Config::builder().with_store_timeout(Duration::MAX));
+        let cookie = f.stored().await;
+        f.store.delay(Some(Duration::from_secs(3600)));
+        let started = tokio::time::Instant::now();
+        assert_eq!(
+            f.open(Some(&cookie)).get_string("name").await.unwrap(),
+            "iris"
+        );
+        assert!(started.elapsed() >= Duration::from_secs(3600));
+    }
+
     #[tokio::test]
     async fn a_bad_value_fails_only_its_own_read() {
         let f = fixture();
