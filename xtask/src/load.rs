@@ -525,7 +525,7 @@ What changed in `session 7`:
   written by `cargo xtask bench profile`) has a Redis read at 3.0 system calls per
   request instead of 5.0 (tower-sessions 4.0-4.5, bare axum 2.25). The limit is now
   set inside the function that waits for it, so `Manager::call` no longer polls a
-  pending store future a second time at once: 38.9k to 38.4k instructions per Redis
+  pending store future a second time at once: 38.9k to 38.3k instructions per Redis
   read. An eventfd write costs about 160 ns here, so the gain is
   about 0.3 µs of server CPU per Redis read: within this machine's run-to-run spread in
   the load table, but it is fixed work removed from every call to a network store, and
@@ -557,7 +557,7 @@ What is still between ours and the ceiling, by the same profile:
   decoded copy would be the next step, at the price of the memory the compact store
   saves.
 * `read` on Redis: one `GET` per request; ours executes fewer instructions than
-  tower-sessions (38.4k against 43.5k) and, since session 7, makes fewer system calls
+  tower-sessions (38.3k against 43.6k) and, since session 7, makes fewer system calls
   (3.0 against 4.0-4.5 per request); the rest is the Redis client, its connection task
   and the kernel's work for the round trip, the same for both.
   1.5x tower-sessions at one round trip per request is not reachable from the session
