@@ -340,11 +340,16 @@ pub(crate) fn target_dir() -> std::path::PathBuf {
         .unwrap_or_else(|_| root().join("target"))
 }
 
+/// Builds the load-test server (release) and returns its path.
+pub(crate) fn build_server() -> Result<std::path::PathBuf> {
+    cargo(&["build", "--release", "-p", "session-loadtest"], &[])?;
+    Ok(target_dir().join("release").join("session-loadtest"))
+}
+
 /// Runs the whole matrix `runs` times (alternating variants) for `seconds`
 /// per scenario, then writes the report.
 pub(crate) fn bench_load(seconds: u64, runs: u32) -> Result {
-    cargo(&["build", "--release", "-p", "session-loadtest"], &[])?;
-    let bin = target_dir().join("release").join("session-loadtest");
+    let bin = build_server()?;
     let dir = std::env::temp_dir().join(format!("session-load-{}", std::process::id()));
     fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let mut results: BTreeMap<(String, String), Vec<Figures>> = BTreeMap::new();

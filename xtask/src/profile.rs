@@ -22,7 +22,7 @@ use std::thread::sleep;
 use std::time::Duration;
 
 use crate::load::{new_session, requests_served, wait_for};
-use crate::{cargo, root, Result};
+use crate::{root, Result};
 
 /// What is profiled: (variant, route, wrk connections).
 const CASES: &[(&str, &str, u32)] = &[
@@ -103,12 +103,7 @@ pub(crate) fn tables(text: &str) -> Option<&str> {
 pub(crate) fn bench_profile(label: &str, bin: Option<PathBuf>) -> Result {
     let bin = match bin {
         Some(bin) => bin,
-        None => {
-            cargo(&["build", "--release", "-p", "session-loadtest"], &[])?;
-            crate::load::target_dir()
-                .join("release")
-                .join("session-loadtest")
-        }
+        None => crate::load::build_server()?,
     };
     let dir = std::env::temp_dir().join(format!("xtask-profile-{}", std::process::id()));
     fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
