@@ -215,14 +215,7 @@ pub(crate) async fn write(manager: &Manager, turn: &mut Turn, gathering: Gatheri
     let mut record = gathering.record;
     let lifetime = record.lifetime.unwrap_or(manager.inner.config.lifetime);
     record.expires_at = lifetime.deadline(record.created_at, manager.now());
-    record.version = gathering.base_version + 1;
-    let outcome = match manager
-        .call(
-            "save",
-            manager.inner.store.save(&record, gathering.base_version),
-        )
-        .await
-    {
+    let outcome = match manager.save(&mut record, gathering.base_version).await {
         Ok(Saved::Saved) => {
             observe::saved(&rid, record.version);
             let record = Arc::new(record);

@@ -10,8 +10,9 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::id::{Id, RecordId};
 use crate::observe;
+use crate::record::Record;
 use crate::session::Session;
-use crate::store::Store;
+use crate::store::{Saved, Store};
 use crate::transport::{self, HeaderUpdate, Incoming, SetCookie};
 
 /// Owns the store, the configuration and the clock; hands each request a
@@ -278,17 +279,39 @@ impl Manager {
         let after = self.inner.config.store_timeout;
         match crate::deadline::within(after, fut).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(source)) => {
-                tracing::error!(op, error = %source, "session store error");
-                observe::count("session_store_errors_total", 1);
-                Err(Error::Store { op, source })
-            }
+            Ok(Err(source)) => Err(Self::store_failed(op, source)),
             Err(_) => {
                 tracing::error!(op, ?after, "session store timed out");
                 observe::count("session_store_timeouts_total", 1);
                 Err(Error::Timeout { op, after })
             }
         }
+    }
+
+    /// Logs and counts a store failure and turns it into an [`Error`].
+    fn store_failed(op: &'static str, source: crate::StoreError) -> Error {
+        tracing::error!(op, error = %source, "session store error");
+        observe::count("session_store_errors_total", 1);
+        Error::Store { op, source }
+    }
+
+    /// Saves `record` as the version after `expected`, with one
+    /// compare-and-set. A stored version that has no successor (only a
+    /// record written by something else can get there) is reported as
+    /// corrupted instead of wrapping around.
+    pub(crate) async fn save(&self, record: &mut Record, expected: u64) -> Result<Saved> {
+        let Some(next) = expected.checked_add(1) else {
+            return Err(Self::store_failed(
+                "save",
+                crate::StoreError::new(
+                    crate::StoreErrorKind::Corrupted,
+                    "the stored record's version has no successor",
+                ),
+            ));
+        };
+        record.version = next;
+        self.call("save", self.inner.store.save(record, expected))
+            .await
     }
 
     /// The lock that read-modify-writes of `id` take turns on.

@@ -604,7 +604,7 @@ impl Session {
                     conflicts += 1;
                     if conflicts > retries {
                         return Err(Error::Contention {
-                            attempts: retries + 1,
+                            attempts: retries.saturating_add(1),
                         });
                     }
                 }
@@ -703,7 +703,7 @@ impl Session {
             }
         }
         Err(Error::Contention {
-            attempts: retries + 1,
+            attempts: retries.saturating_add(1),
         })
     }
 
@@ -942,7 +942,7 @@ impl Session {
             }
         }
         Err(Error::Contention {
-            attempts: retries + 1,
+            attempts: retries.saturating_add(1),
         })
     }
 
@@ -957,21 +957,18 @@ impl Session {
             return Ok(Commit::Done);
         };
         let expires_at = lifetime.deadline(stored.created_at, now);
-        let record = Record {
+        let mut record = Record {
             id: stored.rid,
             data: state.data.clone(),
             created_at: stored.created_at,
             expires_at,
-            version: stored.version + 1,
+            version: 0,
             owner: state.owner.clone(),
             lifetime: state.lifetime,
         };
         let rid = stored.rid;
         let expected = stored.version;
-        match manager
-            .call("save", manager.inner.store.save(&record, expected))
-            .await?
-        {
+        match manager.save(&mut record, expected).await? {
             Saved::Saved => {
                 observe::saved(&rid, record.version);
                 let moved = state.stored.as_ref().is_some_and(|s| {
@@ -1253,7 +1250,7 @@ async fn backoff(attempt: u32) {
 mod tests {
     use super::*;
     use crate::testing::{Instrumented, TestStore};
-    use crate::{Config, ManualClock, StoreErrorKind};
+    use crate::{Config, ManualClock, Store, StoreErrorKind};
 
     struct Fixture {
         store: Instrumented<TestStore>,
@@ -1944,6 +1941,35 @@ mod tests {
             "iris"
         );
         assert!(started.elapsed() >= Duration::from_secs(3600));
+    }
+
+    #[tokio::test]
+    async fn a_stored_version_without_successor_is_corrupted_not_wrapped() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        let rid = Id::parse(&cookie).unwrap().record_id();
+        let mut record = f.store.inner().load(&rid).await.unwrap().unwrap();
+        record.version = u64::MAX;
+        f.store.inner().put_raw(record);
+        let corrupted = |err: &Error| {
+            matches!(err, Error::Store { op: "save", source }
+                if source.kind() == StoreErrorKind::Corrupted)
+        };
+
+        // A change committed after the handler, and an update, which
+        // saves through the gathering.
+        let s = f.open(Some(&cookie));
+        s.insert("name", "go").await.unwrap();
+        assert!(corrupted(&s.commit().await.unwrap_err()));
+        let err = f.open(Some(&cookie)).increment("n", 1).await.unwrap_err();
+        assert!(corrupted(&err), "{err:?}");
+
+        // Nothing was written: the record still reads as it was.
+        let kept = f.store.inner().load(&rid).await.unwrap().unwrap();
+        assert_eq!(kept.version, u64::MAX);
+        let s = f.open(Some(&cookie));
+        assert_eq!(s.get_string("name").await.unwrap(), "iris");
+        assert_eq!(s.get::<i64>("n").await.unwrap(), None);
     }
 
     #[tokio::test]

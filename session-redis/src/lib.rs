@@ -479,7 +479,7 @@ impl Store for RedisStore {
             .arg(expires);
         let save = async {
             invocation
-                .invoke_async::<(i64, String)>(&mut conn)
+                .invoke_async::<(i64, Vec<u8>)>(&mut conn)
                 .await
                 .map_err(command("save"))
         };
@@ -496,8 +496,12 @@ impl Store for RedisStore {
             0 => Ok(Saved::Missing),
             1 => Ok(Saved::Conflict),
             _ => {
-                if !old_owner.is_empty() && record.owner.as_deref() != Some(old_owner.as_str()) {
-                    self.unindex(&old_owner, &record.id).await?;
+                // The previous owner is raw bytes from the value: one that is
+                // not UTF-8 was never indexed by this store.
+                if let Ok(old_owner) = std::str::from_utf8(&old_owner) {
+                    if !old_owner.is_empty() && record.owner.as_deref() != Some(old_owner) {
+                        self.unindex(old_owner, &record.id).await?;
+                    }
                 }
                 Ok(Saved::Saved)
             }

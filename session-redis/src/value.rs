@@ -71,7 +71,7 @@ pub(crate) fn decode(id: &RecordId, value: &[u8], now_ms: i64) -> Option<Record>
         tracing::warn!(id = %id.short(), %why, "undecodable session record in Redis; treating it as no session");
         None
     };
-    let (Some(version), Some(deadline), Some((_, body_at))) =
+    let (Some(version), Some(deadline), Some((owner, body_at))) =
         (word(value, 0), word(value, DEADLINE_AT), owner_span(value))
     else {
         return corrupted(&"truncated header");
@@ -85,6 +85,9 @@ pub(crate) fn decode(id: &RecordId, value: &[u8], now_ms: i64) -> Option<Record>
     }
     if record.version != u64::from_be_bytes(version) {
         return corrupted(&"header and record disagree on the version");
+    }
+    if owner != record.owner.as_deref().unwrap_or_default().as_bytes() {
+        return corrupted(&"header and record disagree on the owner");
     }
     let ms = i64::from_be_bytes(deadline);
     let Ok(expires_at) = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
@@ -146,6 +149,9 @@ mod tests {
         let mut wrong_version = v.clone();
         wrong_version[..8].copy_from_slice(&version_bytes(8));
         assert_eq!(decode(&r.id, &wrong_version, now), None);
+        let mut other_owner = v.clone();
+        other_owner[OWNER_AT + 4] = b'f';
+        assert_eq!(decode(&r.id, &other_owner, now), None);
         let mut long_owner = v;
         long_owner[OWNER_LEN_AT..OWNER_AT].copy_from_slice(&u16::MAX.to_be_bytes());
         assert_eq!(decode(&r.id, &long_owner, now), None);

@@ -267,7 +267,7 @@ impl Queries {
             out
         };
         Self {
-            load: fill("SELECT data, expires_at FROM {t} WHERE id = ? AND expires_at > ?"),
+            load: fill("SELECT data, expires_at, version FROM {t} WHERE id = ? AND expires_at > ?"),
             insert: fill(
                 "INSERT INTO {t} (id, data, version, expires_at, owner) VALUES (?, ?, ?, ?, ?)",
             ),
@@ -311,9 +311,11 @@ pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
         .is_some_and(|d| d.kind() == sqlx::error::ErrorKind::UniqueViolation)
 }
 
-/// Decodes a row's `data` and `expires_at`; `None` (logged) for anything that
-/// is not a record of `id`.
-pub(crate) fn decode(id: &RecordId, data: &[u8], expires_ms: i64) -> Option<Record> {
+/// Decodes a row's `data`, `expires_at` and `version`; `None` (logged) for
+/// anything that is not a record of `id` at the row's version (a save
+/// compares the column, so a record that disagrees with it could never be
+/// saved again).
+pub(crate) fn decode(id: &RecordId, data: &[u8], expires_ms: i64, version: i64) -> Option<Record> {
     let corrupted = |why: &dyn fmt::Display| {
         tracing::warn!(id = %id.short(), %why, "undecodable session row; treating it as no session");
         None
@@ -324,6 +326,9 @@ pub(crate) fn decode(id: &RecordId, data: &[u8], expires_ms: i64) -> Option<Reco
     };
     if record.id != *id {
         return corrupted(&"record id does not match its row");
+    }
+    if u64::try_from(version) != Ok(record.version) {
+        return corrupted(&"the row's version column and its record disagree");
     }
     match OffsetDateTime::from_unix_timestamp_nanos(i128::from(expires_ms) * 1_000_000) {
         Ok(t) => record.expires_at = t,
@@ -359,7 +364,7 @@ mod tests {
         let q = Queries::new(&d, &t);
         assert_eq!(
             q.load,
-            "SELECT data, expires_at FROM \"a\".\"s\" WHERE id = $1 AND expires_at > $2"
+            "SELECT data, expires_at, version FROM \"a\".\"s\" WHERE id = $1 AND expires_at > $2"
         );
         assert_eq!(
             q.sweep,

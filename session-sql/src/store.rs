@@ -131,7 +131,8 @@ macro_rules! sql_store {
                 let Some(row) = row else { return Ok(None) };
                 let data: Vec<u8> = row.try_get(0).map_err($crate::query_error("load"))?;
                 let expires: i64 = row.try_get(1).map_err($crate::query_error("load"))?;
-                Ok($crate::decode(id, &data, expires))
+                let version: i64 = row.try_get(2).map_err($crate::query_error("load"))?;
+                Ok($crate::decode(id, &data, expires, version))
             }
 
             async fn create(

@@ -152,6 +152,39 @@ async fn an_undecodable_record_is_no_session() {
         .await
         .expect("exists");
     assert_eq!(exists, 0);
+
+    // A value whose header names an owner that is not UTF-8 (written by
+    // something else) is no session, and a save over it, whose script
+    // answers with those bytes, still reports what it did.
+    let mut record = session_core::testing::sample_record();
+    record.owner = Some("alice".to_owned());
+    record.expires_at = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    assert_eq!(
+        store.create(&record).await.expect("create"),
+        session_core::Created::Created
+    );
+    let key = format!("{prefix}{}", record.id);
+    let _: () = redis::cmd("SETRANGE")
+        .arg(&key)
+        .arg(18)
+        .arg(b"\xff".as_slice())
+        .query_async(&mut raw)
+        .await
+        .expect("damage the owner");
+    assert_eq!(store.load(&record.id).await.expect("load"), None);
+    let expected = record.version;
+    record.version += 1;
+    record.owner = None;
+    assert_eq!(
+        store.save(&record, expected).await.expect("save"),
+        session_core::Saved::Saved
+    );
+    let saved = store.load(&record.id).await.expect("load").expect("saved");
+    assert_eq!(
+        (saved.version, saved.owner, saved.data),
+        (record.version, None, record.data)
+    );
+    store.delete(&record.id).await.expect("delete");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -107,6 +107,22 @@ async fn an_undecodable_row_is_no_session() {
     assert_eq!(store.load(&r.id).await.expect("load"), None);
 }
 
+/// A row whose `version` column disagrees with its record (an edit by hand, a
+/// partial restore) could never be saved again: it is no session.
+#[tokio::test]
+async fn a_row_whose_version_disagrees_with_its_record_is_no_session() {
+    let store = support::sqlite_memory().await;
+    let r = record(time::Duration::hours(1));
+    store.create(&r).await.expect("create");
+    assert!(store.load(&r.id).await.expect("load").is_some());
+    sqlx::query("UPDATE sessions SET version = version + 1 WHERE id = ?")
+        .bind(&r.id.as_bytes()[..])
+        .execute(store.pool())
+        .await
+        .expect("move the column");
+    assert_eq!(store.load(&r.id).await.expect("load"), None);
+}
+
 #[tokio::test]
 async fn an_unreachable_database_is_a_clear_error() {
     let started = Instant::now();
