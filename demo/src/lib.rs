@@ -375,7 +375,7 @@ where
     };
     let result = runtime.block_on(async {
         let (manager, _background) = settings.start().await?;
-        let listener = std::net::TcpListener::bind(("0.0.0.0", settings.port))
+        let listener = std::net::TcpListener::bind(("127.0.0.1", settings.port))
             .map_err(|e| format!("cannot listen on port {}: {e}", settings.port))?;
         serve(listener, manager).await
     });

@@ -50,6 +50,26 @@ impl fmt::Debug for CookieSecurity {
 /// let keys = CookieKeys::new(new).with_previous(old);
 /// assert_eq!(keys.len(), 2);
 /// ```
+///
+/// `Key::generate()` makes a new key every time the process starts, which
+/// invalidates every cookie on restart and differs between instances of the
+/// app. In production, load the key, 64 bytes or more, from your secret store
+/// or the environment (`Key::try_from` refuses a shorter one; `Key::from`
+/// would panic):
+///
+/// ```
+/// use session_core::{Config, CookieKeys, CookieSecurity, Key};
+///
+/// // e.g. hex-decoded from an environment variable set by your secret store
+/// let secret: Vec<u8> = (0..64).collect();
+/// let key = Key::try_from(secret.as_slice()).expect("a session key of 64 bytes or more");
+/// let config = Config::builder()
+///     .with_security(CookieSecurity::Signed(CookieKeys::new(key)))
+///     .build()
+///     .unwrap();
+/// assert!(matches!(config.security(), CookieSecurity::Signed(_)));
+/// assert!(Key::try_from(&secret[..32]).is_err());
+/// ```
 #[derive(Clone)]
 pub struct CookieKeys {
     keys: Arc<[Key]>,
@@ -292,8 +312,8 @@ impl ConfigBuilder {
     ///
     /// Setting the parent domain (`example.com`) shares the session with every
     /// subdomain: this is Iris's default "subdomain persistence", off here.
-    pub fn with_domain(mut self, domain: Option<impl Into<String>>) -> Self {
-        self.0.domain = domain.map(Into::into);
+    pub fn with_domain(mut self, domain: Option<&str>) -> Self {
+        self.0.domain = domain.map(str::to_owned);
         self
     }
 
@@ -405,8 +425,8 @@ impl ConfigBuilder {
     /// semantics are the cookie's: the response carries the header only when
     /// the client must change what it sends, and an empty value tells it to
     /// forget the id.
-    pub fn with_header(mut self, name: Option<impl Into<String>>) -> Self {
-        self.0.header = name.map(|n| n.into().to_ascii_lowercase());
+    pub fn with_header(mut self, name: Option<&str>) -> Self {
+        self.0.header = name.map(str::to_ascii_lowercase);
         self
     }
 
@@ -541,6 +561,20 @@ mod tests {
         assert!(!c.lifetime().persistent_cookie());
         assert!(c.lifetime().idle_timeout().is_some());
         assert!(c.lifetime().absolute_timeout().is_some());
+    }
+
+    #[test]
+    fn domain_and_header_are_set_and_taken_back_with_none() {
+        let set = Config::builder()
+            .with_domain(Some("example.com"))
+            .with_header(Some("X-Session"));
+        let c = set.clone().build().unwrap();
+        assert_eq!(
+            (c.domain(), c.header()),
+            (Some("example.com"), Some("x-session"))
+        );
+        let c = set.with_domain(None).with_header(None).build().unwrap();
+        assert_eq!((c.domain(), c.header()), (None, None));
     }
 
     #[test]

@@ -65,17 +65,25 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// The HTTP status every adapter answers with for this error: 503 for any
-    /// store error or timeout (retrying later may work), 500 otherwise.
+    /// The HTTP status every adapter answers with when a handler returns this
+    /// error: 503 for a store error or timeout and for [`Error::Contention`]
+    /// (retrying later may work), 409 for [`Error::Ended`] (another request
+    /// ended the session, for instance a log out everywhere: the client's
+    /// state changed under it, the server did not fail), 500 otherwise.
     ///
     /// ```
-    /// let e = session_core::Error::Timeout { op: "load", after: std::time::Duration::from_secs(1) };
+    /// use session_core::Error;
+    ///
+    /// let e = Error::Timeout { op: "load", after: std::time::Duration::from_secs(1) };
     /// assert_eq!(e.http_status(), 503);
-    /// assert_eq!(session_core::Error::Ended.http_status(), 500);
+    /// assert_eq!(Error::Contention { attempts: 4 }.http_status(), 503);
+    /// assert_eq!(Error::Ended.http_status(), 409);
+    /// assert_eq!(Error::Invalid("empty owner".into()).http_status(), 500);
     /// ```
     pub fn http_status(&self) -> u16 {
         match self {
-            Self::Store { .. } | Self::Timeout { .. } => 503,
+            Self::Store { .. } | Self::Timeout { .. } | Self::Contention { .. } => 503,
+            Self::Ended => 409,
             _ => 500,
         }
     }

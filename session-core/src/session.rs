@@ -443,7 +443,7 @@ impl Session {
     }
 
     /// Removes every value (Iris's `Clear`); the session itself, its id and its
-    /// owner stay.
+    /// owner stay. To log out, [`destroy`](Self::destroy) the session.
     ///
     /// # Errors
     /// A store error on first use.
@@ -805,16 +805,18 @@ impl Session {
         Ok(())
     }
 
-    /// Saves pending changes now instead of at the end of the request.
+    /// Saves pending changes now instead of at the end of the request (what
+    /// tower-sessions calls `save`; its `flush`, which deletes the session, is
+    /// [`destroy`](Self::destroy) here).
     ///
     /// # Errors
     /// [`Error::Contention`], [`Error::Ended`], or a store error or timeout.
-    pub async fn flush(&self) -> Result<()> {
+    pub async fn save(&self) -> Result<()> {
         let mut state = self.lock().await;
         if !state.loaded {
             return Ok(());
         }
-        match self.flush_locked(&mut state).await? {
+        match self.save_locked(&mut state).await? {
             true => Ok(()),
             false => Err(Error::Ended),
         }
@@ -836,7 +838,7 @@ impl Session {
         let mut state = self.lock().await;
         if state.loaded {
             if self.needs_write(&state) {
-                self.flush_locked(&mut state).await?;
+                self.save_locked(&mut state).await?;
             } else {
                 self.touch_if_due(&mut state).await?;
             }
@@ -847,7 +849,7 @@ impl Session {
     /// [`commit`](Self::commit) without waiting, when it needs no store call:
     /// the request never used the session, only read it (nothing changed and
     /// no idle-deadline refresh is due), or already wrote everything (a
-    /// [`flush`](Self::flush), [`login`](Self::login) or update, which
+    /// [`save`](Self::save), [`login`](Self::login) or update, which
     /// commit a new session as `Set`) or destroyed it (`Remove`). `None` when
     /// the commit must write, or another clone of the session is in the
     /// middle of a call; then await [`commit`](Self::commit).
@@ -924,7 +926,7 @@ impl Session {
     }
 
     /// Saves until done; `false` when the session turned out to be ended.
-    async fn flush_locked(&self, state: &mut State) -> Result<bool> {
+    async fn save_locked(&self, state: &mut State) -> Result<bool> {
         if !self.needs_write(state) {
             return Ok(true);
         }
@@ -1378,8 +1380,8 @@ mod tests {
         let s = f.open(None);
         s.insert("name", "iris").await.unwrap();
         assert_eq!(s.commit_without_store(), None);
-        // ...unless a flush already did: the new id is all that is left.
-        s.flush().await.unwrap();
+        // ...unless a save already did: the new id is all that is left.
+        s.save().await.unwrap();
         assert!(matches!(
             s.commit_without_store(),
             Some(SetCookie::Set { .. })

@@ -22,6 +22,7 @@ use crate::store::Store;
 /// # }
 /// ```
 #[derive(Debug)]
+#[must_use = "dropping the Sweeper stops it: keep it for as long as the app runs"]
 pub struct Sweeper {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,

@@ -30,7 +30,7 @@
 //! | `expires_at` | the deadline, milliseconds since the epoch (indexed) |
 //! | `owner` | the owner, or NULL (indexed) |
 //!
-//! [`Store::migrate`](PostgresStore::migrate) applies the migrations shipped
+//! Each store's `migrate` ([`PostgresStore::migrate`] and its siblings) applies the migrations shipped
 //! with this crate (recorded in `<table>_migrations`), so several app
 //! instances can run it at start-up.
 //!

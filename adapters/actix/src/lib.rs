@@ -248,13 +248,38 @@ impl FromRequest for Session {
     type Future = Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(
-            req.extensions()
-                .get::<session_core::Session>()
-                .cloned()
-                .map(Session)
-                .ok_or(MissingMiddleware),
-        )
+        ready(req.session().ok_or(MissingMiddleware))
+    }
+}
+
+/// The session of a request outside an extractor: in a guard, in your own
+/// middleware (inside [`SessionMiddleware`]) or from an `HttpRequest`; like
+/// actix-session's `get_session`, but `None` where no [`SessionMiddleware`]
+/// wraps the service.
+///
+/// ```
+/// use actix_web::HttpRequest;
+/// use session_actix::SessionExt;
+///
+/// async fn handler(req: HttpRequest) -> String {
+///     match req.session() {
+///         Some(s) => s.get_string("name").await.unwrap_or_default(),
+///         None => "no sessions here".to_owned(),
+///     }
+/// }
+/// # let _ = actix_web::App::new().route("/", actix_web::web::get().to(handler));
+/// ```
+pub trait SessionExt {
+    /// The request's session, or `None` without [`SessionMiddleware`].
+    fn session(&self) -> Option<Session>;
+}
+
+impl<T: HttpMessage> SessionExt for T {
+    fn session(&self) -> Option<Session> {
+        self.extensions()
+            .get::<session_core::Session>()
+            .cloned()
+            .map(Session)
     }
 }
 
@@ -276,8 +301,9 @@ impl ResponseError for MissingMiddleware {
 }
 
 /// A [`session_core::Error`] as a handler error: logs it and answers a bare
-/// `500 Internal Server Error` (`503` for a store error or timeout),
-/// never exposing the error in the body.
+/// status, [`session_core::Error::http_status`] (`503` for a store error,
+/// a timeout or contention, `409` when another request ended the session,
+/// `500` otherwise), never exposing the error in the body.
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
 pub struct SessionError(#[from] pub session_core::Error);

@@ -45,7 +45,7 @@ use std::ops::Deref;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use axum_core::extract::FromRequestParts;
+use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum_core::response::{IntoResponse, Response};
 use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
@@ -217,16 +217,43 @@ impl Deref for Session {
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Session {
-    type Rejection = MissingLayer;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+impl Session {
+    fn of(parts: &Parts) -> Option<Self> {
         parts
             .extensions
             .get::<session_core::Session>()
             .cloned()
             .map(Session)
-            .ok_or(MissingLayer)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Session {
+    type Rejection = MissingLayer;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Self::of(parts).ok_or(MissingLayer)
+    }
+}
+
+/// `Option<Session>`: `None` on a route without a [`SessionLayer`] instead of
+/// a 500, for handlers shared between routes with and without sessions.
+///
+/// ```
+/// use session_axum::Session;
+///
+/// async fn greet(session: Option<Session>) -> String {
+///     match session {
+///         Some(s) => s.get_string("name").await.unwrap_or_default(),
+///         None => "no sessions here".to_owned(),
+///     }
+/// }
+/// # let _ = axum::Router::<()>::new().route("/", axum::routing::get(greet));
+/// ```
+impl<S: Send + Sync> OptionalFromRequestParts<S> for Session {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, Self::Rejection> {
+        Ok(Self::of(parts))
     }
 }
 
@@ -244,8 +271,9 @@ impl IntoResponse for MissingLayer {
 }
 
 /// A [`session_core::Error`] as a handler error: logs it and answers a bare
-/// `500 Internal Server Error` (`503` for a store error or timeout),
-/// never exposing the error in the body.
+/// status, [`session_core::Error::http_status`] (`503` for a store error,
+/// a timeout or contention, `409` when another request ended the session,
+/// `500` otherwise), never exposing the error in the body.
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
 pub struct SessionError(#[from] pub session_core::Error);

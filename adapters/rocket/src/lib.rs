@@ -167,8 +167,9 @@ impl Sentinel for Session {
 pub struct MissingFairing;
 
 /// A [`session_core::Error`] as a handler error: logs it and answers a bare
-/// `500 Internal Server Error` (`503` for a store error or timeout),
-/// never exposing the error in the body.
+/// status, [`session_core::Error::http_status`] (`503` for a store error,
+/// a timeout or contention, `409` when another request ended the session,
+/// `500` otherwise), never exposing the error in the body.
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
 pub struct SessionError(#[from] pub session_core::Error);

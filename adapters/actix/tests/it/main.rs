@@ -37,6 +37,68 @@ mod actix_only {
     }
 
     #[actix_web::test]
+    async fn session_ext_finds_the_session_in_handlers_and_middleware() {
+        use actix_web::dev::Service as _;
+        use actix_web::HttpRequest;
+        use session_actix::SessionExt;
+
+        async fn visits(req: HttpRequest) -> HttpResponse {
+            match req.session() {
+                Some(s) => HttpResponse::Ok().body(s.increment("n", 1).await.unwrap().to_string()),
+                None => HttpResponse::Ok().body("none"),
+            }
+        }
+        let bare = test::init_service(App::new().route("/", web::get().to(visits))).await;
+        let res = test::call_service(&bare, test::TestRequest::get().uri("/").to_request()).await;
+        assert_eq!(test::read_body(res).await, "none");
+
+        // A middleware inside the session middleware reads the session from
+        // the ServiceRequest (here: who is asking, for a log line).
+        let manager = Manager::new(MemoryStore::new(), Config::default());
+        let app = test::init_service(
+            App::new()
+                .wrap_fn(|req, srv| {
+                    let seen = req.session().is_some();
+                    let fut = srv.call(req);
+                    async move {
+                        let mut res = fut.await?;
+                        res.headers_mut().insert(
+                            actix_web::http::header::HeaderName::from_static("x-session-seen"),
+                            actix_web::http::header::HeaderValue::from_static(if seen {
+                                "yes"
+                            } else {
+                                "no"
+                            }),
+                        );
+                        Ok(res)
+                    }
+                })
+                .wrap(SessionMiddleware::new(manager))
+                .route("/", web::get().to(visits)),
+        )
+        .await;
+        let res = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
+        assert_eq!(res.headers().get("x-session-seen").unwrap(), "yes");
+        let set_cookie = res.headers().get("set-cookie").expect("a session cookie");
+        let cookie = set_cookie
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        assert_eq!(test::read_body(res).await, "1");
+        let again = test::TestRequest::get()
+            .uri("/")
+            .insert_header(("cookie", cookie))
+            .to_request();
+        assert_eq!(
+            test::read_body(test::call_service(&app, again).await).await,
+            "2"
+        );
+    }
+
+    #[actix_web::test]
     async fn handler_errors_still_save_and_keep_their_status() {
         let manager = Manager::new(MemoryStore::new(), Config::default());
         let app = test::init_service(App::new().wrap(SessionMiddleware::new(manager)).route(

@@ -54,6 +54,34 @@ mod axum_only {
     }
 
     #[tokio::test]
+    async fn an_optional_session_is_none_without_the_layer_and_works_with_it() {
+        async fn visits(s: Option<Session>) -> String {
+            match s {
+                Some(s) => s.increment("n", 1).await.unwrap().to_string(),
+                None => "none".to_owned(),
+            }
+        }
+        let get_root = || Request::get("/").body(Body::empty()).unwrap();
+        let bare = Router::new().route("/", get(visits));
+        let res = bare.oneshot(get_root()).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(body(res).await, "none");
+
+        let layered = Router::new()
+            .route("/", get(visits))
+            .layer(SessionLayer::new(manager()));
+        let res = layered.clone().oneshot(get_root()).await.unwrap();
+        let cookie = res.headers()["set-cookie"].to_str().unwrap();
+        let cookie = cookie.split(';').next().unwrap().to_owned();
+        assert_eq!(body(res).await, "1");
+        let again = Request::get("/")
+            .header("cookie", cookie)
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(body(layered.oneshot(again).await.unwrap()).await, "2");
+    }
+
+    #[tokio::test]
     async fn works_with_state_and_nested_routers() {
         #[derive(Clone)]
         struct AppState {

@@ -1,0 +1,28 @@
+//! The smallest app: a visit counter per browser on the in-memory store.
+//!
+//! ```sh
+//! cargo run -p session-axum --example quickstart
+//! curl -c jar -b jar http://127.0.0.1:3000/   # 1, then 2, 3, ...
+//! ```
+
+use axum::{routing::get, Router};
+use session_axum::{Session, SessionError, SessionLayer};
+use session_core::{Config, Manager};
+use session_memory::MemoryStore;
+
+async fn count(session: Session) -> Result<String, SessionError> {
+    let visits = session.increment("visits", 1).await?;
+    Ok(format!("{visits}\n"))
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    // Secure, HttpOnly, SameSite=Lax cookies, idle and absolute timeouts:
+    // the defaults. Swap MemoryStore for RedisStore, PostgresStore, ...
+    let manager = Manager::new(MemoryStore::new(), Config::default());
+    let app = Router::new()
+        .route("/", get(count))
+        .layer(SessionLayer::new(manager));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+    axum::serve(listener, app).await
+}
