@@ -553,7 +553,10 @@ impl Session {
             // turn's gathering.
             let mut own = None;
             if turn.gathering.is_none() {
-                match self.latest(&mut turn, &mut state, rid).await? {
+                match self
+                    .latest(&mut turn, &mut state, rid, conflicts == 0)
+                    .await?
+                {
                     Some(base) if turn.save_at_once(rid) => own = Some(Gathering::new(base)),
                     Some(base) => turn.gathering = Some(Gathering::open(self.manager(), base)),
                     None => {
@@ -618,18 +621,36 @@ impl Session {
     }
 
     /// The freshest copy of record `rid` this process has: the one it saved
-    /// last if still live, else loaded. `None` if the session does not exist.
+    /// last or, if `may_reuse_read`, the one this request read, whichever is
+    /// newer, if still live; else loaded. `None` if the session does not
+    /// exist. After a conflict the request's copy is known to be stale.
     async fn latest(
         &self,
         turn: &mut Turn,
         state: &mut State,
         rid: RecordId,
+        may_reuse_read: bool,
     ) -> Result<Option<Record>> {
         let now = *state.now.get_or_insert_with(|| self.manager().now());
+        // The copy this request read, if it has not changed it since (the
+        // gathering applies the request's changes to the record as stored).
+        let read = state
+            .stored
+            .as_ref()
+            .filter(|s| may_reuse_read && state.loaded && state.changes.is_empty() && s.rid == rid)
+            .map(|s| s.version);
         // Taken, not copied: the gathering it becomes is the newest copy
         // now, and its save puts the result back.
-        if let Some(last) = turn.last.take_if(|r| r.id == rid && self.is_live(r, now)) {
+        if let Some(last) = turn
+            .last
+            .take_if(|r| r.id == rid && self.is_live(r, now) && read.is_none_or(|v| r.version >= v))
+        {
             return Ok(Some(Arc::unwrap_or_clone(last)));
+        }
+        if read.is_some() {
+            if let Some(copy) = Self::saved_copy(state).filter(|r| self.is_live(r, now)) {
+                return Ok(Some(copy));
+            }
         }
         let manager = self.manager();
         let found = manager.call("load", manager.inner.store.load(&rid)).await?;
@@ -1506,6 +1527,61 @@ mod tests {
             f.open(Some(&cookie)).get_string("name").await.unwrap(),
             "other"
         );
+    }
+
+    #[tokio::test]
+    async fn an_update_after_a_read_loads_once() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        let before = f.store.counts();
+        let s = f.open(Some(&cookie));
+        assert_eq!(s.get_string("name").await.unwrap(), "iris");
+        assert_eq!(s.increment("n", 1).await.unwrap(), 1);
+        s.commit().await.unwrap();
+        let after = f.store.counts();
+        assert_eq!((after.load - before.load, after.save - before.save), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn an_update_after_a_stale_read_reloads_and_counts_exactly() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        let s = f.open(Some(&cookie));
+        assert_eq!(s.get_string("name").await.unwrap(), "iris");
+        // Another process (its own manager, so its own turns) updates the
+        // session after this request read it.
+        let other = Manager::new(f.store.clone(), Config::default()).with_clock(f.clock.clone());
+        let o = other.session_from_cookies(Some(format!("session={cookie}").as_str()));
+        assert_eq!(o.increment("n", 1).await.unwrap(), 1);
+        o.commit().await.unwrap();
+        let before = f.store.counts();
+        // The read copy loses the compare-and-set once; the retry loads.
+        assert_eq!(s.increment("n", 1).await.unwrap(), 2);
+        s.commit().await.unwrap();
+        let after = f.store.counts();
+        assert_eq!((after.load - before.load, after.save - before.save), (1, 2));
+        assert_eq!(
+            f.open(Some(&cookie)).get::<i64>("n").await.unwrap(),
+            Some(2)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_update_after_a_read_starts_from_a_newer_save_of_this_process() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        let s = f.open(Some(&cookie));
+        assert_eq!(s.get_string("name").await.unwrap(), "iris");
+        // Another request of this process saves after `s` read.
+        let o = f.open(Some(&cookie));
+        assert_eq!(o.increment("n", 1).await.unwrap(), 1);
+        o.commit().await.unwrap();
+        let before = f.store.counts();
+        // `s` starts from that save, not from its older read: no conflict.
+        assert_eq!(s.increment("n", 1).await.unwrap(), 2);
+        s.commit().await.unwrap();
+        let after = f.store.counts();
+        assert_eq!((after.load - before.load, after.save - before.save), (0, 1));
     }
 
     #[tokio::test]
