@@ -632,12 +632,17 @@ impl Session {
         may_reuse_read: bool,
     ) -> Result<Option<Record>> {
         let now = *state.now.get_or_insert_with(|| self.manager().now());
-        // The copy this request read, if it has not changed it since (the
-        // gathering applies the request's changes to the record as stored).
+        // The copy this request read. Its data already has the request's
+        // pending changes, which the gathering applies again: each sets,
+        // removes or clears, so applying the log twice leaves what once does.
+        if may_reuse_read && state.loaded && state.stored.is_none() {
+            // This request already found no session under the client's id.
+            return Ok(None);
+        }
         let read = state
             .stored
             .as_ref()
-            .filter(|s| may_reuse_read && state.loaded && state.changes.is_empty() && s.rid == rid)
+            .filter(|s| may_reuse_read && state.loaded && s.rid == rid)
             .map(|s| s.version);
         // Taken, not copied: the gathering it becomes is the newest copy
         // now, and its save puts the result back.
@@ -1540,6 +1545,43 @@ mod tests {
         s.commit().await.unwrap();
         let after = f.store.counts();
         assert_eq!((after.load - before.load, after.save - before.save), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn an_update_after_writes_in_the_same_request_loads_once_and_keeps_them() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        let s = f.open(Some(&cookie));
+        s.insert("a", &1).await.unwrap();
+        s.remove("name").await.unwrap();
+        s.insert("name", "go").await.unwrap();
+        s.clear().await.unwrap();
+        s.insert("b", &2).await.unwrap();
+        let before = f.store.counts();
+        assert_eq!(s.increment("n", 1).await.unwrap(), 1);
+        s.commit().await.unwrap();
+        let after = f.store.counts();
+        assert_eq!((after.load - before.load, after.save - before.save), (0, 1));
+        let s = f.open(Some(&cookie));
+        assert_eq!(s.keys().await.unwrap(), ["b", "n"]);
+        assert_eq!(s.get::<i64>("b").await.unwrap(), Some(2));
+    }
+
+    #[tokio::test]
+    async fn an_update_after_reading_an_unknown_id_creates_without_loading_again() {
+        let f = fixture();
+        let unknown = Id::generate().unwrap().to_string();
+        let s = f.open(Some(&unknown));
+        assert_eq!(s.get::<i64>("n").await.unwrap(), None);
+        assert_eq!(s.increment("n", 1).await.unwrap(), 1);
+        let cookie = value(s.commit().await.unwrap());
+        assert_ne!(cookie, unknown, "a fresh id, never the client's");
+        let c = f.store.counts();
+        assert_eq!((c.load, c.create, c.save), (1, 1, 0));
+        assert_eq!(
+            f.open(Some(&cookie)).get::<i64>("n").await.unwrap(),
+            Some(1)
+        );
     }
 
     #[tokio::test]
