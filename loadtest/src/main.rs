@@ -8,7 +8,9 @@
 //! ```
 //!
 //! Variants: `axum-bare`, `axum-layered` (bare with a layer that does
-//! nothing), `axum-ours-{memory,redis,postgres,sled}`,
+//! nothing), `axum-floor` (the least a server-side session can cost: an id
+//! cookie and an integer in a `HashMap`, in the handlers, no layer),
+//! `axum-ours-{memory,redis,postgres,sled}`,
 //! `axum-tower-{memory,redis,postgres}`, `actix-bare`,
 //! `actix-ours-{memory,redis,postgres,sled}`, `actix-session-{cookie,redis}`.
 //!
@@ -510,6 +512,9 @@ mod axum_server {
             };
             return run(app, addr).await;
         }
+        if variant == "floor" {
+            return floor(addr).await;
+        }
         if let Some(kind) = variant.strip_prefix("ours-") {
             return ours(kind, addr).await;
         }
@@ -517,6 +522,81 @@ mod axum_server {
             return tower(kind, addr).await;
         }
         Err(format!("unknown axum variant {variant:?}"))
+    }
+
+    /// `floor`: the least a server-side session can cost, written into the
+    /// handlers themselves (no layer): a 128-bit id from the OS random
+    /// source in a cookie, and one integer per id in a `HashMap` under a
+    /// mutex. No expiry, no id hashing, no codec, no store interface, no
+    /// timeouts, no commit after the handler: what no session library can
+    /// undercut, so its distance from bare axum bounds every library's.
+    async fn floor(addr: SocketAddr) -> Result<(), String> {
+        use std::collections::HashMap;
+        use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+        use axum::extract::Request;
+        use axum::http::{header, HeaderMap};
+
+        #[derive(Clone, Default)]
+        struct Sessions(Arc<Mutex<HashMap<u128, i64>>>);
+
+        impl Sessions {
+            fn map(&self) -> MutexGuard<'_, HashMap<u128, i64>> {
+                self.0.lock().unwrap_or_else(PoisonError::into_inner)
+            }
+        }
+
+        fn id_of(headers: &HeaderMap) -> Option<u128> {
+            let cookies = headers.get(header::COOKIE)?.to_str().ok()?;
+            let value = cookies
+                .split(';')
+                .find_map(|c| c.trim().strip_prefix("sid="))?;
+            u128::from_str_radix(value, 16).ok()
+        }
+
+        async fn read(State(s): State<Sessions>, req: Request) -> String {
+            let n = id_of(req.headers()).and_then(|id| s.map().get(&id).copied());
+            n.unwrap_or(-1).to_string()
+        }
+
+        let app = Router::new()
+            .route("/plain", get(|| async { "ok" }))
+            .route(
+                "/new",
+                get(|State(s): State<Sessions>| async move {
+                    let mut bytes = [0u8; 16];
+                    if let Err(e) = getrandom::getrandom(&mut bytes) {
+                        return Err(fail(e));
+                    }
+                    let id = u128::from_ne_bytes(bytes);
+                    s.map().insert(id, 0);
+                    let cookie = format!("sid={id:032x}; Path=/; HttpOnly; Secure; SameSite=Lax");
+                    Ok(([(header::SET_COOKIE, cookie)], "ok"))
+                }),
+            )
+            .route("/read", get(read))
+            .route("/count", get(read))
+            .route(
+                "/write",
+                get(|State(s): State<Sessions>, req: Request| async move {
+                    let Some(id) = id_of(req.headers()) else {
+                        return fail("no session");
+                    };
+                    let n = match s.map().get_mut(&id) {
+                        Some(n) => {
+                            *n += 1;
+                            *n
+                        }
+                        None => return fail("no session"),
+                    };
+                    crate::wrote();
+                    (StatusCode::OK, n.to_string())
+                }),
+            )
+            .route("/stats", get(|| async { "{}" }))
+            .route("/writes", get(|| async { crate::writes() }))
+            .with_state(Sessions::default());
+        run(app, addr).await
     }
 
     async fn ours(kind: &str, addr: SocketAddr) -> Result<(), String> {

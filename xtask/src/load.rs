@@ -18,6 +18,7 @@ use crate::{cargo, root, Result};
 const VARIANTS: &[(&str, &str, &str)] = &[
     ("axum-bare", "axum", "none"),
     ("axum-layered", "axum", "none"),
+    ("axum-floor", "axum", "floor"),
     ("axum-ours-memory", "axum", "memory"),
     ("axum-tower-memory", "axum", "memory"),
     ("axum-ours-redis", "axum", "redis"),
@@ -767,7 +768,12 @@ fn write_report(
          Scenarios: `plain` (layer installed, route never touches the session), `new`\n\
          (every request creates a session), `read` (one existing session, read-only),\n\
          `write` (all 16 connections share one session and increment its counter:\n\
-         contention), `write-own` (each connection its own session). \"lost increments\"\n\
+         contention), `write-own` (each connection its own session). `axum-layered` is bare\n\
+         axum with a layer that does nothing (axum's own charge for any layer); `axum-floor`\n\
+         is the least a server-side session can cost, written into the handlers with no\n\
+         layer: a 128-bit id from the OS in a cookie and one integer per id in a `HashMap`\n\
+         under a mutex, with no expiry, id hashing, codec, store interface or timeout. No\n\
+         session library can undercut it, so its ratio to bare axum bounds every library's. \"lost increments\"\n\
          is, per run, the increments the server acknowledged with a 200 minus the final\n\
          counter(s): 0 means no acknowledged update was lost; a small negative value\n\
          means requests that wrk abandoned when it stopped had already written their\n\

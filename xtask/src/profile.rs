@@ -39,6 +39,8 @@ const CASES: &[(&str, &str, u32)] = &[
     ("axum-layered", "/plain", 4),
     // Added in session 6: an update with nobody to gather with.
     ("axum-ours-memory", "/write", 1),
+    // Added in session 8: the least a session read can cost.
+    ("axum-floor", "/read", 4),
 ];
 
 /// What the system calls are counted for: (variant, route, wrk connections).
