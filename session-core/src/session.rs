@@ -1277,7 +1277,7 @@ async fn backoff(attempt: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{Instrumented, TestStore};
+    use crate::testing::{CallCounts, Instrumented, TestStore};
     use crate::{Config, ManualClock, Store, StoreErrorKind};
 
     struct Fixture {
@@ -1303,6 +1303,17 @@ mod tests {
     }
 
     impl Fixture {
+        /// Loads and saves since `before` (counts taken earlier).
+        fn loads_and_saves_since(&self, before: &CallCounts) -> (u64, u64) {
+            let after = self.store.counts();
+            (after.load - before.load, after.save - before.save)
+        }
+
+        /// The counter `n` of `cookie`'s session, read by a request of its own.
+        async fn n(&self, cookie: &str) -> Option<i64> {
+            self.open(Some(cookie)).get::<i64>("n").await.unwrap()
+        }
+
         fn open(&self, cookie: Option<&str>) -> Session {
             let header = cookie.map(|c| format!("session={c}"));
             self.manager.session_from_cookies(header.as_deref())
@@ -1543,8 +1554,7 @@ mod tests {
         assert_eq!(s.get_string("name").await.unwrap(), "iris");
         assert_eq!(s.increment("n", 1).await.unwrap(), 1);
         s.commit().await.unwrap();
-        let after = f.store.counts();
-        assert_eq!((after.load - before.load, after.save - before.save), (1, 1));
+        assert_eq!(f.loads_and_saves_since(&before), (1, 1));
     }
 
     #[tokio::test]
@@ -1560,8 +1570,7 @@ mod tests {
         let before = f.store.counts();
         assert_eq!(s.increment("n", 1).await.unwrap(), 1);
         s.commit().await.unwrap();
-        let after = f.store.counts();
-        assert_eq!((after.load - before.load, after.save - before.save), (0, 1));
+        assert_eq!(f.loads_and_saves_since(&before), (0, 1));
         let s = f.open(Some(&cookie));
         assert_eq!(s.keys().await.unwrap(), ["b", "n"]);
         assert_eq!(s.get::<i64>("b").await.unwrap(), Some(2));
@@ -1578,10 +1587,7 @@ mod tests {
         assert_ne!(cookie, unknown, "a fresh id, never the client's");
         let c = f.store.counts();
         assert_eq!((c.load, c.create, c.save), (1, 1, 0));
-        assert_eq!(
-            f.open(Some(&cookie)).get::<i64>("n").await.unwrap(),
-            Some(1)
-        );
+        assert_eq!(f.n(&cookie).await, Some(1));
     }
 
     #[tokio::test]
@@ -1600,12 +1606,8 @@ mod tests {
         // The read copy loses the compare-and-set once; the retry loads.
         assert_eq!(s.increment("n", 1).await.unwrap(), 2);
         s.commit().await.unwrap();
-        let after = f.store.counts();
-        assert_eq!((after.load - before.load, after.save - before.save), (1, 2));
-        assert_eq!(
-            f.open(Some(&cookie)).get::<i64>("n").await.unwrap(),
-            Some(2)
-        );
+        assert_eq!(f.loads_and_saves_since(&before), (1, 2));
+        assert_eq!(f.n(&cookie).await, Some(2));
     }
 
     #[tokio::test]
@@ -1622,8 +1624,7 @@ mod tests {
         // `s` starts from that save, not from its older read: no conflict.
         assert_eq!(s.increment("n", 1).await.unwrap(), 2);
         s.commit().await.unwrap();
-        let after = f.store.counts();
-        assert_eq!((after.load - before.load, after.save - before.save), (0, 1));
+        assert_eq!(f.loads_and_saves_since(&before), (0, 1));
     }
 
     #[tokio::test]
@@ -1638,10 +1639,9 @@ mod tests {
             assert_eq!(s.get_string("name").await.unwrap(), "iris");
             s.commit().await.unwrap();
         }
-        let after = f.store.counts();
         // The first update loads; the others start from the copy this process
         // saved last.
-        assert_eq!((after.load - before.load, after.save - before.save), (1, 5));
+        assert_eq!(f.loads_and_saves_since(&before), (1, 5));
     }
 
     #[tokio::test]
@@ -1661,10 +1661,7 @@ mod tests {
         let saves = after.save - before.save;
         assert!(saves < 16, "{saves} saves for 16 gathered updates");
         assert_eq!(after.load - before.load, 1);
-        assert_eq!(
-            f.open(Some(&cookie)).get::<i64>("n").await.unwrap(),
-            Some(16)
-        );
+        assert_eq!(f.n(&cookie).await, Some(16));
     }
 
     #[tokio::test]
@@ -1680,10 +1677,7 @@ mod tests {
             t.await.unwrap().unwrap();
         }
         for cookie in [&first, &second] {
-            assert_eq!(
-                f.open(Some(cookie)).get::<i64>("n").await.unwrap(),
-                Some(20)
-            );
+            assert_eq!(f.n(cookie).await, Some(20));
         }
     }
 
@@ -1902,10 +1896,7 @@ mod tests {
             s.increment("n", 1).await,
             Err(Error::Value { .. })
         ));
-        assert_eq!(
-            f.open(Some(&cookie)).get::<i64>("n").await.unwrap(),
-            Some(10)
-        );
+        assert_eq!(f.n(&cookie).await, Some(10));
     }
 
     #[tokio::test]
@@ -1921,10 +1912,7 @@ mod tests {
             assert_eq!(err.http_status(), 503);
         }
         f.store.fail_with(None);
-        assert_eq!(
-            f.open(Some(&cookie)).get::<i64>("n").await.unwrap(),
-            Some(1)
-        );
+        assert_eq!(f.n(&cookie).await, Some(1));
     }
 
     #[tokio::test]
