@@ -490,6 +490,13 @@ impl Session {
     /// `f` runs again. So 100 concurrent increments end at exactly 100.
     /// Returns the value as saved.
     ///
+    /// An update in a request that has already read the session starts from
+    /// that copy instead of loading it again (one load and one save for the
+    /// request); if another process saved the session since, the first
+    /// attempt conflicts and the retry loads (with no retries configured, it
+    /// loads first). When `f`'s input does not decode or its output does not
+    /// encode, nothing is written.
+    ///
     /// Poll the returned future to completion or drop it: while it writes, it
     /// may hold the turn that other updates of this session (and of the few
     /// sessions sharing its turn) wait for. Dropped before it returns, the
@@ -548,17 +555,15 @@ impl Session {
                 drop(turn);
                 return self.update_alone(key, f).await;
             }
-            // The gathering this update saves itself, now, when the record
-            // had nobody to gather with lately; else it joins or opens the
-            // turn's gathering.
-            let mut own = None;
+            // With no gathering under way, this update starts one on the
+            // freshest copy of the record; the request's own copy serves
+            // unless a conflict showed it stale (and never without retries,
+            // where a stale copy would fail at once).
+            let mut base = None;
             if turn.gathering.is_none() {
-                match self
-                    .latest(&mut turn, &mut state, rid, conflicts == 0)
-                    .await?
-                {
-                    Some(base) if turn.save_at_once(rid) => own = Some(Gathering::new(base)),
-                    Some(base) => turn.gathering = Some(Gathering::open(self.manager(), base)),
+                let reuse_read = conflicts == 0 && retries > 0;
+                match self.latest(&mut turn, &mut state, rid, reuse_read).await? {
+                    Some(record) => base = Some(record),
                     None => {
                         drop(state);
                         drop(turn);
@@ -566,16 +571,36 @@ impl Session {
                     }
                 }
             }
+            // The request's own pending writes come first: `f` sees the
+            // value they leave. Decoding, `f` and encoding run before any
+            // gathering opens, so one that fails (or panics) leaves nothing
+            // for a saver to write.
+            let current = {
+                let data = match (&base, &turn.gathering) {
+                    (Some(base), _) => &base.data,
+                    (None, Some(gathering)) => &gathering.record.data,
+                    (None, None) => unreachable!("no gathering, so a base was just found"),
+                };
+                pending_value(data, &state.changes, key)
+                    .map(|b| self.decode::<T>(key, b))
+                    .transpose()?
+            };
+            let new = f(current);
+            let bytes = self.encode(key, &new)?;
+            // The gathering this update saves itself, now, when the record
+            // had nobody to gather with lately; else it opens the turn's
+            // gathering, or joins the one under way.
+            let mut own = None;
+            if let Some(base) = base {
+                if turn.save_at_once(rid) {
+                    own = Some(Gathering::new(base));
+                } else {
+                    turn.gathering = Some(Gathering::open(self.manager(), base));
+                }
+            }
             let Some(gathering) = own.as_mut().or(turn.gathering.as_mut()) else {
                 unreachable!("a gathering was just opened");
             };
-            // The request's own pending writes come first: `f` sees the
-            // value they leave.
-            let current = pending_value(&gathering.record.data, &state.changes, key)
-                .map(|b| self.decode::<T>(key, b))
-                .transpose()?;
-            let new = f(current);
-            let bytes = self.encode(key, &new)?;
             for change in &state.changes {
                 apply(&mut gathering.record.data, change);
             }
@@ -632,13 +657,13 @@ impl Session {
         may_reuse_read: bool,
     ) -> Result<Option<Record>> {
         let now = *state.now.get_or_insert_with(|| self.manager().now());
-        // The copy this request read. Its data already has the request's
-        // pending changes, which the gathering applies again: each sets,
-        // removes or clears, so applying the log twice leaves what once does.
         if may_reuse_read && state.loaded && state.stored.is_none() {
             // This request already found no session under the client's id.
             return Ok(None);
         }
+        // The copy this request read. Its data already has the request's
+        // pending changes, which the gathering applies again: each sets,
+        // removes or clears, so applying the log twice leaves what once does.
         let read = state
             .stored
             .as_ref()
@@ -1588,6 +1613,48 @@ mod tests {
         let c = f.store.counts();
         assert_eq!((c.load, c.create, c.save), (1, 1, 0));
         assert_eq!(f.n(&cookie).await, Some(1));
+    }
+
+    #[tokio::test]
+    async fn a_failed_update_after_writes_saves_nothing() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        let rid = Id::parse(&cookie).unwrap().record_id();
+        let before = f.store.inner().load(&rid).await.unwrap().unwrap();
+        let s = f.open(Some(&cookie));
+        s.insert("n", "not a number").await.unwrap();
+        let err = s.increment("n", 1).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::Value { key, .. } if key == "n"),
+            "{err:?}"
+        );
+        // Whatever task the update might have left behind has run by now.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let after = f.store.inner().load(&rid).await.unwrap().unwrap();
+        assert_eq!((after.version, after.data), (before.version, before.data));
+        assert_eq!(f.store.counts().save, 0);
+        // The request's own write is still pending, for its commit.
+        assert_eq!(s.get_string("n").await.unwrap(), "not a number");
+        s.commit().await.unwrap();
+        assert_eq!(
+            f.open(Some(&cookie)).get_string("n").await.unwrap(),
+            "not a number"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_retries_an_update_after_a_stale_read_loads_first() {
+        let f = fixture_with(Config::builder().with_conflict_retries(0));
+        let cookie = f.stored().await;
+        let s = f.open(Some(&cookie));
+        assert_eq!(s.get_string("name").await.unwrap(), "iris");
+        let other = Manager::new(f.store.clone(), Config::default()).with_clock(f.clock.clone());
+        let o = other.session_from_cookies(Some(format!("session={cookie}").as_str()));
+        assert_eq!(o.increment("n", 1).await.unwrap(), 1);
+        o.commit().await.unwrap();
+        assert_eq!(s.increment("n", 1).await.unwrap(), 2);
+        s.commit().await.unwrap();
+        assert_eq!(f.n(&cookie).await, Some(2));
     }
 
     #[tokio::test]
