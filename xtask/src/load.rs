@@ -564,7 +564,7 @@ What is still between ours and the ceiling, by the same profile:
   98 % of bare actix-web (89 % in session 7's run).
 * `read` on the memory store: `axum-floor` reads at 100 % of bare axum in the run above
   (14.4k instructions against bare's 11.7k), ours at 84 % (26.3k), tower-sessions at
-  79 % (23.7k). So the 95 % target is not out of reach for a session as such; it is
+  79 % (24.0k). So the 95 % target is not out of reach for a session as such; it is
   out of reach for what ours does on every read, which a call tree of the `read` case
   (`callgrind_annotate --tree=calling` on the profile's output) splits as follows, per
   request: the layer's share that `plain` shows (2.8k over bare, above); SHA-256 of the
