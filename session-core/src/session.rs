@@ -1334,6 +1334,17 @@ mod tests {
             (after.load - before.load, after.save - before.save)
         }
 
+        /// Increments `n` of `cookie`'s session from another process (a
+        /// manager of its own over the same store, so turns of its own).
+        async fn increment_elsewhere(&self, cookie: &str) -> i64 {
+            let other =
+                Manager::new(self.store.clone(), Config::default()).with_clock(self.clock.clone());
+            let o = other.session_from_cookies(Some(format!("session={cookie}").as_str()));
+            let n = o.increment("n", 1).await.unwrap();
+            o.commit().await.unwrap();
+            n
+        }
+
         /// The counter `n` of `cookie`'s session, read by a request of its own.
         async fn n(&self, cookie: &str) -> Option<i64> {
             self.open(Some(cookie)).get::<i64>("n").await.unwrap()
@@ -1648,10 +1659,8 @@ mod tests {
         let cookie = f.stored().await;
         let s = f.open(Some(&cookie));
         assert_eq!(s.get_string("name").await.unwrap(), "iris");
-        let other = Manager::new(f.store.clone(), Config::default()).with_clock(f.clock.clone());
-        let o = other.session_from_cookies(Some(format!("session={cookie}").as_str()));
-        assert_eq!(o.increment("n", 1).await.unwrap(), 1);
-        o.commit().await.unwrap();
+        // Another process updates the session after this request read it.
+        assert_eq!(f.increment_elsewhere(&cookie).await, 1);
         assert_eq!(s.increment("n", 1).await.unwrap(), 2);
         s.commit().await.unwrap();
         assert_eq!(f.n(&cookie).await, Some(2));
@@ -1663,12 +1672,8 @@ mod tests {
         let cookie = f.stored().await;
         let s = f.open(Some(&cookie));
         assert_eq!(s.get_string("name").await.unwrap(), "iris");
-        // Another process (its own manager, so its own turns) updates the
-        // session after this request read it.
-        let other = Manager::new(f.store.clone(), Config::default()).with_clock(f.clock.clone());
-        let o = other.session_from_cookies(Some(format!("session={cookie}").as_str()));
-        assert_eq!(o.increment("n", 1).await.unwrap(), 1);
-        o.commit().await.unwrap();
+        // Another process updates the session after this request read it.
+        assert_eq!(f.increment_elsewhere(&cookie).await, 1);
         let before = f.store.counts();
         // The read copy loses the compare-and-set once; the retry loads.
         assert_eq!(s.increment("n", 1).await.unwrap(), 2);
