@@ -3,11 +3,10 @@
 //!
 //! Updates of one record take turns on the manager's per-record lock. Unless
 //! the record has nobody to gather with lately (below), the first to arrive
-//! opens a *gathering* on the record as this process last saved
-//! it (or as the request read it, or as loaded), applies its change and
-//! spawns the saver; every update
-//! that gets the turn before the saver does applies its change to the same
-//! gathered record. The saver then writes them all with one compare-and-set.
+//! opens a *gathering* on the record as this process last saved it (or as
+//! the request read it, or as loaded), applies its change and spawns the
+//! saver; every update that gets the turn before the saver does applies its
+//! change to the same gathered record. The saver then writes them all with one compare-and-set.
 //! If another process wrote in between, nobody's change is acknowledged: each
 //! update runs again on the fresh record. So sixteen requests incrementing one
 //! counter cost one round trip, not sixteen pairs, and none is lost.
