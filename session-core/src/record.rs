@@ -1,6 +1,7 @@
 //! What a store keeps for one session.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -95,6 +96,27 @@ impl Lifetime {
             // Refused by config validation; a far deadline keeps this total.
             (None, None) => now.saturating_add(time::Duration::days(400)),
         }
+    }
+}
+
+impl Lifetime {
+    /// [`Lifetime::deadline`] in unix milliseconds ([`unix_millis`]), for the
+    /// check every request makes: integer arithmetic where `OffsetDateTime`
+    /// does calendar arithmetic.
+    pub(crate) fn deadline_ms(&self, created_ms: i64, now_ms: i64) -> i64 {
+        // Where `OffsetDateTime`'s saturating arithmetic stops.
+        static LATEST: LazyLock<i64> =
+            LazyLock::new(|| unix_millis(time::PrimitiveDateTime::MAX.assume_utc()));
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let idle = self.idle.map(|d| now_ms.saturating_add(ms(d)));
+        let absolute = self.absolute.map(|d| created_ms.saturating_add(ms(d)));
+        let deadline = match (idle, absolute) {
+            (Some(i), Some(a)) => i.min(a),
+            (Some(i), None) => i,
+            (None, Some(a)) => a,
+            (None, None) => now_ms.saturating_add(400 * 86_400_000),
+        };
+        deadline.min(*LATEST)
     }
 }
 
@@ -443,6 +465,40 @@ mod tests {
         assert_eq!(r.version, 0);
         assert!(r.data.is_empty());
         assert_eq!(r.owner, None);
+    }
+
+    #[test]
+    fn the_deadline_in_milliseconds_agrees_with_the_calendar() {
+        let created = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).unwrap();
+        let later = [
+            time::Duration::ZERO,
+            time::Duration::milliseconds(1),
+            time::Duration::minutes(59),
+            time::Duration::hours(30),
+            time::Duration::days(500),
+        ];
+        let lifetimes = [
+            Lifetime::new(),
+            Lifetime::new().with_idle_timeout(Some(Duration::from_secs(1800))),
+            Lifetime::new().with_absolute_timeout(Some(Duration::from_secs(86_400))),
+            Lifetime::new()
+                .with_idle_timeout(Some(Duration::from_secs(1800)))
+                .with_absolute_timeout(Some(Duration::from_secs(7200))),
+            Lifetime::new()
+                .with_idle_timeout(None)
+                .with_absolute_timeout(None),
+            Lifetime::new().with_idle_timeout(Some(Duration::MAX)),
+        ];
+        for lifetime in lifetimes {
+            for after in later {
+                let now = created + after;
+                assert_eq!(
+                    lifetime.deadline_ms(unix_millis(created), unix_millis(now)),
+                    unix_millis(lifetime.deadline(created, now)),
+                    "{lifetime:?} at +{after}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::id::{Id, RecordId};
 use crate::manager::Manager;
 use crate::observe;
-use crate::record::{Data, Lifetime, Record};
+use crate::record::{unix_millis, Data, Lifetime, Record};
 use crate::store::{Created, Saved};
 use crate::transport::{self, Incoming, SetCookie};
 
@@ -1224,10 +1224,15 @@ impl Session {
         let manager = self.manager();
         let stored = state.stored.as_ref()?;
         let now = state.now.unwrap_or_else(|| manager.now());
-        let deadline = self.lifetime_of(state).deadline(stored.created_at, now);
-        let due = deadline > stored.expires_at
-            && deadline - stored.expires_at >= manager.inner.config.touch_interval;
-        due.then_some(deadline)
+        let lifetime = self.lifetime_of(state);
+        // In milliseconds, the precision stores keep: this runs on every
+        // request that used its session, and is rarely due.
+        let ahead = lifetime
+            .deadline_ms(unix_millis(stored.created_at), unix_millis(now))
+            .saturating_sub(unix_millis(stored.expires_at));
+        let interval =
+            i64::try_from(manager.inner.config.touch_interval.as_millis()).unwrap_or(i64::MAX);
+        (ahead > 0 && ahead >= interval).then(|| lifetime.deadline(stored.created_at, now))
     }
 
     async fn touch_if_due(&self, state: &mut State) -> Result<()> {
@@ -1562,6 +1567,24 @@ mod tests {
             (1, 1)
         );
         assert_eq!(after.save, before.save);
+    }
+
+    #[tokio::test]
+    async fn the_touch_is_due_at_the_touch_interval_not_a_millisecond_before() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        let read = || async {
+            let s = f.open(Some(&cookie));
+            s.get_string("name").await.unwrap();
+            s.commit().await.unwrap();
+            f.store.counts().touch
+        };
+        f.clock.advance(MINUTE - Duration::from_millis(1));
+        assert_eq!(read().await, 0);
+        f.clock.advance(Duration::from_millis(1));
+        assert_eq!(read().await, 1);
+        // The touch moved the deadline: the next read is a minute away again.
+        assert_eq!(read().await, 1);
     }
 
     #[tokio::test]
