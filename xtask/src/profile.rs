@@ -17,7 +17,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::Duration;
 
@@ -112,14 +112,10 @@ pub(crate) fn bench_profile(label: &str, bin: Option<PathBuf>) -> Result {
     // The Redis cases use the load test's database, emptied before and after.
     crate::load::cleanup(&bin);
     let cells = measure_all(&INSTRUCTIONS, 18_200, "instructions", |case, port| {
-        let &(variant, route, connections) = case;
-        instructions_per_request(&bin, variant, route, connections, port, &dir)
-            .map(|ir| ir.to_string())
+        instructions_per_request(&Run::new(&bin, &dir, case, port)).map(|ir| ir.to_string())
     });
     let calls = measure_all(&SYSCALLS, 18_250, "system calls", |case, port| {
-        let &(variant, route, connections) = case;
-        syscalls_per_request(&bin, variant, route, connections, port, &dir)
-            .map(|n| format!("{n:.2}"))
+        syscalls_per_request(&Run::new(&bin, &dir, case, port)).map(|n| format!("{n:.2}"))
     });
     crate::load::cleanup(&bin);
     let _ = fs::remove_dir_all(&dir);
@@ -159,36 +155,76 @@ fn measure_all(
         .collect()
 }
 
-/// Runs the server, counts its system calls under `strace -c -f` while wrk
-/// drives it, and divides them by the requests served.
-fn syscalls_per_request(
-    bin: &Path,
-    variant: &str,
-    route: &str,
+/// One case on its port: what both measurements start from.
+struct Run<'a> {
+    bin: &'a Path,
+    dir: &'a Path,
+    variant: &'a str,
+    route: &'a str,
     connections: u32,
     port: u16,
-    dir: &Path,
-) -> Result<f64> {
-    let out = dir.join(format!("strace.{port}"));
-    let mut server = Command::new(bin)
-        .args(["serve", variant, &port.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+}
+
+impl<'a> Run<'a> {
+    fn new(
+        bin: &'a Path,
+        dir: &'a Path,
+        &(variant, route, connections): &(&'a str, &'a str, u32),
+        port: u16,
+    ) -> Self {
+        Self {
+            bin,
+            dir,
+            variant,
+            route,
+            connections,
+            port,
+        }
+    }
+
+    /// The server's own arguments, after the binary.
+    fn serve_args(&self) -> [String; 3] {
+        [
+            "serve".to_owned(),
+            self.variant.to_owned(),
+            self.port.to_string(),
+        ]
+    }
+
+    /// Waits for the server, drives it with wrk and returns the requests served.
+    fn drive(&self, server: &mut Child) -> Result<u64> {
+        drive(self.port, self.route, self.connections, server)
+    }
+}
+
+/// Spawns `cmd` with its output discarded; `what` names it in the error.
+fn spawn_quiet(cmd: &mut Command, what: &str) -> Result<Child> {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("cannot run {what}: {e}"))
+}
+
+/// Runs the server, counts its system calls under `strace -c -f` while wrk
+/// drives it, and divides them by the requests served.
+fn syscalls_per_request(run: &Run) -> Result<f64> {
+    let out = run.dir.join(format!("strace.{}", run.port));
+    let mut server = spawn_quiet(
+        Command::new(run.bin).args(run.serve_args()),
+        "the load-test server",
+    )?;
     let counted = (|| {
-        wait_for(port, &mut server)?;
-        let mut strace = Command::new("strace")
-            .args(["-c", "-f", "-o"])
-            .arg(&out)
-            .args(["-p", &server.id().to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot run strace (apt-get install strace): {e}"))?;
+        wait_for(run.port, &mut server)?;
+        let mut strace = spawn_quiet(
+            Command::new("strace")
+                .args(["-c", "-f", "-o"])
+                .arg(&out)
+                .args(["-p", &server.id().to_string()]),
+            "strace (apt-get install strace)",
+        )?;
         // strace attaches to every thread before the load starts.
         sleep(Duration::from_millis(500));
-        let driven = drive(port, route, connections, &mut server);
+        let driven = run.drive(&mut server);
         // SIGINT: strace detaches and writes its summary.
         Command::new("kill")
             .args(["-INT", &strace.id().to_string()])
@@ -218,25 +254,19 @@ fn total_calls(summary: &str) -> Option<u64> {
     })
 }
 
-fn instructions_per_request(
-    bin: &Path,
-    variant: &str,
-    route: &str,
-    connections: u32,
-    port: u16,
-    dir: &Path,
-) -> Result<u64> {
-    let out = dir.join(format!("callgrind.{port}"));
-    let mut server = Command::new("valgrind")
-        .arg("--tool=callgrind")
-        .arg(format!("--callgrind-out-file={}", out.display()))
-        .arg(bin)
-        .args(["serve", variant, &port.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot run valgrind (apt-get install valgrind): {e}"))?;
-    let driven = drive(port, route, connections, &mut server);
+/// Runs the server under callgrind while wrk drives it, and divides the
+/// instructions it executed by the requests served.
+fn instructions_per_request(run: &Run) -> Result<u64> {
+    let out = run.dir.join(format!("callgrind.{}", run.port));
+    let mut server = spawn_quiet(
+        Command::new("valgrind")
+            .arg("--tool=callgrind")
+            .arg(format!("--callgrind-out-file={}", out.display()))
+            .arg(run.bin)
+            .args(run.serve_args()),
+        "valgrind (apt-get install valgrind)",
+    )?;
+    let driven = run.drive(&mut server);
     // Stop the server whatever happened: SIGTERM, so callgrind writes its
     // totals.
     Command::new("kill")
@@ -260,12 +290,7 @@ fn instructions_per_request(
 
 /// Waits for the server, runs wrk against `route` and returns the requests
 /// served.
-fn drive(
-    port: u16,
-    route: &str,
-    connections: u32,
-    server: &mut std::process::Child,
-) -> Result<u64> {
+fn drive(port: u16, route: &str, connections: u32, server: &mut Child) -> Result<u64> {
     wait_for(port, server)?;
     let mut wrk = Command::new("wrk");
     wrk.args(["-t1", &format!("-c{connections}"), "-d5s"]);
