@@ -72,7 +72,14 @@ fn take<'a>(rd: &mut &'a [u8], n: u32) -> Result<&'a [u8], RecordDecodeError> {
 /// A MessagePack string's bytes, not checked for UTF-8: the record's field
 /// names are compared as bytes.
 fn raw_str<'a>(rd: &mut &'a [u8]) -> Result<&'a [u8], RecordDecodeError> {
-    let n = decode::read_str_len(rd).map_err(invalid)?;
+    // Field names and most keys are short: a fixstr's length is in its marker.
+    let n = match rd.split_first() {
+        Some((&marker @ 0xa0..=0xbf, rest)) => {
+            *rd = rest;
+            u32::from(marker & 0x1f)
+        }
+        _ => decode::read_str_len(rd).map_err(invalid)?,
+    };
     take(rd, n)
 }
 
@@ -82,7 +89,14 @@ fn key<'a>(rd: &mut &'a [u8]) -> Result<&'a str, RecordDecodeError> {
 }
 
 fn bin<'a>(rd: &mut &'a [u8]) -> Result<&'a [u8], RecordDecodeError> {
-    let n = decode::read_bin_len(rd).map_err(invalid)?;
+    // The id and small values: a bin8's length is its second byte.
+    let n = match *rd {
+        [0xc4, len, ref rest @ ..] => {
+            *rd = rest;
+            u32::from(*len)
+        }
+        _ => decode::read_bin_len(rd).map_err(invalid)?,
+    };
     take(rd, n)
 }
 

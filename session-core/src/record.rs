@@ -381,10 +381,28 @@ mod tests {
     /// The hand-written encoder writes exactly what serde's named-struct
     /// encoding of the same envelope writes, so records stored by earlier
     /// releases and by this one are the same bytes.
+    /// Keys and values at each MessagePack length boundary (fixstr, str8,
+    /// str16; bin8, bin16, bin32), which the decoder reads by different paths.
+    fn every_length_class() -> Record {
+        let mut r = sample();
+        for (key, value) in [
+            (31, 255),
+            (32, 256),
+            (255, 65_535),
+            (256, 65_536),
+            (65_536, 0),
+        ] {
+            r.data.insert("k".repeat(key), vec![7; value]);
+        }
+        r.owner = Some("o".repeat(40));
+        r
+    }
+
     #[test]
     fn bytes_are_serde_named_encoding() {
         for r in [
             sample(),
+            every_length_class(),
             Record::new(sample().id, sample().created_at, sample().expires_at),
         ] {
             let serde = rmp_serde::to_vec_named(&EnvelopeRef {
@@ -404,8 +422,9 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let r = sample();
-        assert_eq!(Record::from_bytes(&r.to_bytes().unwrap()).unwrap(), r);
+        for r in [sample(), every_length_class()] {
+            assert_eq!(Record::from_bytes(&r.to_bytes().unwrap()).unwrap(), r);
+        }
     }
 
     #[test]

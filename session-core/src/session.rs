@@ -5,10 +5,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::lock::{Mutex, MutexGuard};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use time::OffsetDateTime;
-use tokio::sync::{Mutex, MutexGuard};
 
 use crate::batch::{self, Gathering, Outcome, Turn};
 use crate::codec;
@@ -72,13 +72,13 @@ impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut s = f.debug_struct("Session");
         match self.shared.state.try_lock() {
-            Ok(state) => s
+            Some(state) => s
                 .field("loaded", &state.loaded)
                 .field("record", &state.stored.as_ref().map(|m| m.rid))
                 .field("keys", &state.data.len())
                 .field("pending_changes", &state.changes.len())
                 .finish(),
-            Err(_) => s.finish_non_exhaustive(),
+            None => s.finish_non_exhaustive(),
         }
     }
 }
@@ -938,7 +938,7 @@ impl Session {
         if !self.shared.used.load(Ordering::Acquire) {
             return Some(SetCookie::Unchanged);
         }
-        let mut state = self.shared.state.try_lock().ok()?;
+        let mut state = self.shared.state.try_lock()?;
         if state.loaded && (self.needs_write(&state) || self.touch_due(&state).is_some()) {
             return None;
         }
@@ -2036,6 +2036,42 @@ mod tests {
             .advance(2 * 3600 * Duration::from_secs(1) + Duration::from_secs(1));
         let s = f.open(Some(&cookie));
         assert!(s.is_empty().await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_session_ends_at_its_deadlines_to_the_millisecond() {
+        const HOUR: Duration = Duration::from_secs(3600);
+        const MS: Duration = Duration::from_millis(1);
+        let f = fixture_with(
+            Config::builder()
+                .with_idle_timeout(Some(2 * HOUR))
+                .with_absolute_timeout(Some(24 * HOUR)),
+        );
+        let cookie = f.stored().await;
+        // The same store read under a one-hour absolute timeout: the timeout
+        // in force now counts, not the deadline the record was stored with.
+        let strict = Manager::new(
+            f.store.clone(),
+            Config::builder()
+                .with_absolute_timeout(Some(HOUR))
+                .build()
+                .unwrap(),
+        )
+        .with_clock(f.clock.clone());
+        let header = format!("session={cookie}");
+        let alive = |m: &Manager| {
+            let s = m.session_from_cookies(Some(header.as_str()));
+            async move { !s.is_empty().await.unwrap() }
+        };
+        f.clock.advance(HOUR - MS);
+        assert!(alive(&strict).await, "ended before the absolute timeout");
+        f.clock.advance(MS);
+        assert!(!alive(&strict).await, "alive at the absolute timeout");
+        // Reads without a commit do not touch: the idle deadline stands.
+        f.clock.advance(HOUR - MS);
+        assert!(alive(&f.manager).await, "ended before the idle timeout");
+        f.clock.advance(MS);
+        assert!(!alive(&f.manager).await, "alive at the idle timeout");
     }
 
     #[tokio::test]
