@@ -101,6 +101,8 @@ pub(crate) struct Gathering {
     /// One channel per update waiting for the save: a oneshot each costs less
     /// than a broadcast when, as usual, one update is alone.
     waiting: Vec<oneshot::Sender<Outcome>>,
+    /// The saver task, for a gathering that one will write.
+    saver: Option<tokio::task::AbortHandle>,
 }
 
 impl Gathering {
@@ -108,8 +110,24 @@ impl Gathering {
     pub(crate) fn open(manager: &Manager, base: Record) -> Self {
         // Boxed: the saver's state is large, and a task moves its future
         // several times while spawning it.
-        tokio::spawn(Box::pin(save(manager.clone(), base.id)));
-        Self::new(base)
+        let saver = tokio::spawn(Box::pin(save(manager.clone(), base.id)));
+        Self {
+            saver: Some(saver.abort_handle()),
+            ..Self::new(base)
+        }
+    }
+
+    /// Whether no saver will ever write this gathering: its task is over,
+    /// yet the gathering is still waiting in the turn, which a saver that
+    /// ran would have taken first. That happens when the task is dropped
+    /// before it runs, as when its runtime shuts down while another runtime
+    /// shares the manager (actix-web's workers each run one). Dropping
+    /// such a gathering tells its members that nothing was saved, and they
+    /// try again.
+    pub(crate) fn abandoned(&self) -> bool {
+        self.saver
+            .as_ref()
+            .is_some_and(tokio::task::AbortHandle::is_finished)
     }
 
     /// A gathering on `base` that no saver task will write: for
@@ -120,6 +138,7 @@ impl Gathering {
             base_version: base.version,
             record: base,
             waiting: Vec::new(),
+            saver: None,
         }
     }
 

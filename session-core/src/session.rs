@@ -494,8 +494,9 @@ impl Session {
     /// that copy instead of loading it again (one load and one save for the
     /// request); if another process saved the session since, the first
     /// attempt conflicts and the retry loads (with no retries configured, it
-    /// loads first). When `f`'s input does not decode or its output does not
-    /// encode, nothing is written.
+    /// always loads first: a copy it holds may be stale, and the first
+    /// conflict would be final). When `f`'s input does not decode or its
+    /// output does not encode, nothing is written.
     ///
     /// Poll the returned future to completion or drop it: while it writes, it
     /// may hold the turn that other updates of this session (and of the few
@@ -505,7 +506,9 @@ impl Session {
     /// # Errors
     /// [`Error::Contention`] when the retries run out, [`Error::Ended`] when
     /// another request ended the session, [`Error::Value`] when the stored value
-    /// does not decode as `T`, or a store error.
+    /// does not decode as `T` or the new one does not encode,
+    /// [`Error::Random`] when the OS cannot supply an id for a new session, or
+    /// a store error.
     pub async fn update<T, F>(&self, key: &str, mut f: F) -> Result<T>
     where
         T: Serialize + DeserializeOwned,
@@ -540,6 +543,10 @@ impl Session {
                     turn
                 }
             };
+            if turn.gathering.as_ref().is_some_and(Gathering::abandoned) {
+                // Its members learn that nothing was saved and try again.
+                turn.gathering = None;
+            }
             if let Some(other) = turn.gathering.as_mut().filter(|g| g.record.id != rid) {
                 // Another record sharing this turn is gathering: wait for its
                 // save, then try again.
@@ -670,11 +677,16 @@ impl Session {
             .filter(|s| may_reuse_read && state.loaded && s.rid == rid)
             .map(|s| s.version);
         // Taken, not copied: the gathering it becomes is the newest copy
-        // now, and its save puts the result back.
-        if let Some(last) = turn
-            .last
-            .take_if(|r| r.id == rid && self.is_live(r, now) && read.is_none_or(|v| r.version >= v))
-        {
+        // now, and its save puts the result back. Never without retries:
+        // another process may have saved since, and the first conflict
+        // would be final.
+        let retries = self.manager().inner.config.conflict_retries;
+        if let Some(last) = turn.last.take_if(|r| {
+            retries > 0
+                && r.id == rid
+                && self.is_live(r, now)
+                && read.is_none_or(|v| r.version >= v)
+        }) {
             return Ok(Some(Arc::unwrap_or_clone(last)));
         }
         if read.is_some() {
@@ -739,17 +751,29 @@ impl Session {
                 .transpose()?;
             let new = f(current);
             let bytes = self.encode(key, &new)?;
+            let before = state.data.get(key).cloned();
             Self::push(&mut state, Change::Set(key.to_owned(), bytes));
-            match self.try_commit(&mut state).await? {
-                Commit::Done => return Ok(new),
-                Commit::Ended => return Err(Error::Ended),
-                Commit::Conflict => {
+            match self.try_commit(&mut state).await {
+                Ok(Commit::Done) => return Ok(new),
+                Ok(Commit::Ended) => return Err(Error::Ended),
+                Ok(Commit::Conflict) => {
                     // Drop this attempt's write; the fresh record decides.
                     state.changes.pop();
                     self.reload(&mut state, attempt).await?;
                     if state.stored.is_none() {
                         return Err(Error::Ended);
                     }
+                }
+                Err(e) => {
+                    // Not acknowledged, so not kept either: the request's
+                    // commit must not write a value computed from a copy
+                    // that may be stale by then.
+                    state.changes.pop();
+                    match before {
+                        Some(value) => state.data.insert(key.to_owned(), value),
+                        None => state.data.remove(key),
+                    };
+                    return Err(e);
                 }
             }
         }
@@ -796,13 +820,19 @@ impl Session {
     }
 
     /// Gives the session a new id, keeping its data, owner and creation time.
-    /// Call it whenever privileges change. The new record is written first; the
-    /// old one is deleted only after that, so a failure leaves the old session
-    /// intact. A session not yet stored needs no rotation (it will get a fresh
-    /// id when stored) and this does nothing.
+    /// Call it whenever privileges change. The old record is first saved by
+    /// compare-and-set, so the new one starts from its latest state (writes
+    /// other requests made since this one loaded it are kept); then the new
+    /// record is written, and the old one is deleted only after that, so a
+    /// failure leaves the old session intact. A session another request ended
+    /// meanwhile stays ended (the cookie is removed). A session not yet stored
+    /// needs no rotation (it will get a fresh id when stored) and this does
+    /// nothing.
     ///
     /// # Errors
-    /// A store error or timeout.
+    /// [`Error::Random`] when the OS cannot supply the new id,
+    /// [`Error::Contention`] when the session is written too often to confirm
+    /// the copy the new id starts from, or a store error or timeout.
     pub async fn cycle_id(&self) -> Result<()> {
         let mut state = self.loaded().await?;
         if state.stored.is_none() {
@@ -817,7 +847,9 @@ impl Session {
     ///
     /// # Errors
     /// [`Error::Invalid`] for an empty owner or one over
-    /// [`MAX_OWNER_LEN`] bytes, or a store error or timeout.
+    /// [`MAX_OWNER_LEN`] bytes, [`Error::Random`] when the OS cannot supply
+    /// the new id, [`Error::Contention`] as for [`Session::cycle_id`], or a
+    /// store error or timeout.
     pub async fn login(&self, owner: &str) -> Result<()> {
         if owner.is_empty() || owner.len() > MAX_OWNER_LEN {
             return Err(Error::Invalid(format!(
@@ -861,7 +893,8 @@ impl Session {
     /// [`destroy`](Self::destroy) here).
     ///
     /// # Errors
-    /// [`Error::Contention`], [`Error::Ended`], or a store error or timeout.
+    /// [`Error::Contention`], [`Error::Ended`], [`Error::Random`] when the OS
+    /// cannot supply an id for a new session, or a store error or timeout.
     pub async fn save(&self) -> Result<()> {
         let mut state = self.lock().await;
         if !state.loaded {
@@ -873,14 +906,17 @@ impl Session {
         }
     }
 
-    /// Ends the request: saves what changed (one conditional write), or extends
+    /// Ends the request: saves what changed (one conditional write, plus a
+    /// reload and a retry for each compare-and-set lost to a concurrent
+    /// writer, up to [`Config::conflict_retries`](crate::Config::conflict_retries)), or extends
     /// the idle deadline when due (one cheap touch), or does nothing at all;
     /// then says what the response must tell the client. Adapters call this
     /// (or [`commit_after`](Self::commit_after), which calls it) once, after
     /// the handler, whatever the response status.
     ///
     /// # Errors
-    /// [`Error::Contention`], or a store error or timeout: the adapter answers
+    /// [`Error::Contention`], [`Error::Random`] when the OS cannot supply an
+    /// id for a new session, or a store error or timeout: the adapter answers
     /// 5xx.
     pub async fn commit(&self) -> Result<SetCookie> {
         if let Some(outcome) = self.commit_without_store() {
@@ -981,6 +1017,13 @@ impl Session {
         if !self.needs_write(state) {
             return Ok(true);
         }
+        self.write_locked(state).await
+    }
+
+    /// Writes the session whether or not anything changed: a compare-and-set
+    /// that, after a conflict, reloads and re-applies the request's changes.
+    /// `false` if the session ended meanwhile.
+    async fn write_locked(&self, state: &mut State) -> Result<bool> {
         let retries = self.manager().inner.config.conflict_retries;
         for attempt in 0..=retries {
             match self.try_commit(state).await? {
@@ -1159,6 +1202,20 @@ impl Session {
     /// old one.
     async fn rotate(&self, state: &mut State, login_as: Option<String>) -> Result<()> {
         let manager = self.manager();
+        // The new record is made from this request's copy, so that copy must
+        // be current: first a compare-and-set of the old record (after a
+        // conflict, reloaded with the request's changes re-applied). A write
+        // another request made since this one loaded is then carried over,
+        // not lost, and a session that ended meanwhile (destroyed, or its
+        // owner logged out everywhere) does not come back under a new id.
+        // What remains: a write to the old id in the two round trips between
+        // this save and the old record's deletion is lost with it.
+        let ended = state.stored.is_some() && !self.write_locked(state).await?;
+        if ended && login_as.is_none() {
+            // Nothing is left to give a new id. (A login goes on with a
+            // fresh session: nothing of the ended one is carried into it.)
+            return Ok(());
+        }
         let now = manager.now();
         let old = state.stored.as_ref().map(|s| (s.rid, s.created_at));
         let created_at = match (&login_as, old) {
@@ -1676,6 +1733,68 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_gathering_whose_saver_was_dropped_does_not_hold_up_later_updates() {
+        use futures_util::FutureExt;
+        let f = fixture();
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        // A manager shared by two runtimes, as actix-web's workers share one.
+        let first = runtime();
+        let cookie = first.block_on(f.stored());
+        {
+            let _entered = first.enter();
+            // The update opens a gathering, spawns its saver and waits;
+            // then its request goes away, and so does the runtime, before
+            // the saver ever ran.
+            let s = f.open(Some(&cookie));
+            let mut update = Box::pin(s.increment("n", 1));
+            assert!(
+                (&mut update).now_or_never().is_none(),
+                "it waits for its saver"
+            );
+        }
+        drop(first);
+        let second = runtime();
+        let n = second.block_on(async {
+            let s = f.open(Some(&cookie));
+            let n = tokio::time::timeout(Duration::from_secs(5), s.increment("n", 1))
+                .await
+                .expect("an update waited for a saver that is gone")
+                .unwrap();
+            s.commit().await.unwrap();
+            n
+        });
+        assert_eq!(n, 1, "the abandoned update was not saved");
+        assert_eq!(second.block_on(f.n(&cookie)), Some(1));
+    }
+
+    #[tokio::test]
+    async fn an_update_whose_save_failed_leaves_nothing_for_the_commit() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        let s = f.open(Some(&cookie));
+        s.insert("n", &5).await.unwrap();
+        // A changed lifetime sends the update down the plain path.
+        s.set_lifetime(Some(
+            Lifetime::new().with_idle_timeout(Some(Duration::from_secs(600))),
+        ))
+        .await
+        .unwrap();
+        f.store.fail_with(Some(StoreErrorKind::Unavailable));
+        assert!(s.increment("n", 1).await.is_err());
+        f.store.fail_with(None);
+        // The failed increment was not acknowledged: its value is gone, and
+        // the commit writes what the request had before it.
+        assert_eq!(s.get::<i64>("n").await.unwrap(), Some(5));
+        s.commit().await.unwrap();
+        assert_eq!(f.n(&cookie).await, Some(5));
+    }
+
     #[tokio::test]
     async fn without_retries_an_update_after_a_stale_read_loads_first() {
         let f = fixture_with(Config::builder().with_conflict_retries(0));
@@ -1687,6 +1806,24 @@ mod tests {
         assert_eq!(s.increment("n", 1).await.unwrap(), 2);
         s.commit().await.unwrap();
         assert_eq!(f.n(&cookie).await, Some(2));
+    }
+
+    #[tokio::test]
+    async fn without_retries_an_update_never_starts_from_this_process_s_last_save() {
+        let f = fixture_with(Config::builder().with_conflict_retries(0));
+        let cookie = f.stored().await;
+        // This process saves an update (its turn keeps the saved copy)...
+        let s = f.open(Some(&cookie));
+        assert_eq!(s.increment("n", 1).await.unwrap(), 1);
+        s.commit().await.unwrap();
+        // ...then another process updates the session.
+        assert_eq!(f.increment_elsewhere(&cookie).await, 2);
+        // Starting from the kept copy would lose the compare-and-set, and
+        // with no retries that is `Contention`; the update loads instead.
+        let s = f.open(Some(&cookie));
+        assert_eq!(s.increment("n", 1).await.unwrap(), 3);
+        s.commit().await.unwrap();
+        assert_eq!(f.n(&cookie).await, Some(3));
     }
 
     #[tokio::test]
@@ -2270,6 +2407,56 @@ mod tests {
         let fresh = f.open(None);
         fresh.cycle_id().await.unwrap();
         assert_eq!(fresh.commit().await.unwrap(), SetCookie::Unchanged);
+    }
+
+    #[tokio::test]
+    async fn a_write_made_while_a_request_rotates_its_id_is_carried_over() {
+        let f = fixture();
+        let mut cookie = f.stored().await;
+        for login in [false, true] {
+            let s = f.open(Some(&cookie));
+            assert_eq!(s.get_string("name").await.unwrap(), "iris");
+            // Another request increments after this one loaded...
+            let n = f.increment_elsewhere(&cookie).await;
+            // ...so this request's copy is stale when it rotates the id.
+            if login {
+                s.login("alice").await.unwrap();
+            } else {
+                s.cycle_id().await.unwrap();
+            }
+            let new = value(s.commit().await.unwrap());
+            assert_eq!(f.n(&new).await, Some(n), "login: {login}");
+            assert_eq!(f.open(Some(&new)).get_string("name").await.unwrap(), "iris");
+            assert!(f.open(Some(&cookie)).is_empty().await.unwrap());
+            cookie = new;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_session_ended_while_a_request_rotates_its_id_stays_ended() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        let rid = Id::parse(&cookie).unwrap().record_id();
+        // Cycling: the session was destroyed after this request loaded it.
+        let s = f.open(Some(&cookie));
+        assert_eq!(s.get_string("name").await.unwrap(), "iris");
+        f.manager.destroy_record(&rid).await.unwrap();
+        s.cycle_id().await.unwrap();
+        assert_eq!(s.commit().await.unwrap(), SetCookie::Remove);
+        assert!(f.store.inner().is_empty(), "brought back under a new id");
+        // Logging in: the login gets a fresh session, with none of the
+        // ended one's values.
+        let cookie = f.stored().await;
+        let rid = Id::parse(&cookie).unwrap().record_id();
+        let s = f.open(Some(&cookie));
+        assert_eq!(s.get_string("name").await.unwrap(), "iris");
+        f.manager.destroy_record(&rid).await.unwrap();
+        s.login("alice").await.unwrap();
+        let new = value(s.commit().await.unwrap());
+        let s = f.open(Some(&new));
+        assert_eq!(s.owner().await.unwrap().as_deref(), Some("alice"));
+        assert_eq!(s.get_string("name").await.unwrap(), "");
+        assert_eq!(f.store.inner().len(), 1);
     }
 
     #[tokio::test]

@@ -11,6 +11,13 @@ use crate::store::Store;
 /// return expired records anyway); it only keeps the storage from filling with
 /// dead sessions.
 ///
+/// A sweep that has not finished after [`Sweeper::limit`] (the interval, and
+/// at least a minute) is abandoned and logged as an error, and the next
+/// interval sweeps again: a store that hangs cannot stop the sweeping for
+/// good, nor make [`Sweeper::stop`] wait forever. Stores delete in batches
+/// (the SQL stores 1 000 rows at a time), so an abandoned sweep keeps what it
+/// removed.
+///
 /// ```no_run
 /// use std::time::Duration;
 /// use session_core::{Manager, Sweeper};
@@ -37,16 +44,18 @@ impl Sweeper {
     /// Outside a tokio runtime, like `tokio::spawn`.
     pub fn spawn(store: Arc<dyn Store>, interval: Duration) -> Self {
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let limit = Self::limit(interval);
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval.max(Duration::from_millis(1)));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = &mut stopped => break,
-                    _ = tick.tick() => match store.delete_expired().await {
-                        Ok(0) => {}
-                        Ok(n) => tracing::debug!(removed = n, "swept expired sessions"),
-                        Err(e) => tracing::error!(error = %e, "session sweep failed; retrying at the next interval"),
+                    _ = tick.tick() => match tokio::time::timeout(limit, store.delete_expired()).await {
+                        Ok(Ok(0)) => {}
+                        Ok(Ok(n)) => tracing::debug!(removed = n, "swept expired sessions"),
+                        Ok(Err(e)) => tracing::error!(error = %e, "session sweep failed; retrying at the next interval"),
+                        Err(_) => tracing::error!(?limit, "session sweep abandoned: the store did not finish in time; retrying at the next interval"),
                     },
                 }
             }
@@ -57,7 +66,22 @@ impl Sweeper {
         }
     }
 
-    /// Stops the task and waits for a sweep in progress to finish.
+    /// How long one sweep may take when sweeping every `interval`: the
+    /// interval, and at least a minute.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use session_core::Sweeper;
+    ///
+    /// assert_eq!(Sweeper::limit(Duration::from_secs(1)), Duration::from_secs(60));
+    /// assert_eq!(Sweeper::limit(Duration::from_secs(600)), Duration::from_secs(600));
+    /// ```
+    pub fn limit(interval: Duration) -> Duration {
+        interval.max(Duration::from_secs(60))
+    }
+
+    /// Stops the task and waits for a sweep in progress to finish (at most
+    /// [`Sweeper::limit`]).
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -77,7 +101,7 @@ impl Drop for Sweeper {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::TestStore;
+    use crate::testing::{Instrumented, TestStore};
     use crate::{Id, Record};
     use time::OffsetDateTime;
 
@@ -105,5 +129,34 @@ mod tests {
         store.put_raw(r);
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(store.len(), 1, "a stopped sweeper sweeps no more");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_sweep_is_abandoned_and_the_next_one_runs() {
+        let store = Instrumented::new(TestStore::default());
+        store.delay(Some(Duration::from_secs(24 * 3600)));
+        let interval = Duration::from_secs(1);
+        let sweeper = Sweeper::spawn(Arc::new(store.clone()), interval);
+        // Paused time jumps to the next timer: each sweep hangs until the
+        // limit abandons it, then the next interval starts another.
+        tokio::time::sleep(Sweeper::limit(interval) * 3).await;
+        assert!(
+            store.counts().other >= 3,
+            "a hung sweep stopped the sweeping: {:?}",
+            store.counts()
+        );
+        store.delay(None);
+        let r = Record::new(
+            Id::generate().unwrap().record_id(),
+            OffsetDateTime::now_utc(),
+            OffsetDateTime::now_utc() - time::Duration::seconds(1),
+        );
+        store.inner().put_raw(r);
+        tokio::time::sleep(Sweeper::limit(interval) * 2).await;
+        assert!(
+            store.inner().is_empty(),
+            "sweeping resumed when the store recovered"
+        );
+        sweeper.stop().await;
     }
 }
