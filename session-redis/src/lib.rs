@@ -182,12 +182,24 @@ impl fmt::Debug for RedisStore {
 
 /// The compare-and-set: replaces the value if its version is `ARGV[1]`;
 /// answers `{status, previous owner}` (0 missing, 1 conflict, 2 saved).
+///
+/// A value that already is `ARGV[2]` (the deadline, which a touch may have
+/// moved, aside) answers saved: the Cluster client resends a command whose
+/// connection dropped before the reply, and the first one may have been
+/// applied. Reporting that as a conflict would make the caller apply its
+/// change a second time.
 static SAVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local cur = redis.call('GET', KEYS[1])
 if not cur then return {0, ''} end
-if string.sub(cur, 1, 8) ~= ARGV[1] then return {1, ''} end
+if string.sub(cur, 1, 8) ~= ARGV[1] then
+  if string.sub(cur, 1, 8) == string.sub(ARGV[2], 1, 8)
+    and string.sub(cur, 17) == string.sub(ARGV[2], 17) then
+    return {2, ''}
+  end
+  return {1, ''}
+end
 local n = string.byte(cur, 17) * 256 + string.byte(cur, 18)
 redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
 return {2, string.sub(cur, 19, 18 + n)}
@@ -409,15 +421,6 @@ impl RedisStore {
             Err(e) => Err(command(op)(e)),
         }
     }
-
-    /// The owner stored with a session.
-    async fn owner_of(&self, id: &RecordId) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .fetch(id, "read owner")
-            .await?
-            .as_deref()
-            .and_then(value::owner))
-    }
 }
 
 fn is_wrong_type(e: &RedisError) -> bool {
@@ -439,7 +442,7 @@ impl Store for RedisStore {
         let mut conn = self.conn.clone();
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.key(&record.id))
-            .arg(data)
+            .arg(&data)
             .arg("NX")
             .arg("PXAT")
             .arg(expires);
@@ -460,11 +463,16 @@ impl Store for RedisStore {
             }
             None => create.await?,
         };
-        // `NX`: nil when the key exists.
-        Ok(if reply == Value::Nil {
-            Created::IdTaken
-        } else {
-            Created::Created
+        // `NX`: nil when the key exists. With 256-bit ids that is this very
+        // write, resent by the Cluster client after its connection dropped
+        // before the reply; anything else there is another session.
+        if reply != Value::Nil {
+            return Ok(Created::Created);
+        }
+        let there = self.fetch(&record.id, "create").await?;
+        Ok(match there {
+            Some(v) if value::same_write(&v, &data) => Created::Created,
+            _ => Created::IdTaken,
         })
     }
 
@@ -581,13 +589,19 @@ impl Store for RedisStore {
             .filter_map(|m| RecordId::parse(m).ok())
             .collect();
         // The index holds upper bounds; the records decide.
-        let checks = join_all(ids.iter().map(|id| self.owner_of(id))).await;
+        let checks = join_all(ids.iter().map(|id| self.fetch(id, "read owner"))).await;
         let mut live = Vec::with_capacity(ids.len());
         for (id, found) in ids.into_iter().zip(checks) {
-            if found?.as_deref() == Some(owner) {
-                live.push(id);
-            } else {
-                self.unindex(owner, &id).await?;
+            match found? {
+                Some(v) if value::owner(&v).as_deref() == Some(owner) => live.push(id),
+                // Another owner's now (or none): this entry is stale.
+                Some(_) => self.unindex(owner, &id).await?,
+                // No record: expired or deleted, or one being created right
+                // now (`create` writes the index first, and on a Cluster the
+                // two keys live on different nodes). Removing the entry could
+                // hide that session from its owner's logout, so it is left to
+                // leave the index at its deadline.
+                None => {}
             }
         }
         Ok(live)

@@ -46,6 +46,16 @@ pub(crate) fn encode(record: &Record) -> Result<Vec<u8>, StoreError> {
     Ok(value)
 }
 
+/// Whether two values are the same write: equal but for the deadline, which
+/// a touch may have moved since.
+pub(crate) fn same_write(a: &[u8], b: &[u8]) -> bool {
+    let end = DEADLINE_AT + 8;
+    a.len() == b.len()
+        && a.len() >= end
+        && a[..DEADLINE_AT] == b[..DEADLINE_AT]
+        && a[end..] == b[end..]
+}
+
 fn word(value: &[u8], at: usize) -> Option<[u8; 8]> {
     value.get(at..at + 8)?.try_into().ok()
 }
@@ -122,6 +132,24 @@ mod tests {
             assert_eq!(owner(&v).as_deref(), o);
             assert_eq!(&v[..8], &version_bytes(7));
         }
+    }
+
+    #[test]
+    fn the_same_write_is_recognised_whatever_its_deadline() {
+        let r = sample(Some("alice"));
+        let v = encode(&r).unwrap();
+        let mut touched = v.clone();
+        touched[DEADLINE_AT..DEADLINE_AT + 8]
+            .copy_from_slice(&deadline_bytes(r.expires_at + time::Duration::hours(1)));
+        assert!(same_write(&v, &v));
+        assert!(same_write(&v, &touched));
+        let mut newer = r.clone();
+        newer.version += 1;
+        assert!(!same_write(&v, &encode(&newer).unwrap()));
+        let mut other = r.clone();
+        other.data.insert("k".into(), vec![1]);
+        assert!(!same_write(&v, &encode(&other).unwrap()));
+        assert!(!same_write(&v[..10], &v[..10]), "not a whole header");
     }
 
     #[test]

@@ -13,6 +13,7 @@
 
 mod faults;
 mod support;
+mod writes;
 
 mod standalone {
     session_core::store_conformance!(optional: crate::support::standalone());

@@ -1,0 +1,112 @@
+//! Writes that the Redis Cluster client may send twice, and the owner index
+//! while a session is being created. On a standalone server: the scripts and
+//! the checks are the same on a Cluster.
+
+use session_core::testing::sample_record;
+use session_core::{Created, Saved, Store};
+use session_redis::RedisStore;
+
+use crate::support::{missing, unique_prefix};
+
+/// A store under a prefix of its own, and a plain connection for setting up
+/// what the store alone would not produce.
+async fn store() -> Option<(RedisStore, redis::aio::MultiplexedConnection, String)> {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = unique_prefix();
+    let store = match RedisStore::connect(&url).await {
+        Ok(store) => store.with_prefix(prefix.clone()),
+        Err(e) => {
+            missing(&format!("Redis at {url} (REDIS_URL)"), &e.to_string());
+            return None;
+        }
+    };
+    let raw = redis::Client::open(url.as_str())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("raw connection");
+    Some((store, raw, prefix))
+}
+
+fn live_record(owner: Option<&str>) -> session_core::Record {
+    let mut r = sample_record();
+    r.owner = owner.map(str::to_owned);
+    r
+}
+
+#[tokio::test]
+async fn a_save_sent_twice_is_saved_once_not_a_conflict() {
+    let Some((store, _, _)) = store().await else {
+        return;
+    };
+    let r = live_record(Some("alice"));
+    assert_eq!(store.create(&r).await.expect("create"), Created::Created);
+    let mut next = r.clone();
+    next.version = 1;
+    next.data.insert("n".into(), vec![1]);
+    assert_eq!(store.save(&next, 0).await.expect("save"), Saved::Saved);
+    // The same command again, as the Cluster client resends it when the
+    // connection dropped before the reply: the store already holds it.
+    assert_eq!(store.save(&next, 0).await.expect("resent"), Saved::Saved);
+    // Also after a touch moved the deadline in between.
+    let later = next.expires_at + time::Duration::minutes(5);
+    assert!(store
+        .touch(&r.id, Some("alice"), later)
+        .await
+        .expect("touch"));
+    assert_eq!(store.save(&next, 0).await.expect("resent"), Saved::Saved);
+    // A different write from the same stale version still conflicts.
+    let mut other = r.clone();
+    other.version = 1;
+    other.data.insert("n".into(), vec![2]);
+    assert_eq!(store.save(&other, 0).await.expect("save"), Saved::Conflict);
+    let loaded = store.load(&r.id).await.expect("load").expect("live");
+    assert_eq!((loaded.version, loaded.data), (next.version, next.data));
+    store.delete(&r.id).await.expect("delete");
+}
+
+#[tokio::test]
+async fn a_create_sent_twice_is_created_once_not_an_id_taken() {
+    let Some((store, _, _)) = store().await else {
+        return;
+    };
+    let r = live_record(Some("alice"));
+    assert_eq!(store.create(&r).await.expect("create"), Created::Created);
+    assert_eq!(store.create(&r).await.expect("resent"), Created::Created);
+    let mut other = r.clone();
+    other.data.insert("n".into(), vec![2]);
+    assert_eq!(
+        store.create(&other).await.expect("create"),
+        Created::IdTaken
+    );
+    assert_eq!(store.load(&r.id).await.expect("load"), Some(r.clone()));
+    store.delete(&r.id).await.expect("delete");
+}
+
+#[tokio::test]
+async fn listing_an_owner_keeps_a_session_whose_record_is_not_written_yet() {
+    let Some((store, mut raw, prefix)) = store().await else {
+        return;
+    };
+    let r = live_record(Some("alice"));
+    assert_eq!(store.create(&r).await.expect("create"), Created::Created);
+    // The moment inside `create` between the index entry and the record:
+    // take the record away, list, then put it back.
+    let key = format!("{prefix}{}", r.id);
+    let value: Vec<u8> = redis::cmd("GETDEL")
+        .arg(&key)
+        .query_async(&mut raw)
+        .await
+        .expect("take the record");
+    assert_eq!(store.ids_of_owner("alice").await.expect("list"), vec![]);
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(&value)
+        .query_async(&mut raw)
+        .await
+        .expect("put it back");
+    // Still indexed, so the owner's logout finds it.
+    assert_eq!(store.ids_of_owner("alice").await.expect("list"), vec![r.id]);
+    assert_eq!(store.delete_owner("alice").await.expect("logout"), 1);
+    assert_eq!(store.load(&r.id).await.expect("load"), None);
+}
