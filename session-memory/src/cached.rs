@@ -158,10 +158,17 @@ impl<S: Store> CachedStore<S> {
             .await;
     }
 
+    /// Drops the cached copy of `id`, but not a tombstone: that is what
+    /// keeps a load racing a delete from putting the record back.
     async fn forget(&self, id: &RecordId) {
-        if let Some(cache) = &self.cache {
-            cache.invalidate(id).await;
-        }
+        let Some(cache) = &self.cache else { return };
+        cache
+            .entry(*id)
+            .and_compute_with(|existing| {
+                let tombstone = existing.is_some_and(|e| e.value().is_none());
+                std::future::ready(if tombstone { Op::Nop } else { Op::Remove })
+            })
+            .await;
     }
 
     async fn bury(&self, id: &RecordId) {
@@ -249,7 +256,15 @@ impl<S: Store> Store for CachedStore<S> {
     }
 
     async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError> {
+        // Tombstones first, as `delete` leaves: a load that read one of these
+        // records before the delete must not cache it afterwards.
+        if self.cache.is_some() {
+            for id in self.backing.ids_of_owner(owner).await? {
+                self.bury(&id).await;
+            }
+        }
         let n = self.backing.delete_owner(owner).await?;
+        // And copies of sessions the listing missed (created since).
         if let Some(cache) = &self.cache {
             let owner = owner.to_owned();
             if cache
@@ -362,6 +377,33 @@ mod tests {
         assert_eq!(a.load(&r.id).await.unwrap(), None);
         assert_eq!(backing.counts().load, before, "answered from memory");
         // A stale copy arriving after the delete cannot replace the tombstone.
+        a.remember(&r, false).await;
+        assert_eq!(a.load(&r.id).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_load_racing_a_logout_everywhere_cannot_cache_the_session_again() {
+        let (_, a, _) = pair(Duration::from_secs(60));
+        let mut r = record();
+        r.owner = Some("alice".into());
+        a.create(&r).await.unwrap();
+        // A load read the record from the backing store just before the
+        // owner's sessions were deleted, and caches it just after.
+        assert_eq!(a.delete_owner("alice").await.unwrap(), 1);
+        a.remember(&r, false).await;
+        assert_eq!(a.load(&r.id).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_after_a_delete_keeps_the_tombstone() {
+        let (_, a, _) = pair(Duration::from_secs(60));
+        let r = record();
+        a.create(&r).await.unwrap();
+        a.delete(&r.id).await.unwrap();
+        // A late save and touch of the deleted session find nothing...
+        assert_eq!(a.save(&next(&r, b"late"), 0).await.unwrap(), Saved::Missing);
+        assert!(!a.touch(&r.id, None, r.expires_at).await.unwrap());
+        // ...and leave the tombstone, so a racing load cannot cache it.
         a.remember(&r, false).await;
         assert_eq!(a.load(&r.id).await.unwrap(), None);
     }
