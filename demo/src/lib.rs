@@ -1,7 +1,9 @@
 //! The Iris sessions demo, written once: configuration from the environment,
-//! the store, and what each route does. Each framework adapter's `demo`
-//! example maps these routes with its own router, so every framework serves
-//! the same demo, and the HTTP suite tests them all the same way.
+//! the store, and what each route does. Each framework's module
+//! (`session_demo::{axum, actix, rocket}`) maps these routes with its own
+//! router and each adapter's example (`demo`, `actix_demo`, `rocket_demo`)
+//! runs it, so every framework serves the same demo, and the HTTP suite tests
+//! them all the same way.
 //!
 //! | route | what it does | body |
 //! |---|---|---|

@@ -27,8 +27,10 @@
 //! The middleware reads the id from the request (cookie, or the configured
 //! header), puts a lazy [`session_core::Session`] in the request extensions,
 //! runs the handler, then commits the session: nothing at all for a request
-//! that did not use it, otherwise one store write at most. When the id must
-//! change on the client it adds `Set-Cookie` (or the header),
+//! that did not use it, otherwise one store write at most when no other
+//! request writes the session at the same time (each lost compare-and-set
+//! adds a reload and another save, up to the configured retries). When the id
+//! must change on the client it adds `Set-Cookie` (or the header),
 //! `Cache-Control: no-store` and `Vary`. If the commit fails (store down,
 //! timeout) the response becomes a bare `500 Internal Server Error` and the
 //! error is logged; store errors never reach a response body.

@@ -25,10 +25,12 @@
 //! The fairing reads the id from the request (cookie, or the configured
 //! header) and keeps a lazy [`session_core::Session`] in the request's local
 //! cache; after the handler it commits the session: nothing at all for a
-//! request that did not use it, otherwise one store write at most. When the
-//! id must change on the client it adds `Set-Cookie` (or the header),
-//! `Cache-Control: no-store` and `Vary`. If the commit fails (store down,
-//! timeout) the response becomes a bare `500 Internal Server Error` and the
+//! request that did not use it, otherwise one store write at most when no
+//! other request writes the session at the same time (each lost
+//! compare-and-set adds a reload and another save, up to the configured
+//! retries). When the id must change on the client it adds `Set-Cookie` (or
+//! the header), `Cache-Control: no-store` and `Vary`. If the commit fails
+//! (store down, timeout) the response becomes a bare `500 Internal Server Error` and the
 //! error is logged; store errors never reach a response body.
 //!
 //! A route that takes a [`Session`] on a Rocket without the fairing does not
