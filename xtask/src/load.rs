@@ -558,66 +558,97 @@ What changed in `session 8`:
   least any server-side session can cost. It turns the question of how close to the
   ceiling a session can get from an argument into a measurement (next section).
 
-What is still between ours and the ceiling, by the same profile:
+What changed in `session 9`:
 
-* `plain` on axum: bare 11.7k instructions per request, `axum-layered` 12.5k, ours
-  14.5k, tower-sessions 16.2k (row `session 8`). The layer's own +2.0k over
-  `axum-layered` is the session's one allocation (its shared state), the request
-  extension that carries it (http's extension map and a box, which the extractor
-  needs), finding the `Cookie` header and the commit check after the handler. In
-  wall-clock terms that is within this machine's noise: in the run above ours reached 95 %
-  of bare axum (tower-sessions 96 %, `axum-layered` 98 %; 96 % in session 7's run), and
-  98 % of bare actix-web (89 % in session 7's run).
-* `read` on the memory store: `axum-floor` reads at 100 % of bare axum in the run above
-  (14.4k instructions against bare's 11.7k), ours at 84 % (26.3k), tower-sessions at
-  79 % (24.0k). So the 95 % target is not out of reach for a session as such; it is
+* The session's state lock was Tokio's `Mutex`, whose unlock takes the lock of its
+  waiter list even when nobody waits (`batch_semaphore::add_permits_locked`, about
+  45 ns a request in a native profile). It is now `futures-util`'s `Mutex` (already
+  in the dependency tree through the adapters and the Redis store), whose
+  uncontended lock and unlock are one atomic operation each. Each request has its
+  own session state, so the lock is contended only between handles of one request,
+  and Tokio's fairness between waiters bought nothing here.
+* The record decoder reads a fixstr's length from its marker and a bin8's from its
+  second byte instead of going through `rmp`'s general readers: the nine field
+  names, most keys, the id and small values. (Keys and values of every length
+  class are still checked against serde's bytes in `record.rs`'s tests.)
+* Together, measured on this machine before (row `session 9 (8c5c0a8)`) and after
+  (row `session 9`): `read` on the memory store 25.96k to 25.33k instructions, a
+  contended `write` 29.5k to 28.9k, a lone `write` 30.6k to 29.5k, `plain` 14.47k to
+  14.30k. Redis `read` stays at 38.0k.
+* Tried and not kept: the liveness check at every load in unix milliseconds, like
+  the touch check. Callgrind showed no change: the calendar addition it replaced
+  was cheap; the clock read itself (`SystemClock::now`, about 210 instructions) is
+  what the liveness step costs.
+* A native profile (`perf record -e cpu-clock` on the server, 10 s of `read` at 16
+  connections; `perf stat` is not available on this VM) of ours against
+  `axum-floor`, per request: 7.2 µs of CPU against 5.8 µs. About 1.0 µs of the
+  difference is user space, spread over many small items: the record decode
+  (about 100 ns with its allocations), two more clock reads than the floor (the
+  session's and the memory store's, about 70 ns: reading the clock costs 20-35 ns
+  on this VM), SHA-256 of the id (48 ns natively, against the 3 500 instructions
+  callgrind shows without the SHA extensions), the cookie's base64 (33 ns), the
+  session's allocation and the request extension, and Tokio's mutex (gone now).
+  The other 0.4 µs is in the kernel, mostly in waking wrk's connections
+  (`sock_def_readable`, `tcp_poll`): on loopback the server pays for waking its
+  client, and a server that is slower per request finds the client asleep more
+  often, so every microsecond of user space costs a little more in the kernel.
+
+What is still between ours and the ceiling, by the same profile (row `session 9`) and
+the load run above, on a machine whose bare axum served 213k-217k req/s in every run:
+
+* `plain` on axum: bare 11.7k instructions per request, `axum-layered` 12.6k, ours
+  14.3k, tower-sessions 16.1k. The layer's own +1.7k over `axum-layered` is the
+  session's one allocation (its shared state), the request extension that carries it
+  (http's extension map and a box, which the extractor needs), finding the `Cookie`
+  header and the commit check after the handler. In the run above ours reached 93 % of
+  bare axum (`axum-layered` 97 %, tower-sessions 88 %) and 95 % of bare actix-web:
+  0.28 µs and 0.24 µs of server CPU per request over bare.
+* `read` on the memory store: `axum-floor` reads at 95 % of bare axum in the run above
+  (14.5k instructions against bare's 11.7k), ours at 77 % (25.3k), tower-sessions at
+  74 % (23.9k). So the 95 % target is not out of reach for a session as such; it is
   out of reach for what ours does on every read, which a call tree of the `read` case
   (`callgrind_annotate --tree=calling` on the profile's output) splits as follows, per
-  request: the layer's share that `plain` shows (2.8k over bare, above); SHA-256 of the
-  id, so the store never holds a key that works as a cookie (3.5k here; natively a
-  fraction, the CPU has SHA extensions); the memory store's load, 2.9k, of which 1.75k
-  decode the owned `Record` the store contract returns (an allocation each for the key,
-  the value and the map node, eight field names, two timestamps); the clock read and the
-  liveness check, 0.6k; deciding whether the idle deadline is due for a touch, 0.6k
-  (0.3k since it works in milliseconds, above); the session lock and the
-  value's own decode, 0.3k. Natively the kernel takes over half of the server's CPU
-  here, so each item is worth a fraction of its share of instructions in req/s. The next
-  steps: the liveness check and the clock read in milliseconds as well (a few hundred),
-  and a memory store that hands out a shared decoded copy instead of decoding one per
-  load (about 2k, at the price of memory per session that the compact entries save
-  now).
+  request: the layer's share that `plain` shows (2.6k over bare); SHA-256 of the id, so
+  the store never holds a key that works as a cookie (3.5k here, 48 ns natively: the
+  CPU has SHA extensions); the memory store's load, 2.0k, of which 1.55k decode the
+  owned `Record` the store contract returns (an allocation each for the key, the value
+  and the map node, eight field names, two timestamps); the clock read and the liveness
+  check, 0.6k (the clock read is most of it); the cookie's base64 and parsing, 0.8k;
+  the touch-due check, 0.3k. The native profile (session 9, above) prices the same
+  items at about 1.0 µs of user-space CPU over the floor, and the kernel adds 0.4 µs.
+  The remaining steps are each a few per cent: reading the clock once per request
+  instead of twice (the memory store's expiry check and the session's), and a memory
+  store that hands out a shared decoded copy instead of decoding one per load (at the
+  price of memory per session that the compact entries save now).
 * `read` on Redis: one `GET` per request; ours executes fewer instructions than
-  tower-sessions (38.4k against 43.7k) and makes fewer system calls (3.0 against
-  4.0-4.5 per request); the rest is the Redis client, its connection task and the
-  kernel's work for the round trip, the same for both. 1.5x tower-sessions at one
-  round trip per request is not reachable from the session layer; it would take a
-  cheaper client (or a local cache tier, `CachedStore`, which is not one round trip). In
-  the run above ours read at 1.13x tower-sessions on axum; on actix-web the per-worker
-  connection puts ours at 1.49x actix-session.
+  tower-sessions (38.0k against 44.0k) and makes fewer system calls (3.2 against 4.5 per
+  request); the rest is the Redis client, its connection task and the kernel's work for
+  the round trip, the same for both, and on this 2-core machine the Redis server, wrk
+  and the app server share two cores. In the run above ours read at 1.20x
+  tower-sessions on axum (target 1.5x) and 1.61x actix-session on actix-web (target
+  1.3x). More on axum would take a cheaper client than `redis`'s multiplexed connection
+  (or a local cache tier, `CachedStore`, which is not one round trip).
 * `write` on the memory store adds an encode and a save to `read` for about one request
-  in fifteen (0.06-0.07 store calls per request: group commit); its distance from the
+  in twelve (0.08-0.09 store calls per request: group commit); its distance from the
   ceiling is mostly `read`'s (`axum-floor`, whose write is an increment under a mutex,
-  reached 96 % of bare in the run above; ours 74 %).
-* `write-own` on Redis made 1.00 store calls per request in the run above (1.00-1.06
-  over earlier runs). An update loads its record before saving only when neither the
-  record's turn nor the request holds a copy of it: its first update, after a conflict
-  or a store error, or when two of the sessions share one of the 1 024 turns and
-  displace each other's copy.
+  reached 94 % of bare in the run above; ours 61 %, tower-sessions 63 %).
+* `write-own` on Redis made 1.00 store calls per request in the run above. An update
+  loads its record before saving only when neither the record's turn nor the request
+  holds a copy of it: its first update, after a conflict or a store error, or when two
+  of the sessions share one of the 1 024 turns and displace each other's copy.
 
 In wall-clock terms (the load table's \"server CPU / request\" and \"over bare\" columns):
-this machine is a shared 2-core VM whose speed moves between and within runs (bare axum
-ranged 98k-141k req/s in the run above; 108k-181k in session 7's), so differences of
-a microsecond or of 15 % in req/s between two rows of one run can be noise; the
-callgrind and system-call counts above are the stable measure. In the run above, with
-the layer installed and unused a request cost the server 0.4 µs more than bare axum
-(tower-sessions 0.3 µs); a read on the memory store 1.5 µs over bare (tower-sessions
-2.0 µs, actix-session's cookie store 2.4 µs, `axum-floor` nothing measurable). On the
-memory store ours matches or passes tower-sessions in every scenario of that run (`new`
-1.00x, `read` 1.05x, `write` 1.08x, `write-own` 1.22x). On Redis ours costs less than
-the peers for new sessions, reads and writes (a contended write 4.0 against 18.9 µs
-over bare on axum), on PostgreSQL reads cost about the same and writes far less, and
-ours never loses an acknowledged increment while the peers lose thousands to hundreds
-of thousands per run.
+with the layer installed and unused a request cost the server 0.28 µs more than bare
+axum in the run above (tower-sessions 0.52 µs); a read on the memory store 1.37 µs over
+bare (tower-sessions 1.60 µs, actix-session's cookie store 2.11 µs, `axum-floor`
+0.28 µs). On the memory store ours and tower-sessions are level in `new`, `write` and
+`write-own` (0.98x-1.00x) and ours reads 1.04x faster; on this machine's earlier, slower
+runs ours was 1.00x-1.22x ahead, so the two are within each other's noise here. On Redis
+ours costs less than the peers for new sessions, reads and writes (a contended write
+6.2 against 15.4 µs over bare on axum; 1.47x tower-sessions' throughput, 1.83x
+actix-session's), on PostgreSQL reads cost about the same and writes far less, and ours
+never loses an acknowledged increment while the peers lose thousands to hundreds of
+thousands per run.
 ";
 
 /// Resident memory per idle session, each subject filled in its own process.
