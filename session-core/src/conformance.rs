@@ -73,6 +73,7 @@ macro_rules! store_conformance {
             save_never_resurrects_a_missing_record,
             versions_increment_through_saves,
             touch_extends_without_changing_data,
+            touch_of_a_stale_version_changes_nothing,
             touch_of_missing_is_false,
             expired_records_are_never_loaded,
             records_expire_when_their_deadline_passes,
@@ -261,7 +262,10 @@ pub async fn touch_extends_without_changing_data(store: impl Store) {
     let r = record(time::Duration::seconds(30));
     create(&store, &r).await;
     let later = r.expires_at + hour();
-    assert!(store.touch(&r.id, None, later).await.expect("touch"));
+    assert!(store
+        .touch(&r.id, r.version, None, later)
+        .await
+        .expect("touch"));
     let loaded = load(&store, &r.id).await.expect("live");
     assert_eq!(loaded.expires_at, later);
     assert_eq!(loaded.data, r.data);
@@ -269,11 +273,30 @@ pub async fn touch_extends_without_changing_data(store: impl Store) {
     assert_eq!(loaded.created_at, r.created_at);
 }
 
+/// `touch` from a copy older than the stored record is `false` and leaves the
+/// newer write's deadline alone.
+pub async fn touch_of_a_stale_version_changes_nothing(store: impl Store) {
+    let r = record(hour());
+    create(&store, &r).await;
+    let mut next = r.clone();
+    next.version = 1;
+    next.expires_at = r.expires_at + time::Duration::minutes(10);
+    assert_eq!(store.save(&next, 0).await.expect("save"), Saved::Saved);
+    let stale = r.expires_at + hour();
+    assert!(!store.touch(&r.id, 0, None, stale).await.expect("touch"));
+    assert_eq!(
+        load(&store, &r.id).await.expect("live").expires_at,
+        next.expires_at
+    );
+    assert!(store.touch(&r.id, 1, None, stale).await.expect("touch"));
+    assert_eq!(load(&store, &r.id).await.expect("live").expires_at, stale);
+}
+
 /// `touch` of an id never stored is `false` and creates nothing.
 pub async fn touch_of_missing_is_false(store: impl Store) {
     let rid = random_rid();
     assert!(!store
-        .touch(&rid, None, now() + hour())
+        .touch(&rid, 0, None, now() + hour())
         .await
         .expect("touch"));
     assert_eq!(load(&store, &rid).await, None);
@@ -298,7 +321,7 @@ pub async fn records_expire_when_their_deadline_passes(store: impl Store) {
     next.version = 1;
     assert_eq!(store.save(&next, 0).await.expect("save"), Saved::Missing);
     assert!(!store
-        .touch(&r.id, None, now() + hour())
+        .touch(&r.id, r.version, None, now() + hour())
         .await
         .expect("touch"));
 }
@@ -425,7 +448,7 @@ pub async fn owner_index_follows_touch(store: impl Store) {
     r.owner = Some(alice.clone());
     create(&store, &r).await;
     assert!(store
-        .touch(&r.id, Some(&alice), now() + hour())
+        .touch(&r.id, r.version, Some(&alice), now() + hour())
         .await
         .expect("touch"));
     tokio::time::sleep(Duration::from_millis(1100)).await;

@@ -952,7 +952,7 @@ impl Session {
     /// #   async fn load(&self, _: &session_core::RecordId) -> Result<Option<session_core::Record>, session_core::StoreError> { Ok(None) }
     /// #   async fn create(&self, _: &session_core::Record) -> Result<session_core::Created, session_core::StoreError> { Ok(session_core::Created::Created) }
     /// #   async fn save(&self, _: &session_core::Record, _: u64) -> Result<session_core::Saved, session_core::StoreError> { Ok(session_core::Saved::Missing) }
-    /// #   async fn touch(&self, _: &session_core::RecordId, _: Option<&str>, _: time::OffsetDateTime) -> Result<bool, session_core::StoreError> { Ok(false) }
+    /// #   async fn touch(&self, _: &session_core::RecordId, _: u64, _: Option<&str>, _: time::OffsetDateTime) -> Result<bool, session_core::StoreError> { Ok(false) }
     /// #   async fn delete(&self, _: &session_core::RecordId) -> Result<(), session_core::StoreError> { Ok(()) }
     /// #   async fn delete_expired(&self) -> Result<u64, session_core::StoreError> { Ok(0) }
     /// #   async fn ids_of_owner(&self, _: &str) -> Result<Vec<session_core::RecordId>, session_core::StoreError> { Ok(vec![]) }
@@ -1297,10 +1297,13 @@ impl Session {
         let (Some(deadline), Some(stored)) = (self.touch_due(state), &state.stored) else {
             return Ok(());
         };
-        let rid = stored.rid;
+        let (rid, version) = (stored.rid, stored.version);
         let owner = state.owner.as_deref();
         if manager
-            .call("touch", manager.inner.store.touch(&rid, owner, deadline))
+            .call(
+                "touch",
+                manager.inner.store.touch(&rid, version, owner, deadline),
+            )
             .await?
         {
             observe::touched(&rid);
@@ -1308,7 +1311,15 @@ impl Session {
                 s.expires_at = deadline;
             }
             state.refresh_cookie = self.lifetime_of(state).persistent_cookie();
-        } else {
+            return Ok(());
+        }
+        // Refused: the session ended, or another request saved it since this
+        // one loaded it (and set a deadline from the lifetime it saved, which
+        // this request's older copy must not replace). Only the store knows
+        // which; this costs a load only when a touch is refused.
+        let found = manager.call("load", manager.inner.store.load(&rid)).await?;
+        let now = state.now.unwrap_or_else(|| manager.now());
+        if !found.is_some_and(|r| r.id == rid && self.is_live(&r, now)) {
             observe::ended(&rid);
             state.end();
         }
@@ -2209,6 +2220,30 @@ mod tests {
         assert!(alive(&f.manager).await, "ended before the idle timeout");
         f.clock.advance(MS);
         assert!(!alive(&f.manager).await, "alive at the idle timeout");
+    }
+
+    #[tokio::test]
+    async fn a_touch_from_an_older_copy_leaves_a_newer_write_s_deadline() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        f.clock.advance(10 * MINUTE);
+        // This request loads with the configured two-hour idle timeout; its
+        // commit will find a touch due.
+        let s = f.open(Some(&cookie));
+        assert_eq!(s.get_string("name").await.unwrap(), "iris");
+        // Meanwhile another request shortens the lifetime and saves.
+        let other = f.open(Some(&cookie));
+        other
+            .set_lifetime(Some(Lifetime::new().with_idle_timeout(Some(30 * MINUTE))))
+            .await
+            .unwrap();
+        other.commit().await.unwrap();
+        let deadline = f.open(Some(&cookie)).expires_at().await.unwrap();
+        // The touch from the older copy is refused; the session lives on
+        // with the newer write's deadline.
+        assert_eq!(s.commit().await.unwrap(), SetCookie::Unchanged);
+        assert_eq!(f.open(Some(&cookie)).expires_at().await.unwrap(), deadline);
+        assert!(deadline.is_some());
     }
 
     #[tokio::test]

@@ -75,12 +75,17 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
     /// Replaces the record if the stored version is `expected_version`.
     async fn save(&self, record: &Record, expected_version: u64) -> Result<Saved, StoreError>;
 
-    /// Moves the deadline of a live record without rewriting its data. Returns
-    /// `false` when no live record has the id. `owner` is the record's owner as
-    /// last loaded, for stores whose owner index tracks deadlines.
+    /// Moves the deadline of a live record without rewriting its data, if its
+    /// version is still `version` (the one the caller loaded). Returns `false`
+    /// when no live record has the id, or when it is at another version:
+    /// a write that came first set a deadline of its own, from the lifetime
+    /// it saved, which a touch from an older copy must not replace. `owner`
+    /// is the record's owner as last loaded, for stores whose owner index
+    /// tracks deadlines.
     async fn touch(
         &self,
         id: &RecordId,
+        version: u64,
         owner: Option<&str>,
         expires_at: OffsetDateTime,
     ) -> Result<bool, StoreError>;
@@ -113,10 +118,11 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     async fn touch(
         &self,
         id: &RecordId,
+        version: u64,
         owner: Option<&str>,
         expires_at: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        (**self).touch(id, owner, expires_at).await
+        (**self).touch(id, version, owner, expires_at).await
     }
     async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
         (**self).delete(id).await

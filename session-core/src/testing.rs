@@ -188,11 +188,12 @@ impl<S: Store> Store for Instrumented<S> {
     async fn touch(
         &self,
         id: &RecordId,
+        version: u64,
         owner: Option<&str>,
         expires_at: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         self.enter(&self.counters.touch).await?;
-        S::touch(&self.inner, id, owner, expires_at).await
+        S::touch(&self.inner, id, version, owner, expires_at).await
     }
     async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
         self.enter(&self.counters.delete).await?;
@@ -273,15 +274,16 @@ impl Store for TestStore {
     async fn touch(
         &self,
         id: &RecordId,
+        version: u64,
         _owner: Option<&str>,
         expires_at: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         Ok(match live(&mut self.map(), id) {
-            Some(r) => {
+            Some(r) if r.version == version => {
                 r.expires_at = expires_at;
                 true
             }
-            None => false,
+            _ => false,
         })
     }
     async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
@@ -472,10 +474,11 @@ impl<S: Store> Store for WithCleanup<S> {
     async fn touch(
         &self,
         id: &RecordId,
+        version: u64,
         owner: Option<&str>,
         expires_at: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        self.inner.touch(id, owner, expires_at).await
+        self.inner.touch(id, version, owner, expires_at).await
     }
     async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
         self.inner.delete(id).await

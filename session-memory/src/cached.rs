@@ -220,16 +220,17 @@ impl<S: Store> Store for CachedStore<S> {
     async fn touch(
         &self,
         id: &RecordId,
+        version: u64,
         owner: Option<&str>,
         expires_at: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let touched = self.backing.touch(id, owner, expires_at).await;
+        let touched = self.backing.touch(id, version, owner, expires_at).await;
         let cached = match &self.cache {
             Some(cache) => cache.get(id).await.flatten(),
             None => None,
         };
         match (&touched, cached) {
-            (Ok(true), Some(record)) => {
+            (Ok(true), Some(record)) if record.version == version => {
                 let mut record = (*record).clone();
                 record.expires_at = expires_at;
                 self.remember(&record, false).await;
@@ -402,7 +403,7 @@ mod tests {
         a.delete(&r.id).await.unwrap();
         // A late save and touch of the deleted session find nothing...
         assert_eq!(a.save(&next(&r, b"late"), 0).await.unwrap(), Saved::Missing);
-        assert!(!a.touch(&r.id, None, r.expires_at).await.unwrap());
+        assert!(!a.touch(&r.id, r.version, None, r.expires_at).await.unwrap());
         // ...and leave the tombstone, so a racing load cannot cache it.
         a.remember(&r, false).await;
         assert_eq!(a.load(&r.id).await.unwrap(), None);

@@ -398,17 +398,18 @@ impl Store for MemoryStore {
     async fn touch(
         &self,
         id: &RecordId,
+        version: u64,
         _owner: Option<&str>,
         expires_at: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         let now = session_core::now_unix_millis();
         let mut shard = self.shard(id);
         match shard.live(id, now, &self.inner.owners) {
-            Some(entry) => {
+            Some(entry) if entry.version() == version => {
                 entry.set_expiry(expires_at);
                 Ok(true)
             }
-            None => Ok(false),
+            _ => Ok(false),
         }
     }
 
@@ -523,7 +524,10 @@ mod tests {
                                 if let Some(r) = mine.first() {
                                     let later =
                                         OffsetDateTime::now_utc() + time::Duration::hours(2);
-                                    store.touch(&r.id, r.owner.as_deref(), later).await.unwrap();
+                                    store
+                                        .touch(&r.id, r.version, r.owner.as_deref(), later)
+                                        .await
+                                        .unwrap();
                                 }
                             }
                             4 => {

@@ -207,11 +207,12 @@ return {2, string.sub(cur, 19, 18 + n)}
     )
 });
 
-/// Moves the deadline, in the header and for Redis's own expiry.
+/// Moves the deadline, in the header and for Redis's own expiry, if the
+/// version is still `ARGV[3]` (a missing key reads as an empty string).
 static TOUCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('GETRANGE', KEYS[1], 0, 7) ~= ARGV[3] then return 0 end
 redis.call('SETRANGE', KEYS[1], 8, ARGV[1])
 redis.call('PEXPIREAT', KEYS[1], ARGV[2])
 return 1
@@ -519,6 +520,7 @@ impl Store for RedisStore {
     async fn touch(
         &self,
         id: &RecordId,
+        version: u64,
         owner: Option<&str>,
         expires_at: OffsetDateTime,
     ) -> Result<bool, StoreError> {
@@ -527,7 +529,8 @@ impl Store for RedisStore {
         let mut invocation = TOUCH.key(self.key(id));
         invocation
             .arg(&value::deadline_bytes(expires_at)[..])
-            .arg(expires);
+            .arg(expires)
+            .arg(&value::version_bytes(version)[..]);
         let touch = async {
             invocation
                 .invoke_async::<i64>(&mut conn)

@@ -455,6 +455,7 @@ impl Store for SledStore {
     async fn touch(
         &self,
         id: &RecordId,
+        version: u64,
         _owner: Option<&str>,
         expires_at: OffsetDateTime,
     ) -> Result<bool, StoreError> {
@@ -463,6 +464,9 @@ impl Store for SledStore {
             let Some((old, true)) = current_tx(trees.0, id, now)? else {
                 return Ok(false);
             };
+            if old.version != version {
+                return Ok(false);
+            }
             let mut new = old.clone();
             new.expires_at = expires_at;
             let bytes = new.to_bytes().map_err(|e| {
@@ -599,6 +603,7 @@ mod tests {
         assert!(s
             .touch(
                 &touched.id,
+                touched.version,
                 Some("bob"),
                 OffsetDateTime::now_utc() + time::Duration::hours(1)
             )

@@ -277,7 +277,9 @@ impl Queries {
                  WHERE id = ? AND version = ? AND expires_at > ?",
             ),
             live_version: fill("SELECT version FROM {t} WHERE id = ? AND expires_at > ?"),
-            touch: fill("UPDATE {t} SET expires_at = ? WHERE id = ? AND expires_at > ?"),
+            touch: fill(
+                "UPDATE {t} SET expires_at = ? WHERE id = ? AND version = ? AND expires_at > ?",
+            ),
             delete: fill("DELETE FROM {t} WHERE id = ?"),
             sweep: fill(dialect.sweep),
             list_owner: fill("SELECT id FROM {t} WHERE owner = ? AND expires_at > ?"),

@@ -206,6 +206,7 @@ macro_rules! sql_store {
             async fn touch(
                 &self,
                 id: &session_core::RecordId,
+                version: u64,
                 _owner: Option<&str>,
                 expires_at: time::OffsetDateTime,
             ) -> Result<bool, session_core::StoreError> {
@@ -213,6 +214,7 @@ macro_rules! sql_store {
                 let updated = sqlx::query(&self.queries.touch)
                     .bind(session_core::unix_millis(expires_at))
                     .bind(&id.as_bytes()[..])
+                    .bind($crate::version(version)?)
                     .bind(now)
                     .execute(&self.pool)
                     .await
@@ -222,13 +224,13 @@ macro_rules! sql_store {
                     return Ok(true);
                 }
                 // MySQL counts only changed rows: the same deadline is 0.
-                let live = sqlx::query(&self.queries.live_version)
+                let live: Option<i64> = sqlx::query_scalar(&self.queries.live_version)
                     .bind(&id.as_bytes()[..])
                     .bind(now)
                     .fetch_optional(&self.pool)
                     .await
                     .map_err($crate::query_error("touch"))?;
-                Ok(live.is_some())
+                Ok(live == Some($crate::version(version)?))
             }
 
             async fn delete(&self, id: &session_core::RecordId) -> Result<(), session_core::StoreError> {

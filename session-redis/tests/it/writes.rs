@@ -51,7 +51,7 @@ async fn a_save_sent_twice_is_saved_once_not_a_conflict() {
     // Also after a touch moved the deadline in between.
     let later = next.expires_at + time::Duration::minutes(5);
     assert!(store
-        .touch(&r.id, Some("alice"), later)
+        .touch(&r.id, next.version, Some("alice"), later)
         .await
         .expect("touch"));
     assert_eq!(store.save(&next, 0).await.expect("resent"), Saved::Saved);
