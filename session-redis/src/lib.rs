@@ -182,24 +182,12 @@ impl fmt::Debug for RedisStore {
 
 /// The compare-and-set: replaces the value if its version is `ARGV[1]`;
 /// answers `{status, previous owner}` (0 missing, 1 conflict, 2 saved).
-///
-/// A value that already is `ARGV[2]` (the deadline, which a touch may have
-/// moved, aside) answers saved: the Cluster client resends a command whose
-/// connection dropped before the reply, and the first one may have been
-/// applied. Reporting that as a conflict would make the caller apply its
-/// change a second time.
 static SAVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local cur = redis.call('GET', KEYS[1])
 if not cur then return {0, ''} end
-if string.sub(cur, 1, 8) ~= ARGV[1] then
-  if string.sub(cur, 1, 8) == string.sub(ARGV[2], 1, 8)
-    and string.sub(cur, 17) == string.sub(ARGV[2], 17) then
-    return {2, ''}
-  end
-  return {1, ''}
-end
+if string.sub(cur, 1, 8) ~= ARGV[1] then return {1, ''} end
 local n = string.byte(cur, 17) * 256 + string.byte(cur, 18)
 redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
 return {2, string.sub(cur, 19, 18 + n)}

@@ -1,9 +1,9 @@
-//! Writes that the Redis Cluster client may send twice, and the owner index
-//! while a session is being created. On a standalone server: the scripts and
+//! A create that the Redis Cluster client may send twice, and the owner index
+//! while a session is being created. On a standalone server: the commands and
 //! the checks are the same on a Cluster.
 
 use session_core::testing::sample_record;
-use session_core::{Created, Saved, Store};
+use session_core::{Created, Store};
 use session_redis::RedisStore;
 
 use crate::support::{missing, unique_prefix};
@@ -32,37 +32,6 @@ fn live_record(owner: Option<&str>) -> session_core::Record {
     let mut r = sample_record();
     r.owner = owner.map(str::to_owned);
     r
-}
-
-#[tokio::test]
-async fn a_save_sent_twice_is_saved_once_not_a_conflict() {
-    let Some((store, _, _)) = store().await else {
-        return;
-    };
-    let r = live_record(Some("alice"));
-    assert_eq!(store.create(&r).await.expect("create"), Created::Created);
-    let mut next = r.clone();
-    next.version = 1;
-    next.data.insert("n".into(), vec![1]);
-    assert_eq!(store.save(&next, 0).await.expect("save"), Saved::Saved);
-    // The same command again, as the Cluster client resends it when the
-    // connection dropped before the reply: the store already holds it.
-    assert_eq!(store.save(&next, 0).await.expect("resent"), Saved::Saved);
-    // Also after a touch moved the deadline in between.
-    let later = next.expires_at + time::Duration::minutes(5);
-    assert!(store
-        .touch(&r.id, next.version, Some("alice"), later)
-        .await
-        .expect("touch"));
-    assert_eq!(store.save(&next, 0).await.expect("resent"), Saved::Saved);
-    // A different write from the same stale version still conflicts.
-    let mut other = r.clone();
-    other.version = 1;
-    other.data.insert("n".into(), vec![2]);
-    assert_eq!(store.save(&other, 0).await.expect("save"), Saved::Conflict);
-    let loaded = store.load(&r.id).await.expect("load").expect("live");
-    assert_eq!((loaded.version, loaded.data), (next.version, next.data));
-    store.delete(&r.id).await.expect("delete");
 }
 
 #[tokio::test]
