@@ -34,7 +34,7 @@ pub(crate) type Scoped = WithCleanup<RedisStore>;
 
 /// Deletes every key under `prefix`, from a thread of its own (drop may run
 /// inside the async runtime).
-fn delete_prefix(url: String, prefix: String) {
+pub(crate) fn delete_prefix(url: String, prefix: String) {
     let _ = std::thread::spawn(move || -> redis::RedisResult<()> {
         let mut conn = redis::Client::open(url.as_str())?.get_connection()?;
         let keys: Vec<String> = redis::cmd("KEYS")

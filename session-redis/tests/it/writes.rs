@@ -2,15 +2,16 @@
 //! while a session is being created. On a standalone server: the commands and
 //! the checks are the same on a Cluster.
 
-use session_core::testing::sample_record;
+use session_core::testing::{sample_record, WithCleanup};
 use session_core::{Created, Store};
 use session_redis::RedisStore;
 
-use crate::support::{missing, unique_prefix};
+use crate::support::{delete_prefix, missing, unique_prefix, Scoped};
 
-/// A store under a prefix of its own, and a plain connection for setting up
+/// A store under a prefix of its own, whose keys are deleted when it is
+/// dropped (even by a failing test), and a plain connection for setting up
 /// what the store alone would not produce.
-async fn store() -> Option<(RedisStore, redis::aio::MultiplexedConnection, String)> {
+async fn store() -> Option<(Scoped, redis::aio::MultiplexedConnection, String)> {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let prefix = unique_prefix();
     let store = match RedisStore::connect(&url).await {
@@ -25,7 +26,11 @@ async fn store() -> Option<(RedisStore, redis::aio::MultiplexedConnection, Strin
         .get_multiplexed_async_connection()
         .await
         .expect("raw connection");
-    Some((store, raw, prefix))
+    let cleanup = {
+        let prefix = prefix.clone();
+        move || delete_prefix(url, prefix)
+    };
+    Some((WithCleanup::new(store, cleanup), raw, prefix))
 }
 
 fn live_record(owner: Option<&str>) -> session_core::Record {
@@ -36,9 +41,10 @@ fn live_record(owner: Option<&str>) -> session_core::Record {
 
 #[tokio::test]
 async fn a_create_sent_twice_is_created_once_not_an_id_taken() {
-    let Some((store, _, _)) = store().await else {
+    let Some((scoped, _, _)) = store().await else {
         return;
     };
+    let store = scoped.inner();
     let r = live_record(Some("alice"));
     assert_eq!(store.create(&r).await.expect("create"), Created::Created);
     assert_eq!(store.create(&r).await.expect("resent"), Created::Created);
@@ -54,9 +60,10 @@ async fn a_create_sent_twice_is_created_once_not_an_id_taken() {
 
 #[tokio::test]
 async fn listing_an_owner_keeps_a_session_whose_record_is_not_written_yet() {
-    let Some((store, mut raw, prefix)) = store().await else {
+    let Some((scoped, mut raw, prefix)) = store().await else {
         return;
     };
+    let store = scoped.inner();
     let r = live_record(Some("alice"));
     assert_eq!(store.create(&r).await.expect("create"), Created::Created);
     // The moment inside `create` between the index entry and the record:
