@@ -577,10 +577,10 @@ What changed in `session 9`:
   14.30k. Redis `read` stays at 38.0k.
 * Fixes from a concurrency review (rotation confirms the old record by
   compare-and-set, touches carry the version they loaded, an abandoned group-commit
-  saver no longer holds up its turn) were measured once more as row `session 9, review fixes`: within 1.5 % of `session 9` in
-  every column, no more than tower-sessions' unchanged code moved between the two rows
-  (+0.8 % on `plain`), so within what this measurement repeats to when the binary
-  changes.
+  saver no longer holds up its turn) were measured once more as row `session 9,
+  review fixes`: within 1.5 % of `session 9` in every column, no more than
+  tower-sessions' unchanged code moved between the two rows (+0.8 % on `plain`), so
+  within what this measurement repeats to when the binary changes.
 * Tried and not kept: the liveness check at every load in unix milliseconds, like
   the touch check. Callgrind showed no change: the calendar addition it replaced
   was cheap; the clock read itself (`SystemClock::now`, about 210 instructions) is
