@@ -823,8 +823,10 @@ impl Session {
     /// Call it whenever privileges change. The old record is first saved by
     /// compare-and-set, so the new one starts from its latest state (writes
     /// other requests made since this one loaded it are kept); then the new
-    /// record is written, and the old one is deleted only after that, so a
-    /// failure leaves the old session intact. A session another request ended
+    /// record is written, and the old one is retired only after that (expired
+    /// by a touch that checks its version, so that a write landing meanwhile
+    /// is carried over too, then deleted), so a failure leaves the old session
+    /// intact. A session another request ended
     /// meanwhile stays ended (the cookie is removed). A session not yet stored
     /// needs no rotation (it will get a fresh id when stored) and this does
     /// nothing.
@@ -1208,8 +1210,8 @@ impl Session {
         // another request made since this one loaded is then carried over,
         // not lost, and a session that ended meanwhile (destroyed, or its
         // owner logged out everywhere) does not come back under a new id.
-        // What remains: a write to the old id in the two round trips between
-        // this save and the old record's deletion is lost with it.
+        // A write to the old id after this save is carried over too, by
+        // `retire`.
         let ended = state.stored.is_some() && !self.write_locked(state).await?;
         if ended && login_as.is_none() {
             // Nothing is left to give a new id. (A login goes on with a
@@ -1218,6 +1220,7 @@ impl Session {
         }
         let now = manager.now();
         let old = state.stored.as_ref().map(|s| (s.rid, s.created_at));
+        let old_version = state.stored.as_ref().map_or(0, |s| s.version);
         let created_at = match (&login_as, old) {
             (None, Some((_, created))) => created,
             _ => now,
@@ -1236,11 +1239,11 @@ impl Session {
             observe::rotated(old.as_ref().map(|(rid, _)| rid), &new_rid);
         }
         if let Some((old_rid, _)) = old {
-            if let Err(e) = manager
-                .call("delete", manager.inner.store.delete(&old_rid))
-                .await
-            {
-                tracing::warn!(old = %old_rid.short(), "session rotated but the old record could not be deleted; it expires on its own");
+            let retired = self
+                .retire(state, old_rid, old_version, previous_owner.as_deref())
+                .await;
+            if let Err(e) = retired {
+                tracing::warn!(old = %old_rid.short(), "session rotated but the old record could not be retired; it expires on its own");
                 return Err(e);
             }
         }
@@ -1250,6 +1253,57 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Ends the record a rotation replaced, at `version` (the one the new
+    /// record was made from), and deletes it. A write to the old id since
+    /// then would be lost with it: the old record is first expired by a
+    /// touch that only succeeds at `version` (a delete that checks the
+    /// version), and when another request has written since, its record is
+    /// carried into the new one before trying again.
+    async fn retire(
+        &self,
+        state: &mut State,
+        old: RecordId,
+        mut version: u64,
+        owner: Option<&str>,
+    ) -> Result<()> {
+        let manager = self.manager();
+        let retries = manager.inner.config.conflict_retries;
+        for attempt in 0..=retries {
+            let now = manager.now();
+            let expired = manager
+                .call(
+                    "touch",
+                    manager.inner.store.touch(&old, version, owner, now),
+                )
+                .await?;
+            if expired {
+                break;
+            }
+            let found = manager.call("load", manager.inner.store.load(&old)).await?;
+            let Some(latest) = found.filter(|r| r.id == old && self.is_live(r, now)) else {
+                // Gone already (ended, or expired meanwhile).
+                break;
+            };
+            if attempt == retries {
+                return Err(Error::Contention {
+                    attempts: retries.saturating_add(1),
+                });
+            }
+            // Written after the copy the new record was made from, so it
+            // holds this request's changes as well as the other's.
+            version = latest.version;
+            state.data = latest.data;
+            state.lifetime = latest.lifetime;
+            state.lifetime_dirty = true;
+            if !self.write_locked(state).await? {
+                return Err(Error::Ended);
+            }
+        }
+        manager
+            .call("delete", manager.inner.store.delete(&old))
+            .await
     }
 
     /// Ends every other session of this session's owner ("log out my other
@@ -1376,7 +1430,7 @@ async fn backoff(attempt: u32) {
 mod tests {
     use super::*;
     use crate::testing::{CallCounts, Instrumented, TestStore};
-    use crate::{Config, ManualClock, Store, StoreErrorKind};
+    use crate::{Config, ManualClock, Store, StoreError, StoreErrorKind};
 
     struct Fixture {
         store: Instrumented<TestStore>,
@@ -2462,6 +2516,99 @@ mod tests {
             let new = value(s.commit().await.unwrap());
             assert_eq!(f.n(&new).await, Some(n), "login: {login}");
             assert_eq!(f.open(Some(&new)).get_string("name").await.unwrap(), "iris");
+            assert!(f.open(Some(&cookie)).is_empty().await.unwrap());
+            cookie = new;
+        }
+    }
+
+    /// A store that lets another process increment `n` of the session whose
+    /// cookie it is given, just before the next `create`: the moment between
+    /// a rotation's confirming save and the retirement of the old record.
+    #[derive(Clone, Debug)]
+    struct IncrementBeforeCreate {
+        inner: Instrumented<TestStore>,
+        clock: ManualClock,
+        cookie: Arc<std::sync::Mutex<Option<String>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Store for IncrementBeforeCreate {
+        async fn load(&self, id: &RecordId) -> std::result::Result<Option<Record>, StoreError> {
+            self.inner.load(id).await
+        }
+        async fn create(&self, record: &Record) -> std::result::Result<Created, StoreError> {
+            let cookie = self.cookie.lock().unwrap().take();
+            if let Some(cookie) = cookie {
+                let other = Manager::new(self.inner.clone(), Config::default())
+                    .with_clock(self.clock.clone());
+                let o = other.session_from_cookies(Some(format!("session={cookie}").as_str()));
+                o.increment("n", 1).await.unwrap();
+                o.commit().await.unwrap();
+            }
+            self.inner.create(record).await
+        }
+        async fn save(
+            &self,
+            record: &Record,
+            expected: u64,
+        ) -> std::result::Result<Saved, StoreError> {
+            self.inner.save(record, expected).await
+        }
+        async fn touch(
+            &self,
+            id: &RecordId,
+            version: u64,
+            owner: Option<&str>,
+            expires_at: OffsetDateTime,
+        ) -> std::result::Result<bool, StoreError> {
+            self.inner.touch(id, version, owner, expires_at).await
+        }
+        async fn delete(&self, id: &RecordId) -> std::result::Result<(), StoreError> {
+            self.inner.delete(id).await
+        }
+        async fn delete_expired(&self) -> std::result::Result<u64, StoreError> {
+            self.inner.delete_expired().await
+        }
+        async fn ids_of_owner(
+            &self,
+            owner: &str,
+        ) -> std::result::Result<Vec<RecordId>, StoreError> {
+            self.inner.ids_of_owner(owner).await
+        }
+        async fn delete_owner(&self, owner: &str) -> std::result::Result<u64, StoreError> {
+            self.inner.delete_owner(owner).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_landing_while_the_old_record_is_retired_is_carried_over() {
+        let store = Instrumented::new(TestStore::default());
+        let clock = ManualClock::new();
+        let hook = IncrementBeforeCreate {
+            inner: store.clone(),
+            clock: clock.clone(),
+            cookie: Arc::default(),
+        };
+        let manager = Manager::new(hook.clone(), Config::default()).with_clock(clock.clone());
+        let f = Fixture {
+            store,
+            clock,
+            manager,
+        };
+        let mut cookie = f.stored().await;
+        for (round, login) in [false, true].into_iter().enumerate() {
+            let s = f.open(Some(&cookie));
+            assert_eq!(s.get_string("name").await.unwrap(), "iris");
+            // Another request increments the old id while this one rotates.
+            *hook.cookie.lock().unwrap() = Some(cookie.clone());
+            if login {
+                s.login("alice").await.unwrap();
+            } else {
+                s.cycle_id().await.unwrap();
+            }
+            let new = value(s.commit().await.unwrap());
+            let expected = i64::try_from(round).unwrap() + 1;
+            assert_eq!(f.n(&new).await, Some(expected), "login: {login}");
             assert!(f.open(Some(&cookie)).is_empty().await.unwrap());
             cookie = new;
         }
