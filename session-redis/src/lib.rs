@@ -182,12 +182,23 @@ impl fmt::Debug for RedisStore {
 
 /// The compare-and-set: replaces the value if its version is `ARGV[1]`;
 /// answers `{status, previous owner}` (0 missing, 1 conflict, 2 saved).
+///
+/// A value with `ARGV[2]`'s version and write token (its last eight bytes) is
+/// this very write, applied by a first send whose reply was lost: the Cluster
+/// client resends a command whose connection dropped. It answers saved, or
+/// the caller would apply its change a second time.
 static SAVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local cur = redis.call('GET', KEYS[1])
 if not cur then return {0, ''} end
-if string.sub(cur, 1, 8) ~= ARGV[1] then return {1, ''} end
+if string.sub(cur, 1, 8) ~= ARGV[1] then
+  if #cur == #ARGV[2] and string.sub(cur, 1, 8) == string.sub(ARGV[2], 1, 8)
+    and string.sub(cur, -8) == string.sub(ARGV[2], -8) then
+    return {2, ''}
+  end
+  return {1, ''}
+end
 local n = string.byte(cur, 17) * 256 + string.byte(cur, 18)
 redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
 return {2, string.sub(cur, 19, 18 + n)}
@@ -410,23 +421,10 @@ impl RedisStore {
             Err(e) => Err(command(op)(e)),
         }
     }
-}
 
-fn is_wrong_type(e: &RedisError) -> bool {
-    e.code() == Some("WRONGTYPE")
-}
-
-#[async_trait]
-impl Store for RedisStore {
-    async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
-        Ok(self
-            .fetch(id, "load")
-            .await?
-            .and_then(|v| value::decode(id, &v, now_unix_millis())))
-    }
-
-    async fn create(&self, record: &Record) -> Result<Created, StoreError> {
-        let data = value::encode(record)?;
+    /// [`Store::create`] of `data`, the encoded `record` (see
+    /// [`save_value`](Self::save_value)).
+    async fn create_value(&self, record: &Record, data: Vec<u8>) -> Result<Created, StoreError> {
         let expires = unix_millis(record.expires_at);
         let mut conn = self.conn.clone();
         let mut cmd = redis::cmd("SET");
@@ -452,9 +450,10 @@ impl Store for RedisStore {
             }
             None => create.await?,
         };
-        // `NX`: nil when the key exists. With 256-bit ids that is this very
-        // write, resent by the Cluster client after its connection dropped
-        // before the reply; anything else there is another session.
+        // `NX`: nil when the key exists. With 256-bit ids, a value with this
+        // write's token is this very write, resent by the Cluster client
+        // after its connection dropped before the reply; anything else there
+        // is another session.
         if reply != Value::Nil {
             return Ok(Created::Created);
         }
@@ -465,8 +464,14 @@ impl Store for RedisStore {
         })
     }
 
-    async fn save(&self, record: &Record, expected_version: u64) -> Result<Saved, StoreError> {
-        let data = value::encode(record)?;
+    /// [`Store::save`] of `data`, the encoded `record`: separate so that a
+    /// test can send the very same value twice, as a resending client does.
+    async fn save_value(
+        &self,
+        record: &Record,
+        expected_version: u64,
+        data: Vec<u8>,
+    ) -> Result<Saved, StoreError> {
         let expires = unix_millis(record.expires_at);
         let mut conn = self.conn.clone();
         let mut invocation = SAVE.key(self.key(&record.id));
@@ -503,6 +508,29 @@ impl Store for RedisStore {
                 Ok(Saved::Saved)
             }
         }
+    }
+}
+
+fn is_wrong_type(e: &RedisError) -> bool {
+    e.code() == Some("WRONGTYPE")
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
+        Ok(self
+            .fetch(id, "load")
+            .await?
+            .and_then(|v| value::decode(id, &v, now_unix_millis())))
+    }
+
+    async fn create(&self, record: &Record) -> Result<Created, StoreError> {
+        self.create_value(record, value::encode(record)?).await
+    }
+
+    async fn save(&self, record: &Record, expected_version: u64) -> Result<Saved, StoreError> {
+        self.save_value(record, expected_version, value::encode(record)?)
+            .await
     }
 
     async fn touch(
@@ -630,5 +658,87 @@ impl Store for RedisStore {
             self.unindex(owner, id).await?;
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store on `REDIS_URL` under a prefix of its own; without a server,
+    /// `None` and a loud SKIPPED, except in CI, where that fails. Keys left
+    /// by a failing test expire with their sessions.
+    async fn store() -> Option<RedisStore> {
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        match RedisStore::connect(&url).await {
+            Ok(store) => {
+                let id = session_core::Id::generate().expect("OS random source");
+                let mut prefix = String::from("unit-");
+                id.record_id().push_hex(&mut prefix);
+                prefix.truncate(17);
+                prefix.push(':');
+                Some(store.with_prefix(prefix))
+            }
+            Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+                panic!("Redis at {url} is required in CI: {e}")
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: Redis at {url} (REDIS_URL) is not available ({e}); install redis-server");
+                None
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_resent_create_is_created_and_another_create_of_the_id_is_taken() {
+        let Some(store) = store().await else {
+            return;
+        };
+        let mut r = session_core::testing::sample_record();
+        r.owner = Some("alice".into());
+        let value = value::encode(&r).expect("encode");
+        assert_eq!(
+            store.create_value(&r, value.clone()).await.expect("create"),
+            Created::Created
+        );
+        assert_eq!(
+            store.create_value(&r, value).await.expect("resent"),
+            Created::Created
+        );
+        assert_eq!(store.create(&r).await.expect("create"), Created::IdTaken);
+        assert_eq!(store.load(&r.id).await.expect("load"), Some(r.clone()));
+        assert_eq!(store.delete_owner("alice").await.expect("delete"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_resent_save_is_saved_and_another_write_of_the_same_version_conflicts() {
+        let Some(store) = store().await else {
+            return;
+        };
+        let r = session_core::testing::sample_record();
+        assert_eq!(store.create(&r).await.expect("create"), Created::Created);
+        let mut next = r.clone();
+        next.version = 1;
+        next.data.insert("n".into(), vec![1]);
+        let value = value::encode(&next).expect("encode");
+        assert_eq!(
+            store
+                .save_value(&next, 0, value.clone())
+                .await
+                .expect("save"),
+            Saved::Saved
+        );
+        // The very same command again, as the Cluster client resends it when
+        // the connection dropped before the reply: already applied.
+        assert_eq!(
+            store.save_value(&next, 0, value).await.expect("resent"),
+            Saved::Saved
+        );
+        // Another process that made the same change from the same version
+        // writes the same record, but it is another write: it conflicts.
+        assert_eq!(store.save(&next, 0).await.expect("save"), Saved::Conflict);
+        let loaded = store.load(&r.id).await.expect("load").expect("live");
+        assert_eq!((loaded.version, loaded.data), (next.version, next.data));
+        store.delete(&r.id).await.expect("delete");
     }
 }

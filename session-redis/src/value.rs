@@ -4,9 +4,18 @@
 //!
 //! Layout: the version (`u64`, big-endian), the deadline (unix milliseconds,
 //! `i64`, big-endian), the owner's length (`u16`, big-endian, `0` for none),
-//! the owner's UTF-8 bytes, then [`Record::to_bytes`]. The header's deadline
-//! is the one that counts (a touch rewrites only those eight bytes); its
-//! version and owner repeat the record's, for the scripts.
+//! the owner's UTF-8 bytes, [`Record::to_bytes`], then an eight-byte write
+//! token. The header's deadline is the one that counts (a touch rewrites only
+//! those eight bytes); its version and owner repeat the record's, for the
+//! scripts. The token, which the record's decoder never reaches, makes each
+//! write's value unique, so the save script can tell a resent command (the
+//! Cluster client resends one whose connection dropped before the reply)
+//! from another process's write of the same version with the same data.
+//! Values written before the token existed end with record bytes instead,
+//! and read the same.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::LazyLock;
 
 use session_core::{unix_millis, Record, RecordId, StoreError, StoreErrorKind};
 use time::OffsetDateTime;
@@ -15,6 +24,32 @@ use time::OffsetDateTime;
 pub(crate) const DEADLINE_AT: usize = 8;
 const OWNER_LEN_AT: usize = 16;
 const OWNER_AT: usize = 18;
+
+/// The length of the write token at the end of each value.
+pub(crate) const TOKEN_LEN: usize = 8;
+
+/// A token no other write has: a random start per process, then a count.
+fn token() -> [u8; TOKEN_LEN] {
+    static START: LazyLock<u64> = LazyLock::new(|| match session_core::Id::generate() {
+        Ok(id) => {
+            let mut start = [0; 8];
+            start.copy_from_slice(&id.record_id().as_bytes()[..8]);
+            u64::from_be_bytes(start)
+        }
+        // No OS randomness (the manager refuses to make ids then anyway):
+        // the clock and the process id still keep processes apart.
+        Err(_) => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            (nanos as u64) ^ (u64::from(std::process::id()) << 32)
+        }
+    });
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    START
+        .wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed))
+        .to_be_bytes()
+}
 
 /// The version as the header holds it, for the compare-and-set script.
 pub(crate) fn version_bytes(version: u64) -> [u8; 8] {
@@ -37,12 +72,13 @@ pub(crate) fn encode(record: &Record) -> Result<Vec<u8>, StoreError> {
     let owner = record.owner.as_deref().unwrap_or("").as_bytes();
     let owner_len = u16::try_from(owner.len())
         .map_err(|_| rejected(format!("owner of {} bytes is too long", owner.len())))?;
-    let mut value = Vec::with_capacity(OWNER_AT + owner.len() + body.len());
+    let mut value = Vec::with_capacity(OWNER_AT + owner.len() + body.len() + TOKEN_LEN);
     value.extend_from_slice(&version_bytes(record.version));
     value.extend_from_slice(&deadline_bytes(record.expires_at));
     value.extend_from_slice(&owner_len.to_be_bytes());
     value.extend_from_slice(owner);
     value.extend_from_slice(&body);
+    value.extend_from_slice(&token());
     Ok(value)
 }
 
@@ -150,6 +186,8 @@ mod tests {
         other.data.insert("k".into(), vec![1]);
         assert!(!same_write(&v, &encode(&other).unwrap()));
         assert!(!same_write(&v[..10], &v[..10]), "not a whole header");
+        // The same record encoded again is another write: another token.
+        assert!(!same_write(&v, &encode(&r).unwrap()));
     }
 
     #[test]
@@ -168,10 +206,15 @@ mod tests {
         let r = sample(Some("alice"));
         let v = encode(&r).unwrap();
         let now = unix_millis(r.created_at);
-        for cut in 0..v.len() {
+        // The record ends before the write token; cut anywhere inside it, the
+        // value is damaged.
+        let record_end = v.len() - TOKEN_LEN;
+        for cut in 0..record_end {
             assert_eq!(decode(&r.id, &v[..cut], now), None, "cut at {cut}");
             let _ = owner(&v[..cut]);
         }
+        // Without the token (as written before it existed) it reads the same.
+        assert_eq!(decode(&r.id, &v[..record_end], now), Some(r.clone()));
         let other = Id::generate().unwrap().record_id();
         assert_eq!(decode(&other, &v, now), None);
         let mut wrong_version = v.clone();
