@@ -562,7 +562,16 @@ impl Store for RedisStore {
             }
             None => touch.await?,
         };
-        Ok(touched == 1)
+        let touched = touched == 1;
+        if touched && expires <= now_unix_millis() {
+            // A deadline already past ends the session at once (a rotation
+            // retires its old record so): its index entry goes with it, as a
+            // delete's does.
+            if let Some(owner) = owner {
+                self.unindex(owner, id).await?;
+            }
+        }
+        Ok(touched)
     }
 
     async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {

@@ -68,3 +68,25 @@ async fn listing_an_owner_keeps_a_session_whose_record_is_not_written_yet() {
     assert_eq!(store.delete_owner("alice").await.expect("logout"), 1);
     assert_eq!(store.load(&r.id).await.expect("load"), None);
 }
+
+#[tokio::test]
+async fn a_touch_to_now_ends_the_session_and_its_index_entry() {
+    let Some((scoped, mut raw, prefix)) = store().await else {
+        return;
+    };
+    let store = scoped.inner();
+    let r = live_record(Some("alice"));
+    assert_eq!(store.create(&r).await.expect("create"), Created::Created);
+    let now = time::OffsetDateTime::now_utc();
+    assert!(store
+        .touch(&r.id, r.version, Some("alice"), now)
+        .await
+        .expect("touch"));
+    assert_eq!(store.load(&r.id).await.expect("load"), None);
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut raw)
+        .await
+        .expect("keys");
+    assert!(keys.is_empty(), "left behind: {keys:?}");
+}
