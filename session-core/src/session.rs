@@ -820,21 +820,22 @@ impl Session {
     }
 
     /// Gives the session a new id, keeping its data, owner and creation time.
-    /// Call it whenever privileges change. The old record is first saved by
-    /// compare-and-set, so the new one starts from its latest state (writes
-    /// other requests made since this one loaded it are kept); then the new
-    /// record is written, and the old one is retired only after that (expired
-    /// by a touch that checks its version, so that a write landing meanwhile
-    /// is carried over too, then deleted), so a failure leaves the old session
-    /// intact. A session another request ended
-    /// meanwhile stays ended (the cookie is removed). A session not yet stored
-    /// needs no rotation (it will get a fresh id when stored) and this does
-    /// nothing.
+    /// Call it whenever privileges change. The old record is first loaded
+    /// again and this request's changes applied to it in memory (nothing is
+    /// ever written to the old id, which an attacker may hold), so the new
+    /// record starts from the latest state; then the new record is written,
+    /// and the old one is retired only after that (expired by a touch that
+    /// checks its version, so that a write landing meanwhile is carried over
+    /// too, then deleted), so a failure leaves the old session intact. A
+    /// session another request ended meanwhile stays ended (the cookie is
+    /// removed). A session not yet stored needs no rotation (it will get a
+    /// fresh id when stored) and this does nothing.
     ///
     /// # Errors
     /// [`Error::Random`] when the OS cannot supply the new id,
-    /// [`Error::Contention`] when the session is written too often to confirm
-    /// the copy the new id starts from, or a store error or timeout.
+    /// [`Error::Ended`] when another request ended the session during the
+    /// rotation, [`Error::Contention`] when the old id is written too often
+    /// to retire it, or a store error or timeout.
     pub async fn cycle_id(&self) -> Result<()> {
         let mut state = self.loaded().await?;
         if state.stored.is_none() {
@@ -1205,18 +1206,26 @@ impl Session {
     async fn rotate(&self, state: &mut State, login_as: Option<String>) -> Result<()> {
         let manager = self.manager();
         // The new record is made from this request's copy, so that copy must
-        // be current: first a compare-and-set of the old record (after a
-        // conflict, reloaded with the request's changes re-applied). A write
-        // another request made since this one loaded is then carried over,
-        // not lost, and a session that ended meanwhile (destroyed, or its
-        // owner logged out everywhere) does not come back under a new id.
-        // A write to the old id after this save is carried over too, by
-        // `retire`.
-        let ended = state.stored.is_some() && !self.write_locked(state).await?;
-        if ended && login_as.is_none() {
-            // Nothing is left to give a new id. (A login goes on with a
-            // fresh session: nothing of the ended one is carried into it.)
-            return Ok(());
+        // be current: the old record is loaded again and the request's
+        // changes re-applied to it, in memory. Nothing is written to the old
+        // id, which the client (or whoever planted it) still holds. A write
+        // another request made since this one loaded is carried over, and a
+        // session that ended meanwhile does not come back under a new id.
+        let log = state.changes.clone();
+        if state.stored.is_some() {
+            self.reload(state, 0).await?;
+            if state.stored.is_none() {
+                let Some(owner) = login_as else {
+                    // Ended: nothing is left to give a new id.
+                    return Ok(());
+                };
+                // A login goes on with a fresh session holding this
+                // request's own writes and nothing of the ended one.
+                for change in log {
+                    Self::push(state, change);
+                }
+                return Box::pin(self.rotate(state, Some(owner))).await;
+            }
         }
         let now = manager.now();
         let old = state.stored.as_ref().map(|s| (s.rid, s.created_at));
@@ -1240,7 +1249,7 @@ impl Session {
         }
         if let Some((old_rid, _)) = old {
             let retired = self
-                .retire(state, old_rid, old_version, previous_owner.as_deref())
+                .retire(state, old_rid, old_version, previous_owner.as_deref(), &log)
                 .await;
             if let Err(e) = retired {
                 tracing::warn!(old = %old_rid.short(), "session rotated but the old record could not be retired; it expires on its own");
@@ -1256,47 +1265,62 @@ impl Session {
     }
 
     /// Ends the record a rotation replaced, at `version` (the one the new
-    /// record was made from), and deletes it. A write to the old id since
-    /// then would be lost with it: the old record is first expired by a
-    /// touch that only succeeds at `version` (a delete that checks the
-    /// version), and when another request has written since, its record is
-    /// carried into the new one before trying again.
+    /// record was made from), and deletes it. The old record is first given
+    /// a deadline long past by a touch that only succeeds at `version`: a
+    /// delete that checks the version, whatever the clocks of the store and
+    /// the other app servers say. When another request has written to the
+    /// old id since, its record with this request's changes (`log`) applied
+    /// again becomes the new one's, and the retirement is tried again; when
+    /// the old session has ended since (destroyed, or its owner logged out
+    /// everywhere), the new one ends too.
     async fn retire(
         &self,
         state: &mut State,
         old: RecordId,
         mut version: u64,
         owner: Option<&str>,
+        log: &[Change],
     ) -> Result<()> {
         let manager = self.manager();
         let retries = manager.inner.config.conflict_retries;
+        let long_past = OffsetDateTime::UNIX_EPOCH + time::Duration::milliseconds(1);
         for attempt in 0..=retries {
-            let now = manager.now();
-            let expired = manager
+            let retired = manager
                 .call(
                     "touch",
-                    manager.inner.store.touch(&old, version, owner, now),
+                    manager.inner.store.touch(&old, version, owner, long_past),
                 )
                 .await?;
-            if expired {
+            if retired {
                 break;
             }
             let found = manager.call("load", manager.inner.store.load(&old)).await?;
+            let now = manager.now();
             let Some(latest) = found.filter(|r| r.id == old && self.is_live(r, now)) else {
-                // Gone already (ended, or expired meanwhile).
-                break;
+                // Ended after this request loaded it: so does its successor.
+                if let Some(new) = state.stored.as_ref().map(|s| s.rid) {
+                    manager
+                        .call("delete", manager.inner.store.delete(&new))
+                        .await?;
+                    observe::ended(&new);
+                }
+                state.end();
+                return Err(Error::Ended);
             };
             if attempt == retries {
                 return Err(Error::Contention {
                     attempts: retries.saturating_add(1),
                 });
             }
-            // Written after the copy the new record was made from, so it
-            // holds this request's changes as well as the other's.
             version = latest.version;
-            state.data = latest.data;
-            state.lifetime = latest.lifetime;
-            state.lifetime_dirty = true;
+            let mut data = latest.data;
+            for change in log {
+                apply(&mut data, change);
+            }
+            state.data = data;
+            if !state.lifetime_dirty {
+                state.lifetime = latest.lifetime;
+            }
             if !self.write_locked(state).await? {
                 return Err(Error::Ended);
             }
@@ -2529,6 +2553,8 @@ mod tests {
         inner: Instrumented<TestStore>,
         clock: ManualClock,
         cookie: Arc<std::sync::Mutex<Option<String>>>,
+        /// Destroy the session instead of incrementing it.
+        destroy: bool,
     }
 
     #[async_trait::async_trait]
@@ -2542,7 +2568,11 @@ mod tests {
                 let other = Manager::new(self.inner.clone(), Config::default())
                     .with_clock(self.clock.clone());
                 let o = other.session_from_cookies(Some(format!("session={cookie}").as_str()));
-                o.increment("n", 1).await.unwrap();
+                if self.destroy {
+                    o.destroy().await.unwrap();
+                } else {
+                    o.increment("n", 1).await.unwrap();
+                }
                 o.commit().await.unwrap();
             }
             self.inner.create(record).await
@@ -2588,6 +2618,7 @@ mod tests {
             inner: store.clone(),
             clock: clock.clone(),
             cookie: Arc::default(),
+            destroy: false,
         };
         let manager = Manager::new(hook.clone(), Config::default()).with_clock(clock.clone());
         let f = Fixture {
@@ -2615,6 +2646,59 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_session_destroyed_while_its_old_record_is_retired_stays_ended() {
+        let store = Instrumented::new(TestStore::default());
+        let clock = ManualClock::new();
+        let hook = IncrementBeforeCreate {
+            inner: store.clone(),
+            clock: clock.clone(),
+            cookie: Arc::default(),
+            destroy: true,
+        };
+        let manager = Manager::new(hook.clone(), Config::default()).with_clock(clock.clone());
+        let f = Fixture {
+            store,
+            clock,
+            manager,
+        };
+        for login in [false, true] {
+            let cookie = f.stored().await;
+            let s = f.open(Some(&cookie));
+            assert_eq!(s.get_string("name").await.unwrap(), "iris");
+            // Another request destroys the session while this one rotates.
+            *hook.cookie.lock().unwrap() = Some(cookie.clone());
+            let rotated = if login {
+                s.login("alice").await
+            } else {
+                s.cycle_id().await
+            };
+            assert!(matches!(rotated, Err(Error::Ended)), "login: {login}");
+            assert_eq!(s.commit().await.unwrap(), SetCookie::Remove);
+            assert!(f.store.inner().is_empty(), "brought back, login: {login}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rotation_writes_nothing_to_the_old_id() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        let s = f.open(Some(&cookie));
+        assert_eq!(s.get_string("name").await.unwrap(), "iris");
+        // What a handler sets before logging in must never reach the id the
+        // client arrived with (an attacker may hold it).
+        s.insert("is_admin", &true).await.unwrap();
+        let before = f.store.counts();
+        s.login("alice").await.unwrap();
+        assert_eq!(f.loads_and_saves_since(&before), (1, 0));
+        let new = value(s.commit().await.unwrap());
+        assert_eq!(
+            f.open(Some(&new)).get::<bool>("is_admin").await.unwrap(),
+            Some(true)
+        );
+        assert!(f.open(Some(&cookie)).is_empty().await.unwrap());
+    }
+
+    #[tokio::test]
     async fn a_session_ended_while_a_request_rotates_its_id_stays_ended() {
         let f = fixture();
         let cookie = f.stored().await;
@@ -2633,11 +2717,21 @@ mod tests {
         let s = f.open(Some(&cookie));
         assert_eq!(s.get_string("name").await.unwrap(), "iris");
         f.manager.destroy_record(&rid).await.unwrap();
+        s.insert("user_id", &7).await.unwrap();
         s.login("alice").await.unwrap();
         let new = value(s.commit().await.unwrap());
         let s = f.open(Some(&new));
         assert_eq!(s.owner().await.unwrap().as_deref(), Some("alice"));
-        assert_eq!(s.get_string("name").await.unwrap(), "");
+        assert_eq!(
+            s.get_string("name").await.unwrap(),
+            "",
+            "the ended session's"
+        );
+        assert_eq!(
+            s.get::<i64>("user_id").await.unwrap(),
+            Some(7),
+            "the request's own"
+        );
         assert_eq!(f.store.inner().len(), 1);
     }
 

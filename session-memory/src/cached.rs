@@ -230,6 +230,9 @@ impl<S: Store> Store for CachedStore<S> {
             None => None,
         };
         match (&touched, cached) {
+            // A deadline already past ends the session (a rotation retires
+            // its old record so): a tombstone, as a delete leaves.
+            (Ok(true), _) if until(expires_at).is_zero() => self.bury(id).await,
             (Ok(true), Some(record)) if record.version == version => {
                 let mut record = (*record).clone();
                 record.expires_at = expires_at;
@@ -406,6 +409,17 @@ mod tests {
         assert!(!a.touch(&r.id, r.version, None, r.expires_at).await.unwrap());
         // ...and leave the tombstone, so a racing load cannot cache it.
         a.remember(&r, false).await;
+        assert_eq!(a.load(&r.id).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_touch_into_the_past_ends_the_cached_session_at_once() {
+        let (_, a, _) = pair(Duration::from_secs(60));
+        let r = record();
+        a.create(&r).await.unwrap();
+        assert!(a.load(&r.id).await.unwrap().is_some(), "cached");
+        let past = OffsetDateTime::UNIX_EPOCH + time::Duration::milliseconds(1);
+        assert!(a.touch(&r.id, r.version, None, past).await.unwrap());
         assert_eq!(a.load(&r.id).await.unwrap(), None);
     }
 

@@ -219,12 +219,14 @@ return 1
     )
 });
 
-/// Deletes the session if its owner is `ARGV[1]`; a key that holds no
-/// session value is left alone (it reads as no session anyway).
+/// Deletes the session if its owner is `ARGV[1]` (1); a key that holds no
+/// session value, or another owner's, is left alone (0); no key at all is -1
+/// (perhaps a create in flight, whose index entry must stay).
 static DELETE_IF_OWNER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local cur = redis.pcall('GET', KEYS[1])
+if not cur then return -1 end
 if type(cur) ~= 'string' or #cur < 18 then return 0 end
 local n = string.byte(cur, 17) * 256 + string.byte(cur, 18)
 if string.sub(cur, 19, 18 + n) ~= ARGV[1] then return 0 end
@@ -663,8 +665,13 @@ impl Store for RedisStore {
         .await;
         let mut n = 0;
         for (id, deleted) in ids.iter().zip(deletions) {
-            n += u64::try_from(deleted?).unwrap_or(0);
-            self.unindex(owner, id).await?;
+            let deleted = deleted?;
+            n += u64::try_from(deleted).unwrap_or(0);
+            // No key: expired, deleted, or a create in flight (`create`
+            // writes the index first); the entry leaves at its deadline.
+            if deleted >= 0 {
+                self.unindex(owner, id).await?;
+            }
         }
         Ok(n)
     }

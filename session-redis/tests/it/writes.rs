@@ -63,7 +63,21 @@ async fn listing_an_owner_keeps_a_session_whose_record_is_not_written_yet() {
         .query_async(&mut raw)
         .await
         .expect("put it back");
-    // Still indexed, so the owner's logout finds it.
+    // Still indexed, so the owner's logout finds it...
+    assert_eq!(store.ids_of_owner("alice").await.expect("list"), vec![r.id]);
+    // ...and a logout that runs in that moment too leaves the entry.
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut raw)
+        .await
+        .expect("take the record");
+    assert_eq!(store.delete_owner("alice").await.expect("logout"), 0);
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(&value)
+        .query_async(&mut raw)
+        .await
+        .expect("put it back");
     assert_eq!(store.ids_of_owner("alice").await.expect("list"), vec![r.id]);
     assert_eq!(store.delete_owner("alice").await.expect("logout"), 1);
     assert_eq!(store.load(&r.id).await.expect("load"), None);
