@@ -757,8 +757,10 @@ impl Session {
                 Ok(Commit::Done) => return Ok(new),
                 Ok(Commit::Ended) => return Err(Error::Ended),
                 Ok(Commit::Conflict) => {
-                    // Drop this attempt's write; the fresh record decides.
+                    // Drop this attempt's write (also from the data, should
+                    // the reload fail); the fresh record decides.
                     state.changes.pop();
+                    restore(&mut state.data, key, before);
                     self.reload(&mut state, attempt).await?;
                     if state.stored.is_none() {
                         return Err(Error::Ended);
@@ -769,10 +771,7 @@ impl Session {
                     // commit must not write a value computed from a copy
                     // that may be stale by then.
                     state.changes.pop();
-                    match before {
-                        Some(value) => state.data.insert(key.to_owned(), value),
-                        None => state.data.remove(key),
-                    };
+                    restore(&mut state.data, key, before);
                     return Err(e);
                 }
             }
@@ -1403,6 +1402,14 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// Puts `key` back to `before` (absent if `None`).
+fn restore(data: &mut Data, key: &str, before: Option<Vec<u8>>) {
+    match before {
+        Some(value) => data.insert(key.to_owned(), value),
+        None => data.remove(key),
+    };
 }
 
 fn flash_key(key: &str) -> String {
@@ -2608,6 +2615,84 @@ mod tests {
         async fn delete_owner(&self, owner: &str) -> std::result::Result<u64, StoreError> {
             self.inner.delete_owner(owner).await
         }
+    }
+
+    /// A store whose loads fail once a save has conflicted: a reload after
+    /// a conflict that cannot reach the store.
+    #[derive(Clone, Debug)]
+    struct FailAfterConflict(Instrumented<TestStore>);
+
+    #[async_trait::async_trait]
+    impl Store for FailAfterConflict {
+        async fn load(&self, id: &RecordId) -> std::result::Result<Option<Record>, StoreError> {
+            self.0.load(id).await
+        }
+        async fn create(&self, record: &Record) -> std::result::Result<Created, StoreError> {
+            self.0.create(record).await
+        }
+        async fn save(
+            &self,
+            record: &Record,
+            expected: u64,
+        ) -> std::result::Result<Saved, StoreError> {
+            let saved = self.0.save(record, expected).await;
+            if matches!(saved, Ok(Saved::Conflict)) {
+                self.0.fail_with(Some(StoreErrorKind::Unavailable));
+            }
+            saved
+        }
+        async fn touch(
+            &self,
+            id: &RecordId,
+            version: u64,
+            owner: Option<&str>,
+            expires_at: OffsetDateTime,
+        ) -> std::result::Result<bool, StoreError> {
+            self.0.touch(id, version, owner, expires_at).await
+        }
+        async fn delete(&self, id: &RecordId) -> std::result::Result<(), StoreError> {
+            self.0.delete(id).await
+        }
+        async fn delete_expired(&self) -> std::result::Result<u64, StoreError> {
+            self.0.delete_expired().await
+        }
+        async fn ids_of_owner(
+            &self,
+            owner: &str,
+        ) -> std::result::Result<Vec<RecordId>, StoreError> {
+            self.0.ids_of_owner(owner).await
+        }
+        async fn delete_owner(&self, owner: &str) -> std::result::Result<u64, StoreError> {
+            self.0.delete_owner(owner).await
+        }
+    }
+
+    #[tokio::test]
+    async fn an_update_whose_reload_failed_leaves_nothing_for_the_commit() {
+        let store = Instrumented::new(TestStore::default());
+        let clock = ManualClock::new();
+        let manager = Manager::new(FailAfterConflict(store.clone()), Config::default())
+            .with_clock(clock.clone());
+        let f = Fixture {
+            store,
+            clock,
+            manager,
+        };
+        let cookie = f.stored().await;
+        let s = f.open(Some(&cookie));
+        s.insert("n", &5).await.unwrap();
+        // A changed lifetime sends the update down the plain path.
+        s.set_lifetime(Some(
+            Lifetime::new().with_idle_timeout(Some(Duration::from_secs(600))),
+        ))
+        .await
+        .unwrap();
+        // Another process writes first: this update's save conflicts, and
+        // its reload fails.
+        f.increment_elsewhere(&cookie).await;
+        assert!(s.increment("n", 1).await.is_err());
+        f.store.fail_with(None);
+        assert_eq!(s.get::<i64>("n").await.unwrap(), Some(5));
     }
 
     #[tokio::test]

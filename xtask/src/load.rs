@@ -575,9 +575,9 @@ What changed in `session 9`:
   (row `session 9`): `read` on the memory store 25.96k to 25.33k instructions, a
   contended `write` 29.5k to 28.9k, a lone `write` 30.6k to 29.5k, `plain` 14.47k to
   14.30k. Redis `read` stays at 38.0k.
-* Fixes from a concurrency review (rotation confirms the old record by
-  compare-and-set, touches carry the version they loaded, an abandoned group-commit
-  saver no longer holds up its turn) were measured once more as row `session 9,
+* Fixes from a concurrency review (rotation carries concurrent writes over and
+  retires the old record by version, touches carry the version they loaded, an
+  abandoned group-commit saver no longer holds up its turn) were measured once more as row `session 9,
   review fixes`: within 1.5 % of `session 9` in every column, no more than
   tower-sessions' unchanged code moved between the two rows (+0.8 % on `plain`), so
   within what this measurement repeats to when the binary changes.
