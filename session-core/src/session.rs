@@ -1503,6 +1503,19 @@ mod tests {
             n
         }
 
+        /// A request on `cookie`'s session that has set `n` to 5 and changed
+        /// the lifetime, which sends its updates down the plain path.
+        async fn with_n_on_the_plain_path(&self, cookie: &str) -> Session {
+            let s = self.open(Some(cookie));
+            s.insert("n", &5).await.unwrap();
+            s.set_lifetime(Some(
+                Lifetime::new().with_idle_timeout(Some(Duration::from_secs(600))),
+            ))
+            .await
+            .unwrap();
+            s
+        }
+
         /// The counter `n` of `cookie`'s session, read by a request of its own.
         async fn n(&self, cookie: &str) -> Option<i64> {
             self.open(Some(cookie)).get::<i64>("n").await.unwrap()
@@ -1873,14 +1886,7 @@ mod tests {
     async fn an_update_whose_save_failed_leaves_nothing_for_the_commit() {
         let f = fixture();
         let cookie = f.stored().await;
-        let s = f.open(Some(&cookie));
-        s.insert("n", &5).await.unwrap();
-        // A changed lifetime sends the update down the plain path.
-        s.set_lifetime(Some(
-            Lifetime::new().with_idle_timeout(Some(Duration::from_secs(600))),
-        ))
-        .await
-        .unwrap();
+        let s = f.with_n_on_the_plain_path(&cookie).await;
         f.store.fail_with(Some(StoreErrorKind::Unavailable));
         assert!(s.increment("n", 1).await.is_err());
         f.store.fail_with(None);
@@ -2552,20 +2558,45 @@ mod tests {
         }
     }
 
-    /// A store that lets another process increment `n` of the session whose
-    /// cookie it is given, just before the next `create`: the moment between
-    /// a rotation's confirming save and the retirement of the old record.
+    /// A store with hooks for the moments tests need to reach: another
+    /// process incrementing `n` of (or destroying) the session whose cookie
+    /// it is given just before the next `create`, the moment between a
+    /// rotation's load and the retirement of the old record; and loads that
+    /// fail once a save has conflicted, a reload that cannot reach the store.
     #[derive(Clone, Debug)]
-    struct IncrementBeforeCreate {
+    struct Hooked {
         inner: Instrumented<TestStore>,
         clock: ManualClock,
         cookie: Arc<std::sync::Mutex<Option<String>>>,
         /// Destroy the session instead of incrementing it.
         destroy: bool,
+        fail_after_conflict: bool,
+    }
+
+    impl Hooked {
+        /// A fixture whose manager goes through the hooks.
+        fn fixture(destroy: bool, fail_after_conflict: bool) -> (Fixture, Self) {
+            let store = Instrumented::new(TestStore::default());
+            let clock = ManualClock::new();
+            let hooked = Self {
+                inner: store.clone(),
+                clock: clock.clone(),
+                cookie: Arc::default(),
+                destroy,
+                fail_after_conflict,
+            };
+            let manager = Manager::new(hooked.clone(), Config::default()).with_clock(clock.clone());
+            let f = Fixture {
+                store,
+                clock,
+                manager,
+            };
+            (f, hooked)
+        }
     }
 
     #[async_trait::async_trait]
-    impl Store for IncrementBeforeCreate {
+    impl Store for Hooked {
         async fn load(&self, id: &RecordId) -> std::result::Result<Option<Record>, StoreError> {
             self.inner.load(id).await
         }
@@ -2589,7 +2620,11 @@ mod tests {
             record: &Record,
             expected: u64,
         ) -> std::result::Result<Saved, StoreError> {
-            self.inner.save(record, expected).await
+            let saved = self.inner.save(record, expected).await;
+            if self.fail_after_conflict && matches!(saved, Ok(Saved::Conflict)) {
+                self.inner.fail_with(Some(StoreErrorKind::Unavailable));
+            }
+            saved
         }
         async fn touch(
             &self,
@@ -2617,76 +2652,11 @@ mod tests {
         }
     }
 
-    /// A store whose loads fail once a save has conflicted: a reload after
-    /// a conflict that cannot reach the store.
-    #[derive(Clone, Debug)]
-    struct FailAfterConflict(Instrumented<TestStore>);
-
-    #[async_trait::async_trait]
-    impl Store for FailAfterConflict {
-        async fn load(&self, id: &RecordId) -> std::result::Result<Option<Record>, StoreError> {
-            self.0.load(id).await
-        }
-        async fn create(&self, record: &Record) -> std::result::Result<Created, StoreError> {
-            self.0.create(record).await
-        }
-        async fn save(
-            &self,
-            record: &Record,
-            expected: u64,
-        ) -> std::result::Result<Saved, StoreError> {
-            let saved = self.0.save(record, expected).await;
-            if matches!(saved, Ok(Saved::Conflict)) {
-                self.0.fail_with(Some(StoreErrorKind::Unavailable));
-            }
-            saved
-        }
-        async fn touch(
-            &self,
-            id: &RecordId,
-            version: u64,
-            owner: Option<&str>,
-            expires_at: OffsetDateTime,
-        ) -> std::result::Result<bool, StoreError> {
-            self.0.touch(id, version, owner, expires_at).await
-        }
-        async fn delete(&self, id: &RecordId) -> std::result::Result<(), StoreError> {
-            self.0.delete(id).await
-        }
-        async fn delete_expired(&self) -> std::result::Result<u64, StoreError> {
-            self.0.delete_expired().await
-        }
-        async fn ids_of_owner(
-            &self,
-            owner: &str,
-        ) -> std::result::Result<Vec<RecordId>, StoreError> {
-            self.0.ids_of_owner(owner).await
-        }
-        async fn delete_owner(&self, owner: &str) -> std::result::Result<u64, StoreError> {
-            self.0.delete_owner(owner).await
-        }
-    }
-
     #[tokio::test]
     async fn an_update_whose_reload_failed_leaves_nothing_for_the_commit() {
-        let store = Instrumented::new(TestStore::default());
-        let clock = ManualClock::new();
-        let manager = Manager::new(FailAfterConflict(store.clone()), Config::default())
-            .with_clock(clock.clone());
-        let f = Fixture {
-            store,
-            clock,
-            manager,
-        };
+        let (f, _) = Hooked::fixture(false, true);
         let cookie = f.stored().await;
-        let s = f.open(Some(&cookie));
-        s.insert("n", &5).await.unwrap();
-        // A changed lifetime sends the update down the plain path.
-        s.set_lifetime(Some(
-            Lifetime::new().with_idle_timeout(Some(Duration::from_secs(600))),
-        ))
-        .await
-        .unwrap();
+        let s = f.with_n_on_the_plain_path(&cookie).await;
         // Another process writes first: this update's save conflicts, and
         // its reload fails.
         f.increment_elsewhere(&cookie).await;
@@ -2697,20 +2667,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_write_landing_while_the_old_record_is_retired_is_carried_over() {
-        let store = Instrumented::new(TestStore::default());
-        let clock = ManualClock::new();
-        let hook = IncrementBeforeCreate {
-            inner: store.clone(),
-            clock: clock.clone(),
-            cookie: Arc::default(),
-            destroy: false,
-        };
-        let manager = Manager::new(hook.clone(), Config::default()).with_clock(clock.clone());
-        let f = Fixture {
-            store,
-            clock,
-            manager,
-        };
+        let (f, hook) = Hooked::fixture(false, false);
         let mut cookie = f.stored().await;
         for (round, login) in [false, true].into_iter().enumerate() {
             let s = f.open(Some(&cookie));
@@ -2732,20 +2689,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_session_destroyed_while_its_old_record_is_retired_stays_ended() {
-        let store = Instrumented::new(TestStore::default());
-        let clock = ManualClock::new();
-        let hook = IncrementBeforeCreate {
-            inner: store.clone(),
-            clock: clock.clone(),
-            cookie: Arc::default(),
-            destroy: true,
-        };
-        let manager = Manager::new(hook.clone(), Config::default()).with_clock(clock.clone());
-        let f = Fixture {
-            store,
-            clock,
-            manager,
-        };
+        let (f, hook) = Hooked::fixture(true, false);
         for login in [false, true] {
             let cookie = f.stored().await;
             let s = f.open(Some(&cookie));

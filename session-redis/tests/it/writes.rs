@@ -34,6 +34,25 @@ async fn store() -> Option<(Scoped, redis::aio::MultiplexedConnection, String)> 
     Some((WithCleanup::new(store, cleanup), raw, prefix))
 }
 
+/// Takes a session's value away, as if its `SET` had not landed yet.
+async fn take(raw: &mut redis::aio::MultiplexedConnection, key: &str) -> Vec<u8> {
+    redis::cmd("GETDEL")
+        .arg(key)
+        .query_async(raw)
+        .await
+        .expect("take the record")
+}
+
+/// Puts a value taken with [`take`] back.
+async fn put(raw: &mut redis::aio::MultiplexedConnection, key: &str, value: &[u8]) {
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .query_async(raw)
+        .await
+        .expect("put it back");
+}
+
 fn live_record(owner: Option<&str>) -> session_core::Record {
     let mut r = sample_record();
     r.owner = owner.map(str::to_owned);
@@ -51,33 +70,15 @@ async fn listing_an_owner_keeps_a_session_whose_record_is_not_written_yet() {
     // The moment inside `create` between the index entry and the record:
     // take the record away, list, then put it back.
     let key = format!("{prefix}{}", r.id);
-    let value: Vec<u8> = redis::cmd("GETDEL")
-        .arg(&key)
-        .query_async(&mut raw)
-        .await
-        .expect("take the record");
+    let value = take(&mut raw, &key).await;
     assert_eq!(store.ids_of_owner("alice").await.expect("list"), vec![]);
-    let _: () = redis::cmd("SET")
-        .arg(&key)
-        .arg(&value)
-        .query_async(&mut raw)
-        .await
-        .expect("put it back");
+    put(&mut raw, &key, &value).await;
     // Still indexed, so the owner's logout finds it...
     assert_eq!(store.ids_of_owner("alice").await.expect("list"), vec![r.id]);
     // ...and a logout that runs in that moment too leaves the entry.
-    let _: () = redis::cmd("DEL")
-        .arg(&key)
-        .query_async(&mut raw)
-        .await
-        .expect("take the record");
+    take(&mut raw, &key).await;
     assert_eq!(store.delete_owner("alice").await.expect("logout"), 0);
-    let _: () = redis::cmd("SET")
-        .arg(&key)
-        .arg(&value)
-        .query_async(&mut raw)
-        .await
-        .expect("put it back");
+    put(&mut raw, &key, &value).await;
     assert_eq!(store.ids_of_owner("alice").await.expect("list"), vec![r.id]);
     assert_eq!(store.delete_owner("alice").await.expect("logout"), 1);
     assert_eq!(store.load(&r.id).await.expect("load"), None);
