@@ -1214,16 +1214,16 @@ impl Session {
         if state.stored.is_some() {
             self.reload(state, 0).await?;
             if state.stored.is_none() {
-                let Some(owner) = login_as else {
+                if login_as.is_none() {
                     // Ended: nothing is left to give a new id.
                     return Ok(());
-                };
-                // A login goes on with a fresh session holding this
-                // request's own writes and nothing of the ended one.
-                for change in log {
+                }
+                // A login goes on with a fresh session (below, as for a
+                // session never stored) holding this request's own writes
+                // and nothing of the ended one.
+                for change in log.iter().cloned() {
                     Self::push(state, change);
                 }
-                return Box::pin(self.rotate(state, Some(owner))).await;
             }
         }
         let now = manager.now();
