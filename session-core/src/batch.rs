@@ -12,7 +12,9 @@
 //! counter cost one round trip, not sixteen pairs, and none is lost.
 //!
 //! The saver is its own task so that a request cancelled while it waits (its
-//! client went away) cannot leave the others waiting.
+//! client went away) cannot leave the others waiting. A saver task dropped
+//! before it wrote (its runtime shut down while another runtime shares the
+//! manager) tells the members waiting that nothing was saved; they try again.
 //!
 //! A record whose last [`INLINE_AFTER`] saves each carried one update has
 //! nobody to gather with: its next updates save at once, holding the turn,
@@ -25,7 +27,7 @@
 //! been written; it was not acknowledged, and the turn keeps no copy, so the
 //! next update reloads.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -98,36 +100,43 @@ pub(crate) struct Gathering {
     base_version: u64,
     /// The base record with every member's changes applied.
     pub(crate) record: Record,
-    /// One channel per update waiting for the save: a oneshot each costs less
-    /// than a broadcast when, as usual, one update is alone.
-    waiting: Vec<oneshot::Sender<Outcome>>,
-    /// The saver task, for a gathering that one will write.
-    saver: Option<tokio::task::AbortHandle>,
+    /// Who waits for the save.
+    members: Members,
+}
+
+/// The members of a gathering: one channel per update waiting for its save
+/// (a oneshot each costs less than a broadcast when, as usual, one update is
+/// alone). Shared with the saver task: dropped before it wrote, as when its
+/// runtime shuts down while another runtime shares the manager (actix-web's
+/// workers each run one), the task closes the list (`None`), which tells the
+/// members already waiting, and any that would join, that nothing was saved;
+/// they try again.
+#[derive(Clone)]
+struct Members(Arc<Mutex<Option<Vec<oneshot::Sender<Outcome>>>>>);
+
+impl Members {
+    fn list(&self) -> MutexGuard<'_, Option<Vec<oneshot::Sender<Outcome>>>> {
+        // Nothing panics while holding it; a poisoned list is still whole.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl Gathering {
     /// Opens a gathering on `base` and spawns the task that will save it.
     pub(crate) fn open(manager: &Manager, base: Record) -> Self {
+        let gathering = Self::new(base);
+        let closer = Closer(Some(gathering.members.clone()));
         // Boxed: the saver's state is large, and a task moves its future
         // several times while spawning it.
-        let saver = tokio::spawn(Box::pin(save(manager.clone(), base.id)));
-        Self {
-            saver: Some(saver.abort_handle()),
-            ..Self::new(base)
-        }
+        tokio::spawn(Box::pin(save(manager.clone(), gathering.record.id, closer)));
+        gathering
     }
 
-    /// Whether no saver will ever write this gathering: its task is over,
-    /// yet the gathering is still waiting in the turn, which a saver that
-    /// ran would have taken first. That happens when the task is dropped
-    /// before it runs, as when its runtime shuts down while another runtime
-    /// shares the manager (actix-web's workers each run one). Dropping
-    /// such a gathering tells its members that nothing was saved, and they
-    /// try again.
+    /// Whether no saver will ever write this gathering: its task was
+    /// dropped before it wrote, yet the gathering is still waiting in the
+    /// turn. Dropping it lets a later update start afresh.
     pub(crate) fn abandoned(&self) -> bool {
-        self.saver
-            .as_ref()
-            .is_some_and(tokio::task::AbortHandle::is_finished)
+        self.members.list().is_none()
     }
 
     /// A gathering on `base` that no saver task will write: for
@@ -137,8 +146,7 @@ impl Gathering {
         Self {
             base_version: base.version,
             record: base,
-            waiting: Vec::new(),
-            saver: None,
+            members: Members(Arc::new(Mutex::new(Some(Vec::new())))),
         }
     }
 
@@ -146,8 +154,24 @@ impl Gathering {
     /// learns how the save went.
     pub(crate) fn subscribe(&mut self) -> oneshot::Receiver<Outcome> {
         let (tx, rx) = oneshot::channel();
-        self.waiting.push(tx);
+        if let Some(waiting) = self.members.list().as_mut() {
+            waiting.push(tx);
+        }
+        // Else the saver is gone: `tx` is dropped, and `rx` answers at once.
         rx
+    }
+}
+
+/// Held by a saver task: closes its gathering's members if the task is
+/// dropped before it wrote.
+struct Closer(Option<Members>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        if let Some(members) = self.0.take() {
+            // Dropping the senders wakes every waiting member.
+            members.list().take();
+        }
     }
 }
 
@@ -218,13 +242,16 @@ pub(crate) async fn outcome(rx: oneshot::Receiver<Outcome>) -> Outcome {
 /// The saver: lets the updates already waiting for the turn join, then
 /// writes the gathered record with one compare-and-set, holding the turn so
 /// that the next gathering starts from a settled record.
-async fn save(manager: Manager, rid: RecordId) {
+async fn save(manager: Manager, rid: RecordId, mut closer: Closer) {
     tokio::task::yield_now().await;
     let mut turn = manager.record_lock(&rid).lock().await;
     let Some(gathering) = turn.gathering.take() else {
+        // Another saver of this turn wrote it.
+        closer.0 = None;
         return;
     };
     write(&manager, &mut turn, gathering).await;
+    closer.0 = None;
 }
 
 /// Writes `gathering` with one compare-and-set and tells its members how it
@@ -256,9 +283,10 @@ pub(crate) async fn write(manager: &Manager, turn: &mut Turn, gathering: Gatheri
             Outcome::Failed(Failure::of(&error))
         }
     };
+    let waiting = gathering.members.list().take().unwrap_or_default();
     // A save that carried one update (a waiting member, or the caller
     // saving at once) counts towards saving at once.
-    if gathering.waiting.len() > 1 {
+    if waiting.len() > 1 {
         turn.lone = 0;
     } else if turn.lone_record == Some(rid) {
         turn.lone = turn.lone.saturating_add(1);
@@ -266,7 +294,7 @@ pub(crate) async fn write(manager: &Manager, turn: &mut Turn, gathering: Gatheri
         turn.lone_record = Some(rid);
         turn.lone = 1;
     }
-    for member in gathering.waiting {
+    for member in waiting {
         // A member whose request was cancelled has stopped listening.
         let _ = member.send(outcome.clone());
     }

@@ -1882,6 +1882,56 @@ mod tests {
         assert_eq!(second.block_on(f.n(&cookie)), Some(1));
     }
 
+    #[test]
+    fn updates_waiting_on_a_saver_that_was_dropped_try_again() {
+        use futures_util::FutureExt;
+        let f = fixture();
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        let first = runtime();
+        let second = runtime();
+        let cookie = second.block_on(f.stored());
+        // An update on the first runtime opens a gathering and spawns its
+        // saver there; an update of the same session on the second runtime
+        // joins it and waits.
+        let a = f.open(Some(&cookie));
+        let mut opener = Box::pin(a.increment("n", 1));
+        {
+            let _entered = first.enter();
+            assert!(
+                (&mut opener).now_or_never().is_none(),
+                "it waits for its saver"
+            );
+        }
+        let b = f.open(Some(&cookie));
+        let mut member = Box::pin(b.increment("n", 1));
+        {
+            let _entered = second.enter();
+            assert!(
+                (&mut member).now_or_never().is_none(),
+                "it joined the gathering"
+            );
+        }
+        // The first runtime shuts down before the saver ran; no other update
+        // of the record comes.
+        drop(opener);
+        drop(first);
+        let n = second.block_on(async {
+            let n = tokio::time::timeout(Duration::from_secs(5), member)
+                .await
+                .expect("a member waited for a saver that is gone")
+                .unwrap();
+            b.commit().await.unwrap();
+            n
+        });
+        assert_eq!(n, 1, "only the member's increment was acknowledged");
+        assert_eq!(second.block_on(f.n(&cookie)), Some(1));
+    }
+
     #[tokio::test]
     async fn an_update_whose_save_failed_leaves_nothing_for_the_commit() {
         let f = fixture();
