@@ -6,15 +6,18 @@
 //! opens a *gathering* on the record as this process last saved it (or as
 //! the request read it, or as loaded), applies its change and spawns the
 //! saver; every update that gets the turn before the saver does applies its
-//! change to the same gathered record. The saver then writes them all with one compare-and-set.
-//! If another process wrote in between, nobody's change is acknowledged: each
-//! update runs again on the fresh record. So sixteen requests incrementing one
-//! counter cost one round trip, not sixteen pairs, and none is lost.
+//! change to the same gathered record. The saver then writes them all with
+//! one compare-and-set. If another process wrote in between, nobody's change
+//! is acknowledged: each update runs again on the fresh record. So sixteen
+//! requests incrementing one counter cost one round trip, not sixteen pairs,
+//! and none is lost.
 //!
 //! The saver is its own task so that a request cancelled while it waits (its
 //! client went away) cannot leave the others waiting. A saver task dropped
-//! before it wrote (its runtime shut down while another runtime shares the
-//! manager) tells the members waiting that nothing was saved; they try again.
+//! (its runtime shut down while another runtime shares the manager) answers
+//! the members waiting: before its store call, that nothing was saved, and
+//! they try again; during it, that the store did not answer, as on a timeout,
+//! since trying again could apply a change twice.
 //!
 //! A record whose last [`INLINE_AFTER`] saves each carried one update has
 //! nobody to gather with: its next updates save at once, holding the turn,
@@ -100,43 +103,64 @@ pub(crate) struct Gathering {
     base_version: u64,
     /// The base record with every member's changes applied.
     pub(crate) record: Record,
-    /// Who waits for the save.
-    members: Members,
+    /// Who waits for the save: `None` for a gathering that no saver task
+    /// writes, which nobody joins.
+    members: Option<Members>,
 }
 
 /// The members of a gathering: one channel per update waiting for its save
 /// (a oneshot each costs less than a broadcast when, as usual, one update is
-/// alone). Shared with the saver task: dropped before it wrote, as when its
-/// runtime shuts down while another runtime shares the manager (actix-web's
-/// workers each run one), the task closes the list (`None`), which tells the
-/// members already waiting, and any that would join, that nothing was saved;
-/// they try again.
-#[derive(Clone)]
-struct Members(Arc<Mutex<Option<Vec<oneshot::Sender<Outcome>>>>>);
+/// alone). Shared with the saver task, so that a saver dropped before it
+/// finished (its runtime shut down while another runtime shares the manager,
+/// as actix-web's workers each run one) answers the members already waiting
+/// instead of leaving them to wait.
+#[derive(Clone, Default)]
+struct Members(Arc<Mutex<List>>);
+
+#[derive(Default)]
+struct List {
+    waiting: Vec<oneshot::Sender<Outcome>>,
+    /// The saver went away before its store call: nobody will write the
+    /// gathering, and updates that would join it try again instead.
+    closed: bool,
+}
 
 impl Members {
-    fn list(&self) -> MutexGuard<'_, Option<Vec<oneshot::Sender<Outcome>>>> {
+    fn list(&self) -> MutexGuard<'_, List> {
         // Nothing panics while holding it; a poisoned list is still whole.
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes the members waiting, closing the list to later ones if `close`.
+    fn take(&self, close: bool) -> Vec<oneshot::Sender<Outcome>> {
+        let mut list = self.list();
+        list.closed |= close;
+        std::mem::take(&mut list.waiting)
     }
 }
 
 impl Gathering {
     /// Opens a gathering on `base` and spawns the task that will save it.
     pub(crate) fn open(manager: &Manager, base: Record) -> Self {
-        let gathering = Self::new(base);
-        let closer = Closer(Some(gathering.members.clone()));
+        let members = Members::default();
+        let closer = Closer {
+            members: Some(members.clone()),
+            writing: false,
+        };
         // Boxed: the saver's state is large, and a task moves its future
         // several times while spawning it.
-        tokio::spawn(Box::pin(save(manager.clone(), gathering.record.id, closer)));
-        gathering
+        tokio::spawn(Box::pin(save(manager.clone(), base.id, closer)));
+        Self {
+            members: Some(members),
+            ..Self::new(base)
+        }
     }
 
     /// Whether no saver will ever write this gathering: its task was
-    /// dropped before it wrote, yet the gathering is still waiting in the
-    /// turn. Dropping it lets a later update start afresh.
+    /// dropped before its store call, yet the gathering is still waiting in
+    /// the turn. Dropping it lets a later update start afresh.
     pub(crate) fn abandoned(&self) -> bool {
-        self.members.list().is_none()
+        self.members.as_ref().is_some_and(|m| m.list().closed)
     }
 
     /// A gathering on `base` that no saver task will write: for
@@ -146,7 +170,7 @@ impl Gathering {
         Self {
             base_version: base.version,
             record: base,
-            members: Members(Arc::new(Mutex::new(Some(Vec::new())))),
+            members: None,
         }
     }
 
@@ -154,23 +178,47 @@ impl Gathering {
     /// learns how the save went.
     pub(crate) fn subscribe(&mut self) -> oneshot::Receiver<Outcome> {
         let (tx, rx) = oneshot::channel();
-        if let Some(waiting) = self.members.list().as_mut() {
-            waiting.push(tx);
+        let members = self.members.get_or_insert_with(Members::default);
+        let mut list = members.list();
+        // Once closed, `tx` is dropped here and `rx` answers at once.
+        if !list.closed {
+            list.waiting.push(tx);
         }
-        // Else the saver is gone: `tx` is dropped, and `rx` answers at once.
         rx
     }
 }
 
-/// Held by a saver task: closes its gathering's members if the task is
-/// dropped before it wrote.
-struct Closer(Option<Members>);
+/// Held by a saver task: answers its gathering's members if the task is
+/// dropped before it finished.
+struct Closer {
+    /// `None` once the task has answered them itself.
+    members: Option<Members>,
+    /// Whether the task began its store call.
+    writing: bool,
+}
 
 impl Drop for Closer {
     fn drop(&mut self) {
-        if let Some(members) = self.0.take() {
-            // Dropping the senders wakes every waiting member.
-            members.list().take();
+        let Some(members) = self.members.take() else {
+            return;
+        };
+        // Taken out of the lock before anyone is woken.
+        let waiting = members.take(!self.writing);
+        if !self.writing {
+            // Nothing was written: dropping the senders tells every member
+            // to try again.
+            return;
+        }
+        // The save may or may not have landed: trying again could apply a
+        // change twice, so each member fails as on a store timeout.
+        let failed = Outcome::Failed(Failure {
+            op: "save",
+            timeout: None,
+            kind: StoreErrorKind::Unavailable,
+            message: "the task saving the session stopped (its runtime shut down) before the store answered".to_owned(),
+        });
+        for member in waiting {
+            let _ = member.send(failed.clone());
         }
     }
 }
@@ -234,8 +282,9 @@ impl Failure {
 
 /// Waits for the outcome of the gathering `rx` belongs to.
 pub(crate) async fn outcome(rx: oneshot::Receiver<Outcome>) -> Outcome {
-    // Without a word, the saver went away (its runtime shut down): nothing is
-    // known to be saved, so try again.
+    // Without a word, the saver went away before its store call (its runtime
+    // shut down): nothing was saved, so try again. (One that went away during
+    // its store call answers `Failed`: see `Closer`.)
     rx.await.unwrap_or(Outcome::Conflict)
 }
 
@@ -245,13 +294,19 @@ pub(crate) async fn outcome(rx: oneshot::Receiver<Outcome>) -> Outcome {
 async fn save(manager: Manager, rid: RecordId, mut closer: Closer) {
     tokio::task::yield_now().await;
     let mut turn = manager.record_lock(&rid).lock().await;
+    // A turn's gathering is replaced only once gone, and leaves only with its
+    // own saver (or as abandoned, once that saver is dropped): what this task
+    // finds is its own.
     let Some(gathering) = turn.gathering.take() else {
-        // Another saver of this turn wrote it.
-        closer.0 = None;
         return;
     };
+    debug_assert!(matches!(
+        (&gathering.members, &closer.members),
+        (Some(a), Some(b)) if Arc::ptr_eq(&a.0, &b.0)
+    ));
+    closer.writing = true;
     write(&manager, &mut turn, gathering).await;
-    closer.0 = None;
+    closer.members = None;
 }
 
 /// Writes `gathering` with one compare-and-set and tells its members how it
@@ -283,7 +338,7 @@ pub(crate) async fn write(manager: &Manager, turn: &mut Turn, gathering: Gatheri
             Outcome::Failed(Failure::of(&error))
         }
     };
-    let waiting = gathering.members.list().take().unwrap_or_default();
+    let waiting = gathering.members.map(|m| m.take(false)).unwrap_or_default();
     // A save that carried one update (a waiting member, or the caller
     // saving at once) counts towards saving at once.
     if waiting.len() > 1 {

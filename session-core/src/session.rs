@@ -1526,6 +1526,14 @@ mod tests {
             self.manager.session_from_cookies(header.as_deref())
         }
 
+        /// The counter `n` in the gathering under way on `cookie`'s turn.
+        fn gathered_n(&self, cookie: &str) -> Option<i64> {
+            let rid = Id::parse(cookie).unwrap().record_id();
+            let turn = self.manager.record_lock(&rid).try_lock().unwrap();
+            let bytes = turn.gathering.as_ref()?.record.data.get("n")?.clone();
+            Some(codec::decode(&*self.manager.inner.config.codec, &bytes).unwrap())
+        }
+
         /// A stored session with `name=iris`; returns its cookie value.
         async fn stored(&self) -> String {
             let s = self.open(None);
@@ -1842,18 +1850,20 @@ mod tests {
         );
     }
 
+    /// A runtime of its own, as each of actix-web's workers runs one.
+    fn current_thread() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
     #[test]
     fn a_gathering_whose_saver_was_dropped_does_not_hold_up_later_updates() {
         use futures_util::FutureExt;
         let f = fixture();
-        let runtime = || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-        };
         // A manager shared by two runtimes, as actix-web's workers share one.
-        let first = runtime();
+        let first = current_thread();
         let cookie = first.block_on(f.stored());
         {
             let _entered = first.enter();
@@ -1868,7 +1878,7 @@ mod tests {
             );
         }
         drop(first);
-        let second = runtime();
+        let second = current_thread();
         let n = second.block_on(async {
             let s = f.open(Some(&cookie));
             let n = tokio::time::timeout(Duration::from_secs(5), s.increment("n", 1))
@@ -1886,14 +1896,8 @@ mod tests {
     fn updates_waiting_on_a_saver_that_was_dropped_try_again() {
         use futures_util::FutureExt;
         let f = fixture();
-        let runtime = || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-        };
-        let first = runtime();
-        let second = runtime();
+        let first = current_thread();
+        let second = current_thread();
         let cookie = second.block_on(f.stored());
         // An update on the first runtime opens a gathering and spawns its
         // saver there; an update of the same session on the second runtime
@@ -1930,6 +1934,55 @@ mod tests {
         });
         assert_eq!(n, 1, "only the member's increment was acknowledged");
         assert_eq!(second.block_on(f.n(&cookie)), Some(1));
+    }
+
+    #[test]
+    fn updates_whose_saver_stopped_during_its_save_fail_rather_than_apply_twice() {
+        use futures_util::FutureExt;
+        let f = fixture();
+        let first = current_thread();
+        let second = current_thread();
+        let cookie = second.block_on(f.stored());
+        let a = f.open(Some(&cookie));
+        let mut opener = Box::pin(a.increment("n", 1));
+        {
+            let _entered = first.enter();
+            assert!(
+                (&mut opener).now_or_never().is_none(),
+                "it waits for its saver"
+            );
+        }
+        let b = f.open(Some(&cookie));
+        let mut member = Box::pin(b.increment("n", 1));
+        {
+            let _entered = second.enter();
+            assert!(
+                (&mut member).now_or_never().is_none(),
+                "it joined the gathering"
+            );
+        }
+        assert_eq!(f.gathered_n(&cookie), Some(2), "one gathering holds both");
+        // The saver starts its store call, which does not answer before the
+        // first runtime shuts down: whether it landed is unknown.
+        f.store.delay(Some(Duration::from_secs(3600)));
+        first.block_on(async {
+            while f.store.counts().save == 0 {
+                tokio::task::yield_now().await;
+            }
+        });
+        drop(opener);
+        drop(first);
+        f.store.delay(None);
+        let outcome = second.block_on(async {
+            tokio::time::timeout(Duration::from_secs(5), member)
+                .await
+                .expect("a member waited for a saver that is gone")
+        });
+        assert!(
+            matches!(outcome, Err(Error::Store { .. })),
+            "not retried, as a save that may have landed must not be: {outcome:?}"
+        );
+        assert_eq!(f.store.counts().save, 1, "nothing was saved again");
     }
 
     #[tokio::test]
