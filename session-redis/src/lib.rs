@@ -36,9 +36,11 @@
 //! * `delete`: one `GETDEL`.
 //!
 //! A session with an owner also updates the owner's index with a second
-//! command, sent at the same time as a create, save or touch (one round trip
-//! of latency) and after a delete; the index only ever holds an upper bound
-//! of each deadline, so it never hides a live session.
+//! command: before a create, save or touch, which is sent only once the index
+//! has answered (two round trips of latency), and after a delete. So the
+//! index only ever holds an upper bound of each deadline and never hides a
+//! live session, even when the index's command fails and the write's would
+//! not have (the write is then not made, and the call fails).
 //!
 //! Every command and script touches a single key, so everything works
 //! unchanged on Redis Cluster: no multi-key command, no hash tags to get
@@ -440,18 +442,13 @@ impl RedisStore {
                 .await
                 .map_err(command("create"))
         };
-        let reply = match &record.owner {
-            // Index first (concurrently): an index entry without a record is
-            // harmless, a record missing from its owner's index is not.
-            Some(owner) => {
-                let (index, created) =
-                    futures_util::future::join(self.index(owner, &record.id, expires), create)
-                        .await;
-                index?;
-                created?
-            }
-            None => create.await?,
-        };
+        // Index first, and only then write: an index entry without a record
+        // is harmless, a live record missing from its owner's index is not
+        // (logging the owner out everywhere would miss it).
+        if let Some(owner) = &record.owner {
+            self.index(owner, &record.id, expires).await?;
+        }
+        let reply = create.await?;
         // `NX`: nil when the key exists. With 256-bit ids, a value with this
         // write's token is this very write, resent by the Cluster client
         // after its connection dropped before the reply; anything else there
@@ -487,15 +484,11 @@ impl RedisStore {
                 .await
                 .map_err(command("save"))
         };
-        let (status, old_owner) = match &record.owner {
-            Some(owner) => {
-                let (index, saved) =
-                    futures_util::future::join(self.index(owner, &record.id, expires), save).await;
-                index?;
-                saved?
-            }
-            None => save.await?,
-        };
+        // Index first, as in `create_value`.
+        if let Some(owner) = &record.owner {
+            self.index(owner, &record.id, expires).await?;
+        }
+        let (status, old_owner) = save.await?;
         match status {
             0 => Ok(Saved::Missing),
             1 => Ok(Saved::Conflict),
@@ -555,15 +548,11 @@ impl Store for RedisStore {
                 .await
                 .map_err(command("touch"))
         };
-        let touched = match owner {
-            Some(owner) => {
-                let (index, touched) =
-                    futures_util::future::join(self.index(owner, id, expires), touch).await;
-                index?;
-                touched?
-            }
-            None => touch.await?,
-        };
+        // Index first, as in `create_value`.
+        if let Some(owner) = owner {
+            self.index(owner, id, expires).await?;
+        }
+        let touched = touch.await?;
         let touched = touched == 1;
         if touched && expires <= now_unix_millis() {
             // A deadline already past ends the session at once (a rotation
