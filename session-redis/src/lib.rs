@@ -183,26 +183,33 @@ impl fmt::Debug for RedisStore {
 }
 
 /// The compare-and-set: replaces the value if its version is `ARGV[1]`;
-/// answers `{status, previous owner}` (0 missing, 1 conflict, 2 saved).
+/// answers `{status, previous owner}` (0 missing, 1 conflict, 2 saved). The
+/// value written carries the replaced value's write token (its last eight
+/// bytes) just before its own.
 ///
-/// A value with `ARGV[2]`'s version and write token (its last eight bytes) is
-/// this very write, applied by a first send whose reply was lost: the Cluster
-/// client resends a command whose connection dropped. It answers saved, or
-/// the caller would apply its change a second time.
+/// A value with `ARGV[2]`'s version and write token is this very write,
+/// applied by a first send whose reply was lost: the Cluster client resends a
+/// command whose connection dropped. So is a value that replaced this write
+/// (its previous token is this write's), when another process saved on top
+/// before the resend arrived. Either answers saved, or the caller would apply
+/// its change a second time.
 static SAVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local cur = redis.call('GET', KEYS[1])
 if not cur then return {0, ''} end
+local mine = string.sub(ARGV[2], -8)
 if string.sub(cur, 1, 8) ~= ARGV[1] then
-  if #cur == #ARGV[2] and string.sub(cur, 1, 8) == string.sub(ARGV[2], 1, 8)
-    and string.sub(cur, -8) == string.sub(ARGV[2], -8) then
+  if #cur >= 34 and (string.sub(cur, -16, -9) == mine or (#cur == #ARGV[2]
+    and string.sub(cur, 1, 8) == string.sub(ARGV[2], 1, 8)
+    and string.sub(cur, -8) == mine)) then
     return {2, ''}
   end
   return {1, ''}
 end
 local n = string.byte(cur, 17) * 256 + string.byte(cur, 18)
-redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
+local value = string.sub(ARGV[2], 1, -17) .. string.sub(cur, -8) .. mine
+redis.call('SET', KEYS[1], value, 'PXAT', ARGV[3])
 return {2, string.sub(cur, 19, 18 + n)}
 ",
     )
@@ -548,8 +555,9 @@ impl Store for RedisStore {
                 .await
                 .map_err(command("touch"))
         };
-        // Index first, as in `create_value`.
-        if let Some(owner) = owner {
+        // Index first, as in `create_value`; a deadline already past (how a
+        // rotation retires its old record) needs no higher bound.
+        if let Some(owner) = owner.filter(|_| expires > now_unix_millis()) {
             self.index(owner, id, expires).await?;
         }
         let touched = touch.await?;
@@ -607,20 +615,17 @@ impl Store for RedisStore {
             .iter()
             .filter_map(|m| RecordId::parse(m).ok())
             .collect();
-        // The index holds upper bounds; the records decide.
+        // The index holds upper bounds; the records decide. An entry whose
+        // record is missing or names another owner (or none) is left alone:
+        // it may belong to a create or a login's save on its way (each raises
+        // the entry before it writes, and on a Cluster the two keys live on
+        // different nodes), and removing it would hide that session from its
+        // owner's logout. Such entries leave the index at their deadline.
         let checks = join_all(ids.iter().map(|id| self.fetch(id, "read owner"))).await;
         let mut live = Vec::with_capacity(ids.len());
         for (id, found) in ids.into_iter().zip(checks) {
-            match found? {
-                Some(v) if value::owner(&v).as_deref() == Some(owner) => live.push(id),
-                // Another owner's now (or none): this entry is stale.
-                Some(_) => self.unindex(owner, &id).await?,
-                // No record: expired or deleted, or one being created right
-                // now (`create` writes the index first, and on a Cluster the
-                // two keys live on different nodes). Removing the entry could
-                // hide that session from its owner's logout, so it is left to
-                // leave the index at its deadline.
-                None => {}
+            if found?.is_some_and(|v| value::owner(&v).as_deref() == Some(owner)) {
+                live.push(id);
             }
         }
         Ok(live)
@@ -655,10 +660,11 @@ impl Store for RedisStore {
         let mut n = 0;
         for (id, deleted) in ids.iter().zip(deletions) {
             let deleted = deleted?;
-            n += u64::try_from(deleted).unwrap_or(0);
-            // No key: expired, deleted, or a create in flight (`create`
-            // writes the index first); the entry leaves at its deadline.
-            if deleted >= 0 {
+            // Only the entry of a record deleted here goes now; the others
+            // may be a create or a login's save on its way (see
+            // `ids_of_owner`) and leave at their deadline.
+            if deleted == 1 {
+                n += 1;
                 self.unindex(owner, id).await?;
             }
         }
@@ -745,5 +751,72 @@ mod tests {
         let loaded = store.load(&r.id).await.expect("load").expect("live");
         assert_eq!((loaded.version, loaded.data), (next.version, next.data));
         store.delete(&r.id).await.expect("delete");
+    }
+
+    #[tokio::test]
+    async fn a_save_resent_after_another_write_landed_on_top_is_saved() {
+        let Some(store) = store().await else {
+            return;
+        };
+        let r = session_core::testing::sample_record();
+        assert_eq!(store.create(&r).await.expect("create"), Created::Created);
+        let mut next = r.clone();
+        next.version = 1;
+        next.data.insert("n".into(), vec![1]);
+        let value = value::encode(&next).expect("encode");
+        assert_eq!(
+            store
+                .save_value(&next, 0, value.clone())
+                .await
+                .expect("save"),
+            Saved::Saved
+        );
+        // Another process increments on top of it before the resend arrives.
+        let mut on_top = next.clone();
+        on_top.version = 2;
+        on_top.data.insert("n".into(), vec![2]);
+        assert_eq!(store.save(&on_top, 1).await.expect("save"), Saved::Saved);
+        // Applied already: a conflict would make the caller increment again.
+        assert_eq!(
+            store.save_value(&next, 0, value).await.expect("resent"),
+            Saved::Saved
+        );
+        assert_eq!(store.load(&r.id).await.expect("load"), Some(on_top));
+        // A write of version 1 that never landed still conflicts.
+        assert_eq!(store.save(&next, 0).await.expect("save"), Saved::Conflict);
+        store.delete(&r.id).await.expect("delete");
+    }
+
+    #[tokio::test]
+    async fn listings_leave_the_entry_of_a_login_on_its_way() {
+        let Some(store) = store().await else {
+            return;
+        };
+        let r = session_core::testing::sample_record();
+        assert_eq!(store.create(&r).await.expect("create"), Created::Created);
+        // A login's save has raised alice's entry; its write of the record,
+        // now naming alice, has not landed yet.
+        let expires = unix_millis(r.expires_at);
+        store.index("alice", &r.id, expires).await.expect("index");
+        assert_eq!(store.ids_of_owner("alice").await.expect("list"), vec![]);
+        assert_eq!(store.delete_owner("alice").await.expect("logout"), 0);
+        let mut conn = store.conn.clone();
+        let score: Option<i64> = redis::cmd("ZSCORE")
+            .arg(store.owner_key("alice"))
+            .arg(r.id.to_string())
+            .query_async(&mut conn)
+            .await
+            .expect("score");
+        assert_eq!(
+            score,
+            Some(expires),
+            "the entry stays for the write on its way"
+        );
+        let mut next = r.clone();
+        next.version = 1;
+        next.owner = Some("alice".into());
+        assert_eq!(store.save(&next, 0).await.expect("save"), Saved::Saved);
+        assert_eq!(store.delete_owner("alice").await.expect("logout"), 1);
+        assert_eq!(store.load(&r.id).await.expect("load"), None);
     }
 }

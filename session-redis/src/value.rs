@@ -4,15 +4,17 @@
 //!
 //! Layout: the version (`u64`, big-endian), the deadline (unix milliseconds,
 //! `i64`, big-endian), the owner's length (`u16`, big-endian, `0` for none),
-//! the owner's UTF-8 bytes, [`Record::to_bytes`], then an eight-byte write
-//! token. The header's deadline is the one that counts (a touch rewrites only
-//! those eight bytes); its version and owner repeat the record's, for the
-//! scripts. The token, which the record's decoder never reaches, makes each
-//! write's value unique, so the save script can tell a resent command (the
-//! Cluster client resends one whose connection dropped before the reply)
-//! from another process's write of the same version with the same data.
-//! Values written before the token existed end with record bytes instead,
-//! and read the same.
+//! the owner's UTF-8 bytes, [`Record::to_bytes`], then two eight-byte write
+//! tokens: the token of the write this one replaced (zeros until the save
+//! script fills it in) and this write's own. The header's deadline is the
+//! one that counts (a touch rewrites only those eight bytes); its version and
+//! owner repeat the record's, for the scripts. The tokens, which the record's
+//! decoder never reaches, make each write's value unique, so the save script
+//! can tell a resent command (the Cluster client resends one whose connection
+//! dropped before the reply) from another process's write of the same version
+//! with the same data, even when one other write has already landed on top of
+//! the first send. Values written before the tokens existed end with record
+//! bytes instead (or with one token), and read the same.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::LazyLock;
@@ -25,8 +27,12 @@ pub(crate) const DEADLINE_AT: usize = 8;
 const OWNER_LEN_AT: usize = 16;
 const OWNER_AT: usize = 18;
 
-/// The length of the write token at the end of each value.
+/// The length of a write token.
 pub(crate) const TOKEN_LEN: usize = 8;
+
+/// The two tokens that end each value: the replaced write's, then its own.
+#[cfg(test)]
+const TRAILER_LEN: usize = 2 * TOKEN_LEN;
 
 /// A token no other write has: a random start per process, then a count.
 fn token() -> [u8; TOKEN_LEN] {
@@ -72,12 +78,13 @@ pub(crate) fn encode(record: &Record) -> Result<Vec<u8>, StoreError> {
     let owner = record.owner.as_deref().unwrap_or("").as_bytes();
     let owner_len = u16::try_from(owner.len())
         .map_err(|_| rejected(format!("owner of {} bytes is too long", owner.len())))?;
-    let mut value = Vec::with_capacity(OWNER_AT + owner.len() + body.len() + TOKEN_LEN);
+    let mut value = Vec::with_capacity(OWNER_AT + owner.len() + body.len() + 2 * TOKEN_LEN);
     value.extend_from_slice(&version_bytes(record.version));
     value.extend_from_slice(&deadline_bytes(record.expires_at));
     value.extend_from_slice(&owner_len.to_be_bytes());
     value.extend_from_slice(owner);
     value.extend_from_slice(&body);
+    value.extend_from_slice(&[0; TOKEN_LEN]);
     value.extend_from_slice(&token());
     Ok(value)
 }
@@ -206,15 +213,20 @@ mod tests {
         let r = sample(Some("alice"));
         let v = encode(&r).unwrap();
         let now = unix_millis(r.created_at);
-        // The record ends before the write token; cut anywhere inside it, the
+        // The record ends before the write tokens; cut anywhere inside it, the
         // value is damaged.
-        let record_end = v.len() - TOKEN_LEN;
+        let record_end = v.len() - TRAILER_LEN;
         for cut in 0..record_end {
             assert_eq!(decode(&r.id, &v[..cut], now), None, "cut at {cut}");
             let _ = owner(&v[..cut]);
         }
-        // Without the token (as written before it existed) it reads the same.
+        // Without the tokens (as written before they existed), or with only
+        // one, it reads the same.
         assert_eq!(decode(&r.id, &v[..record_end], now), Some(r.clone()));
+        assert_eq!(
+            decode(&r.id, &v[..record_end + TOKEN_LEN], now),
+            Some(r.clone())
+        );
         let other = Id::generate().unwrap().record_id();
         assert_eq!(decode(&other, &v, now), None);
         let mut wrong_version = v.clone();
