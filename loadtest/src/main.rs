@@ -1,5 +1,6 @@
 //! Load-test servers for `cargo xtask bench load`: one process per variant,
-//! one worker thread, the same routes everywhere.
+//! one worker thread, the same routes in every session variant (the bare
+//! ones serve `/plain` and `/stats`).
 //!
 //! ```text
 //! session-loadtest serve <variant> <port>
