@@ -35,17 +35,19 @@
 //!   deadline with `SETRANGE`).
 //! * `delete`: one `GETDEL`.
 //!
-//! A session with an owner also updates the owner's index with a second
-//! command: before a create, save or touch, which is sent only once the index
-//! has answered (two round trips of latency), and after a delete. So the
-//! index only ever holds an upper bound of each deadline and never hides a
-//! live session, even when the index's command fails and the write's would
-//! not have (the write is then not made, and the call fails).
+//! A session with an owner also raises its entry in the owner's index before
+//! each create, save or touch: on a standalone server in the same script as
+//! the write (still one round trip, and atomic), on a Cluster with a command
+//! of its own, sent first (the two keys may live on different nodes: two
+//! round trips of latency). A delete removes the entry after. So the index
+//! only ever holds an upper bound of each deadline and never hides a live
+//! session: when the entry cannot be raised, the write is not made and the
+//! call fails.
 //!
-//! Every command and script touches a single key, so everything works
-//! unchanged on Redis Cluster: no multi-key command, no hash tags to get
-//! right. A key in the prefix that does not hold a string (a session written
-//! by a release that kept hashes, say) reads as no session.
+//! On a Cluster every command and script touches a single key: no multi-key
+//! command, no hash tags to get right. A key in the prefix that does not
+//! hold a string (a session written by a release that kept hashes, say)
+//! reads as no session.
 //!
 //! Requires Redis 6.2 or later (`GETDEL`, `PXAT`, `ZADD GT`).
 
@@ -56,7 +58,7 @@ use async_trait::async_trait;
 use futures_util::future::join_all;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, Script, ScriptInvocation, Value};
 use session_core::{
     now_unix_millis, unix_millis, Created, Record, RecordId, Saved, Store, StoreError,
     StoreErrorKind,
@@ -193,9 +195,16 @@ impl fmt::Debug for RedisStore {
 /// (its previous token is this write's), when another process saved on top
 /// before the resend arrived. Either answers saved, or the caller would apply
 /// its change a second time.
-static SAVE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+static SAVE: LazyLock<Script> = LazyLock::new(|| Script::new(SAVE_LUA));
+
+/// [`SAVE`] after raising the owner's index entry (`KEYS[2]`, member
+/// `ARGV[4]`, `ARGV[5]` the time now), for a standalone server: one round
+/// trip, and no save if the index could not be raised.
+static SAVE_INDEXED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&(index_lua("KEYS[2]", "ARGV[4]", "ARGV[3]", "ARGV[5]") + SAVE_LUA))
+});
+
+const SAVE_LUA: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if not cur then return {0, ''} end
 local mine = string.sub(ARGV[2], -8)
@@ -211,20 +220,32 @@ local n = string.byte(cur, 17) * 256 + string.byte(cur, 18)
 local value = string.sub(ARGV[2], 1, -17) .. string.sub(cur, -8) .. mine
 redis.call('SET', KEYS[1], value, 'PXAT', ARGV[3])
 return {2, string.sub(cur, 19, 18 + n)}
-",
-    )
-});
+";
 
 /// Moves the deadline, in the header and for Redis's own expiry, if the
 /// version is still `ARGV[3]` (a missing key reads as an empty string).
-static TOUCH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+static TOUCH: LazyLock<Script> = LazyLock::new(|| Script::new(TOUCH_LUA));
+
+/// [`TOUCH`] after raising the owner's index entry (`KEYS[2]`, member
+/// `ARGV[4]`, `ARGV[5]` the time now), for a standalone server.
+static TOUCH_INDEXED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&(index_lua("KEYS[2]", "ARGV[4]", "ARGV[2]", "ARGV[5]") + TOUCH_LUA))
+});
+
+const TOUCH_LUA: &str = r"
 if redis.call('GETRANGE', KEYS[1], 0, 7) ~= ARGV[3] then return 0 end
 redis.call('SETRANGE', KEYS[1], 8, ARGV[1])
 redis.call('PEXPIREAT', KEYS[1], ARGV[2])
 return 1
-",
+";
+
+/// `SET NX PXAT` of the value `ARGV[1]` until `ARGV[2]` after raising the
+/// owner's index entry (`KEYS[2]`, member `ARGV[3]`, `ARGV[4]` the time now),
+/// for a standalone server.
+static CREATE_INDEXED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        &(index_lua("KEYS[2]", "ARGV[3]", "ARGV[2]", "ARGV[4]")
+            + "return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PXAT', ARGV[2])\n"),
     )
 });
 
@@ -245,19 +266,28 @@ return 1
     )
 });
 
-/// Adds or raises one entry of an owner's index, drops expired entries, and
-/// lets the index expire with its last session.
+/// Raises one entry of an owner's index (`ARGV[1]`) to `ARGV[2]`, drops
+/// entries whose deadline passed (`ARGV[3]`, the time now), and lets the
+/// index expire with its last session.
 static INDEX: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
-redis.call('ZADD', KEYS[1], 'GT', ARGV[2], ARGV[1])
-local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-if top[2] then redis.call('PEXPIREAT', KEYS[1], top[2]) end
-return 1
-",
-    )
+    Script::new(&(index_lua("KEYS[1]", "ARGV[1]", "ARGV[2]", "ARGV[3]") + "return 1\n"))
 });
+
+/// The Lua that raises `member`'s entry in the index `key` to `score` (`ZADD
+/// GT`: entries only ever rise, so each holds an upper bound of its
+/// session's deadline), drops the entries whose score is before `now`, and
+/// lets the index expire with its last session. On its own in [`INDEX`], and
+/// ahead of the write in the standalone scripts that index and write in one
+/// step.
+fn index_lua(key: &str, member: &str, score: &str, now: &str) -> String {
+    format!(
+        "redis.call('ZREMRANGEBYSCORE', {key}, '-inf', {now})
+redis.call('ZADD', {key}, 'GT', {score}, {member})
+local top = redis.call('ZRANGE', {key}, -1, -1, 'WITHSCORES')
+if top[2] then redis.call('PEXPIREAT', {key}, top[2]) end
+"
+    )
+}
 
 /// The connection settings of [`RedisStore::connect`] and
 /// [`RedisStore::connect_lazy`].
@@ -391,6 +421,23 @@ impl RedisStore {
         key
     }
 
+    /// Whether a write raises its owner's index entry in its own script: on
+    /// a standalone server both keys live on the one node (one round trip,
+    /// atomic); on a Cluster they may not, and the entry is raised first with
+    /// [`index`](Self::index).
+    fn indexes_inline(&self) -> bool {
+        matches!(self.conn, Conn::Single(_))
+    }
+
+    /// Adds what the `*_INDEXED` scripts take after the write's own keys and
+    /// arguments: `owner`'s index, `id`'s entry and the time now.
+    fn index_args(&self, invocation: &mut ScriptInvocation<'_>, owner: &str, id: &RecordId) {
+        invocation
+            .key(self.owner_key(owner))
+            .arg(id.to_string())
+            .arg(now_unix_millis());
+    }
+
     /// Raises `id`'s entry in `owner`'s index to `expires_at`.
     async fn index(&self, owner: &str, id: &RecordId, expires_at: i64) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
@@ -438,24 +485,28 @@ impl RedisStore {
     async fn create_value(&self, record: &Record, data: Vec<u8>) -> Result<Created, StoreError> {
         let expires = unix_millis(record.expires_at);
         let mut conn = self.conn.clone();
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(self.key(&record.id))
-            .arg(&data)
-            .arg("NX")
-            .arg("PXAT")
-            .arg(expires);
-        let create = async {
-            cmd.query_async::<Value>(&mut conn)
-                .await
-                .map_err(command("create"))
-        };
-        // Index first, and only then write: an index entry without a record
-        // is harmless, a live record missing from its owner's index is not
-        // (logging the owner out everywhere would miss it).
-        if let Some(owner) = &record.owner {
-            self.index(owner, &record.id, expires).await?;
+        let key = self.key(&record.id);
+        // An index entry without a record is harmless, a live record missing
+        // from its owner's index is not (logging the owner out everywhere
+        // would miss it): the entry is raised before the write, and no write
+        // is made if it could not be.
+        let reply = match record.owner.as_deref() {
+            Some(owner) if self.indexes_inline() => {
+                let mut invocation = CREATE_INDEXED.key(key);
+                invocation.arg(&data).arg(expires);
+                self.index_args(&mut invocation, owner, &record.id);
+                invocation.invoke_async::<Value>(&mut conn).await
+            }
+            owner => {
+                if let Some(owner) = owner {
+                    self.index(owner, &record.id, expires).await?;
+                }
+                let mut cmd = redis::cmd("SET");
+                cmd.arg(key).arg(&data).arg("NX").arg("PXAT").arg(expires);
+                cmd.query_async::<Value>(&mut conn).await
+            }
         }
-        let reply = create.await?;
+        .map_err(command("create"))?;
         // `NX`: nil when the key exists. With 256-bit ids, a value with this
         // write's token is this very write, resent by the Cluster client
         // after its connection dropped before the reply; anything else there
@@ -480,22 +531,23 @@ impl RedisStore {
     ) -> Result<Saved, StoreError> {
         let expires = unix_millis(record.expires_at);
         let mut conn = self.conn.clone();
-        let mut invocation = SAVE.key(self.key(&record.id));
+        let owner = record.owner.as_deref();
+        let inline = owner.is_some() && self.indexes_inline();
+        let mut invocation = if inline { &SAVE_INDEXED } else { &SAVE }.key(self.key(&record.id));
         invocation
             .arg(&value::version_bytes(expected_version)[..])
             .arg(data)
             .arg(expires);
-        let save = async {
-            invocation
-                .invoke_async::<(i64, Vec<u8>)>(&mut conn)
-                .await
-                .map_err(command("save"))
-        };
         // Index first, as in `create_value`.
-        if let Some(owner) = &record.owner {
-            self.index(owner, &record.id, expires).await?;
+        match owner {
+            Some(owner) if inline => self.index_args(&mut invocation, owner, &record.id),
+            Some(owner) => self.index(owner, &record.id, expires).await?,
+            None => {}
         }
-        let (status, old_owner) = save.await?;
+        let (status, old_owner) = invocation
+            .invoke_async::<(i64, Vec<u8>)>(&mut conn)
+            .await
+            .map_err(command("save"))?;
         match status {
             0 => Ok(Saved::Missing),
             1 => Ok(Saved::Conflict),
@@ -544,23 +596,25 @@ impl Store for RedisStore {
     ) -> Result<bool, StoreError> {
         let expires = unix_millis(expires_at);
         let mut conn = self.conn.clone();
-        let mut invocation = TOUCH.key(self.key(id));
+        // A deadline already past (how a rotation retires its old record)
+        // needs no higher bound in the index.
+        let raise = owner.filter(|_| expires > now_unix_millis());
+        let inline = raise.is_some() && self.indexes_inline();
+        let mut invocation = if inline { &TOUCH_INDEXED } else { &TOUCH }.key(self.key(id));
         invocation
             .arg(&value::deadline_bytes(expires_at)[..])
             .arg(expires)
             .arg(&value::version_bytes(version)[..]);
-        let touch = async {
-            invocation
-                .invoke_async::<i64>(&mut conn)
-                .await
-                .map_err(command("touch"))
-        };
-        // Index first, as in `create_value`; a deadline already past (how a
-        // rotation retires its old record) needs no higher bound.
-        if let Some(owner) = owner.filter(|_| expires > now_unix_millis()) {
-            self.index(owner, id, expires).await?;
+        // Index first, as in `create_value`.
+        match raise {
+            Some(owner) if inline => self.index_args(&mut invocation, owner, id),
+            Some(owner) => self.index(owner, id, expires).await?,
+            None => {}
         }
-        let touched = touch.await?;
+        let touched: i64 = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(command("touch"))?;
         let touched = touched == 1;
         if touched && expires <= now_unix_millis() {
             // A deadline already past ends the session at once (a rotation
@@ -681,7 +735,28 @@ mod tests {
     /// by a failing test expire with their sessions.
     async fn store() -> Option<RedisStore> {
         let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-        match RedisStore::connect(&url).await {
+        let what = format!("Redis at {url} (REDIS_URL)");
+        connected(
+            &what,
+            RedisStore::connect(&url).await.map_err(|e| e.to_string()),
+        )
+    }
+
+    /// The same on the Cluster at `REDIS_CLUSTER_URLS`, which `cargo xtask
+    /// test` starts.
+    async fn cluster_store() -> Option<RedisStore> {
+        let urls = std::env::var("REDIS_CLUSTER_URLS").unwrap_or_default();
+        let what = format!("a Redis Cluster at {urls:?} (REDIS_CLUSTER_URLS)");
+        let nodes: Vec<&str> = urls.split(',').filter(|u| !u.is_empty()).collect();
+        if nodes.is_empty() {
+            return connected(&what, Err("not set".into()));
+        }
+        let store = RedisStore::connect_cluster(nodes).await;
+        connected(&what, store.map_err(|e| e.to_string()))
+    }
+
+    fn connected(what: &str, store: Result<RedisStore, String>) -> Option<RedisStore> {
+        match store {
             Ok(store) => {
                 let id = session_core::Id::generate().expect("OS random source");
                 let mut prefix = String::from("unit-");
@@ -691,13 +766,75 @@ mod tests {
                 Some(store.with_prefix(prefix))
             }
             Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-                panic!("Redis at {url} is required in CI: {e}")
+                panic!("{what} is required in CI: {e}")
             }
             Err(e) => {
-                eprintln!("SKIPPED: Redis at {url} (REDIS_URL) is not available ({e}); install redis-server");
+                eprintln!("SKIPPED: {what} is not available ({e}); install redis-server");
                 None
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_write_whose_index_entry_failed_is_not_made() {
+        // On a standalone server the entry is raised in the write's script,
+        // on a Cluster by a command of its own: both paths.
+        for store in [store().await, cluster_store().await].into_iter().flatten() {
+            no_write_without_its_index_entry(&store).await;
+        }
+    }
+
+    async fn no_write_without_its_index_entry(store: &RedisStore) {
+        let mut r = session_core::testing::sample_record();
+        r.owner = Some("alice".into());
+        assert_eq!(store.create(&r).await.expect("create"), Created::Created);
+        // Break alice's index: a string where her sorted set was (gone in a
+        // minute should the test fail), so that every command on it fails
+        // while the session's own key still takes writes.
+        let mut conn = store.conn.clone();
+        let index = store.owner_key("alice");
+        let (): () = redis::cmd("SET")
+            .arg(&index)
+            .arg("not an index")
+            .arg("PX")
+            .arg(60_000)
+            .query_async(&mut conn)
+            .await
+            .expect("break the index");
+        let refused = |e: StoreError| {
+            let mut chain = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                chain = format!("{chain}: {cause}");
+                source = cause.source();
+            }
+            assert!(chain.contains("WRONGTYPE"), "{chain}");
+        };
+        // A save, a touch and a create that could not raise the index change
+        // nothing: a live record missing from its owner's index would
+        // survive the owner's logout everywhere once the old entry lapses.
+        let mut next = r.clone();
+        next.version = r.version + 1;
+        next.expires_at += time::Duration::hours(1);
+        next.data.insert("role".into(), b"\xa5admin".to_vec());
+        refused(store.save(&next, r.version).await.expect_err("save"));
+        refused(
+            store
+                .touch(&r.id, r.version, Some("alice"), next.expires_at)
+                .await
+                .expect_err("touch"),
+        );
+        assert_eq!(store.load(&r.id).await.expect("load"), Some(r.clone()));
+        let mut other = session_core::testing::sample_record();
+        other.owner = Some("alice".into());
+        refused(store.create(&other).await.expect_err("create"));
+        assert_eq!(store.load(&other.id).await.expect("load"), None);
+        let (): () = redis::cmd("DEL")
+            .arg(&index)
+            .query_async(&mut conn)
+            .await
+            .expect("clean up");
+        store.delete(&r.id).await.expect("clean up");
     }
 
     #[tokio::test]
