@@ -1892,59 +1892,25 @@ mod tests {
         assert_eq!(second.block_on(f.n(&cookie)), Some(1));
     }
 
-    #[test]
-    fn updates_waiting_on_a_saver_that_was_dropped_try_again() {
-        use futures_util::FutureExt;
-        let f = fixture();
-        let first = current_thread();
-        let second = current_thread();
-        let cookie = second.block_on(f.stored());
-        // An update on the first runtime opens a gathering and spawns its
-        // saver there; an update of the same session on the second runtime
-        // joins it and waits.
-        let a = f.open(Some(&cookie));
-        let mut opener = Box::pin(a.increment("n", 1));
-        {
-            let _entered = first.enter();
-            assert!(
-                (&mut opener).now_or_never().is_none(),
-                "it waits for its saver"
-            );
-        }
-        let b = f.open(Some(&cookie));
-        let mut member = Box::pin(b.increment("n", 1));
-        {
-            let _entered = second.enter();
-            assert!(
-                (&mut member).now_or_never().is_none(),
-                "it joined the gathering"
-            );
-        }
-        // The first runtime shuts down before the saver ran; no other update
-        // of the record comes.
-        drop(opener);
-        drop(first);
-        let n = second.block_on(async {
-            let n = tokio::time::timeout(Duration::from_secs(5), member)
-                .await
-                .expect("a member waited for a saver that is gone")
-                .unwrap();
-            b.commit().await.unwrap();
-            n
-        });
-        assert_eq!(n, 1, "only the member's increment was acknowledged");
-        assert_eq!(second.block_on(f.n(&cookie)), Some(1));
+    /// Two runtimes sharing one manager, as actix-web's workers do: an
+    /// update on the first opens a gathering and spawns its saver there; an
+    /// update of the same session on the second joins it and waits.
+    struct Gathered {
+        first: tokio::runtime::Runtime,
+        second: tokio::runtime::Runtime,
+        cookie: String,
+        opener: futures_util::future::BoxFuture<'static, Result<i64>>,
+        member: futures_util::future::BoxFuture<'static, Result<i64>>,
+        member_session: Session,
     }
 
-    #[test]
-    fn updates_whose_saver_stopped_during_its_save_fail_rather_than_apply_twice() {
+    fn gathered_across_runtimes(f: &Fixture) -> Gathered {
         use futures_util::FutureExt;
-        let f = fixture();
         let first = current_thread();
         let second = current_thread();
         let cookie = second.block_on(f.stored());
         let a = f.open(Some(&cookie));
-        let mut opener = Box::pin(a.increment("n", 1));
+        let mut opener = async move { a.increment("n", 1).await }.boxed();
         {
             let _entered = first.enter();
             assert!(
@@ -1952,8 +1918,9 @@ mod tests {
                 "it waits for its saver"
             );
         }
-        let b = f.open(Some(&cookie));
-        let mut member = Box::pin(b.increment("n", 1));
+        let member_session = f.open(Some(&cookie));
+        let b = member_session.clone();
+        let mut member = async move { b.increment("n", 1).await }.boxed();
         {
             let _entered = second.enter();
             assert!(
@@ -1962,19 +1929,53 @@ mod tests {
             );
         }
         assert_eq!(f.gathered_n(&cookie), Some(2), "one gathering holds both");
+        Gathered {
+            first,
+            second,
+            cookie,
+            opener,
+            member,
+            member_session,
+        }
+    }
+
+    #[test]
+    fn updates_waiting_on_a_saver_that_was_dropped_try_again() {
+        let f = fixture();
+        let g = gathered_across_runtimes(&f);
+        // The first runtime shuts down before the saver ran; no other update
+        // of the record comes.
+        drop(g.opener);
+        drop(g.first);
+        let n = g.second.block_on(async {
+            let n = tokio::time::timeout(Duration::from_secs(5), g.member)
+                .await
+                .expect("a member waited for a saver that is gone")
+                .unwrap();
+            g.member_session.commit().await.unwrap();
+            n
+        });
+        assert_eq!(n, 1, "only the member's increment was acknowledged");
+        assert_eq!(g.second.block_on(f.n(&g.cookie)), Some(1));
+    }
+
+    #[test]
+    fn updates_whose_saver_stopped_during_its_save_fail_rather_than_apply_twice() {
+        let f = fixture();
+        let g = gathered_across_runtimes(&f);
         // The saver starts its store call, which does not answer before the
         // first runtime shuts down: whether it landed is unknown.
         f.store.delay(Some(Duration::from_secs(3600)));
-        first.block_on(async {
+        g.first.block_on(async {
             while f.store.counts().save == 0 {
                 tokio::task::yield_now().await;
             }
         });
-        drop(opener);
-        drop(first);
+        drop(g.opener);
+        drop(g.first);
         f.store.delay(None);
-        let outcome = second.block_on(async {
-            tokio::time::timeout(Duration::from_secs(5), member)
+        let outcome = g.second.block_on(async {
+            tokio::time::timeout(Duration::from_secs(5), g.member)
                 .await
                 .expect("a member waited for a saver that is gone")
         });
