@@ -230,6 +230,9 @@ pub(crate) enum Outcome {
     Saved(Arc<Record>),
     /// Another process wrote first: run again on the fresh record.
     Conflict,
+    /// The saver went away before its store call: nothing was written; run
+    /// again (not a conflict: it does not count against the retries).
+    Unsaved,
     /// The session no longer exists.
     Ended,
     /// The store failed or timed out.
@@ -285,7 +288,7 @@ pub(crate) async fn outcome(rx: oneshot::Receiver<Outcome>) -> Outcome {
     // Without a word, the saver went away before its store call (its runtime
     // shut down): nothing was saved, so try again. (One that went away during
     // its store call answers `Failed`: see `Closer`.)
-    rx.await.unwrap_or(Outcome::Conflict)
+    rx.await.unwrap_or(Outcome::Unsaved)
 }
 
 /// The saver: lets the updates already waiting for the turn join, then

@@ -23,8 +23,8 @@
 //! sweeping.
 //! Each owner has a sorted set `{prefix}owner:{sha256(owner)}` of record ids
 //! scored by their deadlines, pruned of expired entries on every write and
-//! expiring with its last session, so the index never grows with dead
-//! sessions.
+//! expiring with its last session, so the entry of a session that is gone
+//! stays at most until its deadline.
 //!
 //! # Round trips
 //!
@@ -711,15 +711,15 @@ impl Store for RedisStore {
             }
         }))
         .await;
+        // The entries stay, to leave at their deadline: a missing record or
+        // another owner's may be a create or a login's save on its way (see
+        // `ids_of_owner`), and even the entry of a record deleted here may
+        // still be needed, should the Cluster client resend that record's
+        // create after this delete.
         let mut n = 0;
-        for (id, deleted) in ids.iter().zip(deletions) {
-            let deleted = deleted?;
-            // Only the entry of a record deleted here goes now; the others
-            // may be a create or a login's save on its way (see
-            // `ids_of_owner`) and leave at their deadline.
-            if deleted == 1 {
+        for deleted in deletions {
+            if deleted? == 1 {
                 n += 1;
-                self.unindex(owner, id).await?;
             }
         }
         Ok(n)
@@ -886,6 +886,41 @@ mod tests {
         assert_eq!(resend().await.expect("resent"), Saved::Saved);
         assert_eq!(store.load(&r.id).await.expect("load"), Some(on_top));
         store.delete(&r.id).await.expect("delete");
+    }
+
+    #[tokio::test]
+    async fn a_create_resent_after_a_logout_everywhere_stays_in_the_index() {
+        let Some(store) = store().await else {
+            return;
+        };
+        let mut r = session_core::testing::sample_record();
+        r.owner = Some("alice".into());
+        let value = value::encode(&r).expect("encode");
+        assert_eq!(
+            store.create_value(&r, value.clone()).await.expect("create"),
+            Created::Created
+        );
+        assert_eq!(store.delete_owner("alice").await.expect("logout"), 1);
+        // The Cluster client resends the create's `SET NX` (the first reply
+        // was lost), and it lands only now.
+        let mut conn = store.conn.clone();
+        let _: Value = redis::cmd("SET")
+            .arg(store.key(&r.id))
+            .arg(&value)
+            .arg("NX")
+            .arg("PXAT")
+            .arg(unix_millis(r.expires_at))
+            .query_async(&mut conn)
+            .await
+            .expect("resend");
+        // The owner's next logout everywhere still finds it.
+        assert_eq!(store.ids_of_owner("alice").await.expect("list"), vec![r.id]);
+        assert_eq!(store.delete_owner("alice").await.expect("logout"), 1);
+        let (): () = redis::cmd("DEL")
+            .arg(store.owner_key("alice"))
+            .query_async(&mut conn)
+            .await
+            .expect("clean up");
     }
 
     #[tokio::test]
