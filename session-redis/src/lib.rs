@@ -785,6 +785,24 @@ mod tests {
             .expect("clean up");
     }
 
+    /// A record of alice's.
+    fn alices() -> Record {
+        let mut r = session_core::testing::sample_record();
+        r.owner = Some("alice".into());
+        r
+    }
+
+    /// A record of alice's, created in `store`, and the value it was sent as.
+    async fn created_for_alice(store: &RedisStore) -> (Record, Vec<u8>) {
+        let r = alices();
+        let value = value::encode(&r).expect("encode");
+        assert_eq!(
+            store.create_value(&r, value.clone()).await.expect("create"),
+            Created::Created
+        );
+        (r, value)
+    }
+
     #[tokio::test]
     async fn a_write_whose_index_entry_failed_is_not_made() {
         // On a standalone server the entry is raised in the write's script,
@@ -795,9 +813,7 @@ mod tests {
     }
 
     async fn no_write_without_its_index_entry(store: &RedisStore) {
-        let mut r = session_core::testing::sample_record();
-        r.owner = Some("alice".into());
-        assert_eq!(store.create(&r).await.expect("create"), Created::Created);
+        let (r, _) = created_for_alice(store).await;
         // Break alice's index: a string where her sorted set was (gone in a
         // minute should the test fail), so that every command on it fails
         // while the session's own key still takes writes.
@@ -835,8 +851,7 @@ mod tests {
                 .expect_err("touch"),
         );
         assert_eq!(store.load(&r.id).await.expect("load"), Some(r.clone()));
-        let mut other = session_core::testing::sample_record();
-        other.owner = Some("alice".into());
+        let other = alices();
         refused(store.create(&other).await.expect_err("create"));
         assert_eq!(store.load(&other.id).await.expect("load"), None);
         forget(store, "alice").await;
@@ -848,13 +863,7 @@ mod tests {
         let Some(store) = store().await else {
             return;
         };
-        let mut r = session_core::testing::sample_record();
-        r.owner = Some("alice".into());
-        let value = value::encode(&r).expect("encode");
-        assert_eq!(
-            store.create_value(&r, value.clone()).await.expect("create"),
-            Created::Created
-        );
+        let (r, value) = created_for_alice(&store).await;
         assert_eq!(
             store.create_value(&r, value).await.expect("resent"),
             Created::Created
@@ -900,13 +909,7 @@ mod tests {
         let Some(store) = store().await else {
             return;
         };
-        let mut r = session_core::testing::sample_record();
-        r.owner = Some("alice".into());
-        let value = value::encode(&r).expect("encode");
-        assert_eq!(
-            store.create_value(&r, value.clone()).await.expect("create"),
-            Created::Created
-        );
+        let (r, value) = created_for_alice(&store).await;
         assert_eq!(store.delete_owner("alice").await.expect("logout"), 1);
         // The Cluster client resends the create's `SET NX` (the first reply
         // was lost), and it lands only now.
