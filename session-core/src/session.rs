@@ -806,12 +806,15 @@ impl Session {
     /// `None` returns to the configured lifetime.
     ///
     /// # Errors
-    /// [`Error::Invalid`] for a lifetime without any timeout or with one
-    /// shorter than a second or longer than 400 days, or a store error on
-    /// first use.
+    /// [`Error::Invalid`] for a lifetime without any timeout, with one
+    /// shorter than a second or longer than 400 days, or with an idle timeout
+    /// no longer than the configured touch interval (the rule
+    /// [`ConfigBuilder::build`](crate::ConfigBuilder::build) applies to the
+    /// default lifetime); or a store error on first use.
     pub async fn set_lifetime(&self, lifetime: Option<Lifetime>) -> Result<()> {
         if let Some(l) = &lifetime {
-            validate_lifetime(l).map_err(Error::Invalid)?;
+            let touch_interval = self.manager().inner.config.touch_interval;
+            validate_lifetime(l, touch_interval).map_err(Error::Invalid)?;
         }
         let mut state = self.loaded().await?;
         state.lifetime = lifetime;
@@ -2500,13 +2503,18 @@ mod tests {
                 ..
             }
         ));
-        // A lifetime without timeouts is refused.
-        assert!(matches!(
-            f.open(Some(&cookie))
-                .set_lifetime(Some(Lifetime::new()))
-                .await,
-            Err(Error::Invalid(_))
-        ));
+        // A lifetime without timeouts is refused, and so is an idle timeout
+        // the touch interval (60 s by default) would outlast: a session read
+        // every 40 s would never have its deadline moved and expire in use.
+        for refused in [
+            Lifetime::new(),
+            Lifetime::new().with_idle_timeout(Some(Duration::from_secs(45))),
+        ] {
+            assert!(matches!(
+                f.open(Some(&cookie)).set_lifetime(Some(refused)).await,
+                Err(Error::Invalid(_))
+            ));
+        }
     }
 
     #[tokio::test]
