@@ -73,6 +73,17 @@ mod tests {
     }
 
     #[test]
+    fn errors_answer_with_their_own_status_and_reason() {
+        let ended = fail(&session_core::Error::Ended);
+        assert_eq!(ended.0, 409);
+        assert!(ended.1.starts_with("Conflict"), "{}", ended.1);
+        let busy = fail(&session_core::Error::Contention { attempts: 4 });
+        assert_eq!(busy, (503, "Service Unavailable".into()));
+        let invalid = fail(&session_core::Error::Invalid("x".into()));
+        assert_eq!(invalid, (500, "Internal Server Error".into()));
+    }
+
+    #[test]
     fn passwords_never_reach_the_banner() {
         let d = StoreChoice::Redis("redis://:hunter2@db:6379".into()).describe();
         assert!(!d.contains("hunter2"), "{d}");
@@ -405,7 +416,7 @@ pub fn start_banner(framework: &str, settings: &Settings) {
     );
     if settings.config.secure() {
         banner.push_str(
-            "  cookies are Secure: browsers and curl accept them on http://localhost and 127.0.0.1; for another host over plain HTTP, run with SESSION_SECURE=false\n",
+            "  cookies are Secure: Chrome, Firefox and curl accept them on http://localhost and 127.0.0.1; for Safari, or another name over plain HTTP, run with SESSION_SECURE=false\n",
         );
     } else {
         banner.push_str("  SESSION_SECURE=false: the cookie's Secure attribute is OFF (plain-HTTP local use only)\n");
@@ -420,10 +431,10 @@ pub fn start_banner(framework: &str, settings: &Settings) {
 fn fail(error: &session_core::Error) -> Reply {
     tracing::error!(%error, "session error");
     let status = error.http_status();
-    let text = if status == 503 {
-        "Service Unavailable"
-    } else {
-        "Internal Server Error"
+    let text = match status {
+        503 => "Service Unavailable",
+        409 => "Conflict: the session was ended by another request",
+        _ => "Internal Server Error",
     };
     (status, text.into())
 }

@@ -297,7 +297,7 @@ async fn fill_ours(n: usize) -> Result<(u64, usize, u64), String> {
             .map_err(|e| e.to_string())?;
         s.commit().await.map_err(|e| e.to_string())?;
     }
-    store.run_pending_tasks().await;
+    store.remove_expired();
     Ok((store.len(), our_entry_bytes(n as u64)?, rss_bytes()))
 }
 

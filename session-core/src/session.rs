@@ -35,7 +35,12 @@ const CREATE_ATTEMPTS: u32 = 4;
 /// A cheap handle (clone it freely): the adapter keeps one to
 /// [`commit`](Session::commit) after the handler, the handler gets another.
 /// Nothing is loaded until a method needs the data, so a handler that never
-/// uses its session costs no store call.
+/// uses its session costs no store call. The commit runs once, when the
+/// handler has answered: a clone kept beyond that (in a spawned task, a
+/// WebSocket) must call [`save`](Session::save) after its writes, or they
+/// are dropped with it. [`update`](Session::update),
+/// [`increment`](Session::increment) and [`login`](Session::login) write at
+/// once wherever they run.
 ///
 /// Values are any `Serialize` / `DeserializeOwned` type, encoded by the
 /// configured [`Codec`](crate::Codec). Writes are kept as a change log; if
@@ -402,12 +407,17 @@ impl Session {
     }
 
     /// Stores `value` under `key` (Iris's `Set`), replacing any previous value.
+    /// It takes the value or a reference to it, whichever the caller has:
+    /// `insert("n", 1)`, `insert("name", "iris")` and `insert("user", &user)`
+    /// all work. The value is encoded at once; nothing is written to the store
+    /// until the request's commit.
     ///
     /// # Errors
     /// [`Error::Value`] when the value cannot be encoded, or a store error on
     /// first use.
-    pub async fn insert<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
+    pub async fn insert<T: Serialize>(&self, key: &str, value: T) -> Result<()> {
         let bytes = self.encode(key, &value)?;
+        drop(value);
         let mut state = self.loaded().await?;
         Self::push(&mut state, Change::Set(key.to_owned(), bytes));
         Ok(())
@@ -460,7 +470,7 @@ impl Session {
     ///
     /// # Errors
     /// [`Error::Value`] when the value cannot be encoded, or a store error.
-    pub async fn insert_flash<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
+    pub async fn insert_flash<T: Serialize>(&self, key: &str, value: T) -> Result<()> {
         self.insert(&flash_key(key), value).await
     }
 
@@ -1763,6 +1773,46 @@ mod tests {
         assert_eq!(read().await, 1);
         // The touch moved the deadline: the next read is a minute away again.
         assert_eq!(read().await, 1);
+    }
+
+    #[tokio::test]
+    async fn insert_takes_a_value_or_a_reference() {
+        let f = fixture();
+        let s = f.open(None);
+        let tags = vec!["a".to_owned(), "b".to_owned()];
+        s.insert("n", 7).await.unwrap();
+        s.insert("name", String::from("iris")).await.unwrap();
+        s.insert("tags", &tags).await.unwrap();
+        s.insert("first", tags[0].as_str()).await.unwrap();
+        s.insert_flash("notice", "saved").await.unwrap();
+        let SetCookie::Set { value, .. } = s.commit().await.unwrap() else {
+            panic!("a new session sets its cookie");
+        };
+        let s = f.open(Some(&value));
+        assert_eq!(s.get::<i64>("n").await.unwrap(), Some(7));
+        assert_eq!(s.get_string("name").await.unwrap(), "iris");
+        assert_eq!(s.get::<Vec<String>>("tags").await.unwrap(), Some(tags));
+        assert_eq!(s.get_string("first").await.unwrap(), "a");
+        assert_eq!(
+            s.take_flash::<String>("notice").await.unwrap().as_deref(),
+            Some("saved")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_clone_that_outlives_the_commit_saves_its_writes_with_save() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        let s = f.open(Some(&cookie));
+        let kept = s.clone();
+        s.get_string("name").await.unwrap();
+        assert_eq!(s.commit().await.unwrap(), SetCookie::Unchanged);
+        kept.insert("late", 1).await.unwrap();
+        kept.save().await.unwrap();
+        assert_eq!(
+            f.open(Some(&cookie)).get::<i64>("late").await.unwrap(),
+            Some(1)
+        );
     }
 
     #[tokio::test]

@@ -32,9 +32,13 @@ use crate::{until, DEFAULT_MAX_BYTES};
 ///   destroyed. Its own writes to such a session still fail the
 ///   compare-and-set, so nothing stale is ever written back. Set
 ///   `max_staleness` to what your app tolerates; zero disables caching.
-/// * **Idle sessions leave memory** after `idle_eviction` (default 2 minutes,
-///   Iris's `GcDuration`) and are reloaded from the backing store on the next
-///   request; memory is bounded by `max_bytes`.
+/// * **Copies leave memory** at the first of two limits: `max_staleness`
+///   after they were cached (the next request reloads from the backing
+///   store), or `idle_eviction` after their last use (Iris's `GcDuration`).
+///   With the defaults (5 seconds and 2 minutes) the staleness bound comes
+///   first, so the cache absorbs bursts of requests to a session; raise
+///   `max_staleness` to keep copies longer, and `idle_eviction` then drops the
+///   sessions nobody uses. Memory is bounded by `max_bytes` either way.
 ///
 /// ```
 /// use std::time::Duration;
@@ -89,7 +93,9 @@ impl<S: Store> CachedStoreBuilder<S> {
         self
     }
 
-    /// How long an unused session stays in memory. Default 2 minutes.
+    /// How long an unused session stays in memory. Default 2 minutes. A copy
+    /// also leaves at `max_staleness` after it was cached, so this matters
+    /// only when it is the shorter of the two.
     pub fn idle_eviction(mut self, d: Duration) -> Self {
         self.idle_eviction = d;
         self

@@ -225,7 +225,7 @@ impl fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryStore")
             .field("sessions", &self.len())
-            .field("bytes", &self.weighted_size())
+            .field("bytes", &self.bytes())
             .finish()
     }
 }
@@ -302,7 +302,7 @@ impl MemoryStore {
     }
 
     /// The bytes charged to the budget.
-    pub fn weighted_size(&self) -> u64 {
+    pub fn bytes(&self) -> u64 {
         self.inner.shards.iter().map(|s| lock(s).bytes).sum()
     }
 
@@ -311,9 +311,12 @@ impl MemoryStore {
         self.inner.evicted.load(Ordering::Relaxed)
     }
 
-    /// Drops every expired session now (what [`Store::delete_expired`] does).
-    pub async fn run_pending_tasks(&self) {
-        self.sweep();
+    /// Drops every expired session now and returns how many it dropped (what
+    /// [`Store::delete_expired`] does). Expired sessions are never served
+    /// either way; this frees their memory before the sweep that writes run
+    /// every few seconds reaches them.
+    pub fn remove_expired(&self) -> u64 {
+        self.sweep()
     }
 
     fn sweep(&self) -> u64 {
@@ -550,7 +553,7 @@ mod tests {
         for t in tasks {
             t.await.unwrap();
         }
-        assert!(store.weighted_size() <= 256 * 1024);
+        assert!(store.bytes() <= 256 * 1024);
         assert_books_balance(&store);
         let ended = store.delete_owner("owner-0").await.unwrap()
             + store.delete_owner("owner-1").await.unwrap()
@@ -562,7 +565,7 @@ mod tests {
             store.len()
         );
         assert_books_balance(&store);
-        assert_eq!(store.weighted_size(), 0);
+        assert_eq!(store.bytes(), 0);
     }
 
     #[tokio::test]
@@ -572,11 +575,11 @@ mod tests {
         for _ in 0..5_000 {
             store.create(&record(1024)).await.unwrap();
         }
-        store.run_pending_tasks().await;
+        store.remove_expired();
         assert!(
-            store.weighted_size() <= budget,
+            store.bytes() <= budget,
             "{} bytes held for a budget of {budget}",
-            store.weighted_size()
+            store.bytes()
         );
         assert!(store.len() < 5_000);
     }
@@ -598,7 +601,7 @@ mod tests {
             store.create(&r).await.unwrap();
         }
         assert!(store.evicted() > 0);
-        assert!(store.weighted_size() <= 256 * 1024);
+        assert!(store.bytes() <= 256 * 1024);
         assert!(store.load(&stale.id).await.unwrap().is_none());
         assert!(store.load(&active.id).await.unwrap().is_some());
     }
@@ -614,7 +617,14 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(80)).await;
         assert_eq!(store.delete_expired().await.unwrap(), 1);
         assert_eq!(store.len(), 1);
-        assert!(store.weighted_size() > 0);
+        assert!(store.bytes() > 0);
+        // The same sweep, called on the store itself.
+        let mut short = record(10);
+        short.expires_at = OffsetDateTime::now_utc() + time::Duration::milliseconds(50);
+        store.create(&short).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(store.remove_expired(), 1);
+        assert_eq!(store.len(), 1);
     }
 
     #[tokio::test]
@@ -626,7 +636,7 @@ mod tests {
         for _ in 0..2_000 {
             store.create(&record(1024)).await.unwrap();
         }
-        store.run_pending_tasks().await;
+        store.remove_expired();
         // Whether or not alice's session survived, the index never reports a
         // session that is not there.
         let listed = store.ids_of_owner("alice").await.unwrap();
