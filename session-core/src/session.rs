@@ -60,6 +60,46 @@ const CREATE_ATTEMPTS: u32 = 4;
 /// assert_eq!(session.get::<String>("name").await?, None);
 /// # Ok(()) }
 /// ```
+///
+/// Logging in and out, "remember me" and a flash message, as three handlers
+/// would do it:
+///
+/// ```
+/// use std::time::Duration;
+/// use session_core::{Lifetime, Session};
+///
+/// async fn log_in(session: Session, user_id: &str, remember: bool) -> session_core::Result<()> {
+///     // A new id (the old one stops working) and the owner that "log out
+///     // everywhere" finds; the data is kept.
+///     session.login(user_id).await?;
+///     if remember {
+///         // 30 days idle, 90 at most, in a cookie that outlives the browser.
+///         let month = Duration::from_secs(30 * 24 * 3600);
+///         session
+///             .set_lifetime(Some(
+///                 Lifetime::new()
+///                     .with_idle_timeout(Some(month))
+///                     .with_absolute_timeout(Some(3 * month))
+///                     .with_persistent_cookie(true),
+///             ))
+///             .await?;
+///     }
+///     session.insert_flash("notice", format!("Welcome, {user_id}")).await
+/// }
+///
+/// async fn page(session: Session) -> session_core::Result<String> {
+///     let notice: Option<String> = session.take_flash("notice").await?; // shown once
+///     let user = session.owner().await?.unwrap_or_else(|| "guest".into());
+///     Ok(format!("{} {user}", notice.unwrap_or_default()))
+/// }
+///
+/// async fn log_out(session: Session, everywhere: bool) -> session_core::Result<()> {
+///     if everywhere {
+///         session.end_other_sessions().await?; // the owner's other devices
+///     }
+///     session.destroy().await // deleted in the store, cookie removed
+/// }
+/// ```
 #[derive(Clone)]
 pub struct Session {
     shared: Arc<Shared>,
