@@ -50,6 +50,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::get().to(|s: Session| async move { respond(crate::logout_all(&s).await) }),
         )
         .route(
+            "/sessions",
+            web::get().to(|s: Session| async move { respond(crate::sessions(&s).await) }),
+        )
+        .route(
+            "/sessions/end/{id}",
+            web::get().to(|s: Session, id: web::Path<String>| async move {
+                respond(crate::end_session(&s, &id).await)
+            }),
+        )
+        .route(
             "/app",
             web::get().to(|s: Session| async move {
                 let (status, body) = crate::page(&s).await;

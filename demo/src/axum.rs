@@ -52,6 +52,16 @@ pub fn app(manager: Manager) -> Router {
             get(|s: Session| async move { respond(crate::logout_all(&s).await) }),
         )
         .route(
+            "/sessions",
+            get(|s: Session| async move { respond(crate::sessions(&s).await) }),
+        )
+        .route(
+            "/sessions/end/{id}",
+            get(|s: Session, Path(id): Path<String>| async move {
+                respond(crate::end_session(&s, &id).await)
+            }),
+        )
+        .route(
             "/app",
             get(|s: Session| async move {
                 let (status, body) = crate::page(&s).await;

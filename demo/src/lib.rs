@@ -16,6 +16,8 @@
 //! | `/incr` | adds 1 to `count` with `update` | the new count |
 //! | `/login/{user}` | rotates the id, sets the owner | `Logged in as {user}` |
 //! | `/logout-all` | ends every session of the current owner | `Ended {n} session(s) of {user}` |
+//! | `/sessions` | lists the current owner's sessions (a devices page) | `{record id} started {unix} last seen {unix}[ (this one)]` per line |
+//! | `/sessions/end/{id}` | ends one of them | `Ended session {short id}` |
 //! | `/app` | an HTML page for a browser: log in, counter, log out (everywhere) | HTML |
 
 use std::env;
@@ -423,7 +425,7 @@ pub fn start_banner(framework: &str, settings: &Settings) {
     }
     let _ = write!(
         banner,
-        "  routes: /set /get /delete /clear /destroy /incr /login/{{user}} /logout-all"
+        "  routes: /set /get /delete /clear /destroy /incr /login/{{user}} /logout-all /sessions /sessions/end/{{id}}"
     );
     eprintln!("{banner}");
 }
@@ -447,7 +449,7 @@ fn reply(result: session_core::Result<String>) -> Reply {
 pub fn index() -> Reply {
     (
         200,
-        "You should navigate to /set, /get, /delete, /clear, /destroy, /incr, /login/{user} or /logout-all".into(),
+        "You should navigate to /set, /get, /delete, /clear, /destroy, /incr, /login/{user}, /logout-all, /sessions or /sessions/end/{id}".into(),
     )
 }
 
@@ -581,6 +583,58 @@ pub async fn login(session: &Session, user: &str) -> Reply {
     match session.login(user).await {
         Ok(()) => (200, format!("Logged in as {user}")),
         Err(session_core::Error::Invalid(why)) => (400, why),
+        Err(e) => fail(&e),
+    }
+}
+
+/// `/sessions`: the current owner's live sessions, newest first, one line
+/// each: its short record id, when it started and was last seen, and which
+/// one is this request's.
+pub async fn sessions(session: &Session) -> Reply {
+    let owner = match session.owner().await {
+        Ok(Some(owner)) => owner,
+        Ok(None) => return (401, "Not logged in".into()),
+        Err(e) => return fail(&e),
+    };
+    reply(
+        async {
+            let this_one = session.record_id().await?;
+            let views = session.manager().load_sessions_of(&owner).await?;
+            let mut out = String::new();
+            for v in &views {
+                let _ = writeln!(
+                    out,
+                    "{} started {} last seen {}{}",
+                    v.record_id(),
+                    v.created_at().unix_timestamp(),
+                    v.last_seen().map_or(-1, |t| t.unix_timestamp()),
+                    if Some(v.record_id()) == this_one {
+                        " (this one)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            Ok(out)
+        }
+        .await,
+    )
+}
+
+/// `/sessions/end/{id}`: ends one session of the current owner by the record
+/// id `/sessions` listed; another owner's id ends nothing (404).
+pub async fn end_session(session: &Session, id: &str) -> Reply {
+    let owner = match session.owner().await {
+        Ok(Some(owner)) => owner,
+        Ok(None) => return (401, "Not logged in".into()),
+        Err(e) => return fail(&e),
+    };
+    let Ok(id) = id.parse::<session_core::RecordId>() else {
+        return (400, "Not a session id".into());
+    };
+    match session.manager().destroy_session_of(&owner, &id).await {
+        Ok(true) => (200, format!("Ended session {}", id.short())),
+        Ok(false) => (404, "No such session of yours".into()),
         Err(e) => fail(&e),
     }
 }

@@ -59,6 +59,16 @@ async fn logout_all(s: Session) -> Answer {
     respond(crate::logout_all(&s).await)
 }
 
+#[get("/sessions")]
+async fn sessions(s: Session) -> Answer {
+    respond(crate::sessions(&s).await)
+}
+
+#[get("/sessions/end/<id>")]
+async fn end_session(s: Session, id: &str) -> Answer {
+    respond(crate::end_session(&s, id).await)
+}
+
 #[get("/app")]
 async fn page(s: Session) -> (Status, rocket::response::content::RawHtml<String>) {
     let (status, body) = crate::page(&s).await;
@@ -80,7 +90,20 @@ pub fn app(manager: Manager, address: std::net::SocketAddr) -> Rocket<Build> {
         .attach(SessionFairing::new(manager))
         .mount(
             "/",
-            routes![index, set, get, delete, clear, destroy, incr, login, logout_all, page],
+            routes![
+                index,
+                set,
+                get,
+                delete,
+                clear,
+                destroy,
+                incr,
+                login,
+                logout_all,
+                sessions,
+                end_session,
+                page
+            ],
         )
 }
 

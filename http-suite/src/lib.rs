@@ -44,6 +44,7 @@ macro_rules! http_suite {
             destroy_invalidates_server_side,
             concurrent_increments_are_exact,
             logout_all_ends_every_session_of_the_owner,
+            a_devices_page_ends_only_the_owners_sessions,
             store_failure_is_a_clean_5xx,
             failed_save_is_a_bare_500,
             slow_store_times_out,
@@ -504,6 +505,50 @@ pub async fn logout_all_ends_every_session_of_the_owner(spawn: impl Spawn) {
         other.get("/logout-all").await.body,
         "Ended 1 session(s) of dave"
     );
+}
+
+/// `/sessions` lists the owner's sessions and marks this one;
+/// `/sessions/end/{id}` ends one of them, never another owner's.
+pub async fn a_devices_page_ends_only_the_owners_sessions(spawn: impl Spawn) {
+    let d = demo(spawn, plain()).await;
+    let mut laptop = Client::new(&d);
+    let mut phone = Client::new(&d);
+    let mut other = Client::new(&d);
+    assert_eq!(laptop.get("/sessions").await.status, 401);
+    laptop.get("/login/erin").await;
+    phone.get("/login/erin").await;
+    other.get("/login/frank").await;
+    let listed = laptop.get("/sessions").await;
+    assert_eq!(listed.status, 200);
+    let lines: Vec<&str> = listed.body.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", listed.body);
+    assert_eq!(
+        lines.iter().filter(|l| l.ends_with("(this one)")).count(),
+        1
+    );
+    let id_of = |line: &str| line.split(' ').next().unwrap_or_default().to_owned();
+    let phone_line = phone.get("/sessions").await.body;
+    let phone_id = phone_line
+        .lines()
+        .find(|l| l.ends_with("(this one)"))
+        .map(id_of)
+        .expect("the phone's own line");
+    let frank_id = id_of(other.get("/sessions").await.body.trim());
+    // Another owner's id, and a malformed one, end nothing.
+    assert_eq!(
+        laptop
+            .get(&format!("/sessions/end/{frank_id}"))
+            .await
+            .status,
+        404
+    );
+    assert_eq!(laptop.get("/sessions/end/xyz").await.status, 400);
+    assert_eq!(other.get("/incr").await.body, "1");
+    // The laptop ends the phone's session: the phone is logged out.
+    let ended = laptop.get(&format!("/sessions/end/{phone_id}")).await;
+    assert_eq!(ended.status, 200, "{}", ended.body);
+    assert_eq!(phone.get("/sessions").await.status, 401);
+    assert_eq!(laptop.get("/sessions").await.body.lines().count(), 1);
 }
 
 /// A failing store gives a 5xx with no detail in the body, and the app

@@ -17,6 +17,7 @@ mod session;
 mod store;
 mod sweeper;
 mod transport;
+mod view;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -40,3 +41,4 @@ pub use session::{Session, MAX_OWNER_LEN};
 pub use store::{Created, Saved, Store, StoreError, StoreErrorKind};
 pub use sweeper::Sweeper;
 pub use transport::{cookie_values, join_header_values, HeaderUpdate, SetCookie};
+pub use view::SessionView;

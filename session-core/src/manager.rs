@@ -14,6 +14,7 @@ use crate::record::Record;
 use crate::session::Session;
 use crate::store::{Saved, Store};
 use crate::transport::{self, HeaderUpdate, Incoming, SetCookie};
+use crate::view::SessionView;
 
 /// Owns the store, the configuration and the clock; hands each request a
 /// [`Session`]. Cloning is cheap (one `Arc`).
@@ -199,6 +200,64 @@ impl Manager {
     pub async fn sessions_of(&self, owner: &str) -> Result<Vec<RecordId>> {
         self.call("list owner", self.inner.store.ids_of_owner(owner))
             .await
+    }
+
+    /// Every live session of `owner`, newest first, with its times and
+    /// values: what a "your devices" page lists (see [`SessionView`]). One
+    /// listing and one load per session, at most eight at a time; a session
+    /// that ends meanwhile is left out.
+    ///
+    /// # Errors
+    /// [`Error::Store`] or [`Error::Timeout`].
+    pub async fn load_sessions_of(&self, owner: &str) -> Result<Vec<SessionView>> {
+        use futures_util::stream::{self, StreamExt, TryStreamExt};
+        let ids = self.sessions_of(owner).await?;
+        let now = self.now();
+        let mut views: Vec<SessionView> = stream::iter(ids)
+            .map(|id| async move { self.call("load", self.inner.store.load(&id)).await })
+            .buffer_unordered(8)
+            .try_filter_map(|found| async move {
+                Ok(found
+                    .filter(|r| r.owner.as_deref() == Some(owner) && self.is_live(r, now))
+                    .map(|r| {
+                        let lifetime = r.lifetime.unwrap_or(self.inner.config.lifetime);
+                        SessionView::new(r, lifetime, self.inner.config.codec.clone())
+                    }))
+            })
+            .try_collect()
+            .await?;
+        views.sort_by_key(|v| std::cmp::Reverse((v.created_at(), v.record_id())));
+        Ok(views)
+    }
+
+    /// Ends session `id` if it is a live session of `owner`, and returns
+    /// whether it was: the "end this device" button of a page built with
+    /// [`Manager::load_sessions_of`]. An id that belongs to someone else (a
+    /// tampered form) ends nothing.
+    ///
+    /// # Errors
+    /// [`Error::Store`] or [`Error::Timeout`].
+    pub async fn destroy_session_of(&self, owner: &str, id: &RecordId) -> Result<bool> {
+        let found = self.call("load", self.inner.store.load(id)).await?;
+        let theirs = found
+            .is_some_and(|r| r.owner.as_deref() == Some(owner) && self.is_live(&r, self.now()));
+        if theirs {
+            self.destroy_record(id).await?;
+        }
+        Ok(theirs)
+    }
+
+    /// Whether a record is live by the manager's clock: before its stored
+    /// deadline and within the absolute timeout in force now.
+    pub(crate) fn is_live(&self, record: &Record, now: time::OffsetDateTime) -> bool {
+        let lifetime = record.lifetime.unwrap_or(self.inner.config.lifetime);
+        let within_absolute = lifetime.absolute_timeout().is_none_or(|abs| {
+            record
+                .created_at
+                .saturating_add(time::Duration::try_from(abs).unwrap_or(time::Duration::MAX))
+                > now
+        });
+        !record.is_expired(now) && within_absolute
     }
 
     /// Ends every session of `owner` ("log out everywhere") and returns how

@@ -295,16 +295,7 @@ impl Session {
     /// Whether a record is live by the manager's clock: before its stored
     /// deadline and within the absolute timeout in force now.
     fn is_live(&self, record: &Record, now: OffsetDateTime) -> bool {
-        let lifetime = record
-            .lifetime
-            .unwrap_or(self.manager().inner.config.lifetime);
-        let within_absolute = lifetime.absolute_timeout().is_none_or(|abs| {
-            record
-                .created_at
-                .saturating_add(time::Duration::try_from(abs).unwrap_or(time::Duration::MAX))
-                > now
-        });
-        !record.is_expired(now) && within_absolute
+        self.manager().is_live(record, now)
     }
 
     fn lifetime_of(&self, state: &State) -> Lifetime {
@@ -313,7 +304,7 @@ impl Session {
             .unwrap_or(self.manager().inner.config.lifetime)
     }
 
-    fn value_error(key: &str, action: &'static str, source: codec::CodecError) -> Error {
+    pub(crate) fn value_error(key: &str, action: &'static str, source: codec::CodecError) -> Error {
         if action == "decoded" {
             observe::corrupt_value(key);
         }
@@ -386,7 +377,7 @@ impl Session {
         let keys: Vec<String> = state
             .data
             .keys()
-            .filter(|k| !k.starts_with(FLASH_PREFIX))
+            .filter(|k| !is_flash_key(k))
             .cloned()
             .collect();
         // `Data` is ordered: the keys come sorted.
@@ -399,11 +390,7 @@ impl Session {
     /// A store error on first use.
     pub async fn len(&self) -> Result<usize> {
         let state = self.loaded().await?;
-        Ok(state
-            .data
-            .keys()
-            .filter(|k| !k.starts_with(FLASH_PREFIX))
-            .count())
+        Ok(state.data.keys().filter(|k| !is_flash_key(k)).count())
     }
 
     /// Whether the session holds no values (flash values excluded).
@@ -1466,6 +1453,11 @@ fn restore(data: &mut Data, key: &str, before: Option<Vec<u8>>) {
     };
 }
 
+/// Whether `key` is where a flash value is kept (hidden from listings).
+pub(crate) fn is_flash_key(key: &str) -> bool {
+    key.starts_with(FLASH_PREFIX)
+}
+
 fn flash_key(key: &str) -> String {
     let mut k = String::with_capacity(FLASH_PREFIX.len() + key.len());
     k.push_str(FLASH_PREFIX);
@@ -1515,7 +1507,7 @@ async fn backoff(attempt: u32) {
 mod tests {
     use super::*;
     use crate::testing::{CallCounts, Instrumented, TestStore};
-    use crate::{Config, ManualClock, Store, StoreError, StoreErrorKind};
+    use crate::{Config, ManualClock, SessionView, Store, StoreError, StoreErrorKind};
 
     struct Fixture {
         store: Instrumented<TestStore>,
@@ -2967,6 +2959,103 @@ mod tests {
             "the request's own"
         );
         assert_eq!(f.store.inner().len(), 1);
+    }
+
+    /// Logs `user` in on a new session holding `device`; its cookie and
+    /// record id.
+    async fn logged_in(f: &Fixture, user: &str, device: &str) -> (String, RecordId) {
+        let s = f.open(None);
+        s.insert("device", device).await.unwrap();
+        s.login(user).await.unwrap();
+        let rid = s.record_id().await.unwrap().expect("stored by the login");
+        (value(s.commit().await.unwrap()), rid)
+    }
+
+    #[tokio::test]
+    async fn a_devices_page_lists_and_ends_only_the_owners_live_sessions() {
+        let f = fixture();
+        let (laptop, laptop_id) = logged_in(&f, "alice", "laptop").await;
+        let started = crate::record::truncate_ms(crate::Clock::now(&f.clock));
+        f.clock.advance(Duration::from_secs(600));
+        let (_phone, phone_id) = logged_in(&f, "alice", "phone").await;
+        let (bob, bob_id) = logged_in(&f, "bob", "desktop").await;
+        // The laptop is used five minutes later (past the touch interval,
+        // so its deadline moves) and gets a flash value.
+        f.clock.advance(Duration::from_secs(300));
+        let s = f.open(Some(&laptop));
+        s.insert_flash("notice", "hi").await.unwrap();
+        s.commit().await.unwrap();
+        let used = crate::record::truncate_ms(crate::Clock::now(&f.clock));
+
+        let views = f.manager.load_sessions_of("alice").await.unwrap();
+        let ids: Vec<RecordId> = views.iter().map(SessionView::record_id).collect();
+        assert_eq!(ids, [phone_id, laptop_id], "newest first, bob's left out");
+        let (phone_view, laptop_view) = (&views[0], &views[1]);
+        assert_eq!(
+            phone_view.get::<String>("device").unwrap().as_deref(),
+            Some("phone")
+        );
+        assert_eq!(laptop_view.created_at(), started);
+        assert_eq!(laptop_view.last_seen(), Some(used));
+        assert_eq!(
+            phone_view.last_seen(),
+            Some(started + Duration::from_secs(600))
+        );
+        assert!(laptop_view.expires_at() > used);
+        // Flash values stay private to their session.
+        assert_eq!(laptop_view.keys().collect::<Vec<_>>(), ["device"]);
+        assert_eq!(
+            laptop_view.get::<String>(&flash_key("notice")).unwrap(),
+            None
+        );
+        assert!(matches!(
+            laptop_view.get::<u64>("device"),
+            Err(Error::Value { .. })
+        ));
+
+        // Bob's id in alice's form ends nothing; her own laptop ends.
+        assert!(!f
+            .manager
+            .destroy_session_of("alice", &bob_id)
+            .await
+            .unwrap());
+        assert_eq!(
+            f.open(Some(&bob)).get_string("device").await.unwrap(),
+            "desktop"
+        );
+        assert!(f
+            .manager
+            .destroy_session_of("alice", &laptop_id)
+            .await
+            .unwrap());
+        assert!(!f
+            .manager
+            .destroy_session_of("alice", &laptop_id)
+            .await
+            .unwrap());
+        assert_eq!(
+            f.open(Some(&laptop)).get::<String>("device").await.unwrap(),
+            None
+        );
+        let left = f.manager.load_sessions_of("alice").await.unwrap();
+        assert_eq!(
+            left.iter().map(SessionView::record_id).collect::<Vec<_>>(),
+            [phone_id]
+        );
+
+        // Sessions past their idle deadline are not listed, nor ended.
+        f.clock.advance(Duration::from_secs(3 * 3600));
+        assert!(f
+            .manager
+            .load_sessions_of("alice")
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(!f
+            .manager
+            .destroy_session_of("alice", &phone_id)
+            .await
+            .unwrap());
     }
 
     #[tokio::test]
