@@ -186,41 +186,49 @@ impl fmt::Debug for RedisStore {
 
 /// The compare-and-set: replaces the value if its version is `ARGV[1]`;
 /// answers `{status, previous owner}` (0 missing, 1 conflict, 2 saved). The
-/// value written carries the replaced value's write token (its last eight
-/// bytes) just before its own.
+/// value written carries the write tokens of the value it replaced, but for
+/// the oldest, just before its own (see [`value`]'s layout).
 ///
-/// A value with `ARGV[2]`'s version and write token is this very write,
-/// applied by a first send whose reply was lost: the Cluster client resends a
-/// command whose connection dropped. So is a value that replaced this write
-/// (its previous token is this write's), when another process saved on top
-/// before the resend arrived. Either answers saved, or the caller would apply
+/// A value that carries this write's token (`ARGV[2]`'s last eight bytes),
+/// as its own or among the replaced writes', holds this very write, applied
+/// by a first send whose reply was lost: the Cluster client resends a command
+/// whose connection dropped, and other processes may have saved on top
+/// before the resend arrived. That answers saved, or the caller would apply
 /// its change a second time.
-static SAVE: LazyLock<Script> = LazyLock::new(|| Script::new(SAVE_LUA));
+static SAVE: LazyLock<Script> = LazyLock::new(|| Script::new(&save_lua()));
 
 /// [`SAVE`] after raising the owner's index entry (`KEYS[2]`, member
 /// `ARGV[4]`, `ARGV[5]` the time now), for a standalone server: one round
 /// trip, and no save if the index could not be raised.
 static SAVE_INDEXED: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&(index_lua("KEYS[2]", "ARGV[4]", "ARGV[3]", "ARGV[5]") + SAVE_LUA))
+    Script::new(&(index_lua("KEYS[2]", "ARGV[4]", "ARGV[3]", "ARGV[5]") + &save_lua()))
 });
 
-const SAVE_LUA: &str = r"
-local cur = redis.call('GET', KEYS[1])
-if not cur then return {0, ''} end
-local mine = string.sub(ARGV[2], -8)
+/// The Lua of [`SAVE`], for values that end with [`value::TOKENS`] tokens.
+fn save_lua() -> String {
+    let token = value::TOKEN_LEN;
+    let trailer = value::TRAILER_LEN;
+    format!(
+        r"local cur = redis.call('GET', KEYS[1])
+if not cur then return {{0, ''}} end
+local mine = string.sub(ARGV[2], -{token})
 if string.sub(cur, 1, 8) ~= ARGV[1] then
-  if #cur >= 34 and (string.sub(cur, -16, -9) == mine or (#cur == #ARGV[2]
-    and string.sub(cur, 1, 8) == string.sub(ARGV[2], 1, 8)
-    and string.sub(cur, -8) == mine)) then
-    return {2, ''}
+  if #cur >= {min_len} then
+    for at = -{trailer}, -{token}, {token} do
+      if string.sub(cur, at, at + {token} - 1) == mine then return {{2, ''}} end
+    end
   end
-  return {1, ''}
+  return {{1, ''}}
 end
 local n = string.byte(cur, 17) * 256 + string.byte(cur, 18)
-local value = string.sub(ARGV[2], 1, -17) .. string.sub(cur, -8) .. mine
+local value = string.sub(ARGV[2], 1, -{trailer} - 1) .. string.sub(cur, -{kept}) .. mine
 redis.call('SET', KEYS[1], value, 'PXAT', ARGV[3])
-return {2, string.sub(cur, 19, 18 + n)}
-";
+return {{2, string.sub(cur, 19, 18 + n)}}
+",
+        min_len = 18 + trailer,
+        kept = trailer - token,
+    )
+}
 
 /// Moves the deadline, in the header and for Redis's own expiry, if the
 /// version is still `ARGV[3]` (a missing key reads as an empty string).
@@ -893,14 +901,32 @@ mod tests {
         // Another process that made the same change from the same version
         // writes the same record, but it is another write: it conflicts.
         assert_eq!(store.save(&next, 0).await.expect("save"), Saved::Conflict);
-        // Another process increments on top of it before a resend arrives:
-        // still applied (a conflict would make the caller increment again).
+        // Other processes increment on top of it before a resend arrives:
+        // still applied (a conflict would make the caller increment again),
+        // up to `TOKENS - 1` writes on top.
         let mut on_top = next.clone();
-        on_top.version = 2;
-        on_top.data.insert("n".into(), vec![2]);
-        assert_eq!(store.save(&on_top, 1).await.expect("save"), Saved::Saved);
-        assert_eq!(resend().await.expect("resent"), Saved::Saved);
-        assert_eq!(store.load(&r.id).await.expect("load"), Some(on_top));
+        for n in 2..=value::TOKENS as u8 {
+            on_top.version = u64::from(n);
+            on_top.data.insert("n".into(), vec![n]);
+            let expected = on_top.version - 1;
+            assert_eq!(
+                store.save(&on_top, expected).await.expect("save"),
+                Saved::Saved
+            );
+            assert_eq!(resend().await.expect("resent"), Saved::Saved, "{n}");
+            assert_eq!(
+                store.load(&r.id).await.expect("load").as_ref(),
+                Some(&on_top)
+            );
+        }
+        // One more, and the first send's token has left the value: the
+        // resend can no longer be told from a stale write.
+        on_top.version += 1;
+        assert_eq!(
+            store.save(&on_top, on_top.version - 1).await.expect("save"),
+            Saved::Saved
+        );
+        assert_eq!(resend().await.expect("resent"), Saved::Conflict);
         store.delete(&r.id).await.expect("delete");
     }
 

@@ -4,17 +4,18 @@
 //!
 //! Layout: the version (`u64`, big-endian), the deadline (unix milliseconds,
 //! `i64`, big-endian), the owner's length (`u16`, big-endian, `0` for none),
-//! the owner's UTF-8 bytes, [`Record::to_bytes`], then two eight-byte write
-//! tokens: the token of the write this one replaced (zeros until the save
-//! script fills it in) and this write's own. The header's deadline is the
-//! one that counts (a touch rewrites only those eight bytes); its version and
-//! owner repeat the record's, for the scripts. The tokens, which the record's
-//! decoder never reaches, make each write's value unique, so the save script
-//! can tell a resent command (the Cluster client resends one whose connection
-//! dropped before the reply) from another process's write of the same version
-//! with the same data, even when one other write has already landed on top of
-//! the first send. Values written before the tokens existed end with record
-//! bytes instead (or with one token), and read the same.
+//! the owner's UTF-8 bytes, [`Record::to_bytes`], then [`TOKENS`] eight-byte
+//! write tokens: those of the writes this one replaced, oldest first (zeros
+//! until the save script fills them in from the value it replaces), and this
+//! write's own last. The header's deadline is the one that counts (a touch
+//! rewrites only those eight bytes); its version and owner repeat the
+//! record's, for the scripts. The tokens, which the record's decoder never
+//! reaches, make each write's value unique, so the save script can tell a
+//! resent command (the Cluster client resends one whose connection dropped
+//! before the reply) from another process's write of the same version with
+//! the same data, even when up to `TOKENS - 1` other writes have already
+//! landed on top of the first send. Values written before the tokens existed
+//! end with record bytes instead (or with fewer tokens), and read the same.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::LazyLock;
@@ -30,9 +31,13 @@ const OWNER_AT: usize = 18;
 /// The length of a write token.
 pub(crate) const TOKEN_LEN: usize = 8;
 
-/// The two tokens that end each value: the replaced write's, then its own.
-#[cfg(test)]
-const TRAILER_LEN: usize = 2 * TOKEN_LEN;
+/// How many write tokens end each value: the writes it replaced, then its
+/// own. A save resent after this many writes have landed on top of its first
+/// send is no longer recognised (it answers a conflict).
+pub(crate) const TOKENS: usize = 4;
+
+/// The tokens that end each value.
+pub(crate) const TRAILER_LEN: usize = TOKENS * TOKEN_LEN;
 
 /// A token no other write has: a random start per process, then a count.
 fn token() -> [u8; TOKEN_LEN] {
@@ -78,13 +83,13 @@ pub(crate) fn encode(record: &Record) -> Result<Vec<u8>, StoreError> {
     let owner = record.owner.as_deref().unwrap_or("").as_bytes();
     let owner_len = u16::try_from(owner.len())
         .map_err(|_| rejected(format!("owner of {} bytes is too long", owner.len())))?;
-    let mut value = Vec::with_capacity(OWNER_AT + owner.len() + body.len() + 2 * TOKEN_LEN);
+    let mut value = Vec::with_capacity(OWNER_AT + owner.len() + body.len() + TRAILER_LEN);
     value.extend_from_slice(&version_bytes(record.version));
     value.extend_from_slice(&deadline_bytes(record.expires_at));
     value.extend_from_slice(&owner_len.to_be_bytes());
     value.extend_from_slice(owner);
     value.extend_from_slice(&body);
-    value.extend_from_slice(&[0; TOKEN_LEN]);
+    value.extend_from_slice(&[0; TRAILER_LEN - TOKEN_LEN]);
     value.extend_from_slice(&token());
     Ok(value)
 }
@@ -220,13 +225,14 @@ mod tests {
             assert_eq!(decode(&r.id, &v[..cut], now), None, "cut at {cut}");
             let _ = owner(&v[..cut]);
         }
-        // Without the tokens (as written before they existed), or with only
-        // one, it reads the same.
-        assert_eq!(decode(&r.id, &v[..record_end], now), Some(r.clone()));
-        assert_eq!(
-            decode(&r.id, &v[..record_end + TOKEN_LEN], now),
-            Some(r.clone())
-        );
+        // Without the tokens (as written before they existed), or with
+        // fewer, it reads the same.
+        for tokens in 0..TOKENS {
+            assert_eq!(
+                decode(&r.id, &v[..record_end + tokens * TOKEN_LEN], now),
+                Some(r.clone())
+            );
+        }
         let other = Id::generate().unwrap().record_id();
         assert_eq!(decode(&other, &v, now), None);
         let mut wrong_version = v.clone();
