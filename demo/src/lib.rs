@@ -587,9 +587,11 @@ pub async fn login(session: &Session, user: &str) -> Reply {
     }
 }
 
-/// `/sessions`: the current owner's live sessions, newest first, one line
-/// each: its short record id, when it started and was last seen, and which
-/// one is this request's.
+/// `/sessions`: the current owner's live sessions, most recently logged in
+/// first, one line each: its record id (what `/sessions/end/{id}` takes), the
+/// unix times it started and was last seen (`?` when unknown), and which one
+/// is this request's. (A real page would take the ending as a `POST` with
+/// CSRF protection; the demo keeps Iris's plain `GET` routes.)
 pub async fn sessions(session: &Session) -> Reply {
     let owner = match session.owner().await {
         Ok(Some(owner)) => owner,
@@ -607,7 +609,8 @@ pub async fn sessions(session: &Session) -> Reply {
                     "{} started {} last seen {}{}",
                     v.record_id(),
                     v.created_at().unix_timestamp(),
-                    v.last_seen().map_or(-1, |t| t.unix_timestamp()),
+                    v.last_seen()
+                        .map_or_else(|| "?".to_owned(), |t| t.unix_timestamp().to_string()),
                     if Some(v.record_id()) == this_one {
                         " (this one)"
                     } else {
@@ -632,6 +635,17 @@ pub async fn end_session(session: &Session, id: &str) -> Reply {
     let Ok(id) = id.parse::<session_core::RecordId>() else {
         return (400, "Not a session id".into());
     };
+    match session.record_id().await {
+        // This very session: destroy also removes its cookie.
+        Ok(Some(own)) if own == id => {
+            return match session.destroy().await {
+                Ok(()) => (200, format!("Ended session {}", id.short())),
+                Err(e) => fail(&e),
+            }
+        }
+        Ok(_) => {}
+        Err(e) => return fail(&e),
+    }
     match session.manager().destroy_session_of(&owner, &id).await {
         Ok(true) => (200, format!("Ended session {}", id.short())),
         Ok(false) => (404, "No such session of yours".into()),

@@ -543,12 +543,20 @@ pub async fn a_devices_page_ends_only_the_owners_sessions(spawn: impl Spawn) {
         404
     );
     assert_eq!(laptop.get("/sessions/end/xyz").await.status, 400);
-    assert_eq!(other.get("/incr").await.body, "1");
+    let franks = other.get("/sessions").await;
+    assert_eq!((franks.status, id_of(franks.body.trim())), (200, frank_id));
     // The laptop ends the phone's session: the phone is logged out.
     let ended = laptop.get(&format!("/sessions/end/{phone_id}")).await;
     assert_eq!(ended.status, 200, "{}", ended.body);
     assert_eq!(phone.get("/sessions").await.status, 401);
-    assert_eq!(laptop.get("/sessions").await.body.lines().count(), 1);
+    let mine = laptop.get("/sessions").await.body;
+    assert_eq!(mine.lines().count(), 1);
+    // Ending its own session logs the laptop out and removes its cookie.
+    let own = id_of(mine.trim());
+    let r = laptop.get(&format!("/sessions/end/{own}")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(laptop.jar.is_none(), "the cookie was removed");
+    assert_eq!(laptop.get("/sessions").await.status, 401);
 }
 
 /// A failing store gives a 5xx with no detail in the body, and the app

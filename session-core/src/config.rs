@@ -372,7 +372,12 @@ impl ConfigBuilder {
 
     /// The idle deadline is written to the store only when it would move by at
     /// least this much, so read-heavy traffic does not write on every request.
-    /// Default 60 seconds; must be shorter than the idle timeout.
+    /// Default 60 seconds; must be shorter than the idle timeout. A session
+    /// keeps its idle deadline as long as it is used at least every idle
+    /// timeout minus this interval; for a session whose idle timeout is under
+    /// twice the interval (a per-session [`Lifetime`]), half its idle timeout
+    /// is used instead, so such a session stays alive when used at least every
+    /// half idle timeout.
     pub fn with_touch_interval(mut self, interval: Duration) -> Self {
         self.0.touch_interval = interval;
         self
@@ -488,7 +493,15 @@ impl ConfigBuilder {
         if c.partitioned && !c.secure {
             return err("Partitioned requires Secure".into());
         }
-        validate_lifetime(&c.lifetime, c.touch_interval).map_err(ConfigError)?;
+        validate_lifetime(&c.lifetime).map_err(ConfigError)?;
+        if let Some(idle) = c.lifetime.idle_timeout() {
+            if c.touch_interval >= idle {
+                return err(format!(
+                    "touch interval {:?} must be shorter than the idle timeout {:?}",
+                    c.touch_interval, idle
+                ));
+            }
+        }
         if c.store_timeout.is_zero() {
             return err("store timeout must be greater than zero".into());
         }
@@ -520,21 +533,10 @@ fn is_token(s: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
 }
 
-/// Rules every lifetime (configured or per session) obeys. The idle timeout
-/// must be longer than the touch interval: a session read more often than its
-/// idle timeout but less often than the touch interval would otherwise expire
-/// while in use, since its deadline is only written once it would move by a
-/// whole interval.
-pub(crate) fn validate_lifetime(l: &Lifetime, touch_interval: Duration) -> Result<(), String> {
+/// Rules every lifetime (configured or per session) obeys.
+pub(crate) fn validate_lifetime(l: &Lifetime) -> Result<(), String> {
     if l.idle_timeout().is_none() && l.absolute_timeout().is_none() {
         return Err("at least one of the idle and absolute timeouts must be set: sessions that never expire are refused".into());
-    }
-    if let Some(idle) = l.idle_timeout() {
-        if touch_interval >= idle {
-            return Err(format!(
-                "touch interval {touch_interval:?} must be shorter than the idle timeout {idle:?}"
-            ));
-        }
     }
     for d in [l.idle_timeout(), l.absolute_timeout()]
         .into_iter()

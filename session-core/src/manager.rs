@@ -193,7 +193,7 @@ impl Manager {
     }
 
     /// The record ids of every live session of `owner` (see
-    /// [`Session::login`]).
+    /// [`Session::login`]); [`Manager::load_sessions_of`] loads them too.
     ///
     /// # Errors
     /// [`Error::Store`] or [`Error::Timeout`].
@@ -202,10 +202,13 @@ impl Manager {
             .await
     }
 
-    /// Every live session of `owner`, newest first, with its times and
-    /// values: what a "your devices" page lists (see [`SessionView`]). One
-    /// listing and one load per session, at most eight at a time; a session
-    /// that ends meanwhile is left out.
+    /// Every live session of `owner`, most recently created or logged in
+    /// first, with its times and values: what a "your devices" page lists
+    /// (see [`SessionView`]). One listing ([`Manager::sessions_of`]) and one
+    /// load per session, at most eight at a time; a session that ends
+    /// meanwhile is left out. Behind a `session_memory::CachedStore` shared
+    /// by several app instances, the copies may be up to its `max_staleness`
+    /// old.
     ///
     /// # Errors
     /// [`Error::Store`] or [`Error::Timeout`].
@@ -217,12 +220,10 @@ impl Manager {
             .map(|id| async move { self.call("load", self.inner.store.load(&id)).await })
             .buffer_unordered(8)
             .try_filter_map(|found| async move {
-                Ok(found
-                    .filter(|r| r.owner.as_deref() == Some(owner) && self.is_live(r, now))
-                    .map(|r| {
-                        let lifetime = r.lifetime.unwrap_or(self.inner.config.lifetime);
-                        SessionView::new(r, lifetime, self.inner.config.codec.clone())
-                    }))
+                Ok(found.filter(|r| self.is_owned_by(r, owner, now)).map(|r| {
+                    let lifetime = r.lifetime.unwrap_or(self.inner.config.lifetime);
+                    SessionView::new(r, lifetime, now, self.inner.config.codec.clone())
+                }))
             })
             .try_collect()
             .await?;
@@ -232,19 +233,41 @@ impl Manager {
 
     /// Ends session `id` if it is a live session of `owner`, and returns
     /// whether it was: the "end this device" button of a page built with
-    /// [`Manager::load_sessions_of`]. An id that belongs to someone else (a
-    /// tampered form) ends nothing.
+    /// [`Manager::load_sessions_of`] (make it a `POST` with your CSRF
+    /// protection, as any action that changes state). An id that belongs to
+    /// someone else (a tampered form) ends nothing: a session's owner changes
+    /// only with its id, at [`Session::login`].
+    ///
+    /// The request's own session is better ended with [`Session::destroy`],
+    /// which also removes its cookie. A device that is rotating its id at
+    /// that very moment ([`Session::login`] or [`Session::cycle_id`] in
+    /// flight) may carry on under its new id, which the next listing shows;
+    /// [`Manager::destroy_all_of`] has no such window.
     ///
     /// # Errors
     /// [`Error::Store`] or [`Error::Timeout`].
     pub async fn destroy_session_of(&self, owner: &str, id: &RecordId) -> Result<bool> {
         let found = self.call("load", self.inner.store.load(id)).await?;
-        let theirs = found
-            .is_some_and(|r| r.owner.as_deref() == Some(owner) && self.is_live(&r, self.now()));
+        let theirs = found.is_some_and(|r| r.id == *id && self.is_owned_by(&r, owner, self.now()));
         if theirs {
             self.destroy_record(id).await?;
         }
         Ok(theirs)
+    }
+
+    /// Whether `record` is a live session of `owner`.
+    fn is_owned_by(&self, record: &Record, owner: &str, now: time::OffsetDateTime) -> bool {
+        record.owner.as_deref() == Some(owner) && self.is_live(record, now)
+    }
+
+    /// How far a session's idle deadline must move before it is written:
+    /// the configured touch interval, capped at half the lifetime's idle
+    /// timeout (see [`ConfigBuilder::with_touch_interval`](crate::ConfigBuilder::with_touch_interval)).
+    pub(crate) fn touch_interval(&self, lifetime: &crate::Lifetime) -> std::time::Duration {
+        let configured = self.inner.config.touch_interval;
+        lifetime
+            .idle_timeout()
+            .map_or(configured, |idle| configured.min(idle / 2))
     }
 
     /// Whether a record is live by the manager's clock: before its stored

@@ -444,7 +444,6 @@ impl Session {
     /// first use.
     pub async fn insert<T: Serialize>(&self, key: &str, value: T) -> Result<()> {
         let bytes = self.encode(key, &value)?;
-        drop(value);
         let mut state = self.loaded().await?;
         Self::push(&mut state, Change::Set(key.to_owned(), bytes));
         Ok(())
@@ -764,9 +763,8 @@ impl Session {
         }
         state.changes = pending;
         let lifetime = self.lifetime_of(state);
-        let moved = previous.is_none_or(|before| {
-            record.expires_at - before >= self.manager().inner.config.touch_interval
-        });
+        let interval = self.manager().touch_interval(&lifetime);
+        let moved = previous.is_none_or(|before| record.expires_at - before >= interval);
         if moved && lifetime.persistent_cookie() {
             state.refresh_cookie = true;
         }
@@ -843,15 +841,17 @@ impl Session {
     /// `None` returns to the configured lifetime.
     ///
     /// # Errors
-    /// [`Error::Invalid`] for a lifetime without any timeout, with one
-    /// shorter than a second or longer than 400 days, or with an idle timeout
-    /// no longer than the configured touch interval (the rule
-    /// [`ConfigBuilder::build`](crate::ConfigBuilder::build) applies to the
-    /// default lifetime); or a store error on first use.
+    /// An idle timeout shorter than twice the configured touch interval
+    /// shortens this session's touch interval to half its idle timeout, so a
+    /// session used at least that often never expires in use.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a lifetime without any timeout or with one
+    /// shorter than a second or longer than 400 days, or a store error on
+    /// first use.
     pub async fn set_lifetime(&self, lifetime: Option<Lifetime>) -> Result<()> {
         if let Some(l) = &lifetime {
-            let touch_interval = self.manager().inner.config.touch_interval;
-            validate_lifetime(l, touch_interval).map_err(Error::Invalid)?;
+            validate_lifetime(l).map_err(Error::Invalid)?;
         }
         let mut state = self.loaded().await?;
         state.lifetime = lifetime;
@@ -1110,9 +1110,11 @@ impl Session {
         match manager.save(&mut record, expected).await? {
             Saved::Saved => {
                 observe::saved(&rid, record.version);
-                let moved = state.stored.as_ref().is_some_and(|s| {
-                    expires_at - s.expires_at >= manager.inner.config.touch_interval
-                });
+                let interval = manager.touch_interval(&lifetime);
+                let moved = state
+                    .stored
+                    .as_ref()
+                    .is_some_and(|s| expires_at - s.expires_at >= interval);
                 if let Some(s) = state.stored.as_mut() {
                     s.version = record.version;
                     s.expires_at = expires_at;
@@ -1393,8 +1395,9 @@ impl Session {
         Ok(ended)
     }
 
-    /// The new idle deadline when extending it is due (the touch interval has
-    /// passed since it was last set), else `None`.
+    /// The new idle deadline when extending it is due (the session's touch
+    /// interval, [`Manager::touch_interval`], has passed since it was last
+    /// set), else `None`.
     fn touch_due(&self, state: &State) -> Option<OffsetDateTime> {
         let manager = self.manager();
         let stored = state.stored.as_ref()?;
@@ -1406,7 +1409,7 @@ impl Session {
             .deadline_ms(unix_millis(stored.created_at), unix_millis(now))
             .saturating_sub(unix_millis(stored.expires_at));
         let interval =
-            i64::try_from(manager.inner.config.touch_interval.as_millis()).unwrap_or(i64::MAX);
+            i64::try_from(manager.touch_interval(&lifetime).as_millis()).unwrap_or(i64::MAX);
         (ahead > 0 && ahead >= interval).then(|| lifetime.deadline(stored.created_at, now))
     }
 
@@ -2585,18 +2588,36 @@ mod tests {
                 ..
             }
         ));
-        // A lifetime without timeouts is refused, and so is an idle timeout
-        // the touch interval (60 s by default) would outlast: a session read
-        // every 40 s would never have its deadline moved and expire in use.
-        for refused in [
-            Lifetime::new(),
-            Lifetime::new().with_idle_timeout(Some(Duration::from_secs(45))),
-        ] {
-            assert!(matches!(
-                f.open(Some(&cookie)).set_lifetime(Some(refused)).await,
-                Err(Error::Invalid(_))
-            ));
+        // A lifetime without timeouts is refused.
+        assert!(matches!(
+            f.open(Some(&cookie))
+                .set_lifetime(Some(Lifetime::new()))
+                .await,
+            Err(Error::Invalid(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_idle_timeout_shorter_than_the_touch_interval_stays_alive_in_use() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        let s = f.open(Some(&cookie));
+        let idle = Duration::from_secs(45);
+        s.set_lifetime(Some(Lifetime::new().with_idle_timeout(Some(idle))))
+            .await
+            .unwrap();
+        s.commit().await.unwrap();
+        // Read every 22.5 s (half the idle timeout; the configured touch
+        // interval is 60 s): each read moves the deadline, so it never passes.
+        for _ in 0..8 {
+            f.clock.advance(idle / 2);
+            let s = f.open(Some(&cookie));
+            assert_eq!(s.get_string("name").await.unwrap(), "iris");
+            s.commit().await.unwrap();
         }
+        // Unused for longer than the idle timeout: ended.
+        f.clock.advance(idle + Duration::from_secs(1));
+        assert_eq!(f.open(Some(&cookie)).get_string("name").await.unwrap(), "");
     }
 
     #[tokio::test]

@@ -43,6 +43,7 @@ use crate::session::{is_flash_key, Session};
 pub struct SessionView {
     record: Record,
     idle_timeout: Option<std::time::Duration>,
+    loaded_at: OffsetDateTime,
     codec: Arc<dyn Codec>,
 }
 
@@ -58,10 +59,16 @@ impl fmt::Debug for SessionView {
 }
 
 impl SessionView {
-    pub(crate) fn new(record: Record, lifetime: Lifetime, codec: Arc<dyn Codec>) -> Self {
+    pub(crate) fn new(
+        record: Record,
+        lifetime: Lifetime,
+        loaded_at: OffsetDateTime,
+        codec: Arc<dyn Codec>,
+    ) -> Self {
         Self {
             record,
             idle_timeout: lifetime.idle_timeout(),
+            loaded_at,
             codec,
         }
     }
@@ -75,8 +82,9 @@ impl SessionView {
         self.record.id
     }
 
-    /// When the session was created (its login keeps the creation time of
-    /// the session it rotated).
+    /// When the session was created or last logged in ([`Session::login`]
+    /// restarts the absolute timeout; [`Session::cycle_id`] keeps it): the
+    /// order of [`Manager::load_sessions_of`](crate::Manager::load_sessions_of).
     pub fn created_at(&self) -> OffsetDateTime {
         self.record.created_at
     }
@@ -87,18 +95,18 @@ impl SessionView {
     }
 
     /// When the session was last used, as far as the store knows: its idle
-    /// deadline minus the idle timeout. The deadline is written only when it
-    /// moves by the touch interval (60 s by default), so the real last use
-    /// may be that much later; near the absolute deadline, which caps the
-    /// idle one, it may be later still. `None` without an idle timeout.
+    /// deadline minus the idle timeout in force (the session's own, else the
+    /// configured one), never before its creation nor after it was loaded.
+    /// The deadline is written only when it moves by the touch interval (60 s
+    /// by default), so the real last use may be that much later; near the
+    /// absolute deadline, which caps the idle one, it may be later still.
+    /// `None` without an idle timeout.
     pub fn last_seen(&self) -> Option<OffsetDateTime> {
         let idle = time::Duration::try_from(self.idle_timeout?).ok()?;
-        Some(
-            self.record
-                .expires_at
-                .saturating_sub(idle)
-                .max(self.record.created_at),
-        )
+        Some(self.record.expires_at.saturating_sub(idle).clamp(
+            self.record.created_at,
+            self.loaded_at.max(self.record.created_at),
+        ))
     }
 
     /// The value under `key`, decoded as `T`; `None` when absent. Flash

@@ -6,8 +6,9 @@
 //!   everywhere". Nothing survives a restart.
 //! * [`CachedStore`]: this crate's cache in front of any other store (Iris's
 //!   "temp memory" over a database): reads are served from memory, writes go
-//!   through to the backing store, idle entries leave memory and come back from
-//!   the store when their user returns. Built on [moka].
+//!   through to the backing store, and copies leave memory after a few
+//!   seconds (`max_staleness`) or when idle, coming back from the store on
+//!   the next request. Built on [moka].
 //!
 //! ```
 //! use session_core::{Config, Manager};
@@ -225,7 +226,7 @@ impl fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryStore")
             .field("sessions", &self.len())
-            .field("bytes", &self.bytes())
+            .field("bytes", &self.bytes_used())
             .finish()
     }
 }
@@ -302,7 +303,7 @@ impl MemoryStore {
     }
 
     /// The bytes charged to the budget.
-    pub fn bytes(&self) -> u64 {
+    pub fn bytes_used(&self) -> u64 {
         self.inner.shards.iter().map(|s| lock(s).bytes).sum()
     }
 
@@ -313,8 +314,8 @@ impl MemoryStore {
 
     /// Drops every expired session now and returns how many it dropped (what
     /// [`Store::delete_expired`] does). Expired sessions are never served
-    /// either way; this frees their memory before the sweep that writes run
-    /// every few seconds reaches them.
+    /// either way; this frees their memory before the sweep that a write to
+    /// their shard runs (at most every 10 seconds) reaches them.
     pub fn remove_expired(&self) -> u64 {
         self.sweep()
     }
@@ -553,7 +554,7 @@ mod tests {
         for t in tasks {
             t.await.unwrap();
         }
-        assert!(store.bytes() <= 256 * 1024);
+        assert!(store.bytes_used() <= 256 * 1024);
         assert_books_balance(&store);
         let ended = store.delete_owner("owner-0").await.unwrap()
             + store.delete_owner("owner-1").await.unwrap()
@@ -565,7 +566,7 @@ mod tests {
             store.len()
         );
         assert_books_balance(&store);
-        assert_eq!(store.bytes(), 0);
+        assert_eq!(store.bytes_used(), 0);
     }
 
     #[tokio::test]
@@ -577,9 +578,9 @@ mod tests {
         }
         store.remove_expired();
         assert!(
-            store.bytes() <= budget,
+            store.bytes_used() <= budget,
             "{} bytes held for a budget of {budget}",
-            store.bytes()
+            store.bytes_used()
         );
         assert!(store.len() < 5_000);
     }
@@ -601,7 +602,7 @@ mod tests {
             store.create(&r).await.unwrap();
         }
         assert!(store.evicted() > 0);
-        assert!(store.bytes() <= 256 * 1024);
+        assert!(store.bytes_used() <= 256 * 1024);
         assert!(store.load(&stale.id).await.unwrap().is_none());
         assert!(store.load(&active.id).await.unwrap().is_some());
     }
@@ -617,7 +618,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(80)).await;
         assert_eq!(store.delete_expired().await.unwrap(), 1);
         assert_eq!(store.len(), 1);
-        assert!(store.bytes() > 0);
+        assert!(store.bytes_used() > 0);
         // The same sweep, called on the store itself.
         let mut short = record(10);
         short.expires_at = OffsetDateTime::now_utc() + time::Duration::milliseconds(50);
