@@ -38,6 +38,48 @@
 //! a bare `500 Internal Server Error` and the error is logged; store errors
 //! never reach a response body.
 //!
+//! # Testing handlers
+//!
+//! A test can start from any session state, a logged-in user say, without
+//! going through the app's login route: make the session with the manager,
+//! commit it, and send its cookie with the requests.
+//!
+//! ```
+//! use axum::{body::Body, routing::get, Router};
+//! use http::{header, Request};
+//! use session_axum::{Session, SessionError, SessionLayer};
+//! use session_core::{Config, Manager};
+//! use session_memory::MemoryStore;
+//! use tower::ServiceExt;
+//!
+//! async fn whoami(session: Session) -> Result<String, SessionError> {
+//!     Ok(session.owner().await?.unwrap_or_else(|| "guest".into()))
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let manager = Manager::new(MemoryStore::new(), Config::default());
+//! // Alice's session, as the login route would leave it.
+//! let session = manager.session_from_cookies(None::<&str>);
+//! session.insert("cart", vec!["book"]).await?;
+//! session.login("alice").await?;
+//! let set_cookie = manager
+//!     .set_cookie_header(&session.commit().await?)
+//!     .expect("a new session sets its cookie");
+//! let cookie = set_cookie.split(';').next().unwrap_or_default(); // "session=..."
+//!
+//! let app = Router::new()
+//!     .route("/whoami", get(whoami))
+//!     .layer(SessionLayer::new(manager));
+//! let request = Request::get("/whoami")
+//!     .header(header::COOKIE, cookie)
+//!     .body(Body::empty())?;
+//! let response = app.oneshot(request).await?;
+//! assert_eq!(axum::body::to_bytes(response.into_body(), 1024).await?, "alice");
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! [axum]: https://docs.rs/axum
 
 use std::borrow::Cow;
