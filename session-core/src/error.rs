@@ -32,6 +32,24 @@ pub enum Error {
     },
     /// One value could not be encoded, or decoded as the requested type. Only
     /// this value is affected: the rest of the session is intact.
+    ///
+    /// After a deploy that changes a value's type, sessions written before it
+    /// hold the old shape: a handler that answers this error with `?` answers
+    /// 500 to those users until their sessions end. Treat the old value as
+    /// absent instead:
+    ///
+    /// ```
+    /// # async fn cart(session: session_core::Session) -> session_core::Result<Vec<String>> {
+    /// let items: Vec<String> = match session.get("cart").await {
+    ///     Ok(items) => items.unwrap_or_default(),
+    ///     Err(session_core::Error::Value { .. }) => {
+    ///         session.remove("cart").await?; // the old shape, dropped
+    ///         Vec::new()
+    ///     }
+    ///     Err(e) => return Err(e),
+    /// };
+    /// # Ok(items) }
+    /// ```
     #[error("session value {key:?} could not be {action}")]
     Value {
         /// The key of the value.
