@@ -470,17 +470,42 @@ fn html_escape(text: &str) -> String {
 }
 
 /// `/app`: a small HTML page for a browser (log in, a counter, log out, log
-/// out everywhere). Its buttons call the plain routes and reload the page.
-/// The page also shows what its own script can see of the cookie: nothing,
-/// because the session cookie is `HttpOnly`.
+/// out everywhere, and the user's sessions with a button to end each). Its
+/// buttons call the plain routes and reload the page. The page also shows
+/// what its own script can see of the cookie: nothing, because the session
+/// cookie is `HttpOnly`.
 pub async fn page(session: &Session) -> Reply {
     let state = async {
         let owner = session.owner().await?;
         let count = session.get::<i64>("count").await?.unwrap_or(0);
-        Ok::<_, session_core::Error>((owner, count))
+        let devices = match &owner {
+            Some(owner) => {
+                let this_one = session.record_id().await?;
+                let views = session.manager().load_sessions_of(owner).await?;
+                let mut list = String::new();
+                for v in &views {
+                    let id = v.record_id();
+                    let this = Some(id) == this_one;
+                    let _ = write!(
+                        list,
+                        "<li{class}>{short} since {created}{marker} <button onclick=\"go('/sessions/end/{id}')\">End</button></li>",
+                        class = if this { " class=\"this\"" } else { "" },
+                        short = id.short(),
+                        created = v.created_at().time(),
+                        marker = if this { " (this browser)" } else { "" },
+                    );
+                }
+                format!(
+                    "<h2>Your sessions: <span id=\"session-count\">{}</span></h2>\n<ul id=\"sessions\">{list}</ul>",
+                    views.len()
+                )
+            }
+            None => String::new(),
+        };
+        Ok::<_, session_core::Error>((owner, count, devices))
     }
     .await;
-    let (owner, count) = match state {
+    let (owner, count, devices) = match state {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
@@ -505,6 +530,7 @@ pub async fn page(session: &Session) -> Reply {
   <button id="logout" onclick="go('/destroy')">Log out</button>
   <button id="logout-all" onclick="go('/logout-all')">Log out everywhere</button>
 </p>
+{devices}
 <p>What this page's script sees of its cookies: <code id="visible-cookies"></code></p>
 <script>
 document.getElementById('visible-cookies').textContent = JSON.stringify(document.cookie);

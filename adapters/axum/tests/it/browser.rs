@@ -1,7 +1,7 @@
 //! The demo's `/app` page in a real headless Chromium, driven through
 //! chromedriver: log in, a counter that survives reloads, an `HttpOnly`
-//! cookie that page scripts cannot see, and "log out everywhere" from a
-//! second browser ending the first one's session.
+//! cookie that page scripts cannot see, a second browser ending the first
+//! one's session from its list of sessions, and "log out everywhere".
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them);
 //! without them the test says SKIPPED, except in CI where that is a failure.
@@ -184,9 +184,26 @@ async fn a_real_browser_logs_in_counts_and_is_logged_out_everywhere() {
         "{seen}"
     );
 
-    // A second browser logs in as the same user and logs out everywhere.
+    // A second browser logs in as the same user: its page lists both
+    // sessions and ends the first browser's.
     let b = browser(&driver).await;
     log_in(&b, &base, "carol").await;
+    wait_text(&b, "session-count", "2").await;
+    b.find(Locator::Css("#sessions li:not(.this) button"))
+        .await
+        .expect("the other session's End button")
+        .click()
+        .await
+        .expect("click");
+    wait_text(&b, "session-count", "1").await;
+    a.refresh().await.expect("reload");
+    wait_text(&a, "user", "Not logged in").await;
+
+    // The first browser logs in again and counts; the second logs out
+    // everywhere.
+    log_in(&a, &base, "carol").await;
+    click(&a, "incr").await;
+    wait_text(&a, "count", "1").await;
     click(&b, "logout-all").await;
     wait_text(&b, "user", "Not logged in").await;
     a.refresh().await.expect("reload");
