@@ -613,16 +613,25 @@ pub async fn login(session: &Session, user: &str) -> Reply {
     }
 }
 
+/// The session's owner, or the reply for a request that is not logged in
+/// (401) or whose session could not be read.
+async fn logged_in(session: &Session) -> Result<String, Reply> {
+    match session.owner().await {
+        Ok(Some(owner)) => Ok(owner),
+        Ok(None) => Err((401, "Not logged in".into())),
+        Err(e) => Err(fail(&e)),
+    }
+}
+
 /// `/sessions`: the current owner's live sessions, most recently logged in
 /// first, one line each: its record id (what `/sessions/end/{id}` takes), the
 /// unix times it started and was last seen (`?` when unknown), and which one
 /// is this request's. (A real page would take the ending as a `POST` with
 /// CSRF protection; the demo keeps Iris's plain `GET` routes.)
 pub async fn sessions(session: &Session) -> Reply {
-    let owner = match session.owner().await {
-        Ok(Some(owner)) => owner,
-        Ok(None) => return (401, "Not logged in".into()),
-        Err(e) => return fail(&e),
+    let owner = match logged_in(session).await {
+        Ok(owner) => owner,
+        Err(reply) => return reply,
     };
     reply(
         async {
@@ -653,10 +662,9 @@ pub async fn sessions(session: &Session) -> Reply {
 /// `/sessions/end/{id}`: ends one session of the current owner by the record
 /// id `/sessions` listed; another owner's id ends nothing (404).
 pub async fn end_session(session: &Session, id: &str) -> Reply {
-    let owner = match session.owner().await {
-        Ok(Some(owner)) => owner,
-        Ok(None) => return (401, "Not logged in".into()),
-        Err(e) => return fail(&e),
+    let owner = match logged_in(session).await {
+        Ok(owner) => owner,
+        Err(reply) => return reply,
     };
     let Ok(id) = id.parse::<session_core::RecordId>() else {
         return (400, "Not a session id".into());
@@ -681,10 +689,9 @@ pub async fn end_session(session: &Session, id: &str) -> Reply {
 
 /// `/logout-all`: ends every session of the current owner.
 pub async fn logout_all(session: &Session) -> Reply {
-    let owner = match session.owner().await {
-        Ok(Some(owner)) => owner,
-        Ok(None) => return (401, "Not logged in".into()),
-        Err(e) => return fail(&e),
+    let owner = match logged_in(session).await {
+        Ok(owner) => owner,
+        Err(reply) => return reply,
     };
     reply(
         async {
