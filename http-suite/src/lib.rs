@@ -39,6 +39,7 @@ macro_rules! http_suite {
             untouched_requests_cost_nothing,
             bad_cookies_never_reach_the_store,
             unknown_ids_are_never_adopted,
+            non_ascii_cookies_beside_the_session_keep_it,
             expired_sessions_are_not_revived,
             login_rotates_the_id,
             destroy_invalidates_server_side,
@@ -402,6 +403,32 @@ pub async fn unknown_ids_are_never_adopted(spawn: impl Spawn) {
     assert_eq!(
         c.send("/get", Some(&chosen)).await.body,
         "The name on the /set was: "
+    );
+}
+
+/// Cookies with non-ASCII UTF-8 values (a page script's `city=Zürich`) in the
+/// same `Cookie` header as the session's hide nothing: the session is read.
+pub async fn non_ascii_cookies_beside_the_session_keep_it(spawn: impl Spawn) {
+    let d = demo(spawn, plain()).await;
+    let mut c = Client::new(&d);
+    c.get("/set").await;
+    let id = c.jar.clone().expect("issued");
+    let header = format!("city=Zürich; {}={id}; note=naïve", c.name);
+    let value = reqwest::header::HeaderValue::from_bytes(header.as_bytes()).expect("bytes");
+    let res = c
+        .http
+        .get(format!("{}/get", c.base))
+        .header("cookie", value)
+        .send()
+        .await
+        .expect("request");
+    assert!(
+        res.headers().get("set-cookie").is_none(),
+        "a new session was issued"
+    );
+    assert_eq!(
+        res.text().await.expect("body"),
+        "The name on the /set was: iris"
     );
 }
 
