@@ -23,7 +23,12 @@ pub(crate) static POSTGRES: Dialect = Dialect {
             "CREATE INDEX IF NOT EXISTS {n}_owner ON {t} (owner) WHERE owner IS NOT NULL",
         ],
     )],
-    sweep: "DELETE FROM {t} WHERE id IN (SELECT id FROM {t} WHERE expires_at <= ? LIMIT ?)",
+    // The outer condition is checked again on the row a concurrent save or
+    // touch has just extended (PostgreSQL re-evaluates a DELETE's own WHERE
+    // on the row version it waited for, not the subquery): without it, the
+    // extended session was deleted. `$1` is the first placeholder again.
+    sweep: "DELETE FROM {t} WHERE id IN (SELECT id FROM {t} WHERE expires_at <= ? LIMIT ?) \
+            AND expires_at <= $1",
     migrations_table: "CREATE TABLE IF NOT EXISTS {m} (version BIGINT PRIMARY KEY)",
 };
 

@@ -182,7 +182,9 @@ fn header_values<'a>(headers: &'a HeaderMap, name: &str) -> impl Iterator<Item =
     };
     // UTF-8, not just visible ASCII (`to_str`): one cookie with an `ü` set by
     // a page script must not hide the session cookie beside it.
-    values.into_iter().filter_map(|v| std::str::from_utf8(v.as_bytes()).ok())
+    values
+        .into_iter()
+        .filter_map(|v| std::str::from_utf8(v.as_bytes()).ok())
 }
 
 fn header_joined(headers: &HeaderMap, name: &str) -> Option<String> {

@@ -80,6 +80,56 @@ async fn sweeper_on_sqlite() {
     sweeper_removes_expired_rows_in_batches(Arc::new(support::sqlite_file().await)).await;
 }
 
+/// A sweep that picked a row just past its deadline while a save or touch
+/// was extending it leaves the extended session alone. The row's committed
+/// deadline has passed while a transaction holds an update that extends it;
+/// the sweep waits for that row, and must check the deadline again once the
+/// update commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_never_deletes_a_session_extended_while_it_waited() {
+    let Some(store) = support::postgres().await else {
+        return;
+    };
+    let store = Arc::new(store);
+    let r = record(time::Duration::hours(1));
+    store.create(&r).await.expect("create");
+    let table = format!(
+        "\"{}\".\"{}\"",
+        store.inner().table().schema().expect("a schema"),
+        store.inner().table().name()
+    );
+    let past = session_core::now_unix_millis() - 1_000;
+    sqlx::query(&format!("UPDATE {table} SET expires_at = $1 WHERE id = $2"))
+        .bind(past)
+        .bind(&r.id.as_bytes()[..])
+        .execute(store.inner().pool())
+        .await
+        .expect("expire it");
+    let mut touch = store.inner().pool().begin().await.expect("begin");
+    sqlx::query(&format!("UPDATE {table} SET expires_at = $1 WHERE id = $2"))
+        .bind(session_core::unix_millis(r.expires_at))
+        .bind(&r.id.as_bytes()[..])
+        .execute(&mut *touch)
+        .await
+        .expect("extend it");
+    let sweeping = tokio::spawn({
+        let store = store.clone();
+        async move { store.delete_expired().await }
+    });
+    // The sweep is now waiting for the row's lock.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !sweeping.is_finished(),
+        "the sweep did not wait for the row"
+    );
+    touch.commit().await.expect("commit");
+    assert_eq!(sweeping.await.expect("join").expect("sweep"), 0);
+    assert!(
+        store.load(&r.id).await.expect("load").is_some(),
+        "the extended session was swept"
+    );
+}
+
 #[tokio::test]
 async fn migrate_is_idempotent() {
     let store = support::sqlite_memory().await;
