@@ -366,6 +366,8 @@ fn sorted(mut v: Vec<RecordId>) -> Vec<RecordId> {
 }
 
 /// The owner index lists exactly an owner's records and deletes them all.
+/// Owners compare byte for byte: one that differs only by a trailing space
+/// or by case is someone else.
 pub async fn owner_index_lists_and_deletes(store: impl Store) {
     let alice = random_owner();
     let bob = random_owner();
@@ -381,6 +383,13 @@ pub async fn owner_index_lists_and_deletes(store: impl Store) {
     create(&store, &theirs).await;
     let nobody = record(hour());
     create(&store, &nobody).await;
+    let mut lookalikes = Vec::new();
+    for owner in [format!("{alice} "), alice.to_uppercase()] {
+        let mut r = record(hour());
+        r.owner = Some(owner.clone());
+        create(&store, &r).await;
+        lookalikes.push((owner, r.id));
+    }
 
     assert_eq!(
         sorted(store.ids_of_owner(&alice).await.expect("list")),
@@ -398,6 +407,14 @@ pub async fn owner_index_lists_and_deletes(store: impl Store) {
     );
     assert!(load(&store, &theirs.id).await.is_some());
     assert!(load(&store, &nobody.id).await.is_some());
+    for (owner, id) in &lookalikes {
+        assert!(
+            load(&store, id).await.is_some(),
+            "{owner:?} was logged out with {alice:?}"
+        );
+        assert_eq!(store.ids_of_owner(owner).await.expect("list"), vec![*id]);
+        assert_eq!(store.delete_owner(owner).await.expect("delete owner"), 1);
+    }
 }
 
 /// A save that changes the owner moves the record in the index; a delete

@@ -9,11 +9,10 @@ use crate::{Dialect, SqlStoreError};
 pub(crate) static MYSQL: Dialect = Dialect {
     numbered: false,
     quote: '`',
-    migrations: &[(
-        1,
-        // A binary collation: owners compare byte for byte, never
-        // case-insensitively.
-        &["CREATE TABLE IF NOT EXISTS {t} (
+    migrations: &[
+        (
+            1,
+            &["CREATE TABLE IF NOT EXISTS {t} (
                 id BINARY(32) NOT NULL PRIMARY KEY,
                 data LONGBLOB NOT NULL,
                 version BIGINT NOT NULL,
@@ -22,7 +21,15 @@ pub(crate) static MYSQL: Dialect = Dialect {
                 INDEX {n}_expires_at (expires_at),
                 INDEX {n}_owner (owner)
             ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin"],
-    )],
+        ),
+        (
+            2,
+            // Owners compare byte for byte. `utf8mb4_bin` is a PAD SPACE
+            // collation, so `alice ` matched `alice` (log out everywhere
+            // reached the other's sessions); binary strings have no padding.
+            &["ALTER TABLE {t} MODIFY owner VARBINARY(2048) NULL"],
+        ),
+    ],
     sweep: "DELETE FROM {t} WHERE expires_at <= ? LIMIT ?",
     migrations_table:
         "CREATE TABLE IF NOT EXISTS {m} (version BIGINT NOT NULL PRIMARY KEY) ENGINE = InnoDB",
