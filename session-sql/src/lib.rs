@@ -212,6 +212,12 @@ pub(crate) struct Dialect {
     pub(crate) sweep: &'static str,
     /// Creates the migrations table `{m}`.
     pub(crate) migrations_table: &'static str,
+    /// Takes and releases a lock named `?1` for the length of a `migrate`,
+    /// on its connection, so that instances starting together apply the
+    /// migrations one at a time (`CREATE ... IF NOT EXISTS` is not safe
+    /// against itself on PostgreSQL). `None` where one statement at a time
+    /// already holds the database (SQLite).
+    pub(crate) migration_lock: Option<(&'static str, &'static str)>,
 }
 
 /// Every statement, with the table filled in and placeholders in the
@@ -233,6 +239,9 @@ pub(crate) struct Queries {
     pub(crate) applied: String,
     pub(crate) record_migration: String,
     pub(crate) migrations: Vec<(i64, Vec<String>)>,
+    pub(crate) migration_lock: Option<(String, String)>,
+    /// The lock's name: this crate's, the schema's and the table's.
+    pub(crate) lock_name: String,
 }
 
 impl Queries {
@@ -296,6 +305,18 @@ impl Queries {
                 .iter()
                 .map(|(v, stmts)| (*v, stmts.iter().map(|s| fill(s)).collect()))
                 .collect(),
+            migration_lock: dialect
+                .migration_lock
+                .map(|(lock, unlock)| (fill(lock), fill(unlock))),
+            // At most 64 characters, MySQL's limit for lock names.
+            lock_name: format!(
+                "session-sql:{}.{}",
+                table.schema.as_deref().unwrap_or(""),
+                table.name
+            )
+            .chars()
+            .take(64)
+            .collect(),
         }
     }
 }
@@ -361,6 +382,7 @@ mod tests {
             migrations: &[(1, &["CREATE TABLE {t} (x INT)"])],
             sweep: "DELETE FROM {t} WHERE expires_at <= ? LIMIT ?",
             migrations_table: "CREATE TABLE IF NOT EXISTS {m} (version BIGINT PRIMARY KEY)",
+            migration_lock: None,
         };
         let t = Table::new("s").unwrap().with_schema("a").unwrap();
         let q = Queries::new(&d, &t);

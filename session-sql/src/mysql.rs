@@ -33,6 +33,8 @@ pub(crate) static MYSQL: Dialect = Dialect {
     sweep: "DELETE FROM {t} WHERE expires_at <= ? LIMIT ?",
     migrations_table:
         "CREATE TABLE IF NOT EXISTS {m} (version BIGINT NOT NULL PRIMARY KEY) ENGINE = InnoDB",
+    // Waits up to ten minutes for another instance's migration.
+    migration_lock: Some(("SELECT GET_LOCK(?, 600)", "SELECT RELEASE_LOCK(?)")),
 };
 
 sql_store!(

@@ -30,6 +30,10 @@ pub(crate) static POSTGRES: Dialect = Dialect {
     sweep: "DELETE FROM {t} WHERE id IN (SELECT id FROM {t} WHERE expires_at <= ? LIMIT ?) \
             AND expires_at <= $1",
     migrations_table: "CREATE TABLE IF NOT EXISTS {m} (version BIGINT PRIMARY KEY)",
+    migration_lock: Some((
+        "SELECT pg_advisory_lock(hashtext(?))",
+        "SELECT pg_advisory_unlock(hashtext(?))",
+    )),
 };
 
 sql_store!(

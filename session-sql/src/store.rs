@@ -49,24 +49,51 @@ macro_rules! sql_store {
 
             /// Creates the table and its indexes, applying the migrations
             /// shipped with this crate that the database has not seen yet.
-            /// Safe to run from several instances at once.
+            /// Safe to run from several instances at once: on PostgreSQL and
+            /// MySQL/MariaDB they take turns under a database lock named
+            /// after the table (an advisory lock, `GET_LOCK`).
             ///
             /// # Errors
             /// [`SqlStoreError::Migrate`]($crate::SqlStoreError::Migrate)
             /// naming the migration that failed.
             pub async fn migrate(&self) -> Result<(), $crate::SqlStoreError> {
+                let q = &self.queries;
+                let fail = |version| move |source| $crate::SqlStoreError::Migrate { version, source };
+                // One connection holds the lock and runs every statement.
+                let mut conn = self.pool.acquire().await.map_err(fail(0))?;
+                if let Some((lock, _)) = &q.migration_lock {
+                    sqlx::query(lock)
+                        .bind(&q.lock_name)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(fail(0))?;
+                }
+                let result = self.migrate_locked(&mut conn).await;
+                if let Some((_, unlock)) = &q.migration_lock {
+                    if sqlx::query(unlock).bind(&q.lock_name).execute(&mut *conn).await.is_err() {
+                        // Closing the connection releases the lock.
+                        drop(conn.detach());
+                    }
+                }
+                result
+            }
+
+            async fn migrate_locked(
+                &self,
+                conn: &mut sqlx::pool::PoolConnection<$db>,
+            ) -> Result<(), $crate::SqlStoreError> {
                 use sqlx::Row as _;
                 let q = &self.queries;
                 let fail = |version| move |source| $crate::SqlStoreError::Migrate { version, source };
                 if let Some(schema) = &q.create_schema {
-                    sqlx::query(schema).execute(&self.pool).await.map_err(fail(0))?;
+                    sqlx::query(schema).execute(&mut **conn).await.map_err(fail(0))?;
                 }
                 sqlx::query(&q.migrations_table)
-                    .execute(&self.pool)
+                    .execute(&mut **conn)
                     .await
                     .map_err(fail(0))?;
                 let applied: Vec<i64> = sqlx::query(&q.applied)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut **conn)
                     .await
                     .map_err(fail(0))?
                     .iter()
@@ -79,13 +106,13 @@ macro_rules! sql_store {
                     }
                     for statement in statements {
                         sqlx::query(statement)
-                            .execute(&self.pool)
+                            .execute(&mut **conn)
                             .await
                             .map_err(fail(*version))?;
                     }
                     match sqlx::query(&q.record_migration)
                         .bind(*version)
-                        .execute(&self.pool)
+                        .execute(&mut **conn)
                         .await
                     {
                         // Another instance recorded it first.

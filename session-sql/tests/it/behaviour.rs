@@ -130,6 +130,60 @@ async fn a_sweep_never_deletes_a_session_extended_while_it_waited() {
     );
 }
 
+/// Eight instances starting together on a database nobody has migrated
+/// (`reset` just dropped what `migrate` creates): every `migrate` succeeds,
+/// and the table works.
+async fn concurrent_migrations_all_succeed<S: Store + Migrate>(store: &S, reset: &str) {
+    store.execute(reset).await;
+    let results = futures_util::future::join_all((0..8).map(|_| store.migrate_now())).await;
+    for r in results {
+        r.expect("a concurrent migrate");
+    }
+    let r = record(time::Duration::hours(1));
+    store.create(&r).await.expect("create");
+    assert!(store.load(&r.id).await.expect("load").is_some());
+}
+
+/// What the concurrent-migration test needs of a store.
+trait Migrate {
+    async fn execute(&self, statement: &str);
+    async fn migrate_now(&self) -> Result<(), session_sql::SqlStoreError>;
+}
+
+macro_rules! migrate_impl {
+    ($store:ty) => {
+        impl Migrate for $store {
+            async fn execute(&self, statement: &str) {
+                sqlx::query(statement)
+                    .execute(self.pool())
+                    .await
+                    .expect("statement");
+            }
+            async fn migrate_now(&self) -> Result<(), session_sql::SqlStoreError> {
+                self.migrate().await
+            }
+        }
+    };
+}
+migrate_impl!(PostgresStore);
+migrate_impl!(MySqlStore);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_starting_together_all_migrate() {
+    if let Some(pg) = support::postgres().await {
+        let store = pg.inner().clone();
+        let schema = store.table().schema().expect("a schema").to_owned();
+        let drop = format!("DROP SCHEMA \"{schema}\" CASCADE");
+        concurrent_migrations_all_succeed(&store, &drop).await;
+    }
+    if let Some(my) = support::mysql().await {
+        let store = my.inner().clone();
+        let name = store.table().name().to_owned();
+        let drop = format!("DROP TABLE `{name}`, `{name}_migrations`");
+        concurrent_migrations_all_succeed(&store, &drop).await;
+    }
+}
+
 #[tokio::test]
 async fn migrate_is_idempotent() {
     let store = support::sqlite_memory().await;
