@@ -76,7 +76,7 @@ pub const SWEEP_BATCH: i64 = 1_000;
 #[non_exhaustive]
 pub enum SqlStoreError {
     /// A table or schema name that is not a plain SQL identifier.
-    #[error("invalid SQL identifier {0:?}: use letters, digits and _, starting with a letter or _, at most 63 characters")]
+    #[error("invalid SQL identifier {0:?}: use letters, digits and _, starting with a letter or _, at most 52 characters for a table (its index and migration tables add a suffix of 11) and 63 for a schema")]
     Identifier(String),
     /// The database could not be reached.
     #[error("cannot connect to the database")]
@@ -152,9 +152,13 @@ impl Default for Table {
     }
 }
 
-fn identifier(s: &str) -> Result<String, SqlStoreError> {
+/// The longest table name: PostgreSQL cuts identifiers at 63 bytes and MySQL
+/// refuses index names over 64, and `_migrations`, `_expires_at` are added.
+const MAX_TABLE_LEN: usize = 52;
+
+fn identifier(s: &str, max_len: usize) -> Result<String, SqlStoreError> {
     let mut chars = s.chars();
-    let ok = s.len() <= 63
+    let ok = s.len() <= max_len
         && chars
             .next()
             .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
@@ -173,7 +177,7 @@ impl Table {
     /// [`SqlStoreError::Identifier`] unless it is a plain SQL identifier.
     pub fn new(name: &str) -> Result<Self, SqlStoreError> {
         Ok(Self {
-            name: identifier(name)?,
+            name: identifier(name, MAX_TABLE_LEN)?,
             schema: None,
         })
     }
@@ -183,7 +187,7 @@ impl Table {
     /// # Errors
     /// [`SqlStoreError::Identifier`] unless it is a plain SQL identifier.
     pub fn with_schema(mut self, schema: &str) -> Result<Self, SqlStoreError> {
-        self.schema = Some(identifier(schema)?);
+        self.schema = Some(identifier(schema, 63)?);
         Ok(self)
     }
 
@@ -334,15 +338,18 @@ pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
         .is_some_and(|d| d.kind() == sqlx::error::ErrorKind::UniqueViolation)
 }
 
+/// Logs a row that holds no session and answers `None`.
+pub(crate) fn corrupted(id: &RecordId, why: &dyn fmt::Display) -> Option<Record> {
+    tracing::warn!(id = %id.short(), %why, "undecodable session row; treating it as no session");
+    None
+}
+
 /// Decodes a row's `data`, `expires_at` and `version`; `None` (logged) for
 /// anything that is not a record of `id` at the row's version (a save
 /// compares the column, so a record that disagrees with it could never be
 /// saved again).
 pub(crate) fn decode(id: &RecordId, data: &[u8], expires_ms: i64, version: i64) -> Option<Record> {
-    let corrupted = |why: &dyn fmt::Display| {
-        tracing::warn!(id = %id.short(), %why, "undecodable session row; treating it as no session");
-        None
-    };
+    let corrupted = |why: &dyn fmt::Display| corrupted(id, why);
     let mut record = match Record::from_bytes(data) {
         Ok(r) => r,
         Err(e) => return corrupted(&e),
@@ -368,9 +375,13 @@ mod tests {
     fn identifiers_are_checked() {
         assert!(Table::new("sessions").is_ok());
         assert!(Table::new("_s2").is_ok());
-        for bad in ["", "1abc", "a-b", "a b", "a;b", "a\"b", &"x".repeat(64)] {
+        for bad in ["", "1abc", "a-b", "a b", "a;b", "a\"b", &"x".repeat(53)] {
             assert!(Table::new(bad).is_err(), "{bad:?}");
         }
+        // The longest name still leaves room for the suffixes.
+        assert!(Table::new(&"x".repeat(52)).is_ok());
+        assert!(Table::default().with_schema(&"x".repeat(63)).is_ok());
+        assert!(Table::default().with_schema(&"x".repeat(64)).is_err());
         assert!(Table::default().with_schema("bad name").is_err());
     }
 

@@ -19,8 +19,8 @@ pub(crate) static POSTGRES: Dialect = Dialect {
                 expires_at BIGINT NOT NULL,
                 owner TEXT
             )",
-            "CREATE INDEX IF NOT EXISTS {n}_expires_at ON {t} (expires_at)",
-            "CREATE INDEX IF NOT EXISTS {n}_owner ON {t} (owner) WHERE owner IS NOT NULL",
+            "CREATE INDEX IF NOT EXISTS \"{n}_expires_at\" ON {t} (expires_at)",
+            "CREATE INDEX IF NOT EXISTS \"{n}_owner\" ON {t} (owner) WHERE owner IS NOT NULL",
         ],
     )],
     // The outer condition is checked again on the row a concurrent save or

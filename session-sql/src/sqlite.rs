@@ -20,8 +20,8 @@ pub(crate) static SQLITE: Dialect = Dialect {
                 expires_at INTEGER NOT NULL,
                 owner TEXT
             )",
-            "CREATE INDEX IF NOT EXISTS {n}_expires_at ON {t} (expires_at)",
-            "CREATE INDEX IF NOT EXISTS {n}_owner ON {t} (owner) WHERE owner IS NOT NULL",
+            "CREATE INDEX IF NOT EXISTS \"{n}_expires_at\" ON {t} (expires_at)",
+            "CREATE INDEX IF NOT EXISTS \"{n}_owner\" ON {t} (owner) WHERE owner IS NOT NULL",
         ],
     )],
     sweep: "DELETE FROM {t} WHERE id IN (SELECT id FROM {t} WHERE expires_at <= ? LIMIT ?)",

@@ -156,10 +156,19 @@ macro_rules! sql_store {
                     .await
                     .map_err($crate::query_error("load"))?;
                 let Some(row) = row else { return Ok(None) };
-                let data: Vec<u8> = row.try_get(0).map_err($crate::query_error("load"))?;
-                let expires: i64 = row.try_get(1).map_err($crate::query_error("load"))?;
-                let version: i64 = row.try_get(2).map_err($crate::query_error("load"))?;
-                Ok($crate::decode(id, &data, expires, version))
+                // A column of the wrong type (an edit by hand) is a corrupted
+                // row: no session, like an undecodable record.
+                let columns = (|| {
+                    Ok::<_, sqlx::Error>((
+                        row.try_get::<Vec<u8>, _>(0)?,
+                        row.try_get::<i64, _>(1)?,
+                        row.try_get::<i64, _>(2)?,
+                    ))
+                })();
+                match columns {
+                    Ok((data, expires, version)) => Ok($crate::decode(id, &data, expires, version)),
+                    Err(e) => Ok($crate::corrupted(id, &e)),
+                }
             }
 
             async fn create(

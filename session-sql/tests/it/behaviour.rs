@@ -184,6 +184,34 @@ async fn instances_starting_together_all_migrate() {
     }
 }
 
+/// Tables whose names differ only by case, in one PostgreSQL schema, each get
+/// their own indexes (unquoted index names would fold to one).
+#[tokio::test]
+async fn tables_named_apart_by_case_each_get_their_indexes() {
+    let Some(pg) = support::postgres().await else {
+        return;
+    };
+    let schema = pg.inner().table().schema().expect("a schema").to_owned();
+    let upper = pg.inner().clone().with_table(
+        session_sql::Table::new("Sessions")
+            .expect("name")
+            .with_schema(&schema)
+            .expect("schema"),
+    );
+    upper.migrate().await.expect("migrate");
+    for table in ["sessions", "Sessions"] {
+        let indexes: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = $1 AND tablename = $2",
+        )
+        .bind(&schema)
+        .bind(table)
+        .fetch_one(pg.inner().pool())
+        .await
+        .expect("count");
+        assert_eq!(indexes, 3, "{table}: the key, expires_at and owner");
+    }
+}
+
 #[tokio::test]
 async fn migrate_is_idempotent() {
     let store = support::sqlite_memory().await;
@@ -204,6 +232,21 @@ async fn an_undecodable_row_is_no_session() {
     store.create(&r).await.expect("create");
     sqlx::query("UPDATE sessions SET data = ? WHERE id = ?")
         .bind(&b"\xc1 not a record"[..])
+        .bind(&r.id.as_bytes()[..])
+        .execute(store.pool())
+        .await
+        .expect("corrupt it");
+    assert_eq!(store.load(&r.id).await.expect("load"), None);
+}
+
+/// A column of the wrong type (SQLite keeps whatever it is given) is a
+/// corrupted row too: no session, not an error on every request.
+#[tokio::test]
+async fn a_row_with_a_mistyped_column_is_no_session() {
+    let store = support::sqlite_memory().await;
+    let r = record(time::Duration::hours(1));
+    store.create(&r).await.expect("create");
+    sqlx::query("UPDATE sessions SET version = 'seven' WHERE id = ?")
         .bind(&r.id.as_bytes()[..])
         .execute(store.pool())
         .await
