@@ -191,8 +191,9 @@ where
 
 pin_project! {
     /// The future of [`SessionService`]: the inner response with the session
-    /// committed ([`session_core::CommitAfter`]: a request that did not use
-    /// the session, or only read it, finishes without allocating).
+    /// committed ([`session_core::CommitAfter`]: for a request that did not
+    /// use the session, or only read it, the commit allocates nothing; the
+    /// session itself is one allocation per request).
     pub struct ResponseFuture<F, B> {
         #[pin]
         inner: CommitAfter<F, ServiceResponse<B>>,
@@ -256,8 +257,8 @@ impl FromRequest for Session {
     }
 }
 
-/// The session of a request outside an extractor: in a guard, in your own
-/// middleware (inside [`SessionMiddleware`]) or from an `HttpRequest`; like
+/// The session of a request outside an extractor: in your own middleware
+/// (inside [`SessionMiddleware`]) or from an `HttpRequest`; like
 /// actix-session's `get_session`, but `None` where no [`SessionMiddleware`]
 /// wraps the service.
 ///

@@ -132,8 +132,9 @@ pub struct SessionService<S> {
 
 pin_project! {
     /// The future of [`SessionService`]: the inner response with the session
-    /// committed ([`session_core::CommitAfter`]: a request that did not use
-    /// the session, or only read it, finishes without allocating).
+    /// committed ([`session_core::CommitAfter`]: for a request that did not
+    /// use the session, or only read it, the commit allocates nothing; the
+    /// session itself is one allocation per request).
     pub struct ResponseFuture<F, B> {
         #[pin]
         inner: CommitAfter<F, http::Response<B>>,
