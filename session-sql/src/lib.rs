@@ -118,6 +118,9 @@ impl From<SqlStoreError> for StoreError {
                     sqlx::Error::Decode(_) | sqlx::Error::ColumnDecode { .. } => {
                         StoreErrorKind::Corrupted
                     }
+                    sqlx::Error::Database(d) if d.code().as_deref().is_some_and(transient) => {
+                        StoreErrorKind::Unavailable
+                    }
                     sqlx::Error::Database(_) => StoreErrorKind::Rejected,
                     _ => StoreErrorKind::Other,
                 }
@@ -126,6 +129,18 @@ impl From<SqlStoreError> for StoreError {
         };
         StoreError::new(kind, e)
     }
+}
+
+/// Whether a database error code says the database is busy, restarting or
+/// out of connections, rather than that it refused the statement: SQLSTATE
+/// classes 08 (connection), 40 (deadlock, serialization), 53 (insufficient
+/// resources) and 57P0x (shutting down), which PostgreSQL and MySQL/MariaDB
+/// both report, and SQLite's busy and locked result codes.
+fn transient(code: &str) -> bool {
+    ["08", "40", "53", "57P0"]
+        .iter()
+        .any(|class| code.starts_with(class))
+        || matches!(code, "5" | "6" | "261" | "517" | "262")
 }
 
 /// The table that holds the sessions: a name and, on PostgreSQL, a schema.
@@ -370,6 +385,20 @@ pub(crate) fn decode(id: &RecordId, data: &[u8], expires_ms: i64, version: i64) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn busy_or_restarting_databases_are_unavailable_not_rejections() {
+        // PostgreSQL: too many connections, admin shutdown, deadlock; MySQL's
+        // deadlock and connection errors share the SQLSTATE classes; SQLite
+        // busy (5, and its extended codes) and locked (6).
+        for code in ["53300", "57P01", "40P01", "40001", "08004", "5", "517", "6"] {
+            assert!(transient(code), "{code}");
+        }
+        // A unique violation, a missing table, a syntax error.
+        for code in ["23505", "42P01", "42601", "HY000", "1", "19"] {
+            assert!(!transient(code), "{code}");
+        }
+    }
 
     #[test]
     fn identifiers_are_checked() {
