@@ -1,7 +1,7 @@
 //! The demo on actix-web.
 
 use actix_web::http::StatusCode;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{guard, web, App, HttpResponse, HttpServer};
 use session_actix::{Session, SessionMiddleware};
 use session_core::Manager;
 
@@ -12,56 +12,62 @@ fn respond((status, body): crate::Reply) -> HttpResponse {
         .body(body)
 }
 
+/// A route for `GET` and `HEAD`, as axum's `get` and Rocket's `#[get]`
+/// serve both (actix-web's `web::get` answers `HEAD` with 405).
+fn get() -> actix_web::Route {
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
+}
+
 /// The demo's routes (to mount inside an `App` wrapped in the middleware).
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(|| async { respond(crate::index()) }))
+    cfg.route("/", get().to(|| async { respond(crate::index()) }))
         .route(
             "/set",
-            web::get().to(|s: Session| async move { respond(crate::set(&s).await) }),
+            get().to(|s: Session| async move { respond(crate::set(&s).await) }),
         )
         .route(
             "/get",
-            web::get().to(|s: Session| async move { respond(crate::get(&s).await) }),
+            get().to(|s: Session| async move { respond(crate::get(&s).await) }),
         )
         .route(
             "/delete",
-            web::get().to(|s: Session| async move { respond(crate::delete(&s).await) }),
+            get().to(|s: Session| async move { respond(crate::delete(&s).await) }),
         )
         .route(
             "/clear",
-            web::get().to(|s: Session| async move { respond(crate::clear(&s).await) }),
+            get().to(|s: Session| async move { respond(crate::clear(&s).await) }),
         )
         .route(
             "/destroy",
-            web::get().to(|s: Session| async move { respond(crate::destroy(&s).await) }),
+            get().to(|s: Session| async move { respond(crate::destroy(&s).await) }),
         )
         .route(
             "/incr",
-            web::get().to(|s: Session| async move { respond(crate::incr(&s).await) }),
+            get().to(|s: Session| async move { respond(crate::incr(&s).await) }),
         )
         .route(
             "/login/{user}",
-            web::get().to(|s: Session, user: web::Path<String>| async move {
+            get().to(|s: Session, user: web::Path<String>| async move {
                 respond(crate::login(&s, &user).await)
             }),
         )
         .route(
             "/logout-all",
-            web::get().to(|s: Session| async move { respond(crate::logout_all(&s).await) }),
+            get().to(|s: Session| async move { respond(crate::logout_all(&s).await) }),
         )
         .route(
             "/sessions",
-            web::get().to(|s: Session| async move { respond(crate::sessions(&s).await) }),
+            get().to(|s: Session| async move { respond(crate::sessions(&s).await) }),
         )
         .route(
             "/sessions/end/{id}",
-            web::get().to(|s: Session, id: web::Path<String>| async move {
+            get().to(|s: Session, id: web::Path<String>| async move {
                 respond(crate::end_session(&s, &id).await)
             }),
         )
         .route(
             "/app",
-            web::get().to(|s: Session| async move {
+            get().to(|s: Session| async move {
                 let (status, body) = crate::page(&s).await;
                 let status =
                     StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -40,6 +40,7 @@ macro_rules! http_suite {
             bad_cookies_never_reach_the_store,
             unknown_ids_are_never_adopted,
             non_ascii_cookies_beside_the_session_keep_it,
+            head_requests_run_like_gets,
             expired_sessions_are_not_revived,
             login_rotates_the_id,
             destroy_invalidates_server_side,
@@ -428,6 +429,33 @@ pub async fn non_ascii_cookies_beside_the_session_keep_it(spawn: impl Spawn) {
     );
     assert_eq!(
         res.text().await.expect("body"),
+        "The name on the /set was: iris"
+    );
+}
+
+/// `HEAD` runs the `GET` handler on every framework: `HEAD /set` starts a
+/// session (its cookie is set, no body is sent) that `GET /get` then reads.
+pub async fn head_requests_run_like_gets(spawn: impl Spawn) {
+    let d = demo(spawn, plain()).await;
+    let c = Client::new(&d);
+    let res = c
+        .http
+        .head(format!("{}/set", c.base))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status().as_u16(), 200);
+    let set_cookie = res
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .expect("HEAD /set starts a session")
+        .to_owned();
+    assert!(res.text().await.expect("body").is_empty());
+    let pair = set_cookie.split(';').next().unwrap_or_default();
+    let id = pair.split_once('=').map(|(_, v)| v).unwrap_or_default();
+    assert_eq!(
+        c.send("/get", Some(id)).await.body,
         "The name on the /set was: iris"
     );
 }
