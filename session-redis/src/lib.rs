@@ -109,6 +109,7 @@ impl From<RedisStoreError> for StoreError {
                     || source.is_timeout()
                     || source.is_connection_dropped()
                     || source.is_unrecoverable_error()
+                    || source.code().is_some_and(server_busy)
                 {
                     StoreErrorKind::Unavailable
                 } else if source.kind() == redis::ErrorKind::UnexpectedReturnType {
@@ -120,6 +121,17 @@ impl From<RedisStoreError> for StoreError {
         };
         StoreError::new(kind, e)
     }
+}
+
+/// Whether a Redis error code says the server cannot serve for now (loading
+/// its data, a Cluster slot moving or down, a replica that does not take
+/// writes, a script running too long), rather than that it refused the
+/// command.
+fn server_busy(code: &str) -> bool {
+    matches!(
+        code,
+        "LOADING" | "TRYAGAIN" | "CLUSTERDOWN" | "MASTERDOWN" | "READONLY" | "BUSY" | "NOREPLICAS"
+    )
 }
 
 fn command(op: &'static str) -> impl FnOnce(RedisError) -> StoreError {
@@ -460,15 +472,21 @@ impl RedisStore {
         Ok(())
     }
 
-    async fn unindex(&self, owner: &str, id: &RecordId) -> Result<(), StoreError> {
+    /// Removes `id`'s entry from `owner`'s index, after a write that took
+    /// the record from that owner. The write is made either way: a failure is
+    /// logged, not returned (the caller would think the write undone, and a
+    /// login would keep its retired id), and the entry then lapses at its
+    /// deadline, as listings check each record.
+    async fn unindex(&self, owner: &str, id: &RecordId) {
         let mut conn = self.conn.clone();
-        let _: i64 = redis::cmd("ZREM")
+        let removed: Result<i64, RedisError> = redis::cmd("ZREM")
             .arg(self.owner_key(owner))
             .arg(id.to_string())
             .query_async(&mut conn)
-            .await
-            .map_err(command("unindex owner"))?;
-        Ok(())
+            .await;
+        if let Err(error) = removed {
+            tracing::warn!(id = %id.short(), %error, "could not remove a session's owner index entry; it lapses at its deadline");
+        }
     }
 
     /// The value under `id`'s key; a key holding something else than a
@@ -564,7 +582,7 @@ impl RedisStore {
                 // not UTF-8 was never indexed by this store.
                 if let Ok(old_owner) = std::str::from_utf8(&old_owner) {
                     if !old_owner.is_empty() && record.owner.as_deref() != Some(old_owner) {
-                        self.unindex(old_owner, &record.id).await?;
+                        self.unindex(old_owner, &record.id).await;
                     }
                 }
                 Ok(Saved::Saved)
@@ -629,7 +647,7 @@ impl Store for RedisStore {
             // retires its old record so): its index entry goes with it, as a
             // delete's does.
             if let Some(owner) = owner {
-                self.unindex(owner, id).await?;
+                self.unindex(owner, id).await;
             }
         }
         Ok(touched)
@@ -653,7 +671,7 @@ impl Store for RedisStore {
                 Err(e) => return Err(command("delete")(e)),
             };
         if let Some(owner) = removed.as_deref().and_then(value::owner) {
-            self.unindex(&owner, id).await?;
+            self.unindex(&owner, id).await;
         }
         Ok(())
     }
@@ -793,6 +811,16 @@ mod tests {
             .expect("clean up");
     }
 
+    #[test]
+    fn a_busy_or_restarting_server_is_unavailable_not_a_rejection() {
+        for code in ["LOADING", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "BUSY"] {
+            assert!(server_busy(code), "{code}");
+        }
+        for code in ["WRONGTYPE", "ERR", "NOSCRIPT", "NOPERM"] {
+            assert!(!server_busy(code), "{code}");
+        }
+    }
+
     /// A record of alice's.
     fn alices() -> Record {
         let mut r = session_core::testing::sample_record();
@@ -864,6 +892,52 @@ mod tests {
         assert_eq!(store.load(&other.id).await.expect("load"), None);
         forget(store, "alice").await;
         store.delete(&r.id).await.expect("clean up");
+    }
+
+    /// A write that took a record from an owner is reported as made even
+    /// when that owner's index could not lose the entry afterwards.
+    #[tokio::test]
+    async fn writes_made_are_reported_made_when_the_old_entry_stays() {
+        let Some(store) = store().await else {
+            return;
+        };
+        let (r, _) = created_for_alice(&store).await;
+        let mut conn = store.conn.clone();
+        let break_index = |owner: &str| {
+            redis::cmd("SET")
+                .arg(store.owner_key(owner))
+                .arg("not an index")
+                .arg("PX")
+                .arg(60_000)
+                .clone()
+        };
+        let (): () = break_index("alice")
+            .query_async(&mut conn)
+            .await
+            .expect("break");
+        // A save that moves the record to bob.
+        let mut bobs = r.clone();
+        bobs.version += 1;
+        bobs.owner = Some("bob".into());
+        assert_eq!(
+            store.save(&bobs, r.version).await.expect("save"),
+            Saved::Saved
+        );
+        assert_eq!(store.ids_of_owner("bob").await.expect("list"), vec![r.id]);
+        // A touch into the past (a rotation retiring the record), with bob's
+        // index broken too.
+        let (): () = break_index("bob")
+            .query_async(&mut conn)
+            .await
+            .expect("break");
+        let past = OffsetDateTime::now_utc() - time::Duration::seconds(1);
+        assert!(store
+            .touch(&r.id, bobs.version, Some("bob"), past)
+            .await
+            .expect("touch"));
+        assert_eq!(store.load(&r.id).await.expect("load"), None);
+        forget(&store, "alice").await;
+        forget(&store, "bob").await;
     }
 
     #[tokio::test]
