@@ -148,6 +148,9 @@ impl<S: Store> CachedStore<S> {
     async fn remember(&self, record: &Record, force: bool) {
         let Some(cache) = &self.cache else { return };
         if until(record.expires_at).is_zero() {
+            // Already over (a save that moved the deadline into the past):
+            // no older copy may be served in its place either.
+            self.forget(&record.id).await;
             return;
         }
         let new = Arc::new(record.clone());
@@ -426,6 +429,19 @@ mod tests {
         assert!(a.load(&r.id).await.unwrap().is_some(), "cached");
         let past = OffsetDateTime::UNIX_EPOCH + time::Duration::milliseconds(1);
         assert!(a.touch(&r.id, r.version, None, past).await.unwrap());
+        assert_eq!(a.load(&r.id).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_save_that_ends_the_session_leaves_no_older_copy_served() {
+        let (_, a, _) = pair(Duration::from_secs(60));
+        let r = record();
+        a.create(&r).await.unwrap();
+        assert!(a.load(&r.id).await.unwrap().is_some(), "cached");
+        // A shorter lifetime whose absolute deadline has already passed.
+        let mut ended = next(&r, b"v1");
+        ended.expires_at = OffsetDateTime::now_utc() - time::Duration::seconds(1);
+        assert_eq!(a.save(&ended, 0).await.unwrap(), Saved::Saved);
         assert_eq!(a.load(&r.id).await.unwrap(), None);
     }
 
