@@ -199,8 +199,10 @@ struct Inner {
 ///   besides the encoded record (`cargo xtask bench load` measures it).
 /// * Bounded: the bytes held stay under [`MemoryStoreBuilder::max_bytes`]
 ///   (default [`DEFAULT_MAX_BYTES`]); past it the sessions closest to their
-///   deadline, the least recently active, are evicted, so a flood of new
-///   sessions cannot exhaust memory.
+///   deadline are evicted (among sessions on the configured lifetime, the
+///   least recently active; a "remember me" lifetime puts its deadline
+///   further out), so a flood of new sessions cannot exhaust memory. One
+///   session larger than `max_bytes / 128` is refused.
 /// * Each record is dead at its own deadline (idle or absolute) and never
 ///   returned after it; expired sessions leave memory when next looked up, at
 ///   the latest at the next write to their shard ten seconds on, or at
@@ -247,7 +249,11 @@ pub struct MemoryStoreBuilder {
 impl MemoryStoreBuilder {
     /// The memory budget for records, in bytes (approximate: each session
     /// counts its encoded record plus 64 bytes for its slot). Default
-    /// [`DEFAULT_MAX_BYTES`].
+    /// [`DEFAULT_MAX_BYTES`]. The budget is split between 64 shards, and one
+    /// session may take at most half a shard's share (`max_bytes / 128`, 2 MiB
+    /// by default): a larger one is refused
+    /// ([`StoreErrorKind::Rejected`](session_core::StoreErrorKind::Rejected))
+    /// rather than pushing out every other session of its shard.
     pub fn max_bytes(mut self, max_bytes: u64) -> Self {
         self.max_bytes = max_bytes;
         self
@@ -336,6 +342,23 @@ impl MemoryStore {
         lock(&self.inner.shards[i])
     }
 
+    /// `entry`, unless it is larger than half a shard's budget: one session
+    /// must not evict the rest of its shard (or itself at the next write
+    /// there).
+    fn admit(&self, entry: Entry) -> Result<Entry, StoreError> {
+        let size = Shard::charge(&entry);
+        let max = self.inner.shard_budget / 2;
+        if size > max {
+            return Err(StoreError::new(
+                session_core::StoreErrorKind::Rejected,
+                format!(
+                    "a session of {size} bytes is over this memory store's limit of {max} bytes per session (max_bytes / 128)"
+                ),
+            ));
+        }
+        Ok(entry)
+    }
+
     /// Inserts or replaces `id`'s entry, then does the shard's upkeep.
     fn put(&self, shard: &mut Shard, id: RecordId, entry: Entry, now: i64) {
         shard.insert(id, entry);
@@ -364,7 +387,7 @@ impl Store for MemoryStore {
     }
 
     async fn create(&self, record: &Record) -> Result<Created, StoreError> {
-        let entry = Entry::new(record)?;
+        let entry = self.admit(Entry::new(record)?)?;
         let now = session_core::now_unix_millis();
         let mut shard = self.shard(&record.id);
         if shard.live(&record.id, now, &self.inner.owners).is_some() {
@@ -378,7 +401,7 @@ impl Store for MemoryStore {
     }
 
     async fn save(&self, record: &Record, expected_version: u64) -> Result<Saved, StoreError> {
-        let entry = Entry::new(record)?;
+        let entry = self.admit(Entry::new(record)?)?;
         let now = session_core::now_unix_millis();
         let mut shard = self.shard(&record.id);
         let Some(current) = shard.live(&record.id, now, &self.inner.owners) else {
@@ -587,7 +610,7 @@ mod tests {
 
     #[tokio::test]
     async fn over_budget_the_least_recently_active_go_first() {
-        let store = MemoryStore::builder().max_bytes(256 * 1024).build();
+        let store = MemoryStore::builder().max_bytes(1024 * 1024).build();
         let now = OffsetDateTime::now_utc();
         // Active a minute ago (idle deadline soon) vs. just now (later).
         let mut stale = record(10);
@@ -596,15 +619,44 @@ mod tests {
         active.expires_at = now + time::Duration::minutes(31);
         store.create(&stale).await.unwrap();
         store.create(&active).await.unwrap();
-        for _ in 0..1_000 {
+        // About twice what each shard holds.
+        for _ in 0..2_000 {
             let mut r = record(1024);
             r.expires_at = now + time::Duration::minutes(30);
             store.create(&r).await.unwrap();
         }
         assert!(store.evicted() > 0);
-        assert!(store.bytes_used() <= 256 * 1024);
+        assert!(store.bytes_used() <= 1024 * 1024);
         assert!(store.load(&stale.id).await.unwrap().is_none());
         assert!(store.load(&active.id).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_session_over_the_per_session_limit_is_refused_and_evicts_nothing() {
+        // 4 MiB: 64 KiB a shard, 32 KiB a session.
+        let store = MemoryStore::builder().max_bytes(4 * 1024 * 1024).build();
+        let small: Vec<Record> = (0..200).map(|_| record(100)).collect();
+        for r in &small {
+            store.create(r).await.unwrap();
+        }
+        let big = record(40 * 1024);
+        let refused = store.create(&big).await.unwrap_err();
+        assert_eq!(refused.kind(), session_core::StoreErrorKind::Rejected);
+        // An existing session that grows past the limit keeps its old version.
+        let mut grown = small[0].clone();
+        grown.version += 1;
+        grown.data.insert("cart".into(), vec![7; 40 * 1024]);
+        assert!(store.save(&grown, small[0].version).await.is_err());
+        for r in &small {
+            let kept = store.load(&r.id).await.unwrap().expect("kept");
+            assert_eq!((kept.version, &kept.data), (r.version, &r.data));
+        }
+        assert_eq!(store.evicted(), 0);
+        // Just under the limit is taken.
+        assert_eq!(
+            store.create(&record(30 * 1024)).await.unwrap(),
+            Created::Created
+        );
     }
 
     #[tokio::test]
@@ -630,7 +682,7 @@ mod tests {
 
     #[tokio::test]
     async fn evicted_sessions_leave_the_owner_index() {
-        let store = MemoryStore::builder().max_bytes(64 * 1024).build();
+        let store = MemoryStore::builder().max_bytes(1024 * 1024).build();
         let mut r = record(10);
         r.owner = Some("alice".into());
         store.create(&r).await.unwrap();
