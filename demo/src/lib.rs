@@ -488,7 +488,7 @@ pub async fn page(session: &Session) -> Reply {
                     let this = Some(id) == this_one;
                     let _ = write!(
                         list,
-                        "<li{class}>{short} since {created}{marker} <button onclick=\"go('/sessions/end/{id}')\">End</button></li>",
+                        "<li{class}>{short} since {created} UTC{marker} <button onclick=\"go('/sessions/end/{id}')\">End</button></li>",
                         class = if this { " class=\"this\"" } else { "" },
                         short = id.short(),
                         created = v.created_at().time(),

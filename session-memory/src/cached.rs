@@ -195,7 +195,9 @@ impl<S: Store> Store for CachedStore<S> {
             match cache.get(id).await {
                 Some(None) => return Ok(None),
                 Some(Some(hit)) if !hit.is_expired(now) => return Ok(Some((*hit).clone())),
-                Some(Some(_)) => cache.invalidate(id).await,
+                // `forget`, not `invalidate`: a delete may have left its
+                // tombstone since the `get`.
+                Some(Some(_)) => self.forget(id).await,
                 None => {}
             }
         }
