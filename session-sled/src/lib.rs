@@ -378,13 +378,19 @@ impl SledStore {
         let now = OffsetDateTime::now_utc();
         let end = (millis(now) + 1).to_be_bytes();
         let mut due = Vec::new();
+        let mut examined = 0;
         for entry in self.expiry.range(..&end[..]).take(batch) {
+            examined += 1;
             let (key, _) = entry.map_err(op_error("sweep"))?;
-            if let Some(id) = key.get(8..).and_then(id_from) {
-                due.push((key, id));
+            match key.get(8..).and_then(id_from) {
+                Some(id) => due.push((key, id)),
+                // Not an entry this store writes: it would stand in front of
+                // every later sweep.
+                None => {
+                    self.expiry.remove(&key).map_err(op_error("sweep"))?;
+                }
             }
         }
-        let examined = due.len();
         let mut removed = 0;
         for (key, id) in due {
             let gone = self.transaction("sweep", |trees| {
@@ -646,6 +652,16 @@ mod tests {
             s.expiry
                 .insert(expiry_key(long_ago, &orphan), &[][..])
                 .unwrap();
+        }
+        // And keys this store never writes (too short for an id), in front.
+        for n in 0u8..10 {
+            let mut key = expiry_key(
+                long_ago - time::Duration::hours(1),
+                &Id::generate().unwrap().record_id(),
+            )
+            .to_vec();
+            key.truncate(9 + usize::from(n));
+            s.expiry.insert(key, &[][..]).unwrap();
         }
         for _ in 0..10 {
             s.create(&record(time::Duration::milliseconds(50), None))
