@@ -148,8 +148,7 @@ impl<S: Store> CachedStore<S> {
     async fn remember(&self, record: &Record, force: bool) {
         let Some(cache) = &self.cache else { return };
         if until(record.expires_at).is_zero() {
-            // Already over (a save that moved the deadline into the past):
-            // no older copy may be served in its place either.
+            // Already over: no older copy may be served in its place.
             self.forget(&record.id).await;
             return;
         }
@@ -220,6 +219,10 @@ impl<S: Store> Store for CachedStore<S> {
     async fn save(&self, record: &Record, expected_version: u64) -> Result<Saved, StoreError> {
         let saved = self.backing.save(record, expected_version).await;
         match &saved {
+            // A save that moved the deadline into the past ended the
+            // session: a tombstone, as a touch into the past leaves, so a
+            // load racing it cannot cache the version before.
+            Ok(Saved::Saved) if until(record.expires_at).is_zero() => self.bury(&record.id).await,
             Ok(Saved::Saved) => self.remember(record, false).await,
             // A conflict means the cached copy is stale; an error leaves the
             // outcome unknown. Either way the next load must read the store.

@@ -253,7 +253,8 @@ impl MemoryStoreBuilder {
     /// session may take at most half a shard's share (`max_bytes / 128`, 2 MiB
     /// by default): a larger one is refused
     /// ([`StoreErrorKind::Rejected`](session_core::StoreErrorKind::Rejected))
-    /// rather than pushing out every other session of its shard.
+    /// rather than pushing out every other session of its shard. Budgets
+    /// under 64 KiB therefore leave room only for sessions under 512 bytes.
     pub fn max_bytes(mut self, max_bytes: u64) -> Self {
         self.max_bytes = max_bytes;
         self

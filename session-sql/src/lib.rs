@@ -137,10 +137,11 @@ impl From<SqlStoreError> for StoreError {
 /// resources) and 57P0x (shutting down), which PostgreSQL and MySQL/MariaDB
 /// both report, and SQLite's busy and locked result codes.
 fn transient(code: &str) -> bool {
-    ["08", "40", "53", "57P0"]
-        .iter()
-        .any(|class| code.starts_with(class))
-        || matches!(code, "5" | "6" | "261" | "517" | "262")
+    let sqlstate = code.len() == 5;
+    (sqlstate && ["08", "40", "53", "57P0"].iter().any(|c| code.starts_with(c)))
+        // SQLite: BUSY and its RECOVERY, SNAPSHOT and TIMEOUT; LOCKED and
+        // its SHAREDCACHE and VTAB.
+        || matches!(code, "5" | "261" | "517" | "773" | "6" | "262" | "518")
 }
 
 /// The table that holds the sessions: a name and, on PostgreSQL, a schema.
@@ -231,12 +232,32 @@ pub(crate) struct Dialect {
     pub(crate) sweep: &'static str,
     /// Creates the migrations table `{m}`.
     pub(crate) migrations_table: &'static str,
-    /// Takes and releases a lock named `?1` for the length of a `migrate`,
-    /// on its connection, so that instances starting together apply the
-    /// migrations one at a time (`CREATE ... IF NOT EXISTS` is not safe
-    /// against itself on PostgreSQL). `None` where one statement at a time
-    /// already holds the database (SQLite).
-    pub(crate) migration_lock: Option<(&'static str, &'static str)>,
+    /// Whether a column may hold a value of another type than its schema's
+    /// (SQLite's type affinity): such a row is corrupted, no session. Where
+    /// the schema fixes the types, a column that does not decode means the
+    /// table is not this crate's, an error for every load.
+    pub(crate) dynamic_types: bool,
+    /// How instances starting together take turns to migrate
+    /// (`CREATE ... IF NOT EXISTS` is not safe against itself on PostgreSQL).
+    pub(crate) migration_lock: MigrationLock<&'static str>,
+}
+
+/// The lock a `migrate` holds, named by its `?1`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum MigrationLock<S> {
+    /// None needed: one statement at a time holds the database (SQLite).
+    None,
+    /// Taken inside the transaction the migrations run in, and released when
+    /// it ends, however it ends (PostgreSQL's DDL is transactional).
+    Transaction(S),
+    /// Taken and released on the connection (MySQL/MariaDB, whose DDL
+    /// commits on its own); each answers 1 on success.
+    Session {
+        /// Takes it.
+        lock: S,
+        /// Releases it.
+        unlock: S,
+    },
 }
 
 /// Every statement, with the table filled in and placeholders in the
@@ -258,8 +279,10 @@ pub(crate) struct Queries {
     pub(crate) applied: String,
     pub(crate) record_migration: String,
     pub(crate) migrations: Vec<(i64, Vec<String>)>,
-    pub(crate) migration_lock: Option<(String, String)>,
-    /// The lock's name: this crate's, the schema's and the table's.
+    pub(crate) migration_lock: MigrationLock<String>,
+    pub(crate) dynamic_types: bool,
+    /// The lock's name, one for every table of this crate in the database:
+    /// tables of one schema also share its `CREATE SCHEMA`.
     pub(crate) lock_name: String,
 }
 
@@ -324,18 +347,16 @@ impl Queries {
                 .iter()
                 .map(|(v, stmts)| (*v, stmts.iter().map(|s| fill(s)).collect()))
                 .collect(),
-            migration_lock: dialect
-                .migration_lock
-                .map(|(lock, unlock)| (fill(lock), fill(unlock))),
-            // At most 64 characters, MySQL's limit for lock names.
-            lock_name: format!(
-                "session-sql:{}.{}",
-                table.schema.as_deref().unwrap_or(""),
-                table.name
-            )
-            .chars()
-            .take(64)
-            .collect(),
+            migration_lock: match dialect.migration_lock {
+                MigrationLock::None => MigrationLock::None,
+                MigrationLock::Transaction(lock) => MigrationLock::Transaction(fill(lock)),
+                MigrationLock::Session { lock, unlock } => MigrationLock::Session {
+                    lock: fill(lock),
+                    unlock: fill(unlock),
+                },
+            },
+            lock_name: "session-sql migrate".to_owned(),
+            dynamic_types: dialect.dynamic_types,
         }
     }
 }
@@ -391,11 +412,16 @@ mod tests {
         // PostgreSQL: too many connections, admin shutdown, deadlock; MySQL's
         // deadlock and connection errors share the SQLSTATE classes; SQLite
         // busy (5, and its extended codes) and locked (6).
-        for code in ["53300", "57P01", "40P01", "40001", "08004", "5", "517", "6"] {
+        for code in [
+            "53300", "57P01", "40P01", "40001", "08004", "5", "517", "773", "6",
+        ] {
             assert!(transient(code), "{code}");
         }
-        // A unique violation, a missing table, a syntax error.
-        for code in ["23505", "42P01", "42601", "HY000", "1", "19"] {
+        // A unique violation, a missing table, a syntax error; SQLite's
+        // constraint and I/O errors whose numbers merely start like a class.
+        for code in [
+            "23505", "42P01", "42601", "HY000", "1", "19", "531", "5386", "2067",
+        ] {
             assert!(!transient(code), "{code}");
         }
     }
@@ -422,7 +448,8 @@ mod tests {
             migrations: &[(1, &["CREATE TABLE {t} (x INT)"])],
             sweep: "DELETE FROM {t} WHERE expires_at <= ? LIMIT ?",
             migrations_table: "CREATE TABLE IF NOT EXISTS {m} (version BIGINT PRIMARY KEY)",
-            migration_lock: None,
+            migration_lock: MigrationLock::None,
+            dynamic_types: false,
         };
         let t = Table::new("s").unwrap().with_schema("a").unwrap();
         let q = Queries::new(&d, &t);

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use sqlx::mysql::MySqlPoolOptions;
 
-use crate::{Dialect, SqlStoreError};
+use crate::{Dialect, MigrationLock, SqlStoreError};
 
 pub(crate) static MYSQL: Dialect = Dialect {
     numbered: false,
@@ -34,7 +34,11 @@ pub(crate) static MYSQL: Dialect = Dialect {
     migrations_table:
         "CREATE TABLE IF NOT EXISTS {m} (version BIGINT NOT NULL PRIMARY KEY) ENGINE = InnoDB",
     // Waits up to ten minutes for another instance's migration.
-    migration_lock: Some(("SELECT GET_LOCK(?, 600)", "SELECT RELEASE_LOCK(?)")),
+    dynamic_types: false,
+    migration_lock: MigrationLock::Session {
+        lock: "SELECT GET_LOCK(?, 600)",
+        unlock: "SELECT RELEASE_LOCK(?)",
+    },
 };
 
 sql_store!(

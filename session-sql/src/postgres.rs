@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use sqlx::postgres::PgPoolOptions;
 
-use crate::{Dialect, SqlStoreError};
+use crate::{Dialect, MigrationLock, SqlStoreError};
 
 pub(crate) static POSTGRES: Dialect = Dialect {
     numbered: true,
@@ -30,10 +30,8 @@ pub(crate) static POSTGRES: Dialect = Dialect {
     sweep: "DELETE FROM {t} WHERE id IN (SELECT id FROM {t} WHERE expires_at <= ? LIMIT ?) \
             AND expires_at <= $1",
     migrations_table: "CREATE TABLE IF NOT EXISTS {m} (version BIGINT PRIMARY KEY)",
-    migration_lock: Some((
-        "SELECT pg_advisory_lock(hashtext(?))",
-        "SELECT pg_advisory_unlock(hashtext(?))",
-    )),
+    dynamic_types: false,
+    migration_lock: MigrationLock::Transaction("SELECT pg_advisory_xact_lock(hashtext(?))"),
 };
 
 sql_store!(

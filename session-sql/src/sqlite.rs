@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 
-use crate::{Dialect, SqlStoreError};
+use crate::{Dialect, MigrationLock, SqlStoreError};
 
 pub(crate) static SQLITE: Dialect = Dialect {
     numbered: false,
@@ -26,7 +26,8 @@ pub(crate) static SQLITE: Dialect = Dialect {
     )],
     sweep: "DELETE FROM {t} WHERE id IN (SELECT id FROM {t} WHERE expires_at <= ? LIMIT ?)",
     migrations_table: "CREATE TABLE IF NOT EXISTS {m} (version INTEGER NOT NULL PRIMARY KEY)",
-    migration_lock: None,
+    dynamic_types: true,
+    migration_lock: MigrationLock::None,
 };
 
 sql_store!(

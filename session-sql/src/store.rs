@@ -49,9 +49,11 @@ macro_rules! sql_store {
 
             /// Creates the table and its indexes, applying the migrations
             /// shipped with this crate that the database has not seen yet.
-            /// Safe to run from several instances at once: on PostgreSQL and
-            /// MySQL/MariaDB they take turns under a database lock named
-            /// after the table (an advisory lock, `GET_LOCK`).
+            /// Safe to run from several instances at once: they take turns
+            /// under one database lock, on PostgreSQL an advisory lock held by
+            /// the transaction the migrations run in (released however it
+            /// ends), on MySQL/MariaDB `GET_LOCK` (where the server refuses it,
+            /// as Galera does, the migrations run without it, as before).
             ///
             /// # Errors
             /// [`SqlStoreError::Migrate`]($crate::SqlStoreError::Migrate)
@@ -61,39 +63,69 @@ macro_rules! sql_store {
                 let fail = |version| move |source| $crate::SqlStoreError::Migrate { version, source };
                 // One connection holds the lock and runs every statement.
                 let mut conn = self.pool.acquire().await.map_err(fail(0))?;
-                if let Some((lock, _)) = &q.migration_lock {
-                    sqlx::query(lock)
-                        .bind(&q.lock_name)
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(fail(0))?;
-                }
-                let result = self.migrate_locked(&mut conn).await;
-                if let Some((_, unlock)) = &q.migration_lock {
-                    if sqlx::query(unlock).bind(&q.lock_name).execute(&mut *conn).await.is_err() {
-                        // Closing the connection releases the lock.
-                        drop(conn.detach());
+                match &q.migration_lock {
+                    $crate::MigrationLock::None => self.migrate_locked(&mut conn).await,
+                    $crate::MigrationLock::Transaction(lock) => {
+                        let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(fail(0))?;
+                        sqlx::query(lock)
+                            .bind(&q.lock_name)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(fail(0))?;
+                        self.migrate_locked(&mut tx).await?;
+                        tx.commit().await.map_err(fail(0))
+                    }
+                    $crate::MigrationLock::Session { lock, unlock } => {
+                        // A connection dropped with the lock (a cancelled
+                        // `migrate`) is closed, which releases it.
+                        conn.close_on_drop();
+                        let taken: Result<Option<i64>, _> = sqlx::query_scalar(lock)
+                            .bind(&q.lock_name)
+                            .fetch_one(&mut *conn)
+                            .await;
+                        match taken {
+                            Ok(Some(1)) => {}
+                            Ok(_) => {
+                                return Err(fail(0)(sqlx::Error::Protocol(format!(
+                                    "another instance held the migration lock {:?} for ten minutes",
+                                    q.lock_name
+                                ))))
+                            }
+                            Err(error) => {
+                                tracing::warn!(%error, "the database refused the migration lock; migrating without it");
+                                return self.migrate_locked(&mut conn).await;
+                            }
+                        }
+                        let result = self.migrate_locked(&mut conn).await;
+                        let released: Result<Option<i64>, _> = sqlx::query_scalar(unlock)
+                            .bind(&q.lock_name)
+                            .fetch_one(&mut *conn)
+                            .await;
+                        if !matches!(released, Ok(Some(1))) {
+                            // Closing the connection releases the lock.
+                            drop(conn.detach());
+                        }
+                        result
                     }
                 }
-                result
             }
 
             async fn migrate_locked(
                 &self,
-                conn: &mut sqlx::pool::PoolConnection<$db>,
+                conn: &mut <$db as sqlx::Database>::Connection,
             ) -> Result<(), $crate::SqlStoreError> {
                 use sqlx::Row as _;
                 let q = &self.queries;
                 let fail = |version| move |source| $crate::SqlStoreError::Migrate { version, source };
                 if let Some(schema) = &q.create_schema {
-                    sqlx::query(schema).execute(&mut **conn).await.map_err(fail(0))?;
+                    sqlx::query(schema).execute(&mut *conn).await.map_err(fail(0))?;
                 }
                 sqlx::query(&q.migrations_table)
-                    .execute(&mut **conn)
+                    .execute(&mut *conn)
                     .await
                     .map_err(fail(0))?;
                 let applied: Vec<i64> = sqlx::query(&q.applied)
-                    .fetch_all(&mut **conn)
+                    .fetch_all(&mut *conn)
                     .await
                     .map_err(fail(0))?
                     .iter()
@@ -106,13 +138,13 @@ macro_rules! sql_store {
                     }
                     for statement in statements {
                         sqlx::query(statement)
-                            .execute(&mut **conn)
+                            .execute(&mut *conn)
                             .await
                             .map_err(fail(*version))?;
                     }
                     match sqlx::query(&q.record_migration)
                         .bind(*version)
-                        .execute(&mut **conn)
+                        .execute(&mut *conn)
                         .await
                     {
                         // Another instance recorded it first.
@@ -156,8 +188,9 @@ macro_rules! sql_store {
                     .await
                     .map_err($crate::query_error("load"))?;
                 let Some(row) = row else { return Ok(None) };
-                // A column of the wrong type (an edit by hand) is a corrupted
-                // row: no session, like an undecodable record.
+                // On SQLite a column of the wrong type (an edit by hand) is a
+                // corrupted row: no session, like an undecodable record.
+                // Elsewhere the schema fixes the types: the table is wrong.
                 let columns = (|| {
                     Ok::<_, sqlx::Error>((
                         row.try_get::<Vec<u8>, _>(0)?,
@@ -167,7 +200,8 @@ macro_rules! sql_store {
                 })();
                 match columns {
                     Ok((data, expires, version)) => Ok($crate::decode(id, &data, expires, version)),
-                    Err(e) => Ok($crate::corrupted(id, &e)),
+                    Err(e) if self.queries.dynamic_types => Ok($crate::corrupted(id, &e)),
+                    Err(e) => Err($crate::query_error("load")(e)),
                 }
             }
 
