@@ -210,11 +210,10 @@ impl fmt::Debug for RedisStore {
 static SAVE: LazyLock<Script> = LazyLock::new(|| Script::new(&save_lua()));
 
 /// [`SAVE`] after raising the owner's index entry (`KEYS[2]`, member
-/// `ARGV[4]`, `ARGV[5]` the time now), for a standalone server: one round
-/// trip, and no save if the index could not be raised.
-static SAVE_INDEXED: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&(index_lua("KEYS[2]", "ARGV[4]", "ARGV[3]", "ARGV[5]") + &save_lua()))
-});
+/// `ARGV[4]`), for a standalone server: one round trip, and no save if the
+/// index could not be raised.
+static SAVE_INDEXED: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&(index_lua("KEYS[2]", "ARGV[4]", "ARGV[3]") + &save_lua())));
 
 /// The Lua of [`SAVE`], for values that end with [`value::TOKENS`] tokens.
 fn save_lua() -> String {
@@ -247,10 +246,9 @@ return {{2, string.sub(cur, 19, 18 + n)}}
 static TOUCH: LazyLock<Script> = LazyLock::new(|| Script::new(TOUCH_LUA));
 
 /// [`TOUCH`] after raising the owner's index entry (`KEYS[2]`, member
-/// `ARGV[4]`, `ARGV[5]` the time now), for a standalone server.
-static TOUCH_INDEXED: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&(index_lua("KEYS[2]", "ARGV[4]", "ARGV[2]", "ARGV[5]") + TOUCH_LUA))
-});
+/// `ARGV[4]`), for a standalone server.
+static TOUCH_INDEXED: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&(index_lua("KEYS[2]", "ARGV[4]", "ARGV[2]") + TOUCH_LUA)));
 
 const TOUCH_LUA: &str = r"
 if redis.call('GETRANGE', KEYS[1], 0, 7) ~= ARGV[3] then return 0 end
@@ -260,11 +258,11 @@ return 1
 ";
 
 /// `SET NX PXAT` of the value `ARGV[1]` until `ARGV[2]` after raising the
-/// owner's index entry (`KEYS[2]`, member `ARGV[3]`, `ARGV[4]` the time now),
-/// for a standalone server.
+/// owner's index entry (`KEYS[2]`, member `ARGV[3]`), for a standalone
+/// server.
 static CREATE_INDEXED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        &(index_lua("KEYS[2]", "ARGV[3]", "ARGV[2]", "ARGV[4]")
+        &(index_lua("KEYS[2]", "ARGV[3]", "ARGV[2]")
             + "return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PXAT', ARGV[2])\n"),
     )
 });
@@ -287,21 +285,24 @@ return 1
 });
 
 /// Raises one entry of an owner's index (`ARGV[1]`) to `ARGV[2]`, drops
-/// entries whose deadline passed (`ARGV[3]`, the time now), and lets the
-/// index expire with its last session.
-static INDEX: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&(index_lua("KEYS[1]", "ARGV[1]", "ARGV[2]", "ARGV[3]") + "return 1\n"))
-});
+/// entries whose deadline passed, and lets the index expire with its last
+/// session.
+static INDEX: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&(index_lua("KEYS[1]", "ARGV[1]", "ARGV[2]") + "return 1\n")));
 
 /// The Lua that raises `member`'s entry in the index `key` to `score` (`ZADD
 /// GT`: entries only ever rise, so each holds an upper bound of its
-/// session's deadline), drops the entries whose score is before `now`, and
-/// lets the index expire with its last session. On its own in [`INDEX`], and
-/// ahead of the write in the standalone scripts that index and write in one
-/// step.
-fn index_lua(key: &str, member: &str, score: &str, now: &str) -> String {
+/// session's deadline), drops the entries whose score has passed by the
+/// Redis server's clock (`TIME`: not the app server's, whose clock may run
+/// ahead and drop entries of sessions still live, which a logout everywhere
+/// would then miss), and lets the index expire with its last session. On its
+/// own in [`INDEX`], and ahead of the write in the standalone scripts that
+/// index and write in one step.
+fn index_lua(key: &str, member: &str, score: &str) -> String {
     format!(
-        "redis.call('ZREMRANGEBYSCORE', {key}, '-inf', {now})
+        "local index_time = redis.call('TIME')
+local index_now = tonumber(index_time[1]) * 1000 + math.floor(tonumber(index_time[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', {key}, '-inf', index_now)
 redis.call('ZADD', {key}, 'GT', {score}, {member})
 local top = redis.call('ZRANGE', {key}, -1, -1, 'WITHSCORES')
 if top[2] then redis.call('PEXPIREAT', {key}, top[2]) end
@@ -450,12 +451,9 @@ impl RedisStore {
     }
 
     /// Adds what the `*_INDEXED` scripts take after the write's own keys and
-    /// arguments: `owner`'s index, `id`'s entry and the time now.
+    /// arguments: `owner`'s index and `id`'s entry.
     fn index_args(&self, invocation: &mut ScriptInvocation<'_>, owner: &str, id: &RecordId) {
-        invocation
-            .key(self.owner_key(owner))
-            .arg(id.to_string())
-            .arg(now_unix_millis());
+        invocation.key(self.owner_key(owner)).arg(id.to_string());
     }
 
     /// Raises `id`'s entry in `owner`'s index to `expires_at`.
@@ -465,7 +463,6 @@ impl RedisStore {
             .key(self.owner_key(owner))
             .arg(id.to_string())
             .arg(expires_at)
-            .arg(now_unix_millis())
             .invoke_async(&mut conn)
             .await
             .map_err(command("index owner"))?;
@@ -683,11 +680,12 @@ impl Store for RedisStore {
 
     async fn ids_of_owner(&self, owner: &str) -> Result<Vec<RecordId>, StoreError> {
         let mut conn = self.conn.clone();
+        // Every entry: the records decide, and an app server's clock that runs
+        // ahead must not hide sessions still live.
         let members: Vec<String> = redis::cmd("ZRANGE")
             .arg(self.owner_key(owner))
-            .arg(now_unix_millis() + 1)
-            .arg("+inf")
-            .arg("BYSCORE")
+            .arg(0)
+            .arg(-1)
             .query_async(&mut conn)
             .await
             .map_err(command("list owner"))?;
@@ -938,6 +936,44 @@ mod tests {
         assert_eq!(store.load(&r.id).await.expect("load"), None);
         forget(&store, "alice").await;
         forget(&store, "bob").await;
+    }
+
+    /// The index drops the entries whose deadline has passed by the Redis
+    /// server's clock, and keeps one due in a few seconds.
+    #[tokio::test]
+    async fn the_index_is_pruned_by_the_servers_clock() {
+        for store in [store().await, cluster_store().await].into_iter().flatten() {
+            let mut conn = store.conn.clone();
+            let index = store.owner_key("carol");
+            let soon = now_unix_millis() + 5_000;
+            let (gone, due_soon) = (alices().id, alices().id);
+            let _: i64 = redis::cmd("ZADD")
+                .arg(&index)
+                .arg(1)
+                .arg(gone.to_string())
+                .arg(soon)
+                .arg(due_soon.to_string())
+                .query_async(&mut conn)
+                .await
+                .expect("entries");
+            let raised = alices().id;
+            store
+                .index("carol", &raised, soon + 60_000)
+                .await
+                .expect("index");
+            let mut left: Vec<String> = redis::cmd("ZRANGE")
+                .arg(&index)
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut conn)
+                .await
+                .expect("list");
+            left.sort();
+            let mut want = vec![due_soon.to_string(), raised.to_string()];
+            want.sort();
+            assert_eq!(left, want);
+            forget(&store, "carol").await;
+        }
     }
 
     #[tokio::test]
