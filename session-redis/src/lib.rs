@@ -22,8 +22,8 @@
 //! encoded [`Record`]. Redis expires it by itself (`PXAT`); nothing needs
 //! sweeping.
 //! Each owner has a sorted set `{prefix}owner:{sha256(owner)}` of record ids
-//! scored by their deadlines, pruned of expired entries on every write and
-//! expiring with its last session, so the entry of a session that is gone
+//! scored by their deadlines, pruned of expired entries on every write (by
+//! the Redis server's clock) and expiring with its last session, so the entry of a session that is gone
 //! stays at most until its deadline.
 //!
 //! # Round trips
