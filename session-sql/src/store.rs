@@ -61,8 +61,16 @@ macro_rules! sql_store {
             pub async fn migrate(&self) -> Result<(), $crate::SqlStoreError> {
                 let q = &self.queries;
                 let fail = |version| move |source| $crate::SqlStoreError::Migrate { version, source };
-                // One connection holds the lock and runs every statement.
+                // One connection holds the lock and runs every statement. Where
+                // there is a lock, it is closed afterwards rather than pooled:
+                // a `migrate` cancelled while holding the lock (or a rollback
+                // not yet sent) then releases it at once. (Not on SQLite,
+                // where closing an in-memory database's connection would
+                // drop the database.)
                 let mut conn = self.pool.acquire().await.map_err(fail(0))?;
+                if !matches!(q.migration_lock, $crate::MigrationLock::None) {
+                    conn.close_on_drop();
+                }
                 match &q.migration_lock {
                     $crate::MigrationLock::None => self.migrate_locked(&mut conn).await,
                     $crate::MigrationLock::Transaction(lock) => {
@@ -72,13 +80,16 @@ macro_rules! sql_store {
                             .execute(&mut *tx)
                             .await
                             .map_err(fail(0))?;
-                        self.migrate_locked(&mut tx).await?;
-                        tx.commit().await.map_err(fail(0))
+                        match self.migrate_locked(&mut tx).await {
+                            Ok(()) => tx.commit().await.map_err(fail(0)),
+                            Err(e) => {
+                                // The lock goes with the transaction.
+                                let _ = tx.rollback().await;
+                                Err(e)
+                            }
+                        }
                     }
                     $crate::MigrationLock::Session { lock, unlock } => {
-                        // A connection dropped with the lock (a cancelled
-                        // `migrate`) is closed, which releases it.
-                        conn.close_on_drop();
                         let taken: Result<Option<i64>, _> = sqlx::query_scalar(lock)
                             .bind(&q.lock_name)
                             .fetch_one(&mut *conn)
