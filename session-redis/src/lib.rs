@@ -837,6 +837,20 @@ mod tests {
         (r, value)
     }
 
+    /// Breaks `owner`'s index: a string where the sorted set was (gone in a
+    /// minute should the test fail), so that every command on it fails while
+    /// the sessions' own keys still take writes.
+    async fn break_index(store: &RedisStore, owner: &str) {
+        let (): () = redis::cmd("SET")
+            .arg(store.owner_key(owner))
+            .arg("not an index")
+            .arg("PX")
+            .arg(60_000)
+            .query_async(&mut store.conn.clone())
+            .await
+            .expect("break the index");
+    }
+
     #[tokio::test]
     async fn a_write_whose_index_entry_failed_is_not_made() {
         // On a standalone server the entry is raised in the write's script,
@@ -848,19 +862,7 @@ mod tests {
 
     async fn no_write_without_its_index_entry(store: &RedisStore) {
         let (r, _) = created_for_alice(store).await;
-        // Break alice's index: a string where her sorted set was (gone in a
-        // minute should the test fail), so that every command on it fails
-        // while the session's own key still takes writes.
-        let mut conn = store.conn.clone();
-        let index = store.owner_key("alice");
-        let (): () = redis::cmd("SET")
-            .arg(&index)
-            .arg("not an index")
-            .arg("PX")
-            .arg(60_000)
-            .query_async(&mut conn)
-            .await
-            .expect("break the index");
+        break_index(store, "alice").await;
         let refused = |e: StoreError| {
             let mut chain = e.to_string();
             let mut source = std::error::Error::source(&e);
@@ -900,19 +902,7 @@ mod tests {
             return;
         };
         let (r, _) = created_for_alice(&store).await;
-        let mut conn = store.conn.clone();
-        let break_index = |owner: &str| {
-            redis::cmd("SET")
-                .arg(store.owner_key(owner))
-                .arg("not an index")
-                .arg("PX")
-                .arg(60_000)
-                .clone()
-        };
-        let (): () = break_index("alice")
-            .query_async(&mut conn)
-            .await
-            .expect("break");
+        break_index(&store, "alice").await;
         // A save that moves the record to bob.
         let mut bobs = r.clone();
         bobs.version += 1;
@@ -924,10 +914,7 @@ mod tests {
         assert_eq!(store.ids_of_owner("bob").await.expect("list"), vec![r.id]);
         // A touch into the past (a rotation retiring the record), with bob's
         // index broken too.
-        let (): () = break_index("bob")
-            .query_async(&mut conn)
-            .await
-            .expect("break");
+        break_index(&store, "bob").await;
         let past = OffsetDateTime::now_utc() - time::Duration::seconds(1);
         assert!(store
             .touch(&r.id, bobs.version, Some("bob"), past)
