@@ -480,12 +480,10 @@ pub async fn page(session: &Session) -> Reply {
         let count = session.get::<i64>("count").await?.unwrap_or(0);
         let devices = match &owner {
             Some(owner) => {
-                let this_one = session.record_id().await?;
-                let views = session.manager().load_sessions_of(owner).await?;
+                let views = sessions_of(session, owner).await?;
                 let mut list = String::new();
-                for v in &views {
-                    let id = v.record_id();
-                    let this = Some(id) == this_one;
+                for (v, this) in &views {
+                    let (id, this) = (v.record_id(), *this);
                     let _ = write!(
                         list,
                         "<li{class}>{short} since {created} UTC{marker} <button onclick=\"go('/sessions/end/{id}')\">End</button></li>",
@@ -623,6 +621,22 @@ async fn logged_in(session: &Session) -> Result<String, Reply> {
     }
 }
 
+/// `owner`'s live sessions, each with whether it is `session` itself.
+async fn sessions_of(
+    session: &Session,
+    owner: &str,
+) -> session_core::Result<Vec<(session_core::SessionView, bool)>> {
+    let this_one = session.record_id().await?;
+    let views = session.manager().load_sessions_of(owner).await?;
+    Ok(views
+        .into_iter()
+        .map(|v| {
+            let this = Some(v.record_id()) == this_one;
+            (v, this)
+        })
+        .collect())
+}
+
 /// `/sessions`: the current owner's live sessions, most recently logged in
 /// first, one line each: its record id (what `/sessions/end/{id}` takes), the
 /// unix times it started and was last seen (`?` when unknown), and which one
@@ -635,10 +649,8 @@ pub async fn sessions(session: &Session) -> Reply {
     };
     reply(
         async {
-            let this_one = session.record_id().await?;
-            let views = session.manager().load_sessions_of(&owner).await?;
             let mut out = String::new();
-            for v in &views {
+            for (v, this) in sessions_of(session, &owner).await? {
                 let _ = writeln!(
                     out,
                     "{} started {} last seen {}{}",
@@ -646,11 +658,7 @@ pub async fn sessions(session: &Session) -> Reply {
                     v.created_at().unix_timestamp(),
                     v.last_seen()
                         .map_or_else(|| "?".to_owned(), |t| t.unix_timestamp().to_string()),
-                    if Some(v.record_id()) == this_one {
-                        " (this one)"
-                    } else {
-                        ""
-                    }
+                    if this { " (this one)" } else { "" }
                 );
             }
             Ok(out)
