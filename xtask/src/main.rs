@@ -117,6 +117,25 @@ fn test() -> Result {
         ],
         &[],
     )?;
+    // A user enables one database: each backend alone must build clean too
+    // (the workspace check above unifies them).
+    for backend in ["postgres", "mysql", "sqlite"] {
+        cargo(
+            &[
+                "clippy",
+                "-p",
+                "session-sql",
+                "--all-targets",
+                "--no-default-features",
+                "--features",
+                backend,
+                "--",
+                "-D",
+                "warnings",
+            ],
+            &[],
+        )?;
+    }
     cargo(
         &["doc", "--workspace", "--no-deps", "--all-features"],
         &[("RUSTDOCFLAGS", "-D warnings".into())],
