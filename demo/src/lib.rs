@@ -13,7 +13,7 @@
 //! | `/delete` | removes `name` | `Deleted name: {true/false}` |
 //! | `/clear` | removes every value | `Cleared all values` |
 //! | `/destroy` | ends the session | `Destroyed the session` |
-//! | `/incr` | adds 1 to `count` with `update` | the new count |
+//! | `/incr` | adds 1 to `count` with `increment` | the new count |
 //! | `/login/{user}` | rotates the id, sets the owner | `Logged in as {user}` |
 //! | `/logout-all` | ends every session of the current owner | `Ended {n} session(s) of {user}` |
 //! | `/sessions` | lists the current owner's sessions (a devices page) | `{record id} started {unix} last seen {unix}[ (this one)]` per line |

@@ -7,13 +7,14 @@
 //!
 //! ```toml
 //! [dev-dependencies]
-//! session-core = { version = "0.1", features = ["conformance"] }
+//! # not on crates.io yet: a path (or git) dependency on this workspace
+//! session-core = { path = "../sessions/session-core", features = ["conformance"] }
 //! tokio = { version = "1", features = ["macros", "rt-multi-thread"] }
 //! ```
 //!
 //! ```ignore
 //! // tests/it/conformance.rs
-//! session_core::store_conformance!(async { my_store::MyStore::connect_for_tests().await });
+//! session_core::store_conformance!(async { my_store::MyStore::for_tests().await });
 //! ```
 //!
 //! Each case is also a public async function here, for stores that need a

@@ -840,7 +840,6 @@ impl Session {
     /// The override is stored with the session and holds on later requests;
     /// `None` returns to the configured lifetime.
     ///
-    /// # Errors
     /// An idle timeout shorter than twice the configured touch interval
     /// shortens this session's touch interval to half its idle timeout, so a
     /// session used at least that often never expires in use.

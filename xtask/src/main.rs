@@ -1,6 +1,7 @@
 //! Repository chores, run as `cargo xtask <command>`:
 //!
-//! * `test`: formatting check, clippy with warnings denied, docs with broken
+//! * `test`: formatting check, clippy with warnings denied (the workspace, and
+//!   `session-sql` with each database feature alone), docs with broken
 //!   links denied, then every test of the workspace (unit, conformance,
 //!   integration, doc tests).
 //! * `services`: reports which local servers (Redis, PostgreSQL, MariaDB)
@@ -11,6 +12,9 @@
 //! * `bench load [--seconds N] [--runs N]`: every load-test server variant
 //!   (ours, the bare frameworks, tower-sessions, actix-session) under wrk;
 //!   writes BENCHMARKS.md.
+//! * `bench profile [--label L] [--bin PATH]`: instructions per request under
+//!   callgrind and system calls per request under strace, for the cases
+//!   BENCHMARKS.md's profile tables list; writes (or replaces) the row `L`.
 //! * `redis-cluster`: starts a throwaway 3-master Redis Cluster on free
 //!   loopback ports, prints its `REDIS_CLUSTER_URLS`, and stops it on Enter.
 //!

@@ -2,7 +2,7 @@
 //! arrives, nothing panics, nothing unverified reaches the store, and
 //! nothing allocates without bound. Each property runs a few hundred cases
 //! in `cargo test` (seconds); `PROPTEST_CASES=100000 cargo test -p
-//! session-core --test it --release fuzz` runs a long campaign. Failing cases
+//! session-core --all-features --test it --release fuzz` runs a long campaign. Failing cases
 //! are kept in `proptest-regressions/` and replayed first.
 
 use std::collections::BTreeMap;

@@ -17,7 +17,7 @@ fn seconds() -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn soak_on_the_memory_store_stays_bounded_and_error_free() {
+async fn soak_on_the_memory_store_stays_bounded_error_free_and_loses_no_increment() {
     let budget = 512 * 1024;
     let store = MemoryStore::builder().max_bytes(budget).build();
     let manager = Manager::new(store.clone(), Config::default());
@@ -26,6 +26,9 @@ async fn soak_on_the_memory_store_stays_bounded_and_error_free() {
     store.remove_expired();
     assert!(report.requests > 100, "{report:?}");
     assert_eq!(report.errors, 0, "{report:?}");
+    // An evicted session starts again from 1 under a new cookie, which the
+    // report does not count as lost.
+    assert_eq!(report.lost_increments, 0, "{report:?}");
     assert!(
         store.bytes_used() <= budget,
         "{} bytes held for a budget of {budget}",
