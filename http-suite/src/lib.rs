@@ -50,6 +50,7 @@ macro_rules! http_suite {
             store_failure_is_a_clean_5xx,
             failed_save_is_a_bare_500,
             slow_store_times_out,
+            a_client_that_leaves_during_the_commit_keeps_its_write,
             header_transport
         );
     };
@@ -655,6 +656,32 @@ pub async fn failed_save_is_a_bare_500(spawn: impl Spawn) {
     let r = c.get("/set").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.set_cookies().len(), 1);
+}
+
+/// A client that goes away while its request's commit waits for the store:
+/// the handler finished, so what it wrote is saved all the same (on axum,
+/// hyper drops the request's future; the commit finishes on its own task).
+pub async fn a_client_that_leaves_during_the_commit_keeps_its_write(spawn: impl Spawn) {
+    use std::io::Write as _;
+    let d = demo(spawn, plain()).await;
+    // `/set` makes no store call until its commit creates the session.
+    d.store.delay(Some(Duration::from_millis(400)));
+    let mut tcp = std::net::TcpStream::connect(d.addr).expect("connect");
+    tcp.write_all(b"GET /set HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .expect("send the request");
+    // The handler has run and the commit waits for the store: leave.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while d.store.counts().create == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(d.store.counts().create, 1, "the commit never started");
+    tcp.shutdown(std::net::Shutdown::Both).expect("close");
+    drop(tcp);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while d.store.inner().is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(d.store.inner().len(), 1, "the handler's write was lost");
 }
 
 /// A store slower than the store timeout gives a 5xx in bounded time.

@@ -23,6 +23,13 @@ pin_project! {
     /// allocation and no extra poll. Only a commit that must reach the store
     /// boxes its future.
     ///
+    /// Dropped while its commit waits for the store (the server dropped the
+    /// request because its client went away), it finishes the commit on a
+    /// task of its own, bounded by the store timeout like any store call: the
+    /// handler completed, so what it wrote is saved, as on frameworks that
+    /// run every request to its end. Dropped before the response is ready,
+    /// it commits nothing.
+    ///
     /// An error of the inner future is passed on as is; the session is then
     /// not committed (nothing the handler wrote is saved).
     #[must_use = "futures do nothing unless polled"]
@@ -32,6 +39,26 @@ pin_project! {
         session: Session,
         // The response, held while its commit waits for the store.
         pending: Option<(R, Commit)>,
+    }
+
+    impl<F, R> PinnedDrop for CommitAfter<F, R> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some((_, commit)) = this.project().pending.take() {
+                finish_detached(commit);
+            }
+        }
+    }
+}
+
+/// Finishes a commit that nobody waits for any more, on the current Tokio
+/// runtime; outside one (or while it shuts down) the commit is dropped.
+fn finish_detached(commit: Commit) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            if let Err(error) = commit.await {
+                tracing::warn!(%error, "session commit of an abandoned request failed");
+            }
+        });
     }
 }
 
@@ -177,6 +204,47 @@ mod tests {
         assert_eq!(response, 7);
         assert!(matches!(outcome.unwrap(), SetCookie::Set { .. }));
         assert_eq!(store.counts().create, 1);
+    }
+
+    #[tokio::test]
+    async fn a_commit_under_way_when_the_request_is_dropped_still_lands() {
+        let (store, manager) = manager();
+        store.delay(Some(Duration::from_millis(20)));
+        let session = manager.session_from_cookies(std::iter::empty());
+        let handler = {
+            let session = session.clone();
+            async move {
+                session.insert("name", "iris").await?;
+                Ok::<_, crate::Error>(7)
+            }
+        };
+        let mut after = Box::pin(session.commit_after(handler));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(after.as_mut().poll(&mut cx).is_pending());
+        // The client went away: the server drops the request's future.
+        drop(after);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(store.inner().len(), 1, "the handler's write was lost");
+    }
+
+    #[tokio::test]
+    async fn a_request_dropped_before_its_response_commits_nothing() {
+        let (store, manager) = manager();
+        let session = manager.session_from_cookies(std::iter::empty());
+        let handler = {
+            let session = session.clone();
+            async move {
+                session.insert("name", "iris").await?;
+                std::future::pending::<()>().await;
+                Ok::<_, crate::Error>(7)
+            }
+        };
+        let mut after = Box::pin(session.commit_after(handler));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(after.as_mut().poll(&mut cx).is_pending());
+        drop(after);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(store.counts().total(), 0);
     }
 
     #[tokio::test]
