@@ -522,20 +522,40 @@ impl Store for SledStore {
     async fn ids_of_owner(&self, owner: &str) -> Result<Vec<RecordId>, StoreError> {
         let now = OffsetDateTime::now_utc();
         let mut ids = Vec::new();
+        let mut stale = Vec::new();
         for entry in self.owners.scan_prefix(owner_prefix(owner)) {
             let (key, _) = entry.map_err(op_error("list owner"))?;
             let Some(id) = key.get(32..).and_then(id_from) else {
                 continue;
             };
-            let live = self
+            let record = self
                 .records
                 .get(id.as_bytes())
                 .map_err(op_error("list owner"))?
-                .and_then(|b| decode(&id, &b))
-                .is_some_and(|r| !r.is_expired(now) && r.owner.as_deref() == Some(owner));
-            if live {
-                ids.push(id);
+                .and_then(|b| decode(&id, &b));
+            match record {
+                Some(r) if r.owner.as_deref() == Some(owner) => {
+                    // An expired one goes with its entries at the next sweep.
+                    if !r.is_expired(now) {
+                        ids.push(id);
+                    }
+                }
+                // No record of this owner behind the entry (it was
+                // undecodable and swept, say): nothing else would remove it.
+                _ => stale.push((key, id)),
             }
+        }
+        for (key, id) in stale {
+            self.transaction("list owner", |(records, _, owners)| {
+                let mine = records
+                    .get(&id.as_bytes()[..])?
+                    .and_then(|b| decode(&id, &b))
+                    .is_some_and(|r| r.owner.as_deref() == Some(owner));
+                if !mine {
+                    owners.remove(&key)?;
+                }
+                Ok(())
+            })?;
         }
         Ok(ids)
     }
@@ -594,6 +614,11 @@ mod tests {
             .unwrap();
         assert_eq!(s.load(&r.id).await.unwrap(), None);
         assert!(s.ids_of_owner("alice").await.unwrap().is_empty());
+        // Listing dropped the owner's entry, which no sweep would have.
+        assert!(
+            s.owners.is_empty(),
+            "the entry of the corrupted record stays"
+        );
         // The id can be used again.
         let mut fresh = record(time::Duration::hours(1), None);
         fresh.id = r.id;
