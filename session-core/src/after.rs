@@ -158,12 +158,12 @@ where
 #[cfg(test)]
 mod tests {
     use std::future::Future;
-    use std::pin::pin;
+    use std::pin::{pin, Pin};
     use std::task::{Context, Poll, Waker};
     use std::time::Duration;
 
     use crate::testing::{Instrumented, TestStore};
-    use crate::{Config, Manager, SetCookie};
+    use crate::{Config, Manager, Session, SetCookie};
 
     fn manager() -> (Instrumented<TestStore>, Manager) {
         let store = Instrumented::new(TestStore::default());
@@ -185,22 +185,32 @@ mod tests {
         assert_eq!(store.counts().total(), 0);
     }
 
+    /// `session`'s handler inserts a value, waits for `wait` and answers 7:
+    /// its [`CommitAfter`](super::CommitAfter), polled once and pending.
+    fn started(
+        session: &Session,
+        wait: impl Future<Output = ()>,
+    ) -> Pin<Box<super::CommitAfter<impl Future<Output = crate::Result<i32>>, i32>>> {
+        let handler = {
+            let session = session.clone();
+            async move {
+                session.insert("name", "iris").await?;
+                wait.await;
+                Ok(7)
+            }
+        };
+        let mut after = Box::pin(session.clone().commit_after(handler));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(after.as_mut().poll(&mut cx).is_pending());
+        after
+    }
+
     #[tokio::test]
     async fn a_commit_that_waits_for_the_store_keeps_the_response() {
         let (store, manager) = manager();
         store.delay(Some(Duration::from_millis(20)));
         let session = manager.session_from_cookies(std::iter::empty());
-        let handler = {
-            let session = session.clone();
-            async move {
-                session.insert("name", "iris").await?;
-                Ok::<_, crate::Error>(7)
-            }
-        };
-        let mut after = pin!(session.commit_after(handler));
-        let mut cx = Context::from_waker(Waker::noop());
-        assert!(after.as_mut().poll(&mut cx).is_pending());
-        let (response, outcome) = after.await.unwrap();
+        let (response, outcome) = started(&session, async {}).await.unwrap();
         assert_eq!(response, 7);
         assert!(matches!(outcome.unwrap(), SetCookie::Set { .. }));
         assert_eq!(store.counts().create, 1);
@@ -211,18 +221,8 @@ mod tests {
         let (store, manager) = manager();
         store.delay(Some(Duration::from_millis(20)));
         let session = manager.session_from_cookies(std::iter::empty());
-        let handler = {
-            let session = session.clone();
-            async move {
-                session.insert("name", "iris").await?;
-                Ok::<_, crate::Error>(7)
-            }
-        };
-        let mut after = Box::pin(session.commit_after(handler));
-        let mut cx = Context::from_waker(Waker::noop());
-        assert!(after.as_mut().poll(&mut cx).is_pending());
         // The client went away: the server drops the request's future.
-        drop(after);
+        drop(started(&session, async {}));
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(store.inner().len(), 1, "the handler's write was lost");
     }
@@ -231,18 +231,7 @@ mod tests {
     async fn a_request_dropped_before_its_response_commits_nothing() {
         let (store, manager) = manager();
         let session = manager.session_from_cookies(std::iter::empty());
-        let handler = {
-            let session = session.clone();
-            async move {
-                session.insert("name", "iris").await?;
-                std::future::pending::<()>().await;
-                Ok::<_, crate::Error>(7)
-            }
-        };
-        let mut after = Box::pin(session.commit_after(handler));
-        let mut cx = Context::from_waker(Waker::noop());
-        assert!(after.as_mut().poll(&mut cx).is_pending());
-        drop(after);
+        drop(started(&session, std::future::pending()));
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(store.counts().total(), 0);
     }
