@@ -13,7 +13,7 @@
 //! ```
 //!
 //! ```ignore
-//! // tests/it/conformance.rs
+//! // tests/conformance.rs
 //! session_core::store_conformance!(async { my_store::MyStore::for_tests().await });
 //! ```
 //!
@@ -209,8 +209,16 @@ pub async fn save_replaces_on_matching_version(store: impl Store) {
     next.data.insert("k".into(), b"new".to_vec());
     next.data.insert("k2".into(), b"added".to_vec());
     next.expires_at = r.expires_at + time::Duration::minutes(5);
-    assert_eq!(store.save(&next, 0).await.expect("save"), Saved::Saved);
-    assert_eq!(load(&store, &r.id).await, Some(next));
+    assert_eq!(
+        store.save(&next, 0).await.expect("save"),
+        Saved::Saved,
+        "a save expecting the stored version must replace the record"
+    );
+    assert_eq!(
+        load(&store, &r.id).await,
+        Some(next),
+        "a load must return the saved record whole (values, deadline, version)"
+    );
 }
 
 /// `save` with a stale version reports `Conflict` and writes nothing.
@@ -224,8 +232,16 @@ pub async fn save_conflicts_on_stale_version(store: impl Store) {
     let mut stale = r.clone();
     stale.version = 1;
     stale.data.insert("k".into(), b"second".to_vec());
-    assert_eq!(store.save(&stale, 0).await.expect("save"), Saved::Conflict);
-    assert_eq!(load(&store, &r.id).await, Some(next));
+    assert_eq!(
+        store.save(&stale, 0).await.expect("save"),
+        Saved::Conflict,
+        "a save expecting a version the record no longer has must answer Conflict"
+    );
+    assert_eq!(
+        load(&store, &r.id).await,
+        Some(next),
+        "a conflicting save must write nothing"
+    );
 }
 
 /// `save` of a record that does not exist reports `Missing` and inserts
@@ -233,16 +249,32 @@ pub async fn save_conflicts_on_stale_version(store: impl Store) {
 pub async fn save_never_resurrects_a_missing_record(store: impl Store) {
     let mut r = record(hour());
     r.version = 1;
-    assert_eq!(store.save(&r, 0).await.expect("save"), Saved::Missing);
-    assert_eq!(load(&store, &r.id).await, None);
+    assert_eq!(
+        store.save(&r, 0).await.expect("save"),
+        Saved::Missing,
+        "a save of a record that does not exist must answer Missing"
+    );
+    assert_eq!(
+        load(&store, &r.id).await,
+        None,
+        "a save must never insert a record (only create does)"
+    );
     // Also after a delete.
     let r = record(hour());
     create(&store, &r).await;
     store.delete(&r.id).await.expect("delete");
     let mut next = r.clone();
     next.version = 1;
-    assert_eq!(store.save(&next, 0).await.expect("save"), Saved::Missing);
-    assert_eq!(load(&store, &r.id).await, None);
+    assert_eq!(
+        store.save(&next, 0).await.expect("save"),
+        Saved::Missing,
+        "a save of a deleted record must answer Missing"
+    );
+    assert_eq!(
+        load(&store, &r.id).await,
+        None,
+        "a save brought a deleted record back"
+    );
 }
 
 /// A chain of saves, each expecting the previous version, all succeed.
@@ -284,12 +316,19 @@ pub async fn touch_of_a_stale_version_changes_nothing(store: impl Store) {
     next.expires_at = r.expires_at + time::Duration::minutes(10);
     assert_eq!(store.save(&next, 0).await.expect("save"), Saved::Saved);
     let stale = r.expires_at + hour();
-    assert!(!store.touch(&r.id, 0, None, stale).await.expect("touch"));
+    assert!(
+        !store.touch(&r.id, 0, None, stale).await.expect("touch"),
+        "a touch carrying a version the record no longer has must answer false"
+    );
     assert_eq!(
         load(&store, &r.id).await.expect("live").expires_at,
-        next.expires_at
+        next.expires_at,
+        "a touch carrying an old version moved the deadline of a newer save"
     );
-    assert!(store.touch(&r.id, 1, None, stale).await.expect("touch"));
+    assert!(
+        store.touch(&r.id, 1, None, stale).await.expect("touch"),
+        "a touch carrying the stored version must answer true"
+    );
     assert_eq!(load(&store, &r.id).await.expect("live").expires_at, stale);
 }
 
@@ -308,7 +347,11 @@ pub async fn expired_records_are_never_loaded(store: impl Store) {
     let r = record(time::Duration::seconds(-1));
     // A store may refuse or accept it; either way it must not load.
     let _ = store.create(&r).await.expect("create");
-    assert_eq!(load(&store, &r.id).await, None);
+    assert_eq!(
+        load(&store, &r.id).await,
+        None,
+        "a record whose expires_at has passed must never load"
+    );
 }
 
 /// A record stops loading once its deadline passes (real time).
@@ -442,7 +485,8 @@ pub async fn owner_index_follows_saves_and_deletes(store: impl Store) {
     assert!(store.ids_of_owner(&alice).await.expect("list").is_empty());
 }
 
-/// Expired records do not appear in the owner index.
+/// Expired records do not appear in the owner index, nor in the count of
+/// `delete_owner`.
 pub async fn owner_index_hides_expired_records(store: impl Store) {
     let alice = random_owner();
     let mut dead = record(time::Duration::seconds(-1));
@@ -457,6 +501,11 @@ pub async fn owner_index_hides_expired_records(store: impl Store) {
     );
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(store.ids_of_owner(&alice).await.expect("list").is_empty());
+    assert_eq!(
+        store.delete_owner(&alice).await.expect("delete owner"),
+        0,
+        "delete_owner counts the live records it deleted, not expired ones"
+    );
 }
 
 /// A touched session stays listed past its original deadline.
@@ -719,9 +768,18 @@ pub async fn destroyed_session_is_never_resurrected(store: impl Store) {
     assert_eq!(killer.commit().await.unwrap(), SetCookie::Remove);
 
     slow.insert("late", "write").await.unwrap();
-    assert_eq!(slow.commit().await.unwrap(), SetCookie::Remove);
+    assert_eq!(
+        slow.commit().await.unwrap(),
+        SetCookie::Remove,
+        "a commit of a session deleted meanwhile must drop the cookie: \
+         the store's save must answer Missing for a deleted record"
+    );
     let again = reopen(&m, &cookie);
-    assert_eq!(again.get::<String>("late").await.unwrap(), None);
+    assert_eq!(
+        again.get::<String>("late").await.unwrap(),
+        None,
+        "a save wrote a destroyed session back"
+    );
     assert!(again.is_empty().await.unwrap());
     assert!(again
         .update("n", |n: Option<u8>| n.unwrap_or(0))

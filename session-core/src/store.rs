@@ -100,7 +100,9 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
     /// The ids of the live records owned by `owner`.
     async fn ids_of_owner(&self, owner: &str) -> Result<Vec<RecordId>, StoreError>;
 
-    /// Deletes every record owned by `owner` and returns how many.
+    /// Deletes every live record owned by `owner` and returns how many it
+    /// deleted. Expired records of the owner are not counted; whether they
+    /// go now or at the next sweep is the store's choice.
     async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError>;
 }
 

@@ -42,11 +42,13 @@
 //!
 //! A test can start from any session state, a logged-in user say, without
 //! going through the app's login route: make the session with the manager,
-//! commit it, and send its cookie with the requests.
+//! commit it, and send its cookie with the requests. The example drives the
+//! router with `tower`'s `oneshot` (dev-dependency
+//! `tower = { version = "0.5", features = ["util"] }`).
 //!
 //! ```
+//! use axum::http::{header, Request};
 //! use axum::{body::Body, routing::get, Router};
-//! use http::{header, Request};
 //! use session_axum::{Session, SessionError, SessionLayer};
 //! use session_core::{Config, Manager};
 //! use session_memory::MemoryStore;
