@@ -664,24 +664,40 @@ pub async fn failed_save_is_a_bare_500(spawn: impl Spawn) {
 pub async fn a_client_that_leaves_during_the_commit_keeps_its_write(spawn: impl Spawn) {
     use std::io::Write as _;
     let d = demo(spawn, plain()).await;
-    // `/set` makes no store call until its commit creates the session.
+    let mut c = Client::new(&d);
+    assert_eq!(c.get("/set").await.status, 200);
+    let value = c.jar.clone().expect("a session cookie");
+    // `/delete` removes the name in its commit, which now waits.
     d.store.delay(Some(Duration::from_millis(400)));
+    let saves = d.store.counts().save;
     let mut tcp = std::net::TcpStream::connect(d.addr).expect("connect");
-    tcp.write_all(b"GET /set HTTP/1.1\r\nhost: localhost\r\n\r\n")
-        .expect("send the request");
-    // The handler has run and the commit waits for the store: leave.
+    let request = format!(
+        "GET /delete HTTP/1.1\r\nhost: localhost\r\ncookie: {}={value}\r\n\r\n",
+        c.name
+    );
+    tcp.write_all(request.as_bytes()).expect("send the request");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while d.store.counts().create == 0 && tokio::time::Instant::now() < deadline {
+    while d.store.counts().save == saves && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(d.store.counts().create, 1, "the commit never started");
+    assert_eq!(d.store.counts().save, saves + 1, "the commit never started");
+    // The handler has run and its commit waits for the store: leave.
     tcp.shutdown(std::net::Shutdown::Both).expect("close");
     drop(tcp);
+    d.store.delay(None);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while d.store.inner().is_empty() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    loop {
+        let r = c.get("/get").await;
+        if r.body == "The name on the /set was: " {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the handler's write was lost: {:?}",
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(d.store.inner().len(), 1, "the handler's write was lost");
 }
 
 /// A store slower than the store timeout gives a 5xx in bounded time.

@@ -4,6 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use pin_project_lite::pin_project;
 
@@ -25,10 +26,12 @@ pin_project! {
     ///
     /// Dropped while its commit waits for the store (the server dropped the
     /// request because its client went away), it finishes the commit on a
-    /// task of its own, bounded by the store timeout like any store call: the
-    /// handler completed, so what it wrote is saved, as on frameworks that
-    /// run every request to its end. Dropped before the response is ready,
-    /// it commits nothing.
+    /// task of its own on the current Tokio runtime: the handler completed,
+    /// so what it wrote is saved, as on frameworks that run every request to
+    /// its end. Each store call stays bounded by the store timeout, and the
+    /// whole commit by a minute; a commit dropped outside a runtime, or by a
+    /// runtime shutting down, is lost as before. Dropped before the response
+    /// is ready, it commits nothing.
     ///
     /// An error of the inner future is passed on as is; the session is then
     /// not committed (nothing the handler wrote is saved).
@@ -50,13 +53,25 @@ pin_project! {
     }
 }
 
+/// How long the commit of a request nobody waits for may take in all (its
+/// retries included), whatever the store timeout: a store that hangs must
+/// not collect such commits for ever.
+const ABANDONED_COMMIT_LIMIT: Duration = Duration::from_secs(60);
+
 /// Finishes a commit that nobody waits for any more, on the current Tokio
 /// runtime; outside one (or while it shuts down) the commit is dropped.
 fn finish_detached(commit: Commit) {
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         runtime.spawn(async move {
-            if let Err(error) = commit.await {
-                tracing::warn!(%error, "session commit of an abandoned request failed");
+            match crate::deadline::within(ABANDONED_COMMIT_LIMIT, commit).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "session commit of an abandoned request failed");
+                }
+                Err(_) => tracing::warn!(
+                    limit_s = ABANDONED_COMMIT_LIMIT.as_secs(),
+                    "session commit of an abandoned request gave up"
+                ),
             }
         });
     }
@@ -225,6 +240,22 @@ mod tests {
         drop(started(&session, async {}));
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(store.inner().len(), 1, "the handler's write was lost");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_abandoned_commit_gives_up_after_a_minute_even_without_a_store_timeout() {
+        let store = Instrumented::new(TestStore::default());
+        let config = Config::builder().with_store_timeout(Duration::MAX);
+        let manager = Manager::new(store.clone(), config.build().unwrap());
+        store.delay(Some(Duration::from_secs(3600)));
+        let session = manager.session_from_cookies(std::iter::empty());
+        drop(started(&session, async {}));
+        tokio::time::sleep(Duration::from_secs(2 * 3600)).await;
+        assert_eq!(
+            store.inner().len(),
+            0,
+            "the abandoned commit ran for an hour"
+        );
     }
 
     #[tokio::test]

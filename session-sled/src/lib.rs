@@ -532,26 +532,30 @@ impl Store for SledStore {
                 .records
                 .get(id.as_bytes())
                 .map_err(op_error("list owner"))?
-                .and_then(|b| decode(&id, &b));
+                .map(|b| decode(&id, &b));
             match record {
-                Some(r) if r.owner.as_deref() == Some(owner) => {
+                Some(Some(r)) if r.owner.as_deref() == Some(owner) => {
                     // An expired one goes with its entries at the next sweep.
                     if !r.is_expired(now) {
                         ids.push(id);
                     }
                 }
-                // No record of this owner behind the entry (it was
-                // undecodable and swept, say): nothing else would remove it.
-                _ => stale.push((key, id)),
+                // Bytes this release cannot read (a newer format after a
+                // rollback, say) may be a live session of this owner: keep
+                // its entry. The sweep removes the record at its deadline.
+                Some(None) => {}
+                // No record behind the entry (a corrupted one the sweep
+                // removed without knowing its owner), or another owner's:
+                // nothing else would remove it.
+                None | Some(Some(_)) => stale.push((key, id)),
             }
         }
         for (key, id) in stale {
             self.transaction("list owner", |(records, _, owners)| {
-                let mine = records
-                    .get(&id.as_bytes()[..])?
-                    .and_then(|b| decode(&id, &b))
-                    .is_some_and(|r| r.owner.as_deref() == Some(owner));
-                if !mine {
+                let keep = records.get(&id.as_bytes()[..])?.is_some_and(|b| {
+                    decode(&id, &b).is_none_or(|r| r.owner.as_deref() == Some(owner))
+                });
+                if !keep {
                     owners.remove(&key)?;
                 }
                 Ok(())
@@ -604,26 +608,51 @@ mod tests {
         r
     }
 
-    #[tokio::test]
-    async fn a_corrupted_value_is_no_session_and_never_a_panic() {
-        let s = store();
-        let r = record(time::Duration::hours(1), Some("alice"));
+    /// Stores a record of `owner`, then overwrites its bytes with garbage.
+    async fn corrupted(s: &SledStore, expires_in: time::Duration, owner: &str) -> RecordId {
+        let r = record(expires_in, Some(owner));
         s.create(&r).await.unwrap();
         s.records
             .insert(r.id.as_bytes(), &b"\xc1garbage"[..])
             .unwrap();
-        assert_eq!(s.load(&r.id).await.unwrap(), None);
+        r.id
+    }
+
+    #[tokio::test]
+    async fn a_corrupted_value_is_no_session_and_never_a_panic() {
+        let s = store();
+        let id = corrupted(&s, time::Duration::hours(1), "alice").await;
+        assert_eq!(s.load(&id).await.unwrap(), None);
         assert!(s.ids_of_owner("alice").await.unwrap().is_empty());
-        // Listing dropped the owner's entry, which no sweep would have.
-        assert!(
-            s.owners.is_empty(),
-            "the entry of the corrupted record stays"
+        // Bytes it cannot read may be a newer release's live session: its
+        // owner entry stays.
+        assert_eq!(
+            s.owners.len(),
+            1,
+            "listing dropped an unreadable record's entry"
         );
         // The id can be used again.
         let mut fresh = record(time::Duration::hours(1), None);
-        fresh.id = r.id;
+        fresh.id = id;
         assert_eq!(s.create(&fresh).await.unwrap(), Created::Created);
-        assert_eq!(s.load(&r.id).await.unwrap(), Some(fresh));
+        assert_eq!(s.load(&id).await.unwrap(), Some(fresh));
+        // Now the entry points at a record of nobody: listing drops it.
+        assert!(s.ids_of_owner("alice").await.unwrap().is_empty());
+        assert!(s.owners.is_empty(), "a stale owner entry stays");
+    }
+
+    /// The sweep removes a corrupted record at its deadline without knowing
+    /// its owner; the next listing of that owner drops the entry left.
+    #[tokio::test]
+    async fn a_swept_corrupted_record_leaves_no_owner_entry_after_a_listing() {
+        let s = store();
+        corrupted(&s, time::Duration::milliseconds(100), "carol").await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        s.delete_expired().await.unwrap();
+        assert!(s.is_empty(), "the sweep leaves the corrupted record");
+        assert_eq!(s.owners.len(), 1);
+        assert!(s.ids_of_owner("carol").await.unwrap().is_empty());
+        assert!(s.owners.is_empty(), "the orphan owner entry stays");
     }
 
     #[tokio::test]

@@ -45,6 +45,13 @@
 //!
 //! [sqlx]: https://docs.rs/sqlx/0.8
 
+// Built with no database feature, the crate has no store: the shared code
+// is unused then, and not worth a warning for every item.
+#![cfg_attr(
+    not(any(feature = "postgres", feature = "mysql", feature = "sqlite")),
+    allow(dead_code, unused_imports)
+)]
+
 use std::fmt;
 
 use session_core::{Record, RecordId, StoreError, StoreErrorKind};

@@ -1,7 +1,7 @@
 //! Repository chores, run as `cargo xtask <command>`:
 //!
 //! * `test`: formatting check, clippy with warnings denied (the workspace, and
-//!   `session-sql` with each database feature alone), docs with broken
+//!   `session-sql` with each database feature alone and with none), docs with broken
 //!   links denied, then every test of the workspace (unit, conformance,
 //!   integration, doc tests).
 //! * `services`: reports which local servers (Redis, PostgreSQL, MariaDB)
@@ -122,14 +122,16 @@ fn test() -> Result {
         &[],
     )?;
     // A user enables one database: each backend alone must build clean too
-    // (the workspace check above unifies them).
-    for backend in ["postgres", "mysql", "sqlite"] {
+    // (the workspace check above unifies them), and so must the crate with
+    // none. Library target only: the tests' dev-dependencies enable every
+    // backend of sqlx.
+    for backend in ["postgres", "mysql", "sqlite", ""] {
         cargo(
             &[
                 "clippy",
                 "-p",
                 "session-sql",
-                "--all-targets",
+                "--lib",
                 "--no-default-features",
                 "--features",
                 backend,
