@@ -14,11 +14,11 @@
 //! | `/clear` | removes every value | `Cleared all values` |
 //! | `/destroy` | ends the session | `Destroyed the session` |
 //! | `/incr` | adds 1 to `count` with `increment` | the new count |
-//! | `/login/{user}` | rotates the id, sets the owner | `Logged in as {user}` |
+//! | `/login/{user}` | rotates the id, sets the owner, leaves a flash `/app` shows once | `Logged in as {user}` |
 //! | `/logout-all` | ends every session of the current owner | `Ended {n} session(s) of {user}` |
 //! | `/sessions` | lists the current owner's sessions (a devices page) | `{record id} started {unix} last seen {unix}[ (this one)]` per line |
 //! | `/sessions/end/{id}` | ends one of them | `Ended session {short id}` |
-//! | `/app` | an HTML page for a browser: log in, counter, log out (everywhere) | HTML |
+//! | `/app` | an HTML page for a browser: log in (and its flash), counter, log out (everywhere) | HTML |
 
 use std::env;
 use std::fmt::Write as _;
@@ -477,6 +477,7 @@ fn html_escape(text: &str) -> String {
 pub async fn page(session: &Session) -> Reply {
     let state = async {
         let owner = session.owner().await?;
+        let notice = session.take_flash::<String>("notice").await?;
         let count = session.get::<i64>("count").await?.unwrap_or(0);
         let devices = match &owner {
             Some(owner) => {
@@ -500,10 +501,10 @@ pub async fn page(session: &Session) -> Reply {
             }
             None => String::new(),
         };
-        Ok::<_, session_core::Error>((owner, count, devices))
+        Ok::<_, session_core::Error>((owner, notice, count, devices))
     }
     .await;
-    let (owner, count, devices) = match state {
+    let (owner, notice, count, devices) = match state {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
@@ -511,13 +512,16 @@ pub async fn page(session: &Session) -> Reply {
         Some(user) => format!("Logged in as <b id=\"user\">{}</b>", html_escape(user)),
         None => "<span id=\"user\">Not logged in</span>".to_owned(),
     };
+    let notice = notice.map_or_else(String::new, |n| {
+        format!("<p id=\"notice\">{}</p>\n", html_escape(&n))
+    });
     let body = format!(
         r#"<!doctype html>
 <html lang="en">
 <head><meta charset="utf-8"><title>Sessions demo</title></head>
 <body>
 <h1>Sessions demo</h1>
-<p>{who}</p>
+{notice}<p>{who}</p>
 <p>Counter: <b id="count">{count}</b></p>
 <form id="login" onsubmit="go('/login/' + encodeURIComponent(document.getElementById('name').value)); return false;">
   <input id="name" placeholder="user name" autocomplete="off">
@@ -602,10 +606,18 @@ pub async fn incr(session: &Session) -> Reply {
     reply(async { Ok(session.increment("count", 1).await?.to_string()) }.await)
 }
 
-/// `/login/{user}`: rotates the id and sets the owner.
+/// `/login/{user}`: rotates the id, sets the owner and leaves a welcome
+/// flash for `/app`.
 pub async fn login(session: &Session, user: &str) -> Reply {
     match session.login(user).await {
-        Ok(()) => (200, format!("Logged in as {user}")),
+        // A flash for `/app`'s next view, saved by the commit after this
+        // handler (the login itself was written at once).
+        Ok(()) => reply(
+            session
+                .insert_flash("notice", format!("Welcome, {user}."))
+                .await
+                .map(|()| format!("Logged in as {user}")),
+        ),
         Err(session_core::Error::Invalid(why)) => (400, why),
         Err(e) => fail(&e),
     }

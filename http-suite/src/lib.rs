@@ -49,6 +49,7 @@ macro_rules! http_suite {
             a_devices_page_ends_only_the_owners_sessions,
             store_failure_is_a_clean_5xx,
             failed_save_is_a_bare_500,
+            a_failed_commit_after_login_keeps_the_new_id,
             slow_store_times_out,
             a_client_that_leaves_during_the_commit_keeps_its_write,
             header_transport
@@ -656,6 +657,35 @@ pub async fn failed_save_is_a_bare_500(spawn: impl Spawn) {
     let r = c.get("/set").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.set_cookies().len(), 1);
+}
+
+/// A login that was stored but whose commit then failed (`/login` adds a
+/// flash, which the commit saves): the 500 still carries the new id, under
+/// which the session is logged in, so the client does not keep the id the
+/// login retired. Only the flash is lost.
+pub async fn a_failed_commit_after_login_keeps_the_new_id(spawn: impl Spawn) {
+    let d = demo(spawn, plain()).await;
+    let mut c = Client::new(&d);
+    c.get("/set").await;
+    let before = c.jar.clone().expect("issued");
+    d.store.fail_saves_with(Some(StoreErrorKind::Unavailable));
+    let r = c.get("/login/alice").await;
+    assert_eq!(r.status, 500, "{:?}", r.body);
+    assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
+    assert!(!r.body.contains("alice"), "the handler's body leaked");
+    assert_eq!(r.set_cookies().len(), 1, "no new id with the 500");
+    let after = c.jar.clone().expect("issued");
+    assert_ne!(before, after);
+    assert_eq!(d.store.counts().save, 1, "the flash was not saved");
+    d.store.fail_saves_with(None);
+    assert_eq!(c.get("/get").await.body, "The name on the /set was: iris");
+    let mine = c.get("/sessions").await;
+    assert_eq!(mine.status, 200, "not logged in: {:?}", mine.body);
+    assert!(!c.get("/app").await.body.contains("Welcome"));
+    assert_eq!(
+        c.send("/get", Some(&before)).await.body,
+        "The name on the /set was: "
+    );
 }
 
 /// A client that goes away while its request's commit waits for the store:

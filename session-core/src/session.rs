@@ -1023,6 +1023,40 @@ impl Session {
         Some(self.outcome(&mut state))
     }
 
+    /// What the response must still tell the client after
+    /// [`commit`](Self::commit) failed: the new id when this request already
+    /// stored the session under one ([`login`](Self::login),
+    /// [`cycle_id`](Self::cycle_id), or a new session's first
+    /// [`update`](Self::update) or [`increment`](Self::increment), which
+    /// write at once), the cookie's removal when it ended the session, and
+    /// otherwise nothing. Without it, a client whose login succeeded but
+    /// whose later deferred write failed would keep the id `login` retired.
+    ///
+    /// Adapters add these headers to the 500 they answer a failed commit
+    /// with. Only the writes that failed are lost: the store holds what the
+    /// new id points to.
+    ///
+    /// ```
+    /// use session_core::{HeaderUpdate, Session};
+    ///
+    /// // An adapter's end of a request: the status and the session's headers.
+    /// async fn finish(session: &Session, status: u16) -> (u16, Vec<HeaderUpdate>) {
+    ///     let (status, outcome) = match session.commit().await {
+    ///         Ok(outcome) => (status, outcome),
+    ///         Err(_) => (500, session.failed_commit_outcome()),
+    ///     };
+    ///     (status, session.manager().response_headers(&outcome, |_| None))
+    /// }
+    /// ```
+    pub fn failed_commit_outcome(&self) -> SetCookie {
+        match self.shared.state.try_lock() {
+            Some(mut state) => self.outcome(&mut state),
+            // Only a task the handler spawned could hold it now; its own
+            // outcome is unknown, so the response changes nothing.
+            None => SetCookie::Unchanged,
+        }
+    }
+
     fn needs_write(&self, state: &State) -> bool {
         match state.stored {
             Some(_) => !state.changes.is_empty() || state.owner_dirty || state.lifetime_dirty,
@@ -1633,6 +1667,39 @@ mod tests {
     }
 
     const MINUTE: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn a_failed_commit_still_tells_the_client_what_the_store_holds() {
+        let f = fixture();
+        let old = f.stored().await;
+        f.store.fail_saves_with(Some(StoreErrorKind::Unavailable));
+        // A login stored under a new id; the commit's save then fails.
+        let s = f.open(Some(&old));
+        s.login("alice").await.unwrap();
+        s.insert("theme", "dark").await.unwrap();
+        assert!(s.commit().await.is_err());
+        let new = value(s.failed_commit_outcome());
+        assert_ne!(new, old);
+        let back = f.open(Some(&new));
+        assert_eq!(back.owner().await.unwrap().as_deref(), Some("alice"));
+        assert_eq!(back.get::<String>("theme").await.unwrap(), None);
+        // A new session whose first write failed: nothing to tell.
+        f.store.fail_with(Some(StoreErrorKind::Unavailable));
+        let fresh = f.open(None);
+        fresh.insert("name", "iris").await.unwrap();
+        assert!(fresh.commit().await.is_err());
+        assert_eq!(fresh.failed_commit_outcome(), SetCookie::Unchanged);
+        // A destroyed session whose next session could not be stored: the
+        // old cookie goes.
+        f.store.fail_with(None);
+        f.store.fail_saves_with(None);
+        let ended = f.open(Some(&new));
+        ended.destroy().await.unwrap();
+        ended.insert("name", "iris").await.unwrap();
+        f.store.fail_with(Some(StoreErrorKind::Unavailable));
+        assert!(ended.commit().await.is_err());
+        assert_eq!(ended.failed_commit_outcome(), SetCookie::Remove);
+    }
 
     #[tokio::test]
     async fn an_untouched_session_costs_no_store_call_and_no_cookie() {

@@ -62,6 +62,7 @@ struct Counters {
 #[derive(Debug, Default, Clone)]
 struct Faults {
     error: Option<StoreErrorKind>,
+    save_error: Option<StoreErrorKind>,
     delay: Option<Duration>,
 }
 
@@ -139,6 +140,14 @@ impl<S: Store> Instrumented<S> {
         self.set_faults(|f| f.error = kind);
     }
 
+    /// Makes only `save` calls fail with this kind of error (`None`: stop
+    /// failing): a commit's write fails after the request's earlier writes
+    /// (`create`, `touch`, `delete`: a [`login`](crate::Session::login), say)
+    /// succeeded.
+    pub fn fail_saves_with(&self, kind: Option<StoreErrorKind>) {
+        self.set_faults(|f| f.save_error = kind);
+    }
+
     /// Delays every call by this long (`None`: no delay).
     pub fn delay(&self, delay: Option<Duration>) {
         self.set_faults(|f| f.delay = delay);
@@ -147,7 +156,8 @@ impl<S: Store> Instrumented<S> {
     fn set_faults(&self, change: impl FnOnce(&mut Faults)) {
         let mut faults = self.faults();
         change(&mut faults);
-        let faulty = faults.error.is_some() || faults.delay.is_some();
+        let faulty =
+            faults.error.is_some() || faults.save_error.is_some() || faults.delay.is_some();
         self.counters.faulty.store(faulty, Ordering::SeqCst);
     }
 
@@ -164,7 +174,8 @@ impl<S: Store> Instrumented<S> {
         if let Some(d) = faults.delay {
             tokio::time::sleep(d).await;
         }
-        match faults.error {
+        let save = std::ptr::eq(counter, &self.counters.save);
+        match faults.error.or(faults.save_error.filter(|_| save)) {
             Some(kind) => Err(StoreError::new(kind, "injected fault")),
             None => Ok(()),
         }

@@ -33,7 +33,8 @@
 //! must change on the client it adds `Set-Cookie` (or the header),
 //! `Cache-Control: no-store` and `Vary`. If the commit fails (store down,
 //! timeout) the response becomes a bare `500 Internal Server Error` and the
-//! error is logged; store errors never reach a response body.
+//! error is logged; store errors never reach a response body. If this request had
+//! already stored the session under a new id (`login`), the 500 still carries it.
 //!
 //! # A network store: one connection per worker
 //!
@@ -215,17 +216,19 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut inner = self.project().inner;
         let (mut response, outcome) = task::ready!(inner.as_mut().poll(cx))?;
+        let session = inner.as_ref().get_ref().session();
         Poll::Ready(Ok(match outcome {
             Ok(outcome) => {
-                let manager = inner.as_ref().get_ref().session().manager();
-                write_headers(manager, &outcome, response.headers_mut());
+                write_headers(session.manager(), &outcome, response.headers_mut());
                 response.map_into_left_body()
             }
             Err(error) => {
                 tracing::error!(%error, "session could not be committed; answering 500");
-                let failed = HttpResponse::InternalServerError()
+                let mut failed = HttpResponse::InternalServerError()
                     .insert_header((CACHE_CONTROL, "no-store"))
                     .finish();
+                let outcome = session.failed_commit_outcome();
+                write_headers(session.manager(), &outcome, failed.headers_mut());
                 response.into_response(failed).map_into_right_body()
             }
         }))

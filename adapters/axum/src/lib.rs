@@ -36,7 +36,8 @@
 //! the client it adds `Set-Cookie` (or the header), `Cache-Control: no-store`
 //! and `Vary`. If the commit fails (store down, timeout) the response becomes
 //! a bare `500 Internal Server Error` and the error is logged; store errors
-//! never reach a response body.
+//! never reach a response body. If this request had already stored the
+//! session under a new id (`login`), the 500 still carries it.
 //!
 //! # Testing handlers
 //!
@@ -159,10 +160,10 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut inner = self.project().inner;
         let (mut response, outcome) = ready!(inner.as_mut().poll(cx))?;
+        let session = inner.as_ref().get_ref().session();
         Poll::Ready(Ok(match outcome {
             Ok(outcome) => {
-                let manager = inner.as_ref().get_ref().session().manager();
-                write_headers(manager, &outcome, response.headers_mut());
+                write_headers(session.manager(), &outcome, response.headers_mut());
                 response
             }
             Err(error) => {
@@ -172,6 +173,8 @@ where
                 failed
                     .headers_mut()
                     .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                let outcome = session.failed_commit_outcome();
+                write_headers(session.manager(), &outcome, failed.headers_mut());
                 failed
             }
         }))

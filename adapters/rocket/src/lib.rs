@@ -31,7 +31,8 @@
 //! retries). When the id must change on the client it adds `Set-Cookie` (or
 //! the header), `Cache-Control: no-store` and `Vary`. If the commit fails
 //! (store down, timeout) the response becomes a bare `500 Internal Server Error` and the
-//! error is logged; store errors never reach a response body.
+//! error is logged; store errors never reach a response body. If this request had
+//! already stored the session under a new id (`login`), the 500 still carries it.
 //!
 //! A route that takes a [`Session`] on a Rocket without the fairing does not
 //! launch: the guard is a [`Sentinel`] that names the missing fairing.
@@ -96,19 +97,7 @@ impl Fairing for SessionFairing {
             return;
         };
         match session.commit().await {
-            Ok(outcome) => {
-                let updates = self
-                    .manager
-                    .response_headers(&outcome, |name| header_joined(res, name));
-                for update in updates {
-                    let header = Header::new(update.name, update.value);
-                    if update.append {
-                        res.adjoin_header(header);
-                    } else {
-                        res.set_header(header);
-                    }
-                }
-            }
+            Ok(outcome) => write_headers(&self.manager, &outcome, res),
             Err(error) => {
                 tracing::error!(%error, "session could not be committed; answering 500");
                 let mut failed = Response::build()
@@ -117,7 +106,19 @@ impl Fairing for SessionFairing {
                     .finalize();
                 failed.set_sized_body(0, Cursor::new(""));
                 *res = failed;
+                write_headers(&self.manager, &session.failed_commit_outcome(), res);
             }
+        }
+    }
+}
+
+fn write_headers(manager: &Manager, outcome: &session_core::SetCookie, res: &mut Response<'_>) {
+    for update in manager.response_headers(outcome, |name| header_joined(res, name)) {
+        let header = Header::new(update.name, update.value);
+        if update.append {
+            res.adjoin_header(header);
+        } else {
+            res.set_header(header);
         }
     }
 }

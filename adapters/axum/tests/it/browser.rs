@@ -159,6 +159,8 @@ async fn a_real_browser_logs_in_counts_and_is_logged_out_everywhere() {
     a.goto(&format!("{base}/app")).await.expect("open /app");
     assert_eq!(text(&a, "user").await, "Not logged in");
     log_in(&a, &base, "carol").await;
+    // The login's flash shows once.
+    assert_eq!(text(&a, "notice").await, "Welcome, carol.");
     for n in 1..=3 {
         click(&a, "incr").await;
         wait_text(&a, "count", &n.to_string()).await;
@@ -166,6 +168,10 @@ async fn a_real_browser_logs_in_counts_and_is_logged_out_everywhere() {
     a.refresh().await.expect("reload");
     wait_text(&a, "count", "3").await;
     wait_text(&a, "user", "carol").await;
+    assert!(
+        a.find(Locator::Id("notice")).await.is_err(),
+        "the flash showed twice"
+    );
 
     // The cookie exists, is HttpOnly, and the page's script cannot see it.
     let cookies = a.get_all_cookies().await.expect("cookies");
