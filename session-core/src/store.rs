@@ -106,37 +106,86 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
     async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError>;
 }
 
-#[async_trait]
+/// The boxed future of a [`Store`] method, as `async_trait` declares it.
+pub(crate) type StoreFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// A shared store is a store. Each method hands back the inner store's future
+/// as it is, without boxing it again.
 impl<S: Store + ?Sized> Store for Arc<S> {
-    async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
-        (**self).load(id).await
+    fn load<'s, 'a, 'f>(&'s self, id: &'a RecordId) -> StoreFuture<'f, Option<Record>>
+    where
+        's: 'f,
+        'a: 'f,
+        Self: 'f,
+    {
+        (**self).load(id)
     }
-    async fn create(&self, record: &Record) -> Result<Created, StoreError> {
-        (**self).create(record).await
+    fn create<'s, 'a, 'f>(&'s self, record: &'a Record) -> StoreFuture<'f, Created>
+    where
+        's: 'f,
+        'a: 'f,
+        Self: 'f,
+    {
+        (**self).create(record)
     }
-    async fn save(&self, record: &Record, expected_version: u64) -> Result<Saved, StoreError> {
-        (**self).save(record, expected_version).await
+    fn save<'s, 'a, 'f>(
+        &'s self,
+        record: &'a Record,
+        expected_version: u64,
+    ) -> StoreFuture<'f, Saved>
+    where
+        's: 'f,
+        'a: 'f,
+        Self: 'f,
+    {
+        (**self).save(record, expected_version)
     }
-    async fn touch(
-        &self,
-        id: &RecordId,
+    fn touch<'s, 'a, 'o, 'f>(
+        &'s self,
+        id: &'a RecordId,
         version: u64,
-        owner: Option<&str>,
+        owner: Option<&'o str>,
         expires_at: OffsetDateTime,
-    ) -> Result<bool, StoreError> {
-        (**self).touch(id, version, owner, expires_at).await
+    ) -> StoreFuture<'f, bool>
+    where
+        's: 'f,
+        'a: 'f,
+        'o: 'f,
+        Self: 'f,
+    {
+        (**self).touch(id, version, owner, expires_at)
     }
-    async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
-        (**self).delete(id).await
+    fn delete<'s, 'a, 'f>(&'s self, id: &'a RecordId) -> StoreFuture<'f, ()>
+    where
+        's: 'f,
+        'a: 'f,
+        Self: 'f,
+    {
+        (**self).delete(id)
     }
-    async fn delete_expired(&self) -> Result<u64, StoreError> {
-        (**self).delete_expired().await
+    fn delete_expired<'s, 'f>(&'s self) -> StoreFuture<'f, u64>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        (**self).delete_expired()
     }
-    async fn ids_of_owner(&self, owner: &str) -> Result<Vec<RecordId>, StoreError> {
-        (**self).ids_of_owner(owner).await
+    fn ids_of_owner<'s, 'a, 'f>(&'s self, owner: &'a str) -> StoreFuture<'f, Vec<RecordId>>
+    where
+        's: 'f,
+        'a: 'f,
+        Self: 'f,
+    {
+        (**self).ids_of_owner(owner)
     }
-    async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError> {
-        (**self).delete_owner(owner).await
+    fn delete_owner<'s, 'a, 'f>(&'s self, owner: &'a str) -> StoreFuture<'f, u64>
+    where
+        's: 'f,
+        'a: 'f,
+        Self: 'f,
+    {
+        (**self).delete_owner(owner)
     }
 }
 

@@ -20,6 +20,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use crate::store::StoreFuture;
 use crate::{Created, Record, RecordId, Saved, Store, StoreError, StoreErrorKind};
 
 /// How many times each store operation was called.
@@ -165,62 +166,120 @@ impl<S: Store> Instrumented<S> {
         self.faults.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn enter(&self, counter: &AtomicU64) -> Result<(), StoreError> {
+    /// Counts a call and, when a fault is set, returns it to apply first.
+    fn enter(&self, counter: &AtomicU64) -> Option<Faults> {
         counter.fetch_add(1, Ordering::SeqCst);
         if !self.counters.faulty.load(Ordering::SeqCst) {
-            return Ok(());
+            return None;
         }
-        let faults = self.faults().clone();
-        if let Some(d) = faults.delay {
-            tokio::time::sleep(d).await;
+        let mut faults = self.faults().clone();
+        if !std::ptr::eq(counter, &self.counters.save) {
+            faults.save_error = None;
         }
-        let save = std::ptr::eq(counter, &self.counters.save);
-        match faults.error.or(faults.save_error.filter(|_| save)) {
-            Some(kind) => Err(StoreError::new(kind, "injected fault")),
-            None => Ok(()),
-        }
+        Some(faults)
+    }
+
+    /// The inner store's call as it is when no fault is set (the wrapper then
+    /// costs a counter, not a second boxed future, so that load tests measure
+    /// the store), else behind the fault.
+    fn call<'f, T: Send + 'f>(
+        &self,
+        counter: &AtomicU64,
+        inner: StoreFuture<'f, T>,
+    ) -> StoreFuture<'f, T> {
+        let Some(faults) = self.enter(counter) else {
+            return inner;
+        };
+        Box::pin(async move {
+            if let Some(d) = faults.delay {
+                tokio::time::sleep(d).await;
+            }
+            match faults.error.or(faults.save_error) {
+                Some(kind) => Err(StoreError::new(kind, "injected fault")),
+                None => inner.await,
+            }
+        })
     }
 }
 
-#[async_trait]
 impl<S: Store> Store for Instrumented<S> {
-    async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
-        self.enter(&self.counters.load).await?;
-        S::load(&self.inner, id).await
+    fn load<'s, 'a, 'f>(&'s self, id: &'a RecordId) -> StoreFuture<'f, Option<Record>>
+    where
+        's: 'f,
+        'a: 'f,
+        Self: 'f,
+    {
+        self.call(&self.counters.load, self.inner.load(id))
     }
-    async fn create(&self, record: &Record) -> Result<Created, StoreError> {
-        self.enter(&self.counters.create).await?;
-        S::create(&self.inner, record).await
+    fn create<'s, 'a, 'f>(&'s self, record: &'a Record) -> StoreFuture<'f, Created>
+    where
+        's: 'f,
+        'a: 'f,
+        Self: 'f,
+    {
+        self.call(&self.counters.create, self.inner.create(record))
     }
-    async fn save(&self, record: &Record, expected_version: u64) -> Result<Saved, StoreError> {
-        self.enter(&self.counters.save).await?;
-        S::save(&self.inner, record, expected_version).await
+    fn save<'s, 'a, 'f>(
+        &'s self,
+        record: &'a Record,
+        expected_version: u64,
+    ) -> StoreFuture<'f, Saved>
+    where
+        's: 'f,
+        'a: 'f,
+        Self: 'f,
+    {
+        self.call(
+            &self.counters.save,
+            self.inner.save(record, expected_version),
+        )
     }
-    async fn touch(
-        &self,
-        id: &RecordId,
+    fn touch<'s, 'a, 'o, 'f>(
+        &'s self,
+        id: &'a RecordId,
         version: u64,
-        owner: Option<&str>,
+        owner: Option<&'o str>,
         expires_at: OffsetDateTime,
-    ) -> Result<bool, StoreError> {
-        self.enter(&self.counters.touch).await?;
-        S::touch(&self.inner, id, version, owner, expires_at).await
+    ) -> StoreFuture<'f, bool>
+    where
+        's: 'f,
+        'a: 'f,
+        'o: 'f,
+        Self: 'f,
+    {
+        let inner = self.inner.touch(id, version, owner, expires_at);
+        self.call(&self.counters.touch, inner)
     }
-    async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
-        self.enter(&self.counters.delete).await?;
-        S::delete(&self.inner, id).await
+    fn delete<'s, 'a, 'f>(&'s self, id: &'a RecordId) -> StoreFuture<'f, ()>
+    where
+        's: 'f,
+        'a: 'f,
+        Self: 'f,
+    {
+        self.call(&self.counters.delete, self.inner.delete(id))
     }
-    async fn delete_expired(&self) -> Result<u64, StoreError> {
-        self.enter(&self.counters.other).await?;
-        S::delete_expired(&self.inner).await
+    fn delete_expired<'s, 'f>(&'s self) -> StoreFuture<'f, u64>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        self.call(&self.counters.other, self.inner.delete_expired())
     }
-    async fn ids_of_owner(&self, owner: &str) -> Result<Vec<RecordId>, StoreError> {
-        self.enter(&self.counters.other).await?;
-        S::ids_of_owner(&self.inner, owner).await
+    fn ids_of_owner<'s, 'a, 'f>(&'s self, owner: &'a str) -> StoreFuture<'f, Vec<RecordId>>
+    where
+        's: 'f,
+        'a: 'f,
+        Self: 'f,
+    {
+        self.call(&self.counters.other, self.inner.ids_of_owner(owner))
     }
-    async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError> {
-        self.enter(&self.counters.other).await?;
-        S::delete_owner(&self.inner, owner).await
+    fn delete_owner<'s, 'a, 'f>(&'s self, owner: &'a str) -> StoreFuture<'f, u64>
+    where
+        's: 'f,
+        'a: 'f,
+        Self: 'f,
+    {
+        self.call(&self.counters.other, self.inner.delete_owner(owner))
     }
 }
 
