@@ -270,13 +270,13 @@ fn memory(n: usize, subject: &str) -> Result<(), String> {
 /// The size of our memory store's entry for a session holding `{"n": i}`:
 /// the header (deadline, version, owner length) and the encoded record.
 fn our_entry_bytes(i: u64) -> Result<usize, String> {
-    let now = time::OffsetDateTime::now_utc();
+    let now = session_core::Timestamp::now();
     let mut r = session_core::Record::new(
         session_core::Id::generate()
             .map_err(|e| e.to_string())?
             .record_id(),
         now,
-        now + time::Duration::hours(1),
+        now + std::time::Duration::from_secs(3600),
     );
     let value = session_core::MessagePack
         .encode(&i)

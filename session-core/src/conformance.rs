@@ -28,10 +28,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 
 use crate::{
-    Config, Created, Id, Manager, Record, RecordId, Saved, Session, SetCookie, Store, MAX_OWNER_LEN,
+    Config, Created, Id, Manager, Record, RecordId, Saved, Session, SetCookie, Store, Timestamp,
+    MAX_OWNER_LEN,
 };
 
 /// Expands into one `#[tokio::test]` per contract case, each building its own
@@ -108,9 +108,8 @@ macro_rules! store_conformance {
     };
 }
 
-/// The current time, truncated to whole milliseconds.
-fn now() -> OffsetDateTime {
-    crate::record::truncate_ms(OffsetDateTime::now_utc())
+fn now() -> Timestamp {
+    Timestamp::now()
 }
 
 fn random_rid() -> RecordId {
@@ -121,15 +120,28 @@ fn random_owner() -> String {
     format!("owner-{}", random_rid().short())
 }
 
-fn record(expires_in: time::Duration) -> Record {
+/// A record with one value that expires `expires_in` from now.
+fn record(expires_in: Duration) -> Record {
     let t = now();
     let mut r = Record::new(random_rid(), t, t + expires_in);
     r.data.insert("k".into(), b"v".to_vec());
     r
 }
 
-fn hour() -> time::Duration {
-    time::Duration::hours(1)
+/// A record that expired a second ago.
+fn expired_record() -> Record {
+    let t = now();
+    let mut r = Record::new(
+        random_rid(),
+        t - Duration::from_secs(2),
+        t - Duration::from_secs(1),
+    );
+    r.data.insert("k".into(), b"v".to_vec());
+    r
+}
+
+fn hour() -> Duration {
+    Duration::from_secs(3600)
 }
 
 async fn create(store: &dyn Store, r: &Record) {
@@ -208,7 +220,7 @@ pub async fn save_replaces_on_matching_version(store: impl Store) {
     next.version = 1;
     next.data.insert("k".into(), b"new".to_vec());
     next.data.insert("k2".into(), b"added".to_vec());
-    next.expires_at = r.expires_at + time::Duration::minutes(5);
+    next.expires_at = r.expires_at + Duration::from_secs(300);
     assert_eq!(
         store.save(&next, 0).await.expect("save"),
         Saved::Saved,
@@ -292,7 +304,7 @@ pub async fn versions_increment_through_saves(store: impl Store) {
 
 /// `touch` moves the deadline and nothing else.
 pub async fn touch_extends_without_changing_data(store: impl Store) {
-    let r = record(time::Duration::seconds(30));
+    let r = record(Duration::from_secs(30));
     create(&store, &r).await;
     let later = r.expires_at + hour();
     assert!(store
@@ -313,7 +325,7 @@ pub async fn touch_of_a_stale_version_changes_nothing(store: impl Store) {
     create(&store, &r).await;
     let mut next = r.clone();
     next.version = 1;
-    next.expires_at = r.expires_at + time::Duration::minutes(10);
+    next.expires_at = r.expires_at + Duration::from_secs(600);
     assert_eq!(store.save(&next, 0).await.expect("save"), Saved::Saved);
     let stale = r.expires_at + hour();
     assert!(
@@ -344,7 +356,7 @@ pub async fn touch_of_missing_is_false(store: impl Store) {
 
 /// A record whose deadline is already past is never returned.
 pub async fn expired_records_are_never_loaded(store: impl Store) {
-    let r = record(time::Duration::seconds(-1));
+    let r = expired_record();
     // A store may refuse or accept it; either way it must not load.
     let _ = store.create(&r).await.expect("create");
     assert_eq!(
@@ -356,7 +368,7 @@ pub async fn expired_records_are_never_loaded(store: impl Store) {
 
 /// A record stops loading once its deadline passes (real time).
 pub async fn records_expire_when_their_deadline_passes(store: impl Store) {
-    let r = record(time::Duration::milliseconds(1200));
+    let r = record(Duration::from_millis(1200));
     create(&store, &r).await;
     assert!(load(&store, &r.id).await.is_some());
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -372,7 +384,7 @@ pub async fn records_expire_when_their_deadline_passes(store: impl Store) {
 
 /// An expired id is free: `create` succeeds on it.
 pub async fn expired_id_can_be_created_again(store: impl Store) {
-    let old = record(time::Duration::seconds(-1));
+    let old = expired_record();
     let _ = store.create(&old).await.expect("create");
     let mut fresh = record(hour());
     fresh.id = old.id;
@@ -384,7 +396,7 @@ pub async fn expired_id_can_be_created_again(store: impl Store) {
 pub async fn delete_expired_leaves_live_records(store: impl Store) {
     let live = record(hour());
     create(&store, &live).await;
-    let dead = record(time::Duration::seconds(-1));
+    let dead = expired_record();
     let _ = store.create(&dead).await.expect("create");
     let _removed = store.delete_expired().await.expect("delete_expired");
     assert_eq!(load(&store, &live.id).await, Some(live));
@@ -489,10 +501,10 @@ pub async fn owner_index_follows_saves_and_deletes(store: impl Store) {
 /// `delete_owner`.
 pub async fn owner_index_hides_expired_records(store: impl Store) {
     let alice = random_owner();
-    let mut dead = record(time::Duration::seconds(-1));
+    let mut dead = expired_record();
     dead.owner = Some(alice.clone());
     let _ = store.create(&dead).await.expect("create");
-    let mut soon = record(time::Duration::milliseconds(800));
+    let mut soon = record(Duration::from_millis(800));
     soon.owner = Some(alice.clone());
     create(&store, &soon).await;
     assert_eq!(
@@ -511,7 +523,7 @@ pub async fn owner_index_hides_expired_records(store: impl Store) {
 /// A touched session stays listed past its original deadline.
 pub async fn owner_index_follows_touch(store: impl Store) {
     let alice = random_owner();
-    let mut r = record(time::Duration::milliseconds(800));
+    let mut r = record(Duration::from_millis(800));
     r.owner = Some(alice.clone());
     create(&store, &r).await;
     assert!(store

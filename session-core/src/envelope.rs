@@ -9,7 +9,8 @@ use rmp::decode;
 use rmp::encode;
 
 use crate::id::RecordId;
-use crate::record::{from_unix_millis, unix_millis, Data, Lifetime, Record, RecordDecodeError};
+use crate::record::{Data, Lifetime, Record, RecordDecodeError};
+use crate::timestamp::Timestamp;
 
 /// The only format this release writes; others are refused.
 pub(crate) const FORMAT: u8 = 1;
@@ -40,9 +41,9 @@ pub(crate) fn encode(record: &Record) -> Result<Vec<u8>, RecordDecodeError> {
         encode::write_bin(w, value).map_err(invalid)?;
     }
     encode::write_str(w, "c").map_err(invalid)?;
-    encode::write_sint(w, unix_millis(record.created_at)).map_err(invalid)?;
+    encode::write_sint(w, record.created_at.unix_millis()).map_err(invalid)?;
     encode::write_str(w, "e").map_err(invalid)?;
-    encode::write_sint(w, unix_millis(record.expires_at)).map_err(invalid)?;
+    encode::write_sint(w, record.expires_at.unix_millis()).map_err(invalid)?;
     encode::write_str(w, "v").map_err(invalid)?;
     encode::write_uint(w, record.version).map_err(invalid)?;
     encode::write_str(w, "o").map_err(invalid)?;
@@ -163,12 +164,16 @@ pub(crate) fn decode(mut rd: &[u8]) -> Result<Record, RecordDecodeError> {
     Ok(Record {
         id: id.ok_or_else(|| invalid("record has no id"))?,
         data: values,
-        created_at: from_unix_millis(
-            created.ok_or_else(|| invalid("record has no creation time"))?,
-        )?,
-        expires_at: from_unix_millis(expires.ok_or_else(|| invalid("record has no deadline"))?)?,
+        created_at: timestamp(created.ok_or_else(|| invalid("record has no creation time"))?)?,
+        expires_at: timestamp(expires.ok_or_else(|| invalid("record has no deadline"))?)?,
         version,
         owner,
         lifetime,
     })
+}
+
+/// A stored timestamp: out of range means the bytes are not a record.
+fn timestamp(ms: i64) -> Result<Timestamp, RecordDecodeError> {
+    Timestamp::checked_from_unix_millis(ms)
+        .ok_or_else(|| invalid(format!("timestamp {ms} out of range")))
 }

@@ -16,6 +16,7 @@ mod record;
 mod session;
 mod store;
 mod sweeper;
+mod timestamp;
 mod transport;
 mod view;
 
@@ -36,9 +37,10 @@ pub use config::{Config, ConfigBuilder, ConfigError, CookieKeys, CookieSecurity,
 pub use error::{Error, Result};
 pub use id::{Id, InvalidId, RandomError, RecordId, ID_BYTES, ID_TEXT_LEN, RECORD_ID_TEXT_LEN};
 pub use manager::Manager;
-pub use record::{now_unix_millis, unix_millis, Data, Lifetime, Record, RecordDecodeError};
+pub use record::{Data, Lifetime, Record, RecordDecodeError};
 pub use session::{Session, MAX_OWNER_LEN};
 pub use store::{Created, Saved, Store, StoreError, StoreErrorKind};
 pub use sweeper::Sweeper;
+pub use timestamp::Timestamp;
 pub use transport::{cookie_values, join_header_values, HeaderUpdate, SetCookie};
 pub use view::SessionView;

@@ -13,6 +13,7 @@ use crate::observe;
 use crate::record::Record;
 use crate::session::Session;
 use crate::store::{Saved, Store};
+use crate::timestamp::Timestamp;
 use crate::transport::{self, HeaderUpdate, Incoming, SetCookie};
 use crate::view::SessionView;
 
@@ -30,7 +31,7 @@ use crate::view::SessionView;
 /// #   async fn load(&self, _: &session_core::RecordId) -> Result<Option<session_core::Record>, session_core::StoreError> { Ok(None) }
 /// #   async fn create(&self, _: &session_core::Record) -> Result<session_core::Created, session_core::StoreError> { Ok(session_core::Created::Created) }
 /// #   async fn save(&self, _: &session_core::Record, _: u64) -> Result<session_core::Saved, session_core::StoreError> { Ok(session_core::Saved::Missing) }
-/// #   async fn touch(&self, _: &session_core::RecordId, _: u64, _: Option<&str>, _: time::OffsetDateTime) -> Result<bool, session_core::StoreError> { Ok(false) }
+/// #   async fn touch(&self, _: &session_core::RecordId, _: u64, _: Option<&str>, _: session_core::Timestamp) -> Result<bool, session_core::StoreError> { Ok(false) }
 /// #   async fn delete(&self, _: &session_core::RecordId) -> Result<(), session_core::StoreError> { Ok(()) }
 /// #   async fn delete_expired(&self) -> Result<u64, session_core::StoreError> { Ok(0) }
 /// #   async fn ids_of_owner(&self, _: &str) -> Result<Vec<session_core::RecordId>, session_core::StoreError> { Ok(vec![]) }
@@ -261,7 +262,7 @@ impl Manager {
     }
 
     /// Whether `record` is a live session of `owner`.
-    fn is_owned_by(&self, record: &Record, owner: &str, now: time::OffsetDateTime) -> bool {
+    fn is_owned_by(&self, record: &Record, owner: &str, now: Timestamp) -> bool {
         record.owner.as_deref() == Some(owner) && self.is_live(record, now)
     }
 
@@ -277,14 +278,11 @@ impl Manager {
 
     /// Whether a record is live by the manager's clock: before its stored
     /// deadline and within the absolute timeout in force now.
-    pub(crate) fn is_live(&self, record: &Record, now: time::OffsetDateTime) -> bool {
+    pub(crate) fn is_live(&self, record: &Record, now: Timestamp) -> bool {
         let lifetime = record.lifetime.unwrap_or(self.inner.config.lifetime);
-        let within_absolute = lifetime.absolute_timeout().is_none_or(|abs| {
-            record
-                .created_at
-                .saturating_add(time::Duration::try_from(abs).unwrap_or(time::Duration::MAX))
-                > now
-        });
+        let within_absolute = lifetime
+            .absolute_timeout()
+            .is_none_or(|abs| record.created_at + abs > now);
         !record.is_expired(now) && within_absolute
     }
 
@@ -407,9 +405,9 @@ impl Manager {
         &locks[usize::from(u16::from_le_bytes([id.as_bytes()[0], id.as_bytes()[1]])) % locks.len()]
     }
 
-    /// The clock's time, truncated to the millisecond precision of records.
-    pub(crate) fn now(&self) -> time::OffsetDateTime {
-        crate::record::truncate_ms(self.inner.clock.now())
+    /// The clock's time.
+    pub(crate) fn now(&self) -> Timestamp {
+        self.inner.clock.now()
     }
 
     pub(crate) fn new_id(&self) -> Result<Id> {

@@ -1,13 +1,12 @@
 //! What a store keeps for one session.
 
 use std::collections::BTreeMap;
-use std::sync::LazyLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 
 use crate::id::RecordId;
+use crate::timestamp::Timestamp;
 
 /// The values of a session: key -> value encoded by the configured
 /// [`Codec`](crate::Codec).
@@ -86,42 +85,30 @@ impl Lifetime {
 
     /// The deadline of a session created at `created_at` and last used at `now`:
     /// the earlier of the idle and the absolute deadline.
-    pub fn deadline(&self, created_at: OffsetDateTime, now: OffsetDateTime) -> OffsetDateTime {
-        let idle = self.idle.map(|d| now.saturating_add(to_time(d)));
-        let absolute = self.absolute.map(|d| created_at.saturating_add(to_time(d)));
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use session_core::{Lifetime, Timestamp};
+    ///
+    /// let l = Lifetime::new()
+    ///     .with_idle_timeout(Some(Duration::from_secs(10)))
+    ///     .with_absolute_timeout(Some(Duration::from_secs(100)));
+    /// let t0 = Timestamp::UNIX_EPOCH;
+    /// assert_eq!(l.deadline(t0, t0), t0 + Duration::from_secs(10));
+    /// let late = t0 + Duration::from_secs(95);
+    /// assert_eq!(l.deadline(t0, late), t0 + Duration::from_secs(100));
+    /// ```
+    pub fn deadline(&self, created_at: Timestamp, now: Timestamp) -> Timestamp {
+        let idle = self.idle.map(|d| now + d);
+        let absolute = self.absolute.map(|d| created_at + d);
         match (idle, absolute) {
             (Some(i), Some(a)) => i.min(a),
             (Some(i), None) => i,
             (None, Some(a)) => a,
             // Refused by config validation; a far deadline keeps this total.
-            (None, None) => now.saturating_add(time::Duration::days(400)),
+            (None, None) => now + Duration::from_secs(400 * 86_400),
         }
     }
-}
-
-impl Lifetime {
-    /// [`Lifetime::deadline`] in unix milliseconds ([`unix_millis`]), for the
-    /// check every request makes: integer arithmetic where `OffsetDateTime`
-    /// does calendar arithmetic.
-    pub(crate) fn deadline_ms(&self, created_ms: i64, now_ms: i64) -> i64 {
-        // Where `OffsetDateTime`'s saturating arithmetic stops.
-        static LATEST: LazyLock<i64> =
-            LazyLock::new(|| unix_millis(time::PrimitiveDateTime::MAX.assume_utc()));
-        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-        let idle = self.idle.map(|d| now_ms.saturating_add(ms(d)));
-        let absolute = self.absolute.map(|d| created_ms.saturating_add(ms(d)));
-        let deadline = match (idle, absolute) {
-            (Some(i), Some(a)) => i.min(a),
-            (Some(i), None) => i,
-            (None, Some(a)) => a,
-            (None, None) => now_ms.saturating_add(400 * 86_400_000),
-        };
-        deadline.min(*LATEST)
-    }
-}
-
-fn to_time(d: Duration) -> time::Duration {
-    time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
 }
 
 mod opt_secs {
@@ -146,12 +133,11 @@ mod opt_secs {
 /// compact, versioned encoding that tolerates fields added by later releases.
 ///
 /// ```
-/// use session_core::{Id, Record};
-/// use time::OffsetDateTime;
+/// use std::time::Duration;
+/// use session_core::{Id, Record, Timestamp};
 ///
-/// // Stores keep timestamps to the millisecond.
-/// let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
-/// let mut record = Record::new(Id::generate().unwrap().record_id(), now, now + time::Duration::hours(1));
+/// let now = Timestamp::now();
+/// let mut record = Record::new(Id::generate().unwrap().record_id(), now, now + Duration::from_secs(3600));
 /// record.data.insert("name".into(), b"\xa4iris".to_vec());
 /// let bytes = record.to_bytes().unwrap();
 /// assert_eq!(Record::from_bytes(&bytes).unwrap(), record);
@@ -164,9 +150,9 @@ pub struct Record {
     /// The values, each encoded by the manager's codec.
     pub data: Data,
     /// When the session was created (start of the absolute timeout).
-    pub created_at: OffsetDateTime,
+    pub created_at: Timestamp,
     /// When the session expires: stores never return it after this instant.
-    pub expires_at: OffsetDateTime,
+    pub expires_at: Timestamp,
     /// Incremented by every save; the compare-and-set token.
     pub version: u64,
     /// The user this session belongs to, for "log out everywhere".
@@ -177,7 +163,7 @@ pub struct Record {
 
 impl Record {
     /// A new record at version 0 with no data and no owner.
-    pub fn new(id: RecordId, created_at: OffsetDateTime, expires_at: OffsetDateTime) -> Self {
+    pub fn new(id: RecordId, created_at: Timestamp, expires_at: Timestamp) -> Self {
         Self {
             id,
             data: Data::new(),
@@ -190,7 +176,7 @@ impl Record {
     }
 
     /// Whether the record has expired at `now`.
-    pub fn is_expired(&self, now: OffsetDateTime) -> bool {
+    pub fn is_expired(&self, now: Timestamp) -> bool {
         self.expires_at <= now
     }
 
@@ -223,72 +209,17 @@ impl Record {
 #[error("stored session record is corrupted: {0}")]
 pub struct RecordDecodeError(pub(crate) String);
 
-/// `t` truncated to whole milliseconds, the precision stores keep.
-pub(crate) fn truncate_ms(t: OffsetDateTime) -> OffsetDateTime {
-    t.replace_nanosecond(t.nanosecond() / 1_000_000 * 1_000_000)
-        .unwrap_or(t)
-}
-
-/// Milliseconds since the Unix epoch, rounded down: the unit in which
-/// records and the stores keep deadlines.
-///
-/// Whole seconds and the millisecond field: no 128-bit division, which is
-/// what `unix_timestamp_nanos` would cost on every save.
-///
-/// ```
-/// use time::OffsetDateTime;
-///
-/// let t = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).unwrap();
-/// assert_eq!(session_core::unix_millis(t), 1_700_000_000_123);
-/// ```
-pub fn unix_millis(t: OffsetDateTime) -> i64 {
-    t.unix_timestamp()
-        .saturating_mul(1000)
-        .saturating_add(i64::from(t.millisecond()))
-}
-
-/// The system clock now, in [`unix_millis`]: cheaper than going through an
-/// `OffsetDateTime`, for stores that read it on every call.
-pub fn now_unix_millis() -> i64 {
-    system_millis(SystemTime::now())
-}
-
-/// `t` in unix milliseconds, rounded down like [`unix_millis`].
-fn system_millis(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-        // A clock set before 1970: negative milliseconds, rounded down.
-        Err(e) => {
-            let before = e.duration();
-            let ms = i64::try_from(before.as_millis()).unwrap_or(i64::MAX);
-            if before.subsec_nanos() % 1_000_000 == 0 {
-                -ms
-            } else {
-                -ms - 1
-            }
-        }
-    }
-}
-
-/// The inverse of [`unix_millis`], for every load.
-pub(crate) fn from_unix_millis(ms: i64) -> Result<OffsetDateTime, RecordDecodeError> {
-    let millis = u16::try_from(ms.rem_euclid(1000)).unwrap_or(0);
-    OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
-        .and_then(|t| t.replace_millisecond(millis))
-        .map_err(|_| RecordDecodeError(format!("timestamp {ms} out of range")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::Id;
 
     fn sample() -> Record {
-        let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let now = Timestamp::from_unix_millis(1_700_000_000_000);
         let mut r = Record::new(
             Id::generate().unwrap().record_id(),
             now,
-            now + time::Duration::hours(2),
+            now + Duration::from_secs(7200),
         );
         r.data.insert("a".into(), vec![1, 2, 3]);
         r.data.insert(String::new(), vec![]);
@@ -331,53 +262,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn unix_millis_round_trips_and_agrees_with_nanoseconds() {
-        for ms in [
-            0,
-            1,
-            999,
-            1_000,
-            1_700_000_000_123,
-            -1,
-            -999,
-            -1_000,
-            -1_001,
-            253_402_300_799_999, // 9999-12-31T23:59:59.999Z, time's default maximum
-        ] {
-            let t = from_unix_millis(ms).unwrap();
-            assert_eq!(t.unix_timestamp_nanos(), i128::from(ms) * 1_000_000, "{ms}");
-            assert_eq!(unix_millis(t), ms, "{ms}");
-        }
-        assert!(from_unix_millis(i64::MAX).is_err());
-        assert!(from_unix_millis(i64::MIN).is_err());
-    }
-
-    #[test]
-    fn the_system_clock_in_millis_agrees_with_offset_date_time() {
-        let before = unix_millis(OffsetDateTime::now_utc());
-        let now = now_unix_millis();
-        let after = unix_millis(OffsetDateTime::now_utc());
-        assert!(
-            before <= now && now <= after,
-            "{before} <= {now} <= {after}"
-        );
-        for nanos in [
-            1_700_000_000_123_456_789_i128,
-            0,
-            -1,
-            -500_000,
-            -1_000_000,
-            -1_000_001,
-            -86_400_000_000_000,
-        ] {
-            let t = OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap();
-            let expected = i64::try_from(nanos.div_euclid(1_000_000)).unwrap();
-            assert_eq!(unix_millis(t), expected, "{nanos} ns");
-            assert_eq!(system_millis(SystemTime::from(t)), expected, "{nanos} ns");
-        }
-    }
-
     /// The hand-written encoder writes exactly what serde's named-struct
     /// encoding of the same envelope writes, so records stored by earlier
     /// releases and by this one are the same bytes.
@@ -409,8 +293,8 @@ mod tests {
                 format: 1,
                 id: serde_bytes::Bytes::new(r.id.as_bytes()),
                 data: DataRef(&r.data),
-                created_at: unix_millis(r.created_at),
-                expires_at: unix_millis(r.expires_at),
+                created_at: r.created_at.unix_millis(),
+                expires_at: r.expires_at.unix_millis(),
                 version: r.version,
                 owner: r.owner.as_deref(),
                 lifetime: r.lifetime.as_ref(),
@@ -487,47 +371,17 @@ mod tests {
     }
 
     #[test]
-    fn the_deadline_in_milliseconds_agrees_with_the_calendar() {
-        let created = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).unwrap();
-        let later = [
-            time::Duration::ZERO,
-            time::Duration::milliseconds(1),
-            time::Duration::minutes(59),
-            time::Duration::hours(30),
-            time::Duration::days(500),
-        ];
-        let lifetimes = [
-            Lifetime::new(),
-            Lifetime::new().with_idle_timeout(Some(Duration::from_secs(1800))),
-            Lifetime::new().with_absolute_timeout(Some(Duration::from_secs(86_400))),
-            Lifetime::new()
-                .with_idle_timeout(Some(Duration::from_secs(1800)))
-                .with_absolute_timeout(Some(Duration::from_secs(7200))),
-            Lifetime::new()
-                .with_idle_timeout(None)
-                .with_absolute_timeout(None),
-            Lifetime::new().with_idle_timeout(Some(Duration::MAX)),
-        ];
-        for lifetime in lifetimes {
-            for after in later {
-                let now = created + after;
-                assert_eq!(
-                    lifetime.deadline_ms(unix_millis(created), unix_millis(now)),
-                    unix_millis(lifetime.deadline(created, now)),
-                    "{lifetime:?} at +{after}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn deadline_is_the_earlier_of_idle_and_absolute() {
-        let t0 = OffsetDateTime::from_unix_timestamp(0).unwrap();
-        let l = Lifetime::new()
-            .with_idle_timeout(Some(Duration::from_secs(10)))
-            .with_absolute_timeout(Some(Duration::from_secs(100)));
-        assert_eq!(l.deadline(t0, t0), t0 + time::Duration::seconds(10));
-        let late = t0 + time::Duration::seconds(95);
-        assert_eq!(l.deadline(t0, late), t0 + time::Duration::seconds(100));
+    fn deadlines_saturate_and_never_need_a_timeout() {
+        let t0 = Timestamp::from_unix_millis(1_700_000_000_123);
+        let none = Lifetime::new();
+        assert_eq!(
+            none.deadline(t0, t0),
+            t0 + Duration::from_secs(400 * 86_400)
+        );
+        let forever = Lifetime::new().with_idle_timeout(Some(Duration::MAX));
+        assert_eq!(forever.deadline(t0, t0), Timestamp::MAX);
+        let absolute = Lifetime::new().with_absolute_timeout(Some(Duration::from_secs(60)));
+        let later = t0 + Duration::from_secs(3600);
+        assert_eq!(absolute.deadline(t0, later), t0 + Duration::from_secs(60));
     }
 }

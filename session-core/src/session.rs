@@ -17,8 +17,9 @@ use crate::error::{Error, Result};
 use crate::id::{Id, RecordId};
 use crate::manager::Manager;
 use crate::observe;
-use crate::record::{unix_millis, Data, Lifetime, Record};
+use crate::record::{Data, Lifetime, Record};
 use crate::store::{Created, Saved};
+use crate::timestamp::Timestamp;
 use crate::transport::{self, Incoming, SetCookie};
 
 /// Keys of flash values live under this prefix, hidden from [`Session::keys`].
@@ -140,8 +141,8 @@ struct Stored {
     id: Id,
     rid: RecordId,
     version: u64,
-    created_at: OffsetDateTime,
-    expires_at: OffsetDateTime,
+    created_at: Timestamp,
+    expires_at: Timestamp,
 }
 
 struct State {
@@ -167,7 +168,7 @@ struct State {
     /// The time of this request: read once, when the record is first looked
     /// up, and used again to decide whether the idle deadline is due for
     /// extension (one clock read per request instead of two).
-    now: Option<OffsetDateTime>,
+    now: Option<Timestamp>,
 }
 
 impl State {
@@ -294,7 +295,7 @@ impl Session {
 
     /// Whether a record is live by the manager's clock: before its stored
     /// deadline and within the absolute timeout in force now.
-    fn is_live(&self, record: &Record, now: OffsetDateTime) -> bool {
+    fn is_live(&self, record: &Record, now: Timestamp) -> bool {
         self.manager().is_live(record, now)
     }
 
@@ -423,7 +424,12 @@ impl Session {
     /// # Errors
     /// A store error on first use.
     pub async fn expires_at(&self) -> Result<Option<OffsetDateTime>> {
-        Ok(self.loaded().await?.stored.as_ref().map(|s| s.expires_at))
+        Ok(self
+            .loaded()
+            .await?
+            .stored
+            .as_ref()
+            .map(|s| s.expires_at.into()))
     }
 
     // ----- writing -----
@@ -764,7 +770,7 @@ impl Session {
         state.changes = pending;
         let lifetime = self.lifetime_of(state);
         let interval = self.manager().touch_interval(&lifetime);
-        let moved = previous.is_none_or(|before| record.expires_at - before >= interval);
+        let moved = previous.is_none_or(|before| moved_by(before, record.expires_at, interval));
         if moved && lifetime.persistent_cookie() {
             state.refresh_cookie = true;
         }
@@ -994,7 +1000,7 @@ impl Session {
     /// #   async fn load(&self, _: &session_core::RecordId) -> Result<Option<session_core::Record>, session_core::StoreError> { Ok(None) }
     /// #   async fn create(&self, _: &session_core::Record) -> Result<session_core::Created, session_core::StoreError> { Ok(session_core::Created::Created) }
     /// #   async fn save(&self, _: &session_core::Record, _: u64) -> Result<session_core::Saved, session_core::StoreError> { Ok(session_core::Saved::Missing) }
-    /// #   async fn touch(&self, _: &session_core::RecordId, _: u64, _: Option<&str>, _: time::OffsetDateTime) -> Result<bool, session_core::StoreError> { Ok(false) }
+    /// #   async fn touch(&self, _: &session_core::RecordId, _: u64, _: Option<&str>, _: session_core::Timestamp) -> Result<bool, session_core::StoreError> { Ok(false) }
     /// #   async fn delete(&self, _: &session_core::RecordId) -> Result<(), session_core::StoreError> { Ok(()) }
     /// #   async fn delete_expired(&self) -> Result<u64, session_core::StoreError> { Ok(0) }
     /// #   async fn ids_of_owner(&self, _: &str) -> Result<Vec<session_core::RecordId>, session_core::StoreError> { Ok(vec![]) }
@@ -1071,10 +1077,9 @@ impl Session {
                 state.issued = false;
                 state.refresh_cookie = false;
                 let lifetime = self.lifetime_of(state);
-                let max_age = lifetime.persistent_cookie().then(|| {
-                    let left = s.expires_at - self.manager().now();
-                    Duration::try_from(left).unwrap_or(Duration::ZERO)
-                });
+                let max_age = lifetime
+                    .persistent_cookie()
+                    .then(|| s.expires_at.duration_since(self.manager().now()));
                 SetCookie::Set {
                     value: transport::encode_value(config, &s.id),
                     max_age,
@@ -1147,7 +1152,7 @@ impl Session {
                 let moved = state
                     .stored
                     .as_ref()
-                    .is_some_and(|s| expires_at - s.expires_at >= interval);
+                    .is_some_and(|s| moved_by(s.expires_at, expires_at, interval));
                 if let Some(s) = state.stored.as_mut() {
                     s.version = record.version;
                     s.expires_at = expires_at;
@@ -1221,12 +1226,7 @@ impl Session {
 
     /// Inserts the session under a fresh id (retrying if the store reports the
     /// id taken) with the current data, owner and lifetime.
-    async fn create(
-        &self,
-        state: &mut State,
-        created_at: OffsetDateTime,
-        now: OffsetDateTime,
-    ) -> Result<()> {
+    async fn create(&self, state: &mut State, created_at: Timestamp, now: Timestamp) -> Result<()> {
         let manager = self.manager();
         let lifetime = self.lifetime_of(state);
         let expires_at = lifetime.deadline(created_at, now);
@@ -1358,7 +1358,7 @@ impl Session {
     ) -> Result<()> {
         let manager = self.manager();
         let retries = manager.inner.config.conflict_retries;
-        let long_past = OffsetDateTime::UNIX_EPOCH + time::Duration::milliseconds(1);
+        let long_past = Timestamp::from_unix_millis(1);
         for attempt in 0..=retries {
             let retired = manager
                 .call(
@@ -1431,19 +1431,15 @@ impl Session {
     /// The new idle deadline when extending it is due (the session's touch
     /// interval, [`Manager::touch_interval`], has passed since it was last
     /// set), else `None`.
-    fn touch_due(&self, state: &State) -> Option<OffsetDateTime> {
+    fn touch_due(&self, state: &State) -> Option<Timestamp> {
         let manager = self.manager();
         let stored = state.stored.as_ref()?;
         let now = state.now.unwrap_or_else(|| manager.now());
         let lifetime = self.lifetime_of(state);
-        // In milliseconds, the precision stores keep: this runs on every
-        // request that used its session, and is rarely due.
-        let ahead = lifetime
-            .deadline_ms(unix_millis(stored.created_at), unix_millis(now))
-            .saturating_sub(unix_millis(stored.expires_at));
-        let interval =
-            i64::try_from(manager.touch_interval(&lifetime).as_millis()).unwrap_or(i64::MAX);
-        (ahead > 0 && ahead >= interval).then(|| lifetime.deadline(stored.created_at, now))
+        let deadline = lifetime.deadline(stored.created_at, now);
+        (deadline > stored.expires_at
+            && deadline.duration_since(stored.expires_at) >= manager.touch_interval(&lifetime))
+        .then_some(deadline)
     }
 
     async fn touch_if_due(&self, state: &mut State) -> Result<()> {
@@ -1513,6 +1509,11 @@ fn pending_value<'a>(data: &'a Data, changes: &'a [Change], key: &str) -> Option
         }
     }
     data.get(key).map(Vec::as_slice)
+}
+
+/// Whether a deadline moved from `before` to `after` by at least `interval`.
+fn moved_by(before: Timestamp, after: Timestamp, interval: Duration) -> bool {
+    after >= before && after.duration_since(before) >= interval
 }
 
 fn apply(data: &mut Data, change: &Change) {
@@ -1821,7 +1822,7 @@ mod tests {
         #[derive(Debug)]
         struct Counting(ManualClock, Arc<std::sync::atomic::AtomicUsize>);
         impl crate::Clock for Counting {
-            fn now(&self) -> OffsetDateTime {
+            fn now(&self) -> Timestamp {
                 self.1.fetch_add(1, Ordering::SeqCst);
                 self.0.now()
             }
@@ -2618,7 +2619,7 @@ mod tests {
             s.is_empty().await.unwrap(),
             "alive past the absolute timeout"
         );
-        assert!(deadline <= crate::Clock::now(&f.clock));
+        assert!(Timestamp::from(deadline) <= crate::Clock::now(&f.clock));
     }
 
     #[tokio::test]
@@ -2915,7 +2916,7 @@ mod tests {
             id: &RecordId,
             version: u64,
             owner: Option<&str>,
-            expires_at: OffsetDateTime,
+            expires_at: Timestamp,
         ) -> std::result::Result<bool, StoreError> {
             self.inner.touch(id, version, owner, expires_at).await
         }
@@ -3062,7 +3063,7 @@ mod tests {
     async fn a_devices_page_lists_and_ends_only_the_owners_live_sessions() {
         let f = fixture();
         let (laptop, laptop_id) = logged_in(&f, "alice", "laptop").await;
-        let started = crate::record::truncate_ms(crate::Clock::now(&f.clock));
+        let started = OffsetDateTime::from(crate::Clock::now(&f.clock));
         f.clock.advance(Duration::from_secs(600));
         let (_phone, phone_id) = logged_in(&f, "alice", "phone").await;
         let (bob, bob_id) = logged_in(&f, "bob", "desktop").await;
@@ -3072,7 +3073,7 @@ mod tests {
         let s = f.open(Some(&laptop));
         s.insert_flash("notice", "hi").await.unwrap();
         s.commit().await.unwrap();
-        let used = crate::record::truncate_ms(crate::Clock::now(&f.clock));
+        let used = OffsetDateTime::from(crate::Clock::now(&f.clock));
 
         let views = f.manager.load_sessions_of("alice").await.unwrap();
         let ids: Vec<RecordId> = views.iter().map(SessionView::record_id).collect();
@@ -3086,7 +3087,7 @@ mod tests {
         assert_eq!(laptop_view.last_seen(), Some(used));
         assert_eq!(
             phone_view.last_seen(),
-            Some(started + Duration::from_secs(600))
+            Some(started + time::Duration::seconds(600))
         );
         assert!(laptop_view.expires_at() > used);
         // Flash values stay private to their session.

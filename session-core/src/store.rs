@@ -4,10 +4,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use time::OffsetDateTime;
 
 use crate::id::RecordId;
 use crate::record::Record;
+use crate::timestamp::Timestamp;
 
 /// The result of [`Store::create`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +87,7 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
         id: &RecordId,
         version: u64,
         owner: Option<&str>,
-        expires_at: OffsetDateTime,
+        expires_at: Timestamp,
     ) -> Result<bool, StoreError>;
 
     /// Deletes the record; deleting a missing record is not an error.
@@ -146,7 +146,7 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         id: &'a RecordId,
         version: u64,
         owner: Option<&'o str>,
-        expires_at: OffsetDateTime,
+        expires_at: Timestamp,
     ) -> StoreFuture<'f, bool>
     where
         's: 'f,

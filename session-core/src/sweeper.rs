@@ -102,18 +102,18 @@ impl Drop for Sweeper {
 mod tests {
     use super::*;
     use crate::testing::{Instrumented, TestStore};
+    use crate::Timestamp;
     use crate::{Id, Record};
-    use time::OffsetDateTime;
 
     #[tokio::test]
     async fn sweeps_at_each_interval_until_stopped() {
         let store = TestStore::default();
-        let now = OffsetDateTime::now_utc();
+        let now = Timestamp::now();
         for _ in 0..3 {
             let r = Record::new(
                 Id::generate().unwrap().record_id(),
                 now,
-                now - time::Duration::seconds(1),
+                now - Duration::from_secs(1),
             );
             store.put_raw(r);
         }
@@ -124,7 +124,7 @@ mod tests {
         let r = Record::new(
             Id::generate().unwrap().record_id(),
             now,
-            now - time::Duration::seconds(1),
+            now - Duration::from_secs(1),
         );
         store.put_raw(r);
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -148,8 +148,8 @@ mod tests {
         store.delay(None);
         let r = Record::new(
             Id::generate().unwrap().record_id(),
-            OffsetDateTime::now_utc(),
-            OffsetDateTime::now_utc() - time::Duration::seconds(1),
+            Timestamp::now(),
+            Timestamp::now() - Duration::from_secs(1),
         );
         store.inner().put_raw(r);
         tokio::time::sleep(Sweeper::limit(interval) * 2).await;

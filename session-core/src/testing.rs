@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::Timestamp;
 use async_trait::async_trait;
-use time::OffsetDateTime;
 
 use crate::store::StoreFuture;
 use crate::{Created, Record, RecordId, Saved, Store, StoreError, StoreErrorKind};
@@ -239,7 +239,7 @@ impl<S: Store> Store for Instrumented<S> {
         id: &'a RecordId,
         version: u64,
         owner: Option<&'o str>,
-        expires_at: OffsetDateTime,
+        expires_at: Timestamp,
     ) -> StoreFuture<'f, bool>
     where
         's: 'f,
@@ -313,7 +313,7 @@ impl TestStore {
 }
 
 fn live<'a>(map: &'a mut HashMap<RecordId, Record>, id: &RecordId) -> Option<&'a mut Record> {
-    let now = OffsetDateTime::now_utc();
+    let now = Timestamp::now();
     map.get_mut(id).filter(|r| !r.is_expired(now))
 }
 
@@ -346,7 +346,7 @@ impl Store for TestStore {
         id: &RecordId,
         version: u64,
         _owner: Option<&str>,
-        expires_at: OffsetDateTime,
+        expires_at: Timestamp,
     ) -> Result<bool, StoreError> {
         Ok(match live(&mut self.map(), id) {
             Some(r) if r.version == version => {
@@ -361,14 +361,14 @@ impl Store for TestStore {
         Ok(())
     }
     async fn delete_expired(&self) -> Result<u64, StoreError> {
-        let now = OffsetDateTime::now_utc();
+        let now = Timestamp::now();
         let mut map = self.map();
         let before = map.len();
         map.retain(|_, r| !r.is_expired(now));
         Ok((before - map.len()) as u64)
     }
     async fn ids_of_owner(&self, owner: &str) -> Result<Vec<RecordId>, StoreError> {
-        let now = OffsetDateTime::now_utc();
+        let now = Timestamp::now();
         Ok(self
             .map()
             .values()
@@ -377,7 +377,7 @@ impl Store for TestStore {
             .collect())
     }
     async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError> {
-        let now = OffsetDateTime::now_utc();
+        let now = Timestamp::now();
         let mut map = self.map();
         let before = map.len();
         map.retain(|_, r| r.is_expired(now) || r.owner.as_deref() != Some(owner));
@@ -480,11 +480,11 @@ pub async fn acknowledged_writes_survive_cuts(manager: &crate::Manager, proxy: &
 /// A typical small record (a name, a user id, two roles) expiring in two
 /// hours, for benchmarks and store tests.
 pub fn sample_record() -> Record {
-    let now = crate::record::truncate_ms(OffsetDateTime::now_utc());
+    let now = Timestamp::now();
     let mut r = Record::new(
         crate::Id::generate().expect("OS random source").record_id(),
         now,
-        now + time::Duration::hours(2),
+        now + Duration::from_secs(7200),
     );
     r.data.insert("name".into(), b"\xa4iris".to_vec());
     r.data.insert("user_id".into(), vec![0x2a]);
@@ -546,7 +546,7 @@ impl<S: Store> Store for WithCleanup<S> {
         id: &RecordId,
         version: u64,
         owner: Option<&str>,
-        expires_at: OffsetDateTime,
+        expires_at: Timestamp,
     ) -> Result<bool, StoreError> {
         self.inner.touch(id, version, owner, expires_at).await
     }

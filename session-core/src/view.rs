@@ -12,6 +12,7 @@ use crate::error::Result;
 use crate::id::RecordId;
 use crate::record::{Lifetime, Record};
 use crate::session::{is_flash_key, Session};
+use crate::timestamp::Timestamp;
 
 /// A live session of an owner as the store holds it, from
 /// [`Manager::load_sessions_of`](crate::Manager::load_sessions_of): when it
@@ -43,7 +44,7 @@ use crate::session::{is_flash_key, Session};
 pub struct SessionView {
     record: Record,
     idle_timeout: Option<std::time::Duration>,
-    loaded_at: OffsetDateTime,
+    loaded_at: Timestamp,
     codec: Arc<dyn Codec>,
 }
 
@@ -62,7 +63,7 @@ impl SessionView {
     pub(crate) fn new(
         record: Record,
         lifetime: Lifetime,
-        loaded_at: OffsetDateTime,
+        loaded_at: Timestamp,
         codec: Arc<dyn Codec>,
     ) -> Self {
         Self {
@@ -86,12 +87,12 @@ impl SessionView {
     /// restarts the absolute timeout; [`Session::cycle_id`] keeps it): the
     /// order of [`Manager::load_sessions_of`](crate::Manager::load_sessions_of).
     pub fn created_at(&self) -> OffsetDateTime {
-        self.record.created_at
+        self.record.created_at.into()
     }
 
     /// When the session ends unless it is used again.
     pub fn expires_at(&self) -> OffsetDateTime {
-        self.record.expires_at
+        self.record.expires_at.into()
     }
 
     /// When the session was last used, as far as the store knows: its idle
@@ -102,11 +103,9 @@ impl SessionView {
     /// absolute deadline, which caps the idle one, it may be later still.
     /// `None` without an idle timeout.
     pub fn last_seen(&self) -> Option<OffsetDateTime> {
-        let idle = time::Duration::try_from(self.idle_timeout?).ok()?;
-        Some(self.record.expires_at.saturating_sub(idle).clamp(
-            self.record.created_at,
-            self.loaded_at.max(self.record.created_at),
-        ))
+        let (created, expires) = (self.record.created_at, self.record.expires_at);
+        let seen = (expires - self.idle_timeout?).clamp(created, self.loaded_at.max(created));
+        Some(seen.into())
     }
 
     /// The value under `key`, decoded as `T`; `None` when absent. Flash

@@ -7,8 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use moka::future::Cache;
 use moka::policy::EvictionPolicy;
-use session_core::{Created, Record, RecordId, Saved, Store, StoreError};
-use time::OffsetDateTime;
+use session_core::{Created, Record, RecordId, Saved, Store, StoreError, Timestamp};
 
 use moka::ops::compute::Op;
 
@@ -189,7 +188,7 @@ impl<S: Store> CachedStore<S> {
 #[async_trait]
 impl<S: Store> Store for CachedStore<S> {
     async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
-        let now = OffsetDateTime::now_utc();
+        let now = Timestamp::now();
         if let Some(cache) = &self.cache {
             match cache.get(id).await {
                 Some(None) => return Ok(None),
@@ -236,7 +235,7 @@ impl<S: Store> Store for CachedStore<S> {
         id: &RecordId,
         version: u64,
         owner: Option<&str>,
-        expires_at: OffsetDateTime,
+        expires_at: Timestamp,
     ) -> Result<bool, StoreError> {
         let touched = self.backing.touch(id, version, owner, expires_at).await;
         let cached = match &self.cache {
@@ -309,12 +308,11 @@ mod tests {
     use session_core::Id;
 
     fn record() -> Record {
-        // Stores keep timestamps to the millisecond.
-        let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        let now = Timestamp::now();
         let mut r = Record::new(
             Id::generate().unwrap().record_id(),
             now,
-            now + time::Duration::hours(1),
+            now + std::time::Duration::from_secs(3600),
         );
         r.data.insert("k".into(), b"v0".to_vec());
         r
@@ -432,7 +430,7 @@ mod tests {
         let r = record();
         a.create(&r).await.unwrap();
         assert!(a.load(&r.id).await.unwrap().is_some(), "cached");
-        let past = OffsetDateTime::UNIX_EPOCH + time::Duration::milliseconds(1);
+        let past = Timestamp::from_unix_millis(1);
         assert!(a.touch(&r.id, r.version, None, past).await.unwrap());
         assert_eq!(a.load(&r.id).await.unwrap(), None);
     }
@@ -445,7 +443,7 @@ mod tests {
         assert!(a.load(&r.id).await.unwrap().is_some(), "cached");
         // A shorter lifetime whose absolute deadline has already passed.
         let mut ended = next(&r, b"v1");
-        ended.expires_at = OffsetDateTime::now_utc() - time::Duration::seconds(1);
+        ended.expires_at = Timestamp::now() - std::time::Duration::from_secs(1);
         assert_eq!(a.save(&ended, 0).await.unwrap(), Saved::Saved);
         assert_eq!(a.load(&r.id).await.unwrap(), None);
     }

@@ -8,9 +8,7 @@
 //! `expires_at` is the one that counts: [`Entry::set_expiry`] rewrites only
 //! the header, so a touch costs eight bytes, not an encode.
 
-use session_core::{unix_millis, Record, StoreError, StoreErrorKind};
-
-use time::OffsetDateTime;
+use session_core::{Record, StoreError, StoreErrorKind, Timestamp};
 
 const EXPIRES: usize = 0;
 const VERSION: usize = 8;
@@ -36,7 +34,7 @@ impl Entry {
         let owner_len = u16::try_from(owner.len())
             .map_err(|_| rejected(format!("owner of {} bytes is too long", owner.len())))?;
         let mut bytes = Vec::with_capacity(OWNER + owner.len() + body.len());
-        bytes.extend_from_slice(&unix_millis(record.expires_at).to_le_bytes());
+        bytes.extend_from_slice(&record.expires_at.unix_millis().to_le_bytes());
         bytes.extend_from_slice(&record.version.to_le_bytes());
         bytes.extend_from_slice(&owner_len.to_le_bytes());
         bytes.extend_from_slice(owner);
@@ -97,19 +95,14 @@ impl Entry {
     pub(crate) fn record(&self) -> Result<Record, StoreError> {
         let mut record = Record::from_bytes(&self.0[self.owner_end()..])
             .map_err(|e| StoreError::new(StoreErrorKind::Corrupted, e.to_string()))?;
-        let expires = self.expires_millis();
         // Differs only after a touch, which rewrites the header alone.
-        if expires != unix_millis(record.expires_at) {
-            record.expires_at =
-                OffsetDateTime::from_unix_timestamp_nanos(i128::from(expires) * 1_000_000)
-                    .unwrap_or(record.expires_at);
-        }
+        record.expires_at = Timestamp::from_unix_millis(self.expires_millis());
         Ok(record)
     }
 
     /// Moves the deadline.
-    pub(crate) fn set_expiry(&mut self, expires_at: OffsetDateTime) {
-        self.0[EXPIRES..EXPIRES + 8].copy_from_slice(&unix_millis(expires_at).to_le_bytes());
+    pub(crate) fn set_expiry(&mut self, expires_at: Timestamp) {
+        self.0[EXPIRES..EXPIRES + 8].copy_from_slice(&expires_at.unix_millis().to_le_bytes());
     }
 }
 
@@ -119,11 +112,11 @@ mod tests {
     use session_core::Id;
 
     fn sample(owner: Option<&str>) -> Record {
-        let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let now = Timestamp::from_unix_millis(1_700_000_000_000);
         let mut r = Record::new(
             Id::generate().unwrap().record_id(),
             now,
-            now + time::Duration::hours(1),
+            now + std::time::Duration::from_secs(3600),
         );
         r.version = 7;
         r.owner = owner.map(str::to_owned);
@@ -139,22 +132,22 @@ mod tests {
             assert_eq!(e.record().unwrap(), r);
             assert_eq!(e.version(), 7);
             assert_eq!(e.owner(), owner);
-            assert!(e.is_live(unix_millis(r.created_at)));
-            assert!(!e.is_live(unix_millis(r.expires_at)));
+            assert!(e.is_live(r.created_at.unix_millis()));
+            assert!(!e.is_live(r.expires_at.unix_millis()));
         }
     }
 
     #[test]
     fn a_new_deadline_rewrites_only_the_header() {
         let r = sample(Some("alice"));
-        let later = r.expires_at + time::Duration::hours(2);
+        let later = r.expires_at + std::time::Duration::from_secs(7200);
         let mut e = Entry::new(&r).unwrap();
         e.set_expiry(later);
         let back = e.record().unwrap();
         assert_eq!(back.expires_at, later);
         assert_eq!(back.data, r.data);
         assert_eq!(e.owner(), Some("alice"));
-        assert!(e.is_live(unix_millis(r.expires_at)));
+        assert!(e.is_live(r.expires_at.unix_millis()));
     }
 
     #[test]

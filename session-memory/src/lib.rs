@@ -27,8 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use session_core::{Created, Record, RecordId, Saved, Store, StoreError};
-use time::OffsetDateTime;
+use session_core::{Created, Record, RecordId, Saved, Store, StoreError, Timestamp};
 
 mod cached;
 mod entry;
@@ -40,8 +39,8 @@ use entry::Entry;
 pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Time left until `deadline`, zero if it has passed.
-pub(crate) fn until(deadline: OffsetDateTime) -> Duration {
-    Duration::try_from(deadline - OffsetDateTime::now_utc()).unwrap_or(Duration::ZERO)
+pub(crate) fn until(deadline: Timestamp) -> Duration {
+    deadline.duration_since(Timestamp::now())
 }
 
 /// How many independently locked parts the sessions are spread over.
@@ -328,7 +327,7 @@ impl MemoryStore {
     }
 
     fn sweep(&self) -> u64 {
-        let now = session_core::now_unix_millis();
+        let now = Timestamp::now().unix_millis();
         self.inner
             .shards
             .iter()
@@ -379,7 +378,7 @@ impl MemoryStore {
 #[async_trait]
 impl Store for MemoryStore {
     async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
-        let now = session_core::now_unix_millis();
+        let now = Timestamp::now().unix_millis();
         let mut shard = self.shard(id);
         shard
             .live(id, now, &self.inner.owners)
@@ -389,7 +388,7 @@ impl Store for MemoryStore {
 
     async fn create(&self, record: &Record) -> Result<Created, StoreError> {
         let entry = self.admit(Entry::new(record)?)?;
-        let now = session_core::now_unix_millis();
+        let now = Timestamp::now().unix_millis();
         let mut shard = self.shard(&record.id);
         if shard.live(&record.id, now, &self.inner.owners).is_some() {
             return Ok(Created::IdTaken);
@@ -403,7 +402,7 @@ impl Store for MemoryStore {
 
     async fn save(&self, record: &Record, expected_version: u64) -> Result<Saved, StoreError> {
         let entry = self.admit(Entry::new(record)?)?;
-        let now = session_core::now_unix_millis();
+        let now = Timestamp::now().unix_millis();
         let mut shard = self.shard(&record.id);
         let Some(current) = shard.live(&record.id, now, &self.inner.owners) else {
             return Ok(Saved::Missing);
@@ -428,9 +427,9 @@ impl Store for MemoryStore {
         id: &RecordId,
         version: u64,
         _owner: Option<&str>,
-        expires_at: OffsetDateTime,
+        expires_at: Timestamp,
     ) -> Result<bool, StoreError> {
-        let now = session_core::now_unix_millis();
+        let now = Timestamp::now().unix_millis();
         let mut shard = self.shard(id);
         match shard.live(id, now, &self.inner.owners) {
             Some(entry) if entry.version() == version => {
@@ -455,7 +454,7 @@ impl Store for MemoryStore {
             .get(owner)
             .map(|ids| ids.iter().copied().collect())
             .unwrap_or_default();
-        let now = session_core::now_unix_millis();
+        let now = Timestamp::now().unix_millis();
         let mut live = Vec::with_capacity(candidates.len());
         for id in candidates {
             let mut shard = self.shard(&id);
@@ -469,7 +468,7 @@ impl Store for MemoryStore {
 
     async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError> {
         let ids = self.ids_of_owner(owner).await?;
-        let now = session_core::now_unix_millis();
+        let now = Timestamp::now().unix_millis();
         let mut n = 0;
         for id in ids {
             let mut shard = self.shard(&id);
@@ -491,11 +490,11 @@ mod tests {
     use session_core::Id;
 
     fn record(size: usize) -> Record {
-        let now = OffsetDateTime::now_utc();
+        let now = Timestamp::now();
         let mut r = Record::new(
             Id::generate().unwrap().record_id(),
             now,
-            now + time::Duration::hours(1),
+            now + std::time::Duration::from_secs(3600),
         );
         r.data.insert("blob".into(), vec![0u8; size]);
         r
@@ -551,7 +550,7 @@ mod tests {
                             3 => {
                                 if let Some(r) = mine.first() {
                                     let later =
-                                        OffsetDateTime::now_utc() + time::Duration::hours(2);
+                                        Timestamp::now() + std::time::Duration::from_secs(7200);
                                     store
                                         .touch(&r.id, r.version, r.owner.as_deref(), later)
                                         .await
@@ -612,18 +611,18 @@ mod tests {
     #[tokio::test]
     async fn over_budget_the_least_recently_active_go_first() {
         let store = MemoryStore::builder().max_bytes(1024 * 1024).build();
-        let now = OffsetDateTime::now_utc();
+        let now = Timestamp::now();
         // Active a minute ago (idle deadline soon) vs. just now (later).
         let mut stale = record(10);
-        stale.expires_at = now + time::Duration::minutes(29);
+        stale.expires_at = now + std::time::Duration::from_secs(1740);
         let mut active = record(10);
-        active.expires_at = now + time::Duration::minutes(31);
+        active.expires_at = now + std::time::Duration::from_secs(1860);
         store.create(&stale).await.unwrap();
         store.create(&active).await.unwrap();
         // About twice what each shard holds.
         for _ in 0..2_000 {
             let mut r = record(1024);
-            r.expires_at = now + time::Duration::minutes(30);
+            r.expires_at = now + std::time::Duration::from_secs(1800);
             store.create(&r).await.unwrap();
         }
         assert!(store.evicted() > 0);
@@ -664,7 +663,7 @@ mod tests {
     async fn expired_sessions_are_swept_from_memory() {
         let store = MemoryStore::new();
         let mut short = record(10);
-        short.expires_at = OffsetDateTime::now_utc() + time::Duration::milliseconds(50);
+        short.expires_at = Timestamp::now() + std::time::Duration::from_millis(50);
         store.create(&short).await.unwrap();
         store.create(&record(10)).await.unwrap();
         assert_eq!(store.len(), 2);
@@ -674,7 +673,7 @@ mod tests {
         assert!(store.bytes_used() > 0);
         // The same sweep, called on the store itself.
         let mut short = record(10);
-        short.expires_at = OffsetDateTime::now_utc() + time::Duration::milliseconds(50);
+        short.expires_at = Timestamp::now() + std::time::Duration::from_millis(50);
         store.create(&short).await.unwrap();
         tokio::time::sleep(Duration::from_millis(80)).await;
         assert_eq!(store.remove_expired(), 1);

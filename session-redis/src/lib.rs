@@ -60,11 +60,9 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, Script, ScriptInvocation, Value};
 use session_core::{
-    now_unix_millis, unix_millis, Created, Record, RecordId, Saved, Store, StoreError,
-    StoreErrorKind,
+    Created, Record, RecordId, Saved, Store, StoreError, StoreErrorKind, Timestamp,
 };
 use sha2::{Digest, Sha256};
-use time::OffsetDateTime;
 
 mod value;
 
@@ -506,7 +504,7 @@ impl RedisStore {
     /// [`Store::create`] of `data`, the encoded `record` (see
     /// [`save_value`](Self::save_value)).
     async fn create_value(&self, record: &Record, data: Vec<u8>) -> Result<Created, StoreError> {
-        let expires = unix_millis(record.expires_at);
+        let expires = record.expires_at.unix_millis();
         let mut conn = self.conn.clone();
         let key = self.key(&record.id);
         // An index entry without a record is harmless, a live record missing
@@ -552,7 +550,7 @@ impl RedisStore {
         expected_version: u64,
         data: Vec<u8>,
     ) -> Result<Saved, StoreError> {
-        let expires = unix_millis(record.expires_at);
+        let expires = record.expires_at.unix_millis();
         let mut conn = self.conn.clone();
         let owner = record.owner.as_deref();
         let inline = owner.is_some() && self.indexes_inline();
@@ -598,7 +596,7 @@ impl Store for RedisStore {
         Ok(self
             .fetch(id, "load")
             .await?
-            .and_then(|v| value::decode(id, &v, now_unix_millis())))
+            .and_then(|v| value::decode(id, &v, Timestamp::now().unix_millis())))
     }
 
     async fn create(&self, record: &Record) -> Result<Created, StoreError> {
@@ -615,13 +613,13 @@ impl Store for RedisStore {
         id: &RecordId,
         version: u64,
         owner: Option<&str>,
-        expires_at: OffsetDateTime,
+        expires_at: Timestamp,
     ) -> Result<bool, StoreError> {
-        let expires = unix_millis(expires_at);
+        let expires = expires_at.unix_millis();
         let mut conn = self.conn.clone();
         // A deadline already past (how a rotation retires its old record)
         // needs no higher bound in the index.
-        let raise = owner.filter(|_| expires > now_unix_millis());
+        let raise = owner.filter(|_| expires > Timestamp::now().unix_millis());
         let inline = raise.is_some() && self.indexes_inline();
         let mut invocation = if inline { &TOUCH_INDEXED } else { &TOUCH }.key(self.key(id));
         invocation
@@ -639,7 +637,7 @@ impl Store for RedisStore {
             .await
             .map_err(command("touch"))?;
         let touched = touched == 1;
-        if touched && expires <= now_unix_millis() {
+        if touched && expires <= Timestamp::now().unix_millis() {
             // A deadline already past ends the session at once (a rotation
             // retires its old record so): its index entry goes with it, as a
             // delete's does.
@@ -877,7 +875,7 @@ mod tests {
         // survive the owner's logout everywhere once the old entry lapses.
         let mut next = r.clone();
         next.version = r.version + 1;
-        next.expires_at += time::Duration::hours(1);
+        next.expires_at += std::time::Duration::from_secs(3600);
         next.data.insert("role".into(), b"\xa5admin".to_vec());
         refused(store.save(&next, r.version).await.expect_err("save"));
         refused(
@@ -915,7 +913,7 @@ mod tests {
         // A touch into the past (a rotation retiring the record), with bob's
         // index broken too.
         break_index(&store, "bob").await;
-        let past = OffsetDateTime::now_utc() - time::Duration::seconds(1);
+        let past = Timestamp::now() - std::time::Duration::from_secs(1);
         assert!(store
             .touch(&r.id, bobs.version, Some("bob"), past)
             .await
@@ -932,7 +930,7 @@ mod tests {
         for store in [store().await, cluster_store().await].into_iter().flatten() {
             let mut conn = store.conn.clone();
             let index = store.owner_key("carol");
-            let soon = now_unix_millis() + 5_000;
+            let soon = Timestamp::now().unix_millis() + 5_000;
             let (gone, due_soon) = (alices().id, alices().id);
             let _: i64 = redis::cmd("ZADD")
                 .arg(&index)
@@ -1042,7 +1040,7 @@ mod tests {
             .arg(&value)
             .arg("NX")
             .arg("PXAT")
-            .arg(unix_millis(r.expires_at))
+            .arg(r.expires_at.unix_millis())
             .query_async(&mut conn)
             .await
             .expect("resend");
@@ -1061,7 +1059,7 @@ mod tests {
         assert_eq!(store.create(&r).await.expect("create"), Created::Created);
         // A login's save has raised alice's entry; its write of the record,
         // now naming alice, has not landed yet.
-        let expires = unix_millis(r.expires_at);
+        let expires = r.expires_at.unix_millis();
         store.index("alice", &r.id, expires).await.expect("index");
         assert_eq!(store.ids_of_owner("alice").await.expect("list"), vec![]);
         assert_eq!(store.delete_owner("alice").await.expect("logout"), 0);

@@ -20,8 +20,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::LazyLock;
 
-use session_core::{unix_millis, Record, RecordId, StoreError, StoreErrorKind};
-use time::OffsetDateTime;
+use session_core::{Record, RecordId, StoreError, StoreErrorKind, Timestamp};
 
 /// Where the deadline starts: the offset `touch` passes to `SETRANGE`.
 pub(crate) const DEADLINE_AT: usize = 8;
@@ -68,8 +67,8 @@ pub(crate) fn version_bytes(version: u64) -> [u8; 8] {
 }
 
 /// The deadline as the header holds it, for `touch`.
-pub(crate) fn deadline_bytes(expires_at: OffsetDateTime) -> [u8; 8] {
-    unix_millis(expires_at).to_be_bytes()
+pub(crate) fn deadline_bytes(expires_at: Timestamp) -> [u8; 8] {
+    expires_at.unix_millis().to_be_bytes()
 }
 
 /// Encodes `record` with its header.
@@ -148,8 +147,7 @@ pub(crate) fn decode(id: &RecordId, value: &[u8], now_ms: i64) -> Option<Record>
         return corrupted(&"header and record disagree on the owner");
     }
     let ms = i64::from_be_bytes(deadline);
-    let Ok(expires_at) = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-    else {
+    let Some(expires_at) = Timestamp::checked_from_unix_millis(ms) else {
         return corrupted(&"deadline out of range");
     };
     record.expires_at = expires_at;
@@ -174,7 +172,7 @@ mod tests {
             let r = sample(o);
             let v = encode(&r).unwrap();
             assert_eq!(
-                decode(&r.id, &v, unix_millis(r.created_at)),
+                decode(&r.id, &v, r.created_at.unix_millis()),
                 Some(r.clone())
             );
             assert_eq!(owner(&v).as_deref(), o);
@@ -187,8 +185,9 @@ mod tests {
         let r = sample(Some("alice"));
         let v = encode(&r).unwrap();
         let mut touched = v.clone();
-        touched[DEADLINE_AT..DEADLINE_AT + 8]
-            .copy_from_slice(&deadline_bytes(r.expires_at + time::Duration::hours(1)));
+        touched[DEADLINE_AT..DEADLINE_AT + 8].copy_from_slice(&deadline_bytes(
+            r.expires_at + std::time::Duration::from_secs(3600),
+        ));
         assert!(same_write(&v, &v));
         assert!(same_write(&v, &touched));
         let mut newer = r.clone();
@@ -206,18 +205,18 @@ mod tests {
     fn the_header_deadline_counts_and_expired_is_none() {
         let r = sample(None);
         let mut v = encode(&r).unwrap();
-        let later = r.expires_at + time::Duration::hours(2);
+        let later = r.expires_at + std::time::Duration::from_secs(7200);
         v[DEADLINE_AT..DEADLINE_AT + 8].copy_from_slice(&deadline_bytes(later));
-        let back = decode(&r.id, &v, unix_millis(r.expires_at)).unwrap();
+        let back = decode(&r.id, &v, r.expires_at.unix_millis()).unwrap();
         assert_eq!(back.expires_at, later);
-        assert_eq!(decode(&r.id, &v, unix_millis(later)), None);
+        assert_eq!(decode(&r.id, &v, later.unix_millis()), None);
     }
 
     #[test]
     fn damaged_values_are_no_session_never_a_panic() {
         let r = sample(Some("alice"));
         let v = encode(&r).unwrap();
-        let now = unix_millis(r.created_at);
+        let now = r.created_at.unix_millis();
         // The record ends before the write tokens; cut anywhere inside it, the
         // value is damaged.
         let record_end = v.len() - TRAILER_LEN;

@@ -45,11 +45,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use session_core::{Created, Record, RecordId, Saved, Store, StoreError, StoreErrorKind};
+use session_core::{
+    Created, Record, RecordId, Saved, Store, StoreError, StoreErrorKind, Timestamp,
+};
 use sha2::{Digest, Sha256};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::{Transactional, Tree};
-use time::OffsetDateTime;
 
 /// When writes reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,11 +199,11 @@ impl fmt::Debug for SledStore {
 }
 
 /// Unix milliseconds as a sortable key part; times before 1970 sort first.
-fn millis(t: OffsetDateTime) -> u64 {
-    u64::try_from(session_core::unix_millis(t)).unwrap_or(0)
+fn millis(t: Timestamp) -> u64 {
+    u64::try_from(t.unix_millis()).unwrap_or(0)
 }
 
-fn expiry_key(deadline: OffsetDateTime, id: &RecordId) -> [u8; 40] {
+fn expiry_key(deadline: Timestamp, id: &RecordId) -> [u8; 40] {
     let mut k = [0u8; 40];
     k[..8].copy_from_slice(&millis(deadline).to_be_bytes());
     k[8..].copy_from_slice(id.as_bytes());
@@ -290,7 +291,7 @@ fn put_tx(
 fn current_tx(
     records: &TransactionalTree,
     id: &RecordId,
-    now: OffsetDateTime,
+    now: Timestamp,
 ) -> Result<Option<(Record, bool)>, ConflictableTransactionError<StoreError>> {
     Ok(records
         .get(&id.as_bytes()[..])?
@@ -375,7 +376,7 @@ impl SledStore {
     /// looked at: entries of records touched since count there but remove
     /// nothing, so only a short batch says nothing more is due.
     async fn sweep_batch(&self, batch: usize) -> Result<(u64, usize), StoreError> {
-        let now = OffsetDateTime::now_utc();
+        let now = Timestamp::now();
         let end = (millis(now) + 1).to_be_bytes();
         let mut due = Vec::new();
         let mut examined = 0;
@@ -422,7 +423,7 @@ impl SledStore {
 #[async_trait]
 impl Store for SledStore {
     async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
-        let now = OffsetDateTime::now_utc();
+        let now = Timestamp::now();
         let bytes = self.records.get(id.as_bytes()).map_err(op_error("load"))?;
         Ok(bytes
             .and_then(|b| decode(id, &b))
@@ -431,7 +432,7 @@ impl Store for SledStore {
 
     async fn create(&self, record: &Record) -> Result<Created, StoreError> {
         let bytes = record.to_bytes().map_err(SledStoreError::Encode)?;
-        let now = OffsetDateTime::now_utc();
+        let now = Timestamp::now();
         let created = self.transaction("create", |trees| {
             let previous = match current_tx(trees.0, &record.id, now)? {
                 Some((_, true)) => return Ok(Created::IdTaken),
@@ -449,7 +450,7 @@ impl Store for SledStore {
 
     async fn save(&self, record: &Record, expected_version: u64) -> Result<Saved, StoreError> {
         let bytes = record.to_bytes().map_err(SledStoreError::Encode)?;
-        let now = OffsetDateTime::now_utc();
+        let now = Timestamp::now();
         let saved = self.transaction("save", |trees| {
             match current_tx(trees.0, &record.id, now)? {
                 Some((old, true)) if old.version == expected_version => {
@@ -471,9 +472,9 @@ impl Store for SledStore {
         id: &RecordId,
         version: u64,
         _owner: Option<&str>,
-        expires_at: OffsetDateTime,
+        expires_at: Timestamp,
     ) -> Result<bool, StoreError> {
-        let now = OffsetDateTime::now_utc();
+        let now = Timestamp::now();
         let touched = self.transaction("touch", |trees| {
             let Some((old, true)) = current_tx(trees.0, id, now)? else {
                 return Ok(false);
@@ -520,7 +521,7 @@ impl Store for SledStore {
     }
 
     async fn ids_of_owner(&self, owner: &str) -> Result<Vec<RecordId>, StoreError> {
-        let now = OffsetDateTime::now_utc();
+        let now = Timestamp::now();
         let mut ids = Vec::new();
         let mut stale = Vec::new();
         for entry in self.owners.scan_prefix(owner_prefix(owner)) {
@@ -568,7 +569,7 @@ impl Store for SledStore {
         let mut n = 0;
         for id in self.ids_of_owner(owner).await? {
             let removed = self.transaction("delete owner", |trees| {
-                match current_tx(trees.0, &id, OffsetDateTime::now_utc())? {
+                match current_tx(trees.0, &id, Timestamp::now())? {
                     Some((r, _)) if r.owner.as_deref() == Some(owner) => {
                         Ok(remove_tx(trees, &id)?.is_some())
                     }
@@ -599,17 +600,15 @@ mod tests {
             .unwrap()
     }
 
-    fn record(expires_in: time::Duration, owner: Option<&str>) -> Record {
-        // Whole milliseconds: the precision records keep.
-        let ms = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
-        let now = OffsetDateTime::from_unix_timestamp_nanos(ms * 1_000_000).unwrap();
+    fn record(expires_in: Duration, owner: Option<&str>) -> Record {
+        let now = Timestamp::now();
         let mut r = Record::new(Id::generate().unwrap().record_id(), now, now + expires_in);
         r.owner = owner.map(str::to_owned);
         r
     }
 
     /// Stores a record of `owner`, then overwrites its bytes with garbage.
-    async fn corrupted(s: &SledStore, expires_in: time::Duration, owner: &str) -> RecordId {
+    async fn corrupted(s: &SledStore, expires_in: Duration, owner: &str) -> RecordId {
         let r = record(expires_in, Some(owner));
         s.create(&r).await.unwrap();
         s.records
@@ -621,7 +620,7 @@ mod tests {
     #[tokio::test]
     async fn a_corrupted_value_is_no_session_and_never_a_panic() {
         let s = store();
-        let id = corrupted(&s, time::Duration::hours(1), "alice").await;
+        let id = corrupted(&s, Duration::from_secs(3600), "alice").await;
         assert_eq!(s.load(&id).await.unwrap(), None);
         assert!(s.ids_of_owner("alice").await.unwrap().is_empty());
         // Bytes it cannot read may be a newer release's live session: its
@@ -632,7 +631,7 @@ mod tests {
             "listing dropped an unreadable record's entry"
         );
         // The id can be used again.
-        let mut fresh = record(time::Duration::hours(1), None);
+        let mut fresh = record(Duration::from_secs(3600), None);
         fresh.id = id;
         assert_eq!(s.create(&fresh).await.unwrap(), Created::Created);
         assert_eq!(s.load(&id).await.unwrap(), Some(fresh));
@@ -646,7 +645,7 @@ mod tests {
     #[tokio::test]
     async fn a_swept_corrupted_record_leaves_no_owner_entry_after_a_listing() {
         let s = store();
-        corrupted(&s, time::Duration::milliseconds(100), "carol").await;
+        corrupted(&s, Duration::from_millis(100), "carol").await;
         tokio::time::sleep(Duration::from_millis(150)).await;
         s.delete_expired().await.unwrap();
         assert!(s.is_empty(), "the sweep leaves the corrupted record");
@@ -658,22 +657,22 @@ mod tests {
     #[tokio::test]
     async fn the_sweeper_removes_expired_records_and_their_index_entries() {
         let s = store();
-        let live = record(time::Duration::hours(1), Some("bob"));
+        let live = record(Duration::from_secs(3600), Some("bob"));
         s.create(&live).await.unwrap();
         for _ in 0..50 {
-            s.create(&record(time::Duration::milliseconds(200), Some("bob")))
+            s.create(&record(Duration::from_millis(200), Some("bob")))
                 .await
                 .unwrap();
         }
         // A touched record must survive the sweep of its old deadline.
-        let touched = record(time::Duration::milliseconds(200), Some("bob"));
+        let touched = record(Duration::from_millis(200), Some("bob"));
         s.create(&touched).await.unwrap();
         assert!(s
             .touch(
                 &touched.id,
                 touched.version,
                 Some("bob"),
-                OffsetDateTime::now_utc() + time::Duration::hours(1)
+                Timestamp::now() + Duration::from_secs(3600)
             )
             .await
             .unwrap());
@@ -700,7 +699,7 @@ mod tests {
     #[tokio::test]
     async fn one_sweep_gets_past_batches_of_orphan_entries() {
         let s = store();
-        let long_ago = OffsetDateTime::now_utc() - time::Duration::hours(1);
+        let long_ago = Timestamp::now() - Duration::from_secs(3600);
         for _ in 0..2_000 {
             let orphan = Id::generate().unwrap().record_id();
             s.expiry
@@ -710,7 +709,7 @@ mod tests {
         // And keys this store never writes (too short for an id), in front.
         for n in 0u8..10 {
             let mut key = expiry_key(
-                long_ago - time::Duration::hours(1),
+                long_ago - Duration::from_secs(3600),
                 &Id::generate().unwrap().record_id(),
             )
             .to_vec();
@@ -718,7 +717,7 @@ mod tests {
             s.expiry.insert(key, &[][..]).unwrap();
         }
         for _ in 0..10 {
-            s.create(&record(time::Duration::milliseconds(50), None))
+            s.create(&record(Duration::from_millis(50), None))
                 .await
                 .unwrap();
         }
@@ -734,7 +733,7 @@ mod tests {
         let sweeper =
             session_core::Sweeper::spawn(std::sync::Arc::new(s.clone()), Duration::from_millis(20));
         sweeper.stop().await;
-        s.create(&record(time::Duration::milliseconds(50), None))
+        s.create(&record(Duration::from_millis(50), None))
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -55,7 +55,6 @@
 use std::fmt;
 
 use session_core::{Record, RecordId, StoreError, StoreErrorKind};
-use time::OffsetDateTime;
 
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 #[macro_use]
@@ -410,9 +409,9 @@ pub(crate) fn decode(id: &RecordId, data: &[u8], expires_ms: i64, version: i64) 
     if u64::try_from(version) != Ok(record.version) {
         return corrupted(&"the row's version column and its record disagree");
     }
-    match OffsetDateTime::from_unix_timestamp_nanos(i128::from(expires_ms) * 1_000_000) {
-        Ok(t) => record.expires_at = t,
-        Err(_) => return corrupted(&"deadline out of range"),
+    match session_core::Timestamp::checked_from_unix_millis(expires_ms) {
+        Some(t) => record.expires_at = t,
+        None => return corrupted(&"deadline out of range"),
     }
     Some(record)
 }

@@ -178,7 +178,7 @@ macro_rules! sql_store {
                     .bind(&record.id.as_bytes()[..])
                     .bind(data)
                     .bind($crate::version(record.version)?)
-                    .bind(session_core::unix_millis(record.expires_at))
+                    .bind(record.expires_at.unix_millis())
                     .bind(record.owner.as_deref())
                     .execute(&self.pool)
                     .await)
@@ -194,7 +194,7 @@ macro_rules! sql_store {
                 use sqlx::Row as _;
                 let row = sqlx::query(&self.queries.load)
                     .bind(&id.as_bytes()[..])
-                    .bind(session_core::now_unix_millis())
+                    .bind(session_core::Timestamp::now().unix_millis())
                     .fetch_optional(&self.pool)
                     .await
                     .map_err($crate::query_error("load"))?;
@@ -231,7 +231,7 @@ macro_rules! sql_store {
                 // The id exists: free it only if its row has expired.
                 let freed = sqlx::query(&self.queries.delete_expired_id)
                     .bind(&record.id.as_bytes()[..])
-                    .bind(session_core::now_unix_millis())
+                    .bind(session_core::Timestamp::now().unix_millis())
                     .execute(&self.pool)
                     .await
                     .map_err($crate::query_error("create"))?
@@ -254,11 +254,11 @@ macro_rules! sql_store {
                 let data = record
                     .to_bytes()
                     .map_err(|e| session_core::StoreError::new(session_core::StoreErrorKind::Other, e))?;
-                let now = session_core::now_unix_millis();
+                let now = session_core::Timestamp::now().unix_millis();
                 let updated = sqlx::query(&self.queries.save)
                     .bind(&data[..])
                     .bind($crate::version(record.version)?)
-                    .bind(session_core::unix_millis(record.expires_at))
+                    .bind(record.expires_at.unix_millis())
                     .bind(record.owner.as_deref())
                     .bind(&record.id.as_bytes()[..])
                     .bind($crate::version(expected_version)?)
@@ -289,11 +289,11 @@ macro_rules! sql_store {
                 id: &session_core::RecordId,
                 version: u64,
                 _owner: Option<&str>,
-                expires_at: time::OffsetDateTime,
+                expires_at: session_core::Timestamp,
             ) -> Result<bool, session_core::StoreError> {
-                let now = session_core::now_unix_millis();
+                let now = session_core::Timestamp::now().unix_millis();
                 let updated = sqlx::query(&self.queries.touch)
-                    .bind(session_core::unix_millis(expires_at))
+                    .bind(expires_at.unix_millis())
                     .bind(&id.as_bytes()[..])
                     .bind($crate::version(version)?)
                     .bind(now)
@@ -327,7 +327,7 @@ macro_rules! sql_store {
                 let mut total = 0;
                 loop {
                     let n = sqlx::query(&self.queries.sweep)
-                        .bind(session_core::now_unix_millis())
+                        .bind(session_core::Timestamp::now().unix_millis())
                         .bind($crate::SWEEP_BATCH)
                         .execute(&self.pool)
                         .await
@@ -349,7 +349,7 @@ macro_rules! sql_store {
                 use sqlx::Row as _;
                 let rows = sqlx::query(&self.queries.list_owner)
                     .bind(owner)
-                    .bind(session_core::now_unix_millis())
+                    .bind(session_core::Timestamp::now().unix_millis())
                     .fetch_all(&self.pool)
                     .await
                     .map_err($crate::query_error("list owner"))?;
@@ -367,7 +367,7 @@ macro_rules! sql_store {
             async fn delete_owner(&self, owner: &str) -> Result<u64, session_core::StoreError> {
                 Ok(sqlx::query(&self.queries.delete_owner)
                     .bind(owner)
-                    .bind(session_core::now_unix_millis())
+                    .bind(session_core::Timestamp::now().unix_millis())
                     .execute(&self.pool)
                     .await
                     .map_err($crate::query_error("delete owner"))?

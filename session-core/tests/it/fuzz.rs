@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use proptest::prelude::*;
 use session_core::testing::{Instrumented, TestStore};
+use session_core::Timestamp;
 use session_core::{
     Config, CookieKeys, CookieSecurity, Id, Key, Manager, Record, RecordId, SetCookie,
 };
-use time::OffsetDateTime;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -143,7 +143,7 @@ proptest! {
         created in 0i64..4_000_000_000_000,
         ttl in 0i64..100_000_000,
     ) {
-        let at = |ms: i64| OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap();
+        let at = Timestamp::from_unix_millis;
         let mut r = Record::new(Id::generate().unwrap().record_id(), at(created), at(created + ttl));
         r.data = data.into_iter().collect();
         r.version = version;
@@ -157,8 +157,8 @@ proptest! {
         flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
         cut in any::<prop::sample::Index>(),
     ) {
-        let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
-        let mut r = Record::new(Id::generate().unwrap().record_id(), now, now + time::Duration::hours(1));
+        let now = Timestamp::from_unix_millis(1_700_000_000_000);
+        let mut r = Record::new(Id::generate().unwrap().record_id(), now, now + std::time::Duration::from_secs(3600));
         r.data.insert("name".into(), b"\xa4iris".to_vec());
         r.owner = Some("alice".into());
         let mut bytes = r.to_bytes().unwrap();

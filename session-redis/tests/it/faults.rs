@@ -158,7 +158,7 @@ async fn an_undecodable_record_is_no_session() {
     // answers with those bytes, still reports what it did.
     let mut record = session_core::testing::sample_record();
     record.owner = Some("alice".to_owned());
-    record.expires_at = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    record.expires_at = session_core::Timestamp::now() + std::time::Duration::from_secs(3600);
     assert_eq!(
         store.create(&record).await.expect("create"),
         session_core::Created::Created

@@ -92,7 +92,7 @@ async fn a_touch_to_now_ends_the_session_and_its_index_entry() {
     let store = scoped.inner();
     let r = live_record(Some("alice"));
     assert_eq!(store.create(&r).await.expect("create"), Created::Created);
-    let now = time::OffsetDateTime::now_utc();
+    let now = session_core::Timestamp::now();
     assert!(store
         .touch(&r.id, r.version, Some("alice"), now)
         .await

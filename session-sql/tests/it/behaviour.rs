@@ -8,18 +8,28 @@ use session_core::testing::{
     acknowledged_writes_survive_cuts, manager_with_timeout, read_name as read,
     stored_session as stored, FaultProxy,
 };
-use session_core::{Error, Id, Manager, Record, Store, Sweeper};
+use session_core::{Error, Id, Manager, Record, Store, Sweeper, Timestamp};
 use session_sql::{MySqlStore, PostgresStore, SqliteStore};
-use time::OffsetDateTime;
 
 use crate::support;
 
-fn record(expires_in: time::Duration) -> Record {
-    let now = OffsetDateTime::now_utc();
+/// A record that expires `expires_in` from now.
+fn record(expires_in: Duration) -> Record {
+    let now = Timestamp::now();
     Record::new(
         Id::generate().expect("random").record_id(),
         now,
         now + expires_in,
+    )
+}
+
+/// A record that expired `expired_by` ago.
+fn expired_record(expired_by: Duration) -> Record {
+    let now = Timestamp::now();
+    Record::new(
+        Id::generate().expect("random").record_id(),
+        now - expired_by,
+        now - expired_by,
     )
 }
 
@@ -28,13 +38,13 @@ fn record(expires_in: time::Duration) -> Record {
 async fn sweeper_removes_expired_rows_in_batches(store: impl Store + Clone) {
     let mut live = Vec::new();
     for _ in 0..5 {
-        let r = record(time::Duration::hours(1));
+        let r = record(Duration::from_secs(3600));
         store.create(&r).await.expect("create");
         live.push(r);
     }
     for _ in 0..2_500 {
         store
-            .create(&record(time::Duration::seconds(-10)))
+            .create(&expired_record(Duration::from_secs(10)))
             .await
             .expect("create");
     }
@@ -91,14 +101,14 @@ async fn a_sweep_never_deletes_a_session_extended_while_it_waited() {
         return;
     };
     let store = Arc::new(store);
-    let r = record(time::Duration::hours(1));
+    let r = record(Duration::from_secs(3600));
     store.create(&r).await.expect("create");
     let table = format!(
         "\"{}\".\"{}\"",
         store.inner().table().schema().expect("a schema"),
         store.inner().table().name()
     );
-    let past = session_core::now_unix_millis() - 1_000;
+    let past = Timestamp::now().unix_millis() - 1_000;
     sqlx::query(&format!("UPDATE {table} SET expires_at = $1 WHERE id = $2"))
         .bind(past)
         .bind(&r.id.as_bytes()[..])
@@ -107,7 +117,7 @@ async fn a_sweep_never_deletes_a_session_extended_while_it_waited() {
         .expect("expire it");
     let mut touch = store.inner().pool().begin().await.expect("begin");
     sqlx::query(&format!("UPDATE {table} SET expires_at = $1 WHERE id = $2"))
-        .bind(session_core::unix_millis(r.expires_at))
+        .bind(r.expires_at.unix_millis())
         .bind(&r.id.as_bytes()[..])
         .execute(&mut *touch)
         .await
@@ -139,7 +149,7 @@ async fn concurrent_migrations_all_succeed<S: Store + Migrate>(store: &S, reset:
     for r in results {
         r.expect("a concurrent migrate");
     }
-    let r = record(time::Duration::hours(1));
+    let r = record(Duration::from_secs(3600));
     store.create(&r).await.expect("create");
     assert!(store.load(&r.id).await.expect("load").is_some());
 }
@@ -228,7 +238,7 @@ async fn migrate_is_idempotent() {
 #[tokio::test]
 async fn an_undecodable_row_is_no_session() {
     let store = support::sqlite_memory().await;
-    let r = record(time::Duration::hours(1));
+    let r = record(Duration::from_secs(3600));
     store.create(&r).await.expect("create");
     sqlx::query("UPDATE sessions SET data = ? WHERE id = ?")
         .bind(&b"\xc1 not a record"[..])
@@ -244,7 +254,7 @@ async fn an_undecodable_row_is_no_session() {
 #[tokio::test]
 async fn a_row_with_a_mistyped_column_is_no_session() {
     let store = support::sqlite_memory().await;
-    let r = record(time::Duration::hours(1));
+    let r = record(Duration::from_secs(3600));
     store.create(&r).await.expect("create");
     sqlx::query("UPDATE sessions SET version = 'seven' WHERE id = ?")
         .bind(&r.id.as_bytes()[..])
@@ -259,7 +269,7 @@ async fn a_row_with_a_mistyped_column_is_no_session() {
 #[tokio::test]
 async fn a_row_whose_version_disagrees_with_its_record_is_no_session() {
     let store = support::sqlite_memory().await;
-    let r = record(time::Duration::hours(1));
+    let r = record(Duration::from_secs(3600));
     store.create(&r).await.expect("create");
     assert!(store.load(&r.id).await.expect("load").is_some());
     sqlx::query("UPDATE sessions SET version = version + 1 WHERE id = ?")
