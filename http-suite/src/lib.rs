@@ -496,6 +496,9 @@ pub async fn login_rotates_the_id(spawn: impl Spawn) {
     assert_eq!((r.status, r.body.as_str()), (200, "Logged in as alice"));
     let after = c.jar.clone().expect("issued");
     assert_ne!(before, after);
+    // The login's flash, saved by its commit, shows once.
+    assert!(c.get("/app").await.body.contains("Welcome, alice."));
+    assert!(!c.get("/app").await.body.contains("Welcome"));
     assert_eq!(c.get("/get").await.body, "The name on the /set was: iris");
     assert_eq!(
         c.send("/get", Some(&before)).await.body,
@@ -676,7 +679,11 @@ pub async fn a_failed_commit_after_login_keeps_the_new_id(spawn: impl Spawn) {
     assert_eq!(r.set_cookies().len(), 1, "no new id with the 500");
     let after = c.jar.clone().expect("issued");
     assert_ne!(before, after);
-    assert_eq!(d.store.counts().save, 1, "the flash was not saved");
+    assert_eq!(
+        d.store.counts().save,
+        1,
+        "the commit did not try to save the flash"
+    );
     d.store.fail_saves_with(None);
     assert_eq!(c.get("/get").await.body, "The name on the /set was: iris");
     let mine = c.get("/sessions").await;

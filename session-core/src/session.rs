@@ -143,6 +143,11 @@ struct Stored {
     version: u64,
     created_at: Timestamp,
     expires_at: Timestamp,
+    /// The lifetime the stored record holds, which a pending
+    /// [`Session::set_lifetime`] may not have replaced yet: it decides the
+    /// cookie the client gets, also when the commit that would have saved
+    /// the new one fails.
+    lifetime: Option<Lifetime>,
 }
 
 struct State {
@@ -272,6 +277,7 @@ impl Session {
             version: record.version,
             created_at: record.created_at,
             expires_at: record.expires_at,
+            lifetime: record.lifetime,
         });
         state.data = record.data;
         state.owner = record.owner;
@@ -1076,7 +1082,9 @@ impl Session {
             Some(s) if state.issued || state.refresh_cookie => {
                 state.issued = false;
                 state.refresh_cookie = false;
-                let lifetime = self.lifetime_of(state);
+                // As stored: after a failed commit, a lifetime set in this
+                // request was not saved, and the deadline is the old one's.
+                let lifetime = s.lifetime.unwrap_or(config.lifetime);
                 let max_age = lifetime
                     .persistent_cookie()
                     .then(|| s.expires_at.duration_since(self.manager().now()));
@@ -1156,6 +1164,7 @@ impl Session {
                 if let Some(s) = state.stored.as_mut() {
                     s.version = record.version;
                     s.expires_at = expires_at;
+                    s.lifetime = record.lifetime;
                 }
                 if moved && lifetime.persistent_cookie() || state.lifetime_dirty {
                     state.refresh_cookie = true;
@@ -1218,6 +1227,7 @@ impl Session {
                 if let Some(s) = state.stored.as_mut() {
                     s.version = record.version;
                     s.expires_at = record.expires_at;
+                    s.lifetime = record.lifetime;
                 }
             }
         }
@@ -1254,6 +1264,7 @@ impl Session {
                         version: 0,
                         created_at,
                         expires_at,
+                        lifetime: record.lifetime,
                     });
                     state.changes.clear();
                     state.owner_dirty = false;
@@ -1684,6 +1695,19 @@ mod tests {
         let back = f.open(Some(&new));
         assert_eq!(back.owner().await.unwrap().as_deref(), Some("alice"));
         assert_eq!(back.get::<String>("theme").await.unwrap(), None);
+        // A "remember me" lifetime set after the login was not saved either:
+        // the cookie is the stored session's, a browser-session cookie.
+        let remember = f.open(Some(&new));
+        remember.login("alice").await.unwrap();
+        let persistent = Lifetime::new()
+            .with_idle_timeout(Some(Duration::from_secs(86_400)))
+            .with_persistent_cookie(true);
+        remember.set_lifetime(Some(persistent)).await.unwrap();
+        assert!(remember.commit().await.is_err());
+        match remember.failed_commit_outcome() {
+            SetCookie::Set { max_age, .. } => assert_eq!(max_age, None, "not what the store holds"),
+            other => panic!("expected the new id, got {other:?}"),
+        }
         // A new session whose first write failed: nothing to tell.
         f.store.fail_with(Some(StoreErrorKind::Unavailable));
         let fresh = f.open(None);

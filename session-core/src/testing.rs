@@ -69,7 +69,9 @@ struct Faults {
 
 /// A store wrapper that counts calls and injects faults. Clones share the
 /// counters and the fault settings, so a test keeps one clone after handing
-/// the other to a [`Manager`](crate::Manager).
+/// the other to a [`Manager`](crate::Manager). A call is counted, and the
+/// faults in force are read, when the method is called; with no fault set the
+/// wrapper hands the inner store's future through untouched.
 ///
 /// ```
 /// use session_core::testing::{Instrumented, TestStore};

@@ -12,8 +12,11 @@ use time::{OffsetDateTime, PrimitiveDateTime};
 /// live, is its idle deadline due to move) where a calendar date would cost
 /// a conversion each way.
 ///
-/// It spans what [`OffsetDateTime`] can hold (years -9999 to 9999), so it
-/// converts both ways without loss; arithmetic saturates at the ends.
+/// It spans what [`OffsetDateTime`] can hold in UTC (years -9999 to 9999):
+/// a UTC instant converts to it and back exactly, to the millisecond (the
+/// finer part is rounded down, and a date past either end clamps to it).
+/// Arithmetic takes [`Duration`]s in whole milliseconds, rounded down, and
+/// saturates at the ends.
 ///
 /// ```
 /// use std::time::Duration;

@@ -690,9 +690,19 @@ What changed in `session 12`:
   connection or Redis's); in user space, copies (2.9 %) and the allocator (about 6 %)
   lead, and hyper's request parsing and response encoding take 1.6 %. The client library
   cannot batch the kernel's share away.
+* A commit under way when hyper drops a request (its client went away) now finishes on
+  a task of its own instead of dropping what the finished handler wrote (axum now does
+  what actix-web and Rocket did). The check sits in the drop of the commit future, off
+  the measured paths: row `session 12`, this session's last build, is within 0.8 % of
+  `session 11` in every column of ours.
+* `session-sql` built with one database feature (what a user enables) warned that the
+  other backends' migration-lock variants were unused; `cargo xtask test` now runs clippy
+  with warnings denied on `session-sql` with each database feature alone.
+* The bytes table's `RedisStore` row is measured with the four write tokens of session 11:
+  357 B per session (session 10's 314 B had one token; CAPACITY.md now uses 357 B).
 
-What changed in `session 13` (row `session 13`; the load table above is still session 12's
-run):
+What changed in `session 13` (row `session 13`, and the load table above, regenerated on
+this session's code):
 
 * Timestamps are `session_core::Timestamp`, whole unix milliseconds, in the `Store`
   contract, records and the clock, instead of `OffsetDateTime`. Every store already kept
@@ -715,82 +725,82 @@ run):
   answers its 500 with that id (`Session::failed_commit_outcome`, all three adapters), so
   the client stays logged in instead of keeping the retired id: no cost on any measured
   path.
-* A commit under way when hyper drops a request (its client went away) now finishes on
-  a task of its own instead of dropping what the finished handler wrote (axum now does
-  what actix-web and Rocket did). The check sits in the drop of the commit future, off
-  the measured paths: row `session 12`, this session's last build, is within 0.8 % of
-  `session 11` in every column of ours.
-* `session-sql` built with one database feature (what a user enables) warned that the
-  other backends' migration-lock variants were unused; `cargo xtask test` now runs clippy
-  with warnings denied on `session-sql` with each database feature alone.
-* The bytes table's `RedisStore` row is measured with the four write tokens of session 11:
-  357 B per session (session 10's 314 B had one token; CAPACITY.md now uses 357 B).
-
+* The load table's run put ours ahead of tower-sessions on every memory scenario on axum
+  (`plain` 90 % of bare against 74 %, `read` 89 % against 82 %, `write` 73 % against 72 %)
+  and on every Redis scenario (`read` 1.22x, a contended `write` 1.77x); on actix-web
+  ours read Redis at 1.48x actix-session. The same machine swung the other way in
+  session 12's run (73 % and 67 % for ours on `plain` and `read`): the instruction counts
+  moved by a few per cent between the two, the medians by twenty.
 What is still between ours and the ceiling, by the profile (row `session 13`) and the
 load run above:
 
-* `plain` on axum: bare 11.7k instructions per request, `axum-layered` 12.5k, ours
-  14.0k, tower-sessions 16.3k. The layer's own +1.5k over `axum-layered` is the
+* `plain` on axum: bare 11.7k instructions per request, `axum-layered` 12.6k, ours
+  14.1k, tower-sessions 16.0k. The layer's own +1.5k over `axum-layered` is the
   session's one allocation (its shared state), the request extension that carries it
   (a box, which the extractor needs), finding the `Cookie` header and the commit check
-  after the handler. In the run above ours reached 73 % of bare axum (tower-sessions
-  84 %, `axum-layered` 86 %, `axum-floor`, which has no layer at all, 91 %: see session 12
-  for how far to trust that) and 102 % of bare actix-web; in session 10's run 96 % and
-  95 %, on session 9's steadier machine 93 % and 95 %.
-* `read` on the memory store: ours 24.2k instructions (25.1k before session 13), tower-sessions 23.8k,
-  `axum-floor` 14.2k against bare's 11.7k. A call tree of the `read` case
-  (`callgrind_annotate --tree=calling` on the profile's output) splits ours per request
-  as follows: the layer's share that `plain` shows (2.4k over bare); SHA-256 of the id,
+  after the handler. In the run above ours reached 90 % of bare axum (tower-sessions
+  74 %, `axum-layered` 95 %, `axum-floor`, which has no layer at all, 99 %) and 93 % of
+  bare actix-web; in session 12's run 73 % and 102 % (see session 12 for how far to trust
+  either), in session 10's run 96 % and 95 %, on session 9's steadier machine 93 % and
+  95 %.
+* `read` on the memory store: ours 24.2k instructions (25.1k before session 13),
+  tower-sessions 23.8k, `axum-floor` 14.3k against bare's 11.7k. A call tree of the
+  `read` case (`callgrind_annotate --tree=calling` on the profile's output) split ours
+  per request in session 11 as follows: the layer's share that `plain` shows (2.4k over bare); SHA-256 of the id,
   so the store never holds a key that works as a cookie (3.5k here, 48 ns natively: the
   CPU has SHA extensions); the memory store's load, 2.0k, of which 1.56k decode the owned
   `Record` the store contract returns (an allocation each for the key, the value and the
   map node, eight field names, two timestamps); the cookie's parsing and base64, 1.4k;
-  reading the clock and converting timestamps, 1.1k in session 11, about 0.3k since
-  timestamps are unix milliseconds (session 13); dropping the session's
-  state, 0.5k. Natively (session 9's `perf` profile) that is about 1.0 µs of user-space
-  CPU over the floor. In the run above ours read at 67 % of bare axum (tower-sessions
-  74 %, the floor 89 %) and 99 % of bare actix-web (actix-session's cookie store 90 %); in
-  session 10's run 96 % and 95 %; on session 9's machine 77 % (tower-sessions 74 %, the
-  floor 95 %). The target (95 %) held in session 10's run and on actix-web in this one,
-  not on axum here nor on the steadier machine, where what remains is many small items,
+  reading the clock and converting timestamps, 1.1k (about 0.3k since timestamps are
+  unix milliseconds, session 13, which also took the two timestamps out of the decode);
+  dropping the session's state, 0.5k. Natively (session 9's `perf` profile) that is about 1.0 µs of user-space
+  CPU over the floor. In the run above ours read at 89 % of bare axum (tower-sessions
+  82 %, the floor 96 %) and 82 % of bare actix-web (actix-session's cookie store 66 %); in
+  session 12's run 67 % and 99 %, in session 10's run 96 % and 95 %; on session 9's
+  machine 77 % (tower-sessions 74 %, the floor 95 %). The target (95 %) held in session
+  10's run and on actix-web in session 12's, not in this one nor on the steadier machine,
+  where what remains is many small items,
   each a few per cent: reading the clock once per request instead of twice (the memory
   store's expiry check and the session's), and a memory store that hands out a shared
   decoded copy instead of decoding one per load (at the price of memory per session that
   the compact entries save now). Timestamps as unix milliseconds, the third such item,
   landed in session 13.
 * `read` on Redis: one `GET` per request; ours executes fewer instructions than
-  tower-sessions (37.0k against 43.8k, row `session 13`) and makes fewer system calls (3.1 against 4.3 per
-  request); the rest is the Redis client (its RESP parser alone about 1.5k), its
+  tower-sessions (37.0k against 43.8k, row `session 13`) and makes fewer system calls
+  (3.2 against 4.0 per request); the rest is the Redis client (its RESP parser alone about 1.5k), its
   connection task and the kernel's work for the round trip, the same for both, and on
   this 2-core machine the Redis server, wrk and the app server share two cores. In the
-  run above ours read at 1.33x tower-sessions on axum (session 10's run: 1.04x; session
-  9's machine: 1.20x; target 1.5x) and 1.26x actix-session on actix-web (1.44x, 1.61x;
-  target 1.3x). More would take a cheaper client than `redis`'s multiplexed connection,
+  run above ours read at 1.22x tower-sessions on axum (session 12's run: 1.33x; session
+  10's: 1.04x; session 9's machine: 1.20x; target 1.5x) and 1.48x actix-session on
+  actix-web (1.26x, 1.44x, 1.61x; target 1.3x). More would take a cheaper client than `redis`'s multiplexed connection,
   not gathering loads (session 12), or a local cache tier (`CachedStore`, which is not
   one round trip).
 * `write` on the memory store adds an encode and a save to `read` for about one request
   in twelve (0.07-0.09 store calls per request: group commit). In the run above it
-  reached 59 % of bare axum (tower-sessions 53 %) and 78 % of bare actix-web
-  (actix-session's cookie store 71 %); in session 10's run 66 % and 91 %, on session 9's
-  machine 61 % and 63 %. The floor, whose write is an increment under a mutex, reached
-  79 % (session 10: 92 %). Target: 90 %.
+  reached 73 % of bare axum (tower-sessions 72 %) and 77 % of bare actix-web
+  (actix-session's cookie store 59 %); in session 12's run 59 % and 78 %, in session 10's
+  66 % and 91 %, on session 9's machine 61 % and 63 %. The floor, whose write is an
+  increment under a mutex, reached 95 % (session 12: 79 %, session 10: 92 %). Target:
+  90 %.
 * `write-own` on Redis made 1.00 store calls per request in the run above. An update
   loads its record before saving only when neither the record's turn nor the request
   holds a copy of it: its first update, after a conflict or a store error, or when two of
   the sessions share one of the 1 024 turns and displace each other's copy.
 
 In wall-clock terms (the load table's \"server CPU / request\" and \"over bare\"
-columns), in the run above: a read on the memory store cost the server 3.3 µs more than
-bare axum (tower-sessions 2.3 µs, `axum-floor` 0.7 µs) and 0.3 µs more than bare
-actix-web (actix-session's cookie store 1.1 µs); a contended write 4.6 µs on axum
-(tower-sessions 5.9 µs) and 2.3 µs on actix-web. On Redis ours costs less than the peers
-for new sessions, reads and writes (a read 8.9 against 13.4 µs over bare on axum; a
-contended write 8.5 against 23.7 µs, 1.67x tower-sessions' throughput, 1.84x
-actix-session's), on PostgreSQL reads cost about the same and writes far less (6.0x
-tower-sessions' throughput on a contended write), and ours never loses an acknowledged
+columns), in the run above: a read on the memory store cost the server 1.25 µs more
+than bare axum (tower-sessions 2.06 µs, `axum-floor` 0.59 µs) and 1.70 µs more than bare
+actix-web (actix-session's cookie store 4.02 µs); a contended write 3.39 µs on axum
+(tower-sessions 3.63 µs) and 2.31 µs on actix-web (5.56 µs). On Redis ours costs less
+than the peers for reads and writes (a read 8.5 against 13.4 µs over bare on axum; a
+contended write 7.0 against 22.5 µs, 1.77x tower-sessions' throughput, 1.90x
+actix-session's), on PostgreSQL reads cost about the same and writes far less (14x
+tower-sessions' throughput on a contended write, where tower-sessions served 1.4k
+requests/s), and ours never loses an acknowledged
 increment while the peers lose thousands to hundreds of thousands per run. (The small
 negative counts in ours' `lost increments` cells are increments of requests that wrk
 abandoned when it stopped: written, never acknowledged.)
+
 
 ";
 

@@ -37,7 +37,8 @@
 //! and `Vary`. If the commit fails (store down, timeout) the response becomes
 //! a bare `500 Internal Server Error` and the error is logged; store errors
 //! never reach a response body. If this request had already stored the
-//! session under a new id (`login`), the 500 still carries it.
+//! session under a new id (`login`), the 500 still carries it; after
+//! `destroy`, the cookie's removal.
 //!
 //! # Testing handlers
 //!

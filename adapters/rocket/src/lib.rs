@@ -32,7 +32,8 @@
 //! the header), `Cache-Control: no-store` and `Vary`. If the commit fails
 //! (store down, timeout) the response becomes a bare `500 Internal Server Error` and the
 //! error is logged; store errors never reach a response body. If this request had
-//! already stored the session under a new id (`login`), the 500 still carries it.
+//! already stored the session under a new id (`login`), the 500 still
+//! carries it; after `destroy`, the cookie's removal.
 //!
 //! A route that takes a [`Session`] on a Rocket without the fairing does not
 //! launch: the guard is a [`Sentinel`] that names the missing fairing.
