@@ -110,83 +110,131 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
 pub(crate) type StoreFuture<'a, T> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
+/// Which [`Store`] method a call is, for wrappers written with
+/// `forward_store!`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StoreOp {
+    Load,
+    Create,
+    Save,
+    Touch,
+    Delete,
+    DeleteExpired,
+    IdsOfOwner,
+    DeleteOwner,
+}
+
+/// The eight [`Store`] methods of a wrapper that hands every call on to an
+/// inner store, written once: `$inner` is the inner store (an expression of
+/// `$this`, the wrapper), and `$pass($this, op, future)` returns the future
+/// the method answers with, given the inner store's. Written by hand rather
+/// than with `async_trait`, so that a wrapper that passes the future through
+/// adds no box of its own.
+macro_rules! forward_store {
+    (|$this:ident| $inner:expr, $pass:path) => {
+        fn load<'s, 'a, 'f>(&'s self, id: &'a RecordId) -> StoreFuture<'f, Option<Record>>
+        where
+            's: 'f,
+            'a: 'f,
+            Self: 'f,
+        {
+            let $this = self;
+            $pass($this, StoreOp::Load, $inner.load(id))
+        }
+        fn create<'s, 'a, 'f>(&'s self, record: &'a Record) -> StoreFuture<'f, Created>
+        where
+            's: 'f,
+            'a: 'f,
+            Self: 'f,
+        {
+            let $this = self;
+            $pass($this, StoreOp::Create, $inner.create(record))
+        }
+        fn save<'s, 'a, 'f>(
+            &'s self,
+            record: &'a Record,
+            expected_version: u64,
+        ) -> StoreFuture<'f, Saved>
+        where
+            's: 'f,
+            'a: 'f,
+            Self: 'f,
+        {
+            let $this = self;
+            $pass($this, StoreOp::Save, $inner.save(record, expected_version))
+        }
+        fn touch<'s, 'a, 'o, 'f>(
+            &'s self,
+            id: &'a RecordId,
+            version: u64,
+            owner: Option<&'o str>,
+            expires_at: Timestamp,
+        ) -> StoreFuture<'f, bool>
+        where
+            's: 'f,
+            'a: 'f,
+            'o: 'f,
+            Self: 'f,
+        {
+            let $this = self;
+            $pass(
+                $this,
+                StoreOp::Touch,
+                $inner.touch(id, version, owner, expires_at),
+            )
+        }
+        fn delete<'s, 'a, 'f>(&'s self, id: &'a RecordId) -> StoreFuture<'f, ()>
+        where
+            's: 'f,
+            'a: 'f,
+            Self: 'f,
+        {
+            let $this = self;
+            $pass($this, StoreOp::Delete, $inner.delete(id))
+        }
+        fn delete_expired<'s, 'f>(&'s self) -> StoreFuture<'f, u64>
+        where
+            's: 'f,
+            Self: 'f,
+        {
+            let $this = self;
+            $pass($this, StoreOp::DeleteExpired, $inner.delete_expired())
+        }
+        fn ids_of_owner<'s, 'a, 'f>(&'s self, owner: &'a str) -> StoreFuture<'f, Vec<RecordId>>
+        where
+            's: 'f,
+            'a: 'f,
+            Self: 'f,
+        {
+            let $this = self;
+            $pass($this, StoreOp::IdsOfOwner, $inner.ids_of_owner(owner))
+        }
+        fn delete_owner<'s, 'a, 'f>(&'s self, owner: &'a str) -> StoreFuture<'f, u64>
+        where
+            's: 'f,
+            'a: 'f,
+            Self: 'f,
+        {
+            let $this = self;
+            $pass($this, StoreOp::DeleteOwner, $inner.delete_owner(owner))
+        }
+    };
+}
+pub(crate) use forward_store;
+
+/// The inner store's future, as it is.
+fn pass_through<'f, W: ?Sized, T>(
+    _: &W,
+    _: StoreOp,
+    inner: StoreFuture<'f, T>,
+) -> StoreFuture<'f, T> {
+    inner
+}
+
 /// A shared store is a store. Each method hands back the inner store's future
 /// as it is, without boxing it again.
 impl<S: Store + ?Sized> Store for Arc<S> {
-    fn load<'s, 'a, 'f>(&'s self, id: &'a RecordId) -> StoreFuture<'f, Option<Record>>
-    where
-        's: 'f,
-        'a: 'f,
-        Self: 'f,
-    {
-        (**self).load(id)
-    }
-    fn create<'s, 'a, 'f>(&'s self, record: &'a Record) -> StoreFuture<'f, Created>
-    where
-        's: 'f,
-        'a: 'f,
-        Self: 'f,
-    {
-        (**self).create(record)
-    }
-    fn save<'s, 'a, 'f>(
-        &'s self,
-        record: &'a Record,
-        expected_version: u64,
-    ) -> StoreFuture<'f, Saved>
-    where
-        's: 'f,
-        'a: 'f,
-        Self: 'f,
-    {
-        (**self).save(record, expected_version)
-    }
-    fn touch<'s, 'a, 'o, 'f>(
-        &'s self,
-        id: &'a RecordId,
-        version: u64,
-        owner: Option<&'o str>,
-        expires_at: Timestamp,
-    ) -> StoreFuture<'f, bool>
-    where
-        's: 'f,
-        'a: 'f,
-        'o: 'f,
-        Self: 'f,
-    {
-        (**self).touch(id, version, owner, expires_at)
-    }
-    fn delete<'s, 'a, 'f>(&'s self, id: &'a RecordId) -> StoreFuture<'f, ()>
-    where
-        's: 'f,
-        'a: 'f,
-        Self: 'f,
-    {
-        (**self).delete(id)
-    }
-    fn delete_expired<'s, 'f>(&'s self) -> StoreFuture<'f, u64>
-    where
-        's: 'f,
-        Self: 'f,
-    {
-        (**self).delete_expired()
-    }
-    fn ids_of_owner<'s, 'a, 'f>(&'s self, owner: &'a str) -> StoreFuture<'f, Vec<RecordId>>
-    where
-        's: 'f,
-        'a: 'f,
-        Self: 'f,
-    {
-        (**self).ids_of_owner(owner)
-    }
-    fn delete_owner<'s, 'a, 'f>(&'s self, owner: &'a str) -> StoreFuture<'f, u64>
-    where
-        's: 'f,
-        'a: 'f,
-        Self: 'f,
-    {
-        (**self).delete_owner(owner)
-    }
+    forward_store!(|this| (**this), pass_through);
 }
 
 /// What kind of failure a [`StoreError`] is, for callers that branch on it.

@@ -20,7 +20,7 @@ use std::time::Duration;
 use crate::Timestamp;
 use async_trait::async_trait;
 
-use crate::store::StoreFuture;
+use crate::store::{forward_store, StoreFuture, StoreOp};
 use crate::{Created, Record, RecordId, Saved, Store, StoreError, StoreErrorKind};
 
 /// How many times each store operation was called.
@@ -169,13 +169,22 @@ impl<S: Store> Instrumented<S> {
     }
 
     /// Counts a call and, when a fault is set, returns it to apply first.
-    fn enter(&self, counter: &AtomicU64) -> Option<Faults> {
+    fn enter(&self, op: StoreOp) -> Option<Faults> {
+        let c = &self.counters;
+        let counter = match op {
+            StoreOp::Load => &c.load,
+            StoreOp::Create => &c.create,
+            StoreOp::Save => &c.save,
+            StoreOp::Touch => &c.touch,
+            StoreOp::Delete => &c.delete,
+            StoreOp::DeleteExpired | StoreOp::IdsOfOwner | StoreOp::DeleteOwner => &c.other,
+        };
         counter.fetch_add(1, Ordering::SeqCst);
-        if !self.counters.faulty.load(Ordering::SeqCst) {
+        if !c.faulty.load(Ordering::SeqCst) {
             return None;
         }
         let mut faults = self.faults().clone();
-        if !std::ptr::eq(counter, &self.counters.save) {
+        if op != StoreOp::Save {
             faults.save_error = None;
         }
         Some(faults)
@@ -184,12 +193,8 @@ impl<S: Store> Instrumented<S> {
     /// The inner store's call as it is when no fault is set (the wrapper then
     /// costs a counter, not a second boxed future, so that load tests measure
     /// the store), else behind the fault.
-    fn call<'f, T: Send + 'f>(
-        &self,
-        counter: &AtomicU64,
-        inner: StoreFuture<'f, T>,
-    ) -> StoreFuture<'f, T> {
-        let Some(faults) = self.enter(counter) else {
+    fn call<'f, T: Send + 'f>(&self, op: StoreOp, inner: StoreFuture<'f, T>) -> StoreFuture<'f, T> {
+        let Some(faults) = self.enter(op) else {
             return inner;
         };
         Box::pin(async move {
@@ -205,84 +210,7 @@ impl<S: Store> Instrumented<S> {
 }
 
 impl<S: Store> Store for Instrumented<S> {
-    fn load<'s, 'a, 'f>(&'s self, id: &'a RecordId) -> StoreFuture<'f, Option<Record>>
-    where
-        's: 'f,
-        'a: 'f,
-        Self: 'f,
-    {
-        self.call(&self.counters.load, self.inner.load(id))
-    }
-    fn create<'s, 'a, 'f>(&'s self, record: &'a Record) -> StoreFuture<'f, Created>
-    where
-        's: 'f,
-        'a: 'f,
-        Self: 'f,
-    {
-        self.call(&self.counters.create, self.inner.create(record))
-    }
-    fn save<'s, 'a, 'f>(
-        &'s self,
-        record: &'a Record,
-        expected_version: u64,
-    ) -> StoreFuture<'f, Saved>
-    where
-        's: 'f,
-        'a: 'f,
-        Self: 'f,
-    {
-        self.call(
-            &self.counters.save,
-            self.inner.save(record, expected_version),
-        )
-    }
-    fn touch<'s, 'a, 'o, 'f>(
-        &'s self,
-        id: &'a RecordId,
-        version: u64,
-        owner: Option<&'o str>,
-        expires_at: Timestamp,
-    ) -> StoreFuture<'f, bool>
-    where
-        's: 'f,
-        'a: 'f,
-        'o: 'f,
-        Self: 'f,
-    {
-        let inner = self.inner.touch(id, version, owner, expires_at);
-        self.call(&self.counters.touch, inner)
-    }
-    fn delete<'s, 'a, 'f>(&'s self, id: &'a RecordId) -> StoreFuture<'f, ()>
-    where
-        's: 'f,
-        'a: 'f,
-        Self: 'f,
-    {
-        self.call(&self.counters.delete, self.inner.delete(id))
-    }
-    fn delete_expired<'s, 'f>(&'s self) -> StoreFuture<'f, u64>
-    where
-        's: 'f,
-        Self: 'f,
-    {
-        self.call(&self.counters.other, self.inner.delete_expired())
-    }
-    fn ids_of_owner<'s, 'a, 'f>(&'s self, owner: &'a str) -> StoreFuture<'f, Vec<RecordId>>
-    where
-        's: 'f,
-        'a: 'f,
-        Self: 'f,
-    {
-        self.call(&self.counters.other, self.inner.ids_of_owner(owner))
-    }
-    fn delete_owner<'s, 'a, 'f>(&'s self, owner: &'a str) -> StoreFuture<'f, u64>
-    where
-        's: 'f,
-        'a: 'f,
-        Self: 'f,
-    {
-        self.call(&self.counters.other, self.inner.delete_owner(owner))
-    }
+    forward_store!(|this| this.inner, Self::call);
 }
 
 /// A minimal store: one mutex around a map, no bound, no background work. It
