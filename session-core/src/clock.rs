@@ -23,7 +23,8 @@ impl Clock for SystemClock {
 }
 
 /// A clock that moves only when told to: for tests of idle and absolute
-/// timeouts.
+/// timeouts, with any store (the manager checks loaded records against its
+/// clock; see [`Manager::with_clock`](crate::Manager::with_clock)).
 ///
 /// ```
 /// use std::time::Duration;

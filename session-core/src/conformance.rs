@@ -354,7 +354,8 @@ pub async fn touch_of_missing_is_false(store: impl Store) {
     assert_eq!(load(&store, &rid).await, None);
 }
 
-/// A record whose deadline is already past is never returned.
+/// A record whose deadline is already past, or is the very instant of its
+/// creation, is never returned: a record is expired from `expires_at` on.
 pub async fn expired_records_are_never_loaded(store: impl Store) {
     let r = expired_record();
     // A store may refuse or accept it; either way it must not load.
@@ -363,6 +364,14 @@ pub async fn expired_records_are_never_loaded(store: impl Store) {
         load(&store, &r.id).await,
         None,
         "a record whose expires_at has passed must never load"
+    );
+    let t = now();
+    let at_deadline = Record::new(random_rid(), t, t);
+    let _ = store.create(&at_deadline).await.expect("create");
+    assert_eq!(
+        load(&store, &at_deadline.id).await,
+        None,
+        "a record is expired at its expires_at, not only after it"
     );
 }
 

@@ -109,7 +109,10 @@ impl Manager {
     }
 
     /// Replaces the clock, for tests of idle and absolute timeouts (see
-    /// [`ManualClock`](crate::ManualClock)).
+    /// [`ManualClock`](crate::ManualClock)). The manager checks every record
+    /// it loads against this clock, so a session ends when this clock passes
+    /// its deadline, whatever the store: stores expire records by the system
+    /// clock, which they keep until it passes the deadline too.
     pub fn with_clock(self, clock: impl Clock) -> Self {
         Self {
             inner: Arc::new(Inner {

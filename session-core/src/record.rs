@@ -151,7 +151,8 @@ pub struct Record {
     pub data: Data,
     /// When the session was created (start of the absolute timeout).
     pub created_at: Timestamp,
-    /// When the session expires: stores never return it after this instant.
+    /// When the session expires: it is live strictly before this instant, and
+    /// stores never return it from this instant on.
     pub expires_at: Timestamp,
     /// Incremented by every save; the compare-and-set token.
     pub version: u64,

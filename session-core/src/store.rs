@@ -40,15 +40,26 @@ pub enum Saved {
 /// # Contract
 ///
 /// The conformance suite (feature `conformance`, macro
-/// [`store_conformance!`](crate::store_conformance)) checks every point below.
+/// [`store_conformance!`](crate::store_conformance)) checks every point below
+/// but the count `delete_expired` returns.
 ///
-/// * `load` never returns a record whose `expires_at` has passed, and returns
-///   the `expires_at` of the latest `touch`.
-/// * `create` inserts only if no live record has the id.
+/// * A record is live while the store's clock is before its `expires_at`, and
+///   expired from that instant on. Stores use the system clock
+///   ([`Timestamp::now`]); they cannot see the manager's [`Clock`](crate::Clock),
+///   and need not: the manager checks every record it loads against its own.
+/// * `load` never returns an expired record, and returns the `expires_at` of
+///   the latest `touch`. A record that does not decode is no session: log it
+///   and return `Ok(None)`, as the workspace's stores do; errors are for a
+///   backend that cannot answer.
+/// * `create` inserts only if no live record has the id. A record that is
+///   already expired may be written or not; either way the answer is
+///   `Created` and it never loads.
 /// * `save` replaces the record only if the stored version equals
 ///   `expected_version`; it never inserts. The record passed in already carries
 ///   the new version (`expected_version + 1`).
-/// * `touch` changes `expires_at` only, never data or version.
+/// * `touch` changes `expires_at` only, never data or version, and may move it
+///   earlier as well as later (the manager retires an old id by touching it
+///   into the past).
 /// * `delete` is idempotent.
 /// * `delete_expired` removes expired records for stores without native expiry
 ///   and returns how many; stores that expire natively return 0.
@@ -61,7 +72,10 @@ pub enum Saved {
 /// # Implementing a store
 ///
 /// Implement the eight methods with the semantics above, then run the
-/// conformance suite against the store. `testing::TestStore` (feature
+/// conformance suite against the store. A store that keeps records as bytes
+/// ([`Record::to_bytes`]) finds `expires_at` inside them too: for a `touch`
+/// that rewrites no data, keep the deadline beside the bytes and set it on
+/// the decoded record at `load`, as session-memory and session-redis do. `testing::TestStore` (feature
 /// `conformance`) is a complete reference implementation in about a hundred
 /// lines: one mutex around a map.
 #[async_trait]
@@ -220,6 +234,7 @@ macro_rules! forward_store {
         }
     };
 }
+#[cfg(any(test, feature = "conformance"))]
 pub(crate) use forward_store;
 
 /// The inner store's future, as it is.

@@ -26,7 +26,10 @@ pub enum SetCookie {
         /// cookie.
         max_age: Option<Duration>,
     },
-    /// Remove the client's cookie: the session was destroyed or has ended.
+    /// Remove the client's cookie: this request destroyed the session, or found
+    /// it ended by another request while using it. A cookie that named no live
+    /// session when the request began (expired, say) is left as it is: it is
+    /// replaced if the request writes.
     Remove,
 }
 

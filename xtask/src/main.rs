@@ -1,7 +1,8 @@
 //! Repository chores, run as `cargo xtask <command>`:
 //!
-//! * `test`: formatting check, clippy with warnings denied (the workspace, and
-//!   `session-sql` with each database feature alone and with none), docs with broken
+//! * `test`: formatting check, clippy with warnings denied (the workspace,
+//!   `session-core` with its default features, and `session-sql` with each
+//!   database feature alone and with none), docs with broken
 //!   links denied, then every test of the workspace (unit, conformance,
 //!   integration, doc tests).
 //! * `services`: reports which local servers (Redis, PostgreSQL, MariaDB)
@@ -115,6 +116,20 @@ fn test() -> Result {
             "--workspace",
             "--all-targets",
             "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
+    // What a store or an application builds: session-core without the
+    // `conformance` feature that the workspace check above turns on.
+    cargo(
+        &[
+            "clippy",
+            "-p",
+            "session-core",
+            "--lib",
             "--",
             "-D",
             "warnings",
