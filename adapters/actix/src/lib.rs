@@ -148,7 +148,12 @@ fn known_name(name: &str) -> Option<HeaderName> {
 }
 
 /// Writes the headers the commit outcome calls for.
+#[inline]
 fn write_headers(manager: &Manager, outcome: &session_core::SetCookie, headers: &mut HeaderMap) {
+    // Most responses: nothing to write, decided without a call.
+    if *outcome == session_core::SetCookie::Unchanged {
+        return;
+    }
     for update in manager.response_headers(outcome, |name| header_joined(headers, name)) {
         let name = known_name(&update.name)
             .map_or_else(|| HeaderName::from_bytes(update.name.as_bytes()), Ok);
