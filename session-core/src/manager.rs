@@ -175,16 +175,11 @@ impl Manager {
     /// `Cache-Control: no-store` unless the handler already chose it, and
     /// `Vary`. `existing` returns the response's current value of a header by
     /// (lowercase) name. Empty for [`SetCookie::Unchanged`].
-    #[inline]
     pub fn response_headers(
         &self,
         outcome: &SetCookie,
         existing: impl Fn(&str) -> Option<String>,
     ) -> Vec<HeaderUpdate> {
-        // Most responses: decided here, in the adapter's own code.
-        if matches!(outcome, SetCookie::Unchanged) {
-            return Vec::new();
-        }
         transport::response_headers(&self.inner.config, outcome, &existing)
     }
 
