@@ -30,6 +30,7 @@
 //! been written; it was not acknowledged, and the turn keeps no copy, so the
 //! next update reloads.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -314,12 +315,38 @@ async fn save(manager: Manager, rid: RecordId, mut closer: Closer) {
 
 /// Writes `gathering` with one compare-and-set and tells its members how it
 /// went; the caller holds `turn`, which keeps the record as saved.
-pub(crate) async fn write(manager: &Manager, turn: &mut Turn, gathering: Gathering) -> Outcome {
-    let rid = gathering.record.id;
-    let mut record = gathering.record;
+///
+/// Not an `async fn`: one keeps its arguments for its whole life beside what
+/// it moves them into, and this future lives inside every update's. Here only
+/// the record, the members and the store call are kept across the save.
+pub(crate) fn write<'a>(
+    manager: &'a Manager,
+    turn: &'a mut Turn,
+    gathering: Gathering,
+) -> impl Future<Output = Outcome> + 'a {
+    let Gathering {
+        base_version,
+        mut record,
+        members,
+    } = gathering;
     let lifetime = record.lifetime.unwrap_or(manager.inner.config.lifetime);
     record.expires_at = lifetime.deadline(record.created_at, manager.now());
-    let outcome = match manager.save(&mut record, gathering.base_version).await {
+    async move {
+        let result = manager.save(&mut record, base_version).await;
+        settle(turn, record, result, members)
+    }
+}
+
+/// After [`write`]'s store call: keeps the record as saved in `turn`, counts
+/// towards saving at once, and tells the members.
+fn settle(
+    turn: &mut Turn,
+    record: Record,
+    result: Result<Saved, Error>,
+    members: Option<Members>,
+) -> Outcome {
+    let rid = record.id;
+    let outcome = match result {
         Ok(Saved::Saved) => {
             observe::saved(&rid, record.version);
             let record = Arc::new(record);
@@ -341,7 +368,7 @@ pub(crate) async fn write(manager: &Manager, turn: &mut Turn, gathering: Gatheri
             Outcome::Failed(Failure::of(&error))
         }
     };
-    let waiting = gathering.members.map(|m| m.take(false)).unwrap_or_default();
+    let waiting = members.map(|m| m.take(false)).unwrap_or_default();
     // A save that carried one update (a waiting member, or the caller
     // saving at once) counts towards saving at once.
     if waiting.len() > 1 {

@@ -47,16 +47,37 @@ pub(crate) struct Elapsed;
 /// # Panics
 /// If `fut` is not ready on its first poll: outside a Tokio runtime, or in
 /// one built without timers, as `tokio::time::timeout` does.
-pub(crate) async fn within<F: Future>(after: Duration, fut: F) -> Result<F::Output, Elapsed> {
-    let mut fut = pin!(fut);
-    let mut wait = Wait::NotYet;
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+pub(crate) fn within<F: Future>(after: Duration, fut: F) -> Within<F> {
+    Within {
+        fut,
+        after,
+        wait: Wait::NotYet,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future [`within`] returns: a struct rather than an `async fn`,
+    /// which would keep `fut` and `after` twice (as arguments and as the
+    /// locals they move into). Every store call is one, inside every
+    /// request's future.
+    pub(crate) struct Within<F> {
+        #[pin]
+        fut: F,
+        after: Duration,
+        wait: Wait,
+    }
+}
+
+impl<F: Future> Future for Within<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(v) = this.fut.poll(cx) {
             return Poll::Ready(Ok(v));
         }
-        wait.poll(after, cx)
-    })
-    .await
+        this.wait.poll(*this.after, cx)
+    }
 }
 
 /// How a pending call waits for its deadline.

@@ -4,6 +4,8 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
+use futures_util::future::{self, Either, FutureExt};
+
 use crate::batch::Turn;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
@@ -354,13 +356,15 @@ impl Manager {
     /// on the thread's shared watchdog rather than a timer of the call's own
     /// (see `deadline`): a timer per call made Tokio wake its I/O driver, a
     /// system call, on every request to a network store.
-    pub(crate) async fn call<T>(
-        &self,
-        op: &'static str,
-        fut: impl Future<Output = std::result::Result<T, crate::StoreError>>,
-    ) -> Result<T> {
+    ///
+    /// Not an `async fn`, here and in [`Manager::save`]: those keep their
+    /// arguments twice, and every store call's future sits inside a request's.
+    pub(crate) fn call<T, F>(&self, op: &'static str, fut: F) -> impl Future<Output = Result<T>>
+    where
+        F: Future<Output = std::result::Result<T, crate::StoreError>>,
+    {
         let after = self.inner.config.store_timeout;
-        match crate::deadline::within(after, fut).await {
+        crate::deadline::within(after, fut).map(move |answer| match answer {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(source)) => Err(Self::store_failed(op, source)),
             Err(_) => {
@@ -368,7 +372,7 @@ impl Manager {
                 observe::count("session_store_timeouts_total", 1);
                 Err(Error::Timeout { op, after })
             }
-        }
+        })
     }
 
     /// Logs and counts a store failure and turns it into an [`Error`].
@@ -382,19 +386,22 @@ impl Manager {
     /// compare-and-set. A stored version that has no successor (only a
     /// record written by something else can get there) is reported as
     /// corrupted instead of wrapping around.
-    pub(crate) async fn save(&self, record: &mut Record, expected: u64) -> Result<Saved> {
+    pub(crate) fn save<'a>(
+        &'a self,
+        record: &'a mut Record,
+        expected: u64,
+    ) -> impl Future<Output = Result<Saved>> + 'a {
         let Some(next) = expected.checked_add(1) else {
-            return Err(Self::store_failed(
+            return Either::Left(future::ready(Err(Self::store_failed(
                 "save",
                 crate::StoreError::new(
                     crate::StoreErrorKind::Corrupted,
                     "the stored record's version has no successor",
                 ),
-            ));
+            ))));
         };
         record.version = next;
-        self.call("save", self.inner.store.save(record, expected))
-            .await
+        Either::Right(self.call("save", self.inner.store.save(record, expected)))
     }
 
     /// The lock that read-modify-writes of `id` take turns on.

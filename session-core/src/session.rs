@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::OptionFuture;
 use futures_util::lock::{Mutex, MutexGuard};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -574,13 +575,13 @@ impl Session {
         };
         let Some(rid) = rid else {
             // A session not stored yet: nothing to gather with.
-            return self.update_alone(key, f).await;
+            return Box::pin(self.update_alone(key, f)).await;
         };
         let retries = self.manager().inner.config.conflict_retries;
         let mut conflicts = 0;
         loop {
             if conflicts > 0 {
-                backoff(conflicts).await;
+                Box::pin(backoff(conflicts)).await;
             }
             let lock = self.manager().record_lock(&rid);
             let mut turn = match lock.try_lock() {
@@ -608,63 +609,38 @@ impl Session {
                 // Rare cases the gathering does not carry: the plain path.
                 drop(state);
                 drop(turn);
-                return self.update_alone(key, f).await;
+                return Box::pin(self.update_alone(key, f)).await;
             }
             // With no gathering under way, this update starts one on the
             // freshest copy of the record; the request's own copy serves
             // unless a conflict showed it stale (and never without retries,
             // where a stale copy would fail at once).
-            let mut base = None;
-            if turn.gathering.is_none() {
+            let base = if turn.gathering.is_none() {
                 let reuse_read = conflicts == 0 && retries > 0;
                 match self.latest(&mut turn, &mut state, rid, reuse_read).await? {
-                    Some(record) => base = Some(record),
+                    Some(record) => Some(record),
                     None => {
                         drop(state);
                         drop(turn);
-                        return self.update_alone(key, f).await;
+                        return Box::pin(self.update_alone(key, f)).await;
                     }
                 }
-            }
-            // The request's own pending writes come first: `f` sees the
-            // value they leave. Decoding, `f` and encoding run before any
-            // gathering opens, so one that fails (or panics) leaves nothing
-            // for a saver to write.
-            let current = {
-                let data = match (&base, &turn.gathering) {
-                    (Some(base), _) => &base.data,
-                    (None, Some(gathering)) => &gathering.record.data,
-                    (None, None) => unreachable!("no gathering, so a base was just found"),
-                };
-                pending_value(data, &state.changes, key)
-                    .map(|b| self.decode::<T>(key, b))
-                    .transpose()?
+            } else {
+                None
             };
-            let new = f(current);
-            let bytes = self.encode(key, &new)?;
-            // The gathering this update saves itself, now, when the record
-            // had nobody to gather with lately; else it opens the turn's
-            // gathering, or joins the one under way.
-            let mut own = None;
-            if let Some(base) = base {
-                if turn.save_at_once(rid) {
-                    own = Some(Gathering::new(base));
-                } else {
-                    turn.gathering = Some(Gathering::open(self.manager(), base));
-                }
-            }
-            let Some(gathering) = own.as_mut().or(turn.gathering.as_mut()) else {
-                unreachable!("a gathering was just opened");
-            };
-            for change in &state.changes {
-                apply(&mut gathering.record.data, change);
-            }
-            gathering.record.data.insert(key.to_owned(), bytes);
-            let applied = state.changes.len();
+            // In a function of its own, so that the records it moves and
+            // borrows take no room in this future's state across the save.
+            let (new, own, applied) = self.gather(&mut turn, &mut state, rid, base, key, &mut f)?;
             drop(state);
-            let outcome = match own {
-                Some(gathering) => {
-                    let outcome = batch::write(self.manager(), &mut turn, gathering).await;
+            // Its own gathering is saved now, holding the turn. (`own` moves
+            // whole into the future, which is awaited in place: taken apart
+            // by a `match`, it would keep room in this future's state.)
+            let saved = OptionFuture::from(
+                own.map(|gathering| batch::write(self.manager(), &mut turn, gathering)),
+            )
+            .await;
+            let outcome = match saved {
+                Some(outcome) => {
                     drop(turn);
                     outcome
                 }
@@ -699,6 +675,64 @@ impl Session {
                 Outcome::Failed(failure) => return Err(failure.to_error()),
             }
         }
+    }
+
+    /// The synchronous middle of [`Session::update`]: applies `f` to the
+    /// value the request sees (its own pending writes over `base`, or over
+    /// the gathering under way), then puts the request's changes and the new
+    /// value into a gathering: one of its own, returned, when the record
+    /// saves at once, else the turn's, opened on `base` if none is under way.
+    /// Returns the new value, that gathering, and how many of the request's
+    /// changes went into it.
+    ///
+    /// Decoding, `f` and encoding run before any gathering opens, so one that
+    /// fails (or panics) leaves nothing for a saver to write.
+    fn gather<T, F>(
+        &self,
+        turn: &mut Turn,
+        state: &mut State,
+        rid: RecordId,
+        base: Option<Record>,
+        key: &str,
+        f: &mut F,
+    ) -> Result<(T, Option<Gathering>, usize)>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut(Option<T>) -> T,
+    {
+        // The request's own pending writes come first: `f` sees the value
+        // they leave.
+        let current = {
+            let data = match (&base, &turn.gathering) {
+                (Some(base), _) => &base.data,
+                (None, Some(gathering)) => &gathering.record.data,
+                (None, None) => unreachable!("no gathering, so the caller found a base"),
+            };
+            pending_value(data, &state.changes, key)
+                .map(|b| self.decode::<T>(key, b))
+                .transpose()?
+        };
+        let new = f(current);
+        let bytes = self.encode(key, &new)?;
+        // The gathering this update saves itself, now, when the record had
+        // nobody to gather with lately; else it opens the turn's gathering,
+        // or joins the one under way.
+        let mut own = None;
+        if let Some(base) = base {
+            if turn.save_at_once(rid) {
+                own = Some(Gathering::new(base));
+            } else {
+                turn.gathering = Some(Gathering::open(self.manager(), base));
+            }
+        }
+        let Some(gathering) = own.as_mut().or(turn.gathering.as_mut()) else {
+            unreachable!("a gathering was just opened");
+        };
+        for change in &state.changes {
+            apply(&mut gathering.record.data, change);
+        }
+        gathering.record.data.insert(key.to_owned(), bytes);
+        Ok((new, own, state.changes.len()))
     }
 
     /// The freshest copy of record `rid` this process has: the one it saved
@@ -1679,6 +1713,35 @@ mod tests {
     }
 
     const MINUTE: Duration = Duration::from_secs(60);
+
+    /// Frameworks box each handler's future (axum does), and glibc's malloc
+    /// serves blocks of up to 1 032 bytes from a per-thread cache; bigger
+    /// ones take its slow path, on every request. An update's future held
+    /// its arguments and moved-from records twice over (1 664 bytes for
+    /// `increment`, a read's 408), so a counter's handler future needed
+    /// 1 928 bytes. This keeps them well inside the cache with room for the
+    /// handler's own state.
+    #[test]
+    fn the_futures_a_handler_awaits_stay_small() {
+        let f = fixture();
+        let s = f.open(None);
+        let sizes = [
+            (
+                "increment",
+                std::mem::size_of_val(&s.increment("n", 1)),
+                704,
+            ),
+            ("get", std::mem::size_of_val(&s.get::<i64>("n")), 352),
+            ("insert", std::mem::size_of_val(&s.insert("n", 1)), 384),
+            ("commit", std::mem::size_of_val(&s.commit()), 704),
+        ];
+        for (name, size, most) in sizes {
+            assert!(
+                size <= most,
+                "{name}'s future takes {size} bytes (at most {most})"
+            );
+        }
+    }
 
     #[tokio::test]
     async fn a_failed_commit_still_tells_the_client_what_the_store_holds() {
