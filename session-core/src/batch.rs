@@ -19,6 +19,10 @@
 //! they try again; during it, that the store did not answer, as on a timeout,
 //! since trying again could apply a change twice.
 //!
+//! A store that does not gather ([`Store::group_commit`](crate::Store::group_commit) is `false`: its
+//! save costs less than the saver task and the wake-ups) has every update
+//! save at once, as below, and never opens a gathering.
+//!
 //! A record whose last [`INLINE_AFTER`] saves each carried one update has
 //! nobody to gather with: its next updates save at once, holding the turn,
 //! without a saver task (cheaper for a session that one client uses at a

@@ -71,6 +71,8 @@ pub(crate) struct Inner {
     /// process last saved it and the updates gathered for the next save (see
     /// [`crate::batch`]).
     pub(crate) record_locks: Arc<[tokio::sync::Mutex<Turn>]>,
+    /// The store's [`Store::group_commit`].
+    pub(crate) group_commit: bool,
 }
 
 /// How many locks records are spread over.
@@ -102,6 +104,7 @@ impl Manager {
     pub fn from_arc(store: Arc<dyn Store>, config: Config) -> Self {
         Self {
             inner: Arc::new(Inner {
+                group_commit: store.group_commit(),
                 store,
                 config,
                 clock: Arc::new(SystemClock),
@@ -122,6 +125,7 @@ impl Manager {
                 config: self.inner.config.clone(),
                 clock: Arc::new(clock),
                 record_locks: self.inner.record_locks.clone(),
+                group_commit: self.inner.group_commit,
             }),
         }
     }

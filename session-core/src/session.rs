@@ -714,12 +714,12 @@ impl Session {
         };
         let new = f(current);
         let bytes = self.encode(key, &new)?;
-        // The gathering this update saves itself, now, when the record had
-        // nobody to gather with lately; else it opens the turn's gathering,
-        // or joins the one under way.
+        // The gathering this update saves itself, now, when the store does
+        // not gather or the record had nobody to gather with lately; else it
+        // opens the turn's gathering, or joins the one under way.
         let mut own = None;
         if let Some(base) = base {
-            if turn.save_at_once(rid) {
+            if !self.manager().inner.group_commit || turn.save_at_once(rid) {
                 own = Some(Gathering::new(base));
             } else {
                 turn.gathering = Some(Gathering::open(self.manager(), base));
@@ -2344,6 +2344,76 @@ mod tests {
         let saves = after.save - before.save;
         assert!(saves < 16, "{saves} saves for 16 gathered updates");
         assert_eq!(after.load - before.load, 1);
+        assert_eq!(f.n(&cookie).await, Some(16));
+    }
+
+    /// The fixture's store, saying that it does not gather updates.
+    #[derive(Debug)]
+    struct Ungathered(Instrumented<TestStore>);
+
+    #[async_trait::async_trait]
+    impl Store for Ungathered {
+        async fn load(&self, id: &RecordId) -> std::result::Result<Option<Record>, StoreError> {
+            self.0.load(id).await
+        }
+        async fn create(&self, record: &Record) -> std::result::Result<Created, StoreError> {
+            self.0.create(record).await
+        }
+        async fn save(
+            &self,
+            record: &Record,
+            expected: u64,
+        ) -> std::result::Result<Saved, StoreError> {
+            self.0.save(record, expected).await
+        }
+        async fn touch(
+            &self,
+            id: &RecordId,
+            version: u64,
+            owner: Option<&str>,
+            expires_at: Timestamp,
+        ) -> std::result::Result<bool, StoreError> {
+            self.0.touch(id, version, owner, expires_at).await
+        }
+        async fn delete(&self, id: &RecordId) -> std::result::Result<(), StoreError> {
+            self.0.delete(id).await
+        }
+        async fn delete_expired(&self) -> std::result::Result<u64, StoreError> {
+            self.0.delete_expired().await
+        }
+        async fn ids_of_owner(
+            &self,
+            owner: &str,
+        ) -> std::result::Result<Vec<RecordId>, StoreError> {
+            self.0.ids_of_owner(owner).await
+        }
+        async fn delete_owner(&self, owner: &str) -> std::result::Result<u64, StoreError> {
+            self.0.delete_owner(owner).await
+        }
+        fn group_commit(&self) -> bool {
+            false
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_without_group_commit_saves_each_update_at_once() {
+        let mut f = fixture();
+        f.manager = Manager::new(Ungathered(f.store.clone()), Config::default())
+            .with_clock(f.clock.clone());
+        let cookie = f.stored().await;
+        let before = f.store.counts();
+        // As in `concurrent_updates_are_gathered_into_few_saves`, which
+        // gathers them.
+        let tasks: Vec<_> = (0..16).map(|_| f.spawn_increment(&cookie)).collect();
+        let mut seen = Vec::new();
+        for t in tasks {
+            seen.push(t.await.unwrap().unwrap());
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, (1..=16).collect::<Vec<i64>>());
+        // One save each, and still one load: each starts from the copy the
+        // one before it saved.
+        assert_eq!(f.loads_and_saves_since(&before), (1, 16));
         assert_eq!(f.n(&cookie).await, Some(16));
     }
 

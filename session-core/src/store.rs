@@ -71,8 +71,10 @@ pub enum Saved {
 ///
 /// # Implementing a store
 ///
-/// Implement the eight methods with the semantics above, then run the
-/// conformance suite against the store. A store that keeps records as bytes
+/// Implement the eight async methods with the semantics above, then run the
+/// conformance suite against the store. [`Store::group_commit`] has a default
+/// (`true`); override it only for a store whose save costs less than
+/// gathering concurrent updates does. A store that keeps records as bytes
 /// ([`Record::to_bytes`]) finds `expires_at` inside them too: for a `touch`
 /// that rewrites no data, keep the deadline beside the bytes and set it on
 /// the decoded record at `load`, as session-memory and session-redis do. `testing::TestStore` (feature
@@ -118,6 +120,20 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
     /// deleted. Expired records of the owner are not counted; whether they
     /// go now or at the next sweep is the store's choice.
     async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError>;
+
+    /// Whether the manager should gather concurrent updates of one session
+    /// into one `save` (group commit), asked once when the manager is built.
+    ///
+    /// `true`, the default, suits a store whose save costs a round trip or a
+    /// disk write: sixteen requests incrementing one counter then share a
+    /// save or two instead of making sixteen. Gathering has a price of its
+    /// own: a task that writes the gathered record, and a wake-up for every
+    /// update waiting for it. A store whose save costs less than that, such as a
+    /// map in this process, returns `false`, and each update saves at once
+    /// while it holds the session's turn. Either way no update is lost.
+    fn group_commit(&self) -> bool {
+        true
+    }
 }
 
 /// The boxed future of a [`Store`] method, as `async_trait` declares it.
@@ -138,7 +154,7 @@ pub(crate) enum StoreOp {
     DeleteOwner,
 }
 
-/// The eight [`Store`] methods of a wrapper that hands every call on to an
+/// The [`Store`] methods of a wrapper that hands every call on to an
 /// inner store, written once: `$inner` is the inner store (an expression of
 /// `$this`, the wrapper), and `$pass($this, op, future)` returns the future
 /// the method answers with, given the inner store's. Written by hand rather
@@ -231,6 +247,10 @@ macro_rules! forward_store {
         {
             let $this = self;
             $pass($this, StoreOp::DeleteOwner, $inner.delete_owner(owner))
+        }
+        fn group_commit(&self) -> bool {
+            let $this = self;
+            $inner.group_commit()
         }
     };
 }

@@ -492,6 +492,9 @@ impl<S: Store> Store for WithCleanup<S> {
     async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError> {
         self.inner.delete_owner(owner).await
     }
+    fn group_commit(&self) -> bool {
+        self.inner.group_commit()
+    }
 }
 
 #[derive(Debug, Default)]

@@ -298,6 +298,11 @@ impl<S: Store> Store for CachedStore<S> {
         }
         Ok(n)
     }
+
+    /// The backing store's: every save goes through to it.
+    fn group_commit(&self) -> bool {
+        self.backing.group_commit()
+    }
 }
 
 #[cfg(test)]

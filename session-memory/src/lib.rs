@@ -482,6 +482,13 @@ impl Store for MemoryStore {
         }
         Ok(n)
     }
+
+    /// `false`: a save here is an insert under a shard's lock, cheaper than
+    /// the task and wake-ups that gathering updates costs, so each update
+    /// saves at once.
+    fn group_commit(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]
