@@ -701,8 +701,8 @@ What changed in `session 12`:
 * The bytes table's `RedisStore` row is measured with the four write tokens of session 11:
   357 B per session (session 10's 314 B had one token; CAPACITY.md now uses 357 B).
 
-What changed in `session 13` (row `session 13`, and the load table above, regenerated on
-this session's code):
+What changed in `session 13` (row `session 13`; its load run was replaced by session
+14's):
 
 * Timestamps are `session_core::Timestamp`, whole unix milliseconds, in the `Store`
   contract, records and the clock, instead of `OffsetDateTime`. Every store already kept
@@ -727,26 +727,65 @@ this session's code):
   answers its 500 with that id (`Session::failed_commit_outcome`, all three adapters), so
   the client stays logged in instead of keeping the retired id: no cost on any measured
   path.
-* The load table's run put ours ahead of tower-sessions on every memory scenario on axum
+* Session 13's load run put ours ahead of tower-sessions on every memory scenario on axum
   (`plain` 90 % of bare against 74 %, `read` 89 % against 82 %, `write` 73 % against 72 %)
   and on every Redis scenario (`read` 1.22x, a contended `write` 1.77x); on actix-web
   ours read Redis at 1.48x actix-session. The same machine swung the other way in
   session 12's run (73 % and 67 % for ours on `plain` and `read`): the instruction counts
   moved by a few per cent between the two, the medians by twenty.
-What is still between ours and the ceiling, by the profile (row `session 13`) and the
+
+What changed in `session 14` (row `session 14`, and the load table above, regenerated on
+this session's code):
+
+* The futures a handler awaits were bigger than their work: an `async fn` keeps its
+  arguments beside the locals they move into, and a record that is moved or borrowed
+  before an `.await` keeps its room across it. `Session::increment`'s future took 1 664
+  bytes and a read's (`get`) 408, so axum's boxed handler future for `/write` took 1 928
+  bytes, past the 1 032 that glibc's malloc serves from its per-thread cache: every
+  increment went through malloc's slow path and its consolidation (`_int_malloc`,
+  `malloc_consolidate` and `_int_free` together about 5 % of the server's samples in a
+  native `perf` profile of `write`; seen with a `perf probe` on `malloc` that counted
+  the sizes allocated per request). The store-call wrappers (`within`, `Manager::call`,
+  `Manager::save`, the gathered save) no longer have `async` bodies that copy their
+  arguments, `Session::update`'s synchronous middle is a function of its own, and its
+  rare paths are boxed: `increment` 616 bytes, `get` 288, the `/write` handler future 880,
+  the group-commit saver task 568 (was 1 104). A unit test bounds the sizes.
+* `Store::group_commit`: on the memory store, updates now save at once, in turn, instead
+  of being gathered. Gathering costs a spawned saver task, a oneshot per update and a
+  second poll of every request that waits: worth it when a save is a round trip (Redis,
+  SQL) or a heavy write (sled), not for an insert into a map. Under callgrind a contended
+  `write` (16 connections) took 26.4k instructions per request saving at once against
+  27.0k gathering, and natively the difference was larger than the instructions say: in
+  five alternating `wrk -c16` pairs on axum, minutes apart, saving at once served more in
+  every pair (medians about 95k against 83k req/s, about 1.4 µs less server CPU per
+  request), from fewer wake-ups and task switches. The memory `write` rows now show 1.00
+  store calls per request: each increment is one save, and no load.
+* Against row `session 13`: memory `write` 27 980 to 26 668 instructions (-4.7 %), with one
+  connection 27 698 to 27 067 (-2.3 %); `read`, `plain` and Redis `read` within 0.4 %.
+* The load run above, on a faster machine than session 13's (bare axum 127k-144k req/s,
+  7.2 µs of server CPU per request), put ours' memory `write` on axum at 94 % of its own
+  `read` (session 13's run: 82 %; tower-sessions 79 % in this run) and at 1.33x
+  tower-sessions' (1.02x in session 13's run), with 3.0 µs of server CPU over bare
+  against tower-sessions' 6.5 µs. Ratios to bare came out lower than in session 13's run
+  for every library (ours' memory `read` 78 % against 89 %, tower-sessions' 70 % against
+  82 %, the floor's 87 % against 96 %), the Redis `read` ratios too (ours 1.12x
+  tower-sessions, 1.27x actix-session): the machine's regime moved, the code on those
+  paths did not (the profile rows agree within 0.4 %).
+
+What is still between ours and the ceiling, by the profile (row `session 14`) and the
 load run above:
 
-* `plain` on axum: bare 11.7k instructions per request, `axum-layered` 12.6k, ours
-  13.9k, tower-sessions 16.0k. The layer's own +1.3k over `axum-layered` is the
+* `plain` on axum: bare 11.7k instructions per request, `axum-layered` 12.5k, ours
+  13.9k, tower-sessions 16.2k. The layer's own +1.3k over `axum-layered` is the
   session's one allocation (its shared state), the request extension that carries it
   (a box, which the extractor needs), finding the `Cookie` header and the commit check
-  after the handler. In the run above ours reached 90 % of bare axum (tower-sessions
-  74 %, `axum-layered` 95 %, `axum-floor`, which has no layer at all, 99 %) and 93 % of
-  bare actix-web; in session 12's run 73 % and 102 % (see session 12 for how far to trust
-  either), in session 10's run 96 % and 95 %, on session 9's steadier machine 93 % and
-  95 %.
-* `read` on the memory store: ours 24.0k instructions (25.1k before session 13),
-  tower-sessions 23.9k, `axum-floor` 14.3k against bare's 11.7k. A call tree of the
+  after the handler. In the run above ours reached 89 % of bare axum (tower-sessions
+  79 %, `axum-layered` 90 %, `axum-floor`, which has no layer at all, 92 %) and 92 % of
+  bare actix-web; in session 13's run 90 % and 93 %, in session 12's run 73 % and 102 %
+  (see session 12 for how far to trust either), in session 10's run 96 % and 95 %, on
+  session 9's steadier machine 93 % and 95 %.
+* `read` on the memory store: ours 23.9k instructions (25.1k before session 13),
+  tower-sessions 23.8k, `axum-floor` 14.1k against bare's 11.7k. A call tree of the
   `read` case (`callgrind_annotate --tree=calling` on the profile's output) split ours
   per request in session 11 as follows: the layer's share that `plain` shows (2.4k over bare); SHA-256 of the id,
   so the store never holds a key that works as a cookie (3.5k here, 48 ns natively: the
@@ -756,10 +795,10 @@ load run above:
   reading the clock and converting timestamps, 1.1k (about 0.3k since timestamps are
   unix milliseconds, session 13, which also took the two timestamps out of the decode);
   dropping the session's state, 0.5k. Natively (session 9's `perf` profile) that is about 1.0 µs of user-space
-  CPU over the floor. In the run above ours read at 89 % of bare axum (tower-sessions
-  82 %, the floor 96 %) and 82 % of bare actix-web (actix-session's cookie store 66 %); in
-  session 12's run 67 % and 99 %, in session 10's run 96 % and 95 %; on session 9's
-  machine 77 % (tower-sessions 74 %, the floor 95 %). The target (95 %) held in session
+  CPU over the floor. In the run above ours read at 78 % of bare axum (tower-sessions
+  70 %, the floor 87 %) and 75 % of bare actix-web (actix-session's cookie store 79 %); in
+  session 13's run 89 % and 82 %, in session 12's run 67 % and 99 %, in session 10's run
+  96 % and 95 %; on session 9's machine 77 % (tower-sessions 74 %, the floor 95 %). The target (95 %) held in session
   10's run and on actix-web in session 12's, not in this one nor on the steadier machine,
   where what remains is many small items,
   each a few per cent: reading the clock once per request instead of twice (the memory
@@ -768,40 +807,42 @@ load run above:
   the compact entries save now). Timestamps as unix milliseconds, the third such item,
   landed in session 13.
 * `read` on Redis: one `GET` per request; ours executes fewer instructions than
-  tower-sessions (36.5k against 43.9k, row `session 13`) and makes fewer system calls
+  tower-sessions (36.3k against 43.9k, row `session 14`) and makes fewer system calls
   (3.0 against 4.4 per request); the rest is the Redis client (its RESP parser alone about 1.5k), its
   connection task and the kernel's work for the round trip, the same for both, and on
   this 2-core machine the Redis server, wrk and the app server share two cores. In the
-  run above ours read at 1.22x tower-sessions on axum (session 12's run: 1.33x; session
-  10's: 1.04x; session 9's machine: 1.20x; target 1.5x) and 1.48x actix-session on
-  actix-web (1.26x, 1.44x, 1.61x; target 1.3x). More would take a cheaper client than `redis`'s multiplexed connection,
+  run above ours read at 1.12x tower-sessions on axum (session 13's run: 1.22x; session
+  12's: 1.33x; session 10's: 1.04x; session 9's machine: 1.20x; target 1.5x) and 1.27x
+  actix-session on actix-web (1.48x, 1.26x, 1.44x, 1.61x; target 1.3x). More would take a cheaper client than `redis`'s multiplexed connection,
   not gathering loads (session 12), or a local cache tier (`CachedStore`, which is not
   one round trip).
-* `write` on the memory store adds an encode and a save to `read` for about one request
-  in twelve (0.07-0.09 store calls per request: group commit). In the run above it
-  reached 73 % of bare axum (tower-sessions 72 %) and 77 % of bare actix-web
-  (actix-session's cookie store 59 %); in session 12's run 59 % and 78 %, in session 10's
-  66 % and 91 %, on session 9's machine 61 % and 63 %. The floor, whose write is an
-  increment under a mutex, reached 95 % (session 12: 79 %, session 10: 92 %). Target:
-  90 %.
+* `write` on the memory store adds an encode and a save to `read` (one store call per
+  request since session 14; before, group commit made it one in twelve at a wake-up and a
+  second poll per request). In the run above it reached 73 % of bare axum (tower-sessions
+  55 %) and 72 % of bare actix-web (actix-session's cookie store 63 %), 94 % and 96 % of
+  ours' own `read`; in session 13's run 73 % and 77 % (82 % and 94 % of `read`), in
+  session 12's 59 % and 78 %, in session 10's 66 % and 91 %, on session 9's machine 61 % and
+  63 %. The floor, whose write is an increment under a mutex, reached 105 % in this run
+  (session 13: 95 %, session 12: 79 %, session 10: 92 %). Target: 90 %.
 * `write-own` on Redis made 1.00 store calls per request in the run above. An update
   loads its record before saving only when neither the record's turn nor the request
   holds a copy of it: its first update, after a conflict or a store error, or when two of
   the sessions share one of the 1 024 turns and displace each other's copy.
 
 In wall-clock terms (the load table's \"server CPU / request\" and \"over bare\"
-columns), in the run above: a read on the memory store cost the server 1.25 µs more
-than bare axum (tower-sessions 2.06 µs, `axum-floor` 0.59 µs) and 1.70 µs more than bare
-actix-web (actix-session's cookie store 4.02 µs); a contended write 3.39 µs on axum
-(tower-sessions 3.63 µs) and 2.31 µs on actix-web (5.56 µs). On Redis ours costs less
-than the peers for reads and writes (a read 8.5 against 13.4 µs over bare on axum; a
-contended write 7.0 against 22.5 µs, 1.77x tower-sessions' throughput, 1.90x
-actix-session's), on PostgreSQL reads cost about the same and writes far less (14x
+columns), in the run above: a read on the memory store cost the server 2.38 µs more
+than bare axum (tower-sessions 3.63 µs, `axum-floor` 1.14 µs) and 2.80 µs more than bare
+actix-web (actix-session's cookie store 2.45 µs); a contended write 3.04 µs on axum
+(tower-sessions 6.53 µs) and 3.35 µs on actix-web (4.84 µs). On Redis ours costs less
+than the peers for reads and writes (a read 9.6 against 11.7 µs over bare on axum; a
+contended write 10.7 against 23.6 µs, 1.40x tower-sessions' throughput, 1.68x
+actix-session's), on PostgreSQL reads cost about the same and writes far less (9.4x
 tower-sessions' throughput on a contended write, where tower-sessions served 1.4k
 requests/s), and ours never loses an acknowledged
 increment while the peers lose thousands to hundreds of thousands per run. (The small
 negative counts in ours' `lost increments` cells are increments of requests that wrk
 abandoned when it stopped: written, never acknowledged.)
+
 
 
 ";
