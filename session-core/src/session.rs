@@ -1703,6 +1703,21 @@ mod tests {
                 Ok(n)
             })
         }
+
+        /// Increments `n` of `cookie`'s session from `requests` concurrent
+        /// requests and checks that each saw its own increment, in some
+        /// order.
+        async fn increment_concurrently(&self, cookie: &str, requests: i64) {
+            let tasks: Vec<_> = (0..requests)
+                .map(|_| self.spawn_increment(cookie))
+                .collect();
+            let mut seen = Vec::new();
+            for t in tasks {
+                seen.push(t.await.unwrap().unwrap());
+            }
+            seen.sort_unstable();
+            assert_eq!(seen, (1..=requests).collect::<Vec<i64>>());
+        }
     }
 
     fn value(outcome: SetCookie) -> String {
@@ -2332,14 +2347,7 @@ mod tests {
         let f = fixture();
         let cookie = f.stored().await;
         let before = f.store.counts();
-        let tasks: Vec<_> = (0..16).map(|_| f.spawn_increment(&cookie)).collect();
-        let mut seen = Vec::new();
-        for t in tasks {
-            seen.push(t.await.unwrap().unwrap());
-        }
-        seen.sort_unstable();
-        // Each request saw its own increment, in some order.
-        assert_eq!(seen, (1..=16).collect::<Vec<i64>>());
+        f.increment_concurrently(&cookie, 16).await;
         let after = f.store.counts();
         let saves = after.save - before.save;
         assert!(saves < 16, "{saves} saves for 16 gathered updates");
@@ -2404,13 +2412,7 @@ mod tests {
         let before = f.store.counts();
         // As in `concurrent_updates_are_gathered_into_few_saves`, which
         // gathers them.
-        let tasks: Vec<_> = (0..16).map(|_| f.spawn_increment(&cookie)).collect();
-        let mut seen = Vec::new();
-        for t in tasks {
-            seen.push(t.await.unwrap().unwrap());
-        }
-        seen.sort_unstable();
-        assert_eq!(seen, (1..=16).collect::<Vec<i64>>());
+        f.increment_concurrently(&cookie, 16).await;
         // One save each, and still one load: each starts from the copy the
         // one before it saved.
         assert_eq!(f.loads_and_saves_since(&before), (1, 16));
