@@ -45,6 +45,7 @@ macro_rules! http_suite {
             login_rotates_the_id,
             destroy_invalidates_server_side,
             concurrent_increments_are_exact,
+            gathered_increments_are_exact,
             logout_all_ends_every_session_of_the_owner,
             a_devices_page_ends_only_the_owners_sessions,
             store_failure_is_a_clean_5xx,
@@ -83,18 +84,25 @@ where
     }
 }
 
-type Store = Instrumented<MemoryStore>;
-
 /// One running demo and what a case needs to look inside it.
-struct Demo {
+struct Demo<S = MemoryStore> {
     addr: SocketAddr,
-    store: Store,
+    store: Instrumented<S>,
     clock: ManualClock,
     manager: Manager,
 }
 
 async fn demo(spawn: impl Spawn, config: ConfigBuilder) -> Demo {
-    let store = Instrumented::new(MemoryStore::new());
+    demo_over(spawn, config, MemoryStore::new()).await
+}
+
+/// The demo over another store than the memory store.
+async fn demo_over<S: session_core::Store>(
+    spawn: impl Spawn,
+    config: ConfigBuilder,
+    inner: S,
+) -> Demo<S> {
+    let store = Instrumented::new(inner);
     let clock = ManualClock::new();
     let manager = Manager::new(store.clone(), config.build().expect("valid config"))
         .with_clock(clock.clone());
@@ -143,7 +151,7 @@ struct Client {
 }
 
 impl Client {
-    fn new(demo: &Demo) -> Self {
+    fn new<S>(demo: &Demo<S>) -> Self {
         Self {
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -521,10 +529,30 @@ pub async fn destroy_invalidates_server_side(spawn: impl Spawn) {
     assert!(!r.set_cookies()[0].contains(&old), "and gets a new id");
 }
 
-/// 100 concurrent `/incr` on one session end at exactly 100.
+/// 100 concurrent `/incr` on one session end at exactly 100. The memory
+/// store saves each at once (`Store::group_commit` is `false`): one save
+/// each, and one for the last.
 pub async fn concurrent_increments_are_exact(spawn: impl Spawn) {
     let d = demo(spawn, plain().with_conflict_retries(200)).await;
-    let mut c = Client::new(&d);
+    increments_are_exact(&d).await;
+    assert_eq!(d.store.counts().save, 101);
+}
+
+/// The same over a store that gathers concurrent updates into one save
+/// (group commit, as Redis, SQL and sled do), so that the saver task runs
+/// on the adapter's runtime.
+pub async fn gathered_increments_are_exact(spawn: impl Spawn) {
+    let d = demo_over(
+        spawn,
+        plain().with_conflict_retries(200),
+        session_core::testing::TestStore::default(),
+    )
+    .await;
+    increments_are_exact(&d).await;
+}
+
+async fn increments_are_exact<S>(d: &Demo<S>) {
+    let mut c = Client::new(d);
     assert_eq!(c.get("/incr").await.body, "1");
     let cookie = Arc::new(c.jar.clone().expect("issued"));
     let c = Arc::new(c);

@@ -60,6 +60,7 @@ pin_project_lite::pin_project! {
     /// which would keep `fut` and `after` twice (as arguments and as the
     /// locals they move into). Every store call is one, inside every
     /// request's future.
+    #[must_use = "the store call runs only when polled"]
     pub(crate) struct Within<F> {
         #[pin]
         fut: F,
