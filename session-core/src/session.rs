@@ -1735,7 +1735,9 @@ mod tests {
     /// its arguments and moved-from records twice over (1 664 bytes for
     /// `increment`, a read's 408), so a counter's handler future needed
     /// 1 928 bytes. This keeps them well inside the cache with room for the
-    /// handler's own state.
+    /// handler's own state. The compiler decides the layout: if another
+    /// toolchain fails this, `RUSTC_BOOTSTRAP=1 cargo rustc -p session-core
+    /// --lib -- -Zprint-type-sizes` shows which state grew.
     #[test]
     fn the_futures_a_handler_awaits_stay_small() {
         let f = fixture();
