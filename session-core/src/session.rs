@@ -2361,48 +2361,8 @@ mod tests {
     #[derive(Debug)]
     struct Ungathered(Instrumented<TestStore>);
 
-    #[async_trait::async_trait]
     impl Store for Ungathered {
-        async fn load(&self, id: &RecordId) -> std::result::Result<Option<Record>, StoreError> {
-            self.0.load(id).await
-        }
-        async fn create(&self, record: &Record) -> std::result::Result<Created, StoreError> {
-            self.0.create(record).await
-        }
-        async fn save(
-            &self,
-            record: &Record,
-            expected: u64,
-        ) -> std::result::Result<Saved, StoreError> {
-            self.0.save(record, expected).await
-        }
-        async fn touch(
-            &self,
-            id: &RecordId,
-            version: u64,
-            owner: Option<&str>,
-            expires_at: Timestamp,
-        ) -> std::result::Result<bool, StoreError> {
-            self.0.touch(id, version, owner, expires_at).await
-        }
-        async fn delete(&self, id: &RecordId) -> std::result::Result<(), StoreError> {
-            self.0.delete(id).await
-        }
-        async fn delete_expired(&self) -> std::result::Result<u64, StoreError> {
-            self.0.delete_expired().await
-        }
-        async fn ids_of_owner(
-            &self,
-            owner: &str,
-        ) -> std::result::Result<Vec<RecordId>, StoreError> {
-            self.0.ids_of_owner(owner).await
-        }
-        async fn delete_owner(&self, owner: &str) -> std::result::Result<u64, StoreError> {
-            self.0.delete_owner(owner).await
-        }
-        fn group_commit(&self) -> bool {
-            false
-        }
+        crate::store::forward_store!(|this| this.0, crate::store::pass_through, group_commit: false);
     }
 
     #[tokio::test]

@@ -159,39 +159,43 @@ pub(crate) enum StoreOp {
 /// `$this`, the wrapper), and `$pass($this, op, future)` returns the future
 /// the method answers with, given the inner store's. Written by hand rather
 /// than with `async_trait`, so that a wrapper that passes the future through
-/// adds no box of its own.
+/// adds no box of its own. `group_commit: expr` answers
+/// [`Store::group_commit`] instead of the inner store.
 macro_rules! forward_store {
     (|$this:ident| $inner:expr, $pass:path) => {
-        fn load<'s, 'a, 'f>(&'s self, id: &'a RecordId) -> StoreFuture<'f, Option<Record>>
+        forward_store!(|$this| $inner, $pass, group_commit: $inner.group_commit());
+    };
+    (|$this:ident| $inner:expr, $pass:path, group_commit: $group_commit:expr) => {
+        fn load<'s, 'a, 'f>(&'s self, id: &'a RecordId) -> $crate::store::StoreFuture<'f, Option<Record>>
         where
             's: 'f,
             'a: 'f,
             Self: 'f,
         {
             let $this = self;
-            $pass($this, StoreOp::Load, $inner.load(id))
+            $pass($this, $crate::store::StoreOp::Load, $inner.load(id))
         }
-        fn create<'s, 'a, 'f>(&'s self, record: &'a Record) -> StoreFuture<'f, Created>
+        fn create<'s, 'a, 'f>(&'s self, record: &'a Record) -> $crate::store::StoreFuture<'f, Created>
         where
             's: 'f,
             'a: 'f,
             Self: 'f,
         {
             let $this = self;
-            $pass($this, StoreOp::Create, $inner.create(record))
+            $pass($this, $crate::store::StoreOp::Create, $inner.create(record))
         }
         fn save<'s, 'a, 'f>(
             &'s self,
             record: &'a Record,
             expected_version: u64,
-        ) -> StoreFuture<'f, Saved>
+        ) -> $crate::store::StoreFuture<'f, Saved>
         where
             's: 'f,
             'a: 'f,
             Self: 'f,
         {
             let $this = self;
-            $pass($this, StoreOp::Save, $inner.save(record, expected_version))
+            $pass($this, $crate::store::StoreOp::Save, $inner.save(record, expected_version))
         }
         fn touch<'s, 'a, 'o, 'f>(
             &'s self,
@@ -199,7 +203,7 @@ macro_rules! forward_store {
             version: u64,
             owner: Option<&'o str>,
             expires_at: Timestamp,
-        ) -> StoreFuture<'f, bool>
+        ) -> $crate::store::StoreFuture<'f, bool>
         where
             's: 'f,
             'a: 'f,
@@ -209,48 +213,50 @@ macro_rules! forward_store {
             let $this = self;
             $pass(
                 $this,
-                StoreOp::Touch,
+                $crate::store::StoreOp::Touch,
                 $inner.touch(id, version, owner, expires_at),
             )
         }
-        fn delete<'s, 'a, 'f>(&'s self, id: &'a RecordId) -> StoreFuture<'f, ()>
+        fn delete<'s, 'a, 'f>(&'s self, id: &'a RecordId) -> $crate::store::StoreFuture<'f, ()>
         where
             's: 'f,
             'a: 'f,
             Self: 'f,
         {
             let $this = self;
-            $pass($this, StoreOp::Delete, $inner.delete(id))
+            $pass($this, $crate::store::StoreOp::Delete, $inner.delete(id))
         }
-        fn delete_expired<'s, 'f>(&'s self) -> StoreFuture<'f, u64>
+        fn delete_expired<'s, 'f>(&'s self) -> $crate::store::StoreFuture<'f, u64>
         where
             's: 'f,
             Self: 'f,
         {
             let $this = self;
-            $pass($this, StoreOp::DeleteExpired, $inner.delete_expired())
+            $pass($this, $crate::store::StoreOp::DeleteExpired, $inner.delete_expired())
         }
-        fn ids_of_owner<'s, 'a, 'f>(&'s self, owner: &'a str) -> StoreFuture<'f, Vec<RecordId>>
-        where
-            's: 'f,
-            'a: 'f,
-            Self: 'f,
-        {
-            let $this = self;
-            $pass($this, StoreOp::IdsOfOwner, $inner.ids_of_owner(owner))
-        }
-        fn delete_owner<'s, 'a, 'f>(&'s self, owner: &'a str) -> StoreFuture<'f, u64>
+        fn ids_of_owner<'s, 'a, 'f>(&'s self, owner: &'a str) -> $crate::store::StoreFuture<'f, Vec<RecordId>>
         where
             's: 'f,
             'a: 'f,
             Self: 'f,
         {
             let $this = self;
-            $pass($this, StoreOp::DeleteOwner, $inner.delete_owner(owner))
+            $pass($this, $crate::store::StoreOp::IdsOfOwner, $inner.ids_of_owner(owner))
+        }
+        fn delete_owner<'s, 'a, 'f>(&'s self, owner: &'a str) -> $crate::store::StoreFuture<'f, u64>
+        where
+            's: 'f,
+            'a: 'f,
+            Self: 'f,
+        {
+            let $this = self;
+            $pass($this, $crate::store::StoreOp::DeleteOwner, $inner.delete_owner(owner))
         }
         fn group_commit(&self) -> bool {
+            // Unused when the answer is a constant.
+            #[allow(unused_variables)]
             let $this = self;
-            $inner.group_commit()
+            $group_commit
         }
     };
 }
@@ -258,7 +264,7 @@ macro_rules! forward_store {
 pub(crate) use forward_store;
 
 /// The inner store's future, as it is.
-fn pass_through<'f, W: ?Sized, T>(
+pub(crate) fn pass_through<'f, W: ?Sized, T>(
     _: &W,
     _: StoreOp,
     inner: StoreFuture<'f, T>,

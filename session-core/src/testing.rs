@@ -20,7 +20,7 @@ use std::time::Duration;
 use crate::Timestamp;
 use async_trait::async_trait;
 
-use crate::store::{forward_store, StoreFuture, StoreOp};
+use crate::store::{forward_store, pass_through, StoreFuture, StoreOp};
 use crate::{Created, Record, RecordId, Saved, Store, StoreError, StoreErrorKind};
 
 /// How many times each store operation was called.
@@ -460,41 +460,8 @@ impl<S> Drop for WithCleanup<S> {
     }
 }
 
-#[async_trait]
 impl<S: Store> Store for WithCleanup<S> {
-    async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
-        self.inner.load(id).await
-    }
-    async fn create(&self, record: &Record) -> Result<Created, StoreError> {
-        self.inner.create(record).await
-    }
-    async fn save(&self, record: &Record, expected_version: u64) -> Result<Saved, StoreError> {
-        self.inner.save(record, expected_version).await
-    }
-    async fn touch(
-        &self,
-        id: &RecordId,
-        version: u64,
-        owner: Option<&str>,
-        expires_at: Timestamp,
-    ) -> Result<bool, StoreError> {
-        self.inner.touch(id, version, owner, expires_at).await
-    }
-    async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
-        self.inner.delete(id).await
-    }
-    async fn delete_expired(&self) -> Result<u64, StoreError> {
-        self.inner.delete_expired().await
-    }
-    async fn ids_of_owner(&self, owner: &str) -> Result<Vec<RecordId>, StoreError> {
-        self.inner.ids_of_owner(owner).await
-    }
-    async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError> {
-        self.inner.delete_owner(owner).await
-    }
-    fn group_commit(&self) -> bool {
-        self.inner.group_commit()
-    }
+    forward_store!(|this| this.inner, pass_through);
 }
 
 #[derive(Debug, Default)]
