@@ -49,7 +49,7 @@ macro_rules! http_suite {
             logout_all_ends_every_session_of_the_owner,
             a_devices_page_ends_only_the_owners_sessions,
             store_failure_is_a_clean_5xx,
-            failed_save_is_a_bare_500,
+            failed_save_is_a_bare_503,
             a_failed_commit_after_login_keeps_the_new_id,
             slow_store_times_out,
             a_client_that_leaves_during_the_commit_keeps_its_write,
@@ -668,14 +668,15 @@ pub async fn store_failure_is_a_clean_5xx(spawn: impl Spawn) {
 }
 
 /// A handler that succeeded but whose session could not be saved answers a
-/// bare, uncacheable 500: no cookie and not the handler's body. (`/set` on a
-/// new session calls the store only at the commit.)
-pub async fn failed_save_is_a_bare_500(spawn: impl Spawn) {
+/// bare, uncacheable 503 (the status a handler gets for the same store
+/// error): no cookie and not the handler's body. (`/set` on a new session
+/// calls the store only at the commit.)
+pub async fn failed_save_is_a_bare_503(spawn: impl Spawn) {
     let d = demo(spawn, plain()).await;
     let mut c = Client::new(&d);
     d.store.fail_with(Some(StoreErrorKind::Unavailable));
     let r = c.get("/set").await;
-    assert_eq!(r.status, 500, "{:?}", r.body);
+    assert_eq!(r.status, 503, "{:?}", r.body);
     assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
     assert!(r.set_cookies().is_empty());
     assert!(
@@ -691,7 +692,7 @@ pub async fn failed_save_is_a_bare_500(spawn: impl Spawn) {
 }
 
 /// A login that was stored but whose commit then failed (`/login` adds a
-/// flash, which the commit saves): the 500 still carries the new id, under
+/// flash, which the commit saves): the 503 still carries the new id, under
 /// which the session is logged in, so the client does not keep the id the
 /// login retired. Only the flash is lost.
 pub async fn a_failed_commit_after_login_keeps_the_new_id(spawn: impl Spawn) {
@@ -701,10 +702,10 @@ pub async fn a_failed_commit_after_login_keeps_the_new_id(spawn: impl Spawn) {
     let before = c.jar.clone().expect("issued");
     d.store.fail_saves_with(Some(StoreErrorKind::Unavailable));
     let r = c.get("/login/alice").await;
-    assert_eq!(r.status, 500, "{:?}", r.body);
+    assert_eq!(r.status, 503, "{:?}", r.body);
     assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
     assert!(!r.body.contains("alice"), "the handler's body leaked");
-    assert_eq!(r.set_cookies().len(), 1, "no new id with the 500");
+    assert_eq!(r.set_cookies().len(), 1, "no new id with the 503");
     let after = c.jar.clone().expect("issued");
     assert_ne!(before, after);
     assert_eq!(

@@ -1078,8 +1078,8 @@ impl Session {
     /// otherwise nothing. Without it, a client whose login succeeded but
     /// whose later deferred write failed would keep the id `login` retired.
     ///
-    /// Adapters add these headers to the 500 they answer a failed commit
-    /// with. Only the writes that failed are lost: the store holds what the
+    /// Adapters add these headers to the error they answer a failed commit
+    /// with (its [`Error::http_status`]). Only the writes that failed are lost: the store holds what the
     /// new id points to.
     ///
     /// ```
@@ -1089,7 +1089,7 @@ impl Session {
     /// async fn finish(session: &Session, status: u16) -> (u16, Vec<HeaderUpdate>) {
     ///     let (status, outcome) = match session.commit().await {
     ///         Ok(outcome) => (status, outcome),
-    ///         Err(_) => (500, session.failed_commit_outcome()),
+    ///         Err(e) => (e.http_status(), session.failed_commit_outcome()),
     ///     };
     ///     (status, session.manager().response_headers(&outcome, |_| None))
     /// }

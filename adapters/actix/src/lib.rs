@@ -3,8 +3,7 @@
 //!
 //! ```no_run
 //! use actix_web::{web, App, HttpServer};
-//! use session_actix::{Session, SessionError, SessionMiddleware};
-//! use session_core::{Config, Manager};
+//! use session_actix::{Config, Manager, Session, SessionError, SessionMiddleware};
 //! use session_memory::MemoryStore;
 //!
 //! async fn count(session: Session) -> Result<String, SessionError> {
@@ -31,11 +30,14 @@
 //! request writes the session at the same time (each lost compare-and-set
 //! adds a reload and another save, up to the configured retries). When the id
 //! must change on the client it adds `Set-Cookie` (or the header),
-//! `Cache-Control: no-store` and `Vary`. If the commit fails (store down,
-//! timeout) the response becomes a bare `500 Internal Server Error` and the
-//! error is logged; store errors never reach a response body. If this request had
-//! already stored the session under a new id (`login`), the 500 still
-//! carries it; after `destroy`, the cookie's removal.
+//! `Cache-Control: no-store` and `Vary`. If the commit fails, the response
+//! becomes a bare, uncacheable error with the status a handler's `SessionError`
+//! would give, [`session_core::Error::http_status`]: `503 Service Unavailable`
+//! for a store that is down, too slow or too contended, `409 Conflict` when
+//! another request ended the session. The error is logged; store errors never
+//! reach a response body. If this request had already stored the session under
+//! a new id (`login`), the error response still carries it; after `destroy`,
+//! the cookie's removal.
 //!
 //! # A network store: one connection per worker
 //!
@@ -50,8 +52,7 @@
 //!
 //! ```no_run
 //! use actix_web::{App, HttpServer};
-//! use session_actix::SessionMiddleware;
-//! use session_core::{Config, Manager};
+//! use session_actix::{Config, Manager, SessionMiddleware};
 //! use session_redis::RedisStore;
 //!
 //! # async fn run() -> std::io::Result<()> {
@@ -80,7 +81,14 @@ use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue, CACHE_CO
 use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use pin_project_lite::pin_project;
-use session_core::{CommitAfter, Manager};
+use session_core::CommitAfter;
+
+/// The core crate, re-exported: an app depends on this adapter and a store
+/// crate, and names core types (`session_core::Error` in its own error
+/// type, say) through this path.
+pub use session_core;
+/// Re-exported from [`session_core`]: what building the manager takes.
+pub use session_core::{Config, Manager};
 
 /// Adds sessions to every request of the app (or scope) it wraps.
 #[derive(Clone, Debug)]
@@ -229,8 +237,10 @@ where
                 response.map_into_left_body()
             }
             Err(error) => {
-                tracing::error!(%error, "session could not be committed; answering 500");
-                let mut failed = HttpResponse::InternalServerError()
+                let status = StatusCode::from_u16(error.http_status())
+                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                tracing::error!(%error, %status, "session could not be committed");
+                let mut failed = HttpResponse::build(status)
                     .insert_header((CACHE_CONTROL, "no-store"))
                     .finish();
                 let outcome = session.failed_commit_outcome();

@@ -6,8 +6,7 @@
 //! ```
 
 use axum::{routing::get, Router};
-use session_axum::{Session, SessionError, SessionLayer};
-use session_core::{Config, Manager};
+use session_axum::{Config, Manager, Session, SessionError, SessionLayer};
 use session_memory::MemoryStore;
 
 async fn count(session: Session) -> Result<String, SessionError> {

@@ -3,8 +3,7 @@
 //!
 //! ```no_run
 //! use axum::{routing::get, Router};
-//! use session_axum::{Session, SessionLayer};
-//! use session_core::{Config, Manager};
+//! use session_axum::{Config, Manager, Session, SessionLayer};
 //! use session_memory::MemoryStore;
 //!
 //! async fn set_name(session: Session) -> Result<&'static str, session_axum::SessionError> {
@@ -34,11 +33,14 @@
 //! the session at the same time (each lost compare-and-set adds a reload and
 //! another save, up to the configured retries). When the id must change on
 //! the client it adds `Set-Cookie` (or the header), `Cache-Control: no-store`
-//! and `Vary`. If the commit fails (store down, timeout) the response becomes
-//! a bare `500 Internal Server Error` and the error is logged; store errors
-//! never reach a response body. If this request had already stored the
-//! session under a new id (`login`), the 500 still carries it; after
-//! `destroy`, the cookie's removal.
+//! and `Vary`. If the commit fails, the response becomes a bare, uncacheable
+//! error with the status a handler's `SessionError` would give,
+//! [`session_core::Error::http_status`]: `503 Service Unavailable` for a store
+//! that is down, too slow or too contended, `409 Conflict` when another request
+//! ended the session. The error is logged; store errors never reach a response
+//! body. If this request had already stored the session under a new id
+//! (`login`), the error response still carries it; after `destroy`, the
+//! cookie's removal.
 //!
 //! # Testing handlers
 //!
@@ -51,8 +53,7 @@
 //! ```
 //! use axum::http::{header, Request};
 //! use axum::{body::Body, routing::get, Router};
-//! use session_axum::{Session, SessionError, SessionLayer};
-//! use session_core::{Config, Manager};
+//! use session_axum::{Config, Manager, Session, SessionError, SessionLayer};
 //! use session_memory::MemoryStore;
 //! use tower::ServiceExt;
 //!
@@ -99,7 +100,14 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{HeaderMap, Request, StatusCode};
 use pin_project_lite::pin_project;
-use session_core::{CommitAfter, Manager};
+use session_core::CommitAfter;
+
+/// The core crate, re-exported: an app depends on this adapter and a store
+/// crate, and names core types (`session_core::Error` in its own error
+/// type, say) through this path.
+pub use session_core;
+/// Re-exported from [`session_core`]: what building the manager takes.
+pub use session_core::{Config, Manager};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -168,9 +176,11 @@ where
                 response
             }
             Err(error) => {
-                tracing::error!(%error, "session could not be committed; answering 500");
+                let status = StatusCode::from_u16(error.http_status())
+                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                tracing::error!(%error, %status, "session could not be committed");
                 let mut failed = http::Response::new(B::default());
-                *failed.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                *failed.status_mut() = status;
                 failed
                     .headers_mut()
                     .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -3,9 +3,8 @@
 //!
 //! ```no_run
 //! use rocket::{get, routes};
-//! use session_core::{Config, Manager};
 //! use session_memory::MemoryStore;
-//! use session_rocket::{Session, SessionError, SessionFairing};
+//! use session_rocket::{Config, Manager, Session, SessionError, SessionFairing};
 //!
 //! #[get("/count")]
 //! async fn count(session: Session) -> Result<String, SessionError> {
@@ -29,11 +28,14 @@
 //! other request writes the session at the same time (each lost
 //! compare-and-set adds a reload and another save, up to the configured
 //! retries). When the id must change on the client it adds `Set-Cookie` (or
-//! the header), `Cache-Control: no-store` and `Vary`. If the commit fails
-//! (store down, timeout) the response becomes a bare `500 Internal Server Error` and the
-//! error is logged; store errors never reach a response body. If this request had
-//! already stored the session under a new id (`login`), the 500 still
-//! carries it; after `destroy`, the cookie's removal.
+//! the header), `Cache-Control: no-store` and `Vary`. If the commit fails, the
+//! response becomes a bare, uncacheable error with the status a handler's
+//! `SessionError` would give, [`session_core::Error::http_status`]: `503
+//! Service Unavailable` for a store that is down, too slow or too contended,
+//! `409 Conflict` when another request ended the session. The error is logged;
+//! store errors never reach a response body. If this request had already stored
+//! the session under a new id (`login`), the error response still carries it;
+//! after `destroy`, the cookie's removal.
 //!
 //! A route that takes a [`Session`] on a Rocket without the fairing does not
 //! launch: the guard is a [`Sentinel`] that names the missing fairing.
@@ -48,7 +50,13 @@ use rocket::http::{Header, Status};
 use rocket::request::{FromRequest, Outcome};
 use rocket::response::{self, Responder};
 use rocket::{Build, Data, Ignite, Request, Response, Rocket, Sentinel};
-use session_core::Manager;
+
+/// The core crate, re-exported: an app depends on this adapter and a store
+/// crate, and names core types (`session_core::Error` in its own error
+/// type, say) through this path.
+pub use session_core;
+/// Re-exported from [`session_core`]: what building the manager takes.
+pub use session_core::{Config, Manager};
 
 /// Adds sessions to every request of the Rocket it is attached to.
 #[derive(Clone, Debug)]
@@ -100,9 +108,11 @@ impl Fairing for SessionFairing {
         match session.commit().await {
             Ok(outcome) => write_headers(&self.manager, &outcome, res),
             Err(error) => {
-                tracing::error!(%error, "session could not be committed; answering 500");
+                let status =
+                    Status::from_code(error.http_status()).unwrap_or(Status::InternalServerError);
+                tracing::error!(%error, %status, "session could not be committed");
                 let mut failed = Response::build()
-                    .status(Status::InternalServerError)
+                    .status(status)
                     .raw_header("Cache-Control", "no-store")
                     .finalize();
                 failed.set_sized_body(0, Cursor::new(""));
