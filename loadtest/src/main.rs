@@ -11,9 +11,10 @@
 //! Variants: `axum-bare`, `axum-layered` (bare with a layer that does
 //! nothing), `axum-floor` (the least a server-side session can cost: an id
 //! cookie and an integer in a `HashMap`, in the handlers, no layer),
-//! `axum-ours-{memory,redis,postgres,sled}`,
+//! `axum-ours-{memory,redis,redis-cached,postgres,sled}` (`redis-cached`:
+//! Redis behind a `CachedStore`),
 //! `axum-tower-{memory,redis,postgres}`, `actix-bare`,
-//! `actix-ours-{memory,redis,postgres,sled}`, `actix-session-{cookie,redis}`.
+//! `actix-ours-{memory,redis,redis-cached,postgres,sled}`, `actix-session-{cookie,redis}`.
 //!
 //! Redis variants use `LOADTEST_REDIS_URL`, by default database 15 of the
 //! local server (`cargo xtask bench load` empties it before and after);
@@ -115,6 +116,9 @@ async fn our_store(kind: &str) -> Result<(Arc<dyn Store>, Counts), String> {
                 .map_err(|e| e.to_string())?
                 .with_prefix(redis_prefix()),
         ),
+        // Redis behind a memory tier: reads within `max_staleness` (5 s by
+        // default) are served from memory; the counts are Redis's own.
+        "redis-cached" => cached(Box::pin(our_store("redis")).await?),
         "postgres" => {
             let s =
                 session_sql::PostgresStore::connect(&env_or("DATABASE_URL_POSTGRES", POSTGRES_URL))
@@ -141,6 +145,15 @@ async fn our_store(kind: &str) -> Result<(Arc<dyn Store>, Counts), String> {
         }
         other => return Err(format!("unknown store {other:?}")),
     })
+}
+
+/// `store` behind a `CachedStore` with its defaults; the counts stay the
+/// backing store's.
+fn cached((store, counts): (Arc<dyn Store>, Counts)) -> (Arc<dyn Store>, Counts) {
+    (
+        Arc::new(session_memory::CachedStore::builder(store).build()),
+        counts,
+    )
 }
 
 /// Our Redis keys' prefix: the process's own, so servers never share keys.
@@ -775,7 +788,8 @@ mod actix_server {
         // Redis: each worker builds its own lazily connected store in the app
         // factory, so the connection's I/O runs on the worker's own thread
         // (`RedisStore::connect_lazy`). The other stores are shared.
-        let shared = if kind == "redis" {
+        let lazy = matches!(kind, "redis" | "redis-cached");
+        let shared = if lazy {
             // Fail here, not in a worker, if the settings are wrong.
             crate::our_lazy_redis_store()?;
             None
@@ -783,12 +797,17 @@ mod actix_server {
             let (store, counts) = crate::our_store(kind).await?;
             Some((crate::manager(store), counts))
         };
+        let kind = kind.to_owned();
         HttpServer::new(move || {
             let (manager, counts) = match &shared {
                 Some((manager, counts)) => (manager.clone(), counts.clone()),
                 None => {
-                    let (store, counts) =
-                        crate::our_lazy_redis_store().expect("settings checked at start");
+                    let redis = crate::our_lazy_redis_store().expect("settings checked at start");
+                    let (store, counts) = if kind == "redis-cached" {
+                        crate::cached(redis)
+                    } else {
+                        redis
+                    };
                     (crate::manager(store), counts)
                 }
             };
