@@ -112,7 +112,8 @@ pub struct Settings {
 pub enum StoreChoice {
     /// `memory`: in this process.
     Memory,
-    /// `redis://...` or `rediss://...`: one Redis server.
+    /// `redis://...`, or `rediss://...` over TLS (the feature `tls`): one
+    /// Redis server.
     Redis(String),
     /// `redis+cluster://host:port,host:port`: a Redis Cluster.
     RedisCluster(Vec<String>),

@@ -17,7 +17,7 @@ type Commit = Pin<Box<dyn Future<Output = Result<SetCookie>> + Send>>;
 pin_project! {
     /// A handler's response future followed by the commit of its session:
     /// resolves to the response and the commit's outcome, for the adapter to
-    /// turn into headers (or a 500). Made by [`Session::commit_after`].
+    /// turn into headers (or an error response). Made by [`Session::commit_after`].
     ///
     /// A session that was not used, or only read within the touch interval,
     /// is committed on the spot ([`Session::commit_without_store`]): no

@@ -50,6 +50,20 @@
 //! reads as no session.
 //!
 //! Requires Redis 6.2 or later (`GETDEL`, `PXAT`, `ZADD GT`).
+//!
+//! # TLS
+//!
+//! With the feature `tls-rustls`, `rediss://` URLs connect over TLS
+//! (rustls, its `ring` provider), checking the server's certificate against
+//! the system's roots (`SSL_CERT_FILE` or `SSL_CERT_DIR` replace them), for a
+//! server and for a Cluster alike. [`RedisStore::connect_client`] takes a client built with
+//! a private certificate authority or a client certificate (for a Cluster:
+//! `ClusterClientBuilder::certs`, then
+//! [`RedisStore::from_cluster_connection`]). Without the
+//! feature, a `rediss://` URL is refused as a configuration error
+//! ([`RedisStoreError::Config`]). If the application also enables rustls' `aws-lc-rs` provider,
+//! rustls cannot choose one by itself: install one at start with
+//! `rustls::crypto::ring::default_provider().install_default()`.
 
 use std::fmt;
 use std::sync::LazyLock;
@@ -327,6 +341,37 @@ impl RedisStore {
     /// [`RedisStoreError::Connect`] when Redis does not answer.
     pub async fn connect(url: &str) -> Result<Self, RedisStoreError> {
         let client = redis::Client::open(url).map_err(RedisStoreError::Config)?;
+        Self::connect_client(client).await
+    }
+
+    /// Like [`connect`](Self::connect), through a [`redis::Client`] built
+    /// by the caller: TLS that trusts a private certificate authority or
+    /// presents a client certificate ([`redis::Client::build_with_tls`],
+    /// feature `tls-rustls`), or connection details a URL cannot carry. The
+    /// store's own connection settings (timeouts, reconnection) still apply.
+    /// (The `redis` crate loads the system's roots even when it is given a
+    /// root certificate, and fails the connection when that load reports an
+    /// error, such as an `SSL_CERT_FILE` that names a missing file.)
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "tls-rustls")]
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use redis::{Client, TlsCertificates};
+    /// use session_redis::RedisStore;
+    ///
+    /// let ca = std::fs::read("/etc/myapp/redis-ca.pem")?;
+    /// let client = Client::build_with_tls(
+    ///     "rediss://redis.internal:6380",
+    ///     TlsCertificates { client_tls: None, root_cert: Some(ca) },
+    /// )?;
+    /// let store = RedisStore::connect_client(client).await?;
+    /// # let _ = store; Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`RedisStoreError::Connect`] when Redis does not answer or the TLS
+    /// handshake fails.
+    pub async fn connect_client(client: redis::Client) -> Result<Self, RedisStoreError> {
         let manager = ConnectionManager::new_with_config(client, manager_config())
             .await
             .map_err(RedisStoreError::Connect)?;

@@ -43,6 +43,21 @@
 //! never returned; [`Sweeper`](session_core::Sweeper) deletes them in batches
 //! of [`SWEEP_BATCH`].
 //!
+//! # TLS
+//!
+//! With the feature `tls-rustls`, PostgreSQL and MySQL connections can be
+//! encrypted (rustls with its `ring` provider). The URL decides, as sqlx
+//! reads it (`PGSSLMODE` sets PostgreSQL's default): `?sslmode=require`
+//! encrypts without checking the server's certificate, as does the default,
+//! `prefer`, when the server offers TLS; `verify-ca` and `verify-full` check
+//! it against the system's roots (`SSL_CERT_FILE` or `SSL_CERT_DIR` replace
+//! them) and `sslrootcert=FILE`, `verify-full` also its name. MySQL reads
+//! `?ssl-mode=REQUIRED`, `VERIFY_CA`, `VERIFY_IDENTITY` and `ssl-ca=FILE`
+//! alike. Without the feature, connections are plain and a URL that
+//! requires TLS fails to connect. The tests run the conformance suite over `sslmode=require` on
+//! PostgreSQL; MySQL's TLS goes through the same sqlx code but is not tested
+//! here.
+//!
 //! [sqlx]: https://docs.rs/sqlx/0.8
 
 // Built with no database feature, the crate has no store: the shared code

@@ -32,12 +32,13 @@
 //! must change on the client it adds `Set-Cookie` (or the header),
 //! `Cache-Control: no-store` and `Vary`. If the commit fails, the response
 //! becomes a bare, uncacheable error with the status a handler's `SessionError`
-//! would give, [`session_core::Error::http_status`]: `503 Service Unavailable`
-//! for a store that is down, too slow or too contended, `409 Conflict` when
-//! another request ended the session. The error is logged; store errors never
-//! reach a response body. If this request had already stored the session under
-//! a new id (`login`), the error response still carries it; after `destroy`,
-//! the cookie's removal.
+//! would give for the same error, [`session_core::Error::http_status`]: `503
+//! Service Unavailable` for a store that is down, too slow or too contended. (A
+//! session that another request ended meanwhile is not a failure: the response
+//! removes its cookie.) The error is logged; store errors never reach a
+//! response body. If this request had already stored the session under a new id
+//! (`login`), the error response still carries it; after `destroy`, the
+//! cookie's removal.
 //!
 //! # A network store: one connection per worker
 //!

@@ -6,13 +6,17 @@
 //!   conformance suite. Each test uses its own key prefix and deletes its keys.
 //! * `REDIS_CLUSTER_URLS` (comma-separated): a cluster; `cargo xtask test`
 //!   starts a throwaway 3-master cluster and sets it.
-//! * The fault tests start their own `redis-server` on a free port.
+//! * The fault tests start their own `redis-server` on a free port, and the
+//!   TLS tests (feature `tls-rustls`) a TLS-only one under a certificate
+//!   authority they make with `openssl`.
 //!
 //! Where a server is missing the tests say SKIPPED loudly, except in CI
 //! (`CI=true`), where that is a failure.
 
 mod faults;
 mod support;
+#[cfg(feature = "tls-rustls")]
+mod tls;
 mod writes;
 
 mod standalone {

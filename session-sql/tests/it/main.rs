@@ -7,8 +7,10 @@
 //! * `DATABASE_URL_MYSQL` (default `mysql://root@127.0.0.1:3306/test`): each
 //!   test gets its own table, dropped afterwards.
 //!
-//! A server that does not answer is reported as SKIPPED, except in CI
-//! (`CI=true`), where it is a failure.
+//! With the feature `tls-rustls`, the PostgreSQL suite runs again over TLS
+//! (`sslmode=require`), which needs a server with `ssl = on` (Debian's
+//! packages turn it on). A server that does not answer is reported as
+//! SKIPPED, except in CI (`CI=true`), where it is a failure.
 
 mod behaviour;
 mod support;
@@ -20,6 +22,15 @@ mod postgres {
 mod mysql {
     session_core::store_conformance!(optional: crate::support::mysql());
 }
+
+/// The whole suite again over a connection that must be encrypted.
+#[cfg(feature = "tls-rustls")]
+mod postgres_tls {
+    session_core::store_conformance!(optional: crate::support::postgres_tls());
+}
+
+#[cfg(feature = "tls-rustls")]
+mod tls;
 
 mod sqlite_file {
     session_core::store_conformance!(crate::support::sqlite_file());

@@ -6,9 +6,34 @@ use std::time::Duration;
 use session_core::testing::WithCleanup;
 use session_sql::{MySqlStore, PostgresStore, SqliteStore, Table};
 
-pub(crate) fn postgres_url() -> String {
+fn postgres_env_url() -> String {
     std::env::var("DATABASE_URL_POSTGRES")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// `DATABASE_URL_POSTGRES`, plain unless it names an `sslmode` itself: with
+/// the feature `tls-rustls`, sqlx's default (`prefer`) would take TLS where
+/// the server offers it, which the TLS tests cover.
+pub(crate) fn postgres_url() -> String {
+    let url = postgres_env_url();
+    if url.contains("sslmode=") {
+        url
+    } else {
+        postgres_url_in("disable")
+    }
+}
+
+/// `DATABASE_URL_POSTGRES` with its `sslmode` set to `mode`.
+pub(crate) fn postgres_url_in(mode: &str) -> String {
+    let url = postgres_env_url();
+    let (base, query) = url.split_once('?').unwrap_or((&url, ""));
+    let mut params: Vec<String> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("sslmode="))
+        .map(str::to_owned)
+        .collect();
+    params.push(format!("sslmode={mode}"));
+    format!("{base}?{}", params.join("&"))
 }
 
 pub(crate) fn mysql_url() -> String {
@@ -73,6 +98,19 @@ pub(crate) async fn postgres() -> Option<WithCleanup<PostgresStore>> {
     let store = connect(
         "PostgreSQL (DATABASE_URL_POSTGRES)",
         PostgresStore::connect(&url),
+    )
+    .await?;
+    postgres_in_schema(store, url).await
+}
+
+/// Like [`postgres`], over TLS: `sslmode=require` fails to connect rather
+/// than fall back to plain text.
+#[cfg(feature = "tls-rustls")]
+pub(crate) async fn postgres_tls() -> Option<WithCleanup<PostgresStore>> {
+    let url = postgres_url();
+    let store = connect(
+        "PostgreSQL over TLS (DATABASE_URL_POSTGRES with ssl = on in the server)",
+        PostgresStore::connect(&postgres_url_in("require")),
     )
     .await?;
     postgres_in_schema(store, url).await
