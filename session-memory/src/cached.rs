@@ -1,6 +1,7 @@
 //! A memory tier in front of another store.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +32,10 @@ use crate::{until, DEFAULT_MAX_BYTES};
 ///   destroyed. Its own writes to such a session still fail the
 ///   compare-and-set, so nothing stale is ever written back. Set
 ///   `max_staleness` to what your app tolerates; zero disables caching.
+/// * **A deleted session stays out of memory.** A delete leaves a tombstone
+///   that answers loads of the id, and a load that read the session from
+///   the backing store while it was being deleted does not cache what it
+///   read, however short `idle_eviction` makes the tombstone's stay.
 /// * **Copies leave memory** at the first of two limits: `max_staleness`
 ///   after they were cached (the next request reloads from the backing
 ///   store), or `idle_eviction` after their last use (Iris's `GcDuration`).
@@ -53,10 +58,20 @@ use crate::{until, DEFAULT_MAX_BYTES};
 pub struct CachedStore<S> {
     backing: S,
     cache: Option<Cache<RecordId, Slot>>,
+    /// Burials (deletes, and writes that ended a session) so far, by shard
+    /// of record ids: a load that read its record before a burial in its
+    /// shard does not cache it, whether or not the tombstone is still there
+    /// (a short `idle_eviction` can drop a tombstone before a slow load
+    /// returns).
+    burials: Box<[AtomicU64; BURIAL_SHARDS]>,
 }
 
-/// A cached record, or a tombstone left by a delete so that a load racing the
-/// delete cannot put the deleted record back into memory.
+/// Shards of [`CachedStore::burials`]: a burial only keeps loads of its own
+/// shard out of memory.
+const BURIAL_SHARDS: usize = 64;
+
+/// A cached record, or a tombstone left by a delete: it answers loads of
+/// the deleted id from memory.
 type Slot = Option<Arc<Record>>;
 
 fn weigh_slot(_: &RecordId, slot: &Slot) -> u32 {
@@ -122,6 +137,7 @@ impl<S: Store> CachedStoreBuilder<S> {
         CachedStore {
             backing: self.backing,
             cache,
+            burials: Box::new(std::array::from_fn(|_| AtomicU64::new(0))),
         }
     }
 }
@@ -142,9 +158,15 @@ impl<S: Store> CachedStore<S> {
         &self.backing
     }
 
+    fn burials(&self, id: &RecordId) -> &AtomicU64 {
+        &self.burials[usize::from(id.as_bytes()[0]) % BURIAL_SHARDS]
+    }
+
     /// Caches `record` unless memory already holds a newer version of it or a
-    /// tombstone (`force` overrides both: a fresh create).
-    async fn remember(&self, record: &Record, force: bool) {
+    /// tombstone (`force` overrides both: a fresh create), or, for a record a
+    /// load read (`loaded_after`: the burial count of its shard before the
+    /// backing store's load), unless a burial in its shard came since.
+    async fn remember(&self, record: &Record, force: bool, loaded_after: Option<u64>) {
         let Some(cache) = &self.cache else { return };
         if until(record.expires_at).is_zero() {
             // Already over: no older copy may be served in its place.
@@ -152,14 +174,21 @@ impl<S: Store> CachedStore<S> {
             return;
         }
         let new = Arc::new(record.clone());
+        let burials = self.burials(&record.id);
         cache
             .entry(record.id)
             .and_compute_with(|existing| {
-                let keep = !force
-                    && existing.is_some_and(|e| match e.into_value() {
-                        None => true,
-                        Some(cached) => cached.version > new.version,
-                    });
+                // Checked under the entry's lock: a burial counts before it
+                // writes its tombstone, so either this sees the count move or
+                // the tombstone replaces what this puts.
+                let buried =
+                    loaded_after.is_some_and(|seen| burials.load(Ordering::Acquire) != seen);
+                let keep = buried
+                    || !force
+                        && existing.is_some_and(|e| match e.into_value() {
+                            None => true,
+                            Some(cached) => cached.version > new.version,
+                        });
                 std::future::ready(if keep { Op::Nop } else { Op::Put(Some(new)) })
             })
             .await;
@@ -180,6 +209,7 @@ impl<S: Store> CachedStore<S> {
 
     async fn bury(&self, id: &RecordId) {
         if let Some(cache) = &self.cache {
+            self.burials(id).fetch_add(1, Ordering::AcqRel);
             cache.insert(*id, None).await;
         }
     }
@@ -199,9 +229,10 @@ impl<S: Store> Store for CachedStore<S> {
                 None => {}
             }
         }
+        let burials = self.burials(id).load(Ordering::Acquire);
         let loaded = self.backing.load(id).await?;
         if let Some(record) = &loaded {
-            self.remember(record, false).await;
+            self.remember(record, false, Some(burials)).await;
         }
         Ok(loaded)
     }
@@ -209,7 +240,7 @@ impl<S: Store> Store for CachedStore<S> {
     async fn create(&self, record: &Record) -> Result<Created, StoreError> {
         let created = self.backing.create(record).await?;
         match created {
-            Created::Created => self.remember(record, true).await,
+            Created::Created => self.remember(record, true, None).await,
             Created::IdTaken => self.forget(&record.id).await,
         }
         Ok(created)
@@ -222,7 +253,7 @@ impl<S: Store> Store for CachedStore<S> {
             // session: a tombstone, as a touch into the past leaves, so a
             // load racing it cannot cache the version before.
             Ok(Saved::Saved) if until(record.expires_at).is_zero() => self.bury(&record.id).await,
-            Ok(Saved::Saved) => self.remember(record, false).await,
+            Ok(Saved::Saved) => self.remember(record, false, None).await,
             // A conflict means the cached copy is stale; an error leaves the
             // outcome unknown. Either way the next load must read the store.
             _ => self.forget(&record.id).await,
@@ -249,7 +280,7 @@ impl<S: Store> Store for CachedStore<S> {
             (Ok(true), Some(record)) if record.version == version => {
                 let mut record = (*record).clone();
                 record.expires_at = expires_at;
-                self.remember(&record, false).await;
+                self.remember(&record, false, None).await;
             }
             _ => self.forget(id).await,
         }
@@ -258,7 +289,12 @@ impl<S: Store> Store for CachedStore<S> {
 
     async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
         self.bury(id).await;
-        self.backing.delete(id).await
+        let deleted = self.backing.delete(id).await;
+        // Again once the backing store no longer has it: a load that read it
+        // meanwhile, after the first tombstone had left memory, either sees
+        // this burial or has its copy replaced by this tombstone.
+        self.bury(id).await;
+        deleted
     }
 
     async fn delete_expired(&self) -> Result<u64, StoreError> {
@@ -273,14 +309,20 @@ impl<S: Store> Store for CachedStore<S> {
     }
 
     async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError> {
-        // Tombstones first, as `delete` leaves: a load that read one of these
-        // records before the delete must not cache it afterwards.
-        if self.cache.is_some() {
-            for id in self.backing.ids_of_owner(owner).await? {
-                self.bury(&id).await;
-            }
+        // Tombstones before and after, as `delete` leaves: a load that read
+        // one of these records before the delete must not cache it afterwards.
+        let ids = match self.cache {
+            Some(_) => self.backing.ids_of_owner(owner).await?,
+            None => Vec::new(),
+        };
+        for id in &ids {
+            self.bury(id).await;
         }
-        let n = self.backing.delete_owner(owner).await?;
+        let n = self.backing.delete_owner(owner).await;
+        for id in &ids {
+            self.bury(id).await;
+        }
+        let n = n?;
         // And copies of sessions the listing missed (created since).
         if let Some(cache) = &self.cache {
             let owner = owner.to_owned();
@@ -398,7 +440,7 @@ mod tests {
         assert_eq!(a.load(&r.id).await.unwrap(), None);
         assert_eq!(backing.counts().load, before, "answered from memory");
         // A stale copy arriving after the delete cannot replace the tombstone.
-        a.remember(&r, false).await;
+        a.remember(&r, false, None).await;
         assert_eq!(a.load(&r.id).await.unwrap(), None);
     }
 
@@ -411,7 +453,46 @@ mod tests {
         // A load read the record from the backing store just before the
         // owner's sessions were deleted, and caches it just after.
         assert_eq!(a.delete_owner("alice").await.unwrap(), 1);
-        a.remember(&r, false).await;
+        a.remember(&r, false, None).await;
+        assert_eq!(a.load(&r.id).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_load_racing_a_delete_cannot_cache_it_after_the_tombstone_left() {
+        let (_, a, _) = pair(Duration::from_secs(60));
+        let r = record();
+        a.create(&r).await.unwrap();
+        a.forget(&r.id).await;
+        // A load took its shard's burial count and read the record from the
+        // backing store...
+        let seen = a.burials(&r.id).load(Ordering::Acquire);
+        // ...then the session was deleted and its tombstone left memory (a
+        // short `idle_eviction`) before the load cached what it had read.
+        a.delete(&r.id).await.unwrap();
+        a.cache.as_ref().unwrap().invalidate(&r.id).await;
+        a.remember(&r, false, Some(seen)).await;
+        assert_eq!(a.load(&r.id).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_load_during_a_slow_delete_cannot_keep_the_session_in_memory() {
+        let (backing, a, _) = pair(Duration::from_secs(60));
+        let a = Arc::new(a);
+        let r = record();
+        a.create(&r).await.unwrap();
+        // The backing store's delete takes a while...
+        backing.delay(Some(Duration::from_millis(300)));
+        let deleting = tokio::spawn({
+            let (a, id) = (a.clone(), r.id);
+            async move { a.delete(&id).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        backing.delay(None);
+        // ...meanwhile the first tombstone leaves memory, and a load reads the
+        // record the backing store still holds.
+        a.cache.as_ref().unwrap().invalidate(&r.id).await;
+        assert_eq!(a.load(&r.id).await.unwrap(), Some(r.clone()));
+        deleting.await.unwrap().unwrap();
         assert_eq!(a.load(&r.id).await.unwrap(), None);
     }
 
@@ -425,7 +506,7 @@ mod tests {
         assert_eq!(a.save(&next(&r, b"late"), 0).await.unwrap(), Saved::Missing);
         assert!(!a.touch(&r.id, r.version, None, r.expires_at).await.unwrap());
         // ...and leave the tombstone, so a racing load cannot cache it.
-        a.remember(&r, false).await;
+        a.remember(&r, false, None).await;
         assert_eq!(a.load(&r.id).await.unwrap(), None);
     }
 
@@ -460,7 +541,7 @@ mod tests {
         a.create(&r).await.unwrap();
         let r1 = next(&r, b"v1");
         assert_eq!(a.save(&r1, 0).await.unwrap(), Saved::Saved);
-        a.remember(&r, false).await;
+        a.remember(&r, false, None).await;
         assert_eq!(a.load(&r.id).await.unwrap(), Some(r1));
     }
 
