@@ -163,10 +163,10 @@ impl<S: Store> CachedStore<S> {
     }
 
     /// Caches `record` unless memory already holds a newer version of it or a
-    /// tombstone (`force` overrides both: a fresh create), or, for a record a
-    /// load read (`loaded_after`: the burial count of its shard before the
-    /// backing store's load), unless a burial in its shard came since.
-    async fn remember(&self, record: &Record, force: bool, loaded_after: Option<u64>) {
+    /// tombstone (`force` overrides both: a fresh create), or unless a burial
+    /// in its shard came after `read_after` (the count the caller saw before
+    /// its call to the backing store): then a copy in memory is dropped too.
+    async fn remember(&self, record: &Record, force: bool, read_after: Option<u64>) {
         let Some(cache) = &self.cache else { return };
         if until(record.expires_at).is_zero() {
             // Already over: no older copy may be served in its place.
@@ -178,24 +178,28 @@ impl<S: Store> CachedStore<S> {
         cache
             .entry(record.id)
             .and_compute_with(|existing| {
-                // Checked under the entry's lock: a burial counts before it
-                // writes its tombstone, so either this sees the count move or
-                // the tombstone replaces what this puts.
-                let buried =
-                    loaded_after.is_some_and(|seen| burials.load(Ordering::Acquire) != seen);
-                let keep = buried
-                    || !force
-                        && existing.is_some_and(|e| match e.into_value() {
-                            None => true,
-                            Some(cached) => cached.version > new.version,
-                        });
-                std::future::ready(if keep { Op::Nop } else { Op::Put(Some(new)) })
+                // A burial counts inside a compute on the same entry, so the
+                // two never interleave: either this sees the count move, or
+                // the burial's tombstone replaces what this puts.
+                let buried = read_after.is_some_and(|seen| burials.load(Ordering::Acquire) != seen);
+                let cached = existing.map(|e| e.into_value());
+                let op = match (buried, cached) {
+                    // Nothing read before a burial is cached, and a copy
+                    // someone put since is dropped (a tombstone stays).
+                    (true, Some(Some(_))) => Op::Remove,
+                    (true, _) => Op::Nop,
+                    (false, _) if force => Op::Put(Some(new)),
+                    (false, Some(None)) => Op::Nop,
+                    (false, Some(Some(cached))) if cached.version > new.version => Op::Nop,
+                    (false, _) => Op::Put(Some(new)),
+                };
+                std::future::ready(op)
             })
             .await;
     }
 
-    /// Drops the cached copy of `id`, but not a tombstone: that is what
-    /// keeps a load racing a delete from putting the record back.
+    /// Drops the cached copy of `id`, but not a tombstone, which answers
+    /// loads of the deleted id from memory.
     async fn forget(&self, id: &RecordId) {
         let Some(cache) = &self.cache else { return };
         cache
@@ -207,11 +211,28 @@ impl<S: Store> CachedStore<S> {
             .await;
     }
 
+    /// Leaves a tombstone for `id` and counts the burial in its shard, in one
+    /// compute on the entry: a `remember` of the same id runs wholly before
+    /// or wholly after it.
     async fn bury(&self, id: &RecordId) {
         if let Some(cache) = &self.cache {
-            self.burials(id).fetch_add(1, Ordering::AcqRel);
-            cache.insert(*id, None).await;
+            let burials = self.burials(id);
+            cache
+                .entry(*id)
+                .and_compute_with(|_| {
+                    burials.fetch_add(1, Ordering::AcqRel);
+                    std::future::ready(Op::Put(None))
+                })
+                .await;
         }
+    }
+
+    /// The burial count `remember` compares with, read before a call to the
+    /// backing store.
+    fn burials_now(&self, id: &RecordId) -> Option<u64> {
+        self.cache
+            .as_ref()
+            .map(|_| self.burials(id).load(Ordering::Acquire))
     }
 }
 
@@ -229,10 +250,10 @@ impl<S: Store> Store for CachedStore<S> {
                 None => {}
             }
         }
-        let burials = self.burials(id).load(Ordering::Acquire);
+        let burials = self.burials_now(id);
         let loaded = self.backing.load(id).await?;
         if let Some(record) = &loaded {
-            self.remember(record, false, Some(burials)).await;
+            self.remember(record, false, burials).await;
         }
         Ok(loaded)
     }
@@ -247,13 +268,14 @@ impl<S: Store> Store for CachedStore<S> {
     }
 
     async fn save(&self, record: &Record, expected_version: u64) -> Result<Saved, StoreError> {
+        let burials = self.burials_now(&record.id);
         let saved = self.backing.save(record, expected_version).await;
         match &saved {
             // A save that moved the deadline into the past ended the
             // session: a tombstone, as a touch into the past leaves, so a
             // load racing it cannot cache the version before.
             Ok(Saved::Saved) if until(record.expires_at).is_zero() => self.bury(&record.id).await,
-            Ok(Saved::Saved) => self.remember(record, false, None).await,
+            Ok(Saved::Saved) => self.remember(record, false, burials).await,
             // A conflict means the cached copy is stale; an error leaves the
             // outcome unknown. Either way the next load must read the store.
             _ => self.forget(&record.id).await,
@@ -268,6 +290,7 @@ impl<S: Store> Store for CachedStore<S> {
         owner: Option<&str>,
         expires_at: Timestamp,
     ) -> Result<bool, StoreError> {
+        let burials = self.burials_now(id);
         let touched = self.backing.touch(id, version, owner, expires_at).await;
         let cached = match &self.cache {
             Some(cache) => cache.get(id).await.flatten(),
@@ -280,7 +303,7 @@ impl<S: Store> Store for CachedStore<S> {
             (Ok(true), Some(record)) if record.version == version => {
                 let mut record = (*record).clone();
                 record.expires_at = expires_at;
-                self.remember(&record, false, None).await;
+                self.remember(&record, false, burials).await;
             }
             _ => self.forget(id).await,
         }
@@ -321,6 +344,14 @@ impl<S: Store> Store for CachedStore<S> {
         let n = self.backing.delete_owner(owner).await;
         for id in &ids {
             self.bury(id).await;
+        }
+        // Sessions the listing missed (created since) have no tombstone: a
+        // burial in every shard keeps loads and writes that read them before
+        // the delete from caching them after it.
+        if self.cache.is_some() {
+            for shard in self.burials.iter() {
+                shard.fetch_add(1, Ordering::AcqRel);
+            }
         }
         let n = n?;
         // And copies of sessions the listing missed (created since).
@@ -458,20 +489,40 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_load_racing_a_delete_cannot_cache_it_after_the_tombstone_left() {
-        let (_, a, _) = pair(Duration::from_secs(60));
+    async fn a_load_that_read_during_a_delete_cannot_cache_it_after_the_tombstones_left() {
+        let (backing, a, _) = pair(Duration::from_secs(60));
         let r = record();
         a.create(&r).await.unwrap();
-        a.forget(&r.id).await;
-        // A load took its shard's burial count and read the record from the
-        // backing store...
-        let seen = a.burials(&r.id).load(Ordering::Acquire);
-        // ...then the session was deleted and its tombstone left memory (a
-        // short `idle_eviction`) before the load cached what it had read.
-        a.delete(&r.id).await.unwrap();
+        // A delete's steps, with a load that took its count and read the
+        // record after the first burial, while the backing store still had
+        // it...
+        a.bury(&r.id).await;
+        let seen = a.burials_now(&r.id);
+        backing.delete(&r.id).await.unwrap();
+        a.bury(&r.id).await;
+        // ...and the tombstones left memory (a short `idle_eviction`) before
+        // the load cached what it had read.
         a.cache.as_ref().unwrap().invalidate(&r.id).await;
-        a.remember(&r, false, Some(seen)).await;
+        a.remember(&r, false, seen).await;
         assert_eq!(a.load(&r.id).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_logout_everywhere_keeps_what_its_listing_missed_out_of_memory() {
+        let (backing, a, _) = pair(Duration::from_secs(60));
+        let r = record();
+        backing.create(&r).await.unwrap();
+        // A load read this session before a logout everywhere whose listing
+        // did not include it (as one created after the listing would not
+        // be; here, not the owner's, which a burial in every shard cannot
+        // tell apart)...
+        let seen = a.burials_now(&r.id);
+        assert_eq!(a.delete_owner("alice").await.unwrap(), 0);
+        // ...and caches it after: it is not kept.
+        a.remember(&r, false, seen).await;
+        let before = backing.counts().load;
+        a.load(&r.id).await.unwrap();
+        assert_eq!(backing.counts().load, before + 1, "not served from memory");
     }
 
     #[tokio::test]
