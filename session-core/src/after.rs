@@ -78,8 +78,9 @@ fn finish_detached(commit: Commit) {
 }
 
 impl Session {
-    /// Runs `response` (the inner service's future), then commits this
-    /// session: what a framework adapter wraps around every request.
+    /// *For adapters: handlers never call it.* Runs `response` (the inner
+    /// service's future), then commits this session: what a framework
+    /// adapter wraps around every request.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]

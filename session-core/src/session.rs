@@ -994,7 +994,8 @@ impl Session {
         }
     }
 
-    /// Ends the request: saves what changed (one conditional write, plus a
+    /// *For adapters: handlers never call it.* Ends the request: saves what
+    /// changed (one conditional write, plus a
     /// reload and a retry for each compare-and-set lost to a concurrent
     /// writer, up to [`Config::conflict_retries`](crate::Config::conflict_retries)), or extends
     /// the idle deadline when due (one cheap touch), or does nothing at all;
@@ -1021,7 +1022,8 @@ impl Session {
         Ok(self.outcome(&mut state))
     }
 
-    /// [`commit`](Self::commit) without waiting, when it needs no store call:
+    /// *For adapters.* [`commit`](Self::commit) without waiting, when it
+    /// needs no store call:
     /// the request never used the session, only read it (nothing changed and
     /// no idle-deadline refresh is due), or already wrote everything (a
     /// [`save`](Self::save), [`login`](Self::login) or update, which
@@ -1069,7 +1071,7 @@ impl Session {
         Some(self.outcome(&mut state))
     }
 
-    /// What the response must still tell the client after
+    /// *For adapters.* What the response must still tell the client after
     /// [`commit`](Self::commit) failed: the new id when this request already
     /// stored the session under one ([`login`](Self::login),
     /// [`cycle_id`](Self::cycle_id), or a new session's first
