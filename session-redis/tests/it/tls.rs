@@ -103,7 +103,10 @@ impl TlsRedis {
         match Self::try_start() {
             Ok(server) => Some(server),
             Err(e) => {
-                missing("a TLS redis-server (for the TLS tests)", &e);
+                missing(
+                    "a TLS redis-server and the openssl command (apt-get install openssl)",
+                    &e,
+                );
                 None
             }
         }
