@@ -238,8 +238,7 @@ where
                 response.map_into_left_body()
             }
             Err(error) => {
-                let status = StatusCode::from_u16(error.http_status())
-                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                let status = status_of(&error);
                 tracing::error!(%error, %status, "session could not be committed");
                 let mut failed = HttpResponse::build(status)
                     .insert_header((CACHE_CONTROL, "no-store"))
@@ -250,6 +249,11 @@ where
             }
         }))
     }
+}
+
+/// The status a session error answers, in a handler or at the commit.
+fn status_of(error: &session_core::Error) -> StatusCode {
+    StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 /// The session of the current request, as an actix-web extractor. Derefs to
@@ -335,7 +339,7 @@ pub struct SessionError(#[from] pub session_core::Error);
 
 impl ResponseError for SessionError {
     fn status_code(&self) -> StatusCode {
-        StatusCode::from_u16(self.0.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        status_of(&self.0)
     }
 
     fn error_response(&self) -> HttpResponse {

@@ -176,8 +176,7 @@ where
                 response
             }
             Err(error) => {
-                let status = StatusCode::from_u16(error.http_status())
-                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                let status = status_of(&error);
                 tracing::error!(%error, %status, "session could not be committed");
                 let mut failed = http::Response::new(B::default());
                 *failed.status_mut() = status;
@@ -190,6 +189,11 @@ where
             }
         }))
     }
+}
+
+/// The status a session error answers, in a handler or at the commit.
+fn status_of(error: &session_core::Error) -> StatusCode {
+    StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 fn header_values<'a>(headers: &'a HeaderMap, name: &str) -> impl Iterator<Item = &'a str> {
@@ -351,8 +355,7 @@ pub struct SessionError(#[from] pub session_core::Error);
 impl IntoResponse for SessionError {
     fn into_response(self) -> Response {
         tracing::error!(error = %self.0, "session error in a handler");
-        let status =
-            StatusCode::from_u16(self.0.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = status_of(&self.0);
         (status, status.canonical_reason().unwrap_or("error")).into_response()
     }
 }

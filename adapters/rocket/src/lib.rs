@@ -109,8 +109,7 @@ impl Fairing for SessionFairing {
         match session.commit().await {
             Ok(outcome) => write_headers(&self.manager, &outcome, res),
             Err(error) => {
-                let status =
-                    Status::from_code(error.http_status()).unwrap_or(Status::InternalServerError);
+                let status = status_of(&error);
                 tracing::error!(%error, %status, "session could not be committed");
                 let mut failed = Response::build()
                     .status(status)
@@ -181,6 +180,11 @@ impl Sentinel for Session {
 #[error("no session on this request: attach `session_rocket::SessionFairing::new(manager)` to the Rocket")]
 pub struct MissingFairing;
 
+/// The status a session error answers, in a handler or at the commit.
+fn status_of(error: &session_core::Error) -> Status {
+    Status::from_code(error.http_status()).unwrap_or(Status::InternalServerError)
+}
+
 /// A [`session_core::Error`] as a handler error: logs it and answers a bare
 /// status, [`session_core::Error::http_status`] (`503` for a store error,
 /// a timeout or contention, `409` when another request ended the session,
@@ -192,7 +196,7 @@ pub struct SessionError(#[from] pub session_core::Error);
 impl<'r> Responder<'r, 'static> for SessionError {
     fn respond_to(self, _: &'r Request<'_>) -> response::Result<'static> {
         tracing::error!(error = %self.0, "session error in a handler");
-        let status = Status::from_code(self.0.http_status()).unwrap_or(Status::InternalServerError);
+        let status = status_of(&self.0);
         let text = status.reason().unwrap_or("error");
         Response::build()
             .status(status)
