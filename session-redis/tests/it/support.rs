@@ -96,6 +96,34 @@ pub(crate) async fn cluster() -> Option<Scoped> {
     }
 }
 
+/// A loopback port that is free now.
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Waits up to 10 s for `child` to listen on `port`; `Err` with `log()`
+/// when it exits first or never listens.
+pub(crate) fn wait_until_listening(
+    port: u16,
+    child: &mut Child,
+    log: impl Fn() -> String,
+) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("redis-server exited ({status}): {}", log()));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("redis-server did not start listening: {}", log()));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
 /// A `redis-server` of the test's own on a free port, stopped on drop.
 pub(crate) struct Throwaway {
     pub(crate) port: u16,
@@ -105,11 +133,10 @@ pub(crate) struct Throwaway {
 impl Throwaway {
     /// Starts one; `None` (reported) when `redis-server` is not installed.
     pub(crate) fn start() -> Option<Self> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let mut server = Self { port, child: None };
+        let mut server = Self {
+            port: free_port(),
+            child: None,
+        };
         match server.spawn() {
             Ok(()) => Some(server),
             Err(e) => {
@@ -131,15 +158,8 @@ impl Throwaway {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot run redis-server: {e}"))?;
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Err("redis-server did not start listening".into())
+        let child = self.child.insert(child);
+        wait_until_listening(self.port, child, String::new)
     }
 
     /// Stops the server (as a crash would).

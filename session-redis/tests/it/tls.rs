@@ -2,17 +2,15 @@
 //! `redis-server` that speaks only TLS, under a certificate authority the
 //! test makes with the `openssl` command.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use redis::{Client, TlsCertificates};
 use session_core::testing::{read_name, stored_session};
 use session_core::{Config, Manager};
 use session_redis::{RedisStore, RedisStoreError};
 
-use crate::support::missing;
+use crate::support::{free_port, missing, wait_until_listening};
 
 /// A directory of the test's own, removed on drop.
 struct TempDir(PathBuf);
@@ -113,10 +111,7 @@ impl TlsRedis {
     }
 
     fn try_start() -> Result<Self, String> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
+        let port = free_port();
         let dir = TempDir(
             std::env::temp_dir().join(format!("session-redis-tls-{}-{port}", std::process::id())),
         );
@@ -140,18 +135,14 @@ impl TlsRedis {
             .map_err(|e| format!("cannot run redis-server: {e}"))?;
         // From here on, drop stops the server, whatever fails next.
         let mut server = Self { port, child, dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                let log =
-                    std::fs::read_to_string(server.dir.0.join("redis.log")).unwrap_or_default();
-                return Err(format!("redis-server exited ({status}): {}", log.trim()));
-            }
-            if Instant::now() > deadline {
-                return Err("redis-server did not start listening for TLS".into());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let log = server.dir.0.join("redis.log");
+        let log = || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        };
+        wait_until_listening(port, &mut server.child, log)?;
         Ok(server)
     }
 
