@@ -18,21 +18,32 @@
 //!   BENCHMARKS.md's profile tables list; writes (or replaces) the row `L`.
 //! * `redis-cluster`: starts a throwaway 3-master Redis Cluster on free
 //!   loopback ports, prints its `REDIS_CLUSTER_URLS`, and stops it on Enter.
+//! * `postgres`, `mariadb`: start a throwaway PostgreSQL (`initdb`, TLS on
+//!   when `openssl` can make a certificate) or MariaDB
+//!   (`mariadb-install-db`) in a temporary directory on a free loopback
+//!   port, print its `DATABASE_URL_POSTGRES` or `DATABASE_URL_MYSQL`, and
+//!   stop it on Enter.
 //!
 //! `test` starts that throwaway cluster for the Redis Cluster tests (when
-//! `redis-server` is installed and `REDIS_CLUSTER_URLS` is not set) and a
-//! throwaway Redis when none answers on the standard port.
+//! `redis-server` is installed and `REDIS_CLUSTER_URLS` is not set), and a
+//! throwaway Redis, PostgreSQL or MariaDB for each of those that does not
+//! answer on its standard port and has no URL in the environment, when its
+//! server is installed; outside CI, a store whose server can be neither
+//! reached nor started is reported as skipped at the end of the run.
 
 mod load;
 mod profile;
+mod throwaway;
 
 use std::env;
 use std::fs;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
+
+use throwaway::Throwaway;
 
 pub(crate) type Result<T = (), E = String> = std::result::Result<T, E>;
 
@@ -64,9 +75,18 @@ fn main() -> ExitCode {
             )
         }
         Some("bench") => bench(args.get(1).map(String::as_str)),
-        Some("redis-cluster") => redis_cluster_foreground(),
+        Some("redis-cluster") => throwaway::redis_cluster()
+            .and_then(|(urls, nodes)| throwaway::foreground("REDIS_CLUSTER_URLS", &urls, nodes)),
+        Some("postgres") => Throwaway::postgres().and_then(|server| {
+            let url = postgres_url(server.port);
+            throwaway::foreground("DATABASE_URL_POSTGRES", &url, vec![server])
+        }),
+        Some("mariadb") => Throwaway::mariadb().and_then(|server| {
+            let url = mariadb_url(server.port);
+            throwaway::foreground("DATABASE_URL_MYSQL", &url, vec![server])
+        }),
         _ => {
-            eprintln!("usage: cargo xtask <test | services [--start] | bench [manager|redis|sql|sled] | bench load [--seconds N] [--runs N] | bench profile [--label L] [--bin PATH] | redis-cluster>");
+            eprintln!("usage: cargo xtask <test | services [--start] | bench [manager|redis|sql|sled] | bench load [--seconds N] [--runs N] | bench profile [--label L] [--bin PATH] | redis-cluster | postgres | mariadb>");
             return ExitCode::from(2);
         }
     };
@@ -166,20 +186,8 @@ fn test() -> Result {
     let mut envs = Vec::new();
     let mut throwaways = Vec::new();
     let mut skipped = Vec::new();
-    if missing.contains(&"Redis") {
-        match Throwaway::redis(&[]) {
-            Ok(server) => {
-                eprintln!("xtask: started a throwaway Redis on port {}", server.port);
-                envs.push(("REDIS_URL", format!("redis://127.0.0.1:{}", server.port)));
-                throwaways.push(server);
-            }
-            Err(e) => skipped.push(format!(
-                "Redis store tests ({e}; install: apt-get install redis-server)"
-            )),
-        }
-    }
     if env::var("REDIS_CLUSTER_URLS").is_err() {
-        match redis_cluster() {
+        match throwaway::redis_cluster() {
             Ok((urls, nodes)) => {
                 eprintln!("xtask: started a throwaway Redis Cluster: {urls}");
                 envs.push(("REDIS_CLUSTER_URLS", urls));
@@ -190,12 +198,21 @@ fn test() -> Result {
             )),
         }
     }
-    for (name, what) in [
-        ("PostgreSQL", "PostgreSQL store tests (install: apt-get install postgresql, or set DATABASE_URL_POSTGRES)"),
-        ("MariaDB", "MySQL/MariaDB store tests (install: apt-get install mariadb-server, or set DATABASE_URL_MYSQL)"),
-    ] {
-        if missing.contains(&name) {
-            skipped.push(what.to_owned());
+    for service in SERVICES.iter().filter(|s| missing.contains(&s.name)) {
+        match (service.throwaway)() {
+            Ok(server) => {
+                let url = (service.url)(server.port);
+                eprintln!(
+                    "xtask: started a throwaway {}: {}={url}",
+                    service.name, service.env
+                );
+                envs.push((service.env, url));
+                throwaways.push(server);
+            }
+            Err(e) => skipped.push(format!(
+                "{} store tests ({e}; install: {}, or set {})",
+                service.name, service.install, service.env
+            )),
         }
     }
     // The Redis TLS tests make their certificate authority with `openssl`.
@@ -218,125 +235,14 @@ fn test() -> Result {
     result
 }
 
-/// A server process of the test run's own, killed on drop.
-struct Throwaway {
-    port: u16,
-    child: Child,
-    dir: PathBuf,
+/// The URL of a throwaway PostgreSQL ([`Throwaway::postgres`]).
+fn postgres_url(port: u16) -> String {
+    format!("postgres://postgres@127.0.0.1:{port}/postgres")
 }
 
-impl Drop for Throwaway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A loopback port that is free, and whose cluster bus port (+10000) is too.
-fn free_port() -> Result<u16> {
-    for _ in 0..50 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
-        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
-            return Ok(port);
-        }
-    }
-    Err("no free port pair".into())
-}
-
-impl Throwaway {
-    /// Starts `redis-server` on a free port in a temporary directory.
-    fn redis(extra: &[&str]) -> Result<Self> {
-        let port = free_port()?;
-        let dir = env::temp_dir().join(format!("session-xtask-redis-{port}"));
-        fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot run redis-server: {e}"))?;
-        let server = Self { port, child, dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !answers(&format!("127.0.0.1:{port}")) {
-            if Instant::now() > deadline {
-                return Err("redis-server did not start".into());
-            }
-            sleep(Duration::from_millis(50));
-        }
-        Ok(server)
-    }
-}
-
-/// Starts three cluster-enabled servers and joins them into a cluster of
-/// three masters; returns `REDIS_CLUSTER_URLS` and the processes.
-fn redis_cluster() -> Result<(String, Vec<Throwaway>)> {
-    let mut nodes = Vec::new();
-    for _ in 0..3 {
-        nodes.push(Throwaway::redis(&[
-            "--cluster-enabled",
-            "yes",
-            "--cluster-node-timeout",
-            "5000",
-        ])?);
-    }
-    let addrs: Vec<String> = nodes
-        .iter()
-        .map(|n| format!("127.0.0.1:{}", n.port))
-        .collect();
-    let out = Command::new("redis-cli")
-        .args(["--cluster", "create"])
-        .args(&addrs)
-        .args(["--cluster-replicas", "0", "--cluster-yes"])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run redis-cli: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "redis-cli --cluster create failed: {}",
-            String::from_utf8_lossy(&out.stdout)
-        ));
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready = addrs.iter().all(|a| {
-            let port = a.rsplit(':').next().unwrap_or_default();
-            Command::new("redis-cli")
-                .args(["-p", port, "cluster", "info"])
-                .output()
-                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
-        });
-        if ready {
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err("the cluster did not reach cluster_state:ok".into());
-        }
-        sleep(Duration::from_millis(200));
-    }
-    let urls = addrs
-        .iter()
-        .map(|a| format!("redis://{a}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    Ok((urls, nodes))
-}
-
-fn redis_cluster_foreground() -> Result {
-    let (urls, nodes) = redis_cluster()?;
-    println!("REDIS_CLUSTER_URLS={urls}");
-    eprintln!("xtask: cluster running; press Enter to stop it");
-    let mut line = String::new();
-    let _ = std::io::stdin().read_line(&mut line);
-    drop(nodes);
-    Ok(())
+/// The URL of a throwaway MariaDB ([`Throwaway::mariadb`]).
+fn mariadb_url(port: u16) -> String {
+    format!("mysql://root@127.0.0.1:{port}/test")
 }
 
 /// A local server the stores' tests use.
@@ -346,6 +252,11 @@ struct Service {
     env: &'static str,
     start: &'static [&'static str],
     install: &'static str,
+    /// Starts a server of the test run's own when the machine's does not
+    /// answer.
+    throwaway: fn() -> Result<Throwaway>,
+    /// The URL of that server, from its port.
+    url: fn(u16) -> String,
 }
 
 const SERVICES: &[Service] = &[
@@ -367,6 +278,8 @@ const SERVICES: &[Service] = &[
             "no",
         ],
         install: "apt-get install redis-server",
+        throwaway: || Throwaway::redis(&[]),
+        url: |port| format!("redis://127.0.0.1:{port}"),
     },
     Service {
         name: "PostgreSQL",
@@ -378,6 +291,8 @@ const SERVICES: &[Service] = &[
             "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
         ],
         install: "apt-get install postgresql",
+        throwaway: Throwaway::postgres,
+        url: postgres_url,
     },
     Service {
         name: "MariaDB",
@@ -392,6 +307,8 @@ const SERVICES: &[Service] = &[
             "/usr/sbin/mariadbd",
         ],
         install: "apt-get install mariadb-server",
+        throwaway: Throwaway::mariadb,
+        url: mariadb_url,
     },
 ];
 
