@@ -54,9 +54,10 @@
 //! them) and `sslrootcert=FILE`, `verify-full` also its name. MySQL reads
 //! `?ssl-mode=REQUIRED`, `VERIFY_CA`, `VERIFY_IDENTITY` and `ssl-ca=FILE`
 //! alike. Without the feature, connections are plain and a URL that
-//! requires TLS fails to connect. The tests run the conformance suite over `sslmode=require` on
-//! PostgreSQL; MySQL's TLS goes through the same sqlx code but is not tested
-//! here.
+//! requires TLS fails to connect. The tests run the conformance suite over
+//! `sslmode=require` on PostgreSQL and over `ssl-mode=REQUIRED` on MariaDB,
+//! and check that `verify-full` and `VERIFY_IDENTITY` refuse a certificate
+//! that the system's roots do not vouch for.
 //!
 //! [sqlx]: https://docs.rs/sqlx/0.8
 

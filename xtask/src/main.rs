@@ -215,14 +215,50 @@ fn test() -> Result {
             )),
         }
     }
-    // The Redis TLS tests make their certificate authority with `openssl`.
+    // The Redis TLS tests make their certificate authority with `openssl`,
+    // and throwaway servers their certificates.
     let openssl = Command::new("openssl")
         .arg("version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .status();
-    if !openssl.is_ok_and(|s| s.success()) {
-        skipped.push("Redis TLS tests (install: apt-get install openssl)".to_owned());
+        .status()
+        .is_ok_and(|s| s.success());
+    let mut need_openssl = vec!["Redis"];
+    // MySQL over TLS: the server of `DATABASE_URL_MYSQL_TLS`, or else a
+    // throwaway MariaDB, which has TLS on (a packaged MariaDB has it off).
+    if env::var("DATABASE_URL_MYSQL_TLS").is_err() {
+        let throwaway_mysql = envs.iter().find(|(k, _)| *k == "DATABASE_URL_MYSQL");
+        let url = match (openssl, throwaway_mysql) {
+            (false, _) => {
+                need_openssl.push("MySQL");
+                None
+            }
+            (true, Some((_, url))) => Some(Ok(url.clone())),
+            (true, None) => Some(Throwaway::mariadb().map(|server| {
+                let url = mariadb_url(server.port);
+                throwaways.push(server);
+                url
+            })),
+        };
+        match url {
+            Some(Ok(url)) => {
+                eprintln!("xtask: MySQL TLS tests on DATABASE_URL_MYSQL_TLS={url}");
+                envs.push(("DATABASE_URL_MYSQL_TLS", url));
+            }
+            Some(Err(e)) => skipped.push(format!(
+                "MySQL TLS tests ({e}; install: apt-get install mariadb-server, or set DATABASE_URL_MYSQL_TLS)"
+            )),
+            None => {}
+        }
+    }
+    if envs.iter().any(|(k, _)| *k == "DATABASE_URL_POSTGRES") {
+        need_openssl.push("PostgreSQL");
+    }
+    if !openssl {
+        skipped.push(format!(
+            "{} TLS tests (install: apt-get install openssl)",
+            need_openssl.join(", ")
+        ));
     }
     if ci && !skipped.is_empty() {
         return Err(format!("CI needs every server: {}", skipped.join("; ")));

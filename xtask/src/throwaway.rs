@@ -116,7 +116,9 @@ impl Throwaway {
     }
 
     /// A MariaDB server made by `mariadb-install-db` on a free port, with
-    /// `root` and an empty password from loopback and a database `test`.
+    /// `root` and an empty password from loopback and a database `test`,
+    /// and TLS on under a self-signed certificate when `openssl` can make
+    /// one.
     pub(crate) fn mariadb() -> Result<Self> {
         let server = ["mariadbd", "mysqld"]
             .into_iter()
@@ -165,6 +167,11 @@ impl Throwaway {
                 .args(["--skip-log-bin", "--max-connections=300"])
                 .args(user)
                 .args(sizes);
+            if let Some((cert, key)) = self_signed(dir, None)? {
+                server
+                    .arg(format!("--ssl-cert={}", cert.display()))
+                    .arg(format!("--ssl-key={}", key.display()));
+            }
             Ok((server, None))
         })
     }
@@ -417,6 +424,14 @@ mod tests {
         eprintln!("SKIPPED: a throwaway {what} ({why})");
     }
 
+    /// Whether `openssl` can make the throwaways' certificates.
+    fn openssl() -> bool {
+        Command::new("openssl")
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
     /// Stops `server` and checks that its port and directory are gone.
     fn leaves_nothing_behind(server: Throwaway) {
         let (port, dir) = (server.port, server.dir.clone());
@@ -439,38 +454,37 @@ mod tests {
             .expect("write");
         let mut answer = [0u8];
         stream.read_exact(&mut answer).expect("read");
-        let openssl = Command::new("openssl").arg("version").output();
-        let expected = if openssl.is_ok_and(|o| o.status.success()) {
-            b'S'
-        } else {
-            b'N'
-        };
+        let expected = if openssl() { b'S' } else { b'N' };
         assert_eq!(answer[0], expected, "the answer to SSLRequest");
         drop(stream);
         leaves_nothing_behind(server);
     }
 
     #[test]
-    fn a_throwaway_mariadb_greets_and_leaves_nothing_behind() {
+    fn a_throwaway_mariadb_offers_tls_and_leaves_nothing_behind() {
         let server = match Throwaway::mariadb() {
             Ok(server) => server,
             Err(e) => return unavailable("MariaDB", &e),
         };
-        // The server speaks first: a handshake packet (protocol 10) with its
-        // version string, `...-MariaDB...`.
+        // The server speaks first: a packet (3 bytes of length, 1 of
+        // sequence) holding protocol version 10, the server's version
+        // (`...-MariaDB...`, NUL-terminated), a thread id (4 bytes), 8 bytes
+        // of scramble and a filler, then the capability flags' low half,
+        // where CLIENT_SSL (0x0800) says whether it takes TLS.
         let mut stream = TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
-        let mut head = [0u8; 5];
+        let mut head = [0u8; 4];
         stream
             .read_exact(&mut head)
             .expect("read the packet header");
-        assert_eq!(head[4], 10, "protocol version");
-        let mut version = vec![0u8; 40];
-        let n = stream.read(&mut version).expect("read the version");
-        assert!(
-            String::from_utf8_lossy(&version[..n]).contains("MariaDB"),
-            "{:?}",
-            String::from_utf8_lossy(&version[..n])
-        );
+        let len = usize::from(head[0]) | usize::from(head[1]) << 8 | usize::from(head[2]) << 16;
+        let mut packet = vec![0u8; len];
+        stream.read_exact(&mut packet).expect("read the handshake");
+        assert_eq!(packet[0], 10, "protocol version");
+        let nul = packet.iter().position(|&b| b == 0).expect("version's end");
+        let version = String::from_utf8_lossy(&packet[1..nul]);
+        assert!(version.contains("MariaDB"), "{version}");
+        let flags = u16::from_le_bytes([packet[nul + 14], packet[nul + 15]]);
+        assert_eq!(flags & 0x0800 != 0, openssl(), "CLIENT_SSL in {flags:#06x}");
         drop(stream);
         leaves_nothing_behind(server);
     }

@@ -7,10 +7,15 @@
 //! * `DATABASE_URL_MYSQL` (default `mysql://root@127.0.0.1:3306/test`): each
 //!   test gets its own table, dropped afterwards.
 //!
-//! With the feature `tls-rustls`, the PostgreSQL suite runs again over TLS
+//! Both connect in plain text unless the URL names an SSL mode. With the
+//! feature `tls-rustls`, the PostgreSQL suite runs again over TLS
 //! (`sslmode=require`), which needs a server with `ssl = on` (Debian's
-//! packages turn it on). A server that does not answer is reported as
-//! SKIPPED, except in CI (`CI=true`), where it is a failure.
+//! packages turn it on), and the MySQL suite over TLS
+//! (`ssl-mode=required`) to `DATABASE_URL_MYSQL_TLS` (default: the
+//! `DATABASE_URL_MYSQL` server), a server with TLS on (Debian's MariaDB has
+//! it off; `cargo xtask test` starts one that has it). A server that does
+//! not answer is reported as SKIPPED, except in CI (`CI=true`), where it is
+//! a failure.
 
 mod behaviour;
 mod support;
@@ -27,6 +32,12 @@ mod mysql {
 #[cfg(feature = "tls-rustls")]
 mod postgres_tls {
     session_core::store_conformance!(optional: crate::support::postgres_tls());
+}
+
+/// The whole suite again over a connection that must be encrypted.
+#[cfg(feature = "tls-rustls")]
+mod mysql_tls {
+    session_core::store_conformance!(optional: crate::support::mysql_tls());
 }
 
 #[cfg(feature = "tls-rustls")]

@@ -15,30 +15,52 @@ fn postgres_env_url() -> String {
 /// the feature `tls-rustls`, sqlx's default (`prefer`) would take TLS where
 /// the server offers it, which the TLS tests cover.
 pub(crate) fn postgres_url() -> String {
-    let url = postgres_env_url();
-    if url.contains("sslmode=") {
-        url
-    } else {
-        postgres_url_in("disable")
-    }
+    plain_unless_told(postgres_env_url(), "sslmode", "disable")
 }
 
 /// `DATABASE_URL_POSTGRES` with its `sslmode` set to `mode`.
 pub(crate) fn postgres_url_in(mode: &str) -> String {
-    let url = postgres_env_url();
-    let (base, query) = url.split_once('?').unwrap_or((&url, ""));
-    let mut params: Vec<String> = query
-        .split('&')
-        .filter(|p| !p.is_empty() && !p.starts_with("sslmode="))
-        .map(str::to_owned)
-        .collect();
-    params.push(format!("sslmode={mode}"));
-    format!("{base}?{}", params.join("&"))
+    with_ssl_mode(&postgres_env_url(), "sslmode", mode)
 }
 
-pub(crate) fn mysql_url() -> String {
+fn mysql_env_url() -> String {
     std::env::var("DATABASE_URL_MYSQL")
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
+}
+
+/// `DATABASE_URL_MYSQL`, plain unless it names an `ssl-mode` itself (see
+/// [`postgres_url`]).
+pub(crate) fn mysql_url() -> String {
+    plain_unless_told(mysql_env_url(), "ssl-mode", "disabled")
+}
+
+/// The server of the MySQL TLS tests, `DATABASE_URL_MYSQL_TLS` (else
+/// `DATABASE_URL_MYSQL`: a packaged MariaDB has TLS off, so `cargo xtask
+/// test` starts one with TLS on), with its `ssl-mode` set to `mode`.
+pub(crate) fn mysql_tls_url_in(mode: &str) -> String {
+    let url = std::env::var("DATABASE_URL_MYSQL_TLS").unwrap_or_else(|_| mysql_env_url());
+    with_ssl_mode(&url, "ssl-mode", mode)
+}
+
+/// `url` as it is if it names an SSL mode, else with `param=plain`.
+fn plain_unless_told(url: String, param: &str, plain: &str) -> String {
+    if url.contains("sslmode=") || url.contains("ssl-mode=") {
+        url
+    } else {
+        with_ssl_mode(&url, param, plain)
+    }
+}
+
+/// `url` with its SSL mode (either spelling) replaced by `param=mode`.
+fn with_ssl_mode(url: &str, param: &str, mode: &str) -> String {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut params: Vec<String> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("sslmode=") && !p.starts_with("ssl-mode="))
+        .map(str::to_owned)
+        .collect();
+    params.push(format!("{param}={mode}"));
+    format!("{base}?{}", params.join("&"))
 }
 
 /// Reports a missing server: a panic in CI, a loud skip elsewhere.
@@ -143,6 +165,19 @@ pub(crate) async fn mysql() -> Option<WithCleanup<MySqlStore>> {
     let url = mysql_url();
     let store = connect(
         "MariaDB/MySQL (DATABASE_URL_MYSQL)",
+        MySqlStore::connect(&url),
+    )
+    .await?;
+    mysql_in_table(store, url).await
+}
+
+/// Like [`mysql`], over TLS (`ssl-mode=required`) to the server of
+/// [`mysql_tls_url_in`].
+#[cfg(feature = "tls-rustls")]
+pub(crate) async fn mysql_tls() -> Option<WithCleanup<MySqlStore>> {
+    let url = mysql_tls_url_in("required");
+    let store = connect(
+        "MySQL over TLS (DATABASE_URL_MYSQL_TLS, a server with TLS on)",
         MySqlStore::connect(&url),
     )
     .await?;
