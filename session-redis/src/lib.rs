@@ -56,10 +56,10 @@
 //! With the feature `tls-rustls`, `rediss://` URLs connect over TLS
 //! (rustls, its `ring` provider), checking the server's certificate against
 //! the system's roots (`SSL_CERT_FILE` or `SSL_CERT_DIR` replace them), for a
-//! server and for a Cluster alike. [`RedisStore::connect_client`] takes a client built with
-//! a private certificate authority or a client certificate (for a Cluster:
-//! `ClusterClientBuilder::certs`, then
-//! [`RedisStore::from_cluster_connection`]). Without the
+//! server and for a Cluster alike. [`RedisStore::connect_client`] takes a
+//! client built with a private certificate authority or a client
+//! certificate, and [`RedisStore::connect_cluster_builder`] a Cluster
+//! client's builder given them (`ClusterClientBuilder::certs`). Without the
 //! feature, a `rediss://` URL is refused as a configuration error
 //! ([`RedisStoreError::Config`]). If the application also enables rustls' `aws-lc-rs` provider,
 //! rustls cannot choose one by itself: install one at start with
@@ -428,7 +428,38 @@ impl RedisStore {
         I: IntoIterator<Item = T>,
         T: redis::IntoConnectionInfo,
     {
-        let client = redis::cluster::ClusterClient::builder(nodes)
+        Self::connect_cluster_builder(redis::cluster::ClusterClient::builder(nodes)).await
+    }
+
+    /// Connects to a Redis Cluster through a client builder of your own:
+    /// for `rediss://` nodes under a private certificate authority or with a
+    /// client certificate (`ClusterClientBuilder::certs`, feature
+    /// `tls-rustls`), a password, or other settings the node URLs cannot
+    /// carry. The store's timeouts replace the builder's
+    /// (as [`connect_cluster`](Self::connect_cluster) sets them).
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "tls-rustls")]
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use redis::cluster::ClusterClient;
+    /// use redis::TlsCertificates;
+    /// use session_redis::RedisStore;
+    ///
+    /// let ca = std::fs::read("/etc/myapp/redis-ca.pem")?;
+    /// let builder = ClusterClient::builder(["rediss://redis-1.internal:6380"])
+    ///     .certs(TlsCertificates { client_tls: None, root_cert: Some(ca) });
+    /// let store = RedisStore::connect_cluster_builder(builder).await?;
+    /// # let _ = store; Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`RedisStoreError::Config`] for bad settings,
+    /// [`RedisStoreError::Connect`] when no node answers or the TLS
+    /// handshake fails.
+    pub async fn connect_cluster_builder(
+        builder: redis::cluster::ClusterClientBuilder,
+    ) -> Result<Self, RedisStoreError> {
+        let client = builder
             .connection_timeout(std::time::Duration::from_secs(5))
             .response_timeout(RESPONSE_TIMEOUT)
             .build()

@@ -7,8 +7,8 @@
 //! * `REDIS_CLUSTER_URLS` (comma-separated): a cluster; `cargo xtask test`
 //!   starts a throwaway 3-master cluster and sets it.
 //! * The fault tests start their own `redis-server` on a free port, and the
-//!   TLS tests (feature `tls-rustls`) a TLS-only one under a certificate
-//!   authority they make with `openssl`.
+//!   TLS tests (feature `tls-rustls`) TLS-only ones (a server, and a Cluster
+//!   of three) under a certificate authority they make with `openssl`.
 //!
 //! Where a server is missing the tests say SKIPPED loudly, except in CI
 //! (`CI=true`), where that is a failure.

@@ -1,10 +1,13 @@
-//! `rediss://` through the `tls-rustls` feature, against a throwaway
-//! `redis-server` that speaks only TLS, under a certificate authority the
-//! test makes with the `openssl` command.
+//! `rediss://` through the `tls-rustls` feature, against throwaway
+//! `redis-server`s that speak only TLS (one server, and a Cluster of three
+//! whose bus is TLS too), under a certificate authority the test makes with
+//! the `openssl` command.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
+use redis::cluster::ClusterClient;
 use redis::{Client, TlsCertificates};
 use session_core::testing::{read_name, stored_session};
 use session_core::{Config, Manager};
@@ -21,11 +24,11 @@ impl Drop for TempDir {
     }
 }
 
-/// A TLS-only `redis-server` with its certificates; stopped and removed on
-/// drop.
+/// TLS-only `redis-server`s (one, or the three masters of a Cluster) with
+/// their certificates; stopped and removed on drop.
 struct TlsRedis {
-    port: u16,
-    child: Child,
+    ports: Vec<u16>,
+    children: Vec<Child>,
     dir: TempDir,
 }
 
@@ -69,7 +72,9 @@ fn make_certificates(dir: &Path) -> Result<(), String> {
     openssl(dir, &csr)?;
     std::fs::write(
         dir.join("server.ext"),
-        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        // clientAuth too: a Cluster's nodes present it to each other on
+        // their bus, which always checks the peer's certificate.
+        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
     )
     .map_err(|e| e.to_string())?;
     openssl(
@@ -95,11 +100,24 @@ fn make_certificates(dir: &Path) -> Result<(), String> {
 }
 
 impl TlsRedis {
-    /// Starts one; `None` (reported) without `openssl` or a `redis-server`
-    /// built with TLS.
+    /// Starts one server; `None` (reported) without `openssl` or a
+    /// `redis-server` built with TLS.
     fn start() -> Option<Self> {
-        match Self::try_start() {
-            Ok(server) => Some(server),
+        Self::reported(Self::try_start(1))
+    }
+
+    /// Starts three cluster-enabled servers and joins them into a Cluster of
+    /// three masters; `None` (reported) as for [`start`](Self::start).
+    fn start_cluster() -> Option<Self> {
+        Self::reported(Self::try_start(3).and_then(|servers| {
+            servers.create_cluster()?;
+            Ok(servers)
+        }))
+    }
+
+    fn reported(started: Result<Self, String>) -> Option<Self> {
+        match started {
+            Ok(servers) => Some(servers),
             Err(e) => {
                 missing(
                     "a TLS redis-server and the openssl command (apt-get install openssl)",
@@ -110,65 +128,176 @@ impl TlsRedis {
         }
     }
 
-    fn try_start() -> Result<Self, String> {
-        let port = free_port();
-        let dir = TempDir(
-            std::env::temp_dir().join(format!("session-redis-tls-{}-{port}", std::process::id())),
-        );
+    /// `count` servers; more than one makes them cluster-enabled, with the
+    /// cluster bus on TLS too.
+    fn try_start(count: usize) -> Result<Self, String> {
+        let dir = TempDir(std::env::temp_dir().join(format!(
+            "session-redis-tls-{}-{}",
+            std::process::id(),
+            free_port()
+        )));
         std::fs::create_dir_all(&dir.0).map_err(|e| e.to_string())?;
         make_certificates(&dir.0)?;
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--tls-port", &port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args([
-                "--tls-cert-file",
-                "server.pem",
-                "--tls-key-file",
-                "server.key",
-            ])
-            .args(["--tls-ca-cert-file", "ca.pem", "--tls-auth-clients", "no"])
-            .args(["--logfile", "redis.log"])
-            .current_dir(&dir.0)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot run redis-server: {e}"))?;
-        // From here on, drop stops the server, whatever fails next.
-        let mut server = Self { port, child, dir };
-        let log = server.dir.0.join("redis.log");
-        let log = || {
-            std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .trim()
-                .to_owned()
+        // From here on, drop stops the servers, whatever fails next.
+        let mut servers = Self {
+            ports: Vec::new(),
+            children: Vec::new(),
+            dir,
         };
-        wait_until_listening(port, &mut server.child, log)?;
-        Ok(server)
+        let cluster: &[&str] = if count > 1 {
+            &["--cluster-enabled", "yes", "--tls-cluster", "yes"]
+        } else {
+            &[]
+        };
+        for _ in 0..count {
+            let port = free_port_with_bus();
+            let child = Command::new("redis-server")
+                .args(["--port", "0", "--tls-port", &port.to_string()])
+                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args([
+                    "--tls-cert-file",
+                    "server.pem",
+                    "--tls-key-file",
+                    "server.key",
+                ])
+                .args(["--tls-ca-cert-file", "ca.pem", "--tls-auth-clients", "no"])
+                .args(cluster)
+                .arg("--cluster-config-file")
+                .arg(format!("nodes-{port}.conf"))
+                .arg("--logfile")
+                .arg(format!("redis-{port}.log"))
+                .current_dir(&servers.dir.0)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("cannot run redis-server: {e}"))?;
+            servers.ports.push(port);
+            servers.children.push(child);
+            let log = servers.dir.0.join(format!("redis-{port}.log"));
+            let log = || {
+                std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned()
+            };
+            let child = servers.children.last_mut().expect("just pushed");
+            wait_until_listening(port, child, log)?;
+        }
+        Ok(servers)
+    }
+
+    /// `redis-cli` over TLS, trusting the test's authority; stopped after
+    /// 30 s (`--cluster create` waits for ever for nodes that cannot meet).
+    fn cli(&self, args: &[&str]) -> Result<String, String> {
+        let mut child = Command::new("redis-cli")
+            .args(["--tls", "--cacert", "ca.pem"])
+            .args(args)
+            .current_dir(&self.dir.0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run redis-cli: {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().map_err(|e| e.to_string())?.is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            Ok(text)
+        } else {
+            Err(format!(
+                "redis-cli {args:?} failed ({}): {text}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    fn create_cluster(&self) -> Result<(), String> {
+        let nodes: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let mut args = vec!["--cluster", "create"];
+        args.extend(nodes.iter().map(String::as_str));
+        args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+        self.cli(&args)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.ports.iter().all(|p| {
+            self.cli(&["-p", &p.to_string(), "cluster", "info"])
+                .is_ok_and(|info| info.contains("cluster_state:ok"))
+        }) {
+            if Instant::now() > deadline {
+                return Err("the TLS cluster did not reach cluster_state:ok".into());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(())
+    }
+
+    /// The `rediss://` URL of each server.
+    fn urls(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|p| format!("rediss://127.0.0.1:{p}"))
+            .collect()
     }
 
     fn url(&self) -> String {
-        format!("rediss://127.0.0.1:{}", self.port)
+        self.urls().swap_remove(0)
+    }
+
+    /// The test's authority, as a client's trusted root.
+    fn certificates(&self) -> TlsCertificates {
+        let ca = std::fs::read(self.dir.0.join("ca.pem")).expect("read ca.pem");
+        TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca),
+        }
     }
 
     /// A client that trusts the test's certificate authority.
     fn trusting_client(&self) -> Client {
-        let ca = std::fs::read(self.dir.0.join("ca.pem")).expect("read ca.pem");
-        Client::build_with_tls(
-            self.url(),
-            TlsCertificates {
-                client_tls: None,
-                root_cert: Some(ca),
-            },
-        )
-        .expect("a TLS client")
+        Client::build_with_tls(self.url(), self.certificates()).expect("a TLS client")
     }
 }
 
 impl Drop for TlsRedis {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
+}
+
+/// A free loopback port whose cluster bus port (+10000) is free too.
+fn free_port_with_bus() -> u16 {
+    loop {
+        let port = free_port();
+        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Creates, loads, saves (two increments) and deletes a session through `m`.
+async fn round_trip(m: &Manager) {
+    let cookie = stored_session(m).await;
+    assert_eq!(read_name(m, &cookie).await.expect("load"), "iris");
+    let s = m.session_from_cookies([cookie.as_str()]);
+    assert_eq!(s.increment("visits", 1).await.expect("save"), 1);
+    assert_eq!(s.increment("visits", 1).await.expect("save"), 2);
+    s.destroy().await.expect("delete");
+    s.commit().await.expect("commit");
+    assert_eq!(read_name(m, &cookie).await.expect("load"), "");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,16 +308,49 @@ async fn sessions_work_over_tls_with_the_servers_authority_trusted() {
     let store = RedisStore::connect_client(server.trusting_client())
         .await
         .expect("a TLS connection to a server whose authority the client trusts");
-    let m = Manager::new(store, Config::default());
     // Create, load, save (an increment) and delete, each over TLS.
-    let cookie = stored_session(&m).await;
-    assert_eq!(read_name(&m, &cookie).await.expect("load"), "iris");
-    let s = m.session_from_cookies([cookie.as_str()]);
-    assert_eq!(s.increment("visits", 1).await.expect("save"), 1);
-    assert_eq!(s.increment("visits", 1).await.expect("save"), 2);
-    s.destroy().await.expect("delete");
-    s.commit().await.expect("commit");
-    assert_eq!(read_name(&m, &cookie).await.expect("load"), "");
+    round_trip(&Manager::new(store, Config::default())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_works_over_tls_with_the_servers_authority_trusted() {
+    let Some(cluster) = TlsRedis::start_cluster() else {
+        return;
+    };
+    let builder = ClusterClient::builder(cluster.urls()).certs(cluster.certificates());
+    let store = RedisStore::connect_cluster_builder(builder)
+        .await
+        .expect("a TLS connection to a cluster whose authority the client trusts");
+    let m = Manager::new(store, Config::default());
+    // Sessions spread over the three masters' slots: thirty of them leave
+    // each master at least one, but for a chance of about 1 in 60 000.
+    let mut cookies = Vec::new();
+    for _ in 0..30 {
+        cookies.push(stored_session(&m).await);
+    }
+    for port in &cluster.ports {
+        let keys = cluster
+            .cli(&["-p", &port.to_string(), "dbsize"])
+            .expect("dbsize");
+        assert_ne!(keys.trim(), "0", "no session on the master at {port}");
+    }
+    for cookie in &cookies {
+        let s = m.session_from_cookies([cookie.as_str()]);
+        assert_eq!(s.increment("visits", 1).await.expect("save"), 1);
+        s.destroy().await.expect("delete");
+        s.commit().await.expect("commit");
+        assert_eq!(read_name(&m, cookie).await.expect("load"), "");
+    }
+    round_trip(&m).await;
+    // The system's roots do not include the test's own authority.
+    let err = RedisStore::connect_cluster(cluster.urls())
+        .await
+        .expect_err("an unknown authority must fail the handshake");
+    let RedisStoreError::Connect(source) = &err else {
+        panic!("not a connection error: {err}");
+    };
+    let cause = source.to_string().to_lowercase();
+    assert!(cause.contains("certificate"), "{cause}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,7 +368,7 @@ async fn a_server_no_trusted_root_vouches_for_is_refused() {
     let cause = source.to_string().to_lowercase();
     assert!(cause.contains("certificate"), "{cause}");
     // Nor does the TLS port answer a plain connection.
-    let plain = format!("redis://127.0.0.1:{}", server.port);
+    let plain = format!("redis://127.0.0.1:{}", server.ports[0]);
     let err = RedisStore::connect(&plain)
         .await
         .expect_err("a plain connection to a TLS port must fail");
