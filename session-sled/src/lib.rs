@@ -18,9 +18,10 @@
 //!
 //! # Layout
 //!
-//! Three trees, always changed together in one sled transaction, so a crash
-//! can never leave a record without its index entries (an immortal session)
-//! or an index entry that deletes a newer record:
+//! Three trees, a record and its index entries always changed together in
+//! one sled transaction, so a crash can never leave a record without its
+//! index entries (an immortal session) or an index entry that deletes a
+//! newer record:
 //!
 //! * `records`: record id -> the encoded [`Record`];
 //! * `expiry`: (deadline in ms, big-endian) ++ record id -> nothing, so the
@@ -28,7 +29,14 @@
 //! * `owners`: sha256(owner) ++ record id -> nothing.
 //!
 //! `load` checks the deadline itself, so an expired record is never returned,
-//! even before the sweeper has run.
+//! even before the sweeper has run. Index entries without a record (which
+//! bytes this release cannot decode leave behind) are dropped by the sweep
+//! and by the owner's next listing.
+//!
+//! Single-record calls run on the caller's task: sled answers them from its
+//! cache, or reads one record from disk. The sweep and the owner calls,
+//! which scan and may read many cold records, run on Tokio's blocking pool,
+//! so they never hold up a runtime worker.
 //!
 //! # Durability
 //!
@@ -57,7 +65,9 @@ use sled::{Transactional, Tree};
 #[non_exhaustive]
 pub enum FlushPolicy {
     /// Flush before every write returns: nothing acknowledged is lost in a
-    /// crash; each write waits for the disk.
+    /// crash; each write waits for the disk. A write whose flush fails
+    /// answers the error, although other requests already see it and the
+    /// next successful flush may still write it.
     EveryWrite,
     /// Flush in the background at this interval: fast writes; a crash loses
     /// at most the last interval's writes.
@@ -246,22 +256,23 @@ type Trees<'a> = (
     &'a TransactionalTree,
 );
 
-/// Inside a transaction: removes a record and its index entries.
+/// Inside a transaction: removes a record and its index entries (those of
+/// bytes that do not decode stay for the sweep and the owner's listing);
+/// answers whether there was anything under the id.
 fn remove_tx(
     (records, expiry, owners): Trees<'_>,
     id: &RecordId,
-) -> Result<Option<Record>, ConflictableTransactionError<StoreError>> {
+) -> Result<bool, ConflictableTransactionError<StoreError>> {
     let Some(old) = records.remove(&id.as_bytes()[..])? else {
-        return Ok(None);
+        return Ok(false);
     };
-    let decoded = decode(id, &old);
-    if let Some(r) = &decoded {
+    if let Some(r) = decode(id, &old) {
         expiry.remove(&expiry_key(r.expires_at, id)[..])?;
         if let Some(owner) = &r.owner {
             owners.remove(&owner_key(owner, id)[..])?;
         }
     }
-    Ok(decoded)
+    Ok(true)
 }
 
 /// Inside a transaction: writes a record and its index entries, replacing
@@ -287,19 +298,19 @@ fn put_tx(
 }
 
 /// Inside a transaction: the stored record of `id` (undecodable counts as
-/// absent) and whether it is live.
+/// absent) and whether it is live. The clock is read here, under the
+/// transaction's lock, so that a record that expired while the call waited
+/// for it counts as expired.
 fn current_tx(
     records: &TransactionalTree,
     id: &RecordId,
-    now: Timestamp,
 ) -> Result<Option<(Record, bool)>, ConflictableTransactionError<StoreError>> {
-    Ok(records
-        .get(&id.as_bytes()[..])?
-        .and_then(|bytes| decode(id, &bytes))
-        .map(|r| {
-            let live = !r.is_expired(now);
-            (r, live)
-        }))
+    let found = records.get(&id.as_bytes()[..])?;
+    let now = Timestamp::now();
+    Ok(found.and_then(|bytes| decode(id, &bytes)).map(|r| {
+        let live = !r.is_expired(now);
+        (r, live)
+    }))
 }
 
 impl SledStore {
@@ -321,6 +332,7 @@ impl SledStore {
     }
 
     /// How many records are stored, expired ones not yet swept included.
+    /// sled counts them by scanning the tree, on the calling thread.
     pub fn len(&self) -> usize {
         self.records.len()
     }
@@ -364,24 +376,56 @@ impl SledStore {
             .map_err(tx_error(op))
     }
 
-    /// Removes up to `batch` expired records; returns how many it removed.
+    /// Runs `f` on Tokio's blocking pool, where scans and batches of
+    /// transactions that read cold records from disk hold up no runtime
+    /// worker.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Self) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| {
+                tracing::error!(op, error = %e, "sled task failed");
+                StoreError::new(StoreErrorKind::Other, e)
+            })?
+    }
+
+    /// Examines up to `batch` expiry entries that are due and removes the
+    /// expired records among them (an entry of a record touched since only
+    /// loses its stale entry); returns how many records it removed.
     ///
     /// # Errors
     /// When sled fails.
     pub async fn sweep(&self, batch: usize) -> Result<u64, StoreError> {
-        Ok(self.sweep_batch(batch).await?.0)
+        Ok(self.sweep_batch(batch).await?.removed)
     }
 
     /// [`SledStore::sweep`], also answering how many expiry entries it
     /// looked at: entries of records touched since count there but remove
     /// nothing, so only a short batch says nothing more is due.
-    async fn sweep_batch(&self, batch: usize) -> Result<(u64, usize), StoreError> {
-        let now = Timestamp::now();
-        let end = (millis(now) + 1).to_be_bytes();
+    async fn sweep_batch(&self, batch: usize) -> Result<Swept, StoreError> {
+        let swept = self
+            .blocking("sweep", move |store| store.sweep_now(batch))
+            .await?;
+        if swept.records_removed {
+            self.after_write().await?;
+        }
+        if swept.removed > 0 {
+            tracing::debug!(removed = swept.removed, "swept expired sessions");
+        }
+        Ok(swept)
+    }
+
+    /// The work of [`SledStore::sweep_batch`], on the calling thread.
+    fn sweep_now(&self, batch: usize) -> Result<Swept, StoreError> {
+        let end = (millis(Timestamp::now()) + 1).to_be_bytes();
         let mut due = Vec::new();
-        let mut examined = 0;
+        let mut swept = Swept::default();
         for entry in self.expiry.range(..&end[..]).take(batch) {
-            examined += 1;
+            swept.examined += 1;
             let (key, _) = entry.map_err(op_error("sweep"))?;
             match key.get(8..).and_then(id_from) {
                 Some(id) => due.push((key, id)),
@@ -392,136 +436,32 @@ impl SledStore {
                 }
             }
         }
-        let mut removed = 0;
         for (key, id) in due {
-            let gone = self.transaction("sweep", |trees| {
-                match current_tx(trees.0, &id, now)? {
+            let (expired, removed) = self.transaction("sweep", |trees| {
+                match current_tx(trees.0, &id)? {
                     // Touched or re-created since: its index entry moved.
                     Some((_, true)) => {
                         trees.1.remove(&key)?;
-                        Ok(false)
+                        Ok((false, false))
                     }
-                    Some((_, false)) => Ok(remove_tx(trees, &id)?.is_some()),
+                    Some((_, false)) => Ok((true, remove_tx(trees, &id)?)),
                     None => {
                         // An orphan entry (or an undecodable record): drop both.
-                        trees.0.remove(&id.as_bytes()[..])?;
+                        let removed = trees.0.remove(&id.as_bytes()[..])?.is_some();
                         trees.1.remove(&key)?;
-                        Ok(false)
+                        Ok((false, removed))
                     }
                 }
             })?;
-            removed += u64::from(gone);
+            swept.removed += u64::from(expired);
+            swept.records_removed |= removed;
         }
-        if removed > 0 {
-            self.after_write().await?;
-            tracing::debug!(removed, "swept expired sessions");
-        }
-        Ok((removed, examined))
-    }
-}
-
-#[async_trait]
-impl Store for SledStore {
-    async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
-        let now = Timestamp::now();
-        let bytes = self.records.get(id.as_bytes()).map_err(op_error("load"))?;
-        Ok(bytes
-            .and_then(|b| decode(id, &b))
-            .filter(|r| !r.is_expired(now)))
+        Ok(swept)
     }
 
-    async fn create(&self, record: &Record) -> Result<Created, StoreError> {
-        let bytes = record.to_bytes().map_err(SledStoreError::Encode)?;
-        let now = Timestamp::now();
-        let created = self.transaction("create", |trees| {
-            let previous = match current_tx(trees.0, &record.id, now)? {
-                Some((_, true)) => return Ok(Created::IdTaken),
-                Some((old, false)) => Some(old),
-                None => None,
-            };
-            put_tx(trees, record, &bytes, previous.as_ref())?;
-            Ok(Created::Created)
-        })?;
-        if created == Created::Created {
-            self.after_write().await?;
-        }
-        Ok(created)
-    }
-
-    async fn save(&self, record: &Record, expected_version: u64) -> Result<Saved, StoreError> {
-        let bytes = record.to_bytes().map_err(SledStoreError::Encode)?;
-        let now = Timestamp::now();
-        let saved = self.transaction("save", |trees| {
-            match current_tx(trees.0, &record.id, now)? {
-                Some((old, true)) if old.version == expected_version => {
-                    put_tx(trees, record, &bytes, Some(&old))?;
-                    Ok(Saved::Saved)
-                }
-                Some((_, true)) => Ok(Saved::Conflict),
-                _ => Ok(Saved::Missing),
-            }
-        })?;
-        if saved == Saved::Saved {
-            self.after_write().await?;
-        }
-        Ok(saved)
-    }
-
-    async fn touch(
-        &self,
-        id: &RecordId,
-        version: u64,
-        _owner: Option<&str>,
-        expires_at: Timestamp,
-    ) -> Result<bool, StoreError> {
-        let now = Timestamp::now();
-        let touched = self.transaction("touch", |trees| {
-            let Some((old, true)) = current_tx(trees.0, id, now)? else {
-                return Ok(false);
-            };
-            if old.version != version {
-                return Ok(false);
-            }
-            let mut new = old.clone();
-            new.expires_at = expires_at;
-            let bytes = new.to_bytes().map_err(|e| {
-                ConflictableTransactionError::Abort(SledStoreError::Encode(e).into())
-            })?;
-            put_tx(trees, &new, &bytes, Some(&old))?;
-            Ok(true)
-        })?;
-        if touched {
-            self.after_write().await?;
-        }
-        Ok(touched)
-    }
-
-    async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
-        let removed = self.transaction("delete", |trees| {
-            let removed = remove_tx(trees, id)?;
-            Ok(removed.is_some())
-        })?;
-        if removed {
-            self.after_write().await?;
-        }
-        Ok(())
-    }
-
-    async fn delete_expired(&self) -> Result<u64, StoreError> {
-        let mut total = 0;
-        loop {
-            let (n, examined) = self.sweep_batch(1_000).await?;
-            total += n;
-            if examined < 1_000 {
-                return Ok(total);
-            }
-            // Let requests run between batches.
-            tokio::task::yield_now().await;
-        }
-    }
-
-    async fn ids_of_owner(&self, owner: &str) -> Result<Vec<RecordId>, StoreError> {
-        let now = Timestamp::now();
+    /// The live records of `owner`, dropping index entries that no record
+    /// of `owner` stands behind; on the calling thread.
+    fn ids_of_owner_now(&self, owner: &str) -> Result<Vec<RecordId>, StoreError> {
         let mut ids = Vec::new();
         let mut stale = Vec::new();
         for entry in self.owners.scan_prefix(owner_prefix(owner)) {
@@ -537,7 +477,7 @@ impl Store for SledStore {
             match record {
                 Some(Some(r)) if r.owner.as_deref() == Some(owner) => {
                     // An expired one goes with its entries at the next sweep.
-                    if !r.is_expired(now) {
+                    if !r.is_expired(Timestamp::now()) {
                         ids.push(id);
                     }
                 }
@@ -564,21 +504,139 @@ impl Store for SledStore {
         }
         Ok(ids)
     }
+}
+
+/// What one sweep batch did.
+#[derive(Debug, Default, Clone, Copy)]
+struct Swept {
+    /// Expired records removed.
+    removed: u64,
+    /// Expiry entries examined.
+    examined: usize,
+    /// Whether any record's bytes were removed (expired, or undecodable
+    /// past their deadline): what a flush must make durable.
+    records_removed: bool,
+}
+
+#[async_trait]
+impl Store for SledStore {
+    async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
+        let bytes = self.records.get(id.as_bytes()).map_err(op_error("load"))?;
+        let now = Timestamp::now();
+        Ok(bytes
+            .and_then(|b| decode(id, &b))
+            .filter(|r| !r.is_expired(now)))
+    }
+
+    async fn create(&self, record: &Record) -> Result<Created, StoreError> {
+        let bytes = record.to_bytes().map_err(SledStoreError::Encode)?;
+        let created = self.transaction("create", |trees| {
+            let previous = match current_tx(trees.0, &record.id)? {
+                Some((_, true)) => return Ok(Created::IdTaken),
+                Some((old, false)) => Some(old),
+                None => None,
+            };
+            put_tx(trees, record, &bytes, previous.as_ref())?;
+            Ok(Created::Created)
+        })?;
+        if created == Created::Created {
+            self.after_write().await?;
+        }
+        Ok(created)
+    }
+
+    async fn save(&self, record: &Record, expected_version: u64) -> Result<Saved, StoreError> {
+        let bytes = record.to_bytes().map_err(SledStoreError::Encode)?;
+        let saved = self.transaction("save", |trees| match current_tx(trees.0, &record.id)? {
+            Some((old, true)) if old.version == expected_version => {
+                put_tx(trees, record, &bytes, Some(&old))?;
+                Ok(Saved::Saved)
+            }
+            Some((_, true)) => Ok(Saved::Conflict),
+            _ => Ok(Saved::Missing),
+        })?;
+        if saved == Saved::Saved {
+            self.after_write().await?;
+        }
+        Ok(saved)
+    }
+
+    async fn touch(
+        &self,
+        id: &RecordId,
+        version: u64,
+        _owner: Option<&str>,
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let touched = self.transaction("touch", |trees| {
+            let Some((old, true)) = current_tx(trees.0, id)? else {
+                return Ok(false);
+            };
+            if old.version != version {
+                return Ok(false);
+            }
+            let mut new = old.clone();
+            new.expires_at = expires_at;
+            let bytes = new.to_bytes().map_err(|e| {
+                ConflictableTransactionError::Abort(SledStoreError::Encode(e).into())
+            })?;
+            put_tx(trees, &new, &bytes, Some(&old))?;
+            Ok(true)
+        })?;
+        if touched {
+            self.after_write().await?;
+        }
+        Ok(touched)
+    }
+
+    async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
+        let removed = self.transaction("delete", |trees| remove_tx(trees, id))?;
+        if removed {
+            self.after_write().await?;
+        }
+        Ok(())
+    }
+
+    async fn delete_expired(&self) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let swept = self.sweep_batch(1_000).await?;
+            total += swept.removed;
+            if swept.examined < 1_000 {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn ids_of_owner(&self, owner: &str) -> Result<Vec<RecordId>, StoreError> {
+        let owner = owner.to_owned();
+        self.blocking("list owner", move |store| store.ids_of_owner_now(&owner))
+            .await
+    }
 
     async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError> {
-        let mut n = 0;
-        for id in self.ids_of_owner(owner).await? {
-            let removed = self.transaction("delete owner", |trees| {
-                match current_tx(trees.0, &id, Timestamp::now())? {
-                    Some((r, _)) if r.owner.as_deref() == Some(owner) => {
-                        Ok(remove_tx(trees, &id)?.is_some())
-                    }
-                    _ => Ok(false),
+        let owner = owner.to_owned();
+        let (n, removed) = self
+            .blocking("delete owner", move |store| {
+                let (mut n, mut removed) = (0, false);
+                for id in store.ids_of_owner_now(&owner)? {
+                    let (live, gone) =
+                        store.transaction("delete owner", |trees| {
+                            match current_tx(trees.0, &id)? {
+                                Some((r, live)) if r.owner.as_deref() == Some(owner.as_str()) => {
+                                    Ok((live, remove_tx(trees, &id)?))
+                                }
+                                _ => Ok((false, false)),
+                            }
+                        })?;
+                    // One that expired since the listing goes, uncounted.
+                    n += u64::from(live && gone);
+                    removed |= gone;
                 }
-            })?;
-            n += u64::from(removed);
-        }
-        if n > 0 {
+                Ok((n, removed))
+            })
+            .await?;
+        if removed {
             self.after_write().await?;
         }
         Ok(n)
@@ -659,12 +717,8 @@ mod tests {
         let s = store();
         let live = record(Duration::from_secs(3600), Some("bob"));
         s.create(&live).await.unwrap();
-        for _ in 0..50 {
-            s.create(&record(Duration::from_millis(200), Some("bob")))
-                .await
-                .unwrap();
-        }
-        // A touched record must survive the sweep of its old deadline.
+        // A touched record must survive the sweep of its old deadline. It is
+        // touched first, well within its 200 ms, however slow the machine.
         let touched = record(Duration::from_millis(200), Some("bob"));
         s.create(&touched).await.unwrap();
         assert!(s
@@ -676,11 +730,24 @@ mod tests {
             )
             .await
             .unwrap());
+        for _ in 0..50 {
+            s.create(&record(Duration::from_millis(200), Some("bob")))
+                .await
+                .unwrap();
+        }
         assert_eq!(s.len(), 52);
 
         let sweeper =
             session_core::Sweeper::spawn(std::sync::Arc::new(s.clone()), Duration::from_millis(50));
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        // Waits for the sweeper rather than for a fixed time: the records
+        // expire 200 ms after their creation, and a loaded machine may take
+        // longer to sweep them.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while s.len() > 2 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // One more round, which would remove a live record if it were wrong.
+        tokio::time::sleep(Duration::from_millis(300)).await;
         sweeper.stop().await;
 
         assert_eq!(s.len(), 2);
