@@ -18,18 +18,21 @@
 //!   BENCHMARKS.md's profile tables list; writes (or replaces) the row `L`.
 //! * `redis-cluster`: starts a throwaway 3-master Redis Cluster on free
 //!   loopback ports, prints its `REDIS_CLUSTER_URLS`, and stops it on Enter.
-//! * `postgres`, `mariadb`: start a throwaway PostgreSQL (`initdb`, TLS on
-//!   when `openssl` can make a certificate) or MariaDB
-//!   (`mariadb-install-db`) in a temporary directory on a free loopback
-//!   port, print its `DATABASE_URL_POSTGRES` or `DATABASE_URL_MYSQL`, and
-//!   stop it on Enter.
+//! * `redis`, `postgres`, `mariadb`: start a throwaway Redis, PostgreSQL
+//!   (`initdb`) or MariaDB (`mariadb-install-db`), the last two with TLS on
+//!   when `openssl` can make a certificate, in a temporary directory on a
+//!   free loopback port, print its `REDIS_URL`, `DATABASE_URL_POSTGRES` or
+//!   `DATABASE_URL_MYSQL`, and stop it on Enter (or Ctrl-C).
 //!
 //! `test` starts that throwaway cluster for the Redis Cluster tests (when
 //! `redis-server` is installed and `REDIS_CLUSTER_URLS` is not set), and a
 //! throwaway Redis, PostgreSQL or MariaDB for each of those that does not
 //! answer on its standard port and has no URL in the environment, when its
-//! server is installed; outside CI, a store whose server can be neither
-//! reached nor started is reported as skipped at the end of the run.
+//! server is installed (in CI, `services --start` must bring up the
+//! machine's own instead), and a throwaway MariaDB with TLS for the MySQL
+//! TLS tests unless `DATABASE_URL_MYSQL_TLS` is set; outside CI, a store
+//! whose server can be neither reached nor started is reported as skipped
+//! at the end of the run.
 
 mod load;
 mod profile;
@@ -39,7 +42,7 @@ use std::env;
 use std::fs;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -49,6 +52,10 @@ pub(crate) type Result<T = (), E = String> = std::result::Result<T, E>;
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
+    if let Err(e) = throwaway::stop_on_signals() {
+        eprintln!("xtask: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("services") => services(args.iter().any(|a| a == "--start")).map(drop),
@@ -77,16 +84,16 @@ fn main() -> ExitCode {
         Some("bench") => bench(args.get(1).map(String::as_str)),
         Some("redis-cluster") => throwaway::redis_cluster()
             .and_then(|(urls, nodes)| throwaway::foreground("REDIS_CLUSTER_URLS", &urls, nodes)),
-        Some("postgres") => Throwaway::postgres().and_then(|server| {
-            let url = postgres_url(server.port);
-            throwaway::foreground("DATABASE_URL_POSTGRES", &url, vec![server])
-        }),
-        Some("mariadb") => Throwaway::mariadb().and_then(|server| {
-            let url = mariadb_url(server.port);
-            throwaway::foreground("DATABASE_URL_MYSQL", &url, vec![server])
-        }),
+        Some(name) if SERVICES.iter().any(|s| s.command == name) => {
+            let service = SERVICES.iter().find(|s| s.command == name);
+            let service = service.expect("just found");
+            (service.throwaway)().and_then(|server| {
+                let url = (service.url)(server.port);
+                throwaway::foreground(service.env, &url, vec![server])
+            })
+        }
         _ => {
-            eprintln!("usage: cargo xtask <test | services [--start] | bench [manager|redis|sql|sled] | bench load [--seconds N] [--runs N] | bench profile [--label L] [--bin PATH] | redis-cluster | postgres | mariadb>");
+            eprintln!("usage: cargo xtask <test | services [--start] | bench [manager|redis|sql|sled] | bench load [--seconds N] [--runs N] | bench profile [--label L] [--bin PATH] | redis-cluster | redis | postgres | mariadb>");
             return ExitCode::from(2);
         }
     };
@@ -198,6 +205,7 @@ fn test() -> Result {
             )),
         }
     }
+    let mut mariadb_failed = None;
     for service in SERVICES.iter().filter(|s| missing.contains(&s.name)) {
         match (service.throwaway)() {
             Ok(server) => {
@@ -209,23 +217,21 @@ fn test() -> Result {
                 envs.push((service.env, url));
                 throwaways.push(server);
             }
-            Err(e) => skipped.push(format!(
-                "{} store tests ({e}; install: {}, or set {})",
-                service.name, service.install, service.env
-            )),
+            Err(e) => {
+                if service.name == "MariaDB" {
+                    mariadb_failed = Some(e.clone());
+                }
+                skipped.push(format!(
+                    "{} store tests ({e}; install: {}, or set {})",
+                    service.name, service.install, service.env
+                ));
+            }
         }
     }
-    // The Redis TLS tests make their certificate authority with `openssl`,
-    // and throwaway servers their certificates.
-    let openssl = Command::new("openssl")
-        .arg("version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
+    let openssl = throwaway::openssl_available();
     let mut need_openssl = vec!["Redis"];
     // MySQL over TLS: the server of `DATABASE_URL_MYSQL_TLS`, or else a
-    // throwaway MariaDB, which has TLS on (a packaged MariaDB has it off).
+    // throwaway MariaDB, which has TLS on (Debian's MariaDB has it off).
     if env::var("DATABASE_URL_MYSQL_TLS").is_err() {
         let throwaway_mysql = envs.iter().find(|(k, _)| *k == "DATABASE_URL_MYSQL");
         let url = match (openssl, throwaway_mysql) {
@@ -234,6 +240,8 @@ fn test() -> Result {
                 None
             }
             (true, Some((_, url))) => Some(Ok(url.clone())),
+            // The same failure again, as it just did for the store tests.
+            (true, None) if mariadb_failed.is_some() => mariadb_failed.map(Err),
             (true, None) => Some(Throwaway::mariadb().map(|server| {
                 let url = mariadb_url(server.port);
                 throwaways.push(server);
@@ -284,6 +292,8 @@ fn mariadb_url(port: u16) -> String {
 /// A local server the stores' tests use.
 struct Service {
     name: &'static str,
+    /// The command that starts a throwaway one (`cargo xtask postgres`).
+    command: &'static str,
     addr: &'static str,
     env: &'static str,
     start: &'static [&'static str],
@@ -298,6 +308,7 @@ struct Service {
 const SERVICES: &[Service] = &[
     Service {
         name: "Redis",
+        command: "redis",
         addr: "127.0.0.1:6379",
         env: "REDIS_URL",
         start: &[
@@ -319,6 +330,7 @@ const SERVICES: &[Service] = &[
     },
     Service {
         name: "PostgreSQL",
+        command: "postgres",
         addr: "127.0.0.1:5432",
         env: "DATABASE_URL_POSTGRES",
         start: &[
@@ -332,6 +344,7 @@ const SERVICES: &[Service] = &[
     },
     Service {
         name: "MariaDB",
+        command: "mariadb",
         addr: "127.0.0.1:3306",
         env: "DATABASE_URL_MYSQL",
         start: &[

@@ -1,7 +1,8 @@
 //! Throwaway servers for a test run where the machine's own do not answer:
 //! Redis, a Redis Cluster, PostgreSQL and MariaDB, each started from the
 //! installed binaries on a free loopback port with its files in a temporary
-//! directory, and stopped (the directory removed) when dropped.
+//! directory, and stopped (the directory removed) when dropped, or when the
+//! run is interrupted ([`stop_on_signals`]).
 
 use std::env;
 use std::fs;
@@ -9,6 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, PoisonError};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -24,12 +26,26 @@ pub(crate) struct Throwaway {
     stop: Option<&'static str>,
 }
 
+/// The servers running now, for [`stop_on_signals`]: pid, clean stop
+/// signal, directory.
+static RUNNING: Mutex<Vec<(u32, Option<&'static str>, PathBuf)>> = Mutex::new(Vec::new());
+
+fn running() -> std::sync::MutexGuard<'static, Vec<(u32, Option<&'static str>, PathBuf)>> {
+    RUNNING.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn kill(signal: &str, pid: u32) {
+    let _ = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
+}
+
 impl Drop for Throwaway {
     fn drop(&mut self) {
+        let pid = self.child.id();
         if let Some(signal) = self.stop {
-            let _ = Command::new("kill")
-                .args([signal, &self.child.id().to_string()])
-                .status();
+            kill(signal, pid);
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
                 sleep(Duration::from_millis(50));
@@ -38,7 +54,53 @@ impl Drop for Throwaway {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = fs::remove_dir_all(&self.dir);
+        running().retain(|(p, _, _)| *p != pid);
     }
+}
+
+/// On SIGINT, SIGTERM or SIGHUP, stops every throwaway server, removes its
+/// directory and exits. The servers run in process groups of their own, so
+/// a Ctrl-C in the terminal reaches them only through this.
+pub(crate) fn stop_on_signals() -> Result {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(|e| format!("cannot handle signals: {e}"))?;
+    std::thread::spawn(move || {
+        let Some(signal) = signals.forever().next() else {
+            return;
+        };
+        let servers = std::mem::take(&mut *running());
+        for (pid, stop, _) in &servers {
+            kill(stop.unwrap_or("-KILL"), *pid);
+        }
+        if !servers.is_empty() {
+            // A clean stop takes PostgreSQL a moment; the pids stay ours
+            // (unreaped children) until this process exits.
+            sleep(Duration::from_millis(500));
+        }
+        for (pid, _, dir) in &servers {
+            kill("-KILL", *pid);
+            let _ = fs::remove_dir_all(dir);
+        }
+        eprintln!(
+            "xtask: interrupted (signal {signal}); stopped {} throwaway server(s)",
+            servers.len()
+        );
+        std::process::exit(128 + signal);
+    });
+    Ok(())
+}
+
+/// Whether the `openssl` command runs: the Redis TLS tests make their
+/// certificate authority with it, and the throwaway databases their
+/// certificates.
+pub(crate) fn openssl_available() -> bool {
+    Command::new("openssl")
+        .arg("version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 impl Throwaway {
@@ -52,7 +114,7 @@ impl Throwaway {
                 .arg("--dir")
                 .arg(dir)
                 .args(extra);
-            Ok((server, None))
+            Ok(Prepared::new(server))
         })
     }
 
@@ -60,7 +122,9 @@ impl Throwaway {
     /// `postgres` trusted from loopback (database `postgres`), with TLS on
     /// under a self-signed certificate when `openssl` can make one.
     pub(crate) fn postgres() -> Result<Self> {
-        let bin = postgres_bin().ok_or("no initdb on PATH or in /usr/lib/postgresql/*/bin")?;
+        let bin = postgres_bin().ok_or(
+            "no initdb and postgres (PostgreSQL's server programs) on PATH or in /usr/lib/postgresql/*/bin",
+        )?;
         // initdb and postgres refuse to run as root: as root, they run as
         // the system's `postgres` user, which must own their files.
         let user =
@@ -92,7 +156,13 @@ impl Throwaway {
                 "--no-sync",
             ]);
             as_user(&mut initdb);
-            run(initdb.current_dir(dir), "initdb")?;
+            run(&mut initdb, "initdb", dir).map_err(|e| match user {
+                Some(_) => format!(
+                    "{e} (as root, initdb runs as the postgres user, which must be able to reach {})",
+                    dir.display()
+                ),
+                None => e,
+            })?;
             let mut server = Command::new(bin.join("postgres"));
             server
                 .arg("-D")
@@ -110,8 +180,13 @@ impl Throwaway {
                     .arg(format!("ssl_key_file={}", key.display()));
             }
             as_user(&mut server);
-            // SIGINT: a fast shutdown, which ends the backends too.
-            Ok((server, Some("-INT")))
+            Ok(Prepared {
+                server,
+                // A fast shutdown, which ends the backends too.
+                stop: Some("-INT"),
+                // It takes connections on its port before it serves them.
+                ready: Some("database system is ready to accept connections"),
+            })
         })
     }
 
@@ -133,7 +208,7 @@ impl Throwaway {
                 .map(PathBuf::from)
                 .find(|p| p.is_file())
             })
-            .ok_or("no mariadbd on PATH or in /usr/sbin")?;
+            .ok_or("no mariadbd on PATH or in /usr/sbin or /usr/libexec")?;
         let install = ["mariadb-install-db", "mysql_install_db"]
             .into_iter()
             .find_map(|p| on_path(p).map(|d| d.join(p)))
@@ -151,7 +226,7 @@ impl Throwaway {
                 .args(user)
                 .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
                 .args(sizes);
-            run(setup.current_dir(dir), "mariadb-install-db")?;
+            run(&mut setup, "mariadb-install-db", dir)?;
             let init = dir.join("init.sql");
             fs::write(&init, "CREATE DATABASE IF NOT EXISTS test;\n")
                 .map_err(|e| format!("cannot write {}: {e}", init.display()))?;
@@ -172,28 +247,54 @@ impl Throwaway {
                     .arg(format!("--ssl-cert={}", cert.display()))
                     .arg(format!("--ssl-key={}", key.display()));
             }
-            Ok((server, None))
+            Ok(Prepared::new(server))
         })
+    }
+}
+
+/// A server's command, as the set-up of [`in_scratch`] prepares it.
+struct Prepared {
+    server: Command,
+    /// See [`Throwaway::stop`].
+    stop: Option<&'static str>,
+    /// A line of the server's log that says it serves requests, for servers
+    /// that listen before they do.
+    ready: Option<&'static str>,
+}
+
+impl Prepared {
+    fn new(server: Command) -> Self {
+        Self {
+            server,
+            stop: None,
+            ready: None,
+        }
     }
 }
 
 /// Makes a temporary directory for a server on a free port, has `setup`
 /// prepare it and return the server's command, then starts the server and
 /// waits until it answers. The directory goes if any step fails.
-fn in_scratch(
-    what: &str,
-    setup: impl FnOnce(&Path, u16) -> Result<(Command, Option<&'static str>)>,
-) -> Result<Throwaway> {
+fn in_scratch(what: &str, setup: impl FnOnce(&Path, u16) -> Result<Prepared>) -> Result<Throwaway> {
     let port = free_port()?;
-    let dir = env::temp_dir().join(format!("session-xtask-{what}-{port}"));
-    fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let (mut command, stop) = match setup(&dir, port) {
+    // Named by this process too: never another run's directory.
+    let dir = env::temp_dir().join(format!(
+        "session-xtask-{what}-{}-{port}",
+        std::process::id()
+    ));
+    fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let prepared = match setup(&dir, port) {
         Ok(prepared) => prepared,
         Err(e) => {
             let _ = fs::remove_dir_all(&dir);
             return Err(e);
         }
     };
+    let Prepared {
+        server: mut command,
+        stop,
+        ready,
+    } = prepared;
     let log = dir.join("server.log");
     let spawned = fs::File::create(&log)
         .and_then(|out| Ok((out.try_clone()?, out)))
@@ -203,6 +304,10 @@ fn in_scratch(
                 .stdin(Stdio::null())
                 .stdout(out)
                 .stderr(err)
+                // Out of the terminal's process group: a Ctrl-C reaches the
+                // server through `stop_on_signals`, which also removes its
+                // directory.
+                .process_group(0)
                 .spawn()
         });
     let child = match spawned {
@@ -212,6 +317,7 @@ fn in_scratch(
             return Err(format!("cannot run {what}: {e}"));
         }
     };
+    running().push((child.id(), stop, dir.clone()));
     let mut server = Throwaway {
         port,
         child,
@@ -219,37 +325,58 @@ fn in_scratch(
         stop,
     };
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !answers(&format!("127.0.0.1:{port}")) {
+    loop {
+        // Whatever answers, our server must still be running: another
+        // process may have taken the port since it was picked.
         if let Ok(Some(status)) = server.child.try_wait() {
             return Err(format!("{what} exited ({status}): {}", tail(&log)));
+        }
+        let serving =
+            ready.is_none_or(|line| fs::read_to_string(&log).is_ok_and(|text| text.contains(line)));
+        if serving && answers(&format!("127.0.0.1:{port}")) {
+            return Ok(server);
         }
         if Instant::now() > deadline {
             return Err(format!("{what} did not answer within 30 s: {}", tail(&log)));
         }
         sleep(Duration::from_millis(50));
     }
-    Ok(server)
 }
 
-/// Runs a set-up command to its end; its output is shown only if it fails.
-fn run(command: &mut Command, what: &str) -> Result {
-    let out = command
+/// Runs a set-up command in `dir` to its end, for at most a minute; its
+/// output (in `dir`) is shown only if it fails.
+fn run(command: &mut Command, what: &str, dir: &Path) -> Result {
+    let log = dir.join(format!("{what}.log"));
+    let out =
+        fs::File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+    let err = out.try_clone().map_err(|e| e.to_string())?;
+    let mut child = command
+        .current_dir(dir)
         .stdin(Stdio::null())
-        .output()
+        .stdout(out)
+        .stderr(err)
+        .spawn()
         .map_err(|e| format!("cannot run {what}: {e}"))?;
-    if out.status.success() {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        match child.try_wait().map_err(|e| e.to_string())? {
+            Some(status) => break status,
+            None if Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{what} did not finish within 60 s: {}", tail(&log)));
+            }
+            None => sleep(Duration::from_millis(20)),
+        }
+    };
+    if status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "{what} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
+        Err(format!("{what} failed ({status}): {}", tail(&log)))
     }
 }
 
-/// The last lines of a server's log, for an error message.
+/// The last lines of a log, for an error message.
 fn tail(log: &Path) -> String {
     let text = fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
@@ -279,7 +406,7 @@ fn on_path(program: &str) -> Option<PathBuf> {
 /// major version's under `/usr/lib/postgresql` (Debian and Ubuntu keep them
 /// off `PATH`).
 fn postgres_bin() -> Option<PathBuf> {
-    if let Some(dir) = on_path("initdb") {
+    if let Some(dir) = on_path("initdb").filter(|dir| dir.join("postgres").is_file()) {
         return Some(dir);
     }
     let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
@@ -318,18 +445,18 @@ fn system_user(name: &str) -> Option<(u32, u32)> {
 /// `openssl` in `dir` and owned by `owner`; `None` without `openssl`.
 fn self_signed(dir: &Path, owner: Option<(u32, u32)>) -> Result<Option<(PathBuf, PathBuf)>> {
     let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
-    let made = Command::new("openssl")
+    let mut openssl = Command::new("openssl");
+    openssl
         .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
         .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
         .args(["-subj", "/CN=localhost", "-keyout"])
         .arg(&key)
         .arg("-out")
-        .arg(&cert)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if !made.is_ok_and(|s| s.success()) {
-        return Ok(None);
+        .arg(&cert);
+    match run(&mut openssl, "openssl", dir) {
+        Ok(()) => {}
+        Err(_) if !openssl_available() => return Ok(None),
+        Err(e) => return Err(e),
     }
     // PostgreSQL refuses a key that others can read.
     let fixed =
@@ -359,27 +486,22 @@ pub(crate) fn redis_cluster() -> Result<(String, Vec<Throwaway>)> {
         .iter()
         .map(|n| format!("127.0.0.1:{}", n.port))
         .collect();
-    let out = Command::new("redis-cli")
-        .args(["--cluster", "create"])
-        .args(&addrs)
-        .args(["--cluster-replicas", "0", "--cluster-yes"])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run redis-cli: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "redis-cli --cluster create failed: {}",
-            String::from_utf8_lossy(&out.stdout)
-        ));
-    }
+    // `--cluster create` waits for ever for nodes that cannot meet.
+    let mut create = Command::new("redis-cli");
+    create.args(["--cluster", "create"]).args(&addrs).args([
+        "--cluster-replicas",
+        "0",
+        "--cluster-yes",
+    ]);
+    run(&mut create, "redis-cli", &nodes[0].dir)?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let ready = addrs.iter().all(|a| {
-            let port = a.rsplit(':').next().unwrap_or_default();
-            Command::new("redis-cli")
-                .args(["-p", port, "cluster", "info"])
-                .output()
-                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+        let ready = nodes.iter().all(|node| {
+            let mut info = Command::new("redis-cli");
+            info.args(["-p", &node.port.to_string(), "cluster", "info"]);
+            run(&mut info, "redis-cli", &node.dir).is_ok()
+                && fs::read_to_string(node.dir.join("redis-cli.log"))
+                    .is_ok_and(|text| text.contains("cluster_state:ok"))
         });
         if ready {
             break;
@@ -424,12 +546,12 @@ mod tests {
         eprintln!("SKIPPED: a throwaway {what} ({why})");
     }
 
-    /// Whether `openssl` can make the throwaways' certificates.
-    fn openssl() -> bool {
-        Command::new("openssl")
-            .arg("version")
-            .output()
-            .is_ok_and(|o| o.status.success())
+    fn connect(port: u16) -> TcpStream {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("a read timeout");
+        stream
     }
 
     /// Stops `server` and checks that its port and directory are gone.
@@ -448,14 +570,17 @@ mod tests {
         };
         // The protocol's SSLRequest (length 8, code 80877103): a server with
         // ssl = on answers `S`, one without `N`.
-        let mut stream = TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+        let mut stream = connect(server.port);
         stream
             .write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
             .expect("write");
         let mut answer = [0u8];
         stream.read_exact(&mut answer).expect("read");
-        let expected = if openssl() { b'S' } else { b'N' };
-        assert_eq!(answer[0], expected, "the answer to SSLRequest");
+        if openssl_available() {
+            assert_eq!(answer[0], b'S', "the answer to SSLRequest");
+        } else {
+            assert!(matches!(answer[0], b'S' | b'N'), "the answer to SSLRequest");
+        }
         drop(stream);
         leaves_nothing_behind(server);
     }
@@ -471,7 +596,7 @@ mod tests {
         // (`...-MariaDB...`, NUL-terminated), a thread id (4 bytes), 8 bytes
         // of scramble and a filler, then the capability flags' low half,
         // where CLIENT_SSL (0x0800) says whether it takes TLS.
-        let mut stream = TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+        let mut stream = connect(server.port);
         let mut head = [0u8; 4];
         stream
             .read_exact(&mut head)
@@ -484,7 +609,9 @@ mod tests {
         let version = String::from_utf8_lossy(&packet[1..nul]);
         assert!(version.contains("MariaDB"), "{version}");
         let flags = u16::from_le_bytes([packet[nul + 14], packet[nul + 15]]);
-        assert_eq!(flags & 0x0800 != 0, openssl(), "CLIENT_SSL in {flags:#06x}");
+        if openssl_available() {
+            assert_ne!(flags & 0x0800, 0, "no CLIENT_SSL in {flags:#06x}");
+        }
         drop(stream);
         leaves_nothing_behind(server);
     }

@@ -35,7 +35,7 @@ pub(crate) fn mysql_url() -> String {
 }
 
 /// The server of the MySQL TLS tests, `DATABASE_URL_MYSQL_TLS` (else
-/// `DATABASE_URL_MYSQL`: a packaged MariaDB has TLS off, so `cargo xtask
+/// `DATABASE_URL_MYSQL`: Debian's MariaDB has TLS off, so `cargo xtask
 /// test` starts one with TLS on), with its `ssl-mode` set to `mode`.
 pub(crate) fn mysql_tls_url_in(mode: &str) -> String {
     let url = std::env::var("DATABASE_URL_MYSQL_TLS").unwrap_or_else(|_| mysql_env_url());
@@ -97,7 +97,9 @@ where
     .join();
 }
 
-async fn connect<S, E: std::fmt::Display>(
+/// `fut`'s store, or `None` (reported as [`missing`]) when it fails or takes
+/// more than 10 s.
+pub(crate) async fn connect<S, E: std::fmt::Display>(
     what: &str,
     fut: impl Future<Output = Result<S, E>>,
 ) -> Option<S> {

@@ -5,7 +5,7 @@
 
 use session_sql::{MySqlStore, PostgresStore, SqlStoreError};
 
-use crate::support::{missing, mysql_tls_url_in, postgres_url_in};
+use crate::support::{connect, mysql_tls_url_in, postgres_url_in};
 
 /// Whether the store's connection to the server is encrypted.
 async fn encrypted(store: &PostgresStore) -> bool {
@@ -17,16 +17,11 @@ async fn encrypted(store: &PostgresStore) -> bool {
 
 /// A store over TLS, or `None` (reported) when the server has no TLS.
 async fn over_tls() -> Option<PostgresStore> {
-    match PostgresStore::connect(&postgres_url_in("require")).await {
-        Ok(store) => Some(store),
-        Err(e) => {
-            missing(
-                "PostgreSQL with ssl = on (DATABASE_URL_POSTGRES)",
-                &e.to_string(),
-            );
-            None
-        }
-    }
+    connect(
+        "PostgreSQL with ssl = on (DATABASE_URL_POSTGRES)",
+        PostgresStore::connect(&postgres_url_in("require")),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,13 +70,11 @@ async fn mysql_encrypted(store: &MySqlStore) -> bool {
 
 /// A MySQL store over TLS, or `None` (reported) when the server has no TLS.
 async fn mysql_over_tls() -> Option<MySqlStore> {
-    match MySqlStore::connect(&mysql_tls_url_in("required")).await {
-        Ok(store) => Some(store),
-        Err(e) => {
-            missing("MySQL with TLS on (DATABASE_URL_MYSQL_TLS)", &e.to_string());
-            None
-        }
-    }
+    connect(
+        "MySQL with TLS on (DATABASE_URL_MYSQL_TLS)",
+        MySqlStore::connect(&mysql_tls_url_in("required")),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
