@@ -32,17 +32,20 @@ use crate::{until, DEFAULT_MAX_BYTES};
 ///   destroyed. Its own writes to such a session still fail the
 ///   compare-and-set, so nothing stale is ever written back. Set
 ///   `max_staleness` to what your app tolerates; zero disables caching.
-/// * **A deleted session stays out of memory.** A delete leaves a tombstone
-///   that answers loads of the id, and a load that read the session from
-///   the backing store while it was being deleted does not cache what it
-///   read, however short `idle_eviction` makes the tombstone's stay.
+/// * **A deleted session stays out of memory.** A delete drops the cached
+///   copy, and a load, write or create that reached the backing store
+///   before or during a delete (or a logout everywhere) does not cache what
+///   it read or wrote. Deletes leave nothing in memory, so a flood of them
+///   (logouts with forged ids, say) cannot fill the cache.
 /// * **Copies leave memory** at the first of two limits: `max_staleness`
 ///   after they were cached (the next request reloads from the backing
 ///   store), or `idle_eviction` after their last use (Iris's `GcDuration`).
 ///   With the defaults (5 seconds and 2 minutes) the staleness bound comes
 ///   first, so the cache absorbs bursts of requests to a session; raise
 ///   `max_staleness` to keep copies longer, and `idle_eviction` then drops the
-///   sessions nobody uses. Memory is bounded by `max_bytes` either way.
+///   sessions nobody uses. The cached records' weight is bounded by
+///   `max_bytes` either way (moka's bookkeeping, about 400 bytes per entry,
+///   comes on top).
 ///
 /// ```
 /// use std::time::Duration;
@@ -57,12 +60,10 @@ use crate::{until, DEFAULT_MAX_BYTES};
 /// ```
 pub struct CachedStore<S> {
     backing: S,
-    cache: Option<Cache<RecordId, Slot>>,
+    cache: Option<Cache<RecordId, Arc<Record>>>,
     /// Burials (deletes, and writes that ended a session) so far, by shard
-    /// of record ids: a load that read its record before a burial in its
-    /// shard does not cache it, whether or not the tombstone is still there
-    /// (a short `idle_eviction` can drop a tombstone before a slow load
-    /// returns).
+    /// of record ids: a load or write that reached the backing store before
+    /// a burial in its shard does not cache what it read or wrote.
     burials: Box<[AtomicU64; BURIAL_SHARDS]>,
 }
 
@@ -70,15 +71,26 @@ pub struct CachedStore<S> {
 /// shard out of memory.
 const BURIAL_SHARDS: usize = 64;
 
-/// A cached record, or a tombstone left by a delete: it answers loads of
-/// the deleted id from memory.
-type Slot = Option<Arc<Record>>;
-
-fn weigh_slot(_: &RecordId, slot: &Slot) -> u32 {
-    slot.as_ref().map_or(64, |r| {
-        u32::try_from(r.approximate_size()).unwrap_or(u32::MAX)
-    })
+fn weigh(_: &RecordId, record: &Arc<Record>) -> u32 {
+    u32::try_from(record.approximate_size()).unwrap_or(u32::MAX)
 }
+
+/// What a copy about to be cached may replace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replace {
+    /// Anything: a record just created.
+    Any,
+    /// Only an older version: a load, which may have read the record before
+    /// a touch of the same version cached the new deadline.
+    Older,
+    /// An older version or the same one: a save or a touch, the latest
+    /// word on its version.
+    NotNewer,
+}
+
+/// The longest `max_staleness` and `idle_eviction` moka takes (it refuses
+/// more than 1 000 years): longer is no different from forever.
+const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 impl<S: fmt::Debug> fmt::Debug for CachedStore<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -127,10 +139,10 @@ impl<S: Store> CachedStoreBuilder<S> {
         let cache = (!self.max_staleness.is_zero()).then(|| {
             Cache::builder()
                 .max_capacity(self.max_bytes)
-                .weigher(weigh_slot)
+                .weigher(weigh)
                 .eviction_policy(EvictionPolicy::lru())
-                .time_to_live(self.max_staleness)
-                .time_to_idle(self.idle_eviction.max(Duration::from_millis(1)))
+                .time_to_live(self.max_staleness.min(LONGEST))
+                .time_to_idle(self.idle_eviction.clamp(Duration::from_millis(1), LONGEST))
                 .support_invalidation_closures()
                 .build()
         });
@@ -162,11 +174,11 @@ impl<S: Store> CachedStore<S> {
         &self.burials[usize::from(id.as_bytes()[0]) % BURIAL_SHARDS]
     }
 
-    /// Caches `record` unless memory already holds a newer version of it or a
-    /// tombstone (`force` overrides both: a fresh create), or unless a burial
-    /// in its shard came after `read_after` (the count the caller saw before
-    /// its call to the backing store): then a copy in memory is dropped too.
-    async fn remember(&self, record: &Record, force: bool, read_after: Option<u64>) {
+    /// Caches `record` unless memory holds a version that `replace` keeps,
+    /// or a burial in its shard came after `read_after` (the count the
+    /// caller saw before its call to the backing store): then a copy in
+    /// memory is dropped too.
+    async fn remember(&self, record: &Record, replace: Replace, read_after: Option<u64>) {
         let Some(cache) = &self.cache else { return };
         if until(record.expires_at).is_zero() {
             // Already over: no older copy may be served in its place.
@@ -180,48 +192,56 @@ impl<S: Store> CachedStore<S> {
             .and_compute_with(|existing| {
                 // A burial counts inside a compute on the same entry, so the
                 // two never interleave: either this sees the count move, or
-                // the burial's tombstone replaces what this puts.
+                // the burial drops what this puts.
                 let buried = read_after.is_some_and(|seen| burials.load(Ordering::Acquire) != seen);
                 let cached = existing.map(|e| e.into_value());
                 let op = match (buried, cached) {
-                    // Nothing read before a burial is cached, and a copy
-                    // someone put since is dropped (a tombstone stays).
-                    (true, Some(Some(_))) => Op::Remove,
-                    (true, _) => Op::Nop,
-                    (false, _) if force => Op::Put(Some(new)),
-                    (false, Some(None)) => Op::Nop,
-                    (false, Some(Some(cached))) if cached.version > new.version => Op::Nop,
-                    (false, _) => Op::Put(Some(new)),
+                    // Nothing read or written before a burial is cached, and
+                    // a copy someone put since is dropped.
+                    (true, Some(_)) => Op::Remove,
+                    (true, None) => Op::Nop,
+                    (false, Some(cached)) => {
+                        let keep = match replace {
+                            Replace::Any => false,
+                            Replace::Older => cached.version >= new.version,
+                            Replace::NotNewer => cached.version > new.version,
+                        };
+                        if keep {
+                            Op::Nop
+                        } else {
+                            Op::Put(new)
+                        }
+                    }
+                    (false, None) => Op::Put(new),
                 };
                 std::future::ready(op)
             })
             .await;
     }
 
-    /// Drops the cached copy of `id`, but not a tombstone, which answers
-    /// loads of the deleted id from memory.
+    /// Drops the cached copy of `id`.
     async fn forget(&self, id: &RecordId) {
-        let Some(cache) = &self.cache else { return };
-        cache
-            .entry(*id)
-            .and_compute_with(|existing| {
-                let tombstone = existing.is_some_and(|e| e.value().is_none());
-                std::future::ready(if tombstone { Op::Nop } else { Op::Remove })
-            })
-            .await;
+        if let Some(cache) = &self.cache {
+            cache.invalidate(id).await;
+        }
     }
 
-    /// Leaves a tombstone for `id` and counts the burial in its shard, in one
-    /// compute on the entry: a `remember` of the same id runs wholly before
-    /// or wholly after it.
+    /// Drops the cached copy of `id` and counts the burial in its shard, in
+    /// one compute on the entry: a `remember` of the same id runs wholly
+    /// before or wholly after it. Nothing is left in memory: the count keeps
+    /// out what was read before the burial.
     async fn bury(&self, id: &RecordId) {
         if let Some(cache) = &self.cache {
             let burials = self.burials(id);
             cache
                 .entry(*id)
-                .and_compute_with(|_| {
+                .and_compute_with(|existing| {
                     burials.fetch_add(1, Ordering::AcqRel);
-                    std::future::ready(Op::Put(None))
+                    std::future::ready(if existing.is_some() {
+                        Op::Remove
+                    } else {
+                        Op::Nop
+                    })
                 })
                 .await;
         }
@@ -242,26 +262,26 @@ impl<S: Store> Store for CachedStore<S> {
         let now = Timestamp::now();
         if let Some(cache) = &self.cache {
             match cache.get(id).await {
-                Some(None) => return Ok(None),
-                Some(Some(hit)) if !hit.is_expired(now) => return Ok(Some((*hit).clone())),
-                // `forget`, not `invalidate`: a delete may have left its
-                // tombstone since the `get`.
-                Some(Some(_)) => self.forget(id).await,
+                Some(hit) if !hit.is_expired(now) => return Ok(Some((*hit).clone())),
+                Some(_) => self.forget(id).await,
                 None => {}
             }
         }
         let burials = self.burials_now(id);
         let loaded = self.backing.load(id).await?;
         if let Some(record) = &loaded {
-            self.remember(record, false, burials).await;
+            self.remember(record, Replace::Older, burials).await;
         }
         Ok(loaded)
     }
 
     async fn create(&self, record: &Record) -> Result<Created, StoreError> {
+        // A logout everywhere can list and delete this session between the
+        // backing store's create and the caching: its burial keeps it out.
+        let burials = self.burials_now(&record.id);
         let created = self.backing.create(record).await?;
         match created {
-            Created::Created => self.remember(record, true, None).await,
+            Created::Created => self.remember(record, Replace::Any, burials).await,
             Created::IdTaken => self.forget(&record.id).await,
         }
         Ok(created)
@@ -272,10 +292,10 @@ impl<S: Store> Store for CachedStore<S> {
         let saved = self.backing.save(record, expected_version).await;
         match &saved {
             // A save that moved the deadline into the past ended the
-            // session: a tombstone, as a touch into the past leaves, so a
-            // load racing it cannot cache the version before.
+            // session: a burial, as a touch into the past makes, so a load
+            // racing it cannot cache the version before.
             Ok(Saved::Saved) if until(record.expires_at).is_zero() => self.bury(&record.id).await,
-            Ok(Saved::Saved) => self.remember(record, false, burials).await,
+            Ok(Saved::Saved) => self.remember(record, Replace::NotNewer, burials).await,
             // A conflict means the cached copy is stale; an error leaves the
             // outcome unknown. Either way the next load must read the store.
             _ => self.forget(&record.id).await,
@@ -293,17 +313,17 @@ impl<S: Store> Store for CachedStore<S> {
         let burials = self.burials_now(id);
         let touched = self.backing.touch(id, version, owner, expires_at).await;
         let cached = match &self.cache {
-            Some(cache) => cache.get(id).await.flatten(),
+            Some(cache) => cache.get(id).await,
             None => None,
         };
         match (&touched, cached) {
             // A deadline already past ends the session (a rotation retires
-            // its old record so): a tombstone, as a delete leaves.
+            // its old record so): a burial, as a delete makes.
             (Ok(true), _) if until(expires_at).is_zero() => self.bury(id).await,
             (Ok(true), Some(record)) if record.version == version => {
                 let mut record = (*record).clone();
                 record.expires_at = expires_at;
-                self.remember(&record, false, burials).await;
+                self.remember(&record, Replace::NotNewer, burials).await;
             }
             _ => self.forget(id).await,
         }
@@ -313,9 +333,9 @@ impl<S: Store> Store for CachedStore<S> {
     async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
         self.bury(id).await;
         let deleted = self.backing.delete(id).await;
-        // Again once the backing store no longer has it: a load that read it
-        // meanwhile, after the first tombstone had left memory, either sees
-        // this burial or has its copy replaced by this tombstone.
+        // Again once the backing store no longer has it: a load that took its
+        // count after the first burial and read the record meanwhile either
+        // sees this burial or has its copy dropped by it.
         self.bury(id).await;
         deleted
     }
@@ -332,8 +352,8 @@ impl<S: Store> Store for CachedStore<S> {
     }
 
     async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError> {
-        // Tombstones before and after, as `delete` leaves: a load that read
-        // one of these records before the delete must not cache it afterwards.
+        // Burials before and after, as `delete` makes: a load that read one
+        // of these records before the delete must not cache it afterwards.
         let ids = match self.cache {
             Some(_) => self.backing.ids_of_owner(owner).await?,
             None => Vec::new(),
@@ -345,22 +365,22 @@ impl<S: Store> Store for CachedStore<S> {
         for id in &ids {
             self.bury(id).await;
         }
-        // Sessions the listing missed (created since) have no tombstone: a
-        // burial in every shard keeps loads and writes that read them before
-        // the delete from caching them after it.
+        // Sessions the listing missed (created since) had no burial of
+        // their own: a burial in every shard keeps loads and writes that
+        // reached the backing store before the delete from caching them
+        // after it.
         if self.cache.is_some() {
             for shard in self.burials.iter() {
                 shard.fetch_add(1, Ordering::AcqRel);
             }
         }
-        let n = n?;
-        // And copies of sessions the listing missed (created since).
+        // And copies of sessions the listing missed (created since), even if
+        // the backing store failed part of the way.
         if let Some(cache) = &self.cache {
             let owner = owner.to_owned();
             if cache
-                .invalidate_entries_if(move |_, slot| {
-                    slot.as_ref()
-                        .is_some_and(|r| r.owner.as_deref() == Some(owner.as_str()))
+                .invalidate_entries_if(move |_, record| {
+                    record.owner.as_deref() == Some(owner.as_str())
                 })
                 .is_err()
             {
@@ -369,7 +389,7 @@ impl<S: Store> Store for CachedStore<S> {
                 cache.invalidate_all();
             }
         }
-        Ok(n)
+        n
     }
 
     /// The backing store's: every save goes through to it.
@@ -461,50 +481,159 @@ mod tests {
         assert_eq!(a.load(&r.id).await.unwrap(), None);
     }
 
+    /// Loads of `id` from `a` reach the backing store.
+    async fn not_in_memory(backing: &Backing, a: &CachedStore<Backing>, id: &RecordId) {
+        let before = backing.counts().load;
+        a.load(id).await.unwrap();
+        assert_eq!(backing.counts().load, before + 1, "served from memory");
+    }
+
     #[tokio::test]
-    async fn a_delete_leaves_a_tombstone_that_answers_loads() {
+    async fn a_load_that_read_before_a_delete_cannot_cache_it_after() {
         let (backing, a, _) = pair(Duration::from_secs(60));
         let r = record();
         a.create(&r).await.unwrap();
+        // A load took its count and read the record before the delete...
+        let seen = a.burials_now(&r.id);
         a.delete(&r.id).await.unwrap();
-        let before = backing.counts().load;
+        // ...and caches what it read after it: it is not kept.
+        a.remember(&r, Replace::Older, seen).await;
         assert_eq!(a.load(&r.id).await.unwrap(), None);
-        assert_eq!(backing.counts().load, before, "answered from memory");
-        // A stale copy arriving after the delete cannot replace the tombstone.
-        a.remember(&r, false, None).await;
-        assert_eq!(a.load(&r.id).await.unwrap(), None);
+        not_in_memory(&backing, &a, &r.id).await;
+    }
+
+    #[tokio::test]
+    async fn deletes_of_unknown_ids_leave_nothing_in_memory() {
+        let (_, a, _) = pair(Duration::from_secs(60));
+        // Logouts with forged ids, say.
+        for _ in 0..1_000 {
+            let id = Id::generate().unwrap().record_id();
+            a.delete(&id).await.unwrap();
+        }
+        let cache = a.cache.as_ref().unwrap();
+        cache.run_pending_tasks().await;
+        assert_eq!(cache.entry_count(), 0);
+        assert_eq!(cache.weighted_size(), 0);
     }
 
     #[tokio::test]
     async fn a_load_racing_a_logout_everywhere_cannot_cache_the_session_again() {
-        let (_, a, _) = pair(Duration::from_secs(60));
+        let (backing, a, _) = pair(Duration::from_secs(60));
         let mut r = record();
         r.owner = Some("alice".into());
         a.create(&r).await.unwrap();
         // A load read the record from the backing store just before the
         // owner's sessions were deleted, and caches it just after.
+        let seen = a.burials_now(&r.id);
         assert_eq!(a.delete_owner("alice").await.unwrap(), 1);
-        a.remember(&r, false, None).await;
+        a.remember(&r, Replace::Older, seen).await;
+        assert_eq!(a.load(&r.id).await.unwrap(), None);
+        not_in_memory(&backing, &a, &r.id).await;
+    }
+
+    /// A backing store whose creates hold their answer until released.
+    #[derive(Debug)]
+    struct HeldCreates {
+        inner: MemoryStore,
+        created: Arc<tokio::sync::Notify>,
+        release: Arc<tokio::sync::Notify>,
+    }
+
+    #[async_trait]
+    impl Store for HeldCreates {
+        async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
+            self.inner.load(id).await
+        }
+        async fn create(&self, record: &Record) -> Result<Created, StoreError> {
+            let created = self.inner.create(record).await;
+            self.created.notify_one();
+            self.release.notified().await;
+            created
+        }
+        async fn save(&self, record: &Record, expected: u64) -> Result<Saved, StoreError> {
+            self.inner.save(record, expected).await
+        }
+        async fn touch(
+            &self,
+            id: &RecordId,
+            version: u64,
+            owner: Option<&str>,
+            expires_at: Timestamp,
+        ) -> Result<bool, StoreError> {
+            self.inner.touch(id, version, owner, expires_at).await
+        }
+        async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
+            self.inner.delete(id).await
+        }
+        async fn delete_expired(&self) -> Result<u64, StoreError> {
+            self.inner.delete_expired().await
+        }
+        async fn ids_of_owner(&self, owner: &str) -> Result<Vec<RecordId>, StoreError> {
+            self.inner.ids_of_owner(owner).await
+        }
+        async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError> {
+            self.inner.delete_owner(owner).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_login_racing_a_logout_everywhere_is_not_cached_after_it() {
+        let (created, release) = (Arc::default(), Arc::<tokio::sync::Notify>::default());
+        let a = Arc::new(
+            CachedStore::builder(HeldCreates {
+                inner: MemoryStore::new(),
+                created: Arc::clone(&created),
+                release: Arc::clone(&release),
+            })
+            .max_staleness(Duration::from_secs(60))
+            .build(),
+        );
+        let mut r = record();
+        r.owner = Some("alice".into());
+        // The create reaches the backing store...
+        let creating = tokio::spawn({
+            let (a, r) = (Arc::clone(&a), r.clone());
+            async move { a.create(&r).await }
+        });
+        created.notified().await;
+        // ...a logout everywhere lists and deletes the new session...
+        assert_eq!(a.delete_owner("alice").await.unwrap(), 1);
+        // ...and then the create caches what it wrote: it is not kept.
+        release.notify_one();
+        assert_eq!(creating.await.unwrap().unwrap(), Created::Created);
         assert_eq!(a.load(&r.id).await.unwrap(), None);
     }
 
     #[tokio::test]
-    async fn a_load_that_read_during_a_delete_cannot_cache_it_after_the_tombstones_left() {
+    async fn a_load_that_read_during_a_delete_cannot_cache_it_after() {
         let (backing, a, _) = pair(Duration::from_secs(60));
         let r = record();
         a.create(&r).await.unwrap();
         // A delete's steps, with a load that took its count and read the
         // record after the first burial, while the backing store still had
-        // it...
+        // it, and caches it after the delete.
         a.bury(&r.id).await;
         let seen = a.burials_now(&r.id);
         backing.delete(&r.id).await.unwrap();
         a.bury(&r.id).await;
-        // ...and the tombstones left memory (a short `idle_eviction`) before
-        // the load cached what it had read.
-        a.cache.as_ref().unwrap().invalidate(&r.id).await;
-        a.remember(&r, false, seen).await;
+        a.remember(&r, Replace::Older, seen).await;
         assert_eq!(a.load(&r.id).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_load_that_read_before_a_touch_keeps_the_touched_deadline() {
+        let (_, a, _) = pair(Duration::from_secs(60));
+        let r = record();
+        a.create(&r).await.unwrap();
+        // A load read the record, a touch of the same version moved its
+        // deadline (earlier, as a shorter lifetime does), then the load
+        // caches what it read.
+        let seen = a.burials_now(&r.id);
+        let sooner = r.expires_at - Duration::from_secs(1800);
+        assert!(a.touch(&r.id, r.version, None, sooner).await.unwrap());
+        a.remember(&r, Replace::Older, seen).await;
+        let cached = a.load(&r.id).await.unwrap().unwrap();
+        assert_eq!(cached.expires_at, sooner);
     }
 
     #[tokio::test]
@@ -519,10 +648,8 @@ mod tests {
         let seen = a.burials_now(&r.id);
         assert_eq!(a.delete_owner("alice").await.unwrap(), 0);
         // ...and caches it after: it is not kept.
-        a.remember(&r, false, seen).await;
-        let before = backing.counts().load;
-        a.load(&r.id).await.unwrap();
-        assert_eq!(backing.counts().load, before + 1, "not served from memory");
+        a.remember(&r, Replace::Older, seen).await;
+        not_in_memory(&backing, &a, &r.id).await;
     }
 
     #[tokio::test]
@@ -539,26 +666,40 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         backing.delay(None);
-        // ...meanwhile the first tombstone leaves memory, and a load reads the
-        // record the backing store still holds.
-        a.cache.as_ref().unwrap().invalidate(&r.id).await;
+        // ...meanwhile a load reads the record the backing store still
+        // holds.
         assert_eq!(a.load(&r.id).await.unwrap(), Some(r.clone()));
         deleting.await.unwrap().unwrap();
         assert_eq!(a.load(&r.id).await.unwrap(), None);
     }
 
     #[tokio::test]
-    async fn a_failed_write_after_a_delete_keeps_the_tombstone() {
-        let (_, a, _) = pair(Duration::from_secs(60));
+    async fn late_writes_after_a_delete_cache_nothing() {
+        let (backing, a, _) = pair(Duration::from_secs(60));
         let r = record();
         a.create(&r).await.unwrap();
+        let seen = a.burials_now(&r.id);
         a.delete(&r.id).await.unwrap();
         // A late save and touch of the deleted session find nothing...
         assert_eq!(a.save(&next(&r, b"late"), 0).await.unwrap(), Saved::Missing);
         assert!(!a.touch(&r.id, r.version, None, r.expires_at).await.unwrap());
-        // ...and leave the tombstone, so a racing load cannot cache it.
-        a.remember(&r, false, None).await;
+        // ...and a load racing them, which read before the delete, caches
+        // nothing either.
+        a.remember(&r, Replace::Older, seen).await;
         assert_eq!(a.load(&r.id).await.unwrap(), None);
+        not_in_memory(&backing, &a, &r.id).await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_delete_leaves_the_session_readable() {
+        let (backing, a, _) = pair(Duration::from_secs(60));
+        let r = record();
+        a.create(&r).await.unwrap();
+        backing.fail_with(Some(session_core::StoreErrorKind::Unavailable));
+        assert!(a.delete(&r.id).await.is_err());
+        backing.fail_with(None);
+        // The record is still there, and this instance says so.
+        assert_eq!(a.load(&r.id).await.unwrap(), Some(r));
     }
 
     #[tokio::test]
@@ -592,7 +733,7 @@ mod tests {
         a.create(&r).await.unwrap();
         let r1 = next(&r, b"v1");
         assert_eq!(a.save(&r1, 0).await.unwrap(), Saved::Saved);
-        a.remember(&r, false, None).await;
+        a.remember(&r, Replace::Older, a.burials_now(&r.id)).await;
         assert_eq!(a.load(&r.id).await.unwrap(), Some(r1));
     }
 
