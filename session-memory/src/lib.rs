@@ -76,6 +76,12 @@ fn index_add(index: &OwnerIndex, owner: &str, id: RecordId) {
     lock(index).entry(owner.to_owned()).or_default().insert(id);
 }
 
+/// The record's owner as its entry keeps it: an empty one is none
+/// ([`Entry::owner`]), and is never indexed, so nothing is left to remove.
+fn owner_of(record: &Record) -> Option<&str> {
+    record.owner.as_deref().filter(|o| !o.is_empty())
+}
+
 /// Hashes a [`RecordId`] by its first eight bytes: it is already a SHA-256
 /// output, uniform and not chosen by clients (they choose ids, not their
 /// hashes), so SipHash would only cost time.
@@ -393,7 +399,7 @@ impl Store for MemoryStore {
         if shard.live(&record.id, now, &self.inner.owners).is_some() {
             return Ok(Created::IdTaken);
         }
-        if let Some(owner) = &record.owner {
+        if let Some(owner) = owner_of(record) {
             index_add(&self.inner.owners, owner, record.id);
         }
         self.put(&mut shard, record.id, entry, now);
@@ -410,11 +416,11 @@ impl Store for MemoryStore {
         if current.version() != expected_version {
             return Ok(Saved::Conflict);
         }
-        if current.owner() != record.owner.as_deref() {
+        if current.owner() != owner_of(record) {
             if let Some(old) = current.owner() {
                 index_remove(&self.inner.owners, old, &record.id);
             }
-            if let Some(owner) = &record.owner {
+            if let Some(owner) = owner_of(record) {
                 index_add(&self.inner.owners, owner, record.id);
             }
         }
@@ -525,6 +531,21 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[tokio::test]
+    async fn an_empty_owner_leaves_nothing_in_the_owner_index() {
+        let store = MemoryStore::new();
+        let mut r = record(10);
+        r.owner = Some(String::new());
+        store.create(&r).await.unwrap();
+        let mut next = r.clone();
+        next.version += 1;
+        assert_eq!(store.save(&next, r.version).await.unwrap(), Saved::Saved);
+        store.delete(&r.id).await.unwrap();
+        // Nothing removes an entry of no record but a listing of its owner,
+        // which nobody asks for.
+        assert!(lock(&store.inner.owners).is_empty(), "an index entry stays");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
