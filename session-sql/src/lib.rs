@@ -36,9 +36,11 @@
 //!
 //! # Queries
 //!
-//! One statement each: `load` selects the row unless expired; `create`
-//! inserts (an expired row with the same id is removed first, only on a
-//! conflict); `save` is one `UPDATE ... WHERE version = ?`; `touch` updates
+//! One statement each in the common case: `load` selects the row unless
+//! expired; `create` inserts (on a conflict, an expired row with the same id
+//! is removed and the insert tried again); `save` is one
+//! `UPDATE ... WHERE version = ?` (and, when it matches nothing, a `SELECT`
+//! that tells a conflict from a missing session); `touch` updates
 //! `expires_at` only; the owner index is the `owner` column. Expired rows are
 //! never returned; [`Sweeper`](session_core::Sweeper) deletes them in batches
 //! of [`SWEEP_BATCH`].
@@ -140,10 +142,7 @@ impl From<SqlStoreError> for StoreError {
                     sqlx::Error::Decode(_) | sqlx::Error::ColumnDecode { .. } => {
                         StoreErrorKind::Corrupted
                     }
-                    sqlx::Error::Database(d) if d.code().as_deref().is_some_and(transient) => {
-                        StoreErrorKind::Unavailable
-                    }
-                    sqlx::Error::Database(_) => StoreErrorKind::Rejected,
+                    sqlx::Error::Database(d) => database_error_kind(d.as_ref()),
                     _ => StoreErrorKind::Other,
                 }
             }
@@ -153,14 +152,41 @@ impl From<SqlStoreError> for StoreError {
     }
 }
 
+/// Whether the database failed a statement for now ([`StoreErrorKind::Unavailable`])
+/// or for good ([`StoreErrorKind::Rejected`]).
+fn database_error_kind(error: &dyn sqlx::error::DatabaseError) -> StoreErrorKind {
+    // MySQL and MariaDB give most errors the catch-all SQLSTATE HY000, and a
+    // packet over `max_allowed_packet` a connection class (08S01): their
+    // own numbers tell.
+    #[cfg(feature = "mysql")]
+    if let Some(e) = error.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        match e.number() {
+            // Lock wait timeout, read-only (a failover under way),
+            // MariaDB's max_statement_time.
+            1205 | 1290 | 1969 => return StoreErrorKind::Unavailable,
+            // The record is larger than the server takes: every retry fails.
+            1153 => return StoreErrorKind::Rejected,
+            _ => {}
+        }
+    }
+    if error.code().as_deref().is_some_and(transient) {
+        StoreErrorKind::Unavailable
+    } else {
+        StoreErrorKind::Rejected
+    }
+}
+
 /// Whether a database error code says the database is busy, restarting or
 /// out of connections, rather than that it refused the statement: SQLSTATE
 /// classes 08 (connection), 40 (deadlock, serialization), 53 (insufficient
 /// resources) and 57P0x (shutting down), which PostgreSQL and MySQL/MariaDB
-/// both report, and SQLite's busy and locked result codes.
+/// both report; PostgreSQL's 57014 (a `statement_timeout`), 55P03 (a
+/// `lock_timeout`) and 25006 (a read-only standby, as during a failover);
+/// and SQLite's busy and locked result codes.
 fn transient(code: &str) -> bool {
     let sqlstate = code.len() == 5;
     (sqlstate && ["08", "40", "53", "57P0"].iter().any(|c| code.starts_with(c)))
+        || matches!(code, "57014" | "55P03" | "25006")
         // SQLite: BUSY and its RECOVERY, SNAPSHOT and TIMEOUT; LOCKED and
         // its SHAREDCACHE and VTAB.
         || matches!(code, "5" | "261" | "517" | "773" | "6" | "262" | "518")
@@ -441,8 +467,10 @@ mod tests {
         // PostgreSQL: too many connections, admin shutdown, deadlock; MySQL's
         // deadlock and connection errors share the SQLSTATE classes; SQLite
         // busy (5, and its extended codes) and locked (6).
+        // PostgreSQL's statement and lock timeouts and a read-only standby.
         for code in [
-            "53300", "57P01", "40P01", "40001", "08004", "5", "517", "773", "6",
+            "53300", "57P01", "40P01", "40001", "08004", "5", "517", "773", "6", "57014", "55P03",
+            "25006",
         ] {
             assert!(transient(code), "{code}");
         }

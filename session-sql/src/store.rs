@@ -55,12 +55,23 @@ macro_rules! sql_store {
             /// ends), on MySQL/MariaDB `GET_LOCK` (where the server refuses it,
             /// as Galera does, the migrations run without it, as before).
             ///
+            /// A database that has every migration already is only read
+            /// (`SELECT version FROM <table>_migrations`), with no lock and no
+            /// DDL: an app whose role may read and write the tables but not
+            /// create anything can call `migrate` at every start, once a role
+            /// with those rights has run it.
+            ///
             /// # Errors
             /// [`SqlStoreError::Migrate`]($crate::SqlStoreError::Migrate)
             /// naming the migration that failed.
             pub async fn migrate(&self) -> Result<(), $crate::SqlStoreError> {
                 let q = &self.queries;
                 let fail = |version| move |source| $crate::SqlStoreError::Migrate { version, source };
+                if self.applied(&self.pool).await.is_ok_and(|applied| {
+                    q.migrations.iter().all(|(version, _)| applied.contains(version))
+                }) {
+                    return Ok(());
+                }
                 // One connection holds the lock and runs every statement. Where
                 // there is a lock, it is closed afterwards rather than pooled:
                 // a `migrate` cancelled while holding the lock (or a rollback
@@ -121,11 +132,24 @@ macro_rules! sql_store {
                 }
             }
 
+            /// The migrations the database has recorded.
+            async fn applied<'e, E>(&self, executor: E) -> Result<Vec<i64>, sqlx::Error>
+            where
+                E: sqlx::Executor<'e, Database = $db>,
+            {
+                use sqlx::Row as _;
+                sqlx::query(&self.queries.applied)
+                    .fetch_all(executor)
+                    .await?
+                    .iter()
+                    .map(|row| row.try_get::<i64, _>(0))
+                    .collect()
+            }
+
             async fn migrate_locked(
                 &self,
                 conn: &mut <$db as sqlx::Database>::Connection,
             ) -> Result<(), $crate::SqlStoreError> {
-                use sqlx::Row as _;
                 let q = &self.queries;
                 let fail = |version| move |source| $crate::SqlStoreError::Migrate { version, source };
                 if let Some(schema) = &q.create_schema {
@@ -135,14 +159,7 @@ macro_rules! sql_store {
                     .execute(&mut *conn)
                     .await
                     .map_err(fail(0))?;
-                let applied: Vec<i64> = sqlx::query(&q.applied)
-                    .fetch_all(&mut *conn)
-                    .await
-                    .map_err(fail(0))?
-                    .iter()
-                    .map(|row| row.try_get::<i64, _>(0))
-                    .collect::<Result<_, _>>()
-                    .map_err(fail(0))?;
+                let applied = self.applied(&mut *conn).await.map_err(fail(0))?;
                 for (version, statements) in &q.migrations {
                     if applied.contains(version) {
                         continue;
@@ -301,17 +318,9 @@ macro_rules! sql_store {
                     .await
                     .map_err($crate::query_error("touch"))?
                     .rows_affected();
-                if updated > 0 {
-                    return Ok(true);
-                }
-                // MySQL counts only changed rows: the same deadline is 0.
-                let live: Option<i64> = sqlx::query_scalar(&self.queries.live_version)
-                    .bind(&id.as_bytes()[..])
-                    .bind(now)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err($crate::query_error("touch"))?;
-                Ok(live == Some($crate::version(version)?))
+                // Rows matched, on MySQL too: sqlx asks for `CLIENT_FOUND_ROWS`,
+                // so the same deadline again counts.
+                Ok(updated > 0)
             }
 
             async fn delete(&self, id: &session_core::RecordId) -> Result<(), session_core::StoreError> {

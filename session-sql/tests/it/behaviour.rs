@@ -222,6 +222,111 @@ async fn tables_named_apart_by_case_each_get_their_indexes() {
     }
 }
 
+/// `url` with the user `user:password`.
+fn as_user(url: &str, user: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("url");
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    format!("{scheme}://{user}:app-password@{rest}")
+}
+
+/// Runs its clean-up when dropped, even after a failed assertion (what
+/// outlives a test's schema or table: a database user).
+struct OnDrop(Option<Box<dyn FnOnce() + Send>>);
+
+impl Drop for OnDrop {
+    fn drop(&mut self) {
+        if let Some(cleanup) = self.0.take() {
+            cleanup();
+        }
+    }
+}
+
+/// Runs `statements` on a pool of `url`'s, from a thread of its own.
+fn run_later<DB: sqlx::Database>(url: String, statements: Vec<String>) -> OnDrop
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+{
+    OnDrop(Some(Box::new(move || {
+        support::block_on_thread(move || async move {
+            let Ok(pool) = sqlx::Pool::<DB>::connect(&url).await else {
+                return;
+            };
+            for statement in statements {
+                let _ = sqlx::query::<DB>(&statement).execute(&pool).await;
+            }
+        });
+    })))
+}
+
+/// An app whose database user may read and write the tables but not
+/// create anything calls `migrate` at start, after a deploy step (here the
+/// test's own user) has migrated the database.
+async fn an_app_user_without_ddl_rights_can_migrate<S: Store + Migrate>(
+    app: Result<S, session_sql::SqlStoreError>,
+) {
+    let app = app.expect("connect as the app's user");
+    app.migrate_now()
+        .await
+        .expect("migrate as a user that may not create anything");
+    let r = record(Duration::from_secs(3600));
+    app.create(&r).await.expect("create");
+    assert!(app.load(&r.id).await.expect("load").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_user_without_ddl_rights_migrates_an_up_to_date_database() {
+    if let Some(pg) = support::postgres().await {
+        let owner = pg.inner();
+        let schema = owner.table().schema().expect("a schema").to_owned();
+        let user = support::unique("app_");
+        let _drop = run_later::<sqlx::Postgres>(
+            support::postgres_url(),
+            vec![format!("DROP OWNED BY {user}"), format!("DROP ROLE {user}")],
+        );
+        for statement in [
+            format!("CREATE ROLE {user} LOGIN PASSWORD 'app-password'"),
+            format!("GRANT USAGE ON SCHEMA \"{schema}\" TO {user}"),
+            format!(
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA \"{schema}\" TO {user}"
+            ),
+        ] {
+            owner.execute(&statement).await;
+        }
+        let url = as_user(&support::postgres_url(), &user);
+        let app = PostgresStore::connect(&url)
+            .await
+            .map(|s| s.with_table(owner.table().clone()));
+        an_app_user_without_ddl_rights_can_migrate(app).await;
+    }
+    if let Some(my) = support::mysql().await {
+        let owner = my.inner();
+        let table = owner.table().name().to_owned();
+        let user = support::unique("app_");
+        let _drop = run_later::<sqlx::MySql>(
+            support::mysql_url(),
+            vec![format!("DROP USER '{user}'@'%'")],
+        );
+        owner
+            .execute(&format!(
+                "CREATE USER '{user}'@'%' IDENTIFIED BY 'app-password'"
+            ))
+            .await;
+        for t in [table.clone(), format!("{table}_migrations")] {
+            owner
+                .execute(&format!(
+                    "GRANT SELECT, INSERT, UPDATE, DELETE ON `{t}` TO '{user}'@'%'"
+                ))
+                .await;
+        }
+        let url = as_user(&support::mysql_url(), &user);
+        let app = MySqlStore::connect(&url)
+            .await
+            .map(|s| s.with_table(owner.table().clone()));
+        an_app_user_without_ddl_rights_can_migrate(app).await;
+    }
+}
+
 #[tokio::test]
 async fn migrate_is_idempotent() {
     let store = support::sqlite_memory().await;

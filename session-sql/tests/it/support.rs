@@ -82,7 +82,7 @@ pub(crate) fn unique(prefix: &str) -> String {
 
 /// Runs `f` to completion on a runtime of its own, on a thread of its own:
 /// clean-ups run from `Drop`, possibly inside the test's runtime.
-fn block_on_thread<F, Fut>(f: F)
+pub(crate) fn block_on_thread<F, Fut>(f: F)
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = ()>,
