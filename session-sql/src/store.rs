@@ -67,11 +67,17 @@ macro_rules! sql_store {
             pub async fn migrate(&self) -> Result<(), $crate::SqlStoreError> {
                 let q = &self.queries;
                 let fail = |version| move |source| $crate::SqlStoreError::Migrate { version, source };
-                if self.applied(&self.pool).await.is_ok_and(|applied| {
+                let mut check = self.pool.acquire().await.map_err(fail(0))?;
+                if self.applied(&mut *check).await.is_ok_and(|applied| {
                     q.migrations.iter().all(|(version, _)| applied.contains(version))
                 }) {
                     return Ok(());
                 }
+                // Not with that connection: a lookup that failed may have left
+                // its catalog cache sure that the schema or table is missing,
+                // while another instance creates it, and PostgreSQL would then
+                // not see that instance's `CREATE SCHEMA` once it commits.
+                let _ = check.close().await;
                 // One connection holds the lock and runs every statement. Where
                 // there is a lock, it is closed afterwards rather than pooled:
                 // a `migrate` cancelled while holding the lock (or a rollback
