@@ -246,7 +246,10 @@ impl Table {
         })
     }
 
-    /// The schema (PostgreSQL only; created by `migrate` if missing).
+    /// The schema, created by `migrate` if missing. On MySQL and MariaDB a
+    /// schema is a database (`migrate` then runs `CREATE SCHEMA`, which is
+    /// `CREATE DATABASE` there); SQLite has none, and its `migrate` fails
+    /// with a schema set.
     ///
     /// # Errors
     /// [`SqlStoreError::Identifier`] unless it is a plain SQL identifier.
