@@ -76,6 +76,7 @@ macro_rules! store_conformance {
             touch_extends_without_changing_data,
             touch_of_a_stale_version_changes_nothing,
             touch_of_missing_is_false,
+            touch_to_the_same_or_a_past_deadline,
             expired_records_are_never_loaded,
             records_expire_when_their_deadline_passes,
             expired_id_can_be_created_again,
@@ -352,6 +353,36 @@ pub async fn touch_of_missing_is_false(store: impl Store) {
         .await
         .expect("touch"));
     assert_eq!(load(&store, &rid).await, None);
+}
+
+/// `touch` answers `true` for a live record at its version even when the
+/// deadline does not move (a store must count matched records, not changed
+/// ones), and a deadline in the past ends the record at once: it is no
+/// longer loaded or listed (a rotation retires its old id so).
+pub async fn touch_to_the_same_or_a_past_deadline(store: impl Store) {
+    let owner = random_owner();
+    let mut r = record(hour());
+    r.owner = Some(owner.clone());
+    create(&store, &r).await;
+    assert!(
+        store
+            .touch(&r.id, r.version, r.owner.as_deref(), r.expires_at)
+            .await
+            .expect("touch"),
+        "a touch that keeps the deadline must answer true"
+    );
+    assert_eq!(load(&store, &r.id).await.expect("live"), r);
+    let past = Timestamp::from_unix_millis(1);
+    assert!(
+        store
+            .touch(&r.id, r.version, r.owner.as_deref(), past)
+            .await
+            .expect("touch"),
+        "a touch of a live record at its version must answer true"
+    );
+    assert_eq!(load(&store, &r.id).await, None);
+    assert!(store.ids_of_owner(&owner).await.expect("list").is_empty());
+    assert_eq!(store.delete_owner(&owner).await.expect("delete owner"), 0);
 }
 
 /// A record whose deadline is already past, or is the very instant of its
