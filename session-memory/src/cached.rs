@@ -10,7 +10,7 @@ use moka::future::Cache;
 use moka::policy::EvictionPolicy;
 use session_core::{Created, Record, RecordId, Saved, Store, StoreError, Timestamp};
 
-use moka::ops::compute::Op;
+use moka::ops::compute::{CompResult, Op};
 
 use crate::{until, DEFAULT_MAX_BYTES};
 
@@ -88,6 +88,35 @@ enum Replace {
     NotNewer,
 }
 
+/// What a delete ends: one session, or every session of an owner.
+enum Ending<'a> {
+    Id(&'a RecordId),
+    Owner(&'a str),
+}
+
+/// Buries what a delete ends if the delete is dropped before it finishes
+/// (a store timeout): its backing call may still take effect, and a load
+/// that read the session meanwhile must not cache it.
+struct Unfinished<'a, S> {
+    store: &'a CachedStore<S>,
+    ending: Option<Ending<'a>>,
+}
+
+impl<S> Unfinished<'_, S> {
+    /// The delete finished: nothing to do on drop.
+    fn finished(mut self) {
+        self.ending = None;
+    }
+}
+
+impl<S> Drop for Unfinished<'_, S> {
+    fn drop(&mut self) {
+        if let Some(ending) = self.ending.take() {
+            self.store.bury_now(&ending);
+        }
+    }
+}
+
 /// The longest `max_staleness` and `idle_eviction` moka takes (it refuses
 /// more than 1 000 years): longer is no different from forever.
 const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
@@ -154,6 +183,42 @@ impl<S: Store> CachedStoreBuilder<S> {
     }
 }
 
+/// What a burial needs, without the backing store (a drop guard calls it).
+impl<S> CachedStore<S> {
+    fn burials(&self, id: &RecordId) -> &AtomicU64 {
+        &self.burials[usize::from(id.as_bytes()[0]) % BURIAL_SHARDS]
+    }
+
+    /// Counts a burial of `ending` without waiting, and drops what memory
+    /// holds of it by a predicate moka applies to every entry written before
+    /// (the last step of a logout everywhere, and of a delete dropped half
+    /// way).
+    fn bury_now(&self, ending: &Ending<'_>) {
+        let Some(cache) = &self.cache else { return };
+        let registered = match *ending {
+            Ending::Id(id) => {
+                self.burials(id).fetch_add(1, Ordering::SeqCst);
+                let id = *id;
+                cache.invalidate_entries_if(move |key, _| *key == id)
+            }
+            Ending::Owner(owner) => {
+                for shard in self.burials.iter() {
+                    shard.fetch_add(1, Ordering::SeqCst);
+                }
+                let owner = owner.to_owned();
+                cache.invalidate_entries_if(move |_, record| {
+                    record.owner.as_deref() == Some(owner.as_str())
+                })
+            }
+        };
+        if registered.is_err() {
+            // Closures are enabled at build time, so this cannot happen;
+            // dropping everything is the safe answer if it ever does.
+            cache.invalidate_all();
+        }
+    }
+}
+
 impl<S: Store> CachedStore<S> {
     /// Starts building a cache in front of `backing`.
     pub fn builder(backing: S) -> CachedStoreBuilder<S> {
@@ -170,10 +235,6 @@ impl<S: Store> CachedStore<S> {
         &self.backing
     }
 
-    fn burials(&self, id: &RecordId) -> &AtomicU64 {
-        &self.burials[usize::from(id.as_bytes()[0]) % BURIAL_SHARDS]
-    }
-
     /// Caches `record` unless memory holds a version that `replace` keeps,
     /// or a burial in its shard came after `read_after` (the count the
     /// caller saw before its call to the backing store): then a copy in
@@ -187,7 +248,7 @@ impl<S: Store> CachedStore<S> {
         }
         let new = Arc::new(record.clone());
         let burials = self.burials(&record.id);
-        cache
+        let done = cache
             .entry(record.id)
             .and_compute_with(|existing| {
                 // A burial counts inside a compute on the same entry, so the
@@ -217,6 +278,14 @@ impl<S: Store> CachedStore<S> {
                 std::future::ready(op)
             })
             .await;
+        // A logout everywhere counts in every shard outside this entry's
+        // compute, then drops its owner's copies by a predicate that spares
+        // entries written after it: a copy put from a count that has moved
+        // since goes again.
+        let put = matches!(done, CompResult::Inserted(_) | CompResult::ReplacedWith(_));
+        if put && read_after.is_some_and(|seen| burials.load(Ordering::SeqCst) != seen) {
+            cache.invalidate(&record.id).await;
+        }
     }
 
     /// Drops the cached copy of `id`.
@@ -332,7 +401,12 @@ impl<S: Store> Store for CachedStore<S> {
 
     async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
         self.bury(id).await;
+        let unfinished = Unfinished {
+            store: self,
+            ending: Some(Ending::Id(id)),
+        };
         let deleted = self.backing.delete(id).await;
+        unfinished.finished();
         // Again once the backing store no longer has it: a load that took its
         // count after the first burial and read the record meanwhile either
         // sees this burial or has its copy dropped by it.
@@ -361,34 +435,20 @@ impl<S: Store> Store for CachedStore<S> {
         for id in &ids {
             self.bury(id).await;
         }
+        // Dropped (finished or not), this counts a burial in every shard and
+        // drops the owner's copies: sessions the listing missed (created
+        // since) had no burial of their own, and loads and writes that
+        // reached the backing store before the delete must not cache them
+        // after it, even when the backing store failed part of the way.
+        let ending = Unfinished {
+            store: self,
+            ending: Some(Ending::Owner(owner)),
+        };
         let n = self.backing.delete_owner(owner).await;
         for id in &ids {
             self.bury(id).await;
         }
-        // Sessions the listing missed (created since) had no burial of
-        // their own: a burial in every shard keeps loads and writes that
-        // reached the backing store before the delete from caching them
-        // after it.
-        if self.cache.is_some() {
-            for shard in self.burials.iter() {
-                shard.fetch_add(1, Ordering::AcqRel);
-            }
-        }
-        // And copies of sessions the listing missed (created since), even if
-        // the backing store failed part of the way.
-        if let Some(cache) = &self.cache {
-            let owner = owner.to_owned();
-            if cache
-                .invalidate_entries_if(move |_, record| {
-                    record.owner.as_deref() == Some(owner.as_str())
-                })
-                .is_err()
-            {
-                // Closures are enabled at build time, so this cannot happen;
-                // dropping everything is the safe answer if it ever does.
-                cache.invalidate_all();
-            }
-        }
+        drop(ending);
         n
     }
 
@@ -531,23 +591,33 @@ mod tests {
         not_in_memory(&backing, &a, &r.id).await;
     }
 
-    /// A backing store whose creates hold their answer until released.
-    #[derive(Debug)]
-    struct HeldCreates {
+    /// A backing store whose creates, or deletes, take effect and then hold
+    /// their answer until released.
+    #[derive(Debug, Default)]
+    struct Held {
         inner: MemoryStore,
-        created: Arc<tokio::sync::Notify>,
+        deletes: bool,
+        done: Arc<tokio::sync::Notify>,
         release: Arc<tokio::sync::Notify>,
     }
 
+    impl Held {
+        async fn hold(&self) {
+            self.done.notify_one();
+            self.release.notified().await;
+        }
+    }
+
     #[async_trait]
-    impl Store for HeldCreates {
+    impl Store for Held {
         async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
             self.inner.load(id).await
         }
         async fn create(&self, record: &Record) -> Result<Created, StoreError> {
             let created = self.inner.create(record).await;
-            self.created.notify_one();
-            self.release.notified().await;
+            if !self.deletes {
+                self.hold().await;
+            }
             created
         }
         async fn save(&self, record: &Record, expected: u64) -> Result<Saved, StoreError> {
@@ -563,7 +633,11 @@ mod tests {
             self.inner.touch(id, version, owner, expires_at).await
         }
         async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
-            self.inner.delete(id).await
+            let deleted = self.inner.delete(id).await;
+            if self.deletes {
+                self.hold().await;
+            }
+            deleted
         }
         async fn delete_expired(&self) -> Result<u64, StoreError> {
             self.inner.delete_expired().await
@@ -576,18 +650,28 @@ mod tests {
         }
     }
 
+    /// A cache in front of a [`Held`] store, and the store's signals.
+    fn held(
+        deletes: bool,
+    ) -> (
+        Arc<CachedStore<Held>>,
+        Arc<tokio::sync::Notify>,
+        Arc<tokio::sync::Notify>,
+    ) {
+        let backing = Held {
+            deletes,
+            ..Held::default()
+        };
+        let (done, release) = (Arc::clone(&backing.done), Arc::clone(&backing.release));
+        let cached = CachedStore::builder(backing)
+            .max_staleness(Duration::from_secs(60))
+            .build();
+        (Arc::new(cached), done, release)
+    }
+
     #[tokio::test]
     async fn a_login_racing_a_logout_everywhere_is_not_cached_after_it() {
-        let (created, release) = (Arc::default(), Arc::<tokio::sync::Notify>::default());
-        let a = Arc::new(
-            CachedStore::builder(HeldCreates {
-                inner: MemoryStore::new(),
-                created: Arc::clone(&created),
-                release: Arc::clone(&release),
-            })
-            .max_staleness(Duration::from_secs(60))
-            .build(),
-        );
+        let (a, created, release) = held(false);
         let mut r = record();
         r.owner = Some("alice".into());
         // The create reaches the backing store...
@@ -601,6 +685,31 @@ mod tests {
         // ...and then the create caches what it wrote: it is not kept.
         release.notify_one();
         assert_eq!(creating.await.unwrap().unwrap(), Created::Created);
+        assert_eq!(a.load(&r.id).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_delete_dropped_after_its_backing_call_keeps_the_session_out() {
+        let (a, deleted, _release) = held(true);
+        let r = record();
+        a.create(&r).await.unwrap();
+        // The delete's backing call takes effect, and the delete waits for
+        // its answer...
+        let deleting = tokio::spawn({
+            let (a, id) = (Arc::clone(&a), r.id);
+            async move { a.delete(&id).await }
+        });
+        deleted.notified().await;
+        // ...while a load that took its count after the first burial, and
+        // read the record before the backing call, caches it...
+        let seen = a.burials_now(&r.id);
+        a.remember(&r, Replace::Older, seen).await;
+        // ...then the delete is dropped (a store timeout): the copy goes,
+        // and a second copy from that read is not kept either.
+        deleting.abort();
+        assert!(deleting.await.unwrap_err().is_cancelled());
+        assert_eq!(a.load(&r.id).await.unwrap(), None);
+        a.remember(&r, Replace::Older, seen).await;
         assert_eq!(a.load(&r.id).await.unwrap(), None);
     }
 

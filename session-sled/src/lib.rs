@@ -35,8 +35,9 @@
 //!
 //! Single-record calls run on the caller's task: sled answers them from its
 //! cache, or reads one record from disk. The sweep and the owner calls,
-//! which scan and may read many cold records, run on Tokio's blocking pool,
-//! so they never hold up a runtime worker.
+//! which scan and may read many cold records, run on Tokio's blocking pool
+//! rather than on a runtime worker. (sled's lock still makes other calls
+//! wait for each of their transactions, one record at a time.)
 //!
 //! # Durability
 //!

@@ -161,9 +161,10 @@ fn database_error_kind(error: &dyn sqlx::error::DatabaseError) -> StoreErrorKind
     #[cfg(feature = "mysql")]
     if let Some(e) = error.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
         match e.number() {
-            // Lock wait timeout, read-only (a failover under way),
-            // MariaDB's max_statement_time.
-            1205 | 1290 | 1969 => return StoreErrorKind::Unavailable,
+            // Lock wait timeout, read-only (a failover under way), a query
+            // interrupted, MySQL's max_execution_time and MariaDB's
+            // max_statement_time.
+            1205 | 1290 | 1317 | 3024 | 1969 => return StoreErrorKind::Unavailable,
             // The record is larger than the server takes: every retry fails.
             1153 => return StoreErrorKind::Rejected,
             _ => {}

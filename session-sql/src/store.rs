@@ -30,7 +30,7 @@ macro_rules! sql_store {
                 Self { pool, table, queries }
             }
 
-            /// Uses another table (and, on PostgreSQL, schema).
+            /// Uses another table (and schema; see [`Table::with_schema`]($crate::Table::with_schema)).
             pub fn with_table(mut self, table: $crate::Table) -> Self {
                 self.queries = std::sync::Arc::new($crate::Queries::new(&$dialect, &table));
                 self.table = table;
@@ -73,11 +73,18 @@ macro_rules! sql_store {
                 }) {
                     return Ok(());
                 }
-                // Not with that connection: a lookup that failed may have left
-                // its catalog cache sure that the schema or table is missing,
-                // while another instance creates it, and PostgreSQL would then
-                // not see that instance's `CREATE SCHEMA` once it commits.
-                let _ = check.close().await;
+                // Not with that connection where others migrate concurrently
+                // (there is a lock): a lookup that failed may have left its
+                // catalog cache sure that the schema or table is missing
+                // while another instance creates it, and PostgreSQL would
+                // then not see that instance's `CREATE SCHEMA` once it
+                // commits. (SQLite keeps it: an in-memory database lives in
+                // its one connection.)
+                if matches!(q.migration_lock, $crate::MigrationLock::None) {
+                    drop(check);
+                } else {
+                    let _ = check.close().await;
+                }
                 // One connection holds the lock and runs every statement. Where
                 // there is a lock, it is closed afterwards rather than pooled:
                 // a `migrate` cancelled while holding the lock (or a rollback

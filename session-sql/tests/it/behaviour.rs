@@ -327,6 +327,23 @@ async fn an_app_user_without_ddl_rights_migrates_an_up_to_date_database() {
     }
 }
 
+/// An in-memory SQLite database lives in its pool's one connection:
+/// migrating a second table must not close it.
+#[tokio::test]
+async fn migrating_a_second_table_keeps_an_in_memory_databases_first() {
+    let first = support::sqlite_memory().await;
+    let r = record(Duration::from_secs(3600));
+    first.create(&r).await.expect("create");
+    let second = first
+        .clone()
+        .with_table(session_sql::Table::new("admin_sessions").expect("name"));
+    second.migrate().await.expect("migrate a second table");
+    assert!(
+        first.load(&r.id).await.expect("load").is_some(),
+        "the first table's sessions are gone"
+    );
+}
+
 #[tokio::test]
 async fn migrate_is_idempotent() {
     let store = support::sqlite_memory().await;
