@@ -357,11 +357,25 @@ async fn fill_server(n: usize, subject: &str) -> Result<(u64, usize, u64), Strin
                     .unwrap_or(0)
             };
             let prefix = format!("loadtest-memory-{}:", std::process::id());
-            let before: String = redis::cmd("INFO")
-                .arg("memory")
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| e.to_string())?;
+            // A `FLUSHDB ASYNC` before (the load runs empty their database so)
+            // frees memory in the background: measured meanwhile, the growth
+            // would come out too small, or negative.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+            let before: String = loop {
+                let info: String = redis::cmd("INFO")
+                    .arg("memory")
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let pending = info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("lazyfree_pending_objects:"))
+                    .is_some_and(|v| v.trim() != "0");
+                if !pending || std::time::Instant::now() > deadline {
+                    break info;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            };
             let store = session_redis::RedisStore::connect(&url)
                 .await
                 .map_err(|e| e.to_string())?
@@ -399,11 +413,13 @@ async fn fill_server(n: usize, subject: &str) -> Result<(u64, usize, u64), Strin
                 cursor = next;
             }
             filled?;
-            Ok((
-                removed,
-                value_bytes,
-                used(after).saturating_sub(used(before)),
-            ))
+            let (before, after) = (used(before), used(after));
+            if after <= before {
+                return Err(format!(
+                    "Redis used_memory did not grow ({before} to {after} bytes): not a measure"
+                ));
+            }
+            Ok((removed, value_bytes, after - before))
         }
         _ => {
             let url = env_or("DATABASE_URL_POSTGRES", POSTGRES_URL);
