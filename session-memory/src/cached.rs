@@ -548,18 +548,17 @@ mod tests {
         assert_eq!(backing.counts().load, before + 1, "served from memory");
     }
 
-    #[tokio::test]
-    async fn a_load_that_read_before_a_delete_cannot_cache_it_after() {
-        let (backing, a, _) = pair(Duration::from_secs(60));
-        let r = record();
-        a.create(&r).await.unwrap();
-        // A load took its count and read the record before the delete...
-        let seen = a.burials_now(&r.id);
-        a.delete(&r.id).await.unwrap();
-        // ...and caches what it read after it: it is not kept.
-        a.remember(&r, Replace::Older, seen).await;
+    /// A load that took its count `seen` and read `r` before a delete
+    /// caches it after: it is not kept, and the session is gone.
+    async fn a_stale_read_is_not_kept(
+        backing: &Backing,
+        a: &CachedStore<Backing>,
+        r: &Record,
+        seen: Option<u64>,
+    ) {
+        a.remember(r, Replace::Older, seen).await;
         assert_eq!(a.load(&r.id).await.unwrap(), None);
-        not_in_memory(&backing, &a, &r.id).await;
+        not_in_memory(backing, a, &r.id).await;
     }
 
     #[tokio::test]
@@ -586,9 +585,7 @@ mod tests {
         // owner's sessions were deleted, and caches it just after.
         let seen = a.burials_now(&r.id);
         assert_eq!(a.delete_owner("alice").await.unwrap(), 1);
-        a.remember(&r, Replace::Older, seen).await;
-        assert_eq!(a.load(&r.id).await.unwrap(), None);
-        not_in_memory(&backing, &a, &r.id).await;
+        a_stale_read_is_not_kept(&backing, &a, &r, seen).await;
     }
 
     /// A backing store whose creates, or deletes, take effect and then hold
@@ -794,9 +791,7 @@ mod tests {
         assert!(!a.touch(&r.id, r.version, None, r.expires_at).await.unwrap());
         // ...and a load racing them, which read before the delete, caches
         // nothing either.
-        a.remember(&r, Replace::Older, seen).await;
-        assert_eq!(a.load(&r.id).await.unwrap(), None);
-        not_in_memory(&backing, &a, &r.id).await;
+        a_stale_read_is_not_kept(&backing, &a, &r, seen).await;
     }
 
     #[tokio::test]
