@@ -45,6 +45,12 @@
 //! never returned; [`Sweeper`](session_core::Sweeper) deletes them in batches
 //! of [`SWEEP_BATCH`].
 //!
+//! Each statement runs on its own, outside any transaction. One that the
+//! database rolls back to break a deadlock (with a sweep's range delete, or
+//! an application's own transaction on the table) or a serialization
+//! conflict runs again, up to three times in all, so such a deadlock does not
+//! fail the request; the manager's timeout bounds the whole call.
+//!
 //! # TLS
 //!
 //! With the feature `tls-rustls`, PostgreSQL and MySQL connections can be
@@ -175,6 +181,12 @@ fn database_error_kind(error: &dyn sqlx::error::DatabaseError) -> StoreErrorKind
     } else {
         StoreErrorKind::Rejected
     }
+}
+
+/// Whether the database refused a statement for good, as opposed to
+/// failing it for now (busy, interrupted, unreachable).
+pub(crate) fn refused(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if database_error_kind(d.as_ref()) == StoreErrorKind::Rejected)
 }
 
 /// Whether a database error code says the database is busy, restarting or
@@ -422,6 +434,46 @@ impl Queries {
 
 pub(crate) fn version(v: u64) -> Result<i64, StoreError> {
     i64::try_from(v).map_err(|_| SqlStoreError::OutOfRange("session version past i64::MAX").into())
+}
+
+/// How many times a store call runs its statement when the database rolls
+/// it back to break a deadlock or a serialization conflict.
+pub(crate) const ATTEMPTS: u32 = 3;
+
+/// Whether the database rolled a statement back to break a deadlock
+/// (MySQL/MariaDB's 1213 and PostgreSQL's 40P01) or a serialization
+/// conflict (40001, under `SERIALIZABLE`). Each store call runs its
+/// statements outside any transaction, so nothing of such a statement took
+/// effect and running it again is safe: the deadlock is gone with it.
+pub(crate) fn rolled_back(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| code == "40001" || code == "40P01")
+}
+
+/// Runs `statement`, and runs it again (up to [`ATTEMPTS`] times in all)
+/// while the database rolls it back to break a deadlock: the sweeper's
+/// range deletes and other clients' transactions can pick a request's
+/// one-row statement as the victim, which must not fail the request. The
+/// retry queues behind the transaction that won, so it needs no pause; the
+/// manager's timeout bounds the whole call.
+pub(crate) async fn retrying<T, Fut>(
+    op: &'static str,
+    mut statement: impl FnMut() -> Fut,
+) -> sqlx::Result<T>
+where
+    Fut: std::future::Future<Output = sqlx::Result<T>>,
+{
+    let mut attempt = 1;
+    loop {
+        match statement().await {
+            Err(error) if attempt < ATTEMPTS && rolled_back(&error) => {
+                tracing::debug!(op, attempt, %error, "the database rolled a session statement back; running it again");
+                attempt += 1;
+            }
+            done => return done,
+        }
+    }
 }
 
 pub(crate) fn query_error(op: &'static str) -> impl Fn(sqlx::Error) -> StoreError {

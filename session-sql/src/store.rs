@@ -53,7 +53,9 @@ macro_rules! sql_store {
             /// under one database lock, on PostgreSQL an advisory lock held by
             /// the transaction the migrations run in (released however it
             /// ends), on MySQL/MariaDB `GET_LOCK` (where the server refuses it,
-            /// as Galera does, the migrations run without it, as before).
+            /// as Galera does, the migrations run without it; a wait for it
+            /// that a statement timeout or a `KILL QUERY` interrupts is an
+            /// error, since another instance is migrating then).
             ///
             /// A database that has every migration already is only read
             /// (`SELECT version FROM <table>_migrations`), with no lock and no
@@ -120,16 +122,31 @@ macro_rules! sql_store {
                             .await;
                         match taken {
                             Ok(Some(1)) => {}
-                            Ok(_) => {
+                            Ok(Some(_)) => {
                                 return Err(fail(0)(sqlx::Error::Protocol(format!(
                                     "another instance held the migration lock {:?} for ten minutes",
                                     q.lock_name
                                 ))))
                             }
-                            Err(error) => {
+                            // What `GET_LOCK` answers when a statement
+                            // timeout or a `KILL QUERY` ends its wait.
+                            Ok(None) => {
+                                return Err(fail(0)(sqlx::Error::Protocol(format!(
+                                    "the wait for the migration lock {:?}, which another instance \
+                                     holds, was interrupted (a statement timeout or KILL QUERY)",
+                                    q.lock_name
+                                ))))
+                            }
+                            // Refused for good, as Galera refuses `GET_LOCK`.
+                            Err(error) if $crate::refused(&error) => {
                                 tracing::warn!(%error, "the database refused the migration lock; migrating without it");
                                 return self.migrate_locked(&mut conn).await;
                             }
+                            // Interrupted while another instance held it (a
+                            // statement timeout, a killed query) or the
+                            // connection failed: migrating now would run
+                            // beside that instance's migration.
+                            Err(error) => return Err(fail(0)(error)),
                         }
                         let result = self.migrate_locked(&mut conn).await;
                         let released: Result<Option<i64>, _> = sqlx::query_scalar(unlock)
@@ -204,14 +221,17 @@ macro_rules! sql_store {
                 record: &session_core::Record,
                 data: &[u8],
             ) -> Result<sqlx::Result<<$db as sqlx::Database>::QueryResult>, session_core::StoreError> {
-                Ok(sqlx::query(&self.queries.insert)
-                    .bind(&record.id.as_bytes()[..])
-                    .bind(data)
-                    .bind($crate::version(record.version)?)
-                    .bind(record.expires_at.unix_millis())
-                    .bind(record.owner.as_deref())
-                    .execute(&self.pool)
-                    .await)
+                let version = $crate::version(record.version)?;
+                Ok($crate::retrying("create", || {
+                    sqlx::query(&self.queries.insert)
+                        .bind(&record.id.as_bytes()[..])
+                        .bind(data)
+                        .bind(version)
+                        .bind(record.expires_at.unix_millis())
+                        .bind(record.owner.as_deref())
+                        .execute(&self.pool)
+                })
+                .await)
             }
         }
 
@@ -222,12 +242,14 @@ macro_rules! sql_store {
                 id: &session_core::RecordId,
             ) -> Result<Option<session_core::Record>, session_core::StoreError> {
                 use sqlx::Row as _;
-                let row = sqlx::query(&self.queries.load)
-                    .bind(&id.as_bytes()[..])
-                    .bind(session_core::Timestamp::now().unix_millis())
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err($crate::query_error("load"))?;
+                let row = $crate::retrying("load", || {
+                    sqlx::query(&self.queries.load)
+                        .bind(&id.as_bytes()[..])
+                        .bind(session_core::Timestamp::now().unix_millis())
+                        .fetch_optional(&self.pool)
+                })
+                .await
+                .map_err($crate::query_error("load"))?;
                 let Some(row) = row else { return Ok(None) };
                 // On SQLite a column of the wrong type (an edit by hand) is a
                 // corrupted row: no session, like an undecodable record.
@@ -259,13 +281,15 @@ macro_rules! sql_store {
                     Err(e) => return Err($crate::query_error("create")(e)),
                 }
                 // The id exists: free it only if its row has expired.
-                let freed = sqlx::query(&self.queries.delete_expired_id)
-                    .bind(&record.id.as_bytes()[..])
-                    .bind(session_core::Timestamp::now().unix_millis())
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::query_error("create"))?
-                    .rows_affected();
+                let freed = $crate::retrying("create", || {
+                    sqlx::query(&self.queries.delete_expired_id)
+                        .bind(&record.id.as_bytes()[..])
+                        .bind(session_core::Timestamp::now().unix_millis())
+                        .execute(&self.pool)
+                })
+                .await
+                .map_err($crate::query_error("create"))?
+                .rows_affected();
                 if freed == 0 {
                     return Ok(session_core::Created::IdTaken);
                 }
@@ -284,29 +308,35 @@ macro_rules! sql_store {
                 let data = record
                     .to_bytes()
                     .map_err(|e| session_core::StoreError::new(session_core::StoreErrorKind::Other, e))?;
+                let (version, expected) =
+                    ($crate::version(record.version)?, $crate::version(expected_version)?);
                 let now = session_core::Timestamp::now().unix_millis();
-                let updated = sqlx::query(&self.queries.save)
-                    .bind(&data[..])
-                    .bind($crate::version(record.version)?)
-                    .bind(record.expires_at.unix_millis())
-                    .bind(record.owner.as_deref())
-                    .bind(&record.id.as_bytes()[..])
-                    .bind($crate::version(expected_version)?)
-                    .bind(now)
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::query_error("save"))?
-                    .rows_affected();
+                let updated = $crate::retrying("save", || {
+                    sqlx::query(&self.queries.save)
+                        .bind(&data[..])
+                        .bind(version)
+                        .bind(record.expires_at.unix_millis())
+                        .bind(record.owner.as_deref())
+                        .bind(&record.id.as_bytes()[..])
+                        .bind(expected)
+                        .bind(now)
+                        .execute(&self.pool)
+                })
+                .await
+                .map_err($crate::query_error("save"))?
+                .rows_affected();
                 if updated > 0 {
                     return Ok(session_core::Saved::Saved);
                 }
                 // Not saved: a conflict if the row is live, else missing.
-                let live = sqlx::query(&self.queries.live_version)
-                    .bind(&record.id.as_bytes()[..])
-                    .bind(now)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err($crate::query_error("save"))?;
+                let live = $crate::retrying("save", || {
+                    sqlx::query(&self.queries.live_version)
+                        .bind(&record.id.as_bytes()[..])
+                        .bind(now)
+                        .fetch_optional(&self.pool)
+                })
+                .await
+                .map_err($crate::query_error("save"))?;
                 Ok(if live.is_some() {
                     session_core::Saved::Conflict
                 } else {
@@ -321,40 +351,47 @@ macro_rules! sql_store {
                 _owner: Option<&str>,
                 expires_at: session_core::Timestamp,
             ) -> Result<bool, session_core::StoreError> {
+                let version = $crate::version(version)?;
                 let now = session_core::Timestamp::now().unix_millis();
-                let updated = sqlx::query(&self.queries.touch)
-                    .bind(expires_at.unix_millis())
-                    .bind(&id.as_bytes()[..])
-                    .bind($crate::version(version)?)
-                    .bind(now)
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::query_error("touch"))?
-                    .rows_affected();
+                let updated = $crate::retrying("touch", || {
+                    sqlx::query(&self.queries.touch)
+                        .bind(expires_at.unix_millis())
+                        .bind(&id.as_bytes()[..])
+                        .bind(version)
+                        .bind(now)
+                        .execute(&self.pool)
+                })
+                .await
+                .map_err($crate::query_error("touch"))?
+                .rows_affected();
                 // Rows matched, on MySQL too: sqlx asks for `CLIENT_FOUND_ROWS`,
                 // so the same deadline again counts.
                 Ok(updated > 0)
             }
 
             async fn delete(&self, id: &session_core::RecordId) -> Result<(), session_core::StoreError> {
-                sqlx::query(&self.queries.delete)
-                    .bind(&id.as_bytes()[..])
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::query_error("delete"))?;
+                $crate::retrying("delete", || {
+                    sqlx::query(&self.queries.delete)
+                        .bind(&id.as_bytes()[..])
+                        .execute(&self.pool)
+                })
+                .await
+                .map_err($crate::query_error("delete"))?;
                 Ok(())
             }
 
             async fn delete_expired(&self) -> Result<u64, session_core::StoreError> {
                 let mut total = 0;
                 loop {
-                    let n = sqlx::query(&self.queries.sweep)
-                        .bind(session_core::Timestamp::now().unix_millis())
-                        .bind($crate::SWEEP_BATCH)
-                        .execute(&self.pool)
-                        .await
-                        .map_err($crate::query_error("delete expired"))?
-                        .rows_affected();
+                    let n = $crate::retrying("delete expired", || {
+                        sqlx::query(&self.queries.sweep)
+                            .bind(session_core::Timestamp::now().unix_millis())
+                            .bind($crate::SWEEP_BATCH)
+                            .execute(&self.pool)
+                    })
+                    .await
+                    .map_err($crate::query_error("delete expired"))?
+                    .rows_affected();
                     total += n;
                     if n < $crate::SWEEP_BATCH as u64 {
                         return Ok(total);
@@ -369,12 +406,14 @@ macro_rules! sql_store {
                 owner: &str,
             ) -> Result<Vec<session_core::RecordId>, session_core::StoreError> {
                 use sqlx::Row as _;
-                let rows = sqlx::query(&self.queries.list_owner)
-                    .bind(owner)
-                    .bind(session_core::Timestamp::now().unix_millis())
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err($crate::query_error("list owner"))?;
+                let rows = $crate::retrying("list owner", || {
+                    sqlx::query(&self.queries.list_owner)
+                        .bind(owner)
+                        .bind(session_core::Timestamp::now().unix_millis())
+                        .fetch_all(&self.pool)
+                })
+                .await
+                .map_err($crate::query_error("list owner"))?;
                 let mut ids = Vec::with_capacity(rows.len());
                 for row in rows {
                     let bytes: Vec<u8> = row.try_get(0).map_err($crate::query_error("list owner"))?;
@@ -387,13 +426,15 @@ macro_rules! sql_store {
             }
 
             async fn delete_owner(&self, owner: &str) -> Result<u64, session_core::StoreError> {
-                Ok(sqlx::query(&self.queries.delete_owner)
-                    .bind(owner)
-                    .bind(session_core::Timestamp::now().unix_millis())
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::query_error("delete owner"))?
-                    .rows_affected())
+                Ok($crate::retrying("delete owner", || {
+                    sqlx::query(&self.queries.delete_owner)
+                        .bind(owner)
+                        .bind(session_core::Timestamp::now().unix_millis())
+                        .execute(&self.pool)
+                })
+                .await
+                .map_err($crate::query_error("delete owner"))?
+                .rows_affected())
             }
         }
     };

@@ -11,17 +11,7 @@ use session_core::testing::{
 use session_core::{Error, Id, Manager, Record, Store, Sweeper, Timestamp};
 use session_sql::{MySqlStore, PostgresStore, SqliteStore};
 
-use crate::support;
-
-/// A record that expires `expires_in` from now.
-fn record(expires_in: Duration) -> Record {
-    let now = Timestamp::now();
-    Record::new(
-        Id::generate().expect("random").record_id(),
-        now,
-        now + expires_in,
-    )
-}
+use crate::support::{self, record};
 
 /// A record that expired `expired_by` ago.
 fn expired_record(expired_by: Duration) -> Record {

@@ -18,6 +18,7 @@
 //! a failure.
 
 mod behaviour;
+mod contention;
 mod support;
 
 mod postgres {

@@ -73,6 +73,16 @@ pub(crate) fn missing(what: &str, why: &str) {
     );
 }
 
+/// A record that expires `expires_in` from now.
+pub(crate) fn record(expires_in: Duration) -> session_core::Record {
+    let now = session_core::Timestamp::now();
+    session_core::Record::new(
+        session_core::Id::generate().expect("random").record_id(),
+        now,
+        now + expires_in,
+    )
+}
+
 pub(crate) fn unique(prefix: &str) -> String {
     let mut b = [0u8; 6];
     getrandom::getrandom(&mut b).expect("random");

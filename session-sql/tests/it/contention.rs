@@ -1,0 +1,240 @@
+//! Contention with other transactions on the session table: a request's
+//! statement that the database picks as a deadlock's victim runs again
+//! instead of failing the request, and a migration never runs beside
+//! another instance's because its wait for the lock was cut short.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use session_core::{Record, Saved, Store};
+use sqlx::Executor;
+
+use crate::support::{self, record};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// Polls `waiting` until it answers a positive count: the statement under
+/// test is waiting for a lock.
+async fn until_waiting<F, Fut>(what: &str, mut waiting: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = sqlx::Result<i64>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while waiting().await.expect("count lock waits") == 0 {
+        assert!(Instant::now() < deadline, "{what} never waited for a lock");
+        // MariaDB refreshes `INNODB_TRX` only when it was last read more than
+        // 0.1 s ago: polling faster would keep showing the first snapshot.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+/// `fut`, or a panic after 30 s.
+async fn bounded<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(30), fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what} hung"))
+}
+
+/// What the save under test must have left: the new version and deadline.
+async fn assert_saved(store: &impl Store, saved: &Record) {
+    let now = store.load(&saved.id).await.expect("load").expect("live");
+    assert_eq!(now.version, saved.version);
+    assert_eq!(now.expires_at, saved.expires_at);
+}
+
+/// On MariaDB/MySQL: another transaction holds the gap of the deadline index
+/// where a save's new deadline goes, the save waits for it while holding the
+/// session's row, then that transaction asks for the row. InnoDB breaks the
+/// cycle by rolling back the transaction that changed fewer rows, the save's
+/// one-row statement: the store runs it again, behind the winner, and the
+/// request never sees the deadlock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_a_save_picked_as_a_deadlock_victim_runs_again() {
+    let Some(store) = support::mysql().await else {
+        return;
+    };
+    let store = store.inner().clone();
+    let table = format!("`{}`", store.table().name());
+    let r = record(HOUR);
+    store.create(&r).await.expect("create");
+    let mut next = r.clone();
+    next.version += 1;
+    next.expires_at = r.expires_at + 2 * HOUR;
+
+    let mut other = store.pool().begin().await.expect("begin");
+    // Weight: InnoDB rolls back the lighter of the two.
+    for _ in 0..20 {
+        let filler = record(100 * 24 * HOUR);
+        sqlx::query(&format!(
+            "INSERT INTO {table} (id, data, version, expires_at) VALUES (?, x'00', 0, ?)"
+        ))
+        .bind(&filler.id.as_bytes()[..])
+        .bind(filler.expires_at.unix_millis())
+        .execute(&mut *other)
+        .await
+        .expect("filler");
+    }
+    let around = next.expires_at.unix_millis();
+    sqlx::query(&format!(
+        "SELECT id FROM {table} WHERE expires_at BETWEEN ? AND ? FOR UPDATE"
+    ))
+    .bind(around - 60_000)
+    .bind(around + 60_000)
+    .fetch_all(&mut *other)
+    .await
+    .expect("lock the gap");
+
+    let saving = tokio::spawn({
+        let (store, next, version) = (store.clone(), next.clone(), r.version);
+        async move { store.save(&next, version).await }
+    });
+    let waits = format!(
+        "SELECT COUNT(*) FROM information_schema.INNODB_TRX \
+         WHERE trx_state = 'LOCK WAIT' AND trx_query LIKE '%{}%'",
+        store.table().name()
+    );
+    until_waiting("the save", || {
+        sqlx::query_scalar(&waits).fetch_one(store.pool())
+    })
+    .await;
+    // The cycle: this can only be granted once the save's statement has
+    // given the row back, which it cannot do by finishing while the gap is
+    // held here.
+    bounded(
+        "the row lock",
+        sqlx::query(&format!("SELECT id FROM {table} WHERE id = ? FOR UPDATE"))
+            .bind(&r.id.as_bytes()[..])
+            .fetch_all(&mut *other),
+    )
+    .await
+    .expect("this transaction, the heavier, survives the deadlock");
+    other.commit().await.expect("commit");
+
+    let saved = bounded("the save", saving).await.expect("join");
+    assert_eq!(saved.expect("the save, run again"), Saved::Saved);
+    assert_saved(&store, &next).await;
+}
+
+/// On PostgreSQL: another transaction holds the session's row, the save
+/// waits for it while holding the table's row-exclusive lock, then that
+/// transaction asks for a share lock on the table. The save waited first,
+/// so its deadlock check runs first and rolls its statement back: the store
+/// runs it again once the other transaction commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_save_picked_as_a_deadlock_victim_runs_again() {
+    let Some(store) = support::postgres().await else {
+        return;
+    };
+    let store = store.inner().clone();
+    let table = format!(
+        "\"{}\".\"{}\"",
+        store.table().schema().expect("a schema"),
+        store.table().name()
+    );
+    let r = record(HOUR);
+    store.create(&r).await.expect("create");
+    let mut next = r.clone();
+    next.version += 1;
+    next.expires_at = r.expires_at + HOUR;
+
+    let mut other = store.pool().begin().await.expect("begin");
+    sqlx::query(&format!("SELECT id FROM {table} WHERE id = $1 FOR UPDATE"))
+        .bind(&r.id.as_bytes()[..])
+        .fetch_all(&mut *other)
+        .await
+        .expect("lock the row");
+
+    let saving = tokio::spawn({
+        let (store, next, version) = (store.clone(), next.clone(), r.version);
+        async move { store.save(&next, version).await }
+    });
+    let waits = format!(
+        "SELECT COUNT(*) FROM pg_stat_activity \
+         WHERE wait_event_type = 'Lock' AND query LIKE '%{}%'",
+        table.replace('\'', "''")
+    );
+    until_waiting("the save", || {
+        sqlx::query_scalar(&waits).fetch_one(store.pool())
+    })
+    .await;
+    // Granted only once the save's statement has ended, which it cannot do
+    // by finishing while the row is held here.
+    bounded(
+        "the table lock",
+        other.execute(format!("LOCK TABLE {table} IN SHARE MODE").as_str()),
+    )
+    .await
+    .expect("this transaction, which waited last, survives the deadlock");
+    other.commit().await.expect("commit");
+
+    let saved = bounded("the save", saving).await.expect("join");
+    assert_eq!(saved.expect("the save, run again"), Saved::Saved);
+    assert_saved(&store, &next).await;
+}
+
+/// On MariaDB/MySQL a migration that waits for another instance's lock and
+/// is cut short (here by MariaDB's `max_statement_time`; MySQL's
+/// `max_execution_time` and a `KILL QUERY` alike) fails instead of migrating
+/// beside that instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_a_migration_whose_wait_for_the_lock_is_cut_short_fails() {
+    let Some(store) = support::mysql().await else {
+        return;
+    };
+    let name = store.inner().table().name().to_owned();
+    let holder = store.inner().pool().clone();
+    let mut held = holder.acquire().await.expect("connection");
+    let taken: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK('session-sql migrate', 10)")
+        .fetch_one(&mut *held)
+        .await
+        .expect("take the lock");
+    assert_eq!(taken, Some(1));
+
+    let impatient = sqlx::mysql::MySqlPoolOptions::new()
+        .max_connections(2)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute("SET SESSION max_statement_time = 0.3").await?;
+                Ok(())
+            })
+        })
+        .connect(&support::mysql_url())
+        .await
+        .expect("connect");
+    // A table nobody has migrated, so that `migrate` needs the lock.
+    let fresh = session_sql::Table::new(&format!("{name}_2")).expect("name");
+    let second = session_sql::MySqlStore::from_pool(impatient.clone()).with_table(fresh);
+    let result = bounded("migrate", second.migrate()).await;
+    let created: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM information_schema.TABLES \
+         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+    )
+    .bind(format!("{name}_2"))
+    .fetch_one(&holder)
+    .await
+    .expect("look");
+    sqlx::query(&format!(
+        "DROP TABLE IF EXISTS `{name}_2`, `{name}_2_migrations`"
+    ))
+    .execute(&holder)
+    .await
+    .expect("drop");
+    sqlx::query("SELECT RELEASE_LOCK('session-sql migrate')")
+        .execute(&mut *held)
+        .await
+        .expect("release");
+    let error = result.expect_err("migrated without the lock");
+    assert!(
+        matches!(
+            error,
+            session_sql::SqlStoreError::Migrate { version: 0, .. }
+        ),
+        "{error:?}"
+    );
+    let why = std::error::Error::source(&error)
+        .expect("a source")
+        .to_string();
+    assert!(why.contains("was interrupted"), "{why}");
+    assert_eq!(created, 0, "the table was created without the lock");
+}
