@@ -51,6 +51,15 @@ pub(crate) fn ended(id: &RecordId) {
     count("session_ended_total", 1);
 }
 
+/// A handler panicked while it held the session: its deferred changes are
+/// dropped at commit.
+pub(crate) fn abandoned() {
+    tracing::warn!(
+        "the handler panicked while it held the session; its deferred changes are not saved"
+    );
+    count("session_abandoned_total", 1);
+}
+
 /// A request presented the session cookie but no valid id: counted when the
 /// value is looked at, which for signed and private cookies is the session's
 /// first use (requests that never use it do not verify their cookie).

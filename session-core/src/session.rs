@@ -112,7 +112,23 @@ struct Shared {
     /// Set before the state is first locked: until then the session is as
     /// [`Session::new`] made it, and committing it is a no-op.
     used: AtomicBool,
+    /// Set when a handle is dropped by a panic unwinding: the handler
+    /// stopped midway, so its deferred changes are never saved.
+    abandoned: AtomicBool,
     state: Mutex<State>,
+}
+
+/// A handler that panics drops its handles while unwinding (an `async fn`
+/// drops its locals as the panic passes through it), before a framework that
+/// catches the panic (Rocket, or a catch-panic layer inside the session
+/// layer) lets the adapter commit: the commit then saves none of the
+/// handler's deferred changes, as when the panic unwinds through the adapter.
+impl Drop for Session {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.shared.abandoned.store(true, Ordering::Release);
+        }
+    }
 }
 
 impl fmt::Debug for Session {
@@ -206,6 +222,7 @@ impl Session {
             shared: Arc::new(Shared {
                 manager,
                 used: AtomicBool::new(false),
+                abandoned: AtomicBool::new(false),
                 state: Mutex::new(State {
                     incoming,
                     presented,
@@ -1064,6 +1081,10 @@ impl Session {
         if !self.shared.used.load(Ordering::Acquire) {
             return Some(SetCookie::Unchanged);
         }
+        if self.shared.abandoned.load(Ordering::Acquire) {
+            observe::abandoned();
+            return Some(self.failed_commit_outcome());
+        }
         let mut state = self.shared.state.try_lock()?;
         if state.loaded && (self.needs_write(&state) || self.touch_due(&state).is_some()) {
             return None;
@@ -1817,6 +1838,54 @@ mod tests {
             assert_eq!(f.open(c).commit().await.unwrap(), SetCookie::Unchanged);
         }
         assert_eq!(f.store.counts(), before);
+    }
+
+    /// A handler that panics after writing, caught by its framework before
+    /// the adapter commits (Rocket does; so does a catch-panic layer inside
+    /// the session layer): its deferred changes are not saved, what it had
+    /// written at once stays, and the client learns the id a `login` before
+    /// the panic stored the session under.
+    #[tokio::test]
+    async fn a_handler_that_panics_saves_none_of_its_deferred_changes() {
+        use futures_util::FutureExt as _;
+        async fn handler(session: Session, login: bool) {
+            session.increment("n", 1).await.unwrap();
+            if login {
+                session.login("alice").await.unwrap();
+            }
+            session.insert("name", "mallory").await.unwrap();
+            panic!("the handler fails midway");
+        }
+        let f = fixture();
+        for login in [false, true] {
+            let cookie = f.stored().await;
+            let s = f.open(Some(&cookie));
+            let caught = std::panic::AssertUnwindSafe(handler(s.clone(), login))
+                .catch_unwind()
+                .await;
+            assert!(caught.is_err());
+            let before = f.store.counts();
+            let outcome = s.commit().await.unwrap();
+            assert_eq!(f.store.counts(), before, "the commit wrote");
+            let cookie = match outcome {
+                SetCookie::Set { value, .. } if login => value,
+                SetCookie::Unchanged if !login => cookie,
+                other => panic!("login {login}: {other:?}"),
+            };
+            assert_eq!(f.n(&cookie).await, Some(1), "the increment was kept");
+            let name = f.open(Some(&cookie)).get_string("name").await.unwrap();
+            assert_eq!(name, "iris", "a deferred change was saved");
+        }
+        // A handler that returns, even with an error, still commits.
+        let cookie = f.stored().await;
+        let s = f.open(Some(&cookie));
+        s.insert("name", "mallory").await.unwrap();
+        drop(s.clone());
+        s.commit().await.unwrap();
+        assert_eq!(
+            f.open(Some(&cookie)).get_string("name").await.unwrap(),
+            "mallory"
+        );
     }
 
     #[tokio::test]

@@ -66,6 +66,32 @@ mod rocket_only {
         (Status::BadRequest, "bad")
     }
 
+    #[get("/panic")]
+    async fn panics(s: Session) -> &'static str {
+        s.insert("name", "mallory").await.unwrap();
+        panic!("the handler fails midway");
+    }
+
+    /// Rocket catches a handler's panic and answers 500 before the fairing
+    /// commits: what the handler deferred is not saved, as on axum and
+    /// actix-web, where the panic unwinds through the commit.
+    #[tokio::test]
+    async fn a_handler_that_panics_saves_nothing_it_deferred() {
+        let store = MemoryStore::new();
+        let manager = Manager::new(store.clone(), Config::default());
+        let rocket = rocket::build()
+            .attach(SessionFairing::new(manager))
+            .mount("/", routes![panics]);
+        let client = Client::untracked(rocket).await.expect("client");
+        let res = client.get("/panic").dispatch().await;
+        assert_eq!(res.status(), Status::InternalServerError);
+        assert!(res.headers().get_one("set-cookie").is_none());
+        assert!(
+            store.is_empty(),
+            "the panicking handler's session was stored"
+        );
+    }
+
     #[tokio::test]
     async fn a_missing_fairing_stops_the_launch() {
         let rocket = rocket::build().mount("/", routes![needs_session]);
