@@ -33,10 +33,14 @@ use crate::{until, DEFAULT_MAX_BYTES};
 ///   compare-and-set, so nothing stale is ever written back. Set
 ///   `max_staleness` to what your app tolerates; zero disables caching.
 /// * **A deleted session stays out of memory.** A delete drops the cached
-///   copy, and a load, write or create that reached the backing store
-///   before or during a delete (or a logout everywhere) does not cache what
-///   it read or wrote. Deletes leave nothing in memory, so a flood of them
-///   (logouts with forged ids, say) cannot fill the cache.
+///   copy, and a load or write that reached the backing store before or
+///   during a delete (or a logout everywhere) does not cache what it read or
+///   wrote. Deletes leave nothing in memory, so a flood of them (logouts with
+///   forged ids, say) cannot fill the cache.
+/// * **New sessions are cached by their first read**, not when created:
+///   clients that keep no cookie (crawlers, health checks) make a session per
+///   request that nobody reads again, and caching each would cost every
+///   create an insert and push out the sessions that are read.
 /// * **Copies leave memory** at the first of two limits: `max_staleness`
 ///   after they were cached (the next request reloads from the backing
 ///   store), or `idle_eviction` after their last use (Iris's `GcDuration`).
@@ -60,7 +64,7 @@ use crate::{until, DEFAULT_MAX_BYTES};
 /// ```
 pub struct CachedStore<S> {
     backing: S,
-    cache: Option<Cache<RecordId, Arc<Record>>>,
+    cache: Option<Cache<RecordId, Arc<Record>, crate::ByRecordId>>,
     /// Burials (deletes, and writes that ended a session) so far, by shard
     /// of record ids: a load or write that reached the backing store before
     /// a burial in its shard does not cache what it read or wrote.
@@ -78,8 +82,6 @@ fn weigh(_: &RecordId, record: &Arc<Record>) -> u32 {
 /// What a copy about to be cached may replace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Replace {
-    /// Anything: a record just created.
-    Any,
     /// Only an older version: a load, which may have read the record before
     /// a touch of the same version cached the new deadline.
     Older,
@@ -173,7 +175,7 @@ impl<S: Store> CachedStoreBuilder<S> {
                 .time_to_live(self.max_staleness.min(LONGEST))
                 .time_to_idle(self.idle_eviction.clamp(Duration::from_millis(1), LONGEST))
                 .support_invalidation_closures()
-                .build()
+                .build_with_hasher(crate::ByRecordId::default())
         });
         CachedStore {
             backing: self.backing,
@@ -263,7 +265,6 @@ impl<S: Store> CachedStore<S> {
                     (true, None) => Op::Nop,
                     (false, Some(cached)) => {
                         let keep = match replace {
-                            Replace::Any => false,
                             Replace::Older => cached.version >= new.version,
                             Replace::NotNewer => cached.version > new.version,
                         };
@@ -345,14 +346,12 @@ impl<S: Store> Store for CachedStore<S> {
     }
 
     async fn create(&self, record: &Record) -> Result<Created, StoreError> {
-        // A logout everywhere can list and delete this session between the
-        // backing store's create and the caching: its burial keeps it out.
-        let burials = self.burials_now(&record.id);
         let created = self.backing.create(record).await?;
-        match created {
-            Created::Created => self.remember(record, Replace::Any, burials).await,
-            Created::IdTaken => self.forget(&record.id).await,
-        }
+        // Not cached: many sessions are never read again (clients that keep
+        // no cookies make one per request), and caching each would cost
+        // every create an insert and push read sessions out. The first load
+        // caches it. A copy of an older record under the id goes.
+        self.forget(&record.id).await;
         Ok(created)
     }
 
@@ -394,7 +393,10 @@ impl<S: Store> Store for CachedStore<S> {
                 record.expires_at = expires_at;
                 self.remember(&record, Replace::NotNewer, burials).await;
             }
-            _ => self.forget(id).await,
+            // No copy to move the deadline of (or the outcome is unknown):
+            // counted like a burial, so that a load that read the record
+            // before the touch does not cache the old deadline after it.
+            _ => self.bury(id).await,
         }
         touched
     }
@@ -496,15 +498,33 @@ mod tests {
         (backing, a, b)
     }
 
+    /// A create is not cached (most sessions made by clients that keep no
+    /// cookie are never read again); its first read caches it.
     #[tokio::test]
     async fn reads_are_served_from_memory() {
         let (backing, a, _) = pair(Duration::from_secs(60));
         let r = record();
         a.create(&r).await.unwrap();
+        assert_eq!(a.cache.as_ref().unwrap().entry_count(), 0);
         for _ in 0..5 {
             assert_eq!(a.load(&r.id).await.unwrap(), Some(r.clone()));
         }
-        assert_eq!(backing.counts().load, 0);
+        assert_eq!(backing.counts().load, 1);
+    }
+
+    /// A create over an id whose older record memory still holds (expired
+    /// in the backing store, which freed the id) drops that copy.
+    #[tokio::test]
+    async fn a_create_drops_a_copy_of_an_older_record_under_its_id() {
+        let (backing, a, _) = pair(Duration::from_secs(60));
+        let r = record();
+        a.create(&r).await.unwrap();
+        a.load(&r.id).await.unwrap();
+        backing.delete(&r.id).await.unwrap();
+        let mut again = r.clone();
+        again.data.insert("k".into(), b"new".to_vec());
+        assert_eq!(a.create(&again).await.unwrap(), Created::Created);
+        assert_eq!(a.load(&r.id).await.unwrap(), Some(again));
     }
 
     #[tokio::test]
@@ -726,20 +746,29 @@ mod tests {
         assert_eq!(a.load(&r.id).await.unwrap(), None);
     }
 
+    /// Whether or not memory held a copy when the touch came.
     #[tokio::test]
     async fn a_load_that_read_before_a_touch_keeps_the_touched_deadline() {
-        let (_, a, _) = pair(Duration::from_secs(60));
-        let r = record();
-        a.create(&r).await.unwrap();
-        // A load read the record, a touch of the same version moved its
-        // deadline (earlier, as a shorter lifetime does), then the load
-        // caches what it read.
-        let seen = a.burials_now(&r.id);
-        let sooner = r.expires_at - Duration::from_secs(1800);
-        assert!(a.touch(&r.id, r.version, None, sooner).await.unwrap());
-        a.remember(&r, Replace::Older, seen).await;
-        let cached = a.load(&r.id).await.unwrap().unwrap();
-        assert_eq!(cached.expires_at, sooner);
+        for cached_before in [true, false] {
+            let (backing, a, _) = pair(Duration::from_secs(60));
+            let r = record();
+            a.create(&r).await.unwrap();
+            if cached_before {
+                a.load(&r.id).await.unwrap();
+            }
+            // A load read the record, a touch of the same version moved its
+            // deadline (earlier, as a shorter lifetime does), then the load
+            // caches what it read.
+            let seen = a.burials_now(&r.id);
+            let sooner = r.expires_at - Duration::from_secs(1800);
+            assert!(a.touch(&r.id, r.version, None, sooner).await.unwrap());
+            a.remember(&r, Replace::Older, seen).await;
+            let loads = backing.counts().load;
+            let cached = a.load(&r.id).await.unwrap().unwrap();
+            assert_eq!(cached.expires_at, sooner, "cached before: {cached_before}");
+            // Served from memory where the touch kept the copy up to date.
+            assert_eq!(backing.counts().load - loads, u64::from(!cached_before));
+        }
     }
 
     #[tokio::test]

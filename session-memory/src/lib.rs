@@ -84,9 +84,10 @@ fn owner_of(record: &Record) -> Option<&str> {
 
 /// Hashes a [`RecordId`] by its first eight bytes: it is already a SHA-256
 /// output, uniform and not chosen by clients (they choose ids, not their
-/// hashes), so SipHash would only cost time.
+/// hashes), so SipHash would only cost time. [`CachedStore`]'s cache hashes
+/// its keys with it too.
 #[derive(Default)]
-struct RecordIdHasher(u64);
+pub(crate) struct RecordIdHasher(u64);
 
 impl std::hash::Hasher for RecordIdHasher {
     fn finish(&self) -> u64 {
@@ -102,7 +103,10 @@ impl std::hash::Hasher for RecordIdHasher {
     }
 }
 
-type Table = HashMap<RecordId, Entry, std::hash::BuildHasherDefault<RecordIdHasher>>;
+/// Builds [`RecordIdHasher`]s.
+pub(crate) type ByRecordId = std::hash::BuildHasherDefault<RecordIdHasher>;
+
+type Table = HashMap<RecordId, Entry, ByRecordId>;
 
 /// One part of the table.
 struct Shard {
