@@ -348,8 +348,6 @@ pub fn settings_from_env() -> Result<Settings, String> {
     let mut config = Config::builder().with_secure(secure);
     if let Some(idle) = seconds("SESSION_IDLE_TIMEOUT").map_err(with_help)? {
         config = config.with_idle_timeout(Some(idle));
-        // Keep the touch interval below a short idle timeout.
-        config = config.with_touch_interval((idle / 4).min(Duration::from_secs(60)));
     }
     if let Some(absolute) = seconds("SESSION_ABSOLUTE_TIMEOUT").map_err(with_help)? {
         config = config.with_absolute_timeout(Some(absolute));

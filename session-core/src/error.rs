@@ -106,3 +106,20 @@ impl Error {
         }
     }
 }
+
+/// Answers [`Error::http_status`] with a bare body that names no detail, and
+/// logs the error: `session.get(..).await?` in a handler returning
+/// `actix_web::Result` (feature `actix-web`, which session-actix turns on).
+#[cfg(feature = "actix-web")]
+impl actix_web::ResponseError for Error {
+    fn status_code(&self) -> actix_web::http::StatusCode {
+        actix_web::http::StatusCode::from_u16(self.http_status())
+            .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> actix_web::HttpResponse {
+        tracing::error!(error = %self, "session error in a handler");
+        let status = self.status_code();
+        actix_web::HttpResponse::build(status).body(status.canonical_reason().unwrap_or("error"))
+    }
+}

@@ -921,6 +921,48 @@ impl Session {
         Ok(())
     }
 
+    /// The lifetime this session follows: the one [`set_lifetime`](Self::set_lifetime)
+    /// gave it (in this request or an earlier one), else the configured one.
+    /// Tells, say, whether "remember me" is on
+    /// ([`Lifetime::persistent_cookie`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), session_core::Error> {
+    /// # #[derive(Debug, Default)] struct MyStore;
+    /// # #[session_core::async_trait] impl session_core::Store for MyStore {
+    /// #   async fn load(&self, _: &session_core::RecordId) -> Result<Option<session_core::Record>, session_core::StoreError> { Ok(None) }
+    /// #   async fn create(&self, _: &session_core::Record) -> Result<session_core::Created, session_core::StoreError> { Ok(session_core::Created::Created) }
+    /// #   async fn save(&self, _: &session_core::Record, _: u64) -> Result<session_core::Saved, session_core::StoreError> { Ok(session_core::Saved::Missing) }
+    /// #   async fn touch(&self, _: &session_core::RecordId, _: u64, _: Option<&str>, _: session_core::Timestamp) -> Result<bool, session_core::StoreError> { Ok(false) }
+    /// #   async fn delete(&self, _: &session_core::RecordId) -> Result<(), session_core::StoreError> { Ok(()) }
+    /// #   async fn delete_expired(&self) -> Result<u64, session_core::StoreError> { Ok(0) }
+    /// #   async fn ids_of_owner(&self, _: &str) -> Result<Vec<session_core::RecordId>, session_core::StoreError> { Ok(vec![]) }
+    /// #   async fn delete_owner(&self, _: &str) -> Result<u64, session_core::StoreError> { Ok(0) }
+    /// # }
+    /// use std::time::Duration;
+    /// use session_core::{Config, Manager};
+    ///
+    /// let manager = Manager::new(MyStore, Config::default());
+    /// let session = manager.session_from_cookies(std::iter::empty());
+    /// assert!(!session.lifetime().await?.persistent_cookie());
+    /// let remember_me = manager
+    ///     .config()
+    ///     .lifetime()
+    ///     .with_idle_timeout(Some(Duration::from_secs(30 * 86_400)))
+    ///     .with_persistent_cookie(true);
+    /// session.set_lifetime(Some(remember_me)).await?;
+    /// assert_eq!(session.lifetime().await?, remember_me);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// A store error on first use.
+    pub async fn lifetime(&self) -> Result<Lifetime> {
+        let state = self.loaded().await?;
+        Ok(self.lifetime_of(&state))
+    }
+
     /// Gives the session a new id, keeping its data, owner and creation time.
     /// Call it whenever privileges change. The old record is first loaded
     /// again and this request's changes applied to it in memory (nothing is
@@ -2856,27 +2898,36 @@ mod tests {
         ));
     }
 
+    /// Set per session or for every session: the configured touch interval
+    /// (60 s) is not shorter than the idle timeout.
     #[tokio::test]
     async fn an_idle_timeout_shorter_than_the_touch_interval_stays_alive_in_use() {
-        let f = fixture();
-        let cookie = f.stored().await;
-        let s = f.open(Some(&cookie));
         let idle = Duration::from_secs(45);
+        let per_session = fixture();
+        let cookie = per_session.stored().await;
+        let s = per_session.open(Some(&cookie));
         s.set_lifetime(Some(Lifetime::new().with_idle_timeout(Some(idle))))
             .await
             .unwrap();
         s.commit().await.unwrap();
+        stays_alive_in_use(&per_session, &cookie, idle).await;
+        let configured = fixture_with(Config::builder().with_idle_timeout(Some(idle)));
+        let cookie = configured.stored().await;
+        stays_alive_in_use(&configured, &cookie, idle).await;
+    }
+
+    async fn stays_alive_in_use(f: &Fixture, cookie: &str, idle: Duration) {
         // Read every 22.5 s (half the idle timeout; the configured touch
         // interval is 60 s): each read moves the deadline, so it never passes.
         for _ in 0..8 {
             f.clock.advance(idle / 2);
-            let s = f.open(Some(&cookie));
+            let s = f.open(Some(cookie));
             assert_eq!(s.get_string("name").await.unwrap(), "iris");
             s.commit().await.unwrap();
         }
         // Unused for longer than the idle timeout: ended.
         f.clock.advance(idle + Duration::from_secs(1));
-        assert_eq!(f.open(Some(&cookie)).get_string("name").await.unwrap(), "");
+        assert_eq!(f.open(Some(cookie)).get_string("name").await.unwrap(), "");
     }
 
     #[tokio::test]

@@ -238,7 +238,7 @@ where
                 response.map_into_left_body()
             }
             Err(error) => {
-                let status = status_of(&error);
+                let status = error.status_code();
                 tracing::error!(%error, %status, "session could not be committed");
                 let mut failed = HttpResponse::build(status)
                     .insert_header((CACHE_CONTROL, "no-store"))
@@ -249,11 +249,6 @@ where
             }
         }))
     }
-}
-
-/// The status a session error answers, in a handler or at the commit.
-fn status_of(error: &session_core::Error) -> StatusCode {
-    StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 /// The session of the current request, as an actix-web extractor. Derefs to
@@ -333,18 +328,29 @@ impl ResponseError for MissingMiddleware {
 /// status, [`session_core::Error::http_status`] (`503` for a store error,
 /// a timeout or contention, `409` when another request ended the session,
 /// `500` otherwise), never exposing the error in the body.
+///
+/// `session_core::Error` itself answers the same way (this crate turns on
+/// session-core's feature `actix-web`), so `?` also works in a handler that
+/// returns `actix_web::Result` beside other errors:
+///
+/// ```
+/// use session_actix::Session;
+///
+/// async fn visits(session: Session) -> actix_web::Result<String> {
+///     let n = session.increment("visits", 1).await?;
+///     Ok(format!("visit {n}"))
+/// }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
 pub struct SessionError(#[from] pub session_core::Error);
 
 impl ResponseError for SessionError {
     fn status_code(&self) -> StatusCode {
-        status_of(&self.0)
+        self.0.status_code()
     }
 
     fn error_response(&self) -> HttpResponse {
-        tracing::error!(error = %self.0, "session error in a handler");
-        let status = self.status_code();
-        HttpResponse::build(status).body(status.canonical_reason().unwrap_or("error"))
+        self.0.error_response()
     }
 }

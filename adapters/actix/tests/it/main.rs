@@ -98,6 +98,32 @@ mod actix_only {
         );
     }
 
+    /// `?` on a session call in a handler that returns `actix_web::Result`:
+    /// a failing store answers the same bare 503 as `SessionError`.
+    #[actix_web::test]
+    async fn session_errors_convert_into_actix_errors() {
+        use session_core::testing::Instrumented;
+        use session_core::StoreErrorKind;
+
+        async fn visits(session: Session) -> actix_web::Result<String> {
+            Ok(session.increment("n", 1).await?.to_string())
+        }
+        let store = Instrumented::new(MemoryStore::new());
+        let manager = Manager::new(store.clone(), Config::default());
+        let app = test::init_service(
+            App::new()
+                .wrap(SessionMiddleware::new(manager))
+                .route("/", web::get().to(visits)),
+        )
+        .await;
+        let res = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
+        assert_eq!(res.status(), 200);
+        store.fail_with(Some(StoreErrorKind::Unavailable));
+        let res = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
+        assert_eq!(res.status(), 503);
+        assert_eq!(test::read_body(res).await, "Service Unavailable");
+    }
+
     #[actix_web::test]
     async fn handler_errors_still_save_and_keep_their_status() {
         let manager = Manager::new(MemoryStore::new(), Config::default());
