@@ -96,6 +96,7 @@ macro_rules! store_conformance {
             updates_from_two_processes_count_exactly,
             destroyed_session_is_never_resurrected,
             login_rotates_and_invalidates_the_old_id,
+            logout_keeps_the_data_and_leaves_the_owner,
             logout_everywhere_is_never_undone_by_slow_writers,
             owner_cap_ends_the_oldest_sessions,
             end_other_sessions_keeps_only_this_one
@@ -864,6 +865,34 @@ pub async fn login_rotates_and_invalidates_the_old_id(store: impl Store) {
     assert_eq!(m.sessions_of(&owner).await.unwrap().len(), 1);
     assert_eq!(m.destroy_all_of(&owner).await.unwrap(), 1);
     assert!(reopen(&m, &after).is_empty().await.unwrap());
+}
+
+/// `logout` keeps the data under a new id without the owner: the old id
+/// stops working, and the owner's index no longer lists the session, so
+/// ending the owner's sessions leaves it alone.
+pub async fn logout_keeps_the_data_and_leaves_the_owner(store: impl Store) {
+    let m = manager(store);
+    let owner = random_owner();
+    let s = m.session_from_cookies(None::<&str>);
+    s.insert("cart", &3).await.unwrap();
+    s.login(&owner).await.unwrap();
+    let signed_in = issued(&s.commit().await.unwrap());
+
+    let s = reopen(&m, &signed_in);
+    s.logout().await.unwrap();
+    let signed_out = issued(&s.commit().await.unwrap());
+    assert_ne!(signed_in, signed_out);
+
+    assert!(reopen(&m, &signed_in).is_empty().await.unwrap());
+    let kept = reopen(&m, &signed_out);
+    assert_eq!(kept.get::<i32>("cart").await.unwrap(), Some(3));
+    assert_eq!(kept.owner().await.unwrap(), None);
+    assert!(m.sessions_of(&owner).await.unwrap().is_empty());
+    assert_eq!(m.destroy_all_of(&owner).await.unwrap(), 0);
+    assert_eq!(
+        reopen(&m, &signed_out).get::<i32>("cart").await.unwrap(),
+        Some(3)
+    );
 }
 
 /// A "log out everywhere" that lands while other requests of the owner are

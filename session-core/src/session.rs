@@ -216,6 +216,13 @@ enum Commit {
     Ended,
 }
 
+/// What a rotation does to the owner.
+enum Owner {
+    Keep,
+    Login(String),
+    Logout,
+}
+
 impl Session {
     pub(crate) fn new(manager: Manager, incoming: Incoming, presented: bool) -> Self {
         Self {
@@ -985,7 +992,7 @@ impl Session {
         if state.stored.is_none() {
             return Ok(());
         }
-        self.rotate(&mut state, None).await
+        self.rotate(&mut state, Owner::Keep).await
     }
 
     /// Logs the session in as `owner`: sets the owner and rotates the id in one
@@ -1004,7 +1011,26 @@ impl Session {
             )));
         }
         let mut state = self.loaded().await?;
-        self.rotate(&mut state, Some(owner.to_owned())).await
+        self.rotate(&mut state, Owner::Login(owner.to_owned()))
+            .await
+    }
+
+    /// Logs the session out and keeps it: drops the owner and rotates the id
+    /// in one step, keeping the data (a cart, a language) and the creation
+    /// time. The session no longer counts among the owner's (a devices page,
+    /// [`Manager::destroy_all_of`]). A session without an owner is left as it
+    /// is. To end the session and its data instead, [`destroy`](Self::destroy) it.
+    ///
+    /// # Errors
+    /// [`Error::Random`] when the OS cannot supply the new id,
+    /// [`Error::Contention`] as for [`Session::cycle_id`], or a store error
+    /// or timeout.
+    pub async fn logout(&self) -> Result<()> {
+        let mut state = self.loaded().await?;
+        if state.stored.is_none() || state.owner.is_none() {
+            return Ok(());
+        }
+        self.rotate(&mut state, Owner::Logout).await
     }
 
     /// Ends the session (Iris's `Destroy`): deletes it from the store and has
@@ -1388,7 +1414,7 @@ impl Session {
 
     /// Moves the session to a new id: create the new record, then delete the
     /// old one.
-    async fn rotate(&self, state: &mut State, login_as: Option<String>) -> Result<()> {
+    async fn rotate(&self, state: &mut State, owner: Owner) -> Result<()> {
         let manager = self.manager();
         // The new record is made from this request's copy, so that copy must
         // be current: the old record is loaded again and the request's
@@ -1400,7 +1426,7 @@ impl Session {
         if state.stored.is_some() {
             self.reload(state, 0).await?;
             if state.stored.is_none() {
-                if login_as.is_none() {
+                if !matches!(owner, Owner::Login(_)) {
                     // Ended: nothing is left to give a new id.
                     return Ok(());
                 }
@@ -1415,14 +1441,21 @@ impl Session {
         let now = manager.now();
         let old = state.stored.as_ref().map(|s| (s.rid, s.created_at));
         let old_version = state.stored.as_ref().map_or(0, |s| s.version);
-        let created_at = match (&login_as, old) {
-            (None, Some((_, created))) => created,
+        let created_at = match (&owner, old) {
+            (Owner::Keep | Owner::Logout, Some((_, created))) => created,
             _ => now,
         };
         let previous_owner = state.owner.clone();
-        if let Some(owner) = login_as {
-            state.owner = Some(owner);
-            state.owner_dirty = true;
+        match owner {
+            Owner::Keep => {}
+            Owner::Login(owner) => {
+                state.owner = Some(owner);
+                state.owner_dirty = true;
+            }
+            Owner::Logout => {
+                state.owner = None;
+                state.owner_dirty = true;
+            }
         }
         if let Err(e) = self.create(state, created_at, now).await {
             state.owner = previous_owner;
@@ -3413,6 +3446,52 @@ mod tests {
             f.open(None).login(&long).await,
             Err(Error::Invalid(_))
         ));
+    }
+
+    /// Logging out keeps the session's data under a new id without an
+    /// owner: the old id stops working, the owner's sessions no longer list
+    /// it, and ending them all leaves it alone.
+    #[tokio::test]
+    async fn logout_keeps_the_data_under_a_new_id_without_the_owner() {
+        let f = fixture();
+        let s = f.open(None);
+        s.insert("cart", &3).await.unwrap();
+        s.login("alice").await.unwrap();
+        let signed_in = value(s.commit().await.unwrap());
+        f.clock.advance(MINUTE);
+        async fn created_at(f: &Fixture, s: &Session) -> Timestamp {
+            let rid = s.record_id().await.unwrap().unwrap();
+            f.store.load(&rid).await.unwrap().unwrap().created_at
+        }
+        let s = f.open(Some(&signed_in));
+        let created = created_at(&f, &s).await;
+        s.logout().await.unwrap();
+        assert_eq!(s.owner().await.unwrap(), None);
+        let signed_out = value(s.commit().await.unwrap());
+        assert_ne!(signed_out, signed_in);
+        let s = f.open(Some(&signed_out));
+        assert_eq!(s.get::<i64>("cart").await.unwrap(), Some(3));
+        assert_eq!(s.owner().await.unwrap(), None);
+        assert_eq!(created_at(&f, &s).await, created);
+        assert_eq!(
+            f.open(Some(&signed_in)).get::<i64>("cart").await.unwrap(),
+            None
+        );
+        assert!(f.manager.sessions_of("alice").await.unwrap().is_empty());
+        f.manager.destroy_all_of("alice").await.unwrap();
+        assert_eq!(
+            f.open(Some(&signed_out)).get::<i64>("cart").await.unwrap(),
+            Some(3)
+        );
+        // Without an owner, or never stored: nothing to do, no store call.
+        let before = f.store.counts();
+        let s = f.open(Some(&signed_out));
+        s.logout().await.unwrap();
+        assert_eq!(s.commit().await.unwrap(), SetCookie::Unchanged);
+        let s = f.open(None);
+        s.logout().await.unwrap();
+        assert_eq!(s.commit().await.unwrap(), SetCookie::Unchanged);
+        assert_eq!(f.store.counts().total() - before.total(), 1);
     }
 
     #[tokio::test]
