@@ -85,6 +85,68 @@
 //! # }
 //! ```
 //!
+//! # Typed sessions
+//!
+//! An extractor of the app's own can stand for one part of the session, so
+//! that handlers never spell its key or type. Built on
+//! [`update`](session_core::Session::update), its changes are exact under
+//! concurrent requests.
+//!
+//! ```
+//! use axum::extract::FromRequestParts;
+//! use axum::http::request::Parts;
+//! use serde::{Deserialize, Serialize};
+//! use session_axum::{MissingLayer, Session, SessionError};
+//!
+//! #[derive(Default, Serialize, Deserialize)]
+//! struct Cart {
+//!     items: Vec<String>,
+//! }
+//!
+//! /// The cart in the request's session.
+//! struct CartSession(Session);
+//!
+//! impl CartSession {
+//!     const KEY: &'static str = "cart";
+//!
+//!     async fn items(&self) -> Result<Vec<String>, SessionError> {
+//!         let cart: Option<Cart> = self.0.get(Self::KEY).await?;
+//!         Ok(cart.unwrap_or_default().items)
+//!     }
+//!
+//!     async fn add(&self, item: &str) -> Result<usize, SessionError> {
+//!         let cart = self
+//!             .0
+//!             .update(Self::KEY, |cart: Option<Cart>| {
+//!                 let mut cart = cart.unwrap_or_default();
+//!                 cart.items.push(item.to_owned());
+//!                 cart
+//!             })
+//!             .await?;
+//!         Ok(cart.items.len())
+//!     }
+//! }
+//!
+//! impl<S: Send + Sync> FromRequestParts<S> for CartSession {
+//!     type Rejection = MissingLayer;
+//!
+//!     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, MissingLayer> {
+//!         Session::from_request_parts(parts, state).await.map(Self)
+//!     }
+//! }
+//!
+//! async fn add_book(cart: CartSession) -> Result<String, SessionError> {
+//!     Ok(format!("{} items", cart.add("book").await?))
+//! }
+//!
+//! async fn show(cart: CartSession) -> Result<String, SessionError> {
+//!     Ok(cart.items().await?.join(", "))
+//! }
+//! # let _ = axum::Router::<()>::new()
+//! #     .route("/add", axum::routing::post(add_book))
+//! #     .route("/", axum::routing::get(show));
+//! ```
+//!
 //! [axum]: https://docs.rs/axum
 
 use std::borrow::Cow;
