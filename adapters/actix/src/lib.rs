@@ -88,8 +88,11 @@ use session_core::CommitAfter;
 /// crate, and names core types (`session_core::Error` in its own error
 /// type, say) through this path.
 pub use session_core;
-/// Re-exported from [`session_core`]: what building the manager takes.
-pub use session_core::{Config, Manager};
+/// Re-exported from [`session_core`]: what building the manager and
+/// configuring sessions take.
+pub use session_core::{
+    Config, CookieKeys, CookieSecurity, Key, Lifetime, Manager, SameSite, SessionView, Sweeper,
+};
 
 /// Adds sessions to every request of the app (or scope) it wraps.
 #[derive(Clone, Debug)]

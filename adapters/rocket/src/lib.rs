@@ -56,8 +56,11 @@ use rocket::{Build, Data, Ignite, Request, Response, Rocket, Sentinel};
 /// crate, and names core types (`session_core::Error` in its own error
 /// type, say) through this path.
 pub use session_core;
-/// Re-exported from [`session_core`]: what building the manager takes.
-pub use session_core::{Config, Manager};
+/// Re-exported from [`session_core`]: what building the manager and
+/// configuring sessions take.
+pub use session_core::{
+    Config, CookieKeys, CookieSecurity, Key, Lifetime, Manager, SameSite, SessionView, Sweeper,
+};
 
 /// Adds sessions to every request of the Rocket it is attached to.
 #[derive(Clone, Debug)]
