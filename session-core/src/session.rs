@@ -2109,6 +2109,33 @@ mod tests {
         assert_eq!(after.save, before.save);
     }
 
+    /// A zero touch interval (tower-sessions' `with_always_save`) extends
+    /// the idle deadline, and a persistent cookie's `Max-Age`, on every
+    /// request that uses the session.
+    #[tokio::test]
+    async fn a_zero_touch_interval_extends_the_deadline_on_every_use() {
+        let f = fixture_with(
+            Config::builder()
+                .with_touch_interval(Duration::ZERO)
+                .with_persistent_cookie(true),
+        );
+        let cookie = f.stored().await;
+        for _ in 0..3 {
+            f.clock.advance(Duration::from_millis(1));
+            let before = f.store.counts();
+            let s = f.open(Some(&cookie));
+            s.get_string("name").await.unwrap();
+            assert!(matches!(
+                s.commit().await.unwrap(),
+                SetCookie::Set {
+                    max_age: Some(_),
+                    ..
+                }
+            ));
+            assert_eq!(f.store.counts().touch - before.touch, 1);
+        }
+    }
+
     #[tokio::test]
     async fn the_touch_is_due_at_the_touch_interval_not_a_millisecond_before() {
         let f = fixture();
