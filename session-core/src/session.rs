@@ -102,9 +102,21 @@ const CREATE_ATTEMPTS: u32 = 4;
 ///     session.destroy().await // deleted in the store, cookie removed
 /// }
 /// ```
-#[derive(Clone)]
 pub struct Session {
     shared: Arc<Shared>,
+    /// The handle an adapter gave the handler ([`Session::for_handler`]).
+    handler: bool,
+}
+
+/// A clone is another handle on the same session; it is never the
+/// handler's own ([`Session::for_handler`]).
+impl Clone for Session {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            handler: false,
+        }
+    }
 }
 
 struct Shared {
@@ -112,20 +124,22 @@ struct Shared {
     /// Set before the state is first locked: until then the session is as
     /// [`Session::new`] made it, and committing it is a no-op.
     used: AtomicBool,
-    /// Set when a handle is dropped by a panic unwinding: the handler
-    /// stopped midway, so its deferred changes are never saved.
+    /// Set when the handler's own handle is dropped by a panic unwinding:
+    /// the handler stopped midway, so its deferred changes are never saved.
     abandoned: AtomicBool,
     state: Mutex<State>,
 }
 
-/// A handler that panics drops its handles while unwinding (an `async fn`
+/// A handler that panics drops its arguments while unwinding (an `async fn`
 /// drops its locals as the panic passes through it), before a framework that
 /// catches the panic (Rocket, or a catch-panic layer inside the session
-/// layer) lets the adapter commit: the commit then saves none of the
-/// handler's deferred changes, as when the panic unwinds through the adapter.
+/// layer) lets the adapter commit: when the handler's own handle goes so, the
+/// commit saves none of the handler's deferred changes, as when the panic
+/// unwinds through the adapter. Clones do not count: a task that panics with
+/// one, or code that catches a panic around one, abandons nothing.
 impl Drop for Session {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if self.handler && std::thread::panicking() {
             self.shared.abandoned.store(true, Ordering::Release);
         }
     }
@@ -226,6 +240,7 @@ enum Owner {
 impl Session {
     pub(crate) fn new(manager: Manager, incoming: Incoming, presented: bool) -> Self {
         Self {
+            handler: false,
             shared: Arc::new(Shared {
                 manager,
                 used: AtomicBool::new(false),
@@ -254,6 +269,17 @@ impl Session {
     async fn lock(&self) -> MutexGuard<'_, State> {
         self.shared.used.store(true, Ordering::Release);
         self.shared.state.lock().await
+    }
+
+    /// *For adapters.* The handle to give the handler: if it is dropped
+    /// while a panic unwinds (the handler panicked with it), the commit saves
+    /// none of the handler's deferred changes. Its clones are ordinary
+    /// handles.
+    pub fn for_handler(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            handler: true,
+        }
     }
 
     /// The manager this session belongs to, for work across sessions such as
@@ -1017,9 +1043,16 @@ impl Session {
 
     /// Logs the session out and keeps it: drops the owner and rotates the id
     /// in one step, keeping the data (a cart, a language) and the creation
-    /// time. The session no longer counts among the owner's (a devices page,
-    /// [`Manager::destroy_all_of`]). A session without an owner is left as it
-    /// is. To end the session and its data instead, [`destroy`](Self::destroy) it.
+    /// time; the lifetime returns to the configured one (a "remember me"
+    /// ends with the login). The session no longer counts among the owner's
+    /// (a devices page, [`Manager::destroy_all_of`]). Keys the app keeps
+    /// about the user are its own to remove. A session without an owner is
+    /// left as it is. To end the session and its data instead (what most
+    /// logouts do), [`destroy`](Self::destroy) it.
+    ///
+    /// If the old record cannot be retired after the new one was written,
+    /// it is deleted outright before the error is returned, so the old id
+    /// does not stay signed in.
     ///
     /// # Errors
     /// [`Error::Random`] when the OS cannot supply the new id,
@@ -1027,10 +1060,22 @@ impl Session {
     /// or timeout.
     pub async fn logout(&self) -> Result<()> {
         let mut state = self.loaded().await?;
-        if state.stored.is_none() || state.owner.is_none() {
+        let Some(signed_in) = state.stored.as_ref().map(|s| s.rid) else {
+            return Ok(());
+        };
+        if state.owner.is_none() {
             return Ok(());
         }
-        self.rotate(&mut state, Owner::Logout).await
+        let rotated = self.rotate(&mut state, Owner::Logout).await;
+        if rotated.is_err() && state.stored.as_ref().is_some_and(|s| s.rid != signed_in) {
+            // The signed-out record exists, and the client gets its id, but
+            // the signed-in one may not have been retired: the old id must
+            // not stay signed in, so it goes without the version check.
+            if let Err(error) = self.manager().destroy_record(&signed_in).await {
+                tracing::warn!(%error, old = %signed_in.short(), "logged out under a new id, but the signed-in record could not be deleted; it expires on its own");
+            }
+        }
+        rotated
     }
 
     /// Ends the session (Iris's `Destroy`): deletes it from the store and has
@@ -1114,7 +1159,10 @@ impl Session {
     /// [`save`](Self::save), [`login`](Self::login) or update, which
     /// commit a new session as `Set`) or destroyed it (`Remove`). `None` when
     /// the commit must write, or another clone of the session is in the
-    /// middle of a call; then await [`commit`](Self::commit).
+    /// middle of a call; then await [`commit`](Self::commit). After the
+    /// handler panicked with its handle ([`for_handler`](Self::for_handler)),
+    /// what [`failed_commit_outcome`](Self::failed_commit_outcome) says,
+    /// writing nothing.
     ///
     /// Adapters call this first so that most requests finish without boxing
     /// a future.
@@ -1455,6 +1503,9 @@ impl Session {
             Owner::Logout => {
                 state.owner = None;
                 state.owner_dirty = true;
+                // A "remember me" lifetime ends with the login.
+                state.lifetime = None;
+                state.lifetime_dirty = true;
             }
         }
         if let Err(e) = self.create(state, created_at, now).await {
@@ -1935,7 +1986,7 @@ mod tests {
         for login in [false, true] {
             let cookie = f.stored().await;
             let s = f.open(Some(&cookie));
-            let caught = std::panic::AssertUnwindSafe(handler(s.clone(), login))
+            let caught = std::panic::AssertUnwindSafe(handler(s.for_handler(), login))
                 .catch_unwind()
                 .await;
             assert!(caught.is_err());
@@ -1951,11 +2002,19 @@ mod tests {
             let name = f.open(Some(&cookie)).get_string("name").await.unwrap();
             assert_eq!(name, "iris", "a deferred change was saved");
         }
-        // A handler that returns, even with an error, still commits.
+        // A handler that returns, even with an error, still commits; so does
+        // one whose spawned task panicked with a clone of its handle.
         let cookie = f.stored().await;
         let s = f.open(Some(&cookie));
-        s.insert("name", "mallory").await.unwrap();
-        drop(s.clone());
+        let own = s.for_handler();
+        own.insert("name", "mallory").await.unwrap();
+        let clone = own.clone();
+        let task = tokio::spawn(async move {
+            clone.insert("other", "x").await.unwrap();
+            panic!("a task of the handler fails");
+        });
+        assert!(task.await.is_err());
+        drop(own);
         s.commit().await.unwrap();
         assert_eq!(
             f.open(Some(&cookie)).get_string("name").await.unwrap(),
@@ -3159,6 +3218,8 @@ mod tests {
         /// Destroy the session instead of incrementing it.
         destroy: bool,
         fail_after_conflict: bool,
+        /// Touches fail (a rotation cannot retire the old record).
+        fail_touches: Arc<AtomicBool>,
     }
 
     impl Hooked {
@@ -3172,6 +3233,7 @@ mod tests {
                 cookie: Arc::default(),
                 destroy,
                 fail_after_conflict,
+                fail_touches: Arc::default(),
             };
             let manager = Manager::new(hooked.clone(), Config::default()).with_clock(clock.clone());
             let f = Fixture {
@@ -3221,6 +3283,9 @@ mod tests {
             owner: Option<&str>,
             expires_at: Timestamp,
         ) -> std::result::Result<bool, StoreError> {
+            if self.fail_touches.load(Ordering::SeqCst) {
+                return Err(StoreError::new(StoreErrorKind::Unavailable, "touches fail"));
+            }
             self.inner.touch(id, version, owner, expires_at).await
         }
         async fn delete(&self, id: &RecordId) -> std::result::Result<(), StoreError> {
@@ -3238,6 +3303,29 @@ mod tests {
         async fn delete_owner(&self, owner: &str) -> std::result::Result<u64, StoreError> {
             self.inner.delete_owner(owner).await
         }
+    }
+
+    /// A logout whose new record is written but whose old one cannot be
+    /// retired (touches fail) deletes the old one outright: the old id does
+    /// not stay signed in.
+    #[tokio::test]
+    async fn a_logout_that_cannot_retire_the_old_record_deletes_it() {
+        let (f, hooked) = Hooked::fixture(false, false);
+        let s = f.open(None);
+        s.insert("cart", &3).await.unwrap();
+        s.login("alice").await.unwrap();
+        let signed_in = value(s.commit().await.unwrap());
+        hooked.fail_touches.store(true, Ordering::SeqCst);
+        let s = f.open(Some(&signed_in));
+        assert!(matches!(s.logout().await, Err(Error::Store { .. })));
+        let signed_out = value(s.failed_commit_outcome());
+        hooked.fail_touches.store(false, Ordering::SeqCst);
+        assert_eq!(f.open(Some(&signed_in)).owner().await.unwrap(), None);
+        assert!(f.open(Some(&signed_in)).is_empty().await.unwrap());
+        assert!(f.manager.sessions_of("alice").await.unwrap().is_empty());
+        let kept = f.open(Some(&signed_out));
+        assert_eq!(kept.get::<i64>("cart").await.unwrap(), Some(3));
+        assert_eq!(kept.owner().await.unwrap(), None);
     }
 
     #[tokio::test]
@@ -3491,8 +3579,16 @@ mod tests {
             f.store.load(&rid).await.unwrap().unwrap().created_at
         }
         let s = f.open(Some(&signed_in));
+        let remember_me = Lifetime::new()
+            .with_idle_timeout(Some(Duration::from_secs(30 * 86_400)))
+            .with_persistent_cookie(true);
+        s.set_lifetime(Some(remember_me)).await.unwrap();
+        s.commit().await.unwrap();
+        let s = f.open(Some(&signed_in));
+        assert_eq!(s.lifetime().await.unwrap(), remember_me);
         let created = created_at(&f, &s).await;
         s.logout().await.unwrap();
+        assert_eq!(s.lifetime().await.unwrap(), f.manager.config().lifetime());
         assert_eq!(s.owner().await.unwrap(), None);
         let signed_out = value(s.commit().await.unwrap());
         assert_ne!(signed_out, signed_in);

@@ -505,7 +505,9 @@ mod tests {
         let (backing, a, _) = pair(Duration::from_secs(60));
         let r = record();
         a.create(&r).await.unwrap();
-        assert_eq!(a.cache.as_ref().unwrap().entry_count(), 0);
+        let cache = a.cache.as_ref().unwrap();
+        cache.run_pending_tasks().await;
+        assert_eq!(cache.entry_count(), 0);
         for _ in 0..5 {
             assert_eq!(a.load(&r.id).await.unwrap(), Some(r.clone()));
         }

@@ -49,7 +49,8 @@
 //! database rolls back to break a deadlock (with a sweep's range delete, or
 //! an application's own transaction on the table) or a serialization
 //! conflict runs again, up to three times in all, so such a deadlock does not
-//! fail the request; the manager's timeout bounds the whole call.
+//! fail the request; the manager's timeout (a sweep's, the sweeper's limit)
+//! bounds the whole call.
 //!
 //! # TLS
 //!

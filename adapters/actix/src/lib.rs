@@ -275,7 +275,11 @@ impl FromRequest for Session {
     type Future = Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(req.session().ok_or(MissingMiddleware))
+        let own = req
+            .extensions()
+            .get::<session_core::Session>()
+            .map(|s| Session(s.for_handler()));
+        ready(own.ok_or(MissingMiddleware))
     }
 }
 

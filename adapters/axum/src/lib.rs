@@ -361,8 +361,7 @@ impl Session {
         parts
             .extensions
             .get::<session_core::Session>()
-            .cloned()
-            .map(Session)
+            .map(|s| Session(s.for_handler()))
     }
 }
 

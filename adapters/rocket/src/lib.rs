@@ -159,7 +159,7 @@ impl<'r> FromRequest<'r> for Session {
 
     async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
         match req.local_cache(|| RequestSession(None)) {
-            RequestSession(Some(session)) => Outcome::Success(Session(session.clone())),
+            RequestSession(Some(session)) => Outcome::Success(Session(session.for_handler())),
             RequestSession(None) => {
                 tracing::error!("{MissingFairing}");
                 Outcome::Error((Status::InternalServerError, MissingFairing))

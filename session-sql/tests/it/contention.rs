@@ -7,7 +7,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use session_core::{Record, Saved, Store};
-use sqlx::Executor;
+use sqlx::{Connection, Executor};
 
 use crate::support::{self, record};
 
@@ -62,7 +62,15 @@ async fn mysql_a_save_picked_as_a_deadlock_victim_runs_again() {
     next.version += 1;
     next.expires_at = r.expires_at + 2 * HOUR;
 
-    let mut other = store.pool().begin().await.expect("begin");
+    // A connection of its own, in the isolation level whose gap locks the
+    // cycle needs (InnoDB's default).
+    let mut own = sqlx::MySqlConnection::connect(&support::mysql_url())
+        .await
+        .expect("connect");
+    own.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .await
+        .expect("isolation");
+    let mut other = own.begin().await.expect("begin");
     // Weight: InnoDB rolls back the lighter of the two.
     for _ in 0..20 {
         let filler = record(100 * 24 * HOUR);
@@ -158,6 +166,10 @@ async fn postgres_a_save_picked_as_a_deadlock_victim_runs_again() {
         sqlx::query_scalar(&waits).fetch_one(store.pool())
     })
     .await;
+    // Each side checks for a deadlock `deadlock_timeout` (1 s) after it
+    // began to wait, and the first to check is rolled back: the save must
+    // have waited well before this transaction does.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     // Granted only once the save's statement has ended, which it cannot do
     // by finishing while the row is held here.
     bounded(
@@ -184,18 +196,32 @@ async fn mysql_a_migration_whose_wait_for_the_lock_is_cut_short_fails() {
     };
     let name = store.inner().table().name().to_owned();
     let holder = store.inner().pool().clone();
-    let mut held = holder.acquire().await.expect("connection");
-    let taken: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK('session-sql migrate', 10)")
-        .fetch_one(&mut *held)
+    // Not a pooled connection: if this test fails, closing it releases the
+    // lock that every other test's `migrate` takes.
+    let mut held = sqlx::MySqlConnection::connect(&support::mysql_url())
+        .await
+        .expect("connect");
+    let taken: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK('session-sql migrate', 60)")
+        .fetch_one(&mut held)
         .await
         .expect("take the lock");
     assert_eq!(taken, Some(1));
+    let version: String = sqlx::query_scalar("SELECT VERSION()")
+        .fetch_one(&holder)
+        .await
+        .expect("version");
+    // MariaDB's statement timeout in seconds, MySQL's in milliseconds.
+    let limit = if version.contains("MariaDB") {
+        "SET SESSION max_statement_time = 0.3"
+    } else {
+        "SET SESSION max_execution_time = 300"
+    };
 
     let impatient = sqlx::mysql::MySqlPoolOptions::new()
         .max_connections(2)
-        .after_connect(|conn, _| {
+        .after_connect(move |conn, _| {
             Box::pin(async move {
-                conn.execute("SET SESSION max_statement_time = 0.3").await?;
+                conn.execute(limit).await?;
                 Ok(())
             })
         })
@@ -221,7 +247,7 @@ async fn mysql_a_migration_whose_wait_for_the_lock_is_cut_short_fails() {
     .await
     .expect("drop");
     sqlx::query("SELECT RELEASE_LOCK('session-sql migrate')")
-        .execute(&mut *held)
+        .execute(&mut held)
         .await
         .expect("release");
     let error = result.expect_err("migrated without the lock");
@@ -235,6 +261,6 @@ async fn mysql_a_migration_whose_wait_for_the_lock_is_cut_short_fails() {
     let why = std::error::Error::source(&error)
         .expect("a source")
         .to_string();
-    assert!(why.contains("was interrupted"), "{why}");
+    assert!(why.contains("KILL QUERY"), "{why}");
     assert_eq!(created, 0, "the table was created without the lock");
 }
