@@ -804,8 +804,8 @@ the measured paths was session 14's, so there is no profile row):
   memory `read` 86 % (session 14's run: 78 %) and `write` 80 % (73 %); on actix-web
   95 %, 98 % and 85 % (92 %, 75 %, 72 %).
 
-What changed in `session 16` (the load table above, regenerated on this session's code;
-no change on the memory or Redis read paths, so no new profile row):
+What changed in `session 16` (its load run was replaced by session 17's; no change on
+the memory or Redis read paths, so no new profile row):
 
 * The machine: bare axum served 203k-212k req/s across the runs (4.74 µs of server
   CPU per request), twice session 15's, and far steadier: most variants' ranges are
@@ -827,16 +827,51 @@ no change on the memory or Redis read paths, so no new profile row):
 * `CachedStore` changed in this session (no tombstones; a delete's burial survives its
   future being dropped; one more atomic load per cached write), off the read path.
 
+What changed in `session 17` (the load table above, regenerated on this session's code):
+
+* `CachedStore` no longer caches a session when it is created; its first load does.
+  Clients that keep no cookie (crawlers, health checks, the `new` scenario) make a
+  session per request that nobody reads, and each cost a moka insert, with its share of
+  moka's upkeep, and pushed sessions that are read out of memory. In five-second A/B
+  runs of `axum-ours-redis-cached new` minutes apart, the server's CPU per request went
+  from 17.5-17.8 µs to 13.3-14.7 µs (plain Redis: 13.0 µs). In the run above cached
+  `new` served 64.0k req/s on axum against plain Redis's 62.2k, 1.10x tower-sessions'
+  Redis store (session 16's run: 42.7k against 69.0k, 0.71x), and 1.52x actix-session's
+  on actix-web (0.86x). moka also hashes record ids by their first bytes now, as
+  `MemoryStore` does: SipHash of the keys was about 5 % of the server's samples in a
+  native profile of cached `new`.
+* Allocations per request, counted under callgrind (`__rust_alloc` calls divided by the
+  requests served, `wrk -c4`): bare axum `plain` 12, `axum-floor` `read` 14, ours
+  `plain` 16, ours memory `read` 22. Ours' four over bare on `plain` are the session's
+  shared state, its box in the request extensions, and two that axum adds for any layer
+  (a boxed route future and a clone of the boxed route, which `axum-layered` pays too);
+  `read` adds the decoded record's key, value and map node, and the box of the
+  `async_trait` future of `Store::load` (the floor's two over bare are the response's
+  number as a `String` and its `Bytes`, which ours' `read` route makes too). What is left
+  would go only with a `Store` contract without boxed futures and records whose values
+  share one buffer: both change the contract every third-party store implements.
+* Off the measured paths: a SQL statement that the database rolls back to break a
+  deadlock runs again; a handler that panics commits none of its deferred changes (one
+  more flag in `Session`: its drop checks whether it is the handler's handle and a panic
+  is unwinding); `Session::logout`. The table above measures them with the rest.
+* The machine: bare axum served 136k-149k req/s across the runs (6.64 µs of server CPU
+  per request), slower than session 16's (203k-212k, 4.74 µs), and the ratios to bare
+  are higher for every library again: ours' `plain` 101 % of bare axum (tower-sessions
+  91 %, `axum-layered` 101 %, the floor 103 %), memory `read` 89 % (tower-sessions 84 %,
+  the floor 98 %) and `write` 84 % (tower-sessions 71 %, the floor 99 %); on actix-web
+  100 %, 91 % and 84 % (actix-session's cookie store 100 %, 82 %, 68 %).
+
 What is still between ours and the ceiling, by the profile (row `session 14`) and the
-load run above (session 16's):
+load run above (session 17's):
 
 * `plain` on axum: bare 11.7k instructions per request, `axum-layered` 12.5k, ours
   13.9k, tower-sessions 16.2k. The layer's own +1.3k over `axum-layered` is the
   session's one allocation (its shared state), the request extension that carries it
   (a box, which the extractor needs), finding the `Cookie` header and the commit check
-  after the handler. In the run above ours reached 95 % of bare axum (tower-sessions
-  90 %, `axum-layered` 98 %, `axum-floor`, which has no layer at all, 101 %) and 93 % of
-  bare actix-web; in session 15's run 105 % and 95 % (tower-sessions 95 %,
+  after the handler. In the run above ours reached 101 % of bare axum (tower-sessions
+  91 %, `axum-layered` 101 %, `axum-floor`, which has no layer at all, 103 %) and 100 % of
+  bare actix-web; in session 16's run 95 % and 93 % (tower-sessions 90 %, `axum-layered`
+  98 %, the floor 101 %), in session 15's run 105 % and 95 % (tower-sessions 95 %,
   `axum-layered` 102 %, the floor 98 %), in session 14's run 89 % and 92 % (tower-sessions 79 %, `axum-layered`
   90 %, the floor 92 %), in session 13's run 90 % and 93 %, in session 12's run 73 % and 102 %
   (see session 12 for how far to trust either), in session 10's run 96 % and 95 %, on
@@ -852,14 +887,15 @@ load run above (session 16's):
   reading the clock and converting timestamps, 1.1k (about 0.3k since timestamps are
   unix milliseconds, session 13, which also took the two timestamps out of the decode);
   dropping the session's state, 0.5k. Natively (session 9's `perf` profile) that is about 1.0 µs of user-space
-  CPU over the floor. In the run above ours read at 82 % of bare axum (tower-sessions
-  75 %, the floor 96 %) and 79 % of bare actix-web (actix-session's cookie store 72 %); in
+  CPU over the floor. In the run above ours read at 89 % of bare axum (tower-sessions
+  84 %, the floor 98 %) and 91 % of bare actix-web (actix-session's cookie store 82 %); in
+  session 16's run 82 % and 79 % (tower-sessions 75 %, the floor 96 %), in
   session 15's run 86 % and 98 % (tower-sessions 80 %, the floor 110 %), in
   session 14's run 78 % and 75 % (tower-sessions 70 %, the floor 87 %), in session 13's
   run 89 % and 82 %, in session 12's run 67 % and 99 %, in session 10's run
   96 % and 95 %; on session 9's machine 77 % (tower-sessions 74 %, the floor 95 %). The target (95 %) held in session
   10's run and on actix-web in session 12's and session 15's, not on axum nor on the
-  steadier machines (session 9's, and this one, where the floor itself reached 96 %),
+  steadier machines (session 9's and session 16's, where the floor itself reached 96 %),
   where what remains is many small items,
   each a few per cent: reading the clock once per request instead of twice (the memory
   store's expiry check and the session's), and a memory store that hands out a shared
@@ -871,23 +907,27 @@ load run above (session 16's):
   (3.0 against 4.4 per request); the rest is the Redis client (its RESP parser alone about 1.5k), its
   connection task and the kernel's work for the round trip, the same for both, and on
   this 2-core machine the Redis server, wrk and the app server share two cores. In the
-  run above ours read at 1.23x tower-sessions on axum (session 15's run: 1.02x; session
-  14's: 1.12x; session 13's: 1.22x; session 12's: 1.33x; session 10's: 1.04x; session
-  9's machine: 1.20x; target 1.5x) and 1.26x actix-session on actix-web (1.17x, 1.27x,
-  1.48x, 1.26x, 1.44x, 1.61x; target 1.3x). More would take a cheaper client than
-  `redis`'s multiplexed connection (not gathering loads: session 12), or no round trip at
-  all: a `CachedStore` in front reached 1.48x and 1.64x in the run above (1.31x and 1.85x
-  in session 15's), at the price of reads up to 5 s stale across app instances.
+  run above ours read at 1.16x tower-sessions on axum (session 16's run: 1.23x; session
+  15's: 1.02x; session 14's: 1.12x; session 13's: 1.22x; session 12's: 1.33x; session
+  10's: 1.04x; session 9's machine: 1.20x; target 1.5x) and 1.25x actix-session on
+  actix-web (1.26x, 1.17x, 1.27x, 1.48x, 1.26x, 1.44x, 1.61x; target 1.3x), at 5.87 µs
+  of server CPU over bare against tower-sessions' 8.15 µs and 7.35 µs against
+  actix-session's 10.39 µs. More would take a cheaper client than `redis`'s multiplexed
+  connection (not gathering loads: session 12), or no round trip at all: a `CachedStore`
+  in front reached 1.97x and 2.58x in the run above (1.48x and 1.64x in session 16's,
+  1.31x and 1.85x in session 15's), at the price of reads up to 5 s stale across app
+  instances.
 * `write` on the memory store adds an encode and a save to `read` (one store call per
   request since session 14; before, group commit made it one in twelve at a wake-up and a
-  second poll per request). In the run above it reached 75 % of bare axum (tower-sessions
-  63 %) and 72 % of bare actix-web (actix-session's cookie store 61 %), 91 % and 91 % of
-  ours' own `read`; in session 15's run 80 % and 85 % (92 % and 87 % of `read`), in
+  second poll per request). In the run above it reached 84 % of bare axum (tower-sessions
+  71 %) and 84 % of bare actix-web (actix-session's cookie store 68 %), 94 % and 92 % of
+  ours' own `read`; in session 16's run 75 % and 72 % (91 % and 91 % of `read`), in
+  session 15's run 80 % and 85 % (92 % and 87 % of `read`), in
   session 14's run 73 % and 72 % (94 % and 96 % of `read`), in
   session 13's run 73 % and 77 % (82 % and 94 % of `read`), in
   session 12's 59 % and 78 %, in session 10's 66 % and 91 %, on session 9's machine 61 % and
-  63 %. The floor, whose write is an increment under a mutex, reached 94 % in this run
-  (session 15: 107 %, session 14: 105 %, session 13: 95 %, session 12: 79 %, session 10:
+  63 %. The floor, whose write is an increment under a mutex, reached 99 % in this run
+  (session 16: 94 %, session 15: 107 %, session 14: 105 %, session 13: 95 %, session 12: 79 %, session 10:
   92 %). Target: 90 %.
 * `write-own` on Redis made 1.00 store calls per request in the run above. An update
   loads its record before saving only when neither the record's turn nor the request
@@ -895,18 +935,19 @@ load run above (session 16's):
   the sessions share one of the 1 024 turns and displace each other's copy.
 
 In wall-clock terms (the load table's \"server CPU / request\" and \"over bare\"
-columns), in the run above: a read on the memory store cost the server 1.04 µs more
-than bare axum (tower-sessions 1.58 µs; `axum-floor` 0.20 µs) and 1.23 µs more than bare
-actix-web (actix-session's cookie store 1.81 µs); a contended write 1.60 µs on axum
-(tower-sessions 2.90 µs) and 1.85 µs on actix-web (2.98 µs). On Redis ours costs less
-than the peers for reads and writes (a read 5.10 against 7.65 µs over bare on axum, 5.56
-against 10.31 µs on actix-web; a contended write 6.06 against 15.44 µs, 1.53x
-tower-sessions' throughput, 1.74x actix-session's), on PostgreSQL reads cost 29.84 against
-30.25 µs over bare and writes far less (7.50x tower-sessions' throughput on a
-contended write, where tower-sessions served 3.3k requests/s), and ours never loses an
+columns), in the run above: a read on the memory store cost the server 0.89 µs more
+than bare axum (tower-sessions 1.31 µs; `axum-floor` 0.17 µs) and 0.72 µs more than bare
+actix-web (actix-session's cookie store 1.51 µs); a contended write 1.34 µs on axum
+(tower-sessions 2.76 µs) and 1.35 µs on actix-web (3.11 µs). On Redis ours costs less
+than the peers for reads and writes (a read 5.87 against 8.15 µs over bare on axum, 7.35
+against 10.39 µs on actix-web; a contended write 5.16 against 15.90 µs, 1.73x
+tower-sessions' throughput, 1.83x actix-session's), on PostgreSQL reads cost 31.83 against
+34.10 µs over bare and writes far less (15.25x tower-sessions' throughput on a
+contended write, where tower-sessions served 2.0k requests/s), and ours never loses an
 acknowledged increment while the peers lose thousands to hundreds of thousands per run.
 (The small negative counts in ours' `lost increments` cells are increments of requests
 that wrk abandoned when it stopped: written, never acknowledged.)
+
 
 
 
