@@ -202,6 +202,43 @@ impl Manager {
         transport::set_cookie_header(&self.inner.config, outcome)
     }
 
+    /// The `Cookie` request header that carries the id a commit outcome
+    /// set (`session=<id>`), for tests and clients that replay a session
+    /// without a cookie jar; `None` unless the outcome sets an id.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), session_core::Error> {
+    /// # #[derive(Debug, Default)] struct MyStore;
+    /// # #[session_core::async_trait] impl session_core::Store for MyStore {
+    /// #   async fn load(&self, _: &session_core::RecordId) -> Result<Option<session_core::Record>, session_core::StoreError> { Ok(None) }
+    /// #   async fn create(&self, _: &session_core::Record) -> Result<session_core::Created, session_core::StoreError> { Ok(session_core::Created::Created) }
+    /// #   async fn save(&self, _: &session_core::Record, _: u64) -> Result<session_core::Saved, session_core::StoreError> { Ok(session_core::Saved::Missing) }
+    /// #   async fn touch(&self, _: &session_core::RecordId, _: u64, _: Option<&str>, _: session_core::Timestamp) -> Result<bool, session_core::StoreError> { Ok(false) }
+    /// #   async fn delete(&self, _: &session_core::RecordId) -> Result<(), session_core::StoreError> { Ok(()) }
+    /// #   async fn delete_expired(&self) -> Result<u64, session_core::StoreError> { Ok(0) }
+    /// #   async fn ids_of_owner(&self, _: &str) -> Result<Vec<session_core::RecordId>, session_core::StoreError> { Ok(vec![]) }
+    /// #   async fn delete_owner(&self, _: &str) -> Result<u64, session_core::StoreError> { Ok(0) }
+    /// # }
+    /// use session_core::{Config, Manager};
+    ///
+    /// let manager = Manager::new(MyStore, Config::default());
+    /// let session = manager.session_from_cookies(None::<&str>);
+    /// session.insert("name", "iris").await?;
+    /// let cookie = manager.cookie_header(&session.commit().await?).expect("a new id");
+    /// assert!(cookie.starts_with("session="));
+    /// assert!(!cookie.contains(';'));
+    /// # Ok(()) }
+    /// ```
+    pub fn cookie_header(&self, outcome: &SetCookie) -> Option<String> {
+        match outcome {
+            SetCookie::Set { value, .. } => {
+                Some(format!("{}={value}", self.inner.config.cookie_name()))
+            }
+            _ => None,
+        }
+    }
+
     /// The record ids of every live session of `owner` (see
     /// [`Session::login`]); [`Manager::load_sessions_of`] loads them too.
     ///

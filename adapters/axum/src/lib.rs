@@ -68,10 +68,9 @@
 //! let session = manager.session_from_cookies(None::<&str>);
 //! session.insert("cart", vec!["book"]).await?;
 //! session.login("alice").await?;
-//! let set_cookie = manager
-//!     .set_cookie_header(&session.commit().await?)
-//!     .expect("a new session sets its cookie");
-//! let cookie = set_cookie.split(';').next().unwrap_or_default(); // "session=..."
+//! let cookie = manager
+//!     .cookie_header(&session.commit().await?)
+//!     .expect("a new session sets its cookie"); // "session=..."
 //!
 //! let app = Router::new()
 //!     .route("/whoami", get(whoami))
