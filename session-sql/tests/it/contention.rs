@@ -36,8 +36,15 @@ async fn bounded<T>(what: &str, fut: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("{what} hung"))
 }
 
-/// What the save under test must have left: the new version and deadline.
-async fn assert_saved(store: &impl Store, saved: &Record) {
+/// The save under test, picked as the victim, ran again and left `saved`:
+/// its version and deadline.
+async fn ran_again(
+    saving: tokio::task::JoinHandle<Result<Saved, session_core::StoreError>>,
+    store: &impl Store,
+    saved: &Record,
+) {
+    let outcome = bounded("the save", saving).await.expect("join");
+    assert_eq!(outcome.expect("the save, run again"), Saved::Saved);
     let now = store.load(&saved.id).await.expect("load").expect("live");
     assert_eq!(now.version, saved.version);
     assert_eq!(now.expires_at, saved.expires_at);
@@ -119,9 +126,7 @@ async fn mysql_a_save_picked_as_a_deadlock_victim_runs_again() {
     .expect("this transaction, the heavier, survives the deadlock");
     other.commit().await.expect("commit");
 
-    let saved = bounded("the save", saving).await.expect("join");
-    assert_eq!(saved.expect("the save, run again"), Saved::Saved);
-    assert_saved(&store, &next).await;
+    ran_again(saving, &store, &next).await;
 }
 
 /// On PostgreSQL: another transaction holds the session's row, the save
@@ -180,9 +185,7 @@ async fn postgres_a_save_picked_as_a_deadlock_victim_runs_again() {
     .expect("this transaction, which waited last, survives the deadlock");
     other.commit().await.expect("commit");
 
-    let saved = bounded("the save", saving).await.expect("join");
-    assert_eq!(saved.expect("the save, run again"), Saved::Saved);
-    assert_saved(&store, &next).await;
+    ran_again(saving, &store, &next).await;
 }
 
 /// On MariaDB/MySQL a migration that waits for another instance's lock and
