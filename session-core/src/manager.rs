@@ -204,7 +204,9 @@ impl Manager {
 
     /// The `Cookie` request header that carries the id a commit outcome
     /// set (`session=<id>`), for tests and clients that replay a session
-    /// without a cookie jar; `None` unless the outcome sets an id.
+    /// without a cookie jar; `None` unless the outcome sets an id, and under
+    /// [`ConfigBuilder::with_header`](crate::ConfigBuilder::with_header),
+    /// where the id travels as the outcome's value in that header instead.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -228,9 +230,18 @@ impl Manager {
     /// let cookie = manager.cookie_header(&session.commit().await?).expect("a new id");
     /// assert!(cookie.starts_with("session="));
     /// assert!(!cookie.contains(';'));
+    ///
+    /// let config = Config::builder().with_header(Some("x-session-id")).build().unwrap();
+    /// let api = Manager::new(MyStore, config);
+    /// let session = api.session_from_value(None);
+    /// session.insert("name", "iris").await?;
+    /// assert_eq!(api.cookie_header(&session.commit().await?), None);
     /// # Ok(()) }
     /// ```
     pub fn cookie_header(&self, outcome: &SetCookie) -> Option<String> {
+        if self.inner.config.header().is_some() {
+            return None;
+        }
         match outcome {
             SetCookie::Set { value, .. } => {
                 Some(format!("{}={value}", self.inner.config.cookie_name()))

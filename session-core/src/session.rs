@@ -1051,8 +1051,10 @@ impl Session {
     /// logouts do), [`destroy`](Self::destroy) it.
     ///
     /// If the old record cannot be retired after the new one was written,
-    /// it is deleted outright before the error is returned, so the old id
-    /// does not stay signed in.
+    /// deleting it outright is tried before the error is returned, so the
+    /// old id does not stay signed in (a write another request made to the
+    /// old id meanwhile is then lost); if the store cannot delete it either,
+    /// it expires on its own.
     ///
     /// # Errors
     /// [`Error::Random`] when the OS cannot supply the new id,
@@ -1142,6 +1144,9 @@ impl Session {
             return Ok(outcome);
         }
         let mut state = self.lock().await;
+        if self.shared.abandoned.load(Ordering::Acquire) {
+            return Ok(self.abandoned_outcome(&mut state));
+        }
         if state.loaded {
             if self.needs_write(&state) {
                 self.save_locked(&mut state).await?;
@@ -1198,8 +1203,9 @@ impl Session {
             return Some(SetCookie::Unchanged);
         }
         if self.shared.abandoned.load(Ordering::Acquire) {
-            observe::abandoned();
-            return Some(self.failed_commit_outcome());
+            // Busy elsewhere (a task with a clone): `commit` waits for it.
+            let mut state = self.shared.state.try_lock()?;
+            return Some(self.abandoned_outcome(&mut state));
         }
         let mut state = self.shared.state.try_lock()?;
         if state.loaded && (self.needs_write(&state) || self.touch_due(&state).is_some()) {
@@ -1240,6 +1246,14 @@ impl Session {
             // outcome is unknown, so the response changes nothing.
             None => SetCookie::Unchanged,
         }
+    }
+
+    /// The commit of a session whose handler panicked: nothing is written,
+    /// and the client learns only what the store already holds (the new id
+    /// of a `login` before the panic, or the cookie's removal).
+    fn abandoned_outcome(&self, state: &mut State) -> SetCookie {
+        observe::abandoned();
+        self.outcome(state)
     }
 
     fn needs_write(&self, state: &State) -> bool {
@@ -1494,6 +1508,7 @@ impl Session {
             _ => now,
         };
         let previous_owner = state.owner.clone();
+        let before = (state.owner_dirty, state.lifetime, state.lifetime_dirty);
         match owner {
             Owner::Keep => {}
             Owner::Login(owner) => {
@@ -1508,8 +1523,12 @@ impl Session {
                 state.lifetime_dirty = true;
             }
         }
+        // Set in this request (or by the logout): what the old record holds
+        // must not replace it if the retirement carries a write over.
+        let lifetime_set = state.lifetime_dirty;
         if let Err(e) = self.create(state, created_at, now).await {
             state.owner = previous_owner;
+            (state.owner_dirty, state.lifetime, state.lifetime_dirty) = before;
             return Err(e);
         }
         let new_rid = state.stored.as_ref().map(|s| s.rid);
@@ -1518,7 +1537,14 @@ impl Session {
         }
         if let Some((old_rid, _)) = old {
             let retired = self
-                .retire(state, old_rid, old_version, previous_owner.as_deref(), &log)
+                .retire(
+                    state,
+                    old_rid,
+                    old_version,
+                    previous_owner.as_deref(),
+                    &log,
+                    lifetime_set,
+                )
                 .await;
             if let Err(e) = retired {
                 tracing::warn!(old = %old_rid.short(), "session rotated but the old record could not be retired; it expires on its own");
@@ -1549,6 +1575,7 @@ impl Session {
         mut version: u64,
         owner: Option<&str>,
         log: &[Change],
+        lifetime_set: bool,
     ) -> Result<()> {
         let manager = self.manager();
         let retries = manager.inner.config.conflict_retries;
@@ -1587,7 +1614,7 @@ impl Session {
                 apply(&mut data, change);
             }
             state.data = data;
-            if !state.lifetime_dirty {
+            if !lifetime_set {
                 state.lifetime = latest.lifetime;
             }
             if !self.write_locked(state).await? {
@@ -1990,6 +2017,11 @@ mod tests {
                 .catch_unwind()
                 .await;
             assert!(caught.is_err());
+            // While a clone is busy with the state, the adapter must wait
+            // for `commit`, or it would lose the id a login stored.
+            let busy = s.lock().await;
+            assert_eq!(s.commit_without_store(), None);
+            drop(busy);
             let before = f.store.counts();
             let outcome = s.commit().await.unwrap();
             assert_eq!(f.store.counts(), before, "the commit wrote");
@@ -3220,6 +3252,8 @@ mod tests {
         fail_after_conflict: bool,
         /// Touches fail (a rotation cannot retire the old record).
         fail_touches: Arc<AtomicBool>,
+        /// Creates fail (a rotation cannot write its new record).
+        fail_creates: Arc<AtomicBool>,
     }
 
     impl Hooked {
@@ -3234,6 +3268,7 @@ mod tests {
                 destroy,
                 fail_after_conflict,
                 fail_touches: Arc::default(),
+                fail_creates: Arc::default(),
             };
             let manager = Manager::new(hooked.clone(), Config::default()).with_clock(clock.clone());
             let f = Fixture {
@@ -3251,6 +3286,9 @@ mod tests {
             self.inner.load(id).await
         }
         async fn create(&self, record: &Record) -> std::result::Result<Created, StoreError> {
+            if self.fail_creates.load(Ordering::SeqCst) {
+                return Err(StoreError::new(StoreErrorKind::Unavailable, "creates fail"));
+            }
             let cookie = self.cookie.lock().unwrap().take();
             if let Some(cookie) = cookie {
                 let other = Manager::new(self.inner.clone(), Config::default())
@@ -3303,6 +3341,57 @@ mod tests {
         async fn delete_owner(&self, owner: &str) -> std::result::Result<u64, StoreError> {
             self.inner.delete_owner(owner).await
         }
+    }
+
+    /// A write to the signed-in id that lands during a logout is carried
+    /// over to the signed-out record, but its remember-me lifetime is not.
+    #[tokio::test]
+    async fn a_write_carried_over_by_a_logout_keeps_the_configured_lifetime() {
+        let (f, hook) = Hooked::fixture(false, false);
+        let s = f.open(None);
+        s.login("alice").await.unwrap();
+        s.set_lifetime(Some(
+            Lifetime::new()
+                .with_idle_timeout(Some(Duration::from_secs(30 * 86_400)))
+                .with_persistent_cookie(true),
+        ))
+        .await
+        .unwrap();
+        let signed_in = value(s.commit().await.unwrap());
+        // Another request increments `n` of the signed-in id just before
+        // the logout writes its new record.
+        *hook.cookie.lock().unwrap() = Some(signed_in.clone());
+        let s = f.open(Some(&signed_in));
+        s.logout().await.unwrap();
+        let signed_out = value(s.commit().await.unwrap());
+        let s = f.open(Some(&signed_out));
+        assert_eq!(s.get::<i64>("n").await.unwrap(), Some(1));
+        assert_eq!(s.lifetime().await.unwrap(), f.manager.config().lifetime());
+        assert_eq!(s.owner().await.unwrap(), None);
+    }
+
+    /// A logout that cannot write its new record leaves the session as it
+    /// was: signed in, with its remember-me lifetime, nothing to save.
+    #[tokio::test]
+    async fn a_logout_that_cannot_write_leaves_the_session_signed_in() {
+        let (f, hook) = Hooked::fixture(false, false);
+        let s = f.open(None);
+        s.login("alice").await.unwrap();
+        let remember_me = Lifetime::new()
+            .with_idle_timeout(Some(Duration::from_secs(30 * 86_400)))
+            .with_persistent_cookie(true);
+        s.set_lifetime(Some(remember_me)).await.unwrap();
+        let signed_in = value(s.commit().await.unwrap());
+        hook.fail_creates.store(true, Ordering::SeqCst);
+        let s = f.open(Some(&signed_in));
+        assert!(matches!(s.logout().await, Err(Error::Store { .. })));
+        let before = f.store.counts();
+        assert_eq!(s.commit().await.unwrap(), SetCookie::Unchanged);
+        assert_eq!(f.store.counts().save, before.save);
+        hook.fail_creates.store(false, Ordering::SeqCst);
+        let s = f.open(Some(&signed_in));
+        assert_eq!(s.owner().await.unwrap().as_deref(), Some("alice"));
+        assert_eq!(s.lifetime().await.unwrap(), remember_me);
     }
 
     /// A logout whose new record is written but whose old one cannot be

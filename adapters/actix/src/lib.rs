@@ -275,11 +275,7 @@ impl FromRequest for Session {
     type Future = Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let own = req
-            .extensions()
-            .get::<session_core::Session>()
-            .map(|s| Session(s.for_handler()));
-        ready(own.ok_or(MissingMiddleware))
+        ready(req.session().ok_or(MissingMiddleware))
     }
 }
 
@@ -305,12 +301,14 @@ pub trait SessionExt {
     fn session(&self) -> Option<Session>;
 }
 
+/// A handle for the handler (or a middleware inside [`SessionMiddleware`]):
+/// dropped by a panic unwinding, it keeps the handler's deferred changes
+/// from being committed ([`session_core::Session::for_handler`]).
 impl<T: HttpMessage> SessionExt for T {
     fn session(&self) -> Option<Session> {
         self.extensions()
             .get::<session_core::Session>()
-            .cloned()
-            .map(Session)
+            .map(|s| Session(s.for_handler()))
     }
 }
 
