@@ -52,6 +52,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             }),
         )
         .route(
+            "/logout",
+            get().to(|s: Session| async move { respond(crate::logout(&s).await) }),
+        )
+        .route(
             "/logout-all",
             get().to(|s: Session| async move { respond(crate::logout_all(&s).await) }),
         )

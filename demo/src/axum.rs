@@ -48,6 +48,10 @@ pub fn app(manager: Manager) -> Router {
             }),
         )
         .route(
+            "/logout",
+            get(|s: Session| async move { respond(crate::logout(&s).await) }),
+        )
+        .route(
             "/logout-all",
             get(|s: Session| async move { respond(crate::logout_all(&s).await) }),
         )

@@ -15,6 +15,7 @@
 //! | `/destroy` | ends the session | `Destroyed the session` |
 //! | `/incr` | adds 1 to `count` with `increment` | the new count |
 //! | `/login/{user}` | rotates the id, sets the owner, leaves a flash `/app` shows once | `Logged in as {user}` |
+//! | `/logout` | logs out under a new id, keeping the session's values (`count`, `name`) | `Logged out {user}` |
 //! | `/logout-all` | ends every session of the current owner | `Ended {n} session(s) of {user}` |
 //! | `/sessions` | lists the current owner's sessions (a devices page) | `{record id} started {unix} last seen {unix}[ (this one)]` per line |
 //! | `/sessions/end/{id}` | ends one of them | `Ended session {short id}` |
@@ -424,7 +425,7 @@ pub fn start_banner(framework: &str, settings: &Settings) {
     }
     let _ = write!(
         banner,
-        "  routes: /set /get /delete /clear /destroy /incr /login/{{user}} /logout-all /sessions /sessions/end/{{id}}"
+        "  routes: /set /get /delete /clear /destroy /incr /login/{{user}} /logout /logout-all /sessions /sessions/end/{{id}}"
     );
     eprintln!("{banner}");
 }
@@ -448,7 +449,7 @@ fn reply(result: session_core::Result<String>) -> Reply {
 pub fn index() -> Reply {
     (
         200,
-        "You should navigate to /set, /get, /delete, /clear, /destroy, /incr, /login/{user}, /logout-all, /sessions or /sessions/end/{id}".into(),
+        "You should navigate to /set, /get, /delete, /clear, /destroy, /incr, /login/{user}, /logout, /logout-all, /sessions or /sessions/end/{id}".into(),
     )
 }
 
@@ -704,6 +705,22 @@ pub async fn end_session(session: &Session, id: &str) -> Reply {
         Ok(false) => (404, "No such session of yours".into()),
         Err(e) => fail(&e),
     }
+}
+
+/// `/logout`: logs the current owner out under a new id; the session's
+/// values stay.
+pub async fn logout(session: &Session) -> Reply {
+    let owner = match logged_in(session).await {
+        Ok(owner) => owner,
+        Err(reply) => return reply,
+    };
+    reply(
+        async {
+            session.logout().await?;
+            Ok(format!("Logged out {owner}"))
+        }
+        .await,
+    )
 }
 
 /// `/logout-all`: ends every session of the current owner.

@@ -54,6 +54,11 @@ async fn login(s: Session, user: &str) -> Answer {
     respond(crate::login(&s, user).await)
 }
 
+#[get("/logout")]
+async fn logout(s: Session) -> Answer {
+    respond(crate::logout(&s).await)
+}
+
 #[get("/logout-all")]
 async fn logout_all(s: Session) -> Answer {
     respond(crate::logout_all(&s).await)
@@ -99,6 +104,7 @@ pub fn app(manager: Manager, address: std::net::SocketAddr) -> Rocket<Build> {
                 destroy,
                 incr,
                 login,
+                logout,
                 logout_all,
                 sessions,
                 end_session,

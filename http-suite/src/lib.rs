@@ -43,6 +43,7 @@ macro_rules! http_suite {
             head_requests_run_like_gets,
             expired_sessions_are_not_revived,
             login_rotates_the_id,
+            logout_keeps_the_values_under_a_new_id,
             destroy_invalidates_server_side,
             concurrent_increments_are_exact,
             gathered_increments_are_exact,
@@ -510,6 +511,28 @@ pub async fn login_rotates_the_id(spawn: impl Spawn) {
     assert_eq!(c.get("/get").await.body, "The name on the /set was: iris");
     assert_eq!(
         c.send("/get", Some(&before)).await.body,
+        "The name on the /set was: "
+    );
+}
+
+/// `/logout` ends the login under a new id and keeps the values; the
+/// signed-in id stops working.
+pub async fn logout_keeps_the_values_under_a_new_id(spawn: impl Spawn) {
+    let d = demo(spawn, plain()).await;
+    let mut c = Client::new(&d);
+    assert_eq!(c.get("/logout").await.status, 401, "nobody to log out");
+    c.get("/login/alice").await;
+    c.get("/set").await;
+    assert_eq!(c.get("/incr").await.body, "1");
+    let signed_in = c.jar.clone().expect("issued");
+    let r = c.get("/logout").await;
+    assert_eq!((r.status, r.body.as_str()), (200, "Logged out alice"));
+    assert_ne!(c.jar.clone().expect("issued"), signed_in);
+    assert_eq!(c.get("/incr").await.body, "2");
+    assert_eq!(c.get("/get").await.body, "The name on the /set was: iris");
+    assert_eq!(c.get("/sessions").await.status, 401, "no owner any more");
+    assert_eq!(
+        c.send("/get", Some(&signed_in)).await.body,
         "The name on the /set was: "
     );
 }
