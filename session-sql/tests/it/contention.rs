@@ -36,6 +36,25 @@ async fn bounded<T>(what: &str, fut: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("{what} hung"))
 }
 
+/// `r`'s next version, its deadline `by` later: what the save under test
+/// writes.
+fn extended(r: &Record, by: Duration) -> Record {
+    let mut next = r.clone();
+    next.version += 1;
+    next.expires_at = r.expires_at + by;
+    next
+}
+
+/// The save under test, on a task of its own: it waits for a lock.
+fn save_in_background<S: Store + Clone + 'static>(
+    store: &S,
+    next: &Record,
+    version: u64,
+) -> tokio::task::JoinHandle<Result<Saved, session_core::StoreError>> {
+    let (store, next) = (store.clone(), next.clone());
+    tokio::spawn(async move { store.save(&next, version).await })
+}
+
 /// The save under test, picked as the victim, ran again and left `saved`:
 /// its version and deadline.
 async fn ran_again(
@@ -65,9 +84,7 @@ async fn mysql_a_save_picked_as_a_deadlock_victim_runs_again() {
     let table = format!("`{}`", store.table().name());
     let r = record(HOUR);
     store.create(&r).await.expect("create");
-    let mut next = r.clone();
-    next.version += 1;
-    next.expires_at = r.expires_at + 2 * HOUR;
+    let next = extended(&r, 2 * HOUR);
 
     // A connection of its own, in the isolation level whose gap locks the
     // cycle needs (InnoDB's default).
@@ -100,10 +117,7 @@ async fn mysql_a_save_picked_as_a_deadlock_victim_runs_again() {
     .await
     .expect("lock the gap");
 
-    let saving = tokio::spawn({
-        let (store, next, version) = (store.clone(), next.clone(), r.version);
-        async move { store.save(&next, version).await }
-    });
+    let saving = save_in_background(&store, &next, r.version);
     let waits = format!(
         "SELECT COUNT(*) FROM information_schema.INNODB_TRX \
          WHERE trx_state = 'LOCK WAIT' AND trx_query LIKE '%{}%'",
@@ -147,9 +161,7 @@ async fn postgres_a_save_picked_as_a_deadlock_victim_runs_again() {
     );
     let r = record(HOUR);
     store.create(&r).await.expect("create");
-    let mut next = r.clone();
-    next.version += 1;
-    next.expires_at = r.expires_at + HOUR;
+    let next = extended(&r, HOUR);
 
     let mut other = store.pool().begin().await.expect("begin");
     sqlx::query(&format!("SELECT id FROM {table} WHERE id = $1 FOR UPDATE"))
@@ -158,10 +170,7 @@ async fn postgres_a_save_picked_as_a_deadlock_victim_runs_again() {
         .await
         .expect("lock the row");
 
-    let saving = tokio::spawn({
-        let (store, next, version) = (store.clone(), next.clone(), r.version);
-        async move { store.save(&next, version).await }
-    });
+    let saving = save_in_background(&store, &next, r.version);
     let waits = format!(
         "SELECT COUNT(*) FROM pg_stat_activity \
          WHERE wait_event_type = 'Lock' AND query LIKE '%{}%'",
