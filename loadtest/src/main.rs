@@ -11,6 +11,8 @@
 //! Variants: `axum-bare`, `axum-layered` (bare with a layer that does
 //! nothing), `axum-floor` (the least a server-side session can cost: an id
 //! cookie and an integer in a `HashMap`, in the handlers, no layer),
+//! `axum-floor-redis` (the same with the integer in Redis: one `GET`,
+//! `SET` or `INCR` per request through the `redis` crate's connection),
 //! `axum-ours-{memory,redis,redis-cached,postgres,sled}` (`redis-cached`:
 //! Redis behind a `CachedStore`),
 //! `axum-tower-{memory,redis,postgres}`, `actix-bare`,
@@ -544,6 +546,9 @@ mod axum_server {
         if variant == "floor" {
             return floor(addr).await;
         }
+        if variant == "floor-redis" {
+            return floor_redis(addr).await;
+        }
         if let Some(kind) = variant.strip_prefix("ours-") {
             return ours(kind, addr).await;
         }
@@ -551,6 +556,30 @@ mod axum_server {
             return tower(kind, addr).await;
         }
         Err(format!("unknown axum variant {variant:?}"))
+    }
+
+    /// The floor's session id: 128 bits from the OS random source, in hex.
+    fn floor_id() -> Result<u128, Answer> {
+        let mut bytes = [0u8; 16];
+        getrandom::getrandom(&mut bytes).map_err(fail)?;
+        Ok(u128::from_ne_bytes(bytes))
+    }
+
+    /// The floor's `Set-Cookie` for `id`.
+    fn floor_cookie(id: u128) -> [(axum::http::HeaderName, String); 1] {
+        [(
+            axum::http::header::SET_COOKIE,
+            format!("sid={id:032x}; Path=/; HttpOnly; Secure; SameSite=Lax"),
+        )]
+    }
+
+    /// The floor's session id from the request's `Cookie` header.
+    fn floor_id_of(headers: &axum::http::HeaderMap) -> Option<u128> {
+        let cookies = headers.get(axum::http::header::COOKIE)?.to_str().ok()?;
+        let value = cookies
+            .split(';')
+            .find_map(|c| c.trim().strip_prefix("sid="))?;
+        u128::from_str_radix(value, 16).ok()
     }
 
     /// `floor`: the least a server-side session can cost, written into the
@@ -564,7 +593,6 @@ mod axum_server {
         use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 
         use axum::extract::Request;
-        use axum::http::{header, HeaderMap};
 
         // A static rather than router state, which would make axum clone a
         // boxed service per request (no other variant's router has state).
@@ -574,16 +602,8 @@ mod axum_server {
             SESSIONS.lock().unwrap_or_else(PoisonError::into_inner)
         }
 
-        fn id_of(headers: &HeaderMap) -> Option<u128> {
-            let cookies = headers.get(header::COOKIE)?.to_str().ok()?;
-            let value = cookies
-                .split(';')
-                .find_map(|c| c.trim().strip_prefix("sid="))?;
-            u128::from_str_radix(value, 16).ok()
-        }
-
         async fn read(req: Request) -> String {
-            let n = id_of(req.headers()).and_then(|id| map().get(&id).copied());
+            let n = floor_id_of(req.headers()).and_then(|id| map().get(&id).copied());
             n.unwrap_or(-1).to_string()
         }
 
@@ -592,14 +612,9 @@ mod axum_server {
             .route(
                 "/new",
                 get(|| async move {
-                    let mut bytes = [0u8; 16];
-                    if let Err(e) = getrandom::getrandom(&mut bytes) {
-                        return Err(fail(e));
-                    }
-                    let id = u128::from_ne_bytes(bytes);
+                    let id = floor_id()?;
                     map().insert(id, 0);
-                    let cookie = format!("sid={id:032x}; Path=/; HttpOnly; Secure; SameSite=Lax");
-                    Ok(([(header::SET_COOKIE, cookie)], "ok"))
+                    Ok::<_, Answer>((floor_cookie(id), "ok"))
                 }),
             )
             .route("/read", get(read))
@@ -607,7 +622,7 @@ mod axum_server {
             .route(
                 "/write",
                 get(|req: Request| async move {
-                    let Some(id) = id_of(req.headers()) else {
+                    let Some(id) = floor_id_of(req.headers()) else {
                         return fail("no session");
                     };
                     let n = match map().get_mut(&id) {
@@ -619,6 +634,82 @@ mod axum_server {
                     };
                     crate::wrote();
                     (StatusCode::OK, n.to_string())
+                }),
+            )
+            .route("/stats", get(|| async { "{}" }))
+            .route("/writes", get(|| async { crate::writes() }));
+        run(app, addr).await
+    }
+
+    /// `floor-redis`: the floor with its integers in Redis, through the
+    /// `redis` crate's `ConnectionManager` as our Redis store uses it (the
+    /// same settings): one `SET`, `GET` or `INCR` per request, no record, no
+    /// codec, no expiry check, no compare-and-set. What no session library
+    /// on this client can undercut on Redis.
+    async fn floor_redis(addr: SocketAddr) -> Result<(), String> {
+        use std::sync::OnceLock;
+
+        use axum::extract::Request;
+        use redis::aio::ConnectionManager;
+        use redis::AsyncCommands;
+
+        static CONN: OnceLock<ConnectionManager> = OnceLock::new();
+        static PREFIX: OnceLock<String> = OnceLock::new();
+
+        fn conn() -> ConnectionManager {
+            CONN.get().expect("connected before serving").clone()
+        }
+
+        fn key(id: u128) -> String {
+            format!("{}{id:032x}", PREFIX.get().expect("set before serving"))
+        }
+
+        async fn read(req: Request) -> Answer {
+            let Some(id) = floor_id_of(req.headers()) else {
+                return (StatusCode::OK, "-1".to_owned());
+            };
+            match conn().get::<_, Option<i64>>(key(id)).await {
+                Ok(n) => (StatusCode::OK, n.unwrap_or(-1).to_string()),
+                Err(e) => fail(e),
+            }
+        }
+
+        let client = redis::Client::open(crate::env_or("LOADTEST_REDIS_URL", crate::REDIS_URL))
+            .map_err(|e| e.to_string())?;
+        let manager = ConnectionManager::new_with_config(client, session_redis::manager_config())
+            .await
+            .map_err(|e| e.to_string())?;
+        CONN.get_or_init(|| manager);
+        PREFIX.get_or_init(crate::redis_prefix);
+
+        let app = Router::new()
+            .route("/plain", get(|| async { "ok" }))
+            .route(
+                "/new",
+                get(|| async move {
+                    let id = floor_id()?;
+                    conn()
+                        .set_ex::<_, _, ()>(key(id), 0i64, 3600)
+                        .await
+                        .map_err(fail)?;
+                    Ok::<_, Answer>((floor_cookie(id), "ok"))
+                }),
+            )
+            .route("/read", get(read))
+            .route("/count", get(read))
+            .route(
+                "/write",
+                get(|req: Request| async move {
+                    let Some(id) = floor_id_of(req.headers()) else {
+                        return fail("no session");
+                    };
+                    match conn().incr::<_, _, i64>(key(id), 1).await {
+                        Ok(n) => {
+                            crate::wrote();
+                            (StatusCode::OK, n.to_string())
+                        }
+                        Err(e) => fail(e),
+                    }
                 }),
             )
             .route("/stats", get(|| async { "{}" }))

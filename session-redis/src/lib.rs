@@ -80,10 +80,11 @@ use sha2::{Digest, Sha256};
 
 mod value;
 
-/// How long a connection waits for a reply before giving up on it: the
-/// manager's default store timeout, which answers requests first when it is
-/// shorter. The crate's own default (500 ms) is too short for a 1 MiB
-/// session on a busy machine.
+/// How long a cluster connection waits for a reply before giving up on it:
+/// the manager's default store timeout, which answers requests first when it
+/// is shorter. The crate's own default (500 ms) is too short for a 1 MiB
+/// session on a busy machine. Single-server connections have no response
+/// timeout of their own (see [`manager_config`]).
 const RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The default key prefix.
@@ -323,11 +324,32 @@ if top[2] then redis.call('PEXPIREAT', {key}, top[2]) end
 }
 
 /// The connection settings of [`RedisStore::connect`] and
-/// [`RedisStore::connect_lazy`].
-fn manager_config() -> ConnectionManagerConfig {
+/// [`RedisStore::connect_lazy`]: a 5 s connection timeout, two reconnection
+/// attempts at most 500 ms apart, and no response timeout. Start from them
+/// when building your own manager for [`RedisStore::from_connection_manager`].
+///
+/// The manager's store timeout
+/// ([`ConfigBuilder::with_store_timeout`](session_core::ConfigBuilder::with_store_timeout))
+/// bounds every call already. A response timeout of the connection's own
+/// would add nothing to that: its expiry does not make the `redis` crate
+/// reconnect (a timed-out reply is not a dropped connection to it), and a
+/// late reply is discarded either way. It would cost a timer per command,
+/// armed and cancelled on every request.
+///
+/// ```no_run
+/// # async fn demo() -> redis::RedisResult<()> {
+/// use redis::aio::ConnectionManager;
+/// use session_redis::{manager_config, RedisStore};
+///
+/// let client = redis::Client::open("redis://127.0.0.1:6379")?;
+/// let manager = ConnectionManager::new_with_config(client, manager_config()).await?;
+/// let store = RedisStore::from_connection_manager(manager);
+/// # Ok(()) }
+/// ```
+pub fn manager_config() -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
         .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
-        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_response_timeout(None)
         .set_number_of_retries(2)
         .set_max_delay(std::time::Duration::from_millis(500))
 }

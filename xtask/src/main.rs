@@ -10,9 +10,10 @@
 //!   binaries.
 //! * `bench [group]`: runs the criterion benchmarks (all, or one group:
 //!   `manager`, `redis`, `sql`, `sled`) and rewrites their numbers in README.md.
-//! * `bench load [--seconds N] [--runs N]`: every load-test server variant
+//! * `bench load [--seconds N] [--runs N] [--only VARIANT,...]`: every load-test server variant
 //!   (ours, the bare frameworks, tower-sessions, actix-session) under wrk;
-//!   writes BENCHMARKS.md.
+//!   writes BENCHMARKS.md. With `--only`, just those variants, and the
+//!   medians go to stdout instead (for comparing two builds).
 //! * `bench profile [--label L] [--bin PATH]`: instructions per request under
 //!   callgrind and system calls per request under strace, for the cases
 //!   BENCHMARKS.md's profile tables list; writes (or replaces) the row `L`.
@@ -67,7 +68,15 @@ fn main() -> ExitCode {
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(default)
             };
-            load::bench_load(flag("--seconds", 10), flag("--runs", 3) as u32)
+            let only = args
+                .iter()
+                .position(|a| a == "--only")
+                .and_then(|i| args.get(i + 1));
+            load::bench_load(
+                flag("--seconds", 10),
+                flag("--runs", 3) as u32,
+                only.map(String::as_str),
+            )
         }
         Some("bench") if args.get(1).map(String::as_str) == Some("profile") => {
             let value = |name: &str| {
@@ -93,7 +102,7 @@ fn main() -> ExitCode {
             })
         }
         _ => {
-            eprintln!("usage: cargo xtask <test | services [--start] | bench [manager|redis|sql|sled] | bench load [--seconds N] [--runs N] | bench profile [--label L] [--bin PATH] | redis-cluster | redis | postgres | mariadb>");
+            eprintln!("usage: cargo xtask <test | services [--start] | bench [manager|redis|sql|sled] | bench load [--seconds N] [--runs N] [--only VARIANT,...] | bench profile [--label L] [--bin PATH] | redis-cluster | redis | postgres | mariadb>");
             return ExitCode::from(2);
         }
     };

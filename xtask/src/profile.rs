@@ -24,7 +24,8 @@ use std::time::Duration;
 use crate::load::{new_session, requests_served, wait_for};
 use crate::{root, Result};
 
-/// What is profiled: (variant, route, wrk connections).
+/// What is profiled: (variant, route, wrk connections). A new case goes
+/// last: rows measured before it get an empty cell at the end.
 const CASES: &[(&str, &str, u32)] = &[
     ("axum-bare", "/plain", 4),
     ("axum-ours-memory", "/plain", 4),
@@ -41,9 +42,12 @@ const CASES: &[(&str, &str, u32)] = &[
     ("axum-ours-memory", "/write", 1),
     // Added in session 8: the least a session read can cost.
     ("axum-floor", "/read", 4),
+    // Added in session 18: the least a session read can cost on Redis.
+    ("axum-floor-redis", "/read", 4),
 ];
 
-/// What the system calls are counted for: (variant, route, wrk connections).
+/// What the system calls are counted for: (variant, route, wrk
+/// connections). A new case goes last, as in [`CASES`].
 const SYSCALL_CASES: &[(&str, &str, u32)] = &[
     ("axum-bare", "/plain", 4),
     ("axum-ours-memory", "/read", 4),
@@ -51,6 +55,8 @@ const SYSCALL_CASES: &[(&str, &str, u32)] = &[
     ("axum-tower-redis", "/read", 4),
     ("axum-ours-postgres", "/read", 4),
     ("axum-tower-postgres", "/read", 4),
+    // Added in session 18.
+    ("axum-floor-redis", "/read", 4),
 ];
 
 /// A case's column name: connections are named when not the usual four.
