@@ -11,8 +11,9 @@
 //! session_http_suite::http_suite!(spawn);
 //! ```
 //!
-//! Each case builds its own manager over an instrumented memory store, so it
-//! can count store calls and inject faults.
+//! Each case builds its own manager over an instrumented store, so it can
+//! count store calls and inject faults: the memory store, or `TestStore`
+//! where a case needs a store that gathers concurrent updates.
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -636,6 +636,15 @@ mod tests {
                 "never expire",
             ),
             (
+                Config::builder().with_idle_timeout(Some(Duration::from_millis(999))),
+                "shorter than one second",
+            ),
+            (
+                Config::builder()
+                    .with_absolute_timeout(Some(Duration::from_secs(400 * 24 * 3600 + 1))),
+                "longer than 400 days",
+            ),
+            (
                 Config::builder().with_store_timeout(Duration::ZERO),
                 "store timeout",
             ),
@@ -649,6 +658,16 @@ mod tests {
             let msg = builder.build().unwrap_err().to_string();
             assert!(msg.contains(needle), "{msg:?} should mention {needle:?}");
         }
+    }
+
+    #[test]
+    fn timeouts_of_one_second_and_of_400_days_are_accepted() {
+        let c = Config::builder()
+            .with_idle_timeout(Some(Duration::from_secs(1)))
+            .with_absolute_timeout(Some(Duration::from_secs(400 * 24 * 3600)))
+            .build()
+            .unwrap();
+        assert_eq!(c.lifetime().idle_timeout(), Some(Duration::from_secs(1)));
     }
 
     #[test]

@@ -152,7 +152,7 @@ impl fmt::Debug for Session {
             Some(state) => s
                 .field("loaded", &state.loaded)
                 .field("record", &state.stored.as_ref().map(|m| m.rid))
-                .field("keys", &state.data.len())
+                .field("entries", &state.data.len())
                 .field("pending_changes", &state.changes.len())
                 .finish(),
             None => s.finish_non_exhaustive(),
@@ -164,7 +164,13 @@ impl fmt::Debug for Session {
 enum Change {
     Set(String, Vec<u8>),
     Remove(String),
-    Clear,
+    /// Removes every flash value (`flashes`) or every other value: applied
+    /// again on a record saved meanwhile, it clears what that record holds.
+    /// Recorded only when the request saw something to clear, so that a
+    /// `clear` of nothing writes nothing.
+    Clear {
+        flashes: bool,
+    },
 }
 
 /// What this request knows of the stored record.
@@ -541,15 +547,22 @@ impl Session {
         Ok(Some(value))
     }
 
-    /// Removes every value (Iris's `Clear`); the session itself, its id and its
-    /// owner stay. To log out, [`destroy`](Self::destroy) the session.
+    /// Removes every value (Iris's `Clear`). Flash values stay, as Iris's do:
+    /// [`clear_flashes`](Self::clear_flashes) removes those. The session
+    /// itself, its id and its owner stay; to log out,
+    /// [`destroy`](Self::destroy) the session.
     ///
     /// # Errors
     /// A store error on first use.
     pub async fn clear(&self) -> Result<()> {
+        self.clear_where(false).await
+    }
+
+    /// Removes the flash values (`flashes`) or every other value.
+    async fn clear_where(&self, flashes: bool) -> Result<()> {
         let mut state = self.loaded().await?;
-        if !state.data.is_empty() {
-            Self::push(&mut state, Change::Clear);
+        if state.data.keys().any(|k| is_flash_key(k) == flashes) {
+            Self::push(&mut state, Change::Clear { flashes });
         }
         Ok(())
     }
@@ -577,6 +590,51 @@ impl Session {
     /// [`Error::Value`] when the value does not decode as `T`, or a store error.
     pub async fn peek_flash<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         self.get(&flash_key(key)).await
+    }
+
+    /// The keys of the flash values not taken yet, sorted. Iris's `HasFlash`
+    /// is `!flash_keys().await?.is_empty()`, and its `GetFlashes` a
+    /// [`take_flash`](Self::take_flash) of each key.
+    ///
+    /// ```
+    /// # async fn demo(session: session_core::Session) -> session_core::Result<()> {
+    /// for key in session.flash_keys().await? {
+    ///     if let Some(message) = session.take_flash::<String>(&key).await? {
+    ///         println!("{key}: {message}");
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// A store error on first use.
+    pub async fn flash_keys(&self) -> Result<Vec<String>> {
+        let state = self.loaded().await?;
+        // `Data` is ordered: the keys come sorted.
+        Ok(state
+            .data
+            .keys()
+            .filter_map(|k| k.strip_prefix(FLASH_PREFIX))
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// Removes a flash value unread (Iris's `DeleteFlash`); returns whether
+    /// there was one.
+    ///
+    /// # Errors
+    /// A store error on first use.
+    pub async fn remove_flash(&self, key: &str) -> Result<bool> {
+        self.remove(&flash_key(key)).await
+    }
+
+    /// Removes every flash value (Iris's `ClearFlashes`); the other values
+    /// stay.
+    ///
+    /// # Errors
+    /// A store error on first use.
+    pub async fn clear_flashes(&self) -> Result<()> {
+        self.clear_where(true).await
     }
 
     /// Read-modify-write of one value that is safe against concurrent requests:
@@ -1725,7 +1783,7 @@ fn pending_value<'a>(data: &'a Data, changes: &'a [Change], key: &str) -> Option
         match change {
             Change::Set(k, v) if k == key => return Some(v),
             Change::Remove(k) if k == key => return None,
-            Change::Clear => return None,
+            Change::Clear { flashes } if is_flash_key(key) == *flashes => return None,
             _ => {}
         }
     }
@@ -1745,7 +1803,7 @@ fn apply(data: &mut Data, change: &Change) {
         Change::Remove(k) => {
             data.remove(k);
         }
-        Change::Clear => data.clear(),
+        Change::Clear { flashes } => data.retain(|k, _| is_flash_key(k) != *flashes),
     }
 }
 
@@ -3191,6 +3249,93 @@ mod tests {
                 .unwrap(),
             None
         );
+    }
+
+    #[tokio::test]
+    async fn clear_keeps_the_flashes_and_clear_flashes_keeps_the_values() {
+        let f = fixture();
+        let s = f.open(None);
+        s.insert("a", &1).await.unwrap();
+        s.insert("b", &2).await.unwrap();
+        s.insert_flash("notice", "saved").await.unwrap();
+        s.insert_flash("alert", "late").await.unwrap();
+        assert_eq!(s.len().await.unwrap(), 2, "flashes are not counted");
+        assert_eq!(s.flash_keys().await.unwrap(), ["alert", "notice"]);
+        let cookie = value(s.commit().await.unwrap());
+
+        let s = f.open(Some(&cookie));
+        s.clear().await.unwrap();
+        assert!(s.is_empty().await.unwrap());
+        assert_eq!(s.flash_keys().await.unwrap(), ["alert", "notice"]);
+        s.commit().await.unwrap();
+
+        let s = f.open(Some(&cookie));
+        assert!(s.keys().await.unwrap().is_empty());
+        assert_eq!(
+            s.peek_flash::<String>("notice").await.unwrap().as_deref(),
+            Some("saved")
+        );
+        s.insert("c", &3).await.unwrap();
+        assert!(s.remove_flash("alert").await.unwrap());
+        assert!(!s.remove_flash("alert").await.unwrap());
+        s.clear_flashes().await.unwrap();
+        assert!(s.flash_keys().await.unwrap().is_empty());
+        assert_eq!(s.keys().await.unwrap(), ["c"]);
+        s.commit().await.unwrap();
+
+        let s = f.open(Some(&cookie));
+        assert!(s.flash_keys().await.unwrap().is_empty());
+        assert_eq!(s.take_flash::<String>("notice").await.unwrap(), None);
+        assert_eq!(s.get::<i64>("c").await.unwrap(), Some(3));
+    }
+
+    /// An update retried after another process saved applies the request's
+    /// clears again, each to its own kind of value.
+    #[tokio::test]
+    async fn an_update_retried_after_a_clear_applies_it_to_its_kind_only() {
+        let f = fixture();
+        let s = f.open(None);
+        s.insert("n", &5).await.unwrap();
+        s.insert_flash("notice", "saved").await.unwrap();
+        let cookie = value(s.commit().await.unwrap());
+
+        let s = f.open(Some(&cookie));
+        s.clear_flashes().await.unwrap();
+        assert_eq!(f.increment_elsewhere(&cookie).await, 6);
+        assert_eq!(s.increment("n", 1).await.unwrap(), 7, "the values stay");
+        s.commit().await.unwrap();
+        assert!(f.open(Some(&cookie)).flash_keys().await.unwrap().is_empty());
+
+        let s = f.open(Some(&cookie));
+        s.insert_flash("notice", "again").await.unwrap();
+        s.clear().await.unwrap();
+        assert_eq!(f.increment_elsewhere(&cookie).await, 8);
+        assert_eq!(s.increment("n", 1).await.unwrap(), 1, "the values went");
+        s.commit().await.unwrap();
+        assert_eq!(
+            f.open(Some(&cookie)).flash_keys().await.unwrap(),
+            ["notice"],
+            "the flash stays"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_clear_applied_again_after_a_conflict_keeps_the_flashes_written_meanwhile() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        let a = f.open(Some(&cookie));
+        a.clear().await.unwrap();
+        let b = f.open(Some(&cookie));
+        b.insert("v", &1).await.unwrap();
+        b.insert_flash("notice", "saved").await.unwrap();
+        b.commit().await.unwrap();
+        a.commit().await.unwrap();
+        let s = f.open(Some(&cookie));
+        assert!(
+            s.keys().await.unwrap().is_empty(),
+            "the clear covers what the other request wrote first"
+        );
+        assert_eq!(s.flash_keys().await.unwrap(), ["notice"]);
     }
 
     #[tokio::test]

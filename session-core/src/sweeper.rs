@@ -132,6 +132,20 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_dropped_sweeper_sweeps_no_more() {
+        let store = Instrumented::new(TestStore::default());
+        let interval = Duration::from_secs(1);
+        let sweeper = Sweeper::spawn(Arc::new(store.clone()), interval);
+        // Half an interval off the ticks, so that none is due at the drop.
+        tokio::time::sleep(interval * 3 + interval / 2).await;
+        let swept = store.counts().other;
+        assert_eq!(swept, 4, "a sweep at once, then one per interval");
+        drop(sweeper);
+        tokio::time::sleep(interval * 5).await;
+        assert_eq!(store.counts().other, swept, "swept after the drop");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_hung_sweep_is_abandoned_and_the_next_one_runs() {
         let store = Instrumented::new(TestStore::default());
         store.delay(Some(Duration::from_secs(24 * 3600)));

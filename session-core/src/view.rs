@@ -54,7 +54,7 @@ impl fmt::Debug for SessionView {
             .field("id", &self.record.id)
             .field("created_at", &self.record.created_at)
             .field("expires_at", &self.record.expires_at)
-            .field("keys", &self.record.data.len())
+            .field("entries", &self.record.data.len())
             .finish_non_exhaustive()
     }
 }

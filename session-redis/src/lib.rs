@@ -324,9 +324,10 @@ if top[2] then redis.call('PEXPIREAT', {key}, top[2]) end
 }
 
 /// The connection settings of [`RedisStore::connect`] and
-/// [`RedisStore::connect_lazy`]: a 5 s connection timeout, two reconnection
-/// attempts at most 500 ms apart, and no response timeout. Start from them
-/// when building your own manager for [`RedisStore::from_connection_manager`].
+/// [`RedisStore::connect_lazy`]: a 5 s connection timeout, two retries of a
+/// failed connection at most 500 ms apart, and no response timeout. Start from
+/// them when building your own manager for
+/// [`RedisStore::from_connection_manager`].
 ///
 /// The manager's store timeout
 /// ([`ConfigBuilder::with_store_timeout`](session_core::ConfigBuilder::with_store_timeout))
@@ -334,7 +335,9 @@ if top[2] then redis.call('PEXPIREAT', {key}, top[2]) end
 /// would add nothing to that: its expiry does not make the `redis` crate
 /// reconnect (a timed-out reply is not a dropped connection to it), and a
 /// late reply is discarded either way. It would cost a timer per command,
-/// armed and cancelled on every request.
+/// armed and cancelled on every request. Calls made on the store directly,
+/// outside a manager, have no deadline then: wrap them in
+/// `tokio::time::timeout`.
 ///
 /// ```no_run
 /// # async fn demo() -> redis::RedisResult<()> {
@@ -423,6 +426,10 @@ impl RedisStore {
     /// let manager = Manager::new(store, Config::default());
     /// # let _ = manager; Ok(()) }
     /// ```
+    ///
+    /// A connection that Redis refuses for good (a wrong password) is not
+    /// tried again: requests fail until the process restarts with the right
+    /// settings. One refused for a while (Redis down or restarting) is.
     ///
     /// # Errors
     /// [`RedisStoreError::Config`] for a bad URL, or when called outside a

@@ -68,15 +68,16 @@ fn main() -> ExitCode {
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(default)
             };
-            let only = args
-                .iter()
-                .position(|a| a == "--only")
-                .and_then(|i| args.get(i + 1));
-            load::bench_load(
-                flag("--seconds", 10),
-                flag("--runs", 3) as u32,
-                only.map(String::as_str),
-            )
+            let only = match args.iter().position(|a| a == "--only") {
+                None => Ok(None),
+                Some(i) => match args.get(i + 1) {
+                    Some(list) if !list.starts_with("--") => Ok(Some(list.as_str())),
+                    _ => Err("--only needs a comma-separated list of variants".to_owned()),
+                },
+            };
+            only.and_then(|only| {
+                load::bench_load(flag("--seconds", 10), flag("--runs", 3) as u32, only)
+            })
         }
         Some("bench") if args.get(1).map(String::as_str) == Some("profile") => {
             let value = |name: &str| {

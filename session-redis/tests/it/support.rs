@@ -128,14 +128,22 @@ pub(crate) fn wait_until_listening(
 pub(crate) struct Throwaway {
     pub(crate) port: u16,
     child: Option<Child>,
+    /// More `redis-server` arguments (`--requirepass`, say).
+    extra: Vec<String>,
 }
 
 impl Throwaway {
     /// Starts one; `None` (reported) when `redis-server` is not installed.
     pub(crate) fn start() -> Option<Self> {
+        Self::start_with(&[])
+    }
+
+    /// Starts one with more `redis-server` arguments.
+    pub(crate) fn start_with(extra: &[&str]) -> Option<Self> {
         let mut server = Self {
             port: free_port(),
             child: None,
+            extra: extra.iter().map(|a| (*a).to_owned()).collect(),
         };
         match server.spawn() {
             Ok(()) => Some(server),
@@ -154,6 +162,7 @@ impl Throwaway {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--dir", "/tmp"])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
