@@ -432,7 +432,8 @@ impl ConfigBuilder {
     }
 
     /// Cookie values longer than this many bytes are rejected without being
-    /// parsed. Default 4096.
+    /// parsed. Default 4096; at least 64, and at least what the cookie mode
+    /// issues (87 bytes signed, 96 private).
     pub fn with_max_cookie_len(mut self, len: usize) -> Self {
         self.0.max_cookie_len = len;
         self
@@ -526,6 +527,18 @@ impl ConfigBuilder {
         }
         if c.max_cookie_len < 64 {
             return err("max cookie length must be at least 64 bytes".into());
+        }
+        let protected = crate::transport::protected_len(&c.security);
+        if c.max_cookie_len < protected {
+            let mode = match c.security {
+                CookieSecurity::Plain => "plain",
+                CookieSecurity::Signed(_) => "signed",
+                CookieSecurity::Private(_) => "private",
+            };
+            return err(format!(
+                "max cookie length {} is shorter than the {mode} cookie values this configuration issues ({protected} bytes): every session would be lost on its next request",
+                c.max_cookie_len
+            ));
         }
         Ok(c)
     }

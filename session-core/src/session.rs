@@ -340,6 +340,12 @@ impl Session {
         state.owner = record.owner;
         state.lifetime = record.lifetime;
         state.loaded = true;
+        // A cookie signed or encrypted under a retired key goes back under
+        // the current one, so the old key can leave the configuration while
+        // its sessions live on.
+        if state.incoming.under_previous_key() {
+            state.refresh_cookie = true;
+        }
     }
 
     /// The record as it was just saved, for the record's turn to keep.
@@ -1739,7 +1745,7 @@ impl Session {
             if let Some(s) = state.stored.as_mut() {
                 s.expires_at = deadline;
             }
-            state.refresh_cookie = self.lifetime_of(state).persistent_cookie();
+            state.refresh_cookie |= self.lifetime_of(state).persistent_cookie();
             return Ok(());
         }
         // Refused: the session ended, or another request saved it since this
@@ -3336,6 +3342,61 @@ mod tests {
             "the clear covers what the other request wrote first"
         );
         assert_eq!(s.flash_keys().await.unwrap(), ["notice"]);
+    }
+
+    /// A cookie that verified under a previous key is issued again under the
+    /// current one, so the old key can be retired while its sessions live.
+    #[tokio::test]
+    async fn a_cookie_under_a_previous_key_comes_back_under_the_current_one() {
+        use crate::{CookieKeys, CookieSecurity, Key};
+        let (old, new) = (Key::generate(), Key::generate());
+        for private in [false, true] {
+            let store = TestStore::default();
+            let manager = |keys: CookieKeys| {
+                let security = if private {
+                    CookieSecurity::Private(keys)
+                } else {
+                    CookieSecurity::Signed(keys)
+                };
+                let config = Config::builder().with_security(security).build().unwrap();
+                Manager::new(store.clone(), config)
+            };
+            let before = manager(CookieKeys::new(old.clone()));
+            let during = manager(CookieKeys::new(new.clone()).with_previous(old.clone()));
+            let after = manager(CookieKeys::new(new.clone()));
+            let open = |m: &Manager, value: &str| {
+                m.session_from_cookies(Some(format!("session={value}").as_str()))
+            };
+
+            let s = before.session_from_cookies(None::<&str>);
+            s.insert("name", "iris").await.unwrap();
+            let under_old = value(s.commit().await.unwrap());
+
+            // A read alone, answered without a store call, re-issues it.
+            let s = open(&during, &under_old);
+            assert_eq!(s.get_string("name").await.unwrap(), "iris");
+            let reissued = match s.commit_without_store() {
+                Some(SetCookie::Set {
+                    value,
+                    max_age: None,
+                }) => value,
+                other => panic!("not issued again: {other:?}"),
+            };
+            assert_ne!(reissued, under_old);
+            // Under the current key it is left alone.
+            let s = open(&during, &reissued);
+            assert_eq!(s.get_string("name").await.unwrap(), "iris");
+            assert_eq!(s.commit().await.unwrap(), SetCookie::Unchanged);
+            // Once the old key is gone, the re-issued cookie still works.
+            assert_eq!(
+                open(&after, &reissued).get_string("name").await.unwrap(),
+                "iris"
+            );
+            assert_eq!(
+                open(&after, &under_old).get_string("name").await.unwrap(),
+                ""
+            );
+        }
     }
 
     #[tokio::test]

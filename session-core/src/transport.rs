@@ -66,30 +66,44 @@ pub(crate) fn encode_value(config: &Config, id: &Id) -> String {
 
 /// Verifies a value from the client and parses the id in it. `None` for
 /// anything oversized, tampered, signed with an unknown key or malformed.
+#[cfg(test)]
 pub(crate) fn decode_value(config: &Config, raw: &str) -> Option<Id> {
+    verify(config, raw).map(|(id, _)| id)
+}
+
+/// [`decode_value`], and whether the value was protected under one of the
+/// previous keys (the response then issues it again under the current one).
+fn verify(config: &Config, raw: &str) -> Option<(Id, bool)> {
     if !within_limits(config, raw) {
         return None;
     }
-    match &config.security {
-        CookieSecurity::Plain => Id::parse(raw).ok(),
-        CookieSecurity::Signed(keys) => {
-            let jar = CookieJar::new();
-            keys.all().iter().find_map(|key| {
-                let cookie = Cookie::new(config.cookie_name.clone(), raw.to_owned());
-                jar.signed(key)
-                    .verify(cookie)
-                    .and_then(|c| Id::parse(c.value()).ok())
-            })
-        }
-        CookieSecurity::Private(keys) => {
-            let jar = CookieJar::new();
-            keys.all().iter().find_map(|key| {
-                let cookie = Cookie::new(config.cookie_name.clone(), raw.to_owned());
-                jar.private(key)
-                    .decrypt(cookie)
-                    .and_then(|c| Id::parse(c.value()).ok())
-            })
-        }
+    let keys = match &config.security {
+        CookieSecurity::Plain => return Id::parse(raw).ok().map(|id| (id, false)),
+        CookieSecurity::Signed(keys) | CookieSecurity::Private(keys) => keys,
+    };
+    let private = matches!(config.security, CookieSecurity::Private(_));
+    let jar = CookieJar::new();
+    keys.all().iter().enumerate().find_map(|(i, key)| {
+        let cookie = Cookie::new(config.cookie_name.clone(), raw.to_owned());
+        let opened = if private {
+            jar.private(key).decrypt(cookie)
+        } else {
+            jar.signed(key).verify(cookie)
+        };
+        opened.and_then(|c| Id::parse(c.value()).ok().map(|id| (id, i > 0)))
+    })
+}
+
+/// How long a protected id is in each mode: the least `max_cookie_len` can
+/// be without refusing the cookies the manager itself issues.
+pub(crate) fn protected_len(security: &CookieSecurity) -> usize {
+    use crate::id::ID_TEXT_LEN;
+    match security {
+        CookieSecurity::Plain => ID_TEXT_LEN,
+        // Base64 of the HMAC-SHA256 digest, then the id.
+        CookieSecurity::Signed(_) => 44 + ID_TEXT_LEN,
+        // Padded base64 of the nonce, the encrypted id and the tag.
+        CookieSecurity::Private(_) => (12 + ID_TEXT_LEN + 16).div_ceil(3) * 4,
     }
 }
 
@@ -111,8 +125,9 @@ pub(crate) const MAX_CANDIDATES: usize = 8;
 /// ([`Incoming::id`]), so a request that never touches its session pays no
 /// cryptography for it.
 pub(crate) enum Incoming {
-    /// Looked at: the valid id, if any.
-    Checked(Option<Id>),
+    /// Looked at: the valid id, if any, and whether it came under a previous
+    /// key.
+    Checked(Option<Id>, bool),
     /// Signed or encrypted values with the session's cookie name, in request
     /// order, not yet verified; never empty.
     Sealed(Vec<Box<str>>),
@@ -122,7 +137,9 @@ pub(crate) enum Incoming {
 impl fmt::Debug for Incoming {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Checked(id) => f.debug_tuple("Checked").field(id).finish(),
+            Self::Checked(id, old_key) => {
+                f.debug_tuple("Checked").field(id).field(old_key).finish()
+            }
             Self::Sealed(values) => write!(f, "Sealed({} values)", values.len()),
         }
     }
@@ -140,7 +157,7 @@ impl Incoming {
         let presented = values.peek().is_some();
         let incoming = match config.security {
             CookieSecurity::Plain => {
-                let id = values.find_map(|v| decode_value(config, v));
+                let id = values.find_map(|v| verify(config, v));
                 Self::checked(id, presented)
             }
             CookieSecurity::Signed(_) | CookieSecurity::Private(_) => {
@@ -161,24 +178,34 @@ impl Incoming {
     /// Counts a rejection (`session_rejected_cookies_total`) when values
     /// were presented and none is valid: at once for plain ids and values
     /// over the size limit, at first use for signed and private ones.
-    fn checked(id: Option<Id>, presented: bool) -> Self {
+    fn checked(id: Option<(Id, bool)>, presented: bool) -> Self {
         if presented && id.is_none() {
             observe::rejected_cookie();
         }
-        Self::Checked(id)
+        match id {
+            Some((id, old_key)) => Self::Checked(Some(id), old_key),
+            None => Self::Checked(None, false),
+        }
     }
 
     /// The valid id presented, if any: the first value that verifies and
     /// parses. Sealed values are verified here, once.
     pub(crate) fn id(&mut self, config: &Config) -> Option<&Id> {
         if let Self::Sealed(values) = self {
-            let id = values.iter().find_map(|v| decode_value(config, v));
+            let id = values.iter().find_map(|v| verify(config, v));
             *self = Self::checked(id, true);
         }
         match self {
-            Self::Checked(id) => id.as_ref(),
+            Self::Checked(id, _) => id.as_ref(),
             Self::Sealed(_) => None,
         }
+    }
+
+    /// Whether the valid id, once looked at, came under one of the previous
+    /// keys: the response should carry it again under the current key, so
+    /// that the old key can be retired without ending live sessions.
+    pub(crate) fn under_previous_key(&self) -> bool {
+        matches!(self, Self::Checked(Some(_), true))
     }
 }
 
@@ -373,6 +400,38 @@ mod tests {
         Config::builder().with_security(security).build().unwrap()
     }
 
+    /// The shortest limit each mode accepts is the length of what it issues,
+    /// and a session survives it.
+    #[test]
+    fn each_modes_values_fit_the_least_limit_it_accepts() {
+        let keys = CookieKeys::new(Key::generate());
+        for security in [
+            CookieSecurity::Plain,
+            CookieSecurity::Signed(keys.clone()),
+            CookieSecurity::Private(keys.clone()),
+        ] {
+            let least = protected_len(&security).max(64);
+            let c = Config::builder()
+                .with_security(security.clone())
+                .with_max_cookie_len(least)
+                .build()
+                .unwrap();
+            let id = Id::generate().unwrap();
+            let value = encode_value(&c, &id);
+            assert_eq!(value.len(), protected_len(&security), "{security:?}");
+            assert_eq!(decode_value(&c, &value), Some(id), "{security:?}");
+            if least > 64 {
+                let err = Config::builder()
+                    .with_security(security.clone())
+                    .with_max_cookie_len(least - 1)
+                    .build()
+                    .unwrap_err()
+                    .to_string();
+                assert!(err.contains("max cookie length"), "{err}");
+            }
+        }
+    }
+
     #[test]
     fn every_mode_round_trips() {
         let keys = CookieKeys::new(Key::generate());
@@ -494,15 +553,15 @@ mod tests {
             // Debug output never shows a sealed value.
             assert_eq!(format!("{incoming:?}"), "Sealed(3 values)");
             assert_eq!(incoming.id(&c), Some(&id), "the first valid value wins");
-            assert!(matches!(incoming, Incoming::Checked(Some(_))));
+            assert!(matches!(incoming, Incoming::Checked(Some(_), _)));
 
             let (mut incoming, _) = Incoming::from_values(&c, [forged.as_str()]);
             assert_eq!(incoming.id(&c), None);
-            assert!(matches!(incoming, Incoming::Checked(None)));
+            assert!(matches!(incoming, Incoming::Checked(None, _)));
 
             let (incoming, presented) = Incoming::from_values(&c, [oversized.as_str()]);
             assert!(presented);
-            assert!(matches!(incoming, Incoming::Checked(None)));
+            assert!(matches!(incoming, Incoming::Checked(None, _)));
         }
     }
 
@@ -533,11 +592,11 @@ mod tests {
         let (mut incoming, presented) =
             Incoming::from_values(&c, ["junk", good.as_str(), later.as_str()]);
         assert!(presented);
-        assert!(matches!(&incoming, Incoming::Checked(Some(found)) if *found == id));
+        assert!(matches!(&incoming, Incoming::Checked(Some(found), _) if *found == id));
         assert_eq!(incoming.id(&c), Some(&id));
         let (incoming, presented) = Incoming::from_values(&c, None::<&str>);
         assert!(!presented);
-        assert!(matches!(incoming, Incoming::Checked(None)));
+        assert!(matches!(incoming, Incoming::Checked(None, _)));
     }
 
     #[test]

@@ -96,16 +96,19 @@ enum Ending<'a> {
     Owner(&'a str),
 }
 
-/// Buries what a delete ends if the delete is dropped before it finishes
-/// (a store timeout): its backing call may still take effect, and a load
-/// that read the session meanwhile must not cache it.
+/// Buries what a delete, save or touch ends if it is dropped before it
+/// finishes (a store timeout, a client gone): its backing call may still take
+/// effect (ending the session, or writing a version the cache does not
+/// have), and neither a copy cached before nor a load that read the session
+/// meanwhile may outlive it.
 struct Unfinished<'a, S> {
     store: &'a CachedStore<S>,
     ending: Option<Ending<'a>>,
 }
 
 impl<S> Unfinished<'_, S> {
-    /// The delete finished: nothing to do on drop.
+    /// The call finished, and the cache has its outcome: nothing to do on
+    /// drop.
     fn finished(mut self) {
         self.ending = None;
     }
@@ -317,6 +320,14 @@ impl<S: Store> CachedStore<S> {
         }
     }
 
+    /// A guard that buries `id` unless the call it covers finishes.
+    fn unfinished<'a>(&'a self, id: &'a RecordId) -> Unfinished<'a, S> {
+        Unfinished {
+            store: self,
+            ending: Some(Ending::Id(id)),
+        }
+    }
+
     /// The burial count `remember` compares with, read before a call to the
     /// backing store.
     fn burials_now(&self, id: &RecordId) -> Option<u64> {
@@ -357,6 +368,7 @@ impl<S: Store> Store for CachedStore<S> {
 
     async fn save(&self, record: &Record, expected_version: u64) -> Result<Saved, StoreError> {
         let burials = self.burials_now(&record.id);
+        let unfinished = self.unfinished(&record.id);
         let saved = self.backing.save(record, expected_version).await;
         match &saved {
             // A save that moved the deadline into the past ended the
@@ -368,6 +380,7 @@ impl<S: Store> Store for CachedStore<S> {
             // outcome unknown. Either way the next load must read the store.
             _ => self.forget(&record.id).await,
         }
+        unfinished.finished();
         saved
     }
 
@@ -379,6 +392,7 @@ impl<S: Store> Store for CachedStore<S> {
         expires_at: Timestamp,
     ) -> Result<bool, StoreError> {
         let burials = self.burials_now(id);
+        let unfinished = self.unfinished(id);
         let touched = self.backing.touch(id, version, owner, expires_at).await;
         let cached = match &self.cache {
             Some(cache) => cache.get(id).await,
@@ -398,21 +412,21 @@ impl<S: Store> Store for CachedStore<S> {
             // before the touch does not cache the old deadline after it.
             _ => self.bury(id).await,
         }
+        unfinished.finished();
         touched
     }
 
     async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
         self.bury(id).await;
-        let unfinished = Unfinished {
-            store: self,
-            ending: Some(Ending::Id(id)),
-        };
+        let unfinished = self.unfinished(id);
         let deleted = self.backing.delete(id).await;
-        unfinished.finished();
         // Again once the backing store no longer has it: a load that took its
         // count after the first burial and read the record meanwhile either
-        // sees this burial or has its copy dropped by it.
+        // sees this burial or has its copy dropped by it. This one waits for
+        // such a load's compute on the entry, so it too is covered if the
+        // delete is dropped.
         self.bury(id).await;
+        unfinished.finished();
         deleted
     }
 
@@ -610,20 +624,32 @@ mod tests {
         a_stale_read_is_not_kept(&backing, &a, &r, seen).await;
     }
 
-    /// A backing store whose creates, or deletes, take effect and then hold
+    /// Which calls a [`Held`] store holds.
+    #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+    enum Hold {
+        #[default]
+        Creates,
+        Saves,
+        Touches,
+        Deletes,
+    }
+
+    /// A backing store whose calls of one kind take effect and then hold
     /// their answer until released.
     #[derive(Debug, Default)]
     struct Held {
         inner: MemoryStore,
-        deletes: bool,
+        what: Hold,
         done: Arc<tokio::sync::Notify>,
         release: Arc<tokio::sync::Notify>,
     }
 
     impl Held {
-        async fn hold(&self) {
-            self.done.notify_one();
-            self.release.notified().await;
+        async fn hold(&self, call: Hold) {
+            if call == self.what {
+                self.done.notify_one();
+                self.release.notified().await;
+            }
         }
     }
 
@@ -634,13 +660,13 @@ mod tests {
         }
         async fn create(&self, record: &Record) -> Result<Created, StoreError> {
             let created = self.inner.create(record).await;
-            if !self.deletes {
-                self.hold().await;
-            }
+            self.hold(Hold::Creates).await;
             created
         }
         async fn save(&self, record: &Record, expected: u64) -> Result<Saved, StoreError> {
-            self.inner.save(record, expected).await
+            let saved = self.inner.save(record, expected).await;
+            self.hold(Hold::Saves).await;
+            saved
         }
         async fn touch(
             &self,
@@ -649,13 +675,13 @@ mod tests {
             owner: Option<&str>,
             expires_at: Timestamp,
         ) -> Result<bool, StoreError> {
-            self.inner.touch(id, version, owner, expires_at).await
+            let touched = self.inner.touch(id, version, owner, expires_at).await;
+            self.hold(Hold::Touches).await;
+            touched
         }
         async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
             let deleted = self.inner.delete(id).await;
-            if self.deletes {
-                self.hold().await;
-            }
+            self.hold(Hold::Deletes).await;
             deleted
         }
         async fn delete_expired(&self) -> Result<u64, StoreError> {
@@ -671,14 +697,14 @@ mod tests {
 
     /// A cache in front of a [`Held`] store, and the store's signals.
     fn held(
-        deletes: bool,
+        what: Hold,
     ) -> (
         Arc<CachedStore<Held>>,
         Arc<tokio::sync::Notify>,
         Arc<tokio::sync::Notify>,
     ) {
         let backing = Held {
-            deletes,
+            what,
             ..Held::default()
         };
         let (done, release) = (Arc::clone(&backing.done), Arc::clone(&backing.release));
@@ -690,7 +716,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_login_racing_a_logout_everywhere_is_not_cached_after_it() {
-        let (a, created, release) = held(false);
+        let (a, created, release) = held(Hold::Creates);
         let mut r = record();
         r.owner = Some("alice".into());
         // The create reaches the backing store...
@@ -709,7 +735,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_delete_dropped_after_its_backing_call_keeps_the_session_out() {
-        let (a, deleted, _release) = held(true);
+        let (a, deleted, _release) = held(Hold::Deletes);
         let r = record();
         a.create(&r).await.unwrap();
         // The delete's backing call takes effect, and the delete waits for
@@ -728,6 +754,97 @@ mod tests {
         deleting.abort();
         assert!(deleting.await.unwrap_err().is_cancelled());
         assert_eq!(a.load(&r.id).await.unwrap(), None);
+        a.remember(&r, Replace::Older, seen).await;
+        assert_eq!(a.load(&r.id).await.unwrap(), None);
+    }
+
+    /// A rotation retires its old id by touching it into the past; dropped
+    /// once that took effect, it leaves no copy of the old id in memory.
+    #[tokio::test]
+    async fn a_retiring_touch_dropped_after_its_backing_call_keeps_the_session_out() {
+        let (a, touched, _release) = held(Hold::Touches);
+        let r = record();
+        a.create(&r).await.unwrap();
+        assert!(a.load(&r.id).await.unwrap().is_some(), "cached");
+        let seen = a.burials_now(&r.id);
+        let touching = tokio::spawn({
+            let (a, id, version) = (Arc::clone(&a), r.id, r.version);
+            async move {
+                a.touch(&id, version, None, Timestamp::from_unix_millis(1))
+                    .await
+            }
+        });
+        touched.notified().await;
+        touching.abort();
+        assert!(touching.await.unwrap_err().is_cancelled());
+        assert_eq!(a.load(&r.id).await.unwrap(), None);
+        // Nor does a load that read the record before the touch cache it.
+        a.remember(&r, Replace::Older, seen).await;
+        assert_eq!(a.load(&r.id).await.unwrap(), None);
+    }
+
+    /// A save dropped once it took effect leaves no older copy served.
+    #[tokio::test]
+    async fn a_save_dropped_after_its_backing_call_leaves_no_older_copy() {
+        let (a, saved, _release) = held(Hold::Saves);
+        let r = record();
+        a.create(&r).await.unwrap();
+        assert!(a.load(&r.id).await.unwrap().is_some(), "cached");
+        let mut next = r.clone();
+        next.version += 1;
+        next.data.insert("n".into(), vec![2]);
+        let saving = tokio::spawn({
+            let (a, next) = (Arc::clone(&a), next.clone());
+            async move { a.save(&next, 0).await }
+        });
+        saved.notified().await;
+        saving.abort();
+        assert!(saving.await.unwrap_err().is_cancelled());
+        assert_eq!(a.load(&r.id).await.unwrap(), Some(next));
+    }
+
+    /// A delete dropped while its second burial waits for a load's compute
+    /// on the entry still keeps that load's copy out.
+    #[tokio::test]
+    async fn a_delete_dropped_in_its_last_burial_keeps_the_session_out() {
+        let (a, deleted, release) = held(Hold::Deletes);
+        let r = record();
+        a.create(&r).await.unwrap();
+        let deleting = tokio::spawn({
+            let (a, id) = (Arc::clone(&a), r.id);
+            async move { a.delete(&id).await }
+        });
+        deleted.notified().await;
+        // A load took its count after the first burial and read the record
+        // before the backing delete; something else computes on the entry.
+        let seen = a.burials_now(&r.id);
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let computing = tokio::spawn({
+            let (a, id, gate) = (Arc::clone(&a), r.id, Arc::clone(&gate));
+            async move {
+                let cache = a.cache.as_ref().expect("a cache");
+                cache
+                    .entry(id)
+                    .and_compute_with(|_| async move {
+                        gate.notified().await;
+                        Op::Nop
+                    })
+                    .await;
+            }
+        });
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        // The delete's backing call answers; its second burial waits for
+        // the entry, and the delete is dropped there.
+        release.notify_one();
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        deleting.abort();
+        assert!(deleting.await.unwrap_err().is_cancelled());
+        gate.notify_one();
+        computing.await.unwrap();
         a.remember(&r, Replace::Older, seen).await;
         assert_eq!(a.load(&r.id).await.unwrap(), None);
     }
