@@ -582,6 +582,27 @@ mod axum_server {
         u128::from_str_radix(value, 16).ok()
     }
 
+    /// The floors' routes, around their handlers for `/new`, `/read` (also
+    /// `/count`) and `/write`.
+    fn floor_routes<N, NT, R, RT, W, WT>(new: N, read: R, write: W) -> Router
+    where
+        N: axum::handler::Handler<NT, ()>,
+        R: axum::handler::Handler<RT, ()>,
+        W: axum::handler::Handler<WT, ()>,
+        NT: 'static,
+        RT: 'static,
+        WT: 'static,
+    {
+        Router::new()
+            .route("/plain", get(|| async { "ok" }))
+            .route("/new", get(new))
+            .route("/read", get(read.clone()))
+            .route("/count", get(read))
+            .route("/write", get(write))
+            .route("/stats", get(|| async { "{}" }))
+            .route("/writes", get(|| async { crate::writes() }))
+    }
+
     /// `floor`: the least a server-side session can cost, written into the
     /// handlers themselves (no layer): a 128-bit id from the OS random
     /// source in a cookie, and one integer per id in a `HashMap` under a
@@ -607,37 +628,26 @@ mod axum_server {
             n.unwrap_or(-1).to_string()
         }
 
-        let app = Router::new()
-            .route("/plain", get(|| async { "ok" }))
-            .route(
-                "/new",
-                get(|| async move {
-                    let id = floor_id()?;
-                    map().insert(id, 0);
-                    Ok::<_, Answer>((floor_cookie(id), "ok"))
-                }),
-            )
-            .route("/read", get(read))
-            .route("/count", get(read))
-            .route(
-                "/write",
-                get(|req: Request| async move {
-                    let Some(id) = floor_id_of(req.headers()) else {
-                        return fail("no session");
-                    };
-                    let n = match map().get_mut(&id) {
-                        Some(n) => {
-                            *n += 1;
-                            *n
-                        }
-                        None => return fail("no session"),
-                    };
-                    crate::wrote();
-                    (StatusCode::OK, n.to_string())
-                }),
-            )
-            .route("/stats", get(|| async { "{}" }))
-            .route("/writes", get(|| async { crate::writes() }));
+        let new = || async move {
+            let id = floor_id()?;
+            map().insert(id, 0);
+            Ok::<_, Answer>((floor_cookie(id), "ok"))
+        };
+        let write = |req: Request| async move {
+            let Some(id) = floor_id_of(req.headers()) else {
+                return fail("no session");
+            };
+            let n = match map().get_mut(&id) {
+                Some(n) => {
+                    *n += 1;
+                    *n
+                }
+                None => return fail("no session"),
+            };
+            crate::wrote();
+            (StatusCode::OK, n.to_string())
+        };
+        let app = floor_routes(new, read, write);
         run(app, addr).await
     }
 
@@ -682,38 +692,27 @@ mod axum_server {
         CONN.get_or_init(|| manager);
         PREFIX.get_or_init(crate::redis_prefix);
 
-        let app = Router::new()
-            .route("/plain", get(|| async { "ok" }))
-            .route(
-                "/new",
-                get(|| async move {
-                    let id = floor_id()?;
-                    conn()
-                        .set_ex::<_, _, ()>(key(id), 0i64, 3600)
-                        .await
-                        .map_err(fail)?;
-                    Ok::<_, Answer>((floor_cookie(id), "ok"))
-                }),
-            )
-            .route("/read", get(read))
-            .route("/count", get(read))
-            .route(
-                "/write",
-                get(|req: Request| async move {
-                    let Some(id) = floor_id_of(req.headers()) else {
-                        return fail("no session");
-                    };
-                    match conn().incr::<_, _, i64>(key(id), 1).await {
-                        Ok(n) => {
-                            crate::wrote();
-                            (StatusCode::OK, n.to_string())
-                        }
-                        Err(e) => fail(e),
-                    }
-                }),
-            )
-            .route("/stats", get(|| async { "{}" }))
-            .route("/writes", get(|| async { crate::writes() }));
+        let new = || async move {
+            let id = floor_id()?;
+            conn()
+                .set_ex::<_, _, ()>(key(id), 0i64, 3600)
+                .await
+                .map_err(fail)?;
+            Ok::<_, Answer>((floor_cookie(id), "ok"))
+        };
+        let write = |req: Request| async move {
+            let Some(id) = floor_id_of(req.headers()) else {
+                return fail("no session");
+            };
+            match conn().incr::<_, _, i64>(key(id), 1).await {
+                Ok(n) => {
+                    crate::wrote();
+                    (StatusCode::OK, n.to_string())
+                }
+                Err(e) => fail(e),
+            }
+        };
+        let app = floor_routes(new, read, write);
         run(app, addr).await
     }
 

@@ -714,6 +714,17 @@ mod tests {
         (Arc::new(cached), done, release)
     }
 
+    /// Drops `call` once its held backing call has taken effect (`done`),
+    /// as a store timeout or a client gone would.
+    async fn drop_once_it_took_effect<T: fmt::Debug>(
+        done: &tokio::sync::Notify,
+        call: tokio::task::JoinHandle<T>,
+    ) {
+        done.notified().await;
+        call.abort();
+        assert!(call.await.unwrap_err().is_cancelled());
+    }
+
     #[tokio::test]
     async fn a_login_racing_a_logout_everywhere_is_not_cached_after_it() {
         let (a, created, release) = held(Hold::Creates);
@@ -733,21 +744,35 @@ mod tests {
         assert_eq!(a.load(&r.id).await.unwrap(), None);
     }
 
-    #[tokio::test]
-    async fn a_delete_dropped_after_its_backing_call_keeps_the_session_out() {
-        let (a, deleted, _release) = held(Hold::Deletes);
+    /// A stored record and a delete of it whose backing call has taken
+    /// effect and holds its answer until `release`; and the burial count
+    /// that a load taking its count now would see.
+    #[allow(clippy::type_complexity)]
+    async fn a_delete_under_way() -> (
+        Arc<CachedStore<Held>>,
+        Record,
+        tokio::task::JoinHandle<Result<(), StoreError>>,
+        Arc<tokio::sync::Notify>,
+        Option<u64>,
+    ) {
+        let (a, deleted, release) = held(Hold::Deletes);
         let r = record();
         a.create(&r).await.unwrap();
-        // The delete's backing call takes effect, and the delete waits for
-        // its answer...
         let deleting = tokio::spawn({
             let (a, id) = (Arc::clone(&a), r.id);
             async move { a.delete(&id).await }
         });
         deleted.notified().await;
-        // ...while a load that took its count after the first burial, and
-        // read the record before the backing call, caches it...
         let seen = a.burials_now(&r.id);
+        (a, r, deleting, release, seen)
+    }
+
+    #[tokio::test]
+    async fn a_delete_dropped_after_its_backing_call_keeps_the_session_out() {
+        // The delete's backing call takes effect, and the delete waits for
+        // its answer, while a load that took its count after the first
+        // burial, and read the record before the backing call, caches it...
+        let (a, r, deleting, _release, seen) = a_delete_under_way().await;
         a.remember(&r, Replace::Older, seen).await;
         // ...then the delete is dropped (a store timeout): the copy goes,
         // and a second copy from that read is not kept either.
@@ -774,9 +799,7 @@ mod tests {
                     .await
             }
         });
-        touched.notified().await;
-        touching.abort();
-        assert!(touching.await.unwrap_err().is_cancelled());
+        drop_once_it_took_effect(&touched, touching).await;
         assert_eq!(a.load(&r.id).await.unwrap(), None);
         // Nor does a load that read the record before the touch cache it.
         a.remember(&r, Replace::Older, seen).await;
@@ -797,9 +820,7 @@ mod tests {
             let (a, next) = (Arc::clone(&a), next.clone());
             async move { a.save(&next, 0).await }
         });
-        saved.notified().await;
-        saving.abort();
-        assert!(saving.await.unwrap_err().is_cancelled());
+        drop_once_it_took_effect(&saved, saving).await;
         assert_eq!(a.load(&r.id).await.unwrap(), Some(next));
     }
 
@@ -807,17 +828,9 @@ mod tests {
     /// on the entry still keeps that load's copy out.
     #[tokio::test]
     async fn a_delete_dropped_in_its_last_burial_keeps_the_session_out() {
-        let (a, deleted, release) = held(Hold::Deletes);
-        let r = record();
-        a.create(&r).await.unwrap();
-        let deleting = tokio::spawn({
-            let (a, id) = (Arc::clone(&a), r.id);
-            async move { a.delete(&id).await }
-        });
-        deleted.notified().await;
         // A load took its count after the first burial and read the record
         // before the backing delete; something else computes on the entry.
-        let seen = a.burials_now(&r.id);
+        let (a, r, deleting, release, seen) = a_delete_under_way().await;
         let gate = Arc::new(tokio::sync::Notify::new());
         let computing = tokio::spawn({
             let (a, id, gate) = (Arc::clone(&a), r.id, Arc::clone(&gate));
