@@ -937,7 +937,11 @@ What changed in `session 18` (profile rows `session 18, before (reply timer)` an
   valgrind counts without the CPU's SHA extensions. What the client costs (the floor's
   14.2k over bare axum, and the kernel's round trip) is the larger share.
 * Off the measured paths: `Session::clear` keeps flash values (Iris's `Clear` does);
-  `flash_keys`, `remove_flash` and `clear_flashes` are new.
+  `flash_keys`, `remove_flash` and `clear_flashes` are new; a cookie under a previous
+  key is issued again under the current one. On them, after the load run above:
+  `CachedStore`'s save and touch hold a drop guard across their backing call (a
+  struct on the stack, no allocation), so that one dropped after it took effect
+  leaves no copy in memory.
 * The machine: the noisiest of these runs so far. Bare axum served 83k-132k req/s across
   the runs (its median, 127.7k, from the fast end), `axum-layered` 85k-130k and the
   floor's `plain` 98k-111k, so every axum ratio to bare sits about 15 % low in the table
