@@ -45,7 +45,11 @@
 //! acknowledged write survives a crash. [`FlushPolicy::Interval`] (the
 //! default, every 500 ms, sled's own default) is faster and may lose the
 //! writes of the last interval in a crash (not in a clean shutdown: dropping
-//! the store flushes).
+//! the store flushes). Deletes are writes too: under `Interval`, a session
+//! destroyed or logged out in the last interval before a crash is back after
+//! the restart. Choose `EveryWrite` where a logout must hold through a
+//! crash; under it a delete also returns only once an earlier delete of the
+//! same session is on disk.
 //!
 //! [sled]: https://docs.rs/sled/0.34
 
@@ -409,7 +413,9 @@ impl SledStore {
     /// nothing, so only a short batch says nothing more is due.
     async fn sweep_batch(&self, batch: usize) -> Result<Swept, StoreError> {
         let swept = self
-            .blocking("sweep", move |store| store.sweep_now(batch))
+            .blocking("sweep", move |store| {
+                store.sweep_until(Timestamp::now(), batch)
+            })
             .await?;
         if swept.records_removed {
             self.after_write().await?;
@@ -420,9 +426,10 @@ impl SledStore {
         Ok(swept)
     }
 
-    /// The work of [`SledStore::sweep_batch`], on the calling thread.
-    fn sweep_now(&self, batch: usize) -> Result<Swept, StoreError> {
-        let end = (millis(Timestamp::now()) + 1).to_be_bytes();
+    /// The work of [`SledStore::sweep_batch`], on the calling thread: the
+    /// entries due at `now`.
+    fn sweep_until(&self, now: Timestamp, batch: usize) -> Result<Swept, StoreError> {
+        let end = (millis(now) + 1).to_be_bytes();
         let mut due = Vec::new();
         let mut swept = Swept::default();
         for entry in self.expiry.range(..&end[..]).take(batch) {
@@ -441,8 +448,14 @@ impl SledStore {
             let (expired, removed) = self.transaction("sweep", |trees| {
                 match current_tx(trees.0, &id)? {
                     // Touched or re-created since: its index entry moved.
-                    Some((_, true)) => {
-                        trees.1.remove(&key)?;
+                    // Unless this is the entry it has: a record live now can
+                    // hold one this sweep found due if the clock stepped
+                    // back meanwhile, and without it no sweep would remove
+                    // the record once it expires.
+                    Some((r, true)) => {
+                        if key[..] != expiry_key(r.expires_at, &id)[..] {
+                            trees.1.remove(&key)?;
+                        }
                         Ok((false, false))
                     }
                     Some((_, false)) => Ok((true, remove_tx(trees, &id)?)),
@@ -591,11 +604,10 @@ impl Store for SledStore {
     }
 
     async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
-        let removed = self.transaction("delete", |trees| remove_tx(trees, id))?;
-        if removed {
-            self.after_write().await?;
-        }
-        Ok(())
+        self.transaction("delete", |trees| remove_tx(trees, id))?;
+        // Also when this found nothing: another request's delete of the same
+        // record may not be on disk yet, and this one is acknowledged too.
+        self.after_write().await
     }
 
     async fn delete_expired(&self) -> Result<u64, StoreError> {
@@ -617,9 +629,9 @@ impl Store for SledStore {
 
     async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError> {
         let owner = owner.to_owned();
-        let (n, removed) = self
+        let n = self
             .blocking("delete owner", move |store| {
-                let (mut n, mut removed) = (0, false);
+                let mut n = 0;
                 for id in store.ids_of_owner_now(&owner)? {
                     let (live, gone) =
                         store.transaction("delete owner", |trees| {
@@ -632,14 +644,12 @@ impl Store for SledStore {
                         })?;
                     // One that expired since the listing goes, uncounted.
                     n += u64::from(live && gone);
-                    removed |= gone;
                 }
-                Ok((n, removed))
+                Ok(n)
             })
             .await?;
-        if removed {
-            self.after_write().await?;
-        }
+        // Also when this removed nothing, as for `delete`.
+        self.after_write().await?;
         Ok(n)
     }
 }
@@ -711,6 +721,20 @@ mod tests {
         assert_eq!(s.owners.len(), 1);
         assert!(s.ids_of_owner("carol").await.unwrap().is_empty());
         assert!(s.owners.is_empty(), "the orphan owner entry stays");
+    }
+
+    /// A sweep whose clock ran ahead of the records' (the system clock
+    /// stepped back during it) keeps the entry of a record live by theirs.
+    #[tokio::test]
+    async fn a_sweep_ahead_of_the_clock_keeps_a_live_records_expiry_entry() {
+        let s = store();
+        let r = record(Duration::from_secs(3600), None);
+        s.create(&r).await.unwrap();
+        let ahead = Timestamp::now() + Duration::from_secs(7200);
+        let swept = s.sweep_until(ahead, 1_000).unwrap();
+        assert_eq!((swept.examined, swept.removed), (1, 0));
+        assert_eq!(s.load(&r.id).await.unwrap(), Some(r));
+        assert_eq!(s.expiry.len(), 1, "the record lost its expiry entry");
     }
 
     #[tokio::test]
