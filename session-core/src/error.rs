@@ -120,6 +120,8 @@ impl actix_web::ResponseError for Error {
     fn error_response(&self) -> actix_web::HttpResponse {
         tracing::error!(error = %self, "session error in a handler");
         let status = self.status_code();
-        actix_web::HttpResponse::build(status).body(status.canonical_reason().unwrap_or("error"))
+        actix_web::HttpResponse::build(status)
+            .content_type("text/plain; charset=utf-8")
+            .body(status.canonical_reason().unwrap_or("error"))
     }
 }

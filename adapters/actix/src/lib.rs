@@ -203,8 +203,42 @@ where
             .session_from_request(|name| header_values(req.headers(), name));
         req.extensions_mut().insert(session.clone());
         ResponseFuture {
-            inner: session.commit_after(self.service.call(req)),
+            inner: session.commit_after(Answered {
+                inner: self.service.call(req),
+            }),
         }
+    }
+}
+
+/// What the inner service answered: a response, or the error of a
+/// middleware inside [`SessionMiddleware`] (an authorization check that
+/// turns the request away, say). Both are committed: the session such a
+/// middleware changed is saved, and its headers ride on the error's
+/// response.
+enum Answer<B> {
+    Response(ServiceResponse<B>),
+    Error(actix_web::Error),
+}
+
+pin_project! {
+    /// The inner service's future, answering an [`Answer`] either way.
+    struct Answered<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F, B> Future for Answered<F>
+where
+    F: Future<Output = Result<ServiceResponse<B>, actix_web::Error>>,
+{
+    type Output = Result<Answer<B>, std::convert::Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(Ok(match task::ready!(self.project().inner.poll(cx)) {
+            Ok(response) => Answer::Response(response),
+            Err(error) => Answer::Error(error),
+        }))
     }
 }
 
@@ -215,7 +249,7 @@ pin_project! {
     /// session itself is one allocation per request).
     pub struct ResponseFuture<F, B> {
         #[pin]
-        inner: CommitAfter<F, ServiceResponse<B>>,
+        inner: CommitAfter<Answered<F>, Answer<B>>,
     }
 }
 
@@ -233,25 +267,46 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut inner = self.project().inner;
-        let (mut response, outcome) = task::ready!(inner.as_mut().poll(cx))?;
+        let (answer, outcome) = match task::ready!(inner.as_mut().poll(cx)) {
+            Ok(answered) => answered,
+            Err(never) => match never {},
+        };
         let session = inner.as_ref().get_ref().session();
-        Poll::Ready(Ok(match outcome {
-            Ok(outcome) => {
-                write_headers(session.manager(), &outcome, response.headers_mut());
-                response.map_into_left_body()
+        let manager = session.manager();
+        Poll::Ready(match (answer, outcome) {
+            (Answer::Response(mut response), Ok(outcome)) => {
+                write_headers(manager, &outcome, response.headers_mut());
+                Ok(response.map_into_left_body())
             }
-            Err(error) => {
-                let status = error.status_code();
-                tracing::error!(%error, %status, "session could not be committed");
-                let mut failed = HttpResponse::build(status)
-                    .insert_header((CACHE_CONTROL, "no-store"))
-                    .finish();
-                let outcome = session.failed_commit_outcome();
-                write_headers(session.manager(), &outcome, failed.headers_mut());
-                response.into_response(failed).map_into_right_body()
+            (Answer::Response(response), Err(error)) => Ok(response
+                .into_response(failed_commit(session, &error))
+                .map_into_right_body()),
+            // The error's own response, with the session's headers: as an
+            // error still, for the middlewares outside this one.
+            (Answer::Error(error), Ok(outcome)) => {
+                let mut response = error.error_response();
+                write_headers(manager, &outcome, response.headers_mut());
+                Err(actix_web::error::InternalError::from_response(error, response).into())
             }
-        }))
+            (Answer::Error(_), Err(error)) => {
+                let response = failed_commit(session, &error);
+                Err(actix_web::error::InternalError::from_response(error, response).into())
+            }
+        })
     }
+}
+
+/// The response to a failed commit: the error's status, no body, and what
+/// the client must still learn ([`session_core::Session::failed_commit_outcome`]).
+fn failed_commit(session: &session_core::Session, error: &session_core::Error) -> HttpResponse {
+    let status = error.status_code();
+    tracing::error!(%error, %status, "session could not be committed");
+    let mut failed = HttpResponse::build(status)
+        .insert_header((CACHE_CONTROL, "no-store"))
+        .finish();
+    let outcome = session.failed_commit_outcome();
+    write_headers(session.manager(), &outcome, failed.headers_mut());
+    failed
 }
 
 /// The session of the current request, as an actix-web extractor. Derefs to

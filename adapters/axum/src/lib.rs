@@ -42,6 +42,12 @@
 //! request had already stored the session under a new id (`login`), the error
 //! response still carries it; after `destroy`, the cookie's removal.
 //!
+//! A handler that panics saves none of its deferred changes. axum does not
+//! catch the panic, so the client gets no response at all, not even the new
+//! id of a `login` made before the panic. With `tower_http`'s
+//! `CatchPanicLayer` inside the [`SessionLayer`] the client gets a 500 that
+//! carries it, as on Rocket, which catches panics itself.
+//!
 //! # Testing handlers
 //!
 //! A test can start from any session state, a logged-in user say, without

@@ -39,7 +39,13 @@
 //! still carries it; after `destroy`, the cookie's removal.
 //!
 //! A route that takes a [`Session`] on a Rocket without the fairing does not
-//! launch: the guard is a [`Sentinel`] that names the missing fairing.
+//! launch: the guard is a [`Sentinel`] that names the missing fairing. So
+//! does one that takes `Option<Session>` (Rocket's sentinel for an `Option`
+//! is its content's), where axum and actix-web give `None`. A guard of your
+//! own that asks for the session (`req.guard::<Session>()`) should implement
+//! [`Sentinel`] by calling `Session::abort`, or a Rocket without the fairing
+//! launches and answers its routes with a bare 500. Attaching the fairing
+//! twice is harmless: the second replaces the first.
 //!
 //! [Rocket]: https://docs.rs/rocket/0.5
 
@@ -90,7 +96,9 @@ impl Fairing for SessionFairing {
     fn info(&self) -> Info {
         Info {
             name: "session",
-            kind: Kind::Ignite | Kind::Request | Kind::Response,
+            // Singleton: attached twice (a shared base Rocket, say), the
+            // second replaces the first instead of failing at ignite.
+            kind: Kind::Ignite | Kind::Request | Kind::Response | Kind::Singleton,
         }
     }
 
@@ -203,6 +211,7 @@ impl<'r> Responder<'r, 'static> for SessionError {
         let text = status.reason().unwrap_or("error");
         Response::build()
             .status(status)
+            .header(rocket::http::ContentType::Plain)
             .sized_body(text.len(), Cursor::new(text))
             .ok()
     }

@@ -98,6 +98,59 @@ mod actix_only {
         );
     }
 
+    /// A middleware inside ours that turns the request away with an error
+    /// (an authorization check, say) after changing the session: the error
+    /// becomes its response, and the session is committed with its headers.
+    #[actix_web::test]
+    async fn an_inner_middlewares_error_still_commits_the_session() {
+        use actix_web::body::BoxBody;
+        use actix_web::dev::{Service as _, ServiceResponse};
+        use session_actix::SessionExt;
+
+        let manager = Manager::new(MemoryStore::new(), Config::default());
+        let app = test::init_service(
+            App::new()
+                .wrap_fn(|req, _inner| {
+                    let session = req.session();
+                    async move {
+                        let session = session.expect("inside the session middleware");
+                        session.insert("turned_away", true).await.unwrap();
+                        Err::<ServiceResponse<BoxBody>, _>(actix_web::error::ErrorUnauthorized(
+                            "sign in first",
+                        ))
+                    }
+                })
+                .wrap(SessionMiddleware::new(manager.clone()))
+                .route("/", web::get().to(|| async { "never reached" })),
+        )
+        .await;
+        // Still an error for the middlewares outside: the server answers
+        // with its response, which now carries the session's cookie.
+        let error = match app
+            .call(test::TestRequest::get().uri("/").to_request())
+            .await
+        {
+            Ok(res) => panic!("the error became {}", res.status()),
+            Err(error) => error,
+        };
+        let res = error.error_response();
+        assert_eq!(res.status(), 401);
+        let cookie = res
+            .headers()
+            .get("set-cookie")
+            .expect("the session's cookie")
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        let body = actix_web::body::to_bytes(res.into_body()).await.unwrap();
+        assert_eq!(body, "sign in first");
+        let s = manager.session_from_cookies([cookie.as_str()]);
+        assert_eq!(s.get::<bool>("turned_away").await.unwrap(), Some(true));
+    }
+
     /// `?` on a session call in a handler that returns `actix_web::Result`:
     /// a failing store answers the same bare 503 as `SessionError`.
     #[actix_web::test]
@@ -121,6 +174,10 @@ mod actix_only {
         store.fail_with(Some(StoreErrorKind::Unavailable));
         let res = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
         assert_eq!(res.status(), 503);
+        assert_eq!(
+            res.headers().get("content-type").unwrap(),
+            "text/plain; charset=utf-8"
+        );
         assert_eq!(test::read_body(res).await, "Service Unavailable");
     }
 

@@ -53,7 +53,7 @@ mod rocket_only {
     use rocket::{get, routes};
     use session_core::{Config, Manager};
     use session_memory::MemoryStore;
-    use session_rocket::{Session, SessionFairing};
+    use session_rocket::{Session, SessionError, SessionFairing};
 
     #[get("/")]
     async fn needs_session(_s: Session) -> &'static str {
@@ -66,6 +66,11 @@ mod rocket_only {
         (Status::BadRequest, "bad")
     }
 
+    #[get("/count")]
+    async fn count(s: Session) -> Result<String, SessionError> {
+        Ok(s.increment("n", 1).await?.to_string())
+    }
+
     #[get("/panic")]
     async fn panics(s: Session) -> &'static str {
         s.insert("name", "mallory").await.unwrap();
@@ -74,7 +79,9 @@ mod rocket_only {
 
     /// Rocket catches a handler's panic and answers 500 before the fairing
     /// commits: what the handler deferred is not saved, as on axum and
-    /// actix-web, where the panic unwinds through the commit.
+    /// actix-web, where the panic unwinds through the commit. (Unlike them,
+    /// Rocket still answers: its 500 carries what the store already holds,
+    /// such as the new id of a login made before the panic.)
     #[tokio::test]
     async fn a_handler_that_panics_saves_nothing_it_deferred() {
         let store = MemoryStore::new();
@@ -104,6 +111,45 @@ mod rocket_only {
             text.contains("SentinelAborts") && text.contains("session_rocket::Session"),
             "{text}"
         );
+    }
+
+    /// `SessionError` answers the error's status with its reason as plain
+    /// text, as on axum and actix-web.
+    #[tokio::test]
+    async fn a_session_error_is_its_status_in_plain_text() {
+        use session_core::testing::Instrumented;
+        use session_core::StoreErrorKind;
+
+        let store = Instrumented::new(MemoryStore::new());
+        let manager = Manager::new(store.clone(), Config::default());
+        let rocket = rocket::build()
+            .attach(SessionFairing::new(manager))
+            .mount("/", routes![count]);
+        let client = Client::untracked(rocket).await.expect("client");
+        assert_eq!(client.get("/count").dispatch().await.status(), Status::Ok);
+        store.fail_with(Some(StoreErrorKind::Unavailable));
+        let res = client.get("/count").dispatch().await;
+        assert_eq!(res.status(), Status::ServiceUnavailable);
+        assert_eq!(res.content_type(), Some(rocket::http::ContentType::Plain));
+        assert_eq!(
+            res.into_string().await.as_deref(),
+            Some("Service Unavailable")
+        );
+    }
+
+    /// Attached twice (a shared base Rocket that a test attaches to again),
+    /// the fairing launches, and one commit answers.
+    #[tokio::test]
+    async fn a_fairing_attached_twice_launches_and_commits_once() {
+        let manager = Manager::new(MemoryStore::new(), Config::default());
+        let rocket = rocket::build()
+            .attach(SessionFairing::new(manager.clone()))
+            .attach(SessionFairing::new(manager))
+            .mount("/", routes![fail]);
+        let client = Client::untracked(rocket).await.expect("it launches");
+        let res = client.get("/fail").dispatch().await;
+        assert_eq!(res.status(), Status::BadRequest);
+        assert_eq!(res.headers().get("set-cookie").count(), 1);
     }
 
     #[tokio::test]
