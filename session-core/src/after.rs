@@ -34,7 +34,10 @@ pin_project! {
     /// is ready, it commits nothing.
     ///
     /// An error of the inner future is passed on as is; the session is then
-    /// not committed (nothing the handler wrote is saved).
+    /// not committed (nothing the handler wrote is saved). An adapter whose
+    /// inner service can fail with an error that still becomes a response
+    /// (actix-web's middlewares) maps it to an answer first, as
+    /// session-actix does.
     #[must_use = "futures do nothing unless polled"]
     pub struct CommitAfter<F, R> {
         #[pin]
