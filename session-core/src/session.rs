@@ -1754,9 +1754,20 @@ impl Session {
         // which; this costs a load only when a touch is refused.
         let found = manager.call("load", manager.inner.store.load(&rid)).await?;
         let now = state.now.unwrap_or_else(|| manager.now());
-        if !found.is_some_and(|r| r.id == rid && self.is_live(&r, now)) {
-            observe::ended(&rid);
-            state.end();
+        match found.filter(|r| r.id == rid && self.is_live(r, now)) {
+            // Saved since: a cookie this request still sends (re-issued
+            // under the current key, say) carries that save's deadline and
+            // lifetime, not this request's older ones.
+            Some(saved) => {
+                if let Some(s) = state.stored.as_mut() {
+                    s.expires_at = saved.expires_at;
+                    s.lifetime = saved.lifetime;
+                }
+            }
+            None => {
+                observe::ended(&rid);
+                state.end();
+            }
         }
         Ok(())
     }
@@ -3396,6 +3407,44 @@ mod tests {
                 open(&after, &under_old).get_string("name").await.unwrap(),
                 ""
             );
+        }
+    }
+
+    /// A cookie re-issued under the current key by a request whose touch
+    /// another request's save overtook carries that save's deadline.
+    #[tokio::test]
+    async fn a_reissued_persistent_cookie_after_a_refused_touch_has_the_saved_deadline() {
+        use crate::{CookieKeys, CookieSecurity, Key};
+        let (old, new) = (Key::generate(), Key::generate());
+        let store = TestStore::default();
+        let clock = ManualClock::new();
+        let idle = Duration::from_secs(600);
+        let manager = |keys: CookieKeys| {
+            let config = Config::builder()
+                .with_security(CookieSecurity::Signed(keys))
+                .with_idle_timeout(Some(idle))
+                .with_persistent_cookie(true)
+                .build()
+                .unwrap();
+            Manager::new(store.clone(), config).with_clock(clock.clone())
+        };
+        let before = manager(CookieKeys::new(old.clone()));
+        let during = manager(CookieKeys::new(new).with_previous(old));
+        let s = before.session_from_cookies(None::<&str>);
+        s.insert("n", &1).await.unwrap();
+        let under_old = format!("session={}", value(s.commit().await.unwrap()));
+
+        // Two thirds of the idle timeout later: a touch is due.
+        clock.advance(Duration::from_secs(400));
+        let s = during.session_from_cookies([under_old.as_str()]);
+        assert_eq!(s.get::<i64>("n").await.unwrap(), Some(1));
+        // Another request saves first, with a deadline a full timeout away.
+        let other = during.session_from_cookies([under_old.as_str()]);
+        other.increment("n", 1).await.unwrap();
+        other.commit().await.unwrap();
+        match s.commit().await.unwrap() {
+            SetCookie::Set { max_age, .. } => assert_eq!(max_age, Some(idle)),
+            unchanged => panic!("not re-issued: {unchanged:?}"),
         }
     }
 

@@ -283,16 +283,66 @@ where
                 .map_into_right_body()),
             // The error's own response, with the session's headers: as an
             // error still, for the middlewares outside this one.
-            (Answer::Error(error), Ok(outcome)) => {
-                let mut response = error.error_response();
-                write_headers(manager, &outcome, response.headers_mut());
-                Err(actix_web::error::InternalError::from_response(error, response).into())
+            (Answer::Error(error), Ok(outcome)) => Err(CommittedError {
+                error,
+                manager: manager.clone(),
+                outcome,
             }
-            (Answer::Error(_), Err(error)) => {
-                let response = failed_commit(session, &error);
-                Err(actix_web::error::InternalError::from_response(error, response).into())
+            .into()),
+            (Answer::Error(inner), Err(error)) => {
+                tracing::warn!(error = %inner, "a middleware inside the session's answered an error");
+                let status = error.status_code();
+                tracing::error!(%error, %status, "session could not be committed");
+                Err(CommittedError {
+                    error: error.into(),
+                    manager: manager.clone(),
+                    outcome: session.failed_commit_outcome(),
+                }
+                .into())
             }
         })
+    }
+}
+
+/// The error a middleware inside [`SessionMiddleware`] answered, after the
+/// session was committed: it answers the error's own status and response
+/// with the session's headers added (a new id, a removed cookie), however
+/// often it is asked. Middlewares outside that look for their own error
+/// types find them with [`CommittedError::inner`].
+pub struct CommittedError {
+    error: actix_web::Error,
+    manager: Manager,
+    outcome: session_core::SetCookie,
+}
+
+impl CommittedError {
+    /// The error the inner middleware answered.
+    pub fn inner(&self) -> &actix_web::Error {
+        &self.error
+    }
+}
+
+impl fmt::Debug for CommittedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.error, f)
+    }
+}
+
+impl fmt::Display for CommittedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl ResponseError for CommittedError {
+    fn status_code(&self) -> StatusCode {
+        self.error.as_response_error().status_code()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = self.error.error_response();
+        write_headers(&self.manager, &self.outcome, response.headers_mut());
+        response
     }
 }
 

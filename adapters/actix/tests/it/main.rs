@@ -133,6 +133,17 @@ mod actix_only {
             Ok(res) => panic!("the error became {}", res.status()),
             Err(error) => error,
         };
+        // Outer middlewares find their own error inside, and may ask for
+        // the response more than once.
+        let committed = error
+            .as_error::<session_actix::CommittedError>()
+            .expect("the session's wrapper");
+        assert!(committed
+            .inner()
+            .as_error::<actix_web::error::InternalError<&str>>()
+            .is_some());
+        assert_eq!(error.as_response_error().status_code(), 401);
+        assert!(error.error_response().headers().get("set-cookie").is_some());
         let res = error.error_response();
         assert_eq!(res.status(), 401);
         let cookie = res
