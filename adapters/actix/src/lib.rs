@@ -290,7 +290,7 @@ where
             }
             .into()),
             (Answer::Error(inner), Err(error)) => {
-                tracing::warn!(error = %inner, "a middleware inside the session's answered an error");
+                tracing::warn!(error = %inner, "a middleware inside the session middleware answered an error");
                 let status = error.status_code();
                 tracing::error!(%error, %status, "session could not be committed");
                 Err(CommittedError {
