@@ -287,6 +287,7 @@ where
                 error,
                 manager: manager.clone(),
                 outcome,
+                commit_failed: false,
             }
             .into()),
             (Answer::Error(inner), Err(error)) => {
@@ -297,6 +298,7 @@ where
                     error: error.into(),
                     manager: manager.clone(),
                     outcome: session.failed_commit_outcome(),
+                    commit_failed: true,
                 }
                 .into())
             }
@@ -313,6 +315,9 @@ pub struct CommittedError {
     error: actix_web::Error,
     manager: Manager,
     outcome: session_core::SetCookie,
+    /// The commit failed too: the response is not to be cached, as every
+    /// failed commit's.
+    commit_failed: bool,
 }
 
 impl CommittedError {
@@ -341,6 +346,11 @@ impl ResponseError for CommittedError {
 
     fn error_response(&self) -> HttpResponse {
         let mut response = self.error.error_response();
+        if self.commit_failed {
+            response
+                .headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
         write_headers(&self.manager, &self.outcome, response.headers_mut());
         response
     }

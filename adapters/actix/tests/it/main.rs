@@ -162,6 +162,50 @@ mod actix_only {
         assert_eq!(s.get::<bool>("turned_away").await.unwrap(), Some(true));
     }
 
+    /// The same, with a store that fails the commit: the failed commit's
+    /// status, uncacheable, as every failed commit answers.
+    #[actix_web::test]
+    async fn an_inner_middlewares_error_under_a_failed_commit_is_the_commits_503() {
+        use actix_web::body::BoxBody;
+        use actix_web::dev::{Service as _, ServiceResponse};
+        use session_actix::SessionExt;
+        use session_core::testing::Instrumented;
+        use session_core::StoreErrorKind;
+
+        let store = Instrumented::new(MemoryStore::new());
+        store.fail_with(Some(StoreErrorKind::Unavailable));
+        let manager = Manager::new(store, Config::default());
+        let app = test::init_service(
+            App::new()
+                .wrap_fn(|req, _inner| {
+                    let session = req.session();
+                    async move {
+                        let session = session.expect("inside the session middleware");
+                        session.insert("turned_away", true).await.unwrap();
+                        Err::<ServiceResponse<BoxBody>, _>(actix_web::error::ErrorUnauthorized(
+                            "sign in first",
+                        ))
+                    }
+                })
+                .wrap(SessionMiddleware::new(manager))
+                .route("/", web::get().to(|| async { "never reached" })),
+        )
+        .await;
+        let Err(error) = app
+            .call(test::TestRequest::get().uri("/").to_request())
+            .await
+        else {
+            panic!("an error became a response");
+        };
+        let res = error.error_response();
+        assert_eq!(res.status(), 503);
+        assert_eq!(res.headers().get("cache-control").unwrap(), "no-store");
+        assert!(
+            res.headers().get("set-cookie").is_none(),
+            "nothing was stored"
+        );
+    }
+
     /// `?` on a session call in a handler that returns `actix_web::Result`:
     /// a failing store answers the same bare 503 as `SessionError`.
     #[actix_web::test]
