@@ -320,7 +320,10 @@ pub(crate) enum MigrationLock<S> {
     /// None needed: one statement at a time holds the database (SQLite).
     None,
     /// Taken inside the transaction the migrations run in, and released when
-    /// it ends, however it ends (PostgreSQL's DDL is transactional).
+    /// it ends, however it ends (PostgreSQL's DDL is transactional). The
+    /// transaction runs at READ COMMITTED whatever the database's default, so
+    /// that what the instance that held the lock before committed is seen
+    /// once the lock is taken.
     Transaction(S),
     /// Taken and released on the connection (MySQL/MariaDB, whose DDL
     /// commits on its own); each answers 1 on success.

@@ -101,6 +101,14 @@ macro_rules! sql_store {
                     $crate::MigrationLock::None => self.migrate_locked(&mut conn).await,
                     $crate::MigrationLock::Transaction(lock) => {
                         let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(fail(0))?;
+                        // Before the first statement: under REPEATABLE READ or
+                        // SERIALIZABLE (a database's default, say) the
+                        // snapshot taken before waiting for the lock would
+                        // hide the migrations recorded meanwhile.
+                        sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(fail(0))?;
                         sqlx::query(lock)
                             .bind(&q.lock_name)
                             .execute(&mut *tx)

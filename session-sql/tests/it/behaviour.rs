@@ -184,6 +184,35 @@ async fn instances_starting_together_all_migrate() {
     }
 }
 
+/// The same on a PostgreSQL whose transactions default to a stricter
+/// isolation: the instance that waited for the lock still sees what the one
+/// before it recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_starting_together_all_migrate_under_strict_isolation() {
+    use sqlx::Executor as _;
+    let Some(pg) = support::postgres().await else {
+        return;
+    };
+    let schema = pg.inner().table().schema().expect("a schema").to_owned();
+    let drop = format!("DROP SCHEMA \"{schema}\" CASCADE");
+    for isolation in ["repeatable read", "serializable"] {
+        let set = format!("SET default_transaction_isolation = '{isolation}'");
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .after_connect(move |conn, _| {
+                let set = set.clone();
+                Box::pin(async move {
+                    conn.execute(set.as_str()).await?;
+                    Ok(())
+                })
+            })
+            .connect(&support::postgres_url())
+            .await
+            .expect("a pool");
+        let store = PostgresStore::from_pool(pool).with_table(pg.inner().table().clone());
+        concurrent_migrations_all_succeed(&store, &drop).await;
+    }
+}
+
 /// Tables whose names differ only by case, in one PostgreSQL schema, each get
 /// their own indexes (unquoted index names would fold to one).
 #[tokio::test]
