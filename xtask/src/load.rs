@@ -941,7 +941,9 @@ What changed in `session 18` (profile rows `session 18, before (reply timer)` an
   key is issued again under the current one. On them, after the load run above:
   `CachedStore`'s save and touch hold a drop guard across their backing call (a
   struct on the stack, no allocation), so that one dropped after it took effect
-  leaves no copy in memory.
+  leaves no copy in memory; the actix-web service's future turns the inner
+  service's answer into one value before the commit (a match, no allocation), so
+  that an inner middleware's error is committed too.
 * The machine: the noisiest of these runs so far. Bare axum served 83k-132k req/s across
   the runs (its median, 127.7k, from the fast end), `axum-layered` 85k-130k and the
   floor's `plain` 98k-111k, so every axum ratio to bare sits about 15 % low in the table
