@@ -98,16 +98,15 @@ mod actix_only {
         );
     }
 
-    /// A middleware inside ours that turns the request away with an error
-    /// (an authorization check, say) after changing the session: the error
-    /// becomes its response, and the session is committed with its headers.
-    #[actix_web::test]
-    async fn an_inner_middlewares_error_still_commits_the_session() {
+    /// Sends `/` through an app where a middleware inside ours turns the
+    /// request away with an error (an authorization check, say) after
+    /// writing to the session, and returns that error: the server would
+    /// answer with its response.
+    async fn turned_away(manager: Manager) -> actix_web::Error {
         use actix_web::body::BoxBody;
         use actix_web::dev::{Service as _, ServiceResponse};
         use session_actix::SessionExt;
 
-        let manager = Manager::new(MemoryStore::new(), Config::default());
         let app = test::init_service(
             App::new()
                 .wrap_fn(|req, _inner| {
@@ -120,19 +119,26 @@ mod actix_only {
                         ))
                     }
                 })
-                .wrap(SessionMiddleware::new(manager.clone()))
+                .wrap(SessionMiddleware::new(manager))
                 .route("/", web::get().to(|| async { "never reached" })),
         )
         .await;
-        // Still an error for the middlewares outside: the server answers
-        // with its response, which now carries the session's cookie.
-        let error = match app
+        match app
             .call(test::TestRequest::get().uri("/").to_request())
             .await
         {
             Ok(res) => panic!("the error became {}", res.status()),
             Err(error) => error,
-        };
+        }
+    }
+
+    /// The middleware's error stays an error for the middlewares outside,
+    /// and its response carries the session's cookie: the session was
+    /// committed.
+    #[actix_web::test]
+    async fn an_inner_middlewares_error_still_commits_the_session() {
+        let manager = Manager::new(MemoryStore::new(), Config::default());
+        let error = turned_away(manager.clone()).await;
         // Outer middlewares find their own error inside, and may ask for
         // the response more than once.
         let committed = error
@@ -166,37 +172,12 @@ mod actix_only {
     /// status, uncacheable, as every failed commit answers.
     #[actix_web::test]
     async fn an_inner_middlewares_error_under_a_failed_commit_is_the_commits_503() {
-        use actix_web::body::BoxBody;
-        use actix_web::dev::{Service as _, ServiceResponse};
-        use session_actix::SessionExt;
         use session_core::testing::Instrumented;
         use session_core::StoreErrorKind;
 
         let store = Instrumented::new(MemoryStore::new());
         store.fail_with(Some(StoreErrorKind::Unavailable));
-        let manager = Manager::new(store, Config::default());
-        let app = test::init_service(
-            App::new()
-                .wrap_fn(|req, _inner| {
-                    let session = req.session();
-                    async move {
-                        let session = session.expect("inside the session middleware");
-                        session.insert("turned_away", true).await.unwrap();
-                        Err::<ServiceResponse<BoxBody>, _>(actix_web::error::ErrorUnauthorized(
-                            "sign in first",
-                        ))
-                    }
-                })
-                .wrap(SessionMiddleware::new(manager))
-                .route("/", web::get().to(|| async { "never reached" })),
-        )
-        .await;
-        let Err(error) = app
-            .call(test::TestRequest::get().uri("/").to_request())
-            .await
-        else {
-            panic!("an error became a response");
-        };
+        let error = turned_away(Manager::new(store, Config::default())).await;
         let res = error.error_response();
         assert_eq!(res.status(), 503);
         assert_eq!(res.headers().get("cache-control").unwrap(), "no-store");
