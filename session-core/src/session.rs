@@ -174,6 +174,7 @@ enum Change {
 }
 
 /// What this request knows of the stored record.
+#[derive(Clone)]
 struct Stored {
     id: Id,
     rid: RecordId,
@@ -211,15 +212,25 @@ struct State {
     /// up, and used again to decide whether the idle deadline is due for
     /// extension (one clock read per request instead of two).
     now: Option<Timestamp>,
+    /// Moves on whenever this request's copy stops being the record it was
+    /// (ended, or a rotation under way): an update that waited for its save
+    /// meanwhile must not take its outcome as this request's copy.
+    epoch: u64,
+    /// How many changes have left the front of `changes` (saved, sent with a
+    /// save whose outcome is unknown, or dropped by an end): an update
+    /// counts the ones its save carried from here, whatever another handle
+    /// did to the log while it waited.
+    log_start: u64,
 }
 
 impl State {
     /// Forgets the session: destroyed here or ended elsewhere. The client's
     /// cookie is removed at commit; writes after this start a new session.
     fn end(&mut self) {
+        self.epoch += 1;
         self.stored = None;
         self.data.clear();
-        self.changes.clear();
+        self.clear_log();
         self.owner = None;
         self.owner_dirty = false;
         self.lifetime = None;
@@ -227,6 +238,73 @@ impl State {
         self.issued = false;
         self.refresh_cookie = false;
         self.ended = true;
+    }
+
+    /// The log's position past its last change.
+    fn log_end(&self) -> u64 {
+        self.log_start + self.changes.len() as u64
+    }
+
+    /// Drops every pending change (saved, or sent with a save whose outcome
+    /// is unknown).
+    fn clear_log(&mut self) {
+        self.log_start = self.log_end();
+        self.changes.clear();
+    }
+
+    /// Drops the pending changes before position `end` (they were saved, or
+    /// sent with a save whose outcome is unknown); later ones stay pending.
+    fn drop_log_until(&mut self, end: u64) {
+        let sent = usize::try_from(end.saturating_sub(self.log_start))
+            .unwrap_or(usize::MAX)
+            .min(self.changes.len());
+        self.changes.drain(..sent);
+        self.log_start += sent as u64;
+    }
+}
+
+/// What a rotation puts back when it cannot retire the old record: the
+/// request's copy of the old session, with its pending changes.
+struct Kept {
+    stored: Option<Stored>,
+    data: Data,
+    changes: Vec<Change>,
+    owner: Option<String>,
+    owner_dirty: bool,
+    lifetime: Option<Lifetime>,
+    lifetime_dirty: bool,
+    issued: bool,
+    refresh_cookie: bool,
+}
+
+impl Kept {
+    fn of(state: &State) -> Self {
+        Self {
+            stored: state.stored.clone(),
+            data: state.data.clone(),
+            changes: state.changes.clone(),
+            owner: state.owner.clone(),
+            owner_dirty: state.owner_dirty,
+            lifetime: state.lifetime,
+            lifetime_dirty: state.lifetime_dirty,
+            issued: state.issued,
+            refresh_cookie: state.refresh_cookie,
+        }
+    }
+
+    fn restore(self, state: &mut State) {
+        state.stored = self.stored;
+        state.data = self.data;
+        // The log's position moves on: nothing waits on these changes now.
+        state.log_start = state.log_end();
+        state.changes = self.changes;
+        state.owner = self.owner;
+        state.owner_dirty = self.owner_dirty;
+        state.lifetime = self.lifetime;
+        state.lifetime_dirty = self.lifetime_dirty;
+        state.issued = self.issued;
+        state.refresh_cookie = self.refresh_cookie;
+        state.epoch += 1;
     }
 }
 
@@ -266,6 +344,8 @@ impl Session {
                     refresh_cookie: false,
                     ended: false,
                     now: None,
+                    epoch: 0,
+                    log_start: 0,
                 }),
             }),
         }
@@ -665,6 +745,10 @@ impl Session {
     /// may hold the turn that other updates of this session (and of the few
     /// sessions sharing its turn) wait for. Dropped before it returns, the
     /// update may or may not have been written (it was not acknowledged).
+    /// So may one that fails with a store error or timeout, and with it the
+    /// request's earlier pending changes, which its save carried: the
+    /// request's commit does not write them again, lest it undo what other
+    /// requests wrote since.
     ///
     /// # Errors
     /// [`Error::Contention`] when the retries run out, [`Error::Ended`] when
@@ -744,7 +828,8 @@ impl Session {
             };
             // In a function of its own, so that the records it moves and
             // borrows take no room in this future's state across the save.
-            let (new, own, applied) = self.gather(&mut turn, &mut state, rid, base, key, &mut f)?;
+            let (new, own, sent) = self.gather(&mut turn, &mut state, rid, base, key, &mut f)?;
+            let epoch = state.epoch;
             drop(state);
             // Its own gathering is saved now, holding the turn. (`own` moves
             // whole into the future, which is awaited in place: taken apart
@@ -770,7 +855,13 @@ impl Session {
             match outcome {
                 Outcome::Saved(record) => {
                     let mut state = self.lock().await;
-                    self.adopt_saved(&mut state, &record, applied);
+                    // Rotated or ended through another handle meanwhile: the
+                    // write is in the old record (a rotation carried it over,
+                    // an end took it along), which is no longer this
+                    // request's copy.
+                    if state.epoch == epoch {
+                        self.adopt_saved(&mut state, &record, sent);
+                    }
                     return Ok(new);
                 }
                 Outcome::Conflict => {
@@ -783,10 +874,29 @@ impl Session {
                 }
                 Outcome::Unsaved => {}
                 Outcome::Ended => {
-                    self.lock().await.end();
+                    let mut state = self.lock().await;
+                    if state.epoch == epoch {
+                        state.end();
+                    } else if !state.ended {
+                        // Another handle rotated the session while this
+                        // update waited, and the old record was retired
+                        // before the save: nothing was written, so the
+                        // update goes to the record the request holds now.
+                        drop(state);
+                        return Box::pin(self.update(key, f)).await;
+                    }
                     return Err(Error::Ended);
                 }
-                Outcome::Failed(failure) => return Err(failure.to_error()),
+                Outcome::Failed(failure) => {
+                    // The save may have landed with the request's earlier
+                    // changes in it: the commit must not write them again
+                    // over what others wrote since.
+                    let mut state = self.lock().await;
+                    if state.epoch == epoch {
+                        state.drop_log_until(sent);
+                    }
+                    return Err(failure.to_error());
+                }
             }
         }
     }
@@ -796,8 +906,8 @@ impl Session {
     /// the gathering under way), then puts the request's changes and the new
     /// value into a gathering: one of its own, returned, when the record
     /// saves at once, else the turn's, opened on `base` if none is under way.
-    /// Returns the new value, that gathering, and how many of the request's
-    /// changes went into it.
+    /// Returns the new value, that gathering, and the log's position past the
+    /// request's changes that went into it.
     ///
     /// Decoding, `f` and encoding run before any gathering opens, so one that
     /// fails (or panics) leaves nothing for a saver to write.
@@ -809,7 +919,7 @@ impl Session {
         base: Option<Record>,
         key: &str,
         f: &mut F,
-    ) -> Result<(T, Option<Gathering>, usize)>
+    ) -> Result<(T, Option<Gathering>, u64)>
     where
         T: Serialize + DeserializeOwned,
         F: FnMut(Option<T>) -> T,
@@ -846,7 +956,7 @@ impl Session {
             apply(&mut gathering.record.data, change);
         }
         gathering.record.data.insert(key.to_owned(), bytes);
-        Ok((new, own, state.changes.len()))
+        Ok((new, own, state.log_end()))
     }
 
     /// The freshest copy of record `rid` this process has: the one it saved
@@ -904,10 +1014,19 @@ impl Session {
         Ok(live)
     }
 
-    /// Takes the record a gathered save wrote as this request's copy; the
-    /// first `applied` changes of the log went into it, later ones (made
-    /// meanwhile through another handle) stay pending.
-    fn adopt_saved(&self, state: &mut State, record: &Record, applied: usize) {
+    /// Takes the record a gathered save wrote as this request's copy, unless
+    /// the request holds a newer one (loaded after that save, so with it);
+    /// the log's changes before position `sent` went into it, later ones
+    /// (made meanwhile through another handle) stay pending.
+    fn adopt_saved(&self, state: &mut State, record: &Record, sent: u64) {
+        state.drop_log_until(sent);
+        if state
+            .stored
+            .as_ref()
+            .is_some_and(|s| s.rid != record.id || s.version >= record.version)
+        {
+            return;
+        }
         let config = &self.manager().inner.config;
         let Some(id) = (match &state.stored {
             Some(s) => Some(s.id.clone()),
@@ -916,7 +1035,7 @@ impl Session {
             return;
         };
         let previous = state.stored.as_ref().map(|s| s.expires_at);
-        let pending: Vec<Change> = state.changes.drain(..).skip(applied).collect();
+        let pending = std::mem::take(&mut state.changes);
         Self::adopt(state, id, record.clone());
         for change in &pending {
             apply(&mut state.data, change);
@@ -1067,9 +1186,12 @@ impl Session {
     /// record starts from the latest state; then the new record is written,
     /// and the old one is retired only after that (expired by a touch that
     /// checks its version, so that a write landing meanwhile is carried over
-    /// too, then deleted), so a failure leaves the old session intact. A
-    /// session another request ended meanwhile stays ended (the cookie is
-    /// removed). A session not yet stored needs no rotation (it will get a
+    /// too, then deleted), so a failure leaves the old session intact: when
+    /// the old record cannot be retired, the new one is deleted again and
+    /// the client keeps the old id, with this request's changes still
+    /// pending on it. A session another request ended meanwhile stays ended
+    /// (the cookie is removed), also when deleting its new record fails. A
+    /// session not yet stored needs no rotation (it will get a
     /// fresh id when stored) and this does nothing.
     ///
     /// # Errors
@@ -1175,6 +1297,10 @@ impl Session {
     /// Saves pending changes now instead of at the end of the request (what
     /// tower-sessions calls `save`; its `flush`, which deletes the session, is
     /// [`destroy`](Self::destroy) here).
+    ///
+    /// When it fails with a store error or timeout, the changes may or may
+    /// not have been written; the request's commit does not write them
+    /// again, lest it undo what other requests wrote since.
     ///
     /// # Errors
     /// [`Error::Contention`], [`Error::Ended`], [`Error::Random`] when the OS
@@ -1404,7 +1530,18 @@ impl Session {
         };
         let rid = stored.rid;
         let expected = stored.version;
-        match manager.save(&mut record, expected).await? {
+        let saved = match manager.save(&mut record, expected).await {
+            Ok(saved) => saved,
+            Err(e) => {
+                // The save may have landed (a timeout, a connection lost
+                // after sending): writing the same changes again later, over
+                // what others wrote since, could undo their writes. Dropped,
+                // they were at worst not stored, and the caller got the error.
+                state.clear_log();
+                return Err(e);
+            }
+        };
+        match saved {
             Saved::Saved => {
                 observe::saved(&rid, record.version);
                 let interval = manager.touch_interval(&lifetime);
@@ -1420,7 +1557,7 @@ impl Session {
                 if moved && lifetime.persistent_cookie() || state.lifetime_dirty {
                     state.refresh_cookie = true;
                 }
-                state.changes.clear();
+                state.clear_log();
                 state.owner_dirty = false;
                 state.lifetime_dirty = false;
                 // A save outside an update: refresh the copy the record's
@@ -1517,7 +1654,7 @@ impl Session {
                         expires_at,
                         lifetime: record.lifetime,
                     });
-                    state.changes.clear();
+                    state.clear_log();
                     state.owner_dirty = false;
                     state.lifetime_dirty = false;
                     state.issued = true;
@@ -1542,6 +1679,9 @@ impl Session {
     /// old one.
     async fn rotate(&self, state: &mut State, owner: Owner) -> Result<()> {
         let manager = self.manager();
+        // An update of the old record waiting for its save (through another
+        // handle) must not take its outcome as this request's copy.
+        state.epoch += 1;
         // The new record is made from this request's copy, so that copy must
         // be current: the old record is loaded again and the request's
         // changes re-applied to it, in memory. Nothing is written to the old
@@ -1572,7 +1712,10 @@ impl Session {
             _ => now,
         };
         let previous_owner = state.owner.clone();
-        let before = (state.owner_dirty, state.lifetime, state.lifetime_dirty);
+        let kept = Kept::of(state);
+        // A logout that cannot retire the signed-in record does not undo:
+        // `logout` deletes that record outright instead.
+        let undo = !matches!(owner, Owner::Logout);
         match owner {
             Owner::Keep => {}
             Owner::Login(owner) => {
@@ -1591,8 +1734,7 @@ impl Session {
         // must not replace it if the retirement carries a write over.
         let lifetime_set = state.lifetime_dirty;
         if let Err(e) = self.create(state, created_at, now).await {
-            state.owner = previous_owner;
-            (state.owner_dirty, state.lifetime, state.lifetime_dirty) = before;
+            kept.restore(state);
             return Err(e);
         }
         let new_rid = state.stored.as_ref().map(|s| s.rid);
@@ -1611,7 +1753,22 @@ impl Session {
                 )
                 .await;
             if let Err(e) = retired {
-                tracing::warn!(old = %old_rid.short(), "session rotated but the old record could not be retired; it expires on its own");
+                if undo && !state.ended {
+                    // The old record is still live: the rotation is undone,
+                    // so the client keeps the old id with this request's
+                    // changes pending, and no write acknowledged on the old
+                    // id since is left behind on it.
+                    let new = state.stored.as_ref().map(|s| s.rid);
+                    kept.restore(state);
+                    if let Some(new) = new {
+                        let deleted = manager
+                            .call("delete", manager.inner.store.delete(&new))
+                            .await;
+                        if deleted.is_err() {
+                            tracing::warn!(new = %new.short(), "a rotation that could not retire the old record could not delete the new one either; it expires on its own");
+                        }
+                    }
+                }
                 return Err(e);
             }
         }
@@ -1657,14 +1814,16 @@ impl Session {
             let found = manager.call("load", manager.inner.store.load(&old)).await?;
             let now = manager.now();
             let Some(latest) = found.filter(|r| r.id == old && self.is_live(r, now)) else {
-                // Ended after this request loaded it: so does its successor.
-                if let Some(new) = state.stored.as_ref().map(|s| s.rid) {
+                // Ended after this request loaded it: so does its successor,
+                // also for the client when deleting it fails.
+                let new = state.stored.as_ref().map(|s| s.rid);
+                state.end();
+                if let Some(new) = new {
                     manager
                         .call("delete", manager.inner.store.delete(&new))
                         .await?;
                     observe::ended(&new);
                 }
-                state.end();
                 return Err(Error::Ended);
             };
             if attempt == retries {
@@ -1685,9 +1844,16 @@ impl Session {
                 return Err(Error::Ended);
             }
         }
-        manager
+        // Retired already: its deadline is long past, so no store returns it
+        // again, and a failed delete only leaves it to the store's expiry.
+        if manager
             .call("delete", manager.inner.store.delete(&old))
             .await
+            .is_err()
+        {
+            tracing::warn!(old = %old.short(), "a retired session record could not be deleted; it expires on its own");
+        }
+        Ok(())
     }
 
     /// Ends every other session of this session's owner ("log out my other
@@ -1918,6 +2084,19 @@ mod tests {
             let s = self.open(None);
             s.insert("name", "iris").await.unwrap();
             value(s.commit().await.unwrap())
+        }
+
+        /// Lets the spawned saver task of a gathering write its record.
+        async fn let_the_saver_write(&self) {
+            let before = self.store.counts().save;
+            for _ in 0..8 {
+                tokio::task::yield_now().await;
+            }
+            assert_eq!(
+                self.store.counts().save,
+                before + 1,
+                "the saver did not write"
+            );
         }
 
         /// Another stored session whose record shares `cookie`'s turn.
@@ -2785,6 +2964,65 @@ mod tests {
         );
     }
 
+    /// An update waiting for its gathered save while another handle of the
+    /// request destroys the session: whether the save lands first or is
+    /// refused, the session stays destroyed.
+    #[tokio::test]
+    async fn an_update_overtaken_by_a_destroy_of_its_session_does_not_bring_it_back() {
+        for saver_first in [false, true] {
+            let f = fixture();
+            let cookie = f.stored().await;
+            let s = f.open(Some(&cookie));
+            assert_eq!(s.get_string("name").await.unwrap(), "iris");
+            let mut update = std::pin::pin!(s.increment("n", 1));
+            assert!(poll_once(update.as_mut()).is_pending(), "saved at once");
+            if saver_first {
+                f.let_the_saver_write().await;
+            }
+            s.destroy().await.unwrap();
+            let updated = update.await;
+            if saver_first {
+                assert_eq!(updated.unwrap(), 1);
+            } else {
+                assert!(matches!(updated, Err(Error::Ended)), "{updated:?}");
+            }
+            assert!(s.is_empty().await.unwrap());
+            assert!(matches!(s.commit().await.unwrap(), SetCookie::Remove));
+            assert!(f.store.inner().is_empty());
+        }
+    }
+
+    /// An update waiting for its gathered save while another handle of the
+    /// request rotates the session: whether the save lands before the old
+    /// record is retired (carried over) or after (refused, so the update
+    /// goes to the new record), the request keeps the new id, its owner and
+    /// the increment.
+    #[tokio::test]
+    async fn an_update_overtaken_by_a_rotation_of_its_session_lands_in_the_new_one() {
+        for saver_first in [false, true] {
+            let f = fixture();
+            let cookie = f.stored().await;
+            let s = f.open(Some(&cookie));
+            assert_eq!(s.get_string("name").await.unwrap(), "iris");
+            let mut update = std::pin::pin!(s.increment("n", 1));
+            assert!(poll_once(update.as_mut()).is_pending(), "saved at once");
+            if saver_first {
+                f.let_the_saver_write().await;
+            }
+            s.login("alice").await.unwrap();
+            assert_eq!(update.await.unwrap(), 1);
+            assert_eq!(s.owner().await.unwrap().as_deref(), Some("alice"));
+            assert_eq!(s.get::<i64>("n").await.unwrap(), Some(1));
+            let rotated = value(s.commit().await.unwrap());
+            assert_ne!(rotated, cookie);
+            let after = f.open(Some(&rotated));
+            assert_eq!(after.get::<i64>("n").await.unwrap(), Some(1));
+            assert_eq!(after.get_string("name").await.unwrap(), "iris");
+            assert_eq!(after.owner().await.unwrap().as_deref(), Some("alice"));
+            assert!(f.open(Some(&cookie)).is_empty().await.unwrap());
+        }
+    }
+
     #[tokio::test]
     async fn saving_at_once_is_decided_per_record_not_per_turn() {
         let f = fixture();
@@ -3509,6 +3747,11 @@ mod tests {
         fail_touches: Arc<AtomicBool>,
         /// Creates fail (a rotation cannot write its new record).
         fail_creates: Arc<AtomicBool>,
+        /// Deletes fail.
+        fail_deletes: Arc<AtomicBool>,
+        /// Saves land, then answer only after the store timeout (the reply
+        /// is lost on the way).
+        slow_saves: Arc<AtomicBool>,
     }
 
     impl Hooked {
@@ -3524,6 +3767,8 @@ mod tests {
                 fail_after_conflict,
                 fail_touches: Arc::default(),
                 fail_creates: Arc::default(),
+                fail_deletes: Arc::default(),
+                slow_saves: Arc::default(),
             };
             let manager = Manager::new(hooked.clone(), Config::default()).with_clock(clock.clone());
             let f = Fixture {
@@ -3564,6 +3809,9 @@ mod tests {
             expected: u64,
         ) -> std::result::Result<Saved, StoreError> {
             let saved = self.inner.save(record, expected).await;
+            if self.slow_saves.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
             if self.fail_after_conflict && matches!(saved, Ok(Saved::Conflict)) {
                 self.inner.fail_with(Some(StoreErrorKind::Unavailable));
             }
@@ -3582,6 +3830,9 @@ mod tests {
             self.inner.touch(id, version, owner, expires_at).await
         }
         async fn delete(&self, id: &RecordId) -> std::result::Result<(), StoreError> {
+            if self.fail_deletes.load(Ordering::SeqCst) {
+                return Err(StoreError::new(StoreErrorKind::Unavailable, "deletes fail"));
+            }
             self.inner.delete(id).await
         }
         async fn delete_expired(&self) -> std::result::Result<u64, StoreError> {
@@ -3595,6 +3846,80 @@ mod tests {
         }
         async fn delete_owner(&self, owner: &str) -> std::result::Result<u64, StoreError> {
             self.inner.delete_owner(owner).await
+        }
+    }
+
+    /// A session that another request destroys while this one rotates it
+    /// stays ended for the client even when its new record cannot be
+    /// deleted: the cookie is removed, not moved to the new id.
+    #[tokio::test]
+    async fn a_rotation_of_a_destroyed_session_ends_it_when_the_cleanup_fails() {
+        let (f, hook) = Hooked::fixture(true, false);
+        let cookie = f.stored().await;
+        let s = f.open(Some(&cookie));
+        assert_eq!(s.get_string("name").await.unwrap(), "iris");
+        *hook.cookie.lock().unwrap() = Some(cookie.clone());
+        hook.fail_deletes.store(true, Ordering::SeqCst);
+        assert!(matches!(s.cycle_id().await, Err(Error::Store { .. })));
+        assert!(matches!(s.commit().await.unwrap(), SetCookie::Remove));
+    }
+
+    /// A rotation that wrote its new record but cannot retire the old one
+    /// is undone: the new record is deleted, the client keeps the old id,
+    /// and the request's changes are still saved to it.
+    #[tokio::test]
+    async fn a_rotation_that_cannot_retire_the_old_record_is_undone() {
+        for login in [false, true] {
+            let (f, hook) = Hooked::fixture(false, false);
+            let cookie = f.stored().await;
+            let s = f.open(Some(&cookie));
+            s.insert("cart", &3).await.unwrap();
+            hook.fail_touches.store(true, Ordering::SeqCst);
+            let rotated = if login {
+                s.login("alice").await
+            } else {
+                s.cycle_id().await
+            };
+            assert!(matches!(rotated, Err(Error::Store { .. })), "{rotated:?}");
+            hook.fail_touches.store(false, Ordering::SeqCst);
+            assert_eq!(s.owner().await.unwrap(), None);
+            assert!(matches!(s.commit().await.unwrap(), SetCookie::Unchanged));
+            // Only the old record is left, with the request's write.
+            assert_eq!(f.store.inner().len(), 1);
+            let old = f.open(Some(&cookie));
+            assert_eq!(old.get::<i64>("cart").await.unwrap(), Some(3));
+            assert_eq!(old.get_string("name").await.unwrap(), "iris");
+            assert!(f.manager.sessions_of("alice").await.unwrap().is_empty());
+        }
+    }
+
+    /// An update whose save lands but whose answer is lost (the store
+    /// timeout) fails, and the request's commit does not write its earlier
+    /// changes again: another request's acknowledged write made meanwhile
+    /// stays. Both for a gathered update and for `Session::save`.
+    #[tokio::test(start_paused = true)]
+    async fn a_save_that_may_have_landed_is_not_written_again_by_the_commit() {
+        for explicit_save in [false, true] {
+            let (f, hook) = Hooked::fixture(false, false);
+            let cookie = f.stored().await;
+            let s = f.open(Some(&cookie));
+            s.insert("color", "red").await.unwrap();
+            hook.slow_saves.store(true, Ordering::SeqCst);
+            let failed = if explicit_save {
+                s.save().await
+            } else {
+                s.increment("visits", 1).await.map(drop)
+            };
+            assert!(matches!(failed, Err(Error::Timeout { .. })), "{failed:?}");
+            hook.slow_saves.store(false, Ordering::SeqCst);
+            // It landed.
+            let other = f.open(Some(&cookie));
+            assert_eq!(other.get_string("color").await.unwrap(), "red");
+            other.insert("color", "blue").await.unwrap();
+            other.commit().await.unwrap();
+            s.commit().await.unwrap();
+            let after = f.open(Some(&cookie));
+            assert_eq!(after.get_string("color").await.unwrap(), "blue");
         }
     }
 
