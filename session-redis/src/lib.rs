@@ -49,7 +49,28 @@
 //! hold a string (a session written by a release that kept hashes, say)
 //! reads as no session.
 //!
+//! Logging an owner out everywhere (`delete_owner`) lists the owner's index,
+//! then deletes each listed session that still names the owner. A session
+//! that rotates in between (a login, `cycle_id`) writes its successor,
+//! whose entry the listing missed, and retires the listed record; the
+//! delete then finds that record gone, and the index is listed again for
+//! what is new, until a round finds nothing gone (at most eight rounds).
+//!
 //! Requires Redis 6.2 or later (`GETDEL`, `PXAT`, `ZADD GT`).
+//!
+//! # Commands the Cluster client sends twice
+//!
+//! The Cluster client sends a command again when its connection drops, or
+//! after its 5 s response timeout, although the first send may have been
+//! carried out. A create or a save sent twice is recognised by the write
+//! token its value carries (a save, as long as fewer than four other writes
+//! landed on top of it), and answers as the first send did. A rotation's
+//! retiring touch is not: sent twice, the second finds the old record gone,
+//! so the rotation concludes that another request ended the session, deletes
+//! the new record and answers [`Error::Ended`](session_core::Error::Ended)
+//! (the user signs in again, and the session's values are gone, as after a
+//! logout). That takes a dropped connection, or a stall of over 5 s with a
+//! store timeout longer than that, during that one command.
 //!
 //! # TLS
 //!
@@ -66,6 +87,7 @@
 //! `rustls::crypto::ring::default_provider().install_default()`.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
@@ -609,7 +631,7 @@ impl RedisStore {
     /// [`Store::create`] of `data`, the encoded `record` (see
     /// [`save_value`](Self::save_value)).
     async fn create_value(&self, record: &Record, data: Vec<u8>) -> Result<Created, StoreError> {
-        let expires = record.expires_at.unix_millis();
+        let expires = pxat(record.expires_at);
         let mut conn = self.conn.clone();
         let key = self.key(&record.id);
         // An index entry without a record is harmless, a live record missing
@@ -655,7 +677,7 @@ impl RedisStore {
         expected_version: u64,
         data: Vec<u8>,
     ) -> Result<Saved, StoreError> {
-        let expires = record.expires_at.unix_millis();
+        let expires = pxat(record.expires_at);
         let mut conn = self.conn.clone();
         let owner = record.owner.as_deref();
         let inline = owner.is_some() && self.indexes_inline();
@@ -782,20 +804,9 @@ impl Store for RedisStore {
     }
 
     async fn ids_of_owner(&self, owner: &str) -> Result<Vec<RecordId>, StoreError> {
-        let mut conn = self.conn.clone();
         // Every entry: the records decide, and an app server's clock that runs
         // ahead must not hide sessions still live.
-        let members: Vec<String> = redis::cmd("ZRANGE")
-            .arg(self.owner_key(owner))
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut conn)
-            .await
-            .map_err(command("list owner"))?;
-        let ids: Vec<RecordId> = members
-            .iter()
-            .filter_map(|m| RecordId::parse(m).ok())
-            .collect();
+        let ids = self.owner_entries(owner).await?;
         // The index holds upper bounds; the records decide. An entry whose
         // record is missing or names another owner (or none) is left alone:
         // it may belong to a create or a login's save on its way (each raises
@@ -813,40 +824,95 @@ impl Store for RedisStore {
     }
 
     async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError> {
-        let mut conn = self.conn.clone();
+        self.delete_owner_listed(owner, || async {}).await
+    }
+}
+
+/// A deadline as Redis's `PXAT` takes it: Redis refuses one at or before
+/// the epoch, and any instant in the past expires the key alike.
+fn pxat(deadline: Timestamp) -> i64 {
+    deadline.unix_millis().max(1)
+}
+
+/// How many times [`RedisStore`]'s `delete_owner` lists the owner's index at
+/// most: again after every round that found a listed record gone, since a
+/// rotation that retired it may have added its successor after the listing.
+const OWNER_ROUNDS: usize = 8;
+
+impl RedisStore {
+    /// The owner's index entries, as ids.
+    async fn owner_entries(&self, owner: &str) -> Result<Vec<RecordId>, StoreError> {
         let members: Vec<String> = redis::cmd("ZRANGE")
             .arg(self.owner_key(owner))
             .arg(0)
             .arg(-1)
-            .query_async(&mut conn)
+            .query_async(&mut self.conn.clone())
             .await
             .map_err(command("list owner"))?;
-        let ids: Vec<RecordId> = members
+        Ok(members
             .iter()
             .filter_map(|m| RecordId::parse(m).ok())
-            .collect();
-        let deletions = join_all(ids.iter().map(|id| {
-            let mut conn = self.conn.clone();
-            let key = self.key(id);
-            async move {
-                DELETE_IF_OWNER
-                    .key(key)
-                    .arg(owner)
-                    .invoke_async::<i64>(&mut conn)
-                    .await
-                    .map_err(command("delete owner"))
-            }
-        }))
-        .await;
-        // The entries stay, to leave at their deadline: a missing record or
-        // another owner's may be a create or a login's save on its way (see
-        // `ids_of_owner`), and even the entry of a record deleted here may
-        // still be needed, should the Cluster client resend that record's
-        // create after this delete.
+            .collect())
+    }
+
+    /// `delete_owner`, with `after_listing` run once after the first listing
+    /// (tests put a rotation there).
+    ///
+    /// The listing and the deletes are separate commands, so a session that
+    /// rotates meanwhile adds its new record's entry after the listing and
+    /// retires the listed record before its delete: the delete finds nothing.
+    /// A round in which a listed record was gone therefore lists again and
+    /// deletes what is new; the successor's entry is raised before its
+    /// predecessor is retired, so the next listing has it.
+    async fn delete_owner_listed<F, Fut>(
+        &self,
+        owner: &str,
+        after_listing: F,
+    ) -> Result<u64, StoreError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let mut handled = std::collections::HashSet::new();
+        let mut after_listing = Some(after_listing);
         let mut n = 0;
-        for deleted in deletions {
-            if deleted? == 1 {
-                n += 1;
+        for _ in 0..OWNER_ROUNDS {
+            let mut ids = self.owner_entries(owner).await?;
+            ids.retain(|id| handled.insert(*id));
+            if let Some(hook) = after_listing.take() {
+                hook().await;
+            }
+            if ids.is_empty() {
+                break;
+            }
+            let deletions = join_all(ids.iter().map(|id| {
+                let mut conn = self.conn.clone();
+                let key = self.key(id);
+                async move {
+                    DELETE_IF_OWNER
+                        .key(key)
+                        .arg(owner)
+                        .invoke_async::<i64>(&mut conn)
+                        .await
+                        .map_err(command("delete owner"))
+                }
+            }))
+            .await;
+            // The entries stay, to leave at their deadline: a missing record
+            // or another owner's may be a create or a login's save on its way
+            // (see `ids_of_owner`), and even the entry of a record deleted
+            // here may still be needed, should the Cluster client resend that
+            // record's create after this delete.
+            let mut gone = false;
+            for deleted in deletions {
+                match deleted? {
+                    1 => n += 1,
+                    -1 => gone = true,
+                    _ => {}
+                }
+            }
+            if !gone {
+                break;
             }
         }
         Ok(n)
@@ -952,6 +1018,49 @@ mod tests {
             .query_async(&mut store.conn.clone())
             .await
             .expect("break the index");
+    }
+
+    /// Records whose deadline is at or before the epoch are written as
+    /// expired ones (Redis refuses such a `PXAT`): created, never loaded.
+    #[tokio::test]
+    async fn a_record_that_expired_in_1970_is_created_and_never_loads() {
+        for store in [store().await, cluster_store().await].into_iter().flatten() {
+            for deadline in [-10, 0, 1] {
+                let mut r = session_core::testing::sample_record();
+                r.created_at = Timestamp::from_unix_millis(-20);
+                r.expires_at = Timestamp::from_unix_millis(deadline);
+                assert_eq!(store.create(&r).await.expect("create"), Created::Created);
+                assert_eq!(store.load(&r.id).await.expect("load"), None);
+                let mut next = r.clone();
+                next.version = 1;
+                assert_eq!(store.save(&next, 0).await.expect("save"), Saved::Missing);
+            }
+        }
+    }
+
+    /// A session that rotates between `delete_owner`'s listing and its
+    /// deletes (a login: the successor written, then the listed record
+    /// retired) is still logged out: the listed record is found gone, so the
+    /// index is listed again and the successor deleted.
+    #[tokio::test]
+    async fn logging_out_everywhere_reaches_a_session_rotated_after_the_listing() {
+        for store in [store().await, cluster_store().await].into_iter().flatten() {
+            let (old, _) = created_for_alice(&store).await;
+            let successor = alices();
+            let (s, next) = (&store, &successor);
+            let rotate = move || async move {
+                assert_eq!(s.create(next).await.expect("create"), Created::Created);
+                let long_past = Timestamp::from_unix_millis(1);
+                let retired = s.touch(&old.id, old.version, Some("alice"), long_past);
+                assert!(retired.await.expect("retire"));
+                s.delete(&old.id).await.expect("delete");
+            };
+            let deleted = store.delete_owner_listed("alice", rotate).await;
+            assert_eq!(deleted.expect("delete owner"), 1);
+            assert_eq!(store.load(&successor.id).await.expect("load"), None);
+            assert!(store.ids_of_owner("alice").await.expect("list").is_empty());
+            forget(&store, "alice").await;
+        }
     }
 
     #[tokio::test]
