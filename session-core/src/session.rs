@@ -263,9 +263,13 @@ impl State {
     }
 }
 
-/// What a rotation puts back when it cannot retire the old record: the
-/// request's copy of the old session, with its pending changes.
+/// What a rotation puts back when it cannot finish: the request's copy of
+/// the old session, with its pending changes at their places in the log and
+/// the epoch, so that an update waiting meanwhile for a save of the old
+/// record takes its outcome as if no rotation had been tried.
 struct Kept {
+    epoch: u64,
+    log_start: u64,
     stored: Option<Stored>,
     data: Data,
     changes: Vec<Change>,
@@ -280,6 +284,8 @@ struct Kept {
 impl Kept {
     fn of(state: &State) -> Self {
         Self {
+            epoch: state.epoch,
+            log_start: state.log_start,
             stored: state.stored.clone(),
             data: state.data.clone(),
             changes: state.changes.clone(),
@@ -293,10 +299,10 @@ impl Kept {
     }
 
     fn restore(self, state: &mut State) {
+        state.epoch = self.epoch;
+        state.log_start = self.log_start;
         state.stored = self.stored;
         state.data = self.data;
-        // The log's position moves on: nothing waits on these changes now.
-        state.log_start = state.log_end();
         state.changes = self.changes;
         state.owner = self.owner;
         state.owner_dirty = self.owner_dirty;
@@ -304,7 +310,6 @@ impl Kept {
         state.lifetime_dirty = self.lifetime_dirty;
         state.issued = self.issued;
         state.refresh_cookie = self.refresh_cookie;
-        state.epoch += 1;
     }
 }
 
@@ -746,9 +751,10 @@ impl Session {
     /// sessions sharing its turn) wait for. Dropped before it returns, the
     /// update may or may not have been written (it was not acknowledged).
     /// So may one that fails with a store error or timeout, and with it the
-    /// request's earlier pending changes, which its save carried: the
-    /// request's commit does not write them again, lest it undo what other
-    /// requests wrote since.
+    /// request's earlier pending changes, which its save carried: they leave
+    /// the request's change log, so that the commit, should it find a newer
+    /// record, does not apply them again over what other requests wrote
+    /// since.
     ///
     /// # Errors
     /// [`Error::Contention`] when the retries run out, [`Error::Ended`] when
@@ -761,15 +767,18 @@ impl Session {
         T: Serialize + DeserializeOwned,
         F: FnMut(Option<T>) -> T,
     {
-        let rid = {
+        // The record, and the epoch that says it is still this request's
+        // copy when the update gets the turn and when its save answers.
+        let (rid, epoch) = {
             let mut state = self.lock().await;
-            match &state.stored {
+            let rid = match &state.stored {
                 Some(s) => Some(s.rid),
                 None => state
                     .incoming
                     .id(&self.manager().inner.config)
                     .map(Id::record_id),
-            }
+            };
+            (rid, state.epoch)
         };
         let Some(rid) = rid else {
             // A session not stored yet: nothing to gather with.
@@ -803,6 +812,14 @@ impl Session {
                 continue;
             }
             let mut state = self.lock().await;
+            if state.epoch != epoch {
+                // Another handle rotated or ended the session while this
+                // update waited for the turn: it starts over on what the
+                // request holds now.
+                drop(state);
+                drop(turn);
+                return Box::pin(self.update(key, f)).await;
+            }
             if state.ended || state.owner_dirty || state.lifetime_dirty {
                 // Rare cases the gathering does not carry: the plain path.
                 drop(state);
@@ -829,7 +846,6 @@ impl Session {
             // In a function of its own, so that the records it moves and
             // borrows take no room in this future's state across the save.
             let (new, own, sent) = self.gather(&mut turn, &mut state, rid, base, key, &mut f)?;
-            let epoch = state.epoch;
             drop(state);
             // Its own gathering is saved now, holding the turn. (`own` moves
             // whole into the future, which is awaited in place: taken apart
@@ -878,10 +894,11 @@ impl Session {
                     if state.epoch == epoch {
                         state.end();
                     } else if !state.ended {
-                        // Another handle rotated the session while this
-                        // update waited, and the old record was retired
-                        // before the save: nothing was written, so the
-                        // update goes to the record the request holds now.
+                        // Another handle rotated the session (or ended it
+                        // and wrote to a fresh one) while this update waited,
+                        // and the old record was gone before the save:
+                        // nothing was written, so the update goes to the
+                        // record the request holds now.
                         drop(state);
                         return Box::pin(self.update(key, f)).await;
                     }
@@ -1084,7 +1101,9 @@ impl Session {
                 Err(e) => {
                     // Not acknowledged, so not kept either: the request's
                     // commit must not write a value computed from a copy
-                    // that may be stale by then.
+                    // that may be stale by then. (A failed save has dropped
+                    // the whole log already; a failed create leaves it, but
+                    // for this write.)
                     state.changes.pop();
                     restore(&mut state.data, key, before);
                     return Err(e);
@@ -1299,8 +1318,9 @@ impl Session {
     /// [`destroy`](Self::destroy) here).
     ///
     /// When it fails with a store error or timeout, the changes may or may
-    /// not have been written; the request's commit does not write them
-    /// again, lest it undo what other requests wrote since.
+    /// not have been written; they leave the request's change log, so that
+    /// the commit, should it find a newer record, does not apply them again
+    /// over what other requests wrote since.
     ///
     /// # Errors
     /// [`Error::Contention`], [`Error::Ended`], [`Error::Random`] when the OS
@@ -1679,9 +1699,6 @@ impl Session {
     /// old one.
     async fn rotate(&self, state: &mut State, owner: Owner) -> Result<()> {
         let manager = self.manager();
-        // An update of the old record waiting for its save (through another
-        // handle) must not take its outcome as this request's copy.
-        state.epoch += 1;
         // The new record is made from this request's copy, so that copy must
         // be current: the old record is loaded again and the request's
         // changes re-applied to it, in memory. Nothing is written to the old
@@ -1713,6 +1730,9 @@ impl Session {
         };
         let previous_owner = state.owner.clone();
         let kept = Kept::of(state);
+        // An update of the old record waiting for its save (through another
+        // handle) must not take its outcome as this request's copy.
+        state.epoch += 1;
         // A logout that cannot retire the signed-in record does not undo:
         // `logout` deletes that record outright instead.
         let undo = !matches!(owner, Owner::Logout);
@@ -1753,11 +1773,14 @@ impl Session {
                 )
                 .await;
             if let Err(e) = retired {
-                if undo && !state.ended {
+                if undo && !state.ended && self.is_still_live(old_rid).await {
                     // The old record is still live: the rotation is undone,
                     // so the client keeps the old id with this request's
                     // changes pending, and no write acknowledged on the old
-                    // id since is left behind on it.
+                    // id since is left behind on it. (Found gone, or not
+                    // found out, the retiring touch may have landed with its
+                    // answer lost: the client then keeps the new record,
+                    // which holds the session.)
                     let new = state.stored.as_ref().map(|s| s.rid);
                     kept.restore(state);
                     if let Some(new) = new {
@@ -1778,6 +1801,16 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Whether a load finds record `rid` live now (`false` also when the
+    /// load fails).
+    async fn is_still_live(&self, rid: RecordId) -> bool {
+        let manager = self.manager();
+        match manager.call("load", manager.inner.store.load(&rid)).await {
+            Ok(Some(r)) => r.id == rid && self.is_live(&r, manager.now()),
+            _ => false,
+        }
     }
 
     /// Ends the record a rotation replaced, at `version` (the one the new
@@ -2964,6 +2997,40 @@ mod tests {
         );
     }
 
+    /// An update that picked its record, then waited for the record's turn
+    /// while another handle of the request rotated the session, starts over
+    /// on the new record instead of writing the retired one (which this
+    /// process's copy in the turn still shows live).
+    #[tokio::test]
+    async fn an_update_waiting_for_its_turn_during_a_rotation_goes_to_the_new_record() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        // An earlier request's update leaves its saved copy in the turn.
+        let earlier = f.open(Some(&cookie));
+        assert_eq!(earlier.increment("n", 1).await.unwrap(), 1);
+        earlier.commit().await.unwrap();
+        let s = f.open(Some(&cookie));
+        assert_eq!(s.get::<i64>("n").await.unwrap(), Some(1));
+        let rid = Id::parse(&cookie).unwrap().record_id();
+        let held = f.manager.record_lock(&rid).lock().await;
+        let mut update = std::pin::pin!(s.increment("n", 1));
+        assert!(
+            poll_once(update.as_mut()).is_pending(),
+            "did not wait for the turn"
+        );
+        s.login("alice").await.unwrap();
+        let before = f.store.counts();
+        drop(held);
+        assert_eq!(update.await.unwrap(), 2);
+        // One save, of the new record: none is tried on the retired one.
+        assert_eq!(f.store.counts().save - before.save, 1);
+        let rotated = value(s.commit().await.unwrap());
+        let after = f.open(Some(&rotated));
+        assert_eq!(after.get::<i64>("n").await.unwrap(), Some(2));
+        assert_eq!(after.owner().await.unwrap().as_deref(), Some("alice"));
+        assert!(f.open(Some(&cookie)).is_empty().await.unwrap());
+    }
+
     /// An update waiting for its gathered save while another handle of the
     /// request destroys the session: whether the save lands first or is
     /// refused, the session stays destroyed.
@@ -3752,6 +3819,8 @@ mod tests {
         /// Saves land, then answer only after the store timeout (the reply
         /// is lost on the way).
         slow_saves: Arc<AtomicBool>,
+        /// Touches land, then fail (the reply is lost on the way).
+        lose_touch_replies: Arc<AtomicBool>,
     }
 
     impl Hooked {
@@ -3769,6 +3838,7 @@ mod tests {
                 fail_creates: Arc::default(),
                 fail_deletes: Arc::default(),
                 slow_saves: Arc::default(),
+                lose_touch_replies: Arc::default(),
             };
             let manager = Manager::new(hooked.clone(), Config::default()).with_clock(clock.clone());
             let f = Fixture {
@@ -3827,7 +3897,11 @@ mod tests {
             if self.fail_touches.load(Ordering::SeqCst) {
                 return Err(StoreError::new(StoreErrorKind::Unavailable, "touches fail"));
             }
-            self.inner.touch(id, version, owner, expires_at).await
+            let touched = self.inner.touch(id, version, owner, expires_at).await;
+            if self.lose_touch_replies.load(Ordering::SeqCst) {
+                return Err(StoreError::new(StoreErrorKind::Unavailable, "reply lost"));
+            }
+            touched
         }
         async fn delete(&self, id: &RecordId) -> std::result::Result<(), StoreError> {
             if self.fail_deletes.load(Ordering::SeqCst) {
@@ -3891,6 +3965,61 @@ mod tests {
             assert_eq!(old.get_string("name").await.unwrap(), "iris");
             assert!(f.manager.sessions_of("alice").await.unwrap().is_empty());
         }
+    }
+
+    /// A rotation whose retiring touch landed but whose answer was lost is
+    /// not undone: the old record is gone, so the client keeps the new one,
+    /// which holds the session.
+    #[tokio::test]
+    async fn a_rotation_whose_retirement_landed_unanswered_keeps_the_new_record() {
+        for login in [false, true] {
+            let (f, hook) = Hooked::fixture(false, false);
+            let cookie = f.stored().await;
+            let s = f.open(Some(&cookie));
+            s.insert("cart", &3).await.unwrap();
+            hook.lose_touch_replies.store(true, Ordering::SeqCst);
+            let rotated = if login {
+                s.login("alice").await
+            } else {
+                s.cycle_id().await
+            };
+            assert!(matches!(rotated, Err(Error::Store { .. })), "{rotated:?}");
+            hook.lose_touch_replies.store(false, Ordering::SeqCst);
+            let new = value(s.commit().await.unwrap());
+            assert_ne!(new, cookie);
+            let kept = f.open(Some(&new));
+            assert_eq!(kept.get::<i64>("cart").await.unwrap(), Some(3));
+            assert_eq!(kept.get_string("name").await.unwrap(), "iris");
+            assert!(f.open(Some(&cookie)).is_empty().await.unwrap());
+        }
+    }
+
+    /// A login that fails to write its new record while an update of the
+    /// same request waits for its gathered save: the update's outcome is
+    /// taken as if no rotation had been tried, so the change its save
+    /// carried is not applied again at commit over a later write of another
+    /// request.
+    #[tokio::test]
+    async fn a_failed_rotation_leaves_an_update_waiting_meanwhile_as_it_was() {
+        let (f, hook) = Hooked::fixture(false, false);
+        let cookie = f.stored().await;
+        let s = f.open(Some(&cookie));
+        s.insert("color", "red").await.unwrap();
+        let mut update = std::pin::pin!(s.increment("n", 1));
+        assert!(poll_once(update.as_mut()).is_pending(), "saved at once");
+        f.let_the_saver_write().await;
+        hook.fail_creates.store(true, Ordering::SeqCst);
+        assert!(matches!(s.login("alice").await, Err(Error::Store { .. })));
+        hook.fail_creates.store(false, Ordering::SeqCst);
+        let other = f.open(Some(&cookie));
+        assert_eq!(other.get_string("color").await.unwrap(), "red");
+        other.insert("color", "blue").await.unwrap();
+        other.commit().await.unwrap();
+        assert_eq!(update.await.unwrap(), 1);
+        s.commit().await.unwrap();
+        let after = f.open(Some(&cookie));
+        assert_eq!(after.get_string("color").await.unwrap(), "blue");
+        assert_eq!(after.get::<i64>("n").await.unwrap(), Some(1));
     }
 
     /// An update whose save lands but whose answer is lost (the store
