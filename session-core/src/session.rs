@@ -1206,9 +1206,11 @@ impl Session {
     /// and the old one is retired only after that (expired by a touch that
     /// checks its version, so that a write landing meanwhile is carried over
     /// too, then deleted), so a failure leaves the old session intact: when
-    /// the old record cannot be retired, the new one is deleted again and
-    /// the client keeps the old id, with this request's changes still
-    /// pending on it. A session another request ended meanwhile stays ended
+    /// the old record cannot be retired and a load still finds it live, the
+    /// new one is deleted again and the client keeps the old id, with this
+    /// request's changes still pending on it (found gone, the old record was
+    /// retired by a touch whose answer was lost, and the client gets the new
+    /// id). A session another request ended meanwhile stays ended
     /// (the cookie is removed), also when deleting its new record fails. A
     /// session not yet stored needs no rotation (it will get a
     /// fresh id when stored) and this does nothing.
