@@ -81,6 +81,10 @@ macro_rules! store_conformance {
             records_expire_when_their_deadline_passes,
             expired_id_can_be_created_again,
             delete_expired_leaves_live_records,
+            delete_expired_spares_touched_records,
+            save_after_expiry_never_brings_the_record_back,
+            delete_owner_counts_only_live_records,
+            touch_to_an_earlier_deadline_ends_the_record_then,
             delete_is_idempotent,
             owner_index_lists_and_deletes,
             owner_index_follows_saves_and_deletes,
@@ -386,12 +390,28 @@ pub async fn touch_to_the_same_or_a_past_deadline(store: impl Store) {
     assert_eq!(store.delete_owner(&owner).await.expect("delete owner"), 0);
 }
 
+/// `create` of a record that is already expired: the contract lets the
+/// store write it or not, and the answer is `Created` either way.
+async fn create_expired(store: &dyn Store, r: &Record) {
+    assert_eq!(
+        store.create(r).await.expect("create"),
+        Created::Created,
+        "a create of an already expired record must answer Created (written or not)"
+    );
+}
+
 /// A record whose deadline is already past, or is the very instant of its
 /// creation, is never returned: a record is expired from `expires_at` on.
+/// Its create answers `Created`, and an owner's index does not list it.
 pub async fn expired_records_are_never_loaded(store: impl Store) {
-    let r = expired_record();
-    // A store may refuse or accept it; either way it must not load.
-    let _ = store.create(&r).await.expect("create");
+    let mut r = expired_record();
+    let owner = random_owner();
+    r.owner = Some(owner.clone());
+    create_expired(&store, &r).await;
+    assert!(
+        store.ids_of_owner(&owner).await.expect("list").is_empty(),
+        "an expired record must never be listed under its owner"
+    );
     assert_eq!(
         load(&store, &r.id).await,
         None,
@@ -399,7 +419,7 @@ pub async fn expired_records_are_never_loaded(store: impl Store) {
     );
     let t = now();
     let at_deadline = Record::new(random_rid(), t, t);
-    let _ = store.create(&at_deadline).await.expect("create");
+    create_expired(&store, &at_deadline).await;
     assert_eq!(
         load(&store, &at_deadline.id).await,
         None,
@@ -426,7 +446,7 @@ pub async fn records_expire_when_their_deadline_passes(store: impl Store) {
 /// An expired id is free: `create` succeeds on it.
 pub async fn expired_id_can_be_created_again(store: impl Store) {
     let old = expired_record();
-    let _ = store.create(&old).await.expect("create");
+    create_expired(&store, &old).await;
     let mut fresh = record(hour());
     fresh.id = old.id;
     create(&store, &fresh).await;
@@ -438,10 +458,63 @@ pub async fn delete_expired_leaves_live_records(store: impl Store) {
     let live = record(hour());
     create(&store, &live).await;
     let dead = expired_record();
-    let _ = store.create(&dead).await.expect("create");
-    let _removed = store.delete_expired().await.expect("delete_expired");
+    create_expired(&store, &dead).await;
+    store.delete_expired().await.expect("delete_expired");
     assert_eq!(load(&store, &live.id).await, Some(live));
     assert_eq!(load(&store, &dead.id).await, None);
+}
+
+/// A sweep keeps a record whose deadline a touch moved past the one it was
+/// created with, and its owner's index keeps listing it (a store that
+/// sweeps by an expiry index must follow touches).
+pub async fn delete_expired_spares_touched_records(store: impl Store) {
+    let alice = random_owner();
+    let mut touched = record(Duration::from_millis(800));
+    touched.owner = Some(alice.clone());
+    create(&store, &touched).await;
+    let mut left = record(Duration::from_millis(800));
+    left.owner = Some(alice.clone());
+    create(&store, &left).await;
+    assert!(store
+        .touch(&touched.id, touched.version, Some(&alice), now() + hour())
+        .await
+        .expect("touch"));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    store.delete_expired().await.expect("delete_expired");
+    assert!(
+        load(&store, &touched.id).await.is_some(),
+        "a sweep removed a record whose deadline a touch had moved on"
+    );
+    assert_eq!(load(&store, &left.id).await, None);
+    assert_eq!(
+        store.ids_of_owner(&alice).await.expect("list"),
+        vec![touched.id]
+    );
+}
+
+/// A save of a record that expired meanwhile, carrying a deadline in the
+/// future, answers `Missing` and brings nothing back: the expired record is
+/// gone, not a row to update.
+pub async fn save_after_expiry_never_brings_the_record_back(store: impl Store) {
+    let alice = random_owner();
+    let mut r = record(Duration::from_millis(800));
+    r.owner = Some(alice.clone());
+    create(&store, &r).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut next = r.clone();
+    next.version = 1;
+    next.expires_at = now() + hour();
+    assert_eq!(
+        store.save(&next, 0).await.expect("save"),
+        Saved::Missing,
+        "a save of an expired record must answer Missing"
+    );
+    assert_eq!(
+        load(&store, &r.id).await,
+        None,
+        "a save revived an expired record"
+    );
+    assert!(store.ids_of_owner(&alice).await.expect("list").is_empty());
 }
 
 /// Deleting twice, or deleting what never existed, is fine.
@@ -536,6 +609,31 @@ pub async fn owner_index_follows_saves_and_deletes(store: impl Store) {
     create(&store, &s).await;
     store.delete(&s.id).await.expect("delete");
     assert!(store.ids_of_owner(&alice).await.expect("list").is_empty());
+    assert_eq!(
+        store.delete_owner(&alice).await.expect("delete owner"),
+        0,
+        "delete_owner counted a record that was deleted or moved to another owner"
+    );
+    assert!(
+        load(&store, &r.id).await.is_some(),
+        "delete_owner of a former owner deleted the record"
+    );
+    // From no owner to one, and a conflicting save that would have set one.
+    let carol = random_owner();
+    r.version = 3;
+    r.owner = Some(carol.clone());
+    assert_eq!(store.save(&r, 2).await.expect("save"), Saved::Saved);
+    assert_eq!(store.ids_of_owner(&carol).await.expect("list"), vec![r.id]);
+    let dave = random_owner();
+    let mut stale = r.clone();
+    stale.version = 3;
+    stale.owner = Some(dave.clone());
+    assert_eq!(store.save(&stale, 2).await.expect("save"), Saved::Conflict);
+    assert!(
+        store.ids_of_owner(&dave).await.expect("list").is_empty(),
+        "a save that conflicted changed the owner index"
+    );
+    assert_eq!(store.ids_of_owner(&carol).await.expect("list"), vec![r.id]);
 }
 
 /// Expired records do not appear in the owner index, nor in the count of
@@ -544,7 +642,7 @@ pub async fn owner_index_hides_expired_records(store: impl Store) {
     let alice = random_owner();
     let mut dead = expired_record();
     dead.owner = Some(alice.clone());
-    let _ = store.create(&dead).await.expect("create");
+    create_expired(&store, &dead).await;
     let mut soon = record(Duration::from_millis(800));
     soon.owner = Some(alice.clone());
     create(&store, &soon).await;
@@ -559,6 +657,51 @@ pub async fn owner_index_hides_expired_records(store: impl Store) {
         0,
         "delete_owner counts the live records it deleted, not expired ones"
     );
+}
+
+/// `delete_owner` called first (no listing before it, for stores that
+/// clean their index lazily) deletes and counts the owner's live records
+/// only, not those that expired.
+pub async fn delete_owner_counts_only_live_records(store: impl Store) {
+    let alice = random_owner();
+    let mut live = record(hour());
+    live.owner = Some(alice.clone());
+    create(&store, &live).await;
+    let mut soon = record(Duration::from_millis(800));
+    soon.owner = Some(alice.clone());
+    create(&store, &soon).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        store.delete_owner(&alice).await.expect("delete owner"),
+        1,
+        "delete_owner counts the live records it deleted, not expired ones"
+    );
+    assert_eq!(load(&store, &live.id).await, None);
+    assert!(store.ids_of_owner(&alice).await.expect("list").is_empty());
+}
+
+/// A touch may move a deadline earlier while it is still in the future:
+/// the record then expires at the new deadline, and leaves its owner's
+/// index with it.
+pub async fn touch_to_an_earlier_deadline_ends_the_record_then(store: impl Store) {
+    let alice = random_owner();
+    let mut r = record(hour());
+    r.owner = Some(alice.clone());
+    create(&store, &r).await;
+    let sooner = now() + Duration::from_millis(800);
+    assert!(store
+        .touch(&r.id, r.version, Some(&alice), sooner)
+        .await
+        .expect("touch"));
+    assert_eq!(
+        load(&store, &r.id).await.map(|r| r.expires_at),
+        Some(sooner),
+        "a load must return the deadline of the latest touch, earlier ones too"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(load(&store, &r.id).await, None);
+    assert!(store.ids_of_owner(&alice).await.expect("list").is_empty());
+    assert_eq!(store.delete_owner(&alice).await.expect("delete owner"), 0);
 }
 
 /// A touched session stays listed past its original deadline.

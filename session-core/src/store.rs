@@ -41,7 +41,9 @@ pub enum Saved {
 ///
 /// The conformance suite (feature `conformance`, macro
 /// [`store_conformance!`](crate::store_conformance)) checks every point below
-/// but the count `delete_expired` returns.
+/// but the count `delete_expired` returns and what a store does with a record
+/// that does not decode (the suite cannot corrupt a store's bytes; the
+/// workspace's stores test that each in its own way).
 ///
 /// * A record is live while the store's clock is before its `expires_at`, and
 ///   expired from that instant on. Stores use the system clock
@@ -49,7 +51,10 @@ pub enum Saved {
 ///   and need not: the manager checks every record it loads against its own.
 /// * `load` never returns an expired record, and returns the `expires_at` of
 ///   the latest `touch`. A record that does not decode is no session: log it
-///   and return `Ok(None)`, as the workspace's stores do; errors are for a
+///   and return `Ok(None)`, as the workspace's stores whose bytes live outside
+///   the process do (Redis, SQL, sled; `MemoryStore`'s never leave it, so
+///   bytes there that do not decode are a bug, reported as
+///   [`StoreErrorKind::Corrupted`](crate::StoreErrorKind::Corrupted)); errors are for a
 ///   backend that cannot answer.
 /// * `create` inserts only if no live record has the id. A record that is
 ///   already expired may be written or not; either way the answer is
