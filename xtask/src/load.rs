@@ -953,6 +953,28 @@ What changed in `session 18` (profile rows `session 18, before (reply timer)` an
   (tower-sessions 59 %, the floor 98 %); on actix-web, whose bare runs stayed within
   2 % (104k-106k), 112 %, 95 % and 69 % (actix-session's cookie store 82 %, 68 %, 70 %).
 
+What changed in `session 19` (row `session 19`; the load table above is session 18's):
+
+* Nothing meant for the measured paths. Fixes from reviews of the update, rotation and
+  Redis logout-everywhere code: a request's copy of its session carries an epoch and its
+  change log counts positions, so that an update waiting for its turn or its save while
+  another handle of the request rotates or ends the session starts over instead of
+  ending the new session or writing a retired record, and a save whose outcome is
+  unknown (a timeout) is not replayed by the commit; a rotation that cannot retire its
+  old record, which a load still finds live, is undone; `RedisStore`'s `delete_owner`
+  lists the owner's index again when a listed record was gone. On the measured paths
+  that is two integers in the request's state and a comparison after each wait: row
+  `session 19` is within 1 % of `session 18` in every column of ours (a contended memory
+  `write` 26 678 to 26 916, +0.9 %, where tower-sessions' unchanged `write` moved +1.3 %;
+  memory `read` 24 002 to 23 972, Redis `read` 35 051 to 34 942).
+* This session's machine had hardware performance counters (`perf stat -e
+  cycles,instructions` works; earlier machines offered software counters only). Natively,
+  a memory `read` at 16 connections cost the server about 28.7k instructions per request,
+  user and kernel together, against bare axum's 25.3k and `axum-floor`'s 26.0k, and in
+  two alternating runs 35.0k and 35.1k cycles against bare's 33.1k and 34.6k (the floor:
+  32.5k and 37.1k), about 4 % more, inside this machine's spread. Its load runs were as noisy as session 18's (the same server and scenario
+  ranged from 25k to 53k req/s minutes apart), so no load table was regenerated.
+
 What is still between ours and the ceiling, by the profile (row `session 18`) and the
 load runs (session 18's above, whose axum ratios to bare sit about 15 % low, and the
 earlier ones):
