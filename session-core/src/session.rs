@@ -736,7 +736,9 @@ impl Session {
     /// by one save (group commit); if another process saved the session in
     /// between, none of them is acknowledged: the fresh record is loaded and
     /// `f` runs again. So 100 concurrent increments end at exactly 100.
-    /// Returns the value as saved.
+    /// Returns the value as saved. `f` may run more than once (after such a
+    /// conflict, or when another handle of the request rotates or destroys
+    /// the session while the update waits): keep side effects out of it.
     ///
     /// An update in a request that has already read the session starts from
     /// that copy instead of loading it again (one load and one save for the
@@ -750,11 +752,17 @@ impl Session {
     /// may hold the turn that other updates of this session (and of the few
     /// sessions sharing its turn) wait for. Dropped before it returns, the
     /// update may or may not have been written (it was not acknowledged).
-    /// So may one that fails with a store error or timeout, and with it the
-    /// request's earlier pending changes, which its save carried: they leave
-    /// the request's change log, so that the commit, should it find a newer
-    /// record, does not apply them again over what other requests wrote
-    /// since.
+    /// So may one whose save fails with a store error or timeout, and with
+    /// it the request's earlier pending changes, which that save carried:
+    /// they leave the request's change log, so that the commit, should it
+    /// find a newer record, does not apply them again over what other
+    /// requests wrote since.
+    ///
+    /// While another handle of the same request rotates the session, an
+    /// update that saved to the old record first is carried over to the new
+    /// one with the rest, except by a `logout` that could not retire the old
+    /// record (which deletes it, with the update) or a rotation that could
+    /// not find out whether the old record was retired.
     ///
     /// # Errors
     /// [`Error::Contention`] when the retries run out, [`Error::Ended`] when
@@ -1206,7 +1214,9 @@ impl Session {
     /// and the old one is retired only after that (expired by a touch that
     /// checks its version, so that a write landing meanwhile is carried over
     /// too, then deleted), so a failure leaves the old session intact: when
-    /// the old record cannot be retired and a load still finds it live, the
+    /// the old record cannot be retired (other than by a timeout, after
+    /// which the retiring touch may still land) and a load still finds it
+    /// live, the
     /// new one is deleted again and the client keeps the old id, with this
     /// request's changes still pending on it (found gone, the old record was
     /// retired by a touch whose answer was lost, and the client gets the new
@@ -1775,7 +1785,12 @@ impl Session {
                 )
                 .await;
             if let Err(e) = retired {
-                if undo && !state.ended && self.is_still_live(old_rid).await {
+                // After a timeout the retiring touch may still land (a
+                // statement under way, a command resent): a load cannot
+                // tell, so the client keeps the new record, as when the old
+                // one is found gone.
+                let unknown = matches!(e, Error::Timeout { .. });
+                if undo && !state.ended && !unknown && self.is_still_live(old_rid).await {
                     // The old record is still live: the rotation is undone,
                     // so the client keeps the old id with this request's
                     // changes pending, and no write acknowledged on the old
@@ -3823,6 +3838,9 @@ mod tests {
         slow_saves: Arc<AtomicBool>,
         /// Touches land, then fail (the reply is lost on the way).
         lose_touch_replies: Arc<AtomicBool>,
+        /// Touches never answer (the store timeout ends them) and land a
+        /// minute later.
+        late_touches: Arc<AtomicBool>,
     }
 
     impl Hooked {
@@ -3841,6 +3859,7 @@ mod tests {
                 fail_deletes: Arc::default(),
                 slow_saves: Arc::default(),
                 lose_touch_replies: Arc::default(),
+                late_touches: Arc::default(),
             };
             let manager = Manager::new(hooked.clone(), Config::default()).with_clock(clock.clone());
             let f = Fixture {
@@ -3898,6 +3917,16 @@ mod tests {
         ) -> std::result::Result<bool, StoreError> {
             if self.fail_touches.load(Ordering::SeqCst) {
                 return Err(StoreError::new(StoreErrorKind::Unavailable, "touches fail"));
+            }
+            if self.late_touches.load(Ordering::SeqCst) {
+                let (inner, id, owner) = (self.inner.clone(), *id, owner.map(str::to_owned));
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    let _ = inner
+                        .touch(&id, version, owner.as_deref(), expires_at)
+                        .await;
+                });
+                std::future::pending::<()>().await;
             }
             let touched = self.inner.touch(id, version, owner, expires_at).await;
             if self.lose_touch_replies.load(Ordering::SeqCst) {
@@ -3994,6 +4023,28 @@ mod tests {
             assert_eq!(kept.get_string("name").await.unwrap(), "iris");
             assert!(f.open(Some(&cookie)).is_empty().await.unwrap());
         }
+    }
+
+    /// A rotation whose retiring touch timed out is not undone, although a
+    /// load still finds the old record live: the touch may land later (here
+    /// it does), and the client then needs the new record.
+    #[tokio::test(start_paused = true)]
+    async fn a_rotation_whose_retirement_timed_out_keeps_the_new_record() {
+        let (f, hook) = Hooked::fixture(false, false);
+        let cookie = f.stored().await;
+        let s = f.open(Some(&cookie));
+        s.insert("cart", &3).await.unwrap();
+        hook.late_touches.store(true, Ordering::SeqCst);
+        let rotated = s.cycle_id().await;
+        assert!(matches!(rotated, Err(Error::Timeout { .. })), "{rotated:?}");
+        hook.late_touches.store(false, Ordering::SeqCst);
+        // The touch lands.
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        assert!(f.open(Some(&cookie)).is_empty().await.unwrap());
+        let new = value(s.commit().await.unwrap());
+        let kept = f.open(Some(&new));
+        assert_eq!(kept.get::<i64>("cart").await.unwrap(), Some(3));
+        assert_eq!(kept.get_string("name").await.unwrap(), "iris");
     }
 
     /// A login that fails to write its new record while an update of the
