@@ -3048,23 +3048,44 @@ mod tests {
         assert!(f.open(Some(&cookie)).is_empty().await.unwrap());
     }
 
+    /// A request on a stored session increments `n`; while the increment
+    /// waits for its gathered save (written first if `saver_first`), another
+    /// handle of the request runs `other`. Returns the fixture, the old
+    /// cookie, the session and what the increment returned.
+    async fn overtaken<F, Fut>(
+        saver_first: bool,
+        other: F,
+    ) -> (Fixture, String, Session, Result<i64>)
+    where
+        F: FnOnce(Session) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let f = fixture();
+        let cookie = f.stored().await;
+        let s = f.open(Some(&cookie));
+        assert_eq!(s.get_string("name").await.unwrap(), "iris");
+        let updated = {
+            let mut update = std::pin::pin!(s.increment("n", 1));
+            assert!(poll_once(update.as_mut()).is_pending(), "saved at once");
+            if saver_first {
+                f.let_the_saver_write().await;
+            }
+            other(s.clone()).await;
+            update.await
+        };
+        (f, cookie, s, updated)
+    }
+
     /// An update waiting for its gathered save while another handle of the
     /// request destroys the session: whether the save lands first or is
     /// refused, the session stays destroyed.
     #[tokio::test]
     async fn an_update_overtaken_by_a_destroy_of_its_session_does_not_bring_it_back() {
         for saver_first in [false, true] {
-            let f = fixture();
-            let cookie = f.stored().await;
-            let s = f.open(Some(&cookie));
-            assert_eq!(s.get_string("name").await.unwrap(), "iris");
-            let mut update = std::pin::pin!(s.increment("n", 1));
-            assert!(poll_once(update.as_mut()).is_pending(), "saved at once");
-            if saver_first {
-                f.let_the_saver_write().await;
-            }
-            s.destroy().await.unwrap();
-            let updated = update.await;
+            let (f, _, s, updated) = overtaken(saver_first, |other| async move {
+                other.destroy().await.unwrap();
+            })
+            .await;
             if saver_first {
                 assert_eq!(updated.unwrap(), 1);
             } else {
@@ -3084,17 +3105,11 @@ mod tests {
     #[tokio::test]
     async fn an_update_overtaken_by_a_rotation_of_its_session_lands_in_the_new_one() {
         for saver_first in [false, true] {
-            let f = fixture();
-            let cookie = f.stored().await;
-            let s = f.open(Some(&cookie));
-            assert_eq!(s.get_string("name").await.unwrap(), "iris");
-            let mut update = std::pin::pin!(s.increment("n", 1));
-            assert!(poll_once(update.as_mut()).is_pending(), "saved at once");
-            if saver_first {
-                f.let_the_saver_write().await;
-            }
-            s.login("alice").await.unwrap();
-            assert_eq!(update.await.unwrap(), 1);
+            let (f, cookie, s, updated) = overtaken(saver_first, |other| async move {
+                other.login("alice").await.unwrap();
+            })
+            .await;
+            assert_eq!(updated.unwrap(), 1);
             assert_eq!(s.owner().await.unwrap().as_deref(), Some("alice"));
             assert_eq!(s.get::<i64>("n").await.unwrap(), Some(1));
             let rotated = value(s.commit().await.unwrap());
@@ -3969,24 +3984,36 @@ mod tests {
         assert!(matches!(s.commit().await.unwrap(), SetCookie::Remove));
     }
 
+    /// A request on a stored session (`name = "iris"`) that sets `cart = 3`
+    /// and rotates it (a login, or `cycle_id`) while the `fault` of the
+    /// store is raised: the fixture, the old cookie, the session and what
+    /// the rotation returned.
+    async fn rotated_under(
+        fault: fn(&Hooked) -> Arc<AtomicBool>,
+        login: bool,
+    ) -> (Fixture, String, Session, Result<()>) {
+        let (f, hook) = Hooked::fixture(false, false);
+        let cookie = f.stored().await;
+        let s = f.open(Some(&cookie));
+        s.insert("cart", &3).await.unwrap();
+        fault(&hook).store(true, Ordering::SeqCst);
+        let rotated = if login {
+            s.login("alice").await
+        } else {
+            s.cycle_id().await
+        };
+        fault(&hook).store(false, Ordering::SeqCst);
+        (f, cookie, s, rotated)
+    }
+
     /// A rotation that wrote its new record but cannot retire the old one
     /// is undone: the new record is deleted, the client keeps the old id,
     /// and the request's changes are still saved to it.
     #[tokio::test]
     async fn a_rotation_that_cannot_retire_the_old_record_is_undone() {
         for login in [false, true] {
-            let (f, hook) = Hooked::fixture(false, false);
-            let cookie = f.stored().await;
-            let s = f.open(Some(&cookie));
-            s.insert("cart", &3).await.unwrap();
-            hook.fail_touches.store(true, Ordering::SeqCst);
-            let rotated = if login {
-                s.login("alice").await
-            } else {
-                s.cycle_id().await
-            };
+            let (f, cookie, s, rotated) = rotated_under(|h| h.fail_touches.clone(), login).await;
             assert!(matches!(rotated, Err(Error::Store { .. })), "{rotated:?}");
-            hook.fail_touches.store(false, Ordering::SeqCst);
             assert_eq!(s.owner().await.unwrap(), None);
             assert!(matches!(s.commit().await.unwrap(), SetCookie::Unchanged));
             // Only the old record is left, with the request's write.
@@ -4004,18 +4031,9 @@ mod tests {
     #[tokio::test]
     async fn a_rotation_whose_retirement_landed_unanswered_keeps_the_new_record() {
         for login in [false, true] {
-            let (f, hook) = Hooked::fixture(false, false);
-            let cookie = f.stored().await;
-            let s = f.open(Some(&cookie));
-            s.insert("cart", &3).await.unwrap();
-            hook.lose_touch_replies.store(true, Ordering::SeqCst);
-            let rotated = if login {
-                s.login("alice").await
-            } else {
-                s.cycle_id().await
-            };
+            let (f, cookie, s, rotated) =
+                rotated_under(|h| h.lose_touch_replies.clone(), login).await;
             assert!(matches!(rotated, Err(Error::Store { .. })), "{rotated:?}");
-            hook.lose_touch_replies.store(false, Ordering::SeqCst);
             let new = value(s.commit().await.unwrap());
             assert_ne!(new, cookie);
             let kept = f.open(Some(&new));
@@ -4030,14 +4048,8 @@ mod tests {
     /// it does), and the client then needs the new record.
     #[tokio::test(start_paused = true)]
     async fn a_rotation_whose_retirement_timed_out_keeps_the_new_record() {
-        let (f, hook) = Hooked::fixture(false, false);
-        let cookie = f.stored().await;
-        let s = f.open(Some(&cookie));
-        s.insert("cart", &3).await.unwrap();
-        hook.late_touches.store(true, Ordering::SeqCst);
-        let rotated = s.cycle_id().await;
+        let (f, cookie, s, rotated) = rotated_under(|h| h.late_touches.clone(), false).await;
         assert!(matches!(rotated, Err(Error::Timeout { .. })), "{rotated:?}");
-        hook.late_touches.store(false, Ordering::SeqCst);
         // The touch lands.
         tokio::time::sleep(Duration::from_secs(120)).await;
         assert!(f.open(Some(&cookie)).is_empty().await.unwrap());
