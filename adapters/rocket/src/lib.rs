@@ -69,6 +69,14 @@ pub use session_core::{
 };
 
 /// Adds sessions to every request of the Rocket it is attached to.
+///
+/// When the session cannot be committed after the handler (the store is
+/// down, say), the fairing answers a bare error (503, or 500) with
+/// `Cache-Control: no-store` in place of the handler's response. Rocket
+/// runs response fairings in the order they were attached, so attach this
+/// one before fairings that add response headers (CORS, security headers):
+/// theirs are then added to that error response too, where the headers of
+/// a fairing attached before it go with the handler's response.
 #[derive(Clone, Debug)]
 pub struct SessionFairing {
     manager: Manager,

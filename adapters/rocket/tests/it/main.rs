@@ -152,6 +152,37 @@ mod rocket_only {
         assert_eq!(res.headers().get("set-cookie").count(), 1);
     }
 
+    /// A commit that fails answers a bare error in place of the handler's
+    /// response. Rocket runs response fairings in the order they were
+    /// attached: the headers of one attached after the session fairing are
+    /// kept, those of one attached before it go with the handler's response
+    /// (as those of middleware inside the session layer do on axum and
+    /// actix-web).
+    #[tokio::test]
+    async fn a_failed_commit_keeps_the_headers_of_fairings_attached_after_it() {
+        use rocket::fairing::AdHoc;
+        let store = session_core::testing::Instrumented::new(MemoryStore::new());
+        let manager = Manager::new(store.clone(), Config::default());
+        let header = |name: &'static str| {
+            AdHoc::on_response(name, move |_, res| {
+                Box::pin(async move {
+                    res.set_raw_header(name, "1");
+                })
+            })
+        };
+        let rocket = rocket::build()
+            .attach(header("x-before"))
+            .attach(SessionFairing::new(manager))
+            .attach(header("x-after"))
+            .mount("/", routes![fail]);
+        let client = Client::untracked(rocket).await.expect("client");
+        store.fail_with(Some(session_core::StoreErrorKind::Unavailable));
+        let res = client.get("/fail").dispatch().await;
+        assert_eq!(res.status(), Status::ServiceUnavailable);
+        assert_eq!(res.headers().get_one("x-after"), Some("1"));
+        assert_eq!(res.headers().get_one("x-before"), None);
+    }
+
     #[tokio::test]
     async fn handler_errors_still_save_and_keep_their_status() {
         let manager = Manager::new(MemoryStore::new(), Config::default());
