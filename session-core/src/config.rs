@@ -413,7 +413,10 @@ impl ConfigBuilder {
 
     /// Caps the sessions one owner may have: when a login goes past the cap,
     /// the owner's oldest sessions end. Default none (no cap). Must be at
-    /// least 1.
+    /// least 1. The cap is enforced after the login, as far as the store
+    /// allows: when the store fails then, the login stands (the error is
+    /// logged) and the owner's next login enforces the cap; two logins at
+    /// once end only sessions older than their own, so the newest stay.
     pub fn with_max_sessions_per_owner(mut self, max: Option<usize>) -> Self {
         self.0.max_sessions_per_owner = max;
         self

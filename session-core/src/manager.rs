@@ -364,9 +364,32 @@ impl Manager {
         Ok(())
     }
 
-    /// Ends the oldest sessions of `owner` beyond the configured cap, never
-    /// `keep` (the session that just logged in).
-    pub(crate) async fn enforce_owner_cap(&self, owner: &str, keep: &RecordId) -> Result<()> {
+    /// Ends the oldest sessions of `owner` beyond the configured cap after a
+    /// login made `keep` (created at `created_at`). Best effort: the login
+    /// has happened, so a store failure here is logged, and the next login
+    /// of the owner enforces the cap again.
+    pub(crate) async fn enforce_owner_cap(
+        &self,
+        owner: &str,
+        keep: &RecordId,
+        created_at: Timestamp,
+    ) {
+        if let Err(error) = self.end_sessions_over_cap(owner, keep, created_at).await {
+            tracing::warn!(%error, "a login could not end its owner's sessions over the cap; the next login tries again");
+        }
+    }
+
+    /// [`enforce_owner_cap`](Self::enforce_owner_cap): the owner's newest
+    /// sessions (by creation, then record id) up to the cap stay, and of the
+    /// others only those older than `keep` end. Two logins of one owner at
+    /// once each see the other's session; neither ends one newer than its
+    /// own, so the newest survives instead of each ending the other's.
+    async fn end_sessions_over_cap(
+        &self,
+        owner: &str,
+        keep: &RecordId,
+        created_at: Timestamp,
+    ) -> Result<()> {
         let Some(cap) = self.inner.config.max_sessions_per_owner else {
             return Ok(());
         };
@@ -374,16 +397,19 @@ impl Manager {
         if ids.len() <= cap {
             return Ok(());
         }
-        let mut others = Vec::with_capacity(ids.len());
+        let now = self.now();
+        let mine = (created_at, *keep);
+        let mut all = vec![mine];
         for id in ids.iter().filter(|id| *id != keep) {
-            if let Some(record) = self.call("load", self.inner.store.load(id)).await? {
-                others.push((record.created_at, *id));
+            let found = self.call("load", self.inner.store.load(id)).await?;
+            if let Some(record) = found.filter(|r| r.id == *id && self.is_owned_by(r, owner, now)) {
+                all.push((record.created_at, *id));
             }
         }
-        // Oldest first; `keep` counts towards the cap.
-        others.sort();
-        let excess = (others.len() + 1).saturating_sub(cap);
-        for (_, id) in others.into_iter().take(excess) {
+        // Oldest first; the last `cap` stay.
+        all.sort();
+        let over = all.len().saturating_sub(cap);
+        for (_, id) in all.into_iter().take(over).filter(|older| *older < mine) {
             self.destroy_record(&id).await?;
             tracing::info!(id = %id.short(), "session ended: its owner is over the session cap");
         }

@@ -1814,7 +1814,7 @@ impl Session {
         }
         if let (Some(owner), Some(keep)) = (state.owner.clone(), new_rid) {
             if state.owner != previous_owner || old.is_none() {
-                manager.enforce_owner_cap(&owner, &keep).await?;
+                manager.enforce_owner_cap(&owner, &keep, created_at).await;
             }
         }
         Ok(())
@@ -3856,6 +3856,8 @@ mod tests {
         /// Touches never answer (the store timeout ends them) and land a
         /// minute later.
         late_touches: Arc<AtomicBool>,
+        /// Listings of an owner's sessions fail.
+        fail_listings: Arc<AtomicBool>,
     }
 
     impl Hooked {
@@ -3875,6 +3877,7 @@ mod tests {
                 slow_saves: Arc::default(),
                 lose_touch_replies: Arc::default(),
                 late_touches: Arc::default(),
+                fail_listings: Arc::default(),
             };
             let manager = Manager::new(hooked.clone(), Config::default()).with_clock(clock.clone());
             let f = Fixture {
@@ -3962,11 +3965,72 @@ mod tests {
             &self,
             owner: &str,
         ) -> std::result::Result<Vec<RecordId>, StoreError> {
+            if self.fail_listings.load(Ordering::SeqCst) {
+                return Err(StoreError::new(
+                    StoreErrorKind::Unavailable,
+                    "listings fail",
+                ));
+            }
             self.inner.ids_of_owner(owner).await
         }
         async fn delete_owner(&self, owner: &str) -> std::result::Result<u64, StoreError> {
             self.inner.delete_owner(owner).await
         }
+    }
+
+    /// A login whose owner's session cap cannot be enforced (the listing
+    /// fails) stands: the client is logged in, and the owner's next login
+    /// enforces the cap.
+    #[tokio::test]
+    async fn a_login_stands_when_its_owner_cap_cannot_be_enforced() {
+        let (f, hook) = Hooked::fixture(false, false);
+        let config = Config::builder().with_max_sessions_per_owner(Some(1));
+        let capped =
+            Manager::new(hook.clone(), config.build().unwrap()).with_clock(f.clock.clone());
+        let login = || async {
+            // Each login a second after the one before: creation orders them.
+            f.clock.advance(Duration::from_secs(1));
+            let s = capped.session_from_cookies(None::<&str>);
+            let logged_in = s.login("alice").await;
+            (s, logged_in)
+        };
+        let (first, logged_in) = login().await;
+        logged_in.unwrap();
+        value(first.commit().await.unwrap());
+        hook.fail_listings.store(true, Ordering::SeqCst);
+        let (second, logged_in) = login().await;
+        logged_in.unwrap();
+        assert_eq!(second.owner().await.unwrap().as_deref(), Some("alice"));
+        value(second.commit().await.unwrap());
+        hook.fail_listings.store(false, Ordering::SeqCst);
+        assert_eq!(capped.sessions_of("alice").await.unwrap().len(), 2);
+        let (third, logged_in) = login().await;
+        logged_in.unwrap();
+        let kept = value(third.commit().await.unwrap());
+        let left = capped.sessions_of("alice").await.unwrap();
+        assert_eq!(left, vec![Id::parse(&kept).unwrap().record_id()]);
+    }
+
+    /// Two logins of one owner at once under a cap of one (a double-clicked
+    /// login button): each sees the other's new session, and the newer one
+    /// stays, instead of each ending the other's.
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_logins_under_a_cap_of_one_leave_one_session() {
+        let f = fixture_with(Config::builder().with_max_sessions_per_owner(Some(1)));
+        // Every call takes a while, so the two logins interleave.
+        f.store.delay(Some(Duration::from_millis(10)));
+        let (a, b) = (f.open(None), f.open(None));
+        let (ra, rb) = tokio::join!(a.login("alice"), b.login("alice"));
+        ra.unwrap();
+        rb.unwrap();
+        let (ca, cb) = (a.commit().await.unwrap(), b.commit().await.unwrap());
+        f.store.delay(None);
+        let left = f.manager.sessions_of("alice").await.unwrap();
+        assert_eq!(left.len(), 1, "{left:?}");
+        let survivor = [value(ca), value(cb)]
+            .into_iter()
+            .find(|c| Id::parse(c).unwrap().record_id() == left[0]);
+        assert!(survivor.is_some(), "the session left is neither login's");
     }
 
     /// A session that another request destroys while this one rotates it
