@@ -163,12 +163,14 @@ impl Shard {
         expired.len() as u64
     }
 
-    /// Upkeep after a write: the periodic sweep, then, over `budget`, evicts
-    /// the sessions closest to their deadline (the least recently active, as
-    /// idle deadlines move with activity) down to 7/8 of it, sparing `keep`.
-    /// Returns how many live sessions were evicted.
+    /// Upkeep after a write: the sweep, when due or when the shard is over
+    /// `budget` (expired entries go before any live one is evicted), then,
+    /// still over `budget`, evicts the sessions closest to their deadline
+    /// (the least recently active, as idle deadlines move with activity)
+    /// down to 7/8 of it, sparing `keep`. Returns how many live sessions
+    /// were evicted.
     fn upkeep(&mut self, budget: u64, keep: &RecordId, now: i64, owners: &OwnerIndex) -> usize {
-        if Instant::now() >= self.next_sweep {
+        if self.bytes > budget || Instant::now() >= self.next_sweep {
             self.sweep(now, owners);
         }
         if self.bytes <= budget {
@@ -213,9 +215,10 @@ struct Inner {
 ///   further out), so a flood of new sessions cannot exhaust memory. One
 ///   session larger than `max_bytes / 128` is refused.
 /// * Each record is dead at its own deadline (idle or absolute) and never
-///   returned after it; expired sessions leave memory when next looked up, at
-///   the latest at the next write to their shard ten seconds on, or at
-///   [`Store::delete_expired`] (the [`Sweeper`](session_core::Sweeper)).
+///   returned after it; expired sessions leave memory when next looked up,
+///   at the first create or save in their shard ten seconds on (or at once,
+///   when the shard is over its budget), or at [`Store::delete_expired`] (the
+///   [`Sweeper`](session_core::Sweeper)).
 /// * Every operation is atomic under its shard's lock (held only for the
 ///   in-memory work, never across an `.await`), so `save` is an exact
 ///   compare-and-set; `touch` rewrites only the deadline.
@@ -710,6 +713,36 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(80)).await;
         assert_eq!(store.remove_expired(), 1);
         assert_eq!(store.len(), 1);
+    }
+
+    /// Over budget, a shard drops its expired sessions before evicting live
+    /// ones, and `evicted` counts only the live sessions it lost.
+    #[tokio::test]
+    async fn eviction_counts_live_sessions_only() {
+        let store = MemoryStore::builder().max_bytes(1024 * 1024).build();
+        for _ in 0..1_500 {
+            let mut short = record(100);
+            short.expires_at = Timestamp::now() + Duration::from_millis(50);
+            store.create(&short).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        let mut created = Vec::new();
+        for _ in 0..2_000 {
+            let r = record(1024);
+            store.create(&r).await.unwrap();
+            created.push(r.id);
+        }
+        let mut lost = 0;
+        for id in &created {
+            if store.load(id).await.unwrap().is_none() {
+                lost += 1;
+            }
+        }
+        assert!(
+            lost > 0,
+            "nothing was evicted: the test needs a fuller store"
+        );
+        assert_eq!(store.evicted(), lost);
     }
 
     #[tokio::test]
