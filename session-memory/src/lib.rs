@@ -251,6 +251,11 @@ impl Default for MemoryStore {
     }
 }
 
+/// The least memory budget a [`MemoryStore`] takes
+/// ([`MemoryStoreBuilder::max_bytes`] raises smaller ones to it): 256 KiB,
+/// in which each session may take up to 2 KiB.
+pub const MIN_MAX_BYTES: u64 = 256 * 1024;
+
 /// Builds a [`MemoryStore`].
 #[derive(Debug, Clone)]
 #[must_use]
@@ -265,10 +270,11 @@ impl MemoryStoreBuilder {
     /// session may take at most half a shard's share (`max_bytes / 128`, 2 MiB
     /// by default): a larger one is refused
     /// ([`StoreErrorKind::Rejected`](session_core::StoreErrorKind::Rejected))
-    /// rather than pushing out every other session of its shard. Budgets
-    /// under 64 KiB therefore leave room only for sessions under 512 bytes.
+    /// rather than pushing out every other session of its shard. A budget
+    /// under [`MIN_MAX_BYTES`] (256 KiB, so sessions up to 2 KiB fit) is
+    /// raised to it: below about 20 KiB no session at all would fit.
     pub fn max_bytes(mut self, max_bytes: u64) -> Self {
-        self.max_bytes = max_bytes;
+        self.max_bytes = max_bytes.max(MIN_MAX_BYTES);
         self
     }
 
@@ -625,6 +631,18 @@ mod tests {
         );
         assert_books_balance(&store);
         assert_eq!(store.bytes_used(), 0);
+    }
+
+    /// A budget too small for any session is raised to the least one, in
+    /// which sessions of up to 2 KiB fit.
+    #[tokio::test]
+    async fn a_tiny_budget_is_raised_so_sessions_fit() {
+        for max in [0, 1, 16 * 1024] {
+            let store = MemoryStore::builder().max_bytes(max).build();
+            let r = record(1500);
+            assert_eq!(store.create(&r).await.unwrap(), Created::Created, "{max}");
+            assert!(store.load(&r.id).await.unwrap().is_some());
+        }
     }
 
     #[tokio::test]
