@@ -23,6 +23,13 @@ mod actix_only {
     use session_core::{Config, Manager};
     use session_memory::MemoryStore;
 
+    /// The `name=value` pair of the `Set-Cookie` header in `headers`.
+    fn session_cookie(headers: &actix_web::http::header::HeaderMap) -> String {
+        let set_cookie = headers.get("set-cookie").expect("a session cookie");
+        let pair = set_cookie.to_str().unwrap().split(';').next().unwrap();
+        pair.to_owned()
+    }
+
     #[actix_web::test]
     async fn a_missing_middleware_is_a_500_that_says_how_to_fix_it() {
         let app = test::init_service(App::new().route(
@@ -79,14 +86,7 @@ mod actix_only {
         .await;
         let res = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
         assert_eq!(res.headers().get("x-session-seen").unwrap(), "yes");
-        let set_cookie = res.headers().get("set-cookie").expect("a session cookie");
-        let cookie = set_cookie
-            .to_str()
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_owned();
+        let cookie = session_cookie(res.headers());
         assert_eq!(test::read_body(res).await, "1");
         let again = test::TestRequest::get()
             .uri("/")
@@ -152,16 +152,7 @@ mod actix_only {
         assert!(error.error_response().headers().get("set-cookie").is_some());
         let res = error.error_response();
         assert_eq!(res.status(), 401);
-        let cookie = res
-            .headers()
-            .get("set-cookie")
-            .expect("the session's cookie")
-            .to_str()
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_owned();
+        let cookie = session_cookie(res.headers());
         let body = actix_web::body::to_bytes(res.into_body()).await.unwrap();
         assert_eq!(body, "sign in first");
         let s = manager.session_from_cookies([cookie.as_str()]);
