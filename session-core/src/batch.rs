@@ -358,7 +358,7 @@ fn settle(
             Outcome::Saved(record)
         }
         Ok(Saved::Conflict) => {
-            observe::conflict(&rid, 0);
+            observe::conflict(&rid);
             turn.last = None;
             Outcome::Conflict
         }

@@ -18,7 +18,9 @@ pub type DecodeVisitor<'v> = &'v mut dyn for<'de> FnMut(
 ///
 /// A codec should tolerate struct fields added by a later release (decode
 /// them with `#[serde(default)]`), so a deploy that adds a field does not make
-/// stored sessions unreadable; both built-in codecs write field names.
+/// stored sessions unreadable; both built-in codecs write field names. Both
+/// write `None` and `()` alike, so an `Option<()>` or `Option<Option<T>>`
+/// holding `Some(())` or `Some(None)` comes back as `None`.
 ///
 /// ```
 /// use session_core::{Codec, MessagePack};
@@ -42,8 +44,12 @@ pub trait Codec: fmt::Debug + Send + Sync + 'static {
     fn decode(&self, bytes: &[u8], visit: DecodeVisitor<'_>) -> Result<(), CodecError>;
 }
 
+/// How deeply a value [`MessagePack`] decodes may nest.
+const MAX_DEPTH: usize = 128;
+
 /// MessagePack through `rmp-serde`, structs written as maps with field names.
-/// Compact, fast and tolerant of added fields. The default codec.
+/// Compact, fast and tolerant of added fields. The default codec. A value
+/// nested more than 128 levels deep does not decode.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MessagePack;
 
@@ -57,6 +63,9 @@ impl Codec for MessagePack {
 
     fn decode(&self, bytes: &[u8], visit: DecodeVisitor<'_>) -> Result<(), CodecError> {
         let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+        // serde_json's own limit: a stored value nested deeper (one byte a
+        // level in MessagePack) is refused before it can exhaust the stack.
+        de.set_max_depth(MAX_DEPTH);
         let mut erased = <dyn erased_serde::Deserializer>::erase(&mut de);
         visit(&mut erased)?;
         Ok(())
@@ -154,6 +163,27 @@ mod tests {
     #[test]
     fn json_tolerates_added_and_removed_fields() {
         added_field_is_tolerated(&JsonCodec);
+    }
+
+    /// A stored value nested a thousand levels deep (a byte a level) is an
+    /// error, not a stack overflow, on a thread with a small stack.
+    #[test]
+    fn deeply_nested_values_are_refused() {
+        let mut deep = vec![0x91; 10_000];
+        deep.push(0xc0);
+        let shallow = [0x91, 0x91, 0xc0];
+        let decoded = std::thread::Builder::new()
+            .stack_size(512 * 1024)
+            .spawn(move || {
+                (
+                    decode::<serde::de::IgnoredAny>(&MessagePack, &deep).is_err(),
+                    decode::<serde::de::IgnoredAny>(&MessagePack, &shallow).is_ok(),
+                )
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(decoded, (true, true));
     }
 
     #[test]

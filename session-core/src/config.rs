@@ -220,7 +220,10 @@ impl Default for Config {
 impl Config {
     /// Starts from the defaults in the table above.
     pub fn builder() -> ConfigBuilder {
-        ConfigBuilder(Self::default())
+        ConfigBuilder {
+            config: Self::default(),
+            idle_set: false,
+        }
     }
 
     /// The cookie's name.
@@ -293,19 +296,24 @@ impl Config {
 /// Builds a [`Config`]; [`ConfigBuilder::build`] checks it.
 #[derive(Debug, Clone)]
 #[must_use]
-pub struct ConfigBuilder(Config);
+pub struct ConfigBuilder {
+    config: Config,
+    /// The idle timeout was set (not the default): it must then take effect
+    /// within the absolute timeout.
+    idle_set: bool,
+}
 
 impl ConfigBuilder {
     /// The cookie's name. Default `session`. Names starting with `__Host-` or
     /// `__Secure-` get the browser rules of those prefixes checked at build.
     pub fn with_cookie_name(mut self, name: impl Into<String>) -> Self {
-        self.0.cookie_name = name.into();
+        self.config.cookie_name = name.into();
         self
     }
 
     /// The cookie's `Path`. Default `/`.
     pub fn with_path(mut self, path: impl Into<String>) -> Self {
-        self.0.path = path.into();
+        self.config.path = path.into();
         self
     }
 
@@ -315,7 +323,7 @@ impl ConfigBuilder {
     /// Setting the parent domain (`example.com`) shares the session with every
     /// subdomain: this is Iris's default "subdomain persistence", off here.
     pub fn with_domain(mut self, domain: Option<&str>) -> Self {
-        self.0.domain = domain.map(str::to_owned);
+        self.config.domain = domain.map(str::to_owned);
         self
     }
 
@@ -325,7 +333,7 @@ impl ConfigBuilder {
     /// Turn this off only for plain-HTTP local development: without it the
     /// session id travels in clear text on every request.
     pub fn with_secure(mut self, secure: bool) -> Self {
-        self.0.secure = secure;
+        self.config.secure = secure;
         self
     }
 
@@ -334,41 +342,42 @@ impl ConfigBuilder {
     /// # Warning
     /// Turning this off lets any script injected into a page steal the session.
     pub fn with_http_only(mut self, http_only: bool) -> Self {
-        self.0.http_only = http_only;
+        self.config.http_only = http_only;
         self
     }
 
     /// The cookie's `SameSite`. Default `Lax`. `None` requires `Secure`.
     pub fn with_same_site(mut self, same_site: SameSite) -> Self {
-        self.0.same_site = same_site;
+        self.config.same_site = same_site;
         self
     }
 
     /// Whether the cookie is `Partitioned` (CHIPS). Default off; requires
     /// `Secure`.
     pub fn with_partitioned(mut self, partitioned: bool) -> Self {
-        self.0.partitioned = partitioned;
+        self.config.partitioned = partitioned;
         self
     }
 
     /// Whether the cookie carries `Max-Age` and survives a browser restart.
     /// Default off: a browser-session cookie.
     pub fn with_persistent_cookie(mut self, persistent: bool) -> Self {
-        self.0.lifetime = self.0.lifetime.with_persistent_cookie(persistent);
+        self.config.lifetime = self.config.lifetime.with_persistent_cookie(persistent);
         self
     }
 
     /// Ends a session after this long without a request that uses it. Default
     /// 2 hours. `None` disables the idle timeout.
     pub fn with_idle_timeout(mut self, idle: Option<Duration>) -> Self {
-        self.0.lifetime = self.0.lifetime.with_idle_timeout(idle);
+        self.idle_set = true;
+        self.config.lifetime = self.config.lifetime.with_idle_timeout(idle);
         self
     }
 
     /// Ends a session this long after its creation, whatever its activity.
     /// Default 24 hours. `None` disables the absolute timeout.
     pub fn with_absolute_timeout(mut self, absolute: Option<Duration>) -> Self {
-        self.0.lifetime = self.0.lifetime.with_absolute_timeout(absolute);
+        self.config.lifetime = self.config.lifetime.with_absolute_timeout(absolute);
         self
     }
 
@@ -392,7 +401,7 @@ impl ConfigBuilder {
     /// assert_eq!(config.touch_interval(), Duration::from_secs(60)); // as configured
     /// ```
     pub fn with_touch_interval(mut self, interval: Duration) -> Self {
-        self.0.touch_interval = interval;
+        self.config.touch_interval = interval;
         self
     }
 
@@ -400,14 +409,14 @@ impl ConfigBuilder {
     /// [`Error::Timeout`](crate::Error::Timeout). Default 5 seconds;
     /// `Duration::MAX` (or any limit too far away to represent) sets none.
     pub fn with_store_timeout(mut self, timeout: Duration) -> Self {
-        self.0.store_timeout = timeout;
+        self.config.store_timeout = timeout;
         self
     }
 
     /// How many times a save that lost a compare-and-set race is re-applied
     /// before [`Error::Contention`](crate::Error::Contention). Default 16.
     pub fn with_conflict_retries(mut self, retries: u32) -> Self {
-        self.0.conflict_retries = retries;
+        self.config.conflict_retries = retries;
         self
     }
 
@@ -418,19 +427,19 @@ impl ConfigBuilder {
     /// logged) and the owner's next login enforces the cap; two logins at
     /// once end only sessions older than their own, so the newest stay.
     pub fn with_max_sessions_per_owner(mut self, max: Option<usize>) -> Self {
-        self.0.max_sessions_per_owner = max;
+        self.config.max_sessions_per_owner = max;
         self
     }
 
     /// How the cookie value is protected. Default [`CookieSecurity::Plain`].
     pub fn with_security(mut self, security: CookieSecurity) -> Self {
-        self.0.security = security;
+        self.config.security = security;
         self
     }
 
     /// The codec of session values. Default [`MessagePack`].
     pub fn with_codec(mut self, codec: impl Codec) -> Self {
-        self.0.codec = Arc::new(codec);
+        self.config.codec = Arc::new(codec);
         self
     }
 
@@ -438,7 +447,7 @@ impl ConfigBuilder {
     /// parsed. Default 4096; at least 64, and at least what the cookie mode
     /// issues (87 bytes signed, 96 private).
     pub fn with_max_cookie_len(mut self, len: usize) -> Self {
-        self.0.max_cookie_len = len;
+        self.config.max_cookie_len = len;
         self
     }
 
@@ -448,7 +457,7 @@ impl ConfigBuilder {
     /// the client must change what it sends, and an empty value tells it to
     /// forget the id.
     pub fn with_header(mut self, name: Option<&str>) -> Self {
-        self.0.header = name.map(str::to_ascii_lowercase);
+        self.config.header = name.map(str::to_ascii_lowercase);
         self
     }
 
@@ -456,14 +465,18 @@ impl ConfigBuilder {
     ///
     /// # Errors
     /// [`ConfigError`] naming the rule broken: an invalid cookie name, path or
-    /// domain, `__Host-` without `Secure`/`Path=/` or with a `Domain`,
-    /// `__Secure-`, `SameSite=None` or `Partitioned` without `Secure`, no
-    /// timeout at all or one shorter than a second or longer than 400 days, a
-    /// zero store timeout,
-    /// an invalid or reserved id header name, zero sessions per owner, or a
-    /// maximum cookie length under 64 bytes.
+    /// domain (a host name or an IPv4 address, nothing else), `__Host-`
+    /// without `Secure`/`Path=/` or with a `Domain`, `__Secure-`,
+    /// `SameSite=None` or `Partitioned` without `Secure`, `__Http-` or
+    /// `__Host-Http-` without `Secure` and `HttpOnly` (prefixes in any case),
+    /// no timeout at all or one shorter than a second or longer than 400
+    /// days, an idle timeout set longer than the absolute one, a zero store
+    /// timeout, an invalid or reserved id header name (the session's own
+    /// headers and those that frame the message, such as `Content-Length`),
+    /// zero sessions per owner, or a maximum cookie length under 64 bytes or
+    /// under the length of the cookies the configured mode issues.
     pub fn build(self) -> Result<Config, ConfigError> {
-        let c = self.0;
+        let c = self.config;
         let err = |m: String| Err(ConfigError(m));
         if !is_token(&c.cookie_name) {
             return err(format!(
@@ -478,14 +491,20 @@ impl ConfigBuilder {
             ));
         }
         if let Some(d) = &c.domain {
-            if d.is_empty()
-                || d.bytes()
-                    .any(|b| b == b';' || b.is_ascii_whitespace() || b.is_ascii_control())
-            {
-                return err(format!("cookie domain {d:?} is not a valid domain"));
+            if !is_cookie_domain(d) {
+                return err(format!(
+                    "cookie domain {d:?} must be a host name (letters, digits, '-' and '_' in dot-separated labels, an optional leading dot; no scheme, port or path; a non-ASCII name in its xn-- form) or an IPv4 address"
+                ));
             }
         }
-        if c.cookie_name.starts_with("__Host-") {
+        // Browsers match the prefixes whatever their case (RFC 6265bis), and
+        // drop a cookie that breaks their rules without a word.
+        let prefixed = |prefix: &str| {
+            c.cookie_name
+                .get(..prefix.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+        };
+        if prefixed("__Host-") {
             if !c.secure {
                 return err(
                     "a __Host- cookie must be Secure; remove with_secure(false) or the prefix"
@@ -499,8 +518,11 @@ impl ConfigBuilder {
                 return err("a __Host- cookie must not have a Domain".into());
             }
         }
-        if c.cookie_name.starts_with("__Secure-") && !c.secure {
+        if prefixed("__Secure-") && !c.secure {
             return err("a __Secure- cookie must be Secure".into());
+        }
+        if (prefixed("__Http-") || prefixed("__Host-Http-")) && !(c.secure && c.http_only) {
+            return err("an __Http- or __Host-Http- cookie must be Secure and HttpOnly".into());
         }
         if c.same_site == SameSite::None && !c.secure {
             return err(
@@ -511,6 +533,9 @@ impl ConfigBuilder {
             return err("Partitioned requires Secure".into());
         }
         validate_lifetime(&c.lifetime).map_err(ConfigError)?;
+        if self.idle_set {
+            idle_within_absolute(&c.lifetime).map_err(ConfigError)?;
+        }
         if c.store_timeout.is_zero() {
             return err("store timeout must be greater than zero".into());
         }
@@ -518,11 +543,10 @@ impl ConfigBuilder {
             if !is_token(h) {
                 return err(format!("header name {h:?} must be a non-empty HTTP token"));
             }
-            if matches!(
-                h.as_str(),
-                "cookie" | "set-cookie" | "cache-control" | "vary"
-            ) {
-                return err(format!("header name {h:?} is reserved"));
+            if RESERVED_HEADERS.contains(&h.as_str()) {
+                return err(format!(
+                    "header name {h:?} is reserved: the session's own headers, or one that frames or routes the message"
+                ));
             }
         }
         if c.max_sessions_per_owner == Some(0) {
@@ -545,6 +569,54 @@ impl ConfigBuilder {
         }
         Ok(c)
     }
+}
+
+/// Header names the id may not travel in: the ones the session writes
+/// itself, and the ones that frame, route or describe the message (writing
+/// the id into them would break the response).
+const RESERVED_HEADERS: &[&str] = &[
+    "cookie",
+    "set-cookie",
+    "cache-control",
+    "vary",
+    "connection",
+    "content-encoding",
+    "content-length",
+    "content-type",
+    "date",
+    "expect",
+    "host",
+    "keep-alive",
+    "location",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Whether `d` can be a cookie's `Domain`: a host name of dot-separated
+/// labels (letters, digits, `-` and `_`, none empty or over 63 bytes, none
+/// starting or ending with `-`), with at most one leading dot and no trailing
+/// one, or an IPv4 address. Anything else (a scheme, a port, a path, a
+/// non-ASCII name, a lone dot) never matches a request's host, so browsers
+/// would drop every cookie.
+fn is_cookie_domain(d: &str) -> bool {
+    let host = d.strip_prefix('.').unwrap_or(d);
+    if host.parse::<std::net::Ipv4Addr>().is_ok() {
+        return !d.starts_with('.');
+    }
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 /// Whether `s` is an HTTP token (RFC 9110): what cookie and header names are.
@@ -573,6 +645,18 @@ pub(crate) fn validate_lifetime(l: &Lifetime) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// An idle timeout that is set must take effect: one longer than the
+/// absolute timeout never would (a remember-me of 30 days idle under the
+/// default 24 hours absolute ends after a day).
+pub(crate) fn idle_within_absolute(l: &Lifetime) -> Result<(), String> {
+    match (l.idle_timeout(), l.absolute_timeout()) {
+        (Some(idle), Some(absolute)) if idle > absolute => Err(format!(
+            "idle timeout {idle:?} is longer than the absolute timeout {absolute:?}, which would end every session first: lengthen or remove the absolute timeout"
+        )),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -669,6 +753,42 @@ mod tests {
                 Config::builder().with_header(Some("Set-Cookie")),
                 "reserved",
             ),
+            (
+                Config::builder().with_header(Some("Content-Length")),
+                "reserved",
+            ),
+            (
+                Config::builder().with_header(Some("transfer-encoding")),
+                "reserved",
+            ),
+            (
+                Config::builder()
+                    .with_cookie_name("__host-x")
+                    .with_domain(Some("example.com")),
+                "Domain",
+            ),
+            (
+                Config::builder()
+                    .with_cookie_name("__SECURE-x")
+                    .with_secure(false),
+                "must be Secure",
+            ),
+            (
+                Config::builder()
+                    .with_cookie_name("__Http-x")
+                    .with_http_only(false),
+                "HttpOnly",
+            ),
+            (
+                Config::builder()
+                    .with_cookie_name("__Host-Http-x")
+                    .with_http_only(false),
+                "HttpOnly",
+            ),
+            (
+                Config::builder().with_idle_timeout(Some(Duration::from_secs(7 * 24 * 3600))),
+                "longer than the absolute timeout",
+            ),
         ];
         for (builder, needle) in cases {
             let msg = builder.build().unwrap_err().to_string();
@@ -684,6 +804,69 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(c.lifetime().idle_timeout(), Some(Duration::from_secs(1)));
+    }
+
+    /// A `Domain` that can never match a request's host (browsers would drop
+    /// every cookie) is refused; host names and IPv4 addresses are taken.
+    #[test]
+    fn only_host_names_are_cookie_domains() {
+        for bad in [
+            "",
+            ".",
+            "..example.com",
+            "https://example.com",
+            "example.com:8080",
+            "example.com/app",
+            "a,b.com",
+            "bücher.de",
+            "example..com",
+            "example.com.",
+            "-example.com",
+            "example-.com",
+            "a b.com",
+            "a;b",
+            ".10.0.0.1",
+            &"a".repeat(64),
+        ] {
+            let built = Config::builder().with_domain(Some(bad)).build();
+            assert!(built.is_err(), "{bad:?} was accepted");
+        }
+        for good in [
+            "example.com",
+            ".example.com",
+            "EXAMPLE.com",
+            "localhost",
+            "xn--bcher-kva.de",
+            "my_host.internal",
+            "10.0.0.1",
+            &"a".repeat(63),
+        ] {
+            let built = Config::builder().with_domain(Some(good)).build();
+            assert!(built.is_ok(), "{good:?} was refused: {built:?}");
+        }
+    }
+
+    #[test]
+    fn an_idle_timeout_up_to_the_absolute_one_is_accepted() {
+        let day = Duration::from_secs(24 * 3600);
+        for (idle, absolute) in [(day, day), (day * 7, day * 30)] {
+            Config::builder()
+                .with_idle_timeout(Some(idle))
+                .with_absolute_timeout(Some(absolute))
+                .build()
+                .unwrap();
+        }
+        Config::builder()
+            .with_idle_timeout(Some(day * 30))
+            .with_absolute_timeout(None)
+            .build()
+            .unwrap();
+        // An absolute timeout under the default idle one: the idle timeout
+        // was not asked for, and the absolute one holds.
+        Config::builder()
+            .with_absolute_timeout(Some(Duration::from_secs(3600)))
+            .build()
+            .unwrap();
     }
 
     #[test]

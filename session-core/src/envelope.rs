@@ -19,6 +19,28 @@ fn invalid(e: impl std::fmt::Display) -> RecordDecodeError {
     RecordDecodeError(e.to_string())
 }
 
+/// How deeply the fields read through serde (the lifetime, and fields of
+/// later releases that this one skips) may nest: enough for any of them,
+/// and far too little for a corrupted or hostile record of one-byte arrays
+/// nested a thousand deep to exhaust the stack.
+const MAX_DEPTH: usize = 32;
+
+/// Reads one value through serde, at most [`MAX_DEPTH`] deep.
+fn through_serde<T: serde::de::DeserializeOwned>(rd: &mut &[u8]) -> Result<T, RecordDecodeError> {
+    let mut de = rmp_serde::Deserializer::new(rd);
+    de.set_max_depth(MAX_DEPTH);
+    T::deserialize(&mut de).map_err(invalid)
+}
+
+/// The length of a string or binary field, which MessagePack writes in at
+/// most 32 bits: anything longer is refused rather than written with a
+/// wrong length.
+fn len32(bytes: &[u8]) -> Result<(), RecordDecodeError> {
+    u32::try_from(bytes.len())
+        .map(|_| ())
+        .map_err(|_| invalid("a key, value or owner is 4 GiB or longer"))
+}
+
 /// Encodes `record`.
 pub(crate) fn encode(record: &Record) -> Result<Vec<u8>, RecordDecodeError> {
     let values: usize = record
@@ -37,6 +59,8 @@ pub(crate) fn encode(record: &Record) -> Result<Vec<u8>, RecordDecodeError> {
     let len = u32::try_from(record.data.len()).map_err(invalid)?;
     encode::write_map_len(w, len).map_err(invalid)?;
     for (key, value) in &record.data {
+        len32(key.as_bytes())?;
+        len32(value)?;
         encode::write_str(w, key).map_err(invalid)?;
         encode::write_bin(w, value).map_err(invalid)?;
     }
@@ -48,7 +72,10 @@ pub(crate) fn encode(record: &Record) -> Result<Vec<u8>, RecordDecodeError> {
     encode::write_uint(w, record.version).map_err(invalid)?;
     encode::write_str(w, "o").map_err(invalid)?;
     match &record.owner {
-        Some(owner) => encode::write_str(w, owner).map_err(invalid)?,
+        Some(owner) => {
+            len32(owner.as_bytes())?;
+            encode::write_str(w, owner).map_err(invalid)?;
+        }
         None => encode::write_nil(w).map_err(invalid)?,
     }
     encode::write_str(w, "l").map_err(invalid)?;
@@ -149,10 +176,10 @@ pub(crate) fn decode(mut rd: &[u8]) -> Result<Record, RecordDecodeError> {
             b"e" => expires = Some(decode::read_int::<i64, _>(rd).map_err(invalid)?),
             b"v" if !nil(rd) => version = decode::read_int::<u64, _>(rd).map_err(invalid)?,
             b"o" if !nil(rd) => owner = Some(key(rd)?.to_owned()),
-            b"l" if !nil(rd) => lifetime = Some(rmp_serde::from_read(&mut *rd).map_err(invalid)?),
+            b"l" if !nil(rd) => lifetime = Some(through_serde(rd)?),
             b"v" | b"o" | b"l" => {}
             _ => {
-                let _: serde::de::IgnoredAny = rmp_serde::from_read(&mut *rd).map_err(invalid)?;
+                let _: serde::de::IgnoredAny = through_serde(rd)?;
             }
         }
     }

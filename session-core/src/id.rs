@@ -289,7 +289,12 @@ mod tests {
         ));
         assert!(Id::parse(&format!("{}=", "A".repeat(42))).is_err());
         // Multi-byte characters of the right byte length never panic.
-        assert!(Id::parse(&"é".repeat(21)).is_err());
+        let multibyte = format!("{}A", "é".repeat(21));
+        assert_eq!(multibyte.len(), 43);
+        assert!(matches!(
+            Id::parse(&multibyte),
+            Err(InvalidId::Alphabet { .. })
+        ));
     }
 
     #[test]

@@ -25,8 +25,8 @@ pub(crate) fn saved(id: &RecordId, version: u64) {
     count("session_saves_total", 1);
 }
 
-pub(crate) fn conflict(id: &RecordId, attempt: u32) {
-    tracing::debug!(id = %id.short(), attempt, "session save conflict; reloading and re-applying");
+pub(crate) fn conflict(id: &RecordId) {
+    tracing::debug!(id = %id.short(), "session save conflict; reloading and re-applying");
     count("session_conflicts_total", 1);
 }
 
@@ -197,5 +197,28 @@ mod tests {
                 "a forged id is never looked up"
             );
         });
+    }
+}
+
+#[cfg(test)]
+mod documented {
+    /// Every counter the crate writes is listed in its README.
+    #[test]
+    fn every_counter_is_in_the_readme() {
+        let readme = include_str!("../README.md");
+        let sources = [include_str!("observe.rs"), include_str!("manager.rs")];
+        let mut found = 0;
+        for source in sources {
+            for (at, _) in source.match_indices("count(\"session_") {
+                let name = &source[at + "count(\"".len()..];
+                let name = &name[..name.find('"').expect("a closing quote")];
+                assert!(
+                    readme.contains(&format!("`{name}`")),
+                    "{name} is not in session-core/README.md"
+                );
+                found += 1;
+            }
+        }
+        assert!(found >= 13, "found only {found} counters");
     }
 }

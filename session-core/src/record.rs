@@ -116,7 +116,10 @@ mod opt_secs {
     use std::time::Duration;
 
     pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        d.map(|d| d.as_millis() as u64).serialize(s)
+        // Kept to the millisecond; beyond u64::MAX milliseconds (half a
+        // billion years), as long as that.
+        d.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .serialize(s)
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(
@@ -195,11 +198,14 @@ impl Record {
         crate::envelope::encode(self)
     }
 
-    /// Decodes bytes written by [`Record::to_bytes`].
+    /// Decodes bytes written by [`Record::to_bytes`]. Bytes after the record
+    /// are not read, so a store may keep its own after it (the Redis store
+    /// keeps write tokens there). A lifetime comes back to the millisecond.
     ///
     /// # Errors
     /// [`RecordDecodeError`] when the bytes are not a record: corrupted,
-    /// truncated, or written by something else. Never panics.
+    /// truncated, or written by something else. Never panics, also on
+    /// deeply nested input.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, RecordDecodeError> {
         crate::envelope::decode(bytes)
     }
@@ -369,6 +375,70 @@ mod tests {
         assert_eq!(r.version, 0);
         assert!(r.data.is_empty());
         assert_eq!(r.owner, None);
+    }
+
+    /// A record with a field of a later release nested ten thousand deep
+    /// (a byte a level) is refused, not a stack overflow, on a thread with
+    /// a small stack; one nested a few levels is read.
+    #[test]
+    fn deeply_nested_unknown_fields_are_refused() {
+        let r = sample();
+        let with_extra = |depth: usize| {
+            let mut bytes = r.to_bytes().unwrap();
+            // One more field in the record's map (fixmap 8 -> 9).
+            assert_eq!(bytes[0], 0x88);
+            bytes[0] = 0x89;
+            bytes.extend_from_slice(&[0xa1, b'x']);
+            bytes.extend(std::iter::repeat_n(0x91, depth));
+            bytes.push(0xc0);
+            bytes
+        };
+        let (deep, shallow) = (with_extra(10_000), with_extra(4));
+        let decoded = std::thread::Builder::new()
+            .stack_size(512 * 1024)
+            .spawn(move || {
+                (
+                    Record::from_bytes(&deep).is_err(),
+                    Record::from_bytes(&shallow).map_err(|e| e.to_string()),
+                )
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(decoded.0, "a record nested 10 000 deep was read");
+        assert_eq!(decoded.1.unwrap(), r);
+    }
+
+    /// Bytes after the record are not read: the Redis store keeps its write
+    /// tokens there.
+    #[test]
+    fn bytes_after_the_record_are_left_alone() {
+        let r = sample();
+        let mut bytes = r.to_bytes().unwrap();
+        bytes.extend_from_slice(&[0xc1; 16]);
+        assert_eq!(Record::from_bytes(&bytes).unwrap(), r);
+    }
+
+    /// Lifetimes are kept to the millisecond, and one beyond `u64::MAX`
+    /// milliseconds saturates instead of wrapping to zero (a session that
+    /// would expire at once).
+    #[test]
+    fn lifetimes_are_kept_to_the_millisecond_and_saturate() {
+        let mut r = sample();
+        let beyond = Duration::from_millis(u64::MAX) + Duration::from_millis(1);
+        r.lifetime = Some(Lifetime::new().with_idle_timeout(Some(beyond)));
+        let back = Record::from_bytes(&r.to_bytes().unwrap()).unwrap();
+        assert_eq!(
+            back.lifetime.unwrap().idle_timeout(),
+            Some(Duration::from_millis(u64::MAX))
+        );
+        r.lifetime =
+            Some(Lifetime::new().with_absolute_timeout(Some(Duration::from_micros(1_000_500))));
+        let back = Record::from_bytes(&r.to_bytes().unwrap()).unwrap();
+        assert_eq!(
+            back.lifetime.unwrap().absolute_timeout(),
+            Some(Duration::from_millis(1_000))
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 
 use crate::batch::{self, Gathering, Outcome, Turn};
 use crate::codec;
-use crate::config::validate_lifetime;
+use crate::config::{idle_within_absolute, validate_lifetime};
 use crate::error::{Error, Result};
 use crate::id::{Id, RecordId};
 use crate::manager::Manager;
@@ -324,6 +324,27 @@ enum Owner {
     Keep,
     Login(String),
     Logout,
+}
+
+/// What a rotation carries into the retirement of its old record.
+struct Rotation<'a> {
+    /// This request's changes, to apply again on a newer copy.
+    log: &'a [Change],
+    /// The request (or a logout) set the lifetime: what the old record
+    /// holds must not replace it.
+    lifetime_set: bool,
+    /// A login: it goes on with a fresh session if the old one ended.
+    login: bool,
+}
+
+impl Rotation<'_> {
+    /// `data` with this request's changes applied.
+    fn applied_to(&self, mut data: Data) -> Data {
+        for change in self.log {
+            apply(&mut data, change);
+        }
+        data
+    }
 }
 
 impl Session {
@@ -1151,12 +1172,15 @@ impl Session {
     /// session used at least that often never expires in use.
     ///
     /// # Errors
-    /// [`Error::Invalid`] for a lifetime without any timeout or with one
-    /// shorter than a second or longer than 400 days, or a store error on
-    /// first use.
+    /// [`Error::Invalid`] for a lifetime without any timeout, with one
+    /// shorter than a second or longer than 400 days, or with an idle
+    /// timeout longer than its absolute one (which would never take effect:
+    /// a lifetime made from the configured one keeps its absolute timeout),
+    /// or a store error on first use.
     pub async fn set_lifetime(&self, lifetime: Option<Lifetime>) -> Result<()> {
         if let Some(l) = &lifetime {
             validate_lifetime(l).map_err(Error::Invalid)?;
+            idle_within_absolute(l).map_err(Error::Invalid)?;
         }
         let mut state = self.loaded().await?;
         state.lifetime = lifetime;
@@ -1193,6 +1217,7 @@ impl Session {
     ///     .config()
     ///     .lifetime()
     ///     .with_idle_timeout(Some(Duration::from_secs(30 * 86_400)))
+    ///     .with_absolute_timeout(Some(Duration::from_secs(90 * 86_400)))
     ///     .with_persistent_cookie(true);
     /// session.set_lifetime(Some(remember_me)).await?;
     /// assert_eq!(session.lifetime().await?, remember_me);
@@ -1220,16 +1245,17 @@ impl Session {
     /// new one is deleted again and the client keeps the old id, with this
     /// request's changes still pending on it (found gone, the old record was
     /// retired by a touch whose answer was lost, and the client gets the new
-    /// id). A session another request ended meanwhile stays ended
-    /// (the cookie is removed), also when deleting its new record fails. A
-    /// session not yet stored needs no rotation (it will get a
-    /// fresh id when stored) and this does nothing.
+    /// id). A session another request ended meanwhile (or retired by a
+    /// rotation of its own) stays ended: the cookie is removed, also when
+    /// deleting the new record fails, and this is not an error. A session
+    /// not yet stored needs no rotation (it will get a fresh id when stored)
+    /// and this does nothing.
     ///
     /// # Errors
     /// [`Error::Random`] when the OS cannot supply the new id,
-    /// [`Error::Ended`] when another request ended the session during the
-    /// rotation, [`Error::Contention`] when the old id is written too often
-    /// to retire it, or a store error or timeout.
+    /// [`Error::Ended`] when the new session was ended during the rotation
+    /// (its owner logged out everywhere), [`Error::Contention`] when the old
+    /// id is written too often to retire it, or a store error or timeout.
     pub async fn cycle_id(&self) -> Result<()> {
         let mut state = self.loaded().await?;
         if state.stored.is_none() {
@@ -1240,7 +1266,10 @@ impl Session {
 
     /// Logs the session in as `owner`: sets the owner and rotates the id in one
     /// step (no session fixation), and restarts the absolute timeout. The
-    /// session is stored at once.
+    /// session is stored at once. When another request ended the session
+    /// (or a login of its own retired it: a login form submitted twice)
+    /// before this one could retire it, the login goes on with a fresh
+    /// session holding only this request's own writes.
     ///
     /// # Errors
     /// [`Error::Invalid`] for an empty owner or one over
@@ -1603,7 +1632,7 @@ impl Session {
                 Ok(Commit::Done)
             }
             Saved::Conflict => {
-                observe::conflict(&rid, 0);
+                observe::conflict(&rid);
                 Ok(Commit::Conflict)
             }
             Saved::Missing => {
@@ -1748,6 +1777,7 @@ impl Session {
         // A logout that cannot retire the signed-in record does not undo:
         // `logout` deletes that record outright instead.
         let undo = !matches!(owner, Owner::Logout);
+        let login = matches!(owner, Owner::Login(_));
         match owner {
             Owner::Keep => {}
             Owner::Login(owner) => {
@@ -1780,8 +1810,11 @@ impl Session {
                     old_rid,
                     old_version,
                     previous_owner.as_deref(),
-                    &log,
-                    lifetime_set,
+                    &Rotation {
+                        log: &log,
+                        lifetime_set,
+                        login,
+                    },
                 )
                 .await;
             if let Err(e) = retired {
@@ -1845,8 +1878,7 @@ impl Session {
         old: RecordId,
         mut version: u64,
         owner: Option<&str>,
-        log: &[Change],
-        lifetime_set: bool,
+        rotation: &Rotation<'_>,
     ) -> Result<()> {
         let manager = self.manager();
         let retries = manager.inner.config.conflict_retries;
@@ -1864,17 +1896,9 @@ impl Session {
             let found = manager.call("load", manager.inner.store.load(&old)).await?;
             let now = manager.now();
             let Some(latest) = found.filter(|r| r.id == old && self.is_live(r, now)) else {
-                // Ended after this request loaded it: so does its successor,
-                // also for the client when deleting it fails.
-                let new = state.stored.as_ref().map(|s| s.rid);
-                state.end();
-                if let Some(new) = new {
-                    manager
-                        .call("delete", manager.inner.store.delete(&new))
-                        .await?;
-                    observe::ended(&new);
-                }
-                return Err(Error::Ended);
+                // Ended after this request loaded it, as if it had been found
+                // ended when the rotation began.
+                return self.after_old_ended(state, rotation).await;
             };
             if attempt == retries {
                 return Err(Error::Contention {
@@ -1882,12 +1906,8 @@ impl Session {
                 });
             }
             version = latest.version;
-            let mut data = latest.data;
-            for change in log {
-                apply(&mut data, change);
-            }
-            state.data = data;
-            if !lifetime_set {
+            state.data = rotation.applied_to(latest.data);
+            if !rotation.lifetime_set {
                 state.lifetime = latest.lifetime;
             }
             if !self.write_locked(state).await? {
@@ -1902,6 +1922,54 @@ impl Session {
             .is_err()
         {
             tracing::warn!(old = %old.short(), "a retired session record could not be deleted; it expires on its own");
+        }
+        Ok(())
+    }
+
+    /// The new record of a rotation whose old session ended meanwhile
+    /// (destroyed, logged out everywhere, or retired by another request's
+    /// rotation): it must not carry the ended session on. A login keeps it,
+    /// rewritten to hold only this request's own writes, as a login that
+    /// finds the session ended when it begins gets a fresh one; anything
+    /// else ends with the old session, also for the client when deleting the
+    /// new record fails.
+    async fn after_old_ended(&self, state: &mut State, rotation: &Rotation<'_>) -> Result<()> {
+        let manager = self.manager();
+        if rotation.login {
+            state.data = rotation.applied_to(Data::new());
+            if !rotation.lifetime_set {
+                state.lifetime = None;
+            }
+            match self.write_locked(state).await {
+                Ok(true) => return Ok(()),
+                // The new record was ended too (its owner logged out
+                // everywhere): nothing is left to rewrite.
+                Ok(false) => return Ok(()),
+                Err(e) => {
+                    // It may still hold the ended session's values: it goes.
+                    let new = state.stored.as_ref().map(|s| s.rid);
+                    state.end();
+                    if let Some(new) = new {
+                        if manager
+                            .call("delete", manager.inner.store.delete(&new))
+                            .await
+                            .is_err()
+                        {
+                            tracing::warn!(new = %new.short(), "a login whose old session ended meanwhile could not rewrite or delete its new record; it expires on its own");
+                        }
+                        observe::ended(&new);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let new = state.stored.as_ref().map(|s| s.rid);
+        state.end();
+        if let Some(new) = new {
+            manager
+                .call("delete", manager.inner.store.delete(&new))
+                .await?;
+            observe::ended(&new);
         }
         Ok(())
     }
@@ -2547,6 +2615,24 @@ mod tests {
         assert_eq!(read().await, 1);
         // The touch moved the deadline: the next read is a minute away again.
         assert_eq!(read().await, 1);
+    }
+
+    /// A remember-me made from the configured lifetime (24 hours absolute)
+    /// with 30 days idle would end after a day: refused, with the way out.
+    #[tokio::test]
+    async fn a_lifetime_whose_idle_timeout_cannot_take_effect_is_refused() {
+        let f = fixture();
+        let s = f.open(None);
+        let month = Duration::from_secs(30 * 86_400);
+        let masked = f.manager.config().lifetime().with_idle_timeout(Some(month));
+        let refused = s.set_lifetime(Some(masked)).await;
+        assert!(
+            matches!(&refused, Err(Error::Invalid(m)) if m.contains("absolute timeout")),
+            "{refused:?}"
+        );
+        s.set_lifetime(Some(masked.with_absolute_timeout(Some(3 * month))))
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
@@ -4290,24 +4376,75 @@ mod tests {
         }
     }
 
+    /// Destroyed after the rotation loaded it again, the session stays
+    /// ended, as when the rotation finds it ended at once: a `cycle_id`
+    /// ends the session for the client too (and is not an error), and a
+    /// login goes on with a fresh session holding only its own writes (a
+    /// login form submitted twice: the second login must not sign the user
+    /// out).
     #[tokio::test]
     async fn a_session_destroyed_while_its_old_record_is_retired_stays_ended() {
         let (f, hook) = Hooked::fixture(true, false);
-        for login in [false, true] {
-            let cookie = f.stored().await;
-            let s = f.open(Some(&cookie));
-            assert_eq!(s.get_string("name").await.unwrap(), "iris");
-            // Another request destroys the session while this one rotates.
-            *hook.cookie.lock().unwrap() = Some(cookie.clone());
-            let rotated = if login {
-                s.login("alice").await
-            } else {
-                s.cycle_id().await
-            };
-            assert!(matches!(rotated, Err(Error::Ended)), "login: {login}");
-            assert_eq!(s.commit().await.unwrap(), SetCookie::Remove);
-            assert!(f.store.inner().is_empty(), "brought back, login: {login}");
+        let cookie = f.stored().await;
+        let s = f.open(Some(&cookie));
+        assert_eq!(s.get_string("name").await.unwrap(), "iris");
+        // Another request destroys the session while this one rotates.
+        *hook.cookie.lock().unwrap() = Some(cookie.clone());
+        s.cycle_id().await.unwrap();
+        assert_eq!(s.commit().await.unwrap(), SetCookie::Remove);
+        assert!(f.store.inner().is_empty(), "brought back by a cycle_id");
+
+        let cookie = f.stored().await;
+        let s = f.open(Some(&cookie));
+        assert_eq!(s.get_string("name").await.unwrap(), "iris");
+        s.insert("user_id", &7).await.unwrap();
+        *hook.cookie.lock().unwrap() = Some(cookie.clone());
+        s.login("alice").await.unwrap();
+        let new = value(s.commit().await.unwrap());
+        assert_ne!(new, cookie);
+        let s = f.open(Some(&new));
+        assert_eq!(s.owner().await.unwrap().as_deref(), Some("alice"));
+        assert_eq!(s.get_string("name").await.unwrap(), "", "brought back");
+        assert_eq!(s.get::<i64>("user_id").await.unwrap(), Some(7));
+        assert_eq!(f.store.inner().len(), 1);
+    }
+
+    /// A login form submitted twice: both requests load the anonymous
+    /// session and rotate it in step (every store call takes a while), so
+    /// the first retires the old record after the second loaded it again.
+    /// Both logins stand; the second holds only its own writes.
+    #[tokio::test(start_paused = true)]
+    async fn a_login_submitted_twice_signs_in_both_times() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        let first = f.open(Some(&cookie));
+        let second = f.open(Some(&cookie));
+        assert_eq!(first.get_string("name").await.unwrap(), "iris");
+        assert_eq!(second.get_string("name").await.unwrap(), "iris");
+        second.insert("user_id", &7).await.unwrap();
+        f.store.delay(Some(Duration::from_millis(10)));
+        let (a, b) = tokio::join!(first.login("alice"), second.login("alice"));
+        a.unwrap();
+        b.unwrap();
+        f.store.delay(None);
+        let mut logged_in = Vec::new();
+        for s in [first, second] {
+            let new = value(s.commit().await.unwrap());
+            let s = f.open(Some(&new));
+            assert_eq!(s.owner().await.unwrap().as_deref(), Some("alice"));
+            logged_in.push((
+                s.get_string("name").await.unwrap(),
+                s.get::<i64>("user_id").await.unwrap(),
+            ));
         }
+        // Each keeps its own writes; the one that retired the old record
+        // carries its values on, the other starts fresh.
+        assert_eq!((logged_in[0].1, logged_in[1].1), (None, Some(7)));
+        let mut names = [logged_in[0].0.as_str(), logged_in[1].0.as_str()];
+        names.sort_unstable();
+        assert_eq!(names, ["", "iris"]);
+        assert!(f.open(Some(&cookie)).is_empty().await.unwrap());
+        assert_eq!(f.store.inner().len(), 2);
     }
 
     #[tokio::test]

@@ -11,12 +11,12 @@ use crate::store::Store;
 /// return expired records anyway); it only keeps the storage from filling with
 /// dead sessions.
 ///
-/// A sweep that has not finished after [`Sweeper::limit`] (the interval, and
-/// at least a minute) is abandoned and logged as an error, and the next
-/// interval sweeps again: a store that hangs cannot stop the sweeping for
-/// good, nor make [`Sweeper::stop`] wait forever. Stores delete in batches
-/// (the SQL stores 1 000 rows at a time), so an abandoned sweep keeps what it
-/// removed.
+/// A sweep that has not finished after [`Sweeper::limit`] (the interval,
+/// at least a minute and at most an hour) is abandoned and logged as an
+/// error, and the next interval sweeps again: a store that hangs cannot stop
+/// the sweeping for good. Stopping or dropping the sweeper abandons a sweep
+/// in progress at once. Stores delete in batches (the SQL stores 1 000 rows
+/// at a time), so an abandoned sweep keeps what it removed.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -36,9 +36,17 @@ pub struct Sweeper {
 }
 
 impl Sweeper {
+    /// The shortest interval between sweeps: a shorter one is raised to it,
+    /// so that a store that fails at once is not asked (and its failure
+    /// logged) thousands of times a second.
+    pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+    /// The longest a sweep may take, whatever the interval.
+    pub const MAX_LIMIT: Duration = Duration::from_secs(3600);
+
     /// Spawns the task on the current tokio runtime. The first sweep runs at
-    /// once, then one every `interval`; a failed sweep is logged and retried
-    /// at the next interval.
+    /// once, then one every `interval` (at least [`Sweeper::MIN_INTERVAL`]);
+    /// a failed sweep is logged and retried at the next interval.
     ///
     /// # Panics
     /// Outside a tokio runtime, like `tokio::spawn`.
@@ -46,12 +54,18 @@ impl Sweeper {
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let limit = Self::limit(interval);
         let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval.max(Duration::from_millis(1)));
+            let mut tick = tokio::time::interval(interval.max(Self::MIN_INTERVAL));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = &mut stopped => break,
-                    _ = tick.tick() => match tokio::time::timeout(limit, store.delete_expired()).await {
+                    _ = tick.tick() => {}
+                }
+                // The sweep races the stop too: stopping never waits for a
+                // store that hangs.
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    swept = tokio::time::timeout(limit, store.delete_expired()) => match swept {
                         Ok(Ok(0)) => {}
                         Ok(Ok(n)) => tracing::debug!(removed = n, "swept expired sessions"),
                         Ok(Err(e)) => tracing::error!(error = %e, "session sweep failed; retrying at the next interval"),
@@ -67,7 +81,7 @@ impl Sweeper {
     }
 
     /// How long one sweep may take when sweeping every `interval`: the
-    /// interval, and at least a minute.
+    /// interval, at least a minute and at most [`Sweeper::MAX_LIMIT`].
     ///
     /// ```
     /// use std::time::Duration;
@@ -75,13 +89,14 @@ impl Sweeper {
     ///
     /// assert_eq!(Sweeper::limit(Duration::from_secs(1)), Duration::from_secs(60));
     /// assert_eq!(Sweeper::limit(Duration::from_secs(600)), Duration::from_secs(600));
+    /// assert_eq!(Sweeper::limit(Duration::MAX), Sweeper::MAX_LIMIT);
     /// ```
     pub fn limit(interval: Duration) -> Duration {
-        interval.max(Duration::from_secs(60))
+        interval.clamp(Duration::from_secs(60), Self::MAX_LIMIT)
     }
 
-    /// Stops the task and waits for a sweep in progress to finish (at most
-    /// [`Sweeper::limit`]).
+    /// Stops the task, abandoning a sweep in progress (what it removed stays
+    /// removed), and waits for the task to end.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -105,7 +120,7 @@ mod tests {
     use crate::Timestamp;
     use crate::{Id, Record};
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn sweeps_at_each_interval_until_stopped() {
         let store = TestStore::default();
         let now = Timestamp::now();
@@ -117,8 +132,8 @@ mod tests {
             );
             store.put_raw(r);
         }
-        let sweeper = Sweeper::spawn(Arc::new(store.clone()), Duration::from_millis(20));
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let sweeper = Sweeper::spawn(Arc::new(store.clone()), Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(store.is_empty(), "expired records were swept");
         sweeper.stop().await;
         let r = Record::new(
@@ -127,8 +142,42 @@ mod tests {
             now - Duration::from_secs(1),
         );
         store.put_raw(r);
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(store.len(), 1, "a stopped sweeper sweeps no more");
+    }
+
+    /// Stopping does not wait for a sweep that hangs, however long the
+    /// interval (and so the limit) is.
+    #[tokio::test(start_paused = true)]
+    async fn stopping_abandons_a_hung_sweep() {
+        for interval in [Duration::from_secs(3600), Duration::MAX] {
+            let store = Instrumented::new(TestStore::default());
+            store.delay(Some(Duration::from_secs(365 * 24 * 3600)));
+            let sweeper = Sweeper::spawn(Arc::new(store.clone()), interval);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            assert_eq!(store.counts().other, 1, "the sweep is under way");
+            let stopped = tokio::time::timeout(Duration::from_secs(5), sweeper.stop()).await;
+            assert!(
+                stopped.is_ok(),
+                "stop waited for a hung sweep: {interval:?}"
+            );
+        }
+    }
+
+    /// An interval of zero is raised to [`Sweeper::MIN_INTERVAL`]: a store
+    /// that fails at once is not asked again and again.
+    #[tokio::test(start_paused = true)]
+    async fn a_tiny_interval_is_raised_to_the_least() {
+        let store = Instrumented::new(TestStore::default());
+        store.fail_with(Some(crate::StoreErrorKind::Unavailable));
+        let sweeper = Sweeper::spawn(Arc::new(store.clone()), Duration::ZERO);
+        tokio::time::sleep(Sweeper::MIN_INTERVAL * 3 + Sweeper::MIN_INTERVAL / 2).await;
+        assert_eq!(
+            store.counts().other,
+            4,
+            "a sweep at once, then one per second"
+        );
+        sweeper.stop().await;
     }
 
     #[tokio::test(start_paused = true)]

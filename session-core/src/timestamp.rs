@@ -175,7 +175,8 @@ impl fmt::Debug for Timestamp {
 }
 
 impl fmt::Display for Timestamp {
-    /// RFC 3339 in UTC, to the millisecond.
+    /// RFC 3339 in UTC, to the millisecond, for years 0 to 9999 (earlier
+    /// ones, which RFC 3339 cannot write, start with a minus sign).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let t = OffsetDateTime::from(*self);
         let (year, month, day) = t.to_calendar_date();

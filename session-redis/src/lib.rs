@@ -66,11 +66,12 @@
 //! token its value carries (a save, as long as fewer than four other writes
 //! landed on top of it), and answers as the first send did. A rotation's
 //! retiring touch is not: sent twice, the second finds the old record gone,
-//! so the rotation concludes that another request ended the session, deletes
-//! the new record and answers [`Error::Ended`](session_core::Error::Ended)
-//! (the user signs in again, and the session's values are gone, as after a
-//! logout). That takes a dropped connection, or a stall of over 5 s with a
-//! store timeout longer than that, during that one command.
+//! so the rotation concludes that another request ended the session. A
+//! login then goes on with a fresh session holding only its own writes (the
+//! user is signed in; the values set before the login are gone), and a
+//! `cycle_id` or `logout` ends the session (as after a logout). That takes a
+//! dropped connection, or a stall of over 5 s with a store timeout longer
+//! than that, during that one command.
 //!
 //! # TLS
 //!

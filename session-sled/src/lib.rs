@@ -762,8 +762,10 @@ mod tests {
         }
         assert_eq!(s.len(), 52);
 
-        let sweeper =
-            session_core::Sweeper::spawn(std::sync::Arc::new(s.clone()), Duration::from_millis(50));
+        let sweeper = session_core::Sweeper::spawn(
+            std::sync::Arc::new(s.clone()),
+            session_core::Sweeper::MIN_INTERVAL,
+        );
         // Waits for the sweeper rather than for a fixed time: the records
         // expire 200 ms after their creation, and a loaded machine may take
         // longer to sweep them.
@@ -822,8 +824,10 @@ mod tests {
     #[tokio::test]
     async fn a_stopped_sweeper_sweeps_no_more() {
         let s = store();
-        let sweeper =
-            session_core::Sweeper::spawn(std::sync::Arc::new(s.clone()), Duration::from_millis(20));
+        let sweeper = session_core::Sweeper::spawn(
+            std::sync::Arc::new(s.clone()),
+            session_core::Sweeper::MIN_INTERVAL,
+        );
         sweeper.stop().await;
         s.create(&record(Duration::from_millis(50), None))
             .await

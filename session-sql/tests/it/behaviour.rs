@@ -38,7 +38,7 @@ async fn sweeper_removes_expired_rows_in_batches(store: impl Store + Clone) {
             .await
             .expect("create");
     }
-    let sweeper = Sweeper::spawn(Arc::new(store.clone()), Duration::from_millis(50));
+    let sweeper = Sweeper::spawn(Arc::new(store.clone()), Sweeper::MIN_INTERVAL);
     let deadline = Instant::now() + Duration::from_secs(20);
     // The sweeper did the work if nothing is left for a manual sweep.
     tokio::time::sleep(Duration::from_millis(500)).await;
