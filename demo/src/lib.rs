@@ -88,8 +88,18 @@ mod tests {
 
     #[test]
     fn passwords_never_reach_the_banner() {
-        let d = StoreChoice::Redis("redis://:hunter2@db:6379".into()).describe();
-        assert!(!d.contains("hunter2"), "{d}");
+        for store in [
+            StoreChoice::Redis("redis://:hunter2@db:6379".into()),
+            StoreChoice::RedisCluster(vec![
+                "redis://:hunter2@a:7000".into(),
+                "redis://:hunter2@b:7001".into(),
+            ]),
+            StoreChoice::Postgres("postgres://app:hunter2@db/app".into()),
+            StoreChoice::MySql("mysql://app:hunter2@db/app".into()),
+        ] {
+            let d = store.describe();
+            assert!(!d.contains("hunter2"), "{d}");
+        }
     }
 }
 
@@ -174,7 +184,14 @@ impl StoreChoice {
         match self {
             Self::Memory => "memory (in this process; sessions end when it stops)".into(),
             Self::Redis(url) => format!("Redis at {}", redact(url)),
-            Self::RedisCluster(nodes) => format!("Redis Cluster via {}", nodes.join(", ")),
+            Self::RedisCluster(nodes) => format!(
+                "Redis Cluster via {}",
+                nodes
+                    .iter()
+                    .map(|n| redact(n))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             Self::Sled(path) => {
                 format!("sled database in {} (kept across restarts)", path.display())
             }
@@ -425,7 +442,7 @@ pub fn start_banner(framework: &str, settings: &Settings) {
     }
     let _ = write!(
         banner,
-        "  routes: /set /get /delete /clear /destroy /incr /login/{{user}} /logout /logout-all /sessions /sessions/end/{{id}}"
+        "  routes: /set /get /delete /clear /destroy /incr /login/{{user}} /logout /logout-all /sessions /sessions/end/{{id}}; in a browser: /app"
     );
     eprintln!("{banner}");
 }
@@ -449,7 +466,7 @@ fn reply(result: session_core::Result<String>) -> Reply {
 pub fn index() -> Reply {
     (
         200,
-        "You should navigate to /set, /get, /delete, /clear, /destroy, /incr, /login/{user}, /logout, /logout-all, /sessions or /sessions/end/{id}".into(),
+        "You should navigate to /set, /get, /delete, /clear, /destroy, /incr, /login/{user}, /logout, /logout-all, /sessions or /sessions/end/{id}, or open /app in a browser".into(),
     )
 }
 
@@ -529,7 +546,8 @@ pub async fn page(session: &Session) -> Reply {
 </form>
 <p>
   <button id="incr" onclick="go('/incr')">Increment</button>
-  <button id="logout" onclick="go('/destroy')">Log out</button>
+  <button id="logout" onclick="go('/logout')">Log out</button>
+  <button id="destroy" onclick="go('/destroy')">End the session</button>
   <button id="logout-all" onclick="go('/logout-all')">Log out everywhere</button>
 </p>
 {devices}

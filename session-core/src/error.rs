@@ -79,6 +79,27 @@ pub enum Error {
     Random(#[from] RandomError),
 }
 
+/// A malformed id or record id from the app's own input (a "your devices"
+/// page posting a record id back, an admin tool) is an invalid argument, so
+/// `?` works on [`Id::parse`](crate::Id::parse) and
+/// [`RecordId::parse`](crate::RecordId::parse) in a function returning
+/// [`Result`].
+///
+/// ```
+/// use session_core::{Error, RecordId};
+///
+/// fn parse(text: &str) -> session_core::Result<RecordId> {
+///     Ok(RecordId::parse(text)?)
+/// }
+/// assert!(matches!(parse("not an id"), Err(Error::Invalid(_))));
+/// assert_eq!(parse("not an id").unwrap_err().http_status(), 500);
+/// ```
+impl From<crate::id::InvalidId> for Error {
+    fn from(e: crate::id::InvalidId) -> Self {
+        Self::Invalid(e.to_string())
+    }
+}
+
 /// `Result` with the session [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -64,14 +64,13 @@
 //! after its 5 s response timeout, although the first send may have been
 //! carried out. A create or a save sent twice is recognised by the write
 //! token its value carries (a save, as long as fewer than four other writes
-//! landed on top of it), and answers as the first send did. A rotation's
-//! retiring touch is not: sent twice, the second finds the old record gone,
-//! so the rotation concludes that another request ended the session. A
-//! login then goes on with a fresh session holding only its own writes (the
-//! user is signed in; the values set before the login are gone), and a
-//! `cycle_id` or `logout` ends the session (as after a logout). That takes a
-//! dropped connection, or a stall of over 5 s with a store timeout longer
-//! than that, during that one command.
+//! landed on top of it), and answers as the first send did. So is a
+//! rotation's retiring touch (a touch to a deadline already past): it keeps
+//! the old value for up to a minute, marked retired and carrying the
+//! touch's token, instead of removing it at once, so that the same touch
+//! sent again answers as the first did, while another request's retirement
+//! of the same record, a load, a save, a touch and an owner's listing all
+//! find it gone. The rotation deletes it right after.
 //!
 //! # TLS
 //!
@@ -257,7 +256,7 @@ fn save_lua() -> String {
     let trailer = value::TRAILER_LEN;
     format!(
         r"local cur = redis.call('GET', KEYS[1])
-if not cur then return {{0, ''}} end
+if not cur or string.sub(cur, 9, 16) == {retired} then return {{0, ''}} end
 local mine = string.sub(ARGV[2], -{token})
 if string.sub(cur, 1, 8) ~= ARGV[1] then
   if #cur >= {min_len} then
@@ -274,24 +273,60 @@ return {{2, string.sub(cur, 19, 18 + n)}}
 ",
         min_len = 18 + trailer,
         kept = trailer - token,
+        retired = RETIRED_LUA,
     )
 }
 
+/// [`value::RETIRED`] as a Lua expression.
+const RETIRED_LUA: &str = "string.rep('\\0', 8)";
+
 /// Moves the deadline, in the header and for Redis's own expiry, if the
-/// version is still `ARGV[3]` (a missing key reads as an empty string).
-static TOUCH: LazyLock<Script> = LazyLock::new(|| Script::new(TOUCH_LUA));
+/// version is still `ARGV[3]` and the value was not retired (a missing key
+/// reads as an empty string).
+static TOUCH: LazyLock<Script> = LazyLock::new(|| Script::new(&touch_lua()));
 
 /// [`TOUCH`] after raising the owner's index entry (`KEYS[2]`, member
 /// `ARGV[4]`), for a standalone server.
 static TOUCH_INDEXED: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&(index_lua("KEYS[2]", "ARGV[4]", "ARGV[2]") + TOUCH_LUA)));
+    LazyLock::new(|| Script::new(&(index_lua("KEYS[2]", "ARGV[4]", "ARGV[2]") + &touch_lua())));
 
-const TOUCH_LUA: &str = r"
-if redis.call('GETRANGE', KEYS[1], 0, 7) ~= ARGV[3] then return 0 end
+fn touch_lua() -> String {
+    format!(
+        r"
+local head = redis.call('GETRANGE', KEYS[1], 0, 15)
+if string.sub(head, 1, 8) ~= ARGV[3] or string.sub(head, 9, 16) == {RETIRED_LUA} then return 0 end
 redis.call('SETRANGE', KEYS[1], 8, ARGV[1])
 redis.call('PEXPIREAT', KEYS[1], ARGV[2])
 return 1
-";
+"
+    )
+}
+
+/// Retires the value at version `ARGV[1]` (how a rotation ends its old
+/// record): its header deadline becomes [`value::RETIRED`], its last eight
+/// bytes this touch's token `ARGV[2]`, and it stays `ARGV[3]` ms. A value
+/// already retired answers 1 if it was by this very touch (sent again by
+/// the Cluster client after its connection dropped before the reply, or
+/// the rotation would conclude that another request ended the session), 0
+/// if by another.
+static RETIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"
+local head = redis.call('GETRANGE', KEYS[1], 0, 15)
+if string.sub(head, 1, 8) ~= ARGV[1] then return 0 end
+local len = redis.call('STRLEN', KEYS[1])
+if len < 24 then return 0 end
+if string.sub(head, 9, 16) == {RETIRED_LUA} then
+  if redis.call('GETRANGE', KEYS[1], len - 8, len - 1) == ARGV[2] then return 1 end
+  return 0
+end
+redis.call('SETRANGE', KEYS[1], 8, {RETIRED_LUA})
+redis.call('SETRANGE', KEYS[1], len - 8, ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"
+    ))
+});
 
 /// `SET NX PXAT` of the value `ARGV[1]` until `ARGV[2]` after raising the
 /// owner's index entry (`KEYS[2]`, member `ARGV[3]`), for a standalone
@@ -304,20 +339,26 @@ static CREATE_INDEXED: LazyLock<Script> = LazyLock::new(|| {
 });
 
 /// Deletes the session if its owner is `ARGV[1]` (1); a key that holds no
-/// session value, or another owner's, is left alone (0); no key at all is -1
-/// (perhaps a create in flight, whose index entry must stay).
+/// session value, or another owner's, is left alone (0); no key at all, or
+/// a retired value (deleted here), is -1 (perhaps a create in flight, whose
+/// index entry must stay, or a rotation whose successor a new listing
+/// finds).
 static DELETE_IF_OWNER: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
         r"
 local cur = redis.pcall('GET', KEYS[1])
 if not cur then return -1 end
 if type(cur) ~= 'string' or #cur < 18 then return 0 end
+if string.sub(cur, 9, 16) == {RETIRED_LUA} then
+  redis.call('DEL', KEYS[1])
+  return -1
+end
 local n = string.byte(cur, 17) * 256 + string.byte(cur, 18)
 if string.sub(cur, 19, 18 + n) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
 return 1
-",
-    )
+"
+    ))
 });
 
 /// Raises one entry of an owner's index (`ARGV[1]`) to `ARGV[2]`, drops
@@ -714,6 +755,36 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// [`Store::touch`] to a deadline already past, with this call's write
+    /// `token` (separate so that a test can send the very same touch twice,
+    /// as a resending client does): see [`RETIRE`]. The session's index
+    /// entry goes with it, as a delete's does.
+    async fn retire(
+        &self,
+        id: &RecordId,
+        version: u64,
+        owner: Option<&str>,
+        token: [u8; value::TOKEN_LEN],
+    ) -> Result<bool, StoreError> {
+        let retired: i64 = RETIRE
+            .key(self.key(id))
+            .arg(&value::version_bytes(version)[..])
+            .arg(&token[..])
+            .arg(value::RETIRED_FOR_MS)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(command("touch"))?;
+        let retired = retired == 1;
+        if retired {
+            if let Some(owner) = owner {
+                self.unindex(owner, id).await;
+            }
+        }
+        Ok(retired)
+    }
+}
+
 fn is_wrong_type(e: &RedisError) -> bool {
     e.code() == Some("WRONGTYPE")
 }
@@ -744,18 +815,19 @@ impl Store for RedisStore {
         expires_at: Timestamp,
     ) -> Result<bool, StoreError> {
         let expires = expires_at.unix_millis();
+        if expires <= Timestamp::now().unix_millis() {
+            // A deadline already past: how a rotation retires its old record.
+            return self.retire(id, version, owner, value::token()).await;
+        }
         let mut conn = self.conn.clone();
-        // A deadline already past (how a rotation retires its old record)
-        // needs no higher bound in the index.
-        let raise = owner.filter(|_| expires > Timestamp::now().unix_millis());
-        let inline = raise.is_some() && self.indexes_inline();
+        let inline = owner.is_some() && self.indexes_inline();
         let mut invocation = if inline { &TOUCH_INDEXED } else { &TOUCH }.key(self.key(id));
         invocation
             .arg(&value::deadline_bytes(expires_at)[..])
             .arg(expires)
             .arg(&value::version_bytes(version)[..]);
         // Index first, as in `create_value`.
-        match raise {
+        match owner {
             Some(owner) if inline => self.index_args(&mut invocation, owner, id),
             Some(owner) => self.index(owner, id, expires).await?,
             None => {}
@@ -764,16 +836,7 @@ impl Store for RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(command("touch"))?;
-        let touched = touched == 1;
-        if touched && expires <= Timestamp::now().unix_millis() {
-            // A deadline already past ends the session at once (a rotation
-            // retires its old record so): its index entry goes with it, as a
-            // delete's does.
-            if let Some(owner) = owner {
-                self.unindex(owner, id).await;
-            }
-        }
-        Ok(touched)
+        Ok(touched == 1)
     }
 
     async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
@@ -817,7 +880,9 @@ impl Store for RedisStore {
         let checks = join_all(ids.iter().map(|id| self.fetch(id, "read owner"))).await;
         let mut live = Vec::with_capacity(ids.len());
         for (id, found) in ids.into_iter().zip(checks) {
-            if found?.is_some_and(|v| value::owner(&v).as_deref() == Some(owner)) {
+            if found?.is_some_and(|v| {
+                !value::is_retired(&v) && value::owner(&v).as_deref() == Some(owner)
+            }) {
                 live.push(id);
             }
         }
@@ -1238,6 +1303,61 @@ mod tests {
         );
         assert_eq!(resend().await.expect("resent"), Saved::Conflict);
         store.delete(&r.id).await.expect("delete");
+    }
+
+    /// A rotation's retiring touch that the Cluster client sends again
+    /// (its connection dropped before the reply) answers as the first send
+    /// did; another retirement of the same version does not, and the
+    /// retired value is gone for every other command.
+    #[tokio::test]
+    async fn a_resent_retirement_is_recognised_and_another_is_not() {
+        let Some(store) = store().await else {
+            return;
+        };
+        let (r, _) = created_for_alice(&store).await;
+        let alice = Some("alice");
+        let token = value::token();
+        // Without the owner, the index entry stays, as it does until the
+        // retirement's own unindexing lands: listings must skip the value.
+        let retire = |token| store.retire(&r.id, r.version, None, token);
+        assert!(retire(token).await.expect("retire"));
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(store.key(&r.id))
+            .query_async(&mut store.conn.clone())
+            .await
+            .expect("pttl");
+        assert!(
+            0 < ttl && ttl <= value::RETIRED_FOR_MS as i64,
+            "kept {ttl} ms"
+        );
+        assert!(retire(token).await.expect("resent"), "a resend was refused");
+        assert!(
+            !retire(value::token()).await.expect("retire"),
+            "another retirement of the same version succeeded"
+        );
+        assert_eq!(store.load(&r.id).await.expect("load"), None);
+        let later = Timestamp::now() + std::time::Duration::from_secs(3600);
+        assert!(
+            !store
+                .touch(&r.id, r.version, alice, later)
+                .await
+                .expect("touch"),
+            "a touch brought the retired record back"
+        );
+        let mut next = r.clone();
+        next.version += 1;
+        next.expires_at = later;
+        assert_eq!(
+            store.save(&next, r.version).await.expect("save"),
+            Saved::Missing,
+            "a save brought the retired record back"
+        );
+        assert_eq!(store.load(&r.id).await.expect("load"), None);
+        assert!(store.ids_of_owner("alice").await.expect("list").is_empty());
+        assert_eq!(store.delete_owner("alice").await.expect("delete owner"), 0);
+        // That removed the retired value: the same touch finds nothing now.
+        assert!(!retire(token).await.expect("retire"));
+        forget(&store, "alice").await;
     }
 
     #[tokio::test]

@@ -38,8 +38,23 @@ pub(crate) const TOKENS: usize = 4;
 /// The tokens that end each value.
 pub(crate) const TRAILER_LEN: usize = TOKENS * TOKEN_LEN;
 
+/// The header deadline of a value a rotation retired: a touch to a
+/// deadline already past keeps the value for [`RETIRED_FOR_MS`] with this
+/// deadline and the touch's token in its last eight bytes, so that the same
+/// touch sent again is recognised, and nothing else reads it as live.
+pub(crate) const RETIRED: [u8; 8] = [0; 8];
+
+/// How long a retired value stays (unless deleted sooner, as a rotation
+/// does right after): longer than the Cluster client goes on resending.
+pub(crate) const RETIRED_FOR_MS: u64 = 60_000;
+
+/// Whether a stored value was retired (see [`RETIRED`]).
+pub(crate) fn is_retired(value: &[u8]) -> bool {
+    word(value, DEADLINE_AT) == Some(RETIRED)
+}
+
 /// A token no other write has: a random start per process, then a count.
-fn token() -> [u8; TOKEN_LEN] {
+pub(crate) fn token() -> [u8; TOKEN_LEN] {
     static START: LazyLock<u64> = LazyLock::new(|| match session_core::Id::generate() {
         Ok(id) => {
             let mut start = [0; 8];

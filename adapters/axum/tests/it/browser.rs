@@ -205,7 +205,19 @@ async fn a_real_browser_logs_in_counts_and_is_logged_out_everywhere() {
     a.refresh().await.expect("reload");
     wait_text(&a, "user", "Not logged in").await;
 
-    // The first browser logs in again and counts; the second logs out
+    // The first browser logs in again and counts, logs out (the counter
+    // stays: a logout keeps the session's values), then ends the session
+    // (the counter goes).
+    log_in(&a, &base, "carol").await;
+    click(&a, "incr").await;
+    wait_text(&a, "count", "1").await;
+    click(&a, "logout").await;
+    wait_text(&a, "user", "Not logged in").await;
+    wait_text(&a, "count", "1").await;
+    click(&a, "destroy").await;
+    wait_text(&a, "count", "0").await;
+
+    // Logged in and counting again; the second browser logs out
     // everywhere.
     log_in(&a, &base, "carol").await;
     click(&a, "incr").await;
