@@ -281,13 +281,16 @@ where
             (Answer::Response(response), Err(error)) => Ok(response
                 .into_response(failed_commit(session, &error))
                 .map_into_right_body()),
+            // Nothing for the client to learn: the error as it came, so
+            // that the middlewares outside find their own error type.
+            (Answer::Error(error), Ok(session_core::SetCookie::Unchanged)) => Err(error),
             // The error's own response, with the session's headers: as an
             // error still, for the middlewares outside this one.
             (Answer::Error(error), Ok(outcome)) => Err(CommittedError {
                 error,
                 manager: manager.clone(),
                 outcome,
-                commit_failed: false,
+                failed_commit: None,
             }
             .into()),
             (Answer::Error(inner), Err(error)) => {
@@ -295,10 +298,10 @@ where
                 let status = error.status_code();
                 tracing::error!(%error, %status, "session could not be committed");
                 Err(CommittedError {
-                    error: error.into(),
+                    error: inner,
                     manager: manager.clone(),
                     outcome: session.failed_commit_outcome(),
-                    commit_failed: true,
+                    failed_commit: Some(status),
                 }
                 .into())
             }
@@ -309,19 +312,23 @@ where
 /// The error a middleware inside [`SessionMiddleware`] answered, after the
 /// session was committed: it answers the error's own status and response
 /// with the session's headers added (a new id, a removed cookie), however
-/// often it is asked. Middlewares outside that look for their own error
-/// types find them with [`CommittedError::inner`].
+/// often it is asked; if the commit failed, the failed commit's bare,
+/// uncacheable status instead, as every failed commit answers. Middlewares
+/// outside that look for their own error types find them with
+/// [`CommittedError::inner`]. (An error that leaves the client's cookie as
+/// it is reaches them as it came, without this wrapper.)
 pub struct CommittedError {
     error: actix_web::Error,
     manager: Manager,
     outcome: session_core::SetCookie,
-    /// The commit failed too: the response is not to be cached, as every
-    /// failed commit's.
-    commit_failed: bool,
+    /// The commit failed too, with this status: the response is the failed
+    /// commit's.
+    failed_commit: Option<StatusCode>,
 }
 
 impl CommittedError {
-    /// The error the inner middleware answered.
+    /// The error the inner middleware answered (also when the commit failed
+    /// and the response is the commit's).
     pub fn inner(&self) -> &actix_web::Error {
         &self.error
     }
@@ -341,16 +348,17 @@ impl fmt::Display for CommittedError {
 
 impl ResponseError for CommittedError {
     fn status_code(&self) -> StatusCode {
-        self.error.as_response_error().status_code()
+        self.failed_commit
+            .unwrap_or_else(|| self.error.as_response_error().status_code())
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut response = self.error.error_response();
-        if self.commit_failed {
-            response
-                .headers_mut()
-                .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        }
+        let mut response = match self.failed_commit {
+            Some(status) => HttpResponse::build(status)
+                .insert_header((CACHE_CONTROL, "no-store"))
+                .finish(),
+            None => self.error.error_response(),
+        };
         write_headers(&self.manager, &self.outcome, response.headers_mut());
         response
     }

@@ -42,6 +42,14 @@
 //! request had already stored the session under a new id (`login`), the error
 //! response still carries it; after `destroy`, the cookie's removal.
 //!
+//! An error from a service inside the layer (a `tower` middleware such as a
+//! timeout, between the layer and the router) passes through as it came,
+//! and the session is not committed: nothing the handler deferred is saved,
+//! and a `login` made before it leaves the client on the retired id. Turn
+//! such errors into responses inside the layer (axum's `HandleErrorLayer`
+//! between the two), so that the session is committed with them, as
+//! session-actix does for an inner middleware's error.
+//!
 //! A handler that panics saves none of its deferred changes. axum does not
 //! catch the panic, so the client gets no response at all, not even the new
 //! id of a `login` made before the panic. With `tower_http`'s

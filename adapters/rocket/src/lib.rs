@@ -92,8 +92,18 @@ impl SessionFairing {
 /// Managed state that tells the [`Session`] sentinel the fairing is attached.
 struct Attached;
 
-/// The request's session, in the request's local cache.
-struct RequestSession(Option<session_core::Session>);
+/// The request's session, in the request's local cache. Rocket fills a
+/// request's cache slot once, with whatever asks first: a fairing attached
+/// before [`SessionFairing`] that asks for the [`Session`] guard gets there
+/// first (and finds no session yet), so the slot holds a cell that the
+/// session fairing fills in, not the session itself.
+struct RequestSession(std::sync::OnceLock<session_core::Session>);
+
+/// The request's session slot, created empty by whatever asks first.
+fn slot<'r>(req: &'r Request<'_>) -> &'r std::sync::OnceLock<session_core::Session> {
+    &req.local_cache(|| RequestSession(std::sync::OnceLock::new()))
+        .0
+}
 
 fn header_joined(res: &Response<'_>, name: &str) -> Option<String> {
     session_core::join_header_values(res.headers().get(name))
@@ -118,11 +128,13 @@ impl Fairing for SessionFairing {
         let session = self
             .manager
             .session_from_request(|name| req.headers().get(name));
-        req.local_cache(|| RequestSession(Some(session)));
+        // Already filled only if this fairing ran twice on one request,
+        // which `Kind::Singleton` rules out; the first session stays.
+        let _ = slot(req).set(session);
     }
 
     async fn on_response<'r>(&self, req: &'r Request<'_>, res: &mut Response<'r>) {
-        let RequestSession(Some(session)) = req.local_cache(|| RequestSession(None)) else {
+        let Some(session) = slot(req).get() else {
             return;
         };
         match session.commit().await {
@@ -174,9 +186,9 @@ impl<'r> FromRequest<'r> for Session {
     type Error = MissingFairing;
 
     async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
-        match req.local_cache(|| RequestSession(None)) {
-            RequestSession(Some(session)) => Outcome::Success(Session(session.for_handler())),
-            RequestSession(None) => {
+        match slot(req).get() {
+            Some(session) => Outcome::Success(Session(session.for_handler())),
+            None => {
                 tracing::error!("{MissingFairing}");
                 Outcome::Error((Status::InternalServerError, MissingFairing))
             }

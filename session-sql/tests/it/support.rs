@@ -69,7 +69,7 @@ pub(crate) fn missing(what: &str, why: &str) {
         panic!("{what} is required in CI but is not available: {why}");
     }
     eprintln!(
-        "SKIPPED: {what} is not available ({why}); start it or point the variable at a server"
+        "SKIPPED: {what} is not available ({why}); start it, point the variable at a server, or run `cargo xtask test`, which starts a throwaway one from installed binaries (apt-get install postgresql mariadb-server)"
     );
 }
 

@@ -169,6 +169,17 @@ mod actix_only {
         let store = Instrumented::new(MemoryStore::new());
         store.fail_with(Some(StoreErrorKind::Unavailable));
         let error = turned_away(Manager::new(store, Config::default())).await;
+        assert_eq!(error.as_response_error().status_code(), 503);
+        let committed = error
+            .as_error::<session_actix::CommittedError>()
+            .expect("the session's wrapper");
+        assert!(
+            committed
+                .inner()
+                .as_error::<actix_web::error::InternalError<&str>>()
+                .is_some(),
+            "the middleware's own error is still inside"
+        );
         let res = error.error_response();
         assert_eq!(res.status(), 503);
         assert_eq!(res.headers().get("cache-control").unwrap(), "no-store");
@@ -176,6 +187,39 @@ mod actix_only {
             res.headers().get("set-cookie").is_none(),
             "nothing was stored"
         );
+        let body = actix_web::body::to_bytes(res.into_body()).await.unwrap();
+        assert!(body.is_empty(), "a failed commit answers bare: {body:?}");
+    }
+
+    /// A middleware's error on a request whose session leaves the client's
+    /// cookie as it is reaches the middlewares outside as it came.
+    #[actix_web::test]
+    async fn an_inner_middlewares_error_that_changes_no_cookie_passes_as_it_came() {
+        use actix_web::body::BoxBody;
+        use actix_web::dev::{Service as _, ServiceResponse};
+
+        let manager = Manager::new(MemoryStore::new(), Config::default());
+        let app = test::init_service(
+            App::new()
+                .wrap_fn(|_req, _inner| async {
+                    Err::<ServiceResponse<BoxBody>, _>(actix_web::error::ErrorForbidden("no"))
+                })
+                .wrap(SessionMiddleware::new(manager))
+                .route("/", web::get().to(|| async { "never reached" })),
+        )
+        .await;
+        let error = match app
+            .call(test::TestRequest::get().uri("/").to_request())
+            .await
+        {
+            Ok(res) => panic!("the error became {}", res.status()),
+            Err(error) => error,
+        };
+        assert!(error
+            .as_error::<actix_web::error::InternalError<&str>>()
+            .is_some());
+        assert!(error.as_error::<session_actix::CommittedError>().is_none());
+        assert_eq!(error.as_response_error().status_code(), 403);
     }
 
     /// `?` on a session call in a handler that returns `actix_web::Result`:

@@ -183,6 +183,32 @@ mod rocket_only {
         assert_eq!(res.headers().get_one("x-before"), None);
     }
 
+    /// A fairing attached before the session fairing that asks for the
+    /// session guard (finding none yet) does not take the session away from
+    /// the handler.
+    #[tokio::test]
+    async fn an_earlier_fairing_asking_for_the_session_leaves_it_to_the_handler() {
+        use rocket::fairing::AdHoc;
+        let store = MemoryStore::new();
+        let manager = Manager::new(store.clone(), Config::default());
+        let early = AdHoc::on_request("asks early", |req, _| {
+            Box::pin(async move {
+                let asked = req.guard::<Session>().await;
+                assert!(asked.is_error(), "a session before the session fairing ran");
+            })
+        });
+        let rocket = rocket::build()
+            .attach(early)
+            .attach(SessionFairing::new(manager))
+            .mount("/", routes![count]);
+        let client = Client::untracked(rocket).await.expect("client");
+        let res = client.get("/count").dispatch().await;
+        assert_eq!(res.status(), Status::Ok);
+        assert!(res.headers().get_one("set-cookie").is_some());
+        assert_eq!(res.into_string().await.as_deref(), Some("1"));
+        assert_eq!(store.len(), 1);
+    }
+
     #[tokio::test]
     async fn handler_errors_still_save_and_keep_their_status() {
         let manager = Manager::new(MemoryStore::new(), Config::default());
