@@ -47,9 +47,15 @@ struct Figures {
     p50_us: f64,
     p99_us: f64,
     requests: u64,
+    /// Requests that failed: non-2xx answers and socket errors (timeouts
+    /// included), as wrk counts them.
     failed: u64,
-    /// Final counter(s) minus successful increments (write scenarios).
+    /// Successful increments minus the final counter(s) (write scenarios
+    /// on server-side stores).
     lost: Option<i64>,
+    /// The increments the server acknowledged during the run (write
+    /// scenarios on server-side stores).
+    acked: Option<i64>,
     /// Store calls per request (our variants).
     calls: Option<f64>,
     /// The server process's CPU time (user + system) per request, in µs.
@@ -152,7 +158,8 @@ fn store_calls(port: u16) -> Option<u64> {
     (!o.is_empty()).then(|| o.values().filter_map(serde_json::Value::as_u64).sum())
 }
 
-/// Microseconds in a wrk duration (`12.3us`, `4.5ms`, `1.2s`).
+/// Microseconds in a wrk duration (`12.3us`, `4.5ms`, `1.2s`, `2.0m`,
+/// `1.0h`).
 fn micros(text: &str) -> Option<f64> {
     let (num, unit) = text.split_at(text.find(|c: char| c.is_ascii_alphabetic())?);
     let n: f64 = num.parse().ok()?;
@@ -160,6 +167,8 @@ fn micros(text: &str) -> Option<f64> {
         "us" => n,
         "ms" => n * 1e3,
         "s" => n * 1e6,
+        "m" => n * 60e6,
+        "h" => n * 3600e6,
         _ => return None,
     })
 }
@@ -231,7 +240,11 @@ fn wrk(
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    let mut f = parse_wrk(&String::from_utf8_lossy(&out.stdout));
+    let report = String::from_utf8_lossy(&out.stdout);
+    let mut f = parse_wrk(&report);
+    if f.requests == 0 || f.rps <= 0.0 || f.p50_us <= 0.0 {
+        return Err(format!("wrk's report could not be read:\n{report}"));
+    }
     if let (Some(b), Some(a)) = (cpu_before, cpu_after) {
         if f.requests > 0 {
             let seconds = a.saturating_sub(b) as f64 / ticks_per_second();
@@ -241,14 +254,40 @@ fn wrk(
     Ok(f)
 }
 
-fn run_scenario(target: Target, scenario: &str, seconds: u64, dir: &Path) -> Result<Figures> {
+/// Checks that a request with `cookie` reads the session `/new` just made
+/// (its counter at 0): an unknown session reads as `-1`, which would turn
+/// `read` into a cheaper scenario without a session.
+fn reads_its_session(port: u16, cookie: &str) -> Result {
+    match get(port, "/read", Some(cookie))? {
+        (200, _, body) if body.trim() == "0" => Ok(()),
+        other => Err(format!(
+            "/read does not see the session /new made: {other:?}"
+        )),
+    }
+}
+
+/// One scenario's run. `client_side`: the store keeps the session in the
+/// cookie itself (actix-session's cookie store), which wrk does not keep
+/// from one response to the next, so increments cannot accumulate and are
+/// not counted.
+fn run_scenario(
+    target: Target,
+    scenario: &str,
+    seconds: u64,
+    dir: &Path,
+    client_side: bool,
+) -> Result<Figures> {
     let port = target.port;
-    let before = store_calls(port);
-    let mut f = match scenario {
+    let mut before = store_calls(port);
+    let f = match scenario {
         "plain" => wrk(target, "/plain", 1, seconds, None)?,
         "new" => wrk(target, "/new", 1, seconds, None)?,
         "read" | "write" => {
             let cookie = new_session(port)?;
+            reads_its_session(port, &cookie)?;
+            // Store calls from here on: the set-up requests are not the
+            // scenario's.
+            before = store_calls(port);
             let script = dir.join(format!("{scenario}.lua"));
             fs::write(&script, format!("wrk.headers[\"Cookie\"] = \"{cookie}\"\n"))
                 .map_err(|e| e.to_string())?;
@@ -259,16 +298,29 @@ fn run_scenario(target: Target, scenario: &str, seconds: u64, dir: &Path) -> Res
             };
             let acked = writes_ok(port)?;
             let mut f = wrk(target, path, 1, seconds, Some(&script))?;
-            if scenario == "write" {
+            let after = store_calls(port);
+            if scenario == "write" && !client_side {
                 // Requests still in flight when wrk stops finish on the
                 // server: give them a moment before counting.
                 sleep(Duration::from_millis(500));
-                f.lost = Some(writes_ok(port)? - acked - counter(port, &cookie)?);
+                let acked = writes_ok(port)? - acked;
+                let count = counter(port, &cookie)?;
+                if count <= 0 && acked > 0 {
+                    return Err(format!(
+                        "/write acknowledged {acked} increments but the counter is {count}: the session was not reused"
+                    ));
+                }
+                f.acked = Some(acked);
+                f.lost = Some(acked - count);
             }
-            f
+            return Ok(with_calls(f, before, after));
         }
         "write-own" => {
             let cookies: Vec<String> = (0..16).map(|_| new_session(port)).collect::<Result<_>>()?;
+            for c in &cookies {
+                reads_its_session(port, c)?;
+            }
+            before = store_calls(port);
             let list = cookies
                 .iter()
                 .map(|c| format!("\"{c}\""))
@@ -286,22 +338,34 @@ fn run_scenario(target: Target, scenario: &str, seconds: u64, dir: &Path) -> Res
             .map_err(|e| e.to_string())?;
             let acked = writes_ok(port)?;
             let mut f = wrk(target, "/write", 16, seconds, Some(&script))?;
-            sleep(Duration::from_millis(500));
-            let mut total = 0;
-            for c in &cookies {
-                total += counter(port, c)?;
+            let after = store_calls(port);
+            if !client_side {
+                sleep(Duration::from_millis(500));
+                let acked = writes_ok(port)? - acked;
+                let mut total = 0;
+                for c in &cookies {
+                    total += counter(port, c)?;
+                }
+                f.acked = Some(acked);
+                f.lost = Some(acked - total);
             }
-            f.lost = Some(writes_ok(port)? - acked - total);
-            f
+            return Ok(with_calls(f, before, after));
         }
         other => return Err(format!("unknown scenario {other}")),
     };
-    if let (Some(b), Some(a)) = (before, store_calls(port)) {
+    let after = store_calls(port);
+    Ok(with_calls(f, before, after))
+}
+
+/// `f` with its store calls per request, from the wrapper's counts before
+/// and after wrk's run.
+fn with_calls(mut f: Figures, before: Option<u64>, after: Option<u64>) -> Figures {
+    if let (Some(b), Some(a)) = (before, after) {
         if f.requests > 0 {
             f.calls = Some(a.saturating_sub(b) as f64 / f.requests as f64);
         }
     }
-    Ok(f)
+    f
 }
 
 pub(crate) fn wait_for(port: u16, server: &mut Child) -> Result {
@@ -321,7 +385,8 @@ pub(crate) fn wait_for(port: u16, server: &mut Child) -> Result {
 /// The medians of a partial run (`--only`), one line per variant and
 /// scenario, for comparing builds without touching BENCHMARKS.md.
 fn summary(results: &BTreeMap<(String, String), Vec<Figures>>) -> String {
-    let mut out = String::from("variant scenario req/s cpu-us/request store-calls/request\n");
+    let mut out =
+        String::from("variant scenario req/s cpu-us/request store-calls/request failed lost\n");
     for ((variant, scenario), runs) in results {
         let of = |f: fn(&Figures) -> Option<f64>| {
             let v: Vec<f64> = runs.iter().filter_map(f).collect();
@@ -331,20 +396,35 @@ fn summary(results: &BTreeMap<(String, String), Vec<Figures>>) -> String {
                 format!("{:.2}", median(v))
             }
         };
+        let lost: Vec<String> = runs
+            .iter()
+            .filter_map(|f| Some(format!("{}/{}", f.lost?, f.acked?)))
+            .collect();
         let _ = writeln!(
             out,
-            "{variant} {scenario} {:.0} {} {}",
+            "{variant} {scenario} {:.0} {} {} {} {}",
             median(runs.iter().map(|f| f.rps).collect()),
             of(|f| f.cpu_us),
             of(|f| f.calls),
+            runs.iter().map(|f| f.failed).sum::<u64>(),
+            if lost.is_empty() {
+                "-".to_owned()
+            } else {
+                lost.join(",")
+            },
         );
     }
     out
 }
 
+/// The median; of an even count, the mean of the middle two.
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 /// Removes what the load-test servers leave behind (`session-loadtest
@@ -399,7 +479,12 @@ pub(crate) fn bench_load(seconds: u64, runs: u32, only: Option<&str>) -> Result 
     let mut results: BTreeMap<(String, String), Vec<Figures>> = BTreeMap::new();
     cleanup(&bin);
     for run in 1..=runs {
-        for (variant, _, store) in variants.iter().copied() {
+        // Each run starts one variant further on, so that no variant is
+        // always measured at the same point of a run.
+        let mut order = variants.clone();
+        let shift = (run as usize - 1) % order.len().max(1);
+        order.rotate_left(shift);
+        for (variant, _, store) in order.iter().copied() {
             let port = 18_300;
             let mut child = Command::new(&bin)
                 .args(["serve", variant, &port.to_string()])
@@ -423,7 +508,7 @@ pub(crate) fn bench_load(seconds: u64, runs: u32, only: Option<&str>) -> Result 
                 SCENARIOS
             };
             for scenario in scenarios {
-                let f = run_scenario(target, scenario, seconds, &dir)?;
+                let f = run_scenario(target, scenario, seconds, &dir, *store == "cookie")?;
                 eprintln!("xtask: run {run} {variant} {scenario}: {:.0} req/s", f.rps);
                 results
                     .entry(((*variant).to_owned(), (*scenario).to_owned()))
@@ -1174,6 +1259,163 @@ fn cpu_cells(med: &Median<'_>, variant: &str, framework: &str, scenario: &str) -
     (format!("{here:.2} µs"), over)
 }
 
+/// The ratio of two variants' req/s (`v` in scenario `s` against `base` in
+/// `base_s`), run by run (each run measures both, minutes apart, in the same
+/// pass over the variants), then the median: steadier than a ratio of
+/// medians taken from different runs.
+fn paired(
+    results: &BTreeMap<(String, String), Vec<Figures>>,
+    v: &str,
+    s: &str,
+    base: &str,
+    base_s: &str,
+) -> Option<f64> {
+    let here = results.get(&(v.to_owned(), s.to_owned()))?;
+    let there = results.get(&(base.to_owned(), base_s.to_owned()))?;
+    let ratios: Vec<f64> = here
+        .iter()
+        .zip(there)
+        .filter(|(_, b)| b.rps > 0.0)
+        .map(|(a, b)| a.rps / b.rps)
+        .collect();
+    (!ratios.is_empty()).then(|| median(ratios))
+}
+
+/// The peer of one of our variants on the same framework and store.
+fn peer_of(variant: &str, framework: &str, store: &str) -> Option<String> {
+    match (framework, variant.contains("-ours-"), store) {
+        ("axum", true, s) => Some(format!("axum-tower-{s}")),
+        ("actix", true, "redis") => Some("actix-session-redis".to_owned()),
+        _ => None,
+    }
+}
+
+/// Where this run stands against the benchmark issue's targets, generated
+/// from the results like the rest of the report.
+fn targets(results: &BTreeMap<(String, String), Vec<Figures>>) -> String {
+    let paired = |v: &str, s: &str, base: &str, base_s: &str| paired(results, v, s, base, base_s);
+    let pct = |r: Option<f64>| r.map_or("–".to_owned(), |r| format!("{:.0} %", 100.0 * r));
+    let times = |r: Option<f64>| r.map_or("–".to_owned(), |r| format!("{r:.2}×"));
+    let met = |ok: bool| if ok { "met" } else { "not met" };
+    let to_bare = |fw: &str, v: &str, s: &str| {
+        paired(&format!("{fw}-{v}"), s, &format!("{fw}-bare"), "plain")
+    };
+    let mut out = String::from(
+        "\nAgainst the targets of the benchmark issue, in this run (ratios are medians of\n\
+         per-run ratios):\n\n| target | axum | actix-web |\n|---|---|---|\n",
+    );
+    for (label, v, s, goal) in [
+        (
+            "`plain` at least 97 % of the bare framework",
+            "ours-memory",
+            "plain",
+            0.97,
+        ),
+        (
+            "memory `read` at least 95 % of the bare framework",
+            "ours-memory",
+            "read",
+            0.95,
+        ),
+        (
+            "memory `write` at least 90 % of the bare framework",
+            "ours-memory",
+            "write",
+            0.90,
+        ),
+    ] {
+        let cell = |fw: &str| {
+            let r = to_bare(fw, v, s);
+            let floor = if fw == "axum" && s != "plain" {
+                format!(" (the floor: {})", pct(to_bare(fw, "floor", s)))
+            } else {
+                String::new()
+            };
+            format!("{}{floor}, {}", pct(r), met(r.is_some_and(|r| r >= goal)))
+        };
+        let _ = writeln!(out, "| {label} | {} | {} |", cell("axum"), cell("actix"));
+    }
+    let redis = |fw: &str, v: &str, peer: &str, goal: f64| {
+        let r = paired(&format!("{fw}-{v}"), "read", peer, "read");
+        format!("{}, {}", times(r), met(r.is_some_and(|r| r >= goal)))
+    };
+    let _ = writeln!(
+        out,
+        "| Redis `read` at least 1.5× tower-sessions' (axum) and 1.3× actix-session's (actix-web) | {} | {} |",
+        redis("axum", "ours-redis", "axum-tower-redis", 1.5),
+        redis("actix", "ours-redis", "actix-session-redis", 1.3),
+    );
+    let _ = writeln!(
+        out,
+        "| the same, ours behind `CachedStore` (reads up to 5 s stale across instances) | {} | {} |",
+        redis("axum", "ours-redis-cached", "axum-tower-redis", 1.5),
+        redis("actix", "ours-redis-cached", "actix-session-redis", 1.3),
+    );
+    fn ours_of(
+        fw: &str,
+    ) -> impl Iterator<Item = &'static (&'static str, &'static str, &'static str)> + '_ {
+        VARIANTS
+            .iter()
+            .filter(move |(v, f, _)| *f == fw && v.contains("-ours-"))
+    }
+    let lost = |fw: &str| {
+        let (mut worst, mut acked, mut n) = (i64::MIN, 0, 0);
+        for (v, _, _) in ours_of(fw) {
+            for s in ["write", "write-own"] {
+                for f in results
+                    .get(&((*v).to_owned(), s.to_owned()))
+                    .into_iter()
+                    .flatten()
+                {
+                    if let (Some(l), Some(a)) = (f.lost, f.acked) {
+                        worst = worst.max(l);
+                        acked += a;
+                        n += 1;
+                    }
+                }
+            }
+        }
+        if n == 0 {
+            return "–".to_owned();
+        }
+        format!(
+            "at most {worst} lost in any of {n} runs ({acked} increments acknowledged), {}",
+            met(worst <= 0)
+        )
+    };
+    let _ = writeln!(
+        out,
+        "| `write`: no acknowledged increment lost (ours, every store; a negative count is an increment of a request wrk abandoned) | {} | {} |",
+        lost("axum"),
+        lost("actix"),
+    );
+    let throughput = |fw: &str| {
+        let mut worst: Option<(f64, String)> = None;
+        for (v, _, store) in ours_of(fw) {
+            let Some(peer) = peer_of(v, fw, store) else {
+                continue;
+            };
+            for s in ["write", "write-own"] {
+                if let Some(r) = paired(v, s, &peer, s) {
+                    if worst.as_ref().is_none_or(|(w, _)| r < *w) {
+                        worst = Some((r, format!("{store} `{s}`")));
+                    }
+                }
+            }
+        }
+        worst.map_or("–".to_owned(), |(r, at)| {
+            format!("at least {r:.2}× (lowest: {at}), {}", met(r >= 1.0))
+        })
+    };
+    let _ = writeln!(
+        out,
+        "| `write` and `write-own` throughput at least the peer's on the same store | {} | {} |",
+        throughput("axum"),
+        throughput("actix"),
+    );
+    out
+}
+
 fn write_report(
     results: &BTreeMap<(String, String), Vec<Figures>>,
     seconds: u64,
@@ -1185,9 +1427,10 @@ fn write_report(
             .get(&(v.to_owned(), s.to_owned()))
             .map(|runs| median(runs.iter().map(f).collect()))
     };
+    let paired = |v: &str, s: &str, base: &str, base_s: &str| paired(results, v, s, base, base_s);
     let mut table = String::from(
-        "| variant | scenario | req/s (median) | req/s (range over runs) | p50 | p99 | vs bare framework | vs peer on the same store | server CPU / request | over bare | store calls / request | lost increments |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| variant | scenario | req/s (median) | req/s (range over runs) | p50 | p99 | vs bare framework | vs peer on the same store | server CPU / request | over bare | store calls / request | failed requests | lost increments (of acknowledged) |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for (variant, framework, store) in VARIANTS {
         for scenario in SCENARIOS {
@@ -1196,33 +1439,33 @@ fn write_report(
             };
             let p50 = med(variant, scenario, |f| f.p50_us).unwrap_or(0.0);
             let p99 = med(variant, scenario, |f| f.p99_us).unwrap_or(0.0);
-            let bare = med(&format!("{framework}-bare"), "plain", |f| f.rps);
-            let vs_bare = bare.map_or("".into(), |b| format!("{:.0} %", 100.0 * rps / b));
-            let peer = match (*framework, variant.contains("-ours-"), *store) {
-                ("axum", true, s) => Some(format!("axum-tower-{s}")),
-                ("actix", true, "redis") => Some("actix-session-redis".to_owned()),
-                _ => None,
-            };
-            let vs_peer = peer
-                .and_then(|p| med(&p, scenario, |f| f.rps))
-                .map_or("".into(), |p| format!("{:.2}×", rps / p));
+            let vs_bare = paired(variant, scenario, &format!("{framework}-bare"), "plain")
+                .map_or("".into(), |r| format!("{:.0} %", 100.0 * r));
+            let vs_peer = peer_of(variant, framework, store)
+                .and_then(|p| paired(variant, scenario, &p, scenario))
+                .map_or("".into(), |r| format!("{r:.2}×"));
             let (cpu, over_bare) = cpu_cells(&med, variant, framework, scenario);
             let runs_here = &results[&((*variant).to_owned(), (*scenario).to_owned())];
-            let calls = runs_here
-                .iter()
-                .filter_map(|f| f.calls)
-                .next_back()
-                .map_or("".into(), |c| format!("{c:.2}"));
-            let lost = runs_here
-                .iter()
-                .filter_map(|f| f.lost)
-                .map(|l| l.to_string())
-                .collect::<Vec<_>>()
-                .join(" / ");
+            let calls: Vec<f64> = runs_here.iter().filter_map(|f| f.calls).collect();
+            let calls = if calls.is_empty() {
+                String::new()
+            } else {
+                format!("{:.2}", median(calls))
+            };
+            let failed: u64 = runs_here.iter().map(|f| f.failed).sum();
+            let lost = if *store == "cookie" && scenario.starts_with("write") {
+                "not counted (cookie store)".to_owned()
+            } else {
+                runs_here
+                    .iter()
+                    .filter_map(|f| Some(format!("{} of {}", f.lost?, f.acked?)))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            };
             let (lo, hi) = rps_range(runs_here);
             let _ = writeln!(
                 table,
-                "| {variant} | {scenario} | {rps:.0} | {lo:.0}–{hi:.0} | {:.0} µs | {:.0} µs | {vs_bare} | {vs_peer} | {cpu} | {over_bare} | {calls} | {lost} |",
+                "| {variant} | {scenario} | {rps:.0} | {lo:.0}–{hi:.0} | {:.0} µs | {:.0} µs | {vs_bare} | {vs_peer} | {cpu} | {over_bare} | {calls} | {failed} | {lost} |",
                 p50, p99
             );
         }
@@ -1241,6 +1484,7 @@ fn write_report(
          smaller than that spread are noise of this machine, not of the code.",
         spread.join(" and ")
     );
+    table.push_str(&targets(results));
     let cmd = format!("cargo xtask bench load --seconds {seconds} --runs {runs}");
     let report = format!(
         "# Benchmarks\n\n\
@@ -1250,7 +1494,12 @@ fn write_report(
          Each variant is a `session-loadtest` server with one worker thread on loopback,\n\
          driven by `wrk -c16` from a second process (`-t1`, and `-t16` for `write-own`,\n\
          so each connection has its own session), {seconds} s per scenario, {runs} runs\n\
-         alternating across variants; the table shows medians.\n\n\
+         alternating across variants (each run starting one variant further on); the table\n\
+         shows medians, and its ratios are medians of per-run ratios (a variant against the\n\
+         bare framework, or against the peer, measured in the same run). Before each `read`,\n\
+         `write` and `write-own` run the harness checks that a request with the session's\n\
+         cookie reads the session `/new` made (an unknown session would read as `-1`), and\n\
+         after a `write` run that the counter grew.\n\n\
          Scenarios: `plain` (layer installed, route never touches the session), `new`\n\
          (every request creates a session), `read` (one existing session, read-only),\n\
          `write` (all 16 connections share one session and increment its counter:\n\
@@ -1263,12 +1512,17 @@ fn write_report(
          `-ours-redis-cached` is our Redis store behind a `CachedStore` with its defaults: a\n\
          read is served from memory while the session's copy is less than 5 s old (several app\n\
          instances may then serve a copy up to 5 s stale; writes still go to Redis by\n\
-         compare-and-set, so none is lost); its store calls are Redis's. \"lost increments\"\n\
-         is, per run, the increments the server acknowledged with a 200 minus the final\n\
-         counter(s): 0 means no acknowledged update was lost; a small negative value\n\
-         means requests that wrk abandoned when it stopped had already written their\n\
-         increment (the server drops a handler whose client has gone). \"store calls / request\" is counted by an instrumented store\n\
-         wrapper (ours only). \"server CPU / request\" is the server process's user + system\n\
+         compare-and-set, so none is lost); its store calls are Redis's. \"failed requests\"\n\
+         adds up wrk's non-2xx answers and socket errors over the runs. \"lost increments\"\n\
+         is, per run, the increments the handlers acknowledged during the run minus the\n\
+         final counter(s), of the increments acknowledged: 0 means no acknowledged update\n\
+         was lost; a small negative value means requests that wrk abandoned when it stopped\n\
+         had already written their increment (the server drops a handler whose client has\n\
+         gone). They are not counted for actix-session's cookie store, whose counter\n\
+         travels in the cookie: wrk sends the cookie `/new` issued with every request and\n\
+         keeps none it is sent back, so no increment can build on another. \"store calls /\n\
+         request\" is counted by an instrumented store wrapper (ours only), from after the\n\
+         set-up requests to the end of wrk's run, median over the runs. \"server CPU / request\" is the server process's user + system\n\
          time during the wrk run (`/proc/<pid>/stat`) divided by the requests served, and\n\
          \"over bare\" subtracts the bare framework's figure on `plain`: what the session\n\
          layer and its store client cost per request on the server, a steadier measure than\n\
@@ -1382,6 +1636,63 @@ mod tests {
         assert_eq!(stat_cpu_ticks(stat), Some(155));
         assert_eq!(stat_cpu_ticks("garbage"), None);
         assert!(cpu_ticks(std::process::id()).is_some());
+    }
+
+    #[test]
+    fn medians_of_odd_and_even_counts() {
+        assert!((median(vec![3.0, 1.0, 2.0]) - 2.0).abs() < 1e-9);
+        assert!((median(vec![4.0, 1.0, 3.0, 2.0]) - 2.5).abs() < 1e-9);
+        assert!(median(Vec::new()).abs() < 1e-9);
+    }
+
+    #[test]
+    fn reads_every_wrk_duration_unit() {
+        for (text, us) in [
+            ("980.00us", 980.0),
+            ("1.02ms", 1020.0),
+            ("2.00s", 2e6),
+            ("1.50m", 90e6),
+            ("1.00h", 3600e6),
+        ] {
+            assert!((micros(text).unwrap() - us).abs() < 1e-6, "{text}");
+        }
+        assert_eq!(micros("12.3xs"), None);
+    }
+
+    /// The targets block pairs runs: a variant measured in a slow run is
+    /// compared with the bare server of that run.
+    #[test]
+    fn targets_compare_each_run_with_its_own_bare_server() {
+        let runs = |rps: &[f64]| -> Vec<Figures> {
+            rps.iter()
+                .map(|&rps| Figures {
+                    rps,
+                    ..Figures::default()
+                })
+                .collect()
+        };
+        let mut results = BTreeMap::new();
+        let mut put = |v: &str, s: &str, rps: &[f64]| {
+            results.insert((v.to_owned(), s.to_owned()), runs(rps));
+        };
+        // Bare fast, slow, fast; ours 96 % of bare in every run.
+        put("axum-bare", "plain", &[100.0, 60.0, 100.0]);
+        put("axum-ours-memory", "plain", &[96.0, 57.6, 96.0]);
+        // Two slow runs and a fast one: the ratio of the medians would say
+        // 57 %; run by run, ours is at 95 % or more of its bare server.
+        put("axum-ours-memory", "read", &[57.0, 57.0, 96.0]);
+        let out = targets(&results);
+        let line = |start: &str| {
+            out.lines()
+                .find(|l| l.starts_with(start))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert!(
+            line("| memory `read`").contains("| 95 % (the floor: –), met |"),
+            "{out}"
+        );
+        assert!(line("| `plain`").contains("| 96 %, not met |"), "{out}");
     }
 
     #[test]

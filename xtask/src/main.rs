@@ -76,7 +76,14 @@ fn main() -> ExitCode {
                 },
             };
             only.and_then(|only| {
-                load::bench_load(flag("--seconds", 10), flag("--runs", 3) as u32, only)
+                let runs = flag("--runs", 3) as u32;
+                if runs < 1 || (only.is_none() && runs < 3) {
+                    return Err(
+                        "a full load run takes at least 3 runs (--runs 3): the table shows medians"
+                            .to_owned(),
+                    );
+                }
+                load::bench_load(flag("--seconds", 10), runs, only)
             })
         }
         Some("bench") if args.get(1).map(String::as_str) == Some("profile") => {
