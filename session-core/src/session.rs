@@ -411,13 +411,19 @@ impl Session {
 
     async fn load(&self, state: &mut State) -> Result<()> {
         let manager = self.manager();
-        if let Some(id) = state.incoming.id(&manager.inner.config).cloned() {
+        while let Some(id) = state.incoming.id(&manager.inner.config).cloned() {
             let rid = id.record_id();
             let found = manager.call("load", manager.inner.store.load(&rid)).await?;
             let live = self.live_now(state, found, rid);
             observe::loaded(&rid, live.is_some());
             if let Some(record) = live {
                 Self::adopt(state, id, record);
+                break;
+            }
+            // A later cookie of the same name may hold the live session (one
+            // set for the whole domain beside an older host-only one, say).
+            if !state.incoming.next_candidate() {
+                break;
             }
         }
         state.loaded = true;
@@ -800,6 +806,11 @@ impl Session {
         // copy when the update gets the turn and when its save answers.
         let (rid, epoch) = {
             let mut state = self.lock().await;
+            if !state.loaded && state.incoming.has_fallbacks() {
+                // Several cookies of the session's name: the load finds the
+                // one whose session is live.
+                Box::pin(self.load(&mut state)).await?;
+            }
             let rid = match &state.stored {
                 Some(s) => Some(s.rid),
                 None => state
@@ -1334,6 +1345,10 @@ impl Session {
     /// A store error or timeout; the session is then left as it was.
     pub async fn destroy(&self) -> Result<()> {
         let mut state = self.lock().await;
+        if !state.loaded && state.incoming.has_fallbacks() {
+            // Several cookies of the session's name: the live one goes.
+            Box::pin(self.load(&mut state)).await?;
+        }
         let rid = match (&state.stored, state.loaded) {
             (Some(s), _) => Some(s.rid),
             (None, false) => state
@@ -2503,6 +2518,64 @@ mod tests {
         // Only the tampered one is well-formed: a plain id is its own proof, so
         // it costs one lookup that finds nothing.
         assert!(f.store.counts().total() - before <= 1);
+    }
+
+    /// A browser sends every cookie of the session's name that matches the
+    /// request (a domain-wide one beside an older host-only one, say), and
+    /// the first may name no live session: the next ones are tried, so the
+    /// user stays signed in, reads, updates and destroys that session, and
+    /// only a few are tried.
+    #[tokio::test]
+    async fn a_later_cookie_of_the_same_name_holds_the_session() {
+        let f = fixture();
+        let live = f.stored().await;
+        let stale = Id::generate().unwrap().to_string();
+        let header = |cookies: &[&str]| {
+            cookies
+                .iter()
+                .map(|c| format!("session={c}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let open = |cookies: &[&str]| {
+            f.manager
+                .session_from_cookies(Some(header(cookies).as_str()))
+        };
+        let before = f.store.counts();
+        let s = open(&[&stale, &live]);
+        assert_eq!(s.get_string("name").await.unwrap(), "iris");
+        assert_eq!(
+            f.loads_and_saves_since(&before).0,
+            2,
+            "one load per cookie tried"
+        );
+        assert_eq!(s.commit().await.unwrap(), SetCookie::Unchanged);
+
+        // An update on a request that read nothing first goes to the same
+        // session, not to a new one.
+        let s = open(&[&stale, &live]);
+        assert_eq!(s.increment("n", 1).await.unwrap(), 1);
+        assert_eq!(s.commit().await.unwrap(), SetCookie::Unchanged);
+        assert_eq!(f.n(&live).await, Some(1));
+
+        // Only the first few valid ids are tried.
+        let stale: Vec<String> = (0..=transport::MAX_FALLBACKS)
+            .map(|_| Id::generate().unwrap().to_string())
+            .collect();
+        let mut cookies: Vec<&str> = stale.iter().map(String::as_str).collect();
+        cookies.push(&live);
+        let before = f.store.counts();
+        assert!(open(&cookies).is_empty().await.unwrap());
+        assert_eq!(
+            f.loads_and_saves_since(&before).0,
+            1 + transport::MAX_FALLBACKS as u64
+        );
+
+        // Destroyed from such a request, the live session goes.
+        let s = open(&[&stale[0], &live]);
+        s.destroy().await.unwrap();
+        assert_eq!(s.commit().await.unwrap(), SetCookie::Remove);
+        assert!(f.open(Some(&live)).is_empty().await.unwrap());
     }
 
     #[tokio::test]

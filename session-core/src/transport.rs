@@ -118,6 +118,13 @@ fn within_limits(config: &Config, raw: &str) -> bool {
 /// costs no more than a few.
 pub(crate) const MAX_CANDIDATES: usize = 8;
 
+/// How many valid ids after the first a request may present for its session
+/// to be looked up under, each when the one before names no live session:
+/// a browser sends every cookie of the name that matches (one set for the
+/// whole domain beside an older host-only one, say), and the first may be a
+/// stale one. Each costs a store load, so few are tried.
+pub(crate) const MAX_FALLBACKS: usize = 2;
+
 /// The id a request presented, as far as it has been looked at.
 ///
 /// Plain ids are parsed at once: that costs less than keeping their text.
@@ -125,9 +132,11 @@ pub(crate) const MAX_CANDIDATES: usize = 8;
 /// ([`Incoming::id`]), so a request that never touches its session pays no
 /// cryptography for it.
 pub(crate) enum Incoming {
-    /// Looked at: the valid id, if any, and whether it came under a previous
-    /// key.
-    Checked(Option<Id>, bool),
+    /// Looked at: the valid id, if any, whether it came under a previous
+    /// key, and the next valid ids presented (at most [`MAX_FALLBACKS`],
+    /// with the same flag), to try in turn when the one before names no live
+    /// session.
+    Checked(Option<Id>, bool, Vec<(Id, bool)>),
     /// Signed or encrypted values with the session's cookie name, in request
     /// order, not yet verified; never empty.
     Sealed(Vec<Box<str>>),
@@ -137,9 +146,12 @@ pub(crate) enum Incoming {
 impl fmt::Debug for Incoming {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Checked(id, old_key) => {
-                f.debug_tuple("Checked").field(id).field(old_key).finish()
-            }
+            Self::Checked(id, old_key, fallbacks) => f
+                .debug_tuple("Checked")
+                .field(id)
+                .field(old_key)
+                .field(fallbacks)
+                .finish(),
             Self::Sealed(values) => write!(f, "Sealed({} values)", values.len()),
         }
     }
@@ -157,8 +169,7 @@ impl Incoming {
         let presented = values.peek().is_some();
         let incoming = match config.security {
             CookieSecurity::Plain => {
-                let id = values.find_map(|v| verify(config, v));
-                Self::checked(id, presented)
+                Self::checked(values.filter_map(|v| verify(config, v)), presented)
             }
             CookieSecurity::Signed(_) | CookieSecurity::Private(_) => {
                 let sealed: Vec<Box<str>> = values
@@ -166,7 +177,7 @@ impl Incoming {
                     .map(Box::from)
                     .collect();
                 if sealed.is_empty() {
-                    Self::checked(None, presented)
+                    Self::checked(std::iter::empty(), presented)
                 } else {
                     Self::Sealed(sealed)
                 }
@@ -175,29 +186,60 @@ impl Incoming {
         (incoming, presented)
     }
 
-    /// Counts a rejection (`session_rejected_cookies_total`) when values
-    /// were presented and none is valid: at once for plain ids and values
-    /// over the size limit, at first use for signed and private ones.
-    fn checked(id: Option<(Id, bool)>, presented: bool) -> Self {
-        if presented && id.is_none() {
-            observe::rejected_cookie();
-        }
-        match id {
-            Some((id, old_key)) => Self::Checked(Some(id), old_key),
-            None => Self::Checked(None, false),
+    /// The first of the `valid` ids (and whether it came under a previous
+    /// key), with the next few kept for fallback. Counts a rejection
+    /// (`session_rejected_cookies_total`) when values were presented and
+    /// none is valid: at once for plain ids and values over the size limit,
+    /// at first use for signed and private ones.
+    fn checked(mut valid: impl Iterator<Item = (Id, bool)>, presented: bool) -> Self {
+        match valid.next() {
+            // Collected without an allocation when there is no other.
+            Some((id, old_key)) => {
+                Self::Checked(Some(id), old_key, valid.take(MAX_FALLBACKS).collect())
+            }
+            None => {
+                if presented {
+                    observe::rejected_cookie();
+                }
+                Self::Checked(None, false, Vec::new())
+            }
         }
     }
 
     /// The valid id presented, if any: the first value that verifies and
-    /// parses. Sealed values are verified here, once.
+    /// parses (or, after [`Incoming::next_candidate`], the next). Sealed
+    /// values are verified here, once.
     pub(crate) fn id(&mut self, config: &Config) -> Option<&Id> {
         if let Self::Sealed(values) = self {
-            let id = values.iter().find_map(|v| verify(config, v));
-            *self = Self::checked(id, true);
+            let valid = values.iter().filter_map(|v| verify(config, v));
+            *self = Self::checked(valid, true);
         }
         match self {
-            Self::Checked(id, _) => id.as_ref(),
+            Self::Checked(id, _, _) => id.as_ref(),
             Self::Sealed(_) => None,
+        }
+    }
+
+    /// Moves on to the next valid id presented, when the current one names
+    /// no live session; `false` when there is none.
+    pub(crate) fn next_candidate(&mut self) -> bool {
+        match self {
+            Self::Checked(id, old_key, fallbacks) if !fallbacks.is_empty() => {
+                let (next, old) = fallbacks.remove(0);
+                *id = Some(next);
+                *old_key = old;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether more than one id may be tried (for sealed values not yet
+    /// verified: more than one was presented).
+    pub(crate) fn has_fallbacks(&self) -> bool {
+        match self {
+            Self::Checked(_, _, fallbacks) => !fallbacks.is_empty(),
+            Self::Sealed(values) => values.len() > 1,
         }
     }
 
@@ -205,7 +247,7 @@ impl Incoming {
     /// keys: the response should carry it again under the current key, so
     /// that the old key can be retired without ending live sessions.
     pub(crate) fn under_previous_key(&self) -> bool {
-        matches!(self, Self::Checked(Some(_), true))
+        matches!(self, Self::Checked(Some(_), true, _))
     }
 }
 
@@ -553,15 +595,19 @@ mod tests {
             // Debug output never shows a sealed value.
             assert_eq!(format!("{incoming:?}"), "Sealed(3 values)");
             assert_eq!(incoming.id(&c), Some(&id), "the first valid value wins");
-            assert!(matches!(incoming, Incoming::Checked(Some(_), _)));
+            assert!(matches!(&incoming, Incoming::Checked(Some(_), _, more) if more.len() == 1));
+            // The later valid one is the fallback, then there is none.
+            assert!(incoming.next_candidate());
+            assert_ne!(incoming.id(&c), Some(&id));
+            assert!(!incoming.next_candidate());
 
             let (mut incoming, _) = Incoming::from_values(&c, [forged.as_str()]);
             assert_eq!(incoming.id(&c), None);
-            assert!(matches!(incoming, Incoming::Checked(None, _)));
+            assert!(matches!(incoming, Incoming::Checked(None, _, _)));
 
             let (incoming, presented) = Incoming::from_values(&c, [oversized.as_str()]);
             assert!(presented);
-            assert!(matches!(incoming, Incoming::Checked(None, _)));
+            assert!(matches!(incoming, Incoming::Checked(None, _, _)));
         }
     }
 
@@ -592,11 +638,32 @@ mod tests {
         let (mut incoming, presented) =
             Incoming::from_values(&c, ["junk", good.as_str(), later.as_str()]);
         assert!(presented);
-        assert!(matches!(&incoming, Incoming::Checked(Some(found), _) if *found == id));
+        assert!(matches!(&incoming, Incoming::Checked(Some(found), _, _) if *found == id));
         assert_eq!(incoming.id(&c), Some(&id));
         let (incoming, presented) = Incoming::from_values(&c, None::<&str>);
         assert!(!presented);
-        assert!(matches!(incoming, Incoming::Checked(None, _)));
+        assert!(matches!(incoming, Incoming::Checked(None, _, _)));
+    }
+
+    /// Valid ids after the first are kept for fallback, at most
+    /// [`MAX_FALLBACKS`] of them, in request order; one cookie keeps none.
+    #[test]
+    fn later_valid_ids_are_kept_for_fallback() {
+        let c = config(CookieSecurity::Plain);
+        let ids: Vec<Id> = (0..5).map(|_| Id::generate().unwrap()).collect();
+        let texts: Vec<String> = ids.iter().map(|id| encode_value(&c, id)).collect();
+        let mut values = vec!["junk"];
+        values.extend(texts.iter().map(String::as_str));
+        let (mut incoming, _) = Incoming::from_values(&c, values);
+        assert!(incoming.has_fallbacks());
+        let mut seen = vec![incoming.id(&c).cloned().unwrap()];
+        while incoming.next_candidate() {
+            seen.push(incoming.id(&c).cloned().unwrap());
+        }
+        assert_eq!(seen, ids[..=MAX_FALLBACKS].to_vec());
+        let (incoming, _) = Incoming::from_values(&c, [texts[0].as_str()]);
+        assert!(!incoming.has_fallbacks());
+        assert!(matches!(&incoming, Incoming::Checked(Some(_), _, more) if more.capacity() == 0));
     }
 
     #[test]

@@ -50,6 +50,13 @@ const SHARDS: usize = 64;
 /// counted against the budget so that it bounds real memory.
 const SLOT_BYTES: u64 = 64;
 
+/// What a session with an owner costs besides, in the owner index: its
+/// record id in the owner's set, with the set's slot, plus (charged on top)
+/// the owner's name, counted for each of the owner's sessions though they
+/// share it, an upper bound: with many owners of one session each (a login
+/// per user), the index is a large share of the memory.
+const INDEX_BYTES: u64 = 48;
+
 /// How often a shard that is written to drops its expired sessions.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
@@ -111,14 +118,18 @@ type Table = HashMap<RecordId, Entry, ByRecordId>;
 /// One part of the table.
 struct Shard {
     entries: Table,
-    /// Bytes charged to the budget: entries plus [`SLOT_BYTES`] each.
+    /// Bytes charged to the budget: entries plus [`SLOT_BYTES`] each, and
+    /// [`INDEX_BYTES`] and the owner's name for each with an owner.
     bytes: u64,
     next_sweep: Instant,
 }
 
 impl Shard {
     fn charge(entry: &Entry) -> u64 {
-        entry.len() as u64 + SLOT_BYTES
+        let indexed = entry
+            .owner()
+            .map_or(0, |owner| INDEX_BYTES + owner.len() as u64);
+        entry.len() as u64 + SLOT_BYTES + indexed
     }
 
     /// The live entry of `id`; an expired one is dropped on the way.
@@ -209,7 +220,8 @@ struct Inner {
 ///   table split into independently locked shards; about 115 bytes per session
 ///   besides the encoded record (`cargo xtask bench load` measures it).
 /// * Bounded: the bytes held stay under [`MemoryStoreBuilder::max_bytes`]
-///   (default [`DEFAULT_MAX_BYTES`]); past it the sessions closest to their
+///   (default [`DEFAULT_MAX_BYTES`]; the owner index's entries of signed-in
+///   sessions are charged too); past it the sessions closest to their
 ///   deadline are evicted (among sessions on the configured lifetime, the
 ///   least recently active; a "remember me" lifetime puts its deadline
 ///   further out), so a flood of new sessions cannot exhaust memory. One
@@ -710,6 +722,34 @@ mod tests {
             store.create(&record(30 * 1024)).await.unwrap(),
             Created::Created
         );
+    }
+
+    /// A signed-in session's place in the owner index counts against the
+    /// budget: with a login per user, the index is a large share of the
+    /// memory.
+    #[tokio::test]
+    async fn the_owner_index_is_charged_to_the_budget() {
+        let owner = "o".repeat(100);
+        let signed_in = MemoryStore::new();
+        let mut r = record(10);
+        r.owner = Some(owner.clone());
+        signed_in.create(&r).await.unwrap();
+        let index = INDEX_BYTES + owner.len() as u64;
+        assert_eq!(
+            signed_in.bytes_used(),
+            Entry::new(&r).unwrap().len() as u64 + SLOT_BYTES + index
+        );
+        // Moved to no owner on save, the index's charge goes.
+        let mut next = r.clone();
+        next.version = 1;
+        next.owner = None;
+        assert_eq!(signed_in.save(&next, 0).await.unwrap(), Saved::Saved);
+        assert_eq!(
+            signed_in.bytes_used(),
+            Entry::new(&next).unwrap().len() as u64 + SLOT_BYTES
+        );
+        signed_in.delete(&r.id).await.unwrap();
+        assert_eq!(signed_in.bytes_used(), 0);
     }
 
     #[tokio::test]

@@ -26,17 +26,30 @@ pub(crate) struct Throwaway {
     stop: Option<&'static str>,
 }
 
-/// The servers running now, for [`stop_on_signals`]: pid, clean stop
-/// signal, directory.
-static RUNNING: Mutex<Vec<(u32, Option<&'static str>, PathBuf)>> = Mutex::new(Vec::new());
+/// A throwaway's directory, from its creation, and its server once
+/// started, for [`stop_on_signals`].
+struct Scratch {
+    /// The server's pid (also its process group's), once spawned.
+    pid: Option<u32>,
+    /// Its clean stop signal.
+    stop: Option<&'static str>,
+    dir: PathBuf,
+}
 
-fn running() -> std::sync::MutexGuard<'static, Vec<(u32, Option<&'static str>, PathBuf)>> {
+/// Every throwaway directory there is now. The signal handler takes the
+/// lock and keeps it until the process exits, so no server is spawned
+/// after it looked.
+static RUNNING: Mutex<Vec<Scratch>> = Mutex::new(Vec::new());
+
+fn running() -> std::sync::MutexGuard<'static, Vec<Scratch>> {
     RUNNING.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Signals the server's whole process group (PostgreSQL's backends with
+/// their postmaster).
 fn kill(signal: &str, pid: u32) {
     let _ = Command::new("kill")
-        .args([signal, &pid.to_string()])
+        .args([signal, "--", &format!("-{pid}")])
         .stderr(Stdio::null())
         .status();
 }
@@ -44,6 +57,12 @@ fn kill(signal: &str, pid: u32) {
 impl Drop for Throwaway {
     fn drop(&mut self) {
         let pid = self.child.id();
+        // The signal handler must not signal a pid that this process may
+        // reap from here on (another process may have it by then); it
+        // still removes the directory.
+        if let Some(s) = running().iter_mut().find(|s| s.pid == Some(pid)) {
+            s.pid = None;
+        }
         if let Some(signal) = self.stop {
             kill(signal, pid);
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -54,7 +73,7 @@ impl Drop for Throwaway {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = fs::remove_dir_all(&self.dir);
-        running().retain(|(p, _, _)| *p != pid);
+        running().retain(|s| s.dir != self.dir);
     }
 }
 
@@ -69,18 +88,31 @@ pub(crate) fn stop_on_signals() -> Result {
         let Some(signal) = signals.forever().next() else {
             return;
         };
-        let servers = std::mem::take(&mut *running());
-        for (pid, stop, _) in &servers {
-            kill(stop.unwrap_or("-KILL"), *pid);
+        // Held until the exit: nothing is spawned after this.
+        let mut list = running();
+        let scratches = std::mem::take(&mut *list);
+        let servers: Vec<u32> = scratches.iter().filter_map(|s| s.pid).collect();
+        for s in &scratches {
+            if let Some(pid) = s.pid {
+                kill(s.stop.unwrap_or("-KILL"), pid);
+            }
         }
         if !servers.is_empty() {
             // A clean stop takes PostgreSQL a moment; the pids stay ours
             // (unreaped children) until this process exits.
             sleep(Duration::from_millis(500));
         }
-        for (pid, _, dir) in &servers {
-            kill("-KILL", *pid);
-            let _ = fs::remove_dir_all(dir);
+        for s in &scratches {
+            if let Some(pid) = s.pid {
+                kill("-KILL", pid);
+            }
+            // A server's last writes may race the first removal.
+            for _ in 0..3 {
+                if fs::remove_dir_all(&s.dir).is_ok() || !s.dir.exists() {
+                    break;
+                }
+                sleep(Duration::from_millis(100));
+            }
         }
         eprintln!(
             "xtask: interrupted (signal {signal}); stopped {} throwaway server(s)",
@@ -283,10 +315,21 @@ fn in_scratch(what: &str, setup: impl FnOnce(&Path, u16) -> Result<Prepared>) ->
         std::process::id()
     ));
     fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    // Known from now on: a Ctrl-C during the set-up (initdb takes seconds)
+    // removes it too.
+    running().push(Scratch {
+        pid: None,
+        stop: None,
+        dir: dir.clone(),
+    });
+    let abandon = |dir: &Path| {
+        running().retain(|s| s.dir != dir);
+        let _ = fs::remove_dir_all(dir);
+    };
     let prepared = match setup(&dir, port) {
         Ok(prepared) => prepared,
         Err(e) => {
-            let _ = fs::remove_dir_all(&dir);
+            abandon(&dir);
             return Err(e);
         }
     };
@@ -296,6 +339,9 @@ fn in_scratch(what: &str, setup: impl FnOnce(&Path, u16) -> Result<Prepared>) ->
         ready,
     } = prepared;
     let log = dir.join("server.log");
+    // Spawned and registered under the lock, which the signal handler keeps
+    // once it has it: no server is started after it looked.
+    let mut list = running();
     let spawned = fs::File::create(&log)
         .and_then(|out| Ok((out.try_clone()?, out)))
         .and_then(|(out, err)| {
@@ -313,11 +359,16 @@ fn in_scratch(what: &str, setup: impl FnOnce(&Path, u16) -> Result<Prepared>) ->
     let child = match spawned {
         Ok(child) => child,
         Err(e) => {
-            let _ = fs::remove_dir_all(&dir);
+            drop(list);
+            abandon(&dir);
             return Err(format!("cannot run {what}: {e}"));
         }
     };
-    running().push((child.id(), stop, dir.clone()));
+    if let Some(scratch) = list.iter_mut().find(|s| s.dir == dir) {
+        scratch.pid = Some(child.id());
+        scratch.stop = stop;
+    }
+    drop(list);
     let mut server = Throwaway {
         port,
         child,
