@@ -1185,13 +1185,17 @@ impl Session {
     /// # Errors
     /// [`Error::Invalid`] for a lifetime without any timeout, with one
     /// shorter than a second or longer than 400 days, or with an idle
-    /// timeout longer than its absolute one (which would never take effect:
-    /// a lifetime made from the configured one keeps its absolute timeout),
-    /// or a store error on first use.
+    /// timeout of its own longer than its absolute one (which would never
+    /// take effect: a lifetime made from the configured one keeps its
+    /// absolute timeout), or a store error on first use.
     pub async fn set_lifetime(&self, lifetime: Option<Lifetime>) -> Result<()> {
         if let Some(l) = &lifetime {
             validate_lifetime(l).map_err(Error::Invalid)?;
-            idle_within_absolute(l).map_err(Error::Invalid)?;
+            // As for the configuration: an idle timeout it did not set (the
+            // configured one, carried over) is not held against it.
+            if l.idle_timeout() != self.manager().inner.config.lifetime.idle_timeout() {
+                idle_within_absolute(l).map_err(Error::Invalid)?;
+            }
         }
         let mut state = self.loaded().await?;
         state.lifetime = lifetime;
@@ -1285,8 +1289,9 @@ impl Session {
     /// # Errors
     /// [`Error::Invalid`] for an empty owner or one over
     /// [`MAX_OWNER_LEN`] bytes, [`Error::Random`] when the OS cannot supply
-    /// the new id, [`Error::Contention`] as for [`Session::cycle_id`], or a
-    /// store error or timeout.
+    /// the new id, [`Error::Ended`] when the new session was ended during
+    /// the login (its owner logged out everywhere), [`Error::Contention`] as
+    /// for [`Session::cycle_id`], or a store error or timeout.
     pub async fn login(&self, owner: &str) -> Result<()> {
         if owner.is_empty() || owner.len() > MAX_OWNER_LEN {
             return Err(Error::Invalid(format!(
@@ -1951,15 +1956,27 @@ impl Session {
     async fn after_old_ended(&self, state: &mut State, rotation: &Rotation<'_>) -> Result<()> {
         let manager = self.manager();
         if rotation.login {
-            state.data = rotation.applied_to(Data::new());
+            // As changes of the request's own, so that a conflict's reload
+            // (which starts from the stored new record, still holding the
+            // ended session's values) applies them again.
+            for change in [
+                Change::Clear { flashes: false },
+                Change::Clear { flashes: true },
+            ]
+            .into_iter()
+            .chain(rotation.log.iter().cloned())
+            {
+                Self::push(state, change);
+            }
             if !rotation.lifetime_set {
                 state.lifetime = None;
+                state.lifetime_dirty = true;
             }
             match self.write_locked(state).await {
                 Ok(true) => return Ok(()),
                 // The new record was ended too (its owner logged out
-                // everywhere): nothing is left to rewrite.
-                Ok(false) => return Ok(()),
+                // everywhere, or another device ended it): so is the login.
+                Ok(false) => return Err(Error::Ended),
                 Err(e) => {
                     // It may still hold the ended session's values: it goes.
                     let new = state.stored.as_ref().map(|s| s.rid);
@@ -2706,6 +2723,17 @@ mod tests {
         s.set_lifetime(Some(masked.with_absolute_timeout(Some(3 * month))))
             .await
             .unwrap();
+    }
+
+    /// A lifetime made from a configuration whose absolute timeout is under
+    /// the default idle one (which the builder accepts) is accepted too.
+    #[tokio::test]
+    async fn the_configured_lifetime_is_a_valid_lifetime() {
+        let f =
+            fixture_with(Config::builder().with_absolute_timeout(Some(Duration::from_secs(3600))));
+        let s = f.open(None);
+        let remember = f.manager.config().lifetime().with_persistent_cookie(true);
+        s.set_lifetime(Some(remember)).await.unwrap();
     }
 
     #[tokio::test]
@@ -4017,6 +4045,10 @@ mod tests {
         late_touches: Arc<AtomicBool>,
         /// Listings of an owner's sessions fail.
         fail_listings: Arc<AtomicBool>,
+        /// The next save answers a conflict without saving.
+        conflict_next_save: Arc<AtomicBool>,
+        /// The next touch first logs this owner out everywhere.
+        end_owner_at_touch: Arc<std::sync::Mutex<Option<String>>>,
     }
 
     impl Hooked {
@@ -4037,6 +4069,8 @@ mod tests {
                 lose_touch_replies: Arc::default(),
                 late_touches: Arc::default(),
                 fail_listings: Arc::default(),
+                conflict_next_save: Arc::default(),
+                end_owner_at_touch: Arc::default(),
             };
             let manager = Manager::new(hooked.clone(), Config::default()).with_clock(clock.clone());
             let f = Fixture {
@@ -4076,6 +4110,9 @@ mod tests {
             record: &Record,
             expected: u64,
         ) -> std::result::Result<Saved, StoreError> {
+            if self.conflict_next_save.swap(false, Ordering::SeqCst) {
+                return Ok(Saved::Conflict);
+            }
             let saved = self.inner.save(record, expected).await;
             if self.slow_saves.load(Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -4094,6 +4131,10 @@ mod tests {
         ) -> std::result::Result<bool, StoreError> {
             if self.fail_touches.load(Ordering::SeqCst) {
                 return Err(StoreError::new(StoreErrorKind::Unavailable, "touches fail"));
+            }
+            let owner_to_end = self.end_owner_at_touch.lock().unwrap().take();
+            if let Some(ended) = owner_to_end {
+                self.inner.delete_owner(&ended).await?;
             }
             if self.late_touches.load(Ordering::SeqCst) {
                 let (inner, id, owner) = (self.inner.clone(), *id, owner.map(str::to_owned));
@@ -4480,6 +4521,53 @@ mod tests {
         assert_eq!(s.get_string("name").await.unwrap(), "", "brought back");
         assert_eq!(s.get::<i64>("user_id").await.unwrap(), Some(7));
         assert_eq!(f.store.inner().len(), 1);
+    }
+
+    /// The login's fresh session is ended too (its owner logged out
+    /// everywhere) while it replaces the ended one: the login is ended, not
+    /// a success whose later writes would make a session without an owner.
+    #[tokio::test]
+    async fn a_login_whose_fresh_session_is_ended_too_is_ended() {
+        let (f, hook) = Hooked::fixture(true, false);
+        let cookie = f.stored().await;
+        let s = f.open(Some(&cookie));
+        assert_eq!(s.get_string("name").await.unwrap(), "iris");
+        *hook.cookie.lock().unwrap() = Some(cookie.clone());
+        *hook.end_owner_at_touch.lock().unwrap() = Some("alice".into());
+        assert!(matches!(s.login("alice").await, Err(Error::Ended)));
+        assert_eq!(s.commit().await.unwrap(), SetCookie::Remove);
+        assert!(f.store.inner().is_empty());
+    }
+
+    /// The rewrite of a login's fresh session that meets a conflict starts
+    /// again from the stored record, which still holds the ended session's
+    /// values: they must not come back.
+    #[tokio::test]
+    async fn a_conflict_rewriting_a_logins_fresh_session_keeps_the_ended_one_out() {
+        let (f, hook) = Hooked::fixture(true, false);
+        let cookie = f.stored().await;
+        let s = f.open(Some(&cookie));
+        s.set_lifetime(Some(
+            Lifetime::new().with_idle_timeout(Some(Duration::from_secs(600))),
+        ))
+        .await
+        .unwrap();
+        s.commit().await.unwrap();
+        let s = f.open(Some(&cookie));
+        assert_eq!(s.get_string("name").await.unwrap(), "iris");
+        s.insert("user_id", &7).await.unwrap();
+        *hook.cookie.lock().unwrap() = Some(cookie.clone());
+        hook.conflict_next_save.store(true, Ordering::SeqCst);
+        s.login("alice").await.unwrap();
+        assert!(
+            !hook.conflict_next_save.load(Ordering::SeqCst),
+            "no conflict met"
+        );
+        let new = value(s.commit().await.unwrap());
+        let s = f.open(Some(&new));
+        assert_eq!(s.get_string("name").await.unwrap(), "", "brought back");
+        assert_eq!(s.get::<i64>("user_id").await.unwrap(), Some(7));
+        assert_eq!(s.lifetime().await.unwrap(), f.manager.config().lifetime());
     }
 
     /// A login form submitted twice: both requests load the anonymous

@@ -57,21 +57,39 @@ fn kill(signal: &str, pid: u32) {
 impl Drop for Throwaway {
     fn drop(&mut self) {
         let pid = self.child.id();
-        // The signal handler must not signal a pid that this process may
-        // reap from here on (another process may have it by then); it
-        // still removes the directory.
-        if let Some(s) = running().iter_mut().find(|s| s.pid == Some(pid)) {
-            s.pid = None;
-        }
+        // The pid stays registered, so that an interrupt now still stops the
+        // server, until it is reaped, which happens under the lock: the
+        // signal handler never signals a pid another process may have.
+        let reap = |child: &mut Child, wait: bool| {
+            let mut list = running();
+            let reaped = if wait {
+                child.wait().is_ok()
+            } else {
+                matches!(child.try_wait(), Ok(Some(_)))
+            };
+            if reaped {
+                if let Some(s) = list.iter_mut().find(|s| s.pid == Some(pid)) {
+                    s.pid = None;
+                }
+            }
+            reaped
+        };
+        let mut reaped = false;
         if let Some(signal) = self.stop {
             kill(signal, pid);
             let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            while Instant::now() < deadline {
+                if reap(&mut self.child, false) {
+                    reaped = true;
+                    break;
+                }
                 sleep(Duration::from_millis(50));
             }
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if !reaped {
+            let _ = self.child.kill();
+            reap(&mut self.child, true);
+        }
         let _ = fs::remove_dir_all(&self.dir);
         running().retain(|s| s.dir != self.dir);
     }
