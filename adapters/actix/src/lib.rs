@@ -405,7 +405,10 @@ impl FromRequest for Session {
 /// The session of a request outside an extractor: in your own middleware
 /// (inside [`SessionMiddleware`]) or from an `HttpRequest`; like
 /// actix-session's `get_session`, but `None` where no [`SessionMiddleware`]
-/// wraps the service.
+/// wraps the service. A middleware outside [`SessionMiddleware`] that reads
+/// the session from the response's request after the inner service answered
+/// runs after the commit: its deferred writes (`insert`, `remove`, `clear`)
+/// are not saved (an `update` or `increment` still writes at once).
 ///
 /// ```
 /// use actix_web::HttpRequest;

@@ -76,7 +76,10 @@ pub use session_core::{
 /// runs response fairings in the order they were attached, so attach this
 /// one before fairings that add response headers (CORS, security headers):
 /// theirs are then added to that error response too, where the headers of
-/// a fairing attached before it go with the handler's response.
+/// a fairing attached before it go with the handler's response. A response
+/// fairing attached after it runs after the commit: what it changes in the
+/// session through deferred writes (`insert`, `remove`, `clear`) is not
+/// saved (an `update` or `increment` still writes at once).
 #[derive(Clone, Debug)]
 pub struct SessionFairing {
     manager: Manager,
