@@ -414,7 +414,8 @@ impl ConfigBuilder {
     }
 
     /// How many times a save that lost a compare-and-set race is re-applied
-    /// before [`Error::Contention`](crate::Error::Contention). Default 16.
+    /// before [`Error::Contention`](crate::Error::Contention). Default 16, at
+    /// most [`MAX_CONFLICT_RETRIES`].
     pub fn with_conflict_retries(mut self, retries: u32) -> Self {
         self.config.conflict_retries = retries;
         self
@@ -473,7 +474,8 @@ impl ConfigBuilder {
     /// days, an idle timeout set longer than the absolute one, a zero store
     /// timeout, an invalid or reserved id header name (the session's own
     /// headers and those that frame the message, such as `Content-Length`),
-    /// zero sessions per owner, or a maximum cookie length under 64 bytes or
+    /// more than [`MAX_CONFLICT_RETRIES`] conflict retries, zero sessions
+    /// per owner, or a maximum cookie length under 64 bytes or
     /// under the length of the cookies the configured mode issues.
     pub fn build(self) -> Result<Config, ConfigError> {
         let c = self.config;
@@ -549,6 +551,11 @@ impl ConfigBuilder {
                 ));
             }
         }
+        if c.conflict_retries > MAX_CONFLICT_RETRIES {
+            return err(format!(
+                "conflict retries must be at most {MAX_CONFLICT_RETRIES}: each waits up to 64 ms, so more would hold a contended request for minutes"
+            ));
+        }
         if c.max_sessions_per_owner == Some(0) {
             return err("max sessions per owner must be at least 1".into());
         }
@@ -570,6 +577,11 @@ impl ConfigBuilder {
         Ok(c)
     }
 }
+
+/// The most retries [`ConfigBuilder::with_conflict_retries`] accepts: each
+/// waits a random pause of up to 64 ms, so this many keep a request that
+/// keeps losing the race for about a minute at most.
+pub const MAX_CONFLICT_RETRIES: u32 = 1000;
 
 /// Header names the id may not travel in: the ones the session writes
 /// itself, and the ones that frame, route or describe the message (writing
@@ -756,6 +768,10 @@ mod tests {
             (
                 Config::builder().with_header(Some("Content-Length")),
                 "reserved",
+            ),
+            (
+                Config::builder().with_conflict_retries(MAX_CONFLICT_RETRIES + 1),
+                "conflict retries",
             ),
             (
                 Config::builder().with_header(Some("transfer-encoding")),

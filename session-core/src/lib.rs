@@ -33,7 +33,10 @@ pub use clock::{Clock, ManualClock, SystemClock};
 #[cfg(feature = "json")]
 pub use codec::JsonCodec;
 pub use codec::{Codec, CodecError, DecodeVisitor, MessagePack};
-pub use config::{Config, ConfigBuilder, ConfigError, CookieKeys, CookieSecurity, Key, SameSite};
+pub use config::{
+    Config, ConfigBuilder, ConfigError, CookieKeys, CookieSecurity, Key, SameSite,
+    MAX_CONFLICT_RETRIES,
+};
 pub use error::{Error, Result};
 pub use id::{Id, InvalidId, RandomError, RecordId, ID_BYTES, ID_TEXT_LEN, RECORD_ID_TEXT_LEN};
 pub use manager::Manager;
