@@ -1086,8 +1086,8 @@ What changed in `session 20` (the load table above is this session's run; profil
   1.42x actix-session's on actix-web (targets 1.5x and 1.3x: both met), and behind a
   `CachedStore` 2.51x and 2.50x. No acknowledged increment of ours was lost in any of the
   60 `write` and `write-own` runs (13.8 million acknowledged), while tower-sessions' and
-  actix-session's Redis stores lost 85-88 % of theirs under contention and
-  tower-sessions' PostgreSQL store nearly all. Ours wrote at least as fast as the peer on
+  actix-session's Redis stores lost 87-89 % of theirs under contention and
+  tower-sessions' PostgreSQL store 91-100 %. Ours wrote at least as fast as the peer on
   every store (lowest: 1.06x tower-sessions on memory `write-own`, 1.05x actix-session on
   Redis `write-own`).
 * On the measured paths: a value's decoder now sets a nesting limit (one store into the
