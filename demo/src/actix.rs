@@ -70,6 +70,25 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             }),
         )
         .route(
+            "/csrf",
+            get().to(|s: Session| async move {
+                let (answer, cookie) = crate::csrf(&s).await;
+                let mut response = respond(answer);
+                if let Ok(v) = actix_web::http::header::HeaderValue::try_from(cookie) {
+                    response
+                        .headers_mut()
+                        .append(actix_web::http::header::SET_COOKIE, v);
+                }
+                for (name, value) in crate::CSRF_HEADERS {
+                    response.headers_mut().insert(
+                        actix_web::http::header::HeaderName::from_static(name),
+                        actix_web::http::header::HeaderValue::from_static(value),
+                    );
+                }
+                response
+            }),
+        )
+        .route(
             "/app",
             get().to(|s: Session| async move {
                 let (status, body) = crate::page(&s).await;

@@ -66,6 +66,21 @@ pub fn app(manager: Manager) -> Router {
             }),
         )
         .route(
+            "/csrf",
+            get(|s: Session| async move {
+                let (answer, cookie) = crate::csrf(&s).await;
+                let mut response = respond(answer);
+                let headers = response.headers_mut();
+                if let Ok(v) = axum::http::HeaderValue::try_from(cookie) {
+                    headers.append(axum::http::header::SET_COOKIE, v);
+                }
+                for (name, value) in crate::CSRF_HEADERS {
+                    headers.insert(name, axum::http::HeaderValue::from_static(value));
+                }
+                response
+            }),
+        )
+        .route(
             "/app",
             get(|s: Session| async move {
                 let (status, body) = crate::page(&s).await;

@@ -442,7 +442,7 @@ pub fn start_banner(framework: &str, settings: &Settings) {
     }
     let _ = write!(
         banner,
-        "  routes: /set /get /delete /clear /destroy /incr /login/{{user}} /logout /logout-all /sessions /sessions/end/{{id}}; in a browser: /app"
+        "  routes: /set /get /delete /clear /destroy /incr /login/{{user}} /logout /logout-all /sessions /sessions/end/{{id}} /csrf; in a browser: /app"
     );
     eprintln!("{banner}");
 }
@@ -466,7 +466,7 @@ fn reply(result: session_core::Result<String>) -> Reply {
 pub fn index() -> Reply {
     (
         200,
-        "You should navigate to /set, /get, /delete, /clear, /destroy, /incr, /login/{user}, /logout, /logout-all, /sessions or /sessions/end/{id}, or open /app in a browser".into(),
+        "You should navigate to /set, /get, /delete, /clear, /destroy, /incr, /login/{user}, /logout, /logout-all, /sessions, /sessions/end/{id} or /csrf, or open /app in a browser".into(),
     )
 }
 
@@ -564,6 +564,34 @@ function go(path) {{
     );
     (200, body)
 }
+
+/// `/csrf`: a CSRF token for the app's forms, kept in the session and, for
+/// the double-submit check, in a cookie of its own; the response also sets
+/// cache headers of its own. Each framework's route adds [`CSRF_HEADERS`]
+/// (with the token's cookie) to this answer, beside the session's headers:
+/// the app's `Set-Cookie` stays, its cacheable `Cache-Control` becomes
+/// `no-store` when the response sets the session's id, and `Vary` gains
+/// `Cookie`.
+pub async fn csrf(session: &Session) -> (Reply, String) {
+    let answer = async {
+        let token = session_core::Id::generate()?.to_string();
+        session.insert("csrf", &token).await?;
+        Ok::<_, session_core::Error>(token)
+    }
+    .await;
+    match answer {
+        Ok(token) => {
+            let cookie = format!("csrf={token}; Path=/; Secure; SameSite=Strict");
+            ((200, token), cookie)
+        }
+        Err(e) => (fail(&e), String::new()),
+    }
+}
+
+/// The `Cache-Control` and `Vary` of `/csrf`'s answer, as a handler sets
+/// them.
+pub const CSRF_HEADERS: [(&str, &str); 2] =
+    [("cache-control", "private, max-age=60"), ("vary", "Accept")];
 
 /// `/set`: sets `name = "iris"`.
 pub async fn set(session: &Session) -> Reply {

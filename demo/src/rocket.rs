@@ -83,6 +83,27 @@ async fn page(s: Session) -> (Status, rocket::response::content::RawHtml<String>
     )
 }
 
+/// `/csrf`'s answer: the token, with the headers its handler sets.
+#[derive(rocket::Responder)]
+struct Csrf {
+    inner: Answer,
+    cookie: rocket::http::Header<'static>,
+    cache: rocket::http::Header<'static>,
+    vary: rocket::http::Header<'static>,
+}
+
+#[get("/csrf")]
+async fn csrf(s: Session) -> Csrf {
+    let (answer, cookie) = crate::csrf(&s).await;
+    let [(cache, cache_value), (vary, vary_value)] = crate::CSRF_HEADERS;
+    Csrf {
+        inner: respond(answer),
+        cookie: rocket::http::Header::new("set-cookie", cookie),
+        cache: rocket::http::Header::new(cache, cache_value),
+        vary: rocket::http::Header::new(vary, vary_value),
+    }
+}
+
 /// The demo's Rocket over `manager`, on `address`.
 pub fn app(manager: Manager, address: std::net::SocketAddr) -> Rocket<Build> {
     let config = rocket::Config {
@@ -108,6 +129,7 @@ pub fn app(manager: Manager, address: std::net::SocketAddr) -> Rocket<Build> {
                 logout_all,
                 sessions,
                 end_session,
+                csrf,
                 page
             ],
         )

@@ -42,6 +42,7 @@ macro_rules! http_suite {
             unknown_ids_are_never_adopted,
             non_ascii_cookies_beside_the_session_keep_it,
             head_requests_run_like_gets,
+            a_handlers_own_headers_are_kept,
             expired_sessions_are_not_revived,
             login_rotates_the_id,
             logout_keeps_the_values_under_a_new_id,
@@ -443,6 +444,47 @@ pub async fn non_ascii_cookies_beside_the_session_keep_it(spawn: impl Spawn) {
         res.text().await.expect("body"),
         "The name on the /set was: iris"
     );
+}
+
+/// A handler's own headers stay beside the session's: its `Set-Cookie` is
+/// kept, its cacheable `Cache-Control` becomes `no-store` on a response that
+/// sets the session's id, and its `Vary` gains `Cookie`.
+pub async fn a_handlers_own_headers_are_kept(spawn: impl Spawn) {
+    let d = demo(spawn, plain()).await;
+    let mut c = Client::new(&d);
+    let r = c.get("/csrf").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let cookies = r.set_cookies();
+    assert_eq!(cookies.len(), 2, "{cookies:?}");
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with(&format!("csrf={}", r.body))),
+        "{cookies:?}"
+    );
+    assert!(
+        cookies.iter().any(|c| c.starts_with("session=")),
+        "{cookies:?}"
+    );
+    assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
+    let vary = r.header("vary").unwrap_or_default();
+    assert!(
+        vary.contains("Accept") && vary.to_ascii_lowercase().contains("cookie"),
+        "{vary}"
+    );
+    // The session holds the token the cookie carries.
+    let s = d
+        .manager
+        .session_from_cookies(Some(format!("session={}", c.jar.clone().unwrap()).as_str()));
+    assert_eq!(s.get_string("csrf").await.unwrap(), r.body);
+    // With the session's id unchanged, the handler's headers are its own.
+    let r = c.get("/csrf").await;
+    assert_eq!(r.set_cookies().len(), 1, "{:?}", r.set_cookies());
+    assert_eq!(
+        r.header("cache-control").as_deref(),
+        Some("private, max-age=60")
+    );
+    assert_eq!(r.header("vary").as_deref(), Some("Accept"));
 }
 
 /// `HEAD` runs the `GET` handler on every framework: `HEAD /set` starts a
