@@ -430,6 +430,16 @@ impl Session {
         Ok(())
     }
 
+    /// Loads now when the request presented several cookies of the
+    /// session's name, so that the calls that act on a record without
+    /// loading it first (`update`, `destroy`) act on the live one.
+    async fn settle_candidates(&self, state: &mut State) -> Result<()> {
+        if !state.loaded && state.incoming.has_fallbacks() {
+            Box::pin(self.load(state)).await?;
+        }
+        Ok(())
+    }
+
     /// What a load of record `rid` found, if it is that record and live now;
     /// the time read here becomes the request's time.
     fn live_now(&self, state: &mut State, found: Option<Record>, rid: RecordId) -> Option<Record> {
@@ -806,11 +816,7 @@ impl Session {
         // copy when the update gets the turn and when its save answers.
         let (rid, epoch) = {
             let mut state = self.lock().await;
-            if !state.loaded && state.incoming.has_fallbacks() {
-                // Several cookies of the session's name: the load finds the
-                // one whose session is live.
-                Box::pin(self.load(&mut state)).await?;
-            }
+            self.settle_candidates(&mut state).await?;
             let rid = match &state.stored {
                 Some(s) => Some(s.rid),
                 None => state
@@ -1350,10 +1356,7 @@ impl Session {
     /// A store error or timeout; the session is then left as it was.
     pub async fn destroy(&self) -> Result<()> {
         let mut state = self.lock().await;
-        if !state.loaded && state.incoming.has_fallbacks() {
-            // Several cookies of the session's name: the live one goes.
-            Box::pin(self.load(&mut state)).await?;
-        }
+        self.settle_candidates(&mut state).await?;
         let rid = match (&state.stored, state.loaded) {
             (Some(s), _) => Some(s.rid),
             (None, false) => state
