@@ -393,39 +393,20 @@ fn answers(addr: &str) -> bool {
         .is_ok_and(|a| TcpStream::connect_timeout(&a, Duration::from_millis(300)).is_ok())
 }
 
-/// The `host:port` a server URL names (`scheme://[user[:password]@]host[:port][/...]`),
-/// with `default_port` when it names none.
-fn url_host_port(url: &str, default_port: u16) -> Option<String> {
-    let rest = url.split_once("://")?.1;
-    let authority = rest.split(['/', '?']).next()?;
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    if host_port.is_empty() {
-        return None;
-    }
-    let has_port = match host_port.rsplit_once(':') {
-        // An IPv6 address in brackets has colons of its own.
-        Some((host, port)) => {
-            !host.ends_with(':')
-                && port.chars().all(|c| c.is_ascii_digit())
-                && (!host.starts_with('[') || host.ends_with(']'))
-        }
-        None => false,
-    };
-    Some(if has_port {
-        host_port.to_owned()
-    } else {
-        format!("{host_port}:{default_port}")
-    })
+/// The addresses of the server a URL names (`scheme://[user[:password]@]host[:port][/...]`),
+/// on `default_port` when it names none; none for a URL that does not parse.
+fn server_addrs(url: &str, default_port: u16) -> Vec<SocketAddr> {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.socket_addrs(|| Some(default_port)).ok())
+        .unwrap_or_default()
 }
 
 /// Whether the server a URL names accepts a connection.
 fn url_answers(url: &str, default_port: u16) -> bool {
-    use std::net::ToSocketAddrs;
-    url_host_port(url, default_port)
-        .and_then(|hp| hp.to_socket_addrs().ok())
-        .is_some_and(|mut addrs| {
-            addrs.any(|a| TcpStream::connect_timeout(&a, Duration::from_millis(300)).is_ok())
-        })
+    server_addrs(url, default_port)
+        .iter()
+        .any(|a| TcpStream::connect_timeout(a, Duration::from_millis(300)).is_ok())
 }
 
 /// Reports (and with `start`, starts) the local servers, and returns the
@@ -680,22 +661,21 @@ mod tests {
     }
 
     #[test]
-    fn finds_the_host_and_port_of_server_urls() {
+    fn finds_the_address_of_server_urls() {
         for (url, want) in [
-            ("redis://127.0.0.1:6379", Some("127.0.0.1:6379")),
-            ("redis://:secret@cache:6380/15", Some("cache:6380")),
-            ("redis://cache", Some("cache:6379")),
-            ("postgres://postgres@127.0.0.1/test", Some("127.0.0.1:6379")),
+            ("redis://127.0.0.1:6379", vec!["127.0.0.1:6379"]),
+            ("redis://:secret@127.0.0.1:6380/15", vec!["127.0.0.1:6380"]),
+            ("postgres://postgres@127.0.0.1/test", vec!["127.0.0.1:6379"]),
             (
-                "mysql://root:pw@db.internal:3307/test?ssl-mode=REQUIRED",
-                Some("db.internal:3307"),
+                "mysql://root:pw@127.0.0.1:3307/test?ssl-mode=REQUIRED",
+                vec!["127.0.0.1:3307"],
             ),
-            ("redis://[::1]:6379", Some("[::1]:6379")),
-            ("redis://[::1]", Some("[::1]:6379")),
-            ("not a url", None),
-            ("redis://", None),
+            ("redis://[::1]:6380", vec!["[::1]:6380"]),
+            ("redis://[::1]", vec!["[::1]:6379"]),
+            ("not a url", vec![]),
         ] {
-            assert_eq!(url_host_port(url, 6379).as_deref(), want, "{url}");
+            let want: Vec<SocketAddr> = want.iter().map(|a| a.parse().unwrap()).collect();
+            assert_eq!(server_addrs(url, 6379), want, "{url}");
         }
     }
 
