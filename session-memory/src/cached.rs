@@ -85,9 +85,16 @@ enum Replace {
     /// Only an older version: a load, which may have read the record before
     /// a touch of the same version cached the new deadline.
     Older,
-    /// An older version or the same one: a save or a touch, the latest
-    /// word on its version.
+    /// An older version or the same one: a save, the latest word on its
+    /// version.
     NotNewer,
+    /// Only the copy of the same version with this deadline: a touch that
+    /// moved it from there. Any other copy, or none, means that writes or
+    /// other touches raced this one, in an order this instance cannot know
+    /// (two touches of one version both apply, and the last to reach the
+    /// backing store wins there): the copy goes and a burial is counted, so
+    /// the next load reads the store.
+    Deadline(Timestamp),
 }
 
 /// What a delete ends: one session, or every session of an owner.
@@ -261,23 +268,27 @@ impl<S: Store> CachedStore<S> {
                 // the burial drops what this puts.
                 let buried = read_after.is_some_and(|seen| burials.load(Ordering::Acquire) != seen);
                 let cached = existing.map(|e| e.into_value());
-                let op = match (buried, cached) {
+                let op = match (buried, replace, cached) {
                     // Nothing read or written before a burial is cached, and
                     // a copy someone put since is dropped.
-                    (true, Some(_)) => Op::Remove,
-                    (true, None) => Op::Nop,
-                    (false, Some(cached)) => {
-                        let keep = match replace {
-                            Replace::Older => cached.version >= new.version,
-                            Replace::NotNewer => cached.version > new.version,
-                        };
-                        if keep {
-                            Op::Nop
-                        } else {
+                    (true, _, Some(_)) => Op::Remove,
+                    (true, _, None) => Op::Nop,
+                    (false, Replace::Deadline(before), cached) => match cached {
+                        Some(c) if c.version == new.version && c.expires_at == before => {
                             Op::Put(new)
                         }
-                    }
-                    (false, None) => Op::Put(new),
+                        other => {
+                            burials.fetch_add(1, Ordering::AcqRel);
+                            if other.is_some() {
+                                Op::Remove
+                            } else {
+                                Op::Nop
+                            }
+                        }
+                    },
+                    (false, Replace::Older, Some(c)) if c.version >= new.version => Op::Nop,
+                    (false, Replace::NotNewer, Some(c)) if c.version > new.version => Op::Nop,
+                    (false, _, _) => Op::Put(new),
                 };
                 std::future::ready(op)
             })
@@ -357,13 +368,17 @@ impl<S: Store> Store for CachedStore<S> {
     }
 
     async fn create(&self, record: &Record) -> Result<Created, StoreError> {
-        let created = self.backing.create(record).await?;
+        let unfinished = self.unfinished(&record.id);
+        let created = self.backing.create(record).await;
         // Not cached: many sessions are never read again (clients that keep
         // no cookies make one per request), and caching each would cost
         // every create an insert and push read sessions out. The first load
-        // caches it. A copy of an older record under the id goes.
+        // caches it. A copy of an older record under the id goes, also when
+        // the outcome is unknown (an error, or this call dropped by a
+        // timeout, after the create may have applied).
         self.forget(&record.id).await;
-        Ok(created)
+        unfinished.finished();
+        created
     }
 
     async fn save(&self, record: &Record, expected_version: u64) -> Result<Saved, StoreError> {
@@ -377,8 +392,11 @@ impl<S: Store> Store for CachedStore<S> {
             Ok(Saved::Saved) if until(record.expires_at).is_zero() => self.bury(&record.id).await,
             Ok(Saved::Saved) => self.remember(record, Replace::NotNewer, burials).await,
             // A conflict means the cached copy is stale; an error leaves the
-            // outcome unknown. Either way the next load must read the store.
-            _ => self.forget(&record.id).await,
+            // outcome unknown (the save may have applied, ending the
+            // session even). Either way the next load must read the store,
+            // and a load that read before this save must not cache what it
+            // read after it: a burial, not just a dropped copy.
+            _ => self.bury(&record.id).await,
         }
         unfinished.finished();
         saved
@@ -391,21 +409,24 @@ impl<S: Store> Store for CachedStore<S> {
         owner: Option<&str>,
         expires_at: Timestamp,
     ) -> Result<bool, StoreError> {
+        // The copy whose deadline this touch moves, as it was before.
+        let before = match &self.cache {
+            Some(cache) => cache.get(id).await.filter(|r| r.version == version),
+            None => None,
+        };
         let burials = self.burials_now(id);
         let unfinished = self.unfinished(id);
         let touched = self.backing.touch(id, version, owner, expires_at).await;
-        let cached = match &self.cache {
-            Some(cache) => cache.get(id).await,
-            None => None,
-        };
-        match (&touched, cached) {
+        match (&touched, before) {
             // A deadline already past ends the session (a rotation retires
             // its old record so): a burial, as a delete makes.
             (Ok(true), _) if until(expires_at).is_zero() => self.bury(id).await,
-            (Ok(true), Some(record)) if record.version == version => {
+            (Ok(true), Some(record)) => {
+                let was = record.expires_at;
                 let mut record = (*record).clone();
                 record.expires_at = expires_at;
-                self.remember(&record, Replace::NotNewer, burials).await;
+                self.remember(&record, Replace::Deadline(was), burials)
+                    .await;
             }
             // No copy to move the deadline of (or the outcome is unknown):
             // counted like a burial, so that a load that read the record
@@ -634,19 +655,20 @@ mod tests {
         Deletes,
     }
 
-    /// A backing store whose calls of one kind take effect and then hold
-    /// their answer until released.
+    /// A backing store whose first call of one kind takes effect and then
+    /// holds its answer until released.
     #[derive(Debug, Default)]
     struct Held {
         inner: MemoryStore,
         what: Hold,
+        held: std::sync::atomic::AtomicBool,
         done: Arc<tokio::sync::Notify>,
         release: Arc<tokio::sync::Notify>,
     }
 
     impl Held {
         async fn hold(&self, call: Hold) {
-            if call == self.what {
+            if call == self.what && !self.held.swap(true, Ordering::SeqCst) {
                 self.done.notify_one();
                 self.release.notified().await;
             }
@@ -822,6 +844,71 @@ mod tests {
         });
         drop_once_it_took_effect(&saved, saving).await;
         assert_eq!(a.load(&r.id).await.unwrap(), Some(next));
+    }
+
+    /// A create dropped once it took effect drops the copy of an older
+    /// record under its id, as a finished one does.
+    #[tokio::test]
+    async fn a_create_dropped_after_its_backing_call_drops_the_older_copy() {
+        let (a, created, _release) = held(Hold::Creates);
+        let r = record();
+        a.backing().inner.create(&r).await.unwrap();
+        assert!(a.load(&r.id).await.unwrap().is_some(), "cached");
+        // The old record expires in the store, freeing the id.
+        a.backing().inner.delete(&r.id).await.unwrap();
+        let mut again = r.clone();
+        again.data.insert("k".into(), b"new".to_vec());
+        let creating = tokio::spawn({
+            let (a, again) = (Arc::clone(&a), again.clone());
+            async move { a.create(&again).await }
+        });
+        drop_once_it_took_effect(&created, creating).await;
+        assert_eq!(a.load(&r.id).await.unwrap(), Some(again));
+    }
+
+    /// Two touches of one version both apply, and the backing store keeps
+    /// the deadline of the last to reach it, whichever answers last: memory
+    /// never keeps the other one.
+    #[tokio::test]
+    async fn racing_touches_leave_no_deadline_the_store_does_not_have() {
+        let (a, touched, release) = held(Hold::Touches);
+        let r = record();
+        a.create(&r).await.unwrap();
+        assert!(a.load(&r.id).await.unwrap().is_some(), "cached");
+        let later = r.expires_at + Duration::from_secs(3600);
+        let sooner = r.expires_at + Duration::from_secs(1800);
+        // The first touch applies and waits for its answer...
+        let first = tokio::spawn({
+            let (a, id, version) = (Arc::clone(&a), r.id, r.version);
+            async move { a.touch(&id, version, None, later).await }
+        });
+        touched.notified().await;
+        // ...while a second one applies and answers.
+        assert!(a.touch(&r.id, r.version, None, sooner).await.unwrap());
+        release.notify_one();
+        assert!(first.await.unwrap().unwrap());
+        let stored = a.backing().load(&r.id).await.unwrap().unwrap();
+        assert_eq!(stored.expires_at, sooner);
+        assert_eq!(a.load(&r.id).await.unwrap(), Some(stored));
+    }
+
+    /// A save that conflicts (or fails) on this instance keeps out a copy
+    /// that a load read before it: memory serves this instance's last
+    /// successful save.
+    #[tokio::test]
+    async fn a_conflicting_save_keeps_an_older_read_out() {
+        let (_, a, _) = pair(Duration::from_secs(60));
+        let r = record();
+        a.create(&r).await.unwrap();
+        // A load reads the record...
+        let seen = a.burials_now(&r.id);
+        // ...a save succeeds, another one from the same version conflicts...
+        let r1 = next(&r, b"v1");
+        assert_eq!(a.save(&r1, 0).await.unwrap(), Saved::Saved);
+        assert_eq!(a.save(&next(&r, b"x"), 0).await.unwrap(), Saved::Conflict);
+        // ...and the load caches what it read.
+        a.remember(&r, Replace::Older, seen).await;
+        assert_eq!(a.load(&r.id).await.unwrap(), Some(r1));
     }
 
     /// A delete dropped while its second burial waits for a load's compute
@@ -1011,9 +1098,12 @@ mod tests {
             .build();
         let r = record();
         cached.create(&r).await.unwrap();
+        assert_eq!(cached.load(&r.id).await.unwrap(), Some(r.clone()));
+        assert_eq!(cached.load(&r.id).await.unwrap(), Some(r.clone()));
+        assert_eq!(backing.counts().load, 1, "the second load came from memory");
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(cached.load(&r.id).await.unwrap(), Some(r));
-        assert_eq!(backing.counts().load, 1, "reloaded from the backing store");
+        assert_eq!(backing.counts().load, 2, "reloaded from the backing store");
     }
 
     #[tokio::test]

@@ -813,8 +813,19 @@ mod tests {
             store.create(&record(1024)).await.unwrap();
         }
         store.remove_expired();
-        // Whether or not alice's session survived, the index never reports a
-        // session that is not there.
+        // Whether or not alice's session survived, her index entry is there
+        // exactly when her session is (read before a listing, which would
+        // prune an entry left behind)...
+        let indexed = lock(&store.inner.owners)
+            .get("alice")
+            .is_some_and(|ids| ids.contains(&r.id));
+        let held = store.shard(&r.id).entries.contains_key(&r.id);
+        assert_eq!(indexed, held, "the owner index and the entries disagree");
+        assert!(
+            !held,
+            "alice's session was not evicted: the test needs a fuller store"
+        );
+        // ...and the listing never reports a session that is not there.
         let listed = store.ids_of_owner("alice").await.unwrap();
         let present = store.load(&r.id).await.unwrap().is_some();
         assert_eq!(listed.len(), usize::from(present));
