@@ -32,7 +32,15 @@
 //!
 //! Each store's `migrate` ([`PostgresStore::migrate`] and its siblings) applies the migrations shipped
 //! with this crate (recorded in `<table>_migrations`), so several app
-//! instances can run it at start-up.
+//! instances can run it at start-up. Each migration's statements can run
+//! again over the tables they made, so a migration interrupted after its
+//! DDL (which MySQL commits at once) and before its row completes at the
+//! next start.
+//!
+//! On MySQL and MariaDB, migration 2 (the `owner` column to `VARBINARY`)
+//! rewrites the table: on a table that already holds many sessions it
+//! blocks their writes until it is done. Run `migrate` for that upgrade at
+//! a quiet time, or from one instance before the others start.
 //!
 //! # Queries
 //!

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use session_core::testing::{
     acknowledged_writes_survive_cuts, manager_with_timeout, read_name as read,
-    stored_session as stored, FaultProxy,
+    stored_session as stored, FaultProxy, Instrumented,
 };
 use session_core::{Error, Id, Manager, Record, Store, Sweeper, Timestamp};
 use session_sql::{MySqlStore, PostgresStore, SqliteStore};
@@ -23,8 +23,19 @@ fn expired_record(expired_by: Duration) -> Record {
     )
 }
 
-/// 2 500 expired rows (more than two sweep batches) and a few live ones: the
-/// sweeper removes exactly the expired ones, and stops when told.
+/// Creates `n` rows that expired ten seconds ago.
+async fn create_expired(store: &impl Store, n: usize) {
+    for _ in 0..n {
+        store
+            .create(&expired_record(Duration::from_secs(10)))
+            .await
+            .expect("create");
+    }
+}
+
+/// 2 500 expired rows (more than two sweep batches) and a few live ones: a
+/// sweep removes exactly the expired ones and says how many; the sweeper
+/// does the same on its own, and stops when told.
 async fn sweeper_removes_expired_rows_in_batches(store: impl Store + Clone) {
     let mut live = Vec::new();
     for _ in 0..5 {
@@ -32,27 +43,28 @@ async fn sweeper_removes_expired_rows_in_batches(store: impl Store + Clone) {
         store.create(&r).await.expect("create");
         live.push(r);
     }
-    for _ in 0..2_500 {
-        store
-            .create(&expired_record(Duration::from_secs(10)))
-            .await
-            .expect("create");
-    }
-    let sweeper = Sweeper::spawn(Arc::new(store.clone()), Sweeper::MIN_INTERVAL);
+    create_expired(&store, 2_500).await;
+    assert_eq!(store.delete_expired().await.expect("sweep"), 2_500);
+    assert_eq!(store.delete_expired().await.expect("sweep again"), 0);
+
+    create_expired(&store, 2_500).await;
+    let counted = Instrumented::new(store.clone());
+    let sweeper = Sweeper::spawn(Arc::new(counted.clone()), Sweeper::MIN_INTERVAL);
+    // The sweeper's second sweep starts once its first has finished.
     let deadline = Instant::now() + Duration::from_secs(20);
-    // The sweeper did the work if nothing is left for a manual sweep.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    sweeper.stop().await;
-    loop {
-        let left = store.delete_expired().await.expect("sweep");
-        if left == 0 {
-            break;
-        }
+    while counted.counts().other < 2 {
         assert!(
             Instant::now() < deadline,
-            "{left} expired rows were left to the manual sweep"
+            "the sweeper did not sweep twice in 20 s"
         );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    sweeper.stop().await;
+    assert_eq!(
+        store.delete_expired().await.expect("sweep"),
+        0,
+        "expired rows were left to the manual sweep"
+    );
     for r in &live {
         assert!(
             store.load(&r.id).await.expect("load").is_some(),
@@ -373,6 +385,54 @@ async fn migrate_is_idempotent() {
     }
     if let Some(my) = support::mysql().await {
         my.inner().migrate().await.expect("again on mysql");
+    }
+}
+
+/// Every migration's statements run again over the tables they made, as
+/// after a crash between a migration's DDL (which MySQL commits at once)
+/// and the row that records it: `migrate` then succeeds and the sessions
+/// stored before are still there.
+async fn migrations_run_again_over_their_own_tables<S: Store>(
+    store: &S,
+    migrate: impl std::future::Future<Output = Result<(), session_sql::SqlStoreError>>,
+) {
+    let r = record(Duration::from_secs(3600));
+    store.create(&r).await.expect("create");
+    migrate.await.expect("migrations run again");
+    assert_eq!(store.load(&r.id).await.expect("load"), Some(r.clone()));
+    let mut next = r.clone();
+    next.version += 1;
+    assert_eq!(
+        store.save(&next, r.version).await.expect("save"),
+        session_core::Saved::Saved
+    );
+}
+
+#[tokio::test]
+async fn forgotten_migrations_run_again() {
+    let store = support::sqlite_memory().await;
+    sqlx::query("DELETE FROM sessions_migrations")
+        .execute(store.pool())
+        .await
+        .expect("forget");
+    migrations_run_again_over_their_own_tables(&store, store.migrate()).await;
+    if let Some(pg) = support::postgres().await {
+        let pg = pg.inner();
+        let schema = pg.table().schema().expect("a schema of its own");
+        sqlx::query(&format!("DELETE FROM \"{schema}\".\"sessions_migrations\""))
+            .execute(pg.pool())
+            .await
+            .expect("forget on postgres");
+        migrations_run_again_over_their_own_tables(pg, pg.migrate()).await;
+    }
+    if let Some(my) = support::mysql().await {
+        let my = my.inner();
+        let name = my.table().name();
+        sqlx::query(&format!("DELETE FROM `{name}_migrations`"))
+            .execute(my.pool())
+            .await
+            .expect("forget on mysql");
+        migrations_run_again_over_their_own_tables(my, my.migrate()).await;
     }
 }
 

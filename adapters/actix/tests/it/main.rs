@@ -252,6 +252,37 @@ mod actix_only {
         assert_eq!(test::read_body(res).await, "Service Unavailable");
     }
 
+    /// actix-web does not catch a handler's panic: it unwinds through the
+    /// middleware, which commits nothing (no deferred change saved), and the
+    /// connection's task ends with it.
+    #[actix_web::test]
+    async fn a_panic_unwinding_through_the_middleware_saves_nothing() {
+        let store = MemoryStore::new();
+        let manager = Manager::new(store.clone(), Config::default());
+        let app = test::init_service(App::new().wrap(SessionMiddleware::new(manager)).route(
+            "/panic",
+            web::get().to(|s: Session| async move {
+                s.insert("name", "mallory").await.unwrap();
+                panic!("the handler fails midway");
+                #[allow(unreachable_code)]
+                HttpResponse::Ok().finish()
+            }),
+        ))
+        .await;
+        let req = test::TestRequest::get().uri("/panic").to_request();
+        let joined = actix_web::rt::spawn(async move {
+            test::call_service(&app, req).await;
+        })
+        .await;
+        assert!(joined.expect_err("the panic reaches the task").is_panic());
+        // A commit wrongly finished on a task of its own would have run by now.
+        tokio::task::yield_now().await;
+        assert!(
+            store.is_empty(),
+            "the panicking handler's session was stored"
+        );
+    }
+
     #[actix_web::test]
     async fn handler_errors_still_save_and_keep_their_status() {
         let manager = Manager::new(MemoryStore::new(), Config::default());

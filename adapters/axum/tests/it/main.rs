@@ -122,6 +122,88 @@ mod axum_only {
         );
     }
 
+    /// What a test client sees of `/who`: the session's owner and its
+    /// `name`, or `-` for either that is not there.
+    async fn who(app: Router, cookie: &str) -> String {
+        let req = Request::get("/who")
+            .header("cookie", cookie)
+            .body(Body::empty())
+            .unwrap();
+        body(app.oneshot(req).await.unwrap()).await
+    }
+
+    async fn who_handler(s: Session) -> String {
+        let owner = s.owner().await.unwrap();
+        let name = s.get::<String>("name").await.unwrap();
+        format!(
+            "{}/{}",
+            owner.as_deref().unwrap_or("-"),
+            name.as_deref().unwrap_or("-")
+        )
+    }
+
+    /// axum does not catch a handler's panic: it unwinds through the layer,
+    /// which commits nothing (no deferred change saved, no commit finished on
+    /// a task of its own), and the connection's task ends with it.
+    #[tokio::test]
+    async fn a_panic_unwinding_through_the_layer_saves_nothing() {
+        let store = MemoryStore::new();
+        let app = Router::new()
+            .route(
+                "/panic",
+                get(|s: Session| async move {
+                    s.insert("name", "mallory").await.unwrap();
+                    panic!("the handler fails midway");
+                    #[allow(unreachable_code)]
+                    ""
+                }),
+            )
+            .layer(SessionLayer::new(Manager::new(
+                store.clone(),
+                Config::default(),
+            )));
+        let req = Request::get("/panic").body(Body::empty()).unwrap();
+        let joined = tokio::spawn(app.oneshot(req)).await;
+        assert!(joined.expect_err("the panic reaches the task").is_panic());
+        // A commit wrongly finished on a task of its own would have run by now.
+        tokio::task::yield_now().await;
+        assert!(
+            store.is_empty(),
+            "the panicking handler's session was stored"
+        );
+    }
+
+    /// With `tower_http`'s `CatchPanicLayer` inside the session layer, as the
+    /// crate docs advise, the client gets a 500 that carries the id a `login`
+    /// before the panic stored the session under; what the handler deferred
+    /// after it is not saved.
+    #[tokio::test]
+    async fn a_caught_panic_keeps_the_login_and_drops_deferred_changes() {
+        let app = Router::new()
+            .route(
+                "/panic",
+                get(|s: Session| async move {
+                    s.login("alice").await.unwrap();
+                    s.insert("name", "mallory").await.unwrap();
+                    panic!("the handler fails midway");
+                    #[allow(unreachable_code)]
+                    ""
+                }),
+            )
+            .route("/who", get(who_handler))
+            .layer(tower_http::catch_panic::CatchPanicLayer::new())
+            .layer(SessionLayer::new(manager()));
+        let res = app
+            .clone()
+            .oneshot(Request::get("/panic").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let cookie = res.headers()["set-cookie"].to_str().unwrap();
+        let pair = cookie.split(';').next().unwrap().to_owned();
+        assert_eq!(who(app, &pair).await, "alice/-");
+    }
+
     #[tokio::test]
     async fn handler_errors_still_save_and_keep_their_status() {
         let app = Router::new()
