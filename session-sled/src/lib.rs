@@ -832,7 +832,8 @@ mod tests {
         s.create(&record(Duration::from_millis(50), None))
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Past the sweeper's next tick, had it gone on.
+        tokio::time::sleep(session_core::Sweeper::MIN_INTERVAL + Duration::from_millis(500)).await;
         assert_eq!(s.len(), 1, "nothing swept after stop");
         // Loads still never return it.
         assert_eq!(s.delete_expired().await.unwrap(), 1);
