@@ -74,7 +74,7 @@ pub(crate) fn corrupt_value(key: &str) {
 }
 
 #[cfg(all(test, feature = "metrics"))]
-mod tests {
+pub(crate) mod tests {
     use std::collections::HashMap;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Arc, Mutex};
@@ -87,7 +87,7 @@ mod tests {
     use crate::{Config, Manager, SetCookie};
 
     #[derive(Default)]
-    struct Counts(Mutex<HashMap<String, Arc<AtomicU64>>>);
+    pub(crate) struct Counts(Mutex<HashMap<String, Arc<AtomicU64>>>);
 
     struct Handle(Arc<AtomicU64>);
 
@@ -118,7 +118,7 @@ mod tests {
     }
 
     impl Counts {
-        fn get(&self, name: &str) -> u64 {
+        pub(crate) fn get(&self, name: &str) -> u64 {
             self.0
                 .lock()
                 .unwrap()
@@ -129,7 +129,7 @@ mod tests {
 
     /// Runs `test` on a fresh runtime while `Counts` records this thread's
     /// metrics; returns the counts.
-    fn counted(test: impl AsyncFnOnce(&Counts)) -> Counts {
+    pub(crate) fn counted(test: impl AsyncFnOnce(&Counts)) -> Counts {
         let counts = Counts::default();
         {
             let _guard = metrics::set_default_local_recorder(&counts);

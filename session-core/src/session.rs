@@ -1823,9 +1823,12 @@ impl Session {
             return Err(e);
         }
         let new_rid = state.stored.as_ref().map(|s| s.rid);
-        if let Some(new_rid) = new_rid {
-            observe::rotated(old.as_ref().map(|(rid, _)| rid), &new_rid);
-        }
+        // Logged and counted once the rotation stands: not when it is undone.
+        let stands = || {
+            if let Some(new_rid) = &new_rid {
+                observe::rotated(old.as_ref().map(|(rid, _)| rid), new_rid);
+            }
+        };
         if let Some((old_rid, _)) = old {
             let retired = self
                 .retire(
@@ -1864,10 +1867,13 @@ impl Session {
                             tracing::warn!(new = %new.short(), "a rotation that could not retire the old record could not delete the new one either; it expires on its own");
                         }
                     }
+                } else {
+                    stands();
                 }
                 return Err(e);
             }
         }
+        stands();
         if let (Some(owner), Some(keep)) = (state.owner.clone(), new_rid) {
             if state.owner != previous_owner || old.is_none() {
                 manager.enforce_owner_cap(&owner, &keep, created_at).await;
@@ -4289,6 +4295,22 @@ mod tests {
             assert_eq!(old.get::<i64>("cart").await.unwrap(), Some(3));
             assert_eq!(old.get_string("name").await.unwrap(), "iris");
             assert!(f.manager.sessions_of("alice").await.unwrap().is_empty());
+        }
+    }
+
+    /// A rotation is counted (and logged) when it stands, not when it is
+    /// undone.
+    #[cfg(feature = "metrics")]
+    #[test]
+    fn an_undone_rotation_is_not_counted() {
+        let undone: fn(&Hooked) -> Arc<AtomicBool> = |h| h.fail_touches.clone();
+        let stands: fn(&Hooked) -> Arc<AtomicBool> = |h| h.lose_touch_replies.clone();
+        for (fault, counted) in [(undone, 0), (stands, 1)] {
+            let counts = crate::observe::tests::counted(async |_| {
+                let (_, _, _, rotated) = rotated_under(fault, false).await;
+                assert!(rotated.is_err());
+            });
+            assert_eq!(counts.get("session_rotations_total"), counted);
         }
     }
 
