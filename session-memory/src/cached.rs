@@ -80,7 +80,7 @@ fn weigh(_: &RecordId, record: &Arc<Record>) -> u32 {
 }
 
 /// What a copy about to be cached may replace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 enum Replace {
     /// Only an older version: a load, which may have read the record before
     /// a touch of the same version cached the new deadline.
@@ -88,13 +88,14 @@ enum Replace {
     /// An older version or the same one: a save, the latest word on its
     /// version.
     NotNewer,
-    /// Only the copy of the same version with this deadline: a touch that
-    /// moved it from there. Any other copy, or none, means that writes or
-    /// other touches raced this one, in an order this instance cannot know
-    /// (two touches of one version both apply, and the last to reach the
-    /// backing store wins there): the copy goes and a burial is counted, so
-    /// the next load reads the store.
-    Deadline(Timestamp),
+    /// Only this very copy (the same allocation, not an equal one): the
+    /// copy a touch saw before its backing call, whose deadline it moved.
+    /// Any other copy, or none, means that writes or other touches came in
+    /// between, in an order this instance cannot know (two touches of one
+    /// version both apply, and the last to reach the backing store wins
+    /// there, even one that sets the deadline memory already shows): the
+    /// copy goes and a burial is counted, so the next load reads the store.
+    Copy(Arc<Record>),
 }
 
 /// What a delete ends: one session, or every session of an owner.
@@ -273,10 +274,8 @@ impl<S: Store> CachedStore<S> {
                     // a copy someone put since is dropped.
                     (true, _, Some(_)) => Op::Remove,
                     (true, _, None) => Op::Nop,
-                    (false, Replace::Deadline(before), cached) => match cached {
-                        Some(c) if c.version == new.version && c.expires_at == before => {
-                            Op::Put(new)
-                        }
+                    (false, Replace::Copy(before), cached) => match cached {
+                        Some(c) if Arc::ptr_eq(&c, &before) => Op::Put(new),
                         other => {
                             burials.fetch_add(1, Ordering::AcqRel);
                             if other.is_some() {
@@ -421,12 +420,10 @@ impl<S: Store> Store for CachedStore<S> {
             // A deadline already past ends the session (a rotation retires
             // its old record so): a burial, as a delete makes.
             (Ok(true), _) if until(expires_at).is_zero() => self.bury(id).await,
-            (Ok(true), Some(record)) => {
-                let was = record.expires_at;
-                let mut record = (*record).clone();
+            (Ok(true), Some(before)) => {
+                let mut record = (*before).clone();
                 record.expires_at = expires_at;
-                self.remember(&record, Replace::Deadline(was), burials)
-                    .await;
+                self.remember(&record, Replace::Copy(before), burials).await;
             }
             // No copy to move the deadline of (or the outcome is unknown):
             // counted like a burial, so that a load that read the record
@@ -889,6 +886,41 @@ mod tests {
         assert!(first.await.unwrap().unwrap());
         let stored = a.backing().load(&r.id).await.unwrap().unwrap();
         assert_eq!(stored.expires_at, sooner);
+        assert_eq!(a.load(&r.id).await.unwrap(), Some(stored));
+    }
+
+    /// The same, when the touch that reaches the store last sets the
+    /// deadline memory already shows (requests at a session's absolute
+    /// deadline all ask for it): its copy equals the one the other touch
+    /// saw, but is not it.
+    #[tokio::test]
+    async fn a_touch_back_to_the_cached_deadline_is_not_missed() {
+        let (a, touched, release) = held(Hold::Touches);
+        let r = record();
+        a.create(&r).await.unwrap();
+        let d = r.expires_at + Duration::from_secs(1800);
+        let l = r.expires_at + Duration::from_secs(3600);
+        assert!(a
+            .backing()
+            .inner
+            .touch(&r.id, r.version, None, d)
+            .await
+            .unwrap());
+        assert_eq!(
+            a.load(&r.id).await.unwrap().unwrap().expires_at,
+            d,
+            "cached"
+        );
+        let first = tokio::spawn({
+            let (a, id, version) = (Arc::clone(&a), r.id, r.version);
+            async move { a.touch(&id, version, None, l).await }
+        });
+        touched.notified().await;
+        assert!(a.touch(&r.id, r.version, None, d).await.unwrap());
+        release.notify_one();
+        assert!(first.await.unwrap().unwrap());
+        let stored = a.backing().load(&r.id).await.unwrap().unwrap();
+        assert_eq!(stored.expires_at, d);
         assert_eq!(a.load(&r.id).await.unwrap(), Some(stored));
     }
 

@@ -808,8 +808,11 @@ mod tests {
         let store = MemoryStore::builder().max_bytes(1024 * 1024).build();
         let mut r = record(10);
         r.owner = Some("alice".into());
+        // Closest to its deadline of all, so the first to go from its shard.
+        r.expires_at -= std::time::Duration::from_secs(1800);
         store.create(&r).await.unwrap();
-        for _ in 0..2_000 {
+        // About 62 per shard, each shard's budget holding about 14.
+        for _ in 0..4_000 {
             store.create(&record(1024)).await.unwrap();
         }
         store.remove_expired();
