@@ -868,25 +868,10 @@ mod tests {
     /// never keeps the other one.
     #[tokio::test]
     async fn racing_touches_leave_no_deadline_the_store_does_not_have() {
-        let (a, touched, release) = held(Hold::Touches);
         let r = record();
-        a.create(&r).await.unwrap();
-        assert!(a.load(&r.id).await.unwrap().is_some(), "cached");
         let later = r.expires_at + Duration::from_secs(3600);
         let sooner = r.expires_at + Duration::from_secs(1800);
-        // The first touch applies and waits for its answer...
-        let first = tokio::spawn({
-            let (a, id, version) = (Arc::clone(&a), r.id, r.version);
-            async move { a.touch(&id, version, None, later).await }
-        });
-        touched.notified().await;
-        // ...while a second one applies and answers.
-        assert!(a.touch(&r.id, r.version, None, sooner).await.unwrap());
-        release.notify_one();
-        assert!(first.await.unwrap().unwrap());
-        let stored = a.backing().load(&r.id).await.unwrap().unwrap();
-        assert_eq!(stored.expires_at, sooner);
-        assert_eq!(a.load(&r.id).await.unwrap(), Some(stored));
+        touches_racing(r, None, later, sooner).await;
     }
 
     /// The same, when the touch that reaches the store last sets the
@@ -895,32 +880,41 @@ mod tests {
     /// saw, but is not it.
     #[tokio::test]
     async fn a_touch_back_to_the_cached_deadline_is_not_missed() {
-        let (a, touched, release) = held(Hold::Touches);
         let r = record();
-        a.create(&r).await.unwrap();
         let d = r.expires_at + Duration::from_secs(1800);
         let l = r.expires_at + Duration::from_secs(3600);
-        assert!(a
-            .backing()
-            .inner
-            .touch(&r.id, r.version, None, d)
-            .await
-            .unwrap());
-        assert_eq!(
-            a.load(&r.id).await.unwrap().unwrap().expires_at,
-            d,
-            "cached"
-        );
-        let first = tokio::spawn({
+        touches_racing(r, Some(d), l, d).await;
+    }
+
+    /// Caches `r` (at deadline `cached`, if given), then touches it to
+    /// `first`, whose answer waits while a touch to `second` applies and
+    /// answers: the store ends at `second`, and so must memory.
+    async fn touches_racing(
+        r: Record,
+        cached: Option<Timestamp>,
+        first: Timestamp,
+        second: Timestamp,
+    ) {
+        let (a, touched, release) = held(Hold::Touches);
+        a.create(&r).await.unwrap();
+        if let Some(d) = cached {
+            let inner = &a.backing().inner;
+            assert!(inner.touch(&r.id, r.version, None, d).await.unwrap());
+        }
+        let loaded = a.load(&r.id).await.unwrap().unwrap();
+        assert_eq!(loaded.expires_at, cached.unwrap_or(r.expires_at), "cached");
+        // The first touch applies and waits for its answer...
+        let touching = tokio::spawn({
             let (a, id, version) = (Arc::clone(&a), r.id, r.version);
-            async move { a.touch(&id, version, None, l).await }
+            async move { a.touch(&id, version, None, first).await }
         });
         touched.notified().await;
-        assert!(a.touch(&r.id, r.version, None, d).await.unwrap());
+        // ...while a second one applies and answers.
+        assert!(a.touch(&r.id, r.version, None, second).await.unwrap());
         release.notify_one();
-        assert!(first.await.unwrap().unwrap());
+        assert!(touching.await.unwrap().unwrap());
         let stored = a.backing().load(&r.id).await.unwrap().unwrap();
-        assert_eq!(stored.expires_at, d);
+        assert_eq!(stored.expires_at, second);
         assert_eq!(a.load(&r.id).await.unwrap(), Some(stored));
     }
 
