@@ -22,8 +22,10 @@ use crate::{until, DEFAULT_MAX_BYTES};
 ///
 /// * **Writes are never lost.** `create`, `save`, `touch` and `delete` go to
 ///   the backing store first; `save` is the backing store's compare-and-set. A
-///   conflict or a missing record evicts the cached copy, so the manager's
-///   reload reads the backing store.
+///   conflict, a missing record or a failed write evicts the cached copy, so
+///   the manager's reload reads the backing store; so do two touches of one
+///   session that overlap, since only the backing store knows which landed
+///   last.
 /// * **Reads may be stale across instances, for at most `max_staleness`**
 ///   (default 5 seconds). On one instance, reads see that instance's writes at
 ///   once. When several app instances share the backing store, one instance
