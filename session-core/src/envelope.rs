@@ -199,6 +199,33 @@ pub(crate) fn decode(mut rd: &[u8]) -> Result<Record, RecordDecodeError> {
     })
 }
 
+/// `bytes` (a record written by [`encode`], or by an older or newer release)
+/// with its deadline set to `expires_at`, every other byte kept: fields this
+/// release does not know, and anything after the record, stay as they were.
+pub(crate) fn with_expires_at(
+    bytes: &[u8],
+    expires_at: Timestamp,
+) -> Result<Vec<u8>, RecordDecodeError> {
+    let mut rest = bytes;
+    let rd = &mut rest;
+    let fields = decode::read_map_len(rd).map_err(invalid)?;
+    for _ in 0..fields {
+        let deadline = raw_str(rd)? == b"e";
+        let start = bytes.len() - rd.len();
+        if deadline {
+            decode::read_int::<i64, _>(rd).map_err(invalid)?;
+            let end = bytes.len() - rd.len();
+            let mut out = Vec::with_capacity(bytes.len() + 8);
+            out.extend_from_slice(&bytes[..start]);
+            encode::write_sint(&mut out, expires_at.unix_millis()).map_err(invalid)?;
+            out.extend_from_slice(&bytes[end..]);
+            return Ok(out);
+        }
+        let _: serde::de::IgnoredAny = through_serde(rd)?;
+    }
+    Err(invalid("record has no deadline"))
+}
+
 /// A stored timestamp: out of range means the bytes are not a record.
 fn timestamp(ms: i64) -> Result<Timestamp, RecordDecodeError> {
     Timestamp::checked_from_unix_millis(ms)

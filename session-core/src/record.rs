@@ -209,6 +209,38 @@ impl Record {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, RecordDecodeError> {
         crate::envelope::decode(bytes)
     }
+
+    /// The bytes of a record (written by [`Record::to_bytes`], of this
+    /// release or another) with its deadline set to `expires_at` and every
+    /// other byte kept, for a store that keeps only the bytes and implements
+    /// [`Store::touch`](crate::Store::touch): decoding and encoding the record
+    /// instead would drop the fields a newer release wrote, which an app
+    /// rolled back to this one must not lose. Bytes after the record are
+    /// kept too.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use session_core::{Id, Record, Timestamp};
+    ///
+    /// let now = Timestamp::now();
+    /// let mut record = Record::new(Id::generate()?.record_id(), now, now + Duration::from_secs(60));
+    /// record.data.insert("name".into(), b"iris".to_vec());
+    /// let later = now + Duration::from_secs(3600);
+    /// let touched = Record::bytes_with_expires_at(&record.to_bytes()?, later)?;
+    /// record.expires_at = later;
+    /// assert_eq!(Record::from_bytes(&touched)?, record);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`RecordDecodeError`] when the bytes are not a record with a
+    /// deadline. Never panics.
+    pub fn bytes_with_expires_at(
+        bytes: &[u8],
+        expires_at: Timestamp,
+    ) -> Result<Vec<u8>, RecordDecodeError> {
+        crate::envelope::with_expires_at(bytes, expires_at)
+    }
 }
 
 /// A stored record could not be decoded.
@@ -375,6 +407,70 @@ mod tests {
         assert_eq!(r.version, 0);
         assert!(r.data.is_empty());
         assert_eq!(r.owner, None);
+    }
+
+    /// A new deadline of any width replaces the old one in place: fields a
+    /// later release added (here `x`, after the deadline) and bytes a store
+    /// keeps after the record are kept; everything else decodes as before.
+    #[test]
+    fn a_new_deadline_keeps_every_other_byte() {
+        let r = sample();
+        let mut bytes = r.to_bytes().unwrap();
+        assert_eq!(bytes[0], 0x88);
+        bytes[0] = 0x89;
+        let extra = [0xa1, b'x', 0x92, 0x01, 0xa2, b'h', b'i'];
+        bytes.extend_from_slice(&extra);
+        let tail = b"store's own";
+        bytes.extend_from_slice(tail);
+        for ms in [
+            0,
+            1,
+            127,
+            128,
+            -1,
+            -33,
+            1 << 40,
+            -(1 << 40),
+            253_402_300_799_999,
+        ] {
+            let at = Timestamp::from_unix_millis(ms);
+            let touched = Record::bytes_with_expires_at(&bytes, at).unwrap();
+            let mut expected = r.clone();
+            expected.expires_at = at;
+            assert_eq!(Record::from_bytes(&touched).unwrap(), expected, "{ms}");
+            let kept = &touched[touched.len() - tail.len() - extra.len()..];
+            assert_eq!(kept, [&extra[..], &tail[..]].concat(), "{ms}");
+            // Only the deadline's encoding moved: the record re-encoded with
+            // the new deadline is what precedes the extra field.
+            let head = &touched[..touched.len() - tail.len() - extra.len()];
+            let mut reencoded = expected.to_bytes().unwrap();
+            reencoded[0] = 0x89;
+            assert_eq!(head, &reencoded[..], "{ms}");
+        }
+    }
+
+    #[test]
+    fn a_new_deadline_for_bytes_that_are_no_record_is_an_error() {
+        let at = Timestamp::now();
+        let bytes = sample().to_bytes().unwrap();
+        // Every prefix that ends before the deadline's value does is
+        // refused; from there on, what follows is copied as it is.
+        let ok: Vec<bool> = (0..=bytes.len())
+            .map(|n| Record::bytes_with_expires_at(&bytes[..n], at).is_ok())
+            .collect();
+        let first = ok.iter().position(|ok| *ok).unwrap();
+        assert!(ok[first..].iter().all(|ok| *ok));
+        assert!(
+            first > 40 && first < bytes.len(),
+            "{first} of {}",
+            bytes.len()
+        );
+        assert!(Record::bytes_with_expires_at(b"hello world", at).is_err());
+        assert!(
+            Record::bytes_with_expires_at(&[0x80], at).is_err(),
+            "no deadline"
+        );
+        assert!(Record::bytes_with_expires_at(&[0x81, 0xa1, b'e', 0xc0], at).is_err());
     }
 
     /// A record with a field of a later release nested ten thousand deep

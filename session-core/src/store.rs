@@ -82,7 +82,10 @@ pub enum Saved {
 /// gathering concurrent updates does. A store that keeps records as bytes
 /// ([`Record::to_bytes`]) finds `expires_at` inside them too: for a `touch`
 /// that rewrites no data, keep the deadline beside the bytes and set it on
-/// the decoded record at `load`, as session-memory and session-redis do. `testing::TestStore` (feature
+/// the decoded record at `load`, as session-memory and session-redis do, or
+/// rewrite it in the stored bytes with [`Record::bytes_with_expires_at`], as
+/// session-sled does; decoding and encoding the record again would drop the
+/// fields a newer release wrote. `testing::TestStore` (feature
 /// `conformance`) is a complete reference implementation in about a hundred
 /// lines: one mutex around a map.
 #[async_trait]

@@ -310,11 +310,20 @@ fn current_tx(
     records: &TransactionalTree,
     id: &RecordId,
 ) -> Result<Option<(Record, bool)>, ConflictableTransactionError<StoreError>> {
+    Ok(stored_tx(records, id)?.map(|(_, r, live)| (r, live)))
+}
+
+/// [`current_tx`], with the stored bytes the record was decoded from.
+fn stored_tx(
+    records: &TransactionalTree,
+    id: &RecordId,
+) -> Result<Option<(sled::IVec, Record, bool)>, ConflictableTransactionError<StoreError>> {
     let found = records.get(&id.as_bytes()[..])?;
     let now = Timestamp::now();
-    Ok(found.and_then(|bytes| decode(id, &bytes)).map(|r| {
+    Ok(found.and_then(|bytes| {
+        let r = decode(id, &bytes)?;
         let live = !r.is_expired(now);
-        (r, live)
+        Some((bytes, r, live))
     }))
 }
 
@@ -583,17 +592,19 @@ impl Store for SledStore {
         expires_at: Timestamp,
     ) -> Result<bool, StoreError> {
         let touched = self.transaction("touch", |trees| {
-            let Some((old, true)) = current_tx(trees.0, id)? else {
+            let Some((stored, old, true)) = stored_tx(trees.0, id)? else {
                 return Ok(false);
             };
             if old.version != version {
                 return Ok(false);
             }
-            let mut new = old.clone();
-            new.expires_at = expires_at;
-            let bytes = new.to_bytes().map_err(|e| {
+            // The stored bytes with the new deadline, not the decoded record
+            // encoded again: fields a newer release wrote stay.
+            let bytes = Record::bytes_with_expires_at(&stored, expires_at).map_err(|e| {
                 ConflictableTransactionError::Abort(SledStoreError::Encode(e).into())
             })?;
+            let mut new = old.clone();
+            new.expires_at = expires_at;
             put_tx(trees, &new, &bytes, Some(&old))?;
             Ok(true)
         })?;
@@ -819,6 +830,31 @@ mod tests {
         assert_eq!(s.delete_expired().await.unwrap(), 10);
         assert_eq!(s.len(), 0);
         assert_eq!(s.expiry.len(), 0, "the orphans went too");
+    }
+
+    /// A touch moves the deadline in the stored bytes: a field a newer
+    /// release wrote (an app rolled back to this one) stays.
+    #[tokio::test]
+    async fn a_touch_keeps_fields_this_release_does_not_know() {
+        let s = store();
+        let r = record(Duration::from_secs(60), None);
+        s.create(&r).await.unwrap();
+        let mut bytes = r.to_bytes().unwrap();
+        assert_eq!(bytes[0], 0x88);
+        bytes[0] = 0x89;
+        bytes.extend_from_slice(&[0xa1, b'x', 0x01]);
+        s.records.insert(&r.id.as_bytes()[..], &bytes[..]).unwrap();
+        let later = r.expires_at + Duration::from_secs(3600);
+        assert!(s.touch(&r.id, r.version, None, later).await.unwrap());
+        let stored = s.records.get(&r.id.as_bytes()[..]).unwrap().unwrap();
+        assert!(
+            stored.ends_with(&[0xa1, b'x', 0x01]),
+            "the newer field went"
+        );
+        assert_eq!(s.load(&r.id).await.unwrap().unwrap().expires_at, later);
+        // The expiry index follows the new deadline.
+        assert_eq!(s.expiry.len(), 1);
+        assert_eq!(s.delete_expired().await.unwrap(), 0);
     }
 
     #[tokio::test]
