@@ -70,6 +70,12 @@ macro_rules! store_conformance {
             create_then_load_round_trips,
             create_collision_reports_id_taken,
             save_replaces_on_matching_version,
+            save_replaces_the_whole_record,
+            one_of_concurrent_writes_of_a_version_wins,
+            versions_must_match_exactly,
+            failed_writes_leave_the_owner_index_alone,
+            owner_index_lists_each_record_once,
+            long_deadlines_round_trip,
             save_conflicts_on_stale_version,
             save_never_resurrects_a_missing_record,
             versions_increment_through_saves,
@@ -216,6 +222,206 @@ pub async fn create_collision_reports_id_taken(store: impl Store) {
         Created::IdTaken
     );
     assert_eq!(load(&store, &r.id).await, Some(r));
+}
+
+/// `save` replaces the record whole: keys the new record lacks are gone,
+/// and its lifetime and owner are the new record's, also when they are
+/// `None` (a store that merged values into the stored ones, or kept a
+/// column the new record leaves empty, would fail here).
+pub async fn save_replaces_the_whole_record(store: impl Store) {
+    let mut r = record(hour());
+    r.data.insert("gone".into(), b"soon".to_vec());
+    create(&store, &r).await;
+    let mut next = r.clone();
+    next.version = 1;
+    next.data.remove("gone");
+    next.owner = Some(random_owner());
+    next.lifetime = Some(
+        crate::Lifetime::new()
+            .with_idle_timeout(Some(Duration::from_secs(600)))
+            .with_absolute_timeout(Some(Duration::from_secs(7200)))
+            .with_persistent_cookie(false),
+    );
+    assert_eq!(store.save(&next, 0).await.expect("save"), Saved::Saved);
+    assert_eq!(load(&store, &r.id).await, Some(next.clone()));
+    let mut empty = next.clone();
+    empty.version = 2;
+    empty.data.clear();
+    empty.owner = None;
+    empty.lifetime = None;
+    assert_eq!(store.save(&empty, 1).await.expect("save"), Saved::Saved);
+    assert_eq!(load(&store, &r.id).await, Some(empty));
+}
+
+/// Compare-and-set is one operation: of many saves expecting the same
+/// version at once, exactly one replaces the record and the others
+/// conflict; of many creates of one id at once, exactly one creates it. (A
+/// store that reads the version and then writes in a second step fails
+/// here, sooner or later.)
+pub async fn one_of_concurrent_writes_of_a_version_wins(store: impl Store) {
+    const WRITERS: u8 = 16;
+    let store = Arc::new(store);
+    let r = record(hour());
+    create(&*store, &r).await;
+    let saves: Vec<_> = (0..WRITERS)
+        .map(|i| {
+            let (store, mut next) = (Arc::clone(&store), r.clone());
+            next.version = 1;
+            next.data.insert("writer".into(), vec![i]);
+            tokio::spawn(async move { (store.save(&next, 0).await.expect("save"), next) })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for save in saves {
+        match save.await.expect("task") {
+            (Saved::Saved, next) => winners.push(next),
+            (Saved::Conflict, _) => {}
+            (other, _) => panic!("a save of a live record answered {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "{} saves of version 0 won", winners.len());
+    assert_eq!(load(&*store, &r.id).await, winners.pop());
+
+    let fresh = record(hour());
+    let creates: Vec<_> = (0..WRITERS)
+        .map(|i| {
+            let (store, mut mine) = (Arc::clone(&store), fresh.clone());
+            mine.data.insert("writer".into(), vec![i]);
+            tokio::spawn(async move { (store.create(&mine).await.expect("create"), mine) })
+        })
+        .collect();
+    let mut created = Vec::new();
+    for create in creates {
+        if let (Created::Created, mine) = create.await.expect("task") {
+            created.push(mine);
+        }
+    }
+    assert_eq!(
+        created.len(),
+        1,
+        "{} creates of one id succeeded",
+        created.len()
+    );
+    assert_eq!(load(&*store, &fresh.id).await, created.pop());
+}
+
+/// A version ahead of the stored one is as wrong as one behind: a save or
+/// touch must carry exactly the stored version.
+pub async fn versions_must_match_exactly(store: impl Store) {
+    let r = record(hour());
+    create(&store, &r).await;
+    let mut next = r.clone();
+    next.version = 1;
+    assert_eq!(store.save(&next, 0).await.expect("save"), Saved::Saved);
+    let mut ahead = next.clone();
+    ahead.version = 3;
+    ahead.data.insert("k".into(), b"ahead".to_vec());
+    assert_eq!(
+        store.save(&ahead, 2).await.expect("save"),
+        Saved::Conflict,
+        "a save expecting a version the record has not reached replaced it"
+    );
+    assert!(
+        !store
+            .touch(&r.id, 2, None, r.expires_at + hour())
+            .await
+            .expect("touch"),
+        "a touch carrying a version the record has not reached moved it"
+    );
+    assert_eq!(load(&store, &r.id).await, Some(next));
+}
+
+/// A write that wrote nothing (a create of a taken id, a save of a missing
+/// record, a touch of a stale version) leaves the owner index as it was:
+/// its owner lists nothing and `delete_owner` of it deletes nothing.
+pub async fn failed_writes_leave_the_owner_index_alone(store: impl Store) {
+    let alice = random_owner();
+    let mut r = record(hour());
+    r.owner = Some(alice.clone());
+    create(&store, &r).await;
+    let bob = random_owner();
+    let mut taken = r.clone();
+    taken.owner = Some(bob.clone());
+    assert_eq!(
+        store.create(&taken).await.expect("create"),
+        Created::IdTaken
+    );
+    let nothing_listed = |owner: String| {
+        let store = &store;
+        async move {
+            assert!(
+                store.ids_of_owner(&owner).await.expect("list").is_empty(),
+                "a write that wrote nothing listed a record under its owner"
+            );
+        }
+    };
+    nothing_listed(bob.clone()).await;
+    assert_eq!(load(&store, &r.id).await, Some(r.clone()));
+    let carol = random_owner();
+    let mut missing = record(hour());
+    missing.version = 1;
+    missing.owner = Some(carol.clone());
+    assert_eq!(store.save(&missing, 0).await.expect("save"), Saved::Missing);
+    // The record moves from alice to dave; a touch of the version before,
+    // naming alice, changes nothing.
+    let dave = random_owner();
+    let mut next = r.clone();
+    next.version = 1;
+    next.owner = Some(dave.clone());
+    assert_eq!(store.save(&next, 0).await.expect("save"), Saved::Saved);
+    assert!(!store
+        .touch(&r.id, 0, Some(&alice), r.expires_at + hour())
+        .await
+        .expect("touch"));
+    for owner in [&alice, &bob, &carol] {
+        nothing_listed(owner.clone()).await;
+        assert_eq!(store.delete_owner(owner).await.expect("delete owner"), 0);
+    }
+    assert_eq!(load(&store, &r.id).await, Some(next));
+    assert_eq!(store.ids_of_owner(&dave).await.expect("list"), vec![r.id]);
+}
+
+/// Saves and touches that keep a record's owner list it once: the listing
+/// holds it once and `delete_owner` counts it once.
+pub async fn owner_index_lists_each_record_once(store: impl Store) {
+    let alice = random_owner();
+    let mut r = record(hour());
+    r.owner = Some(alice.clone());
+    create(&store, &r).await;
+    for v in 1..=2u64 {
+        let expected = r.version;
+        r.version = v;
+        r.data.insert("n".into(), v.to_le_bytes().to_vec());
+        assert_eq!(store.save(&r, expected).await.expect("save"), Saved::Saved);
+    }
+    for extra in 1..=2u64 {
+        let later = r.expires_at + Duration::from_secs(60 * extra);
+        assert!(store
+            .touch(&r.id, r.version, Some(&alice), later)
+            .await
+            .expect("touch"));
+    }
+    assert_eq!(store.ids_of_owner(&alice).await.expect("list"), vec![r.id]);
+    assert_eq!(store.delete_owner(&alice).await.expect("delete owner"), 1);
+    assert_eq!(load(&store, &r.id).await, None);
+}
+
+/// Deadlines far ahead (a year-long remember-me session) keep their
+/// millisecond: a store that keeps time to live in 32 bits, or in seconds,
+/// fails here.
+pub async fn long_deadlines_round_trip(store: impl Store) {
+    let day = Duration::from_secs(86_400);
+    let t = now();
+    let mut r = Record::new(random_rid(), t, t + day * 400 + Duration::from_millis(7));
+    r.data.insert("k".into(), b"v".to_vec());
+    create(&store, &r).await;
+    assert_eq!(load(&store, &r.id).await, Some(r.clone()));
+    let sooner = t + day * 399 + Duration::from_millis(3);
+    assert!(store
+        .touch(&r.id, r.version, None, sooner)
+        .await
+        .expect("touch"));
+    assert_eq!(load(&store, &r.id).await.expect("live").expires_at, sooner);
 }
 
 /// `save` with the stored version replaces the record.
@@ -429,7 +635,9 @@ pub async fn expired_records_are_never_loaded(store: impl Store) {
 
 /// A record stops loading once its deadline passes (real time).
 pub async fn records_expire_when_their_deadline_passes(store: impl Store) {
-    let r = record(Duration::from_millis(1200));
+    let mut r = record(Duration::from_millis(1200));
+    let owner = random_owner();
+    r.owner = Some(owner.clone());
     create(&store, &r).await;
     assert!(load(&store, &r.id).await.is_some());
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -441,6 +649,9 @@ pub async fn records_expire_when_their_deadline_passes(store: impl Store) {
         .touch(&r.id, r.version, None, now() + hour())
         .await
         .expect("touch"));
+    // Nor did the late save or touch bring it back.
+    assert_eq!(load(&store, &r.id).await, None);
+    assert!(store.ids_of_owner(&owner).await.expect("list").is_empty());
 }
 
 /// An expired id is free: `create` succeeds on it.
