@@ -486,9 +486,11 @@ impl ConfigBuilder {
                 c.cookie_name
             ));
         }
-        if !c.path.starts_with('/') || c.path.bytes().any(|b| b == b';' || b.is_ascii_control()) {
+        // Browsers match a cookie's path against the request's path as sent,
+        // percent-encoded: a path of other than visible ASCII never matches.
+        if !c.path.starts_with('/') || c.path.bytes().any(|b| b == b';' || !b.is_ascii_graphic()) {
             return err(format!(
-                "cookie path {:?} must start with '/' and contain no ';'",
+                "cookie path {:?} must start with '/' and hold visible ASCII without ';' (percent-encode the rest, as requests send it)",
                 c.path
             ));
         }
@@ -706,6 +708,9 @@ mod tests {
             (Config::builder().with_cookie_name("a b"), "HTTP token"),
             (Config::builder().with_cookie_name("a;b"), "HTTP token"),
             (Config::builder().with_path("x"), "start with '/'"),
+            (Config::builder().with_path("/caf\u{e9}"), "visible ASCII"),
+            (Config::builder().with_path("/a b"), "visible ASCII"),
+            (Config::builder().with_path("/a;b"), "visible ASCII"),
             (Config::builder().with_domain(Some("a;b")), "domain"),
             (
                 Config::builder()

@@ -45,5 +45,5 @@ pub use session::{Session, MAX_OWNER_LEN};
 pub use store::{Created, Saved, Store, StoreError, StoreErrorKind};
 pub use sweeper::Sweeper;
 pub use timestamp::Timestamp;
-pub use transport::{cookie_values, join_header_values, HeaderUpdate, SetCookie};
+pub use transport::{cookie_values, header_text, join_header_values, HeaderUpdate, SetCookie};
 pub use view::SessionView;

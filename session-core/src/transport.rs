@@ -13,7 +13,17 @@ use crate::observe;
 
 /// What the response must tell the client about the session id, decided by
 /// [`Session::commit`](crate::Session::commit).
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its `Debug` leaves out the value, which is the client's credential: an
+/// outcome logged with `?outcome` shows its length only.
+///
+/// ```
+/// use session_core::SetCookie;
+///
+/// let outcome = SetCookie::Set { value: "s3cr3t".into(), max_age: None };
+/// assert!(!format!("{outcome:?}").contains("s3cr3t"));
+/// ```
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SetCookie {
     /// Nothing to send: the client's cookie (or lack of one) is still right.
@@ -31,6 +41,29 @@ pub enum SetCookie {
     /// session when the request began (expired, say) is left as it is: it is
     /// replaced if the request writes.
     Remove,
+}
+
+/// A credential in `Debug` output: its length, never its bytes.
+struct Redacted(usize);
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<redacted, {} bytes>", self.0)
+    }
+}
+
+impl fmt::Debug for SetCookie {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unchanged => f.write_str("Unchanged"),
+            Self::Set { value, max_age } => f
+                .debug_struct("Set")
+                .field("value", &Redacted(value.len()))
+                .field("max_age", max_age)
+                .finish(),
+            Self::Remove => f.write_str("Remove"),
+        }
+    }
 }
 
 impl SetCookie {
@@ -336,6 +369,32 @@ fn with_attributes<'c>(config: &'c Config, mut cookie: Cookie<'c>) -> Cookie<'c>
     cookie
 }
 
+/// The text of one raw header value, for an adapter to hand to
+/// [`Manager::session_from_request`](crate::Manager::session_from_request):
+/// the whole value when it is UTF-8, else each of its `;`-separated parts
+/// that is. A `Cookie` header carries every cookie of the site in one value,
+/// so one cookie of another app in another encoding must not hide the
+/// session cookie beside it.
+///
+/// ```
+/// use session_core::header_text;
+///
+/// let parts: Vec<&str> = header_text(b"pref=\xfc; session=abc").collect();
+/// assert_eq!(parts, [" session=abc"]);
+/// let whole: Vec<&str> = header_text("pref=\u{fc}; session=abc".as_bytes()).collect();
+/// assert_eq!(whole, ["pref=\u{fc}; session=abc"]);
+/// ```
+pub fn header_text(raw: &[u8]) -> impl Iterator<Item = &str> {
+    let whole = std::str::from_utf8(raw).ok();
+    let parts: &[u8] = if whole.is_none() { raw } else { &[] };
+    whole.into_iter().chain(
+        parts
+            .split(|b| *b == b';')
+            .filter(|part| !part.is_empty())
+            .filter_map(|part| std::str::from_utf8(part).ok()),
+    )
+}
+
 /// The values of a header that occurs several times, joined as one
 /// comma-separated list (RFC 9110), or `None` if there is none: what
 /// adapters hand to [`Manager::response_headers`](crate::Manager::response_headers)
@@ -359,8 +418,10 @@ pub fn join_header_values<'a>(values: impl IntoIterator<Item = &'a str>) -> Opti
 }
 
 /// A header a framework adapter must write on the response, as decided by
-/// [`Manager::response_headers`](crate::Manager::response_headers).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// [`Manager::response_headers`](crate::Manager::response_headers). Its
+/// `Debug` shows the values of `Cache-Control` and `Vary` only: the others
+/// carry the session id.
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct HeaderUpdate {
     /// The header's name, lowercase: `set-cookie`, `cache-control`, `vary`
@@ -373,10 +434,29 @@ pub struct HeaderUpdate {
     pub append: bool,
 }
 
+impl fmt::Debug for HeaderUpdate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("HeaderUpdate");
+        d.field("name", &self.name);
+        if matches!(&*self.name, "cache-control" | "vary") {
+            d.field("value", &self.value);
+        } else {
+            d.field("value", &Redacted(self.value.len()));
+        }
+        d.field("append", &self.append).finish()
+    }
+}
+
+/// Whether a comma-separated header value lists `token`, in any case.
 fn has_token(list: &str, token: &str) -> bool {
     list.split(',')
         .map(str::trim)
-        .any(|t| t == "*" || t.eq_ignore_ascii_case(token))
+        .any(|t| t.eq_ignore_ascii_case(token))
+}
+
+/// Whether a `Vary` value already covers `token`: `*` covers every one.
+fn varies_on(list: &str, token: &str) -> bool {
+    list.split(',').map(str::trim).any(|t| t == "*") || has_token(list, token)
 }
 
 /// The headers a response needs for a commit outcome: the id itself
@@ -418,7 +498,7 @@ pub(crate) fn response_headers(
     }
     let vary = existing("vary");
     match vary.as_deref() {
-        Some(v) if has_token(v, &vary_on) => {}
+        Some(v) if varies_on(v, &vary_on) => {}
         Some(v) if !v.trim().is_empty() => updates.push(HeaderUpdate {
             name: "vary".into(),
             value: format!("{v}, {vary_on}").into(),
@@ -805,6 +885,40 @@ mod tests {
         assert!(h.contains(&("vary".into(), "Accept-Encoding, cookie".into())));
         let h = headers(&c, &set, &[("vary", "Cookie")]);
         assert!(!h.iter().any(|(k, _)| k == "vary"));
+        // `Vary: *` covers the cookie already; `Cache-Control: *` (not a
+        // directive at all) says nothing about storing.
+        let h = headers(&c, &set, &[("vary", "*")]);
+        assert!(!h.iter().any(|(k, _)| k == "vary"));
+        let h = headers(&c, &set, &[("cache-control", "*")]);
+        assert!(h.contains(&("cache-control".into(), "no-store".into())));
+    }
+
+    /// What carries the id never shows in `Debug` output (logs); the cache
+    /// headers do.
+    #[test]
+    fn debug_output_leaves_the_id_out() {
+        let c = config(CookieSecurity::Plain);
+        let set = SetCookie::Set {
+            value: "s3cr3t-id".into(),
+            max_age: Some(Duration::from_secs(60)),
+        };
+        let shown = format!("{set:?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(
+            shown.contains("9 bytes") && shown.contains("60s"),
+            "{shown}"
+        );
+        let updates = response_headers(&c, &set, &|_| None);
+        let shown = format!("{updates:?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("no-store"), "{shown}");
+        let h = Config::builder()
+            .with_header(Some("X-Session"))
+            .build()
+            .unwrap();
+        let shown = format!("{:?}", response_headers(&h, &set, &|_| None));
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert_eq!(format!("{:?}", SetCookie::Remove), "Remove");
     }
 
     #[test]

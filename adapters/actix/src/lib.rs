@@ -138,9 +138,13 @@ fn header_values<'a>(headers: &'a HeaderMap, name: &str) -> impl Iterator<Item =
         Some(known) => headers.get_all(known),
         None => headers.get_all(name),
     };
-    // UTF-8, not just visible ASCII (`to_str`): one cookie with an `ü` set by
-    // a page script must not hide the session cookie beside it.
-    values.filter_map(|v| std::str::from_utf8(v.as_bytes()).ok())
+    // UTF-8, not just visible ASCII (`to_str`), and cookie by cookie where
+    // the whole is not: one cookie with an `ü` (in UTF-8, or in another
+    // encoding, set by another app on the domain) must not hide the
+    // session cookie beside it.
+    values
+        .into_iter()
+        .flat_map(|v| session_core::header_text(v.as_bytes()))
 }
 
 fn header_joined(headers: &HeaderMap, name: &str) -> Option<String> {

@@ -285,6 +285,32 @@ mod actix_only {
         );
     }
 
+    /// A cookie of another app in another encoding (a Latin-1 `ü`, not
+    /// UTF-8) in the same `Cookie` header does not hide the session's.
+    #[actix_web::test]
+    async fn a_cookie_in_another_encoding_does_not_hide_the_session() {
+        let manager = Manager::new(MemoryStore::new(), Config::default());
+        let app = test::init_service(App::new().wrap(SessionMiddleware::new(manager)).route(
+            "/",
+            web::get().to(|s: Session| async move {
+                HttpResponse::Ok().body(s.increment("n", 1).await.unwrap().to_string())
+            }),
+        ))
+        .await;
+        let res = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
+        let pair = session_cookie(res.headers());
+        let header = [b"pref=\xfc; ".as_slice(), pair.as_bytes()].concat();
+        let again = test::TestRequest::get()
+            .uri("/")
+            .insert_header((
+                "cookie",
+                actix_web::http::header::HeaderValue::from_bytes(&header).unwrap(),
+            ))
+            .to_request();
+        let res = test::call_service(&app, again).await;
+        assert_eq!(test::read_body(res).await, "2");
+    }
+
     #[actix_web::test]
     async fn handler_errors_still_save_and_keep_their_status() {
         let manager = Manager::new(MemoryStore::new(), Config::default());

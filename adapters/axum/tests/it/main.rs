@@ -206,6 +206,34 @@ mod axum_only {
         assert_eq!(who(app, &pair).await, "alice/-");
     }
 
+    /// A cookie of another app in another encoding (a Latin-1 `ü`, not
+    /// UTF-8) in the same `Cookie` header does not hide the session's.
+    #[tokio::test]
+    async fn a_cookie_in_another_encoding_does_not_hide_the_session() {
+        let app = Router::new()
+            .route(
+                "/",
+                get(|s: Session| async move { s.increment("n", 1).await.unwrap().to_string() }),
+            )
+            .layer(SessionLayer::new(manager()));
+        let res = app
+            .clone()
+            .oneshot(Request::get("/").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let cookie = res.headers()["set-cookie"].to_str().unwrap();
+        let pair = cookie.split(';').next().unwrap().to_owned();
+        let header = [b"pref=\xfc; ".as_slice(), pair.as_bytes()].concat();
+        let again = Request::get("/")
+            .header(
+                "cookie",
+                axum::http::HeaderValue::from_bytes(&header).unwrap(),
+            )
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(body(app.oneshot(again).await.unwrap()).await, "2");
+    }
+
     #[tokio::test]
     async fn handler_errors_still_save_and_keep_their_status() {
         let app = Router::new()
