@@ -58,6 +58,15 @@
 //!
 //! Requires Redis 6.2 or later (`GETDEL`, `PXAT`, `ZADD GT`).
 //!
+//! The index is only as durable as the server that holds it. Run Redis with
+//! `maxmemory-policy noeviction` (or an `allkeys-`/`volatile-` policy only on
+//! servers that hold no index: index keys carry a TTL, so a `volatile-`
+//! policy evicts them first), or a log out everywhere may miss the sessions
+//! whose entries were evicted, until their next write raises the entries
+//! again. On a Cluster the entry and the session may sit on different
+//! primaries: a failover that loses the index primary's last writes
+//! (replication is asynchronous) loses entries the same way.
+//!
 //! # Commands the Cluster client sends twice
 //!
 //! The Cluster client sends a command again when its connection drops, or
