@@ -209,21 +209,24 @@ pub(crate) fn with_expires_at(
     let mut rest = bytes;
     let rd = &mut rest;
     let fields = decode::read_map_len(rd).map_err(invalid)?;
+    // The last `e`, as `decode` reads it (a record this crate wrote has one).
+    let mut deadline = None;
     for _ in 0..fields {
-        let deadline = raw_str(rd)? == b"e";
+        let is_deadline = raw_str(rd)? == b"e";
         let start = bytes.len() - rd.len();
-        if deadline {
+        if is_deadline {
             decode::read_int::<i64, _>(rd).map_err(invalid)?;
-            let end = bytes.len() - rd.len();
-            let mut out = Vec::with_capacity(bytes.len() + 8);
-            out.extend_from_slice(&bytes[..start]);
-            encode::write_sint(&mut out, expires_at.unix_millis()).map_err(invalid)?;
-            out.extend_from_slice(&bytes[end..]);
-            return Ok(out);
+            deadline = Some((start, bytes.len() - rd.len()));
+        } else {
+            let _: serde::de::IgnoredAny = through_serde(rd)?;
         }
-        let _: serde::de::IgnoredAny = through_serde(rd)?;
     }
-    Err(invalid("record has no deadline"))
+    let (start, end) = deadline.ok_or_else(|| invalid("record has no deadline"))?;
+    let mut out = Vec::with_capacity(bytes.len() + 8);
+    out.extend_from_slice(&bytes[..start]);
+    encode::write_sint(&mut out, expires_at.unix_millis()).map_err(invalid)?;
+    out.extend_from_slice(&bytes[end..]);
+    Ok(out)
 }
 
 /// A stored timestamp: out of range means the bytes are not a record.

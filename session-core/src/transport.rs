@@ -369,24 +369,27 @@ fn with_attributes<'c>(config: &'c Config, mut cookie: Cookie<'c>) -> Cookie<'c>
     cookie
 }
 
-/// The text of one raw header value, for an adapter to hand to
-/// [`Manager::session_from_request`](crate::Manager::session_from_request):
-/// the whole value when it is UTF-8, else each of its `;`-separated parts
-/// that is. A `Cookie` header carries every cookie of the site in one value,
-/// so one cookie of another app in another encoding must not hide the
-/// session cookie beside it.
+/// The text of one raw value of header `name`, for an adapter to hand to
+/// [`Manager::session_from_request`](crate::Manager::session_from_request)
+/// or [`join_header_values`]: the whole value when it is UTF-8. A `Cookie`
+/// header that is not is read cookie by cookie (its `;`-separated parts that
+/// are UTF-8): it carries every cookie of the site in one value, so one
+/// cookie of another app in another encoding must not hide the session
+/// cookie beside it. Any other header that is not UTF-8 yields nothing.
 ///
 /// ```
 /// use session_core::header_text;
 ///
-/// let parts: Vec<&str> = header_text(b"pref=\xfc; session=abc").collect();
+/// let parts: Vec<&str> = header_text("cookie", b"pref=\xfc; session=abc").collect();
 /// assert_eq!(parts, [" session=abc"]);
-/// let whole: Vec<&str> = header_text("pref=\u{fc}; session=abc".as_bytes()).collect();
+/// let whole: Vec<&str> = header_text("cookie", "pref=\u{fc}; session=abc".as_bytes()).collect();
 /// assert_eq!(whole, ["pref=\u{fc}; session=abc"]);
+/// assert_eq!(header_text("cache-control", b"x=\xe9;no-store").count(), 0);
 /// ```
-pub fn header_text(raw: &[u8]) -> impl Iterator<Item = &str> {
+pub fn header_text<'a>(name: &str, raw: &'a [u8]) -> impl Iterator<Item = &'a str> + use<'a> {
     let whole = std::str::from_utf8(raw).ok();
-    let parts: &[u8] = if whole.is_none() { raw } else { &[] };
+    let by_part = whole.is_none() && name.eq_ignore_ascii_case("cookie");
+    let parts: &[u8] = if by_part { raw } else { &[] };
     whole.into_iter().chain(
         parts
             .split(|b| *b == b';')

@@ -279,13 +279,17 @@ fn header_values<'a>(headers: &'a HeaderMap, name: &str) -> impl Iterator<Item =
         Some(known) => headers.get_all(known),
         None => headers.get_all(name),
     };
-    // UTF-8, not just visible ASCII (`to_str`), and cookie by cookie where
-    // the whole is not: one cookie with an `ü` (in UTF-8, or in another
-    // encoding, set by another app on the domain) must not hide the
-    // session cookie beside it.
+    // UTF-8, not just visible ASCII (`to_str`), and `Cookie` cookie by
+    // cookie where the whole is not (see `header_text`). The name as a
+    // constant: the values outlive the caller's borrow of it.
+    let name = if name.eq_ignore_ascii_case("cookie") {
+        "cookie"
+    } else {
+        "other"
+    };
     values
         .into_iter()
-        .flat_map(|v| session_core::header_text(v.as_bytes()))
+        .flat_map(move |v| session_core::header_text(name, v.as_bytes()))
 }
 
 fn header_joined(headers: &HeaderMap, name: &str) -> Option<String> {

@@ -234,6 +234,33 @@ mod axum_only {
         assert_eq!(body(app.oneshot(again).await.unwrap()).await, "2");
     }
 
+    /// A handler's `Cache-Control` that is not UTF-8 is not read part by
+    /// part (only `Cookie` is): a `no-store` inside it does not count, and a
+    /// response that sets the id gets `no-store`.
+    #[tokio::test]
+    async fn a_cache_control_that_is_not_utf8_is_not_taken_for_no_store() {
+        let app = Router::new()
+            .route(
+                "/",
+                get(|s: Session| async move {
+                    s.insert("k", 1).await.unwrap();
+                    let value = axum::http::HeaderValue::from_bytes(
+                        b"public, max-age=60, x=\"\xe9;no-store, y\"",
+                    )
+                    .unwrap();
+                    ([(axum::http::header::CACHE_CONTROL, value)], "ok")
+                }),
+            )
+            .layer(SessionLayer::new(manager()));
+        let res = app
+            .oneshot(Request::get("/").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert!(res.headers().get("set-cookie").is_some());
+        let cache: Vec<_> = res.headers().get_all("cache-control").iter().collect();
+        assert_eq!(cache, ["no-store"]);
+    }
+
     #[tokio::test]
     async fn handler_errors_still_save_and_keep_their_status() {
         let app = Router::new()
