@@ -369,33 +369,39 @@ fn with_attributes<'c>(config: &'c Config, mut cookie: Cookie<'c>) -> Cookie<'c>
     cookie
 }
 
-/// The text of one raw value of header `name`, for an adapter to hand to
+/// The text of the raw values of header `name`, for an adapter to hand to
 /// [`Manager::session_from_request`](crate::Manager::session_from_request)
-/// or [`join_header_values`]: the whole value when it is UTF-8. A `Cookie`
-/// header that is not is read cookie by cookie (its `;`-separated parts that
+/// or [`join_header_values`]: each value whole when it is UTF-8. A `Cookie`
+/// value that is not is read cookie by cookie (its `;`-separated parts that
 /// are UTF-8): it carries every cookie of the site in one value, so one
 /// cookie of another app in another encoding must not hide the session
-/// cookie beside it. Any other header that is not UTF-8 yields nothing.
+/// cookie beside it. A value of any other header that is not UTF-8 yields
+/// nothing.
 ///
 /// ```
 /// use session_core::header_text;
 ///
-/// let parts: Vec<&str> = header_text("cookie", b"pref=\xfc; session=abc").collect();
-/// assert_eq!(parts, [" session=abc"]);
-/// let whole: Vec<&str> = header_text("cookie", "pref=\u{fc}; session=abc".as_bytes()).collect();
-/// assert_eq!(whole, ["pref=\u{fc}; session=abc"]);
-/// assert_eq!(header_text("cache-control", b"x=\xe9;no-store").count(), 0);
+/// let raw: [&[u8]; 2] = [b"pref=\xfc; session=abc", "lang=\u{fc}".as_bytes()];
+/// let cookies: Vec<&str> = header_text("cookie", raw).collect();
+/// assert_eq!(cookies, [" session=abc", "lang=\u{fc}"]);
+/// let other: [&[u8]; 1] = [b"x=\xe9;no-store"];
+/// assert_eq!(header_text("cache-control", other).count(), 0);
 /// ```
-pub fn header_text<'a>(name: &str, raw: &'a [u8]) -> impl Iterator<Item = &'a str> + use<'a> {
-    let whole = std::str::from_utf8(raw).ok();
-    let by_part = whole.is_none() && name.eq_ignore_ascii_case("cookie");
-    let parts: &[u8] = if by_part { raw } else { &[] };
-    whole.into_iter().chain(
-        parts
-            .split(|b| *b == b';')
-            .filter(|part| !part.is_empty())
-            .filter_map(|part| std::str::from_utf8(part).ok()),
-    )
+pub fn header_text<'a, I>(name: &str, values: I) -> impl Iterator<Item = &'a str> + use<'a, I>
+where
+    I: IntoIterator<Item = &'a [u8]>,
+{
+    let cookie = name.eq_ignore_ascii_case("cookie");
+    values.into_iter().flat_map(move |raw| {
+        let whole = std::str::from_utf8(raw).ok();
+        let parts: &[u8] = if whole.is_none() && cookie { raw } else { &[] };
+        whole.into_iter().chain(
+            parts
+                .split(|b| *b == b';')
+                .filter(|part| !part.is_empty())
+                .filter_map(|part| std::str::from_utf8(part).ok()),
+        )
+    })
 }
 
 /// The values of a header that occurs several times, joined as one

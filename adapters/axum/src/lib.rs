@@ -280,16 +280,8 @@ fn header_values<'a>(headers: &'a HeaderMap, name: &str) -> impl Iterator<Item =
         None => headers.get_all(name),
     };
     // UTF-8, not just visible ASCII (`to_str`), and `Cookie` cookie by
-    // cookie where the whole is not (see `header_text`). The name as a
-    // constant: the values outlive the caller's borrow of it.
-    let name = if name.eq_ignore_ascii_case("cookie") {
-        "cookie"
-    } else {
-        "other"
-    };
-    values
-        .into_iter()
-        .flat_map(move |v| session_core::header_text(name, v.as_bytes()))
+    // cookie where the whole is not (see `header_text`).
+    session_core::header_text(name, values.into_iter().map(HeaderValue::as_bytes))
 }
 
 fn header_joined(headers: &HeaderMap, name: &str) -> Option<String> {
