@@ -76,6 +76,7 @@ macro_rules! store_conformance {
             failed_writes_leave_the_owner_index_alone,
             owner_index_lists_each_record_once,
             long_deadlines_round_trip,
+            an_expired_records_owner_does_not_reach_its_successor,
             save_conflicts_on_stale_version,
             save_never_resurrects_a_missing_record,
             versions_increment_through_saves,
@@ -424,6 +425,29 @@ pub async fn long_deadlines_round_trip(store: impl Store) {
         .await
         .expect("touch"));
     assert_eq!(load(&store, &r.id).await.expect("live").expires_at, sooner);
+}
+
+/// An id whose record expired is free for a record of another owner: the
+/// old owner's listing does not show the new record and their
+/// `delete_owner` does not delete it (a store whose index outlives the
+/// record must check the record's owner).
+pub async fn an_expired_records_owner_does_not_reach_its_successor(store: impl Store) {
+    let (alice, bob) = (random_owner(), random_owner());
+    let mut old = record(Duration::from_millis(800));
+    old.owner = Some(alice.clone());
+    create(&store, &old).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut new = record(hour());
+    new.id = old.id;
+    new.owner = Some(bob.clone());
+    create(&store, &new).await;
+    assert!(
+        store.ids_of_owner(&alice).await.expect("list").is_empty(),
+        "the expired record's owner lists its successor"
+    );
+    assert_eq!(store.delete_owner(&alice).await.expect("delete owner"), 0);
+    assert_eq!(load(&store, &old.id).await, Some(new));
+    assert_eq!(store.ids_of_owner(&bob).await.expect("list"), vec![old.id]);
 }
 
 /// `save` with the stored version replaces the record.
