@@ -110,6 +110,11 @@ pub use sqlite::SqliteStore;
 /// How many expired rows one sweep statement deletes.
 pub const SWEEP_BATCH: i64 = 1_000;
 
+/// How long `migrate` waits by default for another instance's migration
+/// (the database lock it holds) before failing: ten minutes. Set it per
+/// store with `with_migration_wait`.
+pub const MIGRATION_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// A failure of a SQL store, converted into [`StoreError`] for the manager.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -490,6 +495,13 @@ where
 
 pub(crate) fn query_error(op: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
     move |source| SqlStoreError::Query { op, source }.into()
+}
+
+/// Whether PostgreSQL gave up waiting for a lock (`lock_timeout`, 55P03).
+pub(crate) fn is_lock_timeout(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| code == "55P03")
 }
 
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {

@@ -33,10 +33,11 @@ pub(crate) static MYSQL: Dialect = Dialect {
     sweep: "DELETE FROM {t} WHERE expires_at <= ? LIMIT ?",
     migrations_table:
         "CREATE TABLE IF NOT EXISTS {m} (version BIGINT NOT NULL PRIMARY KEY) ENGINE = InnoDB",
-    // Waits up to ten minutes for another instance's migration.
     dynamic_types: false,
+    // Waits up to the store's migration wait for another instance's
+    // migration (the second parameter, in seconds).
     migration_lock: MigrationLock::Session {
-        lock: "SELECT GET_LOCK(?, 600)",
+        lock: "SELECT GET_LOCK(?, ?)",
         unlock: "SELECT RELEASE_LOCK(?)",
     },
 };

@@ -10,6 +10,7 @@ macro_rules! sql_store {
             pool: sqlx::Pool<$db>,
             table: $crate::Table,
             queries: std::sync::Arc<$crate::Queries>,
+            migration_wait: std::time::Duration,
         }
 
         impl std::fmt::Debug for $name {
@@ -27,7 +28,23 @@ macro_rules! sql_store {
             pub fn from_pool(pool: sqlx::Pool<$db>) -> Self {
                 let table = $crate::Table::default();
                 let queries = std::sync::Arc::new($crate::Queries::new(&$dialect, &table));
-                Self { pool, table, queries }
+                Self {
+                    pool,
+                    table,
+                    queries,
+                    migration_wait: $crate::MIGRATION_WAIT,
+                }
+            }
+
+            /// How long [`migrate`](Self::migrate) waits for the database
+            /// lock that another instance's migration holds before it fails
+            /// ([`MIGRATION_WAIT`]($crate::MIGRATION_WAIT), ten minutes, by
+            /// default; whole seconds on MySQL/MariaDB, at least one). On
+            /// PostgreSQL it also bounds the wait of each migration statement
+            /// for the table's own locks (a long transaction on the table, say).
+            pub fn with_migration_wait(mut self, wait: std::time::Duration) -> Self {
+                self.migration_wait = wait;
+                self
             }
 
             /// Uses another table (and schema; see [`Table::with_schema`]($crate::Table::with_schema)).
@@ -55,7 +72,11 @@ macro_rules! sql_store {
             /// ends), on MySQL/MariaDB `GET_LOCK` (where the server refuses it,
             /// as Galera does, the migrations run without it; a wait for it
             /// that a statement timeout or a `KILL QUERY` interrupts is an
-            /// error, since another instance is migrating then).
+            /// error, since another instance is migrating then). The wait
+            /// for the lock is bounded by
+            /// [`with_migration_wait`](Self::with_migration_wait) (ten
+            /// minutes by default): past it, `migrate` fails and says that
+            /// another instance holds the lock.
             ///
             /// A database that has every migration already is only read
             /// (`SELECT version FROM <table>_migrations`), with no lock and no
@@ -109,11 +130,23 @@ macro_rules! sql_store {
                             .execute(&mut *tx)
                             .await
                             .map_err(fail(0))?;
-                        sqlx::query(lock)
-                            .bind(&q.lock_name)
+                        // Milliseconds, whole: `SET` takes no bound parameter.
+                        let wait_ms = self.migration_wait.as_millis().clamp(1, i32::MAX as u128);
+                        sqlx::query(&format!("SET LOCAL lock_timeout = {wait_ms}"))
                             .execute(&mut *tx)
                             .await
                             .map_err(fail(0))?;
+                        let taken = sqlx::query(lock).bind(&q.lock_name).execute(&mut *tx).await;
+                        if let Err(error) = taken {
+                            return Err(fail(0)(if $crate::is_lock_timeout(&error) {
+                                sqlx::Error::Protocol(format!(
+                                    "another instance held the migration lock {:?} for {:?}",
+                                    q.lock_name, self.migration_wait
+                                ))
+                            } else {
+                                error
+                            }));
+                        }
                         match self.migrate_locked(&mut tx).await {
                             Ok(()) => tx.commit().await.map_err(fail(0)),
                             Err(e) => {
@@ -124,16 +157,18 @@ macro_rules! sql_store {
                         }
                     }
                     $crate::MigrationLock::Session { lock, unlock } => {
+                        let wait_s = self.migration_wait.as_secs().clamp(1, i32::MAX as u64) as i64;
                         let taken: Result<Option<i64>, _> = sqlx::query_scalar(lock)
                             .bind(&q.lock_name)
+                            .bind(wait_s)
                             .fetch_one(&mut *conn)
                             .await;
                         match taken {
                             Ok(Some(1)) => {}
                             Ok(Some(_)) => {
                                 return Err(fail(0)(sqlx::Error::Protocol(format!(
-                                    "another instance held the migration lock {:?} for ten minutes",
-                                    q.lock_name
+                                    "another instance held the migration lock {:?} for {:?}",
+                                    q.lock_name, self.migration_wait
                                 ))))
                             }
                             // What `GET_LOCK` answers when a statement

@@ -276,3 +276,105 @@ async fn mysql_a_migration_whose_wait_for_the_lock_is_cut_short_fails() {
     assert!(why.contains("KILL QUERY"), "{why}");
     assert_eq!(created, 0, "the table was created without the lock");
 }
+
+/// The error `migrate` answers when another instance's lock outlasts the
+/// store's migration wait: a migration error that says so, within seconds
+/// of a one-second wait.
+async fn migrate_gives_up_after_its_wait(
+    migrate: impl Future<Output = Result<(), session_sql::SqlStoreError>>,
+) {
+    let started = Instant::now();
+    let error = bounded("migrate", migrate)
+        .await
+        .expect_err("migrated without the lock");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(
+            error,
+            session_sql::SqlStoreError::Migrate { version: 0, .. }
+        ),
+        "{error:?}"
+    );
+    let why = std::error::Error::source(&error)
+        .expect("a source")
+        .to_string();
+    assert!(why.contains("held the migration lock"), "{why}");
+    assert!(why.contains("1s"), "{why}");
+}
+
+/// On PostgreSQL `migrate` waits for another instance's advisory lock no
+/// longer than the store's migration wait, and creates nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_migration_waits_for_the_lock_no_longer_than_told() {
+    let Some(store) = support::postgres().await else {
+        return;
+    };
+    // Not a pooled connection: if this test fails, closing it releases the
+    // lock that every other test's `migrate` takes.
+    let mut held = sqlx::PgConnection::connect(&support::postgres_url())
+        .await
+        .expect("connect");
+    let mut holding = held.begin().await.expect("begin");
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('session-sql migrate'))")
+        .execute(&mut *holding)
+        .await
+        .expect("take the lock");
+    let schema = support::unique("test_");
+    let fresh = session_sql::Table::new("sessions")
+        .expect("name")
+        .with_schema(&schema)
+        .expect("schema");
+    let second = session_sql::PostgresStore::from_pool(store.inner().pool().clone())
+        .with_table(fresh)
+        .with_migration_wait(Duration::from_secs(1));
+    let migrated = second.migrate();
+    migrate_gives_up_after_its_wait(migrated).await;
+    holding.rollback().await.expect("release");
+    let created: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = $1",
+    )
+    .bind(&schema)
+    .fetch_one(store.inner().pool())
+    .await
+    .expect("look");
+    assert_eq!(created, 0, "the schema was created without the lock");
+}
+
+/// The same on MariaDB/MySQL, whose `GET_LOCK` takes the wait in seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_a_migration_waits_for_the_lock_no_longer_than_told() {
+    let Some(store) = support::mysql().await else {
+        return;
+    };
+    let name = store.inner().table().name().to_owned();
+    let mut held = sqlx::MySqlConnection::connect(&support::mysql_url())
+        .await
+        .expect("connect");
+    let taken: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK('session-sql migrate', 60)")
+        .fetch_one(&mut held)
+        .await
+        .expect("take the lock");
+    assert_eq!(taken, Some(1));
+    let fresh = session_sql::Table::new(&format!("{name}_w")).expect("name");
+    let second = session_sql::MySqlStore::from_pool(store.inner().pool().clone())
+        .with_table(fresh)
+        .with_migration_wait(Duration::from_secs(1));
+    migrate_gives_up_after_its_wait(second.migrate()).await;
+    sqlx::query("SELECT RELEASE_LOCK('session-sql migrate')")
+        .execute(&mut held)
+        .await
+        .expect("release");
+    let created: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM information_schema.TABLES \
+         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+    )
+    .bind(format!("{name}_w"))
+    .fetch_one(store.inner().pool())
+    .await
+    .expect("look");
+    assert_eq!(created, 0, "the table was created without the lock");
+}
