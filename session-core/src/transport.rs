@@ -394,13 +394,13 @@ where
     let cookie = name.eq_ignore_ascii_case("cookie");
     values.into_iter().flat_map(move |raw| {
         let whole = std::str::from_utf8(raw).ok();
-        let parts: &[u8] = if whole.is_none() && cookie { raw } else { &[] };
-        whole.into_iter().chain(
-            parts
-                .split(|b| *b == b';')
-                .filter(|part| !part.is_empty())
-                .filter_map(|part| std::str::from_utf8(part).ok()),
-        )
+        // Split only where the whole is not UTF-8: a valid value (every
+        // request's) costs one check.
+        let parts = (whole.is_none() && cookie).then(|| {
+            raw.split(|b| *b == b';')
+                .filter_map(|part| std::str::from_utf8(part).ok())
+        });
+        whole.into_iter().chain(parts.into_iter().flatten())
     })
 }
 
