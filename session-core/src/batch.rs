@@ -35,7 +35,7 @@
 //! next update reloads.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -111,6 +111,62 @@ pub(crate) struct Gathering {
     /// Who waits for the save: `None` for a gathering that no saver task
     /// writes, which nobody joins.
     members: Option<Members>,
+    /// Where the requests whose earlier pending changes this save carries
+    /// read how it went: made for the first such member.
+    landing: Option<Arc<Landing>>,
+}
+
+/// How a gathered save that carried some of a request's pending changes
+/// went, set when the save is decided: the request's other handles read it
+/// before the update that sent those changes takes its outcome (it may wait
+/// for the request's state, or not be polled), so that none of them applies
+/// the changes again over what other requests wrote since.
+#[derive(Default)]
+pub(crate) struct Landing(OnceLock<Landed>);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Landed {
+    /// Saved: the record's version that holds the changes.
+    At(u64),
+    /// Failed, or stopped during its store call: they may or may not have
+    /// been written.
+    Unknown,
+}
+
+impl Landing {
+    /// Whether the changes this save carried are already in `version` of
+    /// the record it wrote, or must not be applied again on any version
+    /// because whether they were written is unknown. `false` while the save
+    /// is under way, and after one that wrote nothing (a conflict, an ended
+    /// session): the changes are still pending.
+    pub(crate) fn covers(&self, version: u64) -> bool {
+        match self.0.get() {
+            Some(Landed::At(at)) => *at <= version,
+            Some(Landed::Unknown) => true,
+            None => false,
+        }
+    }
+}
+
+/// Held across a save's store call: a save dropped before it was decided
+/// (its update cancelled, or its saver task dropped) may or may not have
+/// been written.
+struct Deciding(Option<Arc<Landing>>);
+
+impl Deciding {
+    fn decide(mut self, landed: Option<Landed>) {
+        if let (Some(landing), Some(landed)) = (self.0.take(), landed) {
+            let _ = landing.0.set(landed);
+        }
+    }
+}
+
+impl Drop for Deciding {
+    fn drop(&mut self) {
+        if let Some(landing) = self.0.take() {
+            let _ = landing.0.set(Landed::Unknown);
+        }
+    }
 }
 
 /// The members of a gathering: one channel per update waiting for its save
@@ -176,7 +232,14 @@ impl Gathering {
             base_version: base.version,
             record: base,
             members: None,
+            landing: None,
         }
+    }
+
+    /// Where a member that carries earlier pending changes of its request
+    /// learns, as soon as the save is decided, whether they were written.
+    pub(crate) fn landing(&mut self) -> Arc<Landing> {
+        Arc::clone(self.landing.get_or_insert_with(Arc::default))
     }
 
     /// Where a member (or an update of another record waiting for the turn)
@@ -332,12 +395,16 @@ pub(crate) fn write<'a>(
         base_version,
         mut record,
         members,
+        landing,
     } = gathering;
     let lifetime = record.lifetime.unwrap_or(manager.inner.config.lifetime);
     record.expires_at = lifetime.deadline(record.created_at, manager.now());
     async move {
+        // Made on the first poll, which begins the store call: dropped
+        // before it, the save wrote nothing and decides nothing.
+        let deciding = Deciding(landing);
         let result = manager.save(&mut record, base_version).await;
-        settle(turn, record, result, members)
+        settle(turn, record, result, members, deciding)
     }
 }
 
@@ -348,8 +415,14 @@ fn settle(
     record: Record,
     result: Result<Saved, Error>,
     members: Option<Members>,
+    deciding: Deciding,
 ) -> Outcome {
     let rid = record.id;
+    deciding.decide(match result {
+        Ok(Saved::Saved) => Some(Landed::At(record.version)),
+        Ok(Saved::Conflict | Saved::Missing) => None,
+        Err(_) => Some(Landed::Unknown),
+    });
     let outcome = match result {
         Ok(Saved::Saved) => {
             observe::saved(&rid, record.version);

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::batch::{self, Gathering, Outcome, Turn};
+use crate::batch::{self, Gathering, Landing, Outcome, Turn};
 use crate::codec;
 use crate::config::{idle_within_absolute, validate_lifetime};
 use crate::error::{Error, Result};
@@ -153,7 +153,7 @@ impl fmt::Debug for Session {
                 .field("loaded", &state.loaded)
                 .field("record", &state.stored.as_ref().map(|m| m.rid))
                 .field("entries", &state.data.len())
-                .field("pending_changes", &state.changes.len())
+                .field("pending_changes", &state.log.changes.len())
                 .finish(),
             None => s.finish_non_exhaustive(),
         }
@@ -197,7 +197,7 @@ struct State {
     /// Some while the session exists in the store.
     stored: Option<Stored>,
     data: Data,
-    changes: Vec<Change>,
+    log: Log,
     owner: Option<String>,
     owner_dirty: bool,
     lifetime: Option<Lifetime>,
@@ -216,11 +216,6 @@ struct State {
     /// (ended, or a rotation under way): an update that waited for its save
     /// meanwhile must not take its outcome as this request's copy.
     epoch: u64,
-    /// How many changes have left the front of `changes` (saved, sent with a
-    /// save whose outcome is unknown, or dropped by an end): an update
-    /// counts the ones its save carried from here, whatever another handle
-    /// did to the log while it waited.
-    log_start: u64,
 }
 
 impl State {
@@ -230,7 +225,7 @@ impl State {
         self.epoch += 1;
         self.stored = None;
         self.data.clear();
-        self.clear_log();
+        self.log.clear();
         self.owner = None;
         self.owner_dirty = false;
         self.lifetime = None;
@@ -239,27 +234,96 @@ impl State {
         self.refresh_cookie = false;
         self.ended = true;
     }
+}
 
-    /// The log's position past its last change.
-    fn log_end(&self) -> u64 {
-        self.log_start + self.changes.len() as u64
+/// The request's pending changes, in the order it made them, and the
+/// gathered saves of its updates that carried some of them.
+///
+/// An update's save carries every change pending when it gathers, and the
+/// update drops them from the log once it takes the save's outcome. Until
+/// then another handle of the request (a rotation, a save after a conflict,
+/// another update) may apply the log on a newer record: the changes a save
+/// already wrote into that record or an earlier version of it, or sent with
+/// a save whose outcome is unknown, are left out ([`Log::unsent`]), so that
+/// they do not undo what other requests wrote since.
+///
+/// The log is emptied whenever the request's copy becomes another record (a
+/// rotation creates one, an end forgets it), so the saves it notes are all
+/// of the record the request holds (or, for a rotation, held).
+#[derive(Clone, Default)]
+struct Log {
+    /// How many changes have left the front of `changes` (saved, sent with a
+    /// save whose outcome is unknown, or dropped by an end): an update
+    /// counts the ones its save carried from here, whatever another handle
+    /// did to the log while it waited.
+    start: u64,
+    changes: Vec<Change>,
+    /// The saves that carried changes still in the log.
+    carriers: Vec<Carrier>,
+}
+
+/// A gathered save that carried the log's changes before `end`.
+#[derive(Clone)]
+struct Carrier {
+    end: u64,
+    landing: Arc<Landing>,
+}
+
+impl Log {
+    /// The position past the last change.
+    fn end(&self) -> u64 {
+        self.start + self.changes.len() as u64
+    }
+
+    fn push(&mut self, change: Change) {
+        self.changes.push(change);
     }
 
     /// Drops every pending change (saved, or sent with a save whose outcome
     /// is unknown).
-    fn clear_log(&mut self) {
-        self.log_start = self.log_end();
+    fn clear(&mut self) {
+        self.start = self.end();
         self.changes.clear();
+        self.carriers.clear();
     }
 
     /// Drops the pending changes before position `end` (they were saved, or
     /// sent with a save whose outcome is unknown); later ones stay pending.
-    fn drop_log_until(&mut self, end: u64) {
-        let sent = usize::try_from(end.saturating_sub(self.log_start))
+    fn drop_until(&mut self, end: u64) {
+        let sent = usize::try_from(end.saturating_sub(self.start))
             .unwrap_or(usize::MAX)
             .min(self.changes.len());
         self.changes.drain(..sent);
-        self.log_start += sent as u64;
+        self.start += sent as u64;
+        let start = self.start;
+        self.carriers.retain(|c| c.end > start);
+    }
+
+    /// Notes that a save under way carries every change in the log, and
+    /// learns through `landing` how it went.
+    fn carried(&mut self, landing: Arc<Landing>) {
+        self.carriers.push(Carrier {
+            end: self.end(),
+            landing,
+        });
+    }
+
+    /// The changes to apply on the record as of `version`: those a save
+    /// already wrote into that version or an earlier one, or sent with a
+    /// save whose outcome is unknown, are left out. Saves carry a prefix of
+    /// the log, so what is left out is a prefix too.
+    fn unsent(&self, version: u64) -> &[Change] {
+        let written = self
+            .carriers
+            .iter()
+            .filter(|c| c.landing.covers(version))
+            .map(|c| c.end)
+            .max()
+            .unwrap_or(self.start);
+        let skip = usize::try_from(written.saturating_sub(self.start))
+            .unwrap_or(usize::MAX)
+            .min(self.changes.len());
+        &self.changes[skip..]
     }
 }
 
@@ -269,10 +333,9 @@ impl State {
 /// record takes its outcome as if no rotation had been tried.
 struct Kept {
     epoch: u64,
-    log_start: u64,
     stored: Option<Stored>,
     data: Data,
-    changes: Vec<Change>,
+    log: Log,
     owner: Option<String>,
     owner_dirty: bool,
     lifetime: Option<Lifetime>,
@@ -285,10 +348,9 @@ impl Kept {
     fn of(state: &State) -> Self {
         Self {
             epoch: state.epoch,
-            log_start: state.log_start,
             stored: state.stored.clone(),
             data: state.data.clone(),
-            changes: state.changes.clone(),
+            log: state.log.clone(),
             owner: state.owner.clone(),
             owner_dirty: state.owner_dirty,
             lifetime: state.lifetime,
@@ -300,10 +362,9 @@ impl Kept {
 
     fn restore(self, state: &mut State) {
         state.epoch = self.epoch;
-        state.log_start = self.log_start;
         state.stored = self.stored;
         state.data = self.data;
-        state.changes = self.changes;
+        state.log = self.log;
         state.owner = self.owner;
         state.owner_dirty = self.owner_dirty;
         state.lifetime = self.lifetime;
@@ -329,7 +390,7 @@ enum Owner {
 /// What a rotation carries into the retirement of its old record.
 struct Rotation<'a> {
     /// This request's changes, to apply again on a newer copy.
-    log: &'a [Change],
+    log: &'a Log,
     /// The request (or a logout) set the lifetime: what the old record
     /// holds must not replace it.
     lifetime_set: bool,
@@ -338,9 +399,11 @@ struct Rotation<'a> {
 }
 
 impl Rotation<'_> {
-    /// `data` with this request's changes applied.
-    fn applied_to(&self, mut data: Data) -> Data {
-        for change in self.log {
+    /// `record`'s data with this request's changes applied (those not
+    /// already in it).
+    fn applied_to(&self, record: Record) -> Data {
+        let mut data = record.data;
+        for change in self.log.unsent(record.version) {
             apply(&mut data, change);
         }
         data
@@ -361,7 +424,7 @@ impl Session {
                     loaded: false,
                     stored: None,
                     data: Data::new(),
-                    changes: Vec::new(),
+                    log: Log::default(),
                     owner: None,
                     owner_dirty: false,
                     lifetime: None,
@@ -371,7 +434,6 @@ impl Session {
                     ended: false,
                     now: None,
                     epoch: 0,
-                    log_start: 0,
                 }),
             }),
         }
@@ -627,7 +689,7 @@ impl Session {
 
     fn push(state: &mut State, change: Change) {
         apply(&mut state.data, &change);
-        state.changes.push(change);
+        state.log.push(change);
     }
 
     /// Stores `value` under `key` (Iris's `Set`), replacing any previous value.
@@ -789,11 +851,12 @@ impl Session {
     /// may hold the turn that other updates of this session (and of the few
     /// sessions sharing its turn) wait for. Dropped before it returns, the
     /// update may or may not have been written (it was not acknowledged).
-    /// So may one whose save fails with a store error or timeout, and with
-    /// it the request's earlier pending changes, which that save carried:
-    /// they leave the request's change log, so that the commit, should it
-    /// find a newer record, does not apply them again over what other
-    /// requests wrote since.
+    /// So may one whose save fails with a store error or timeout. Either
+    /// way, so may the request's earlier pending changes that the save
+    /// carried: neither the commit nor another handle of the request applies
+    /// them again over a newer record, which would undo what other requests
+    /// wrote since (a failed update drops them from the request's change
+    /// log).
     ///
     /// While another handle of the same request rotates the session, an
     /// update that saved to the old record first is carried over to the new
@@ -956,7 +1019,7 @@ impl Session {
                     // over what others wrote since.
                     let mut state = self.lock().await;
                     if state.epoch == epoch {
-                        state.drop_log_until(sent);
+                        state.log.drop_until(sent);
                     }
                     return Err(failure.to_error());
                 }
@@ -990,12 +1053,13 @@ impl Session {
         // The request's own pending writes come first: `f` sees the value
         // they leave.
         let current = {
-            let data = match (&base, &turn.gathering) {
-                (Some(base), _) => &base.data,
-                (None, Some(gathering)) => &gathering.record.data,
+            let record = match (&base, &turn.gathering) {
+                (Some(base), _) => base,
+                (None, Some(gathering)) => &gathering.record,
                 (None, None) => unreachable!("no gathering, so the caller found a base"),
             };
-            pending_value(data, &state.changes, key)
+            let changes = state.log.unsent(record.version);
+            pending_value(&record.data, changes, key)
                 .map(|b| self.decode::<T>(key, b))
                 .transpose()?
         };
@@ -1015,11 +1079,15 @@ impl Session {
         let Some(gathering) = own.as_mut().or(turn.gathering.as_mut()) else {
             unreachable!("a gathering was just opened");
         };
-        for change in &state.changes {
-            apply(&mut gathering.record.data, change);
+        let record = &mut gathering.record;
+        for change in state.log.unsent(record.version) {
+            apply(&mut record.data, change);
         }
-        gathering.record.data.insert(key.to_owned(), bytes);
-        Ok((new, own, state.log_end()))
+        record.data.insert(key.to_owned(), bytes);
+        if !state.log.changes.is_empty() {
+            state.log.carried(gathering.landing());
+        }
+        Ok((new, own, state.log.end()))
     }
 
     /// The freshest copy of record `rid` this process has: the one it saved
@@ -1082,7 +1150,7 @@ impl Session {
     /// the log's changes before position `sent` went into it, later ones
     /// (made meanwhile through another handle) stay pending.
     fn adopt_saved(&self, state: &mut State, record: &Record, sent: u64) {
-        state.drop_log_until(sent);
+        state.log.drop_until(sent);
         if state
             .stored
             .as_ref()
@@ -1098,12 +1166,12 @@ impl Session {
             return;
         };
         let previous = state.stored.as_ref().map(|s| s.expires_at);
-        let pending = std::mem::take(&mut state.changes);
+        let log = std::mem::take(&mut state.log);
         Self::adopt(state, id, record.clone());
-        for change in &pending {
+        for change in log.unsent(record.version) {
             apply(&mut state.data, change);
         }
-        state.changes = pending;
+        state.log = log;
         let lifetime = self.lifetime_of(state);
         let interval = self.manager().touch_interval(&lifetime);
         let moved = previous.is_none_or(|before| moved_by(before, record.expires_at, interval));
@@ -1137,7 +1205,7 @@ impl Session {
                 Ok(Commit::Conflict) => {
                     // Drop this attempt's write (also from the data, should
                     // the reload fail); the fresh record decides.
-                    state.changes.pop();
+                    state.log.changes.pop();
                     restore(&mut state.data, key, before);
                     self.reload(&mut state, attempt).await?;
                     if state.stored.is_none() {
@@ -1150,7 +1218,7 @@ impl Session {
                     // that may be stale by then. (A failed save has dropped
                     // the whole log already; a failed create leaves it, but
                     // for this write.)
-                    state.changes.pop();
+                    state.log.changes.pop();
                     restore(&mut state.data, key, before);
                     return Err(e);
                 }
@@ -1532,7 +1600,7 @@ impl Session {
 
     fn needs_write(&self, state: &State) -> bool {
         match state.stored {
-            Some(_) => !state.changes.is_empty() || state.owner_dirty || state.lifetime_dirty,
+            Some(_) => !state.log.changes.is_empty() || state.owner_dirty || state.lifetime_dirty,
             None => !state.data.is_empty() || state.owner.is_some(),
         }
     }
@@ -1621,7 +1689,7 @@ impl Session {
                 // after sending): writing the same changes again later, over
                 // what others wrote since, could undo their writes. Dropped,
                 // they were at worst not stored, and the caller got the error.
-                state.clear_log();
+                state.log.clear();
                 return Err(e);
             }
         };
@@ -1641,7 +1709,7 @@ impl Session {
                 if moved && lifetime.persistent_cookie() || state.lifetime_dirty {
                     state.refresh_cookie = true;
                 }
-                state.clear_log();
+                state.log.clear();
                 state.owner_dirty = false;
                 state.lifetime_dirty = false;
                 // A save outside an update: refresh the copy the record's
@@ -1686,7 +1754,7 @@ impl Session {
             }
             Some(record) => {
                 let mut data = record.data;
-                for change in &state.changes {
+                for change in state.log.unsent(record.version) {
                     apply(&mut data, change);
                 }
                 state.data = data;
@@ -1738,7 +1806,7 @@ impl Session {
                         expires_at,
                         lifetime: record.lifetime,
                     });
-                    state.clear_log();
+                    state.log.clear();
                     state.owner_dirty = false;
                     state.lifetime_dirty = false;
                     state.issued = true;
@@ -1769,7 +1837,7 @@ impl Session {
         // id, which the client (or whoever planted it) still holds. A write
         // another request made since this one loaded is carried over, and a
         // session that ended meanwhile does not come back under a new id.
-        let log = state.changes.clone();
+        let log = state.log.clone();
         if state.stored.is_some() {
             self.reload(state, 0).await?;
             if state.stored.is_none() {
@@ -1780,7 +1848,7 @@ impl Session {
                 // A login goes on with a fresh session (below, as for a
                 // session never stored) holding this request's own writes
                 // and nothing of the ended one.
-                for change in log.iter().cloned() {
+                for change in log.changes.iter().cloned() {
                     Self::push(state, change);
                 }
             }
@@ -1935,10 +2003,10 @@ impl Session {
                 });
             }
             version = latest.version;
-            state.data = rotation.applied_to(latest.data);
             if !rotation.lifetime_set {
                 state.lifetime = latest.lifetime;
             }
+            state.data = rotation.applied_to(latest);
             if !self.write_locked(state).await? {
                 return Err(Error::Ended);
             }
@@ -1973,7 +2041,7 @@ impl Session {
                 Change::Clear { flashes: true },
             ]
             .into_iter()
-            .chain(rotation.log.iter().cloned())
+            .chain(rotation.log.changes.iter().cloned())
             {
                 Self::push(state, change);
             }
@@ -3244,14 +3312,25 @@ mod tests {
         assert!(f.open(Some(&cookie)).is_empty().await.unwrap());
     }
 
-    /// A request on a stored session increments `n`; while the increment
-    /// waits for its gathered save (written first if `saver_first`), another
-    /// handle of the request runs `other`. Returns the fixture, the old
-    /// cookie, the session and what the increment returned.
-    async fn overtaken<F, Fut>(
+    /// How [`overtaken`] sets the scene.
+    #[derive(Clone, Copy, Default)]
+    struct Scene {
+        /// The saver writes before `other` runs.
         saver_first: bool,
-        other: F,
-    ) -> (Fixture, String, Session, Result<i64>)
+        /// The request sets `n` to 5 before it increments, a pending change
+        /// that the increment's save carries.
+        five_first: bool,
+        /// The saver's save fails.
+        save_fails: bool,
+        /// Once the saver wrote, another request increments `n`.
+        incremented_elsewhere: bool,
+    }
+
+    /// A request on a stored session increments `n`; while the increment
+    /// waits for its gathered save (set as `scene` says), another handle of
+    /// the request runs `other`. Returns the fixture, the old cookie, the
+    /// session and what the increment returned.
+    async fn overtaken<F, Fut>(scene: Scene, other: F) -> (Fixture, String, Session, Result<i64>)
     where
         F: FnOnce(Session) -> Fut,
         Fut: std::future::Future<Output = ()>,
@@ -3260,16 +3339,247 @@ mod tests {
         let cookie = f.stored().await;
         let s = f.open(Some(&cookie));
         assert_eq!(s.get_string("name").await.unwrap(), "iris");
+        if scene.five_first {
+            s.insert("n", 5i64).await.unwrap();
+        }
         let updated = {
             let mut update = std::pin::pin!(s.increment("n", 1));
             assert!(poll_once(update.as_mut()).is_pending(), "saved at once");
-            if saver_first {
+            if scene.save_fails {
+                f.store.fail_saves_with(Some(StoreErrorKind::Unavailable));
+            }
+            if scene.saver_first {
                 f.let_the_saver_write().await;
+            }
+            f.store.fail_saves_with(None);
+            if scene.incremented_elsewhere {
+                f.increment_elsewhere(&cookie).await;
             }
             other(s.clone()).await;
             update.await
         };
         (f, cookie, s, updated)
+    }
+
+    /// The request's `n` of 5, which its increment's save carried, landed
+    /// as 6 and another request made it 7, before the increment took its
+    /// outcome; meanwhile another handle of the request runs `other`.
+    /// Returns the fixture, the old cookie, the session and what the
+    /// increment returned.
+    async fn carried_then_written_over<F, Fut>(other: F) -> (Fixture, String, Session, Result<i64>)
+    where
+        F: FnOnce(Session) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let scene = Scene {
+            saver_first: true,
+            five_first: true,
+            save_fails: false,
+            incremented_elsewhere: true,
+        };
+        overtaken(scene, other).await
+    }
+
+    /// A rotation through another handle reloads the record and applies the
+    /// request's pending changes again: not the ones an update's save
+    /// already wrote, which would undo the update itself, or another
+    /// request's write made since.
+    #[tokio::test]
+    async fn a_rotation_does_not_apply_again_what_a_gathered_save_carried() {
+        for incremented_elsewhere in [false, true] {
+            let scene = Scene {
+                saver_first: true,
+                five_first: true,
+                save_fails: false,
+                incremented_elsewhere,
+            };
+            let (f, cookie, s, updated) = overtaken(scene, |other| async move {
+                other.login("alice").await.unwrap();
+            })
+            .await;
+            assert_eq!(updated.unwrap(), 6);
+            let expected = if incremented_elsewhere { 7 } else { 6 };
+            assert_eq!(s.get::<i64>("n").await.unwrap(), Some(expected));
+            let rotated = value(s.commit().await.unwrap());
+            assert_ne!(rotated, cookie);
+            let after = f.open(Some(&rotated));
+            assert_eq!(after.get::<i64>("n").await.unwrap(), Some(expected));
+            assert_eq!(after.owner().await.unwrap().as_deref(), Some("alice"));
+        }
+    }
+
+    /// As for a rotation: a save after a conflict reloads and applies the
+    /// pending changes again, leaving out those an update's save wrote.
+    #[tokio::test]
+    async fn a_save_after_a_conflict_does_not_apply_again_what_a_gathered_save_carried() {
+        let (f, cookie, s, updated) = carried_then_written_over(|other| async move {
+            other.insert("x", 1i64).await.unwrap();
+            other.save().await.unwrap();
+        })
+        .await;
+        assert_eq!(updated.unwrap(), 6);
+        assert!(matches!(s.commit().await.unwrap(), SetCookie::Unchanged));
+        assert_eq!(f.n(&cookie).await, Some(7));
+        assert_eq!(
+            f.open(Some(&cookie)).get::<i64>("x").await.unwrap(),
+            Some(1)
+        );
+    }
+
+    /// Another update of the request, which conflicts on this process's
+    /// copy and runs again on the fresh record, sees and keeps what the
+    /// other request wrote, not the request's 5 again: of the same key or
+    /// another.
+    #[tokio::test]
+    async fn another_update_does_not_apply_again_what_a_gathered_save_carried() {
+        for key in ["n", "m"] {
+            let (f, cookie, s, updated) = carried_then_written_over(|other| async move {
+                let expected = if key == "n" { 8 } else { 1 };
+                assert_eq!(other.increment(key, 1).await.unwrap(), expected);
+            })
+            .await;
+            assert_eq!(updated.unwrap(), 6);
+            s.commit().await.unwrap();
+            let n = if key == "n" { 8 } else { 7 };
+            assert_eq!(f.n(&cookie).await, Some(n), "{key}");
+        }
+    }
+
+    /// Two updates of one request gathered into one save, the second after
+    /// another pending write: the first to take the outcome leaves the
+    /// request seeing what was saved, not that write applied again over the
+    /// second update's value.
+    #[tokio::test]
+    async fn updates_of_one_request_saved_together_leave_it_what_they_saved() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        let s = f.open(Some(&cookie));
+        s.insert("x", 1i64).await.unwrap();
+        let mut first = std::pin::pin!(s.increment("a", 1));
+        assert!(poll_once(first.as_mut()).is_pending(), "saved at once");
+        s.insert("n", 5i64).await.unwrap();
+        let mut second = std::pin::pin!(s.increment("n", 1));
+        assert!(poll_once(second.as_mut()).is_pending(), "saved at once");
+        f.let_the_saver_write().await;
+        assert_eq!(first.await.unwrap(), 1);
+        assert_eq!(s.get::<i64>("n").await.unwrap(), Some(6));
+        assert_eq!(second.await.unwrap(), 6);
+        assert_eq!(s.get::<i64>("n").await.unwrap(), Some(6));
+        assert!(matches!(s.commit().await.unwrap(), SetCookie::Unchanged));
+        assert_eq!(f.n(&cookie).await, Some(6));
+    }
+
+    /// Two updates of one request saved one after the other, each carrying
+    /// the writes pending then: until the later one takes its outcome, the
+    /// request still sees the write only that one carried; and a save after
+    /// a conflict applies neither update's carried writes again over
+    /// another request's write made since.
+    #[tokio::test]
+    async fn updates_of_one_request_saved_apart_each_leave_out_what_they_carried() {
+        for first_taken_early in [true, false] {
+            let f = fixture();
+            let cookie = f.stored().await;
+            let s = f.open(Some(&cookie));
+            s.insert("m", 5i64).await.unwrap();
+            let mut first = std::pin::pin!(s.increment("a", 1));
+            assert!(poll_once(first.as_mut()).is_pending(), "saved at once");
+            f.let_the_saver_write().await;
+            s.insert("n", 5i64).await.unwrap();
+            let mut second = std::pin::pin!(s.increment("a", 1));
+            assert!(poll_once(second.as_mut()).is_pending(), "saved at once");
+            f.let_the_saver_write().await;
+            if first_taken_early {
+                assert_eq!(first.as_mut().await.unwrap(), 1);
+                assert_eq!(s.get::<i64>("n").await.unwrap(), Some(5));
+            }
+            assert_eq!(f.increment_elsewhere(&cookie).await, 6);
+            s.insert("x", 1i64).await.unwrap();
+            s.save().await.unwrap();
+            if !first_taken_early {
+                assert_eq!(first.await.unwrap(), 1);
+            }
+            assert_eq!(second.await.unwrap(), 2);
+            assert_eq!(f.n(&cookie).await, Some(6), "{first_taken_early}");
+            let after = f.open(Some(&cookie));
+            assert_eq!(after.get::<i64>("m").await.unwrap(), Some(5));
+            assert_eq!(after.get::<i64>("a").await.unwrap(), Some(2));
+        }
+    }
+
+    /// The log forgets the saves that carried only changes it dropped.
+    #[test]
+    fn a_log_forgets_the_saves_of_the_changes_it_drops() {
+        let mut log = Log::default();
+        log.push(Change::Remove("a".into()));
+        log.carried(Arc::default());
+        log.push(Change::Remove("b".into()));
+        log.carried(Arc::default());
+        log.drop_until(1);
+        assert_eq!(
+            (log.start, log.changes.len(), log.carriers.len()),
+            (1, 1, 1)
+        );
+        log.clear();
+        assert_eq!(
+            (log.start, log.changes.len(), log.carriers.len()),
+            (2, 0, 0)
+        );
+    }
+
+    /// An update saving at once, cancelled during its save, may or may not
+    /// have written the request's earlier changes it carried: as after a
+    /// failed save, another handle does not write them again over what
+    /// another request wrote since.
+    #[tokio::test]
+    async fn changes_a_cancelled_save_carried_are_not_applied_again() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        f.update_alone_until_saving_at_once(&cookie).await;
+        let s = f.open(Some(&cookie));
+        s.insert("n", 50i64).await.unwrap();
+        f.store.delay(Some(Duration::from_secs(60)));
+        {
+            let mut update = std::pin::pin!(s.increment("n", 1));
+            assert!(poll_once(update.as_mut()).is_pending(), "no store call");
+        }
+        f.store.delay(None);
+        let n = i64::from(batch::INLINE_AFTER) + 1;
+        assert_eq!(f.increment_elsewhere(&cookie).await, n);
+        s.insert("x", 1i64).await.unwrap();
+        s.save().await.unwrap();
+        assert_eq!(f.n(&cookie).await, Some(n));
+        assert_eq!(
+            f.open(Some(&cookie)).get::<i64>("x").await.unwrap(),
+            Some(1)
+        );
+    }
+
+    /// Changes sent with a save that failed may or may not have been
+    /// written: another handle's save after a conflict does not write them
+    /// again over what another request wrote since.
+    #[tokio::test]
+    async fn changes_a_failed_save_carried_are_not_applied_again_by_another_handle() {
+        let scene = Scene {
+            saver_first: true,
+            five_first: true,
+            save_fails: true,
+            incremented_elsewhere: true,
+        };
+        let (f, cookie, s, updated) = overtaken(scene, |other| async move {
+            other.insert("x", 1i64).await.unwrap();
+            other.save().await.unwrap();
+        })
+        .await;
+        assert!(
+            matches!(updated, Err(Error::Store { op: "save", .. })),
+            "{updated:?}"
+        );
+        s.commit().await.unwrap();
+        assert_eq!(f.n(&cookie).await, Some(1));
+        assert_eq!(
+            f.open(Some(&cookie)).get::<i64>("x").await.unwrap(),
+            Some(1)
+        );
     }
 
     /// An update waiting for its gathered save while another handle of the
@@ -3278,7 +3588,11 @@ mod tests {
     #[tokio::test]
     async fn an_update_overtaken_by_a_destroy_of_its_session_does_not_bring_it_back() {
         for saver_first in [false, true] {
-            let (f, _, s, updated) = overtaken(saver_first, |other| async move {
+            let scene = Scene {
+                saver_first,
+                ..Scene::default()
+            };
+            let (f, _, s, updated) = overtaken(scene, |other| async move {
                 other.destroy().await.unwrap();
             })
             .await;
@@ -3301,7 +3615,11 @@ mod tests {
     #[tokio::test]
     async fn an_update_overtaken_by_a_rotation_of_its_session_lands_in_the_new_one() {
         for saver_first in [false, true] {
-            let (f, cookie, s, updated) = overtaken(saver_first, |other| async move {
+            let scene = Scene {
+                saver_first,
+                ..Scene::default()
+            };
+            let (f, cookie, s, updated) = overtaken(scene, |other| async move {
                 other.login("alice").await.unwrap();
             })
             .await;
@@ -4102,6 +4420,11 @@ mod tests {
             }
             let cookie = self.cookie.lock().unwrap().take();
             if let Some(cookie) = cookie {
+                // A saver task under way (of an update of the rotating
+                // request, waiting for its save) writes first.
+                for _ in 0..8 {
+                    tokio::task::yield_now().await;
+                }
                 let other = Manager::new(self.inner.clone(), Config::default())
                     .with_clock(self.clock.clone());
                 let o = other.session_from_cookies(Some(format!("session={cookie}").as_str()));
@@ -4513,6 +4836,29 @@ mod tests {
             assert!(f.open(Some(&cookie)).is_empty().await.unwrap());
             cookie = new;
         }
+    }
+
+    /// An update's gathered save, which carried a pending change, lands
+    /// while the request rotates, and another request writes after it: the
+    /// retirement, finding the old record written since, carries over what
+    /// it holds with the request's changes applied again, but not the one
+    /// the update's save already wrote.
+    #[tokio::test]
+    async fn a_retirement_does_not_apply_again_what_a_gathered_save_carried() {
+        let (f, hook) = Hooked::fixture(false, false);
+        let cookie = f.stored().await;
+        let s = f.open(Some(&cookie));
+        s.insert("n", 5i64).await.unwrap();
+        let mut update = std::pin::pin!(s.increment("n", 1));
+        assert!(poll_once(update.as_mut()).is_pending(), "saved at once");
+        // While the rotation creates its new record, the update's saver
+        // writes 6 and another request then increments the old id to 7.
+        *hook.cookie.lock().unwrap() = Some(cookie.clone());
+        s.login("alice").await.unwrap();
+        assert_eq!(update.await.unwrap(), 6);
+        let new = value(s.commit().await.unwrap());
+        assert_eq!(f.n(&new).await, Some(7));
+        assert!(f.open(Some(&cookie)).is_empty().await.unwrap());
     }
 
     /// Destroyed after the rotation loaded it again, the session stays
