@@ -21,7 +21,15 @@
 //!
 //! A store that does not gather ([`Store::group_commit`](crate::Store::group_commit) is `false`: its
 //! save costs less than the saver task and the wake-ups) has every update
-//! save at once, as below, and never opens a gathering.
+//! save at once, as below, and opens a gathering only for the exception
+//! below.
+//!
+//! An update that carries its request's earlier pending changes (written
+//! with `insert` and the like before it) never saves at once: its saver
+//! task records how the save went in a [`Landing`] as soon as it is
+//! decided, which the request's other handles read (and, while the store
+//! call is under way, wait for) before they apply the request's changes on
+//! a record of their own, so that none applies again what the save wrote.
 //!
 //! A record whose last [`INLINE_AFTER`] saves each carried one update has
 //! nobody to gather with: its next updates save at once, holding the turn,
@@ -35,10 +43,11 @@
 //! next update reloads.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
 use crate::error::Error;
 use crate::id::RecordId;
@@ -121,13 +130,25 @@ pub(crate) struct Gathering {
 /// before the update that sent those changes takes its outcome (it may wait
 /// for the request's state, or not be polled), so that none of them applies
 /// the changes again over what other requests wrote since.
+///
+/// Such a save is always written by a saver task (never by its update
+/// saving at once), which goes on whatever the request's handles do: a
+/// handle may wait for its decision ([`Landing::settled`]) while holding the
+/// request's state.
 #[derive(Default)]
-pub(crate) struct Landing(OnceLock<Landed>);
+pub(crate) struct Landing {
+    landed: OnceLock<Landed>,
+    /// Set when the save's store call begins.
+    writing: AtomicBool,
+    decided: Notify,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Landed {
     /// Saved: the record's version that holds the changes.
     At(u64),
+    /// A conflict, or the session ended: nothing was written.
+    Nothing,
     /// Failed, or stopped during its store call: they may or may not have
     /// been written.
     Unknown,
@@ -137,26 +158,57 @@ impl Landing {
     /// Whether the changes this save carried are already in `version` of
     /// the record it wrote, or must not be applied again on any version
     /// because whether they were written is unknown. `false` while the save
-    /// is under way, and after one that wrote nothing (a conflict, an ended
-    /// session): the changes are still pending.
+    /// is under way, and after one that wrote nothing: the changes are
+    /// still pending.
     pub(crate) fn covers(&self, version: u64) -> bool {
-        match self.0.get() {
+        match self.landed.get() {
             Some(Landed::At(at)) => *at <= version,
             Some(Landed::Unknown) => true,
-            None => false,
+            Some(Landed::Nothing) | None => false,
         }
+    }
+
+    /// Whether the save's store call has begun and not been answered: a
+    /// load answered meanwhile may already hold what it wrote.
+    pub(crate) fn in_flight(&self) -> bool {
+        self.writing.load(Ordering::SeqCst) && self.landed.get().is_none()
+    }
+
+    /// Waits until the save is decided, if its store call has begun.
+    pub(crate) async fn settled(&self) {
+        loop {
+            let mut decided = std::pin::pin!(self.decided.notified());
+            // Listening before looking, so a decision in between is heard.
+            decided.as_mut().enable();
+            if !self.in_flight() {
+                return;
+            }
+            decided.await;
+        }
+    }
+
+    fn decide(&self, landed: Landed) {
+        let _ = self.landed.set(landed);
+        self.decided.notify_waiters();
     }
 }
 
-/// Held across a save's store call: a save dropped before it was decided
-/// (its update cancelled, or its saver task dropped) may or may not have
-/// been written.
+/// Held across a save's store call, from its beginning: a save dropped
+/// before it was decided (its saver task dropped) may or may not have been
+/// written.
 struct Deciding(Option<Arc<Landing>>);
 
 impl Deciding {
-    fn decide(mut self, landed: Option<Landed>) {
-        if let (Some(landing), Some(landed)) = (self.0.take(), landed) {
-            let _ = landing.0.set(landed);
+    fn begin(landing: Option<Arc<Landing>>) -> Self {
+        if let Some(landing) = &landing {
+            landing.writing.store(true, Ordering::SeqCst);
+        }
+        Self(landing)
+    }
+
+    fn decide(mut self, landed: Landed) {
+        if let Some(landing) = self.0.take() {
+            landing.decide(landed);
         }
     }
 }
@@ -164,7 +216,7 @@ impl Deciding {
 impl Drop for Deciding {
     fn drop(&mut self) {
         if let Some(landing) = self.0.take() {
-            let _ = landing.0.set(Landed::Unknown);
+            landing.decide(Landed::Unknown);
         }
     }
 }
@@ -240,6 +292,14 @@ impl Gathering {
     /// learns, as soon as the save is decided, whether they were written.
     pub(crate) fn landing(&mut self) -> Arc<Landing> {
         Arc::clone(self.landing.get_or_insert_with(Arc::default))
+    }
+
+    /// Whether `landing` is this gathering's: the changes its carrier
+    /// carried are in this gathering's record already.
+    pub(crate) fn lands_with(&self, landing: &Arc<Landing>) -> bool {
+        self.landing
+            .as_ref()
+            .is_some_and(|l| Arc::ptr_eq(l, landing))
     }
 
     /// Where a member (or an update of another record waiting for the turn)
@@ -402,7 +462,7 @@ pub(crate) fn write<'a>(
     async move {
         // Made on the first poll, which begins the store call: dropped
         // before it, the save wrote nothing and decides nothing.
-        let deciding = Deciding(landing);
+        let deciding = Deciding::begin(landing);
         let result = manager.save(&mut record, base_version).await;
         settle(turn, record, result, members, deciding)
     }
@@ -419,9 +479,9 @@ fn settle(
 ) -> Outcome {
     let rid = record.id;
     deciding.decide(match result {
-        Ok(Saved::Saved) => Some(Landed::At(record.version)),
-        Ok(Saved::Conflict | Saved::Missing) => None,
-        Err(_) => Some(Landed::Unknown),
+        Ok(Saved::Saved) => Landed::At(record.version),
+        Ok(Saved::Conflict | Saved::Missing) => Landed::Nothing,
+        Err(_) => Landed::Unknown,
     });
     let outcome = match result {
         Ok(Saved::Saved) => {
@@ -461,4 +521,31 @@ fn settle(
         let _ = member.send(outcome.clone());
     }
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A save dropped during its store call (its saver task went with its
+    /// runtime) counts as unknown, and wakes whoever waits for it.
+    #[tokio::test]
+    async fn a_save_dropped_while_writing_is_decided_unknown() {
+        let landing = Arc::new(Landing::default());
+        assert!(!landing.in_flight());
+        let deciding = Deciding::begin(Some(Arc::clone(&landing)));
+        assert!(landing.in_flight() && !landing.covers(u64::MAX));
+        let waiting = tokio::spawn({
+            let landing = Arc::clone(&landing);
+            async move { landing.settled().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        drop(deciding);
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("still waiting")
+            .unwrap();
+        assert!(!landing.in_flight() && landing.covers(0));
+    }
 }

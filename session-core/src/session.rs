@@ -299,6 +299,22 @@ impl Log {
         self.carriers.retain(|c| c.end > start);
     }
 
+    /// Whether a save that carried some of the log's changes is being
+    /// written: a record loaded now may hold them.
+    fn in_flight(&self) -> bool {
+        self.carriers.iter().any(|c| c.landing.in_flight())
+    }
+
+    /// Waits for every save that carried some of the log's changes and is
+    /// being written, so that [`Log::unsent`] knows what a record loaded
+    /// meanwhile holds. Those saves are written by saver tasks, which need
+    /// nothing the request holds.
+    async fn settled(&self) {
+        for carrier in &self.carriers {
+            carrier.landing.settled().await;
+        }
+    }
+
     /// Notes that a save under way carries every change in the log, and
     /// learns through `landing` how it went.
     fn carried(&mut self, landing: Arc<Landing>) {
@@ -313,10 +329,18 @@ impl Log {
     /// save whose outcome is unknown, are left out. Saves carry a prefix of
     /// the log, so what is left out is a prefix too.
     fn unsent(&self, version: u64) -> &[Change] {
+        self.unsent_in(version, None)
+    }
+
+    /// [`Log::unsent`] on a gathering's record: the changes carried into
+    /// `gathering` already are left out too.
+    fn unsent_in(&self, version: u64, gathering: Option<&Gathering>) -> &[Change] {
         let written = self
             .carriers
             .iter()
-            .filter(|c| c.landing.covers(version))
+            .filter(|c| {
+                c.landing.covers(version) || gathering.is_some_and(|g| g.lands_with(&c.landing))
+            })
             .map(|c| c.end)
             .max()
             .unwrap_or(self.start);
@@ -1053,12 +1077,12 @@ impl Session {
         // The request's own pending writes come first: `f` sees the value
         // they leave.
         let current = {
-            let record = match (&base, &turn.gathering) {
-                (Some(base), _) => base,
-                (None, Some(gathering)) => &gathering.record,
+            let (record, joined) = match (&base, &turn.gathering) {
+                (Some(base), _) => (base, None),
+                (None, Some(gathering)) => (&gathering.record, Some(gathering)),
                 (None, None) => unreachable!("no gathering, so the caller found a base"),
             };
-            let changes = state.log.unsent(record.version);
+            let changes = state.log.unsent_in(record.version, joined);
             pending_value(&record.data, changes, key)
                 .map(|b| self.decode::<T>(key, b))
                 .transpose()?
@@ -1067,10 +1091,13 @@ impl Session {
         let bytes = self.encode(key, &new)?;
         // The gathering this update saves itself, now, when the store does
         // not gather or the record had nobody to gather with lately; else it
-        // opens the turn's gathering, or joins the one under way.
+        // opens the turn's gathering, or joins the one under way. One that
+        // carries the request's earlier changes leaves the save to a saver
+        // task, which the request's other handles may wait for.
         let mut own = None;
         if let Some(base) = base {
-            if !self.manager().inner.group_commit || turn.save_at_once(rid) {
+            let carries = !state.log.changes.is_empty();
+            if !carries && (!self.manager().inner.group_commit || turn.save_at_once(rid)) {
                 own = Some(Gathering::new(base));
             } else {
                 turn.gathering = Some(Gathering::open(self.manager(), base));
@@ -1079,11 +1106,13 @@ impl Session {
         let Some(gathering) = own.as_mut().or(turn.gathering.as_mut()) else {
             unreachable!("a gathering was just opened");
         };
-        let record = &mut gathering.record;
-        for change in state.log.unsent(record.version) {
-            apply(&mut record.data, change);
+        let changes = state
+            .log
+            .unsent_in(gathering.record.version, Some(gathering));
+        for change in changes {
+            apply(&mut gathering.record.data, change);
         }
-        record.data.insert(key.to_owned(), bytes);
+        gathering.record.data.insert(key.to_owned(), bytes);
         if !state.log.changes.is_empty() {
             state.log.carried(gathering.landing());
         }
@@ -1745,7 +1774,7 @@ impl Session {
             return Ok(());
         };
         let rid = stored.rid;
-        let fresh = manager.call("load", manager.inner.store.load(&rid)).await?;
+        let fresh = self.load_to_apply(&rid, &state.log).await?;
         let now = manager.now();
         match fresh.filter(|r| r.id == rid && self.is_live(r, now)) {
             None => {
@@ -1772,6 +1801,21 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Loads record `rid` to apply `log` on, once every save that carried
+    /// some of the log's changes and may be in what the load found is
+    /// decided ([`Log::settled`]): its update may not have taken the
+    /// outcome yet, and only the decision says which changes the record
+    /// holds. (An update holds the record's turn, which such a save holds
+    /// while it writes, so it needs no wait.)
+    async fn load_to_apply(&self, rid: &RecordId, log: &Log) -> Result<Option<Record>> {
+        let manager = self.manager();
+        let found = manager.call("load", manager.inner.store.load(rid)).await?;
+        if log.in_flight() {
+            Box::pin(log.settled()).await;
+        }
+        Ok(found)
     }
 
     /// Inserts the session under a fresh id (retrying if the store reports the
@@ -1990,7 +2034,7 @@ impl Session {
             if retired {
                 break;
             }
-            let found = manager.call("load", manager.inner.store.load(&old)).await?;
+            let found = self.load_to_apply(&old, rotation.log).await?;
             let now = manager.now();
             let Some(latest) = found.filter(|r| r.id == old && self.is_live(r, now)) else {
                 // Ended after this request loaded it, as if it had been found
@@ -3526,31 +3570,59 @@ mod tests {
         );
     }
 
-    /// An update saving at once, cancelled during its save, may or may not
-    /// have written the request's earlier changes it carried: as after a
-    /// failed save, another handle does not write them again over what
-    /// another request wrote since.
+    /// An update that carries the request's earlier changes leaves its save
+    /// to a saver task, also where updates save at once: cancelled, it
+    /// still learns the request's other handles what was written, so they
+    /// do not write those changes again over what another request wrote
+    /// since.
     #[tokio::test]
-    async fn changes_a_cancelled_save_carried_are_not_applied_again() {
+    async fn an_update_carrying_earlier_changes_leaves_its_save_to_a_saver() {
         let f = fixture();
         let cookie = f.stored().await;
         f.update_alone_until_saving_at_once(&cookie).await;
+        tokio::task::yield_now().await;
         let s = f.open(Some(&cookie));
         s.insert("n", 50i64).await.unwrap();
-        f.store.delay(Some(Duration::from_secs(60)));
         {
             let mut update = std::pin::pin!(s.increment("n", 1));
-            assert!(poll_once(update.as_mut()).is_pending(), "no store call");
+            assert!(poll_once(update.as_mut()).is_pending(), "saved at once");
         }
-        f.store.delay(None);
-        let n = i64::from(batch::INLINE_AFTER) + 1;
-        assert_eq!(f.increment_elsewhere(&cookie).await, n);
+        f.let_the_saver_write().await;
+        assert_eq!(f.increment_elsewhere(&cookie).await, 52);
         s.insert("x", 1i64).await.unwrap();
         s.save().await.unwrap();
-        assert_eq!(f.n(&cookie).await, Some(n));
+        assert_eq!(f.n(&cookie).await, Some(52));
         assert_eq!(
             f.open(Some(&cookie)).get::<i64>("x").await.unwrap(),
             Some(1)
+        );
+    }
+
+    /// Two updates of one key, the first after a pending write of it, join
+    /// one gathering: the second counts from the first's value, not from the
+    /// pending write the first already carried into the gathering.
+    #[tokio::test]
+    async fn two_updates_of_a_key_written_earlier_in_the_request_both_count() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        let s = f.open(Some(&cookie));
+        s.insert("n", 5i64).await.unwrap();
+        s.insert("m", 10i64).await.unwrap();
+        let mut first = std::pin::pin!(s.increment("n", 1));
+        assert!(poll_once(first.as_mut()).is_pending(), "saved at once");
+        let mut second = std::pin::pin!(s.increment("n", 1));
+        assert!(poll_once(second.as_mut()).is_pending(), "saved at once");
+        let mut third = std::pin::pin!(s.increment("m", 1));
+        assert!(poll_once(third.as_mut()).is_pending(), "saved at once");
+        f.let_the_saver_write().await;
+        assert_eq!(first.await.unwrap(), 6);
+        assert_eq!(second.await.unwrap(), 7);
+        assert_eq!(third.await.unwrap(), 11);
+        s.commit().await.unwrap();
+        assert_eq!(f.n(&cookie).await, Some(7));
+        assert_eq!(
+            f.open(Some(&cookie)).get::<i64>("m").await.unwrap(),
+            Some(11)
         );
     }
 
@@ -4376,6 +4448,8 @@ mod tests {
         conflict_next_save: Arc<AtomicBool>,
         /// The next touch first logs this owner out everywhere.
         end_owner_at_touch: Arc<std::sync::Mutex<Option<String>>>,
+        /// The next save lands, then answers once this is sent.
+        held_save_answer: Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>>,
     }
 
     impl Hooked {
@@ -4398,6 +4472,7 @@ mod tests {
                 fail_listings: Arc::default(),
                 conflict_next_save: Arc::default(),
                 end_owner_at_touch: Arc::default(),
+                held_save_answer: Arc::default(),
             };
             let manager = Manager::new(hooked.clone(), Config::default()).with_clock(clock.clone());
             let f = Fixture {
@@ -4446,6 +4521,10 @@ mod tests {
                 return Ok(Saved::Conflict);
             }
             let saved = self.inner.save(record, expected).await;
+            let held = self.held_save_answer.lock().unwrap().take();
+            if let Some(answer) = held {
+                let _ = answer.await;
+            }
             if self.slow_saves.load(Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
             }
@@ -4859,6 +4938,36 @@ mod tests {
         let new = value(s.commit().await.unwrap());
         assert_eq!(f.n(&new).await, Some(7));
         assert!(f.open(Some(&cookie)).is_empty().await.unwrap());
+    }
+
+    /// An update's gathered save, which carried a pending change, has landed
+    /// but its answer is still on the way when another handle of the
+    /// request rotates: the rotation, which loaded what the save wrote,
+    /// waits for the answer instead of applying that change again.
+    #[tokio::test]
+    async fn a_rotation_waits_for_the_answer_of_a_save_that_carried_its_changes() {
+        let (f, hook) = Hooked::fixture(false, false);
+        let cookie = f.stored().await;
+        let s = f.open(Some(&cookie));
+        s.insert("n", 5i64).await.unwrap();
+        let (answer, held) = tokio::sync::oneshot::channel();
+        *hook.held_save_answer.lock().unwrap() = Some(held);
+        let mut update = std::pin::pin!(s.increment("n", 1));
+        assert!(poll_once(update.as_mut()).is_pending(), "saved at once");
+        f.let_the_saver_write().await;
+        let mut login = std::pin::pin!(s.login("alice"));
+        assert!(
+            poll_once(login.as_mut()).is_pending(),
+            "did not wait for the answer"
+        );
+        answer.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), login)
+            .await
+            .expect("the rotation waits for ever")
+            .unwrap();
+        assert_eq!(update.await.unwrap(), 6);
+        let new = value(s.commit().await.unwrap());
+        assert_eq!(f.n(&new).await, Some(6));
     }
 
     /// Destroyed after the rotation loaded it again, the session stays
