@@ -216,6 +216,10 @@ struct State {
     /// (ended, or a rotation under way): an update that waited for its save
     /// meanwhile must not take its outcome as this request's copy.
     epoch: u64,
+    /// A save of the request's copy is under way. Still set when the state
+    /// is next locked, the call that made it was dropped during the save
+    /// (a handler's timeout, a client gone), which may have landed.
+    saving: bool,
 }
 
 impl State {
@@ -458,6 +462,7 @@ impl Session {
                     ended: false,
                     now: None,
                     epoch: 0,
+                    saving: false,
                 }),
             }),
         }
@@ -466,7 +471,15 @@ impl Session {
     /// Locks the state, marking the session as used.
     async fn lock(&self) -> MutexGuard<'_, State> {
         self.shared.used.store(true, Ordering::Release);
-        self.shared.state.lock().await
+        let mut state = self.shared.state.lock().await;
+        if state.saving {
+            // The call that held the state was dropped during its save,
+            // which may have landed: as after a failed save, its changes
+            // are not applied again over what others wrote since.
+            state.saving = false;
+            state.log.clear();
+        }
+        state
     }
 
     /// *For adapters.* The handle to give the handler: if it is dropped
@@ -1478,10 +1491,11 @@ impl Session {
     /// tower-sessions calls `save`; its `flush`, which deletes the session, is
     /// [`destroy`](Self::destroy) here).
     ///
-    /// When it fails with a store error or timeout, the changes may or may
-    /// not have been written; they leave the request's change log, so that
-    /// the commit, should it find a newer record, does not apply them again
-    /// over what other requests wrote since.
+    /// When it fails with a store error or timeout, or is dropped during its
+    /// store call, the changes may or may not have been written; they leave
+    /// the request's change log, so that the commit, should it find a newer
+    /// record, does not apply them again over what other requests wrote
+    /// since.
     ///
     /// # Errors
     /// [`Error::Contention`], [`Error::Ended`], [`Error::Random`] when the OS
@@ -1711,7 +1725,10 @@ impl Session {
         };
         let rid = stored.rid;
         let expected = stored.version;
-        let saved = match manager.save(&mut record, expected).await {
+        state.saving = true;
+        let saved = manager.save(&mut record, expected).await;
+        state.saving = false;
+        let saved = match saved {
             Ok(saved) => saved,
             Err(e) => {
                 // The save may have landed (a timeout, a connection lost
@@ -3122,6 +3139,35 @@ mod tests {
             "not retried, as a save that may have landed must not be: {outcome:?}"
         );
         assert_eq!(f.store.counts().save, 1, "nothing was saved again");
+    }
+
+    /// An update on the plain path, dropped during its save (which landed):
+    /// the commit does not write it, or the request's earlier changes it
+    /// carried, again over what another request wrote since.
+    #[tokio::test]
+    async fn an_update_dropped_during_its_save_leaves_nothing_for_the_commit() {
+        let (f, hook) = Hooked::fixture(false, false);
+        let cookie = f.stored().await;
+        let s = f.with_n_on_the_plain_path(&cookie).await;
+        let (_answer, held) = tokio::sync::oneshot::channel();
+        *hook.held_save_answer.lock().unwrap() = Some(held);
+        {
+            let mut update = std::pin::pin!(s.increment("n", 1));
+            assert!(poll_once(update.as_mut()).is_pending(), "not saving");
+        }
+        assert_eq!(f.n(&cookie).await, Some(6), "the save landed");
+        assert_eq!(f.increment_elsewhere(&cookie).await, 7);
+        assert_eq!(s.commit_without_store(), None);
+        s.commit().await.unwrap();
+        assert_eq!(f.n(&cookie).await, Some(7));
+        assert_eq!(
+            f.open(Some(&cookie))
+                .lifetime()
+                .await
+                .unwrap()
+                .idle_timeout(),
+            Some(Duration::from_secs(600))
+        );
     }
 
     #[tokio::test]
@@ -5362,6 +5408,11 @@ mod tests {
             b.commit().await,
             Err(Error::Contention { attempts: 1 })
         ));
+        // The changes stay pending: a later save, on the copy the conflict
+        // loaded, writes them.
+        b.save().await.unwrap();
+        let s = f.open(Some(&cookie));
+        assert_eq!(s.keys().await.unwrap(), ["a", "b", "name"]);
         // With retries, the same race resolves per key.
         let f = fixture();
         let cookie = f.stored().await;

@@ -138,7 +138,9 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
     /// own: a task that writes the gathered record, and a wake-up for every
     /// update waiting for it. A store whose save costs less than that, such as a
     /// map in this process, returns `false`, and each update saves at once
-    /// while it holds the session's turn. Either way no update is lost.
+    /// while it holds the session's turn (except one that carries its
+    /// request's earlier deferred writes, which a task always saves). Either
+    /// way no update is lost.
     fn group_commit(&self) -> bool {
         true
     }

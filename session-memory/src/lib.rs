@@ -516,7 +516,8 @@ impl Store for MemoryStore {
 
     /// `false`: a save here is an insert under a shard's lock, cheaper than
     /// the task and wake-ups that gathering updates costs, so each update
-    /// saves at once.
+    /// saves at once (but one carrying its request's earlier deferred
+    /// writes, which the manager always leaves to a task).
     fn group_commit(&self) -> bool {
         false
     }
