@@ -4986,6 +4986,178 @@ mod tests {
         assert!(f.open(Some(&cookie)).is_empty().await.unwrap());
     }
 
+    /// A store that lets other tasks run before and after each call of its
+    /// inner store: a save lands, then its answer comes a little later.
+    #[derive(Debug)]
+    struct Yielding<S>(S);
+
+    impl<S> Yielding<S> {
+        fn pass<'f, T: Send + 'f>(
+            &self,
+            _: crate::store::StoreOp,
+            call: crate::store::StoreFuture<'f, T>,
+        ) -> crate::store::StoreFuture<'f, T> {
+            Box::pin(async move {
+                tokio::task::yield_now().await;
+                let answer = call.await;
+                tokio::task::yield_now().await;
+                answer
+            })
+        }
+    }
+
+    impl<S: Store> Store for Yielding<S> {
+        crate::store::forward_store!(|this| this.0, Self::pass, group_commit: this.0.group_commit());
+    }
+
+    /// What a future of [`handles_interleaved_at_random_lose_no_write`]
+    /// acknowledged: an increment of `n` or `x` and the value it returned.
+    #[derive(Clone, Copy, Debug)]
+    enum Acked {
+        N(i64),
+        X(i64),
+        Nothing,
+    }
+
+    /// Several handles of one request (a deferred write of `x`, increments,
+    /// logins, id changes, saves) and other requests incrementing `n` and
+    /// `x`, polled in a random order with the savers running in between: no
+    /// acknowledged increment of `n` is lost or counted twice, and `x` ends
+    /// no lower than any increment of it acknowledged (the request's
+    /// deferred write sets it far above any count, and lands once: written
+    /// again later, it would take `x` back below what others acknowledged).
+    #[tokio::test]
+    async fn handles_interleaved_at_random_lose_no_write() {
+        use std::future::Future;
+        use std::pin::Pin;
+        use std::task::Poll;
+        const MARK: i64 = 1_000_000;
+        for seed in 1..=5000u64 {
+            let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let mut below = move |n: u64| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng % n
+            };
+            let mut f = fixture();
+            if seed % 2 == 0 {
+                // Every store call yields: answers arrive after other tasks
+                // (savers, other requests) ran.
+                f.manager = Manager::new(Yielding(f.store.clone()), Config::default())
+                    .with_clock(f.clock.clone());
+            }
+            let cookie = f.stored().await;
+            let s = f.open(Some(&cookie));
+            if below(2) == 0 {
+                s.get_string("name").await.unwrap();
+            }
+            let mut futures: Vec<Pin<Box<dyn Future<Output = Acked> + '_>>> = Vec::new();
+            let mut plan = Vec::new();
+            let mut marked = false;
+            for _ in 0..2 + below(5) {
+                let mut op = below(8);
+                if op == 5 || op == 6 {
+                    // One deferred write of `x`: a second one would set it
+                    // back to the mark after increments, as it should.
+                    op = if marked { 1 } else { 5 };
+                    marked = true;
+                }
+                plan.push(op);
+                let h = s.clone();
+                futures.push(Box::pin(async move {
+                    let acked = match op {
+                        0 => h.increment("n", 1).await.map(Acked::N),
+                        1 => h.increment("x", 1).await.map(Acked::X),
+                        2 => h.login("alice").await.map(|()| Acked::Nothing),
+                        3 => h.cycle_id().await.map(|()| Acked::Nothing),
+                        4 => h.save().await.map(|()| Acked::Nothing),
+                        5 => h.insert("x", MARK).await.map(|()| Acked::Nothing),
+                        _ => h.logout().await.map(|()| Acked::Nothing),
+                    };
+                    acked.unwrap_or(Acked::Nothing)
+                }));
+            }
+            let rid = Id::parse(&cookie).unwrap().record_id();
+            for _ in 0..1 + below(4) {
+                let other = f.open(Some(&cookie));
+                let key = if below(2) == 0 { "n" } else { "x" };
+                plan.push(10 + u64::from(key == "x"));
+                futures.push(Box::pin(async move {
+                    let Ok(v) = other.increment(key, 1).await else {
+                        return Acked::Nothing;
+                    };
+                    if other.record_id().await.unwrap() != Some(rid) {
+                        // The request's rotation retired the id first: the
+                        // increment started a session of its own.
+                        return Acked::Nothing;
+                    }
+                    // Acknowledged already: the commit has nothing to add.
+                    let _ = other.commit().await;
+                    if key == "n" {
+                        Acked::N(v)
+                    } else {
+                        Acked::X(v)
+                    }
+                }));
+            }
+            let mut acked: Vec<Option<Acked>> = vec![None; futures.len()];
+            let mut steps = 0;
+            while acked.iter().any(Option::is_none) {
+                steps += 1;
+                assert!(steps < 200_000, "seed {seed}: stuck, plan {plan:?}");
+                let i = usize::try_from(below(futures.len() as u64)).unwrap();
+                if acked[i].is_none() {
+                    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                    if let Poll::Ready(a) = futures[i].as_mut().poll(&mut cx) {
+                        acked[i] = Some(a);
+                    }
+                }
+                if below(3) == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            drop(futures);
+            let mut committed = None;
+            for _ in 0..10 {
+                if let Ok(outcome) = s.commit().await {
+                    committed = Some(outcome);
+                    break;
+                }
+            }
+            let last = match committed.expect("the commit kept failing") {
+                SetCookie::Set { value, .. } => value,
+                _ => cookie.clone(),
+            };
+            let after = f.open(Some(&last));
+            let n = after.get::<i64>("n").await.unwrap().unwrap_or(0);
+            let x = after.get::<i64>("x").await.unwrap().unwrap_or(0);
+            let mut ns: Vec<i64> = acked
+                .iter()
+                .filter_map(|a| match a {
+                    Some(Acked::N(v)) => Some(*v),
+                    _ => None,
+                })
+                .collect();
+            ns.sort_unstable();
+            let count = i64::try_from(ns.len()).unwrap();
+            assert_eq!(ns, (1..=count).collect::<Vec<_>>(), "seed {seed}: {plan:?}");
+            assert_eq!(n, count, "seed {seed}: n lost or doubled, plan {plan:?}");
+            let top = acked
+                .iter()
+                .filter_map(|a| match a {
+                    Some(Acked::X(v)) => Some(*v),
+                    _ => None,
+                })
+                .max()
+                .unwrap_or(0);
+            assert!(
+                x >= top,
+                "seed {seed}: x {x} < acknowledged {top}, plan {plan:?}"
+            );
+        }
+    }
+
     /// An update's gathered save, which carried a pending change, has landed
     /// but its answer is still on the way when another handle of the
     /// request rotates: the rotation, which loaded what the save wrote,
