@@ -1382,17 +1382,70 @@ impl Session {
     /// not yet stored needs no rotation (it will get a fresh id when stored)
     /// and this does nothing.
     ///
+    /// The rotation runs in a task of its own, to the end, even if the
+    /// future this returns is dropped midway (a handler's timeout): stopped
+    /// between writing the new record and retiring the old one, it would
+    /// leave the request on the new id while other requests go on writing
+    /// to the old one.
+    ///
     /// # Errors
     /// [`Error::Random`] when the OS cannot supply the new id,
     /// [`Error::Ended`] when the new session was ended during the rotation
     /// (its owner logged out everywhere), [`Error::Contention`] when the old
     /// id is written too often to retire it, or a store error or timeout.
     pub async fn cycle_id(&self) -> Result<()> {
-        let mut state = self.loaded().await?;
-        if state.stored.is_none() {
-            return Ok(());
+        self.rotate_to_the_end(Owner::Keep).await
+    }
+
+    /// Runs a rotation ([`Session::rotation`]) in a task of its own, so that
+    /// dropping the caller does not stop it midway.
+    async fn rotate_to_the_end(&self, owner: Owner) -> Result<()> {
+        let session = self.clone();
+        let op = match owner {
+            Owner::Keep => "cycle_id",
+            Owner::Login(_) => "login",
+            Owner::Logout => "logout",
+        };
+        match tokio::spawn(async move { session.rotation(owner).await }).await {
+            Ok(rotated) => rotated,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(Error::Store {
+                op,
+                source: crate::StoreError::new(
+                    crate::StoreErrorKind::Unavailable,
+                    "the task rotating the session id stopped (its runtime shut down)",
+                ),
+            }),
         }
-        self.rotate(&mut state, Owner::Keep).await
+    }
+
+    /// [`cycle_id`](Self::cycle_id), [`login`](Self::login) or
+    /// [`logout`](Self::logout), as `owner` says.
+    async fn rotation(&self, owner: Owner) -> Result<()> {
+        let mut state = self.loaded().await?;
+        match owner {
+            Owner::Keep if state.stored.is_none() => Ok(()),
+            Owner::Keep | Owner::Login(_) => self.rotate(&mut state, owner).await,
+            Owner::Logout => {
+                let Some(signed_in) = state.stored.as_ref().map(|s| s.rid) else {
+                    return Ok(());
+                };
+                if state.owner.is_none() {
+                    return Ok(());
+                }
+                let rotated = self.rotate(&mut state, Owner::Logout).await;
+                if rotated.is_err() && state.stored.as_ref().is_some_and(|s| s.rid != signed_in) {
+                    // The signed-out record exists, and the client gets its
+                    // id, but the signed-in one may not have been retired:
+                    // the old id must not stay signed in, so it goes without
+                    // the version check.
+                    if let Err(error) = self.manager().destroy_record(&signed_in).await {
+                        tracing::warn!(%error, old = %signed_in.short(), "logged out under a new id, but the signed-in record could not be deleted; it expires on its own");
+                    }
+                }
+                rotated
+            }
+        }
     }
 
     /// Logs the session in as `owner`: sets the owner and rotates the id in one
@@ -1400,7 +1453,9 @@ impl Session {
     /// session is stored at once. When another request ended the session
     /// (or a login of its own retired it: a login form submitted twice)
     /// before this one could retire it, the login goes on with a fresh
-    /// session holding only this request's own writes.
+    /// session holding only this request's own writes. As
+    /// [`cycle_id`](Self::cycle_id), it runs to the end even if the future
+    /// it returns is dropped midway.
     ///
     /// # Errors
     /// [`Error::Invalid`] for an empty owner or one over
@@ -1414,9 +1469,7 @@ impl Session {
                 "owner must be 1 to {MAX_OWNER_LEN} bytes long"
             )));
         }
-        let mut state = self.loaded().await?;
-        self.rotate(&mut state, Owner::Login(owner.to_owned()))
-            .await
+        self.rotate_to_the_end(Owner::Login(owner.to_owned())).await
     }
 
     /// Logs the session out and keeps it: drops the owner and rotates the id
@@ -1432,30 +1485,15 @@ impl Session {
     /// deleting it outright is tried before the error is returned, so the
     /// old id does not stay signed in (a write another request made to the
     /// old id meanwhile is then lost); if the store cannot delete it either,
-    /// it expires on its own.
+    /// it expires on its own. As [`cycle_id`](Self::cycle_id), it runs to
+    /// the end even if the future it returns is dropped midway.
     ///
     /// # Errors
     /// [`Error::Random`] when the OS cannot supply the new id,
     /// [`Error::Contention`] as for [`Session::cycle_id`], or a store error
     /// or timeout.
     pub async fn logout(&self) -> Result<()> {
-        let mut state = self.loaded().await?;
-        let Some(signed_in) = state.stored.as_ref().map(|s| s.rid) else {
-            return Ok(());
-        };
-        if state.owner.is_none() {
-            return Ok(());
-        }
-        let rotated = self.rotate(&mut state, Owner::Logout).await;
-        if rotated.is_err() && state.stored.as_ref().is_some_and(|s| s.rid != signed_in) {
-            // The signed-out record exists, and the client gets its id, but
-            // the signed-in one may not have been retired: the old id must
-            // not stay signed in, so it goes without the version check.
-            if let Err(error) = self.manager().destroy_record(&signed_in).await {
-                tracing::warn!(%error, old = %signed_in.short(), "logged out under a new id, but the signed-in record could not be deleted; it expires on its own");
-            }
-        }
-        rotated
+        self.rotate_to_the_end(Owner::Logout).await
     }
 
     /// Ends the session (Iris's `Destroy`): deletes it from the store and has
@@ -4494,6 +4532,8 @@ mod tests {
         conflict_next_save: Arc<AtomicBool>,
         /// The next touch first logs this owner out everywhere.
         end_owner_at_touch: Arc<std::sync::Mutex<Option<String>>>,
+        /// Creates panic.
+        panic_creates: Arc<AtomicBool>,
         /// The next save lands, then answers once this is sent.
         held_save_answer: Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>>,
     }
@@ -4519,6 +4559,7 @@ mod tests {
                 conflict_next_save: Arc::default(),
                 end_owner_at_touch: Arc::default(),
                 held_save_answer: Arc::default(),
+                panic_creates: Arc::default(),
             };
             let manager = Manager::new(hooked.clone(), Config::default()).with_clock(clock.clone());
             let f = Fixture {
@@ -4539,6 +4580,7 @@ mod tests {
             if self.fail_creates.load(Ordering::SeqCst) {
                 return Err(StoreError::new(StoreErrorKind::Unavailable, "creates fail"));
             }
+            assert!(!self.panic_creates.load(Ordering::SeqCst), "creates panic");
             let cookie = self.cookie.lock().unwrap().take();
             if let Some(cookie) = cookie {
                 // A saver task under way (of an update of the rotating
@@ -5010,12 +5052,55 @@ mod tests {
         crate::store::forward_store!(|this| this.0, Self::pass, group_commit: this.0.group_commit());
     }
 
-    /// What a future of [`handles_interleaved_at_random_lose_no_write`]
-    /// acknowledged: an increment of `n` or `x` and the value it returned.
+    /// A login dropped after its first poll (its rotation under way) still
+    /// runs to the end: the request gets the new id, signed in, and the old
+    /// id is retired. (The random interleavings below drop rotations at
+    /// every point while other requests write.)
+    #[tokio::test]
+    async fn a_login_dropped_midway_runs_to_the_end() {
+        let mut f = fixture();
+        f.manager =
+            Manager::new(Yielding(f.store.clone()), Config::default()).with_clock(f.clock.clone());
+        let cookie = f.stored().await;
+        let s = f.open(Some(&cookie));
+        assert_eq!(s.get_string("name").await.unwrap(), "iris");
+        {
+            let mut login = std::pin::pin!(s.login("alice"));
+            assert!(poll_once(login.as_mut()).is_pending());
+            for _ in 0..4 {
+                tokio::task::yield_now().await;
+            }
+        }
+        let rotated = value(s.commit().await.unwrap());
+        assert_ne!(rotated, cookie);
+        let after = f.open(Some(&rotated));
+        assert_eq!(after.owner().await.unwrap().as_deref(), Some("alice"));
+        assert_eq!(after.get_string("name").await.unwrap(), "iris");
+        assert!(f.open(Some(&cookie)).is_empty().await.unwrap());
+    }
+
+    /// A panic in the task that rotates the id reaches the caller, as it
+    /// would if the rotation ran in the caller's task.
+    #[tokio::test]
+    async fn a_panic_during_a_rotation_reaches_the_caller() {
+        let (f, hook) = Hooked::fixture(false, false);
+        let cookie = f.stored().await;
+        let s = f.open(Some(&cookie));
+        hook.panic_creates.store(true, Ordering::SeqCst);
+        let login = tokio::spawn(async move { s.login("alice").await });
+        let panic = login.await.unwrap_err().into_panic();
+        assert_eq!(panic.downcast_ref::<&str>(), Some(&"creates panic"));
+    }
+
+    /// What a future of [`interleaving`] acknowledged: an increment of `n`
+    /// or `x` and the value it returned; or an increment of `n` that was
+    /// not acknowledged but may have been written (it failed or was
+    /// dropped).
     #[derive(Clone, Copy, Debug)]
     enum Acked {
         N(i64),
         X(i64),
+        MaybeN,
         Nothing,
     }
 
@@ -5028,134 +5113,197 @@ mod tests {
     /// again later, it would take `x` back below what others acknowledged).
     #[tokio::test]
     async fn handles_interleaved_at_random_lose_no_write() {
+        for seed in 1..=5000u64 {
+            interleaving(seed, false).await;
+        }
+    }
+
+    /// As [`handles_interleaved_at_random_lose_no_write`], with saves
+    /// failing now and then and futures dropped midway: an increment that
+    /// failed or was dropped may or may not count, but none acknowledged is
+    /// lost, and the deferred write still lands at most once.
+    #[tokio::test]
+    async fn handles_interleaved_at_random_with_failures_lose_no_acknowledged_write() {
+        for seed in 1..=5000u64 {
+            interleaving(seed, true).await;
+        }
+    }
+
+    /// One random interleaving (see the tests above); `chaos` adds failing
+    /// saves and dropped futures.
+    async fn interleaving(seed: u64, chaos: bool) {
         use std::future::Future;
         use std::pin::Pin;
         use std::task::Poll;
         const MARK: i64 = 1_000_000;
-        for seed in 1..=5000u64 {
-            let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            let mut below = move |n: u64| {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                rng % n
-            };
-            let mut f = fixture();
-            if seed % 2 == 0 {
-                // Every store call yields: answers arrive after other tasks
-                // (savers, other requests) ran.
-                f.manager = Manager::new(Yielding(f.store.clone()), Config::default())
-                    .with_clock(f.clock.clone());
-            }
-            let cookie = f.stored().await;
-            let s = f.open(Some(&cookie));
-            if below(2) == 0 {
-                s.get_string("name").await.unwrap();
-            }
-            let mut futures: Vec<Pin<Box<dyn Future<Output = Acked> + '_>>> = Vec::new();
-            let mut plan = Vec::new();
-            let mut marked = false;
-            for _ in 0..2 + below(5) {
-                let mut op = below(8);
-                if op == 5 || op == 6 {
-                    // One deferred write of `x`: a second one would set it
-                    // back to the mark after increments, as it should.
-                    op = if marked { 1 } else { 5 };
-                    marked = true;
-                }
-                plan.push(op);
-                let h = s.clone();
-                futures.push(Box::pin(async move {
-                    let acked = match op {
-                        0 => h.increment("n", 1).await.map(Acked::N),
-                        1 => h.increment("x", 1).await.map(Acked::X),
-                        2 => h.login("alice").await.map(|()| Acked::Nothing),
-                        3 => h.cycle_id().await.map(|()| Acked::Nothing),
-                        4 => h.save().await.map(|()| Acked::Nothing),
-                        5 => h.insert("x", MARK).await.map(|()| Acked::Nothing),
-                        _ => h.logout().await.map(|()| Acked::Nothing),
-                    };
-                    acked.unwrap_or(Acked::Nothing)
-                }));
-            }
-            let rid = Id::parse(&cookie).unwrap().record_id();
-            for _ in 0..1 + below(4) {
-                let other = f.open(Some(&cookie));
-                let key = if below(2) == 0 { "n" } else { "x" };
-                plan.push(10 + u64::from(key == "x"));
-                futures.push(Box::pin(async move {
-                    let Ok(v) = other.increment(key, 1).await else {
-                        return Acked::Nothing;
-                    };
-                    if other.record_id().await.unwrap() != Some(rid) {
-                        // The request's rotation retired the id first: the
-                        // increment started a session of its own.
-                        return Acked::Nothing;
-                    }
-                    // Acknowledged already: the commit has nothing to add.
-                    let _ = other.commit().await;
-                    if key == "n" {
-                        Acked::N(v)
-                    } else {
-                        Acked::X(v)
-                    }
-                }));
-            }
-            let mut acked: Vec<Option<Acked>> = vec![None; futures.len()];
-            let mut steps = 0;
-            while acked.iter().any(Option::is_none) {
-                steps += 1;
-                assert!(steps < 200_000, "seed {seed}: stuck, plan {plan:?}");
-                let i = usize::try_from(below(futures.len() as u64)).unwrap();
-                if acked[i].is_none() {
-                    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-                    if let Poll::Ready(a) = futures[i].as_mut().poll(&mut cx) {
-                        acked[i] = Some(a);
-                    }
-                }
-                if below(3) == 0 {
-                    tokio::task::yield_now().await;
-                }
-            }
-            drop(futures);
-            let mut committed = None;
-            for _ in 0..10 {
-                if let Ok(outcome) = s.commit().await {
-                    committed = Some(outcome);
-                    break;
-                }
-            }
-            let last = match committed.expect("the commit kept failing") {
-                SetCookie::Set { value, .. } => value,
-                _ => cookie.clone(),
-            };
-            let after = f.open(Some(&last));
-            let n = after.get::<i64>("n").await.unwrap().unwrap_or(0);
-            let x = after.get::<i64>("x").await.unwrap().unwrap_or(0);
-            let mut ns: Vec<i64> = acked
-                .iter()
-                .filter_map(|a| match a {
-                    Some(Acked::N(v)) => Some(*v),
-                    _ => None,
-                })
-                .collect();
-            ns.sort_unstable();
-            let count = i64::try_from(ns.len()).unwrap();
-            assert_eq!(ns, (1..=count).collect::<Vec<_>>(), "seed {seed}: {plan:?}");
-            assert_eq!(n, count, "seed {seed}: n lost or doubled, plan {plan:?}");
-            let top = acked
-                .iter()
-                .filter_map(|a| match a {
-                    Some(Acked::X(v)) => Some(*v),
-                    _ => None,
-                })
-                .max()
-                .unwrap_or(0);
-            assert!(
-                x >= top,
-                "seed {seed}: x {x} < acknowledged {top}, plan {plan:?}"
-            );
+        let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut below = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let mut f = fixture();
+        if seed.is_multiple_of(2) {
+            // Every store call yields: answers arrive after other tasks
+            // (savers, other requests) ran.
+            f.manager = Manager::new(Yielding(f.store.clone()), Config::default())
+                .with_clock(f.clock.clone());
         }
+        let cookie = f.stored().await;
+        let s = f.open(Some(&cookie));
+        if below(2) == 0 {
+            s.get_string("name").await.unwrap();
+        }
+        // An increment of `n` that fails may have been written only when
+        // saves fail.
+        let unanswered = if chaos { Acked::MaybeN } else { Acked::Nothing };
+        let mut futures: Vec<Pin<Box<dyn Future<Output = Acked> + '_>>> = Vec::new();
+        // Each future's operation, and whether it increments `n`.
+        let mut plan = Vec::new();
+        let mut marked = false;
+        for _ in 0..2 + below(5) {
+            let mut op = below(8);
+            if op == 5 || op == 6 {
+                // One deferred write of `x`: a second one would set it
+                // back to the mark after increments, as it should.
+                op = if marked { 1 } else { 5 };
+                marked = true;
+            }
+            if op == 7 && chaos {
+                // A logout that cannot retire the old record deletes it,
+                // with what others wrote to it meanwhile (documented).
+                op = 3;
+            }
+            plan.push((op, op == 0));
+            let h = s.clone();
+            futures.push(Box::pin(async move {
+                let acked = match op {
+                    0 => h.increment("n", 1).await.map(Acked::N),
+                    1 => h.increment("x", 1).await.map(Acked::X),
+                    2 => h.login("alice").await.map(|()| Acked::Nothing),
+                    3 => h.cycle_id().await.map(|()| Acked::Nothing),
+                    4 => h.save().await.map(|()| Acked::Nothing),
+                    5 => h.insert("x", MARK).await.map(|()| Acked::Nothing),
+                    _ => h.logout().await.map(|()| Acked::Nothing),
+                };
+                match acked {
+                    Ok(acked) => acked,
+                    Err(_) if op == 0 => unanswered,
+                    Err(_) => Acked::Nothing,
+                }
+            }));
+        }
+        let rid = Id::parse(&cookie).unwrap().record_id();
+        for _ in 0..1 + below(4) {
+            let other = f.open(Some(&cookie));
+            let key = if below(2) == 0 { "n" } else { "x" };
+            plan.push((10 + u64::from(key == "x"), key == "n"));
+            futures.push(Box::pin(async move {
+                let incremented = other.increment(key, 1).await;
+                if other.record_id().await.ok().flatten() != Some(rid) {
+                    // The request's rotation retired the id first: the
+                    // increment started a session of its own.
+                    return Acked::Nothing;
+                }
+                let Ok(v) = incremented else {
+                    return if key == "n" {
+                        unanswered
+                    } else {
+                        Acked::Nothing
+                    };
+                };
+                // Acknowledged already: the commit has nothing to add.
+                let _ = other.commit().await;
+                if key == "n" {
+                    Acked::N(v)
+                } else {
+                    Acked::X(v)
+                }
+            }));
+        }
+        let mut acked: Vec<Option<Acked>> = vec![None; futures.len()];
+        let mut steps = 0;
+        while acked.iter().any(Option::is_none) {
+            steps += 1;
+            assert!(steps < 200_000, "seed {seed}: stuck, plan {plan:?}");
+            let i = usize::try_from(below(futures.len() as u64)).unwrap();
+            if acked[i].is_some() {
+                continue;
+            }
+            if chaos && below(150) == 0 {
+                // Dropped midway (a handler's timeout, a client gone).
+                futures[i] = Box::pin(std::future::ready(Acked::Nothing));
+                acked[i] = Some(if plan[i].1 {
+                    Acked::MaybeN
+                } else {
+                    Acked::Nothing
+                });
+                continue;
+            }
+            if chaos && below(40) == 0 {
+                let failing = below(2) == 0;
+                f.store
+                    .fail_saves_with(failing.then_some(StoreErrorKind::Unavailable));
+            }
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            if let Poll::Ready(a) = futures[i].as_mut().poll(&mut cx) {
+                acked[i] = Some(a);
+            }
+            if below(3) == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        drop(futures);
+        f.store.fail_saves_with(None);
+        let mut committed = None;
+        for _ in 0..10 {
+            if let Ok(outcome) = s.commit().await {
+                committed = Some(outcome);
+                break;
+            }
+        }
+        let last = match committed.expect("the commit kept failing") {
+            SetCookie::Set { value, .. } => value,
+            _ => cookie.clone(),
+        };
+        let after = f.open(Some(&last));
+        let n = after.get::<i64>("n").await.unwrap().unwrap_or(0);
+        let x = after.get::<i64>("x").await.unwrap().unwrap_or(0);
+        let acked: Vec<Acked> = acked.into_iter().flatten().collect();
+        let mut ns: Vec<i64> = acked
+            .iter()
+            .filter_map(|a| match a {
+                Acked::N(v) => Some(*v),
+                _ => None,
+            })
+            .collect();
+        ns.sort_unstable();
+        let count = i64::try_from(ns.len()).unwrap();
+        let maybe = acked.iter().filter(|a| matches!(a, Acked::MaybeN)).count();
+        let maybe = i64::try_from(maybe).unwrap();
+        let context =
+            format!("seed {seed}: n {n}, acknowledged {ns:?}, maybe {maybe}, plan {plan:?}");
+        let mut distinct = ns.clone();
+        distinct.dedup();
+        assert_eq!(distinct, ns, "{context}: counted twice");
+        assert!(ns.last().is_none_or(|top| n >= *top), "{context}: lost");
+        assert!(count <= n && n <= count + maybe, "{context}");
+        if maybe == 0 {
+            assert_eq!(ns, (1..=count).collect::<Vec<_>>(), "{context}");
+        }
+        let top = acked
+            .iter()
+            .filter_map(|a| match a {
+                Acked::X(v) => Some(*v),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        assert!(
+            x >= top,
+            "seed {seed}: x {x} < acknowledged {top}, plan {plan:?}"
+        );
     }
 
     /// An update's gathered save, which carried a pending change, has landed
