@@ -5163,7 +5163,7 @@ mod tests {
         let mut plan = Vec::new();
         let mut marked = false;
         for _ in 0..2 + below(5) {
-            let mut op = below(8);
+            let mut op = below(10);
             if op == 5 || op == 6 {
                 // One deferred write of `x`: a second one would set it
                 // back to the mark after increments, as it should.
@@ -5185,7 +5185,15 @@ mod tests {
                     3 => h.cycle_id().await.map(|()| Acked::Nothing),
                     4 => h.save().await.map(|()| Acked::Nothing),
                     5 => h.insert("x", MARK).await.map(|()| Acked::Nothing),
-                    _ => h.logout().await.map(|()| Acked::Nothing),
+                    7 => h.logout().await.map(|()| Acked::Nothing),
+                    // Sends the request's updates down the plain path.
+                    8 => {
+                        let lifetime = Lifetime::new().with_idle_timeout(Some(MINUTE));
+                        h.set_lifetime(Some(lifetime))
+                            .await
+                            .map(|()| Acked::Nothing)
+                    }
+                    _ => h.insert("y", 1).await.map(|()| Acked::Nothing),
                 };
                 match acked {
                     Ok(acked) => acked,
@@ -5195,8 +5203,17 @@ mod tests {
             }));
         }
         let rid = Id::parse(&cookie).unwrap().record_id();
+        // Another process: its own turns, so its writes conflict with
+        // this one's.
+        let elsewhere =
+            Manager::new(Yielding(f.store.clone()), Config::default()).with_clock(f.clock.clone());
         for _ in 0..1 + below(4) {
-            let other = f.open(Some(&cookie));
+            let header = format!("session={cookie}");
+            let other = if below(2) == 0 {
+                f.manager.session_from_cookies(Some(header.as_str()))
+            } else {
+                elsewhere.session_from_cookies(Some(header.as_str()))
+            };
             let key = if below(2) == 0 { "n" } else { "x" };
             plan.push((10 + u64::from(key == "x"), key == "n"));
             futures.push(Box::pin(async move {
