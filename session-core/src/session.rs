@@ -1,7 +1,7 @@
 //! The per-request session handle.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +10,8 @@ use futures_util::lock::{Mutex, MutexGuard};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use time::OffsetDateTime;
+use tokio::sync::Notify;
+use tracing::Instrument;
 
 use crate::batch::{self, Gathering, Landing, Outcome, Turn};
 use crate::codec;
@@ -128,6 +130,22 @@ struct Shared {
     /// the handler stopped midway, so its deferred changes are never saved.
     abandoned: AtomicBool,
     state: Mutex<State>,
+    /// Rotations spawned ([`Session::rotate_to_the_end`]) that have not yet
+    /// locked the state: every other lock waits for them, so that a commit
+    /// made after the caller was dropped sees the rotation's outcome.
+    rotations_starting: AtomicUsize,
+    rotation_started: Notify,
+}
+
+/// Held by a spawned rotation until it has locked the state (or is dropped
+/// before it could).
+struct StartingRotation(Arc<Shared>);
+
+impl Drop for StartingRotation {
+    fn drop(&mut self) {
+        self.0.rotations_starting.fetch_sub(1, Ordering::SeqCst);
+        self.0.rotation_started.notify_waiters();
+    }
 }
 
 /// A handler that panics drops its arguments while unwinding (an `async fn`
@@ -446,6 +464,8 @@ impl Session {
                 manager,
                 used: AtomicBool::new(false),
                 abandoned: AtomicBool::new(false),
+                rotations_starting: AtomicUsize::new(0),
+                rotation_started: Notify::new(),
                 state: Mutex::new(State {
                     incoming,
                     presented,
@@ -468,9 +488,31 @@ impl Session {
         }
     }
 
-    /// Locks the state, marking the session as used.
+    /// Locks the state, marking the session as used, once every rotation
+    /// spawned before has locked it.
     async fn lock(&self) -> MutexGuard<'_, State> {
         self.shared.used.store(true, Ordering::Release);
+        if self.shared.rotations_starting.load(Ordering::SeqCst) > 0 {
+            Box::pin(self.rotations_started()).await;
+        }
+        self.lock_now().await
+    }
+
+    /// Waits until no spawned rotation is still to lock the state.
+    async fn rotations_started(&self) {
+        loop {
+            let mut started = std::pin::pin!(self.shared.rotation_started.notified());
+            // Listening before looking, so a start in between is heard.
+            started.as_mut().enable();
+            if self.shared.rotations_starting.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            started.await;
+        }
+    }
+
+    /// Locks the state now, whatever rotation is starting.
+    async fn lock_now(&self) -> MutexGuard<'_, State> {
         let mut state = self.shared.state.lock().await;
         if state.saving {
             // The call that held the state was dropped during its save,
@@ -907,6 +949,11 @@ impl Session {
     /// does not decode as `T` or the new one does not encode,
     /// [`Error::Random`] when the OS cannot supply an id for a new session, or
     /// a store error.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime, when the save goes through a task of its own
+    /// (on a store that gathers updates, or for an update that carries the
+    /// request's earlier deferred writes).
     pub async fn update<T, F>(&self, key: &str, mut f: F) -> Result<T>
     where
         T: Serialize + DeserializeOwned,
@@ -1386,27 +1433,44 @@ impl Session {
     /// future this returns is dropped midway (a handler's timeout): stopped
     /// between writing the new record and retiring the old one, it would
     /// leave the request on the new id while other requests go on writing
-    /// to the old one.
+    /// to the old one. So a rotation the handler gave up on may still
+    /// succeed, and the response then carries the new id.
     ///
     /// # Errors
     /// [`Error::Random`] when the OS cannot supply the new id,
     /// [`Error::Ended`] when the new session was ended during the rotation
     /// (its owner logged out everywhere), [`Error::Contention`] when the old
     /// id is written too often to retire it, or a store error or timeout.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime (the task is spawned with `tokio::spawn`), or
+    /// if the store panics.
     pub async fn cycle_id(&self) -> Result<()> {
         self.rotate_to_the_end(Owner::Keep).await
     }
 
     /// Runs a rotation ([`Session::rotation`]) in a task of its own, so that
-    /// dropping the caller does not stop it midway.
+    /// dropping the caller does not stop it midway. Until the task has
+    /// locked the state, every other lock waits for it: a commit made as
+    /// soon as the caller is dropped still gives the client the new id.
     async fn rotate_to_the_end(&self, owner: Owner) -> Result<()> {
-        let session = self.clone();
         let op = match owner {
             Owner::Keep => "cycle_id",
             Owner::Login(_) => "login",
             Owner::Logout => "logout",
         };
-        match tokio::spawn(async move { session.rotation(owner).await }).await {
+        self.shared.used.store(true, Ordering::Release);
+        self.shared
+            .rotations_starting
+            .fetch_add(1, Ordering::SeqCst);
+        let starting = StartingRotation(Arc::clone(&self.shared));
+        let session = self.clone();
+        let rotation = async move {
+            let state = session.lock_now().await;
+            drop(starting);
+            session.rotation(state, owner).await
+        };
+        match tokio::spawn(rotation.instrument(tracing::Span::current())).await {
             Ok(rotated) => rotated,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(_) => Err(Error::Store {
@@ -1420,9 +1484,11 @@ impl Session {
     }
 
     /// [`cycle_id`](Self::cycle_id), [`login`](Self::login) or
-    /// [`logout`](Self::logout), as `owner` says.
-    async fn rotation(&self, owner: Owner) -> Result<()> {
-        let mut state = self.loaded().await?;
+    /// [`logout`](Self::logout), as `owner` says, on the locked `state`.
+    async fn rotation(&self, mut state: MutexGuard<'_, State>, owner: Owner) -> Result<()> {
+        if !state.loaded {
+            self.load(&mut state).await?;
+        }
         match owner {
             Owner::Keep if state.stored.is_none() => Ok(()),
             Owner::Keep | Owner::Login(_) => self.rotate(&mut state, owner).await,
@@ -1463,6 +1529,9 @@ impl Session {
     /// the new id, [`Error::Ended`] when the new session was ended during
     /// the login (its owner logged out everywhere), [`Error::Contention`] as
     /// for [`Session::cycle_id`], or a store error or timeout.
+    ///
+    /// # Panics
+    /// As [`Session::cycle_id`].
     pub async fn login(&self, owner: &str) -> Result<()> {
         if owner.is_empty() || owner.len() > MAX_OWNER_LEN {
             return Err(Error::Invalid(format!(
@@ -1492,6 +1561,9 @@ impl Session {
     /// [`Error::Random`] when the OS cannot supply the new id,
     /// [`Error::Contention`] as for [`Session::cycle_id`], or a store error
     /// or timeout.
+    ///
+    /// # Panics
+    /// As [`Session::cycle_id`].
     pub async fn logout(&self) -> Result<()> {
         self.rotate_to_the_end(Owner::Logout).await
     }
@@ -1624,6 +1696,10 @@ impl Session {
     pub fn commit_without_store(&self) -> Option<SetCookie> {
         if !self.shared.used.load(Ordering::Acquire) {
             return Some(SetCookie::Unchanged);
+        }
+        if self.shared.rotations_starting.load(Ordering::SeqCst) > 0 {
+            // A rotation about to lock the state: `commit` waits for it.
+            return None;
         }
         if self.shared.abandoned.load(Ordering::Acquire) {
             // Busy elsewhere (a task with a clone): `commit` waits for it.
@@ -5029,27 +5105,43 @@ mod tests {
     }
 
     /// A store that lets other tasks run before and after each call of its
-    /// inner store: a save lands, then its answer comes a little later.
-    #[derive(Debug)]
-    struct Yielding<S>(S);
+    /// inner store: a save lands, then its answer comes a little later. When
+    /// `lost` is set, a save that landed answers an error (its answer lost
+    /// on the way).
+    #[derive(Debug, Clone)]
+    struct Yielding<S> {
+        inner: S,
+        lost: Arc<AtomicBool>,
+    }
+
+    fn yielding<S>(inner: S) -> Yielding<S> {
+        Yielding {
+            inner,
+            lost: Arc::default(),
+        }
+    }
 
     impl<S> Yielding<S> {
         fn pass<'f, T: Send + 'f>(
             &self,
-            _: crate::store::StoreOp,
+            op: crate::store::StoreOp,
             call: crate::store::StoreFuture<'f, T>,
         ) -> crate::store::StoreFuture<'f, T> {
+            let lost = Arc::clone(&self.lost);
             Box::pin(async move {
                 tokio::task::yield_now().await;
                 let answer = call.await;
                 tokio::task::yield_now().await;
+                if op == crate::store::StoreOp::Save && lost.load(Ordering::SeqCst) {
+                    return Err(StoreError::new(StoreErrorKind::Unavailable, "answer lost"));
+                }
                 answer
             })
         }
     }
 
     impl<S: Store> Store for Yielding<S> {
-        crate::store::forward_store!(|this| this.0, Self::pass, group_commit: this.0.group_commit());
+        crate::store::forward_store!(|this| this.inner, Self::pass, group_commit: this.inner.group_commit());
     }
 
     /// A login dropped after its first poll (its rotation under way) still
@@ -5060,18 +5152,19 @@ mod tests {
     async fn a_login_dropped_midway_runs_to_the_end() {
         let mut f = fixture();
         f.manager =
-            Manager::new(Yielding(f.store.clone()), Config::default()).with_clock(f.clock.clone());
+            Manager::new(yielding(f.store.clone()), Config::default()).with_clock(f.clock.clone());
         let cookie = f.stored().await;
+        // The login is the request's first use of the session.
         let s = f.open(Some(&cookie));
-        assert_eq!(s.get_string("name").await.unwrap(), "iris");
         {
             let mut login = std::pin::pin!(s.login("alice"));
             assert!(poll_once(login.as_mut()).is_pending());
-            for _ in 0..4 {
-                tokio::task::yield_now().await;
-            }
         }
-        let rotated = value(s.commit().await.unwrap());
+        // Committed at once, before the rotation's task has run: the commit
+        // waits for it.
+        assert_eq!(s.commit_without_store(), None);
+        let committed = tokio::time::timeout(Duration::from_secs(5), s.commit());
+        let rotated = value(committed.await.expect("waits for ever").unwrap());
         assert_ne!(rotated, cookie);
         let after = f.open(Some(&rotated));
         assert_eq!(after.owner().await.unwrap().as_deref(), Some("alice"));
@@ -5113,9 +5206,11 @@ mod tests {
     /// again later, it would take `x` back below what others acknowledged).
     #[tokio::test]
     async fn handles_interleaved_at_random_lose_no_write() {
+        let mut seen = Seen::default();
         for seed in 1..=5000u64 {
-            interleaving(seed, false).await;
+            seen.add(interleaving(seed, false).await);
         }
+        seen.enough();
     }
 
     /// As [`handles_interleaved_at_random_lose_no_write`], with saves
@@ -5124,14 +5219,44 @@ mod tests {
     /// lost, and the deferred write still lands at most once.
     #[tokio::test]
     async fn handles_interleaved_at_random_with_failures_lose_no_acknowledged_write() {
+        let mut seen = Seen::default();
         for seed in 1..=5000u64 {
-            interleaving(seed, true).await;
+            seen.add(interleaving(seed, true).await);
+        }
+        seen.enough();
+    }
+
+    /// What the interleavings checked, so that they cannot pass by checking
+    /// nothing.
+    #[derive(Debug, Default)]
+    struct Seen {
+        /// Acknowledged increments of `n`.
+        increments: usize,
+        /// Runs checked exactly (no increment that may or may not count).
+        exact: usize,
+        /// Runs whose request ended on a new id with another request's
+        /// acknowledged increment of its old one.
+        carried: usize,
+    }
+
+    impl Seen {
+        fn add(&mut self, run: Self) {
+            self.increments += run.increments;
+            self.exact += run.exact;
+            self.carried += run.carried;
+        }
+
+        fn enough(&self) {
+            assert!(
+                self.increments > 1500 && self.exact > 1000 && self.carried > 300,
+                "{self:?}"
+            );
         }
     }
 
     /// One random interleaving (see the tests above); `chaos` adds failing
     /// saves and dropped futures.
-    async fn interleaving(seed: u64, chaos: bool) {
+    async fn interleaving(seed: u64, chaos: bool) -> Seen {
         use std::future::Future;
         use std::pin::Pin;
         use std::task::Poll;
@@ -5144,11 +5269,13 @@ mod tests {
             rng % n
         };
         let mut f = fixture();
+        let here = yielding(f.store.clone());
+        let lost = Arc::clone(&here.lost);
         if seed.is_multiple_of(2) {
             // Every store call yields: answers arrive after other tasks
-            // (savers, other requests) ran.
-            f.manager = Manager::new(Yielding(f.store.clone()), Config::default())
-                .with_clock(f.clock.clone());
+            // (savers, other requests) ran, and under `chaos` some saves
+            // land but answer an error.
+            f.manager = Manager::new(here, Config::default()).with_clock(f.clock.clone());
         }
         let cookie = f.stored().await;
         let s = f.open(Some(&cookie));
@@ -5206,7 +5333,7 @@ mod tests {
         // Another process: its own turns, so its writes conflict with
         // this one's.
         let elsewhere =
-            Manager::new(Yielding(f.store.clone()), Config::default()).with_clock(f.clock.clone());
+            Manager::new(yielding(f.store.clone()), Config::default()).with_clock(f.clock.clone());
         for _ in 0..1 + below(4) {
             let header = format!("session={cookie}");
             let other = if below(2) == 0 {
@@ -5217,19 +5344,19 @@ mod tests {
             let key = if below(2) == 0 { "n" } else { "x" };
             plan.push((10 + u64::from(key == "x"), key == "n"));
             futures.push(Box::pin(async move {
-                let incremented = other.increment(key, 1).await;
-                if other.record_id().await.ok().flatten() != Some(rid) {
-                    // The request's rotation retired the id first: the
-                    // increment started a session of its own.
-                    return Acked::Nothing;
-                }
-                let Ok(v) = incremented else {
+                let Ok(v) = other.increment(key, 1).await else {
+                    // Maybe written, maybe to the request's session.
                     return if key == "n" {
                         unanswered
                     } else {
                         Acked::Nothing
                     };
                 };
+                if other.record_id().await.ok().flatten() != Some(rid) {
+                    // The request's rotation retired the id first: the
+                    // increment started a session of its own.
+                    return Acked::Nothing;
+                }
                 // Acknowledged already: the commit has nothing to add.
                 let _ = other.commit().await;
                 if key == "n" {
@@ -5259,9 +5386,12 @@ mod tests {
                 continue;
             }
             if chaos && below(40) == 0 {
-                let failing = below(2) == 0;
+                // Saves fail for a while: refused, or landed with their
+                // answer lost.
+                let failing = below(3);
                 f.store
-                    .fail_saves_with(failing.then_some(StoreErrorKind::Unavailable));
+                    .fail_saves_with((failing == 1).then_some(StoreErrorKind::Unavailable));
+                lost.store(failing == 2, Ordering::SeqCst);
             }
             let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
             if let Poll::Ready(a) = futures[i].as_mut().poll(&mut cx) {
@@ -5273,6 +5403,7 @@ mod tests {
         }
         drop(futures);
         f.store.fail_saves_with(None);
+        lost.store(false, Ordering::SeqCst);
         let mut committed = None;
         for _ in 0..10 {
             if let Ok(outcome) = s.commit().await {
@@ -5284,6 +5415,20 @@ mod tests {
             SetCookie::Set { value, .. } => value,
             _ => cookie.clone(),
         };
+        // Tasks still under way (a saver whose update was dropped) finish.
+        for _ in 0..8 {
+            tokio::task::yield_now().await;
+        }
+        if !chaos {
+            // The client's id holds the session; a rotation retired the old
+            // one (any other request's increment after it started a session
+            // of its own).
+            assert_eq!(
+                f.open(Some(&cookie)).is_empty().await.unwrap(),
+                last != cookie,
+                "seed {seed}"
+            );
+        }
         let after = f.open(Some(&last));
         let n = after.get::<i64>("n").await.unwrap().unwrap_or(0);
         let x = after.get::<i64>("x").await.unwrap().unwrap_or(0);
@@ -5321,6 +5466,15 @@ mod tests {
             x >= top,
             "seed {seed}: x {x} < acknowledged {top}, plan {plan:?}"
         );
+        let others_acked = acked
+            .iter()
+            .zip(&plan)
+            .any(|(a, (op, _))| *op >= 10 && matches!(a, Acked::N(_) | Acked::X(_)));
+        Seen {
+            increments: ns.len(),
+            exact: usize::from(maybe == 0),
+            carried: usize::from(last != cookie && others_acked),
+        }
     }
 
     /// An update's gathered save, which carried a pending change, has landed
