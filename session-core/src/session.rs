@@ -2468,6 +2468,12 @@ mod tests {
             self.open(Some(cookie)).get::<i64>("n").await.unwrap()
         }
 
+        /// `n` and `x` of `cookie`'s session, read by a request of its own.
+        async fn n_and_x(&self, cookie: &str) -> (Option<i64>, Option<i64>) {
+            let s = self.open(Some(cookie));
+            (s.get("n").await.unwrap(), s.get("x").await.unwrap())
+        }
+
         fn open(&self, cookie: Option<&str>) -> Session {
             let header = cookie.map(|c| format!("session={c}"));
             self.manager.session_from_cookies(header.as_deref())
@@ -3584,6 +3590,12 @@ mod tests {
         overtaken(scene, other).await
     }
 
+    /// Sets `x` to 1 through a handle of the request and saves at once.
+    async fn insert_x_and_save(handle: Session) {
+        handle.insert("x", 1i64).await.unwrap();
+        handle.save().await.unwrap();
+    }
+
     /// A rotation through another handle reloads the record and applies the
     /// request's pending changes again: not the ones an update's save
     /// already wrote, which would undo the update itself, or another
@@ -3616,18 +3628,10 @@ mod tests {
     /// pending changes again, leaving out those an update's save wrote.
     #[tokio::test]
     async fn a_save_after_a_conflict_does_not_apply_again_what_a_gathered_save_carried() {
-        let (f, cookie, s, updated) = carried_then_written_over(|other| async move {
-            other.insert("x", 1i64).await.unwrap();
-            other.save().await.unwrap();
-        })
-        .await;
+        let (f, cookie, s, updated) = carried_then_written_over(insert_x_and_save).await;
         assert_eq!(updated.unwrap(), 6);
         assert!(matches!(s.commit().await.unwrap(), SetCookie::Unchanged));
-        assert_eq!(f.n(&cookie).await, Some(7));
-        assert_eq!(
-            f.open(Some(&cookie)).get::<i64>("x").await.unwrap(),
-            Some(1)
-        );
+        assert_eq!(f.n_and_x(&cookie).await, (Some(7), Some(1)));
     }
 
     /// Another update of the request, which conflicts on this process's
@@ -3697,8 +3701,7 @@ mod tests {
                 assert_eq!(s.get::<i64>("n").await.unwrap(), Some(5));
             }
             assert_eq!(f.increment_elsewhere(&cookie).await, 6);
-            s.insert("x", 1i64).await.unwrap();
-            s.save().await.unwrap();
+            insert_x_and_save(s.clone()).await;
             if !first_taken_early {
                 assert_eq!(first.await.unwrap(), 1);
             }
@@ -3749,13 +3752,8 @@ mod tests {
         }
         f.let_the_saver_write().await;
         assert_eq!(f.increment_elsewhere(&cookie).await, 52);
-        s.insert("x", 1i64).await.unwrap();
-        s.save().await.unwrap();
-        assert_eq!(f.n(&cookie).await, Some(52));
-        assert_eq!(
-            f.open(Some(&cookie)).get::<i64>("x").await.unwrap(),
-            Some(1)
-        );
+        insert_x_and_save(s).await;
+        assert_eq!(f.n_and_x(&cookie).await, (Some(52), Some(1)));
     }
 
     /// Two updates of one key, the first after a pending write of it, join
@@ -3797,21 +3795,13 @@ mod tests {
             save_fails: true,
             incremented_elsewhere: true,
         };
-        let (f, cookie, s, updated) = overtaken(scene, |other| async move {
-            other.insert("x", 1i64).await.unwrap();
-            other.save().await.unwrap();
-        })
-        .await;
+        let (f, cookie, s, updated) = overtaken(scene, insert_x_and_save).await;
         assert!(
             matches!(updated, Err(Error::Store { op: "save", .. })),
             "{updated:?}"
         );
         s.commit().await.unwrap();
-        assert_eq!(f.n(&cookie).await, Some(1));
-        assert_eq!(
-            f.open(Some(&cookie)).get::<i64>("x").await.unwrap(),
-            Some(1)
-        );
+        assert_eq!(f.n_and_x(&cookie).await, (Some(1), Some(1)));
     }
 
     /// An update waiting for its gathered save while another handle of the
