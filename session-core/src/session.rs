@@ -3735,9 +3735,9 @@ mod tests {
 
     /// An update that carries the request's earlier changes leaves its save
     /// to a saver task, also where updates save at once: cancelled, it
-    /// still learns the request's other handles what was written, so they
-    /// do not write those changes again over what another request wrote
-    /// since.
+    /// still lets the request's other handles learn what was written, so
+    /// they do not write those changes again over what another request
+    /// wrote since.
     #[tokio::test]
     async fn an_update_carrying_earlier_changes_leaves_its_save_to_a_saver() {
         let f = fixture();
