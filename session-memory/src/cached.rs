@@ -87,9 +87,12 @@ enum Replace {
     /// Only an older version: a load, which may have read the record before
     /// a touch of the same version cached the new deadline.
     Older,
-    /// An older version or the same one: a save, the latest word on its
-    /// version.
-    NotNewer,
+    /// Only an older version too, for a save: a copy of the version it
+    /// wrote was read, or touched, after the save landed (the version did
+    /// not exist before), so it is as new as the save or newer (a touch
+    /// moved its deadline). Unlike a load, a save that caches nothing after
+    /// a burial counts one of its own.
+    Saved,
     /// Only this very copy (the same allocation, not an equal one): the
     /// copy a touch saw before its backing call, whose deadline it moved.
     /// Any other copy, or none, means that writes or other touches came in
@@ -272,10 +275,25 @@ impl<S: Store> CachedStore<S> {
                 let buried = read_after.is_some_and(|seen| burials.load(Ordering::Acquire) != seen);
                 let cached = existing.map(|e| e.into_value());
                 let op = match (buried, replace, cached) {
-                    // Nothing read or written before a burial is cached, and
-                    // a copy someone put since is dropped.
-                    (true, _, Some(_)) => Op::Remove,
-                    (true, _, None) => Op::Nop,
+                    // Nothing read before a burial is cached. A copy put
+                    // since stays: it was read or written after the burial
+                    // (dropping it would let a load that read an older
+                    // version before it, and took its count after the
+                    // burial, cache that version).
+                    (true, Replace::Older, _) => Op::Nop,
+                    // Nor is anything written before a burial; this write
+                    // then drops the copy and counts a burial of its own,
+                    // since a load that took its count after the other
+                    // burial may have read the record before this write
+                    // landed.
+                    (true, _, cached) => {
+                        burials.fetch_add(1, Ordering::AcqRel);
+                        if cached.is_some() {
+                            Op::Remove
+                        } else {
+                            Op::Nop
+                        }
+                    }
                     (false, Replace::Copy(before), cached) => match cached {
                         Some(c) if Arc::ptr_eq(&c, &before) => Op::Put(new),
                         other => {
@@ -287,8 +305,11 @@ impl<S: Store> CachedStore<S> {
                             }
                         }
                     },
-                    (false, Replace::Older, Some(c)) if c.version >= new.version => Op::Nop,
-                    (false, Replace::NotNewer, Some(c)) if c.version > new.version => Op::Nop,
+                    (false, Replace::Older | Replace::Saved, Some(c))
+                        if c.version >= new.version =>
+                    {
+                        Op::Nop
+                    }
                     (false, _, _) => Op::Put(new),
                 };
                 std::future::ready(op)
@@ -376,8 +397,15 @@ impl<S: Store> Store for CachedStore<S> {
         // every create an insert and push read sessions out. The first load
         // caches it. A copy of an older record under the id goes, also when
         // the outcome is unknown (an error, or this call dropped by a
-        // timeout, after the create may have applied).
-        self.forget(&record.id).await;
+        // timeout, after the create may have applied), as a burial: a load
+        // that read the new record before a save of it landed must not
+        // cache that first version after the save's copy went. An id found
+        // taken is left as it is: the create changed nothing, and dropping
+        // the live record's copy would let a load that read it before a
+        // newer save cache the older version again.
+        if !matches!(created, Ok(Created::IdTaken)) {
+            self.bury(&record.id).await;
+        }
         unfinished.finished();
         created
     }
@@ -391,7 +419,7 @@ impl<S: Store> Store for CachedStore<S> {
             // session: a burial, as a touch into the past makes, so a load
             // racing it cannot cache the version before.
             Ok(Saved::Saved) if until(record.expires_at).is_zero() => self.bury(&record.id).await,
-            Ok(Saved::Saved) => self.remember(record, Replace::NotNewer, burials).await,
+            Ok(Saved::Saved) => self.remember(record, Replace::Saved, burials).await,
             // A conflict means the cached copy is stale; an error leaves the
             // outcome unknown (the save may have applied, ending the
             // session even). Either way the next load must read the store,
@@ -1142,5 +1170,147 @@ mod tests {
         a.load(&r.id).await.unwrap();
         a.load(&r.id).await.unwrap();
         assert_eq!(backing.counts().load, 2);
+    }
+
+    /// A backing store whose every call lets other tasks run before it
+    /// reaches the store and again before it answers.
+    #[derive(Debug, Default)]
+    struct Hopping(MemoryStore);
+
+    async fn hop<T>(call: impl std::future::Future<Output = T>) -> T {
+        tokio::task::yield_now().await;
+        let answer = call.await;
+        tokio::task::yield_now().await;
+        answer
+    }
+
+    #[async_trait]
+    impl Store for Hopping {
+        async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
+            hop(self.0.load(id)).await
+        }
+        async fn create(&self, record: &Record) -> Result<Created, StoreError> {
+            hop(self.0.create(record)).await
+        }
+        async fn save(&self, record: &Record, expected: u64) -> Result<Saved, StoreError> {
+            hop(self.0.save(record, expected)).await
+        }
+        async fn touch(
+            &self,
+            id: &RecordId,
+            version: u64,
+            owner: Option<&str>,
+            expires_at: Timestamp,
+        ) -> Result<bool, StoreError> {
+            hop(self.0.touch(id, version, owner, expires_at)).await
+        }
+        async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
+            hop(self.0.delete(id)).await
+        }
+        async fn delete_expired(&self) -> Result<u64, StoreError> {
+            hop(self.0.delete_expired()).await
+        }
+        async fn ids_of_owner(&self, owner: &str) -> Result<Vec<RecordId>, StoreError> {
+            hop(self.0.ids_of_owner(owner)).await
+        }
+        async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError> {
+            hop(self.0.delete_owner(owner)).await
+        }
+    }
+
+    /// Clients loading, saving, touching, deleting and creating two records
+    /// through one cache at once, polled in a random order and some dropped
+    /// midway: once they are done, memory serves exactly what the backing
+    /// store holds (no older copy, no other deadline, nothing deleted).
+    #[tokio::test]
+    async fn random_interleavings_leave_memory_agreeing_with_the_store() {
+        use std::pin::Pin;
+        use std::task::Poll;
+        for seed in 1..=60000u64 {
+            let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let mut below = move |n: u64| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng % n
+            };
+            let store = CachedStore::builder(Hopping::default())
+                .max_staleness(Duration::from_secs(60))
+                .build();
+            let records = [record(), record()];
+            for r in &records {
+                store.create(r).await.unwrap();
+            }
+            let store = &store;
+            let mut clients: Vec<Pin<Box<dyn std::future::Future<Output = ()> + '_>>> = Vec::new();
+            for _ in 0..2 + below(5) {
+                let ops: Vec<(u64, usize, u64)> = (0..1 + below(4))
+                    .map(|_| (below(12), usize::try_from(below(2)).unwrap(), below(1000)))
+                    .collect();
+                let records = records.clone();
+                clients.push(Box::pin(async move {
+                    let mut seen: [Option<Record>; 2] = [None, None];
+                    for (op, i, salt) in ops {
+                        let base = seen[i].clone().unwrap_or_else(|| records[i].clone());
+                        let id = base.id;
+                        match op {
+                            0..=3 => seen[i] = store.load(&id).await.unwrap(),
+                            4..=6 => {
+                                let mut next = base.clone();
+                                next.version += 1;
+                                next.data.insert("k".into(), salt.to_be_bytes().to_vec());
+                                if store.save(&next, base.version).await.unwrap() == Saved::Saved {
+                                    seen[i] = Some(next);
+                                }
+                            }
+                            7 | 8 => {
+                                let later = Timestamp::now() + Duration::from_secs(3600 + salt);
+                                store.touch(&id, base.version, None, later).await.unwrap();
+                            }
+                            9 => {
+                                // A rotation's retiring touch.
+                                let past = Timestamp::from_unix_millis(1);
+                                store.touch(&id, base.version, None, past).await.unwrap();
+                            }
+                            10 => store.delete(&id).await.unwrap(),
+                            _ => {
+                                let mut again = records[i].clone();
+                                again.data.insert("k".into(), salt.to_be_bytes().to_vec());
+                                store.create(&again).await.unwrap();
+                            }
+                        }
+                    }
+                }));
+            }
+            let mut done = vec![false; clients.len()];
+            let mut steps = 0;
+            while done.contains(&false) {
+                steps += 1;
+                assert!(steps < 100_000, "seed {seed}: stuck");
+                let i = usize::try_from(below(clients.len() as u64)).unwrap();
+                if done[i] {
+                    continue;
+                }
+                if below(100) == 0 {
+                    // Dropped midway (a store timeout, a client gone).
+                    clients[i] = Box::pin(std::future::ready(()));
+                    done[i] = true;
+                    continue;
+                }
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                if let Poll::Ready(()) = clients[i].as_mut().poll(&mut cx) {
+                    done[i] = true;
+                }
+                if below(3) == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            drop(clients);
+            for r in &records {
+                let stored = store.backing().load(&r.id).await.unwrap();
+                let served = store.load(&r.id).await.unwrap();
+                assert_eq!(served, stored, "seed {seed}");
+            }
+        }
     }
 }
