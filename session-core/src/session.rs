@@ -5094,55 +5094,14 @@ mod tests {
         assert!(f.open(Some(&cookie)).is_empty().await.unwrap());
     }
 
-    /// A store that lets other tasks run before and after each call of its
-    /// inner store: a save lands, then its answer comes a little later. When
-    /// `lost` is set, a save that landed answers an error (its answer lost
-    /// on the way).
-    #[derive(Debug, Clone)]
-    struct Yielding<S> {
-        inner: S,
-        lost: Arc<AtomicBool>,
-    }
-
-    fn yielding<S>(inner: S) -> Yielding<S> {
-        Yielding {
-            inner,
-            lost: Arc::default(),
-        }
-    }
-
-    impl<S> Yielding<S> {
-        fn pass<'f, T: Send + 'f>(
-            &self,
-            op: crate::store::StoreOp,
-            call: crate::store::StoreFuture<'f, T>,
-        ) -> crate::store::StoreFuture<'f, T> {
-            let lost = Arc::clone(&self.lost);
-            Box::pin(async move {
-                tokio::task::yield_now().await;
-                let answer = call.await;
-                tokio::task::yield_now().await;
-                if op == crate::store::StoreOp::Save && lost.load(Ordering::SeqCst) {
-                    return Err(StoreError::new(StoreErrorKind::Unavailable, "answer lost"));
-                }
-                answer
-            })
-        }
-    }
-
-    impl<S: Store> Store for Yielding<S> {
-        crate::store::forward_store!(|this| this.inner, Self::pass, group_commit: this.inner.group_commit());
-    }
-
     /// A login dropped after its first poll (its rotation under way) still
     /// runs to the end: the request gets the new id, signed in, and the old
     /// id is retired. (The random interleavings below drop rotations at
     /// every point while other requests write.)
     #[tokio::test]
     async fn a_login_dropped_midway_runs_to_the_end() {
-        let mut f = fixture();
-        f.manager =
-            Manager::new(yielding(f.store.clone()), Config::default()).with_clock(f.clock.clone());
+        let f = fixture();
+        f.store.hop_around_calls(true);
         let cookie = f.stored().await;
         // The login is the request's first use of the session.
         let s = f.open(Some(&cookie));
@@ -5247,40 +5206,27 @@ mod tests {
     /// One random interleaving (see the tests above); `chaos` adds failing
     /// saves and dropped futures.
     async fn interleaving(seed: u64, chaos: bool) -> Seen {
-        use std::future::Future;
-        use std::pin::Pin;
-        use std::task::Poll;
+        use crate::testing::{interleave, Interleaved, Seeded};
         const MARK: i64 = 1_000_000;
-        let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let mut below = move |n: u64| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng % n
-        };
-        let mut f = fixture();
-        let here = yielding(f.store.clone());
-        let lost = Arc::clone(&here.lost);
-        if seed.is_multiple_of(2) {
-            // Every store call yields: answers arrive after other tasks
-            // (savers, other requests) ran, and under `chaos` some saves
-            // land but answer an error.
-            f.manager = Manager::new(here, Config::default()).with_clock(f.clock.clone());
-        }
+        let mut rng = Seeded::new(seed);
+        let f = fixture();
+        // Every store call lets other tasks run: answers arrive after other
+        // tasks (savers, other requests) ran.
+        f.store.hop_around_calls(seed.is_multiple_of(2));
         let cookie = f.stored().await;
         let s = f.open(Some(&cookie));
-        if below(2) == 0 {
+        if rng.below(2) == 0 {
             s.get_string("name").await.unwrap();
         }
         // An increment of `n` that fails may have been written only when
         // saves fail.
         let unanswered = if chaos { Acked::MaybeN } else { Acked::Nothing };
-        let mut futures: Vec<Pin<Box<dyn Future<Output = Acked> + '_>>> = Vec::new();
+        let mut futures: Vec<Interleaved<'_, Acked>> = Vec::new();
         // Each future's operation, and whether it increments `n`.
         let mut plan = Vec::new();
         let mut marked = false;
-        for _ in 0..2 + below(5) {
-            let mut op = below(10);
+        for _ in 0..2 + rng.below(5) {
+            let mut op = rng.below(10);
             if op == 5 || op == 6 {
                 // One deferred write of `x`: a second one would set it
                 // back to the mark after increments, as it should.
@@ -5322,16 +5268,19 @@ mod tests {
         let rid = Id::parse(&cookie).unwrap().record_id();
         // Another process: its own turns, so its writes conflict with
         // this one's.
-        let elsewhere =
-            Manager::new(yielding(f.store.clone()), Config::default()).with_clock(f.clock.clone());
-        for _ in 0..1 + below(4) {
+        // Its calls always let other tasks run; the faults below are this
+        // process's.
+        let other_process = Instrumented::new(f.store.inner().clone());
+        other_process.hop_around_calls(true);
+        let elsewhere = Manager::new(other_process, Config::default()).with_clock(f.clock.clone());
+        for _ in 0..1 + rng.below(4) {
             let header = format!("session={cookie}");
-            let other = if below(2) == 0 {
+            let other = if rng.below(2) == 0 {
                 f.manager.session_from_cookies(Some(header.as_str()))
             } else {
                 elsewhere.session_from_cookies(Some(header.as_str()))
             };
-            let key = if below(2) == 0 { "n" } else { "x" };
+            let key = if rng.below(2) == 0 { "n" } else { "x" };
             plan.push((10 + u64::from(key == "x"), key == "n"));
             futures.push(Box::pin(async move {
                 let Ok(v) = other.increment(key, 1).await else {
@@ -5356,44 +5305,31 @@ mod tests {
                 }
             }));
         }
-        let mut acked: Vec<Option<Acked>> = vec![None; futures.len()];
-        let mut steps = 0;
-        while acked.iter().any(Option::is_none) {
-            steps += 1;
-            assert!(steps < 200_000, "seed {seed}: stuck, plan {plan:?}");
-            let i = usize::try_from(below(futures.len() as u64)).unwrap();
-            if acked[i].is_some() {
-                continue;
-            }
-            if chaos && below(150) == 0 {
-                // Dropped midway (a handler's timeout, a client gone).
-                futures[i] = Box::pin(std::future::ready(Acked::Nothing));
-                acked[i] = Some(if plan[i].1 {
-                    Acked::MaybeN
-                } else {
-                    Acked::Nothing
-                });
-                continue;
-            }
-            if chaos && below(40) == 0 {
+        let between = |rng: &mut Seeded| {
+            if chaos && rng.below(40) == 0 {
                 // Saves fail for a while: refused, or landed with their
                 // answer lost.
-                let failing = below(3);
+                let failing = rng.below(3);
                 f.store
                     .fail_saves_with((failing == 1).then_some(StoreErrorKind::Unavailable));
-                lost.store(failing == 2, Ordering::SeqCst);
+                f.store.lose_save_answers(failing == 2);
             }
-            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-            if let Poll::Ready(a) = futures[i].as_mut().poll(&mut cx) {
-                acked[i] = Some(a);
-            }
-            if below(3) == 0 {
-                tokio::task::yield_now().await;
-            }
-        }
-        drop(futures);
+        };
+        // Under `chaos`, futures are dropped midway (a handler's timeout, a
+        // client gone): an increment of `n` so dropped may count or not.
+        let dropping = chaos.then_some(150);
+        let outputs = interleave(futures, &mut rng, dropping, between)
+            .await
+            .unwrap_or_else(|| panic!("seed {seed}: stuck, plan {plan:?}"));
+        let acked: Vec<Acked> = outputs
+            .into_iter()
+            .zip(&plan)
+            .map(|(output, (_, is_n))| {
+                output.unwrap_or(if *is_n { Acked::MaybeN } else { Acked::Nothing })
+            })
+            .collect();
         f.store.fail_saves_with(None);
-        lost.store(false, Ordering::SeqCst);
+        f.store.lose_save_answers(false);
         let mut committed = None;
         for _ in 0..10 {
             if let Ok(outcome) = s.commit().await {
@@ -5422,7 +5358,6 @@ mod tests {
         let after = f.open(Some(&last));
         let n = after.get::<i64>("n").await.unwrap().unwrap_or(0);
         let x = after.get::<i64>("x").await.unwrap().unwrap_or(0);
-        let acked: Vec<Acked> = acked.into_iter().flatten().collect();
         let mut ns: Vec<i64> = acked
             .iter()
             .filter_map(|a| match a {

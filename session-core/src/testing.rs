@@ -10,6 +10,8 @@
 //! * [`FaultProxy`] sits between a store and its server on loopback and can
 //!   stall or cut the connections, to test timeouts and recovery against a
 //!   real server.
+//! * [`Seeded`] and [`interleave`] poll concurrent futures in a random but
+//!   repeatable order, for randomized tests of what they do to a store.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -65,6 +67,8 @@ struct Faults {
     error: Option<StoreErrorKind>,
     save_error: Option<StoreErrorKind>,
     delay: Option<Duration>,
+    hops: bool,
+    lost_save_answers: bool,
 }
 
 /// A store wrapper that counts calls and injects faults. Clones share the
@@ -156,11 +160,27 @@ impl<S: Store> Instrumented<S> {
         self.set_faults(|f| f.delay = delay);
     }
 
+    /// Lets other tasks run before each call reaches the store and again
+    /// before it answers (`false`: no more): a write lands, and its answer
+    /// comes after whatever else was ready to run.
+    pub fn hop_around_calls(&self, hops: bool) {
+        self.set_faults(|f| f.hops = hops);
+    }
+
+    /// Makes `save` calls that landed answer an error instead, as when the
+    /// answer is lost on the way (`false`: answer as they went).
+    pub fn lose_save_answers(&self, lost: bool) {
+        self.set_faults(|f| f.lost_save_answers = lost);
+    }
+
     fn set_faults(&self, change: impl FnOnce(&mut Faults)) {
         let mut faults = self.faults();
         change(&mut faults);
-        let faulty =
-            faults.error.is_some() || faults.save_error.is_some() || faults.delay.is_some();
+        let faulty = faults.error.is_some()
+            || faults.save_error.is_some()
+            || faults.delay.is_some()
+            || faults.hops
+            || faults.lost_save_answers;
         self.counters.faulty.store(faulty, Ordering::SeqCst);
     }
 
@@ -186,6 +206,7 @@ impl<S: Store> Instrumented<S> {
         let mut faults = self.faults().clone();
         if op != StoreOp::Save {
             faults.save_error = None;
+            faults.lost_save_answers = false;
         }
         Some(faults)
     }
@@ -201,16 +222,106 @@ impl<S: Store> Instrumented<S> {
             if let Some(d) = faults.delay {
                 tokio::time::sleep(d).await;
             }
-            match faults.error.or(faults.save_error) {
-                Some(kind) => Err(StoreError::new(kind, "injected fault")),
-                None => inner.await,
+            if faults.hops {
+                tokio::task::yield_now().await;
             }
+            if let Some(kind) = faults.error.or(faults.save_error) {
+                return Err(StoreError::new(kind, "injected fault"));
+            }
+            let answer = inner.await;
+            if faults.hops {
+                tokio::task::yield_now().await;
+            }
+            if faults.lost_save_answers && answer.is_ok() {
+                return Err(StoreError::new(
+                    StoreErrorKind::Unavailable,
+                    "injected fault: the answer was lost",
+                ));
+            }
+            answer
         })
     }
 }
 
 impl<S: Store> Store for Instrumented<S> {
     forward_store!(|this| this.inner, Self::call);
+}
+
+/// A seeded pseudo-random sequence for randomized tests: the same seed makes
+/// the same choices, so a failing seed can be run again alone.
+///
+/// ```
+/// use session_core::testing::Seeded;
+///
+/// let mut a = Seeded::new(7);
+/// let mut b = Seeded::new(7);
+/// assert_eq!(a.below(100), b.below(100));
+/// assert!(a.below(3) < 3);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Seeded(u64);
+
+impl Seeded {
+    /// The sequence of `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).max(1))
+    }
+
+    /// The next number, below `n` (which must not be 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        // xorshift64
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// A future [`interleave`] polls.
+pub type Interleaved<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>>;
+
+/// Polls `futures` one poll at a time, in an order `rng` picks, letting the
+/// runtime's other tasks (a session's savers, say) run now and then, until
+/// every one is done; `between` runs before each poll (to turn faults on
+/// and off). With `drop_one_in: Some(n)`, about one poll in `n` drops its
+/// future instead, as a handler's timeout or a client gone would. Returns
+/// each future's output in order, `None` for one dropped; `None` in all if
+/// they are not all done after 200 000 polls (they wait for each other).
+///
+/// The futures are polled with a waker that does nothing: one that waits
+/// is polled again when picked again.
+pub async fn interleave<T>(
+    mut futures: Vec<Interleaved<'_, T>>,
+    rng: &mut Seeded,
+    drop_one_in: Option<u64>,
+    mut between: impl FnMut(&mut Seeded),
+) -> Option<Vec<Option<T>>> {
+    let mut done = vec![false; futures.len()];
+    let mut outputs: Vec<Option<T>> = futures.iter().map(|_| None).collect();
+    for _ in 0..200_000 {
+        if done.iter().all(|d| *d) {
+            return Some(outputs);
+        }
+        let i = usize::try_from(rng.below(futures.len() as u64)).unwrap_or(0);
+        if done[i] {
+            continue;
+        }
+        if drop_one_in.is_some_and(|n| rng.below(n) == 0) {
+            futures[i] = Box::pin(std::future::pending());
+            done[i] = true;
+            continue;
+        }
+        between(rng);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if let std::task::Poll::Ready(output) = futures[i].as_mut().poll(&mut cx) {
+            outputs[i] = Some(output);
+            done[i] = true;
+        }
+        if rng.below(3) == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    None
 }
 
 /// A minimal store: one mutex around a map, no bound, no background work. It

@@ -1172,69 +1172,18 @@ mod tests {
         assert_eq!(backing.counts().load, 2);
     }
 
-    /// A backing store whose every call lets other tasks run before it
-    /// reaches the store and again before it answers.
-    #[derive(Debug, Default)]
-    struct Hopping(MemoryStore);
-
-    async fn hop<T>(call: impl std::future::Future<Output = T>) -> T {
-        tokio::task::yield_now().await;
-        let answer = call.await;
-        tokio::task::yield_now().await;
-        answer
-    }
-
-    #[async_trait]
-    impl Store for Hopping {
-        async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
-            hop(self.0.load(id)).await
-        }
-        async fn create(&self, record: &Record) -> Result<Created, StoreError> {
-            hop(self.0.create(record)).await
-        }
-        async fn save(&self, record: &Record, expected: u64) -> Result<Saved, StoreError> {
-            hop(self.0.save(record, expected)).await
-        }
-        async fn touch(
-            &self,
-            id: &RecordId,
-            version: u64,
-            owner: Option<&str>,
-            expires_at: Timestamp,
-        ) -> Result<bool, StoreError> {
-            hop(self.0.touch(id, version, owner, expires_at)).await
-        }
-        async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
-            hop(self.0.delete(id)).await
-        }
-        async fn delete_expired(&self) -> Result<u64, StoreError> {
-            hop(self.0.delete_expired()).await
-        }
-        async fn ids_of_owner(&self, owner: &str) -> Result<Vec<RecordId>, StoreError> {
-            hop(self.0.ids_of_owner(owner)).await
-        }
-        async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError> {
-            hop(self.0.delete_owner(owner)).await
-        }
-    }
-
     /// Clients loading, saving, touching, deleting and creating two records
     /// through one cache at once, polled in a random order and some dropped
     /// midway: once they are done, memory serves exactly what the backing
     /// store holds (no older copy, no other deadline, nothing deleted).
     #[tokio::test]
     async fn random_interleavings_leave_memory_agreeing_with_the_store() {
-        use std::pin::Pin;
-        use std::task::Poll;
+        use session_core::testing::{interleave, Interleaved, Seeded};
         for seed in 1..=60000u64 {
-            let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            let mut below = move |n: u64| {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                rng % n
-            };
-            let store = CachedStore::builder(Hopping::default())
+            let mut rng = Seeded::new(seed);
+            let backing = Instrumented::new(MemoryStore::new());
+            backing.hop_around_calls(true);
+            let store = CachedStore::builder(backing)
                 .max_staleness(Duration::from_secs(60))
                 .build();
             let records = [record(), record()];
@@ -1242,10 +1191,16 @@ mod tests {
                 store.create(r).await.unwrap();
             }
             let store = &store;
-            let mut clients: Vec<Pin<Box<dyn std::future::Future<Output = ()> + '_>>> = Vec::new();
-            for _ in 0..2 + below(5) {
-                let ops: Vec<(u64, usize, u64)> = (0..1 + below(4))
-                    .map(|_| (below(12), usize::try_from(below(2)).unwrap(), below(1000)))
+            let mut clients: Vec<Interleaved<'_, ()>> = Vec::new();
+            for _ in 0..2 + rng.below(5) {
+                let ops: Vec<(u64, usize, u64)> = (0..1 + rng.below(4))
+                    .map(|_| {
+                        (
+                            rng.below(12),
+                            usize::try_from(rng.below(2)).unwrap(),
+                            rng.below(1000),
+                        )
+                    })
                     .collect();
                 let records = records.clone();
                 clients.push(Box::pin(async move {
@@ -1282,30 +1237,11 @@ mod tests {
                     }
                 }));
             }
-            let mut done = vec![false; clients.len()];
-            let mut steps = 0;
-            while done.contains(&false) {
-                steps += 1;
-                assert!(steps < 100_000, "seed {seed}: stuck");
-                let i = usize::try_from(below(clients.len() as u64)).unwrap();
-                if done[i] {
-                    continue;
-                }
-                if below(100) == 0 {
-                    // Dropped midway (a store timeout, a client gone).
-                    clients[i] = Box::pin(std::future::ready(()));
-                    done[i] = true;
-                    continue;
-                }
-                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-                if let Poll::Ready(()) = clients[i].as_mut().poll(&mut cx) {
-                    done[i] = true;
-                }
-                if below(3) == 0 {
-                    tokio::task::yield_now().await;
-                }
-            }
-            drop(clients);
+            // About one poll in a hundred drops its client midway (a store
+            // timeout, a client gone).
+            interleave(clients, &mut rng, Some(100), |_| {})
+                .await
+                .unwrap_or_else(|| panic!("seed {seed}: stuck"));
             for r in &records {
                 let stored = store.backing().load(&r.id).await.unwrap();
                 let served = store.load(&r.id).await.unwrap();
