@@ -62,10 +62,24 @@ impl Codec for MessagePack {
     }
 
     fn decode(&self, bytes: &[u8], visit: DecodeVisitor<'_>) -> Result<(), CodecError> {
-        let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
         // serde_json's own limit: a stored value nested deeper (one byte a
         // level in MessagePack) is refused before it can exhaust the stack.
-        de.set_max_depth(MAX_DEPTH);
+        let limited = || {
+            let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+            de.set_max_depth(MAX_DEPTH);
+            de
+        };
+        // rmp-serde counts the levels of arrays, maps and extensions, but
+        // not of enums: it reads a variant with data (a map of one entry)
+        // without counting, so a recursive enum (`Not(Box<Filter>)`) would
+        // nest two bytes a level until the stack overflowed. Read as
+        // `IgnoredAny`, every variant is a map that counts. A value no longer
+        // than the limit cannot nest deeper, so the common small value is
+        // read once.
+        if bytes.len() > MAX_DEPTH {
+            <serde::de::IgnoredAny as serde::Deserialize>::deserialize(&mut limited())?;
+        }
+        let mut de = limited();
         let mut erased = <dyn erased_serde::Deserializer>::erase(&mut de);
         visit(&mut erased)?;
         Ok(())
@@ -184,6 +198,37 @@ mod tests {
             .join()
             .unwrap();
         assert_eq!(decoded, (true, true));
+    }
+
+    /// Enums nest without rmp-serde counting them: a recursive enum whose
+    /// stored value wraps a hundred thousand variants (two bytes a level) is
+    /// an error on a small stack too, and one nested within the limit
+    /// decodes.
+    #[test]
+    fn deeply_nested_enums_are_refused() {
+        #[derive(Serialize, Deserialize, Debug, PartialEq)]
+        enum Filter {
+            Any,
+            Not(Box<Filter>),
+        }
+        let nested =
+            |levels: usize| (0..levels).fold(Filter::Any, |inner, _| Filter::Not(Box::new(inner)));
+        let mut deep = [0x81, 0x01].repeat(100_000);
+        deep.push(0x00);
+        let within = encode(&MessagePack, &nested(100)).unwrap();
+        assert!(within.len() > MAX_DEPTH, "long enough to be checked");
+        let decoded = std::thread::Builder::new()
+            .stack_size(512 * 1024)
+            .spawn(move || {
+                (
+                    decode::<Filter>(&MessagePack, &deep).is_err(),
+                    decode::<Filter>(&MessagePack, &within).ok(),
+                )
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(decoded, (true, Some(nested(100))));
     }
 
     #[test]

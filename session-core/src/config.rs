@@ -426,7 +426,10 @@ impl ConfigBuilder {
     /// least 1. The cap is enforced after the login, as far as the store
     /// allows: when the store fails then, the login stands (the error is
     /// logged) and the owner's next login enforces the cap; two logins at
-    /// once end only sessions older than their own, so the newest stay.
+    /// once end only sessions older than their own, so the newest stay. A
+    /// session whose id is being cycled (two records of one creation time
+    /// for a moment) counts once: other records of the owner created in the
+    /// same millisecond count as one session.
     pub fn with_max_sessions_per_owner(mut self, max: Option<usize>) -> Self {
         self.config.max_sessions_per_owner = max;
         self

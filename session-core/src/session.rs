@@ -31,6 +31,13 @@ const FLASH_PREFIX: &str = "\u{1}flash:";
 /// Longest owner key accepted by [`Session::login`], in bytes.
 pub const MAX_OWNER_LEN: usize = 512;
 
+/// Whether [`Session::login`] accepts `owner`: 1 to [`MAX_OWNER_LEN`] bytes
+/// without a NUL character, which PostgreSQL's text cannot hold (refused
+/// alike on every store).
+pub(crate) fn is_valid_owner(owner: &str) -> bool {
+    !owner.is_empty() && owner.len() <= MAX_OWNER_LEN && !owner.contains('\0')
+}
+
 /// How many fresh ids are tried when a store reports an id as taken.
 const CREATE_ATTEMPTS: u32 = 4;
 
@@ -1524,8 +1531,8 @@ impl Session {
     /// it returns is dropped midway.
     ///
     /// # Errors
-    /// [`Error::Invalid`] for an empty owner or one over
-    /// [`MAX_OWNER_LEN`] bytes, [`Error::Random`] when the OS cannot supply
+    /// [`Error::Invalid`] for an empty owner, one over [`MAX_OWNER_LEN`]
+    /// bytes or one with a NUL character, [`Error::Random`] when the OS cannot supply
     /// the new id, [`Error::Ended`] when the new session was ended during
     /// the login (its owner logged out everywhere), [`Error::Contention`] as
     /// for [`Session::cycle_id`], or a store error or timeout.
@@ -1533,9 +1540,9 @@ impl Session {
     /// # Panics
     /// As [`Session::cycle_id`].
     pub async fn login(&self, owner: &str) -> Result<()> {
-        if owner.is_empty() || owner.len() > MAX_OWNER_LEN {
+        if !is_valid_owner(owner) {
             return Err(Error::Invalid(format!(
-                "owner must be 1 to {MAX_OWNER_LEN} bytes long"
+                "owner must be 1 to {MAX_OWNER_LEN} bytes long, without NUL"
             )));
         }
         self.rotate_to_the_end(Owner::Login(owner.to_owned())).await
@@ -4598,10 +4605,21 @@ mod tests {
         conflict_next_save: Arc<AtomicBool>,
         /// The next touch first logs this owner out everywhere.
         end_owner_at_touch: Arc<std::sync::Mutex<Option<String>>>,
+        /// The next touch first runs this (another request, say).
+        before_touch: Arc<std::sync::Mutex<Option<Before>>>,
         /// Creates panic.
         panic_creates: Arc<AtomicBool>,
         /// The next save lands, then answers once this is sent.
         held_save_answer: Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>>,
+    }
+
+    /// Work a [`Hooked`] store runs before a call.
+    struct Before(futures_util::future::BoxFuture<'static, ()>);
+
+    impl std::fmt::Debug for Before {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Before")
+        }
     }
 
     impl Hooked {
@@ -4624,6 +4642,7 @@ mod tests {
                 fail_listings: Arc::default(),
                 conflict_next_save: Arc::default(),
                 end_owner_at_touch: Arc::default(),
+                before_touch: Arc::default(),
                 held_save_answer: Arc::default(),
                 panic_creates: Arc::default(),
             };
@@ -4701,6 +4720,10 @@ mod tests {
             if let Some(ended) = owner_to_end {
                 self.inner.delete_owner(&ended).await?;
             }
+            let before = self.before_touch.lock().unwrap().take();
+            if let Some(Before(before)) = before {
+                before.await;
+            }
             if self.late_touches.load(Ordering::SeqCst) {
                 let (inner, id, owner) = (self.inner.clone(), *id, owner.map(str::to_owned));
                 tokio::spawn(async move {
@@ -4774,6 +4797,62 @@ mod tests {
         let kept = value(third.commit().await.unwrap());
         let left = capped.sessions_of("alice").await.unwrap();
         assert_eq!(left, vec![Id::parse(&kept).unwrap().record_id()]);
+    }
+
+    /// A login that enforces its owner's cap while another device of the
+    /// owner cycles its id (written its new record, not yet retired the old
+    /// one) counts the cycling session once: the oldest session ends, and
+    /// the cycling one keeps going under its new id.
+    #[tokio::test]
+    async fn a_session_cycling_its_id_counts_once_under_the_owner_cap() {
+        let (f, hook) = Hooked::fixture(false, false);
+        let config = Config::builder()
+            .with_max_sessions_per_owner(Some(2))
+            .build()
+            .unwrap();
+        let capped = Manager::new(hook.clone(), config.clone()).with_clock(f.clock.clone());
+        let login = |manager: Manager| {
+            // Each login a second after the one before: creation orders them.
+            f.clock.advance(Duration::from_secs(1));
+            async move {
+                let s = manager.session_from_cookies(None::<&str>);
+                s.login("alice").await.unwrap();
+                value(s.commit().await.unwrap())
+            }
+        };
+        let oldest = login(capped.clone()).await;
+        let cycling = login(capped.clone()).await;
+        // The third login runs through the store itself, not the hooks.
+        let elsewhere = Manager::new(f.store.clone(), config).with_clock(f.clock.clone());
+        let third = login(elsewhere.clone());
+        let listed_then = Arc::new(std::sync::Mutex::new(None));
+        let listed = listed_then.clone();
+        *hook.before_touch.lock().unwrap() = Some(Before(Box::pin(async move {
+            let third = third.await;
+            let left = elsewhere.sessions_of("alice").await.unwrap();
+            *listed.lock().unwrap() = Some((third, left));
+        })));
+        let s = capped.session_from_cookies(Some(format!("session={cycling}").as_str()));
+        s.cycle_id().await.unwrap();
+        let cycled = value(s.commit().await.unwrap());
+        let (third, left_then) = listed_then.lock().unwrap().take().expect("touched");
+        let rid = |cookie: &str| Id::parse(cookie).unwrap().record_id();
+        let mut expected = vec![rid(&cycling), rid(&cycled), rid(&third)];
+        expected.sort();
+        let mut left_then = left_then;
+        left_then.sort();
+        assert_eq!(left_then, expected, "only the oldest session ends");
+        let mut left = capped.sessions_of("alice").await.unwrap();
+        left.sort();
+        let mut expected = vec![rid(&cycled), rid(&third)];
+        expected.sort();
+        assert_eq!(left, expected);
+        for cookie in [&cycled, &third] {
+            let s = capped.session_from_cookies(Some(format!("session={cookie}").as_str()));
+            assert_eq!(s.owner().await.unwrap().as_deref(), Some("alice"));
+        }
+        let s = capped.session_from_cookies(Some(format!("session={oldest}").as_str()));
+        assert_eq!(s.owner().await.unwrap(), None, "the oldest ended");
     }
 
     /// Two logins of one owner at once under a cap of one (a double-clicked
@@ -5728,6 +5807,17 @@ mod tests {
             f.open(None).login(&long).await,
             Err(Error::Invalid(_))
         ));
+        // PostgreSQL's text cannot hold NUL: refused on every store alike,
+        // and such an owner has no sessions to list or end.
+        assert!(matches!(
+            f.open(None).login("ali\0ce").await,
+            Err(Error::Invalid(_))
+        ));
+        let before = f.store.counts();
+        assert!(f.manager.sessions_of("ali\0ce").await.unwrap().is_empty());
+        assert!(f.manager.load_sessions_of("").await.unwrap().is_empty());
+        assert_eq!(f.manager.destroy_all_of(&long).await.unwrap(), 0);
+        assert_eq!(f.store.counts().total(), before.total(), "no store call");
     }
 
     /// Logging out keeps the session's data under a new id without an

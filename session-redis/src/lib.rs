@@ -915,9 +915,11 @@ fn pxat(deadline: Timestamp) -> i64 {
 const OWNER_ROUNDS: usize = 8;
 
 impl RedisStore {
-    /// The owner's index entries, as ids.
+    /// The owner's index entries, as ids. A member that is not an id (not
+    /// even UTF-8: written by something else) is skipped, so that it cannot
+    /// keep the owner's sessions from being listed or ended.
     async fn owner_entries(&self, owner: &str) -> Result<Vec<RecordId>, StoreError> {
-        let members: Vec<String> = redis::cmd("ZRANGE")
+        let members: Vec<Vec<u8>> = redis::cmd("ZRANGE")
             .arg(self.owner_key(owner))
             .arg(0)
             .arg(-1)
@@ -926,7 +928,7 @@ impl RedisStore {
             .map_err(command("list owner"))?;
         Ok(members
             .iter()
-            .filter_map(|m| RecordId::parse(m).ok())
+            .filter_map(|m| RecordId::parse(std::str::from_utf8(m).ok()?).ok())
             .collect())
     }
 
@@ -1248,6 +1250,31 @@ mod tests {
             assert_eq!(left, want);
             forget(&store, "carol").await;
         }
+    }
+
+    /// A member of an owner's index that is not an id, not even UTF-8
+    /// (written by something else), is skipped: the owner's sessions are
+    /// still listed and ended.
+    #[tokio::test]
+    async fn a_foreign_index_member_keeps_no_session_from_being_listed_or_ended() {
+        let Some(store) = store().await else {
+            return;
+        };
+        let (r, _) = created_for_alice(&store).await;
+        let far = (Timestamp::now() + std::time::Duration::from_secs(3600)).unix_millis();
+        let _: i64 = redis::cmd("ZADD")
+            .arg(store.owner_key("alice"))
+            .arg(far)
+            .arg(&b"\xff\xfe not an id"[..])
+            .arg(far)
+            .arg("not an id either")
+            .query_async(&mut store.conn.clone())
+            .await
+            .expect("foreign members");
+        assert_eq!(store.ids_of_owner("alice").await.expect("list"), vec![r.id]);
+        assert_eq!(store.delete_owner("alice").await.expect("delete owner"), 1);
+        assert_eq!(store.load(&r.id).await.expect("load"), None);
+        forget(&store, "alice").await;
     }
 
     #[tokio::test]

@@ -459,7 +459,17 @@ macro_rules! sql_store {
                 .map_err($crate::query_error("list owner"))?;
                 let mut ids = Vec::with_capacity(rows.len());
                 for row in rows {
-                    let bytes: Vec<u8> = row.try_get(0).map_err($crate::query_error("list owner"))?;
+                    let bytes: Vec<u8> = match row.try_get(0) {
+                        Ok(bytes) => bytes,
+                        // On SQLite an id of the wrong type (an edit by hand)
+                        // is a malformed id, as in `load`: skipped, so that it
+                        // cannot keep the owner's sessions from being listed.
+                        Err(e) if self.queries.dynamic_types => {
+                            tracing::warn!(error = %e, "session row with a malformed id; skipped");
+                            continue;
+                        }
+                        Err(e) => return Err($crate::query_error("list owner")(e)),
+                    };
                     match <[u8; 32]>::try_from(bytes.as_slice()) {
                         Ok(b) => ids.push(session_core::RecordId::from_bytes(b)),
                         Err(_) => tracing::warn!("session row with a malformed id; skipped"),

@@ -465,6 +465,30 @@ async fn a_row_with_a_mistyped_column_is_no_session() {
     assert_eq!(store.load(&r.id).await.expect("load"), None);
 }
 
+/// An owner's row whose id is of the wrong type (an edit by hand) is left
+/// out of the owner's listing instead of failing it: the owner's other
+/// sessions are still listed.
+#[tokio::test]
+async fn a_row_with_a_mistyped_id_is_left_out_of_its_owners_listing() {
+    let store = support::sqlite_memory().await;
+    let mut mistyped = record(Duration::from_secs(3600));
+    mistyped.owner = Some("alice".into());
+    let mut kept = record(Duration::from_secs(3600));
+    kept.owner = Some("alice".into());
+    for r in [&mistyped, &kept] {
+        store.create(r).await.expect("create");
+    }
+    sqlx::query("UPDATE sessions SET id = 42 WHERE id = ?")
+        .bind(&mistyped.id.as_bytes()[..])
+        .execute(store.pool())
+        .await
+        .expect("corrupt it");
+    assert_eq!(
+        store.ids_of_owner("alice").await.expect("list"),
+        vec![kept.id]
+    );
+}
+
 /// A row whose `version` column disagrees with its record (an edit by hand, a
 /// partial restore) could never be saved again: it is no session.
 #[tokio::test]
