@@ -955,7 +955,9 @@ impl Session {
     /// another request ended the session, [`Error::Value`] when the stored value
     /// does not decode as `T` or the new one does not encode,
     /// [`Error::Random`] when the OS cannot supply an id for a new session, or
-    /// a store error.
+    /// a store error or timeout ([`Error::Timeout`] also when the record's
+    /// turn, held by other updates in their store calls, does not come
+    /// within the store timeout: nothing was written).
     ///
     /// # Panics
     /// Outside a Tokio runtime, when the save goes through a task of its own
@@ -994,7 +996,7 @@ impl Session {
             let mut turn = match lock.try_lock() {
                 Ok(turn) => turn,
                 Err(_) => {
-                    let mut turn = lock.lock().await;
+                    let mut turn = Box::pin(self.wait_for_turn(lock)).await?;
                     turn.contended();
                     turn
                 }
@@ -1190,6 +1192,32 @@ impl Session {
     /// last or, if `may_reuse_read`, the one this request read, whichever is
     /// newer, if still live; else loaded. `None` if the session does not
     /// exist. After a conflict the request's copy is known to be stale.
+    /// Waits for a record's turn, held by another update (of this record
+    /// or of one sharing the turn) in a store call. Bounded by the store
+    /// timeout as a store call is: each holder's call is, but updates
+    /// queued before this one (many requests on one record, or on records
+    /// that share its turn) could otherwise keep it waiting far longer.
+    /// Nothing is written then.
+    async fn wait_for_turn<'t>(
+        &self,
+        lock: &'t tokio::sync::Mutex<Turn>,
+    ) -> Result<tokio::sync::MutexGuard<'t, Turn>> {
+        let after = self.manager().inner.config.store_timeout;
+        crate::deadline::within(after, lock.lock())
+            .await
+            .map_err(|_| {
+                tracing::error!(
+                    ?after,
+                    "an update waited for its session's turn longer than the store timeout"
+                );
+                observe::count("session_store_timeouts_total", 1);
+                Error::Timeout {
+                    op: "free the session's turn",
+                    after,
+                }
+            })
+    }
+
     async fn latest(
         &self,
         turn: &mut Turn,
@@ -2603,6 +2631,35 @@ mod tests {
                 "{name}'s future takes {size} bytes (at most {most})"
             );
         }
+    }
+
+    /// An update that cannot get its record's turn (held by a store call
+    /// that other updates queue behind) gives up after the store timeout,
+    /// as a store call does, instead of waiting without a bound; it writes
+    /// nothing, and the next update, once the turn is free, goes through.
+    #[tokio::test(start_paused = true)]
+    async fn an_update_waits_for_its_turn_no_longer_than_the_store_timeout() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        let rid = Id::parse(&cookie).unwrap().record_id();
+        let after = f.manager.config().store_timeout();
+        let s = f.open(Some(&cookie));
+        let held = f.manager.record_lock(&rid).lock().await;
+        let started = tokio::time::Instant::now();
+        let waited = tokio::time::timeout(after * 3, s.increment("n", 1)).await;
+        assert!(
+            matches!(waited, Ok(Err(Error::Timeout { .. }))),
+            "{waited:?}"
+        );
+        assert!(
+            started.elapsed() >= after,
+            "gave up before the store timeout"
+        );
+        drop(held);
+        assert_eq!(f.n(&cookie).await, None, "nothing was written");
+        assert_eq!(s.increment("n", 1).await.unwrap(), 1);
+        s.commit().await.unwrap();
+        assert_eq!(f.n(&cookie).await, Some(1));
     }
 
     #[tokio::test]
