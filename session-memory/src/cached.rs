@@ -71,6 +71,9 @@ pub struct CachedStore<S> {
     /// of record ids: a load or write that reached the backing store before
     /// a burial in its shard does not cache what it read or wrote.
     burials: Box<[AtomicU64; BURIAL_SHARDS]>,
+    /// How many invalidation predicates a burial left to moka.
+    #[cfg(test)]
+    predicates: AtomicU64,
 }
 
 /// Shards of [`CachedStore::burials`]: a burial only keeps loads of its own
@@ -197,6 +200,8 @@ impl<S: Store> CachedStoreBuilder<S> {
             backing: self.backing,
             cache,
             burials: Box::new(std::array::from_fn(|_| AtomicU64::new(0))),
+            #[cfg(test)]
+            predicates: AtomicU64::new(0),
         }
     }
 }
@@ -208,14 +213,25 @@ impl<S> CachedStore<S> {
     }
 
     /// Counts a burial of `ending` without waiting, and drops what memory
-    /// holds of it by a predicate moka applies to every entry written before
-    /// (the last step of a logout everywhere, and of a delete dropped half
-    /// way).
+    /// holds of it (the last step of a logout everywhere, and of a write
+    /// dropped half way): one session at once, as a rule, else by a
+    /// predicate moka applies to every entry written before.
+    ///
+    /// moka keeps a predicate until its upkeep has checked every entry, and
+    /// checks each on every read until then: one per write dropped (a store
+    /// timeout, during a slowdown, at any rate of requests) would make
+    /// every cached read slower the longer the backing store stays slow.
     fn bury_now(&self, ending: &Ending<'_>) {
         let Some(cache) = &self.cache else { return };
         let registered = match *ending {
             Ending::Id(id) => {
                 self.burials(id).fetch_add(1, Ordering::SeqCst);
+                // moka's removal is done on the first poll unless an earlier
+                // interrupted operation holds it up; dropped then, moka
+                // finishes what it began, and the predicate covers the rest.
+                if futures_util::FutureExt::now_or_never(cache.invalidate(id)).is_some() {
+                    return;
+                }
                 let id = *id;
                 cache.invalidate_entries_if(move |key, _| *key == id)
             }
@@ -229,6 +245,8 @@ impl<S> CachedStore<S> {
                 })
             }
         };
+        #[cfg(test)]
+        self.predicates.fetch_add(1, Ordering::SeqCst);
         if registered.is_err() {
             // Closures are enabled at build time, so this cannot happen;
             // dropping everything is the safe answer if it ever does.
@@ -853,6 +871,41 @@ mod tests {
         // Nor does a load that read the record before the touch cache it.
         a.remember(&r, Replace::Older, seen).await;
         assert_eq!(a.load(&r.id).await.unwrap(), None);
+    }
+
+    /// Writes dropped half way (store timeouts during a slowdown) each
+    /// drop their session's copy at once, and leave moka no invalidation
+    /// predicate, which every cached read would check until moka's upkeep
+    /// went through the whole cache.
+    #[tokio::test]
+    async fn dropped_writes_leave_moka_no_predicates() {
+        let backing = Instrumented::new(MemoryStore::new());
+        let cached = CachedStore::builder(backing.clone())
+            .max_staleness(Duration::from_secs(60))
+            .build();
+        let records: Vec<Record> = (0..100).map(|_| record()).collect();
+        for r in &records {
+            cached.create(r).await.unwrap();
+            assert!(cached.load(&r.id).await.unwrap().is_some(), "cached");
+        }
+        backing.delay(Some(Duration::from_secs(3600)));
+        for r in &records {
+            let mut next = r.clone();
+            next.version += 1;
+            let saving = tokio::time::timeout(Duration::from_millis(1), cached.save(&next, 0));
+            assert!(saving.await.is_err(), "the save answered");
+        }
+        assert_eq!(cached.predicates.load(Ordering::SeqCst), 0);
+        backing.delay(None);
+        let before = backing.counts().load;
+        for r in &records {
+            assert!(cached.load(&r.id).await.unwrap().is_some());
+        }
+        assert_eq!(
+            backing.counts().load - before,
+            100,
+            "a dropped save left its copy in memory"
+        );
     }
 
     /// A save dropped once it took effect leaves no older copy served.
