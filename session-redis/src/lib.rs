@@ -100,7 +100,7 @@ use std::future::Future;
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
-use futures_util::future::join_all;
+use futures_util::stream::{self, StreamExt};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, Script, ScriptInvocation, Value};
@@ -886,7 +886,10 @@ impl Store for RedisStore {
         // the entry before it writes, and on a Cluster the two keys live on
         // different nodes), and removing it would hide that session from its
         // owner's logout. Such entries leave the index at their deadline.
-        let checks = join_all(ids.iter().map(|id| self.fetch(id, "read owner"))).await;
+        // Made before the first is awaited: a closure kept across the wait
+        // would make this future's `Send` depend on a borrow's lifetime.
+        let checks: Vec<_> = ids.iter().map(|id| self.fetch(id, "read owner")).collect();
+        let checks = in_turns(checks).await;
         let mut live = Vec::with_capacity(ids.len());
         for (id, found) in ids.into_iter().zip(checks) {
             if found?.is_some_and(|v| {
@@ -907,6 +910,21 @@ impl Store for RedisStore {
 /// the epoch, and any instant in the past expires the key alike.
 fn pxat(deadline: Timestamp) -> i64 {
     deadline.unix_millis().max(1)
+}
+
+/// How many commands of one owner's listing or "log out everywhere" are in
+/// flight at once. An owner can have thousands of sessions (a client that
+/// logs in on every call and keeps no cookie): sent all at once, they would
+/// queue on the shared connection ahead of every other request's command.
+const OWNER_CALLS_IN_FLIGHT: usize = 32;
+
+/// Runs `calls` with at most [`OWNER_CALLS_IN_FLIGHT`] in flight, and
+/// answers in their order.
+async fn in_turns<F: Future>(calls: Vec<F>) -> Vec<F::Output> {
+    stream::iter(calls)
+        .buffered(OWNER_CALLS_IN_FLIGHT)
+        .collect()
+        .await
 }
 
 /// How many times [`RedisStore`]'s `delete_owner` lists the owner's index at
@@ -962,19 +980,22 @@ impl RedisStore {
             if ids.is_empty() {
                 break;
             }
-            let deletions = join_all(ids.iter().map(|id| {
-                let mut conn = self.conn.clone();
-                let key = self.key(id);
-                async move {
-                    DELETE_IF_OWNER
-                        .key(key)
-                        .arg(owner)
-                        .invoke_async::<i64>(&mut conn)
-                        .await
-                        .map_err(command("delete owner"))
-                }
-            }))
-            .await;
+            let deletions: Vec<_> = ids
+                .iter()
+                .map(|id| {
+                    let mut conn = self.conn.clone();
+                    let key = self.key(id);
+                    async move {
+                        DELETE_IF_OWNER
+                            .key(key)
+                            .arg(owner)
+                            .invoke_async::<i64>(&mut conn)
+                            .await
+                            .map_err(command("delete owner"))
+                    }
+                })
+                .collect();
+            let deletions = in_turns(deletions).await;
             // The entries stay, to leave at their deadline: a missing record
             // or another owner's may be a create or a login's save on its way
             // (see `ids_of_owner`), and even the entry of a record deleted
@@ -1053,6 +1074,28 @@ mod tests {
             .query_async(&mut store.conn.clone())
             .await
             .expect("clean up");
+    }
+
+    /// An owner's calls go out a bounded number at a time, and answer in
+    /// their order.
+    #[tokio::test]
+    async fn an_owners_calls_are_in_flight_a_few_at_a_time() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (now, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let calls = (0..200).map(|i| {
+            let (now, most) = (&now, &most);
+            async move {
+                most.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                i
+            }
+        });
+        assert_eq!(
+            in_turns(calls.collect()).await,
+            (0..200).collect::<Vec<_>>()
+        );
+        assert_eq!(most.load(Ordering::SeqCst), OWNER_CALLS_IN_FLIGHT);
     }
 
     #[test]
@@ -1250,6 +1293,35 @@ mod tests {
             assert_eq!(left, want);
             forget(&store, "carol").await;
         }
+    }
+
+    /// An owner with more sessions than go out at once has all of them
+    /// listed, and ended, and no other owner's.
+    #[tokio::test]
+    async fn an_owner_with_many_sessions_has_each_listed_and_ended() {
+        let Some(store) = store().await else {
+            return;
+        };
+        let mut ids = Vec::new();
+        for _ in 0..3 * OWNER_CALLS_IN_FLIGHT + 1 {
+            ids.push(created_for_alice(&store).await.0.id);
+        }
+        let mut bob = session_core::testing::sample_record();
+        bob.owner = Some("bob".into());
+        assert_eq!(store.create(&bob).await.expect("create"), Created::Created);
+        let mut listed = store.ids_of_owner("alice").await.expect("list");
+        listed.sort();
+        ids.sort();
+        assert_eq!(listed, ids);
+        assert_eq!(
+            store.delete_owner("alice").await.expect("delete owner"),
+            ids.len() as u64
+        );
+        assert!(store.ids_of_owner("alice").await.expect("list").is_empty());
+        assert_eq!(store.ids_of_owner("bob").await.expect("list"), vec![bob.id]);
+        store.delete(&bob.id).await.expect("delete");
+        forget(&store, "alice").await;
+        forget(&store, "bob").await;
     }
 
     /// A member of an owner's index that is not an id, not even UTF-8
