@@ -427,9 +427,9 @@ impl ConfigBuilder {
     /// allows: when the store fails then, the login stands (the error is
     /// logged) and the owner's next login enforces the cap; two logins at
     /// once end only sessions older than their own, so the newest stay. A
-    /// session whose id is being cycled (two records of one creation time
-    /// for a moment) counts once: other records of the owner created in the
-    /// same millisecond count as one session.
+    /// known limit: a session whose id another request is cycling at that
+    /// moment is two records (old and new) until the old one is retired,
+    /// counts twice, and may be the one to end.
     pub fn with_max_sessions_per_owner(mut self, max: Option<usize>) -> Self {
         self.config.max_sessions_per_owner = max;
         self

@@ -65,7 +65,9 @@ pub enum Error {
     #[error("the session was ended by another request; nothing was written back")]
     Ended,
     /// A save lost the compare-and-set race more times than the configured
-    /// retries, because many requests write the same session at once.
+    /// retries, because many requests write the same session at once; or an
+    /// update waited for its session's turn (held by other updates in their
+    /// store calls) longer than the store timeout. Nothing was written.
     #[error("session save gave up after {attempts} conflicting concurrent writes")]
     Contention {
         /// How many saves were attempted.

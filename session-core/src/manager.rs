@@ -252,15 +252,10 @@ impl Manager {
 
     /// The record ids of every live session of `owner` (see
     /// [`Session::login`]); [`Manager::load_sessions_of`] loads them too.
-    /// An owner that `login` refuses (empty, too long, with a NUL) has none,
-    /// without a store call.
     ///
     /// # Errors
     /// [`Error::Store`] or [`Error::Timeout`].
     pub async fn sessions_of(&self, owner: &str) -> Result<Vec<RecordId>> {
-        if !crate::session::is_valid_owner(owner) {
-            return Ok(Vec::new());
-        }
         self.call("list owner", self.inner.store.ids_of_owner(owner))
             .await
     }
@@ -345,15 +340,11 @@ impl Manager {
 
     /// Ends every session of `owner` ("log out everywhere") and returns how
     /// many there were. Requests using one of them at the same moment write
-    /// nothing back. An owner that [`Session::login`] refuses has none to
-    /// end (0, without a store call).
+    /// nothing back.
     ///
     /// # Errors
     /// [`Error::Store`] or [`Error::Timeout`].
     pub async fn destroy_all_of(&self, owner: &str) -> Result<u64> {
-        if !crate::session::is_valid_owner(owner) {
-            return Ok(0);
-        }
         let n = self
             .call("delete owner", self.inner.store.delete_owner(owner))
             .await?;
@@ -393,13 +384,6 @@ impl Manager {
     /// others only those older than `keep` end. Two logins of one owner at
     /// once each see the other's session; neither ends one newer than its
     /// own, so the newest survives instead of each ending the other's.
-    ///
-    /// Other records of the owner created at the same instant count as one
-    /// session and end together: a session whose id another request is
-    /// cycling is two records until the old one is retired, and `cycle_id`
-    /// keeps the creation time. Counted twice, it would end one session
-    /// too many, or the cycling one's new record alone (its client then
-    /// lost the session while another over the cap stayed).
     async fn end_sessions_over_cap(
         &self,
         owner: &str,
@@ -415,24 +399,17 @@ impl Manager {
         }
         let now = self.now();
         let mine = (created_at, *keep);
-        let mut others = Vec::with_capacity(ids.len());
+        let mut all = vec![mine];
         for id in ids.iter().filter(|id| *id != keep) {
             let found = self.call("load", self.inner.store.load(id)).await?;
             if let Some(record) = found.filter(|r| r.id == *id && self.is_owned_by(r, owner, now)) {
-                others.push((record.created_at, *id));
+                all.push((record.created_at, *id));
             }
         }
-        // Oldest first, a session's records together; with this login's own
-        // session, the last `cap` stay.
-        others.sort_unstable();
-        let sessions: Vec<_> = others.chunk_by(|a, b| a.0 == b.0).collect();
-        let over = (sessions.len() + 1).saturating_sub(cap);
-        let older = sessions.partition_point(|records| records[0] < mine);
-        let ending: Vec<RecordId> = sessions[..over.min(older)]
-            .iter()
-            .flat_map(|records| records.iter().map(|&(_, id)| id))
-            .collect();
-        for id in ending {
+        // Oldest first; the last `cap` stay.
+        all.sort();
+        let over = all.len().saturating_sub(cap);
+        for (_, id) in all.into_iter().take(over).filter(|older| *older < mine) {
             self.destroy_record(&id).await?;
             tracing::info!(id = %id.short(), "session ended: its owner is over the session cap");
         }

@@ -955,14 +955,17 @@ impl Session {
     /// another request ended the session, [`Error::Value`] when the stored value
     /// does not decode as `T` or the new one does not encode,
     /// [`Error::Random`] when the OS cannot supply an id for a new session, or
-    /// a store error or timeout ([`Error::Timeout`] also when the record's
-    /// turn, held by other updates in their store calls, does not come
-    /// within the store timeout: nothing was written).
+    /// a store error or timeout. [`Error::Contention`] too when the
+    /// record's turn, held by other updates in their store calls, does not
+    /// come within the store timeout (nothing was written): each step of an
+    /// update (the wait for the turn, a load, the save) is bounded by the
+    /// store timeout, not the update as a whole.
     ///
     /// # Panics
     /// Outside a Tokio runtime, when the save goes through a task of its own
     /// (on a store that gathers updates, or for an update that carries the
-    /// request's earlier deferred writes).
+    /// request's earlier deferred writes), or when it has to wait for its
+    /// record's turn.
     pub async fn update<T, F>(&self, key: &str, mut f: F) -> Result<T>
     where
         T: Serialize + DeserializeOwned,
@@ -996,7 +999,8 @@ impl Session {
             let mut turn = match lock.try_lock() {
                 Ok(turn) => turn,
                 Err(_) => {
-                    let mut turn = Box::pin(self.wait_for_turn(lock)).await?;
+                    let attempts = conflicts.saturating_add(1);
+                    let mut turn = Box::pin(self.wait_for_turn(lock, attempts)).await?;
                     turn.contended();
                     turn
                 }
@@ -1188,36 +1192,33 @@ impl Session {
         Ok((new, own, state.log.end()))
     }
 
-    /// The freshest copy of record `rid` this process has: the one it saved
-    /// last or, if `may_reuse_read`, the one this request read, whichever is
-    /// newer, if still live; else loaded. `None` if the session does not
-    /// exist. After a conflict the request's copy is known to be stale.
     /// Waits for a record's turn, held by another update (of this record
-    /// or of one sharing the turn) in a store call. Bounded by the store
-    /// timeout as a store call is: each holder's call is, but updates
-    /// queued before this one (many requests on one record, or on records
-    /// that share its turn) could otherwise keep it waiting far longer.
-    /// Nothing is written then.
+    /// or of one sharing the turn) in a store call, at most the store
+    /// timeout: each holder's call is bounded by it, but the updates queued
+    /// before this one (many requests on one record, or on records that
+    /// share its turn) are not. Then [`Error::Contention`] (`attempts`, this
+    /// update's attempts so far), with nothing written.
     async fn wait_for_turn<'t>(
         &self,
         lock: &'t tokio::sync::Mutex<Turn>,
+        attempts: u32,
     ) -> Result<tokio::sync::MutexGuard<'t, Turn>> {
         let after = self.manager().inner.config.store_timeout;
         crate::deadline::within(after, lock.lock())
             .await
             .map_err(|_| {
-                tracing::error!(
+                tracing::warn!(
                     ?after,
                     "an update waited for its session's turn longer than the store timeout"
                 );
-                observe::count("session_store_timeouts_total", 1);
-                Error::Timeout {
-                    op: "free the session's turn",
-                    after,
-                }
+                Error::Contention { attempts }
             })
     }
 
+    /// The freshest copy of record `rid` this process has: the one it saved
+    /// last or, if `may_reuse_read`, the one this request read, whichever is
+    /// newer, if still live; else loaded. `None` if the session does not
+    /// exist. After a conflict the request's copy is known to be stale.
     async fn latest(
         &self,
         turn: &mut Turn,
@@ -2648,7 +2649,7 @@ mod tests {
         let started = tokio::time::Instant::now();
         let waited = tokio::time::timeout(after * 3, s.increment("n", 1)).await;
         assert!(
-            matches!(waited, Ok(Err(Error::Timeout { .. }))),
+            matches!(waited, Ok(Err(Error::Contention { attempts: 1 }))),
             "{waited:?}"
         );
         assert!(
@@ -4662,21 +4663,10 @@ mod tests {
         conflict_next_save: Arc<AtomicBool>,
         /// The next touch first logs this owner out everywhere.
         end_owner_at_touch: Arc<std::sync::Mutex<Option<String>>>,
-        /// The next touch first runs this (another request, say).
-        before_touch: Arc<std::sync::Mutex<Option<Before>>>,
         /// Creates panic.
         panic_creates: Arc<AtomicBool>,
         /// The next save lands, then answers once this is sent.
         held_save_answer: Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>>,
-    }
-
-    /// Work a [`Hooked`] store runs before a call.
-    struct Before(futures_util::future::BoxFuture<'static, ()>);
-
-    impl std::fmt::Debug for Before {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("Before")
-        }
     }
 
     impl Hooked {
@@ -4699,7 +4689,6 @@ mod tests {
                 fail_listings: Arc::default(),
                 conflict_next_save: Arc::default(),
                 end_owner_at_touch: Arc::default(),
-                before_touch: Arc::default(),
                 held_save_answer: Arc::default(),
                 panic_creates: Arc::default(),
             };
@@ -4777,10 +4766,6 @@ mod tests {
             if let Some(ended) = owner_to_end {
                 self.inner.delete_owner(&ended).await?;
             }
-            let before = self.before_touch.lock().unwrap().take();
-            if let Some(Before(before)) = before {
-                before.await;
-            }
             if self.late_touches.load(Ordering::SeqCst) {
                 let (inner, id, owner) = (self.inner.clone(), *id, owner.map(str::to_owned));
                 tokio::spawn(async move {
@@ -4854,62 +4839,6 @@ mod tests {
         let kept = value(third.commit().await.unwrap());
         let left = capped.sessions_of("alice").await.unwrap();
         assert_eq!(left, vec![Id::parse(&kept).unwrap().record_id()]);
-    }
-
-    /// A login that enforces its owner's cap while another device of the
-    /// owner cycles its id (written its new record, not yet retired the old
-    /// one) counts the cycling session once: the oldest session ends, and
-    /// the cycling one keeps going under its new id.
-    #[tokio::test]
-    async fn a_session_cycling_its_id_counts_once_under_the_owner_cap() {
-        let (f, hook) = Hooked::fixture(false, false);
-        let config = Config::builder()
-            .with_max_sessions_per_owner(Some(2))
-            .build()
-            .unwrap();
-        let capped = Manager::new(hook.clone(), config.clone()).with_clock(f.clock.clone());
-        let login = |manager: Manager| {
-            // Each login a second after the one before: creation orders them.
-            f.clock.advance(Duration::from_secs(1));
-            async move {
-                let s = manager.session_from_cookies(None::<&str>);
-                s.login("alice").await.unwrap();
-                value(s.commit().await.unwrap())
-            }
-        };
-        let oldest = login(capped.clone()).await;
-        let cycling = login(capped.clone()).await;
-        // The third login runs through the store itself, not the hooks.
-        let elsewhere = Manager::new(f.store.clone(), config).with_clock(f.clock.clone());
-        let third = login(elsewhere.clone());
-        let listed_then = Arc::new(std::sync::Mutex::new(None));
-        let listed = listed_then.clone();
-        *hook.before_touch.lock().unwrap() = Some(Before(Box::pin(async move {
-            let third = third.await;
-            let left = elsewhere.sessions_of("alice").await.unwrap();
-            *listed.lock().unwrap() = Some((third, left));
-        })));
-        let s = capped.session_from_cookies(Some(format!("session={cycling}").as_str()));
-        s.cycle_id().await.unwrap();
-        let cycled = value(s.commit().await.unwrap());
-        let (third, left_then) = listed_then.lock().unwrap().take().expect("touched");
-        let rid = |cookie: &str| Id::parse(cookie).unwrap().record_id();
-        let mut expected = vec![rid(&cycling), rid(&cycled), rid(&third)];
-        expected.sort();
-        let mut left_then = left_then;
-        left_then.sort();
-        assert_eq!(left_then, expected, "only the oldest session ends");
-        let mut left = capped.sessions_of("alice").await.unwrap();
-        left.sort();
-        let mut expected = vec![rid(&cycled), rid(&third)];
-        expected.sort();
-        assert_eq!(left, expected);
-        for cookie in [&cycled, &third] {
-            let s = capped.session_from_cookies(Some(format!("session={cookie}").as_str()));
-            assert_eq!(s.owner().await.unwrap().as_deref(), Some("alice"));
-        }
-        let s = capped.session_from_cookies(Some(format!("session={oldest}").as_str()));
-        assert_eq!(s.owner().await.unwrap(), None, "the oldest ended");
     }
 
     /// Two logins of one owner at once under a cap of one (a double-clicked
@@ -5864,17 +5793,11 @@ mod tests {
             f.open(None).login(&long).await,
             Err(Error::Invalid(_))
         ));
-        // PostgreSQL's text cannot hold NUL: refused on every store alike,
-        // and such an owner has no sessions to list or end.
+        // PostgreSQL's text cannot hold NUL: refused on every store alike.
         assert!(matches!(
             f.open(None).login("ali\0ce").await,
             Err(Error::Invalid(_))
         ));
-        let before = f.store.counts();
-        assert!(f.manager.sessions_of("ali\0ce").await.unwrap().is_empty());
-        assert!(f.manager.load_sessions_of("").await.unwrap().is_empty());
-        assert_eq!(f.manager.destroy_all_of(&long).await.unwrap(), 0);
-        assert_eq!(f.store.counts().total(), before.total(), "no store call");
     }
 
     /// Logging out keeps the session's data under a new id without an

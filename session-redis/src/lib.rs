@@ -919,12 +919,16 @@ fn pxat(deadline: Timestamp) -> i64 {
 const OWNER_CALLS_IN_FLIGHT: usize = 32;
 
 /// Runs `calls` with at most [`OWNER_CALLS_IN_FLIGHT`] in flight, and
-/// answers in their order.
+/// answers in their order. The next call starts when any has answered, not
+/// the oldest: one slow node of a Cluster does not hold up the rest.
 async fn in_turns<F: Future>(calls: Vec<F>) -> Vec<F::Output> {
-    stream::iter(calls)
-        .buffered(OWNER_CALLS_IN_FLIGHT)
+    let mut answers: Vec<(usize, F::Output)> = stream::iter(calls.into_iter().enumerate())
+        .map(|(i, call)| async move { (i, call.await) })
+        .buffer_unordered(OWNER_CALLS_IN_FLIGHT)
         .collect()
-        .await
+        .await;
+    answers.sort_unstable_by_key(|(i, _)| *i);
+    answers.into_iter().map(|(_, answer)| answer).collect()
 }
 
 /// How many times [`RedisStore`]'s `delete_owner` lists the owner's index at
@@ -1076,25 +1080,45 @@ mod tests {
             .expect("clean up");
     }
 
-    /// An owner's calls go out a bounded number at a time, and answer in
-    /// their order.
+    /// An owner's calls go out a bounded number at a time, a slow one does
+    /// not hold up the others, and they answer in their order.
     #[tokio::test]
     async fn an_owners_calls_are_in_flight_a_few_at_a_time() {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let (now, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let (slow_tx, slow_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut slow_rx = Some(slow_rx);
+        let done = AtomicUsize::new(0);
         let calls = (0..200).map(|i| {
-            let (now, most) = (&now, &most);
+            let (now, most, done) = (&now, &most, &done);
+            let mut slow = if i == 0 { slow_rx.take() } else { None };
             async move {
                 most.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
-                tokio::task::yield_now().await;
+                match slow.take() {
+                    // The first call answers only once all the others have.
+                    Some(rx) => rx.await.unwrap(),
+                    None => tokio::task::yield_now().await,
+                }
                 now.fetch_sub(1, Ordering::SeqCst);
+                done.fetch_add(1, Ordering::SeqCst);
                 i
             }
         });
-        assert_eq!(
-            in_turns(calls.collect()).await,
-            (0..200).collect::<Vec<_>>()
-        );
+        let calls: Vec<_> = calls.collect();
+        let release = async {
+            for _ in 0..10_000 {
+                if done.load(Ordering::SeqCst) == 199 {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            let before_the_slow_one = done.load(Ordering::SeqCst);
+            slow_tx.send(()).unwrap();
+            before_the_slow_one
+        };
+        let (answers, before_the_slow_one) = tokio::join!(in_turns(calls), release);
+        assert_eq!(before_the_slow_one, 199, "the slow call held up the rest");
+        assert_eq!(answers, (0..200).collect::<Vec<_>>());
         assert_eq!(most.load(Ordering::SeqCst), OWNER_CALLS_IN_FLIGHT);
     }
 
