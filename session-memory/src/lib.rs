@@ -477,7 +477,16 @@ impl Store for MemoryStore {
     }
 
     async fn delete_expired(&self) -> Result<u64, StoreError> {
-        Ok(self.sweep())
+        // A shard at a time, letting other tasks run between shards: on a
+        // large store the whole sweep would hold the worker thread, and a
+        // `Sweeper`'s limit could not stop it part way.
+        let now = Timestamp::now().unix_millis();
+        let mut swept = 0;
+        for shard in self.inner.shards.iter() {
+            swept += lock(shard).sweep(now, &self.inner.owners);
+            tokio::task::yield_now().await;
+        }
+        Ok(swept)
     }
 
     async fn ids_of_owner(&self, owner: &str) -> Result<Vec<RecordId>, StoreError> {
@@ -762,7 +771,14 @@ mod tests {
         store.create(&record(10)).await.unwrap();
         assert_eq!(store.len(), 2);
         tokio::time::sleep(Duration::from_millis(80)).await;
-        assert_eq!(store.delete_expired().await.unwrap(), 1);
+        // Shard by shard, yielding between them (a sweep can be stopped
+        // part way, and lets requests run).
+        let mut sweep = std::pin::pin!(store.delete_expired());
+        let waker = futures_util::task::noop_waker();
+        let polled =
+            std::future::Future::poll(sweep.as_mut(), &mut std::task::Context::from_waker(&waker));
+        assert!(polled.is_pending(), "swept every shard in one go");
+        assert_eq!(sweep.await.unwrap(), 1);
         assert_eq!(store.len(), 1);
         assert!(store.bytes_used() > 0);
         // The same sweep, called on the store itself.
