@@ -49,7 +49,8 @@ const MAX_DEPTH: usize = 128;
 
 /// MessagePack through `rmp-serde`, structs written as maps with field names.
 /// Compact, fast and tolerant of added fields. The default codec. A value
-/// nested more than 128 levels deep does not decode.
+/// nested more than 127 levels deep (arrays, maps and enum variants
+/// together) does not decode.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MessagePack;
 

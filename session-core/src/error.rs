@@ -68,9 +68,10 @@ pub enum Error {
     /// retries, because many requests write the same session at once; or an
     /// update waited for its session's turn (held by other updates in their
     /// store calls) longer than the store timeout. Nothing was written.
-    #[error("session save gave up after {attempts} conflicting concurrent writes")]
+    #[error("session write gave up after {attempts} attempts: too many concurrent writes to one session")]
     Contention {
-        /// How many saves were attempted.
+        /// How many attempts were made (saves, or an update's waits for
+        /// its session's turn).
         attempts: u32,
     },
     /// An argument was refused (an empty owner, a lifetime without timeouts).

@@ -430,7 +430,8 @@ impl Manager {
     /// [`Error`]s and logging them.
     ///
     /// The limit is set only if the store does not answer on the first
-    /// poll (in-process stores, memory and sled, answer at once), and then
+    /// poll (in-process stores, memory and sled, answer at once, but for a
+    /// memory store's sweep of many sessions, which yields), and then
     /// on the thread's shared watchdog rather than a timer of the call's own
     /// (see `deadline`): a timer per call made Tokio wake its I/O driver, a
     /// system call, on every request to a network store.

@@ -60,6 +60,10 @@ const INDEX_BYTES: u64 = 48;
 /// How often a shard that is written to drops its expired sessions.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
+/// After how many sessions looked at [`Store::delete_expired`] lets other
+/// tasks run.
+const SWEEP_YIELD_EVERY: usize = 4096;
+
 /// Owner -> ids of that owner's records.
 type OwnerIndex = Mutex<HashMap<String, HashSet<RecordId>>>;
 
@@ -477,14 +481,23 @@ impl Store for MemoryStore {
     }
 
     async fn delete_expired(&self) -> Result<u64, StoreError> {
-        // A shard at a time, letting other tasks run between shards: on a
-        // large store the whole sweep would hold the worker thread, and a
-        // `Sweeper`'s limit could not stop it part way.
+        // A shard at a time, letting other tasks run after every few
+        // thousand sessions looked at: on a large store the whole sweep
+        // would hold the worker thread, and a `Sweeper`'s limit could not
+        // stop it part way. A small store is swept in one go, and answers
+        // at once.
         let now = Timestamp::now().unix_millis();
-        let mut swept = 0;
+        let (mut swept, mut looked_at) = (0, 0);
         for shard in self.inner.shards.iter() {
-            swept += lock(shard).sweep(now, &self.inner.owners);
-            tokio::task::yield_now().await;
+            {
+                let mut shard = lock(shard);
+                looked_at += shard.entries.len();
+                swept += shard.sweep(now, &self.inner.owners);
+            }
+            if looked_at >= SWEEP_YIELD_EVERY {
+                looked_at = 0;
+                tokio::task::yield_now().await;
+            }
         }
         Ok(swept)
     }
@@ -771,14 +784,7 @@ mod tests {
         store.create(&record(10)).await.unwrap();
         assert_eq!(store.len(), 2);
         tokio::time::sleep(Duration::from_millis(80)).await;
-        // Shard by shard, yielding between them (a sweep can be stopped
-        // part way, and lets requests run).
-        let mut sweep = std::pin::pin!(store.delete_expired());
-        let waker = futures_util::task::noop_waker();
-        let polled =
-            std::future::Future::poll(sweep.as_mut(), &mut std::task::Context::from_waker(&waker));
-        assert!(polled.is_pending(), "swept every shard in one go");
-        assert_eq!(sweep.await.unwrap(), 1);
+        assert_eq!(store.delete_expired().await.unwrap(), 1);
         assert_eq!(store.len(), 1);
         assert!(store.bytes_used() > 0);
         // The same sweep, called on the store itself.
@@ -788,6 +794,38 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(80)).await;
         assert_eq!(store.remove_expired(), 1);
         assert_eq!(store.len(), 1);
+    }
+
+    /// A large store is swept a few shards at a time, letting other tasks
+    /// run between them, so that a sweep stopped part way (a `Sweeper`'s
+    /// limit) keeps what it removed; a small one answers at once.
+    #[tokio::test]
+    async fn a_large_sweep_lets_other_tasks_run_and_can_stop_part_way() {
+        let store = MemoryStore::new();
+        let sessions = 4 * SWEEP_YIELD_EVERY;
+        for _ in 0..sessions {
+            let mut r = record(10);
+            r.expires_at = Timestamp::now() + std::time::Duration::from_millis(20);
+            store.create(&r).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let waker = futures_util::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        {
+            let mut sweep = std::pin::pin!(store.delete_expired());
+            let polled = std::future::Future::poll(sweep.as_mut(), &mut cx);
+            assert!(polled.is_pending(), "swept every shard in one go");
+        }
+        let left = store.len();
+        assert!(
+            0 < left && left < sessions as u64,
+            "{left} of {sessions} left"
+        );
+        assert_eq!(store.delete_expired().await.unwrap(), left);
+        assert_eq!(store.len(), 0);
+        let mut small = std::pin::pin!(store.delete_expired());
+        let polled = std::future::Future::poll(small.as_mut(), &mut cx);
+        assert!(matches!(polled, std::task::Poll::Ready(Ok(0))));
     }
 
     /// Over budget, a shard drops its expired sessions before evicting live

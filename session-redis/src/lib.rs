@@ -920,7 +920,8 @@ const OWNER_CALLS_IN_FLIGHT: usize = 32;
 
 /// Runs `calls` with at most [`OWNER_CALLS_IN_FLIGHT`] in flight, and
 /// answers in their order. The next call starts when any has answered, not
-/// the oldest: one slow node of a Cluster does not hold up the rest.
+/// the oldest: one slow call does not hold up the rest (though the calls of
+/// one slow Cluster node, once they fill every slot, set the pace).
 async fn in_turns<F: Future>(calls: Vec<F>) -> Vec<F::Output> {
     let mut answers: Vec<(usize, F::Output)> = stream::iter(calls.into_iter().enumerate())
         .map(|(i, call)| async move { (i, call.await) })
