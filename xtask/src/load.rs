@@ -1105,6 +1105,28 @@ What changed in `session 20` (the load table above is this session's run; profil
   domains browsers would drop; `Sweeper` stops without waiting for a hung sweep;
   `MemoryStore` charges the owner index to its budget.
 
+What changed in `session 21` to `session 23` (rows `session 23, before (52dbb49)`, the
+code at the end of session 21, and `session 23`, both built and measured in this session;
+the load table above is session 20's):
+
+* On the measured paths, session 22's fixes for a request's own handles applying again
+  what a gathered save had written (a change log that notes which saves carried which of
+  its changes, a landing cell per gathered save, a count of rotations starting) and
+  session 23's bounded wait for a record's turn, which is boxed and taken only when the
+  turn is busy. Between the two rows ours moved by -2.0 % to +0.1 % (`plain` 14 317 to
+  14 024, memory `read` 24 805 to 24 450, `write` 27 797 to 27 824, Redis `read` 35 668
+  to 35 586), where the code that did not change moved -1.5 % (bare axum), -1.3 %
+  (`axum-layered`) and -0.3 % to -0.9 % (tower-sessions): over bare axum, a memory `read`
+  costs 12 962 instructions against 13 139, a `write` 16 336 against 16 131, within what
+  this measurement repeats to when the binary changes.
+* Off the measured paths (session 23): a MessagePack value whose recursive enum nests
+  past the depth limit is an error instead of a stack overflow (values over 128 bytes are
+  walked once with the limit first); `CachedStore` no longer leaves moka an invalidation
+  predicate per write dropped half way, which every cached read checked until moka's
+  upkeep had scanned the cache; an owner's listing and log-out-everywhere on Redis keep
+  at most 32 commands in flight; `MemoryStore::delete_expired` lets other tasks run every
+  4 096 sessions.
+
 What is still between ours and the ceiling, by the profile (row `session 18`) and the
 load runs (session 18's, whose axum ratios to bare sit about 15 % low, and the earlier
 ones; session 20's run, above, has a section of its own):
