@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures_util::future::{self, Either, FutureExt};
+use futures_util::stream::{self, StreamExt, TryStreamExt};
 
 use crate::batch::Turn;
 use crate::clock::{Clock, SystemClock};
@@ -77,6 +78,10 @@ pub(crate) struct Inner {
 
 /// How many locks records are spread over.
 const RECORD_LOCKS: usize = 1024;
+
+/// How many store calls an action on each of an owner's sessions (a
+/// listing's loads, the cap's, log-out-elsewhere's deletes) keeps in flight.
+pub(crate) const OWNER_CALLS_AT_ONCE: usize = 8;
 
 fn record_locks() -> Arc<[tokio::sync::Mutex<Turn>]> {
     (0..RECORD_LOCKS)
@@ -271,12 +276,11 @@ impl Manager {
     /// # Errors
     /// [`Error::Store`] or [`Error::Timeout`].
     pub async fn load_sessions_of(&self, owner: &str) -> Result<Vec<SessionView>> {
-        use futures_util::stream::{self, StreamExt, TryStreamExt};
         let ids = self.sessions_of(owner).await?;
         let now = self.now();
         let mut views: Vec<SessionView> = stream::iter(ids)
             .map(|id| async move { self.call("load", self.inner.store.load(&id)).await })
-            .buffer_unordered(8)
+            .buffer_unordered(OWNER_CALLS_AT_ONCE)
             .try_filter_map(|found| async move {
                 Ok(found.filter(|r| self.is_owned_by(r, owner, now)).map(|r| {
                     let lifetime = r.lifetime.unwrap_or(self.inner.config.lifetime);
@@ -399,21 +403,35 @@ impl Manager {
         }
         let now = self.now();
         let mine = (created_at, *keep);
-        let mut all = vec![mine];
-        for id in ids.iter().filter(|id| *id != keep) {
-            let found = self.call("load", self.inner.store.load(id)).await?;
-            if let Some(record) = found.filter(|r| r.id == *id && self.is_owned_by(r, owner, now)) {
-                all.push((record.created_at, *id));
-            }
-        }
+        let others: Vec<RecordId> = ids.into_iter().filter(|id| id != keep).collect();
+        let mut all: Vec<(Timestamp, RecordId)> = stream::iter(others)
+            .map(|id| async move {
+                let found = self.call("load", self.inner.store.load(&id)).await?;
+                Ok::<_, Error>(found.filter(|r| r.id == id))
+            })
+            .buffer_unordered(OWNER_CALLS_AT_ONCE)
+            .try_filter_map(|found| async move {
+                Ok(found
+                    .filter(|r| self.is_owned_by(r, owner, now))
+                    .map(|r| (r.created_at, r.id)))
+            })
+            .try_collect()
+            .await?;
+        all.push(mine);
         // Oldest first; the last `cap` stay.
         all.sort();
         let over = all.len().saturating_sub(cap);
-        for (_, id) in all.into_iter().take(over).filter(|older| *older < mine) {
-            self.destroy_record(&id).await?;
-            tracing::info!(id = %id.short(), "session ended: its owner is over the session cap");
-        }
-        Ok(())
+        let older: Vec<RecordId> = (all.into_iter().take(over))
+            .filter(|older| *older < mine)
+            .map(|(_, id)| id)
+            .collect();
+        stream::iter(older.into_iter().map(Ok))
+            .try_for_each_concurrent(OWNER_CALLS_AT_ONCE, |id| async move {
+                self.destroy_record(&id).await?;
+                tracing::info!(id = %id.short(), "session ended: its owner is over the session cap");
+                Ok(())
+            })
+            .await
     }
 
     /// Asks the store to remove expired records (for stores without native

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures_util::future::OptionFuture;
 use futures_util::lock::{Mutex, MutexGuard};
+use futures_util::stream::{self, TryStreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -18,7 +19,7 @@ use crate::codec;
 use crate::config::{idle_within_absolute, validate_lifetime};
 use crate::error::{Error, Result};
 use crate::id::{Id, RecordId};
-use crate::manager::Manager;
+use crate::manager::{Manager, OWNER_CALLS_AT_ONCE};
 use crate::observe;
 use crate::record::{Data, Lifetime, Record};
 use crate::store::{Created, Saved};
@@ -425,6 +426,16 @@ impl Kept {
         state.issued = self.issued;
         state.refresh_cookie = self.refresh_cookie;
     }
+}
+
+/// Where [`Session::update`] finds the record to start from, holding the
+/// record's turn.
+enum Latest {
+    Found(Record),
+    /// The request already found no session under the client's id.
+    Missing,
+    /// No copy: one must be loaded, without holding the turn.
+    Load,
 }
 
 enum Commit {
@@ -991,8 +1002,25 @@ impl Session {
         };
         let retries = self.manager().inner.config.conflict_retries;
         let mut conflicts = 0;
+        // A copy of the record loaded on the pass before, outside the turn
+        // (boxed: it would take room in this future's state across every
+        // wait).
+        let mut fetched: Option<Box<Record>> = None;
+        let mut load_first = false;
         loop {
-            if conflicts > 0 {
+            if load_first {
+                // Loaded without holding the turn, which the other updates
+                // of this record, and of the records sharing its turn, may
+                // take meanwhile; then this pass takes the turn again and
+                // starts from this copy or from a newer one saved meanwhile.
+                load_first = false;
+                match Box::pin(self.load_to_update(rid)).await? {
+                    Some(record) => fetched = Some(record),
+                    None => return Box::pin(self.update_alone(key, f)).await,
+                }
+            }
+            let fresh = fetched.take();
+            if conflicts > 0 && fresh.is_none() {
                 Box::pin(backoff(conflicts)).await;
             }
             let lock = self.manager().record_lock(&rid);
@@ -1015,6 +1043,7 @@ impl Session {
                 let rx = other.subscribe();
                 drop(turn);
                 batch::outcome(rx).await;
+                fetched = fresh;
                 continue;
             }
             let mut state = self.lock().await;
@@ -1038,12 +1067,19 @@ impl Session {
             // where a stale copy would fail at once).
             let base = if turn.gathering.is_none() {
                 let reuse_read = conflicts == 0 && retries > 0;
-                match self.latest(&mut turn, &mut state, rid, reuse_read).await? {
-                    Some(record) => Some(record),
-                    None => {
+                let fresh = fresh.map(|r| *r);
+                match self.latest(&mut turn, &mut state, rid, reuse_read, fresh) {
+                    Latest::Found(record) => Some(record),
+                    Latest::Missing => {
                         drop(state);
                         drop(turn);
                         return Box::pin(self.update_alone(key, f)).await;
+                    }
+                    Latest::Load => {
+                        drop(state);
+                        drop(turn);
+                        load_first = true;
+                        continue;
                     }
                 }
             } else {
@@ -1215,21 +1251,24 @@ impl Session {
             })
     }
 
-    /// The freshest copy of record `rid` this process has: the one it saved
-    /// last or, if `may_reuse_read`, the one this request read, whichever is
-    /// newer, if still live; else loaded. `None` if the session does not
-    /// exist. After a conflict the request's copy is known to be stale.
-    async fn latest(
+    /// The freshest copy of record `rid` this process has, if still live:
+    /// the one it saved last, `fresh` (loaded by this update on its pass
+    /// before) or, if `may_reuse_read`, the one this request read, whichever
+    /// is newest. [`Latest::Missing`] if the request already found no
+    /// session, [`Latest::Load`] if there is no copy to start from. After a
+    /// conflict the request's copy is known to be stale.
+    fn latest(
         &self,
         turn: &mut Turn,
         state: &mut State,
         rid: RecordId,
         may_reuse_read: bool,
-    ) -> Result<Option<Record>> {
+        fresh: Option<Record>,
+    ) -> Latest {
         let now = *state.now.get_or_insert_with(|| self.manager().now());
         if may_reuse_read && state.loaded && state.stored.is_none() {
             // This request already found no session under the client's id.
-            return Ok(None);
+            return Latest::Missing;
         }
         // The copy this request read. Its data already has the request's
         // pending changes, which the gathering applies again: each sets,
@@ -1239,6 +1278,8 @@ impl Session {
             .as_ref()
             .filter(|s| may_reuse_read && state.loaded && s.rid == rid)
             .map(|s| s.version);
+        let fresh = fresh.filter(|r| r.id == rid && self.is_live(r, now));
+        let newest_copy = read.max(fresh.as_ref().map(|r| r.version));
         // Taken, not copied: the gathering it becomes is the newest copy
         // now, and its save puts the result back. Never without retries:
         // another process may have saved since, and the first conflict
@@ -1248,18 +1289,31 @@ impl Session {
             retries > 0
                 && r.id == rid
                 && self.is_live(r, now)
-                && read.is_none_or(|v| r.version >= v)
+                && newest_copy.is_none_or(|v| r.version >= v)
         }) {
-            return Ok(Some(Arc::unwrap_or_clone(last)));
+            return Latest::Found(Arc::unwrap_or_clone(last));
+        }
+        // Loaded after the request read, so at least as new.
+        if let Some(record) = fresh {
+            return Latest::Found(record);
         }
         if read.is_some() {
             if let Some(copy) = Self::saved_copy(state).filter(|r| self.is_live(r, now)) {
-                return Ok(Some(copy));
+                return Latest::Found(copy);
             }
         }
+        Latest::Load
+    }
+
+    /// Loads record `rid` for an update that holds no copy of it: the
+    /// record if live. (If another handle of the request rotated or ended
+    /// the session meanwhile, the update's next pass starts over; on `None`
+    /// the plain path works on what the request holds now.)
+    async fn load_to_update(&self, rid: RecordId) -> Result<Option<Box<Record>>> {
         let manager = self.manager();
         let found = manager.call("load", manager.inner.store.load(&rid)).await?;
-        let live = self.live_now(state, found, rid);
+        let mut state = self.lock().await;
+        let live = self.live_now(&mut state, found, rid);
         if !state.loaded {
             observe::loaded(&rid, live.is_some());
             if live.is_none() {
@@ -1267,7 +1321,7 @@ impl Session {
                 state.loaded = true;
             }
         }
-        Ok(live)
+        Ok(live.map(Box::new))
     }
 
     /// Takes the record a gathered save wrote as this request's copy, unless
@@ -2295,7 +2349,8 @@ impl Session {
     }
 
     /// Ends every other session of this session's owner ("log out my other
-    /// devices") and returns how many ended. Nothing happens for a session
+    /// devices") and returns how many ended: one listing, then one delete
+    /// per session, at most eight at a time. Nothing happens for a session
     /// without an owner.
     ///
     /// # Errors
@@ -2307,14 +2362,18 @@ impl Session {
         };
         let Some(owner) = owner else { return Ok(0) };
         let manager = self.manager();
-        let mut ended = 0;
-        for rid in manager.sessions_of(&owner).await? {
-            if Some(rid) != own {
-                manager.destroy_record(&rid).await?;
-                ended += 1;
-            }
-        }
-        Ok(ended)
+        let others: Vec<RecordId> = manager
+            .sessions_of(&owner)
+            .await?
+            .into_iter()
+            .filter(|rid| Some(*rid) != own)
+            .collect();
+        stream::iter(others.iter().copied().map(Ok))
+            .try_for_each_concurrent(OWNER_CALLS_AT_ONCE, |rid| async move {
+                manager.destroy_record(&rid).await
+            })
+            .await?;
+        Ok(others.len() as u64)
     }
 
     /// The new idle deadline when extending it is due (the session's touch
@@ -2661,6 +2720,50 @@ mod tests {
         assert_eq!(s.increment("n", 1).await.unwrap(), 1);
         s.commit().await.unwrap();
         assert_eq!(f.n(&cookie).await, Some(1));
+    }
+
+    /// An update with no copy of its record loads it without holding the
+    /// record's turn, so that the updates of the sessions sharing the turn
+    /// (of 1 024) do not queue behind a load of an id they have nothing to
+    /// do with. It then starts from the newest copy it knows of: here its
+    /// own load, newer than what a request of this process saved while it
+    /// loaded (another process wrote after that), so it saves once, with no
+    /// conflict.
+    #[tokio::test(start_paused = true)]
+    async fn an_update_loads_without_holding_its_turn() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        let rid = Id::parse(&cookie).unwrap().record_id();
+        let delay = f.manager.config().store_timeout() / 4;
+        let before = f.store.counts();
+        f.store.delay(Some(delay));
+        let s = f.open(Some(&cookie));
+        let update = tokio::spawn({
+            let s = s.clone();
+            async move { s.increment("n", 1).await }
+        });
+        tokio::time::sleep(delay / 2).await;
+        assert_eq!(f.loads_and_saves_since(&before), (1, 0), "it is loading");
+        assert!(
+            f.manager.record_lock(&rid).try_lock().is_ok(),
+            "its turn is free meanwhile"
+        );
+        // Meanwhile a request of this process writes, then another process.
+        f.store.delay(None);
+        let here = f.open(Some(&cookie));
+        assert_eq!(here.increment("n", 1).await.unwrap(), 1);
+        here.commit().await.unwrap();
+        let saved_here = {
+            let turn = f.manager.record_lock(&rid).try_lock().unwrap();
+            turn.last.as_ref().map(|r| r.version)
+        };
+        assert!(saved_here.is_some(), "this process keeps what it saved");
+        assert_eq!(f.increment_elsewhere(&cookie).await, 2);
+        let saves = f.store.counts().save;
+        assert_eq!(update.await.unwrap().unwrap(), 3);
+        assert_eq!(f.store.counts().save, saves + 1, "one save, no conflict");
+        s.commit().await.unwrap();
+        assert_eq!(f.n(&cookie).await, Some(3));
     }
 
     #[tokio::test]
@@ -4861,6 +4964,54 @@ mod tests {
             .into_iter()
             .find(|c| Id::parse(c).unwrap().record_id() == left[0]);
         assert!(survivor.is_some(), "the session left is neither login's");
+    }
+
+    /// What acts on each of an owner's sessions keeps a few store calls in
+    /// flight instead of making one round trip after another: a login over
+    /// the owner's cap (loads, then deletes) and logging out the other
+    /// devices (deletes). Every call here takes `delay`; one at a time, the
+    /// nine sessions would take nine delays for each step.
+    #[tokio::test(start_paused = true)]
+    async fn an_owners_sessions_are_loaded_and_ended_a_few_at_a_time() {
+        let f = fixture_with(Config::builder().with_max_sessions_per_owner(Some(1)));
+        let uncapped = Manager::new(f.store.clone(), Config::default()).with_clock(f.clock.clone());
+        let log_in_nine = || async {
+            let before = f.manager.sessions_of("alice").await.unwrap().len();
+            for _ in 0..9 {
+                f.clock.advance(Duration::from_secs(1));
+                let s = uncapped.session_from_cookies(None::<&str>);
+                s.login("alice").await.unwrap();
+                value(s.commit().await.unwrap());
+            }
+            let after = f.manager.sessions_of("alice").await.unwrap().len();
+            assert_eq!(after, before + 9);
+        };
+        let delay = Duration::from_millis(100);
+        log_in_nine().await;
+        f.clock.advance(Duration::from_secs(1));
+        let s = f.open(None);
+        f.store.delay(Some(delay));
+        let started = tokio::time::Instant::now();
+        s.login("alice").await.unwrap();
+        // The create, the listing, nine loads and nine deletes, eight at a
+        // time: six delays (one at a time, twenty).
+        assert!(started.elapsed() <= delay * 8, "{:?}", started.elapsed());
+        let kept = value(s.commit().await.unwrap());
+        f.store.delay(None);
+        let left = f.manager.sessions_of("alice").await.unwrap();
+        assert_eq!(left, vec![Id::parse(&kept).unwrap().record_id()]);
+
+        log_in_nine().await;
+        let here = uncapped.session_from_cookies(Some(format!("session={kept}").as_str()));
+        f.store.delay(Some(delay));
+        let started = tokio::time::Instant::now();
+        assert_eq!(here.end_other_sessions().await.unwrap(), 9);
+        // The load of this session, the listing and nine deletes: four
+        // delays (one at a time, eleven).
+        assert!(started.elapsed() <= delay * 6, "{:?}", started.elapsed());
+        f.store.delay(None);
+        let left = f.manager.sessions_of("alice").await.unwrap();
+        assert_eq!(left, vec![Id::parse(&kept).unwrap().record_id()]);
     }
 
     /// A session that another request destroys while this one rotates it
