@@ -36,9 +36,11 @@
 //! without a saver task (cheaper for a session that one client uses at a
 //! time). An update that finds the turn taken, or a probe gathering every
 //! [`PROBE_EVERY`] updates that others join, switches the record back to
-//! gathering. An update that saves at once decides so after its load, if it
-//! needed one: an update arriving meanwhile waits for that save, then
-//! gathers. Cancelled while it saves, such an update may or may not have
+//! gathering. An update that needs a load (no copy of the record to start
+//! from) makes it before it takes the turn, not while holding it; if a save
+//! through the turn began meanwhile, what it loaded may predate that save,
+//! so unless the turn holds a copy at least as new, it loads again, this
+//! time holding the turn (as it does after a conflict). Cancelled while it saves, such an update may or may not have
 //! been written; it was not acknowledged, and the turn keeps no copy, so the
 //! next update reloads.
 
@@ -81,6 +83,10 @@ pub(crate) struct Turn {
     lone_record: Option<RecordId>,
     /// Updates saved at once since the last probe gathering.
     since_probe: u32,
+    /// Saves begun through this turn (of any record sharing it), wrapping:
+    /// an update that let the turn go while it loaded knows by this whether
+    /// one of this process's saves may have landed after its load read.
+    pub(crate) saves: u64,
 }
 
 impl Turn {
@@ -463,6 +469,7 @@ pub(crate) fn write<'a>(
         // Made on the first poll, which begins the store call: dropped
         // before it, the save wrote nothing and decides nothing.
         let deciding = Deciding::begin(landing);
+        turn.saves = turn.saves.wrapping_add(1);
         let result = manager.save(&mut record, base_version).await;
         settle(turn, record, result, members, deciding)
     }

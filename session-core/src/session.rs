@@ -944,6 +944,12 @@ impl Session {
     /// conflict would be final). When `f`'s input does not decode or its
     /// output does not encode, nothing is written.
     ///
+    /// An update that has to load the session (the request has not read
+    /// it, and this process holds no copy) loads before it takes its turn,
+    /// so that the updates of the other sessions sharing the turn do not
+    /// wait for that round trip; if one of this process's saves began
+    /// meanwhile and left no copy as new, it loads again holding the turn.
+    ///
     /// Poll the returned future to completion or drop it: while it writes, it
     /// may hold the turn that other updates of this session (and of the few
     /// sessions sharing its turn) wait for. Dropped before it returns, the
@@ -1002,21 +1008,27 @@ impl Session {
         };
         let retries = self.manager().inner.config.conflict_retries;
         let mut conflicts = 0;
-        // A copy of the record loaded on the pass before, outside the turn
-        // (boxed: it would take room in this future's state across every
-        // wait).
+        // A copy of the record loaded on the pass before (boxed: it would
+        // take room in this future's state across every wait), and the
+        // turn's count of saves begun when that load started.
         let mut fetched: Option<Box<Record>> = None;
+        let mut saves_seen = 0;
+        // Set when the pass before found no copy to start from: this pass
+        // loads first. The update's first load lets the turn go (the other
+        // updates of this record, and of the records sharing its turn, may
+        // take it meanwhile); a later one holds it, in `held`.
         let mut load_first = false;
+        let mut loaded_outside = false;
+        let mut held = None;
         loop {
             if load_first {
-                // Loaded without holding the turn, which the other updates
-                // of this record, and of the records sharing its turn, may
-                // take meanwhile; then this pass takes the turn again and
-                // starts from this copy or from a newer one saved meanwhile.
                 load_first = false;
                 match Box::pin(self.load_to_update(rid)).await? {
                     Some(record) => fetched = Some(record),
-                    None => return Box::pin(self.update_alone(key, f)).await,
+                    None => {
+                        drop(held);
+                        return Box::pin(self.update_alone(key, f)).await;
+                    }
                 }
             }
             let fresh = fetched.take();
@@ -1024,7 +1036,7 @@ impl Session {
                 Box::pin(backoff(conflicts)).await;
             }
             let lock = self.manager().record_lock(&rid);
-            let mut turn = match lock.try_lock() {
+            let mut turn = match held.take().map_or_else(|| lock.try_lock(), Ok) {
                 Ok(turn) => turn,
                 Err(_) => {
                     let attempts = conflicts.saturating_add(1);
@@ -1067,7 +1079,9 @@ impl Session {
             // where a stale copy would fail at once).
             let base = if turn.gathering.is_none() {
                 let reuse_read = conflicts == 0 && retries > 0;
-                let fresh = fresh.map(|r| *r);
+                // What the load read is as new as anything this process
+                // saved while no save through the turn began since.
+                let fresh = fresh.map(|r| (*r, turn.saves == saves_seen));
                 match self.latest(&mut turn, &mut state, rid, reuse_read, fresh) {
                     Latest::Found(record) => Some(record),
                     Latest::Missing => {
@@ -1077,8 +1091,14 @@ impl Session {
                     }
                     Latest::Load => {
                         drop(state);
-                        drop(turn);
+                        saves_seen = turn.saves;
                         load_first = true;
+                        if loaded_outside {
+                            held = Some(turn);
+                        } else {
+                            loaded_outside = true;
+                            drop(turn);
+                        }
                         continue;
                     }
                 }
@@ -1252,18 +1272,19 @@ impl Session {
     }
 
     /// The freshest copy of record `rid` this process has, if still live:
-    /// the one it saved last, `fresh` (loaded by this update on its pass
-    /// before) or, if `may_reuse_read`, the one this request read, whichever
-    /// is newest. [`Latest::Missing`] if the request already found no
-    /// session, [`Latest::Load`] if there is no copy to start from. After a
-    /// conflict the request's copy is known to be stale.
+    /// the one it saved last, `fresh` (loaded on this update's pass before,
+    /// and whether it is known to be as new as what this process saved) or,
+    /// if `may_reuse_read`, the one this request read, whichever is newest.
+    /// [`Latest::Missing`] if the request already found no session,
+    /// [`Latest::Load`] if there is no copy to start from. After a conflict
+    /// the request's copy is known to be stale.
     fn latest(
         &self,
         turn: &mut Turn,
         state: &mut State,
         rid: RecordId,
         may_reuse_read: bool,
-        fresh: Option<Record>,
+        fresh: Option<(Record, bool)>,
     ) -> Latest {
         let now = *state.now.get_or_insert_with(|| self.manager().now());
         if may_reuse_read && state.loaded && state.stored.is_none() {
@@ -1278,8 +1299,8 @@ impl Session {
             .as_ref()
             .filter(|s| may_reuse_read && state.loaded && s.rid == rid)
             .map(|s| s.version);
-        let fresh = fresh.filter(|r| r.id == rid && self.is_live(r, now));
-        let newest_copy = read.max(fresh.as_ref().map(|r| r.version));
+        let fresh = fresh.filter(|(r, _)| r.id == rid && self.is_live(r, now));
+        let newest_copy = read.max(fresh.as_ref().map(|(r, _)| r.version));
         // Taken, not copied: the gathering it becomes is the newest copy
         // now, and its save puts the result back. Never without retries:
         // another process may have saved since, and the first conflict
@@ -1293,8 +1314,16 @@ impl Session {
         }) {
             return Latest::Found(Arc::unwrap_or_clone(last));
         }
-        // Loaded after the request read, so at least as new.
-        if let Some(record) = fresh {
+        // A load that a save of this process may have overtaken is not
+        // trusted: the caller loads again, holding the turn.
+        let fresh = match fresh {
+            Some((_, false)) => return Latest::Load,
+            Some((record, true)) => Some(record),
+            None => None,
+        };
+        // Another handle of the request may have read a newer copy while
+        // this update loaded.
+        if let Some(record) = fresh.filter(|r| read.is_none_or(|v| r.version >= v)) {
             return Latest::Found(record);
         }
         if read.is_some() {
@@ -4770,6 +4799,8 @@ mod tests {
         panic_creates: Arc<AtomicBool>,
         /// The next save lands, then answers once this is sent.
         held_save_answer: Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>>,
+        /// The next load reads the store, then answers once this is sent.
+        held_load_answer: Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>>,
     }
 
     impl Hooked {
@@ -4793,6 +4824,7 @@ mod tests {
                 conflict_next_save: Arc::default(),
                 end_owner_at_touch: Arc::default(),
                 held_save_answer: Arc::default(),
+                held_load_answer: Arc::default(),
                 panic_creates: Arc::default(),
             };
             let manager = Manager::new(hooked.clone(), Config::default()).with_clock(clock.clone());
@@ -4808,7 +4840,12 @@ mod tests {
     #[async_trait::async_trait]
     impl Store for Hooked {
         async fn load(&self, id: &RecordId) -> std::result::Result<Option<Record>, StoreError> {
-            self.inner.load(id).await
+            let found = self.inner.load(id).await;
+            let held = self.held_load_answer.lock().unwrap().take();
+            if let Some(answer) = held {
+                let _ = answer.await;
+            }
+            found
         }
         async fn create(&self, record: &Record) -> std::result::Result<Created, StoreError> {
             if self.fail_creates.load(Ordering::SeqCst) {
@@ -4909,6 +4946,63 @@ mod tests {
         async fn delete_owner(&self, owner: &str) -> std::result::Result<u64, StoreError> {
             self.inner.delete_owner(owner).await
         }
+    }
+
+    /// An update that loaded without holding its record's turn starts from
+    /// a copy that another handle of its request read meanwhile, when that
+    /// copy is newer than its load: it saves once, with no conflict.
+    #[tokio::test]
+    async fn an_update_starts_from_a_newer_copy_its_request_read_while_it_loaded() {
+        let (f, hook) = Hooked::fixture(false, false);
+        let cookie = f.stored().await;
+        let s = f.open(Some(&cookie));
+        let (answer, held) = tokio::sync::oneshot::channel();
+        *hook.held_load_answer.lock().unwrap() = Some(held);
+        let update = tokio::spawn({
+            let s = s.clone();
+            async move { s.increment("n", 1).await }
+        });
+        // Its load has read the record, and waits to answer.
+        while hook.held_load_answer.lock().unwrap().is_some() {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(f.increment_elsewhere(&cookie).await, 1);
+        assert_eq!(s.get::<i64>("n").await.unwrap(), Some(1));
+        let saves = f.store.counts().save;
+        answer.send(()).unwrap();
+        assert_eq!(update.await.unwrap().unwrap(), 2);
+        assert_eq!(f.store.counts().save, saves + 1, "one save, no conflict");
+        s.commit().await.unwrap();
+        assert_eq!(f.n(&cookie).await, Some(2));
+    }
+
+    /// Without retries the first conflict is final, so an update must not
+    /// start from a load that a save of this process overtook: two
+    /// concurrent updates of one session (each loading, without holding the
+    /// turn, while the other saves) both land.
+    #[tokio::test(start_paused = true)]
+    async fn without_retries_an_update_does_not_start_from_a_load_a_save_overtook() {
+        let f = fixture_with(Config::builder().with_conflict_retries(0));
+        let cookie = f.stored().await;
+        let delay = f.manager.config().store_timeout() / 4;
+        f.store.delay(Some(delay));
+        let (a, b) = (f.open(Some(&cookie)), f.open(Some(&cookie)));
+        let first = tokio::spawn({
+            let a = a.clone();
+            async move { a.increment("n", 1).await }
+        });
+        tokio::time::sleep(delay / 2).await;
+        let second = tokio::spawn({
+            let b = b.clone();
+            async move { b.increment("n", 1).await }
+        });
+        let (first, second) = (first.await.unwrap(), second.await.unwrap());
+        assert_eq!(first.unwrap(), 1);
+        assert_eq!(second.unwrap(), 2);
+        a.commit().await.unwrap();
+        b.commit().await.unwrap();
+        f.store.delay(None);
+        assert_eq!(f.n(&cookie).await, Some(2));
     }
 
     /// A login whose owner's session cap cannot be enforced (the listing
