@@ -37,10 +37,11 @@
 //! time). An update that finds the turn taken, or a probe gathering every
 //! [`PROBE_EVERY`] updates that others join, switches the record back to
 //! gathering. An update that needs a load (no copy of the record to start
-//! from) makes it before it takes the turn, not while holding it; if a save
-//! through the turn began meanwhile, what it loaded may predate that save,
-//! so unless the turn holds a copy at least as new, it loads again, this
-//! time holding the turn (as it does after a conflict). Cancelled while it saves, such an update may or may not have
+//! from) makes its first load before it takes the turn, not while holding
+//! it. If a save through the turn began meanwhile, what it loaded may
+//! predate that save: unless every such save was decided and the last left
+//! the turn a copy of this record no newer than the load, it loads again,
+//! this time holding the turn (as any later load of that update does). Cancelled while it saves, such an update may or may not have
 //! been written; it was not acknowledged, and the turn keeps no copy, so the
 //! next update reloads.
 
@@ -86,7 +87,10 @@ pub(crate) struct Turn {
     /// Saves begun through this turn (of any record sharing it), wrapping:
     /// an update that let the turn go while it loaded knows by this whether
     /// one of this process's saves may have landed after its load read.
-    pub(crate) saves: u64,
+    saves: u64,
+    /// What `saves` was when the last of them was decided: behind it while
+    /// a save is under way, and after one was dropped mid-call.
+    settled: u64,
 }
 
 impl Turn {
@@ -103,6 +107,21 @@ impl Turn {
             return false;
         }
         true
+    }
+
+    /// Where the count of saves begun through this turn stands.
+    pub(crate) fn saves(&self) -> u64 {
+        self.saves
+    }
+
+    /// Whether a copy of `rid` at `version`, loaded while this turn was let
+    /// go (its count of saves at `seen`), is as new as all that this process
+    /// saved through the turn meanwhile: no save began, or every one that
+    /// began was decided and the last saved `rid`, at no later version.
+    pub(crate) fn load_is_current(&self, rid: RecordId, version: u64, seen: u64) -> bool {
+        self.saves == seen
+            || self.saves == self.settled
+                && (self.last.as_ref()).is_some_and(|l| l.id == rid && l.version <= version)
     }
 
     /// An update had to wait for the turn: updates overlap, so gather.
@@ -485,6 +504,7 @@ fn settle(
     deciding: Deciding,
 ) -> Outcome {
     let rid = record.id;
+    turn.settled = turn.saves;
     deciding.decide(match result {
         Ok(Saved::Saved) => Landed::At(record.version),
         Ok(Saved::Conflict | Saved::Missing) => Landed::Nothing,

@@ -947,8 +947,9 @@ impl Session {
     /// An update that has to load the session (the request has not read
     /// it, and this process holds no copy) loads before it takes its turn,
     /// so that the updates of the other sessions sharing the turn do not
-    /// wait for that round trip; if one of this process's saves began
-    /// meanwhile and left no copy as new, it loads again holding the turn.
+    /// wait for that round trip; if one of this process's saves through the
+    /// turn may have landed after the load read, or the request saved a
+    /// newer copy meanwhile, it loads again holding the turn.
     ///
     /// Poll the returned future to completion or drop it: while it writes, it
     /// may hold the turn that other updates of this session (and of the few
@@ -1079,9 +1080,12 @@ impl Session {
             // where a stale copy would fail at once).
             let base = if turn.gathering.is_none() {
                 let reuse_read = conflicts == 0 && retries > 0;
-                // What the load read is as new as anything this process
-                // saved while no save through the turn began since.
-                let fresh = fresh.map(|r| (*r, turn.saves == saves_seen));
+                // Whether what the load read is as new as what this process
+                // saved through the turn since.
+                let fresh = fresh.map(|r| {
+                    let current = turn.load_is_current(rid, r.version, saves_seen);
+                    (*r, current)
+                });
                 match self.latest(&mut turn, &mut state, rid, reuse_read, fresh) {
                     Latest::Found(record) => Some(record),
                     Latest::Missing => {
@@ -1091,7 +1095,7 @@ impl Session {
                     }
                     Latest::Load => {
                         drop(state);
-                        saves_seen = turn.saves;
+                        saves_seen = turn.saves();
                         load_first = true;
                         if loaded_outside {
                             held = Some(turn);
@@ -1314,17 +1318,19 @@ impl Session {
         }) {
             return Latest::Found(Arc::unwrap_or_clone(last));
         }
-        // A load that a save of this process may have overtaken is not
-        // trusted: the caller loads again, holding the turn.
-        let fresh = match fresh {
-            Some((_, false)) => return Latest::Load,
-            Some((record, true)) => Some(record),
-            None => None,
-        };
-        // Another handle of the request may have read a newer copy while
-        // this update loaded.
-        if let Some(record) = fresh.filter(|r| read.is_none_or(|v| r.version >= v)) {
-            return Latest::Found(record);
+        // The load, unless another handle of the request read a newer copy
+        // meanwhile. One that a save of this process may have overtaken, or
+        // older than what the request saved meanwhile, is not trusted: the
+        // caller loads again, holding the turn.
+        if let Some((record, current)) = fresh.filter(|(r, _)| read.is_none_or(|v| r.version >= v))
+        {
+            let known = (state.stored.as_ref())
+                .filter(|s| state.loaded && s.rid == rid)
+                .map(|s| s.version);
+            if current && known.is_none_or(|v| record.version >= v) {
+                return Latest::Found(record);
+            }
+            return Latest::Load;
         }
         if read.is_some() {
             if let Some(copy) = Self::saved_copy(state).filter(|r| self.is_live(r, now)) {
@@ -2755,9 +2761,10 @@ mod tests {
     /// record's turn, so that the updates of the sessions sharing the turn
     /// (of 1 024) do not queue behind a load of an id they have nothing to
     /// do with. It then starts from the newest copy it knows of: here its
-    /// own load, newer than what a request of this process saved while it
-    /// loaded (another process wrote after that), so it saves once, with no
-    /// conflict.
+    /// own load, which the turn's copy of what a request of this process
+    /// saved while it loaded vouches for (another process wrote after that
+    /// save, before the load read), so it loads once and saves once, with
+    /// no conflict.
     #[tokio::test(start_paused = true)]
     async fn an_update_loads_without_holding_its_turn() {
         let f = fixture();
@@ -2788,9 +2795,13 @@ mod tests {
         };
         assert!(saved_here.is_some(), "this process keeps what it saved");
         assert_eq!(f.increment_elsewhere(&cookie).await, 2);
-        let saves = f.store.counts().save;
+        let (loads, saves) = f.loads_and_saves_since(&before);
         assert_eq!(update.await.unwrap().unwrap(), 3);
-        assert_eq!(f.store.counts().save, saves + 1, "one save, no conflict");
+        assert_eq!(
+            f.loads_and_saves_since(&before),
+            (loads, saves + 1),
+            "no second load, one save, no conflict"
+        );
         s.commit().await.unwrap();
         assert_eq!(f.n(&cookie).await, Some(3));
     }
@@ -4968,10 +4979,14 @@ mod tests {
         }
         assert_eq!(f.increment_elsewhere(&cookie).await, 1);
         assert_eq!(s.get::<i64>("n").await.unwrap(), Some(1));
-        let saves = f.store.counts().save;
+        let before = f.store.counts();
         answer.send(()).unwrap();
         assert_eq!(update.await.unwrap().unwrap(), 2);
-        assert_eq!(f.store.counts().save, saves + 1, "one save, no conflict");
+        assert_eq!(
+            f.loads_and_saves_since(&before),
+            (0, 1),
+            "no second load, one save, no conflict"
+        );
         s.commit().await.unwrap();
         assert_eq!(f.n(&cookie).await, Some(2));
     }
@@ -5003,6 +5018,79 @@ mod tests {
         b.commit().await.unwrap();
         f.store.delay(None);
         assert_eq!(f.n(&cookie).await, Some(2));
+    }
+
+    /// Without retries, an update does not start from a load older than
+    /// what its own request saved while it loaded (the first conflict
+    /// would be final): it loads again, holding the turn.
+    #[tokio::test]
+    async fn without_retries_an_update_starts_from_what_its_request_saved_while_it_loaded() {
+        let (f, hook) = Hooked::fixture(false, false);
+        let config = Config::builder().with_conflict_retries(0).build().unwrap();
+        let m = Manager::new(hook.clone(), config).with_clock(f.clock.clone());
+        let cookie = f.stored().await;
+        let s = m.session_from_cookies(Some(format!("session={cookie}").as_str()));
+        assert_eq!(s.get_string("name").await.unwrap(), "iris");
+        let (answer, held) = tokio::sync::oneshot::channel();
+        *hook.held_load_answer.lock().unwrap() = Some(held);
+        let update = tokio::spawn({
+            let s = s.clone();
+            async move { s.increment("n", 1).await }
+        });
+        while hook.held_load_answer.lock().unwrap().is_some() {
+            tokio::task::yield_now().await;
+        }
+        s.insert("theme", "dark").await.unwrap();
+        s.save().await.unwrap();
+        answer.send(()).unwrap();
+        assert_eq!(update.await.unwrap().unwrap(), 1);
+        s.commit().await.unwrap();
+        assert_eq!(f.n(&cookie).await, Some(1));
+        let back = f.open(Some(&cookie));
+        assert_eq!(back.get_string("theme").await.unwrap(), "dark");
+    }
+
+    /// A save through the turn dropped during its store call (it landed)
+    /// leaves the turn's copy of the record behind the store: an update
+    /// whose load read before that save landed does not trust the turn's
+    /// copy to vouch for its load, and loads again.
+    #[tokio::test]
+    async fn a_save_dropped_mid_call_makes_an_update_load_again() {
+        let (f, hook) = Hooked::fixture(false, false);
+        let config = Config::builder().with_conflict_retries(0).build().unwrap();
+        let m = Manager::new(hook.clone(), config).with_clock(f.clock.clone());
+        let cookie = f.stored().await;
+        let open = || m.session_from_cookies(Some(format!("session={cookie}").as_str()));
+        let rid = Id::parse(&cookie).unwrap().record_id();
+        // Single updates in a row: the record's next updates save at once.
+        for _ in 0..batch::INLINE_AFTER {
+            let r = open();
+            r.increment("n", 1).await.unwrap();
+            r.commit().await.unwrap();
+        }
+        assert!(m.record_lock(&rid).try_lock().unwrap().saves_at_once(rid));
+        let (answer, held) = tokio::sync::oneshot::channel();
+        *hook.held_load_answer.lock().unwrap() = Some(held);
+        let update = tokio::spawn({
+            let s = open();
+            async move { s.increment("n", 1).await }
+        });
+        while hook.held_load_answer.lock().unwrap().is_some() {
+            tokio::task::yield_now().await;
+        }
+        // Another request's update saves at once, and is dropped after its
+        // save landed.
+        let (_never, held) = tokio::sync::oneshot::channel();
+        *hook.held_save_answer.lock().unwrap() = Some(held);
+        let other = open();
+        {
+            let mut dropped = std::pin::pin!(other.increment("n", 1));
+            assert!(poll_once(dropped.as_mut()).is_pending(), "not saving");
+        }
+        assert_eq!(f.n(&cookie).await, Some(5), "the save landed");
+        answer.send(()).unwrap();
+        assert_eq!(update.await.unwrap().unwrap(), 6);
+        assert_eq!(f.n(&cookie).await, Some(6));
     }
 
     /// A login whose owner's session cap cannot be enforced (the listing
