@@ -1999,9 +1999,13 @@ impl Session {
                 state.lifetime_dirty = false;
                 // A save outside an update: refresh the copy the record's
                 // turn keeps, unless an update holds the turn (it keeps its
-                // own copy, and a stale one only costs a reload).
+                // own copy, and a stale one only costs a reload), or the
+                // copy is newer already (an update saved through the turn
+                // while this answer was on its way): it vouches for loads
+                // (`Turn::load_is_current`), so it never moves back.
                 if let Ok(mut turn) = manager.record_lock(&rid).try_lock() {
-                    if turn.last.as_ref().is_some_and(|r| r.id == rid) {
+                    let version = record.version;
+                    if (turn.last.as_ref()).is_some_and(|r| r.id == rid && r.version < version) {
                         turn.last = Self::saved_copy(state).map(Arc::new);
                     }
                 }
@@ -5091,6 +5095,39 @@ mod tests {
         answer.send(()).unwrap();
         assert_eq!(update.await.unwrap().unwrap(), 6);
         assert_eq!(f.n(&cookie).await, Some(6));
+    }
+
+    /// A save outside an update whose answer comes after an update saved
+    /// the record through its turn leaves the turn's newer copy alone: that
+    /// copy vouches for loads made without holding the turn.
+    #[tokio::test]
+    async fn a_late_plain_save_does_not_move_the_turns_copy_back() {
+        let (f, hook) = Hooked::fixture(false, false);
+        let cookie = f.stored().await;
+        let rid = Id::parse(&cookie).unwrap().record_id();
+        let plain = f.open(Some(&cookie));
+        plain.insert("theme", "dark").await.unwrap();
+        let (answer, held) = tokio::sync::oneshot::channel();
+        *hook.held_save_answer.lock().unwrap() = Some(held);
+        let saving = tokio::spawn({
+            let plain = plain.clone();
+            async move { plain.save().await }
+        });
+        while hook.held_save_answer.lock().unwrap().is_some() {
+            tokio::task::yield_now().await;
+        }
+        let update = f.open(Some(&cookie));
+        assert_eq!(update.increment("n", 1).await.unwrap(), 1);
+        let version_of_last = || {
+            let turn = f.manager.record_lock(&rid).try_lock().unwrap();
+            turn.last.as_ref().map(|r| (r.id, r.version))
+        };
+        let after_update = version_of_last();
+        assert!(after_update.is_some_and(|(id, _)| id == rid));
+        answer.send(()).unwrap();
+        saving.await.unwrap().unwrap();
+        assert_eq!(version_of_last(), after_update);
+        assert_eq!(f.n(&cookie).await, Some(1));
     }
 
     /// A login whose owner's session cap cannot be enforced (the listing
