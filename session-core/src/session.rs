@@ -4850,6 +4850,28 @@ mod tests {
             };
             (f, hooked)
         }
+
+        /// Starts `s.increment("n", 1)` on a task of its own and returns
+        /// once its load has read the store and waits to answer, until the
+        /// returned sender is used or dropped.
+        async fn increment_with_its_load_held(
+            &self,
+            s: &Session,
+        ) -> (
+            tokio::sync::oneshot::Sender<()>,
+            tokio::task::JoinHandle<Result<i64>>,
+        ) {
+            let (answer, held) = tokio::sync::oneshot::channel();
+            *self.held_load_answer.lock().unwrap() = Some(held);
+            let update = tokio::spawn({
+                let s = s.clone();
+                async move { s.increment("n", 1).await }
+            });
+            while self.held_load_answer.lock().unwrap().is_some() {
+                tokio::task::yield_now().await;
+            }
+            (answer, update)
+        }
     }
 
     #[async_trait::async_trait]
@@ -4971,16 +4993,7 @@ mod tests {
         let (f, hook) = Hooked::fixture(false, false);
         let cookie = f.stored().await;
         let s = f.open(Some(&cookie));
-        let (answer, held) = tokio::sync::oneshot::channel();
-        *hook.held_load_answer.lock().unwrap() = Some(held);
-        let update = tokio::spawn({
-            let s = s.clone();
-            async move { s.increment("n", 1).await }
-        });
-        // Its load has read the record, and waits to answer.
-        while hook.held_load_answer.lock().unwrap().is_some() {
-            tokio::task::yield_now().await;
-        }
+        let (answer, update) = hook.increment_with_its_load_held(&s).await;
         assert_eq!(f.increment_elsewhere(&cookie).await, 1);
         assert_eq!(s.get::<i64>("n").await.unwrap(), Some(1));
         let before = f.store.counts();
@@ -5035,15 +5048,7 @@ mod tests {
         let cookie = f.stored().await;
         let s = m.session_from_cookies(Some(format!("session={cookie}").as_str()));
         assert_eq!(s.get_string("name").await.unwrap(), "iris");
-        let (answer, held) = tokio::sync::oneshot::channel();
-        *hook.held_load_answer.lock().unwrap() = Some(held);
-        let update = tokio::spawn({
-            let s = s.clone();
-            async move { s.increment("n", 1).await }
-        });
-        while hook.held_load_answer.lock().unwrap().is_some() {
-            tokio::task::yield_now().await;
-        }
+        let (answer, update) = hook.increment_with_its_load_held(&s).await;
         s.insert("theme", "dark").await.unwrap();
         s.save().await.unwrap();
         answer.send(()).unwrap();
@@ -5073,15 +5078,7 @@ mod tests {
             r.commit().await.unwrap();
         }
         assert!(m.record_lock(&rid).try_lock().unwrap().saves_at_once(rid));
-        let (answer, held) = tokio::sync::oneshot::channel();
-        *hook.held_load_answer.lock().unwrap() = Some(held);
-        let update = tokio::spawn({
-            let s = open();
-            async move { s.increment("n", 1).await }
-        });
-        while hook.held_load_answer.lock().unwrap().is_some() {
-            tokio::task::yield_now().await;
-        }
+        let (answer, update) = hook.increment_with_its_load_held(&open()).await;
         // Another request's update saves at once, and is dropped after its
         // save landed.
         let (_never, held) = tokio::sync::oneshot::channel();
