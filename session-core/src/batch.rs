@@ -41,9 +41,10 @@
 //! it. If a save through the turn began meanwhile, what it loaded may
 //! predate that save: unless every such save was decided and the last left
 //! the turn a copy of this record no newer than the load, it loads again,
-//! this time holding the turn (as any later load of that update does). Cancelled while it saves, such an update may or may not have
-//! been written; it was not acknowledged, and the turn keeps no copy, so the
-//! next update reloads.
+//! this time holding the turn (as any later load of that update does).
+//! Cancelled while it saves, an update that saves at once may or may not
+//! have been written; it was not acknowledged, and the turn keeps no copy,
+//! so the next update reloads.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
