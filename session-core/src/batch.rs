@@ -38,10 +38,11 @@
 //! [`PROBE_EVERY`] updates that others join, switches the record back to
 //! gathering. An update that needs a load (no copy of the record to start
 //! from) makes its first load before it takes the turn, not while holding
-//! it. If a save through the turn began meanwhile, what it loaded may
-//! predate that save: unless every such save was decided and the last left
-//! the turn a copy of this record no newer than the load, it loads again,
-//! this time holding the turn (as any later load of that update does).
+//! it. If a save of that record through the turn began meanwhile (the turn
+//! knows the records of its latest four saves), what it loaded may predate
+//! that save: unless every such save was decided and the last left the turn
+//! a copy of this record no newer than the load, it loads again, this time
+//! holding the turn (as any later load of that update does).
 //! Cancelled while it saves, an update that saves at once may or may not
 //! have been written; it was not acknowledged, and the turn keeps no copy,
 //! so the next update reloads.
@@ -92,6 +93,21 @@ pub(crate) struct Turn {
     /// What `saves` was when the last of them was decided: behind it while
     /// a save is under way, and after one was dropped mid-call.
     settled: u64,
+    /// The records of the latest saves begun through this turn (the first
+    /// bytes of their ids), each at its number (`saves` once it began)
+    /// modulo [`RECENT_SAVES`]: a load made while only other records' saves
+    /// began is still current.
+    recent: [u64; RECENT_SAVES],
+}
+
+/// How many of the latest saves begun through a turn it keeps the record of.
+const RECENT_SAVES: usize = 4;
+
+/// The first eight bytes of a record id: two records sharing them count as
+/// one in [`Turn::load_is_current`], which then only reloads needlessly.
+fn tag(rid: &RecordId) -> u64 {
+    let b = rid.as_bytes();
+    u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
 }
 
 impl Turn {
@@ -117,12 +133,27 @@ impl Turn {
 
     /// Whether a copy of `rid` at `version`, loaded while this turn was let
     /// go (its count of saves at `seen`), is as new as all that this process
-    /// saved through the turn meanwhile: no save began, or every one that
-    /// began was decided and the last saved `rid`, at no later version.
+    /// saved through the turn meanwhile: no save of `rid` began (of the
+    /// latest few, which are known), or every save that began was decided
+    /// and the last saved `rid`, at no later version.
     pub(crate) fn load_is_current(&self, rid: RecordId, version: u64, seen: u64) -> bool {
-        self.saves == seen
+        let began = self.saves.wrapping_sub(seen);
+        let others_only = began <= RECENT_SAVES as u64
+            && (1..=began).all(|k| self.recent[Self::slot(seen.wrapping_add(k))] != tag(&rid));
+        others_only
             || self.saves == self.settled
                 && (self.last.as_ref()).is_some_and(|l| l.id == rid && l.version <= version)
+    }
+
+    /// Notes that a save of `rid` begins through this turn.
+    fn begin_save(&mut self, rid: &RecordId) {
+        self.saves = self.saves.wrapping_add(1);
+        self.recent[Self::slot(self.saves)] = tag(rid);
+    }
+
+    fn slot(number: u64) -> usize {
+        // The remainder is below `RECENT_SAVES`.
+        (number % RECENT_SAVES as u64) as usize
     }
 
     /// An update had to wait for the turn: updates overlap, so gather.
@@ -489,7 +520,7 @@ pub(crate) fn write<'a>(
         // Made on the first poll, which begins the store call: dropped
         // before it, the save wrote nothing and decides nothing.
         let deciding = Deciding::begin(landing);
-        turn.saves = turn.saves.wrapping_add(1);
+        turn.begin_save(&record.id);
         let result = manager.save(&mut record, base_version).await;
         settle(turn, record, result, members, deciding)
     }
@@ -554,6 +585,34 @@ fn settle(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A load made while the turn was let go is current when only other
+    /// records' saves began meanwhile, of the latest four; past four, the
+    /// turn no longer knows, and it is not.
+    #[test]
+    fn a_load_is_current_while_only_other_records_saves_began() {
+        let ours = RecordId::from_bytes([1; 32]);
+        let other = RecordId::from_bytes([2; 32]);
+        let mut turn = Turn::default();
+        let seen = turn.saves();
+        assert!(turn.load_is_current(ours, 1, seen), "no save began");
+        turn.begin_save(&other);
+        turn.begin_save(&other);
+        assert!(turn.load_is_current(ours, 1, seen));
+        turn.begin_save(&ours);
+        assert!(!turn.load_is_current(ours, 1, seen));
+        let seen = turn.saves();
+        for _ in 0..RECENT_SAVES {
+            turn.begin_save(&other);
+        }
+        assert!(turn.load_is_current(ours, 1, seen));
+        let seen = turn.saves();
+        turn.begin_save(&ours);
+        for _ in 0..RECENT_SAVES {
+            turn.begin_save(&other);
+        }
+        assert!(!turn.load_is_current(ours, 1, seen), "five saves since");
+    }
 
     /// A save dropped during its store call (its saver task went with its
     /// runtime) counts as unknown, and wakes whoever waits for it.

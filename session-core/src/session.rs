@@ -5127,6 +5127,35 @@ mod tests {
         assert_eq!(f.n(&cookie).await, Some(1));
     }
 
+    /// A save of another record sharing the turn, made while an update
+    /// loaded without the turn, leaves that load trusted: the turn knows
+    /// which records its latest saves were of, so the update does not load
+    /// again.
+    #[tokio::test]
+    async fn a_save_of_another_record_sharing_the_turn_leaves_a_load_trusted() {
+        let (f, hook) = Hooked::fixture(false, false);
+        // Two sessions whose records share a turn.
+        let mut seen = std::collections::HashMap::new();
+        let (a, b) = loop {
+            let cookie = f.stored().await;
+            let rid = Id::parse(&cookie).unwrap().record_id();
+            let turn = std::ptr::from_ref(f.manager.record_lock(&rid));
+            if let Some(other) = seen.insert(turn, cookie.clone()) {
+                break (cookie, other);
+            }
+        };
+        let s = f.open(Some(&a));
+        let (answer, update) = hook.increment_with_its_load_held(&s).await;
+        let other = f.open(Some(&b));
+        assert_eq!(other.increment("n", 1).await.unwrap(), 1);
+        let before = f.store.counts();
+        answer.send(()).unwrap();
+        assert_eq!(update.await.unwrap().unwrap(), 1);
+        assert_eq!(f.loads_and_saves_since(&before), (0, 1), "no second load");
+        assert_eq!(f.n(&a).await, Some(1));
+        assert_eq!(f.n(&b).await, Some(1));
+    }
+
     /// A login whose owner's session cap cannot be enforced (the listing
     /// fails) stands: the client is logged in, and the owner's next login
     /// enforces the cap.

@@ -1154,6 +1154,13 @@ on its code):
   actix-web (target 1.3x, met); behind a `CachedStore` 1.91x and 2.38x. No acknowledged
   increment of ours was lost in any of the 60 `write` and `write-own` runs (13.8 million
   acknowledged), and ours wrote at least 1.11x as fast as the peer on every store.
+* After the load run: an update whose load only saves of other records sharing its turn
+  overtook no longer loads a second time (the turn keeps the records of its latest four
+  saves). In the run, `actix-ours-redis` `write-own` made 1.05 store calls per request
+  where every other `write-own` made 1.00 (session 18's run: 1.00 to 1.04 on Redis). When
+  two of the sixteen sessions share one of the 1 024 turns, each displaces the other's copy
+  and their updates load (below); with the load outside the turn, one whose load the
+  other's save overtook loaded again until this change.
 
 What is still between ours and the ceiling, by the profile (row `session 18`) and the
 load runs (session 18's, whose axum ratios to bare sit about 15 % low, and the earlier
