@@ -50,7 +50,8 @@ const MAX_DEPTH: usize = 128;
 /// MessagePack through `rmp-serde`, structs written as maps with field names.
 /// Compact, fast and tolerant of added fields. The default codec. A value
 /// nested more than 127 levels deep (arrays, maps and enum variants
-/// together) does not decode.
+/// together) does not decode, nor do stored bytes with anything after the
+/// value.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MessagePack;
 
@@ -63,28 +64,111 @@ impl Codec for MessagePack {
     }
 
     fn decode(&self, bytes: &[u8], visit: DecodeVisitor<'_>) -> Result<(), CodecError> {
-        // serde_json's own limit: a stored value nested deeper (one byte a
-        // level in MessagePack) is refused before it can exhaust the stack.
-        let limited = || {
-            let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
-            de.set_max_depth(MAX_DEPTH);
-            de
-        };
         // rmp-serde counts the levels of arrays, maps and extensions, but
         // not of enums: it reads a variant with data (a map of one entry)
         // without counting, so a recursive enum (`Not(Box<Filter>)`) would
-        // nest two bytes a level until the stack overflowed. Read as
-        // `IgnoredAny`, every variant is a map that counts. A value no longer
-        // than the limit cannot nest deeper, so the common small value is
-        // read once.
-        if bytes.len() > MAX_DEPTH {
-            <serde::de::IgnoredAny as serde::Deserialize>::deserialize(&mut limited())?;
-        }
-        let mut de = limited();
+        // nest two bytes a level until the stack overflowed. `one_value`
+        // counts every map, so variants too; it also refuses bytes after
+        // the value, which rmp-serde's borrowing reader ignores.
+        one_value(bytes)?;
+        let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+        de.set_max_depth(MAX_DEPTH);
         let mut erased = <dyn erased_serde::Deserializer>::erase(&mut de);
         visit(&mut erased)?;
         Ok(())
     }
+}
+
+/// Why bytes are not one MessagePack value.
+#[derive(Debug, thiserror::Error)]
+enum Shape {
+    #[error("the value ends early")]
+    Truncated,
+    #[error("{0} bytes follow the value")]
+    Trailing(usize),
+    #[error("the value nests more than {} levels deep", MAX_DEPTH - 1)]
+    TooDeep,
+    #[error("the byte 0xc1 is not MessagePack")]
+    Reserved,
+}
+
+/// Checks that `bytes` hold exactly one MessagePack value, with arrays and
+/// maps nested at most `MAX_DEPTH - 1` levels deep: serde_json's own limit,
+/// so a stored value nested deeper (one byte a level) is refused before its
+/// decoding can exhaust the stack. Lengths only are read, without
+/// recursion or allocation; what the bytes mean is left to rmp-serde.
+fn one_value(bytes: &[u8]) -> Result<(), Shape> {
+    // The items still to read in each enclosing container, innermost last.
+    let mut open = [0usize; MAX_DEPTH];
+    let mut depth = 0;
+    // The items still to read at this level: the value itself at the top.
+    let mut left = 1usize;
+    let mut rd = bytes;
+    loop {
+        while left == 0 {
+            if depth == 0 {
+                return match rd.len() {
+                    0 => Ok(()),
+                    n => Err(Shape::Trailing(n)),
+                };
+            }
+            depth -= 1;
+            left = open[depth];
+        }
+        left -= 1;
+        let (&marker, rest) = rd.split_first().ok_or(Shape::Truncated)?;
+        rd = rest;
+        // What follows the marker: bytes to skip, then items to read.
+        let (skip, items) = match rmp::Marker::from_u8(marker) {
+            rmp::Marker::FixPos(_)
+            | rmp::Marker::FixNeg(_)
+            | rmp::Marker::Null
+            | rmp::Marker::True
+            | rmp::Marker::False => (0, 0),
+            rmp::Marker::Reserved => return Err(Shape::Reserved),
+            rmp::Marker::U8 | rmp::Marker::I8 => (1, 0),
+            rmp::Marker::U16 | rmp::Marker::I16 => (2, 0),
+            rmp::Marker::U32 | rmp::Marker::I32 | rmp::Marker::F32 => (4, 0),
+            rmp::Marker::U64 | rmp::Marker::I64 | rmp::Marker::F64 => (8, 0),
+            rmp::Marker::FixStr(n) => (usize::from(n), 0),
+            rmp::Marker::Str8 | rmp::Marker::Bin8 => (length(&mut rd, 1)?, 0),
+            rmp::Marker::Str16 | rmp::Marker::Bin16 => (length(&mut rd, 2)?, 0),
+            rmp::Marker::Str32 | rmp::Marker::Bin32 => (length(&mut rd, 4)?, 0),
+            // An extension's type byte, then its data.
+            rmp::Marker::FixExt1 => (2, 0),
+            rmp::Marker::FixExt2 => (3, 0),
+            rmp::Marker::FixExt4 => (5, 0),
+            rmp::Marker::FixExt8 => (9, 0),
+            rmp::Marker::FixExt16 => (17, 0),
+            rmp::Marker::Ext8 => (length(&mut rd, 1)?.saturating_add(1), 0),
+            rmp::Marker::Ext16 => (length(&mut rd, 2)?.saturating_add(1), 0),
+            rmp::Marker::Ext32 => (length(&mut rd, 4)?.saturating_add(1), 0),
+            rmp::Marker::FixArray(n) => (0, usize::from(n)),
+            rmp::Marker::Array16 => (0, length(&mut rd, 2)?),
+            rmp::Marker::Array32 => (0, length(&mut rd, 4)?),
+            rmp::Marker::FixMap(n) => (0, 2 * usize::from(n)),
+            rmp::Marker::Map16 => (0, 2 * length(&mut rd, 2)?),
+            // A count past the end is found once the bytes run out.
+            rmp::Marker::Map32 => (0, length(&mut rd, 4)?.saturating_mul(2)),
+        };
+        rd = rd.get(skip..).ok_or(Shape::Truncated)?;
+        if items > 0 {
+            if depth + 1 >= MAX_DEPTH {
+                return Err(Shape::TooDeep);
+            }
+            open[depth] = left;
+            depth += 1;
+            left = items;
+        }
+    }
+}
+
+/// Reads a big-endian length of `width` bytes.
+fn length(rd: &mut &[u8], width: usize) -> Result<usize, Shape> {
+    let (digits, rest) = rd.split_at_checked(width).ok_or(Shape::Truncated)?;
+    *rd = rest;
+    let n = digits.iter().fold(0u64, |n, &d| n << 8 | u64::from(d));
+    usize::try_from(n).map_err(|_| Shape::Truncated)
 }
 
 /// JSON through `serde_json`: larger and slower than [`MessagePack`], but
@@ -230,6 +314,128 @@ mod tests {
             .join()
             .unwrap();
         assert_eq!(decoded, (true, Some(nested(100))));
+    }
+
+    /// Every kind of MessagePack value, at the edges of its length classes,
+    /// is one value exactly: with a byte less it ends early, with a byte
+    /// more something follows it.
+    #[test]
+    fn every_kind_of_value_is_measured_exactly() {
+        let mut values: Vec<Vec<u8>> = Vec::new();
+        let mut push = |v: Vec<u8>| values.push(v);
+        for n in [
+            0u64,
+            127,
+            128,
+            255,
+            256,
+            65_535,
+            65_536,
+            u64::from(u32::MAX) + 1,
+        ] {
+            push(encode(&MessagePack, &n).unwrap());
+        }
+        for n in [-1i64, -32, -33, -129, -32_769, i64::from(i32::MIN) - 1] {
+            push(encode(&MessagePack, &n).unwrap());
+        }
+        push(encode(&MessagePack, &1.5f32).unwrap());
+        push(encode(&MessagePack, &1.5f64).unwrap());
+        push(encode(&MessagePack, &(true, false, ())).unwrap());
+        for len in [0, 31, 32, 255, 256, 65_535, 65_536] {
+            push(encode(&MessagePack, &"x".repeat(len)).unwrap());
+            push(encode(&MessagePack, &serde_bytes::ByteBuf::from(vec![7; len])).unwrap());
+        }
+        for len in [1, 15, 16, 65_535, 65_536] {
+            push(encode(&MessagePack, &vec![1u8; len]).unwrap());
+            let map: std::collections::BTreeMap<u32, bool> =
+                (0..len as u32).map(|k| (k, true)).collect();
+            push(encode(&MessagePack, &map).unwrap());
+        }
+        push(
+            encode(
+                &MessagePack,
+                &V2 {
+                    name: "n".into(),
+                    age: 3,
+                },
+            )
+            .unwrap(),
+        );
+        // Containers followed by more items at their own level.
+        push(encode(&MessagePack, &(vec![vec![1u8], vec![]], 2u8, "after")).unwrap());
+        // Extensions, which serde types do not write: each fixed size, and
+        // the three with a length.
+        for (marker, data) in [(0xd4, 1), (0xd5, 2), (0xd6, 4), (0xd7, 8), (0xd8, 16)] {
+            push([vec![marker, 5], vec![9; data]].concat());
+        }
+        push([vec![0xc7, 3, 5], vec![9; 3]].concat());
+        push([vec![0xc8, 1, 0, 5], vec![9; 256]].concat());
+        push([vec![0xc9, 0, 1, 0, 0, 5], vec![9; 65_536]].concat());
+        // An array of extensions, so that their ends are checked inside.
+        push([vec![0x92, 0xd4, 5, 9, 0xc7, 1, 5], vec![9]].concat());
+        for bytes in values {
+            assert!(
+                one_value(&bytes).is_ok(),
+                "{:x?}",
+                &bytes[..bytes.len().min(8)]
+            );
+            assert!(
+                matches!(one_value(&bytes[..bytes.len() - 1]), Err(Shape::Truncated)),
+                "{:x?} cut short",
+                &bytes[..bytes.len().min(8)]
+            );
+            let longer = [&bytes[..], &[0xc0]].concat();
+            assert!(
+                matches!(one_value(&longer), Err(Shape::Trailing(1))),
+                "{:x?} with a byte more",
+                &bytes[..bytes.len().min(8)]
+            );
+        }
+    }
+
+    /// Bytes after a stored value, which rmp-serde would ignore, make it
+    /// undecodable, as `JsonCodec` treats them.
+    #[test]
+    fn bytes_after_the_value_are_refused() {
+        let mut bytes = encode(&MessagePack, &"iris").unwrap();
+        assert_eq!(decode::<String>(&MessagePack, &bytes).unwrap(), "iris");
+        bytes.extend_from_slice(b"junk");
+        let err = decode::<String>(&MessagePack, &bytes).unwrap_err();
+        assert_eq!(err.to_string(), "4 bytes follow the value");
+        assert!(decode::<String>(&MessagePack, &[]).is_err());
+    }
+
+    /// A hundred and twenty-seven levels decode, a hundred and twenty-eight
+    /// do not, also in values too short to have been checked before.
+    #[test]
+    fn nesting_is_limited_to_the_documented_depth() {
+        let nested = |levels: usize| [vec![0x91; levels], vec![0xc0]].concat();
+        assert!(decode::<serde::de::IgnoredAny>(&MessagePack, &nested(MAX_DEPTH - 1)).is_ok());
+        let err = decode::<serde::de::IgnoredAny>(&MessagePack, &nested(MAX_DEPTH)).unwrap_err();
+        assert_eq!(err.to_string(), "the value nests more than 127 levels deep");
+        // Maps count as arrays do.
+        let maps = [[0x81, 0x01].repeat(MAX_DEPTH), vec![0x00]].concat();
+        assert!(matches!(one_value(&maps), Err(Shape::TooDeep)));
+    }
+
+    /// Lengths that claim more than the bytes hold are refused without
+    /// reserving room for them.
+    #[test]
+    fn lengths_past_the_end_are_refused() {
+        for bytes in [
+            &[0xdf, 0xff, 0xff, 0xff, 0xff][..],
+            &[0xdd, 0xff, 0xff, 0xff, 0xff],
+            &[0xdb, 0xff, 0xff, 0xff, 0xff],
+            &[0xc9, 0xff, 0xff, 0xff, 0xff, 1],
+            &[0xd9],
+            &[0x92, 0x01],
+        ] {
+            assert!(
+                matches!(one_value(bytes), Err(Shape::Truncated)),
+                "{bytes:x?}"
+            );
+        }
+        assert!(matches!(one_value(&[0xc1]), Err(Shape::Reserved)));
     }
 
     #[test]
