@@ -774,7 +774,9 @@ fn sorted(mut v: Vec<RecordId>) -> Vec<RecordId> {
 
 /// The owner index lists exactly an owner's records and deletes them all.
 /// Owners compare byte for byte: one that differs only by a trailing space
-/// or by case is someone else.
+/// or by case is someone else. An owner with a NUL character, which no
+/// login gives (and PostgreSQL's text cannot hold), owns nothing: listing
+/// and deleting its sessions find none instead of failing.
 pub async fn owner_index_lists_and_deletes(store: impl Store) {
     let alice = random_owner();
     let bob = random_owner();
@@ -822,6 +824,12 @@ pub async fn owner_index_lists_and_deletes(store: impl Store) {
         assert_eq!(store.ids_of_owner(owner).await.expect("list"), vec![*id]);
         assert_eq!(store.delete_owner(owner).await.expect("delete owner"), 1);
     }
+    let impossible = format!("{bob}\0");
+    let listed = store.ids_of_owner(&impossible).await;
+    assert!(listed.expect("list an owner with NUL").is_empty());
+    let deleted = store.delete_owner(&impossible).await;
+    assert_eq!(deleted.expect("delete an owner with NUL"), 0);
+    assert!(load(&store, &theirs.id).await.is_some());
 }
 
 /// A save that changes the owner moves the record in the index; a delete

@@ -55,10 +55,13 @@
 //!
 //! Each statement runs on its own, outside any transaction. One that the
 //! database rolls back to break a deadlock (with a sweep's range delete, or
-//! an application's own transaction on the table) or a serialization
-//! conflict runs again, up to three times in all, so such a deadlock does not
-//! fail the request; the manager's timeout (a sweep's, the sweeper's limit)
-//! bounds the whole call.
+//! an application's own transaction on the table), a serialization
+//! conflict or, on MariaDB under `innodb_snapshot_isolation` (the default
+//! from 11.6.2), a write conflict (error 1020) runs again, up to three times
+//! in all, so none of them fails the request; the manager's timeout (a
+//! sweep's, the sweeper's limit) bounds the whole call. A statement compares
+//! deadlines with the time read once it has its connection, so one that
+//! waited for the pool does not find a session live that ended meanwhile.
 //!
 //! # TLS
 //!
@@ -87,7 +90,7 @@
 
 use std::fmt;
 
-use session_core::{Record, RecordId, StoreError, StoreErrorKind};
+use session_core::{Record, RecordId, StoreError, StoreErrorKind, Timestamp};
 
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
 #[macro_use]
@@ -183,8 +186,12 @@ fn database_error_kind(error: &dyn sqlx::error::DatabaseError) -> StoreErrorKind
         match e.number() {
             // Lock wait timeout, read-only (a failover under way), a query
             // interrupted, MySQL's max_execution_time and MariaDB's
-            // max_statement_time.
-            1205 | 1290 | 1317 | 3024 | 1969 => return StoreErrorKind::Unavailable,
+            // max_statement_time, MariaDB's connection killed (a failover
+            // tool or `KILL CONNECTION`), and a statement rolled back for a
+            // write conflict that its reruns ([`retrying`]) kept meeting.
+            1205 | 1290 | 1317 | 3024 | 1969 | 1927 | MARIADB_RECORD_CHANGED => {
+                return StoreErrorKind::Unavailable;
+            }
             // The record is larger than the server takes: every retry fails.
             1153 => return StoreErrorKind::Rejected,
             _ => {}
@@ -315,6 +322,10 @@ pub(crate) struct Dialect {
     /// the schema fixes the types, a column that does not decode means the
     /// table is not this crate's, an error for every load.
     pub(crate) dynamic_types: bool,
+    /// Whether text may hold the NUL character (PostgreSQL's cannot, and
+    /// refuses a parameter with one): where it cannot, no record has such an
+    /// owner, and listing or deleting one finds nothing without asking.
+    pub(crate) text_holds_nul: bool,
     /// How instances starting together take turns to migrate
     /// (`CREATE ... IF NOT EXISTS` is not safe against itself on PostgreSQL).
     pub(crate) migration_lock: MigrationLock<&'static str>,
@@ -369,6 +380,7 @@ pub(crate) struct Queries {
     pub(crate) migrations: Vec<(i64, Vec<String>)>,
     pub(crate) migration_lock: MigrationLock<String>,
     pub(crate) dynamic_types: bool,
+    pub(crate) text_holds_nul: bool,
     /// The lock's name, one for every table of this crate in the database:
     /// tables of one schema also share its `CREATE SCHEMA`.
     pub(crate) lock_name: String,
@@ -445,6 +457,7 @@ impl Queries {
             },
             lock_name: "session-sql migrate".to_owned(),
             dynamic_types: dialect.dynamic_types,
+            text_holds_nul: dialect.text_holds_nul,
         }
     }
 }
@@ -457,14 +470,32 @@ pub(crate) fn version(v: u64) -> Result<i64, StoreError> {
 /// it back to break a deadlock or a serialization conflict.
 pub(crate) const ATTEMPTS: u32 = 3;
 
+/// MariaDB's `ER_CHECKREAD`, "Record has changed since last read": under
+/// `innodb_snapshot_isolation` (on by default from MariaDB 11.6.2) a
+/// statement that waited for a row's lock while another transaction
+/// changed and committed the row is rolled back, as for a deadlock. Its
+/// SQLSTATE is the catch-all HY000.
+#[cfg(feature = "mysql")]
+const MARIADB_RECORD_CHANGED: u16 = 1020;
+
 /// Whether the database rolled a statement back to break a deadlock
-/// (MySQL/MariaDB's 1213 and PostgreSQL's 40P01) or a serialization
-/// conflict (40001, under `SERIALIZABLE`). Each store call runs its
-/// statements outside any transaction, so nothing of such a statement took
-/// effect and running it again is safe: the deadlock is gone with it.
+/// (MySQL/MariaDB's 1213 and PostgreSQL's 40P01), a serialization
+/// conflict (40001, under `SERIALIZABLE`) or, on MariaDB, a write conflict
+/// under snapshot isolation (1020). Each store call runs its statements
+/// outside any transaction, so nothing of such a statement took effect and
+/// running it again is safe: it then reads the row as the winner left it
+/// (a save finds another version: a conflict).
 pub(crate) fn rolled_back(e: &sqlx::Error) -> bool {
-    e.as_database_error()
-        .and_then(|d| d.code())
+    let Some(d) = e.as_database_error() else {
+        return false;
+    };
+    #[cfg(feature = "mysql")]
+    if let Some(e) = d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        if e.number() == MARIADB_RECORD_CHANGED {
+            return true;
+        }
+    }
+    d.code()
         .is_some_and(|code| code == "40001" || code == "40P01")
 }
 
@@ -491,6 +522,14 @@ where
             done => return done,
         }
     }
+}
+
+/// The time a statement compares deadlines with, read once its connection
+/// is in hand: a statement that waited for one (the pool can keep it
+/// waiting up to its acquire timeout) must not find a record live that
+/// expired meanwhile, and so bring it back with a later deadline.
+pub(crate) fn now() -> i64 {
+    Timestamp::now().unix_millis()
 }
 
 pub(crate) fn query_error(op: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
@@ -587,6 +626,7 @@ mod tests {
             migrations_table: "CREATE TABLE IF NOT EXISTS {m} (version BIGINT PRIMARY KEY)",
             migration_lock: MigrationLock::None,
             dynamic_types: false,
+            text_holds_nul: true,
         };
         let t = Table::new("s").unwrap().with_schema("a").unwrap();
         let q = Queries::new(&d, &t);

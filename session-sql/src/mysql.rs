@@ -34,6 +34,7 @@ pub(crate) static MYSQL: Dialect = Dialect {
     migrations_table:
         "CREATE TABLE IF NOT EXISTS {m} (version BIGINT NOT NULL PRIMARY KEY) ENGINE = InnoDB",
     dynamic_types: false,
+    text_holds_nul: true,
     // Waits up to the store's migration wait for another instance's
     // migration (the second parameter, in seconds).
     migration_lock: MigrationLock::Session {

@@ -31,6 +31,7 @@ pub(crate) static POSTGRES: Dialect = Dialect {
             AND expires_at <= $1",
     migrations_table: "CREATE TABLE IF NOT EXISTS {m} (version BIGINT PRIMARY KEY)",
     dynamic_types: false,
+    text_holds_nul: false,
     migration_lock: MigrationLock::Transaction("SELECT pg_advisory_xact_lock(hashtext(?))"),
 };
 

@@ -27,6 +27,7 @@ pub(crate) static SQLITE: Dialect = Dialect {
     sweep: "DELETE FROM {t} WHERE id IN (SELECT id FROM {t} WHERE expires_at <= ? LIMIT ?)",
     migrations_table: "CREATE TABLE IF NOT EXISTS {m} (version INTEGER NOT NULL PRIMARY KEY)",
     dynamic_types: true,
+    text_holds_nul: true,
     migration_lock: MigrationLock::None,
 };
 

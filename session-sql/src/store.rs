@@ -285,11 +285,13 @@ macro_rules! sql_store {
                 id: &session_core::RecordId,
             ) -> Result<Option<session_core::Record>, session_core::StoreError> {
                 use sqlx::Row as _;
-                let row = $crate::retrying("load", || {
+                let row = $crate::retrying("load", || async move {
+                    let mut conn = self.pool.acquire().await?;
                     sqlx::query(&self.queries.load)
                         .bind(&id.as_bytes()[..])
-                        .bind(session_core::Timestamp::now().unix_millis())
-                        .fetch_optional(&self.pool)
+                        .bind($crate::now())
+                        .fetch_optional(&mut *conn)
+                        .await
                 })
                 .await
                 .map_err($crate::query_error("load"))?;
@@ -324,11 +326,13 @@ macro_rules! sql_store {
                     Err(e) => return Err($crate::query_error("create")(e)),
                 }
                 // The id exists: free it only if its row has expired.
-                let freed = $crate::retrying("create", || {
+                let freed = $crate::retrying("create", || async move {
+                    let mut conn = self.pool.acquire().await?;
                     sqlx::query(&self.queries.delete_expired_id)
                         .bind(&record.id.as_bytes()[..])
-                        .bind(session_core::Timestamp::now().unix_millis())
-                        .execute(&self.pool)
+                        .bind($crate::now())
+                        .execute(&mut *conn)
+                        .await
                 })
                 .await
                 .map_err($crate::query_error("create"))?
@@ -353,17 +357,19 @@ macro_rules! sql_store {
                     .map_err(|e| session_core::StoreError::new(session_core::StoreErrorKind::Other, e))?;
                 let (version, expected) =
                     ($crate::version(record.version)?, $crate::version(expected_version)?);
-                let now = session_core::Timestamp::now().unix_millis();
-                let updated = $crate::retrying("save", || {
+                let data = &data[..];
+                let updated = $crate::retrying("save", || async move {
+                    let mut conn = self.pool.acquire().await?;
                     sqlx::query(&self.queries.save)
-                        .bind(&data[..])
+                        .bind(data)
                         .bind(version)
                         .bind(record.expires_at.unix_millis())
                         .bind(record.owner.as_deref())
                         .bind(&record.id.as_bytes()[..])
                         .bind(expected)
-                        .bind(now)
-                        .execute(&self.pool)
+                        .bind($crate::now())
+                        .execute(&mut *conn)
+                        .await
                 })
                 .await
                 .map_err($crate::query_error("save"))?
@@ -372,11 +378,13 @@ macro_rules! sql_store {
                     return Ok(session_core::Saved::Saved);
                 }
                 // Not saved: a conflict if the row is live, else missing.
-                let live = $crate::retrying("save", || {
+                let live = $crate::retrying("save", || async move {
+                    let mut conn = self.pool.acquire().await?;
                     sqlx::query(&self.queries.live_version)
                         .bind(&record.id.as_bytes()[..])
-                        .bind(now)
-                        .fetch_optional(&self.pool)
+                        .bind($crate::now())
+                        .fetch_optional(&mut *conn)
+                        .await
                 })
                 .await
                 .map_err($crate::query_error("save"))?;
@@ -395,14 +403,15 @@ macro_rules! sql_store {
                 expires_at: session_core::Timestamp,
             ) -> Result<bool, session_core::StoreError> {
                 let version = $crate::version(version)?;
-                let now = session_core::Timestamp::now().unix_millis();
-                let updated = $crate::retrying("touch", || {
+                let updated = $crate::retrying("touch", || async move {
+                    let mut conn = self.pool.acquire().await?;
                     sqlx::query(&self.queries.touch)
                         .bind(expires_at.unix_millis())
                         .bind(&id.as_bytes()[..])
                         .bind(version)
-                        .bind(now)
-                        .execute(&self.pool)
+                        .bind($crate::now())
+                        .execute(&mut *conn)
+                        .await
                 })
                 .await
                 .map_err($crate::query_error("touch"))?
@@ -426,11 +435,13 @@ macro_rules! sql_store {
             async fn delete_expired(&self) -> Result<u64, session_core::StoreError> {
                 let mut total = 0;
                 loop {
-                    let n = $crate::retrying("delete expired", || {
+                    let n = $crate::retrying("delete expired", || async move {
+                        let mut conn = self.pool.acquire().await?;
                         sqlx::query(&self.queries.sweep)
-                            .bind(session_core::Timestamp::now().unix_millis())
+                            .bind($crate::now())
                             .bind($crate::SWEEP_BATCH)
-                            .execute(&self.pool)
+                            .execute(&mut *conn)
+                            .await
                     })
                     .await
                     .map_err($crate::query_error("delete expired"))?
@@ -449,11 +460,16 @@ macro_rules! sql_store {
                 owner: &str,
             ) -> Result<Vec<session_core::RecordId>, session_core::StoreError> {
                 use sqlx::Row as _;
-                let rows = $crate::retrying("list owner", || {
+                if !self.queries.text_holds_nul && owner.contains('\0') {
+                    return Ok(Vec::new());
+                }
+                let rows = $crate::retrying("list owner", || async move {
+                    let mut conn = self.pool.acquire().await?;
                     sqlx::query(&self.queries.list_owner)
                         .bind(owner)
-                        .bind(session_core::Timestamp::now().unix_millis())
-                        .fetch_all(&self.pool)
+                        .bind($crate::now())
+                        .fetch_all(&mut *conn)
+                        .await
                 })
                 .await
                 .map_err($crate::query_error("list owner"))?;
@@ -479,11 +495,16 @@ macro_rules! sql_store {
             }
 
             async fn delete_owner(&self, owner: &str) -> Result<u64, session_core::StoreError> {
-                Ok($crate::retrying("delete owner", || {
+                if !self.queries.text_holds_nul && owner.contains('\0') {
+                    return Ok(0);
+                }
+                Ok($crate::retrying("delete owner", || async move {
+                    let mut conn = self.pool.acquire().await?;
                     sqlx::query(&self.queries.delete_owner)
                         .bind(owner)
-                        .bind(session_core::Timestamp::now().unix_millis())
-                        .execute(&self.pool)
+                        .bind($crate::now())
+                        .execute(&mut *conn)
+                        .await
                 })
                 .await
                 .map_err($crate::query_error("delete owner"))?

@@ -505,6 +505,36 @@ async fn a_row_whose_version_disagrees_with_its_record_is_no_session() {
     assert_eq!(store.load(&r.id).await.expect("load"), None);
 }
 
+/// A save or a touch that waited for a connection (an in-memory database has
+/// one) past its record's deadline finds the record expired, as every load
+/// meanwhile did: it does not bring it back with a later deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_waited_for_a_connection_past_the_deadline_finds_the_session_ended() {
+    let store = support::sqlite_memory().await;
+    let r = record(Duration::from_millis(300));
+    store.create(&r).await.expect("create");
+    let mut next = r.clone();
+    next.version += 1;
+    next.expires_at = Timestamp::now() + Duration::from_secs(3600);
+    let held = store.pool().acquire().await.expect("the only connection");
+    let (saver, toucher) = (store.clone(), store.clone());
+    let save = tokio::spawn({
+        let next = next.clone();
+        async move { saver.save(&next, 0).await }
+    });
+    let touch = tokio::spawn(async move { (toucher.touch(&r.id, 0, None, next.expires_at)).await });
+    // Both are waiting for the connection when the deadline passes.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!save.is_finished() && !touch.is_finished());
+    drop(held);
+    assert_eq!(
+        save.await.expect("join").expect("save"),
+        session_core::Saved::Missing
+    );
+    assert!(!touch.await.expect("join").expect("touch"));
+    assert_eq!(store.load(&r.id).await.expect("load"), None);
+}
+
 #[tokio::test]
 async fn an_unreachable_database_is_a_clear_error() {
     let started = Instant::now();

@@ -197,6 +197,94 @@ async fn postgres_a_save_picked_as_a_deadlock_victim_runs_again() {
     ran_again(saving, &store, &next).await;
 }
 
+/// Makes the next `failures` updates of the store's table fail with MySQL
+/// error `errno`, through a trigger whose count lives in a table that a
+/// statement's rollback does not undo (`ENGINE=MEMORY`); answers the
+/// counter's name, which also counts the updates the trigger saw.
+async fn fail_updates(store: &session_sql::MySqlStore, errno: u16, failures: u32) -> String {
+    let table = store.table().name();
+    let faults = format!("{table}_faults");
+    let pool = store.pool();
+    sqlx::raw_sql(&format!(
+        "CREATE TABLE `{faults}` (failures INT, seen INT) ENGINE=MEMORY; \
+         INSERT INTO `{faults}` VALUES ({failures}, 0)"
+    ))
+    .execute(pool)
+    .await
+    .expect("the counter");
+    sqlx::raw_sql(&format!(
+        "CREATE TRIGGER `{table}_fault` BEFORE UPDATE ON `{table}` FOR EACH ROW \
+         BEGIN \
+           UPDATE `{faults}` SET seen = seen + 1; \
+           IF (SELECT failures FROM `{faults}`) > 0 THEN \
+             UPDATE `{faults}` SET failures = failures - 1; \
+             SIGNAL SQLSTATE 'HY000' SET MYSQL_ERRNO = {errno}, \
+               MESSAGE_TEXT = 'injected by the test'; \
+           END IF; \
+         END"
+    ))
+    .execute(pool)
+    .await
+    .expect("the trigger");
+    faults
+}
+
+/// The updates the trigger of [`fail_updates`] saw; drops the trigger and
+/// its counter.
+async fn updates_seen(store: &session_sql::MySqlStore, faults: &str) -> i32 {
+    let pool = store.pool();
+    let seen = sqlx::query_scalar(&format!("SELECT seen FROM `{faults}`"))
+        .fetch_one(pool)
+        .await
+        .expect("count");
+    let table = store.table().name();
+    sqlx::raw_sql(&format!(
+        "DROP TRIGGER `{table}_fault`; DROP TABLE `{faults}`"
+    ))
+    .execute(pool)
+    .await
+    .expect("drop the counter");
+    seen
+}
+
+/// MariaDB from 11.6.2 runs InnoDB under `innodb_snapshot_isolation`, where
+/// a statement that waited for a row another transaction changed and
+/// committed is rolled back with error 1020 ("Record has changed since last
+/// read"), as a deadlock's victim is. (MariaDB 10.11 does not raise it for
+/// these one-row statements, so a trigger raises it here.) The save runs
+/// again and lands; one that keeps meeting it gives up after its attempts
+/// with an error that says the database is busy, not that it refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_a_save_rolled_back_for_a_changed_record_runs_again() {
+    let Some(store) = support::mysql().await else {
+        return;
+    };
+    let store = store.inner().clone();
+    let r = record(HOUR);
+    store.create(&r).await.expect("create");
+    let next = extended(&r, HOUR);
+    let faults = fail_updates(&store, 1020, 1).await;
+    let saved = store.save(&next, r.version).await;
+    assert_eq!(updates_seen(&store, &faults).await, 2);
+    assert_eq!(saved.expect("the save, run again"), Saved::Saved);
+
+    let faults = fail_updates(&store, 1020, u32::MAX >> 1).await;
+    let failed = store.save(&extended(&next, HOUR), next.version).await;
+    assert_eq!(updates_seen(&store, &faults).await, 3);
+    let error = failed.expect_err("every attempt rolled back");
+    assert_eq!(error.kind(), session_core::StoreErrorKind::Unavailable);
+
+    // MariaDB's "Connection was killed" (a failover tool, `KILL
+    // CONNECTION`) is for now too, and not run again.
+    let faults = fail_updates(&store, 1927, 1).await;
+    let killed = store.save(&extended(&next, HOUR), next.version).await;
+    assert_eq!(updates_seen(&store, &faults).await, 1);
+    let error = killed.expect_err("the connection was killed");
+    assert_eq!(error.kind(), session_core::StoreErrorKind::Unavailable);
+    let stored = store.load(&r.id).await.expect("load").expect("live");
+    assert_eq!(stored.version, next.version);
+}
+
 /// On MariaDB/MySQL a migration that waits for another instance's lock and
 /// is cut short (here by MariaDB's `max_statement_time`; MySQL's
 /// `max_execution_time` and a `KILL QUERY` alike) fails instead of migrating

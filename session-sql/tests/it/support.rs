@@ -207,7 +207,7 @@ pub(crate) async fn mysql_in_table(
         block_on_thread(move || async move {
             if let Ok(pool) = sqlx::MySqlPool::connect(&cleanup_url).await {
                 let _ = sqlx::query(&format!(
-                    "DROP TABLE IF EXISTS `{name}`, `{name}_migrations`"
+                    "DROP TABLE IF EXISTS `{name}`, `{name}_migrations`, `{name}_faults`"
                 ))
                 .execute(&pool)
                 .await;
