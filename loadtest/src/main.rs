@@ -686,6 +686,10 @@ mod axum_server {
 
         let client = redis::Client::open(crate::env_or("LOADTEST_REDIS_URL", crate::REDIS_URL))
             .map_err(|e| e.to_string())?;
+        // The same client, configured as ours connects it.
+        let info = client.get_connection_info().clone();
+        let client = redis::Client::open(info.set_tcp_settings(session_redis::tcp_settings()))
+            .map_err(|e| e.to_string())?;
         let manager = ConnectionManager::new_with_config(client, session_redis::manager_config())
             .await
             .map_err(|e| e.to_string())?;

@@ -103,6 +103,7 @@ use async_trait::async_trait;
 use futures_util::stream::{self, StreamExt};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
+use redis::io::tcp::{socket2, TcpSettings};
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, Script, ScriptInvocation, Value};
 use session_core::{
     Created, Record, RecordId, Saved, Store, StoreError, StoreErrorKind, Timestamp,
@@ -422,12 +423,58 @@ if top[2] then redis.call('PEXPIREAT', {key}, top[2]) end
 /// let store = RedisStore::from_connection_manager(manager);
 /// # Ok(()) }
 /// ```
+///
+/// The connections' TCP settings are the client's: see [`tcp_settings`]
+/// for the ones [`RedisStore::connect`] gives them.
 pub fn manager_config() -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
         .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
         .set_response_timeout(None)
         .set_number_of_retries(2)
         .set_max_delay(std::time::Duration::from_millis(500))
+}
+
+/// The TCP settings of the connections [`RedisStore`]'s constructors make
+/// (they replace a given client's):
+///
+/// * `TCP_NODELAY`: each command leaves at once. The `redis` crate leaves
+///   Nagle's algorithm on, which holds a command back while an earlier one
+///   is unacknowledged, so concurrent requests' commands waited for each
+///   other's round trips.
+/// * keepalive probes after a minute without traffic, so that a NAT or load
+///   balancer between the app and Redis does not drop an idle connection;
+/// * on Linux, `TCP_USER_TIMEOUT` of [`DEAD_CONNECTION_AFTER`]: a connection
+///   whose data goes unacknowledged that long (its host gone without a
+///   reset: a failover that took the address away, a dropped NAT flow) is
+///   closed, and the next call reconnects. Without it the kernel
+///   retransmits for about a quarter of an hour, and every call until then
+///   ends in the manager's store timeout. A paused or busy Redis still
+///   acknowledges what it is sent, so this does not cut a slow command.
+///
+/// ```
+/// let settings = session_redis::tcp_settings();
+/// assert!(settings.nodelay());
+/// ```
+pub fn tcp_settings() -> TcpSettings {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(std::time::Duration::from_secs(60))
+        .with_interval(std::time::Duration::from_secs(10));
+    let settings = TcpSettings::default()
+        .set_nodelay(true)
+        .set_keepalive(keepalive);
+    #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
+    let settings = settings.set_user_timeout(DEAD_CONNECTION_AFTER);
+    settings
+}
+
+/// How long a connection's sent data may go unacknowledged before the
+/// connection counts as dead, on Linux (see [`tcp_settings`]).
+pub const DEAD_CONNECTION_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `client` with the store's TCP settings.
+fn with_tcp_settings(client: &redis::Client) -> Result<redis::Client, RedisStoreError> {
+    let info = client.get_connection_info().clone();
+    redis::Client::open(info.set_tcp_settings(tcp_settings())).map_err(RedisStoreError::Config)
 }
 
 impl RedisStore {
@@ -446,7 +493,8 @@ impl RedisStore {
     /// by the caller: TLS that trusts a private certificate authority or
     /// presents a client certificate ([`redis::Client::build_with_tls`],
     /// feature `tls-rustls`), or connection details a URL cannot carry. The
-    /// store's own connection settings (timeouts, reconnection) still apply.
+    /// store's own connection settings (timeouts, reconnection, and the
+    /// [`tcp_settings`], which replace the client's) still apply.
     /// (The `redis` crate loads the system's roots even when it is given a
     /// root certificate, and fails the connection when that load reports an
     /// error, such as an `SSL_CERT_FILE` that names a missing file.)
@@ -470,6 +518,7 @@ impl RedisStore {
     /// [`RedisStoreError::Connect`] when Redis does not answer or the TLS
     /// handshake fails.
     pub async fn connect_client(client: redis::Client) -> Result<Self, RedisStoreError> {
+        let client = with_tcp_settings(&client)?;
         let manager = ConnectionManager::new_with_config(client, manager_config())
             .await
             .map_err(RedisStoreError::Connect)?;
@@ -509,6 +558,7 @@ impl RedisStore {
     /// Tokio runtime.
     pub fn connect_lazy(url: &str) -> Result<Self, RedisStoreError> {
         let client = redis::Client::open(url).map_err(RedisStoreError::Config)?;
+        let client = with_tcp_settings(&client)?;
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(RedisStoreError::Config(RedisError::from((
                 redis::ErrorKind::Client,
@@ -537,8 +587,8 @@ impl RedisStore {
     /// for `rediss://` nodes under a private certificate authority or with a
     /// client certificate (`ClusterClientBuilder::certs`, feature
     /// `tls-rustls`), a password, or other settings the node URLs cannot
-    /// carry. The store's timeouts replace the builder's
-    /// (as [`connect_cluster`](Self::connect_cluster) sets them).
+    /// carry. The store's timeouts and [`tcp_settings`] replace the
+    /// builder's (as [`connect_cluster`](Self::connect_cluster) sets them).
     ///
     /// ```no_run
     /// # #[cfg(feature = "tls-rustls")]
@@ -564,6 +614,7 @@ impl RedisStore {
         let client = builder
             .connection_timeout(std::time::Duration::from_secs(5))
             .response_timeout(RESPONSE_TIMEOUT)
+            .tcp_settings(tcp_settings())
             .build()
             .map_err(RedisStoreError::Config)?;
         let conn = client
@@ -1121,6 +1172,25 @@ mod tests {
         assert_eq!(before_the_slow_one, 199, "the slow call held up the rest");
         assert_eq!(answers, (0..200).collect::<Vec<_>>());
         assert_eq!(most.load(Ordering::SeqCst), OWNER_CALLS_IN_FLIGHT);
+    }
+
+    /// The clients the constructors connect with send each command at once,
+    /// probe an idle connection and give up on one whose data goes
+    /// unacknowledged, wherever the client came from.
+    #[test]
+    fn connections_get_the_stores_tcp_settings() {
+        let given = redis::Client::open("redis://:secret@redis.internal:6380/3").unwrap();
+        assert!(!given.get_connection_info().tcp_settings().nodelay());
+        let client = with_tcp_settings(&given).unwrap();
+        let info = client.get_connection_info();
+        assert_eq!(info.addr(), given.get_connection_info().addr());
+        assert_eq!(info.redis_settings().db(), 3);
+        assert_eq!(info.redis_settings().password(), Some("secret"));
+        let tcp = info.tcp_settings();
+        assert!(tcp.nodelay());
+        assert!(tcp.keepalive().is_some());
+        #[cfg(target_os = "linux")]
+        assert_eq!(tcp.user_timeout(), Some(DEAD_CONNECTION_AFTER));
     }
 
     #[test]
