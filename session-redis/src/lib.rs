@@ -39,7 +39,10 @@
 //! each create, save or touch: on a standalone server in the same script as
 //! the write (still one round trip, and atomic), on a Cluster with a command
 //! of its own, sent first (the two keys may live on different nodes: two
-//! round trips of latency). A delete removes the entry after. So the index
+//! round trips of latency). A delete, or a save that gives the session to
+//! another owner, removes the old owner's entry after: on a standalone
+//! server only if the session does not name that owner again by then (a
+//! later save gave it back). So the index
 //! only ever holds an upper bound of each deadline and never hides a live
 //! session: when the entry cannot be raised, the write is not made and the
 //! call fails.
@@ -65,7 +68,10 @@
 //! whose entries were evicted, until their next write raises the entries
 //! again. On a Cluster the entry and the session may sit on different
 //! primaries: a failover that loses the index primary's last writes
-//! (replication is asynchronous) loses entries the same way.
+//! (replication is asynchronous) loses entries the same way, and so does a
+//! session that changes owners twice in quick succession on one id (the
+//! first change's removal of the entry can arrive after the second raised
+//! it; the manager never does that, logins and logouts change the id).
 //!
 //! # Commands the Cluster client sends twice
 //!
@@ -367,6 +373,24 @@ local n = string.byte(cur, 17) * 256 + string.byte(cur, 18)
 if string.sub(cur, 19, 18 + n) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
 return 1
+"
+    ))
+});
+
+/// Removes `ARGV[2]`'s entry from the owner `ARGV[1]`'s index (`KEYS[1]`)
+/// unless the session (`KEYS[2]`) names that owner again: a write since
+/// (a save that gave the session back to the owner) raised the entry that
+/// this removal, answering an earlier write, would otherwise take away.
+/// For a standalone server; a retired value names no one.
+static UNINDEX: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"
+local cur = redis.pcall('GET', KEYS[2])
+if type(cur) == 'string' and #cur >= 18 and string.sub(cur, 9, 16) ~= {RETIRED_LUA} then
+  local n = string.byte(cur, 17) * 256 + string.byte(cur, 18)
+  if string.sub(cur, 19, 18 + n) == ARGV[1] then return 0 end
+end
+return redis.call('ZREM', KEYS[1], ARGV[2])
 "
     ))
 });
@@ -703,11 +727,22 @@ impl RedisStore {
     /// deadline, as listings check each record.
     async fn unindex(&self, owner: &str, id: &RecordId) {
         let mut conn = self.conn.clone();
-        let removed: Result<i64, RedisError> = redis::cmd("ZREM")
-            .arg(self.owner_key(owner))
-            .arg(id.to_string())
-            .query_async(&mut conn)
-            .await;
+        let removed: Result<i64, RedisError> = if self.indexes_inline() {
+            (UNINDEX.key(self.owner_key(owner)).key(self.key(id)))
+                .arg(owner)
+                .arg(id.to_string())
+                .invoke_async(&mut conn)
+                .await
+        } else {
+            // On a Cluster the two keys live apart: a save that gives the
+            // session back to `owner` while this is on its way can lose its
+            // entry (see the crate's notes on the index's durability).
+            redis::cmd("ZREM")
+                .arg(self.owner_key(owner))
+                .arg(id.to_string())
+                .query_async(&mut conn)
+                .await
+        };
         if let Err(error) = removed {
             tracing::warn!(id = %id.short(), %error, "could not remove a session's owner index entry; it lapses at its deadline");
         }
@@ -1219,6 +1254,39 @@ mod tests {
             Created::Created
         );
         (r, value)
+    }
+
+    /// A save that takes a session from its owner removes the owner's entry
+    /// once the write is made. Should that removal arrive after a later
+    /// save gave the session back (it travels as a command of its own), it
+    /// leaves the entry the later save raised: the owner's listing and log
+    /// out everywhere still find the session.
+    #[tokio::test]
+    async fn a_late_removal_leaves_the_entry_of_a_session_given_back() {
+        let Some(store) = store().await else {
+            return;
+        };
+        let (r, _) = created_for_alice(&store).await;
+        let mut anonymous = r.clone();
+        anonymous.version += 1;
+        anonymous.owner = None;
+        assert_eq!(
+            store.save(&anonymous, r.version).await.unwrap(),
+            Saved::Saved
+        );
+        assert!(store.ids_of_owner("alice").await.unwrap().is_empty());
+        let mut back = anonymous.clone();
+        back.version += 1;
+        back.owner = Some("alice".into());
+        assert_eq!(
+            store.save(&back, anonymous.version).await.unwrap(),
+            Saved::Saved
+        );
+        // The first save's removal, arriving only now.
+        store.unindex("alice", &r.id).await;
+        assert_eq!(store.ids_of_owner("alice").await.unwrap(), vec![r.id]);
+        assert_eq!(store.delete_owner("alice").await.unwrap(), 1);
+        assert_eq!(store.load(&r.id).await.unwrap(), None);
     }
 
     /// Breaks `owner`'s index: a string where the sorted set was (gone in a
