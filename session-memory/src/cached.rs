@@ -71,6 +71,12 @@ pub struct CachedStore<S> {
     /// of record ids: a load or write that reached the backing store before
     /// a burial in its shard does not cache what it read or wrote.
     burials: Box<[AtomicU64; BURIAL_SHARDS]>,
+    /// Saves and touches that landed so far, by the same shards: a load
+    /// that reached the backing store before one of them finds memory
+    /// empty when it comes to cache what it read only if moka dropped the
+    /// write's copy (its `max_staleness`, its idle time or the memory
+    /// budget), and then caches nothing, since what it read may be older.
+    writes: Box<[AtomicU64; BURIAL_SHARDS]>,
     /// How many invalidation predicates a burial left to moka.
     #[cfg(test)]
     predicates: AtomicU64,
@@ -79,6 +85,18 @@ pub struct CachedStore<S> {
 /// Shards of [`CachedStore::burials`]: a burial only keeps loads of its own
 /// shard out of memory.
 const BURIAL_SHARDS: usize = 64;
+
+fn shard(id: &RecordId) -> usize {
+    usize::from(id.as_bytes()[0]) % BURIAL_SHARDS
+}
+
+/// The counts of a record's shard a caller saw before its call to the
+/// backing store (see [`CachedStore::seen_now`]).
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    burials: u64,
+    writes: u64,
+}
 
 fn weigh(_: &RecordId, record: &Arc<Record>) -> u32 {
     u32::try_from(record.approximate_size()).unwrap_or(u32::MAX)
@@ -200,6 +218,7 @@ impl<S: Store> CachedStoreBuilder<S> {
             backing: self.backing,
             cache,
             burials: Box::new(std::array::from_fn(|_| AtomicU64::new(0))),
+            writes: Box::new(std::array::from_fn(|_| AtomicU64::new(0))),
             #[cfg(test)]
             predicates: AtomicU64::new(0),
         }
@@ -209,7 +228,7 @@ impl<S: Store> CachedStoreBuilder<S> {
 /// What a burial needs, without the backing store (a drop guard calls it).
 impl<S> CachedStore<S> {
     fn burials(&self, id: &RecordId) -> &AtomicU64 {
-        &self.burials[usize::from(id.as_bytes()[0]) % BURIAL_SHARDS]
+        &self.burials[shard(id)]
     }
 
     /// Counts a burial of `ending` without waiting, and drops what memory
@@ -272,10 +291,12 @@ impl<S: Store> CachedStore<S> {
     }
 
     /// Caches `record` unless memory holds a version that `replace` keeps,
-    /// or a burial in its shard came after `read_after` (the count the
+    /// or a burial in its shard came after `read_after` (the counts the
     /// caller saw before its call to the backing store): then a copy in
-    /// memory is dropped too.
-    async fn remember(&self, record: &Record, replace: Replace, read_after: Option<u64>) {
+    /// memory is dropped too. A load caches nothing either where memory
+    /// holds no copy and a save or touch in its shard landed after
+    /// `read_after`.
+    async fn remember(&self, record: &Record, replace: Replace, read_after: Option<Seen>) {
         let Some(cache) = &self.cache else { return };
         if until(record.expires_at).is_zero() {
             // Already over: no older copy may be served in its place.
@@ -284,13 +305,17 @@ impl<S: Store> CachedStore<S> {
         }
         let new = Arc::new(record.clone());
         let burials = self.burials(&record.id);
+        let writes = &self.writes[shard(&record.id)];
         let done = cache
             .entry(record.id)
             .and_compute_with(|existing| {
                 // A burial counts inside a compute on the same entry, so the
                 // two never interleave: either this sees the count move, or
                 // the burial drops what this puts.
-                let buried = read_after.is_some_and(|seen| burials.load(Ordering::Acquire) != seen);
+                let buried =
+                    read_after.is_some_and(|seen| burials.load(Ordering::Acquire) != seen.burials);
+                let written =
+                    read_after.is_some_and(|seen| writes.load(Ordering::Acquire) != seen.writes);
                 let cached = existing.map(|e| e.into_value());
                 let op = match (buried, replace, cached) {
                     // Nothing read before a burial is cached. A copy put
@@ -328,6 +353,9 @@ impl<S: Store> CachedStore<S> {
                     {
                         Op::Nop
                     }
+                    // A write since may have cached a newer copy that moka
+                    // has dropped already: what this load read may be older.
+                    (false, Replace::Older, None) if written => Op::Nop,
                     (false, _, _) => Op::Put(new),
                 };
                 std::future::ready(op)
@@ -338,7 +366,7 @@ impl<S: Store> CachedStore<S> {
         // entries written after it: a copy put from a count that has moved
         // since goes again.
         let put = matches!(done, CompResult::Inserted(_) | CompResult::ReplacedWith(_));
-        if put && read_after.is_some_and(|seen| burials.load(Ordering::SeqCst) != seen) {
+        if put && read_after.is_some_and(|seen| burials.load(Ordering::SeqCst) != seen.burials) {
             cache.invalidate(&record.id).await;
         }
     }
@@ -379,12 +407,20 @@ impl<S: Store> CachedStore<S> {
         }
     }
 
-    /// The burial count `remember` compares with, read before a call to the
+    /// The counts `remember` compares with, read before a call to the
     /// backing store.
-    fn burials_now(&self, id: &RecordId) -> Option<u64> {
-        self.cache
-            .as_ref()
-            .map(|_| self.burials(id).load(Ordering::Acquire))
+    fn seen_now(&self, id: &RecordId) -> Option<Seen> {
+        self.cache.as_ref().map(|_| Seen {
+            burials: self.burials(id).load(Ordering::Acquire),
+            writes: self.writes[shard(id)].load(Ordering::Acquire),
+        })
+    }
+
+    /// Counts a save or touch that landed, before it caches its copy.
+    fn wrote(&self, id: &RecordId) {
+        if self.cache.is_some() {
+            self.writes[shard(id)].fetch_add(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -399,10 +435,10 @@ impl<S: Store> Store for CachedStore<S> {
                 None => {}
             }
         }
-        let burials = self.burials_now(id);
+        let seen = self.seen_now(id);
         let loaded = self.backing.load(id).await?;
         if let Some(record) = &loaded {
-            self.remember(record, Replace::Older, burials).await;
+            self.remember(record, Replace::Older, seen).await;
         }
         Ok(loaded)
     }
@@ -429,7 +465,7 @@ impl<S: Store> Store for CachedStore<S> {
     }
 
     async fn save(&self, record: &Record, expected_version: u64) -> Result<Saved, StoreError> {
-        let burials = self.burials_now(&record.id);
+        let seen = self.seen_now(&record.id);
         let unfinished = self.unfinished(&record.id);
         let saved = self.backing.save(record, expected_version).await;
         match &saved {
@@ -437,7 +473,10 @@ impl<S: Store> Store for CachedStore<S> {
             // session: a burial, as a touch into the past makes, so a load
             // racing it cannot cache the version before.
             Ok(Saved::Saved) if until(record.expires_at).is_zero() => self.bury(&record.id).await,
-            Ok(Saved::Saved) => self.remember(record, Replace::Saved, burials).await,
+            Ok(Saved::Saved) => {
+                self.wrote(&record.id);
+                self.remember(record, Replace::Saved, seen).await;
+            }
             // A conflict means the cached copy is stale; an error leaves the
             // outcome unknown (the save may have applied, ending the
             // session even). Either way the next load must read the store,
@@ -461,7 +500,7 @@ impl<S: Store> Store for CachedStore<S> {
             Some(cache) => cache.get(id).await.filter(|r| r.version == version),
             None => None,
         };
-        let burials = self.burials_now(id);
+        let seen = self.seen_now(id);
         let unfinished = self.unfinished(id);
         let touched = self.backing.touch(id, version, owner, expires_at).await;
         match (&touched, before) {
@@ -469,9 +508,10 @@ impl<S: Store> Store for CachedStore<S> {
             // its old record so): a burial, as a delete makes.
             (Ok(true), _) if until(expires_at).is_zero() => self.bury(id).await,
             (Ok(true), Some(before)) => {
+                self.wrote(id);
                 let mut record = (*before).clone();
                 record.expires_at = expires_at;
-                self.remember(&record, Replace::Copy(before), burials).await;
+                self.remember(&record, Replace::Copy(before), seen).await;
             }
             // No copy to move the deadline of (or the outcome is unknown):
             // counted like a burial, so that a load that read the record
@@ -656,7 +696,7 @@ mod tests {
         backing: &Backing,
         a: &CachedStore<Backing>,
         r: &Record,
-        seen: Option<u64>,
+        seen: Option<Seen>,
     ) {
         a.remember(r, Replace::Older, seen).await;
         assert_eq!(a.load(&r.id).await.unwrap(), None);
@@ -685,7 +725,7 @@ mod tests {
         a.create(&r).await.unwrap();
         // A load read the record from the backing store just before the
         // owner's sessions were deleted, and caches it just after.
-        let seen = a.burials_now(&r.id);
+        let seen = a.seen_now(&r.id);
         assert_eq!(a.delete_owner("alice").await.unwrap(), 1);
         a_stale_read_is_not_kept(&backing, &a, &r, seen).await;
     }
@@ -820,7 +860,7 @@ mod tests {
         Record,
         tokio::task::JoinHandle<Result<(), StoreError>>,
         Arc<tokio::sync::Notify>,
-        Option<u64>,
+        Option<Seen>,
     ) {
         let (a, deleted, release) = held(Hold::Deletes);
         let r = record();
@@ -830,7 +870,7 @@ mod tests {
             async move { a.delete(&id).await }
         });
         deleted.notified().await;
-        let seen = a.burials_now(&r.id);
+        let seen = a.seen_now(&r.id);
         (a, r, deleting, release, seen)
     }
 
@@ -858,7 +898,7 @@ mod tests {
         let r = record();
         a.create(&r).await.unwrap();
         assert!(a.load(&r.id).await.unwrap().is_some(), "cached");
-        let seen = a.burials_now(&r.id);
+        let seen = a.seen_now(&r.id);
         let touching = tokio::spawn({
             let (a, id, version) = (Arc::clone(&a), r.id, r.version);
             async move {
@@ -1010,7 +1050,7 @@ mod tests {
         let r = record();
         a.create(&r).await.unwrap();
         // A load reads the record...
-        let seen = a.burials_now(&r.id);
+        let seen = a.seen_now(&r.id);
         // ...a save succeeds, another one from the same version conflicts...
         let r1 = next(&r, b"v1");
         assert_eq!(a.save(&r1, 0).await.unwrap(), Saved::Saved);
@@ -1067,11 +1107,49 @@ mod tests {
         // record after the first burial, while the backing store still had
         // it, and caches it after the delete.
         a.bury(&r.id).await;
-        let seen = a.burials_now(&r.id);
+        let seen = a.seen_now(&r.id);
         backing.delete(&r.id).await.unwrap();
         a.bury(&r.id).await;
         a.remember(&r, Replace::Older, seen).await;
         assert_eq!(a.load(&r.id).await.unwrap(), None);
+    }
+
+    /// A load that read a version before a save of the next one landed on
+    /// this instance, and comes to cache it once moka has dropped the
+    /// save's copy (at `max_staleness` here; its idle time or the memory
+    /// budget alike), caches nothing: the next read sees the save.
+    #[tokio::test]
+    async fn a_load_that_read_before_a_save_does_not_cache_it_after_the_saves_copy_went() {
+        let (backing, a, _) = pair(Duration::from_millis(200));
+        let r = record();
+        a.create(&r).await.unwrap();
+        let seen = a.seen_now(&r.id);
+        let r1 = next(&r, b"v1");
+        assert_eq!(a.save(&r1, r.version).await.unwrap(), Saved::Saved);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        a.remember(&r, Replace::Older, seen).await;
+        assert_eq!(a.load(&r.id).await.unwrap(), Some(r1.clone()));
+        // A load that read the saved version caches it.
+        let loads = backing.counts().load;
+        assert_eq!(a.load(&r.id).await.unwrap(), Some(r1));
+        assert_eq!(backing.counts().load, loads, "served from memory");
+    }
+
+    /// The same after a touch, whose earlier deadline the load must not
+    /// cover up with the one it read.
+    #[tokio::test]
+    async fn a_load_that_read_before_a_touch_does_not_cache_it_after_the_touchs_copy_went() {
+        let (_, a, _) = pair(Duration::from_millis(200));
+        let r = record();
+        a.create(&r).await.unwrap();
+        a.load(&r.id).await.unwrap();
+        let seen = a.seen_now(&r.id);
+        let sooner = r.expires_at - Duration::from_secs(1800);
+        assert!(a.touch(&r.id, r.version, None, sooner).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        a.remember(&r, Replace::Older, seen).await;
+        let loaded = a.load(&r.id).await.unwrap().unwrap();
+        assert_eq!(loaded.expires_at, sooner);
     }
 
     /// Whether or not memory held a copy when the touch came.
@@ -1087,7 +1165,7 @@ mod tests {
             // A load read the record, a touch of the same version moved its
             // deadline (earlier, as a shorter lifetime does), then the load
             // caches what it read.
-            let seen = a.burials_now(&r.id);
+            let seen = a.seen_now(&r.id);
             let sooner = r.expires_at - Duration::from_secs(1800);
             assert!(a.touch(&r.id, r.version, None, sooner).await.unwrap());
             a.remember(&r, Replace::Older, seen).await;
@@ -1108,7 +1186,7 @@ mod tests {
         // did not include it (as one created after the listing would not
         // be; here, not the owner's, which a burial in every shard cannot
         // tell apart)...
-        let seen = a.burials_now(&r.id);
+        let seen = a.seen_now(&r.id);
         assert_eq!(a.delete_owner("alice").await.unwrap(), 0);
         // ...and caches it after: it is not kept.
         a.remember(&r, Replace::Older, seen).await;
@@ -1141,7 +1219,7 @@ mod tests {
         let (backing, a, _) = pair(Duration::from_secs(60));
         let r = record();
         a.create(&r).await.unwrap();
-        let seen = a.burials_now(&r.id);
+        let seen = a.seen_now(&r.id);
         a.delete(&r.id).await.unwrap();
         // A late save and touch of the deleted session find nothing...
         assert_eq!(a.save(&next(&r, b"late"), 0).await.unwrap(), Saved::Missing);
@@ -1194,7 +1272,7 @@ mod tests {
         a.create(&r).await.unwrap();
         let r1 = next(&r, b"v1");
         assert_eq!(a.save(&r1, 0).await.unwrap(), Saved::Saved);
-        a.remember(&r, Replace::Older, a.burials_now(&r.id)).await;
+        a.remember(&r, Replace::Older, a.seen_now(&r.id)).await;
         assert_eq!(a.load(&r.id).await.unwrap(), Some(r1));
     }
 

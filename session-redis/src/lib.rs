@@ -109,7 +109,9 @@ use async_trait::async_trait;
 use futures_util::stream::{self, StreamExt};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::io::tcp::{socket2, TcpSettings};
+#[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
+use redis::io::tcp::socket2;
+use redis::io::tcp::TcpSettings;
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, Script, ScriptInvocation, Value};
 use session_core::{
     Created, Record, RecordId, Saved, Store, StoreError, StoreErrorKind, Timestamp,
@@ -462,38 +464,45 @@ pub fn manager_config() -> ConnectionManagerConfig {
 /// (they replace a given client's):
 ///
 /// * `TCP_NODELAY`: each command leaves at once. The `redis` crate leaves
-///   Nagle's algorithm on, which holds a command back while an earlier one
-///   is unacknowledged, so concurrent requests' commands waited for each
-///   other's round trips.
-/// * keepalive probes after a minute without traffic, so that a NAT or load
-///   balancer between the app and Redis does not drop an idle connection;
-/// * on Linux, `TCP_USER_TIMEOUT` of [`DEAD_CONNECTION_AFTER`]: a connection
-///   whose data goes unacknowledged that long (its host gone without a
-///   reset: a failover that took the address away, a dropped NAT flow) is
-///   closed, and the next call reconnects. Without it the kernel
+///   Nagle's algorithm on, which may hold a command back while an earlier
+///   one is unacknowledged.
+/// * on Linux (and Android, Fuchsia): keepalive probes after 30 s without
+///   traffic, three of them 10 s apart, so that a NAT or load balancer
+///   between the app and Redis keeps an idle connection open; and
+///   `TCP_USER_TIMEOUT` of [`DEAD_CONNECTION_AFTER`]: a connection whose
+///   sent data or keepalive probes go unanswered that long (its host gone
+///   without a reset: a failover that took the address away, a dropped NAT
+///   flow) is closed, and the next call reconnects. Without it the kernel
 ///   retransmits for about a quarter of an hour, and every call until then
-///   ends in the manager's store timeout. A paused or busy Redis still
-///   acknowledges what it is sent, so this does not cut a slow command.
+///   ends in the manager's store timeout. The timeout outlasts the three
+///   probes, so one lost probe does not close an idle connection. A Redis
+///   that stops reading for as long (a script or a fork blocking it for a
+///   minute) once the connection has filled its receive buffer is cut too,
+///   long after the calls waiting on it timed out.
 ///
 /// ```
 /// let settings = session_redis::tcp_settings();
 /// assert!(settings.nodelay());
 /// ```
 pub fn tcp_settings() -> TcpSettings {
-    let keepalive = socket2::TcpKeepalive::new()
-        .with_time(std::time::Duration::from_secs(60))
-        .with_interval(std::time::Duration::from_secs(10));
-    let settings = TcpSettings::default()
-        .set_nodelay(true)
-        .set_keepalive(keepalive);
+    let settings = TcpSettings::default().set_nodelay(true);
     #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
-    let settings = settings.set_user_timeout(DEAD_CONNECTION_AFTER);
+    let settings = {
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(std::time::Duration::from_secs(30))
+            .with_interval(std::time::Duration::from_secs(10))
+            .with_retries(3);
+        settings
+            .set_keepalive(keepalive)
+            .set_user_timeout(DEAD_CONNECTION_AFTER)
+    };
     settings
 }
 
-/// How long a connection's sent data may go unacknowledged before the
-/// connection counts as dead, on Linux (see [`tcp_settings`]).
-pub const DEAD_CONNECTION_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a connection's sent data or keepalive probes may go
+/// unanswered before the connection counts as dead, on Linux (see
+/// [`tcp_settings`]): longer than the keepalive probes take.
+pub const DEAD_CONNECTION_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// `client` with the store's TCP settings.
 fn with_tcp_settings(client: &redis::Client) -> Result<redis::Client, RedisStoreError> {
@@ -1223,9 +1232,11 @@ mod tests {
         assert_eq!(info.redis_settings().password(), Some("secret"));
         let tcp = info.tcp_settings();
         assert!(tcp.nodelay());
-        assert!(tcp.keepalive().is_some());
         #[cfg(target_os = "linux")]
-        assert_eq!(tcp.user_timeout(), Some(DEAD_CONNECTION_AFTER));
+        {
+            assert!(tcp.keepalive().is_some());
+            assert_eq!(tcp.user_timeout(), Some(DEAD_CONNECTION_AFTER));
+        }
     }
 
     #[test]

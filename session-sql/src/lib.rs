@@ -62,6 +62,9 @@
 //! sweep's, the sweeper's limit) bounds the whole call. A statement compares
 //! deadlines with the time read once it has its connection, so one that
 //! waited for the pool does not find a session live that ended meanwhile.
+//! (A wait inside the database, for a row another transaction holds, is not
+//! covered: it lasts as long as that transaction, which this crate's own
+//! statements keep to one row and one statement.)
 //!
 //! # TLS
 //!
