@@ -75,6 +75,21 @@ mod tests {
         assert!(StoreChoice::parse("mongodb://x").is_err());
     }
 
+    /// `/csrf`'s cookie is `Secure` exactly when the session's is, so that
+    /// `SESSION_SECURE=false` lets Safari keep both over plain HTTP.
+    #[tokio::test]
+    async fn the_csrf_cookie_is_secure_as_the_session_cookie_is() {
+        for secure in [true, false] {
+            let config = Config::builder().with_secure(secure).build().unwrap();
+            let manager = Manager::new(MemoryStore::new(), config);
+            let session = manager.session_from_cookies(None::<&str>);
+            let ((status, token), cookie) = csrf(&session).await;
+            assert_eq!(status, 200);
+            assert!(cookie.starts_with(&format!("csrf={token}; Path=/")));
+            assert_eq!(cookie.contains("; Secure"), secure, "{cookie}");
+        }
+    }
+
     #[test]
     fn errors_answer_with_their_own_status_and_reason() {
         let ended = fail(&session_core::Error::Ended);
@@ -320,8 +335,9 @@ environment variables:
                             postgres://user@host/db (PostgreSQL)
                             mysql://user@host/db (MySQL or MariaDB)
                             sqlite:FILE or sqlite::memory: (SQLite)
-  SESSION_SECURE            true (default) or false; false drops the cookie's
-                            Secure attribute for plain-HTTP local use
+  SESSION_SECURE            true (default) or false; false drops the Secure
+                            attribute of the session's and /csrf's cookies
+                            for plain-HTTP local use
   SESSION_IDLE_TIMEOUT      seconds without use before a session ends (default 7200)
   SESSION_ABSOLUTE_TIMEOUT  seconds after creation a session ends (default 86400)";
 
@@ -581,7 +597,13 @@ pub async fn csrf(session: &Session) -> (Reply, String) {
     .await;
     match answer {
         Ok(token) => {
-            let cookie = format!("csrf={token}; Path=/; Secure; SameSite=Strict");
+            // `Secure` as the session's cookie is (`SESSION_SECURE`).
+            let secure = if session.manager().config().secure() {
+                "; Secure"
+            } else {
+                ""
+            };
+            let cookie = format!("csrf={token}; Path=/{secure}; SameSite=Strict");
             ((200, token), cookie)
         }
         Err(e) => (fail(&e), String::new()),

@@ -76,7 +76,10 @@ pub use session_core::{
 /// runs response fairings in the order they were attached, so attach this
 /// one before fairings that add response headers (CORS, security headers):
 /// theirs are then added to that error response too, where the headers of
-/// a fairing attached before it go with the handler's response. A response
+/// a fairing attached before it go with the handler's response. Rocket
+/// attaches its own [`Shield`](rocket::shield::Shield) (security headers)
+/// first: attach `Shield::default()` again after this fairing (it is a
+/// singleton, so it moves) for that error to carry them too. A response
 /// fairing attached after it runs after the commit: what it changes in the
 /// session through deferred writes (`insert`, `remove`, `clear`) is not
 /// saved (an `update` or `increment` still writes at once).
@@ -128,9 +131,22 @@ impl Fairing for SessionFairing {
     }
 
     async fn on_request(&self, req: &mut Request<'_>, _: &mut Data<'_>) {
-        let session = self
-            .manager
-            .session_from_request(|name| req.headers().get(name));
+        let config = self.manager.config();
+        let session = if config.header().is_none() && !req.headers().contains("Cookie") {
+            // Rocket's local client (`Client::tracked`, `LocalRequest::cookie`)
+            // puts cookies in the request's jar without a `Cookie` header,
+            // which a request from the network always has: read the jar.
+            let name = config.cookie_name();
+            let pairs: Vec<String> = (req.cookies().iter())
+                .filter(|c| c.name() == name)
+                .map(|c| format!("{name}={}", c.value()))
+                .collect();
+            let header = pairs.join("; ");
+            (self.manager).session_from_cookies((!header.is_empty()).then_some(header.as_str()))
+        } else {
+            self.manager
+                .session_from_request(|name| req.headers().get(name))
+        };
         // Already filled only if this fairing ran twice on one request,
         // which `Kind::Singleton` rules out; the first session stays.
         let _ = slot(req).set(session);

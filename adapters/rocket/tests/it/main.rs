@@ -113,6 +113,45 @@ mod rocket_only {
         );
     }
 
+    /// Rocket's local client keeps the cookies it was sent and sends them
+    /// back in the request's cookie jar, without a `Cookie` header: the
+    /// session follows them, as it does a browser's.
+    #[tokio::test]
+    async fn the_local_clients_cookies_carry_the_session() {
+        let store = MemoryStore::new();
+        let manager = Manager::new(store.clone(), Config::default());
+        let rocket = rocket::build()
+            .attach(SessionFairing::new(manager.clone()))
+            .mount("/", routes![count]);
+        let client = Client::tracked(rocket).await.expect("client");
+        for n in ["1", "2", "3"] {
+            let res = client.get("/count").dispatch().await;
+            assert_eq!(res.into_string().await.as_deref(), Some(n));
+        }
+        assert_eq!(store.len(), 1);
+        // A cookie given to one request, the way a test starts from a
+        // session it made with the manager.
+        let made = manager.session_from_cookies(None::<&str>);
+        made.insert("n", 41u64).await.unwrap();
+        let session_core::SetCookie::Set { value, .. } = made.commit().await.unwrap() else {
+            panic!("a new session sets its cookie");
+        };
+        let untracked = Client::untracked(
+            rocket::build()
+                .attach(SessionFairing::new(manager))
+                .mount("/", routes![count]),
+        )
+        .await
+        .expect("client");
+        let res = untracked
+            .get("/count")
+            .cookie(("session", value))
+            .dispatch()
+            .await;
+        assert!(res.headers().get_one("set-cookie").is_none());
+        assert_eq!(res.into_string().await.as_deref(), Some("42"));
+    }
+
     /// `SessionError` answers the error's status with its reason as plain
     /// text, as on axum and actix-web.
     #[tokio::test]
@@ -181,6 +220,37 @@ mod rocket_only {
         assert_eq!(res.status(), Status::ServiceUnavailable);
         assert_eq!(res.headers().get_one("x-after"), Some("1"));
         assert_eq!(res.headers().get_one("x-before"), None);
+    }
+
+    /// Rocket attaches its `Shield` (security headers) first, by itself, so
+    /// a failed commit's error goes without them; attached again after the
+    /// session fairing (it is a singleton: it moves), it covers that error
+    /// too.
+    #[tokio::test]
+    async fn shield_attached_after_the_session_fairing_covers_a_failed_commit() {
+        use rocket::shield::Shield;
+        let nosniff = |res: &rocket::local::asynchronous::LocalResponse<'_>| {
+            res.headers()
+                .get_one("x-content-type-options")
+                .map(str::to_owned)
+        };
+        for again in [false, true] {
+            let store = session_core::testing::Instrumented::new(MemoryStore::new());
+            let manager = Manager::new(store.clone(), Config::default());
+            let mut rocket = rocket::build()
+                .attach(SessionFairing::new(manager))
+                .mount("/", routes![fail]);
+            if again {
+                rocket = rocket.attach(Shield::default());
+            }
+            let client = Client::untracked(rocket).await.expect("client");
+            let res = client.get("/fail").dispatch().await;
+            assert_eq!(nosniff(&res).as_deref(), Some("nosniff"));
+            store.fail_with(Some(session_core::StoreErrorKind::Unavailable));
+            let res = client.get("/fail").dispatch().await;
+            assert_eq!(res.status(), Status::ServiceUnavailable);
+            assert_eq!(nosniff(&res).is_some(), again);
+        }
     }
 
     /// A fairing attached before the session fairing that asks for the
