@@ -79,6 +79,10 @@ impl Codec for MessagePack {
     }
 }
 
+/// How many levels of containers [`one_value`] keeps track of without an
+/// allocation.
+const NEAR_LEVELS: usize = 8;
+
 /// Why bytes are not one MessagePack value.
 #[derive(Debug, thiserror::Error)]
 enum Shape {
@@ -98,8 +102,11 @@ enum Shape {
 /// decoding can exhaust the stack. Lengths only are read, without
 /// recursion or allocation; what the bytes mean is left to rmp-serde.
 fn one_value(bytes: &[u8]) -> Result<(), Shape> {
-    // The items still to read in each enclosing container, innermost last.
-    let mut open = [0usize; MAX_DEPTH];
+    // The items still to read in each enclosing container, innermost last:
+    // the first few levels in place (every value decoded starts by zeroing
+    // them), deeper ones on the heap.
+    let mut near = [0usize; NEAR_LEVELS];
+    let mut far: Vec<usize> = Vec::new();
     let mut depth = 0;
     // The items still to read at this level: the value itself at the top.
     let mut left = 1usize;
@@ -113,7 +120,10 @@ fn one_value(bytes: &[u8]) -> Result<(), Shape> {
                 };
             }
             depth -= 1;
-            left = open[depth];
+            left = match near.get(depth) {
+                Some(&left) => left,
+                None => far.pop().unwrap_or_default(),
+            };
         }
         left -= 1;
         let (&marker, rest) = rd.split_first().ok_or(Shape::Truncated)?;
@@ -156,7 +166,10 @@ fn one_value(bytes: &[u8]) -> Result<(), Shape> {
             if depth + 1 >= MAX_DEPTH {
                 return Err(Shape::TooDeep);
             }
-            open[depth] = left;
+            match near.get_mut(depth) {
+                Some(slot) => *slot = left,
+                None => far.push(left),
+            }
             depth += 1;
             left = items;
         }
@@ -361,8 +374,13 @@ mod tests {
             )
             .unwrap(),
         );
-        // Containers followed by more items at their own level.
+        // Containers followed by more items at their own level, nested
+        // past the levels kept without an allocation.
         push(encode(&MessagePack, &(vec![vec![1u8], vec![]], 2u8, "after")).unwrap());
+        let siblings = (0..3 * NEAR_LEVELS).fold(vec![0x01], |inner, _| {
+            [vec![0x93], inner, vec![0x02, 0xa1, b's']].concat()
+        });
+        push(siblings);
         // Extensions, which serde types do not write: each fixed size, and
         // the three with a length.
         for (marker, data) in [(0xd4, 1), (0xd5, 2), (0xd6, 4), (0xd7, 8), (0xd8, 16)] {

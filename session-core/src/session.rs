@@ -1381,11 +1381,21 @@ impl Session {
         };
         let previous = state.stored.as_ref().map(|s| s.expires_at);
         let log = std::mem::take(&mut state.log);
+        // An owner or lifetime set meanwhile through another handle is not
+        // in the saved record: it stays pending, as the log's later changes.
+        let owner = state.owner_dirty.then(|| state.owner.take());
+        let lifetime = state.lifetime_dirty.then_some(state.lifetime);
         Self::adopt(state, id, record.clone());
         for change in log.unsent(record.version) {
             apply(&mut state.data, change);
         }
         state.log = log;
+        if let Some(owner) = owner {
+            state.owner = owner;
+        }
+        if let Some(lifetime) = lifetime {
+            state.lifetime = lifetime;
+        }
         let lifetime = self.lifetime_of(state);
         let interval = self.manager().touch_interval(&lifetime);
         let moved = previous.is_none_or(|before| moved_by(before, record.expires_at, interval));
@@ -1445,7 +1455,8 @@ impl Session {
 
     /// Adds `by` to the integer under `key` (missing counts as 0) and returns
     /// the new value (Iris's `Increment`); concurrency-safe like
-    /// [`Session::update`].
+    /// [`Session::update`]. The sum saturates at `i64::MAX` and `i64::MIN`
+    /// rather than wrapping.
     ///
     /// # Errors
     /// As [`Session::update`].
@@ -1454,12 +1465,14 @@ impl Session {
             .await
     }
 
-    /// Subtracts `by` from the integer under `key` (Iris's `Decrement`).
+    /// Subtracts `by` from the integer under `key` (Iris's `Decrement`),
+    /// saturating as [`Session::increment`] does.
     ///
     /// # Errors
     /// As [`Session::update`].
     pub async fn decrement(&self, key: &str, by: i64) -> Result<i64> {
-        self.increment(key, by.saturating_neg()).await
+        self.update(key, |n: Option<i64>| n.unwrap_or(0).saturating_sub(by))
+            .await
     }
 
     /// Overrides the configured timeouts for this session ("remember me").
@@ -3471,6 +3484,42 @@ mod tests {
             "not retried, as a save that may have landed must not be: {outcome:?}"
         );
         assert_eq!(f.store.counts().save, 1, "nothing was saved again");
+    }
+
+    /// A lifetime set through another handle while a gathered update saves
+    /// is not in that save: adopting the saved record keeps it pending, and
+    /// the commit stores it.
+    #[tokio::test]
+    async fn a_lifetime_set_while_an_update_saves_stays_set() {
+        let (f, hook) = Hooked::fixture(false, false);
+        let cookie = f.stored().await;
+        let s = f.open(Some(&cookie));
+        s.get_string("name").await.unwrap();
+        let (answer, held) = tokio::sync::oneshot::channel();
+        *hook.held_save_answer.lock().unwrap() = Some(held);
+        let mut update = std::pin::pin!(s.increment("n", 1));
+        assert!(poll_once(update.as_mut()).is_pending(), "not saving");
+        let remember = Lifetime::new()
+            .with_idle_timeout(Some(Duration::from_secs(600)))
+            .with_persistent_cookie(true);
+        s.set_lifetime(Some(remember)).await.unwrap();
+        answer.send(()).unwrap();
+        assert_eq!(update.await.unwrap(), 1);
+        assert_eq!(s.lifetime().await.unwrap(), remember);
+        let outcome = s.commit().await.unwrap();
+        assert!(
+            matches!(
+                outcome,
+                SetCookie::Set {
+                    max_age: Some(_),
+                    ..
+                }
+            ),
+            "{outcome:?}"
+        );
+        let later = f.open(Some(&cookie));
+        assert_eq!(later.lifetime().await.unwrap(), remember);
+        assert_eq!(later.get::<i64>("n").await.unwrap(), Some(1));
     }
 
     /// An update on the plain path, dropped during its save (which landed):
@@ -6321,5 +6370,19 @@ mod tests {
         assert!(s.contains("n").await.unwrap());
         assert_eq!(s.take::<i64>("n").await.unwrap(), Some(3));
         assert_eq!(s.len().await.unwrap(), 0);
+    }
+
+    /// Counters saturate at the ends of `i64` instead of wrapping, in both
+    /// directions and for the most negative step too.
+    #[tokio::test]
+    async fn counters_saturate_at_the_ends() {
+        let f = fixture();
+        let s = f.open(None);
+        s.insert("n", &-1i64).await.unwrap();
+        assert_eq!(s.decrement("n", i64::MIN).await.unwrap(), i64::MAX);
+        assert_eq!(s.increment("n", 1).await.unwrap(), i64::MAX);
+        assert_eq!(s.decrement("m", i64::MAX).await.unwrap(), -i64::MAX);
+        assert_eq!(s.decrement("m", 5).await.unwrap(), i64::MIN);
+        assert_eq!(s.increment("m", i64::MIN).await.unwrap(), i64::MIN);
     }
 }
