@@ -1157,6 +1157,14 @@ impl Session {
                 Outcome::Unsaved => {}
                 Outcome::Ended => {
                     let mut state = self.lock().await;
+                    if state.epoch == epoch && !state.loaded && !loaded_outside {
+                        // Saved from a copy this process kept (or another
+                        // request's gathering), never seen live by this
+                        // request: it finds no session, as its own load
+                        // would have, and starts a new one.
+                        drop(state);
+                        return Box::pin(self.update_alone(key, f)).await;
+                    }
                     if state.epoch == epoch {
                         state.end();
                     } else if !state.ended {
@@ -3484,6 +3492,37 @@ mod tests {
             "not retried, as a save that may have landed must not be: {outcome:?}"
         );
         assert_eq!(f.store.counts().save, 1, "nothing was saved again");
+    }
+
+    /// An update of a session this process saved before, and that was
+    /// ended since (here by this process; another's delete alike), starts
+    /// from the copy the process kept: the store finds the record gone. The
+    /// request never saw the session, so it finds no session, as its own
+    /// load would have, and the update starts a new one instead of failing
+    /// with `Ended`.
+    #[tokio::test]
+    async fn an_update_from_a_kept_copy_of_an_ended_session_starts_a_new_one() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        assert_eq!(f.open(Some(&cookie)).increment("n", 1).await.unwrap(), 1);
+        f.open(Some(&cookie)).destroy().await.unwrap();
+        let s = f.open(Some(&cookie));
+        assert_eq!(s.increment("n", 1).await.unwrap(), 1);
+        let SetCookie::Set { value, .. } = s.commit().await.unwrap() else {
+            panic!("a new session sets its cookie");
+        };
+        assert_ne!(value, cookie);
+        assert_eq!(f.open(Some(&value)).get::<i64>("n").await.unwrap(), Some(1));
+        assert_eq!(f.open(Some(&value)).get_string("name").await.unwrap(), "");
+        // A request that read the session before it ended still learns so.
+        let kept = f.stored().await;
+        assert_eq!(f.open(Some(&kept)).increment("n", 1).await.unwrap(), 1);
+        let reader = f.open(Some(&kept));
+        reader.get_string("name").await.unwrap();
+        f.open(Some(&kept)).destroy().await.unwrap();
+        let calls = f.store.counts().total();
+        assert!(matches!(reader.increment("n", 1).await, Err(Error::Ended)));
+        assert_eq!(f.store.counts().total() - calls, 1, "one save, and no other call");
     }
 
     /// A lifetime set through another handle while a gathered update saves
