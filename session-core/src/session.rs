@@ -246,6 +246,14 @@ struct State {
     /// is next locked, the call that made it was dropped during the save
     /// (a handler's timeout, a client gone), which may have landed.
     saving: bool,
+    /// A save of the request's copy failed, or was dropped, and may have
+    /// landed; its changes left the log, but the copy still shows them. The
+    /// commit writes the copy again, by compare-and-set on the version it
+    /// was loaded at: if the save landed, that conflicts and the request
+    /// takes the stored record; if not, the changes are stored now (a
+    /// removal too, which the handler could not make again: its copy says
+    /// it is done).
+    unsure: bool,
 }
 
 impl State {
@@ -262,6 +270,7 @@ impl State {
         self.lifetime_dirty = false;
         self.issued = false;
         self.refresh_cookie = false;
+        self.unsure = false;
         self.ended = true;
     }
 }
@@ -501,6 +510,7 @@ impl Session {
                     now: None,
                     epoch: 0,
                     saving: false,
+                    unsure: false,
                 }),
             }),
         }
@@ -538,6 +548,7 @@ impl Session {
             // are not applied again over what others wrote since.
             state.saving = false;
             state.log.clear();
+            state.unsure = true;
         }
         state
     }
@@ -1185,6 +1196,7 @@ impl Session {
                     let mut state = self.lock().await;
                     if state.epoch == epoch {
                         state.log.drop_until(sent);
+                        state.unsure = true;
                     }
                     return Err(failure.to_error());
                 }
@@ -1903,7 +1915,12 @@ impl Session {
 
     fn needs_write(&self, state: &State) -> bool {
         match state.stored {
-            Some(_) => !state.log.changes.is_empty() || state.owner_dirty || state.lifetime_dirty,
+            Some(_) => {
+                !state.log.changes.is_empty()
+                    || state.owner_dirty
+                    || state.lifetime_dirty
+                    || state.unsure
+            }
             None => !state.data.is_empty() || state.owner.is_some(),
         }
     }
@@ -1937,6 +1954,20 @@ impl Session {
     async fn save_locked(&self, state: &mut State) -> Result<bool> {
         if !self.needs_write(state) {
             return Ok(true);
+        }
+        let pending = !state.log.changes.is_empty() || state.owner_dirty || state.lifetime_dirty;
+        if !pending {
+            // Only the copy a failed save carried: written once. A conflict
+            // says that save landed, or another request wrote since, which
+            // the copy must not go over: the stored record is the request's.
+            return match self.try_commit(state).await? {
+                Commit::Done => Ok(true),
+                Commit::Ended => Ok(false),
+                Commit::Conflict => {
+                    self.reload(state, 0).await?;
+                    Ok(state.stored.is_some())
+                }
+            };
         }
         self.write_locked(state).await
     }
@@ -1993,9 +2024,11 @@ impl Session {
             Err(e) => {
                 // The save may have landed (a timeout, a connection lost
                 // after sending): writing the same changes again later, over
-                // what others wrote since, could undo their writes. Dropped,
-                // they were at worst not stored, and the caller got the error.
+                // what others wrote since, could undo their writes. The copy
+                // keeps them: the commit writes it by compare-and-set on the
+                // version it had, which fails if this save landed.
                 state.log.clear();
+                state.unsure = true;
                 return Err(e);
             }
         };
@@ -2018,6 +2051,7 @@ impl Session {
                 state.log.clear();
                 state.owner_dirty = false;
                 state.lifetime_dirty = false;
+                state.unsure = false;
                 // A save outside an update: refresh the copy the record's
                 // turn keeps, unless an update holds the turn (it keeps its
                 // own copy, and a stale one only costs a reload), or the
@@ -2056,6 +2090,8 @@ impl Session {
         };
         let rid = stored.rid;
         let fresh = self.load_to_apply(&rid, &state.log).await?;
+        // The copy is the store's now: nothing of a failed save to write.
+        state.unsure = false;
         let now = manager.now();
         match fresh.filter(|r| r.id == rid && self.is_live(r, now)) {
             None => {
@@ -3522,7 +3558,99 @@ mod tests {
         f.open(Some(&kept)).destroy().await.unwrap();
         let calls = f.store.counts().total();
         assert!(matches!(reader.increment("n", 1).await, Err(Error::Ended)));
-        assert_eq!(f.store.counts().total() - calls, 1, "one save, and no other call");
+        assert_eq!(
+            f.store.counts().total() - calls,
+            1,
+            "one save, and no other call"
+        );
+    }
+
+    /// A save that fails may have landed, so its changes leave the request's
+    /// log; the copy keeps them, and the commit writes it by compare-and-set
+    /// on the version it had. Here the save did not land: the commit stores
+    /// what it carried, a flash taken included, which the handler could not
+    /// take again (its copy says it is gone).
+    #[tokio::test]
+    async fn the_commit_writes_what_a_failed_save_carried() {
+        let f = fixture();
+        let s = f.open(None);
+        s.insert_flash("notice", "hi").await.unwrap();
+        let cookie = value(s.commit().await.unwrap());
+        // Through an update's gathered save, and through a plain save.
+        for plain in [false, true] {
+            let s = f.open(Some(&cookie));
+            assert_eq!(
+                s.take_flash::<String>("notice").await.unwrap().as_deref(),
+                Some("hi")
+            );
+            s.insert("round", &plain).await.unwrap();
+            f.store.fail_saves_with(Some(StoreErrorKind::Unavailable));
+            if plain {
+                assert!(s.save().await.is_err());
+            } else {
+                assert!(s.increment("views", 1).await.is_err());
+            }
+            f.store.fail_saves_with(None);
+            assert_eq!(s.commit_without_store(), None, "a write is due");
+            s.commit().await.unwrap();
+            assert!(s.commit_without_store().is_some(), "nothing left to write");
+            let next = f.open(Some(&cookie));
+            assert_eq!(next.take_flash::<String>("notice").await.unwrap(), None);
+            assert_eq!(next.get::<bool>("round").await.unwrap(), Some(plain));
+            // The failed increment was not acknowledged: not stored.
+            assert_eq!(next.get::<i64>("views").await.unwrap(), None);
+            next.insert_flash("notice", "hi").await.unwrap();
+            next.commit().await.unwrap();
+        }
+    }
+
+    /// A save dropped before it reached the store (a handler's timeout
+    /// around it): the commit writes what it carried.
+    #[tokio::test]
+    async fn the_commit_writes_what_a_dropped_save_carried() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        let s = f.open(Some(&cookie));
+        s.insert("a", &1).await.unwrap();
+        f.store.delay(Some(Duration::from_secs(3600)));
+        {
+            let mut saving = std::pin::pin!(s.save());
+            assert!(poll_once(saving.as_mut()).is_pending(), "not saving");
+        }
+        f.store.delay(None);
+        s.commit().await.unwrap();
+        assert!(s.commit_without_store().is_some(), "nothing left to write");
+        assert_eq!(
+            f.open(Some(&cookie)).get::<i64>("a").await.unwrap(),
+            Some(1)
+        );
+    }
+
+    /// The same when the failed save did land (its answer was lost), and
+    /// another request wrote since: the commit's write conflicts, the
+    /// request takes the stored record, and nothing is written over the
+    /// other request's write.
+    #[tokio::test]
+    async fn the_commit_does_not_write_again_what_a_failed_save_landed() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        let s = f.open(Some(&cookie));
+        s.insert("a", &1).await.unwrap();
+        f.store.lose_save_answers(true);
+        assert!(s.save().await.is_err());
+        f.store.lose_save_answers(false);
+        assert_eq!(f.open(Some(&cookie)).increment("n", 1).await.unwrap(), 1);
+        let saves = f.store.counts().save;
+        s.commit().await.unwrap();
+        assert_eq!(
+            f.store.counts().save - saves,
+            1,
+            "one save, which conflicted"
+        );
+        assert!(s.commit_without_store().is_some(), "nothing left to write");
+        let next = f.open(Some(&cookie));
+        assert_eq!(next.get::<i64>("a").await.unwrap(), Some(1));
+        assert_eq!(next.get::<i64>("n").await.unwrap(), Some(1));
     }
 
     /// A lifetime set through another handle while a gathered update saves
