@@ -252,7 +252,8 @@ struct State {
     /// was loaded at: if the save landed, that conflicts and the request
     /// takes the stored record; if not, the changes are stored now (a
     /// removal too, which the handler could not make again: its copy says
-    /// it is done).
+    /// it is done). Set only when the save carried some of the request's
+    /// changes; taking a stored record as the copy clears it.
     unsure: bool,
 }
 
@@ -328,7 +329,8 @@ impl Log {
 
     /// Drops the pending changes before position `end` (they were saved, or
     /// sent with a save whose outcome is unknown); later ones stay pending.
-    fn drop_until(&mut self, end: u64) {
+    /// Drops the changes before position `end`; whether there were any.
+    fn drop_until(&mut self, end: u64) -> bool {
         let sent = usize::try_from(end.saturating_sub(self.start))
             .unwrap_or(usize::MAX)
             .min(self.changes.len());
@@ -336,6 +338,7 @@ impl Log {
         self.start += sent as u64;
         let start = self.start;
         self.carriers.retain(|c| c.end > start);
+        sent > 0
     }
 
     /// Whether a save that carried some of the log's changes is being
@@ -547,8 +550,8 @@ impl Session {
             // which may have landed: as after a failed save, its changes
             // are not applied again over what others wrote since.
             state.saving = false;
+            state.unsure = !state.log.changes.is_empty();
             state.log.clear();
-            state.unsure = true;
         }
         state
     }
@@ -632,6 +635,9 @@ impl Session {
         state.owner = record.owner;
         state.lifetime = record.lifetime;
         state.loaded = true;
+        // The copy is a stored record now: a failed save's changes that it
+        // showed are gone from it (or are in it, if that save landed).
+        state.unsure = false;
         // A cookie signed or encrypted under a retired key goes back under
         // the current one, so the old key can leave the configuration while
         // its sessions live on.
@@ -1168,7 +1174,11 @@ impl Session {
                 Outcome::Unsaved => {}
                 Outcome::Ended => {
                     let mut state = self.lock().await;
-                    if state.epoch == epoch && !state.loaded && !loaded_outside {
+                    // Another handle of the request may have started a new
+                    // session meanwhile (as below): the update goes there.
+                    let same = state.epoch == epoch
+                        && (state.stored.as_ref()).is_none_or(|s| s.rid == rid);
+                    if same && !state.loaded && !loaded_outside {
                         // Saved from a copy this process kept (or another
                         // request's gathering), never seen live by this
                         // request: it finds no session, as its own load
@@ -1176,11 +1186,12 @@ impl Session {
                         drop(state);
                         return Box::pin(self.update_alone(key, f)).await;
                     }
-                    if state.epoch == epoch {
+                    if same {
                         state.end();
                     } else if !state.ended {
                         // Another handle rotated the session (or ended it
-                        // and wrote to a fresh one) while this update waited,
+                        // and wrote to a fresh one, or started one as above)
+                        // while this update waited,
                         // and the old record was gone before the save:
                         // nothing was written, so the update goes to the
                         // record the request holds now.
@@ -1195,8 +1206,9 @@ impl Session {
                     // over what others wrote since.
                     let mut state = self.lock().await;
                     if state.epoch == epoch {
-                        state.log.drop_until(sent);
-                        state.unsure = true;
+                        // Only the request's earlier changes, not this
+                        // update's value, are in its copy.
+                        state.unsure |= state.log.drop_until(sent);
                     }
                     return Err(failure.to_error());
                 }
@@ -2027,8 +2039,8 @@ impl Session {
                 // what others wrote since, could undo their writes. The copy
                 // keeps them: the commit writes it by compare-and-set on the
                 // version it had, which fails if this save landed.
+                state.unsure |= !state.log.changes.is_empty();
                 state.log.clear();
-                state.unsure = true;
                 return Err(e);
             }
         };
@@ -3550,6 +3562,20 @@ mod tests {
         assert_ne!(value, cookie);
         assert_eq!(f.open(Some(&value)).get::<i64>("n").await.unwrap(), Some(1));
         assert_eq!(f.open(Some(&value)).get_string("name").await.unwrap(), "");
+        // Two handles of a request that never saw it: the first to learn
+        // starts the new session, the other writes to it.
+        assert_eq!(f.open(Some(&value)).increment("n", 1).await.unwrap(), 2);
+        f.open(Some(&value)).destroy().await.unwrap();
+        let s = f.open(Some(&value));
+        let t = s.clone();
+        let (a, b) = tokio::join!(s.increment("a", 1), t.increment("b", 1));
+        assert_eq!((a.unwrap(), b.unwrap()), (1, 1));
+        let SetCookie::Set { value: fresh, .. } = s.commit().await.unwrap() else {
+            panic!("a new session sets its cookie");
+        };
+        let both = f.open(Some(&fresh));
+        assert_eq!(both.get::<i64>("a").await.unwrap(), Some(1));
+        assert_eq!(both.get::<i64>("b").await.unwrap(), Some(1));
         // A request that read the session before it ended still learns so.
         let kept = f.stored().await;
         assert_eq!(f.open(Some(&kept)).increment("n", 1).await.unwrap(), 1);
@@ -3602,6 +3628,37 @@ mod tests {
             next.insert_flash("notice", "hi").await.unwrap();
             next.commit().await.unwrap();
         }
+    }
+
+    /// A failed save that carried nothing of the request's (a best-effort
+    /// increment it ignores) leaves the commit nothing to write, also while
+    /// the store is still failing; and once a later update's save has
+    /// replaced the request's copy, the commit does not write it again.
+    #[tokio::test]
+    async fn a_failed_save_leaves_a_write_only_for_what_it_carried() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        let s = f.open(Some(&cookie));
+        assert_eq!(s.get_string("name").await.unwrap(), "iris");
+        f.store.fail_saves_with(Some(StoreErrorKind::Unavailable));
+        assert!(s.increment("views", 1).await.is_err());
+        assert!(s.commit_without_store().is_some(), "nothing to write");
+        s.commit().await.unwrap();
+        f.store.fail_saves_with(None);
+
+        let s = f.open(Some(&cookie));
+        s.insert("a", &1).await.unwrap();
+        f.store.fail_saves_with(Some(StoreErrorKind::Unavailable));
+        assert!(s.increment("views", 1).await.is_err());
+        f.store.fail_saves_with(None);
+        assert_eq!(s.increment("views", 1).await.unwrap(), 1);
+        let saves = f.store.counts().save;
+        s.commit().await.unwrap();
+        assert_eq!(
+            f.store.counts().save,
+            saves,
+            "the update's save replaced the copy"
+        );
     }
 
     /// A save dropped before it reached the store (a handler's timeout
