@@ -1298,6 +1298,15 @@ mod tests {
         assert_eq!(store.ids_of_owner("alice").await.unwrap(), vec![r.id]);
         assert_eq!(store.delete_owner("alice").await.unwrap(), 1);
         assert_eq!(store.load(&r.id).await.unwrap(), None);
+        // Once the session is gone, a removal takes its entry, and the
+        // index goes with its last entry.
+        store.unindex("alice", &r.id).await;
+        let left: i64 = redis::cmd("EXISTS")
+            .arg(store.owner_key("alice"))
+            .query_async(&mut store.conn.clone())
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
     }
 
     /// Breaks `owner`'s index: a string where the sorted set was (gone in a
