@@ -465,6 +465,15 @@ impl Queries {
     }
 }
 
+impl Queries {
+    /// Whether no record here can have `owner`: one with a NUL character,
+    /// where text cannot hold it, so listing or deleting its sessions finds
+    /// none without asking.
+    pub(crate) fn cannot_own(&self, owner: &str) -> bool {
+        !self.text_holds_nul && owner.contains('\0')
+    }
+}
+
 pub(crate) fn version(v: u64) -> Result<i64, StoreError> {
     i64::try_from(v).map_err(|_| SqlStoreError::OutOfRange("session version past i64::MAX").into())
 }

@@ -460,7 +460,7 @@ macro_rules! sql_store {
                 owner: &str,
             ) -> Result<Vec<session_core::RecordId>, session_core::StoreError> {
                 use sqlx::Row as _;
-                if !self.queries.text_holds_nul && owner.contains('\0') {
+                if self.queries.cannot_own(owner) {
                     return Ok(Vec::new());
                 }
                 let rows = $crate::retrying("list owner", || async move {
@@ -495,7 +495,7 @@ macro_rules! sql_store {
             }
 
             async fn delete_owner(&self, owner: &str) -> Result<u64, session_core::StoreError> {
-                if !self.queries.text_holds_nul && owner.contains('\0') {
+                if self.queries.cannot_own(owner) {
                     return Ok(0);
                 }
                 Ok($crate::retrying("delete owner", || async move {
