@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -66,7 +66,7 @@ use crate::{until, DEFAULT_MAX_BYTES};
 /// ```
 pub struct CachedStore<S> {
     backing: S,
-    cache: Option<Cache<RecordId, Arc<Record>, crate::ByRecordId>>,
+    cache: Option<Cache<RecordId, Arc<Slot>, crate::ByRecordId>>,
     /// Burials (deletes, and writes that ended a session) so far, by shard
     /// of record ids: a load or write that reached the backing store before
     /// a burial in its shard does not cache what it read or wrote.
@@ -98,8 +98,58 @@ struct Seen {
     writes: u64,
 }
 
-fn weigh(_: &RecordId, record: &Arc<Record>) -> u32 {
+fn weight_of(record: &Record) -> u32 {
     u32::try_from(record.approximate_size()).unwrap_or(u32::MAX)
+}
+
+fn weigh(_: &RecordId, slot: &Arc<Slot>) -> u32 {
+    slot.weight
+}
+
+/// What memory holds of one session.
+///
+/// A save on this instance puts its copy into the slot in place when nothing
+/// else changed what memory holds of the session since it was cached (see
+/// [`CachedStore::put_in_place`]): a moka write (the key's lock, a new
+/// entry, its timers, the old one's reclamation) costs several times the
+/// rest of a cached save. Every other change goes through a moka compute on
+/// the entry, which retires the slot it replaces or removes, so a save
+/// holding that slot takes the compute too.
+struct Slot {
+    state: Mutex<SlotState>,
+    /// What moka charged for the slot: a copy that weighs more goes in as a
+    /// new slot, weighed again.
+    weight: u32,
+}
+
+struct SlotState {
+    copy: Arc<Record>,
+    /// Replaced or removed by a compute on the entry: what goes into this
+    /// slot is no longer served.
+    retired: bool,
+}
+
+impl Slot {
+    fn new(copy: Arc<Record>) -> Arc<Self> {
+        Arc::new(Self {
+            weight: weight_of(&copy),
+            state: Mutex::new(SlotState {
+                copy,
+                retired: false,
+            }),
+        })
+    }
+
+    /// Nothing panics while holding the lock; a poisoned one is still
+    /// consistent.
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The copy the slot holds now.
+    fn copy(&self) -> Arc<Record> {
+        Arc::clone(&self.lock().copy)
+    }
 }
 
 /// What a copy about to be cached may replace.
@@ -259,8 +309,8 @@ impl<S> CachedStore<S> {
                     shard.fetch_add(1, Ordering::SeqCst);
                 }
                 let owner = owner.to_owned();
-                cache.invalidate_entries_if(move |_, record| {
-                    record.owner.as_deref() == Some(owner.as_str())
+                cache.invalidate_entries_if(move |_, slot| {
+                    slot.copy().owner.as_deref() == Some(owner.as_str())
                 })
             }
         };
@@ -304,6 +354,7 @@ impl<S: Store> CachedStore<S> {
             return;
         }
         let new = Arc::new(record.clone());
+        let slot = Slot::new(Arc::clone(&new));
         let burials = self.burials(&record.id);
         let writes = &self.writes[shard(&record.id)];
         let done = cache
@@ -316,7 +367,9 @@ impl<S: Store> CachedStore<S> {
                     read_after.is_some_and(|seen| burials.load(Ordering::Acquire) != seen.burials);
                 let written =
                     read_after.is_some_and(|seen| writes.load(Ordering::Acquire) != seen.writes);
-                let cached = existing.map(|e| e.into_value());
+                let existing = existing.map(|e| e.into_value());
+                let mut state = existing.as_deref().map(Slot::lock);
+                let cached = state.as_ref().map(|s| Arc::clone(&s.copy));
                 let op = match (buried, replace, cached) {
                     // Nothing read before a burial is cached. A copy put
                     // since stays: it was read or written after the burial
@@ -338,7 +391,7 @@ impl<S: Store> CachedStore<S> {
                         }
                     }
                     (false, Replace::Copy(before), cached) => match cached {
-                        Some(c) if Arc::ptr_eq(&c, &before) => Op::Put(new),
+                        Some(c) if Arc::ptr_eq(&c, &before) => Op::Put(slot),
                         other => {
                             burials.fetch_add(1, Ordering::AcqRel);
                             if other.is_some() {
@@ -356,8 +409,11 @@ impl<S: Store> CachedStore<S> {
                     // A write since may have cached a newer copy that moka
                     // has dropped already: what this load read may be older.
                     (false, Replace::Older, None) if written => Op::Nop,
-                    (false, _, _) => Op::Put(new),
+                    (false, _, _) => Op::Put(slot),
                 };
+                if let (Op::Put(_) | Op::Remove, Some(state)) = (&op, state.as_mut()) {
+                    state.retired = true;
+                }
                 std::future::ready(op)
             })
             .await;
@@ -389,10 +445,12 @@ impl<S: Store> CachedStore<S> {
                 .entry(*id)
                 .and_compute_with(|existing| {
                     burials.fetch_add(1, Ordering::AcqRel);
-                    std::future::ready(if existing.is_some() {
-                        Op::Remove
-                    } else {
-                        Op::Nop
+                    std::future::ready(match existing {
+                        Some(entry) => {
+                            entry.value().lock().retired = true;
+                            Op::Remove
+                        }
+                        None => Op::Nop,
                     })
                 })
                 .await;
@@ -405,6 +463,55 @@ impl<S: Store> CachedStore<S> {
             store: self,
             ending: Some(Ending::Id(id)),
         }
+    }
+
+    /// Puts what a save wrote into the slot memory holds for its record, if
+    /// [`put_in_place`](Self::put_in_place) may.
+    async fn save_in_place(&self, record: &Record, seen: Option<Seen>) -> bool {
+        let (Some(cache), Some(seen)) = (&self.cache, seen) else {
+            return false;
+        };
+        match cache.get(&record.id).await {
+            Some(slot) => self.put_in_place(&slot, record, seen),
+            None => false,
+        }
+    }
+
+    /// Puts `record`, which a save just wrote to the backing store having
+    /// seen the counts `seen` before, into `slot` without a moka write, and
+    /// says whether memory now holds what `remember` would have left there
+    /// (a slot holding the same or a newer version keeps it). It may not,
+    /// and the save then takes `remember`, where a moka compute on the entry
+    /// has anything else that happened since to reckon with:
+    ///
+    /// * a compute replaced or removed the slot (it is retired): memory may
+    ///   hold another copy, of any version;
+    /// * a burial counted in the shard since the save's count: what memory
+    ///   holds goes, and the save counts a burial of its own;
+    /// * the owner changes: a logout everywhere that counted after the
+    ///   check above drops the owner's copies by a predicate, which may
+    ///   have looked at this slot already and seen the other owner;
+    /// * the copy weighs more than moka charged for the slot.
+    ///
+    /// A burial counted after the check leaves nothing to undo: a compute
+    /// that removed the slot retired it under this lock, and one that
+    /// removes it later takes this copy with it; a removal outside a
+    /// compute (a dropped write's, moka's own upkeep) leaves this copy in a
+    /// slot nobody can reach, and nothing older gets in after it, since the
+    /// save landed (and counted its write) before this check.
+    fn put_in_place(&self, slot: &Slot, record: &Record, seen: Seen) -> bool {
+        let mut state = slot.lock();
+        if state.retired
+            || state.copy.owner != record.owner
+            || weight_of(record) > slot.weight
+            || self.burials(&record.id).load(Ordering::Acquire) != seen.burials
+        {
+            return false;
+        }
+        if state.copy.version < record.version {
+            state.copy = Arc::new(record.clone());
+        }
+        true
     }
 
     /// The counts `remember` compares with, read before a call to the
@@ -429,10 +536,15 @@ impl<S: Store> Store for CachedStore<S> {
     async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
         let now = Timestamp::now();
         if let Some(cache) = &self.cache {
-            match cache.get(id).await {
-                Some(hit) if !hit.is_expired(now) => return Ok(Some((*hit).clone())),
-                Some(_) => self.forget(id).await,
-                None => {}
+            if let Some(slot) = cache.get(id).await {
+                let hit = {
+                    let state = slot.lock();
+                    (!state.copy.is_expired(now)).then(|| (*state.copy).clone())
+                };
+                if hit.is_some() {
+                    return Ok(hit);
+                }
+                self.forget(id).await;
             }
         }
         let seen = self.seen_now(id);
@@ -475,7 +587,9 @@ impl<S: Store> Store for CachedStore<S> {
             Ok(Saved::Saved) if until(record.expires_at).is_zero() => self.bury(&record.id).await,
             Ok(Saved::Saved) => {
                 self.wrote(&record.id);
-                self.remember(record, Replace::Saved, seen).await;
+                if !self.save_in_place(record, seen).await {
+                    self.remember(record, Replace::Saved, seen).await;
+                }
             }
             // A conflict means the cached copy is stale; an error leaves the
             // outcome unknown (the save may have applied, ending the
@@ -497,7 +611,11 @@ impl<S: Store> Store for CachedStore<S> {
     ) -> Result<bool, StoreError> {
         // The copy whose deadline this touch moves, as it was before.
         let before = match &self.cache {
-            Some(cache) => cache.get(id).await.filter(|r| r.version == version),
+            Some(cache) => cache
+                .get(id)
+                .await
+                .map(|slot| slot.copy())
+                .filter(|r| r.version == version),
             None => None,
         };
         let seen = self.seen_now(id);
@@ -1301,6 +1419,150 @@ mod tests {
         a.load(&r.id).await.unwrap();
         a.load(&r.id).await.unwrap();
         assert_eq!(backing.counts().load, 2);
+    }
+
+    /// The slot memory holds for `id`.
+    async fn slot_of(a: &CachedStore<Backing>, id: &RecordId) -> Arc<Slot> {
+        a.cache
+            .as_ref()
+            .unwrap()
+            .get(id)
+            .await
+            .expect("a cached copy")
+    }
+
+    /// A save of a cached session puts its copy into the cached slot, with
+    /// no moka write, and loads serve it from memory.
+    #[tokio::test]
+    async fn a_save_replaces_the_cached_copy_in_place() {
+        let (backing, a, _) = pair(Duration::from_secs(60));
+        let r = record();
+        a.create(&r).await.unwrap();
+        a.load(&r.id).await.unwrap();
+        let slot = slot_of(&a, &r.id).await;
+        let r1 = next(&r, b"v1");
+        assert_eq!(a.save(&r1, 0).await.unwrap(), Saved::Saved);
+        assert!(Arc::ptr_eq(&slot, &slot_of(&a, &r.id).await));
+        assert_eq!(a.load(&r.id).await.unwrap(), Some(r1));
+        assert_eq!(backing.counts().load, 1);
+    }
+
+    /// A save holding a slot that a load's compute replaced meanwhile (with
+    /// a version older than the save's) leaves it to a compute, which
+    /// caches the save's copy over the load's.
+    #[tokio::test]
+    async fn a_save_into_a_slot_replaced_meanwhile_goes_through_moka() {
+        let (_, a, b) = pair(Duration::from_secs(60));
+        let r = record();
+        a.create(&r).await.unwrap();
+        a.load(&r.id).await.unwrap();
+        // Another instance saves twice; a load here read the first of them
+        // and caches it after this instance's save landed.
+        let held = slot_of(&a, &r.id).await;
+        let r1 = next(&r, b"v1");
+        b.save(&r1, 0).await.unwrap();
+        let seen = a.seen_now(&r.id);
+        let r2 = next(&r1, b"v2");
+        b.save(&r2, 1).await.unwrap();
+        a.remember(&r1, Replace::Older, seen).await;
+        assert!(held.lock().retired);
+        let seen = a.seen_now(&r.id).unwrap();
+        assert!(!a.put_in_place(&held, &r2, seen));
+        assert_eq!(held.lock().copy.version, 0, "nothing put into it");
+        // The save's own way: the compute.
+        let r3 = next(&r2, b"v3");
+        assert_eq!(a.save(&r3, 2).await.unwrap(), Saved::Saved);
+        assert_eq!(a.load(&r.id).await.unwrap(), Some(r3));
+    }
+
+    /// A delete's burial retires the slot it removes.
+    #[tokio::test]
+    async fn a_burial_retires_the_slot_it_removes() {
+        let (_, a, _) = pair(Duration::from_secs(60));
+        let r = record();
+        a.create(&r).await.unwrap();
+        a.load(&r.id).await.unwrap();
+        let held = slot_of(&a, &r.id).await;
+        let seen = a.seen_now(&r.id).unwrap();
+        a.bury(&r.id).await;
+        assert!(held.lock().retired);
+        // Even with counts from after the burial.
+        let seen = Seen {
+            burials: seen.burials + 1,
+            ..seen
+        };
+        assert!(!a.put_in_place(&held, &next(&r, b"late"), seen));
+    }
+
+    /// Only a save whose count no burial overtook puts its copy in place.
+    #[tokio::test]
+    async fn a_save_behind_a_burial_does_not_go_in_place() {
+        let (_, a, _) = pair(Duration::from_secs(60));
+        let (r, other) = (record(), record());
+        a.create(&r).await.unwrap();
+        a.load(&r.id).await.unwrap();
+        let held = slot_of(&a, &r.id).await;
+        let seen = a.seen_now(&r.id).unwrap();
+        // A dropped write's burial in the shard: no compute on this entry.
+        a.burials(&r.id).fetch_add(1, Ordering::SeqCst);
+        assert!(!a.put_in_place(&held, &next(&r, b"v1"), seen));
+        // Another shard's burial does not count.
+        let seen = a.seen_now(&r.id).unwrap();
+        let mut far = other.id;
+        while shard(&far) == shard(&r.id) {
+            far = Id::generate().unwrap().record_id();
+        }
+        a.burials(&far).fetch_add(1, Ordering::SeqCst);
+        assert!(a.put_in_place(&held, &next(&r, b"v1"), seen));
+    }
+
+    /// A save that changes the owner (a login) goes through moka: a logout
+    /// everywhere's predicate may have looked at the slot already.
+    #[tokio::test]
+    async fn a_save_that_changes_the_owner_takes_a_new_slot() {
+        let (_, a, _) = pair(Duration::from_secs(60));
+        let mut r = record();
+        r.owner = Some("bob".into());
+        a.create(&r).await.unwrap();
+        a.load(&r.id).await.unwrap();
+        let held = slot_of(&a, &r.id).await;
+        // The same weight: only the owner stands in the way.
+        let mut login = next(&r, b"v0");
+        login.owner = Some("eve".into());
+        assert_eq!(weight_of(&login), held.weight);
+        let seen = a.seen_now(&r.id).unwrap();
+        assert!(!a.put_in_place(&held, &login, seen));
+        assert_eq!(a.save(&login, 0).await.unwrap(), Saved::Saved);
+        assert!(!Arc::ptr_eq(&held, &slot_of(&a, &r.id).await));
+        assert_eq!(a.load(&r.id).await.unwrap(), Some(login));
+    }
+
+    /// A copy heavier than its slot was charged for is weighed again.
+    #[tokio::test]
+    async fn a_save_that_outgrows_its_slot_is_weighed_again() {
+        let (_, a, _) = pair(Duration::from_secs(60));
+        let r = record();
+        a.create(&r).await.unwrap();
+        a.load(&r.id).await.unwrap();
+        let cache = a.cache.as_ref().unwrap();
+        cache.run_pending_tasks().await;
+        let before = cache.weighted_size();
+        let mut big = next(&r, b"v1");
+        big.data.insert("big".into(), vec![7; 10_000]);
+        let seen = a.seen_now(&r.id).unwrap();
+        assert!(!a.put_in_place(&*slot_of(&a, &r.id).await, &big, seen));
+        assert_eq!(a.save(&big, 0).await.unwrap(), Saved::Saved);
+        cache.run_pending_tasks().await;
+        assert_eq!(cache.weighted_size(), u64::from(weight_of(&big)));
+        assert!(cache.weighted_size() > before + 10_000);
+        // Back to a small copy: it fits the slot, and goes in place.
+        let small = next(&big, b"v2");
+        let mut small = small;
+        small.data.remove("big");
+        let held = slot_of(&a, &r.id).await;
+        assert_eq!(a.save(&small, 1).await.unwrap(), Saved::Saved);
+        assert!(Arc::ptr_eq(&held, &slot_of(&a, &r.id).await));
+        assert_eq!(a.load(&r.id).await.unwrap(), Some(small));
     }
 
     /// Clients loading, saving, touching, deleting and creating two records

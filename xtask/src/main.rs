@@ -9,7 +9,8 @@
 //!   answer; `services --start` starts the missing ones from installed
 //!   binaries.
 //! * `bench [group]`: runs the criterion benchmarks (all, or one group:
-//!   `manager`, `redis`, `sql`, `sled`) and rewrites their numbers in README.md.
+//!   `manager`, `cached`, `redis`, `sql`, `sled`) and rewrites their numbers
+//!   in README.md.
 //! * `bench load [--seconds N] [--runs N] [--only VARIANT,...]`: every load-test server variant
 //!   (ours, the bare frameworks, tower-sessions, actix-session) under wrk;
 //!   writes BENCHMARKS.md. With `--only`, just those variants, and the
@@ -505,6 +506,24 @@ const BENCHES: &[Bench] = &[
         bench: "manager",
         group: "manager",
         ratios: &[],
+        extra: no_extra,
+    },
+    Bench {
+        package: "session-memory",
+        bench: "cached",
+        group: "cached",
+        ratios: &[
+            (
+                "load through CachedStore / MemoryStore load",
+                "cached_load",
+                "memory_load",
+            ),
+            (
+                "save through CachedStore / MemoryStore save",
+                "cached_save",
+                "memory_save",
+            ),
+        ],
         extra: no_extra,
     },
     Bench {
