@@ -45,7 +45,9 @@ use crate::{until, DEFAULT_MAX_BYTES};
 ///   create an insert and push out the sessions that are read.
 /// * **Copies leave memory** at the first of two limits: `max_staleness`
 ///   after they were cached (the next request reloads from the backing
-///   store), or `idle_eviction` after their last use (Iris's `GcDuration`).
+///   store; a save on this instance updates the cached copy without
+///   restarting that clock), or `idle_eviction` after their last use
+///   (Iris's `GcDuration`).
 ///   With the defaults (5 seconds and 2 minutes) the staleness bound comes
 ///   first, so the cache absorbs bursts of requests to a session; raise
 ///   `max_staleness` to keep copies longer, and `idle_eviction` then drops the
@@ -72,10 +74,11 @@ pub struct CachedStore<S> {
     /// a burial in its shard does not cache what it read or wrote.
     burials: Box<[AtomicU64; BURIAL_SHARDS]>,
     /// Saves and touches that landed so far, by the same shards: a load
-    /// that reached the backing store before one of them finds memory
-    /// empty when it comes to cache what it read only if moka dropped the
-    /// write's copy (its `max_staleness`, its idle time or the memory
-    /// budget), and then caches nothing, since what it read may be older.
+    /// that reached the backing store before one of them, or a save that
+    /// landed before one of them, finds memory empty when it comes to cache
+    /// what it read or wrote only if moka dropped the later write's copy
+    /// (its `max_staleness`, its idle time or the memory budget), and then
+    /// caches nothing, since what it has may be older.
     writes: Box<[AtomicU64; BURIAL_SHARDS]>,
     /// How many invalidation predicates a burial left to moka.
     #[cfg(test)]
@@ -407,8 +410,9 @@ impl<S: Store> CachedStore<S> {
                         Op::Nop
                     }
                     // A write since may have cached a newer copy that moka
-                    // has dropped already: what this load read may be older.
-                    (false, Replace::Older, None) if written => Op::Nop,
+                    // has dropped already: what this load read, or this save
+                    // wrote, may be older.
+                    (false, Replace::Older | Replace::Saved, None) if written => Op::Nop,
                     (false, _, _) => Op::Put(slot),
                 };
                 if let (Op::Put(_) | Op::Remove, Some(state)) = (&op, state.as_mut()) {
@@ -497,8 +501,9 @@ impl<S: Store> CachedStore<S> {
     /// that removed the slot retired it under this lock, and one that
     /// removes it later takes this copy with it; a removal outside a
     /// compute (a dropped write's, moka's own upkeep) leaves this copy in a
-    /// slot nobody can reach, and nothing older gets in after it, since the
-    /// save landed (and counted its write) before this check.
+    /// slot nobody can reach, and nothing older gets in after it: a load
+    /// that read, or a save that landed, before this save counted its write
+    /// caches nothing in an empty entry.
     fn put_in_place(&self, slot: &Slot, record: &Record, seen: Seen) -> bool {
         let mut state = slot.lock();
         if state.retired
@@ -523,11 +528,12 @@ impl<S: Store> CachedStore<S> {
         })
     }
 
-    /// Counts a save or touch that landed, before it caches its copy.
-    fn wrote(&self, id: &RecordId) {
-        if self.cache.is_some() {
-            self.writes[shard(id)].fetch_add(1, Ordering::AcqRel);
-        }
+    /// Counts a save or touch that landed, before it caches its copy, and
+    /// returns `seen` with the shard's write count that includes this one.
+    fn wrote(&self, id: &RecordId, seen: Option<Seen>) -> Option<Seen> {
+        let seen = seen?;
+        let writes = self.writes[shard(id)].fetch_add(1, Ordering::AcqRel) + 1;
+        Some(Seen { writes, ..seen })
     }
 }
 
@@ -586,7 +592,11 @@ impl<S: Store> Store for CachedStore<S> {
             // racing it cannot cache the version before.
             Ok(Saved::Saved) if until(record.expires_at).is_zero() => self.bury(&record.id).await,
             Ok(Saved::Saved) => {
-                self.wrote(&record.id);
+                // A save that finds memory empty caches nothing if another
+                // write landed in the shard after it: moka may have dropped
+                // that write's copy (its `max_staleness` runs from when the
+                // slot went in, not from the last save put in place).
+                let seen = self.wrote(&record.id, seen);
                 if !self.save_in_place(record, seen).await {
                     self.remember(record, Replace::Saved, seen).await;
                 }
@@ -626,7 +636,7 @@ impl<S: Store> Store for CachedStore<S> {
             // its old record so): a burial, as a delete makes.
             (Ok(true), _) if until(expires_at).is_zero() => self.bury(id).await,
             (Ok(true), Some(before)) => {
-                self.wrote(id);
+                self.wrote(id, seen);
                 let mut record = (*before).clone();
                 record.expires_at = expires_at;
                 self.remember(&record, Replace::Copy(before), seen).await;
@@ -1473,6 +1483,34 @@ mod tests {
         let r3 = next(&r2, b"v3");
         assert_eq!(a.save(&r3, 2).await.unwrap(), Saved::Saved);
         assert_eq!(a.load(&r.id).await.unwrap(), Some(r3));
+    }
+
+    /// A save that landed before another save of the session, and comes to
+    /// cache its copy only after moka dropped the later save's (its
+    /// `max_staleness` runs from when the slot went in, not from the save
+    /// put in place), caches nothing.
+    #[tokio::test]
+    async fn a_late_save_does_not_cache_its_version_after_a_newer_saves_copy_went() {
+        let (backing, a, _) = pair(Duration::from_secs(60));
+        let r = record();
+        a.create(&r).await.unwrap();
+        // S1 lands v1 and counts it, then stalls before caching its copy.
+        let r1 = next(&r, b"v1");
+        let seen = a.seen_now(&r.id);
+        assert_eq!(backing.save(&r1, 0).await.unwrap(), Saved::Saved);
+        let seen = a.wrote(&r.id, seen);
+        // A load caches v1; S2 saves v2 into that slot in place.
+        assert_eq!(a.load(&r.id).await.unwrap(), Some(r1.clone()));
+        let held = slot_of(&a, &r.id).await;
+        let r2 = next(&r1, b"v2");
+        assert_eq!(a.save(&r2, 1).await.unwrap(), Saved::Saved);
+        assert!(Arc::ptr_eq(&held, &slot_of(&a, &r.id).await));
+        // moka drops the slot (its time to live, say); S1 goes on.
+        a.forget(&r.id).await;
+        if !a.save_in_place(&r1, seen).await {
+            a.remember(&r1, Replace::Saved, seen).await;
+        }
+        assert_eq!(a.load(&r.id).await.unwrap(), Some(r2));
     }
 
     /// A delete's burial retires the slot it removes.
