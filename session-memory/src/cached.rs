@@ -346,9 +346,9 @@ impl<S: Store> CachedStore<S> {
     /// Caches `record` unless memory holds a version that `replace` keeps,
     /// or a burial in its shard came after `read_after` (the counts the
     /// caller saw before its call to the backing store): then a copy in
-    /// memory is dropped too. A load caches nothing either where memory
-    /// holds no copy and a save or touch in its shard landed after
-    /// `read_after`.
+    /// memory is dropped too. A load or save caches nothing either where
+    /// memory holds no copy and another save or touch in its shard was
+    /// counted after `read_after` (a save's own write counted in it).
     async fn remember(&self, record: &Record, replace: Replace, read_after: Option<Seen>) {
         let Some(cache) = &self.cache else { return };
         if until(record.expires_at).is_zero() {
@@ -529,11 +529,16 @@ impl<S: Store> CachedStore<S> {
     }
 
     /// Counts a save or touch that landed, before it caches its copy, and
-    /// returns `seen` with the shard's write count that includes this one.
+    /// returns the counts it saw before its backing call with this write
+    /// added: any other write counted since (one that landed after this
+    /// one, even if it counted first) still shows.
     fn wrote(&self, id: &RecordId, seen: Option<Seen>) -> Option<Seen> {
         let seen = seen?;
-        let writes = self.writes[shard(id)].fetch_add(1, Ordering::AcqRel) + 1;
-        Some(Seen { writes, ..seen })
+        self.writes[shard(id)].fetch_add(1, Ordering::AcqRel);
+        Some(Seen {
+            writes: seen.writes + 1,
+            ..seen
+        })
     }
 }
 
@@ -1491,26 +1496,32 @@ mod tests {
     /// put in place), caches nothing.
     #[tokio::test]
     async fn a_late_save_does_not_cache_its_version_after_a_newer_saves_copy_went() {
-        let (backing, a, _) = pair(Duration::from_secs(60));
-        let r = record();
-        a.create(&r).await.unwrap();
-        // S1 lands v1 and counts it, then stalls before caching its copy.
-        let r1 = next(&r, b"v1");
-        let seen = a.seen_now(&r.id);
-        assert_eq!(backing.save(&r1, 0).await.unwrap(), Saved::Saved);
-        let seen = a.wrote(&r.id, seen);
-        // A load caches v1; S2 saves v2 into that slot in place.
-        assert_eq!(a.load(&r.id).await.unwrap(), Some(r1.clone()));
-        let held = slot_of(&a, &r.id).await;
-        let r2 = next(&r1, b"v2");
-        assert_eq!(a.save(&r2, 1).await.unwrap(), Saved::Saved);
-        assert!(Arc::ptr_eq(&held, &slot_of(&a, &r.id).await));
-        // moka drops the slot (its time to live, say); S1 goes on.
-        a.forget(&r.id).await;
-        if !a.save_in_place(&r1, seen).await {
-            a.remember(&r1, Replace::Saved, seen).await;
+        // S1 counts its write before S2 counts, or (its answer slow to
+        // come back) after.
+        for s1_counts_first in [true, false] {
+            let (backing, a, _) = pair(Duration::from_secs(60));
+            let r = record();
+            a.create(&r).await.unwrap();
+            // S1 lands v1, then stalls before caching its copy.
+            let r1 = next(&r, b"v1");
+            let seen = a.seen_now(&r.id);
+            assert_eq!(backing.save(&r1, 0).await.unwrap(), Saved::Saved);
+            let mut s1 = s1_counts_first.then(|| a.wrote(&r.id, seen));
+            // A load caches v1; S2 saves v2 into that slot in place.
+            assert_eq!(a.load(&r.id).await.unwrap(), Some(r1.clone()));
+            let held = slot_of(&a, &r.id).await;
+            let r2 = next(&r1, b"v2");
+            assert_eq!(a.save(&r2, 1).await.unwrap(), Saved::Saved);
+            assert!(Arc::ptr_eq(&held, &slot_of(&a, &r.id).await));
+            // moka drops the slot (its time to live, say); S1 goes on.
+            a.forget(&r.id).await;
+            let seen = *s1.get_or_insert_with(|| a.wrote(&r.id, seen));
+            if !a.save_in_place(&r1, seen).await {
+                a.remember(&r1, Replace::Saved, seen).await;
+            }
+            let served = a.load(&r.id).await.unwrap();
+            assert_eq!(served, Some(r2), "S1 counted first: {s1_counts_first}");
         }
-        assert_eq!(a.load(&r.id).await.unwrap(), Some(r2));
     }
 
     /// A delete's burial retires the slot it removes.
