@@ -121,9 +121,28 @@ impl fmt::Debug for CookieKeys {
 }
 
 /// A configuration that cannot work, found when it is built.
+///
+/// It converts into [`std::io::Error`] (`InvalidInput`), so `?` works in a
+/// `main` that returns `std::io::Result`, as servers' often do:
+///
+/// ```
+/// use session_core::Config;
+///
+/// fn main() -> std::io::Result<()> {
+///     let config = Config::builder().with_secure(false).build()?;
+///     assert!(!config.secure());
+///     Ok(())
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid session configuration: {0}")]
 pub struct ConfigError(String);
+
+impl From<ConfigError> for std::io::Error {
+    fn from(e: ConfigError) -> Self {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, e)
+    }
+}
 
 /// Session and cookie settings. Build one with [`Config::builder`]; the
 /// defaults are the safe choice.
@@ -442,6 +461,38 @@ impl ConfigBuilder {
         self
     }
 
+    /// Signs the cookie with `key` (HMAC-SHA256): the same as
+    /// `with_security(CookieSecurity::Signed(CookieKeys::new(key)))`. To
+    /// rotate keys, pass [`CookieKeys`] with
+    /// [`with_previous`](CookieKeys::with_previous) to
+    /// [`with_security`](Self::with_security).
+    ///
+    /// ```
+    /// use session_core::{Config, CookieSecurity, Key};
+    ///
+    /// let config = Config::builder().with_signed(Key::generate()).build()?;
+    /// assert!(matches!(config.security(), CookieSecurity::Signed(_)));
+    /// # Ok::<(), session_core::ConfigError>(())
+    /// ```
+    pub fn with_signed(self, key: Key) -> Self {
+        self.with_security(CookieSecurity::Signed(CookieKeys::new(key)))
+    }
+
+    /// Encrypts the cookie with `key` (AES-256-GCM, bound to the cookie's
+    /// name): the same as
+    /// `with_security(CookieSecurity::Private(CookieKeys::new(key)))`.
+    ///
+    /// ```
+    /// use session_core::{Config, CookieSecurity, Key};
+    ///
+    /// let config = Config::builder().with_private(Key::generate()).build()?;
+    /// assert!(matches!(config.security(), CookieSecurity::Private(_)));
+    /// # Ok::<(), session_core::ConfigError>(())
+    /// ```
+    pub fn with_private(self, key: Key) -> Self {
+        self.with_security(CookieSecurity::Private(CookieKeys::new(key)))
+    }
+
     /// The codec of session values. Default [`MessagePack`].
     pub fn with_codec(mut self, codec: impl Codec) -> Self {
         self.config.codec = Arc::new(codec);
@@ -703,6 +754,29 @@ mod tests {
         );
         let c = set.with_domain(None).with_header(None).build().unwrap();
         assert_eq!((c.domain(), c.header()), (None, None));
+    }
+
+    #[test]
+    fn a_config_error_is_an_invalid_input_io_error() {
+        let error = Config::builder().with_cookie_name("").build().unwrap_err();
+        let io = std::io::Error::from(error.clone());
+        assert_eq!(io.kind(), std::io::ErrorKind::InvalidInput);
+        assert_eq!(io.to_string(), error.to_string());
+    }
+
+    #[test]
+    fn signed_and_private_shorthands_set_one_current_key() {
+        let key = Key::generate();
+        let signed = Config::builder().with_signed(key.clone()).build().unwrap();
+        let private = Config::builder().with_private(key.clone()).build().unwrap();
+        match (signed.security(), private.security()) {
+            (CookieSecurity::Signed(s), CookieSecurity::Private(p)) => {
+                assert_eq!((s.len(), p.len()), (1, 1));
+                assert_eq!(s.current().master(), key.master());
+                assert_eq!(p.current().master(), key.master());
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

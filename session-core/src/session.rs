@@ -732,6 +732,7 @@ impl Session {
     ///
     /// # Errors
     /// A store error on first use.
+    #[doc(alias = "contains_key")]
     pub async fn contains(&self, key: &str) -> Result<bool> {
         Ok(self.loaded().await?.data.contains_key(key))
     }
@@ -790,6 +791,7 @@ impl Session {
     ///
     /// # Errors
     /// A store error on first use.
+    #[doc(alias("expiry", "expiry_date"))]
     pub async fn expires_at(&self) -> Result<Option<OffsetDateTime>> {
         Ok(self
             .loaded()
@@ -823,7 +825,8 @@ impl Session {
     }
 
     /// Removes the value under `key` (Iris's `Delete`); returns whether there
-    /// was one.
+    /// was one. [`take`](Self::take) removes it and returns it decoded, as
+    /// tower-sessions' and actix-session's `remove` do.
     ///
     /// # Errors
     /// A store error on first use.
@@ -841,6 +844,7 @@ impl Session {
     /// # Errors
     /// [`Error::Value`] when the value does not decode as `T` (it is then left
     /// in place), or a store error.
+    #[doc(alias = "remove_value")]
     pub async fn take<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         let mut state = self.loaded().await?;
         let Some(bytes) = state.data.get(key) else {
@@ -1521,6 +1525,7 @@ impl Session {
     /// timeout of its own longer than its absolute one (which would never
     /// take effect: a lifetime made from the configured one keeps its
     /// absolute timeout), or a store error on first use.
+    #[doc(alias = "set_expiry")]
     pub async fn set_lifetime(&self, lifetime: Option<Lifetime>) -> Result<()> {
         if let Some(l) = &lifetime {
             validate_lifetime(l).map_err(Error::Invalid)?;
@@ -1615,6 +1620,7 @@ impl Session {
     /// # Panics
     /// Outside a Tokio runtime (the task is spawned with `tokio::spawn`), or
     /// if the store panics.
+    #[doc(alias = "renew")]
     pub async fn cycle_id(&self) -> Result<()> {
         self.rotate_to_the_end(Owner::Keep).await
     }
@@ -1744,6 +1750,7 @@ impl Session {
     ///
     /// # Errors
     /// A store error or timeout; the session is then left as it was.
+    #[doc(alias("flush", "purge", "delete"))]
     pub async fn destroy(&self) -> Result<()> {
         let mut state = self.lock().await;
         self.settle_candidates(&mut state).await?;

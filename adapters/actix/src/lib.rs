@@ -422,19 +422,61 @@ impl FromRequest for Session {
 /// }
 /// # let _ = actix_web::App::new().route("/", actix_web::web::get().to(handler));
 /// ```
+///
+/// A guard can route on the session too (`guard::fn_guard`), as can a
+/// middleware that reads it from a `ServiceResponse`:
+///
+/// ```
+/// use actix_web::{guard, web, App, HttpResponse};
+/// use session_actix::SessionExt;
+///
+/// let app = App::new().route(
+///     "/",
+///     web::get()
+///         .guard(guard::fn_guard(|ctx| ctx.session().is_some()))
+///         .to(HttpResponse::Ok),
+/// );
+/// # let _ = app;
+/// ```
+#[doc(alias = "get_session")]
 pub trait SessionExt {
     /// The request's session, or `None` without [`SessionMiddleware`].
+    ///
+    /// A handle for the handler (or a middleware inside
+    /// [`SessionMiddleware`]): dropped by a panic unwinding, it keeps the
+    /// handler's deferred changes from being committed
+    /// ([`session_core::Session::for_handler`]).
+    #[doc(alias = "get_session")]
     fn session(&self) -> Option<Session>;
 }
 
-/// A handle for the handler (or a middleware inside [`SessionMiddleware`]):
-/// dropped by a panic unwinding, it keeps the handler's deferred changes
-/// from being committed ([`session_core::Session::for_handler`]).
-impl<T: HttpMessage> SessionExt for T {
+fn session_in(extensions: &actix_web::dev::Extensions) -> Option<Session> {
+    extensions
+        .get::<session_core::Session>()
+        .map(|s| Session(s.for_handler()))
+}
+
+impl SessionExt for HttpRequest {
     fn session(&self) -> Option<Session> {
-        self.extensions()
-            .get::<session_core::Session>()
-            .map(|s| Session(s.for_handler()))
+        session_in(&self.extensions())
+    }
+}
+
+impl SessionExt for ServiceRequest {
+    fn session(&self) -> Option<Session> {
+        session_in(&self.extensions())
+    }
+}
+
+impl<B> SessionExt for ServiceResponse<B> {
+    fn session(&self) -> Option<Session> {
+        self.request().session()
+    }
+}
+
+impl SessionExt for actix_web::guard::GuardContext<'_> {
+    fn session(&self) -> Option<Session> {
+        session_in(&self.req_data())
     }
 }
 

@@ -369,10 +369,63 @@ impl Deref for Session {
 
 impl Session {
     fn of(parts: &Parts) -> Option<Self> {
-        parts
-            .extensions
+        Self::in_extensions(&parts.extensions)
+    }
+
+    fn in_extensions(extensions: &http::Extensions) -> Option<Self> {
+        extensions
             .get::<session_core::Session>()
             .map(|s| Session(s.for_handler()))
+    }
+}
+
+/// The session of a request, or of its parts, where no extractor runs: in
+/// an `axum::middleware::from_fn` function that takes the whole request, or
+/// a tower middleware, inside the [`SessionLayer`]. (The layer keeps a
+/// [`session_core::Session`] in the extensions, so
+/// `req.extensions().get::<session_axum::Session>()` finds nothing.)
+///
+/// ```
+/// use axum::extract::Request;
+/// use axum::http::HeaderValue;
+/// use axum::middleware::{self, Next};
+/// use axum::response::Response;
+/// use axum::{routing::get, Router};
+/// use session_axum::{Config, Manager, SessionExt, SessionLayer};
+/// use session_memory::MemoryStore;
+///
+/// /// Tells the response whether someone is signed in.
+/// async fn signed_in(req: Request, next: Next) -> Response {
+///     let signed_in = match req.session() {
+///         Some(session) => session.owner().await.ok().flatten().is_some(),
+///         None => false,
+///     };
+///     let mut res = next.run(req).await;
+///     let value = HeaderValue::from_static(if signed_in { "yes" } else { "no" });
+///     res.headers_mut().insert("x-signed-in", value);
+///     res
+/// }
+///
+/// let manager = Manager::new(MemoryStore::new(), Config::default());
+/// let app: Router = Router::new()
+///     .route("/", get(|| async { "hello" }))
+///     .layer(middleware::from_fn(signed_in))
+///     .layer(SessionLayer::new(manager));
+/// ```
+pub trait SessionExt {
+    /// The request's session, or `None` outside a [`SessionLayer`].
+    fn session(&self) -> Option<Session>;
+}
+
+impl<B> SessionExt for Request<B> {
+    fn session(&self) -> Option<Session> {
+        Session::in_extensions(self.extensions())
+    }
+}
+
+impl SessionExt for Parts {
+    fn session(&self) -> Option<Session> {
+        Session::of(self)
     }
 }
 

@@ -98,6 +98,55 @@ mod actix_only {
         );
     }
 
+    /// A guard routes on the session, and a middleware inside ours reads
+    /// it from the response; without the middleware neither finds one.
+    #[actix_web::test]
+    async fn session_ext_works_in_guards_and_on_responses() {
+        use actix_web::dev::Service as _;
+        use actix_web::guard;
+        use session_actix::SessionExt;
+
+        fn app_routes(app: &mut web::ServiceConfig) {
+            app.route(
+                "/",
+                web::get()
+                    .guard(guard::fn_guard(|ctx| ctx.session().is_some()))
+                    .to(|| async { "with a session" }),
+            )
+            .route("/", web::get().to(|| async { "without" }));
+        }
+        let bare = test::init_service(App::new().configure(app_routes)).await;
+        let res = test::call_service(&bare, test::TestRequest::get().uri("/").to_request()).await;
+        assert_eq!(test::read_body(res).await, "without");
+
+        let manager = Manager::new(MemoryStore::new(), Config::default());
+        let app = test::init_service(
+            App::new()
+                .wrap_fn(|req, srv| {
+                    let fut = srv.call(req);
+                    async move {
+                        let mut res = fut.await?;
+                        let found = res.session().is_some();
+                        res.headers_mut().insert(
+                            actix_web::http::header::HeaderName::from_static("x-found"),
+                            actix_web::http::header::HeaderValue::from_static(if found {
+                                "yes"
+                            } else {
+                                "no"
+                            }),
+                        );
+                        Ok(res)
+                    }
+                })
+                .wrap(SessionMiddleware::new(manager))
+                .configure(app_routes),
+        )
+        .await;
+        let res = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
+        assert_eq!(res.headers().get("x-found").unwrap(), "yes");
+        assert_eq!(test::read_body(res).await, "with a session");
+    }
+
     /// Sends `/` through an app where a middleware inside ours turns the
     /// request away with an error (an authorization check, say) after
     /// writing to the session, and returns that error: the server would

@@ -53,6 +53,53 @@ mod axum_only {
         assert!(body(res).await.contains("SessionLayer"));
     }
 
+    /// A `from_fn` middleware inside the layer finds the session on the
+    /// request, and writes to it; outside the layer it finds none.
+    #[tokio::test]
+    async fn session_ext_finds_the_session_in_a_middleware_inside_the_layer() {
+        use axum::extract::Request as AxumRequest;
+        use axum::middleware::{self, Next};
+        use session_axum::SessionExt;
+
+        async fn count_in_middleware(req: AxumRequest, next: Next) -> axum::response::Response {
+            let n = match req.session() {
+                Some(s) => s.increment("seen", 1).await.unwrap().to_string(),
+                None => "none".to_owned(),
+            };
+            let (parts, body) = req.into_parts();
+            assert_eq!(parts.session().is_some(), n != "none");
+            let mut res = next.run(AxumRequest::from_parts(parts, body)).await;
+            res.headers_mut().insert("x-seen", n.parse().unwrap());
+            res
+        }
+        let get_root = || Request::get("/").body(Body::empty()).unwrap();
+        let outside = Router::new()
+            .route("/", get(|| async { "hi" }))
+            .layer(middleware::from_fn(count_in_middleware));
+        let res = outside.oneshot(get_root()).await.unwrap();
+        assert_eq!(res.headers()["x-seen"], "none");
+
+        let inside = Router::new()
+            .route(
+                "/",
+                get(|s: Session| async move { s.get_or("seen", 0i64).await.unwrap().to_string() }),
+            )
+            .layer(middleware::from_fn(count_in_middleware))
+            .layer(SessionLayer::new(manager()));
+        let res = inside.clone().oneshot(get_root()).await.unwrap();
+        assert_eq!(res.headers()["x-seen"], "1");
+        let cookie = res.headers()["set-cookie"].to_str().unwrap();
+        let cookie = cookie.split(';').next().unwrap().to_owned();
+        assert_eq!(body(res).await, "1");
+        let again = Request::get("/")
+            .header("cookie", cookie)
+            .body(Body::empty())
+            .unwrap();
+        let res = inside.oneshot(again).await.unwrap();
+        assert_eq!(res.headers()["x-seen"], "2");
+        assert_eq!(body(res).await, "2");
+    }
+
     #[tokio::test]
     async fn an_optional_session_is_none_without_the_layer_and_works_with_it() {
         async fn visits(s: Option<Session>) -> String {
