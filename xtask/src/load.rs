@@ -1162,8 +1162,8 @@ session 25's):
   and their updates load (below); with the load outside the turn, one whose load the
   other's save overtook loaded again until this change.
 
-What changed in `session 25` (rows `session 25 (cb17453)` and `session 25`; the load table
-above is this session's run, on its code):
+What changed in `session 25` (rows `session 25 (cb17453)` and `session 25`; its load run
+has since been replaced by session 26's):
 
 * The Redis store's connections set `TCP_NODELAY` (the `redis` crate leaves Nagle's
   algorithm on) and, on Linux, keepalive probes and a 60 s `TCP_USER_TIMEOUT`; the Redis
@@ -1192,7 +1192,7 @@ above is this session's run, on its code):
   with numbers: no single item stands between ours and the 95 % target.
 * The syscall table's PostgreSQL cells moved for ours and tower-sessions alike (8.47 to
   11.26, 8.43 to 10.58), as they have before between runs (row `session 9 (8c5c0a8)`).
-* This session's load run (the table above) was on a faster machine: bare axum served
+* Session 25's load run (since replaced) was on a faster machine: bare axum served
   187k-215k req/s across the runs, at 4.58 µs of server CPU per request (session 24's:
   7.95 µs), so the session's fixed cost weighs more in every ratio to bare. Against the
   targets: ours' `plain` at 94 % of bare axum (tower-sessions 89 %, `axum-layered` 96 %) and
@@ -1209,9 +1209,44 @@ above is this session's run, on its code):
   and epoch reclamation); in this run the cache cost 5.6 µs of server CPU per
   `write-own` request, in session 24's 3.9 µs.
 
+What changed in `session 26` (no new profile row: the profile's cases do not use
+`CachedStore`; the load table above is this session's run, on its code):
+
+* `CachedStore`: a save put its copy into moka with an entry compute (the key's lock, a
+  new entry and its timers, the old one's reclamation), which cost more than the rest of
+  a cached save together. moka now holds a slot per session (a mutex over the copy), and
+  a save of a cached session puts its copy into that slot in place; a compute that
+  replaces or removes a slot retires it, and a save finding its slot retired, a burial
+  since its count, an owner change or a heavier copy takes the compute as before. The
+  new criterion bench `cargo xtask bench cached` (README) measured a save through the
+  cache at 1.74 µs before and 0.50 µs after (the `MemoryStore` save alone: 0.18 µs), a
+  load served from memory unchanged (253 and 259 ns). In alternating `--only` runs of the
+  Redis variants on axum before and after, `write-own` behind the cache went from 17.6
+  to 15.5 µs of server CPU per request (without the cache: 14.8 and 14.7 µs).
+* This session's load run (the table above) was on a slower and noisier machine than
+  session 25's: bare axum served 131k-167k req/s across the runs, at 6.05 µs of server
+  CPU per request (session 25's: 4.58 µs), so the session's fixed cost weighs less in
+  every ratio to bare. Two of `actix-bare`'s three runs fell into the machine's slow
+  regime (133k-136k req/s against 170k), so its median costs 7.20 µs per request, more
+  than ours on `plain` (6.45 µs): every actix-web ratio to bare in this run is inflated,
+  and its `plain` (100 %) and memory `read` (99 %) cells marked met are not evidence that
+  those targets are met (against `axum-bare`'s 6.05 µs, actix-web's memory `read` at
+  6.69 µs would be about 90 %). On axum: `plain` at 96 % of bare (tower-sessions 95 %,
+  `axum-layered` 102 %); memory `read` at 90 % (target 95 %; tower-sessions 84 %, the floor
+  102 %), 0.74 µs of server CPU over bare against tower-sessions' 1.06 µs; memory `write`
+  at 82 % (target 90 %; tower-sessions 73 %, the floor 100 %). Redis `read` at 1.15x
+  tower-sessions' on axum (target 1.5x, not met) and 1.35x actix-session's on actix-web
+  (target 1.3x, met); behind a `CachedStore` 1.91x and 2.31x. No acknowledged increment
+  of ours was lost in any of the 60 `write` and `write-own` runs (18.4 million
+  acknowledged). Ours wrote at least as fast as the peer on every store, on both
+  frameworks (lowest: memory `write-own` on axum, 1.01x); `write-own` behind a
+  `CachedStore`, 0.98x tower-sessions in session 25's run, is at 1.11x on axum and 1.19x
+  on actix-web, the cache costing 0.97 and 0.87 µs of server CPU per request over the
+  Redis store alone (session 25's run: 5.6 µs).
+
 What is still between ours and the ceiling, by the profile (row `session 18`) and the
 load runs (session 18's, whose axum ratios to bare sit about 15 % low, and the earlier
-ones; session 20's and session 24's runs have sections of their own):
+ones; session 20's, 24's and 25's runs have sections of their own):
 
 * `plain` on axum: bare 11.7k instructions per request, `axum-layered` 12.5k, ours
   13.9k, tower-sessions 16.0k. The layer's own +1.3k over `axum-layered` is the
