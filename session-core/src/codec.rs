@@ -456,6 +456,134 @@ mod tests {
         assert!(matches!(one_value(&[0xc1]), Err(Shape::Reserved)));
     }
 
+    /// A MessagePack value of any kind, nested a few levels.
+    #[derive(Debug, Clone)]
+    enum Tree {
+        Nil,
+        Bool(bool),
+        Int(i64),
+        Uint(u64),
+        F32(f32),
+        F64(f64),
+        Str(String),
+        Bin(Vec<u8>),
+        Ext(i8, Vec<u8>),
+        Arr(Vec<Tree>),
+        Map(Vec<(Tree, Tree)>),
+    }
+
+    /// Writes `tree` with rmp's own encoders, which pick the shortest
+    /// form of each length.
+    fn write(tree: &Tree, out: &mut Vec<u8>) {
+        use rmp::encode as e;
+        match tree {
+            Tree::Nil => e::write_nil(out).unwrap(),
+            Tree::Bool(b) => e::write_bool(out, *b).unwrap(),
+            Tree::Int(i) => drop(e::write_sint(out, *i).unwrap()),
+            Tree::Uint(u) => drop(e::write_uint(out, *u).unwrap()),
+            Tree::F32(f) => e::write_f32(out, *f).unwrap(),
+            Tree::F64(f) => e::write_f64(out, *f).unwrap(),
+            Tree::Str(t) => e::write_str(out, t).unwrap(),
+            Tree::Bin(b) => e::write_bin(out, b).unwrap(),
+            Tree::Ext(kind, data) => {
+                let len = u32::try_from(data.len()).unwrap();
+                e::write_ext_meta(out, len, *kind).unwrap();
+                out.extend_from_slice(data);
+            }
+            Tree::Arr(items) => {
+                e::write_array_len(out, u32::try_from(items.len()).unwrap()).unwrap();
+                items.iter().for_each(|t| write(t, out));
+            }
+            Tree::Map(entries) => {
+                e::write_map_len(out, u32::try_from(entries.len()).unwrap()).unwrap();
+                for (k, v) in entries {
+                    write(k, out);
+                    write(v, out);
+                }
+            }
+        }
+    }
+
+    fn tree() -> impl proptest::strategy::Strategy<Value = Tree> {
+        use proptest::prelude::*;
+        // Lengths across the short and 8- and 16-bit length classes.
+        let bytes = || proptest::collection::vec(any::<u8>(), 0..300);
+        let leaf = prop_oneof![
+            Just(Tree::Nil),
+            any::<bool>().prop_map(Tree::Bool),
+            any::<i64>().prop_map(Tree::Int),
+            any::<u64>().prop_map(Tree::Uint),
+            any::<f32>().prop_map(Tree::F32),
+            any::<f64>().prop_map(Tree::F64),
+            "[a-z\u{e9}]{0,300}".prop_map(Tree::Str),
+            bytes().prop_map(Tree::Bin),
+            (any::<i8>(), bytes()).prop_map(|(k, d)| Tree::Ext(k, d)),
+        ];
+        leaf.prop_recursive(4, 64, 20, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..20).prop_map(Tree::Arr),
+                proptest::collection::vec((inner.clone(), inner), 0..20).prop_map(Tree::Map),
+            ]
+        })
+    }
+
+    /// What rmp-serde makes of `bytes`: whether they read as one value (of
+    /// any shape, at any depth this test reaches) with nothing after it.
+    fn rmp_serde_reads_one_value(bytes: &[u8]) -> bool {
+        use serde::de::{Deserialize as _, IgnoredAny};
+        let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
+        de.set_max_depth(4 * MAX_DEPTH);
+        IgnoredAny::deserialize(&mut de).is_ok() && de.position() == bytes.len() as u64
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Every encoded value is one value exactly: each prefix ends
+        /// early, and a byte more is one byte too many.
+        #[test]
+        fn encoded_values_are_measured_exactly(tree in tree(), extra in 0u8..) {
+            let mut bytes = Vec::new();
+            write(&tree, &mut bytes);
+            proptest::prop_assert!(one_value(&bytes).is_ok());
+            for end in 0..bytes.len() {
+                proptest::prop_assert!(matches!(one_value(&bytes[..end]), Err(Shape::Truncated)));
+            }
+            bytes.push(extra);
+            proptest::prop_assert!(matches!(one_value(&bytes), Err(Shape::Trailing(1))));
+        }
+
+        /// On any bytes (an encoded value with a byte changed, or noise),
+        /// the walker accepts exactly what rmp-serde reads as one whole
+        /// value.
+        #[test]
+        fn the_walker_agrees_with_rmp_serde(
+            tree in tree(),
+            // Half the changed bytes from the markers with lengths after
+            // them (0xc0 to 0xdf), where a miscount would hide.
+            flip in proptest::option::of((
+                proptest::prelude::any::<proptest::sample::Index>(),
+                proptest::prop_oneof![proptest::prelude::any::<u8>(), 0xc0u8..=0xdf],
+            )),
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..48),
+            use_noise in proptest::prelude::any::<bool>(),
+        ) {
+            let mut bytes = Vec::new();
+            write(&tree, &mut bytes);
+            if let Some((at, byte)) = flip {
+                let at = at.index(bytes.len());
+                bytes[at] = byte;
+            }
+            let bytes = if use_noise { noise } else { bytes };
+            proptest::prop_assert_eq!(
+                one_value(&bytes).is_ok(),
+                rmp_serde_reads_one_value(&bytes),
+                "{:02x?}",
+                bytes
+            );
+        }
+    }
+
     #[test]
     fn wrong_type_and_garbage_are_errors() {
         let bytes = encode(&MessagePack, &"text").unwrap();

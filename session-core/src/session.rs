@@ -791,7 +791,7 @@ impl Session {
     ///
     /// # Errors
     /// A store error on first use.
-    #[doc(alias("expiry", "expiry_date"))]
+    #[doc(alias = "expiry_date")]
     pub async fn expires_at(&self) -> Result<Option<OffsetDateTime>> {
         Ok(self
             .loaded()
@@ -826,7 +826,7 @@ impl Session {
 
     /// Removes the value under `key` (Iris's `Delete`); returns whether there
     /// was one. [`take`](Self::take) removes it and returns it decoded, as
-    /// tower-sessions' and actix-session's `remove` do.
+    /// tower-sessions' `remove` and actix-session's `remove_as` do.
     ///
     /// # Errors
     /// A store error on first use.
@@ -844,7 +844,7 @@ impl Session {
     /// # Errors
     /// [`Error::Value`] when the value does not decode as `T` (it is then left
     /// in place), or a store error.
-    #[doc(alias = "remove_value")]
+    #[doc(alias = "remove_as")]
     pub async fn take<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         let mut state = self.loaded().await?;
         let Some(bytes) = state.data.get(key) else {
@@ -1579,6 +1579,7 @@ impl Session {
     ///
     /// # Errors
     /// A store error on first use.
+    #[doc(alias = "expiry")]
     pub async fn lifetime(&self) -> Result<Lifetime> {
         let state = self.loaded().await?;
         Ok(self.lifetime_of(&state))
@@ -1750,7 +1751,7 @@ impl Session {
     ///
     /// # Errors
     /// A store error or timeout; the session is then left as it was.
-    #[doc(alias("flush", "purge", "delete"))]
+    #[doc(alias("flush", "purge"))]
     pub async fn destroy(&self) -> Result<()> {
         let mut state = self.lock().await;
         self.settle_candidates(&mut state).await?;

@@ -423,21 +423,8 @@ impl FromRequest for Session {
 /// # let _ = actix_web::App::new().route("/", actix_web::web::get().to(handler));
 /// ```
 ///
-/// A guard can route on the session too (`guard::fn_guard`), as can a
-/// middleware that reads it from a `ServiceResponse`:
-///
-/// ```
-/// use actix_web::{guard, web, App, HttpResponse};
-/// use session_actix::SessionExt;
-///
-/// let app = App::new().route(
-///     "/",
-///     web::get()
-///         .guard(guard::fn_guard(|ctx| ctx.session().is_some()))
-///         .to(HttpResponse::Ok),
-/// );
-/// # let _ = app;
-/// ```
+/// Not in a guard: a guard cannot await the store, so it could learn only
+/// that the middleware is there, never what the session holds.
 #[doc(alias = "get_session")]
 pub trait SessionExt {
     /// The request's session, or `None` without [`SessionMiddleware`].
@@ -468,15 +455,13 @@ impl SessionExt for ServiceRequest {
     }
 }
 
+/// The session of the response's request, for a middleware inside
+/// [`SessionMiddleware`] that reads it after the handler. Outside it, the
+/// session is already committed: deferred writes there are not saved, and
+/// a new id (`login`, `cycle_id`) does not reach the client.
 impl<B> SessionExt for ServiceResponse<B> {
     fn session(&self) -> Option<Session> {
         self.request().session()
-    }
-}
-
-impl SessionExt for actix_web::guard::GuardContext<'_> {
-    fn session(&self) -> Option<Session> {
-        session_in(&self.req_data())
     }
 }
 

@@ -98,53 +98,56 @@ mod actix_only {
         );
     }
 
-    /// A guard routes on the session, and a middleware inside ours reads
-    /// it from the response; without the middleware neither finds one.
+    /// A middleware inside ours reads the session from the response, after
+    /// the handler; without our middleware there is none.
     #[actix_web::test]
-    async fn session_ext_works_in_guards_and_on_responses() {
-        use actix_web::dev::Service as _;
-        use actix_web::guard;
+    async fn session_ext_finds_the_session_on_responses_inside_the_middleware() {
+        use actix_web::body::MessageBody;
+        use actix_web::dev::{Service as _, ServiceResponse};
         use session_actix::SessionExt;
 
-        fn app_routes(app: &mut web::ServiceConfig) {
-            app.route(
-                "/",
-                web::get()
-                    .guard(guard::fn_guard(|ctx| ctx.session().is_some()))
-                    .to(|| async { "with a session" }),
-            )
-            .route("/", web::get().to(|| async { "without" }));
+        /// Tells in a header whether the response's request has a session,
+        /// and what the handler counted.
+        async fn tag<B: MessageBody>(
+            answer: impl std::future::Future<Output = Result<ServiceResponse<B>, actix_web::Error>>,
+        ) -> Result<ServiceResponse<B>, actix_web::Error> {
+            let mut res = answer.await?;
+            let seen = match res.session() {
+                Some(s) => s.get_or("n", 0i64).await.unwrap().to_string(),
+                None => "none".to_owned(),
+            };
+            res.headers_mut().insert(
+                actix_web::http::header::HeaderName::from_static("x-seen"),
+                actix_web::http::header::HeaderValue::from_str(&seen).unwrap(),
+            );
+            Ok(res)
         }
-        let bare = test::init_service(App::new().configure(app_routes)).await;
+        async fn visits(s: Option<Session>) -> String {
+            match s {
+                Some(s) => s.increment("n", 1).await.unwrap().to_string(),
+                None => "none".to_owned(),
+            }
+        }
+        let bare = test::init_service(
+            App::new()
+                .wrap_fn(|req, srv| tag(srv.call(req)))
+                .route("/", web::get().to(visits)),
+        )
+        .await;
         let res = test::call_service(&bare, test::TestRequest::get().uri("/").to_request()).await;
-        assert_eq!(test::read_body(res).await, "without");
+        assert_eq!(res.headers().get("x-seen").unwrap(), "none");
 
         let manager = Manager::new(MemoryStore::new(), Config::default());
         let app = test::init_service(
             App::new()
-                .wrap_fn(|req, srv| {
-                    let fut = srv.call(req);
-                    async move {
-                        let mut res = fut.await?;
-                        let found = res.session().is_some();
-                        res.headers_mut().insert(
-                            actix_web::http::header::HeaderName::from_static("x-found"),
-                            actix_web::http::header::HeaderValue::from_static(if found {
-                                "yes"
-                            } else {
-                                "no"
-                            }),
-                        );
-                        Ok(res)
-                    }
-                })
+                .wrap_fn(|req, srv| tag(srv.call(req)))
                 .wrap(SessionMiddleware::new(manager))
-                .configure(app_routes),
+                .route("/", web::get().to(visits)),
         )
         .await;
         let res = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
-        assert_eq!(res.headers().get("x-found").unwrap(), "yes");
-        assert_eq!(test::read_body(res).await, "with a session");
+        assert_eq!(res.headers().get("x-seen").unwrap(), "1");
+        assert_eq!(test::read_body(res).await, "1");
     }
 
     /// Sends `/` through an app where a middleware inside ours turns the
