@@ -53,7 +53,8 @@ fn stored(rt: &tokio::runtime::Runtime, m: &Manager) -> String {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    // 256 cases by default; PROPTEST_CASES=N runs N (`with_cases` would ignore it).
+    #![proptest_config(ProptestConfig::default())]
 
     #[test]
     fn id_parsing_is_total_and_canonical(text in ".{0,64}") {
