@@ -1615,9 +1615,10 @@ mod tests {
     }
 
     /// Clients loading, saving, touching, deleting and creating two records
-    /// through one cache at once, polled in a random order and some dropped
-    /// midway: once they are done, memory serves exactly what the backing
-    /// store holds (no older copy, no other deadline, nothing deleted).
+    /// through one cache at once, while moka drops copies, polled in a random
+    /// order and some dropped midway: once they are done, memory serves
+    /// exactly what the backing store holds (no older copy, no other
+    /// deadline, nothing deleted).
     #[tokio::test]
     async fn random_interleavings_leave_memory_agreeing_with_the_store() {
         use session_core::testing::{interleave, Interleaved, Seeded};
@@ -1638,7 +1639,7 @@ mod tests {
                 let ops: Vec<(u64, usize, u64)> = (0..1 + rng.below(4))
                     .map(|_| {
                         (
-                            rng.below(12),
+                            rng.below(13),
                             usize::try_from(rng.below(2)).unwrap(),
                             rng.below(1000),
                         )
@@ -1670,6 +1671,9 @@ mod tests {
                                 store.touch(&id, base.version, None, past).await.unwrap();
                             }
                             10 => store.delete(&id).await.unwrap(),
+                            // moka drops the copy (its time to live, its
+                            // idle time, the budget).
+                            11 => store.forget(&id).await,
                             _ => {
                                 let mut again = records[i].clone();
                                 again.data.insert("k".into(), salt.to_be_bytes().to_vec());
