@@ -10,6 +10,8 @@
 // criterion_group! generates an undocumented public function.
 #![allow(missing_docs)]
 
+mod common;
+
 use std::time::Duration;
 
 use criterion::measurement::WallTime;
@@ -17,12 +19,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 use session_core::{Id, Record, Store, Timestamp};
 use session_memory::{CachedStore, MemoryStore};
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
+use common::runtime;
 
 /// A record with one small value, an hour to live.
 fn record() -> Record {

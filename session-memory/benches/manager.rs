@@ -5,16 +5,13 @@
 // criterion_group! generates an undocumented public function.
 #![allow(missing_docs)]
 
+mod common;
+
 use criterion::{criterion_group, criterion_main, Criterion};
 use session_core::{Config, CookieKeys, CookieSecurity, Key, Manager, SetCookie};
 use session_memory::MemoryStore;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
+use common::runtime;
 
 fn manager() -> Manager {
     let config = Config::builder().build().expect("default config");

@@ -35,6 +35,20 @@ mod axum_only {
         Manager::new(MemoryStore::new(), Config::default())
     }
 
+    /// The `name=value` of the response's `Set-Cookie`.
+    fn cookie_pair(res: &axum::response::Response) -> String {
+        let cookie = res.headers()["set-cookie"].to_str().unwrap();
+        cookie.split(';').next().unwrap().to_owned()
+    }
+
+    /// `GET /` with the cookie `res` set.
+    fn get_root_with_cookie_of(res: &axum::response::Response) -> Request<Body> {
+        Request::get("/")
+            .header("cookie", cookie_pair(res))
+            .body(Body::empty())
+            .unwrap()
+    }
+
     async fn body(res: axum::response::Response) -> String {
         let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
             .await
@@ -88,13 +102,8 @@ mod axum_only {
             .layer(SessionLayer::new(manager()));
         let res = inside.clone().oneshot(get_root()).await.unwrap();
         assert_eq!(res.headers()["x-seen"], "1");
-        let cookie = res.headers()["set-cookie"].to_str().unwrap();
-        let cookie = cookie.split(';').next().unwrap().to_owned();
+        let again = get_root_with_cookie_of(&res);
         assert_eq!(body(res).await, "1");
-        let again = Request::get("/")
-            .header("cookie", cookie)
-            .body(Body::empty())
-            .unwrap();
         let res = inside.oneshot(again).await.unwrap();
         assert_eq!(res.headers()["x-seen"], "2");
         assert_eq!(body(res).await, "2");
@@ -118,13 +127,8 @@ mod axum_only {
             .route("/", get(visits))
             .layer(SessionLayer::new(manager()));
         let res = layered.clone().oneshot(get_root()).await.unwrap();
-        let cookie = res.headers()["set-cookie"].to_str().unwrap();
-        let cookie = cookie.split(';').next().unwrap().to_owned();
+        let again = get_root_with_cookie_of(&res);
         assert_eq!(body(res).await, "1");
-        let again = Request::get("/")
-            .header("cookie", cookie)
-            .body(Body::empty())
-            .unwrap();
         assert_eq!(body(layered.oneshot(again).await.unwrap()).await, "2");
     }
 
@@ -151,9 +155,8 @@ mod axum_only {
             .await
             .unwrap();
         assert_eq!(res.status(), StatusCode::OK);
-        let cookie = res.headers()["set-cookie"].to_str().unwrap().to_owned();
+        let pair = cookie_pair(&res);
         assert_eq!(body(res).await, "hi");
-        let pair = cookie.split(';').next().unwrap().to_owned();
         let res = app
             .oneshot(
                 Request::get("/api/hello")
@@ -248,9 +251,7 @@ mod axum_only {
             .await
             .unwrap();
         assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        let cookie = res.headers()["set-cookie"].to_str().unwrap();
-        let pair = cookie.split(';').next().unwrap().to_owned();
-        assert_eq!(who(app, &pair).await, "alice/-");
+        assert_eq!(who(app, &cookie_pair(&res)).await, "alice/-");
     }
 
     /// A cookie of another app in another encoding (a Latin-1 `ü`, not
@@ -268,8 +269,7 @@ mod axum_only {
             .oneshot(Request::get("/").body(Body::empty()).unwrap())
             .await
             .unwrap();
-        let cookie = res.headers()["set-cookie"].to_str().unwrap();
-        let pair = cookie.split(';').next().unwrap().to_owned();
+        let pair = cookie_pair(&res);
         let header = [b"pref=\xfc; ".as_slice(), pair.as_bytes()].concat();
         let again = Request::get("/")
             .header(
