@@ -45,8 +45,8 @@ use crate::{until, DEFAULT_MAX_BYTES};
 ///   create an insert and push out the sessions that are read.
 /// * **Copies leave memory** at the first of two limits: `max_staleness`
 ///   after they were cached (the next request reloads from the backing
-///   store; a save on this instance updates the cached copy without
-///   restarting that clock), or `idle_eviction` after their last use
+///   store; a save on this instance that finds the copy cached updates it
+///   without restarting that clock), or `idle_eviction` after their last use
 ///   (Iris's `GcDuration`).
 ///   With the defaults (5 seconds and 2 minutes) the staleness bound comes
 ///   first, so the cache absorbs bursts of requests to a session; raise
@@ -115,9 +115,10 @@ fn weigh(_: &RecordId, slot: &Arc<Slot>) -> u32 {
 /// else changed what memory holds of the session since it was cached (see
 /// [`CachedStore::put_in_place`]): a moka write (the key's lock, a new
 /// entry, its timers, the old one's reclamation) costs several times the
-/// rest of a cached save. Every other change goes through a moka compute on
-/// the entry, which retires the slot it replaces or removes, so a save
-/// holding that slot takes the compute too.
+/// rest of a cached save. A moka compute on the entry that replaces or
+/// removes the slot retires it, so a save holding that slot takes the
+/// compute too; a slot removed otherwise (an invalidation, moka's own
+/// eviction) is one nobody reads any more.
 struct Slot {
     state: Mutex<SlotState>,
     /// What moka charged for the slot: a copy that weighs more goes in as a
@@ -548,12 +549,11 @@ impl<S: Store> Store for CachedStore<S> {
         let now = Timestamp::now();
         if let Some(cache) = &self.cache {
             if let Some(slot) = cache.get(id).await {
-                let hit = {
-                    let state = slot.lock();
-                    (!state.copy.is_expired(now)).then(|| (*state.copy).clone())
-                };
-                if hit.is_some() {
-                    return Ok(hit);
+                // Cloned outside the slot's lock: loads of one busy session
+                // on several threads do not queue behind each other.
+                let hit = slot.copy();
+                if !hit.is_expired(now) {
+                    return Ok(Some((*hit).clone()));
                 }
                 self.forget(id).await;
             }
@@ -641,7 +641,9 @@ impl<S: Store> Store for CachedStore<S> {
             // its old record so): a burial, as a delete makes.
             (Ok(true), _) if until(expires_at).is_zero() => self.bury(id).await,
             (Ok(true), Some(before)) => {
-                self.wrote(id, seen);
+                // The counts stay the ones from before the call: a touch
+                // replaces only the very copy it saw, whatever was written.
+                let _ = self.wrote(id, seen);
                 let mut record = (*before).clone();
                 record.expires_at = expires_at;
                 self.remember(&record, Replace::Copy(before), seen).await;
@@ -1467,7 +1469,7 @@ mod tests {
     /// caches the save's copy over the load's.
     #[tokio::test]
     async fn a_save_into_a_slot_replaced_meanwhile_goes_through_moka() {
-        let (_, a, b) = pair(Duration::from_secs(60));
+        let (backing, a, b) = pair(Duration::from_secs(60));
         let r = record();
         a.create(&r).await.unwrap();
         a.load(&r.id).await.unwrap();
@@ -1484,10 +1486,16 @@ mod tests {
         let seen = a.seen_now(&r.id).unwrap();
         assert!(!a.put_in_place(&held, &r2, seen));
         assert_eq!(held.lock().copy.version, 0, "nothing put into it");
-        // The save's own way: the compute.
-        let r3 = next(&r2, b"v3");
-        assert_eq!(a.save(&r3, 2).await.unwrap(), Saved::Saved);
-        assert_eq!(a.load(&r.id).await.unwrap(), Some(r3));
+        // The save then takes the compute, which puts its copy over the
+        // load's in a new slot.
+        let loads = backing.counts().load;
+        let loaded = slot_of(&a, &r.id).await;
+        a.remember(&r2, Replace::Saved, Some(seen)).await;
+        let now = slot_of(&a, &r.id).await;
+        assert!(!Arc::ptr_eq(&now, &held) && !Arc::ptr_eq(&now, &loaded));
+        assert!(loaded.lock().retired);
+        assert_eq!(a.load(&r.id).await.unwrap(), Some(r2));
+        assert_eq!(backing.counts().load, loads, "served from memory");
     }
 
     /// A save that landed before another save of the session, and comes to
@@ -1605,8 +1613,7 @@ mod tests {
         assert_eq!(cache.weighted_size(), u64::from(weight_of(&big)));
         assert!(cache.weighted_size() > before + 10_000);
         // Back to a small copy: it fits the slot, and goes in place.
-        let small = next(&big, b"v2");
-        let mut small = small;
+        let mut small = next(&big, b"v2");
         small.data.remove("big");
         let held = slot_of(&a, &r.id).await;
         assert_eq!(a.save(&small, 1).await.unwrap(), Saved::Saved);

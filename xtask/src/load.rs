@@ -1220,7 +1220,8 @@ What changed in `session 26` (no new profile row: the profile's cases do not use
   since its count, an owner change or a heavier copy takes the compute as before. The
   new criterion bench `cargo xtask bench cached` (README) measured a save through the
   cache at 1.74 µs before and 0.50 µs after (the `MemoryStore` save alone: 0.18 µs), a
-  load served from memory unchanged (253 and 259 ns). In alternating `--only` runs of the
+  load served from memory about as before (253 ns; after, 259 and 270 ns in two runs,
+  where the `MemoryStore` load alone moved from 146 to 157 ns). In alternating `--only` runs of the
   Redis variants on axum before and after, `write-own` behind the cache went from 17.6
   to 15.5 µs of server CPU per request (without the cache: 14.8 and 14.7 µs).
 * This session's load run (the table above) was on a slower and noisier machine than

@@ -111,7 +111,7 @@ fn main() -> ExitCode {
             })
         }
         _ => {
-            eprintln!("usage: cargo xtask <test | services [--start] | bench [manager|redis|sql|sled] | bench load [--seconds N] [--runs N] [--only VARIANT,...] | bench profile [--label L] [--bin PATH] | redis-cluster | redis | postgres | mariadb>");
+            eprintln!("usage: cargo xtask <test | services [--start] | bench [manager|cached|redis|sql|sled] | bench load [--seconds N] [--runs N] [--only VARIANT,...] | bench profile [--label L] [--bin PATH] | redis-cluster | redis | postgres | mariadb>");
             return ExitCode::from(2);
         }
     };
