@@ -22,6 +22,11 @@ pub enum CookieSecurity {
     #[default]
     Plain,
     /// The value is HMAC-SHA256 signed (the `cookie` crate's signed jar).
+    /// The signature covers the value, not the cookie's name: give sessions
+    /// a key of their own, not one another signed cookie of the app uses
+    /// (whose values a client may choose). A value signed for another
+    /// cookie still opens no session (an id the client chose is never
+    /// adopted); it costs a store load.
     Signed(CookieKeys),
     /// The value is encrypted and authenticated with AES-256-GCM, bound to the
     /// cookie's name (the `cookie` crate's private jar).
@@ -461,7 +466,8 @@ impl ConfigBuilder {
         self
     }
 
-    /// Signs the cookie with `key` (HMAC-SHA256): the same as
+    /// Signs the cookie with `key` (HMAC-SHA256), a key for sessions alone
+    /// (see [`CookieSecurity::Signed`]): the same as
     /// `with_security(CookieSecurity::Signed(CookieKeys::new(key)))`. To
     /// rotate keys, pass [`CookieKeys`] with
     /// [`with_previous`](CookieKeys::with_previous) to
