@@ -470,16 +470,20 @@ impl<S: Store> CachedStore<S> {
         }
     }
 
-    /// Puts what a save wrote into the slot memory holds for its record, if
-    /// [`put_in_place`](Self::put_in_place) may.
-    async fn save_in_place(&self, record: &Record, seen: Option<Seen>) -> bool {
-        let (Some(cache), Some(seen)) = (&self.cache, seen) else {
-            return false;
+    /// Caches what a save that landed wrote (`seen`: the counts from before
+    /// its backing call, its own write counted): into the slot memory holds
+    /// for its record if [`put_in_place`](Self::put_in_place) may, else
+    /// through [`remember`](Self::remember).
+    async fn remember_saved(&self, record: &Record, seen: Option<Seen>) {
+        let (Some(cache), Some(counts)) = (&self.cache, seen) else {
+            return;
         };
-        match cache.get(&record.id).await {
-            Some(slot) => self.put_in_place(&slot, record, seen),
-            None => false,
+        if let Some(slot) = cache.get(&record.id).await {
+            if self.put_in_place(&slot, record, counts) {
+                return;
+            }
         }
+        self.remember(record, Replace::Saved, seen).await;
     }
 
     /// Puts `record`, which a save just wrote to the backing store having
@@ -602,9 +606,7 @@ impl<S: Store> Store for CachedStore<S> {
                 // that write's copy (its `max_staleness` runs from when the
                 // slot went in, not from the last save put in place).
                 let seen = self.wrote(&record.id, seen);
-                if !self.save_in_place(record, seen).await {
-                    self.remember(record, Replace::Saved, seen).await;
-                }
+                self.remember_saved(record, seen).await;
             }
             // A conflict means the cached copy is stale; an error leaves the
             // outcome unknown (the save may have applied, ending the
@@ -1524,9 +1526,7 @@ mod tests {
             // moka drops the slot (its time to live, say); S1 goes on.
             a.forget(&r.id).await;
             let seen = *s1.get_or_insert_with(|| a.wrote(&r.id, seen));
-            if !a.save_in_place(&r1, seen).await {
-                a.remember(&r1, Replace::Saved, seen).await;
-            }
+            a.remember_saved(&r1, seen).await;
             let served = a.load(&r.id).await.unwrap();
             assert_eq!(served, Some(r2), "S1 counted first: {s1_counts_first}");
         }
