@@ -156,16 +156,28 @@ pub(crate) fn openssl_available() -> bool {
 impl Throwaway {
     /// `redis-server` on a free port.
     pub(crate) fn redis(extra: &[&str]) -> Result<Self> {
-        in_scratch("redis", |dir, port| {
-            let mut server = Command::new("redis-server");
-            server
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(dir)
-                .args(extra);
-            Ok(Prepared::new(server))
-        })
+        Self::redis_on(extra, free_port)
+    }
+
+    /// [`Throwaway::redis`], on the ports `pick` gives.
+    fn redis_on(extra: &[&str], pick: impl FnMut() -> Result<u16>) -> Result<Self> {
+        in_scratch_on(
+            "redis",
+            |dir, port| {
+                let mut server = Command::new("redis-server");
+                server
+                    .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                    .args(["--save", "", "--appendonly", "no"])
+                    .arg("--dir")
+                    .arg(dir)
+                    .args(extra);
+                Ok(Prepared {
+                    ready: Some("Ready to accept connections"),
+                    ..Prepared::new(server)
+                })
+            },
+            pick,
+        )
     }
 
     /// A PostgreSQL cluster made by `initdb` on a free port, its superuser
@@ -269,7 +281,7 @@ impl Throwaway {
         let sizes = ["--innodb-log-file-size=8M"];
         in_scratch("mariadb", |dir, port| {
             let datadir = format!("--datadir={}", dir.join("data").display());
-            let mut setup = Command::new(install);
+            let mut setup = Command::new(&install);
             setup
                 .arg("--no-defaults")
                 .arg(&datadir)
@@ -280,7 +292,7 @@ impl Throwaway {
             let init = dir.join("init.sql");
             fs::write(&init, "CREATE DATABASE IF NOT EXISTS test;\n")
                 .map_err(|e| format!("cannot write {}: {e}", init.display()))?;
-            let mut server = Command::new(server);
+            let mut server = Command::new(&server);
             server
                 .arg("--no-defaults")
                 .arg(&datadir)
@@ -297,7 +309,10 @@ impl Throwaway {
                     .arg(format!("--ssl-cert={}", cert.display()))
                     .arg(format!("--ssl-key={}", key.display()));
             }
-            Ok(Prepared::new(server))
+            Ok(Prepared {
+                ready: Some("ready for connections"),
+                ..Prepared::new(server)
+            })
         })
     }
 }
@@ -307,8 +322,9 @@ struct Prepared {
     server: Command,
     /// See [`Throwaway::stop`].
     stop: Option<&'static str>,
-    /// A line of the server's log that says it serves requests, for servers
-    /// that listen before they do.
+    /// A line of the server's log that says it serves requests: a server
+    /// may listen before it does, and until it says so, what answers on
+    /// the port may be another process that took it first.
     ready: Option<&'static str>,
 }
 
@@ -322,11 +338,56 @@ impl Prepared {
     }
 }
 
+/// How many ports a server is tried on: another process may take the port
+/// between [`free_port`] finding it free and the server binding it.
+const PORT_TRIES: usize = 3;
+
 /// Makes a temporary directory for a server on a free port, has `setup`
 /// prepare it and return the server's command, then starts the server and
-/// waits until it answers. The directory goes if any step fails.
-fn in_scratch(what: &str, setup: impl FnOnce(&Path, u16) -> Result<Prepared>) -> Result<Throwaway> {
-    let port = free_port()?;
+/// waits until it answers; on a port taken meanwhile, all over again on
+/// another. The directory goes if any step fails.
+fn in_scratch(what: &str, setup: impl FnMut(&Path, u16) -> Result<Prepared>) -> Result<Throwaway> {
+    in_scratch_on(what, setup, free_port)
+}
+
+/// [`in_scratch`], on the ports `pick` gives.
+fn in_scratch_on(
+    what: &str,
+    mut setup: impl FnMut(&Path, u16) -> Result<Prepared>,
+    mut pick: impl FnMut() -> Result<u16>,
+) -> Result<Throwaway> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match start(what, pick()?, &mut setup) {
+            Ok(server) => return Ok(server),
+            Err(Start::PortTaken(e)) if tries < PORT_TRIES => {
+                eprintln!("xtask: {e}; trying another port");
+            }
+            Err(Start::PortTaken(e) | Start::Failed(e)) => return Err(e),
+        }
+    }
+}
+
+/// Why [`start`] failed.
+enum Start {
+    /// The server exited because its port was taken.
+    PortTaken(String),
+    Failed(String),
+}
+
+impl From<String> for Start {
+    fn from(e: String) -> Self {
+        Self::Failed(e)
+    }
+}
+
+/// One try of [`in_scratch`], on `port`.
+fn start(
+    what: &str,
+    port: u16,
+    setup: &mut impl FnMut(&Path, u16) -> Result<Prepared>,
+) -> Result<Throwaway, Start> {
     // Named by this process too: never another run's directory.
     let dir = env::temp_dir().join(format!(
         "session-xtask-{what}-{}-{port}",
@@ -348,7 +409,7 @@ fn in_scratch(what: &str, setup: impl FnOnce(&Path, u16) -> Result<Prepared>) ->
         Ok(prepared) => prepared,
         Err(e) => {
             abandon(&dir);
-            return Err(e);
+            return Err(e.into());
         }
     };
     let Prepared {
@@ -379,7 +440,7 @@ fn in_scratch(what: &str, setup: impl FnOnce(&Path, u16) -> Result<Prepared>) ->
         Err(e) => {
             drop(list);
             abandon(&dir);
-            return Err(format!("cannot run {what}: {e}"));
+            return Err(format!("cannot run {what}: {e}").into());
         }
     };
     if let Some(scratch) = list.iter_mut().find(|s| s.dir == dir) {
@@ -398,7 +459,14 @@ fn in_scratch(what: &str, setup: impl FnOnce(&Path, u16) -> Result<Prepared>) ->
         // Whatever answers, our server must still be running: another
         // process may have taken the port since it was picked.
         if let Ok(Some(status)) = server.child.try_wait() {
-            return Err(format!("{what} exited ({status}): {}", tail(&log)));
+            let e = format!("{what} exited ({status}): {}", tail(&log));
+            let taken =
+                fs::read_to_string(&log).is_ok_and(|t| t.contains("Address already in use"));
+            return Err(if taken {
+                Start::PortTaken(e)
+            } else {
+                Start::Failed(e)
+            });
         }
         let serving =
             ready.is_none_or(|line| fs::read_to_string(&log).is_ok_and(|text| text.contains(line)));
@@ -406,7 +474,7 @@ fn in_scratch(what: &str, setup: impl FnOnce(&Path, u16) -> Result<Prepared>) ->
             return Ok(server);
         }
         if Instant::now() > deadline {
-            return Err(format!("{what} did not answer within 30 s: {}", tail(&log)));
+            return Err(format!("{what} did not answer within 30 s: {}", tail(&log)).into());
         }
         sleep(Duration::from_millis(50));
     }
@@ -629,6 +697,57 @@ mod tests {
         drop(server);
         assert!(!dir.exists(), "{} is left behind", dir.display());
         assert!(!answers(&format!("127.0.0.1:{port}")), "still answers");
+    }
+
+    /// A port another listener holds for the test's length.
+    fn taken_port() -> (std::net::TcpListener, u16) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+        let port = listener.local_addr().expect("its address").port();
+        (listener, port)
+    }
+
+    #[test]
+    fn a_throwaway_whose_port_was_taken_starts_on_another() {
+        let (_listener, taken) = taken_port();
+        let mut ports = vec![Ok(taken), free_port()].into_iter();
+        let server = match Throwaway::redis_on(&[], || ports.next().expect("a third port")) {
+            Ok(server) => server,
+            Err(e) if e.contains("cannot run") => return unavailable("Redis", &e),
+            Err(e) => panic!("{e}"),
+        };
+        assert_ne!(server.port, taken);
+        // Our server answers, not the listener that holds the taken port
+        // (which never would).
+        let mut stream = connect(server.port);
+        stream.write_all(b"PING\r\n").expect("write");
+        let mut answer = [0u8; 7];
+        stream.read_exact(&mut answer).expect("read");
+        assert_eq!(&answer, b"+PONG\r\n");
+        drop(stream);
+        leaves_nothing_behind(server);
+    }
+
+    #[test]
+    fn a_throwaway_gives_up_after_its_tries_and_leaves_nothing_behind() {
+        let (_listener, taken) = taken_port();
+        let mut tries = 0;
+        let failed = Throwaway::redis_on(&[], || {
+            tries += 1;
+            Ok(taken)
+        });
+        let e = match failed {
+            Ok(_) => panic!("a server started on a taken port"),
+            Err(e) if e.contains("cannot run") => return unavailable("Redis", &e),
+            Err(e) => e,
+        };
+        assert!(e.contains("Address already in use"), "{e}");
+        assert_eq!(tries, PORT_TRIES);
+        let prefix = format!("session-xtask-redis-{}-{taken}", std::process::id());
+        let left = fs::read_dir(env::temp_dir())
+            .expect("the temporary directory")
+            .filter_map(|entry| entry.ok())
+            .any(|entry| entry.file_name().to_string_lossy() == prefix);
+        assert!(!left, "{prefix} is left behind");
     }
 
     #[test]
