@@ -446,9 +446,12 @@ impl ConfigBuilder {
     }
 
     /// Caps the sessions one owner may have: when a login goes past the cap,
-    /// the owner's oldest sessions end. Default none (no cap). Must be at
-    /// least 1. Each login of an owner lists the owner's sessions; past the
-    /// cap, it loads them, and deletes the oldest, eight calls at a time. The cap is enforced after the login, as far as the store
+    /// the owner's least recently used sessions end (by last use as their
+    /// idle deadlines tell it, to within the touch interval; then the
+    /// oldest). Default none (no cap). Must be at least 1. Each login of an
+    /// owner lists the owner's sessions; past the cap, it loads them, and
+    /// deletes the least recently used, eight calls at a time. The cap is
+    /// enforced after every login, as far as the store
     /// allows: when the store fails then, the login stands (the error is
     /// logged) and the owner's next login enforces the cap; two logins at
     /// once end only sessions older than their own, so the newest stay. A

@@ -1326,7 +1326,8 @@ pub async fn logout_everywhere_is_never_undone_by_slow_writers(store: impl Store
     assert!(m.sessions_of(&owner).await.unwrap().is_empty());
 }
 
-/// With a cap of 2 sessions per owner, a third login ends the oldest.
+/// With a cap of 2 sessions per owner, a third login ends the oldest (none
+/// is used after its login, so the oldest is also the least recently used).
 pub async fn owner_cap_ends_the_oldest_sessions(store: impl Store) {
     let config = Config::builder()
         .with_secure(false)

@@ -79,6 +79,10 @@ pub(crate) struct Inner {
 /// How many locks records are spread over.
 const RECORD_LOCKS: usize = 1024;
 
+/// How many passes [`Manager::destroy_all_of`] makes at most: the store's
+/// deletion, then again while a listing still shows sessions of the owner.
+const OWNER_PASSES: usize = 4;
+
 /// How many store calls an action on each of an owner's sessions (a
 /// listing's loads, the cap's, log-out-elsewhere's deletes) keeps in flight.
 pub(crate) const OWNER_CALLS_AT_ONCE: usize = 8;
@@ -317,6 +321,15 @@ impl Manager {
         Ok(theirs)
     }
 
+    /// When `record` was last used as far as its idle deadline tells (its
+    /// creation without an idle timeout).
+    fn last_seen(&self, record: &Record, now: Timestamp) -> Timestamp {
+        let lifetime = record.lifetime.unwrap_or(self.inner.config.lifetime);
+        lifetime
+            .idle_timeout()
+            .map_or(record.created_at, |idle| record.last_seen(idle, now))
+    }
+
     /// Whether `record` is a live session of `owner`.
     fn is_owned_by(&self, record: &Record, owner: &str, now: Timestamp) -> bool {
         record.owner.as_deref() == Some(owner) && self.is_live(record, now)
@@ -346,12 +359,36 @@ impl Manager {
     /// many there were. Requests using one of them at the same moment write
     /// nothing back.
     ///
+    /// A session that changes its id ([`Session::cycle_id`],
+    /// [`Session::login`]) while the store deletes makes its successor before
+    /// it retires the old record, so a store that lists the owner once may
+    /// find the old record gone and never see the new one. The owner is
+    /// therefore listed again after the store's pass, and while the listing
+    /// still shows sessions, they are deleted in another pass (a few at
+    /// most): whatever the store, no session rotated in flight outlives
+    /// the call. A session caught in the middle of its rotation may be
+    /// counted twice, under its old and its new id.
+    ///
     /// # Errors
     /// [`Error::Store`] or [`Error::Timeout`].
     pub async fn destroy_all_of(&self, owner: &str) -> Result<u64> {
-        let n = self
-            .call("delete owner", self.inner.store.delete_owner(owner))
-            .await?;
+        let mut n = 0;
+        for pass in 1..=OWNER_PASSES {
+            n += self
+                .call("delete owner", self.inner.store.delete_owner(owner))
+                .await?;
+            if self.sessions_of(owner).await?.is_empty() {
+                break;
+            }
+            if pass == OWNER_PASSES {
+                // Logins faster than the passes: new sessions, not ones
+                // that escaped.
+                tracing::warn!(
+                    passes = OWNER_PASSES,
+                    "the owner still had sessions after every pass of log out everywhere; they were made during it"
+                );
+            }
+        }
         tracing::info!(sessions = n, "destroyed every session of an owner");
         observe::count("session_owner_destroys_total", n);
         Ok(n)
@@ -368,10 +405,10 @@ impl Manager {
         Ok(())
     }
 
-    /// Ends the oldest sessions of `owner` beyond the configured cap after a
-    /// login made `keep` (created at `created_at`). Best effort: the login
-    /// has happened, so a store failure here is logged, and the next login
-    /// of the owner enforces the cap again.
+    /// Ends the least recently used sessions of `owner` beyond the
+    /// configured cap after a login made `keep` (created at `created_at`).
+    /// Best effort: the login has happened, so a store failure here is
+    /// logged, and the next login of the owner enforces the cap again.
     pub(crate) async fn enforce_owner_cap(
         &self,
         owner: &str,
@@ -383,11 +420,15 @@ impl Manager {
         }
     }
 
-    /// [`enforce_owner_cap`](Self::enforce_owner_cap): the owner's newest
-    /// sessions (by creation, then record id) up to the cap stay, and of the
-    /// others only those older than `keep` end. Two logins of one owner at
-    /// once each see the other's session; neither ends one newer than its
-    /// own, so the newest survives instead of each ending the other's.
+    /// [`enforce_owner_cap`](Self::enforce_owner_cap): the owner's most
+    /// recently used sessions (by last use as the idle deadline tells, then
+    /// creation, then record id) up to the cap stay, and of the others only
+    /// those used less recently than `keep`, made just now, end. Two logins
+    /// of one owner at once each see the other's session, used no earlier
+    /// than it was made; neither ends one more recent than its own, so the
+    /// newest survives instead of each ending the other's. A session nobody
+    /// uses (a login whose response never reached its client) goes before
+    /// devices used since it was made.
     async fn end_sessions_over_cap(
         &self,
         owner: &str,
@@ -402,9 +443,9 @@ impl Manager {
             return Ok(());
         }
         let now = self.now();
-        let mine = (created_at, *keep);
+        let mine = (created_at, created_at, *keep);
         let others: Vec<RecordId> = ids.into_iter().filter(|id| id != keep).collect();
-        let mut all: Vec<(Timestamp, RecordId)> = stream::iter(others)
+        let mut all: Vec<(Timestamp, Timestamp, RecordId)> = stream::iter(others)
             .map(|id| async move {
                 let found = self.call("load", self.inner.store.load(&id)).await?;
                 Ok::<_, Error>(found.filter(|r| r.id == id))
@@ -413,17 +454,17 @@ impl Manager {
             .try_filter_map(|found| async move {
                 Ok(found
                     .filter(|r| self.is_owned_by(r, owner, now))
-                    .map(|r| (r.created_at, r.id)))
+                    .map(|r| (self.last_seen(&r, now), r.created_at, r.id)))
             })
             .try_collect()
             .await?;
         all.push(mine);
-        // Oldest first; the last `cap` stay.
+        // Least recently used first; the last `cap` stay.
         all.sort();
         let over = all.len().saturating_sub(cap);
         let older: Vec<RecordId> = (all.into_iter().take(over))
             .filter(|older| *older < mine)
-            .map(|(_, id)| id)
+            .map(|(_, _, id)| id)
             .collect();
         stream::iter(older.into_iter().map(Ok))
             .try_for_each_concurrent(OWNER_CALLS_AT_ONCE, |id| async move {

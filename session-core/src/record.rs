@@ -166,6 +166,14 @@ pub struct Record {
 }
 
 impl Record {
+    /// When the session was last used, as far as its idle deadline tells
+    /// under idle timeout `idle`: never before its creation nor after `now`
+    /// (see [`SessionView::last_seen`](crate::SessionView::last_seen)).
+    pub(crate) fn last_seen(&self, idle: std::time::Duration, now: Timestamp) -> Timestamp {
+        let created = self.created_at;
+        (self.expires_at - idle).clamp(created, now.max(created))
+    }
+
     /// A new record at version 0 with no data and no owner.
     pub fn new(id: RecordId, created_at: Timestamp, expires_at: Timestamp) -> Self {
         Self {

@@ -2324,7 +2324,11 @@ impl Session {
         }
         stands();
         if let (Some(owner), Some(keep)) = (state.owner.clone(), new_rid) {
-            if state.owner != previous_owner || old.is_none() {
+            // After every login, one of the same owner again too: its old
+            // record may have been ended meanwhile (by another device's
+            // login over the cap), which leaves the new one a session more,
+            // and an earlier login may have failed to enforce the cap.
+            if login {
                 manager.enforce_owner_cap(&owner, &keep, created_at).await;
             }
         }
@@ -2468,6 +2472,12 @@ impl Session {
     /// devices") and returns how many ended: one listing, then one delete
     /// per session, at most eight at a time. Nothing happens for a session
     /// without an owner.
+    ///
+    /// As with [`Manager::destroy_session_of`], a device that is changing its
+    /// id at that very moment ([`Session::login`] or [`Session::cycle_id`] in
+    /// flight) may carry on under its new id, which the next listing shows;
+    /// [`Manager::destroy_all_of`] has no such window, but ends this session
+    /// too.
     ///
     /// # Errors
     /// A store error or timeout.
@@ -5097,6 +5107,10 @@ mod tests {
         held_save_answer: Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>>,
         /// The next load reads the store, then answers once this is sent.
         held_load_answer: Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>>,
+        /// The next `delete_owner` lists the owner once, has this session
+        /// change its id, then deletes what it listed (as a store without
+        /// the owner's deletion in one step may).
+        rotate_during_owner_pass: Arc<std::sync::Mutex<Option<Session>>>,
     }
 
     impl Hooked {
@@ -5122,6 +5136,7 @@ mod tests {
                 held_save_answer: Arc::default(),
                 held_load_answer: Arc::default(),
                 panic_creates: Arc::default(),
+                rotate_during_owner_pass: Arc::default(),
             };
             let manager = Manager::new(hooked.clone(), Config::default()).with_clock(clock.clone());
             let f = Fixture {
@@ -5262,7 +5277,21 @@ mod tests {
             self.inner.ids_of_owner(owner).await
         }
         async fn delete_owner(&self, owner: &str) -> std::result::Result<u64, StoreError> {
-            self.inner.delete_owner(owner).await
+            let rotating = self.rotate_during_owner_pass.lock().unwrap().take();
+            let Some(session) = rotating else {
+                return self.inner.delete_owner(owner).await;
+            };
+            let listed = self.inner.ids_of_owner(owner).await?;
+            session.cycle_id().await.expect("the rotation");
+            let mut n = 0;
+            for id in listed {
+                let found = self.inner.load(&id).await?;
+                if found.is_some_and(|r| r.owner.as_deref() == Some(owner)) {
+                    self.inner.delete(&id).await?;
+                    n += 1;
+                }
+            }
+            Ok(n)
         }
     }
 
@@ -5468,6 +5497,66 @@ mod tests {
         let kept = value(third.commit().await.unwrap());
         let left = capped.sessions_of("alice").await.unwrap();
         assert_eq!(left, vec![Id::parse(&kept).unwrap().record_id()]);
+    }
+
+    /// The cap ends the least recently used sessions, not the first made:
+    /// a device signed in first and used since stays, one signed in later
+    /// and left alone goes.
+    #[tokio::test]
+    async fn the_owner_cap_ends_the_least_recently_used_sessions() {
+        let f = fixture_with(Config::builder().with_max_sessions_per_owner(Some(2)));
+        let (laptop, _) = logged_in(&f, "alice", "laptop").await;
+        f.clock.advance(Duration::from_secs(1));
+        let (phone, _) = logged_in(&f, "alice", "phone").await;
+        // The laptop is used past the touch interval: its deadline moves.
+        f.clock.advance(Duration::from_secs(120));
+        let s = f.open(Some(&laptop));
+        assert_eq!(
+            s.get::<String>("device").await.unwrap().as_deref(),
+            Some("laptop")
+        );
+        s.commit().await.unwrap();
+        f.clock.advance(Duration::from_secs(1));
+        let (tablet, _) = logged_in(&f, "alice", "tablet").await;
+        assert_eq!(f.manager.sessions_of("alice").await.unwrap().len(), 2);
+        for (cookie, device, live) in [
+            (&laptop, "laptop", true),
+            (&phone, "phone", false),
+            (&tablet, "tablet", true),
+        ] {
+            let owner = f.open(Some(cookie)).owner().await.unwrap();
+            assert_eq!(owner.is_some(), live, "{device}");
+        }
+    }
+
+    /// A device that logs in again as the same owner is held to the cap
+    /// like any login: its old record may have been ended by another
+    /// device's login meanwhile, which makes the new one a session more,
+    /// and a login before may have failed to enforce the cap (here: its
+    /// listing failed).
+    #[tokio::test]
+    async fn logging_in_again_as_the_same_owner_enforces_the_cap() {
+        let (f, hook) = Hooked::fixture(false, false);
+        let config = Config::builder().with_max_sessions_per_owner(Some(1));
+        let capped =
+            Manager::new(hook.clone(), config.build().unwrap()).with_clock(f.clock.clone());
+        let login = |cookie: Option<String>| {
+            f.clock.advance(Duration::from_secs(1));
+            let header = cookie.map(|c| format!("session={c}"));
+            let s = capped.session_from_cookies(header.as_deref());
+            async move {
+                s.login("alice").await.unwrap();
+                value(s.commit().await.unwrap())
+            }
+        };
+        let device = login(None).await;
+        hook.fail_listings.store(true, Ordering::SeqCst);
+        let _other = login(None).await;
+        hook.fail_listings.store(false, Ordering::SeqCst);
+        assert_eq!(capped.sessions_of("alice").await.unwrap().len(), 2);
+        let again = login(Some(device)).await;
+        let left = capped.sessions_of("alice").await.unwrap();
+        assert_eq!(left, vec![Id::parse(&again).unwrap().record_id()]);
     }
 
     /// Two logins of one owner at once under a cap of one (a double-clicked
@@ -6357,6 +6446,29 @@ mod tests {
         s.login(user).await.unwrap();
         let rid = s.record_id().await.unwrap().expect("stored by the login");
         (value(s.commit().await.unwrap()), rid)
+    }
+
+    /// A store that lists an owner's sessions once, then deletes what it
+    /// listed, misses a session that changes its id in between: the
+    /// successor was not listed and the listed record is gone. Log out
+    /// everywhere lists again and ends the successor.
+    #[tokio::test]
+    async fn logging_out_everywhere_ends_a_session_that_rotated_during_the_stores_pass() {
+        let (f, hook) = Hooked::fixture(false, false);
+        let (laptop, laptop_id) = logged_in(&f, "alice", "laptop").await;
+        let s = f.open(Some(&laptop));
+        *hook.rotate_during_owner_pass.lock().unwrap() = Some(s.clone());
+        assert_eq!(f.manager.destroy_all_of("alice").await.unwrap(), 1);
+        let successor = s.record_id().await.unwrap();
+        assert!(successor.is_some_and(|id| id != laptop_id), "{successor:?}");
+        assert!(f.manager.sessions_of("alice").await.unwrap().is_empty());
+        assert!(f.store.inner().is_empty(), "the successor is left");
+        // Without a rotation, one pass and one listing.
+        let (_phone, _) = logged_in(&f, "alice", "phone").await;
+        let before = f.store.counts();
+        assert_eq!(f.manager.destroy_all_of("alice").await.unwrap(), 1);
+        let calls = f.store.counts().total() - before.total();
+        assert_eq!(calls, 2, "a deletion and a listing");
     }
 
     #[tokio::test]

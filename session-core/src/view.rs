@@ -103,8 +103,7 @@ impl SessionView {
     /// absolute deadline, which caps the idle one, it may be later still.
     /// `None` without an idle timeout.
     pub fn last_seen(&self) -> Option<OffsetDateTime> {
-        let (created, expires) = (self.record.created_at, self.record.expires_at);
-        let seen = (expires - self.idle_timeout?).clamp(created, self.loaded_at.max(created));
+        let seen = self.record.last_seen(self.idle_timeout?, self.loaded_at);
         Some(seen.into())
     }
 

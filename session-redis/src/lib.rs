@@ -87,6 +87,11 @@
 //! of the same record, a load, a save, a touch and an owner's listing all
 //! find it gone. The rotation deletes it right after.
 //!
+//! A log out everywhere's delete sent twice is not recognised: the second
+//! send finds the session gone and does not count it, so on a Cluster the
+//! number `delete_owner` answers (and `Manager::destroy_all_of` with it) is
+//! a lower bound. Every session still ends.
+//!
 //! # TLS
 //!
 //! With the feature `tls-rustls`, `rediss://` URLs connect over TLS

@@ -527,6 +527,24 @@ impl SledStore {
         }
         Ok(ids)
     }
+
+    /// Deletes the live records of `owner`, each in a transaction of its
+    /// own, and counts them.
+    fn delete_owner_now(&self, owner: &str) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for id in self.ids_of_owner_now(owner)? {
+            let (live, gone) =
+                self.transaction("delete owner", |trees| match current_tx(trees.0, &id)? {
+                    Some((r, live)) if r.owner.as_deref() == Some(owner) => {
+                        Ok((live, remove_tx(trees, &id)?))
+                    }
+                    _ => Ok((false, false)),
+                })?;
+            // One that expired since the listing goes, uncounted.
+            n += u64::from(live && gone);
+        }
+        Ok(n)
+    }
 }
 
 /// What one sweep batch did.
@@ -640,28 +658,21 @@ impl Store for SledStore {
 
     async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError> {
         let owner = owner.to_owned();
-        let n = self
-            .blocking("delete owner", move |store| {
-                let mut n = 0;
-                for id in store.ids_of_owner_now(&owner)? {
-                    let (live, gone) =
-                        store.transaction("delete owner", |trees| {
-                            match current_tx(trees.0, &id)? {
-                                Some((r, live)) if r.owner.as_deref() == Some(owner.as_str()) => {
-                                    Ok((live, remove_tx(trees, &id)?))
-                                }
-                                _ => Ok((false, false)),
-                            }
-                        })?;
-                    // One that expired since the listing goes, uncounted.
-                    n += u64::from(live && gone);
-                }
-                Ok(n)
-            })
-            .await?;
-        // Also when this removed nothing, as for `delete`.
-        self.after_write().await?;
-        Ok(n)
+        self.blocking("delete owner", move |store| {
+            let deleted = store.delete_owner_now(&owner);
+            // Flushed in the same task, whatever the outcome (also when this
+            // removed nothing, as for `delete`): the caller may be gone (its
+            // store timeout, a client that left) or the pass may have failed
+            // halfway, and what it deleted must not come back after a crash.
+            let flushed = match store.flush {
+                FlushPolicy::EveryWrite => store.db.flush().map(drop).map_err(op_error("flush")),
+                FlushPolicy::Interval(_) => Ok(()),
+            };
+            let n = deleted?;
+            flushed?;
+            Ok(n)
+        })
+        .await
     }
 }
 
@@ -671,13 +682,49 @@ mod tests {
     use session_core::Id;
 
     fn store() -> SledStore {
+        store_with(FlushPolicy::default())
+    }
+
+    fn store_with(flush: FlushPolicy) -> SledStore {
         let mut b = [0u8; 8];
         getrandom::getrandom(&mut b).unwrap();
         let name: String = b.iter().map(|x| format!("{x:02x}")).collect();
         SledStore::builder(std::env::temp_dir().join(format!("session-sled-unit-{name}")))
             .temporary(true)
+            .flush(flush)
             .open()
             .unwrap()
+    }
+
+    /// Under `EveryWrite`, a "log out everywhere" dropped by its caller (a
+    /// store timeout, a client that left) once sled's blocking task has
+    /// started still reaches the disk: the task flushes, so nothing is left
+    /// for a flush after it to write.
+    #[test]
+    fn a_dropped_delete_owner_still_flushes_under_every_write() {
+        let store = store_with(FlushPolicy::EveryWrite);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            for _ in 0..5 {
+                store
+                    .create(&record(Duration::from_secs(60), Some("alice")))
+                    .await
+                    .unwrap();
+            }
+            let dropped = tokio::time::timeout(Duration::ZERO, store.delete_owner("alice")).await;
+            assert!(dropped.is_err(), "the deletion answered on its first poll");
+        });
+        // Waits for the blocking task.
+        drop(runtime);
+        assert_eq!(store.len(), 0, "the task deleted");
+        assert_eq!(
+            store.db.flush().unwrap(),
+            0,
+            "bytes the task left unflushed"
+        );
     }
 
     fn record(expires_in: Duration, owner: Option<&str>) -> Record {
