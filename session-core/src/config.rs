@@ -446,18 +446,27 @@ impl ConfigBuilder {
     }
 
     /// Caps the sessions one owner may have: when a login goes past the cap,
-    /// the owner's least recently used sessions end (by last use as their
-    /// idle deadlines tell it, to within the touch interval; then the
-    /// oldest). Default none (no cap). Must be at least 1. Each login of an
-    /// owner lists the owner's sessions; past the cap, it loads them, and
-    /// deletes the least recently used, eight calls at a time. The cap is
-    /// enforced after every login, as far as the store
-    /// allows: when the store fails then, the login stands (the error is
-    /// logged) and the owner's next login enforces the cap; two logins at
-    /// once end only sessions older than their own, so the newest stay. A
-    /// known limit: a session whose id another request is cycling at that
-    /// moment is two records (old and new) until the old one is retired,
-    /// counts twice, and may be the one to end.
+    /// the owner's least recently used sessions end. Default none (no cap).
+    /// Must be at least 1.
+    ///
+    /// Last use is read from each session's idle deadline, so it is known
+    /// to within the touch interval (behind a shared `CachedStore`, as of
+    /// its copy); a session without an idle timeout, or whose idle deadline
+    /// the absolute one caps, counts as last used when it was created (or
+    /// when the cap stopped its deadline). Ties go by creation, oldest
+    /// first.
+    ///
+    /// Each login of an owner lists the owner's sessions; past the cap, it
+    /// loads them, and deletes the least recently used, eight calls at a
+    /// time, as far as the store allows: when the store fails then, the
+    /// login stands (the error is logged) and the owner's next login
+    /// enforces the cap. A login ends only sessions created before its own,
+    /// so two logins at once never end each other's: the later one ends
+    /// the earlier one's if it has to. Known limits: a session whose id
+    /// another request is cycling at that moment is two records (old and
+    /// new) until the old one is retired, counts twice, and may be the one
+    /// to end; and two logins at once, each seeing the other's session, can
+    /// each end a different one of the others, one more than the cap asks.
     pub fn with_max_sessions_per_owner(mut self, max: Option<usize>) -> Self {
         self.config.max_sessions_per_owner = max;
         self

@@ -367,26 +367,49 @@ impl Manager {
     /// still shows sessions, they are deleted in another pass (a few at
     /// most): whatever the store, no session rotated in flight outlives
     /// the call. A session caught in the middle of its rotation may be
-    /// counted twice, under its old and its new id.
+    /// counted twice, under its old and its new id. On Redis the listing
+    /// reads each entry of the owner's index, those of sessions just ended
+    /// too, until their deadlines.
     ///
     /// # Errors
-    /// [`Error::Store`] or [`Error::Timeout`].
+    /// [`Error::Store`] or [`Error::Timeout`] when the store's deletion
+    /// fails. Once it has succeeded, a failure of the listing after it, or
+    /// of another pass, is logged and the count so far returned.
     pub async fn destroy_all_of(&self, owner: &str) -> Result<u64> {
-        let mut n = 0;
-        for pass in 1..=OWNER_PASSES {
-            n += self
-                .call("delete owner", self.inner.store.delete_owner(owner))
-                .await?;
-            if self.sessions_of(owner).await?.is_empty() {
-                break;
+        let mut n = self
+            .call("delete owner", self.inner.store.delete_owner(owner))
+            .await?;
+        // The store's pass stands from here: a later failure is logged, not
+        // answered, so that a logout that worked is not reported as failed.
+        let mut passes = 1;
+        loop {
+            match self.sessions_of(owner).await {
+                Ok(left) if left.is_empty() => break,
+                Ok(_) if passes == OWNER_PASSES => {
+                    // Logins faster than the passes: new sessions, not ones
+                    // that escaped.
+                    tracing::warn!(
+                        passes,
+                        "the owner still had sessions after every pass of log out everywhere; they were made during it"
+                    );
+                    break;
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "log out everywhere could not list the owner again to end a session that changed its id meanwhile");
+                    break;
+                }
             }
-            if pass == OWNER_PASSES {
-                // Logins faster than the passes: new sessions, not ones
-                // that escaped.
-                tracing::warn!(
-                    passes = OWNER_PASSES,
-                    "the owner still had sessions after every pass of log out everywhere; they were made during it"
-                );
+            passes += 1;
+            match self
+                .call("delete owner", self.inner.store.delete_owner(owner))
+                .await
+            {
+                Ok(more) => n += more,
+                Err(error) => {
+                    tracing::warn!(%error, "log out everywhere could not end the sessions its listing showed after the first pass");
+                    break;
+                }
             }
         }
         tracing::info!(sessions = n, "destroyed every session of an owner");
@@ -420,15 +443,18 @@ impl Manager {
         }
     }
 
-    /// [`enforce_owner_cap`](Self::enforce_owner_cap): the owner's most
-    /// recently used sessions (by last use as the idle deadline tells, then
-    /// creation, then record id) up to the cap stay, and of the others only
-    /// those used less recently than `keep`, made just now, end. Two logins
-    /// of one owner at once each see the other's session, used no earlier
-    /// than it was made; neither ends one more recent than its own, so the
-    /// newest survives instead of each ending the other's. A session nobody
-    /// uses (a login whose response never reached its client) goes before
-    /// devices used since it was made.
+    /// [`enforce_owner_cap`](Self::enforce_owner_cap): of the owner's other
+    /// sessions, the least recently used (by last use as the idle deadline
+    /// tells, then creation, then record id) end, as many as there are
+    /// sessions over the cap, `keep` counted; of those, only ones created
+    /// before `keep` (at `created_at`, then by record id). Creation is
+    /// the same in every view, so two logins of one owner at once never
+    /// end each other's sessions: the later one ends the earlier one's,
+    /// if that one is among the least used (a double-clicked login button
+    /// under a cap of one leaves the later session, also when the earlier
+    /// one was used since). A session nobody uses (a login whose response
+    /// never reached its client) goes before devices used since it was
+    /// made.
     async fn end_sessions_over_cap(
         &self,
         owner: &str,
@@ -443,9 +469,8 @@ impl Manager {
             return Ok(());
         }
         let now = self.now();
-        let mine = (created_at, created_at, *keep);
         let others: Vec<RecordId> = ids.into_iter().filter(|id| id != keep).collect();
-        let mut all: Vec<(Timestamp, Timestamp, RecordId)> = stream::iter(others)
+        let mut others: Vec<(Timestamp, Timestamp, RecordId)> = stream::iter(others)
             .map(|id| async move {
                 let found = self.call("load", self.inner.store.load(&id)).await?;
                 Ok::<_, Error>(found.filter(|r| r.id == id))
@@ -458,12 +483,11 @@ impl Manager {
             })
             .try_collect()
             .await?;
-        all.push(mine);
-        // Least recently used first; the last `cap` stay.
-        all.sort();
-        let over = all.len().saturating_sub(cap);
-        let older: Vec<RecordId> = (all.into_iter().take(over))
-            .filter(|older| *older < mine)
+        // Least recently used first.
+        others.sort();
+        let over = (others.len() + 1).saturating_sub(cap);
+        let older: Vec<RecordId> = (others.into_iter().take(over))
+            .filter(|&(_, created, id)| (created, id) < (created_at, *keep))
             .map(|(_, _, id)| id)
             .collect();
         stream::iter(older.into_iter().map(Ok))

@@ -5111,6 +5111,9 @@ mod tests {
         /// change its id, then deletes what it listed (as a store without
         /// the owner's deletion in one step may).
         rotate_during_owner_pass: Arc<std::sync::Mutex<Option<Session>>>,
+        /// The next listing of an owner's sessions waits for this before it
+        /// reads the store.
+        held_listing: Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>>,
     }
 
     impl Hooked {
@@ -5137,6 +5140,7 @@ mod tests {
                 held_load_answer: Arc::default(),
                 panic_creates: Arc::default(),
                 rotate_during_owner_pass: Arc::default(),
+                held_listing: Arc::default(),
             };
             let manager = Manager::new(hooked.clone(), Config::default()).with_clock(clock.clone());
             let f = Fixture {
@@ -5268,6 +5272,10 @@ mod tests {
             &self,
             owner: &str,
         ) -> std::result::Result<Vec<RecordId>, StoreError> {
+            let held = self.held_listing.lock().unwrap().take();
+            if let Some(release) = held {
+                let _ = release.await;
+            }
             if self.fail_listings.load(Ordering::SeqCst) {
                 return Err(StoreError::new(
                     StoreErrorKind::Unavailable,
@@ -5527,6 +5535,39 @@ mod tests {
             let owner = f.open(Some(cookie)).owner().await.unwrap();
             assert_eq!(owner.is_some(), live, "{device}");
         }
+    }
+
+    /// A double-clicked login under a cap of one, where the first login's
+    /// session is used (its response saves a value) before the second
+    /// login's cap looks at it: the second login still ends the first's
+    /// session, made before its own, instead of both staying.
+    #[tokio::test]
+    async fn a_double_login_leaves_the_later_session_when_the_earlier_was_used_meanwhile() {
+        let (f, hook) = Hooked::fixture(false, false);
+        let config = Config::builder().with_max_sessions_per_owner(Some(1));
+        let capped =
+            Manager::new(hook.clone(), config.build().unwrap()).with_clock(f.clock.clone());
+        let first = capped.session_from_cookies(None::<&str>);
+        first.login("alice").await.unwrap();
+        f.clock.advance(Duration::from_secs(1));
+        let (release, held) = tokio::sync::oneshot::channel();
+        *hook.held_listing.lock().unwrap() = Some(held);
+        let second = capped.session_from_cookies(None::<&str>);
+        let login = tokio::spawn({
+            let second = second.clone();
+            async move { second.login("alice").await }
+        });
+        while hook.held_listing.lock().unwrap().is_some() {
+            tokio::task::yield_now().await;
+        }
+        f.clock.advance(Duration::from_secs(1));
+        first.insert("notice", "welcome").await.unwrap();
+        value(first.commit().await.unwrap());
+        release.send(()).unwrap();
+        login.await.unwrap().unwrap();
+        let kept = value(second.commit().await.unwrap());
+        let left = capped.sessions_of("alice").await.unwrap();
+        assert_eq!(left, vec![Id::parse(&kept).unwrap().record_id()]);
     }
 
     /// A device that logs in again as the same owner is held to the cap
@@ -6469,6 +6510,13 @@ mod tests {
         assert_eq!(f.manager.destroy_all_of("alice").await.unwrap(), 1);
         let calls = f.store.counts().total() - before.total();
         assert_eq!(calls, 2, "a deletion and a listing");
+        // The store's deletion stands when the listing after it fails.
+        logged_in(&f, "alice", "laptop").await;
+        logged_in(&f, "alice", "phone").await;
+        hook.fail_listings.store(true, Ordering::SeqCst);
+        assert_eq!(f.manager.destroy_all_of("alice").await.unwrap(), 2);
+        hook.fail_listings.store(false, Ordering::SeqCst);
+        assert!(f.manager.sessions_of("alice").await.unwrap().is_empty());
     }
 
     #[tokio::test]

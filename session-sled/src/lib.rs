@@ -668,6 +668,9 @@ impl Store for SledStore {
                 FlushPolicy::EveryWrite => store.db.flush().map(drop).map_err(op_error("flush")),
                 FlushPolicy::Interval(_) => Ok(()),
             };
+            if let (Err(_), Err(error)) = (&deleted, &flushed) {
+                tracing::warn!(%error, "the flush after a failed delete_owner failed too");
+            }
             let n = deleted?;
             flushed?;
             Ok(n)
