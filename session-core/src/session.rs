@@ -1281,7 +1281,7 @@ impl Session {
         for change in changes {
             apply(&mut gathering.record.data, change);
         }
-        gathering.record.data.insert(key.to_owned(), bytes);
+        set(&mut gathering.record.data, key, bytes);
         if !state.log.changes.is_empty() {
             state.log.carried(gathering.landing());
         }
@@ -2565,9 +2565,18 @@ impl Session {
 /// Puts `key` back to `before` (absent if `None`).
 fn restore(data: &mut Data, key: &str, before: Option<Vec<u8>>) {
     match before {
-        Some(value) => data.insert(key.to_owned(), value),
-        None => data.remove(key),
-    };
+        Some(value) => set(data, key, value),
+        None => drop(data.remove(key)),
+    }
+}
+
+/// Sets `key` to `value`, keeping the key's allocation when it is there
+/// (a counter incremented on every request).
+fn set(data: &mut Data, key: &str, value: Vec<u8>) {
+    match data.get_mut(key) {
+        Some(slot) => *slot = value,
+        None => drop(data.insert(key.to_owned(), value)),
+    }
 }
 
 /// Whether `key` is where a flash value is kept (hidden from listings).
@@ -2603,9 +2612,7 @@ fn moved_by(before: Timestamp, after: Timestamp, interval: Duration) -> bool {
 
 fn apply(data: &mut Data, change: &Change) {
     match change {
-        Change::Set(k, v) => {
-            data.insert(k.clone(), v.clone());
-        }
+        Change::Set(k, v) => set(data, k, v.clone()),
         Change::Remove(k) => {
             data.remove(k);
         }
