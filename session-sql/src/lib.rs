@@ -536,6 +536,49 @@ where
     }
 }
 
+/// A pooled connection for one statement, closed instead of returned to
+/// the pool when the statement is abandoned: dropped before it answered, by
+/// the store timeout or a request that went away. Returned, sqlx would
+/// first ping it, behind the abandoned statement and with no time limit,
+/// keeping its place in the pool all the while: a row held locked for long,
+/// or a server gone without a reset (a failover), would take every place in
+/// turn, and every session with them, until TCP gave up. Closed, it gives
+/// its place back at once (sqlx sends the goodbye without waiting for the
+/// statement).
+pub(crate) struct Held<DB: sqlx::Database> {
+    conn: sqlx::pool::PoolConnection<DB>,
+    answered: bool,
+}
+
+impl<DB: sqlx::Database> Held<DB> {
+    pub(crate) async fn acquire(pool: &sqlx::Pool<DB>) -> sqlx::Result<Self> {
+        Ok(Self {
+            conn: pool.acquire().await?,
+            answered: false,
+        })
+    }
+
+    /// The connection, for the one statement.
+    pub(crate) fn conn(&mut self) -> &mut DB::Connection {
+        &mut self.conn
+    }
+
+    /// The statement answered (rows, or an error): the connection may go
+    /// back to the pool. Hands `answer` on.
+    pub(crate) fn answered<T>(mut self, answer: T) -> T {
+        self.answered = true;
+        answer
+    }
+}
+
+impl<DB: sqlx::Database> Drop for Held<DB> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
 /// The time a statement compares deadlines with, read once its connection
 /// is in hand: a statement that waited for one (the pool can keep it
 /// waiting up to its acquire timeout) must not find a record live that

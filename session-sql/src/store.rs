@@ -265,14 +265,17 @@ macro_rules! sql_store {
                 data: &[u8],
             ) -> Result<sqlx::Result<<$db as sqlx::Database>::QueryResult>, session_core::StoreError> {
                 let version = $crate::version(record.version)?;
-                Ok($crate::retrying("create", || {
-                    sqlx::query(&self.queries.insert)
+                Ok($crate::retrying("create", || async move {
+                    let mut held = $crate::Held::acquire(&self.pool).await?;
+                    let answer = sqlx::query(&self.queries.insert)
                         .bind(&record.id.as_bytes()[..])
                         .bind(data)
                         .bind(version)
                         .bind(record.expires_at.unix_millis())
                         .bind(record.owner.as_deref())
-                        .execute(&self.pool)
+                        .execute(held.conn())
+                        .await;
+                    held.answered(answer)
                 })
                 .await)
             }
@@ -286,12 +289,13 @@ macro_rules! sql_store {
             ) -> Result<Option<session_core::Record>, session_core::StoreError> {
                 use sqlx::Row as _;
                 let row = $crate::retrying("load", || async move {
-                    let mut conn = self.pool.acquire().await?;
-                    sqlx::query(&self.queries.load)
+                    let mut held = $crate::Held::acquire(&self.pool).await?;
+                    let answer = sqlx::query(&self.queries.load)
                         .bind(&id.as_bytes()[..])
                         .bind($crate::now())
-                        .fetch_optional(&mut *conn)
-                        .await
+                        .fetch_optional(held.conn())
+                        .await;
+                    held.answered(answer)
                 })
                 .await
                 .map_err($crate::query_error("load"))?;
@@ -327,12 +331,13 @@ macro_rules! sql_store {
                 }
                 // The id exists: free it only if its row has expired.
                 let freed = $crate::retrying("create", || async move {
-                    let mut conn = self.pool.acquire().await?;
-                    sqlx::query(&self.queries.delete_expired_id)
+                    let mut held = $crate::Held::acquire(&self.pool).await?;
+                    let answer = sqlx::query(&self.queries.delete_expired_id)
                         .bind(&record.id.as_bytes()[..])
                         .bind($crate::now())
-                        .execute(&mut *conn)
-                        .await
+                        .execute(held.conn())
+                        .await;
+                    held.answered(answer)
                 })
                 .await
                 .map_err($crate::query_error("create"))?
@@ -359,8 +364,8 @@ macro_rules! sql_store {
                     ($crate::version(record.version)?, $crate::version(expected_version)?);
                 let data = &data[..];
                 let updated = $crate::retrying("save", || async move {
-                    let mut conn = self.pool.acquire().await?;
-                    sqlx::query(&self.queries.save)
+                    let mut held = $crate::Held::acquire(&self.pool).await?;
+                    let answer = sqlx::query(&self.queries.save)
                         .bind(data)
                         .bind(version)
                         .bind(record.expires_at.unix_millis())
@@ -368,8 +373,9 @@ macro_rules! sql_store {
                         .bind(&record.id.as_bytes()[..])
                         .bind(expected)
                         .bind($crate::now())
-                        .execute(&mut *conn)
-                        .await
+                        .execute(held.conn())
+                        .await;
+                    held.answered(answer)
                 })
                 .await
                 .map_err($crate::query_error("save"))?
@@ -379,12 +385,13 @@ macro_rules! sql_store {
                 }
                 // Not saved: a conflict if the row is live, else missing.
                 let live = $crate::retrying("save", || async move {
-                    let mut conn = self.pool.acquire().await?;
-                    sqlx::query(&self.queries.live_version)
+                    let mut held = $crate::Held::acquire(&self.pool).await?;
+                    let answer = sqlx::query(&self.queries.live_version)
                         .bind(&record.id.as_bytes()[..])
                         .bind($crate::now())
-                        .fetch_optional(&mut *conn)
-                        .await
+                        .fetch_optional(held.conn())
+                        .await;
+                    held.answered(answer)
                 })
                 .await
                 .map_err($crate::query_error("save"))?;
@@ -404,14 +411,15 @@ macro_rules! sql_store {
             ) -> Result<bool, session_core::StoreError> {
                 let version = $crate::version(version)?;
                 let updated = $crate::retrying("touch", || async move {
-                    let mut conn = self.pool.acquire().await?;
-                    sqlx::query(&self.queries.touch)
+                    let mut held = $crate::Held::acquire(&self.pool).await?;
+                    let answer = sqlx::query(&self.queries.touch)
                         .bind(expires_at.unix_millis())
                         .bind(&id.as_bytes()[..])
                         .bind(version)
                         .bind($crate::now())
-                        .execute(&mut *conn)
-                        .await
+                        .execute(held.conn())
+                        .await;
+                    held.answered(answer)
                 })
                 .await
                 .map_err($crate::query_error("touch"))?
@@ -422,10 +430,13 @@ macro_rules! sql_store {
             }
 
             async fn delete(&self, id: &session_core::RecordId) -> Result<(), session_core::StoreError> {
-                $crate::retrying("delete", || {
-                    sqlx::query(&self.queries.delete)
+                $crate::retrying("delete", || async move {
+                    let mut held = $crate::Held::acquire(&self.pool).await?;
+                    let answer = sqlx::query(&self.queries.delete)
                         .bind(&id.as_bytes()[..])
-                        .execute(&self.pool)
+                        .execute(held.conn())
+                        .await;
+                    held.answered(answer)
                 })
                 .await
                 .map_err($crate::query_error("delete"))?;
@@ -436,12 +447,13 @@ macro_rules! sql_store {
                 let mut total = 0;
                 loop {
                     let n = $crate::retrying("delete expired", || async move {
-                        let mut conn = self.pool.acquire().await?;
-                        sqlx::query(&self.queries.sweep)
+                        let mut held = $crate::Held::acquire(&self.pool).await?;
+                        let answer = sqlx::query(&self.queries.sweep)
                             .bind($crate::now())
                             .bind($crate::SWEEP_BATCH)
-                            .execute(&mut *conn)
-                            .await
+                            .execute(held.conn())
+                            .await;
+                        held.answered(answer)
                     })
                     .await
                     .map_err($crate::query_error("delete expired"))?
@@ -464,12 +476,13 @@ macro_rules! sql_store {
                     return Ok(Vec::new());
                 }
                 let rows = $crate::retrying("list owner", || async move {
-                    let mut conn = self.pool.acquire().await?;
-                    sqlx::query(&self.queries.list_owner)
+                    let mut held = $crate::Held::acquire(&self.pool).await?;
+                    let answer = sqlx::query(&self.queries.list_owner)
                         .bind(owner)
                         .bind($crate::now())
-                        .fetch_all(&mut *conn)
-                        .await
+                        .fetch_all(held.conn())
+                        .await;
+                    held.answered(answer)
                 })
                 .await
                 .map_err($crate::query_error("list owner"))?;
@@ -499,12 +512,13 @@ macro_rules! sql_store {
                     return Ok(0);
                 }
                 Ok($crate::retrying("delete owner", || async move {
-                    let mut conn = self.pool.acquire().await?;
-                    sqlx::query(&self.queries.delete_owner)
+                    let mut held = $crate::Held::acquire(&self.pool).await?;
+                    let answer = sqlx::query(&self.queries.delete_owner)
                         .bind(owner)
                         .bind($crate::now())
-                        .execute(&mut *conn)
-                        .await
+                        .execute(held.conn())
+                        .await;
+                    held.answered(answer)
                 })
                 .await
                 .map_err($crate::query_error("delete owner"))?

@@ -197,6 +197,53 @@ async fn postgres_a_save_picked_as_a_deadlock_victim_runs_again() {
     ran_again(saving, &store, &next).await;
 }
 
+/// A statement that the store timeout abandons while it waits for a row
+/// lock gives its place in the pool back at once. Returned to the pool, its
+/// connection would first be pinged behind the statement, keeping the place
+/// for as long as the row stays locked, and calls for every other session
+/// would find no connection.
+#[tokio::test]
+async fn postgres_an_abandoned_statement_gives_its_place_in_the_pool_back() {
+    let Some(store) = support::postgres().await else {
+        return;
+    };
+    let store = store.inner();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(1))
+        .connect(&support::postgres_url())
+        .await
+        .expect("a pool of two");
+    let small = session_sql::PostgresStore::from_pool(pool).with_table(store.table().clone());
+    let (r, other_session) = (record(HOUR), record(HOUR));
+    small.create(&r).await.expect("create");
+    small.create(&other_session).await.expect("create");
+    let table = format!(
+        "\"{}\".\"{}\"",
+        store.table().schema().expect("a schema"),
+        store.table().name()
+    );
+    let mut holder = store.pool().begin().await.expect("begin");
+    sqlx::query(&format!("SELECT id FROM {table} WHERE id = $1 FOR UPDATE"))
+        .bind(&r.id.as_bytes()[..])
+        .fetch_all(&mut *holder)
+        .await
+        .expect("lock the row");
+    for _ in 0..2 {
+        let touch = small.touch(&r.id, r.version, None, r.expires_at + HOUR);
+        let abandoned = tokio::time::timeout(Duration::from_millis(500), touch).await;
+        assert!(abandoned.is_err(), "the touch waited for the row");
+    }
+    let loaded = bounded("a load of another session", small.load(&other_session.id)).await;
+    // Released before the verdict, so that a failure does not leave the
+    // table locked for the cleanup.
+    holder.rollback().await.expect("rollback");
+    assert!(
+        matches!(loaded, Ok(Some(_))),
+        "the pool had no place: {loaded:?}"
+    );
+}
+
 /// Makes the next `failures` updates of the store's table fail with MySQL
 /// error `errno`, through a trigger whose count lives in a table that a
 /// statement's rollback does not undo (`ENGINE=MEMORY`); answers the
