@@ -132,11 +132,16 @@ impl Fairing for SessionFairing {
 
     async fn on_request(&self, req: &mut Request<'_>, _: &mut Data<'_>) {
         let config = self.manager.config();
-        let session = if config.header().is_none() && !req.headers().contains("Cookie") {
+        let name = config.cookie_name();
+        let in_headers = session_core::cookie_values(req.headers().get("Cookie"), name)
+            .next()
+            .is_some();
+        let session = if config.header().is_none() && !in_headers {
             // Rocket's local client (`Client::tracked`, `LocalRequest::cookie`)
-            // puts cookies in the request's jar without a `Cookie` header,
-            // which a request from the network always has: read the jar.
-            let name = config.cookie_name();
+            // puts cookies in the request's jar without a `Cookie` header (a
+            // test may add one of its own beside them), where a request from
+            // the network has them in its headers: read the jar, which for
+            // such a request holds what its headers do.
             let pairs: Vec<String> = (req.cookies().iter())
                 .filter(|c| c.name() == name)
                 .map(|c| format!("{name}={}", c.value()))

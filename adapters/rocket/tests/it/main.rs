@@ -128,6 +128,12 @@ mod rocket_only {
             let res = client.get("/count").dispatch().await;
             assert_eq!(res.into_string().await.as_deref(), Some(n));
         }
+        // A `Cookie` header of the test's own beside the tracked cookies.
+        let res = (client.get("/count"))
+            .header(rocket::http::Header::new("Cookie", "theme=dark"))
+            .dispatch()
+            .await;
+        assert_eq!(res.into_string().await.as_deref(), Some("4"));
         assert_eq!(store.len(), 1);
         // A cookie given to one request, the way a test starts from a
         // session it made with the manager.
