@@ -5124,6 +5124,13 @@ mod tests {
     }
 
     impl Hooked {
+        /// A manager over these hooks and `f`'s clock, with the owner's
+        /// sessions capped at `cap`.
+        fn capped_manager(&self, f: &Fixture, cap: usize) -> Manager {
+            let config = Config::builder().with_max_sessions_per_owner(Some(cap));
+            Manager::new(self.clone(), config.build().unwrap()).with_clock(f.clock.clone())
+        }
+
         /// A fixture whose manager goes through the hooks.
         fn fixture(destroy: bool, fail_after_conflict: bool) -> (Fixture, Self) {
             let store = Instrumented::new(TestStore::default());
@@ -5487,9 +5494,7 @@ mod tests {
     #[tokio::test]
     async fn a_login_stands_when_its_owner_cap_cannot_be_enforced() {
         let (f, hook) = Hooked::fixture(false, false);
-        let config = Config::builder().with_max_sessions_per_owner(Some(1));
-        let capped =
-            Manager::new(hook.clone(), config.build().unwrap()).with_clock(f.clock.clone());
+        let capped = hook.capped_manager(&f, 1);
         let login = || async {
             // Each login a second after the one before: creation orders them.
             f.clock.advance(Duration::from_secs(1));
@@ -5551,9 +5556,7 @@ mod tests {
     #[tokio::test]
     async fn a_double_login_leaves_the_later_session_when_the_earlier_was_used_meanwhile() {
         let (f, hook) = Hooked::fixture(false, false);
-        let config = Config::builder().with_max_sessions_per_owner(Some(1));
-        let capped =
-            Manager::new(hook.clone(), config.build().unwrap()).with_clock(f.clock.clone());
+        let capped = hook.capped_manager(&f, 1);
         let first = capped.session_from_cookies(None::<&str>);
         first.login("alice").await.unwrap();
         f.clock.advance(Duration::from_secs(1));
@@ -5585,9 +5588,7 @@ mod tests {
     #[tokio::test]
     async fn logging_in_again_as_the_same_owner_enforces_the_cap() {
         let (f, hook) = Hooked::fixture(false, false);
-        let config = Config::builder().with_max_sessions_per_owner(Some(1));
-        let capped =
-            Manager::new(hook.clone(), config.build().unwrap()).with_clock(f.clock.clone());
+        let capped = hook.capped_manager(&f, 1);
         let login = |cookie: Option<String>| {
             f.clock.advance(Duration::from_secs(1));
             let header = cookie.map(|c| format!("session={c}"));

@@ -45,6 +45,26 @@ fn extended(r: &Record, by: Duration) -> Record {
     next
 }
 
+/// `r`'s row locked by a transaction of its own (`SELECT ... FOR UPDATE`),
+/// and the store's table as a quoted name.
+async fn locked_row(
+    store: &session_sql::PostgresStore,
+    r: &Record,
+) -> (String, sqlx::Transaction<'static, sqlx::Postgres>) {
+    let table = format!(
+        "\"{}\".\"{}\"",
+        store.table().schema().expect("a schema"),
+        store.table().name()
+    );
+    let mut holder = store.pool().begin().await.expect("begin");
+    sqlx::query(&format!("SELECT id FROM {table} WHERE id = $1 FOR UPDATE"))
+        .bind(&r.id.as_bytes()[..])
+        .fetch_all(&mut *holder)
+        .await
+        .expect("lock the row");
+    (table, holder)
+}
+
 /// The save under test, on a task of its own: it waits for a lock.
 fn save_in_background<S: Store + Clone + 'static>(
     store: &S,
@@ -154,21 +174,11 @@ async fn postgres_a_save_picked_as_a_deadlock_victim_runs_again() {
         return;
     };
     let store = store.inner().clone();
-    let table = format!(
-        "\"{}\".\"{}\"",
-        store.table().schema().expect("a schema"),
-        store.table().name()
-    );
     let r = record(HOUR);
     store.create(&r).await.expect("create");
     let next = extended(&r, HOUR);
 
-    let mut other = store.pool().begin().await.expect("begin");
-    sqlx::query(&format!("SELECT id FROM {table} WHERE id = $1 FOR UPDATE"))
-        .bind(&r.id.as_bytes()[..])
-        .fetch_all(&mut *other)
-        .await
-        .expect("lock the row");
+    let (table, mut other) = locked_row(&store, &r).await;
 
     let saving = save_in_background(&store, &next, r.version);
     let waits = format!(
@@ -218,17 +228,7 @@ async fn postgres_an_abandoned_statement_gives_its_place_in_the_pool_back() {
     let (r, other_session) = (record(HOUR), record(HOUR));
     small.create(&r).await.expect("create");
     small.create(&other_session).await.expect("create");
-    let table = format!(
-        "\"{}\".\"{}\"",
-        store.table().schema().expect("a schema"),
-        store.table().name()
-    );
-    let mut holder = store.pool().begin().await.expect("begin");
-    sqlx::query(&format!("SELECT id FROM {table} WHERE id = $1 FOR UPDATE"))
-        .bind(&r.id.as_bytes()[..])
-        .fetch_all(&mut *holder)
-        .await
-        .expect("lock the row");
+    let (_, holder) = locked_row(store, &r).await;
     for _ in 0..2 {
         let touch = small.touch(&r.id, r.version, None, r.expires_at + HOUR);
         let abandoned = tokio::time::timeout(Duration::from_millis(500), touch).await;
