@@ -544,7 +544,9 @@ where
 /// or a server gone without a reset (a failover), would take every place in
 /// turn, and every session with them, until TCP gave up. Closed, it gives
 /// its place back at once (sqlx sends the goodbye without waiting for the
-/// statement).
+/// statement). sqlx closes an abandoned SQLite connection itself; an
+/// in-memory SQLite database survives it through the store's keeper
+/// connection.
 pub(crate) struct Held<DB: sqlx::Database> {
     conn: sqlx::pool::PoolConnection<DB>,
     answered: bool,

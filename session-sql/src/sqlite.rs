@@ -48,8 +48,9 @@ sql_store!(
 impl SqliteStore {
     /// Opens `url` (`sqlite:path/to/file.db`, created if missing, or
     /// `sqlite::memory:`). Files use write-ahead logging and wait up to 5 s
-    /// for a lock; an in-memory database lives in one connection, which the
-    /// pool keeps open.
+    /// for a lock; an in-memory database is served by one pooled connection,
+    /// and a second one, outside the pool, keeps it for as long as the store
+    /// (any clone of it) lives.
     ///
     /// # Errors
     /// [`SqlStoreError::Connect`] for a bad URL or a file that cannot be
@@ -60,6 +61,18 @@ impl SqliteStore {
             .create_if_missing(true)
             .busy_timeout(Duration::from_secs(5));
         let memory = url.contains(":memory:") || url.contains("mode=memory");
+        // An in-memory database lives while a connection to it is open:
+        // one outside the pool keeps it when sqlx closes the pool's (as it
+        // does one whose statement was abandoned by the store timeout or a
+        // request that went away).
+        let keeper = if memory {
+            let keeper = sqlx::ConnectOptions::connect(&options)
+                .await
+                .map_err(SqlStoreError::Connect)?;
+            Some(std::sync::Arc::new(std::sync::Mutex::new(keeper)))
+        } else {
+            None
+        };
         let pool = if memory {
             SqlitePoolOptions::new()
                 .max_connections(1)
@@ -76,6 +89,8 @@ impl SqliteStore {
                 .await
         }
         .map_err(SqlStoreError::Connect)?;
-        Ok(Self::from_pool(pool))
+        let mut store = Self::from_pool(pool);
+        store.keeper = keeper.map(|k| k as std::sync::Arc<dyn std::any::Any + Send + Sync>);
+        Ok(store)
     }
 }

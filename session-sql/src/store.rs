@@ -11,6 +11,13 @@ macro_rules! sql_store {
             table: $crate::Table,
             queries: std::sync::Arc<$crate::Queries>,
             migration_wait: std::time::Duration,
+            /// A connection kept outside the pool for as long as the store
+            /// lives, where the database lives only while one is open (an
+            /// in-memory SQLite database): sqlx closes a pooled connection
+            /// whose statement was abandoned, and the database would go
+            /// with it.
+            #[allow(dead_code)]
+            keeper: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
         }
 
         impl std::fmt::Debug for $name {
@@ -33,6 +40,7 @@ macro_rules! sql_store {
                     table,
                     queries,
                     migration_wait: $crate::MIGRATION_WAIT,
+                    keeper: None,
                 }
             }
 

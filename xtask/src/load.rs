@@ -1257,7 +1257,8 @@ answer: its `to_string` and the body's `Bytes`); ours' memory `read` 22: ours' `
 the same two for the handler's answer, and four for the load: the boxed future of
 `Store::load` (`async_trait`) and the decoded record's key, value and `BTreeMap` node.
 An allocation and its free cost about 150 instructions under callgrind and about 20 ns
-natively, so the six that ours makes and the floor does not are roughly 120 ns of the
+natively, so the six of ours among the eight that ours makes and the floor does not
+are roughly 120 ns of the
 0.74 µs that ours' memory `read` cost over bare axum in session 26's run: taking all
 six away would move that read from 90 % to about 92 % of bare, not to 95 %. Two are the
 layer's (the state and the extension the extractor needs) and four are the store

@@ -220,7 +220,7 @@ async fn postgres_an_abandoned_statement_gives_its_place_in_the_pool_back() {
     let store = store.inner();
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
-        .acquire_timeout(Duration::from_secs(1))
+        .acquire_timeout(Duration::from_secs(5))
         .connect(&support::postgres_url())
         .await
         .expect("a pool of two");
@@ -241,6 +241,44 @@ async fn postgres_an_abandoned_statement_gives_its_place_in_the_pool_back() {
     assert!(
         matches!(loaded, Ok(Some(_))),
         "the pool had no place: {loaded:?}"
+    );
+}
+
+/// An abandoned statement leaves an in-memory SQLite database as it was.
+/// sqlx closes the pool's connection after it, and the database lives only
+/// while a connection is open: the store keeps one outside the pool, or
+/// every session, and the table, would be gone.
+#[tokio::test]
+async fn sqlite_memory_keeps_its_sessions_after_an_abandoned_statement() {
+    use std::task::{Context, Waker};
+    let store = support::sqlite_memory().await;
+    let r = record(HOUR);
+    store.create(&r).await.expect("create");
+    let mut abandoned = false;
+    for _ in 0..100 {
+        // The connection back in the pool, so that the poll below takes it
+        // and hands the statement to SQLite's thread.
+        while store.pool().num_idle() == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let mut load = std::pin::pin!(store.load(&r.id));
+        // Polled once: the statement is with SQLite's thread, unless it
+        // answered at once (then nothing was abandoned: again).
+        if load
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+            .is_pending()
+        {
+            abandoned = true;
+            break;
+        }
+    }
+    assert!(abandoned, "every load answered on its first poll");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let found = bounded("a load", store.load(&r.id)).await;
+    assert!(
+        matches!(found, Ok(Some(_))),
+        "the database is gone: {found:?}"
     );
 }
 
