@@ -1,6 +1,20 @@
 //! The store, written once for every database: each backend's module
 //! instantiates it with its pool type and dialect.
 
+/// Runs one statement on a [`Held`](crate::Held) connection from `$pool`,
+/// inside a function returning `sqlx::Result`: `$conn` names the connection
+/// in `$statement`, whose future the statement's answer comes from. The
+/// connection goes back to the pool once the statement answered, and is
+/// closed if it is dropped before.
+macro_rules! on_held {
+    ($pool:expr, |$conn:ident| $statement:expr) => {{
+        let mut held = $crate::Held::acquire($pool).await?;
+        let $conn = held.conn();
+        let answer = $statement.await;
+        held.answered(answer)
+    }};
+}
+
 /// Defines a store type over one sqlx database.
 macro_rules! sql_store {
     ($(#[$doc:meta])* $name:ident, $db:ty, $dialect:expr) => {
@@ -274,16 +288,13 @@ macro_rules! sql_store {
             ) -> Result<sqlx::Result<<$db as sqlx::Database>::QueryResult>, session_core::StoreError> {
                 let version = $crate::version(record.version)?;
                 Ok($crate::retrying("create", || async move {
-                    let mut held = $crate::Held::acquire(&self.pool).await?;
-                    let answer = sqlx::query(&self.queries.insert)
+                    on_held!(&self.pool, |conn| sqlx::query(&self.queries.insert)
                         .bind(&record.id.as_bytes()[..])
                         .bind(data)
                         .bind(version)
                         .bind(record.expires_at.unix_millis())
                         .bind(record.owner.as_deref())
-                        .execute(held.conn())
-                        .await;
-                    held.answered(answer)
+                        .execute(conn))
                 })
                 .await)
             }
@@ -297,13 +308,10 @@ macro_rules! sql_store {
             ) -> Result<Option<session_core::Record>, session_core::StoreError> {
                 use sqlx::Row as _;
                 let row = $crate::retrying("load", || async move {
-                    let mut held = $crate::Held::acquire(&self.pool).await?;
-                    let answer = sqlx::query(&self.queries.load)
+                    on_held!(&self.pool, |conn| sqlx::query(&self.queries.load)
                         .bind(&id.as_bytes()[..])
                         .bind($crate::now())
-                        .fetch_optional(held.conn())
-                        .await;
-                    held.answered(answer)
+                        .fetch_optional(conn))
                 })
                 .await
                 .map_err($crate::query_error("load"))?;
@@ -339,13 +347,10 @@ macro_rules! sql_store {
                 }
                 // The id exists: free it only if its row has expired.
                 let freed = $crate::retrying("create", || async move {
-                    let mut held = $crate::Held::acquire(&self.pool).await?;
-                    let answer = sqlx::query(&self.queries.delete_expired_id)
+                    on_held!(&self.pool, |conn| sqlx::query(&self.queries.delete_expired_id)
                         .bind(&record.id.as_bytes()[..])
                         .bind($crate::now())
-                        .execute(held.conn())
-                        .await;
-                    held.answered(answer)
+                        .execute(conn))
                 })
                 .await
                 .map_err($crate::query_error("create"))?
@@ -372,8 +377,7 @@ macro_rules! sql_store {
                     ($crate::version(record.version)?, $crate::version(expected_version)?);
                 let data = &data[..];
                 let updated = $crate::retrying("save", || async move {
-                    let mut held = $crate::Held::acquire(&self.pool).await?;
-                    let answer = sqlx::query(&self.queries.save)
+                    on_held!(&self.pool, |conn| sqlx::query(&self.queries.save)
                         .bind(data)
                         .bind(version)
                         .bind(record.expires_at.unix_millis())
@@ -381,9 +385,7 @@ macro_rules! sql_store {
                         .bind(&record.id.as_bytes()[..])
                         .bind(expected)
                         .bind($crate::now())
-                        .execute(held.conn())
-                        .await;
-                    held.answered(answer)
+                        .execute(conn))
                 })
                 .await
                 .map_err($crate::query_error("save"))?
@@ -393,13 +395,10 @@ macro_rules! sql_store {
                 }
                 // Not saved: a conflict if the row is live, else missing.
                 let live = $crate::retrying("save", || async move {
-                    let mut held = $crate::Held::acquire(&self.pool).await?;
-                    let answer = sqlx::query(&self.queries.live_version)
+                    on_held!(&self.pool, |conn| sqlx::query(&self.queries.live_version)
                         .bind(&record.id.as_bytes()[..])
                         .bind($crate::now())
-                        .fetch_optional(held.conn())
-                        .await;
-                    held.answered(answer)
+                        .fetch_optional(conn))
                 })
                 .await
                 .map_err($crate::query_error("save"))?;
@@ -419,15 +418,12 @@ macro_rules! sql_store {
             ) -> Result<bool, session_core::StoreError> {
                 let version = $crate::version(version)?;
                 let updated = $crate::retrying("touch", || async move {
-                    let mut held = $crate::Held::acquire(&self.pool).await?;
-                    let answer = sqlx::query(&self.queries.touch)
+                    on_held!(&self.pool, |conn| sqlx::query(&self.queries.touch)
                         .bind(expires_at.unix_millis())
                         .bind(&id.as_bytes()[..])
                         .bind(version)
                         .bind($crate::now())
-                        .execute(held.conn())
-                        .await;
-                    held.answered(answer)
+                        .execute(conn))
                 })
                 .await
                 .map_err($crate::query_error("touch"))?
@@ -439,12 +435,9 @@ macro_rules! sql_store {
 
             async fn delete(&self, id: &session_core::RecordId) -> Result<(), session_core::StoreError> {
                 $crate::retrying("delete", || async move {
-                    let mut held = $crate::Held::acquire(&self.pool).await?;
-                    let answer = sqlx::query(&self.queries.delete)
+                    on_held!(&self.pool, |conn| sqlx::query(&self.queries.delete)
                         .bind(&id.as_bytes()[..])
-                        .execute(held.conn())
-                        .await;
-                    held.answered(answer)
+                        .execute(conn))
                 })
                 .await
                 .map_err($crate::query_error("delete"))?;
@@ -455,13 +448,10 @@ macro_rules! sql_store {
                 let mut total = 0;
                 loop {
                     let n = $crate::retrying("delete expired", || async move {
-                        let mut held = $crate::Held::acquire(&self.pool).await?;
-                        let answer = sqlx::query(&self.queries.sweep)
+                        on_held!(&self.pool, |conn| sqlx::query(&self.queries.sweep)
                             .bind($crate::now())
                             .bind($crate::SWEEP_BATCH)
-                            .execute(held.conn())
-                            .await;
-                        held.answered(answer)
+                            .execute(conn))
                     })
                     .await
                     .map_err($crate::query_error("delete expired"))?
@@ -484,13 +474,10 @@ macro_rules! sql_store {
                     return Ok(Vec::new());
                 }
                 let rows = $crate::retrying("list owner", || async move {
-                    let mut held = $crate::Held::acquire(&self.pool).await?;
-                    let answer = sqlx::query(&self.queries.list_owner)
+                    on_held!(&self.pool, |conn| sqlx::query(&self.queries.list_owner)
                         .bind(owner)
                         .bind($crate::now())
-                        .fetch_all(held.conn())
-                        .await;
-                    held.answered(answer)
+                        .fetch_all(conn))
                 })
                 .await
                 .map_err($crate::query_error("list owner"))?;
@@ -520,13 +507,10 @@ macro_rules! sql_store {
                     return Ok(0);
                 }
                 Ok($crate::retrying("delete owner", || async move {
-                    let mut held = $crate::Held::acquire(&self.pool).await?;
-                    let answer = sqlx::query(&self.queries.delete_owner)
+                    on_held!(&self.pool, |conn| sqlx::query(&self.queries.delete_owner)
                         .bind(owner)
                         .bind($crate::now())
-                        .execute(held.conn())
-                        .await;
-                    held.answered(answer)
+                        .execute(conn))
                 })
                 .await
                 .map_err($crate::query_error("delete owner"))?
