@@ -287,7 +287,7 @@ impl Manager {
             .buffer_unordered(OWNER_CALLS_AT_ONCE)
             .try_filter_map(|found| async move {
                 Ok(found.filter(|r| self.is_owned_by(r, owner, now)).map(|r| {
-                    let lifetime = r.lifetime.unwrap_or(self.inner.config.lifetime);
+                    let lifetime = self.lifetime_of(&r);
                     SessionView::new(r, lifetime, now, self.inner.config.codec.clone())
                 }))
             })
@@ -324,10 +324,14 @@ impl Manager {
     /// When `record` was last used as far as its idle deadline tells (its
     /// creation without an idle timeout).
     fn last_seen(&self, record: &Record, now: Timestamp) -> Timestamp {
-        let lifetime = record.lifetime.unwrap_or(self.inner.config.lifetime);
-        lifetime
+        self.lifetime_of(record)
             .idle_timeout()
             .map_or(record.created_at, |idle| record.last_seen(idle, now))
+    }
+
+    /// The timeouts in force for `record`: its own, else the configured ones.
+    fn lifetime_of(&self, record: &Record) -> crate::Lifetime {
+        record.lifetime.unwrap_or(self.inner.config.lifetime)
     }
 
     /// Whether `record` is a live session of `owner`.
@@ -348,8 +352,7 @@ impl Manager {
     /// Whether a record is live by the manager's clock: before its stored
     /// deadline and within the absolute timeout in force now.
     pub(crate) fn is_live(&self, record: &Record, now: Timestamp) -> bool {
-        let lifetime = record.lifetime.unwrap_or(self.inner.config.lifetime);
-        let within_absolute = lifetime
+        let within_absolute = (self.lifetime_of(record))
             .absolute_timeout()
             .is_none_or(|abs| record.created_at + abs > now);
         !record.is_expired(now) && within_absolute
