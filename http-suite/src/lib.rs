@@ -41,6 +41,7 @@ macro_rules! http_suite {
             bad_cookies_never_reach_the_store,
             unknown_ids_are_never_adopted,
             non_ascii_cookies_beside_the_session_keep_it,
+            encoded_cookie_names_are_not_the_session,
             head_requests_run_like_gets,
             a_handlers_own_headers_are_kept,
             expired_sessions_are_not_revived,
@@ -202,6 +203,18 @@ impl Client {
                 None => req.header("cookie", format!("{}={v}", self.name)),
             };
         }
+        Self::reply(req).await
+    }
+
+    /// GET with exactly this `Cookie` header, byte for byte (which need not
+    /// be ASCII); the jar is untouched.
+    async fn send_cookie_header(&self, path: &str, header: &[u8]) -> Reply {
+        let value = reqwest::header::HeaderValue::from_bytes(header).expect("header bytes");
+        let req = self.http.get(format!("{}{path}", self.base));
+        Self::reply(req.header("cookie", value)).await
+    }
+
+    async fn reply(req: reqwest::RequestBuilder) -> Reply {
         let res = req.send().await.expect("request");
         let status = res.status().as_u16();
         let headers = res.headers().clone();
@@ -428,21 +441,49 @@ pub async fn non_ascii_cookies_beside_the_session_keep_it(spawn: impl Spawn) {
     c.get("/set").await;
     let id = c.jar.clone().expect("issued");
     let header = format!("city=Zürich; {}={id}; note=naïve", c.name);
-    let value = reqwest::header::HeaderValue::from_bytes(header.as_bytes()).expect("bytes");
-    let res = c
-        .http
-        .get(format!("{}/get", c.base))
-        .header("cookie", value)
-        .send()
-        .await
-        .expect("request");
-    assert!(
-        res.headers().get("set-cookie").is_none(),
-        "a new session was issued"
-    );
+    let r = c.send_cookie_header("/get", header.as_bytes()).await;
+    assert!(r.set_cookies().is_empty(), "a new session was issued");
+    assert_eq!(r.body, "The name on the /set was: iris");
+}
+
+/// A cookie whose name only decodes or trims to the session cookie's
+/// (`%73ession`, or the name beside a no-break space) is another cookie and
+/// never read as the session. Browsers apply the `__Host-` and `__Secure-`
+/// rules only to names that carry the prefix byte for byte, so a sibling
+/// subdomain can plant `%5F%5FHost-session` where it cannot plant
+/// `__Host-session`; reading the one as the other would put a visitor in
+/// the planter's session.
+pub async fn encoded_cookie_names_are_not_the_session(spawn: impl Spawn) {
+    let d = demo(spawn, plain()).await;
+    let mut c = Client::new(&d);
+    c.get("/set").await;
+    let id = c.jar.clone().expect("issued");
+    let encoded: String = c.name.bytes().map(|b| format!("%{b:02X}")).collect();
+    let before = d.store.counts();
+    for name in [
+        encoded,
+        format!("%{:02X}{}", c.name.as_bytes()[0], &c.name[1..]),
+        format!("\u{a0}{}", c.name),
+        format!("{}\u{a0}", c.name),
+    ] {
+        let header = format!("{name}={id}");
+        let r = c.send_cookie_header("/get", header.as_bytes()).await;
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (200, "The name on the /set was: "),
+            "{header}"
+        );
+        // Beside the real cookie, neither hides nor replaces it.
+        let header = format!("{name}=junk; {}={id}", c.name);
+        let r = c.send_cookie_header("/get", header.as_bytes()).await;
+        assert_eq!(r.body, "The name on the /set was: iris", "{header}");
+    }
+    let mut real_lookups = before;
+    real_lookups.load += 4;
     assert_eq!(
-        res.text().await.expect("body"),
-        "The name on the /set was: iris"
+        d.store.counts(),
+        real_lookups,
+        "only the real cookie was looked up"
     );
 }
 

@@ -53,7 +53,7 @@ use std::io::Cursor;
 use std::ops::Deref;
 
 use rocket::fairing::{self, Fairing, Info, Kind};
-use rocket::http::{Header, Status};
+use rocket::http::{Cookie, Header, Status};
 use rocket::request::{FromRequest, Outcome};
 use rocket::response::{self, Responder};
 use rocket::{Build, Data, Ignite, Request, Response, Rocket, Sentinel};
@@ -136,22 +136,23 @@ impl Fairing for SessionFairing {
         let in_headers = session_core::cookie_values(req.headers().get("Cookie"), name)
             .next()
             .is_some();
-        let session = if config.header().is_none() && !in_headers {
-            // Rocket's local client (`Client::tracked`, `LocalRequest::cookie`)
-            // puts cookies in the request's jar without a `Cookie` header (a
-            // test may add one of its own beside them), where a request from
-            // the network has them in its headers: read the jar, which for
-            // such a request holds what its headers do.
-            let pairs: Vec<String> = (req.cookies().iter())
-                .filter(|c| c.name() == name)
-                .map(|c| format!("{name}={}", c.value()))
-                .collect();
-            let header = pairs.join("; ");
-            (self.manager).session_from_cookies((!header.is_empty()).then_some(header.as_str()))
-        } else {
-            self.manager
-                .session_from_request(|name| req.headers().get(name))
-        };
+        let session =
+            if config.header().is_none() && !in_headers && !jar_named_from_headers(req, name) {
+                // Rocket's local client (`Client::tracked`, `LocalRequest::cookie`)
+                // puts cookies in the request's jar without a `Cookie` header (a
+                // test may add one of its own beside them), where a request from
+                // the network has them in its headers: read the jar, but none of
+                // its cookies that came from the headers under another name.
+                let pairs: Vec<String> = (req.cookies().iter())
+                    .filter(|c| c.name() == name)
+                    .map(|c| format!("{name}={}", c.value()))
+                    .collect();
+                let header = pairs.join("; ");
+                (self.manager).session_from_cookies((!header.is_empty()).then_some(header.as_str()))
+            } else {
+                self.manager
+                    .session_from_request(|name| req.headers().get(name))
+            };
         // Already filled only if this fairing ran twice on one request,
         // which `Kind::Singleton` rules out; the first session stays.
         let _ = slot(req).set(session);
@@ -228,6 +229,20 @@ impl Sentinel for Session {
         }
         false
     }
+}
+
+/// Whether Rocket filled the request's jar with a cookie called `name` from
+/// its `Cookie` headers. Rocket percent-decodes the names it reads there and
+/// trims Unicode whitespace from them, so `%73ession=…` or `session` beside a
+/// no-break space lands in the jar as `session`: a cookie browsers keep apart
+/// from the session's (the `__Host-` and `__Secure-` rules hold only for names
+/// that carry the prefix byte for byte, so a sibling subdomain can plant
+/// `%5F%5FHost-session`), never read as it.
+fn jar_named_from_headers(req: &Request<'_>, name: &str) -> bool {
+    (req.headers().get("Cookie"))
+        .flat_map(|header| header.split(';'))
+        .filter_map(|pair| Cookie::parse_encoded(pair.trim()).ok())
+        .any(|cookie| cookie.name() == name)
 }
 
 /// A route asks for a [`Session`] but the Rocket has no [`SessionFairing`].
