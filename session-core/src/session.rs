@@ -2518,9 +2518,16 @@ impl Session {
 
     async fn touch_if_due(&self, state: &mut State) -> Result<()> {
         let manager = self.manager();
-        let (Some(deadline), Some(stored)) = (self.touch_due(state), &state.stored) else {
+        let (Some(_), Some(stored)) = (self.touch_due(state), &state.stored) else {
             return Ok(());
         };
+        // From the time of this commit, not of the load: a touch does not
+        // change the version, so one from a slow request would otherwise
+        // replace a later request's deadline with its earlier one, or, past
+        // the idle timeout since its load, end a session in use.
+        let deadline = self
+            .lifetime_of(state)
+            .deadline(stored.created_at, manager.now());
         let (rid, version) = (stored.rid, stored.version);
         let owner = state.owner.as_deref();
         if manager
@@ -4640,6 +4647,46 @@ mod tests {
         assert_eq!(s.commit().await.unwrap(), SetCookie::Unchanged);
         assert_eq!(f.open(Some(&cookie)).expires_at().await.unwrap(), deadline);
         assert!(deadline.is_some());
+    }
+
+    /// A touch extends the idle deadline from the time its request commits,
+    /// not from when it loaded: a slow request never moves back a deadline
+    /// that a later request set, nor ends a session in use by touching it
+    /// into the past.
+    #[tokio::test]
+    async fn a_slow_requests_touch_never_moves_the_deadline_back() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        let deadline = || async { f.open(Some(&cookie)).expires_at().await.unwrap().unwrap() };
+        f.clock.advance(10 * MINUTE);
+        let slow = f.open(Some(&cookie));
+        assert_eq!(slow.get_string("name").await.unwrap(), "iris");
+        f.clock.advance(10 * MINUTE);
+        let quick = f.open(Some(&cookie));
+        quick.get_string("name").await.unwrap();
+        quick.commit().await.unwrap();
+        let quicks = deadline().await;
+        f.clock.advance(MINUTE);
+        slow.commit().await.unwrap();
+        assert!(deadline().await > quicks, "the slow request moved it back");
+
+        // Slower than the idle timeout (two hours), while other requests
+        // keep the session alive.
+        let slowest = f.open(Some(&cookie));
+        assert_eq!(slowest.get_string("name").await.unwrap(), "iris");
+        for _ in 0..5 {
+            f.clock.advance(30 * MINUTE);
+            let s = f.open(Some(&cookie));
+            assert_eq!(s.get_string("name").await.unwrap(), "iris");
+            s.commit().await.unwrap();
+        }
+        slowest.commit().await.unwrap();
+        let s = f.open(Some(&cookie));
+        assert_eq!(
+            s.get_string("name").await.unwrap(),
+            "iris",
+            "ended by a touch"
+        );
     }
 
     #[tokio::test]
