@@ -374,6 +374,11 @@ impl Manager {
     /// reads each entry of the owner's index, those of sessions just ended
     /// too, until their deadlines.
     ///
+    /// Behind a `session_memory::CachedStore` shared by several app
+    /// instances, another instance can still read (never write) an ended
+    /// session from its memory for up to the cache's `max_staleness`
+    /// (5 seconds by default): set it to zero where that matters.
+    ///
     /// # Errors
     /// [`Error::Store`] or [`Error::Timeout`] when the store's deletion
     /// fails. Once it has succeeded, a failure of the listing after it, or

@@ -38,7 +38,11 @@ use crate::{until, DEFAULT_MAX_BYTES};
 ///   copy, and a load or write that reached the backing store before or
 ///   during a delete (or a logout everywhere) does not cache what it read or
 ///   wrote. Deletes leave nothing in memory, so a flood of them (logouts with
-///   forged ids, say) cannot fill the cache.
+///   forged ids, say) cannot fill the cache. A delete abandoned before the
+///   backing store answered (the store timeout; the caller got an error) is
+///   the one exception: its backing call may still land later, after a load
+///   read the session again, and that copy may then be served for up to
+///   `max_staleness`, as on another instance.
 /// * **New sessions are cached by their first read**, not when created:
 ///   clients that keep no cookie (crawlers, health checks) make a session per
 ///   request that nobody reads again, and caching each would cost every
@@ -83,6 +87,9 @@ pub struct CachedStore<S> {
     /// How many invalidation predicates a burial left to moka.
     #[cfg(test)]
     predicates: AtomicU64,
+    /// Where a test holds a call of this store (see [`tests::Pauses`]).
+    #[cfg(test)]
+    pauses: Arc<tests::Pauses>,
 }
 
 /// Shards of [`CachedStore::burials`]: a burial only keeps loads of its own
@@ -210,6 +217,36 @@ impl<S> Drop for Unfinished<'_, S> {
     }
 }
 
+/// Drops the copy a [`CachedStore::remember`] may have put if it is dropped
+/// before it checked for burials counted outside the entry's compute (a
+/// logout everywhere): moka may have put the copy already, after the
+/// burial's predicate, which spares entries written after it.
+struct Recheck<'a, S> {
+    store: &'a CachedStore<S>,
+    id: &'a RecordId,
+    seen: Option<Seen>,
+}
+
+impl<S> Recheck<'_, S> {
+    /// Whether a burial in the record's shard was counted since `seen`.
+    fn buried(&self) -> bool {
+        (self.seen)
+            .is_some_and(|seen| self.store.burials(self.id).load(Ordering::SeqCst) != seen.burials)
+    }
+
+    fn finished(mut self) {
+        self.seen = None;
+    }
+}
+
+impl<S> Drop for Recheck<'_, S> {
+    fn drop(&mut self) {
+        if self.buried() {
+            self.store.bury_now(&Ending::Id(self.id));
+        }
+    }
+}
+
 /// The longest `max_staleness` and `idle_eviction` moka takes (it refuses
 /// more than 1 000 years): longer is no different from forever.
 const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
@@ -275,6 +312,8 @@ impl<S: Store> CachedStoreBuilder<S> {
             writes: Box::new(std::array::from_fn(|_| AtomicU64::new(0))),
             #[cfg(test)]
             predicates: AtomicU64::new(0),
+            #[cfg(test)]
+            pauses: Arc::default(),
         }
     }
 }
@@ -361,6 +400,13 @@ impl<S: Store> CachedStore<S> {
         let slot = Slot::new(Arc::clone(&new));
         let burials = self.burials(&record.id);
         let writes = &self.writes[shard(&record.id)];
+        let recheck = Recheck {
+            store: self,
+            id: &record.id,
+            seen: read_after,
+        };
+        #[cfg(test)]
+        let pauses = Arc::clone(&self.pauses);
         let done = cache
             .entry(record.id)
             .and_compute_with(|existing| {
@@ -419,17 +465,26 @@ impl<S: Store> CachedStore<S> {
                 if let (Op::Put(_) | Op::Remove, Some(state)) = (&op, state.as_mut()) {
                     state.retired = true;
                 }
-                std::future::ready(op)
+                #[cfg(test)]
+                let pauses = Arc::clone(&pauses);
+                async move {
+                    #[cfg(test)]
+                    pauses.at(tests::Pause::Deciding).await;
+                    op
+                }
             })
             .await;
+        #[cfg(test)]
+        self.pauses.at(tests::Pause::Decided).await;
         // A logout everywhere counts in every shard outside this entry's
         // compute, then drops its owner's copies by a predicate that spares
         // entries written after it: a copy put from a count that has moved
-        // since goes again.
+        // since goes again (and goes on drop if this is dropped first).
         let put = matches!(done, CompResult::Inserted(_) | CompResult::ReplacedWith(_));
-        if put && read_after.is_some_and(|seen| burials.load(Ordering::SeqCst) != seen.burials) {
+        if put && recheck.buried() {
             cache.invalidate(&record.id).await;
         }
+        recheck.finished();
     }
 
     /// Drops the cached copy of `id`.
@@ -937,6 +992,73 @@ mod tests {
         async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError> {
             self.inner.delete_owner(owner).await
         }
+    }
+
+    /// Points in a [`CachedStore`]'s own code where a test holds a call.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(super) enum Pause {
+        /// Inside `remember`'s compute: the burial count read, the copy
+        /// not put yet.
+        Deciding,
+        /// After `remember`'s compute, before its check of the burials.
+        Decided,
+    }
+
+    /// The pauses a test asked for, in order: each holds the first call that
+    /// reaches it until released.
+    #[derive(Debug, Default)]
+    pub(super) struct Pauses {
+        ahead: std::sync::Mutex<Vec<Pause>>,
+        reached: tokio::sync::Notify,
+        release: tokio::sync::Notify,
+    }
+
+    impl Pauses {
+        pub(super) async fn at(&self, point: Pause) {
+            let hold = {
+                let mut ahead = self.ahead.lock().unwrap();
+                let next = ahead.first() == Some(&point);
+                if next {
+                    ahead.remove(0);
+                }
+                next
+            };
+            if hold {
+                self.reached.notify_one();
+                self.release.notified().await;
+            }
+        }
+    }
+
+    /// A delete dropped once its backing call took effect (a store timeout)
+    /// counts its burial outside the entry's compute, while a load caches
+    /// what it read before the delete; the load is dropped (a client gone)
+    /// after moka put its copy, before it checked the count: the copy does
+    /// not stay.
+    #[tokio::test]
+    async fn a_load_dropped_after_caching_past_a_burial_leaves_no_copy() {
+        let (_, a, _) = pair(Duration::from_secs(60));
+        let a = Arc::new(a);
+        let r = record();
+        a.backing().create(&r).await.unwrap();
+        *a.pauses.ahead.lock().unwrap() = vec![Pause::Deciding, Pause::Decided];
+        let loading = tokio::spawn({
+            let (a, id) = (Arc::clone(&a), r.id);
+            async move { a.load(&id).await }
+        });
+        // The load read the record and the burial count, then the delete.
+        a.pauses.reached.notified().await;
+        a.backing().delete(&r.id).await.unwrap();
+        drop(Unfinished {
+            store: &*a,
+            ending: Some(Ending::Id(&r.id)),
+        });
+        // The copy goes in; the load is then dropped before its check.
+        a.pauses.release.notify_one();
+        a.pauses.reached.notified().await;
+        loading.abort();
+        assert!(loading.await.unwrap_err().is_cancelled());
+        assert_eq!(a.load(&r.id).await.unwrap(), None);
     }
 
     /// A cache in front of a [`Held`] store, and the store's signals.
