@@ -1692,7 +1692,9 @@ impl Session {
     }
 
     /// Logs the session in as `owner`: sets the owner and rotates the id in one
-    /// step (no session fixation), and restarts the absolute timeout. The
+    /// step (no session fixation), and restarts the absolute timeout. Over
+    /// another owner's session, a lifetime set for that owner ("remember
+    /// me") ends: set one after the login for this owner. The
     /// session is stored at once. When another request ended the session
     /// (or a login of its own retired it: a login form submitted twice)
     /// before this one could retire it, the login goes on with a fresh
@@ -1719,9 +1721,11 @@ impl Session {
     }
 
     /// Logs the session out and keeps it: drops the owner and rotates the id
-    /// in one step, keeping the data (a cart, a language) and the creation
-    /// time; the lifetime returns to the configured one (a "remember me"
-    /// ends with the login). The session no longer counts among the owner's
+    /// in one step, keeping the data (a cart, a language); the lifetime
+    /// returns to the configured one (a "remember me" ends with the login)
+    /// and the absolute timeout restarts, as for a new session (kept, an
+    /// absolute timeout that a "remember me" had lengthened could already be
+    /// over under the configured one). The session no longer counts among the owner's
     /// (a devices page, [`Manager::destroy_all_of`]). Keys the app keeps
     /// about the user are its own to remove. A session without an owner is
     /// left as it is. To end the session and its data instead (what most
@@ -2238,7 +2242,7 @@ impl Session {
         let old = state.stored.as_ref().map(|s| (s.rid, s.created_at));
         let old_version = state.stored.as_ref().map_or(0, |s| s.version);
         let created_at = match (&owner, old) {
-            (Owner::Keep | Owner::Logout, Some((_, created))) => created,
+            (Owner::Keep, Some((_, created))) => created,
             _ => now,
         };
         let previous_owner = state.owner.clone();
@@ -2253,6 +2257,13 @@ impl Session {
         match owner {
             Owner::Keep => {}
             Owner::Login(owner) => {
+                // A "remember me" of another owner does not carry over to
+                // this one (a shared computer): the lifetime returns to the
+                // configured one, for the app to set again.
+                if previous_owner.as_ref().is_some_and(|p| *p != owner) {
+                    state.lifetime = None;
+                    state.lifetime_dirty = true;
+                }
                 state.owner = Some(owner);
                 state.owner_dirty = true;
             }
@@ -5943,6 +5954,67 @@ mod tests {
     /// A logout whose new record is written but whose old one cannot be
     /// retired (touches fail) deletes the old one outright: the old id does
     /// not stay signed in.
+    /// Logging out two days into a 30-day "remember me" keeps the data
+    /// under the configured lifetime, which restarts: kept, the creation
+    /// time would put the new session past the configured absolute timeout
+    /// (a day) from the start.
+    #[tokio::test]
+    async fn a_logout_long_into_a_remember_me_keeps_the_data_alive() {
+        let f = fixture();
+        let s = f.open(None);
+        s.insert("cart", &1).await.unwrap();
+        s.login("alice").await.unwrap();
+        let month = Duration::from_secs(30 * 86_400);
+        let remember_me = Lifetime::new()
+            .with_idle_timeout(Some(month))
+            .with_absolute_timeout(Some(3 * month))
+            .with_persistent_cookie(true);
+        s.set_lifetime(Some(remember_me)).await.unwrap();
+        let signed_in = value(s.commit().await.unwrap());
+        f.clock.advance(Duration::from_secs(2 * 86_400));
+        let s = f.open(Some(&signed_in));
+        s.logout().await.unwrap();
+        let signed_out = value(s.commit().await.unwrap());
+        let kept = f.open(Some(&signed_out));
+        assert_eq!(kept.get::<i64>("cart").await.unwrap(), Some(1));
+        assert_eq!(kept.owner().await.unwrap(), None);
+        assert_eq!(
+            kept.lifetime().await.unwrap(),
+            f.manager.config().lifetime()
+        );
+    }
+
+    /// Bob logging in over Alice's "remember me" session (a shared
+    /// computer) does not get her persistent cookie; a login of the same
+    /// owner again keeps it.
+    #[tokio::test]
+    async fn a_login_of_another_owner_ends_the_previous_owners_remember_me() {
+        let f = fixture();
+        let s = f.open(None);
+        s.login("alice").await.unwrap();
+        let remember_me = Lifetime::new()
+            .with_idle_timeout(Some(Duration::from_secs(30 * 86_400)))
+            .with_persistent_cookie(true);
+        s.set_lifetime(Some(remember_me)).await.unwrap();
+        let alices = value(s.commit().await.unwrap());
+        let again = f.open(Some(&alices));
+        again.login("alice").await.unwrap();
+        let alices = match again.commit().await.unwrap() {
+            SetCookie::Set {
+                value,
+                max_age: Some(_),
+            } => value,
+            other => panic!("alice's login again ended her remember me: {other:?}"),
+        };
+        let s = f.open(Some(&alices));
+        s.login("bob").await.unwrap();
+        assert!(matches!(
+            s.commit().await.unwrap(),
+            SetCookie::Set { max_age: None, .. }
+        ));
+        assert_eq!(s.lifetime().await.unwrap(), f.manager.config().lifetime());
+    }
+
     #[tokio::test]
     async fn a_logout_that_cannot_retire_the_old_record_deletes_it() {
         let (f, hooked) = Hooked::fixture(false, false);
@@ -6724,7 +6796,8 @@ mod tests {
         let s = f.open(Some(&signed_out));
         assert_eq!(s.get::<i64>("cart").await.unwrap(), Some(3));
         assert_eq!(s.owner().await.unwrap(), None);
-        assert_eq!(created_at(&f, &s).await, created);
+        // The absolute timeout restarts with the new session.
+        assert!(created_at(&f, &s).await > created);
         assert_eq!(
             f.open(Some(&signed_in)).get::<i64>("cart").await.unwrap(),
             None
