@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! session-loadtest serve <variant> <port>
-//! session-loadtest memory <sessions> <ours|moka|tower|redis|postgres>
+//! session-loadtest memory <sessions> <ours|ours-owned|moka|tower|redis|postgres>
 //! session-loadtest cleanup
 //! ```
 //!
@@ -85,7 +85,7 @@ fn main() -> ExitCode {
             Err(_) => Err(format!("bad count {n:?}")),
         },
         _ => Err(
-            "usage: session-loadtest serve <variant> <port> | memory <sessions> <ours|moka|tower|redis|postgres> | cleanup"
+            "usage: session-loadtest serve <variant> <port> | memory <sessions> <ours|ours-owned|moka|tower|redis|postgres> | cleanup"
                 .into(),
         ),
     };
@@ -261,7 +261,15 @@ fn memory(n: usize, subject: &str) -> Result<(), String> {
         let before = rss_bytes();
         // Each fill measures while its store is still alive.
         let (len, value_bytes, after) = match subject {
-            "ours" => fill_ours(n).await?,
+            "ours" | "ours-owned" => {
+                let (len, value_bytes, after, charged) = fill_ours(n, subject == "ours-owned").await?;
+                let per = after.saturating_sub(before) as f64 / n as f64;
+                println!(
+                    "{{\"subject\": \"{subject}\", \"sessions\": {n}, \"len\": {len}, \"rss_bytes_per_session\": {per:.0}, \"value_bytes_per_session\": {value_bytes}, \"charged_bytes_per_session\": {:.0}}}",
+                    charged as f64 / n as f64
+                );
+                return Ok(());
+            }
             "moka" => fill_moka(n).await,
             "tower" => fill_tower(n).await?,
             "redis" | "postgres" => {
@@ -300,7 +308,12 @@ fn our_entry_bytes(i: u64) -> Result<usize, String> {
     Ok(18 + r.to_bytes().map_err(|e| e.to_string())?.len())
 }
 
-async fn fill_ours(n: usize) -> Result<(u64, usize, u64), String> {
+/// Fills our memory store with `n` sessions through the manager, each
+/// logged in as an owner of its own if `owned` (a login per user: the owner
+/// index's costliest shape), and returns the sessions kept, the bytes of
+/// one entry, the process's resident memory and the bytes the store
+/// charges to its budget.
+async fn fill_ours(n: usize, owned: bool) -> Result<(u64, usize, u64, u64), String> {
     let store = session_memory::MemoryStore::builder()
         .max_bytes(u64::MAX)
         .build();
@@ -310,10 +323,16 @@ async fn fill_ours(n: usize) -> Result<(u64, usize, u64), String> {
         s.insert("n", &(i as u64))
             .await
             .map_err(|e| e.to_string())?;
+        if owned {
+            s.login(&format!("user-{i:08}"))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         s.commit().await.map_err(|e| e.to_string())?;
     }
     store.remove_expired();
-    Ok((store.len(), our_entry_bytes(n as u64)?, rss_bytes()))
+    let entry = our_entry_bytes(n as u64)? + if owned { 13 } else { 0 };
+    Ok((store.len(), entry, rss_bytes(), store.bytes_used()))
 }
 
 /// Fills our Redis or PostgreSQL store with `n` sessions through the manager

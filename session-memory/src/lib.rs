@@ -46,16 +46,22 @@ pub(crate) fn until(deadline: Timestamp) -> Duration {
 /// How many independently locked parts the sessions are spread over.
 const SHARDS: usize = 64;
 
-/// What one session costs besides its entry's bytes (its slot in the table),
-/// counted against the budget so that it bounds real memory.
-const SLOT_BYTES: u64 = 64;
+/// What one session costs besides its entry's bytes (its slot in the table,
+/// the entry's allocation), counted against the budget so that it bounds
+/// real memory: `session-loadtest memory 1000000 ours` measured 116 bytes
+/// of resident memory per session beyond the entry.
+const SLOT_BYTES: u64 = 120;
 
-/// What a session with an owner costs besides, in the owner index: its
-/// record id in the owner's set, with the set's slot, plus (charged on top)
-/// the owner's name, counted for each of the owner's sessions though they
-/// share it, an upper bound: with many owners of one session each (a login
-/// per user), the index is a large share of the memory.
-const INDEX_BYTES: u64 = 48;
+/// What a session with an owner costs besides, in the owner index: the
+/// owner's entry in the index, its set of record ids and the owner's name
+/// (whose bytes are charged on top), counted for each of the owner's
+/// sessions though they share all but their id in the set: an upper bound,
+/// the cost of an owner of one session (a login per user, the index's
+/// costliest shape), where `session-loadtest memory 1000000 ours-owned`
+/// measured 364 bytes per session with 13-byte names beyond what `ours`
+/// measures. An owner's further sessions cost about 40 bytes each, so a
+/// budget holds fewer sessions than it could where owners have several.
+const INDEX_BYTES: u64 = 352;
 
 /// How often a shard that is written to drops its expired sessions.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
@@ -281,7 +287,9 @@ pub struct MemoryStoreBuilder {
 
 impl MemoryStoreBuilder {
     /// The memory budget for records, in bytes (approximate: each session
-    /// counts its encoded record plus 64 bytes for its slot). Default
+    /// counts its encoded record plus 120 bytes for its slot, and a session
+    /// with an owner 352 bytes more for the owner index, plus the owner's
+    /// name). Default
     /// [`DEFAULT_MAX_BYTES`]. The budget is split between 64 shards, and one
     /// session may take at most half a shard's share (`max_bytes / 128`, 2 MiB
     /// by default): a larger one is refused

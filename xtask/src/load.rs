@@ -1273,6 +1273,21 @@ the key once more for the update's own map, although the key was there already. 
 last one is gone (a value is set in place when its key is there): 26.1 per request;
 the instruction counts do not show it (a few hundred of about 28 000).
 
+What session 28 measured (no change to the measured paths; no new row): the memory
+store's charge against its budget (`MemoryStoreBuilder::max_bytes`) beside the
+resident memory it stands for, with `session-loadtest memory 1000000 ours` and the new
+subject `ours-owned` (each session logged in as an owner of its own, the owner index's
+costliest shape), which now print both. Without owners a session took 217 bytes and
+was charged 165; logged in, 594 bytes against 252 charged: the budget bounded about
+half the memory it claimed to. The slot is now charged 120 bytes instead of 64 and an
+owned session 352 bytes more instead of 48 (the owner's name on top, as before), so
+the charge is at least what was measured; an owner's further sessions cost about 40
+bytes each, so with several sessions per owner the budget now holds fewer sessions
+than it could. The load run on this session's machine (`--only` the axum memory
+variants) was not written into the table: bare axum served 57k-59k req/s there, a
+third of session 26's machine, at 14.90 µs of server CPU per request; ours' memory
+`read` cost 21.00 µs (tower-sessions 22.87 µs, the floor 17.16 µs).
+
 What is still between ours and the ceiling, by the profile (row `session 18`) and the
 load runs (session 18's, whose axum ratios to bare sit about 15 % low, and the earlier
 ones; session 20's, 24's and 25's runs have sections of their own):
