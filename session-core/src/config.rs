@@ -424,6 +424,13 @@ impl ConfigBuilder {
     ///     .unwrap();
     /// assert_eq!(config.touch_interval(), Duration::from_secs(60)); // as configured
     /// ```
+    ///
+    /// "Used" means loaded: whether a request's commit extends the deadline
+    /// is decided by the time the request loaded the session (it reads the
+    /// clock once), so a request that runs longer than half the idle timeout
+    /// (a long poll of 40 s under a 60 s idle timeout) may leave the deadline
+    /// where it was. Give sessions used that way an idle timeout well over
+    /// twice the request's duration.
     pub fn with_touch_interval(mut self, interval: Duration) -> Self {
         self.config.touch_interval = interval;
         self

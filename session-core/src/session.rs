@@ -190,6 +190,11 @@ impl fmt::Debug for Session {
 enum Change {
     Set(String, Vec<u8>),
     Remove(String),
+    /// Removes the value under the key if it is still the one this request
+    /// took (`take`, `take_flash`): applied again on a record saved
+    /// meanwhile, it leaves a value another request set there since (a new
+    /// flash message of the same key) for the next request to take.
+    Take(String, Vec<u8>),
     /// Removes every flash value (`flashes`) or every other value: applied
     /// again on a record saved meanwhile, it clears what that record holds.
     /// Recorded only when the request saw something to clear, so that a
@@ -851,7 +856,8 @@ impl Session {
             return Ok(None);
         };
         let value = self.decode(key, bytes)?;
-        Self::push(&mut state, Change::Remove(key.to_owned()));
+        let taken = bytes.clone();
+        Self::push(&mut state, Change::Take(key.to_owned(), taken));
         Ok(Some(value))
     }
 
@@ -2615,7 +2621,7 @@ fn pending_value<'a>(data: &'a Data, changes: &'a [Change], key: &str) -> Option
     for change in changes.iter().rev() {
         match change {
             Change::Set(k, v) if k == key => return Some(v),
-            Change::Remove(k) if k == key => return None,
+            Change::Remove(k) | Change::Take(k, _) if k == key => return None,
             Change::Clear { flashes } if is_flash_key(key) == *flashes => return None,
             _ => {}
         }
@@ -2633,6 +2639,11 @@ fn apply(data: &mut Data, change: &Change) {
         Change::Set(k, v) => set(data, k, v.clone()),
         Change::Remove(k) => {
             data.remove(k);
+        }
+        Change::Take(k, taken) => {
+            if data.get(k) == Some(taken) {
+                data.remove(k);
+            }
         }
         Change::Clear { flashes } => data.retain(|k, _| is_flash_key(k) != *flashes),
     }
@@ -4994,6 +5005,42 @@ mod tests {
             "the clear covers what the other request wrote first"
         );
         assert_eq!(s.flash_keys().await.unwrap(), ["notice"]);
+    }
+
+    /// A flash taken by one request while another sets a new one under the
+    /// same key: the taking request's save conflicts, and applying its take
+    /// again on the newer record leaves the new flash for the next request.
+    #[tokio::test]
+    async fn a_take_applied_again_after_a_conflict_keeps_a_flash_set_meanwhile() {
+        let f = fixture();
+        let s = f.open(None);
+        s.insert_flash("notice", "one").await.unwrap();
+        let cookie = value(s.commit().await.unwrap());
+        let a = f.open(Some(&cookie));
+        assert_eq!(
+            a.take_flash::<String>("notice").await.unwrap().as_deref(),
+            Some("one")
+        );
+        assert_eq!(
+            a.take_flash::<String>("notice").await.unwrap(),
+            None,
+            "taken once"
+        );
+        let b = f.open(Some(&cookie));
+        b.insert_flash("notice", "two").await.unwrap();
+        b.commit().await.unwrap();
+        a.commit().await.unwrap();
+        let s = f.open(Some(&cookie));
+        assert_eq!(
+            s.take_flash::<String>("notice").await.unwrap().as_deref(),
+            Some("two")
+        );
+        s.commit().await.unwrap();
+        // Taken when it is still the value taken: gone.
+        assert_eq!(
+            f.open(Some(&cookie)).flash_keys().await.unwrap(),
+            Vec::<String>::new()
+        );
     }
 
     /// A cookie that verified under a previous key is issued again under the

@@ -146,9 +146,12 @@ fn within_limits(config: &Config, raw: &str) -> bool {
     !raw.is_empty() && raw.len() <= config.max_cookie_len
 }
 
-/// How many values with the session's cookie name a request may present:
-/// later ones are ignored, so a header repeating the name thousands of times
-/// costs no more than a few.
+/// How many values with the session's cookie name, of the length the
+/// manager issues, a request may present: later ones are ignored, so a
+/// header repeating the name thousands of times costs no more than a few.
+/// Values of another length are skipped without counting, so cookies of the
+/// name planted with other paths or domains (a sibling subdomain's, which
+/// the browser may send first) cannot hide the session's behind them.
 pub(crate) const MAX_CANDIDATES: usize = 8;
 
 /// How many valid ids after the first a request may present for its session
@@ -198,8 +201,12 @@ impl Incoming {
         config: &Config,
         values: impl IntoIterator<Item = &'a str>,
     ) -> (Self, bool) {
-        let mut values = values.into_iter().take(MAX_CANDIDATES).peekable();
+        let mut values = values.into_iter().peekable();
         let presented = values.peek().is_some();
+        let issued_len = protected_len(&config.security);
+        let values = values
+            .filter(|v| v.len() == issued_len)
+            .take(MAX_CANDIDATES);
         let incoming = match config.security {
             CookieSecurity::Plain => {
                 Self::checked(values.filter_map(|v| verify(config, v)), presented)
@@ -681,13 +688,14 @@ mod tests {
             ];
             let (mut incoming, presented) = Incoming::from_values(&c, values);
             assert!(presented);
-            // Oversized and empty values are dropped at once; the rest wait.
+            // Values of another length than this mode issues (oversized,
+            // empty, a plain id) are dropped at once; the rest wait.
             let Incoming::Sealed(kept) = &incoming else {
                 panic!("verified before use: {incoming:?}");
             };
-            assert_eq!(kept.len(), 3);
+            assert_eq!(kept.len(), 2);
             // Debug output never shows a sealed value.
-            assert_eq!(format!("{incoming:?}"), "Sealed(3 values)");
+            assert_eq!(format!("{incoming:?}"), "Sealed(2 values)");
             assert_eq!(incoming.id(&c), Some(&id), "the first valid value wins");
             assert!(matches!(&incoming, Incoming::Checked(Some(_), _, more) if more.len() == 1));
             // The later valid one is the fallback, then there is none.
@@ -708,18 +716,42 @@ mod tests {
     #[test]
     fn only_the_first_few_values_are_tried() {
         let keys = CookieKeys::new(Key::generate());
-        for security in [CookieSecurity::Plain, CookieSecurity::Signed(keys)] {
+        let other_keys = CookieKeys::new(Key::generate());
+        for (security, other) in [
+            (CookieSecurity::Plain, CookieSecurity::Plain),
+            (
+                CookieSecurity::Signed(keys),
+                CookieSecurity::Signed(other_keys),
+            ),
+        ] {
             let c = config(security);
             let id = Id::generate().unwrap();
             let good = encode_value(&c, &id);
-            let mut values = vec!["junk"; MAX_CANDIDATES - 1];
+            // Of the issued length, but not a valid id (under this key).
+            let forged = match other {
+                CookieSecurity::Plain => "!".repeat(good.len()),
+                other => encode_value(&config(other), &Id::generate().unwrap()),
+            };
+            assert_eq!(forged.len(), good.len());
+            let mut values = vec![forged.as_str(); MAX_CANDIDATES - 1];
             values.push(&good);
             let (mut incoming, _) = Incoming::from_values(&c, values.iter().copied());
             assert_eq!(incoming.id(&c), Some(&id), "{:?}", c.security());
-            values.insert(0, "junk");
+            values.insert(0, &forged);
             let (mut incoming, presented) = Incoming::from_values(&c, values.iter().copied());
             assert!(presented);
             assert_eq!(incoming.id(&c), None, "{:?}", c.security());
+            // Values of another length do not count: however many come
+            // first (cookies of the name set for other paths or domains),
+            // the session's is found.
+            let mut values = vec!["junk"; 100];
+            values.push(&good);
+            let (mut incoming, presented) = Incoming::from_values(&c, values.iter().copied());
+            assert!(presented);
+            assert_eq!(incoming.id(&c), Some(&id), "{:?}", c.security());
+            let (mut incoming, presented) = Incoming::from_values(&c, ["junk"]);
+            assert!(presented, "a value of the name was presented");
+            assert_eq!(incoming.id(&c), None);
         }
     }
 

@@ -59,7 +59,8 @@ const SLOT_BYTES: u64 = 120;
 /// the cost of an owner of one session (a login per user, the index's
 /// costliest shape), where `session-loadtest memory 1000000 ours-owned`
 /// measured 364 bytes per session with 13-byte names beyond what `ours`
-/// measures. An owner's further sessions cost about 40 bytes each, so a
+/// measures. An owner's further sessions cost only their id in the
+/// owner's hash set (about 40 to 75 bytes each, as the set grows), so a
 /// budget holds fewer sessions than it could where owners have several.
 const INDEX_BYTES: u64 = 352;
 

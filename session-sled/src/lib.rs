@@ -37,7 +37,12 @@
 //! cache, or reads one record from disk. The sweep and the owner calls,
 //! which scan and may read many cold records, run on Tokio's blocking pool
 //! rather than on a runtime worker. (sled's lock still makes other calls
-//! wait for each of their transactions, one record at a time.)
+//! wait for each of their transactions, one record at a time.) A
+//! single-record call therefore holds its worker thread while sled waits
+//! (a disk that stalls, or another transaction of sled's holding its
+//! lock), and the manager's store timeout, which needs the thread back,
+//! cannot end it before sled answers; the sled store is an embedded
+//! database for one process, where such a wait is the disk's.
 //!
 //! # Durability
 //!
