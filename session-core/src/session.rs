@@ -241,7 +241,8 @@ struct State {
     ended: bool,
     /// The time of this request: read once, when the record is first looked
     /// up, and used again to decide whether the idle deadline is due for
-    /// extension (one clock read per request instead of two).
+    /// extension (one clock read per request that makes no touch; a touch
+    /// reads it again for its new deadline).
     now: Option<Timestamp>,
     /// Moves on whenever this request's copy stops being the record it was
     /// (ended, or a rotation under way): an update that waited for its save
@@ -1699,8 +1700,9 @@ impl Session {
 
     /// Logs the session in as `owner`: sets the owner and rotates the id in one
     /// step (no session fixation), and restarts the absolute timeout. Over
-    /// another owner's session, a lifetime set for that owner ("remember
-    /// me") ends: set one after the login for this owner. The
+    /// another owner's session, a lifetime stored for that owner ("remember
+    /// me") ends; one set in this request, before or after the login, is
+    /// this owner's and stays. The
     /// session is stored at once. When another request ended the session
     /// (or a login of its own retired it: a login form submitted twice)
     /// before this one could retire it, the login goes on with a fresh
@@ -2264,9 +2266,10 @@ impl Session {
             Owner::Keep => {}
             Owner::Login(owner) => {
                 // A "remember me" of another owner does not carry over to
-                // this one (a shared computer): the lifetime returns to the
-                // configured one, for the app to set again.
-                if previous_owner.as_ref().is_some_and(|p| *p != owner) {
+                // this one (a shared computer): the stored lifetime returns
+                // to the configured one, for the app to set again. One this
+                // request set (before the login) is this owner's and stays.
+                if previous_owner.as_ref().is_some_and(|p| *p != owner) && !state.lifetime_dirty {
                     state.lifetime = None;
                     state.lifetime_dirty = true;
                 }
@@ -2618,10 +2621,14 @@ fn flash_key(key: &str) -> String {
 /// The value under `key` once `changes` are applied to `data`, without
 /// applying them.
 fn pending_value<'a>(data: &'a Data, changes: &'a [Change], key: &str) -> Option<&'a [u8]> {
-    for change in changes.iter().rev() {
+    for (at, change) in changes.iter().enumerate().rev() {
         match change {
             Change::Set(k, v) if k == key => return Some(v),
-            Change::Remove(k) | Change::Take(k, _) if k == key => return None,
+            Change::Remove(k) if k == key => return None,
+            // Removes only the value it took: another stays.
+            Change::Take(k, taken) if k == key => {
+                return pending_value(data, &changes[..at], key).filter(|v| v != taken);
+            }
             Change::Clear { flashes } if is_flash_key(key) == *flashes => return None,
             _ => {}
         }
@@ -4693,7 +4700,8 @@ mod tests {
         assert!(deadline().await > quicks, "the slow request moved it back");
 
         // Slower than the idle timeout (two hours), while other requests
-        // keep the session alive.
+        // keep the session alive; its touch is due when it loads.
+        f.clock.advance(2 * MINUTE);
         let slowest = f.open(Some(&cookie));
         assert_eq!(slowest.get_string("name").await.unwrap(), "iris");
         for _ in 0..5 {
@@ -5040,6 +5048,28 @@ mod tests {
         assert_eq!(
             f.open(Some(&cookie)).flash_keys().await.unwrap(),
             Vec::<String>::new()
+        );
+    }
+
+    /// An update after a take in the same request, when another request set
+    /// the key meanwhile, starts from that request's value: the take removes
+    /// only the value it took.
+    #[tokio::test]
+    async fn an_update_after_a_take_starts_from_a_value_set_meanwhile() {
+        let f = fixture();
+        let s = f.open(None);
+        s.insert("n", &5).await.unwrap();
+        let cookie = value(s.commit().await.unwrap());
+        let a = f.open(Some(&cookie));
+        assert_eq!(a.take::<i64>("n").await.unwrap(), Some(5));
+        let b = f.open(Some(&cookie));
+        b.insert("n", &7).await.unwrap();
+        b.commit().await.unwrap();
+        assert_eq!(a.increment("n", 1).await.unwrap(), 8);
+        a.commit().await.unwrap();
+        assert_eq!(
+            f.open(Some(&cookie)).get::<i64>("n").await.unwrap(),
+            Some(8)
         );
     }
 
@@ -5998,9 +6028,6 @@ mod tests {
         assert_eq!(s.lifetime().await.unwrap(), remember_me);
     }
 
-    /// A logout whose new record is written but whose old one cannot be
-    /// retired (touches fail) deletes the old one outright: the old id does
-    /// not stay signed in.
     /// Logging out two days into a 30-day "remember me" keeps the data
     /// under the configured lifetime, which restarts: kept, the creation
     /// time would put the new session past the configured absolute timeout
@@ -6055,13 +6082,32 @@ mod tests {
         };
         let s = f.open(Some(&alices));
         s.login("bob").await.unwrap();
+        let bobs = match s.commit().await.unwrap() {
+            SetCookie::Set {
+                value,
+                max_age: None,
+            } => value,
+            other => panic!("bob got alice's remember me: {other:?}"),
+        };
+        assert_eq!(s.lifetime().await.unwrap(), f.manager.config().lifetime());
+        // A lifetime set in the request, before the login, is the new
+        // owner's.
+        let s = f.open(Some(&bobs));
+        s.set_lifetime(Some(remember_me)).await.unwrap();
+        s.login("carol").await.unwrap();
         assert!(matches!(
             s.commit().await.unwrap(),
-            SetCookie::Set { max_age: None, .. }
+            SetCookie::Set {
+                max_age: Some(_),
+                ..
+            }
         ));
-        assert_eq!(s.lifetime().await.unwrap(), f.manager.config().lifetime());
+        assert_eq!(s.lifetime().await.unwrap(), remember_me);
     }
 
+    /// A logout whose new record is written but whose old one cannot be
+    /// retired (touches fail) deletes the old one outright: the old id does
+    /// not stay signed in.
     #[tokio::test]
     async fn a_logout_that_cannot_retire_the_old_record_deletes_it() {
         let (f, hooked) = Hooked::fixture(false, false);

@@ -53,16 +53,16 @@ const SHARDS: usize = 64;
 const SLOT_BYTES: u64 = 120;
 
 /// What a session with an owner costs besides, in the owner index: the
-/// owner's entry in the index, its set of record ids and the owner's name
+/// owner's entry in the index with its record ids, and the owner's name
 /// (whose bytes are charged on top), counted for each of the owner's
-/// sessions though they share all but their id in the set: an upper bound,
-/// the cost of an owner of one session (a login per user, the index's
-/// costliest shape), where `session-loadtest memory 1000000 ours-owned`
-/// measured 364 bytes per session with 13-byte names beyond what `ours`
-/// measures. An owner's further sessions cost only their id in the
-/// owner's hash set (about 40 to 75 bytes each, as the set grows), so a
-/// budget holds fewer sessions than it could where owners have several.
-const INDEX_BYTES: u64 = 352;
+/// sessions though they share all but their id: an upper bound, the cost of
+/// an owner of one session (a login per user, the index's costliest shape),
+/// where `session-loadtest memory 1000000 ours-owned` measured 204 bytes
+/// per session with 13-byte names beyond what `ours` measures. An owner's
+/// further sessions cost only their id in the owner's hash set (about 40 to
+/// 75 bytes each, as the set grows), so a budget holds fewer sessions than
+/// it could where owners have several.
+const INDEX_BYTES: u64 = 200;
 
 /// How often a shard that is written to drops its expired sessions.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
@@ -72,7 +72,60 @@ const SWEEP_EVERY: Duration = Duration::from_secs(10);
 const SWEEP_YIELD_EVERY: usize = 4096;
 
 /// Owner -> ids of that owner's records.
-type OwnerIndex = Mutex<HashMap<String, HashSet<RecordId>>>;
+type OwnerIndex = Mutex<HashMap<String, OwnerIds>>;
+
+/// The ids of one owner's records. Most owners have one session (a login
+/// per user), kept inline: a set of its own costs an allocation of about
+/// 150 bytes per owner.
+#[derive(Debug, Clone)]
+enum OwnerIds {
+    One(RecordId),
+    Many(HashSet<RecordId>),
+}
+
+impl OwnerIds {
+    fn insert(&mut self, id: RecordId) {
+        match self {
+            Self::One(one) if *one == id => {}
+            Self::One(one) => *self = Self::Many(HashSet::from([*one, id])),
+            Self::Many(ids) => drop(ids.insert(id)),
+        }
+    }
+
+    /// Removes `id`; `true` when no id is left.
+    fn remove(&mut self, id: &RecordId) -> bool {
+        match self {
+            Self::One(one) => one == id,
+            Self::Many(ids) => {
+                ids.remove(id);
+                match ids.len() {
+                    0 => true,
+                    1 => {
+                        let last = ids.iter().next().copied();
+                        if let Some(last) = last {
+                            *self = Self::One(last);
+                        }
+                        false
+                    }
+                    _ => false,
+                }
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &RecordId> {
+        let (one, many) = match self {
+            Self::One(one) => (Some(one), None),
+            Self::Many(ids) => (None, Some(ids.iter())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+
+    #[cfg(test)]
+    fn contains(&self, id: &RecordId) -> bool {
+        self.iter().any(|i| i == id)
+    }
+}
 
 /// Locks a mutex whose data stays consistent even if a holder panicked: every
 /// change below is a single map operation.
@@ -82,16 +135,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn index_remove(index: &OwnerIndex, owner: &str, id: &RecordId) {
     let mut map = lock(index);
-    if let Some(ids) = map.get_mut(owner) {
-        ids.remove(id);
-        if ids.is_empty() {
-            map.remove(owner);
-        }
+    if map.get_mut(owner).is_some_and(|ids| ids.remove(id)) {
+        map.remove(owner);
     }
 }
 
 fn index_add(index: &OwnerIndex, owner: &str, id: RecordId) {
-    lock(index).entry(owner.to_owned()).or_default().insert(id);
+    let mut map = lock(index);
+    match map.get_mut(owner) {
+        Some(ids) => ids.insert(id),
+        None => drop(map.insert(owner.to_owned(), OwnerIds::One(id))),
+    }
 }
 
 /// The record's owner as its entry keeps it: an empty one is none
@@ -276,7 +330,9 @@ impl Default for MemoryStore {
 
 /// The least memory budget a [`MemoryStore`] takes
 /// ([`MemoryStoreBuilder::max_bytes`] raises smaller ones to it): 256 KiB,
-/// in which each session may take up to 2 KiB.
+/// in which each session may take up to 2 KiB of the budget (its record,
+/// and the slot and owner index charges: a record of about 1.9 KiB, or
+/// 1.7 KiB with a short owner name).
 pub const MIN_MAX_BYTES: u64 = 256 * 1024;
 
 /// Builds a [`MemoryStore`].
@@ -289,15 +345,15 @@ pub struct MemoryStoreBuilder {
 impl MemoryStoreBuilder {
     /// The memory budget for records, in bytes (approximate: each session
     /// counts its encoded record plus 120 bytes for its slot, and a session
-    /// with an owner 352 bytes more for the owner index, plus the owner's
+    /// with an owner 200 bytes more for the owner index, plus the owner's
     /// name). Default
     /// [`DEFAULT_MAX_BYTES`]. The budget is split between 64 shards, and one
     /// session may take at most half a shard's share (`max_bytes / 128`, 2 MiB
     /// by default): a larger one is refused
     /// ([`StoreErrorKind::Rejected`](session_core::StoreErrorKind::Rejected))
     /// rather than pushing out every other session of its shard. A budget
-    /// under [`MIN_MAX_BYTES`] (256 KiB, so sessions up to 2 KiB fit) is
-    /// raised to it: below about 20 KiB no session at all would fit.
+    /// under [`MIN_MAX_BYTES`] (256 KiB, so sessions charged up to 2 KiB fit)
+    /// is raised to it: far below, no session at all would fit.
     pub fn max_bytes(mut self, max_bytes: u64) -> Self {
         self.max_bytes = max_bytes.max(MIN_MAX_BYTES);
         self
@@ -588,6 +644,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// An owner's ids: one inline, a set from the second, one inline again
+    /// when all but one are removed; empty only when the last one goes.
+    #[test]
+    fn owner_ids_hold_one_inline_and_more_in_a_set() {
+        let [a, b, c] = [1, 2, 3].map(|_| Id::generate().unwrap().record_id());
+        let mut ids = OwnerIds::One(a);
+        ids.insert(a);
+        assert!(matches!(ids, OwnerIds::One(one) if one == a));
+        ids.insert(b);
+        assert!(matches!(&ids, OwnerIds::Many(set) if set.len() == 2));
+        assert!(ids.contains(&a) && ids.contains(&b) && !ids.contains(&c));
+        assert!(!ids.remove(&c));
+        assert!(!ids.remove(&a));
+        assert!(matches!(ids, OwnerIds::One(one) if one == b));
+        assert_eq!(ids.iter().collect::<Vec<_>>(), [&b]);
+        assert!(!ids.remove(&a), "not held: nothing changes");
+        assert!(ids.remove(&b), "the last one");
     }
 
     #[tokio::test]
