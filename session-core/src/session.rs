@@ -2697,6 +2697,18 @@ mod tests {
     }
 
     impl Fixture {
+        /// A session signed in as alice with a 30-day "remember me", its
+        /// cookie and that lifetime.
+        async fn remembered_alice(&self) -> (String, Lifetime) {
+            let s = self.open(None);
+            s.login("alice").await.unwrap();
+            let remember_me = Lifetime::new()
+                .with_idle_timeout(Some(Duration::from_secs(30 * 86_400)))
+                .with_persistent_cookie(true);
+            s.set_lifetime(Some(remember_me)).await.unwrap();
+            (value(s.commit().await.unwrap()), remember_me)
+        }
+
         /// Loads and saves since `before` (counts taken earlier).
         fn loads_and_saves_since(&self, before: &CallCounts) -> (u64, u64) {
             let after = self.store.counts();
@@ -4898,6 +4910,11 @@ mod tests {
         assert_eq!(s.get_string("name").await.unwrap(), "iris");
     }
 
+    /// The flash `notice` as a request takes it.
+    async fn take_notice(s: &Session) -> Option<String> {
+        s.take_flash("notice").await.unwrap()
+    }
+
     #[tokio::test]
     async fn flash_values_are_read_once() {
         let f = fixture();
@@ -4913,19 +4930,10 @@ mod tests {
             s.peek_flash::<String>("notice").await.unwrap().as_deref(),
             Some("saved")
         );
-        assert_eq!(
-            s.take_flash::<String>("notice").await.unwrap().as_deref(),
-            Some("saved")
-        );
-        assert_eq!(s.take_flash::<String>("notice").await.unwrap(), None);
+        assert_eq!(take_notice(&s).await.as_deref(), Some("saved"));
+        assert_eq!(take_notice(&s).await, None);
         s.commit().await.unwrap();
-        assert_eq!(
-            f.open(Some(&cookie))
-                .take_flash::<String>("notice")
-                .await
-                .unwrap(),
-            None
-        );
+        assert_eq!(take_notice(&f.open(Some(&cookie))).await, None);
     }
 
     #[tokio::test]
@@ -4962,7 +4970,7 @@ mod tests {
 
         let s = f.open(Some(&cookie));
         assert!(s.flash_keys().await.unwrap().is_empty());
-        assert_eq!(s.take_flash::<String>("notice").await.unwrap(), None);
+        assert_eq!(take_notice(&s).await, None);
         assert_eq!(s.get::<i64>("c").await.unwrap(), Some(3));
     }
 
@@ -5025,24 +5033,14 @@ mod tests {
         s.insert_flash("notice", "one").await.unwrap();
         let cookie = value(s.commit().await.unwrap());
         let a = f.open(Some(&cookie));
-        assert_eq!(
-            a.take_flash::<String>("notice").await.unwrap().as_deref(),
-            Some("one")
-        );
-        assert_eq!(
-            a.take_flash::<String>("notice").await.unwrap(),
-            None,
-            "taken once"
-        );
+        assert_eq!(take_notice(&a).await.as_deref(), Some("one"));
+        assert_eq!(take_notice(&a).await, None, "taken once");
         let b = f.open(Some(&cookie));
         b.insert_flash("notice", "two").await.unwrap();
         b.commit().await.unwrap();
         a.commit().await.unwrap();
         let s = f.open(Some(&cookie));
-        assert_eq!(
-            s.take_flash::<String>("notice").await.unwrap().as_deref(),
-            Some("two")
-        );
+        assert_eq!(take_notice(&s).await.as_deref(), Some("two"));
         s.commit().await.unwrap();
         // Taken when it is still the value taken: gone.
         assert_eq!(
@@ -6009,13 +6007,7 @@ mod tests {
     #[tokio::test]
     async fn a_logout_that_cannot_write_leaves_the_session_signed_in() {
         let (f, hook) = Hooked::fixture(false, false);
-        let s = f.open(None);
-        s.login("alice").await.unwrap();
-        let remember_me = Lifetime::new()
-            .with_idle_timeout(Some(Duration::from_secs(30 * 86_400)))
-            .with_persistent_cookie(true);
-        s.set_lifetime(Some(remember_me)).await.unwrap();
-        let signed_in = value(s.commit().await.unwrap());
+        let (signed_in, remember_me) = f.remembered_alice().await;
         hook.fail_creates.store(true, Ordering::SeqCst);
         let s = f.open(Some(&signed_in));
         assert!(matches!(s.logout().await, Err(Error::Store { .. })));
@@ -6064,13 +6056,7 @@ mod tests {
     #[tokio::test]
     async fn a_login_of_another_owner_ends_the_previous_owners_remember_me() {
         let f = fixture();
-        let s = f.open(None);
-        s.login("alice").await.unwrap();
-        let remember_me = Lifetime::new()
-            .with_idle_timeout(Some(Duration::from_secs(30 * 86_400)))
-            .with_persistent_cookie(true);
-        s.set_lifetime(Some(remember_me)).await.unwrap();
-        let alices = value(s.commit().await.unwrap());
+        let (alices, remember_me) = f.remembered_alice().await;
         let again = f.open(Some(&alices));
         again.login("alice").await.unwrap();
         let alices = match again.commit().await.unwrap() {
