@@ -181,13 +181,25 @@ pub(crate) mod tests {
                 .build()
                 .unwrap();
             let m = Manager::new(TestStore::default(), config);
+            // Signed under another key: of the issued length, so kept
+            // sealed until used.
+            let other = Config::builder()
+                .with_security(crate::CookieSecurity::Signed(crate::CookieKeys::new(
+                    crate::Key::generate(),
+                )))
+                .build()
+                .unwrap();
+            let forged = format!(
+                "session={}",
+                crate::transport::encode_value(&other, &crate::Id::generate().unwrap())
+            );
             // Never used: not verified, so not counted as rejected.
-            let s = m.session_from_cookies(["session=forged"]);
+            let s = m.session_from_cookies([forged.as_str()]);
             assert_eq!(s.commit_without_store(), Some(SetCookie::Unchanged));
             assert_eq!(counts.get("session_rejected_cookies_total"), 0);
             // Used: verified once, though an update asks for the id twice
             // (to find the record's turn, then to load).
-            let s = m.session_from_cookies(["session=forged"]);
+            let s = m.session_from_cookies([forged.as_str()]);
             assert_eq!(s.increment("n", 1).await.unwrap(), 1);
             assert_eq!(s.get::<i64>("n").await.unwrap(), Some(1));
             assert_eq!(counts.get("session_rejected_cookies_total"), 1);

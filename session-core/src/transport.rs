@@ -229,7 +229,8 @@ impl Incoming {
     /// The first of the `valid` ids (and whether it came under a previous
     /// key), with the next few kept for fallback. Counts a rejection
     /// (`session_rejected_cookies_total`) when values were presented and
-    /// none is valid: at once for plain ids and values over the size limit,
+    /// none is valid: at once for plain ids and values of another length than
+    /// the issued one (over the size limit too),
     /// at first use for signed and private ones.
     fn checked(mut valid: impl Iterator<Item = (Id, bool)>, presented: bool) -> Self {
         match valid.next() {
