@@ -149,9 +149,11 @@ fn within_limits(config: &Config, raw: &str) -> bool {
 /// How many values with the session's cookie name, of the length the
 /// manager issues, a request may present: later ones are ignored, so a
 /// header repeating the name thousands of times costs no more than a few.
-/// Values of another length are skipped without counting, so cookies of the
-/// name planted with other paths or domains (a sibling subdomain's, which
-/// the browser may send first) cannot hide the session's behind them.
+/// Values of another length are skipped without counting, so junk cookies of
+/// the name set for other paths or domains (a sibling subdomain's, which
+/// the browser may send first) cannot hide the session's behind them. Values
+/// forged at the issued length (no secret) still count: the `__Host-` name
+/// prefix, which no other host can set, is the defence against those.
 pub(crate) const MAX_CANDIDATES: usize = 8;
 
 /// How many valid ids after the first a request may present for its session
