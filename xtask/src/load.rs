@@ -1289,7 +1289,10 @@ each, as the set grows), so with several sessions per owner the budget holds few
 sessions than it could. The load run on this session's machine (`--only` the axum memory
 variants) was not written into the table: bare axum served 57k-59k req/s there, a
 third of session 26's machine, at 14.90 µs of server CPU per request; ours' memory
-`read` cost 21.00 µs (tower-sessions 22.87 µs, the floor 17.16 µs).
+`read` cost 21.00 µs (tower-sessions 22.87 µs, the floor 17.16 µs). Profile row
+`session 28`, on this session's code: the memory cases within 1 % of row `session 25`
+(`read` 24.5k instructions, `write` 27.8k); the Redis reads 2 % higher, as is
+`axum-floor-redis`, which runs no session code (another machine and kernel).
 
 What is still between ours and the ceiling, by the profile (row `session 18`) and the
 load runs (session 18's, whose axum ratios to bare sit about 15 % low, and the earlier
