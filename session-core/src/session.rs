@@ -1710,6 +1710,15 @@ impl Session {
     /// [`cycle_id`](Self::cycle_id), it runs to the end even if the future
     /// it returns is dropped midway.
     ///
+    /// Another request of the same client that writes to the session (or
+    /// extends its idle deadline) while the login retires the old id finds
+    /// its session gone, writes nothing, and answers with the cookie's
+    /// removal, as for a session destroyed meanwhile: if the browser handles
+    /// that answer after the login's, it drops the new cookie and the user
+    /// is signed out again. Keep requests that write to the session from
+    /// running alongside the login (a login page that sends no background
+    /// requests which write to the session).
+    ///
     /// # Errors
     /// [`Error::Invalid`] for an empty owner, one over [`MAX_OWNER_LEN`]
     /// bytes or one with a NUL character, [`Error::Random`] when the OS cannot supply
