@@ -2706,6 +2706,13 @@ mod tests {
     }
 
     impl Fixture {
+        /// A stored session holding the flash `notice`, and its cookie.
+        async fn with_notice(&self, text: &str) -> String {
+            let s = self.open(None);
+            s.insert_flash("notice", text).await.unwrap();
+            value(s.commit().await.unwrap())
+        }
+
         /// A session signed in as alice with a 30-day "remember me", its
         /// cookie and that lifetime.
         async fn remembered_alice(&self) -> (String, Lifetime) {
@@ -3375,10 +3382,7 @@ mod tests {
         assert_eq!(s.get_string("name").await.unwrap(), "iris");
         assert_eq!(s.get::<Vec<String>>("tags").await.unwrap(), Some(tags));
         assert_eq!(s.get_string("first").await.unwrap(), "a");
-        assert_eq!(
-            s.take_flash::<String>("notice").await.unwrap().as_deref(),
-            Some("saved")
-        );
+        assert_eq!(take_notice(&s).await.as_deref(), Some("saved"));
     }
 
     #[tokio::test]
@@ -3681,16 +3685,11 @@ mod tests {
     #[tokio::test]
     async fn the_commit_writes_what_a_failed_save_carried() {
         let f = fixture();
-        let s = f.open(None);
-        s.insert_flash("notice", "hi").await.unwrap();
-        let cookie = value(s.commit().await.unwrap());
+        let cookie = f.with_notice("hi").await;
         // Through an update's gathered save, and through a plain save.
         for plain in [false, true] {
             let s = f.open(Some(&cookie));
-            assert_eq!(
-                s.take_flash::<String>("notice").await.unwrap().as_deref(),
-                Some("hi")
-            );
+            assert_eq!(take_notice(&s).await.as_deref(), Some("hi"));
             s.insert("round", &plain).await.unwrap();
             f.store.fail_saves_with(Some(StoreErrorKind::Unavailable));
             if plain {
@@ -3703,7 +3702,7 @@ mod tests {
             s.commit().await.unwrap();
             assert!(s.commit_without_store().is_some(), "nothing left to write");
             let next = f.open(Some(&cookie));
-            assert_eq!(next.take_flash::<String>("notice").await.unwrap(), None);
+            assert_eq!(take_notice(&next).await, None);
             assert_eq!(next.get::<bool>("round").await.unwrap(), Some(plain));
             // The failed increment was not acknowledged: not stored.
             assert_eq!(next.get::<i64>("views").await.unwrap(), None);
@@ -5038,9 +5037,7 @@ mod tests {
     #[tokio::test]
     async fn a_take_applied_again_after_a_conflict_keeps_a_flash_set_meanwhile() {
         let f = fixture();
-        let s = f.open(None);
-        s.insert_flash("notice", "one").await.unwrap();
-        let cookie = value(s.commit().await.unwrap());
+        let cookie = f.with_notice("one").await;
         let a = f.open(Some(&cookie));
         assert_eq!(take_notice(&a).await.as_deref(), Some("one"));
         assert_eq!(take_notice(&a).await, None, "taken once");
