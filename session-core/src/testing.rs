@@ -12,6 +12,8 @@
 //!   real server.
 //! * [`Seeded`] and [`interleave`] poll concurrent futures in a random but
 //!   repeatable order, for randomized tests of what they do to a store.
+//! * [`skip`] reports a test that cannot run for want of a server: a failure
+//!   in CI, a skip recorded for the test command's summary elsewhere.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -423,6 +425,56 @@ impl Store for TestStore {
         let before = map.len();
         map.retain(|_, r| r.is_expired(now) || r.owner.as_deref() != Some(owner));
         Ok((before - map.len()) as u64)
+    }
+}
+
+/// The environment variable naming the file where [`skip`] records each
+/// skipped test's reason, one per line. `cargo xtask test` sets it and lists
+/// the reasons after the run, since `cargo test` hides what a passing test
+/// printed.
+pub const SKIPS_FILE_VAR: &str = "SESSION_TEST_SKIPS";
+
+/// Whether the tests run in CI (`CI=true`), where a test that cannot run is a
+/// failure, never a skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Reports a test that cannot run because something it needs is missing (a
+/// server, a browser): in CI ([`in_ci`]) it panics with `reason`; elsewhere it
+/// prints `SKIPPED: reason` and appends `reason` to the file named by
+/// [`SKIPS_FILE_VAR`], if set, so the test command can report it after
+/// `cargo test` has hidden the test's output. The caller then returns
+/// without running the test. `reason` should say what is missing and how to
+/// get it (the install command, the variable to set).
+///
+/// ```should_panic
+/// // In CI a missing server fails the test.
+/// std::env::set_var("CI", "true");
+/// session_core::testing::skip("Redis at redis://127.0.0.1:6379 (refused; apt-get install redis-server)");
+/// ```
+///
+/// # Panics
+/// In CI, always.
+pub fn skip(reason: &str) {
+    assert!(!in_ci(), "required in CI but not available: {reason}");
+    eprintln!("SKIPPED: {reason}");
+    let Some(path) = std::env::var_os(SKIPS_FILE_VAR) else {
+        return;
+    };
+    // One `write` in append mode per line, so lines of concurrent tests and
+    // test binaries do not interleave.
+    let line = format!("{}\n", reason.replace('\n', " "));
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+    if let Err(e) = written {
+        eprintln!(
+            "SKIPPED, and not recorded in {}: {e}",
+            path.to_string_lossy()
+        );
     }
 }
 

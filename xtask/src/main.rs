@@ -294,12 +294,43 @@ fn test() -> Result {
     if ci && !skipped.is_empty() {
         return Err(format!("CI needs every server: {}", skipped.join("; ")));
     }
+    // Where the tests record what they skipped (`session_core::testing::skip`):
+    // `cargo test` shows nothing a passing test printed.
+    let skips_file = env::temp_dir().join(format!("session-xtask-skips-{}", std::process::id()));
+    let _ = fs::remove_file(&skips_file);
+    envs.push((SKIPS_FILE_VAR, skips_file.to_string_lossy().into_owned()));
     let result = cargo(&["test", "--workspace", "--all-features"], &envs);
     drop(throwaways);
+    let recorded = fs::read_to_string(&skips_file).unwrap_or_default();
+    let _ = fs::remove_file(&skips_file);
+    skipped.extend(skipped_tests(&recorded));
     for s in &skipped {
         eprintln!("xtask: SKIPPED: {s}");
     }
     result
+}
+
+/// The variable naming the file where the tests record each skip
+/// (`session_core::testing::SKIPS_FILE_VAR`).
+const SKIPS_FILE_VAR: &str = "SESSION_TEST_SKIPS";
+
+/// The reasons the tests recorded for their skips, each once, with how many
+/// tests gave it, in the order first recorded.
+fn skipped_tests(recorded: &str) -> Vec<String> {
+    let mut reasons: Vec<(&str, usize)> = Vec::new();
+    for line in recorded.lines().filter(|l| !l.trim().is_empty()) {
+        match reasons.iter_mut().find(|(r, _)| *r == line) {
+            Some((_, n)) => *n += 1,
+            None => reasons.push((line, 1)),
+        }
+    }
+    reasons
+        .into_iter()
+        .map(|(reason, n)| match n {
+            1 => format!("1 test: {reason}"),
+            n => format!("{n} tests: {reason}"),
+        })
+        .collect()
 }
 
 /// The URL of a throwaway PostgreSQL ([`Throwaway::postgres`]).
@@ -696,6 +727,19 @@ mod tests {
             let want: Vec<SocketAddr> = want.iter().map(|a| a.parse().unwrap()).collect();
             assert_eq!(server_addrs(url, 6379), want, "{url}");
         }
+    }
+
+    #[test]
+    fn lists_each_recorded_skip_once_with_its_count() {
+        let recorded = "Redis at a (refused)\nbrowser test (no chromium)\n\nRedis at a (refused)\n";
+        assert_eq!(
+            skipped_tests(recorded),
+            [
+                "2 tests: Redis at a (refused)",
+                "1 test: browser test (no chromium)"
+            ]
+        );
+        assert!(skipped_tests("").is_empty());
     }
 
     #[test]

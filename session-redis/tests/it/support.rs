@@ -7,19 +7,11 @@ use std::time::{Duration, Instant};
 use session_core::testing::WithCleanup;
 use session_redis::RedisStore;
 
-/// Whether a missing server fails the run instead of skipping.
-pub(crate) fn servers_required() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
 /// Reports a missing server: a panic in CI, a loud skip elsewhere.
 pub(crate) fn missing(what: &str, why: &str) {
-    if servers_required() {
-        panic!("{what} is required in CI but is not available: {why}");
-    }
-    eprintln!(
-        "SKIPPED: {what} is not available ({why}); install redis-server (apt-get install redis-server) or point the variable at a server"
-    );
+    session_core::testing::skip(&format!(
+        "{what} is not available ({why}); install redis-server (apt-get install redis-server) or point the variable at a server"
+    ));
 }
 
 pub(crate) fn unique_prefix() -> String {

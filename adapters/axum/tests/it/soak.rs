@@ -44,10 +44,9 @@ async fn soak_on_redis_is_error_free_and_loses_no_increment() {
     let store = match session_redis::RedisStore::connect(&url).await {
         Ok(s) => s.with_prefix(prefix.clone()),
         Err(e) => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("Redis at {url} is required in CI: {e}");
-            }
-            eprintln!("SKIPPED: soak on Redis ({url}: {e})");
+            session_core::testing::skip(&format!(
+                "soak on Redis ({url}: {e}; install: apt-get install redis-server, or set REDIS_URL)"
+            ));
             return;
         }
     };
