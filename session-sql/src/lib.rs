@@ -385,7 +385,9 @@ pub(crate) struct Queries {
     pub(crate) dynamic_types: bool,
     pub(crate) text_holds_nul: bool,
     /// The lock's name, one for every table of this crate in the database:
-    /// tables of one schema also share its `CREATE SCHEMA`.
+    /// tables of one schema also share its `CREATE SCHEMA`. (MySQL's lock
+    /// statements add a hash of the database to it, as its locks are the
+    /// server's.)
     pub(crate) lock_name: String,
 }
 
@@ -403,7 +405,17 @@ impl Queries {
                 .replace("{t}", &t)
                 .replace("{m}", &m)
                 .replace("{n}", &table.name)
-                .replace("{s}", table.schema.as_deref().unwrap_or(""));
+                .replace("{s}", table.schema.as_deref().unwrap_or(""))
+                // The table's database as an SQL expression (MySQL): its
+                // schema, a checked identifier, as a string, or the
+                // connection's database.
+                .replace(
+                    "{d}",
+                    &table
+                        .schema
+                        .as_ref()
+                        .map_or_else(|| "DATABASE()".to_owned(), |s| format!("'{s}'")),
+                );
             if !dialect.numbered {
                 return sql;
             }

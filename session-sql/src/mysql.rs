@@ -36,10 +36,14 @@ pub(crate) static MYSQL: Dialect = Dialect {
     dynamic_types: false,
     text_holds_nul: true,
     // Waits up to the store's migration wait for another instance's
-    // migration (the second parameter, in seconds).
+    // migration (the second parameter, in seconds). `GET_LOCK`'s names are
+    // the server's, not a database's: the name ends with a hash of the
+    // table's database (`{d}`), so that apps on other databases of the
+    // server do not wait for each other, and stays within the 64
+    // characters a lock name may have.
     migration_lock: MigrationLock::Session {
-        lock: "SELECT GET_LOCK(?, ?)",
-        unlock: "SELECT RELEASE_LOCK(?)",
+        lock: "SELECT GET_LOCK(CONCAT(?, ' ', SHA1(COALESCE({d}, ''))), ?)",
+        unlock: "SELECT RELEASE_LOCK(CONCAT(?, ' ', SHA1(COALESCE({d}, ''))))",
     },
 };
 
@@ -60,12 +64,33 @@ sql_store!(
 impl MySqlStore {
     /// Connects a pool (10 connections, 5 s to acquire one) to `url`.
     ///
+    /// Each connection sets `innodb_lock_wait_timeout` to 5 seconds, the
+    /// manager's default store timeout, instead of the server's 50: a
+    /// statement the store gave up on (the store timeout, or a request that
+    /// went away) closes its connection, but the server does not notice
+    /// while the statement waits for a row lock another transaction holds,
+    /// and would otherwise write when that lock goes, up to 50 s after the
+    /// request answered, keeping a server connection of its own busy all the
+    /// while (under a long lock, enough of them use up `max_connections`).
+    /// A statement that waits longer fails with a lock wait timeout, an
+    /// [`Unavailable`](session_core::StoreErrorKind::Unavailable) error. A
+    /// pool of your own ([`from_pool`](Self::from_pool)) gets the same with
+    /// `SET SESSION innodb_lock_wait_timeout = 5` in its `after_connect`.
+    ///
     /// # Errors
     /// [`SqlStoreError::Connect`] when the database does not answer.
     pub async fn connect(url: &str) -> Result<Self, SqlStoreError> {
         let pool = MySqlPoolOptions::new()
             .max_connections(10)
             .acquire_timeout(Duration::from_secs(5))
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::query("SET SESSION innodb_lock_wait_timeout = 5")
+                        .execute(conn)
+                        .await
+                        .map(drop)
+                })
+            })
             .connect(url)
             .await
             .map_err(SqlStoreError::Connect)?;

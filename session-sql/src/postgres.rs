@@ -52,12 +52,41 @@ sql_store!(
 impl PostgresStore {
     /// Connects a pool (10 connections, 5 s to acquire one) to `url`.
     ///
+    /// Each connection sets `client_connection_check_interval` to one
+    /// second (PostgreSQL 14 and later, on Linux; elsewhere the setting is
+    /// skipped): a statement the store gave up on (the manager's store
+    /// timeout, or a request that went away) closes its connection, and the
+    /// server then ends the statement within a second instead of letting it
+    /// wait on for a row lock another transaction holds and write when that
+    /// lock goes, long after the request answered; nor does each abandoned
+    /// statement keep a server process of its own busy meanwhile, which,
+    /// under a long lock, used up the server's `max_connections`. A pool of
+    /// your own ([`from_pool`](Self::from_pool)) gets the same with
+    /// `SET client_connection_check_interval = 1000` in its `after_connect`.
+    ///
     /// # Errors
     /// [`SqlStoreError::Connect`] when the database does not answer.
     pub async fn connect(url: &str) -> Result<Self, SqlStoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(10)
             .acquire_timeout(Duration::from_secs(5))
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    let set = sqlx::query("SET client_connection_check_interval = 1000")
+                        .execute(conn)
+                        .await;
+                    match set {
+                        // Before PostgreSQL 14 the setting does not exist,
+                        // and off Linux it must stay 0: the connection works
+                        // without it.
+                        Err(sqlx::Error::Database(e)) => {
+                            tracing::debug!(error = %e, "client_connection_check_interval not set");
+                            Ok(())
+                        }
+                        other => other.map(drop),
+                    }
+                })
+            })
             .connect(url)
             .await
             .map_err(SqlStoreError::Connect)?;

@@ -61,9 +61,9 @@ macro_rules! sql_store {
             /// How long [`migrate`](Self::migrate) waits for the database
             /// lock that another instance's migration holds before it fails
             /// ([`MIGRATION_WAIT`]($crate::MIGRATION_WAIT), ten minutes, by
-            /// default; whole seconds on MySQL/MariaDB, at least one). On
-            /// PostgreSQL it also bounds the wait of each migration statement
-            /// for the table's own locks (a long transaction on the table, say).
+            /// default; whole seconds on MySQL/MariaDB, at least one). It also
+            /// bounds the wait of each migration statement for the table's own
+            /// locks (a long transaction on the table, say).
             pub fn with_migration_wait(mut self, wait: std::time::Duration) -> Self {
                 self.migration_wait = wait;
                 self
@@ -91,14 +91,17 @@ macro_rules! sql_store {
             /// Safe to run from several instances at once: they take turns
             /// under one database lock, on PostgreSQL an advisory lock held by
             /// the transaction the migrations run in (released however it
-            /// ends), on MySQL/MariaDB `GET_LOCK` (where the server refuses it,
-            /// as Galera does, the migrations run without it; a wait for it
-            /// that a statement timeout or a `KILL QUERY` interrupts is an
-            /// error, since another instance is migrating then). The wait
-            /// for the lock is bounded by
-            /// [`with_migration_wait`](Self::with_migration_wait) (ten
+            /// ends), on MySQL/MariaDB `GET_LOCK` under a name of the table's
+            /// database (where the server refuses it, as Galera does, the
+            /// migrations run without it; a wait for it that a statement
+            /// timeout or a `KILL QUERY` interrupts is an error, since another
+            /// instance is migrating then). The wait for the lock is bounded
+            /// by [`with_migration_wait`](Self::with_migration_wait) (ten
             /// minutes by default): past it, `migrate` fails and says that
-            /// another instance holds the lock.
+            /// another instance holds the lock. So is each migration
+            /// statement's wait for the table's own locks (a long transaction
+            /// that read the table, say, which every session statement would
+            /// otherwise queue behind).
             ///
             /// A database that has every migration already is only read
             /// (`SELECT version FROM <table>_migrations`), with no lock and no
@@ -180,6 +183,18 @@ macro_rules! sql_store {
                     }
                     $crate::MigrationLock::Session { lock, unlock } => {
                         let wait_s = self.migration_wait.as_secs().clamp(1, i32::MAX as u64) as i64;
+                        // (MySQL, the one dialect with a session lock.) A
+                        // migration's DDL waits for the table's metadata
+                        // lock, behind any open transaction that read the
+                        // table, for up to a year by default, and every
+                        // session statement queues behind that wait: bound
+                        // it by the migration wait, as PostgreSQL's
+                        // `lock_timeout` does. The connection is closed
+                        // afterwards, so the setting goes with it.
+                        sqlx::query(&format!("SET SESSION lock_wait_timeout = {wait_s}"))
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(fail(0))?;
                         let taken: Result<Option<i64>, _> = sqlx::query_scalar(lock)
                             .bind(&q.lock_name)
                             .bind(wait_s)

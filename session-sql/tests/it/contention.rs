@@ -439,7 +439,7 @@ async fn mysql_a_migration_whose_wait_for_the_lock_is_cut_short_fails() {
     .execute(&holder)
     .await
     .expect("drop");
-    sqlx::query("SELECT RELEASE_LOCK('session-sql migrate')")
+    sqlx::query(&format!("SELECT RELEASE_LOCK({MYSQL_LOCK})"))
         .execute(&mut held)
         .await
         .expect("release");
@@ -464,6 +464,10 @@ fn refused_for_the_lock(result: Result<(), session_sql::SqlStoreError>) -> Strin
         .to_string()
 }
 
+/// The name of the MariaDB/MySQL migration lock of the connection's
+/// database, as `migrate` takes it.
+const MYSQL_LOCK: &str = "CONCAT('session-sql migrate', ' ', SHA1(COALESCE(DATABASE(), '')))";
+
 /// Takes the MariaDB/MySQL migration lock on a connection of its own, not a
 /// pooled one: if the test fails, closing it releases the lock that every
 /// other test's `migrate` takes.
@@ -471,7 +475,7 @@ async fn hold_mysql_migration_lock() -> sqlx::MySqlConnection {
     let mut held = sqlx::MySqlConnection::connect(&support::mysql_url())
         .await
         .expect("connect");
-    let taken: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK('session-sql migrate', 60)")
+    let taken: Option<i64> = sqlx::query_scalar(&format!("SELECT GET_LOCK({MYSQL_LOCK}, 60)"))
         .fetch_one(&mut held)
         .await
         .expect("take the lock");
@@ -547,7 +551,7 @@ async fn mysql_a_migration_waits_for_the_lock_no_longer_than_told() {
         .with_table(fresh)
         .with_migration_wait(Duration::from_secs(1));
     migrate_gives_up_after_its_wait(second.migrate()).await;
-    sqlx::query("SELECT RELEASE_LOCK('session-sql migrate')")
+    sqlx::query(&format!("SELECT RELEASE_LOCK({MYSQL_LOCK})"))
         .execute(&mut held)
         .await
         .expect("release");
@@ -560,4 +564,135 @@ async fn mysql_a_migration_waits_for_the_lock_no_longer_than_told() {
     .await
     .expect("look");
     assert_eq!(created, 0, "the table was created without the lock");
+}
+
+/// On MariaDB/MySQL a migration whose DDL waits for the table's metadata
+/// lock (a transaction that read the table and is still open: a backup, a
+/// report) gives up after the store's migration wait instead of the
+/// server's year, and holds the migration lock of its own database only:
+/// an app migrating a table in another database of the server meanwhile
+/// does not wait for it (`GET_LOCK`'s names are the server's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_a_migration_blocked_by_a_reader_gives_up_and_holds_only_its_databases_lock() {
+    let Some(store) = support::mysql().await else {
+        return;
+    };
+    let pool = store.inner().pool().clone();
+    let name = store.inner().table().name().to_owned();
+    // Migration 2 is to run again (it can: it sets the column's type).
+    sqlx::query(&format!(
+        "DELETE FROM `{name}_migrations` WHERE version = 2"
+    ))
+    .execute(&pool)
+    .await
+    .expect("forget migration 2");
+    let mut reader = sqlx::MySqlConnection::connect(&support::mysql_url())
+        .await
+        .expect("connect");
+    let mut reading = reader.begin().await.expect("begin");
+    sqlx::query(&format!("SELECT COUNT(*) FROM `{name}`"))
+        .execute(&mut *reading)
+        .await
+        .expect("read the table");
+
+    let blocked = session_sql::MySqlStore::from_pool(pool.clone())
+        .with_table(store.inner().table().clone())
+        .with_migration_wait(Duration::from_secs(2));
+    let started = Instant::now();
+    let blocked = tokio::spawn(async move { blocked.migrate().await });
+    until_waiting("the migration's ALTER", || {
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+             WHERE STATE LIKE 'Waiting for table metadata lock%' AND INFO LIKE ?",
+        )
+        .bind(format!("ALTER TABLE `{name}`%"))
+        .fetch_one(&pool)
+    })
+    .await;
+    // Meanwhile, a table in a database of its own migrates at once.
+    let database = support::unique("session_sql_db_");
+    let elsewhere = session_sql::Table::new("sessions")
+        .expect("name")
+        .with_schema(&database)
+        .expect("schema");
+    let other = session_sql::MySqlStore::from_pool(pool.clone())
+        .with_table(elsewhere)
+        .with_migration_wait(Duration::from_secs(1));
+    let other_migrated = bounded("the other database's migrate", other.migrate()).await;
+    let gave_up = bounded("the blocked migrate", blocked).await.expect("join");
+    let waited = started.elapsed();
+    reading.rollback().await.expect("end the read");
+    sqlx::query(&format!("DROP DATABASE IF EXISTS `{database}`"))
+        .execute(&pool)
+        .await
+        .expect("drop the other database");
+    other_migrated.expect("another database's migration waited for this one's lock");
+    let error = gave_up.expect_err("the ALTER ran beside an open reader");
+    assert!(
+        matches!(
+            error,
+            session_sql::SqlStoreError::Migrate { version: 2, .. }
+        ),
+        "{error:?}"
+    );
+    assert!(waited < Duration::from_secs(15), "{waited:?}");
+    // Once the reader is gone, migrating again finishes the job.
+    store
+        .inner()
+        .migrate()
+        .await
+        .expect("migrate after the reader");
+}
+
+/// On MariaDB/MySQL each connection waits at most 5 s for a row lock (the
+/// manager's default store timeout), not the server's 50 s: the server does
+/// not notice that the store closed the connection of a statement it gave
+/// up on, so the statement would wait on and write when the lock went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_connections_wait_for_a_row_lock_no_longer_than_the_store_timeout() {
+    let Some(store) = support::mysql().await else {
+        return;
+    };
+    let wait: u64 = sqlx::query_scalar("SELECT @@SESSION.innodb_lock_wait_timeout")
+        .fetch_one(store.inner().pool())
+        .await
+        .expect("read the setting");
+    assert_eq!(wait, 5);
+}
+
+/// On PostgreSQL a statement the store gave up on while it waited for a row
+/// lock ends within about a second of its connection's closing
+/// (`client_connection_check_interval`), instead of waiting on, one server
+/// process each, and writing once the lock goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_an_abandoned_statement_ends_on_the_server_too() {
+    let Some(store) = support::postgres().await else {
+        return;
+    };
+    let r = record(HOUR);
+    store.create(&r).await.expect("create");
+    let (table, holder) = locked_row(store.inner(), &r).await;
+    for _ in 0..3 {
+        let touch = store.touch(&r.id, r.version, None, r.expires_at + HOUR);
+        let abandoned = tokio::time::timeout(Duration::from_millis(300), touch).await;
+        assert!(abandoned.is_err(), "the touch went through a locked row");
+    }
+    let waiting = || {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM pg_stat_activity \
+             WHERE wait_event_type = 'Lock' AND query LIKE $1",
+        )
+        .bind(format!("UPDATE {table}%"))
+        .fetch_one(store.inner().pool())
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut left = waiting().await.expect("count");
+    while left > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        left = waiting().await.expect("count");
+    }
+    holder.rollback().await.expect("release the row");
+    assert_eq!(left, 0, "abandoned statements still waited on the server");
+    let stored = store.load(&r.id).await.expect("load").expect("live");
+    assert_eq!(stored.expires_at, r.expires_at, "an abandoned touch landed");
 }

@@ -204,7 +204,8 @@ pub(crate) async fn mysql_in_table(
         block_on_thread(move || async move {
             if let Ok(pool) = sqlx::MySqlPool::connect(&cleanup_url).await {
                 let _ = sqlx::query(&format!(
-                    "DROP TABLE IF EXISTS `{name}`, `{name}_migrations`, `{name}_faults`"
+                    "DROP TABLE IF EXISTS `{name}`, `{name}_migrations`, `{name}_faults`, \
+                     `{name}_w`, `{name}_w_migrations`, `{name}_2`, `{name}_2_migrations`"
                 ))
                 .execute(&pool)
                 .await;
