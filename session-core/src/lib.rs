@@ -28,6 +28,19 @@ pub mod testing;
 pub use after::CommitAfter;
 pub use async_trait::async_trait;
 pub use erased_serde;
+/// The `time` crate, whose `OffsetDateTime` [`Session::expires_at`] and
+/// [`SessionView`]'s times are, with its default features off: reading
+/// them needs no dependency of your own (`time`'s `formatting` feature,
+/// in your own `time` dependency, adds `format`).
+///
+/// ```
+/// use session_core::time::OffsetDateTime;
+///
+/// let t = OffsetDateTime::UNIX_EPOCH;
+/// let shown = format!("{}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day());
+/// assert_eq!(shown, "1970-01-01");
+/// ```
+pub use time;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 #[cfg(feature = "json")]

@@ -157,6 +157,22 @@ pub enum RedisStoreError {
     },
 }
 
+/// `?` on a connect in a `main` (or a set-up function) that returns
+/// `std::io::Result`, as the quick start's does: an
+/// [`ErrorKind::Other`](std::io::ErrorKind::Other) error whose source is this
+/// one.
+///
+/// ```no_run
+/// # async fn run() -> std::io::Result<()> {
+/// let store = session_redis::RedisStore::connect("redis://127.0.0.1:6379").await?;
+/// # drop(store); Ok(()) }
+/// ```
+impl From<RedisStoreError> for std::io::Error {
+    fn from(e: RedisStoreError) -> Self {
+        std::io::Error::other(e)
+    }
+}
+
 impl From<RedisStoreError> for StoreError {
     fn from(e: RedisStoreError) -> Self {
         let kind = match &e {

@@ -119,6 +119,24 @@ pub enum SledStoreError {
     Encode(#[source] session_core::RecordDecodeError),
 }
 
+/// `?` on [`SledStore::open`] in a `main` (or a set-up function) that returns
+/// `std::io::Result`, as the quick start's does: an
+/// [`ErrorKind::Other`](std::io::ErrorKind::Other) error whose source is this
+/// one.
+///
+/// ```no_run
+/// fn main() -> std::io::Result<()> {
+///     let store = session_sled::SledStore::open("sessions.db")?;
+///     # drop(store);
+///     Ok(())
+/// }
+/// ```
+impl From<SledStoreError> for std::io::Error {
+    fn from(e: SledStoreError) -> Self {
+        std::io::Error::other(e)
+    }
+}
+
 impl From<SledStoreError> for StoreError {
     fn from(e: SledStoreError) -> Self {
         let kind = match &e {

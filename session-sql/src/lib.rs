@@ -154,6 +154,24 @@ pub enum SqlStoreError {
     OutOfRange(&'static str),
 }
 
+/// `?` on a connect or `migrate` in a `main` (or a set-up function) that
+/// returns `std::io::Result`, as the quick start's does: an
+/// [`ErrorKind::Other`](std::io::ErrorKind::Other) error whose source is this
+/// one.
+///
+/// ```no_run
+/// # #[cfg(feature = "postgres")]
+/// # async fn run() -> std::io::Result<()> {
+/// let store = session_sql::PostgresStore::connect("postgres://postgres@127.0.0.1/test").await?;
+/// store.migrate().await?;
+/// # Ok(()) }
+/// ```
+impl From<SqlStoreError> for std::io::Error {
+    fn from(e: SqlStoreError) -> Self {
+        std::io::Error::other(e)
+    }
+}
+
 impl From<SqlStoreError> for StoreError {
     fn from(e: SqlStoreError) -> Self {
         let kind = match &e {

@@ -17,7 +17,11 @@ async fn count(session: Session) -> Result<String, SessionError> {
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     // Secure, HttpOnly, SameSite=Lax cookies, idle and absolute timeouts:
-    // the defaults. Swap MemoryStore for RedisStore, PostgresStore, ...
+    // the defaults. For sessions that outlive the process, swap the store:
+    // `session_redis::RedisStore::connect("redis://127.0.0.1:6379").await?`,
+    // or `session_sql::PostgresStore::connect(url).await?` followed by
+    // `store.migrate().await?` (creates the table) and a
+    // `session_axum::Sweeper` (deletes expired rows; README, "Store matrix").
     let manager = Manager::new(MemoryStore::new(), Config::default());
     let app = Router::new()
         .route("/", get(count))

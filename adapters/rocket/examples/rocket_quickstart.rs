@@ -18,7 +18,12 @@ async fn count(session: Session) -> Result<String, SessionError> {
 #[launch]
 fn rocket() -> _ {
     // Secure, HttpOnly, SameSite=Lax cookies, idle and absolute timeouts:
-    // the defaults. Swap MemoryStore for RedisStore, PostgresStore, ...
+    // the defaults. For sessions that outlive the process, swap the store
+    // (make this an `async fn` to await its connect):
+    // `session_redis::RedisStore::connect_lazy("redis://127.0.0.1:6379")`,
+    // or `session_sql::PostgresStore::connect(url).await` followed by
+    // `store.migrate().await` (creates the table) and a
+    // `session_rocket::Sweeper` (deletes expired rows; README, "Store matrix").
     let manager = Manager::new(MemoryStore::new(), Config::default());
     rocket::build()
         .attach(SessionFairing::new(manager))
