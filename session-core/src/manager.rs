@@ -277,6 +277,21 @@ impl Manager {
     /// by several app instances, the copies may be up to its `max_staleness`
     /// old.
     ///
+    /// ```
+    /// # async fn page(manager: session_core::Manager) -> session_core::Result<()> {
+    /// // A "your devices" page: one line per session of the signed-in user.
+    /// for device in manager.load_sessions_of("alice").await? {
+    ///     let agent: Option<String> = device.get("user_agent")?;
+    ///     println!(
+    ///         "{} since {}, last seen {:?}",
+    ///         agent.as_deref().unwrap_or("unknown device"),
+    ///         device.created_at(),
+    ///         device.last_seen(),
+    ///     );
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Store`] or [`Error::Timeout`].
     pub async fn load_sessions_of(&self, owner: &str) -> Result<Vec<SessionView>> {
@@ -303,6 +318,17 @@ impl Manager {
     /// protection, as any action that changes state). An id that belongs to
     /// someone else (a tampered form) ends nothing: a session's owner changes
     /// only with its id, at [`Session::login`].
+    ///
+    /// ```
+    /// # async fn page(manager: session_core::Manager) -> session_core::Result<()> {
+    /// // The "end this device" button: the record id comes from the page's
+    /// // form (`SessionView::record_id`, as text), the owner from the session.
+    /// let id: session_core::RecordId = "0".repeat(64).parse()?;
+    /// if !manager.destroy_session_of("alice", &id).await? {
+    ///     // Not one of alice's: a stale page or a tampered form.
+    /// }
+    /// # Ok(()) }
+    /// ```
     ///
     /// The request's own session is better ended with [`Session::destroy`],
     /// which also removes its cookie. A device that is rotating its id at
@@ -378,6 +404,14 @@ impl Manager {
     /// instances, another instance can still read (never write) an ended
     /// session from its memory for up to the cache's `max_staleness`
     /// (5 seconds by default): set it to zero where that matters.
+    ///
+    /// ```
+    /// # async fn page(manager: session_core::Manager) -> session_core::Result<()> {
+    /// // "Log out everywhere", or after a password reset.
+    /// let ended = manager.destroy_all_of("alice").await?;
+    /// println!("{ended} sessions ended");
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// [`Error::Store`] or [`Error::Timeout`] when the store's deletion

@@ -964,6 +964,20 @@ impl Session {
     /// conflict, or when another handle of the request rotates or destroys
     /// the session while the update waits): keep side effects out of it.
     ///
+    /// ```
+    /// # async fn handler(session: session_core::Session) -> session_core::Result<()> {
+    /// // A cart of item ids: two tabs adding at once both land.
+    /// let cart: Vec<u32> = session
+    ///     .update("cart", |cart: Option<Vec<u32>>| {
+    ///         let mut cart = cart.unwrap_or_default();
+    ///         cart.push(42);
+    ///         cart
+    ///     })
+    ///     .await?;
+    /// assert!(cart.contains(&42));
+    /// # Ok(()) }
+    /// ```
+    ///
     /// An update in a request that has already read the session starts from
     /// that copy instead of loading it again (one load and one save for the
     /// request); if another process saved the session since, the first
@@ -1522,6 +1536,26 @@ impl Session {
     /// The override is stored with the session and holds on later requests;
     /// `None` returns to the configured lifetime.
     ///
+    /// ```
+    /// # async fn handler(session: session_core::Session) -> session_core::Result<()> {
+    /// use std::time::Duration;
+    /// use session_core::Lifetime;
+    ///
+    /// // "Remember me": 30 days idle, 90 at most, a cookie that outlives the
+    /// // browser. Both timeouts are set: an idle timeout longer than the
+    /// // configured absolute one (24 hours by default) would be refused.
+    /// let day = Duration::from_secs(24 * 3600);
+    /// session
+    ///     .set_lifetime(Some(
+    ///         Lifetime::new()
+    ///             .with_idle_timeout(Some(30 * day))
+    ///             .with_absolute_timeout(Some(90 * day))
+    ///             .with_persistent_cookie(true),
+    ///     ))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// An idle timeout shorter than twice the configured touch interval
     /// shortens this session's touch interval to half its idle timeout, so a
     /// session used at least that often never expires in use.
@@ -1611,6 +1645,15 @@ impl Session {
     /// deleting the new record fails, and this is not an error. A session
     /// not yet stored needs no rotation (it will get a fresh id when stored)
     /// and this does nothing.
+    ///
+    /// ```
+    /// # async fn handler(session: session_core::Session) -> session_core::Result<()> {
+    /// // After a change of privileges (a password change, a role granted):
+    /// // a new id for the same session; the old id stops working.
+    /// session.insert("role", "admin").await?;
+    /// session.cycle_id().await?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// The rotation runs in a task of its own, to the end, even if the
     /// future this returns is dropped midway (a handler's timeout): stopped
@@ -1710,6 +1753,14 @@ impl Session {
     /// [`cycle_id`](Self::cycle_id), it runs to the end even if the future
     /// it returns is dropped midway.
     ///
+    /// ```
+    /// # async fn handler(session: session_core::Session) -> session_core::Result<()> {
+    /// // Once the password checked out:
+    /// session.login("alice").await?;
+    /// assert_eq!(session.owner().await?.as_deref(), Some("alice"));
+    /// # Ok(()) }
+    /// ```
+    ///
     /// Another request of the same client that writes to the session (or
     /// extends its idle deadline) while the login retires the old id finds
     /// its session gone, writes nothing, and answers with the cookie's
@@ -1748,6 +1799,15 @@ impl Session {
     /// left as it is. To end the session and its data instead (what most
     /// logouts do), [`destroy`](Self::destroy) it.
     ///
+    /// ```
+    /// # async fn handler(session: session_core::Session) -> session_core::Result<()> {
+    /// // Signed out, the cart kept: the app's own user keys go with it.
+    /// session.remove("user_id").await?;
+    /// session.logout().await?;
+    /// assert_eq!(session.owner().await?, None);
+    /// # Ok(()) }
+    /// ```
+    ///
     /// If the old record cannot be retired after the new one was written,
     /// deleting it outright is tried before the error is returned, so the
     /// old id does not stay signed in (a write another request made to the
@@ -1769,6 +1829,14 @@ impl Session {
     /// Ends the session (Iris's `Destroy`): deletes it from the store and has
     /// the cookie removed. Values written afterwards in the same request start
     /// a new session with a new id.
+    ///
+    /// ```
+    /// # async fn handler(session: session_core::Session) -> session_core::Result<()> {
+    /// // What most "log out" buttons do: everything goes.
+    /// session.destroy().await?;
+    /// assert!(session.is_empty().await?);
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// A store error or timeout; the session is then left as it was.
@@ -1799,6 +1867,14 @@ impl Session {
     /// Saves pending changes now instead of at the end of the request (what
     /// tower-sessions calls `save`; its `flush`, which deletes the session, is
     /// [`destroy`](Self::destroy) here).
+    ///
+    /// ```
+    /// # async fn handler(session: session_core::Session) -> session_core::Result<()> {
+    /// // Stored before a slow step that follows, not only after the handler.
+    /// session.insert("step", 2).await?;
+    /// session.save().await?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// When it fails with a store error or timeout, or is dropped during its
     /// store call, the changes may or may not have been written; they leave

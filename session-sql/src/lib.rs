@@ -190,14 +190,18 @@ impl From<SqlStoreError> for StoreError {
                     _ => StoreErrorKind::Other,
                 }
             }
-            SqlStoreError::Identifier(_) | SqlStoreError::OutOfRange(_) => StoreErrorKind::Rejected,
+            SqlStoreError::Identifier(_) => StoreErrorKind::Rejected,
+            // A stored version with no successor: only a row written by
+            // something else gets there (session-core says the same).
+            SqlStoreError::OutOfRange(_) => StoreErrorKind::Corrupted,
         };
         StoreError::new(kind, e)
     }
 }
 
 /// Whether the database failed a statement for now ([`StoreErrorKind::Unavailable`])
-/// or for good ([`StoreErrorKind::Rejected`]).
+/// or for good ([`StoreErrorKind::Rejected`]), or found its SQLite file
+/// damaged ([`StoreErrorKind::Corrupted`]).
 fn database_error_kind(error: &dyn sqlx::error::DatabaseError) -> StoreErrorKind {
     // MySQL and MariaDB give most errors the catch-all SQLSTATE HY000, and a
     // packet over `max_allowed_packet` a connection class (08S01): their
@@ -213,13 +217,19 @@ fn database_error_kind(error: &dyn sqlx::error::DatabaseError) -> StoreErrorKind
             1205 | 1290 | 1317 | 3024 | 1969 | 1927 | MARIADB_RECORD_CHANGED => {
                 return StoreErrorKind::Unavailable;
             }
+            // The user's connection limits (`max_user_connections`, an
+            // account's hourly limits), as PostgreSQL's 53300: for now.
+            1203 | 1226 => return StoreErrorKind::Unavailable,
             // The record is larger than the server takes: every retry fails.
             1153 => return StoreErrorKind::Rejected,
             _ => {}
         }
     }
-    if error.code().as_deref().is_some_and(transient) {
+    let code = error.code();
+    if code.as_deref().is_some_and(transient) {
         StoreErrorKind::Unavailable
+    } else if code.as_deref().is_some_and(sqlite_corrupt) {
+        StoreErrorKind::Corrupted
     } else {
         StoreErrorKind::Rejected
     }
@@ -245,6 +255,12 @@ fn transient(code: &str) -> bool {
         // SQLite: BUSY and its RECOVERY, SNAPSHOT and TIMEOUT; LOCKED and
         // its SHAREDCACHE and VTAB.
         || matches!(code, "5" | "261" | "517" | "773" | "6" | "262" | "518")
+}
+
+/// Whether an SQLite result code says the database file is damaged or not a
+/// database: CORRUPT and its VTAB, SEQUENCE and INDEX, and NOTADB.
+fn sqlite_corrupt(code: &str) -> bool {
+    matches!(code, "11" | "267" | "523" | "779" | "26")
 }
 
 /// The table that holds the sessions: a name and, on PostgreSQL, a schema.
@@ -687,6 +703,19 @@ mod tests {
         ] {
             assert!(!transient(code), "{code}");
         }
+    }
+
+    #[test]
+    fn damaged_sqlite_files_and_versions_without_a_successor_are_corrupted() {
+        for code in ["11", "267", "523", "779", "26"] {
+            assert!(sqlite_corrupt(code), "{code}");
+        }
+        // Busy, locked, I/O, constraint, and SQLSTATEs.
+        for code in ["5", "6", "10", "19", "1555", "23505", "HY000"] {
+            assert!(!sqlite_corrupt(code), "{code}");
+        }
+        let e = StoreError::from(SqlStoreError::OutOfRange("version past i64::MAX"));
+        assert_eq!(e.kind(), StoreErrorKind::Corrupted);
     }
 
     #[test]

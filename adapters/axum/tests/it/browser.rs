@@ -21,10 +21,50 @@ struct Driver {
 }
 
 impl Drop for Driver {
+    /// Stops chromedriver and every browser process it started: killed
+    /// alone, chromedriver left a test that failed midway with a headless
+    /// Chromium running on. (They stay in the test's process group, so that
+    /// a Ctrl-C in the terminal still reaches them all.)
     fn drop(&mut self) {
+        for pid in descendants(self.child.id()) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The processes descended from `root`, from `/proc`.
+fn descendants(root: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // `pid (comm) state ppid ...`, where comm may hold anything.
+            let after_comm = &stat[stat.rfind(')')? + 1..];
+            let ppid = after_comm.split_whitespace().nth(1)?.parse().ok()?;
+            Some((pid, ppid))
+        })
+        .collect();
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    found.remove(0);
+    found
 }
 
 fn free_port() -> u16 {
@@ -227,4 +267,36 @@ async fn a_real_browser_logs_in_counts_and_is_logged_out_everywhere() {
 
     a.close().await.expect("close a");
     b.close().await.expect("close b");
+}
+
+/// A test that fails with its browser open leaves no Chromium running:
+/// dropping the driver stops the browser processes too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_driver_stops_its_open_browsers() {
+    let Some(driver) = chromedriver() else { return };
+    let open = browser(&driver).await;
+    let started = descendants(driver.child.id());
+    assert!(!started.is_empty(), "chromedriver started no browser");
+    drop(driver);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let running = || {
+        started
+            .iter()
+            .filter(|pid| {
+                // Gone, or a zombie waiting for init to reap it.
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|stat| {
+                        let state = stat[stat.rfind(')')? + 1..].split_whitespace().next()?;
+                        Some(state != "Z")
+                    })
+                    .unwrap_or(false)
+            })
+            .count()
+    };
+    while running() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(running(), 0, "browser processes outlived the driver");
+    drop(open);
 }
