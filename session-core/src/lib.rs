@@ -29,9 +29,9 @@ pub use after::CommitAfter;
 pub use async_trait::async_trait;
 pub use erased_serde;
 /// The `time` crate, whose `OffsetDateTime` [`Session::expires_at`] and
-/// [`SessionView`]'s times are, with its default features off: reading
-/// them needs no dependency of your own (`time`'s `formatting` feature,
-/// in your own `time` dependency, adds `format`).
+/// [`SessionView`]'s times are, with only its `std` feature: reading and
+/// printing them needs no dependency of your own (`time`'s `formatting`
+/// feature, in your own `time` dependency, adds `format`).
 ///
 /// ```
 /// use session_core::time::OffsetDateTime;

@@ -1542,8 +1542,10 @@ impl Session {
     /// use session_core::Lifetime;
     ///
     /// // "Remember me": 30 days idle, 90 at most, a cookie that outlives the
-    /// // browser. Both timeouts are set: an idle timeout longer than the
-    /// // configured absolute one (24 hours by default) would be refused.
+    /// // browser. Both timeouts are set: the idle one alone would leave no
+    /// // absolute limit, and starting from `session.lifetime()` would keep the
+    /// // configured absolute one (24 hours by default), which 30 days idle
+    /// // exceeds (refused).
     /// let day = Duration::from_secs(24 * 3600);
     /// session
     ///     .set_lifetime(Some(

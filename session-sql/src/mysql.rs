@@ -85,10 +85,20 @@ impl MySqlStore {
             .acquire_timeout(Duration::from_secs(5))
             .after_connect(|conn, _| {
                 Box::pin(async move {
-                    sqlx::query("SET SESSION innodb_lock_wait_timeout = 5")
+                    let set = sqlx::query("SET SESSION innodb_lock_wait_timeout = 5")
                         .execute(conn)
-                        .await
-                        .map(drop)
+                        .await;
+                    match set {
+                        // A server without InnoDB has no such variable
+                        // (1193); its tables need no lock waits bounded.
+                        Err(sqlx::Error::Database(e))
+                            if e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                                .is_some_and(|e| e.number() == 1193) =>
+                        {
+                            Ok(())
+                        }
+                        other => other.map(drop),
+                    }
                 })
             })
             .connect(url)

@@ -60,7 +60,9 @@ impl PostgresStore {
     /// wait on for a row lock another transaction holds and write when that
     /// lock goes, long after the request answered; nor does each abandoned
     /// statement keep a server process of its own busy meanwhile, which,
-    /// under a long lock, used up the server's `max_connections`. A pool of
+    /// under a long lock, used up the server's `max_connections`. (Behind a
+    /// pooler such as PgBouncer the server's connection is the pooler's,
+    /// which stays open: set the pooler's own query timeouts instead.) A pool of
     /// your own ([`from_pool`](Self::from_pool)) gets the same with
     /// `SET client_connection_check_interval = 1000` in its `after_connect`.
     ///
@@ -76,11 +78,16 @@ impl PostgresStore {
                         .execute(conn)
                         .await;
                     match set {
-                        // Before PostgreSQL 14 the setting does not exist,
-                        // and off Linux it must stay 0: the connection works
-                        // without it.
+                        // Before PostgreSQL 14 the setting does not exist
+                        // (42704), and off Linux it must stay 0 (22023): the
+                        // connection works without it. Any other refusal (a
+                        // pooler that filters `SET`) too, but say so.
                         Err(sqlx::Error::Database(e)) => {
-                            tracing::debug!(error = %e, "client_connection_check_interval not set");
+                            if matches!(e.code().as_deref(), Some("42704" | "22023")) {
+                                tracing::debug!(error = %e, "client_connection_check_interval not available");
+                            } else {
+                                tracing::warn!(error = %e, "could not set client_connection_check_interval: statements abandoned by the store timeout may wait on in the server");
+                            }
                             Ok(())
                         }
                         other => other.map(drop),

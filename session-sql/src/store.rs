@@ -204,7 +204,8 @@ macro_rules! sql_store {
                             Ok(Some(1)) => {}
                             Ok(Some(_)) => {
                                 return Err(fail(0)(sqlx::Error::Protocol(format!(
-                                    "another instance held the migration lock {:?} for {:?}",
+                                    "another instance held the migration lock {:?} (followed by the \
+                                     SHA-1 of the table's database) for {:?}",
                                     q.lock_name, self.migration_wait
                                 ))))
                             }

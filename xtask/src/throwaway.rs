@@ -683,7 +683,10 @@ mod tests {
         eprintln!("SKIPPED: a throwaway {what} ({why})");
         // Recorded for `cargo xtask test`'s list, as the store tests' skips are.
         if let Some(path) = env::var_os(crate::SKIPS_FILE_VAR) {
-            let line = format!("xtask's throwaway {what} test ({why})\n");
+            let line = format!(
+                "xtask's throwaway {what} test ({})\n",
+                why.replace('\n', " ")
+            );
             let _ = fs::OpenOptions::new()
                 .create(true)
                 .append(true)

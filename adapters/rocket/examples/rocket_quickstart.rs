@@ -21,8 +21,8 @@ fn rocket() -> _ {
     // the defaults. For sessions that outlive the process, swap the store
     // (make this an `async fn` to await its connect):
     // `session_redis::RedisStore::connect_lazy("redis://127.0.0.1:6379")`,
-    // or `session_sql::PostgresStore::connect(url).await` followed by
-    // `store.migrate().await` (creates the table) and a
+    // or `session_sql::PostgresStore::connect(url).await.expect("..")`
+    // followed by `store.migrate().await.expect("..")` (creates the table) and a
     // `session_rocket::Sweeper` (deletes expired rows; README, "Store matrix").
     let manager = Manager::new(MemoryStore::new(), Config::default());
     rocket::build()

@@ -571,17 +571,31 @@ async fn mysql_a_migration_waits_for_the_lock_no_longer_than_told() {
 /// report) gives up after the store's migration wait instead of the
 /// server's year, and holds the migration lock of its own database only:
 /// an app migrating a table in another database of the server meanwhile
-/// does not wait for it (`GET_LOCK`'s names are the server's).
+/// does not wait for it (`GET_LOCK`'s names are the server's). Both tables
+/// are in databases of their own, whose locks no other test takes (so the
+/// test needs the right to create databases).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_a_migration_blocked_by_a_reader_gives_up_and_holds_only_its_databases_lock() {
     let Some(store) = support::mysql().await else {
         return;
     };
     let pool = store.inner().pool().clone();
-    let name = store.inner().table().name().to_owned();
+    let databases = Databases::new(2);
+    let in_own_database = |database: &str, wait: u64| {
+        let table = session_sql::Table::new("sessions")
+            .expect("name")
+            .with_schema(database)
+            .expect("schema");
+        session_sql::MySqlStore::from_pool(pool.clone())
+            .with_table(table)
+            .with_migration_wait(Duration::from_secs(wait))
+    };
+    let (a, b) = (&databases.0[0], &databases.0[1]);
+    let blocked = in_own_database(a, 2);
+    blocked.migrate().await.expect("migrate");
     // Migration 2 is to run again (it can: it sets the column's type).
     sqlx::query(&format!(
-        "DELETE FROM `{name}_migrations` WHERE version = 2"
+        "DELETE FROM `{a}`.`sessions_migrations` WHERE version = 2"
     ))
     .execute(&pool)
     .await
@@ -590,42 +604,34 @@ async fn mysql_a_migration_blocked_by_a_reader_gives_up_and_holds_only_its_datab
         .await
         .expect("connect");
     let mut reading = reader.begin().await.expect("begin");
-    sqlx::query(&format!("SELECT COUNT(*) FROM `{name}`"))
+    sqlx::query(&format!("SELECT COUNT(*) FROM `{a}`.`sessions`"))
         .execute(&mut *reading)
         .await
         .expect("read the table");
 
-    let blocked = session_sql::MySqlStore::from_pool(pool.clone())
-        .with_table(store.inner().table().clone())
-        .with_migration_wait(Duration::from_secs(2));
     let started = Instant::now();
-    let blocked = tokio::spawn(async move { blocked.migrate().await });
+    let migrating = blocked.clone();
+    let blocked_migration = tokio::spawn(async move { migrating.migrate().await });
     until_waiting("the migration's ALTER", || {
         sqlx::query_scalar(
             "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
              WHERE STATE LIKE 'Waiting for table metadata lock%' AND INFO LIKE ?",
         )
-        .bind(format!("ALTER TABLE `{name}`%"))
+        .bind(format!("ALTER TABLE `{a}`.`sessions`%"))
         .fetch_one(&pool)
     })
     .await;
-    // Meanwhile, a table in a database of its own migrates at once.
-    let database = support::unique("session_sql_db_");
-    let elsewhere = session_sql::Table::new("sessions")
-        .expect("name")
-        .with_schema(&database)
-        .expect("schema");
-    let other = session_sql::MySqlStore::from_pool(pool.clone())
-        .with_table(elsewhere)
-        .with_migration_wait(Duration::from_secs(1));
-    let other_migrated = bounded("the other database's migrate", other.migrate()).await;
-    let gave_up = bounded("the blocked migrate", blocked).await.expect("join");
+    // Meanwhile, a table in another database migrates at once.
+    let other_migrated = bounded(
+        "the other database's migrate",
+        in_own_database(b, 1).migrate(),
+    )
+    .await;
+    let gave_up = bounded("the blocked migrate", blocked_migration)
+        .await
+        .expect("join");
     let waited = started.elapsed();
     reading.rollback().await.expect("end the read");
-    sqlx::query(&format!("DROP DATABASE IF EXISTS `{database}`"))
-        .execute(&pool)
-        .await
-        .expect("drop the other database");
     other_migrated.expect("another database's migration waited for this one's lock");
     let error = gave_up.expect_err("the ALTER ran beside an open reader");
     assert!(
@@ -637,11 +643,31 @@ async fn mysql_a_migration_blocked_by_a_reader_gives_up_and_holds_only_its_datab
     );
     assert!(waited < Duration::from_secs(15), "{waited:?}");
     // Once the reader is gone, migrating again finishes the job.
-    store
-        .inner()
-        .migrate()
-        .await
-        .expect("migrate after the reader");
+    blocked.migrate().await.expect("migrate after the reader");
+}
+
+/// MySQL databases of a test's own, dropped when it ends, failed or not.
+struct Databases(Vec<String>);
+
+impl Databases {
+    fn new(n: usize) -> Self {
+        Self((0..n).map(|_| support::unique("session_sql_db_")).collect())
+    }
+}
+
+impl Drop for Databases {
+    fn drop(&mut self) {
+        let names = std::mem::take(&mut self.0);
+        support::block_on_thread(move || async move {
+            if let Ok(mut conn) = sqlx::MySqlConnection::connect(&support::mysql_url()).await {
+                for name in names {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS `{name}`"))
+                        .execute(&mut conn)
+                        .await;
+                }
+            }
+        });
+    }
 }
 
 /// On MariaDB/MySQL each connection waits at most 5 s for a row lock (the
@@ -669,6 +695,18 @@ async fn postgres_an_abandoned_statement_ends_on_the_server_too() {
     let Some(store) = support::postgres().await else {
         return;
     };
+    let interval: Option<String> =
+        sqlx::query_scalar("SELECT current_setting('client_connection_check_interval', true)")
+            .fetch_one(store.inner().pool())
+            .await
+            .expect("read the setting");
+    if matches!(interval.as_deref(), None | Some("0")) {
+        support::missing(
+            "client_connection_check_interval (PostgreSQL 14 or later, on Linux)",
+            &format!("the server has {interval:?}"),
+        );
+        return;
+    }
     let r = record(HOUR);
     store.create(&r).await.expect("create");
     let (table, holder) = locked_row(store.inner(), &r).await;
