@@ -330,6 +330,21 @@ pub struct ConfigBuilder {
 impl ConfigBuilder {
     /// The cookie's name. Default `session`. Names starting with `__Host-` or
     /// `__Secure-` get the browser rules of those prefixes checked at build.
+    ///
+    /// ```
+    /// use session_core::Config;
+    ///
+    /// // `__Host-`: the browser refuses the cookie unless it is Secure, on `/`
+    /// // and host-only, so a sibling subdomain cannot plant one of this name.
+    /// let config = Config::builder().with_cookie_name("__Host-session").build()?;
+    /// assert_eq!(config.cookie_name(), "__Host-session");
+    /// assert!(Config::builder()
+    ///     .with_cookie_name("__Host-session")
+    ///     .with_domain(Some("example.com"))
+    ///     .build()
+    ///     .is_err());
+    /// # Ok::<(), session_core::ConfigError>(())
+    /// ```
     pub fn with_cookie_name(mut self, name: impl Into<String>) -> Self {
         self.config.cookie_name = name.into();
         self
@@ -346,6 +361,15 @@ impl ConfigBuilder {
     ///
     /// Setting the parent domain (`example.com`) shares the session with every
     /// subdomain: this is Iris's default "subdomain persistence", off here.
+    ///
+    /// ```
+    /// use session_core::Config;
+    ///
+    /// // One session for example.com, app.example.com and shop.example.com.
+    /// let config = Config::builder().with_domain(Some("example.com")).build()?;
+    /// assert_eq!(config.domain(), Some("example.com"));
+    /// # Ok::<(), session_core::ConfigError>(())
+    /// ```
     pub fn with_domain(mut self, domain: Option<&str>) -> Self {
         self.config.domain = domain.map(str::to_owned);
         self
@@ -392,6 +416,25 @@ impl ConfigBuilder {
 
     /// Ends a session after this long without a request that uses it. Default
     /// 2 hours. `None` disables the idle timeout.
+    ///
+    /// An idle timeout set here must not exceed the absolute timeout, which
+    /// would end every session first: a long one needs a longer absolute
+    /// timeout too, or none.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use session_core::Config;
+    ///
+    /// let week = Duration::from_secs(7 * 24 * 3600);
+    /// // Over the default absolute timeout (24 hours): refused, saying so.
+    /// assert!(Config::builder().with_idle_timeout(Some(week)).build().is_err());
+    /// let config = Config::builder()
+    ///     .with_idle_timeout(Some(week))
+    ///     .with_absolute_timeout(Some(4 * week))
+    ///     .build()?;
+    /// assert_eq!(config.lifetime().idle_timeout(), Some(week));
+    /// # Ok::<(), session_core::ConfigError>(())
+    /// ```
     pub fn with_idle_timeout(mut self, idle: Option<Duration>) -> Self {
         self.idle_set = true;
         self.config.lifetime = self.config.lifetime.with_idle_timeout(idle);
@@ -439,6 +482,18 @@ impl ConfigBuilder {
     /// The limit on every store call; past it the request gets
     /// [`Error::Timeout`](crate::Error::Timeout). Default 5 seconds;
     /// `Duration::MAX` (or any limit too far away to represent) sets none.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use session_core::Config;
+    ///
+    /// // A request whose store does not answer within a second gets a 503.
+    /// let config = Config::builder()
+    ///     .with_store_timeout(Duration::from_secs(1))
+    ///     .build()?;
+    /// assert_eq!(config.store_timeout(), Duration::from_secs(1));
+    /// # Ok::<(), session_core::ConfigError>(())
+    /// ```
     pub fn with_store_timeout(mut self, timeout: Duration) -> Self {
         self.config.store_timeout = timeout;
         self
@@ -455,6 +510,17 @@ impl ConfigBuilder {
     /// Caps the sessions one owner may have: when a login goes past the cap,
     /// the owner's least recently used sessions end. Default none (no cap).
     /// Must be at least 1.
+    ///
+    /// ```
+    /// use session_core::Config;
+    ///
+    /// // At most three devices signed in at once; a fourth login ends the
+    /// // least recently used.
+    /// let config = Config::builder().with_max_sessions_per_owner(Some(3)).build()?;
+    /// assert_eq!(config.max_sessions_per_owner(), Some(3));
+    /// assert!(Config::builder().with_max_sessions_per_owner(Some(0)).build().is_err());
+    /// # Ok::<(), session_core::ConfigError>(())
+    /// ```
     ///
     /// Last use is read from each session's idle deadline, so it is known
     /// to within the touch interval (behind a shared `CachedStore`, as of
@@ -537,6 +603,16 @@ impl ConfigBuilder {
     /// semantics are the cookie's: the response carries the header only when
     /// the client must change what it sends, and an empty value tells it to
     /// forget the id.
+    ///
+    /// ```
+    /// use session_core::Config;
+    ///
+    /// let config = Config::builder().with_header(Some("X-Session")).build()?;
+    /// assert_eq!(config.header(), Some("x-session"));
+    /// // The session's own headers, and those that frame a message, are refused.
+    /// assert!(Config::builder().with_header(Some("Cookie")).build().is_err());
+    /// # Ok::<(), session_core::ConfigError>(())
+    /// ```
     pub fn with_header(mut self, name: Option<&str>) -> Self {
         self.config.header = name.map(str::to_ascii_lowercase);
         self
