@@ -388,6 +388,17 @@ fn start(
     port: u16,
     setup: &mut impl FnMut(&Path, u16) -> Result<Prepared>,
 ) -> Result<Throwaway, Start> {
+    // xtask's own tests start servers too (from here, before their set-up), in a test binary whose `main`
+    // is libtest's: they need the handler as much as `cargo xtask` does.
+    #[cfg(test)]
+    {
+        static HANDLER: std::sync::Once = std::sync::Once::new();
+        HANDLER.call_once(|| {
+            if let Err(e) = stop_on_signals() {
+                eprintln!("xtask tests: {e}; an interrupted run may leave servers behind");
+            }
+        });
+    }
     // Named by this process too: never another run's directory.
     let dir = env::temp_dir().join(format!(
         "session-xtask-{what}-{}-{port}",
