@@ -140,12 +140,12 @@ pub(crate) fn root() -> PathBuf {
 pub(crate) fn cargo(args: &[&str], envs: &[(&str, String)]) -> Result {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("xtask: cargo {}", args.join(" "));
-    let status = Command::new(cargo)
+    let mut command = Command::new(cargo);
+    command
         .args(args)
         .envs(envs.iter().map(|(k, v)| (k, v.as_str())))
-        .current_dir(root())
-        .status()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
+        .current_dir(root());
+    let status = throwaway::run_in_group(command).map_err(|e| format!("cannot run cargo: {e}"))?;
     if status.success() {
         Ok(())
     } else {

@@ -9,7 +9,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, PoisonError};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -43,6 +43,49 @@ static RUNNING: Mutex<Vec<Scratch>> = Mutex::new(Vec::new());
 
 fn running() -> std::sync::MutexGuard<'static, Vec<Scratch>> {
     RUNNING.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The process group of the command xtask runs now (`cargo test`, ...),
+/// which the signal handler stops with the servers: a SIGTERM sent to xtask
+/// alone (a CI job cancelled, `timeout`) left the test binaries running.
+/// The child is spawned, reaped and forgotten under the lock, which the
+/// handler keeps once it has it, so it never signals a group whose leader
+/// is gone.
+static COMMAND: Mutex<Option<u32>> = Mutex::new(None);
+
+fn command() -> std::sync::MutexGuard<'static, Option<u32>> {
+    COMMAND.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Runs `command` to its end in a process group of its own, which
+/// [`stop_on_signals`] stops on an interrupt: the terminal's Ctrl-C reaches
+/// it through the handler, as it does the servers.
+pub(crate) fn run_in_group(mut command_to_run: Command) -> std::io::Result<ExitStatus> {
+    let mut child = {
+        let mut current = command();
+        let child = command_to_run.process_group(0).spawn()?;
+        *current = Some(child.id());
+        child
+    };
+    loop {
+        {
+            let mut current = command();
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    *current = None;
+                    return Ok(status);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    *current = None;
+                    return Err(e);
+                }
+            }
+        }
+        sleep(Duration::from_millis(50));
+    }
 }
 
 /// Signals the server's whole process group (PostgreSQL's backends with
@@ -107,6 +150,10 @@ pub(crate) fn stop_on_signals() -> Result {
             return;
         };
         // Held until the exit: nothing is spawned after this.
+        let foreground = command();
+        if let Some(pid) = *foreground {
+            kill(&format!("-{signal}"), pid);
+        }
         let mut list = running();
         let scratches = std::mem::take(&mut *list);
         let servers: Vec<u32> = scratches.iter().filter_map(|s| s.pid).collect();
@@ -115,10 +162,13 @@ pub(crate) fn stop_on_signals() -> Result {
                 kill(s.stop.unwrap_or("-KILL"), pid);
             }
         }
-        if !servers.is_empty() {
-            // A clean stop takes PostgreSQL a moment; the pids stay ours
-            // (unreaped children) until this process exits.
+        if !servers.is_empty() || foreground.is_some() {
+            // A clean stop takes PostgreSQL (and `cargo test`) a moment; the
+            // pids stay ours (unreaped children) until this process exits.
             sleep(Duration::from_millis(500));
+        }
+        if let Some(pid) = *foreground {
+            kill("-KILL", pid);
         }
         for s in &scratches {
             if let Some(pid) = s.pid {
