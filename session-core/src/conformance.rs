@@ -22,6 +22,11 @@
 //! one backend between tests (a Redis prefix, a database schema) can run them
 //! in parallel. Timestamps are whole milliseconds: a store must keep at least
 //! millisecond precision.
+//!
+//! What the suite cannot see: whether `delete_expired` removes anything (an
+//! expired record never loads, swept or not) and how much it costs. Check
+//! with a test of your own that your storage shrinks after a sweep, as
+//! session-sql's and session-sled's do.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -81,6 +86,10 @@ macro_rules! store_conformance {
             save_never_resurrects_a_missing_record,
             versions_increment_through_saves,
             touch_extends_without_changing_data,
+            save_moves_the_deadline_either_way,
+            owners_match_byte_for_byte,
+            a_retired_record_stays_retired,
+            a_touch_racing_a_save_or_a_delete_is_one_step,
             touch_of_a_stale_version_changes_nothing,
             touch_of_missing_is_false,
             touch_to_the_same_or_a_past_deadline,
@@ -542,18 +551,195 @@ pub async fn versions_increment_through_saves(store: impl Store) {
 
 /// `touch` moves the deadline and nothing else.
 pub async fn touch_extends_without_changing_data(store: impl Store) {
-    let r = record(Duration::from_secs(30));
+    let mut r = record(Duration::from_secs(30));
+    let owner = random_owner();
+    r.owner = Some(owner.clone());
+    // A "remember me" of its own, which a touch must not drop.
+    r.lifetime = Some(
+        crate::Lifetime::new()
+            .with_idle_timeout(Some(Duration::from_secs(7 * 86_400)))
+            .with_absolute_timeout(Some(Duration::from_secs(30 * 86_400)))
+            .with_persistent_cookie(true),
+    );
     create(&store, &r).await;
     let later = r.expires_at + hour();
     assert!(store
-        .touch(&r.id, r.version, None, later)
+        .touch(&r.id, r.version, Some(&owner), later)
         .await
         .expect("touch"));
-    let loaded = load(&store, &r.id).await.expect("live");
-    assert_eq!(loaded.expires_at, later);
-    assert_eq!(loaded.data, r.data);
-    assert_eq!(loaded.version, r.version);
-    assert_eq!(loaded.created_at, r.created_at);
+    assert_eq!(
+        load(&store, &r.id).await,
+        Some(Record {
+            expires_at: later,
+            ..r
+        }),
+        "a touch changes the deadline alone: data, version, creation, owner and lifetime stay"
+    );
+}
+
+/// A save moves the record's deadline wherever the store keeps it (a
+/// native expiry, a sweep index, the owner index), later or earlier: every
+/// request that writes extends its session by a save, not a touch. Later:
+/// the record outlives its first deadline, a sweep spares it and its owner
+/// still finds it. Earlier: it ends at the new deadline, for loads and the
+/// owner index alike.
+pub async fn save_moves_the_deadline_either_way(store: impl Store) {
+    let alice = random_owner();
+    let mut extended = record(Duration::from_millis(800));
+    extended.owner = Some(alice.clone());
+    create(&store, &extended).await;
+    let mut later = extended.clone();
+    later.version = 1;
+    later.expires_at = now() + hour();
+    assert_eq!(store.save(&later, 0).await.expect("save"), Saved::Saved);
+    let mut shortened = record(hour());
+    shortened.owner = Some(alice.clone());
+    create(&store, &shortened).await;
+    let mut earlier = shortened.clone();
+    earlier.version = 1;
+    earlier.expires_at = now() + Duration::from_millis(800);
+    assert_eq!(store.save(&earlier, 0).await.expect("save"), Saved::Saved);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    store.delete_expired().await.expect("delete_expired");
+    assert_eq!(
+        load(&store, &extended.id).await,
+        Some(later),
+        "a record saved with a later deadline ended at the one it was created with"
+    );
+    assert_eq!(
+        load(&store, &shortened.id).await,
+        None,
+        "a record saved with an earlier deadline outlived it"
+    );
+    assert_eq!(
+        store.ids_of_owner(&alice).await.expect("list"),
+        vec![extended.id],
+        "the owner index must follow the deadline a save wrote"
+    );
+    assert_eq!(store.delete_owner(&alice).await.expect("delete owner"), 1);
+    assert_eq!(load(&store, &extended.id).await, None);
+}
+
+/// Owners match byte for byte: characters that patterns give a meaning to
+/// (SQL `LIKE`'s `_` and `%`, glob's `*`, `?` and `[...]`, escapes, key
+/// separators) match only themselves. An e-mail address as the owner often
+/// holds `_`: "log out everywhere" of `a_b@x` must not end `aXb@x`'s
+/// sessions.
+pub async fn owners_match_byte_for_byte(store: impl Store) {
+    let base = random_owner();
+    let owners: Vec<String> = [
+        "_x", "Ax", "%", "*", "?", "[a]", "a", ":x", "\\", "\\%", ".x", "x*",
+    ]
+    .iter()
+    .map(|tail| format!("{base}{tail}"))
+    .collect();
+    let mut ids = Vec::new();
+    for owner in &owners {
+        let mut r = record(hour());
+        r.owner = Some(owner.clone());
+        create(&store, &r).await;
+        ids.push(r.id);
+    }
+    for (owner, id) in owners.iter().zip(&ids) {
+        assert_eq!(
+            store.ids_of_owner(owner).await.expect("list"),
+            vec![*id],
+            "the sessions of {owner:?} are its own only"
+        );
+    }
+    for (i, owner) in owners.iter().enumerate() {
+        assert_eq!(
+            store.delete_owner(owner).await.expect("delete owner"),
+            1,
+            "deleting {owner:?}'s sessions"
+        );
+        for (other, id) in owners.iter().zip(&ids).skip(i + 1) {
+            assert!(
+                load(&store, id).await.is_some(),
+                "deleting {owner:?}'s sessions ended {other:?}'s"
+            );
+        }
+    }
+}
+
+/// A record touched into the past at its version (how a rotation retires
+/// the old id, keeping the version) is ended for good: a later touch or
+/// save at that version, from a slow request, brings nothing back, and its
+/// owner no longer lists it.
+pub async fn a_retired_record_stays_retired(store: impl Store) {
+    let alice = random_owner();
+    let mut r = record(hour());
+    r.owner = Some(alice.clone());
+    create(&store, &r).await;
+    let retired = Timestamp::from_unix_millis(1);
+    assert!(store
+        .touch(&r.id, r.version, Some(&alice), retired)
+        .await
+        .expect("retire"));
+    assert!(
+        !store
+            .touch(&r.id, r.version, Some(&alice), now() + hour())
+            .await
+            .expect("touch"),
+        "a touch at the retired record's version answered true"
+    );
+    let mut next = r.clone();
+    next.version = 1;
+    next.expires_at = now() + hour();
+    assert_eq!(store.save(&next, 0).await.expect("save"), Saved::Missing);
+    assert_eq!(load(&store, &r.id).await, None);
+    assert!(store.ids_of_owner(&alice).await.expect("list").is_empty());
+}
+
+/// A touch is one compare-and-set, like a save: racing a save of the next
+/// version, the touches that retire the record either all lose (the save
+/// landed first and they carry a stale version) or retire it before the
+/// save, which then finds it gone; racing a delete, touches never bring the
+/// record back.
+pub async fn a_touch_racing_a_save_or_a_delete_is_one_step(store: impl Store) {
+    use futures_util::future::{join, join_all};
+    let retired = Timestamp::from_unix_millis(1);
+    for _ in 0..20 {
+        let r = record(hour());
+        create(&store, &r).await;
+        let mut next = r.clone();
+        next.version = 1;
+        next.expires_at = r.expires_at + Duration::from_secs(600);
+        let touches = join_all((0..8).map(|_| store.touch(&r.id, r.version, None, retired)));
+        // The touches first: a store that yields inside a touch lets the
+        // save in between.
+        let (touched, saved) = join(touches, store.save(&next, r.version)).await;
+        let touched: Vec<bool> = touched.into_iter().map(|t| t.expect("touch")).collect();
+        match saved.expect("save") {
+            Saved::Saved => {
+                assert!(
+                    touched.iter().all(|t| !t),
+                    "a touch of the old version answered true after the save replaced it"
+                );
+                assert_eq!(load(&store, &r.id).await, Some(next));
+            }
+            Saved::Missing => {
+                assert!(touched.iter().any(|t| *t), "the save found the record gone");
+                assert_eq!(load(&store, &r.id).await, None);
+            }
+            other => panic!("a save of the stored version answered {other:?}"),
+        }
+
+        let r = record(hour());
+        create(&store, &r).await;
+        let later = r.expires_at + hour();
+        let touches = join_all((0..8).map(|_| store.touch(&r.id, r.version, None, later)));
+        let (touched, deleted) = join(touches, store.delete(&r.id)).await;
+        deleted.expect("delete");
+        for t in touched {
+            t.expect("touch");
+        }
+        assert_eq!(
+            load(&store, &r.id).await,
+            None,
+            "a touch racing a delete brought the record back"
+        );
+    }
 }
 
 /// `touch` from a copy older than the stored record is `false` and leaves the
