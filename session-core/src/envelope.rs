@@ -188,6 +188,17 @@ pub(crate) fn decode(mut rd: &[u8]) -> Result<Record, RecordDecodeError> {
         Some(other) => return Err(invalid(format!("unknown record format {other}"))),
         None => return Err(invalid("record has no format")),
     }
+    // A lifetime `set_lifetime` would refuse (no timeout, or one under a
+    // second or over 400 days) came from damaged or foreign bytes: it would
+    // replace the configured timeouts (a deadline in the year 9999, no
+    // absolute timeout). The configured lifetime applies instead.
+    let lifetime = lifetime.filter(|l| match crate::config::validate_lifetime(l) {
+        Ok(()) => true,
+        Err(why) => {
+            tracing::warn!(%why, "a stored session's own lifetime is not valid; the configured one applies");
+            false
+        }
+    });
     Ok(Record {
         id: id.ok_or_else(|| invalid("record has no id"))?,
         data: values,

@@ -298,7 +298,11 @@ impl Manager {
         let ids = self.sessions_of(owner).await?;
         let now = self.now();
         let mut views: Vec<SessionView> = stream::iter(ids)
-            .map(|id| async move { self.call("load", self.inner.store.load(&id)).await })
+            .map(|id| async move {
+                // A record of another id is not this session, as at every load.
+                let found = self.call("load", self.inner.store.load(&id)).await?;
+                Ok::<_, Error>(found.filter(|r| r.id == id))
+            })
             .buffer_unordered(OWNER_CALLS_AT_ONCE)
             .try_filter_map(|found| async move {
                 Ok(found.filter(|r| self.is_owned_by(r, owner, now)).map(|r| {

@@ -284,6 +284,27 @@ mod tests {
         r
     }
 
+    #[test]
+    fn a_stored_lifetime_that_set_lifetime_would_refuse_is_dropped() {
+        let mut r = sample();
+        for bad in [
+            // A deadline in the year 9999 and no absolute timeout.
+            Lifetime::new().with_idle_timeout(Some(Duration::MAX)),
+            // No timeout at all: extended by 400 days on every request.
+            Lifetime::new(),
+            Lifetime::new().with_idle_timeout(Some(Duration::ZERO)),
+            Lifetime::new().with_absolute_timeout(Some(Duration::from_secs(401 * 86_400))),
+        ] {
+            r.lifetime = Some(bad);
+            let back = Record::from_bytes(&r.to_bytes().unwrap()).unwrap();
+            assert_eq!(back.lifetime, None, "{bad:?}");
+            assert_eq!(back.data, r.data, "the rest of the record stays");
+        }
+        let good = sample();
+        let back = Record::from_bytes(&good.to_bytes().unwrap()).unwrap();
+        assert_eq!(back.lifetime, good.lifetime);
+    }
+
     #[derive(Serialize)]
     struct EnvelopeRef<'a> {
         #[serde(rename = "f")]
@@ -545,18 +566,17 @@ mod tests {
     }
 
     /// Lifetimes are kept to the millisecond, and one beyond `u64::MAX`
-    /// milliseconds saturates instead of wrapping to zero (a session that
-    /// would expire at once).
+    /// milliseconds is written as `u64::MAX` instead of wrapping to zero (a
+    /// session that would expire at once). (Read back, either is dropped as
+    /// a lifetime `set_lifetime` would refuse.)
     #[test]
     fn lifetimes_are_kept_to_the_millisecond_and_saturate() {
         let mut r = sample();
         let beyond = Duration::from_millis(u64::MAX) + Duration::from_millis(1);
         r.lifetime = Some(Lifetime::new().with_idle_timeout(Some(beyond)));
-        let back = Record::from_bytes(&r.to_bytes().unwrap()).unwrap();
-        assert_eq!(
-            back.lifetime.unwrap().idle_timeout(),
-            Some(Duration::from_millis(u64::MAX))
-        );
+        let saturated = r.to_bytes().unwrap();
+        r.lifetime = Some(Lifetime::new().with_idle_timeout(Some(Duration::from_millis(u64::MAX))));
+        assert_eq!(saturated, r.to_bytes().unwrap());
         r.lifetime =
             Some(Lifetime::new().with_absolute_timeout(Some(Duration::from_micros(1_000_500))));
         let back = Record::from_bytes(&r.to_bytes().unwrap()).unwrap();

@@ -6809,6 +6809,31 @@ mod tests {
         assert!(f.manager.sessions_of("alice").await.unwrap().is_empty());
     }
 
+    /// A store that answers a load of one id with another id's record (its
+    /// keys mixed up) shows no session on a devices page, as every other
+    /// load refuses such a record.
+    #[tokio::test]
+    async fn a_devices_page_leaves_out_records_stored_under_another_id() {
+        let store = crate::testing::TestStore::default();
+        let manager = Manager::new(store.clone(), Config::default());
+        let now = crate::Timestamp::now();
+        let owned = |id: RecordId| {
+            let mut r = Record::new(id, now, now + Duration::from_secs(3600));
+            r.owner = Some("alice".into());
+            r
+        };
+        let (x, y) = (
+            Id::generate().unwrap().record_id(),
+            Id::generate().unwrap().record_id(),
+        );
+        // Each key holds the other's record: the listing finds both ids, and
+        // each load answers the other one.
+        store.put_under(x, owned(y));
+        store.put_under(y, owned(x));
+        assert_eq!(manager.sessions_of("alice").await.unwrap().len(), 2);
+        assert!(manager.load_sessions_of("alice").await.unwrap().is_empty());
+    }
+
     #[tokio::test]
     async fn a_devices_page_lists_and_ends_only_the_owners_live_sessions() {
         let f = fixture();

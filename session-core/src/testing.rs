@@ -353,6 +353,13 @@ impl TestStore {
     pub fn put_raw(&self, record: Record) {
         self.map().insert(record.id, record);
     }
+
+    /// Stores `record` under another id's key, as a store that mixed its
+    /// keys up would: a load of `key` then answers a record whose id is not
+    /// `key`, which its callers must refuse.
+    pub fn put_under(&self, key: RecordId, record: Record) {
+        self.map().insert(key, record);
+    }
 }
 
 fn live<'a>(map: &'a mut HashMap<RecordId, Record>, id: &RecordId) -> Option<&'a mut Record> {

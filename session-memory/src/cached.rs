@@ -618,7 +618,9 @@ impl<S: Store> Store for CachedStore<S> {
             }
         }
         let seen = self.seen_now(id);
-        let loaded = self.backing.load(id).await?;
+        // A record of another id (a backing store that mixed its keys up)
+        // is not this session, and must not be cached under its own id.
+        let loaded = self.backing.load(id).await?.filter(|r| r.id == *id);
         if let Some(record) = &loaded {
             self.remember(record, Replace::Older, seen).await;
         }
@@ -808,6 +810,22 @@ mod tests {
             .max_staleness(staleness)
             .build();
         (backing, a, b)
+    }
+
+    /// A backing store that answers a load with another id's record (its
+    /// keys mixed up) gets no answer through, and nothing is cached: not
+    /// under the record's own id either, where a load would then find it.
+    #[tokio::test]
+    async fn a_record_of_another_id_is_neither_answered_nor_cached() {
+        let backing = session_core::testing::TestStore::default();
+        let cached = CachedStore::builder(backing.clone()).build();
+        let (asked, other) = (record(), record());
+        backing.put_under(asked.id, other.clone());
+        assert_eq!(cached.load(&asked.id).await.unwrap(), None);
+        assert_eq!(cached.load(&other.id).await.unwrap(), None);
+        let cache = cached.cache.as_ref().unwrap();
+        cache.run_pending_tasks().await;
+        assert_eq!(cache.entry_count(), 0);
     }
 
     /// A create is not cached (most sessions made by clients that keep no

@@ -305,6 +305,7 @@ if string.sub(cur, 1, 8) ~= ARGV[1] then
   end
   return {{1, ''}}
 end
+if #cur < {min_len} then return {{0, ''}} end
 local n = string.byte(cur, 17) * 256 + string.byte(cur, 18)
 local value = string.sub(ARGV[2], 1, -{trailer} - 1) .. string.sub(cur, -{kept}) .. mine
 redis.call('SET', KEYS[1], value, 'PXAT', ARGV[3])
