@@ -390,7 +390,7 @@ const SERVICES: &[Service] = &[
         start: &[
             "sh",
             "-c",
-            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql | sort -V | tail -n 1) main start",
         ],
         install: "apt-get install postgresql",
         throwaway: Throwaway::postgres,

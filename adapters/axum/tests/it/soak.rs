@@ -56,9 +56,10 @@ async fn soak_on_redis_is_error_free_and_loses_no_increment() {
         // the async runtime).
         let _ = std::thread::spawn(move || -> redis::RedisResult<()> {
             let mut conn = redis::Client::open(cleanup_url.as_str())?.get_connection()?;
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{prefix}*"))
-                .query(&mut conn)?;
+            // `SCAN`, not `KEYS`, which would hold a large shared Redis while
+            // it walked every key.
+            let keys: Vec<String> = redis::Commands::scan_match(&mut conn, format!("{prefix}*"))?
+                .collect::<Result<_, _>>()?;
             for chunk in keys.chunks(500) {
                 redis::cmd("DEL").arg(chunk).query::<()>(&mut conn)?;
             }
