@@ -74,16 +74,18 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             get().to(|s: Session| async move {
                 let (answer, cookie) = crate::csrf(&s).await;
                 let mut response = respond(answer);
-                if let Ok(v) = actix_web::http::header::HeaderValue::try_from(cookie) {
-                    response
-                        .headers_mut()
-                        .append(actix_web::http::header::SET_COOKIE, v);
-                }
-                for (name, value) in crate::CSRF_HEADERS {
-                    response.headers_mut().insert(
-                        actix_web::http::header::HeaderName::from_static(name),
-                        actix_web::http::header::HeaderValue::from_static(value),
-                    );
+                if let Some(cookie) = cookie {
+                    if let Ok(v) = actix_web::http::header::HeaderValue::try_from(cookie) {
+                        response
+                            .headers_mut()
+                            .append(actix_web::http::header::SET_COOKIE, v);
+                    }
+                    for (name, value) in crate::CSRF_HEADERS {
+                        response.headers_mut().insert(
+                            actix_web::http::header::HeaderName::from_static(name),
+                            actix_web::http::header::HeaderValue::from_static(value),
+                        );
+                    }
                 }
                 response
             }),
@@ -94,9 +96,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 let (status, body) = crate::page(&s).await;
                 let status =
                     StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                HttpResponse::build(status)
-                    .content_type("text/html; charset=utf-8")
-                    .body(body)
+                let mut response = HttpResponse::build(status);
+                response.content_type("text/html; charset=utf-8");
+                for header in crate::PAGE_HEADERS {
+                    response.insert_header(header);
+                }
+                response.body(body)
             }),
         );
 }

@@ -71,11 +71,13 @@ pub fn app(manager: Manager) -> Router {
                 let (answer, cookie) = crate::csrf(&s).await;
                 let mut response = respond(answer);
                 let headers = response.headers_mut();
-                if let Ok(v) = axum::http::HeaderValue::try_from(cookie) {
-                    headers.append(axum::http::header::SET_COOKIE, v);
-                }
-                for (name, value) in crate::CSRF_HEADERS {
-                    headers.insert(name, axum::http::HeaderValue::from_static(value));
+                if let Some(cookie) = cookie {
+                    if let Ok(v) = axum::http::HeaderValue::try_from(cookie) {
+                        headers.append(axum::http::header::SET_COOKIE, v);
+                    }
+                    for (name, value) in crate::CSRF_HEADERS {
+                        headers.insert(name, axum::http::HeaderValue::from_static(value));
+                    }
                 }
                 response
             }),
@@ -86,7 +88,13 @@ pub fn app(manager: Manager) -> Router {
                 let (status, body) = crate::page(&s).await;
                 let status =
                     StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                (status, axum::response::Html(body)).into_response()
+                let mut response = (status, axum::response::Html(body)).into_response();
+                for (name, value) in crate::PAGE_HEADERS {
+                    response
+                        .headers_mut()
+                        .insert(name, axum::http::HeaderValue::from_static(value));
+                }
+                response
             }),
         )
         .layer(SessionLayer::new(manager))

@@ -85,9 +85,60 @@ mod tests {
             let session = manager.session_from_cookies(None::<&str>);
             let ((status, token), cookie) = csrf(&session).await;
             assert_eq!(status, 200);
+            let cookie = cookie.expect("a cookie with the token");
             assert!(cookie.starts_with(&format!("csrf={token}; Path=/")));
             assert_eq!(cookie.contains("; Secure"), secure, "{cookie}");
         }
+    }
+
+    /// The CSRF token stays while the same user is signed in (a second
+    /// tab's `/csrf` does not invalidate the first one's forms) and changes
+    /// at every login and logout.
+    #[tokio::test]
+    async fn the_csrf_token_lasts_until_who_is_signed_in_changes() {
+        let manager = Manager::new(MemoryStore::new(), Config::default());
+        let session = manager.session_from_cookies(None::<&str>);
+        let token = |answer: (Reply, Option<String>)| answer.0 .1;
+        let first = token(csrf(&session).await);
+        assert_eq!(token(csrf(&session).await), first);
+        assert_eq!(login(&session, "alice").await.0, 200);
+        let alice = token(csrf(&session).await);
+        assert_ne!(alice, first);
+        assert_eq!(token(csrf(&session).await), alice);
+        assert_eq!(logout(&session).await.0, 200);
+        assert_ne!(token(csrf(&session).await), alice);
+    }
+
+    /// A login over another user's session starts from no values (a shared
+    /// computer: bob must not see alice's), a login as the same user keeps
+    /// them, and a name that was not UTF-8 in the URL is refused.
+    #[tokio::test]
+    async fn logging_in_as_someone_else_starts_from_no_values() {
+        let manager = Manager::new(MemoryStore::new(), Config::default());
+        let session = manager.session_from_cookies(None::<&str>);
+        assert_eq!(login(&session, "alice").await.0, 200);
+        assert_eq!(incr(&session).await, (200, "1".into()));
+        assert_eq!(login(&session, "alice").await.0, 200);
+        assert_eq!(incr(&session).await, (200, "2".into()));
+        assert_eq!(login(&session, "bob").await.0, 200);
+        assert_eq!(incr(&session).await, (200, "1".into()));
+        assert_eq!(login(&session, "b\u{FFFD}b").await.0, 400);
+        assert_eq!(session.owner().await.unwrap().as_deref(), Some("bob"));
+    }
+
+    /// A `/csrf` that cannot reach the store answers the error alone: no
+    /// empty `Set-Cookie`, no cache headers that would keep the error.
+    #[tokio::test]
+    async fn a_failed_csrf_answer_carries_no_cookie() {
+        let store = session_core::testing::Instrumented::new(MemoryStore::new());
+        store.fail_with(Some(session_core::StoreErrorKind::Unavailable));
+        let manager = Manager::new(store, Config::default());
+        // A well-formed id, so that reading the token needs the store.
+        let cookie = format!("session={}", "A".repeat(session_core::ID_TEXT_LEN));
+        let session = manager.session_from_cookies([cookie.as_str()]);
+        let ((status, _), cookie) = csrf(&session).await;
+        assert_eq!(status, 503);
+        assert_eq!(cookie, None);
     }
 
     #[test]
@@ -111,6 +162,10 @@ mod tests {
             ]),
             StoreChoice::Postgres("postgres://app:hunter2@db/app".into()),
             StoreChoice::MySql("mysql://app:hunter2@db/app".into()),
+            // The password as a query parameter, with a user before `@` or not.
+            StoreChoice::Postgres("postgres://db/app?user=app&password=hunter2".into()),
+            StoreChoice::Postgres("postgres://app@db/app?password=hunter2".into()),
+            StoreChoice::MySql("mysql://db/app?password=hunter2&ssl-mode=REQUIRED".into()),
         ] {
             let d = store.describe();
             assert!(!d.contains("hunter2"), "{d}");
@@ -217,13 +272,18 @@ impl StoreChoice {
     }
 }
 
-/// The URL without its password.
+/// The URL without its password: neither the user information before `@`
+/// nor the query, where PostgreSQL and MySQL URLs may carry `password=`.
 fn redact(url: &str) -> String {
+    let (url, query) = match url.split_once('?') {
+        Some((url, _)) => (url, "?***"),
+        None => (url, ""),
+    };
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***{}", &url[..scheme], &url[at..])
+            format!("{}://***{}{query}", &url[..scheme], &url[at..])
         }
-        _ => url.to_owned(),
+        _ => format!("{url}{query}"),
     }
 }
 
@@ -571,7 +631,8 @@ pub async fn page(session: &Session) -> Reply {
 <script>
 document.getElementById('visible-cookies').textContent = JSON.stringify(document.cookie);
 function go(path) {{
-  fetch(path, {{ credentials: 'same-origin' }}).then(() => location.reload());
+  fetch(path, {{ credentials: 'same-origin' }})
+    .then(r => r.ok ? location.reload() : r.text().then(t => alert(r.status + ': ' + t)));
 }}
 </script>
 </body>
@@ -588,10 +649,22 @@ function go(path) {{
 /// the app's `Set-Cookie` stays, its cacheable `Cache-Control` becomes
 /// `no-store` when the response sets the session's id, and `Vary` gains
 /// `Cookie`.
-pub async fn csrf(session: &Session) -> (Reply, String) {
+///
+/// The token stays the session's until a login or logout changes who is
+/// signed in (each replaces it), so a second tab's request does not
+/// invalidate the forms the first one holds. On a failure the answer is the
+/// error alone: no cookie, no cache headers (`None`).
+pub async fn csrf(session: &Session) -> (Reply, Option<String>) {
     let answer = async {
-        let token = session_core::Id::generate()?.to_string();
-        session.insert("csrf", &token).await?;
+        let kept: Option<String> = session.get("csrf").await?;
+        let token = match kept {
+            Some(token) => token,
+            None => {
+                let token = session_core::Id::generate()?.to_string();
+                session.insert("csrf", &token).await?;
+                token
+            }
+        };
         Ok::<_, session_core::Error>(token)
     }
     .await;
@@ -604,11 +677,19 @@ pub async fn csrf(session: &Session) -> (Reply, String) {
                 ""
             };
             let cookie = format!("csrf={token}; Path=/{secure}; SameSite=Strict");
-            ((200, token), cookie)
+            ((200, token), Some(cookie))
         }
-        Err(e) => (fail(&e), String::new()),
+        Err(e) => (fail(&e), None),
     }
 }
+
+/// The headers of `/app`'s page beside its `Content-Type`: no other site
+/// may frame it (its buttons log out and end sessions: clickjacking), and
+/// browsers take its type as given.
+pub const PAGE_HEADERS: [(&str, &str); 2] = [
+    ("x-frame-options", "DENY"),
+    ("x-content-type-options", "nosniff"),
+];
 
 /// The `Cache-Control` and `Vary` of `/csrf`'s answer, as a handler sets
 /// them.
@@ -675,8 +756,26 @@ pub async fn incr(session: &Session) -> Reply {
 }
 
 /// `/login/{user}`: rotates the id, sets the owner and leaves a welcome
-/// flash for `/app`.
+/// flash for `/app`. Over another user's session (a shared computer), the
+/// previous user's values go first: `login` keeps the data, and what the app
+/// keeps about a user is the app's to remove. The CSRF token goes too, as
+/// at every change of who is signed in. A name that is not valid UTF-8 in
+/// the URL (which actix-web and Rocket decode into U+FFFD, and axum refuses)
+/// is refused alike on every framework.
 pub async fn login(session: &Session, user: &str) -> Reply {
+    if user.contains(char::REPLACEMENT_CHARACTER) {
+        return (400, "The user name is not valid UTF-8".into());
+    }
+    let prepared = async {
+        if session.owner().await?.is_some_and(|owner| owner != user) {
+            session.clear().await?;
+        }
+        session.remove("csrf").await.map(drop)
+    }
+    .await;
+    if let Err(e) = prepared {
+        return fail(&e);
+    }
     match session.login(user).await {
         // A flash for `/app`'s next view, saved by the commit after this
         // handler (the login itself was written at once).
@@ -784,6 +883,8 @@ pub async fn logout(session: &Session) -> Reply {
     };
     reply(
         async {
+            // A new CSRF token for whoever uses the browser next.
+            session.remove("csrf").await?;
             session.logout().await?;
             Ok(format!("Logged out {owner}"))
         }

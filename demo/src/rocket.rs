@@ -75,32 +75,56 @@ async fn end_session(s: Session, id: &str) -> Answer {
 }
 
 #[get("/app")]
-async fn page(s: Session) -> (Status, rocket::response::content::RawHtml<String>) {
+async fn page(s: Session) -> WithHeaders<(Status, rocket::response::content::RawHtml<String>)> {
     let (status, body) = crate::page(&s).await;
-    (
-        Status::from_code(status).unwrap_or(Status::InternalServerError),
-        rocket::response::content::RawHtml(body),
-    )
+    WithHeaders {
+        inner: (
+            Status::from_code(status).unwrap_or(Status::InternalServerError),
+            rocket::response::content::RawHtml(body),
+        ),
+        headers: crate::PAGE_HEADERS
+            .iter()
+            .map(|&(name, value)| rocket::http::Header::new(name, value))
+            .collect(),
+    }
 }
 
-/// `/csrf`'s answer: the token, with the headers its handler sets.
-#[derive(rocket::Responder)]
-struct Csrf {
-    inner: Answer,
-    cookie: rocket::http::Header<'static>,
-    cache: rocket::http::Header<'static>,
-    vary: rocket::http::Header<'static>,
+/// An answer with headers of its own added.
+struct WithHeaders<R> {
+    inner: R,
+    headers: Vec<rocket::http::Header<'static>>,
 }
 
+impl<'r, R: rocket::response::Responder<'r, 'static>> rocket::response::Responder<'r, 'static>
+    for WithHeaders<R>
+{
+    fn respond_to(self, req: &'r rocket::Request<'_>) -> rocket::response::Result<'static> {
+        let mut response = self.inner.respond_to(req)?;
+        for header in self.headers {
+            // `adjoin`: a second `Set-Cookie` beside the session's.
+            response.adjoin_header(header);
+        }
+        Ok(response)
+    }
+}
+
+/// `/csrf`'s answer: the token, with the headers its handler sets (none
+/// on a failure).
 #[get("/csrf")]
-async fn csrf(s: Session) -> Csrf {
+async fn csrf(s: Session) -> WithHeaders<Answer> {
     let (answer, cookie) = crate::csrf(&s).await;
-    let [(cache, cache_value), (vary, vary_value)] = crate::CSRF_HEADERS;
-    Csrf {
+    let headers = cookie.map_or_else(Vec::new, |cookie| {
+        let mut headers = vec![rocket::http::Header::new("set-cookie", cookie)];
+        headers.extend(
+            crate::CSRF_HEADERS
+                .iter()
+                .map(|&(name, value)| rocket::http::Header::new(name, value)),
+        );
+        headers
+    });
+    WithHeaders {
         inner: respond(answer),
-        cookie: rocket::http::Header::new("set-cookie", cookie),
-        cache: rocket::http::Header::new(cache, cache_value),
-        vary: rocket::http::Header::new(vary, vary_value),
+        headers,
     }
 }
 

@@ -44,6 +44,7 @@ macro_rules! http_suite {
             encoded_cookie_names_are_not_the_session,
             head_requests_run_like_gets,
             a_handlers_own_headers_are_kept,
+            the_app_page_cannot_be_framed,
             expired_sessions_are_not_revived,
             login_rotates_the_id,
             logout_keeps_the_values_under_a_new_id,
@@ -526,6 +527,32 @@ pub async fn a_handlers_own_headers_are_kept(spawn: impl Spawn) {
         Some("private, max-age=60")
     );
     assert_eq!(r.header("vary").as_deref(), Some("Accept"));
+}
+
+/// `/app`, whose buttons log out and end sessions, cannot be framed by
+/// another site (clickjacking), and browsers take its type as given: the
+/// same headers on every framework (Rocket's Shield adds its own
+/// otherwise).
+pub async fn the_app_page_cannot_be_framed(spawn: impl Spawn) {
+    let d = demo(spawn, plain()).await;
+    let mut c = Client::new(&d);
+    let r = c.get("/app").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.header("content-type")
+            .is_some_and(|t| t.starts_with("text/html")),
+        "{:?}",
+        r.headers
+    );
+    let all = |name: &str| -> Vec<String> {
+        r.headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(all("x-frame-options"), ["DENY"]);
+    assert_eq!(all("x-content-type-options"), ["nosniff"]);
 }
 
 /// `HEAD` runs the `GET` handler on every framework: `HEAD /set` starts a
