@@ -122,8 +122,24 @@ mod tests {
         assert_eq!(incr(&session).await, (200, "2".into()));
         assert_eq!(login(&session, "bob").await.0, 200);
         assert_eq!(incr(&session).await, (200, "1".into()));
-        assert_eq!(login(&session, "b\u{FFFD}b").await.0, 400);
+        // Refused names change nothing: bob keeps his values.
+        for refused in [
+            "b\u{FFFD}b",
+            "a\0b",
+            &"x".repeat(session_core::MAX_OWNER_LEN + 1),
+        ] {
+            assert_eq!(login(&session, refused).await.0, 400, "{refused:?}");
+        }
         assert_eq!(session.owner().await.unwrap().as_deref(), Some("bob"));
+        assert_eq!(incr(&session).await, (200, "2".into()));
+        // Signed out, then another user: the values go too.
+        assert_eq!(logout(&session).await.0, 200);
+        assert_eq!(login(&session, "carol").await.0, 200);
+        assert_eq!(incr(&session).await, (200, "1".into()));
+        // Signed out, then the same user again: they stay.
+        assert_eq!(logout(&session).await.0, 200);
+        assert_eq!(login(&session, "carol").await.0, 200);
+        assert_eq!(incr(&session).await, (200, "2".into()));
     }
 
     /// A `/csrf` that cannot reach the store answers the error alone: no
@@ -166,10 +182,18 @@ mod tests {
             StoreChoice::Postgres("postgres://db/app?user=app&password=hunter2".into()),
             StoreChoice::Postgres("postgres://app@db/app?password=hunter2".into()),
             StoreChoice::MySql("mysql://db/app?password=hunter2&ssl-mode=REQUIRED".into()),
+            // A `?` or `@` inside the password, or an `@` in the query.
+            StoreChoice::Postgres("postgres://app:pa?hunter2@db/app".into()),
+            StoreChoice::Postgres("postgres://app:pa@hunter2@db/app".into()),
+            StoreChoice::Postgres("postgres://db/app?user=a@b&password=hunter2".into()),
         ] {
             let d = store.describe();
             assert!(!d.contains("hunter2"), "{d}");
         }
+        // What is not secret stays, to tell which server it is.
+        let d = StoreChoice::Postgres("postgres://app:hunter2@db:5433/app?sslmode=require".into())
+            .describe();
+        assert!(d.contains("db:5433/app"), "{d}");
     }
 }
 
@@ -272,18 +296,25 @@ impl StoreChoice {
     }
 }
 
-/// The URL without its password: neither the user information before `@`
-/// nor the query, where PostgreSQL and MySQL URLs may carry `password=`.
-fn redact(url: &str) -> String {
-    let (url, query) = match url.split_once('?') {
-        Some((url, _)) => (url, "?***"),
-        None => (url, ""),
-    };
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***{}{query}", &url[..scheme], &url[at..])
+/// The URL without its secrets: neither the user information nor the query,
+/// where PostgreSQL and MySQL URLs may carry `password=`. Text that does not
+/// parse as a URL keeps its scheme alone.
+fn redact(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut url) => {
+            if !url.username().is_empty() || url.password().is_some() {
+                let _ = url.set_password(None);
+                let _ = url.set_username("***");
+            }
+            if url.query().is_some() {
+                url.set_query(Some("***"));
+            }
+            url.to_string()
         }
-        _ => format!("{url}{query}"),
+        Err(_) => match text.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://***"),
+            None => "***".into(),
+        },
     }
 }
 
@@ -756,20 +787,35 @@ pub async fn incr(session: &Session) -> Reply {
 }
 
 /// `/login/{user}`: rotates the id, sets the owner and leaves a welcome
-/// flash for `/app`. Over another user's session (a shared computer), the
-/// previous user's values go first: `login` keeps the data, and what the app
-/// keeps about a user is the app's to remove. The CSRF token goes too, as
-/// at every change of who is signed in. A name that is not valid UTF-8 in
-/// the URL (which actix-web and Rocket decode into U+FFFD, and axum refuses)
-/// is refused alike on every framework.
+/// flash for `/app`. After another user (signed in, or signed out on this
+/// browser: a shared computer), that user's values go first: `login` keeps
+/// the data, and what the app keeps about a user is the app's to remove.
+/// The CSRF token goes too, as at every change of who is signed in. A name
+/// `login` would refuse is refused before anything changes, and one that is
+/// not valid UTF-8 in the URL (which actix-web and Rocket decode into
+/// U+FFFD, and axum refuses) alike on every framework.
 pub async fn login(session: &Session, user: &str) -> Reply {
+    if user.is_empty() || user.len() > session_core::MAX_OWNER_LEN || user.contains('\0') {
+        return (
+            400,
+            format!(
+                "The user name must be 1 to {} bytes, without NUL",
+                session_core::MAX_OWNER_LEN
+            ),
+        );
+    }
     if user.contains(char::REPLACEMENT_CHARACTER) {
         return (400, "The user name is not valid UTF-8".into());
     }
     let prepared = async {
-        if session.owner().await?.is_some_and(|owner| owner != user) {
+        let previous = match session.owner().await? {
+            Some(owner) => Some(owner),
+            None => session.get::<String>(LAST_USER).await?,
+        };
+        if previous.is_some_and(|previous| previous != user) {
             session.clear().await?;
         }
+        session.remove(LAST_USER).await?;
         session.remove("csrf").await.map(drop)
     }
     .await;
@@ -874,6 +920,9 @@ pub async fn end_session(session: &Session, id: &str) -> Reply {
     }
 }
 
+/// The session key where `/logout` leaves who signed out.
+const LAST_USER: &str = "signed_out";
+
 /// `/logout`: logs the current owner out under a new id; the session's
 /// values stay.
 pub async fn logout(session: &Session) -> Reply {
@@ -883,8 +932,10 @@ pub async fn logout(session: &Session) -> Reply {
     };
     reply(
         async {
-            // A new CSRF token for whoever uses the browser next.
+            // A new CSRF token for whoever uses the browser next, and who
+            // signed out, so that another user's login clears the values.
             session.remove("csrf").await?;
+            session.insert(LAST_USER, &owner).await?;
             session.logout().await?;
             Ok(format!("Logged out {owner}"))
         }

@@ -295,7 +295,7 @@ fn save_lua() -> String {
     let trailer = value::TRAILER_LEN;
     format!(
         r"local cur = redis.call('GET', KEYS[1])
-if not cur or string.sub(cur, 9, 16) == {retired} then return {{0, ''}} end
+if not cur or #cur < {min_len} or string.sub(cur, 9, 16) == {retired} then return {{0, ''}} end
 local mine = string.sub(ARGV[2], -{token})
 if string.sub(cur, 1, 8) ~= ARGV[1] then
   if #cur >= {min_len} then
@@ -305,7 +305,6 @@ if string.sub(cur, 1, 8) ~= ARGV[1] then
   end
   return {{1, ''}}
 end
-if #cur < {min_len} then return {{0, ''}} end
 local n = string.byte(cur, 17) * 256 + string.byte(cur, 18)
 local value = string.sub(ARGV[2], 1, -{trailer} - 1) .. string.sub(cur, -{kept}) .. mine
 redis.call('SET', KEYS[1], value, 'PXAT', ARGV[3])
@@ -335,10 +334,12 @@ fn touch_lua() -> String {
         r"
 local head = redis.call('GETRANGE', KEYS[1], 0, 15)
 if string.sub(head, 1, 8) ~= ARGV[3] or string.sub(head, 9, 16) == {RETIRED_LUA} then return 0 end
+if redis.call('STRLEN', KEYS[1]) < {min_len} then return 0 end
 redis.call('SETRANGE', KEYS[1], 8, ARGV[1])
 redis.call('PEXPIREAT', KEYS[1], ARGV[2])
 return 1
-"
+",
+        min_len = 18 + value::TRAILER_LEN,
     )
 }
 

@@ -48,12 +48,13 @@ fn running() -> std::sync::MutexGuard<'static, Vec<Scratch>> {
 /// The process group of the command xtask runs now (`cargo test`, ...),
 /// which the signal handler stops with the servers: a SIGTERM sent to xtask
 /// alone (a CI job cancelled, `timeout`) left the test binaries running.
-/// The child is spawned, reaped and forgotten under the lock, which the
-/// handler keeps once it has it, so it never signals a group whose leader
-/// is gone.
-static COMMAND: Mutex<Option<u32>> = Mutex::new(None);
+/// The child is spawned, polled and reaped under the lock, which the
+/// handler keeps once it has it: the handler can then wait for the command
+/// to wind down (test binaries stopping throwaway servers of their own)
+/// before it kills what is left of the group.
+static COMMAND: Mutex<Option<Child>> = Mutex::new(None);
 
-fn command() -> std::sync::MutexGuard<'static, Option<u32>> {
+fn command() -> std::sync::MutexGuard<'static, Option<Child>> {
     COMMAND.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -61,15 +62,16 @@ fn command() -> std::sync::MutexGuard<'static, Option<u32>> {
 /// [`stop_on_signals`] stops on an interrupt: the terminal's Ctrl-C reaches
 /// it through the handler, as it does the servers.
 pub(crate) fn run_in_group(mut command_to_run: Command) -> std::io::Result<ExitStatus> {
-    let mut child = {
+    {
         let mut current = command();
-        let child = command_to_run.process_group(0).spawn()?;
-        *current = Some(child.id());
-        child
-    };
+        *current = Some(command_to_run.process_group(0).spawn()?);
+    }
     loop {
         {
             let mut current = command();
+            let Some(child) = current.as_mut() else {
+                return Err(std::io::Error::other("the command's child went missing"));
+            };
             match child.try_wait() {
                 Ok(Some(status)) => {
                     *current = None;
@@ -150,8 +152,9 @@ pub(crate) fn stop_on_signals() -> Result {
             return;
         };
         // Held until the exit: nothing is spawned after this.
-        let foreground = command();
-        if let Some(pid) = *foreground {
+        let mut foreground = command();
+        let group = foreground.as_ref().map(Child::id);
+        if let Some(pid) = group {
             kill(&format!("-{signal}"), pid);
         }
         let mut list = running();
@@ -162,12 +165,19 @@ pub(crate) fn stop_on_signals() -> Result {
                 kill(s.stop.unwrap_or("-KILL"), pid);
             }
         }
-        if !servers.is_empty() || foreground.is_some() {
-            // A clean stop takes PostgreSQL (and `cargo test`) a moment; the
-            // pids stay ours (unreaped children) until this process exits.
+        if !servers.is_empty() {
+            // A clean stop takes PostgreSQL a moment; the pids stay ours
+            // (unreaped children) until this process exits.
             sleep(Duration::from_millis(500));
         }
-        if let Some(pid) = *foreground {
+        if let (Some(pid), Some(child)) = (group, foreground.as_mut()) {
+            // The command's own handlers (xtask's tests stop throwaway
+            // servers of theirs, which takes them half a second) get up to
+            // ten seconds; then what is left of the group goes.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                sleep(Duration::from_millis(50));
+            }
             kill("-KILL", pid);
         }
         for s in &scratches {

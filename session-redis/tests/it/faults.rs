@@ -259,10 +259,23 @@ async fn an_undecodable_record_is_no_session() {
         .await
         .expect("cut the value short");
     assert_eq!(store.load(&record.id).await.expect("load"), None);
+    let later = session_core::Timestamp::now() + std::time::Duration::from_secs(7200);
+    assert!(
+        !store
+            .touch(&record.id, record.version, None, later)
+            .await
+            .expect("touch"),
+        "a touch moved the deadline of a value that loads as no session"
+    );
     let expected = record.version;
     record.version += 1;
     assert_eq!(
         store.save(&record, expected).await.expect("save"),
+        session_core::Saved::Missing
+    );
+    // At another version too: missing, not a conflict.
+    assert_eq!(
+        store.save(&record, expected + 5).await.expect("save"),
         session_core::Saved::Missing
     );
     store.delete(&record.id).await.expect("delete");

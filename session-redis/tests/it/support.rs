@@ -31,8 +31,13 @@ pub(crate) fn delete_prefix(url: String, prefix: String) {
         let mut conn = redis::Client::open(url.as_str())?.get_connection()?;
         // `SCAN`, not `KEYS`, which would hold a large shared Redis while it
         // walked every key.
-        let keys: Vec<String> = redis::Commands::scan_match(&mut conn, format!("{prefix}*"))?
-            .collect::<Result<_, _>>()?;
+        let keys: Vec<String> = redis::Commands::scan_options(
+            &mut conn,
+            redis::ScanOptions::default()
+                .with_pattern(format!("{prefix}*"))
+                .with_count(1000),
+        )?
+        .collect::<Result<_, _>>()?;
         for chunk in keys.chunks(500) {
             redis::cmd("DEL").arg(chunk).query::<()>(&mut conn)?;
         }

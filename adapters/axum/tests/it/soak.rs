@@ -58,8 +58,13 @@ async fn soak_on_redis_is_error_free_and_loses_no_increment() {
             let mut conn = redis::Client::open(cleanup_url.as_str())?.get_connection()?;
             // `SCAN`, not `KEYS`, which would hold a large shared Redis while
             // it walked every key.
-            let keys: Vec<String> = redis::Commands::scan_match(&mut conn, format!("{prefix}*"))?
-                .collect::<Result<_, _>>()?;
+            let keys: Vec<String> = redis::Commands::scan_options(
+                &mut conn,
+                redis::ScanOptions::default()
+                    .with_pattern(format!("{prefix}*"))
+                    .with_count(1000),
+            )?
+            .collect::<Result<_, _>>()?;
             for chunk in keys.chunks(500) {
                 redis::cmd("DEL").arg(chunk).query::<()>(&mut conn)?;
             }
