@@ -467,7 +467,9 @@ impl Queries {
             out
         };
         Self {
-            load: fill("SELECT data, expires_at, version FROM {t} WHERE id = ? AND expires_at > ?"),
+            load: fill(
+                "SELECT data, expires_at, version, owner FROM {t} WHERE id = ? AND expires_at > ?",
+            ),
             insert: fill(
                 "INSERT INTO {t} (id, data, version, expires_at, owner) VALUES (?, ?, ?, ?, ?)",
             ),
@@ -657,11 +659,18 @@ pub(crate) fn corrupted(id: &RecordId, why: &dyn fmt::Display) -> Option<Record>
     None
 }
 
-/// Decodes a row's `data`, `expires_at` and `version`; `None` (logged) for
-/// anything that is not a record of `id` at the row's version (a save
-/// compares the column, so a record that disagrees with it could never be
-/// saved again).
-pub(crate) fn decode(id: &RecordId, data: &[u8], expires_ms: i64, version: i64) -> Option<Record> {
+/// Decodes a row's `data`, `expires_at`, `version` and `owner`; `None`
+/// (logged) for anything that is not a record of `id` at the row's version
+/// (a save compares the column, so a record that disagrees with it could
+/// never be saved again) and owner (the owner index is the column: a record
+/// naming another owner would escape its owner's "log out everywhere").
+pub(crate) fn decode(
+    id: &RecordId,
+    data: &[u8],
+    expires_ms: i64,
+    version: i64,
+    owner: Option<&[u8]>,
+) -> Option<Record> {
     let corrupted = |why: &dyn fmt::Display| corrupted(id, why);
     let mut record = match Record::from_bytes(data) {
         Ok(r) => r,
@@ -672,6 +681,9 @@ pub(crate) fn decode(id: &RecordId, data: &[u8], expires_ms: i64, version: i64) 
     }
     if u64::try_from(version) != Ok(record.version) {
         return corrupted(&"the row's version column and its record disagree");
+    }
+    if owner != record.owner.as_deref().map(str::as_bytes) {
+        return corrupted(&"the row's owner column and its record disagree");
     }
     match session_core::Timestamp::checked_from_unix_millis(expires_ms) {
         Some(t) => record.expires_at = t,
@@ -748,7 +760,7 @@ mod tests {
         let q = Queries::new(&d, &t);
         assert_eq!(
             q.load,
-            "SELECT data, expires_at, version FROM \"a\".\"s\" WHERE id = $1 AND expires_at > $2"
+            "SELECT data, expires_at, version, owner FROM \"a\".\"s\" WHERE id = $1 AND expires_at > $2"
         );
         assert_eq!(
             q.sweep,

@@ -336,14 +336,23 @@ macro_rules! sql_store {
                 // corrupted row: no session, like an undecodable record.
                 // Elsewhere the schema fixes the types: the table is wrong.
                 let columns = (|| {
+                    // The owner as text, or as bytes where the column is
+                    // binary (MySQL's `VARBINARY`).
+                    let owner = match row.try_get::<Option<String>, _>(3) {
+                        Ok(owner) => owner.map(String::into_bytes),
+                        Err(_) => row.try_get::<Option<Vec<u8>>, _>(3)?,
+                    };
                     Ok::<_, sqlx::Error>((
                         row.try_get::<Vec<u8>, _>(0)?,
                         row.try_get::<i64, _>(1)?,
                         row.try_get::<i64, _>(2)?,
+                        owner,
                     ))
                 })();
                 match columns {
-                    Ok((data, expires, version)) => Ok($crate::decode(id, &data, expires, version)),
+                    Ok((data, expires, version, owner)) => {
+                        Ok($crate::decode(id, &data, expires, version, owner.as_deref()))
+                    }
                     Err(e) if self.queries.dynamic_types => Ok($crate::corrupted(id, &e)),
                     Err(e) => Err($crate::query_error("load")(e)),
                 }

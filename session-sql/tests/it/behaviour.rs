@@ -505,6 +505,74 @@ async fn a_row_whose_version_disagrees_with_its_record_is_no_session() {
     assert_eq!(store.load(&r.id).await.expect("load"), None);
 }
 
+/// A row whose `owner` column disagrees with its record (an edit by hand) is
+/// no session: the owner index is the column, so the session would answer
+/// its cookie while its record's owner could not log it out everywhere.
+async fn a_row_whose_owner_disagrees_is_no_session<S: Store>(
+    store: &S,
+    retag: impl AsyncFnOnce(&[u8]),
+) {
+    let mut r = record(Duration::from_secs(3600));
+    r.owner = Some("alice".into());
+    store.create(&r).await.expect("create");
+    assert!(store.load(&r.id).await.expect("load").is_some());
+    retag(&r.id.as_bytes()[..]).await;
+    assert_eq!(store.load(&r.id).await.expect("load"), None);
+}
+
+#[tokio::test]
+async fn sqlite_a_row_whose_owner_disagrees_with_its_record_is_no_session() {
+    let store = support::sqlite_memory().await;
+    a_row_whose_owner_disagrees_is_no_session(&store, async |id| {
+        sqlx::query("UPDATE sessions SET owner = 'mallory' WHERE id = ?")
+            .bind(id)
+            .execute(store.pool())
+            .await
+            .expect("retag");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_row_whose_owner_disagrees_with_its_record_is_no_session() {
+    let Some(store) = support::postgres().await else {
+        return;
+    };
+    let table = format!(
+        "\"{}\".\"{}\"",
+        store.inner().table().schema().expect("a schema"),
+        store.inner().table().name()
+    );
+    a_row_whose_owner_disagrees_is_no_session(&store, async |id| {
+        sqlx::query(&format!(
+            "UPDATE {table} SET owner = 'mallory' WHERE id = $1"
+        ))
+        .bind(id)
+        .execute(store.inner().pool())
+        .await
+        .expect("retag");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_a_row_whose_owner_disagrees_with_its_record_is_no_session() {
+    let Some(store) = support::mysql().await else {
+        return;
+    };
+    let table = store.inner().table().name().to_owned();
+    a_row_whose_owner_disagrees_is_no_session(&store, async |id| {
+        sqlx::query(&format!(
+            "UPDATE `{table}` SET owner = 'mallory' WHERE id = ?"
+        ))
+        .bind(id)
+        .execute(store.inner().pool())
+        .await
+        .expect("retag");
+    })
+    .await;
+}
+
 /// A save or a touch that waited for a connection (an in-memory database has
 /// one) past its record's deadline finds the record expired, as every load
 /// meanwhile did: it does not bring it back with a later deadline.
