@@ -98,6 +98,7 @@ impl Session {
     /// #   async fn delete_expired(&self) -> Result<u64, session_core::StoreError> { Ok(0) }
     /// #   async fn ids_of_owner(&self, _: &str) -> Result<Vec<session_core::RecordId>, session_core::StoreError> { Ok(vec![]) }
     /// #   async fn delete_owner(&self, _: &str) -> Result<u64, session_core::StoreError> { Ok(0) }
+    /// #   async fn delete_all(&self) -> Result<u64, session_core::StoreError> { Ok(0) }
     /// # }
     /// use session_core::{Config, Manager, SetCookie};
     ///

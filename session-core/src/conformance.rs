@@ -90,6 +90,7 @@ macro_rules! store_conformance {
             owners_match_byte_for_byte,
             a_retired_record_stays_retired,
             a_touch_racing_a_save_or_a_delete_is_one_step,
+            delete_all_deletes_every_record,
             touch_of_a_stale_version_changes_nothing,
             touch_of_missing_is_false,
             touch_to_the_same_or_a_past_deadline,
@@ -740,6 +741,65 @@ pub async fn a_touch_racing_a_save_or_a_delete_is_one_step(store: impl Store) {
             "a touch racing a delete brought the record back"
         );
     }
+}
+
+/// `delete_all` deletes every record of the store, owned or not, with the
+/// owner index, and counts them (an expired record it still held may count
+/// too); the store works on afterwards, the same ids included.
+pub async fn delete_all_deletes_every_record(store: impl Store) {
+    let alice = random_owner();
+    let mut live = Vec::new();
+    for i in 0..5 {
+        let mut r = record(hour());
+        if i % 2 == 0 {
+            r.owner = Some(alice.clone());
+        }
+        create(&store, &r).await;
+        live.push(r);
+    }
+    // One saved and one touched too, for stores that index deadlines.
+    let mut next = live[1].clone();
+    next.version = 1;
+    next.expires_at = now() + hour() + hour();
+    assert_eq!(store.save(&next, 0).await.expect("save"), Saved::Saved);
+    assert!(store
+        .touch(&live[2].id, 0, Some(&alice), now() + hour() + hour())
+        .await
+        .expect("touch"));
+    create_expired(&store, &expired_record()).await;
+    let n = store.delete_all().await.expect("delete all");
+    assert!(
+        (5..=6).contains(&n),
+        "five live records (and perhaps one expired) were deleted, not {n}"
+    );
+    for r in &live {
+        assert_eq!(
+            load(&store, &r.id).await,
+            None,
+            "a record survived delete_all"
+        );
+    }
+    assert!(store.ids_of_owner(&alice).await.expect("list").is_empty());
+    assert_eq!(store.delete_owner(&alice).await.expect("delete owner"), 0);
+    // A save or touch of a deleted record brings nothing back.
+    let mut late = next.clone();
+    late.version = 2;
+    assert_eq!(store.save(&late, 1).await.expect("save"), Saved::Missing);
+    assert!(!store
+        .touch(&live[3].id, 0, None, now() + hour())
+        .await
+        .expect("touch"));
+    assert_eq!(load(&store, &live[1].id).await, None);
+    // The store works on, for the same ids too.
+    let again = live[0].clone();
+    create(&store, &again).await;
+    assert_eq!(load(&store, &again.id).await, Some(again.clone()));
+    assert_eq!(
+        store.ids_of_owner(&alice).await.expect("list"),
+        vec![again.id]
+    );
+    assert_eq!(store.delete_all().await.expect("delete all"), 1);
+    assert_eq!(store.delete_all().await.expect("delete all"), 0);
 }
 
 /// `touch` from a copy older than the stored record is `false` and leaves the

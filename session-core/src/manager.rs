@@ -39,6 +39,7 @@ use crate::view::SessionView;
 /// #   async fn delete_expired(&self) -> Result<u64, session_core::StoreError> { Ok(0) }
 /// #   async fn ids_of_owner(&self, _: &str) -> Result<Vec<session_core::RecordId>, session_core::StoreError> { Ok(vec![]) }
 /// #   async fn delete_owner(&self, _: &str) -> Result<u64, session_core::StoreError> { Ok(0) }
+/// #   async fn delete_all(&self) -> Result<u64, session_core::StoreError> { Ok(0) }
 /// # }
 /// use session_core::{Config, Manager, SetCookie};
 ///
@@ -230,6 +231,7 @@ impl Manager {
     /// #   async fn delete_expired(&self) -> Result<u64, session_core::StoreError> { Ok(0) }
     /// #   async fn ids_of_owner(&self, _: &str) -> Result<Vec<session_core::RecordId>, session_core::StoreError> { Ok(vec![]) }
     /// #   async fn delete_owner(&self, _: &str) -> Result<u64, session_core::StoreError> { Ok(0) }
+    /// #   async fn delete_all(&self) -> Result<u64, session_core::StoreError> { Ok(0) }
     /// # }
     /// use session_core::{Config, Manager};
     ///
@@ -460,6 +462,42 @@ impl Manager {
         }
         tracing::info!(sessions = n, "destroyed every session of an owner");
         observe::count("session_owner_destroys_total", n);
+        Ok(n)
+    }
+
+    /// Ends every session of the store, every user's (Iris's `DestroyAll`):
+    /// "log everyone out", after a breach or a change of what sessions hold.
+    /// Returns how many records the store deleted (expired ones it still
+    /// held count too).
+    /// Every session live when the call began is gone when it returns, and
+    /// stays gone: a request that still holds one finds it ended, as after
+    /// a [`destroy`](Session::destroy). A session created during the call
+    /// may stay. Only this store's sessions go: a Redis store's key prefix,
+    /// a SQL store's table, a sled store's trees.
+    ///
+    /// Behind a `session_memory::CachedStore` shared by several app
+    /// instances, another instance can still read (never write) a session
+    /// from its memory for up to the cache's `max_staleness`.
+    ///
+    /// ```
+    /// # async fn run(manager: session_core::Manager) -> session_core::Result<()> {
+    /// let ended = manager.destroy_all().await?;
+    /// println!("{ended} sessions ended");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Store`] or [`Error::Timeout`]: the store may have deleted
+    /// some of the sessions. The store timeout bounds the call as any other,
+    /// so a store of millions of sessions needs a manager with a longer one
+    /// ([`ConfigBuilder::with_store_timeout`](crate::ConfigBuilder::with_store_timeout)),
+    /// or the call again until it answers.
+    pub async fn destroy_all(&self) -> Result<u64> {
+        let n = self
+            .call("delete all", self.inner.store.delete_all())
+            .await?;
+        tracing::info!(sessions = n, "destroyed every session");
+        observe::count("session_all_destroys_total", n);
         Ok(n)
     }
 

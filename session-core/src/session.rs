@@ -1602,6 +1602,7 @@ impl Session {
     /// #   async fn delete_expired(&self) -> Result<u64, session_core::StoreError> { Ok(0) }
     /// #   async fn ids_of_owner(&self, _: &str) -> Result<Vec<session_core::RecordId>, session_core::StoreError> { Ok(vec![]) }
     /// #   async fn delete_owner(&self, _: &str) -> Result<u64, session_core::StoreError> { Ok(0) }
+    /// #   async fn delete_all(&self) -> Result<u64, session_core::StoreError> { Ok(0) }
     /// # }
     /// use std::time::Duration;
     /// use session_core::{Config, Manager};
@@ -1957,6 +1958,7 @@ impl Session {
     /// #   async fn delete_expired(&self) -> Result<u64, session_core::StoreError> { Ok(0) }
     /// #   async fn ids_of_owner(&self, _: &str) -> Result<Vec<session_core::RecordId>, session_core::StoreError> { Ok(vec![]) }
     /// #   async fn delete_owner(&self, _: &str) -> Result<u64, session_core::StoreError> { Ok(0) }
+    /// #   async fn delete_all(&self) -> Result<u64, session_core::StoreError> { Ok(0) }
     /// # }
     /// use session_core::{Config, Manager, SetCookie};
     ///
@@ -5499,6 +5501,9 @@ mod tests {
         async fn delete_expired(&self) -> std::result::Result<u64, StoreError> {
             self.inner.delete_expired().await
         }
+        async fn delete_all(&self) -> std::result::Result<u64, StoreError> {
+            self.inner.delete_all().await
+        }
         async fn ids_of_owner(
             &self,
             owner: &str,
@@ -6807,6 +6812,36 @@ mod tests {
         assert_eq!(f.manager.destroy_all_of("alice").await.unwrap(), 2);
         hook.fail_listings.store(false, Ordering::SeqCst);
         assert!(f.manager.sessions_of("alice").await.unwrap().is_empty());
+    }
+
+    /// Log everyone out: every user's sessions end, and a request that still
+    /// holds one (loaded before) finds it ended at its next write instead
+    /// of bringing it back.
+    #[tokio::test]
+    async fn destroy_all_ends_every_users_sessions_for_good() {
+        let f = fixture();
+        let (alice, _) = logged_in(&f, "alice", "laptop").await;
+        let (bob, _) = logged_in(&f, "bob", "phone").await;
+        let anonymous = {
+            let s = f.open(None);
+            s.insert("cart", 3).await.unwrap();
+            value(s.commit().await.unwrap())
+        };
+        let holding = f.open(Some(&alice));
+        assert_eq!(holding.get_string("device").await.unwrap(), "laptop");
+        assert_eq!(f.manager.destroy_all().await.unwrap(), 3);
+        for cookie in [&alice, &bob, &anonymous] {
+            let s = f.open(Some(cookie));
+            assert!(
+                s.is_empty().await.unwrap(),
+                "a session survived destroy_all"
+            );
+        }
+        assert!(f.manager.sessions_of("alice").await.unwrap().is_empty());
+        // The request that held alice's session writes nothing back.
+        holding.insert("device", "still here").await.unwrap();
+        assert_eq!(holding.commit().await.unwrap(), SetCookie::Remove);
+        assert_eq!(f.store.inner().len(), 0);
     }
 
     /// A store that answers a load of one id with another id's record (its

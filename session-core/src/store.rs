@@ -71,12 +71,16 @@ pub enum Saved {
 /// * `ids_of_owner` / `delete_owner` see exactly the live records whose `owner`
 ///   is the given one; an owner index never keeps expired or deleted records
 ///   visible.
+/// * `delete_all` deletes every record of the store (its key prefix, its
+///   table, its trees): each record live when the call began is gone when
+///   it returns, its owner index entries too. A record created during the
+///   call may stay.
 ///
 /// The trait is object-safe: the manager holds an `Arc<dyn Store>`.
 ///
 /// # Implementing a store
 ///
-/// Implement the eight async methods with the semantics above, then run the
+/// Implement the nine async methods with the semantics above, then run the
 /// conformance suite against the store. [`Store::group_commit`] has a default
 /// (`true`); override it only for a store whose save costs less than
 /// gathering concurrent updates does. A store that keeps records as bytes
@@ -129,6 +133,12 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
     /// go now or at the next sweep is the store's choice.
     async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError>;
 
+    /// Deletes every record of this store, live or expired, with the owner
+    /// index, and returns how many records it deleted (expired ones it still
+    /// held count too). "Log everyone out": after a breach, or a change of
+    /// what sessions hold.
+    async fn delete_all(&self) -> Result<u64, StoreError>;
+
     /// Whether the manager should gather concurrent updates of one session
     /// into one `save` (group commit), asked once when the manager is built.
     ///
@@ -162,6 +172,7 @@ pub(crate) enum StoreOp {
     DeleteExpired,
     IdsOfOwner,
     DeleteOwner,
+    DeleteAll,
 }
 
 /// The [`Store`] methods of a wrapper that hands every call on to an
@@ -261,6 +272,14 @@ macro_rules! forward_store {
         {
             let $this = self;
             $pass($this, $crate::store::StoreOp::DeleteOwner, $inner.delete_owner(owner))
+        }
+        fn delete_all<'s, 'f>(&'s self) -> $crate::store::StoreFuture<'f, u64>
+        where
+            's: 'f,
+            Self: 'f,
+        {
+            let $this = self;
+            $pass($this, $crate::store::StoreOp::DeleteAll, $inner.delete_all())
         }
         fn group_commit(&self) -> bool {
             // Unused when the answer is a constant.

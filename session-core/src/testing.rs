@@ -199,7 +199,10 @@ impl<S: Store> Instrumented<S> {
             StoreOp::Save => &c.save,
             StoreOp::Touch => &c.touch,
             StoreOp::Delete => &c.delete,
-            StoreOp::DeleteExpired | StoreOp::IdsOfOwner | StoreOp::DeleteOwner => &c.other,
+            StoreOp::DeleteExpired
+            | StoreOp::IdsOfOwner
+            | StoreOp::DeleteOwner
+            | StoreOp::DeleteAll => &c.other,
         };
         counter.fetch_add(1, Ordering::SeqCst);
         if !c.faulty.load(Ordering::SeqCst) {
@@ -432,6 +435,12 @@ impl Store for TestStore {
         let before = map.len();
         map.retain(|_, r| r.is_expired(now) || r.owner.as_deref() != Some(owner));
         Ok((before - map.len()) as u64)
+    }
+    async fn delete_all(&self) -> Result<u64, StoreError> {
+        let mut map = self.map();
+        let n = map.len();
+        map.clear();
+        Ok(n as u64)
     }
 }
 

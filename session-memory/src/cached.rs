@@ -185,10 +185,12 @@ enum Replace {
     Copy(Arc<Record>),
 }
 
-/// What a delete ends: one session, or every session of an owner.
+/// What a delete ends: one session, every session of an owner, or every
+/// session.
 enum Ending<'a> {
     Id(&'a RecordId),
     Owner(&'a str),
+    All,
 }
 
 /// Buries what a delete, save or touch ends if it is dropped before it
@@ -346,6 +348,15 @@ impl<S> CachedStore<S> {
                 }
                 let id = *id;
                 cache.invalidate_entries_if(move |key, _| *key == id)
+            }
+            Ending::All => {
+                for shard in self.burials.iter() {
+                    shard.fetch_add(1, Ordering::SeqCst);
+                }
+                // Every copy put before this goes; one put after it from a
+                // count taken before sees the count moved.
+                cache.invalidate_all();
+                return;
             }
             Ending::Owner(owner) => {
                 for shard in self.burials.iter() {
@@ -768,6 +779,21 @@ impl<S: Store> Store for CachedStore<S> {
         n
     }
 
+    async fn delete_all(&self) -> Result<u64, StoreError> {
+        // Burials in every shard before and after, as a logout everywhere
+        // counts them, and every copy dropped each time: a load that read a
+        // record before the backing store deleted it must not cache it
+        // afterwards. Dropped (finished or not), the guard does the second.
+        self.bury_now(&Ending::All);
+        let ending = Unfinished {
+            store: self,
+            ending: Some(Ending::All),
+        };
+        let n = self.backing.delete_all().await;
+        drop(ending);
+        n
+    }
+
     /// The backing store's: every save goes through to it.
     fn group_commit(&self) -> bool {
         self.backing.group_commit()
@@ -810,6 +836,24 @@ mod tests {
             .max_staleness(staleness)
             .build();
         (backing, a, b)
+    }
+
+    /// `delete_all` drops every cached copy: a session read (and cached)
+    /// before it is not served from memory after it.
+    #[tokio::test]
+    async fn delete_all_leaves_no_copy_in_memory() {
+        let (backing, a, _) = pair(Duration::from_secs(60));
+        let (r, s) = (record(), record());
+        for x in [&r, &s] {
+            a.create(x).await.unwrap();
+            assert_eq!(a.load(&x.id).await.unwrap(), Some(x.clone()));
+        }
+        assert_eq!(backing.counts().load, 2);
+        assert_eq!(a.delete_all().await.unwrap(), 2);
+        for x in [&r, &s] {
+            assert_eq!(a.load(&x.id).await.unwrap(), None);
+        }
+        assert_eq!(backing.counts().load, 4, "the loads went to the store");
     }
 
     /// A backing store that answers a load with another id's record (its
@@ -1009,6 +1053,9 @@ mod tests {
         }
         async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError> {
             self.inner.delete_owner(owner).await
+        }
+        async fn delete_all(&self) -> Result<u64, StoreError> {
+            self.inner.delete_all().await
         }
     }
 

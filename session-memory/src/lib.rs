@@ -601,6 +601,30 @@ impl Store for MemoryStore {
         Ok(n)
     }
 
+    async fn delete_all(&self) -> Result<u64, StoreError> {
+        // A shard at a time, as a sweep goes: each shard's entries leave
+        // under its lock, with their owner index entries, so a session
+        // created meanwhile in a shard already emptied stays listed.
+        let mut n = 0;
+        for shard in self.inner.shards.iter() {
+            let emptied = {
+                let mut shard = lock(shard);
+                shard.bytes = 0;
+                std::mem::take(&mut shard.entries)
+            };
+            for (id, entry) in &emptied {
+                if let Some(owner) = entry.owner() {
+                    index_remove(&self.inner.owners, owner, id);
+                }
+            }
+            n += emptied.len() as u64;
+            if emptied.len() >= SWEEP_YIELD_EVERY {
+                tokio::task::yield_now().await;
+            }
+        }
+        Ok(n)
+    }
+
     /// `false`: a save here is an insert under a shard's lock, cheaper than
     /// the task and wake-ups that gathering updates costs, so each update
     /// saves at once (but one carrying its request's earlier deferred

@@ -994,6 +994,78 @@ impl Store for RedisStore {
         Ok(0)
     }
 
+    async fn delete_all(&self) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        match &self.conn {
+            Conn::Single(_) => {
+                let mut conn = self.conn.clone();
+                let mut cursor = 0;
+                loop {
+                    let (next, keys): (u64, Vec<Vec<u8>>) = self
+                        .scan_page(cursor)
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(command("delete all"))?;
+                    deleted += self.delete_keys(keys).await?;
+                    if next == 0 {
+                        return Ok(deleted);
+                    }
+                    cursor = next;
+                }
+            }
+            Conn::Cluster(cluster) => {
+                // Every primary's keys, each scanned on its node: a Cluster's
+                // `SCAN` is a node's. The first page comes from all of them
+                // at once, with their addresses.
+                use redis::cluster_routing::{
+                    MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo,
+                };
+                let mut cluster = cluster.clone();
+                let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+                let first = cluster
+                    .route_command(self.scan_page(0), all)
+                    .await
+                    .map_err(command("delete all"))?;
+                let Value::Map(nodes) = first else {
+                    return Err(command("delete all")(RedisError::from((
+                        redis::ErrorKind::Client,
+                        "the Cluster's primaries answered SCAN with something else than a map",
+                    ))));
+                };
+                for (address, page) in nodes {
+                    let address: String = redis::from_redis_value(address)
+                        .map_err(|e| command("delete all")(e.into()))?;
+                    let Some((host, port)) = address
+                        .rsplit_once(':')
+                        .and_then(|(host, port)| Some((host.to_owned(), port.parse().ok()?)))
+                    else {
+                        return Err(command("delete all")(RedisError::from((
+                            redis::ErrorKind::Client,
+                            "a Cluster node address without a port",
+                            address,
+                        ))));
+                    };
+                    let node =
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
+                    let mut page = page;
+                    loop {
+                        let (next, keys): (u64, Vec<Vec<u8>>) = redis::from_redis_value(page)
+                            .map_err(|e| command("delete all")(e.into()))?;
+                        deleted += self.delete_keys(keys).await?;
+                        if next == 0 {
+                            break;
+                        }
+                        page = cluster
+                            .route_command(self.scan_page(next), node.clone())
+                            .await
+                            .map_err(command("delete all"))?;
+                    }
+                }
+                Ok(deleted)
+            }
+        }
+    }
+
     async fn ids_of_owner(&self, owner: &str) -> Result<Vec<RecordId>, StoreError> {
         // Every entry: the records decide, and an app server's clock that runs
         // ahead must not hide sessions still live.
@@ -1050,12 +1122,67 @@ async fn in_turns<F: Future>(calls: Vec<F>) -> Vec<F::Output> {
     answers.into_iter().map(|(_, answer)| answer).collect()
 }
 
+/// `text` with the characters `SCAN`'s `MATCH` gives a meaning to escaped,
+/// so that a key prefix matches only itself.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '^' | '-') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// How many times [`RedisStore`]'s `delete_owner` lists the owner's index at
 /// most: again after every round that found a listed record gone, since a
 /// rotation that retired it may have added its successor after the listing.
 const OWNER_ROUNDS: usize = 8;
 
 impl RedisStore {
+    /// One page of the keys under this store's prefix, from `cursor`.
+    fn scan_page(&self, cursor: u64) -> Cmd {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{}*", glob_escape(&self.prefix)))
+            .arg("COUNT")
+            .arg(1000);
+        cmd
+    }
+
+    /// Deletes those of `keys` that this store wrote (a session, an owner's
+    /// index), each with a command of its own (on a Cluster they live in
+    /// different slots), a few at a time; returns how many sessions went.
+    /// Other keys under the prefix are left alone.
+    async fn delete_keys(&self, keys: Vec<Vec<u8>>) -> Result<u64, StoreError> {
+        let ours: Vec<(Vec<u8>, bool)> = keys
+            .into_iter()
+            .filter_map(|key| {
+                let rest = key.get(self.prefix.len()..)?;
+                let hex = |b: &[u8]| {
+                    b.len() == 64 && b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+                };
+                let session = hex(rest);
+                let index = rest.strip_prefix(b"owner:").is_some_and(hex);
+                (session || index).then_some((key, session))
+            })
+            .collect();
+        let calls = ours.into_iter().map(|(key, session)| {
+            let mut conn = self.conn.clone();
+            async move {
+                let removed: i64 = redis::cmd("DEL").arg(key).query_async(&mut conn).await?;
+                Ok::<_, RedisError>(u64::from(session && removed > 0))
+            }
+        });
+        let mut n = 0;
+        for answer in in_turns(calls.collect()).await {
+            n += answer.map_err(command("delete all"))?;
+        }
+        Ok(n)
+    }
+
     /// The owner's index entries, as ids. A member that is not an id (not
     /// even UTF-8: written by something else) is skipped, so that it cannot
     /// keep the owner's sessions from being listed or ended.

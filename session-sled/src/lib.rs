@@ -553,6 +553,47 @@ impl SledStore {
 
     /// Deletes the live records of `owner`, each in a transaction of its
     /// own, and counts them.
+    /// The outcome of a pass that deletes records (`delete_owner`,
+    /// `delete_all`), flushed in the same task whatever it was (also when it
+    /// removed nothing, as for `delete`): the caller may be gone (its store
+    /// timeout, a client that left) or the pass may have failed halfway, and
+    /// what it deleted must not come back after a crash.
+    fn flushed_after(
+        &self,
+        op: &'static str,
+        deleted: Result<u64, StoreError>,
+    ) -> Result<u64, StoreError> {
+        let flushed = match self.flush {
+            FlushPolicy::EveryWrite => self.db.flush().map(drop).map_err(op_error("flush")),
+            FlushPolicy::Interval(_) => Ok(()),
+        };
+        if let (Err(_), Err(error)) = (&deleted, &flushed) {
+            tracing::warn!(%error, op, "the flush after a failed pass failed too");
+        }
+        let n = deleted?;
+        flushed?;
+        Ok(n)
+    }
+
+    /// Every record, each removed with its index entries in a transaction
+    /// of its own, as `delete` removes one: a session written meanwhile
+    /// keeps its entries consistent.
+    fn delete_all_now(&self) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for key in self.records.iter().keys() {
+            let key = key.map_err(op_error("delete all"))?;
+            match id_from(&key) {
+                Some(id) => {
+                    let removed = self.transaction("delete all", |trees| remove_tx(trees, &id))?;
+                    n += u64::from(removed);
+                }
+                // Not a record's key: nothing reads it, and it goes too.
+                None => drop(self.records.remove(&key).map_err(op_error("delete all"))?),
+            }
+        }
+        Ok(n)
+    }
+
     fn delete_owner_now(&self, owner: &str) -> Result<u64, StoreError> {
         let mut n = 0;
         for id in self.ids_of_owner_now(owner)? {
@@ -682,21 +723,14 @@ impl Store for SledStore {
     async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError> {
         let owner = owner.to_owned();
         self.blocking("delete owner", move |store| {
-            let deleted = store.delete_owner_now(&owner);
-            // Flushed in the same task, whatever the outcome (also when this
-            // removed nothing, as for `delete`): the caller may be gone (its
-            // store timeout, a client that left) or the pass may have failed
-            // halfway, and what it deleted must not come back after a crash.
-            let flushed = match store.flush {
-                FlushPolicy::EveryWrite => store.db.flush().map(drop).map_err(op_error("flush")),
-                FlushPolicy::Interval(_) => Ok(()),
-            };
-            if let (Err(_), Err(error)) = (&deleted, &flushed) {
-                tracing::warn!(%error, "the flush after a failed delete_owner failed too");
-            }
-            let n = deleted?;
-            flushed?;
-            Ok(n)
+            store.flushed_after("delete owner", store.delete_owner_now(&owner))
+        })
+        .await
+    }
+
+    async fn delete_all(&self) -> Result<u64, StoreError> {
+        self.blocking("delete all", |store| {
+            store.flushed_after("delete all", store.delete_all_now())
         })
         .await
     }

@@ -86,6 +86,35 @@ macro_rules! sql_store {
                 &self.pool
             }
 
+            /// Deletes the rows whose deadline is at or before `until()` (read
+            /// for each batch), in batches of [`SWEEP_BATCH`]($crate::SWEEP_BATCH),
+            /// letting requests run between them, and returns how many.
+            async fn sweep_until(
+                &self,
+                op: &'static str,
+                until: impl Fn() -> i64,
+            ) -> Result<u64, session_core::StoreError> {
+                let mut total = 0;
+                loop {
+                    let until = until();
+                    let n = $crate::retrying(op, || async move {
+                        on_held!(&self.pool, |conn| sqlx::query(&self.queries.sweep)
+                            .bind(until)
+                            .bind($crate::SWEEP_BATCH)
+                            .execute(conn))
+                    })
+                    .await
+                    .map_err($crate::query_error(op))?
+                    .rows_affected();
+                    total += n;
+                    if n < $crate::SWEEP_BATCH as u64 {
+                        return Ok(total);
+                    }
+                    // Let requests run between batches.
+                    tokio::task::yield_now().await;
+                }
+            }
+
             /// Creates the table and its indexes, applying the migrations
             /// shipped with this crate that the database has not seen yet.
             /// Safe to run from several instances at once: they take turns
@@ -470,24 +499,13 @@ macro_rules! sql_store {
             }
 
             async fn delete_expired(&self) -> Result<u64, session_core::StoreError> {
-                let mut total = 0;
-                loop {
-                    let n = $crate::retrying("delete expired", || async move {
-                        on_held!(&self.pool, |conn| sqlx::query(&self.queries.sweep)
-                            .bind($crate::now())
-                            .bind($crate::SWEEP_BATCH)
-                            .execute(conn))
-                    })
-                    .await
-                    .map_err($crate::query_error("delete expired"))?
-                    .rows_affected();
-                    total += n;
-                    if n < $crate::SWEEP_BATCH as u64 {
-                        return Ok(total);
-                    }
-                    // Let requests run between batches.
-                    tokio::task::yield_now().await;
-                }
+                self.sweep_until("delete expired", $crate::now).await
+            }
+
+            async fn delete_all(&self) -> Result<u64, session_core::StoreError> {
+                // The sweep, for every deadline there is: the same batches,
+                // so a large table is not locked as one statement would.
+                self.sweep_until("delete all", || i64::MAX).await
             }
 
             async fn ids_of_owner(

@@ -123,3 +123,50 @@ async fn a_touch_to_now_ends_the_session_and_its_index_entry() {
         .expect("keys");
     assert!(keys.is_empty(), "left behind: {keys:?}");
 }
+
+/// `delete_all` deletes this store's sessions and owner indexes only: a
+/// prefix holding `SCAN`'s pattern characters matches only itself, so the
+/// sessions of a store whose prefix it would match as a pattern stay, and a
+/// key under the prefix that the store did not write stays too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_all_deletes_this_stores_keys_only() {
+    let Some((scoped, mut raw, prefix)) = store().await else {
+        return;
+    };
+    let (glob, plain) = (
+        scoped.inner().clone().with_prefix(format!("{prefix}a*")),
+        scoped.inner().clone().with_prefix(format!("{prefix}ab")),
+    );
+    let mut owned = sample_record();
+    owned.owner = Some("alice".into());
+    owned.expires_at = session_core::Timestamp::now() + std::time::Duration::from_secs(3600);
+    let mut other = owned.clone();
+    other.id = session_core::Id::generate().expect("random").record_id();
+    for (store, r) in [(&glob, &owned), (&plain, &other)] {
+        assert_eq!(store.create(r).await.expect("create"), Created::Created);
+    }
+    let foreign = format!("{prefix}a*not-a-session");
+    let _: () = redis::cmd("SET")
+        .arg(&foreign)
+        .arg("x")
+        .query_async(&mut raw)
+        .await
+        .expect("a foreign key");
+    assert_eq!(glob.delete_all().await.expect("delete all"), 1);
+    assert_eq!(glob.load(&owned.id).await.expect("load"), None);
+    assert!(glob.ids_of_owner("alice").await.expect("list").is_empty());
+    assert_eq!(
+        plain.load(&other.id).await.expect("load"),
+        Some(other.clone())
+    );
+    assert_eq!(
+        plain.ids_of_owner("alice").await.expect("list"),
+        vec![other.id]
+    );
+    let kept: Option<String> = redis::cmd("GET")
+        .arg(&foreign)
+        .query_async(&mut raw)
+        .await
+        .expect("get");
+    assert_eq!(kept.as_deref(), Some("x"));
+}
