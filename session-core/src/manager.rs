@@ -477,7 +477,10 @@ impl Manager {
     ///
     /// Behind a `session_memory::CachedStore` shared by several app
     /// instances, another instance can still read (never write) a session
-    /// from its memory for up to the cache's `max_staleness`.
+    /// from its memory for up to the cache's `max_staleness`. On a Redis
+    /// Cluster whose primaries change during the call (a failover, a
+    /// resharding), a node's `SCAN` can miss keys: call it again once the
+    /// Cluster is settled.
     ///
     /// ```
     /// # async fn run(manager: session_core::Manager) -> session_core::Result<()> {

@@ -73,8 +73,8 @@ pub enum Saved {
 ///   visible.
 /// * `delete_all` deletes every record of the store (its key prefix, its
 ///   table, its trees): each record live when the call began is gone when
-///   it returns, its owner index entries too. A record created during the
-///   call may stay.
+///   it returns, and no owner's listing shows it. A record created during
+///   the call may stay, and is listed for its owner.
 ///
 /// The trait is object-safe: the manager holds an `Arc<dyn Store>`.
 ///
@@ -133,9 +133,10 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
     /// go now or at the next sweep is the store's choice.
     async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError>;
 
-    /// Deletes every record of this store, live or expired, with the owner
-    /// index, and returns how many records it deleted (expired ones it still
-    /// held count too). "Log everyone out": after a breach, or a change of
+    /// Deletes every record of this store, live or expired, and returns how
+    /// many records it deleted (expired ones it still held count too). Owner
+    /// index entries of the deleted records must not list them afterwards;
+    /// a store may keep those entries while its listings check the records. "Log everyone out": after a breach, or a change of
     /// what sessions hold.
     async fn delete_all(&self) -> Result<u64, StoreError>;
 

@@ -134,7 +134,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn index_remove(index: &OwnerIndex, owner: &str, id: &RecordId) {
-    let mut map = lock(index);
+    unindex(&mut lock(index), owner, id);
+}
+
+/// Removes `id` from `owner`'s ids in the locked index, and the owner with
+/// its last id.
+fn unindex(map: &mut HashMap<String, OwnerIds>, owner: &str, id: &RecordId) {
     if map.get_mut(owner).is_some_and(|ids| ids.remove(id)) {
         map.remove(owner);
     }
@@ -602,23 +607,30 @@ impl Store for MemoryStore {
     }
 
     async fn delete_all(&self) -> Result<u64, StoreError> {
-        // A shard at a time, as a sweep goes: each shard's entries leave
-        // under its lock, with their owner index entries, so a session
-        // created meanwhile in a shard already emptied stays listed.
-        let mut n = 0;
+        // A shard at a time, as a sweep goes, letting other tasks run after
+        // every few thousand sessions: each shard's entries leave under its
+        // lock with their owner index entries (shard, then index: the lock
+        // order of every removal), so a session created meanwhile is listed.
+        let (mut n, mut since_yield) = (0, 0);
         for shard in self.inner.shards.iter() {
             let emptied = {
                 let mut shard = lock(shard);
                 shard.bytes = 0;
-                std::mem::take(&mut shard.entries)
-            };
-            for (id, entry) in &emptied {
-                if let Some(owner) = entry.owner() {
-                    index_remove(&self.inner.owners, owner, id);
+                let emptied = std::mem::take(&mut shard.entries);
+                let mut owners = lock(&self.inner.owners);
+                for (id, entry) in &emptied {
+                    if let Some(owner) = entry.owner() {
+                        unindex(&mut owners, owner, id);
+                    }
                 }
-            }
+                emptied
+            };
             n += emptied.len() as u64;
-            if emptied.len() >= SWEEP_YIELD_EVERY {
+            since_yield += emptied.len();
+            // Freed outside the locks.
+            drop(emptied);
+            if since_yield >= SWEEP_YIELD_EVERY {
+                since_yield = 0;
                 tokio::task::yield_now().await;
             }
         }

@@ -1152,28 +1152,42 @@ impl RedisStore {
         cmd
     }
 
-    /// Deletes those of `keys` that this store wrote (a session, an owner's
-    /// index), each with a command of its own (on a Cluster they live in
-    /// different slots), a few at a time; returns how many sessions went.
-    /// Other keys under the prefix are left alone.
+    /// Deletes those of `keys` that are this store's sessions, and returns
+    /// how many went. Owner indexes stay: deleting one whole could drop the
+    /// entry of a session created meanwhile, which would then hide from its
+    /// owner's listing; their entries of deleted sessions are pruned as any
+    /// stale entry is, and the index expires with its last deadline. Other
+    /// keys under the prefix are left alone. On a standalone server, one
+    /// `UNLINK` per page; on a Cluster, whose keys live in different slots,
+    /// one per key, a few at a time.
     async fn delete_keys(&self, keys: Vec<Vec<u8>>) -> Result<u64, StoreError> {
-        let ours: Vec<(Vec<u8>, bool)> = keys
+        let sessions: Vec<Vec<u8>> = keys
             .into_iter()
-            .filter_map(|key| {
-                let rest = key.get(self.prefix.len()..)?;
-                let hex = |b: &[u8]| {
-                    b.len() == 64 && b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
-                };
-                let session = hex(rest);
-                let index = rest.strip_prefix(b"owner:").is_some_and(hex);
-                (session || index).then_some((key, session))
+            .filter(|key| {
+                key.get(self.prefix.len()..).is_some_and(|rest| {
+                    rest.len() == 64 && rest.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+                })
             })
             .collect();
-        let calls = ours.into_iter().map(|(key, session)| {
-            let mut conn = self.conn.clone();
+        if sessions.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.conn.clone();
+        if let Conn::Single(_) = self.conn {
+            let removed: u64 = redis::cmd("UNLINK")
+                .arg(sessions)
+                .query_async(&mut conn)
+                .await
+                .map_err(command("delete all"))?;
+            return Ok(removed);
+        }
+        let calls = sessions.into_iter().map(|key| {
+            let mut conn = conn.clone();
             async move {
-                let removed: i64 = redis::cmd("DEL").arg(key).query_async(&mut conn).await?;
-                Ok::<_, RedisError>(u64::from(session && removed > 0))
+                redis::cmd("UNLINK")
+                    .arg(key)
+                    .query_async::<u64>(&mut conn)
+                    .await
             }
         });
         let mut n = 0;
