@@ -363,6 +363,9 @@ pub(crate) struct Dialect {
     /// refuses a parameter with one): where it cannot, no record has such an
     /// owner, and listing or deleting one finds nothing without asking.
     pub(crate) text_holds_nul: bool,
+    /// Whether the `owner` column is binary (MySQL's `VARBINARY`), read as
+    /// bytes rather than text.
+    pub(crate) binary_owner: bool,
     /// How instances starting together take turns to migrate
     /// (`CREATE ... IF NOT EXISTS` is not safe against itself on PostgreSQL).
     pub(crate) migration_lock: MigrationLock<&'static str>,
@@ -418,6 +421,7 @@ pub(crate) struct Queries {
     pub(crate) migration_lock: MigrationLock<String>,
     pub(crate) dynamic_types: bool,
     pub(crate) text_holds_nul: bool,
+    pub(crate) binary_owner: bool,
     /// The lock's name, one for every table of this crate in the database:
     /// tables of one schema also share its `CREATE SCHEMA`. (MySQL's lock
     /// statements add a hash of the database to it, as its locks are the
@@ -509,6 +513,7 @@ impl Queries {
             lock_name: "session-sql migrate".to_owned(),
             dynamic_types: dialect.dynamic_types,
             text_holds_nul: dialect.text_holds_nul,
+            binary_owner: dialect.binary_owner,
         }
     }
 }
@@ -755,6 +760,7 @@ mod tests {
             migration_lock: MigrationLock::None,
             dynamic_types: false,
             text_holds_nul: true,
+            binary_owner: false,
         };
         let t = Table::new("s").unwrap().with_schema("a").unwrap();
         let q = Queries::new(&d, &t);

@@ -35,6 +35,7 @@ pub(crate) static MYSQL: Dialect = Dialect {
         "CREATE TABLE IF NOT EXISTS {m} (version BIGINT NOT NULL PRIMARY KEY) ENGINE = InnoDB",
     dynamic_types: false,
     text_holds_nul: true,
+    binary_owner: true,
     // Waits up to the store's migration wait for another instance's
     // migration (the second parameter, in seconds). `GET_LOCK`'s names are
     // the server's, not a database's: the name ends with a hash of the

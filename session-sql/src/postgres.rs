@@ -32,6 +32,7 @@ pub(crate) static POSTGRES: Dialect = Dialect {
     migrations_table: "CREATE TABLE IF NOT EXISTS {m} (version BIGINT PRIMARY KEY)",
     dynamic_types: false,
     text_holds_nul: false,
+    binary_owner: false,
     migration_lock: MigrationLock::Transaction("SELECT pg_advisory_xact_lock(hashtext(?))"),
 };
 

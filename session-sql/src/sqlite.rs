@@ -28,6 +28,7 @@ pub(crate) static SQLITE: Dialect = Dialect {
     migrations_table: "CREATE TABLE IF NOT EXISTS {m} (version INTEGER NOT NULL PRIMARY KEY)",
     dynamic_types: true,
     text_holds_nul: true,
+    binary_owner: false,
     migration_lock: MigrationLock::None,
 };
 

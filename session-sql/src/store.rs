@@ -367,9 +367,10 @@ macro_rules! sql_store {
                 let columns = (|| {
                     // The owner as text, or as bytes where the column is
                     // binary (MySQL's `VARBINARY`).
-                    let owner = match row.try_get::<Option<String>, _>(3) {
-                        Ok(owner) => owner.map(String::into_bytes),
-                        Err(_) => row.try_get::<Option<Vec<u8>>, _>(3)?,
+                    let owner = if self.queries.binary_owner {
+                        row.try_get::<Option<Vec<u8>>, _>(3)?
+                    } else {
+                        row.try_get::<Option<String>, _>(3)?.map(String::into_bytes)
                     };
                     Ok::<_, sqlx::Error>((
                         row.try_get::<Vec<u8>, _>(0)?,
