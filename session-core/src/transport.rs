@@ -466,16 +466,41 @@ impl fmt::Debug for HeaderUpdate {
     }
 }
 
+/// The elements of a comma-separated header value, trimmed. A comma inside
+/// a quoted string (`ext="a, b"`, RFC 9110 section 5.6.4) separates nothing,
+/// so a quoted `no-store` is not taken for the directive; an unclosed quote
+/// runs to the end.
+fn list_items(list: &str) -> impl Iterator<Item = &str> {
+    let (mut quoted, mut escaped) = (false, false);
+    list.split(move |c: char| {
+        if escaped {
+            escaped = false;
+            return false;
+        }
+        match c {
+            '\\' if quoted => {
+                escaped = true;
+                false
+            }
+            '"' => {
+                quoted = !quoted;
+                false
+            }
+            ',' => !quoted,
+            _ => false,
+        }
+    })
+    .map(str::trim)
+}
+
 /// Whether a comma-separated header value lists `token`, in any case.
 fn has_token(list: &str, token: &str) -> bool {
-    list.split(',')
-        .map(str::trim)
-        .any(|t| t.eq_ignore_ascii_case(token))
+    list_items(list).any(|t| t.eq_ignore_ascii_case(token))
 }
 
 /// Whether a `Vary` value already covers `token`: `*` covers every one.
 fn varies_on(list: &str, token: &str) -> bool {
-    list.split(',').map(str::trim).any(|t| t == "*") || has_token(list, token)
+    list_items(list).any(|t| t == "*") || has_token(list, token)
 }
 
 /// The headers a response needs for a commit outcome: the id itself
@@ -940,6 +965,21 @@ mod tests {
         assert!(!h.iter().any(|(k, _)| k == "vary"));
         let h = headers(&c, &set, &[("cache-control", "*")]);
         assert!(h.contains(&("cache-control".into(), "no-store".into())));
+        // A `no-store` inside a quoted extension value is no directive: a
+        // shared cache would still store the response and its id.
+        for quoted in [
+            r#"public, max-age=3600, ext="a, no-store, b""#,
+            r#"public, ext="a\", no-store""#,
+            r#"public, ext="a, no-store"#,
+        ] {
+            let h = headers(&c, &set, &[("cache-control", quoted)]);
+            assert!(
+                h.contains(&("cache-control".into(), "no-store".into())),
+                "{quoted}"
+            );
+        }
+        let h = headers(&c, &set, &[("cache-control", r#"ext="a, b", No-Store"#)]);
+        assert!(!h.iter().any(|(k, _)| k == "cache-control"));
     }
 
     /// What carries the id never shows in `Debug` output (logs); the cache

@@ -71,6 +71,10 @@ const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// tasks run.
 const SWEEP_YIELD_EVERY: usize = 4096;
 
+/// The capacity an owner's set of ids keeps however empty it gets: below
+/// it, shrinking would not be worth its reallocation.
+const OWNER_SET_KEEP: usize = 64;
+
 /// Owner -> ids of that owner's records.
 type OwnerIndex = Mutex<HashMap<String, OwnerIds>>;
 
@@ -98,6 +102,14 @@ impl OwnerIds {
             Self::One(one) => one == id,
             Self::Many(ids) => {
                 ids.remove(id);
+                // A set does not give memory back as it empties, and the
+                // budget charges only the ids it holds: an owner that once
+                // had many sessions would keep room for all of them.
+                // Shrinking when three quarters are empty keeps that room
+                // within a few times what is charged, at an amortised cost.
+                if ids.capacity() > OWNER_SET_KEEP && ids.len() * 4 < ids.capacity() {
+                    ids.shrink_to(ids.len() * 2);
+                }
                 match ids.len() {
                     0 => true,
                     1 => {
@@ -798,6 +810,39 @@ mod tests {
             assert_eq!(store.create(&r).await.unwrap(), Created::Created, "{max}");
             assert!(store.load(&r.id).await.unwrap().is_some());
         }
+    }
+
+    /// The budget charges an owner's index for the ids it holds, so the
+    /// index must not keep room for every session the owner ever had: an
+    /// account that logged in 10 000 times and is down to two sessions
+    /// holds a set sized for a few, not for 10 000.
+    #[tokio::test]
+    async fn an_owners_index_shrinks_as_its_sessions_go() {
+        let store = MemoryStore::new();
+        let mut ids = Vec::new();
+        for _ in 0..10_000 {
+            let mut r = record(1);
+            r.owner = Some("kiosk".into());
+            store.create(&r).await.unwrap();
+            ids.push(r.id);
+        }
+        for id in &ids[2..] {
+            store.delete(id).await.unwrap();
+        }
+        let capacity = match lock(&store.inner.owners).get("kiosk") {
+            Some(OwnerIds::Many(set)) => set.capacity(),
+            other => panic!("expected the owner's two ids, found {other:?}"),
+        };
+        assert!(
+            capacity <= OWNER_SET_KEEP,
+            "room for {capacity} ids kept for 2"
+        );
+        let mut listed = store.ids_of_owner("kiosk").await.unwrap();
+        listed.sort();
+        let mut left = ids[..2].to_vec();
+        left.sort();
+        assert_eq!(listed, left);
+        assert_books_balance(&store);
     }
 
     #[tokio::test]
