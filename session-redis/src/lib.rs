@@ -132,6 +132,27 @@ mod value;
 /// timeout of their own (see [`manager_config`]).
 const RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How long a connection to a node may take to open.
+const CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How many times a cluster connection sends a command again (after a
+/// dropped connection, a moved slot, a failover), and how long it waits
+/// between tries at most. The crate's own defaults (16 tries, waits of up to
+/// 655 s) would resend a command for hours to a caller that waits that long
+/// (a store timeout set that long, or the store used without a manager):
+/// a rotation's retiring touch resent after its retired value has expired
+/// ([`value::RETIRED_FOR_MS`]) would find nothing and conclude that another
+/// request ended the session, logging the user out. With these, every send
+/// of a command falls within that time of the first.
+const CLUSTER_RETRIES: u32 = 3;
+const CLUSTER_MAX_RETRY_WAIT_MS: u64 = 5_000;
+const _: () = assert!(
+    (CLUSTER_RETRIES as u64 + 1)
+        * (CONNECTION_TIMEOUT.as_millis() as u64 + RESPONSE_TIMEOUT.as_millis() as u64)
+        + CLUSTER_RETRIES as u64 * CLUSTER_MAX_RETRY_WAIT_MS
+        < value::RETIRED_FOR_MS
+);
+
 /// The default key prefix.
 pub const DEFAULT_PREFIX: &str = "session:";
 
@@ -294,8 +315,8 @@ fn save_lua() -> String {
     let token = value::TOKEN_LEN;
     let trailer = value::TRAILER_LEN;
     format!(
-        r"local cur = redis.call('GET', KEYS[1])
-if not cur or #cur < {min_len} or string.sub(cur, 9, 16) == {retired} then return {{0, ''}} end
+        r"local cur = redis.pcall('GET', KEYS[1])
+if type(cur) ~= 'string' or #cur < {min_len} or string.sub(cur, 9, 16) == {retired} then return {{0, ''}} end
 local mine = string.sub(ARGV[2], -{token})
 if string.sub(cur, 1, 8) ~= ARGV[1] then
   if #cur >= {min_len} then
@@ -332,8 +353,8 @@ static TOUCH_INDEXED: LazyLock<Script> =
 fn touch_lua() -> String {
     format!(
         r"
-local head = redis.call('GETRANGE', KEYS[1], 0, 15)
-if string.sub(head, 1, 8) ~= ARGV[3] or string.sub(head, 9, 16) == {RETIRED_LUA} then return 0 end
+local head = redis.pcall('GETRANGE', KEYS[1], 0, 15)
+if type(head) ~= 'string' or string.sub(head, 1, 8) ~= ARGV[3] or string.sub(head, 9, 16) == {RETIRED_LUA} then return 0 end
 if redis.call('STRLEN', KEYS[1]) < {min_len} then return 0 end
 redis.call('SETRANGE', KEYS[1], 8, ARGV[1])
 redis.call('PEXPIREAT', KEYS[1], ARGV[2])
@@ -353,8 +374,8 @@ return 1
 static RETIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"
-local head = redis.call('GETRANGE', KEYS[1], 0, 15)
-if string.sub(head, 1, 8) ~= ARGV[1] then return 0 end
+local head = redis.pcall('GETRANGE', KEYS[1], 0, 15)
+if type(head) ~= 'string' or string.sub(head, 1, 8) ~= ARGV[1] then return 0 end
 local len = redis.call('STRLEN', KEYS[1])
 if len < 24 then return 0 end
 if string.sub(head, 9, 16) == {RETIRED_LUA} then
@@ -477,7 +498,7 @@ if top[2] then redis.call('PEXPIREAT', {key}, top[2]) end
 /// for the ones [`RedisStore::connect`] gives them.
 pub fn manager_config() -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
+        .set_connection_timeout(Some(CONNECTION_TIMEOUT))
         .set_response_timeout(None)
         .set_number_of_retries(2)
         .set_max_delay(std::time::Duration::from_millis(500))
@@ -643,8 +664,10 @@ impl RedisStore {
     /// for `rediss://` nodes under a private certificate authority or with a
     /// client certificate (`ClusterClientBuilder::certs`, feature
     /// `tls-rustls`), a password, or other settings the node URLs cannot
-    /// carry. The store's timeouts and [`tcp_settings`] replace the
+    /// carry. The store's timeouts, retries and [`tcp_settings`] replace the
     /// builder's (as [`connect_cluster`](Self::connect_cluster) sets them).
+    /// Leave `read_from_replicas` off: a replica that lags its primary would
+    /// still load a session just destroyed or logged out everywhere.
     ///
     /// ```no_run
     /// # #[cfg(feature = "tls-rustls")]
@@ -668,8 +691,10 @@ impl RedisStore {
         builder: redis::cluster::ClusterClientBuilder,
     ) -> Result<Self, RedisStoreError> {
         let client = builder
-            .connection_timeout(std::time::Duration::from_secs(5))
+            .connection_timeout(CONNECTION_TIMEOUT)
             .response_timeout(RESPONSE_TIMEOUT)
+            .retries(CLUSTER_RETRIES)
+            .max_retry_wait(CLUSTER_MAX_RETRY_WAIT_MS)
             .tcp_settings(tcp_settings())
             .build()
             .map_err(RedisStoreError::Config)?;
@@ -789,6 +814,37 @@ impl RedisStore {
         let mut cmd = redis::Cmd::with_capacity(2, 3 + key.len());
         match cmd.arg("GET").arg(key).query_async(&mut conn).await {
             Ok(value) => Ok(value),
+            Err(e) if is_wrong_type(&e) => {
+                tracing::warn!(id = %id.short(), "session key holds no string; treating it as no session");
+                Ok(None)
+            }
+            Err(e) => Err(command(op)(e)),
+        }
+    }
+
+    /// The head of a stored value, as far as an owner of `owner_len` bytes
+    /// reaches: enough to tell whether it is retired and whom it belongs to
+    /// ([`value::is_retired`], [`value::owner`]), for an owner's listing,
+    /// which would otherwise hold every one of the owner's records in memory
+    /// at once. Empty when the key is missing; `None` when it holds no
+    /// string.
+    async fn fetch_head(
+        &self,
+        id: &RecordId,
+        owner_len: usize,
+        op: &'static str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut conn = self.conn.clone();
+        // `GETRANGE`'s end is inclusive.
+        let end = value::head_len(owner_len) - 1;
+        match redis::cmd("GETRANGE")
+            .arg(self.key(id))
+            .arg(0)
+            .arg(end)
+            .query_async(&mut conn)
+            .await
+        {
+            Ok(head) => Ok(Some(head)),
             Err(e) if is_wrong_type(&e) => {
                 tracing::warn!(id = %id.short(), "session key holds no string; treating it as no session");
                 Ok(None)
@@ -1078,7 +1134,12 @@ impl Store for RedisStore {
         // owner's logout. Such entries leave the index at their deadline.
         // Made before the first is awaited: a closure kept across the wait
         // would make this future's `Send` depend on a borrow's lifetime.
-        let checks: Vec<_> = ids.iter().map(|id| self.fetch(id, "read owner")).collect();
+        // Only each value's head is read: an owner may have thousands of
+        // sessions, each as large as its data.
+        let checks: Vec<_> = ids
+            .iter()
+            .map(|id| self.fetch_head(id, owner.len(), "read owner"))
+            .collect();
         let checks = in_turns(checks).await;
         let mut live = Vec::with_capacity(ids.len());
         for (id, found) in ids.into_iter().zip(checks) {
@@ -1148,7 +1209,12 @@ impl RedisStore {
             .arg("MATCH")
             .arg(format!("{}*", glob_escape(&self.prefix)))
             .arg("COUNT")
-            .arg(1000);
+            .arg(1000)
+            // Sessions are strings: another store's owner index (a sorted
+            // set) can look like one of this store's session keys when this
+            // store's prefix is the other's followed by `owner:`.
+            .arg("TYPE")
+            .arg("string");
         cmd
     }
 

@@ -48,6 +48,12 @@ pub(crate) const RETIRED: [u8; 8] = [0; 8];
 /// does right after): longer than the Cluster client goes on resending.
 pub(crate) const RETIRED_FOR_MS: u64 = 60_000;
 
+/// How long a value's header is with an owner of `owner_len` bytes: what
+/// [`is_retired`] and [`owner`] read.
+pub(crate) const fn head_len(owner_len: usize) -> usize {
+    OWNER_AT + owner_len
+}
+
 /// Whether a stored value was retired (see [`RETIRED`]).
 pub(crate) fn is_retired(value: &[u8]) -> bool {
     word(value, DEADLINE_AT) == Some(RETIRED)
@@ -179,6 +185,26 @@ mod tests {
         r.version = 7;
         r.owner = owner.map(str::to_owned);
         r
+    }
+
+    /// An owner's listing reads only `head_len` bytes of each value: they
+    /// must tell the owner exactly (a longer or shorter stored owner is
+    /// another) and a retired value from a live one.
+    #[test]
+    fn a_values_head_tells_its_owner_and_whether_it_was_retired() {
+        for stored in ["alice", "al", "alice2", "bob"] {
+            let v = encode(&sample(Some(stored))).unwrap();
+            for asked in ["alice", "al", "alice2"] {
+                let head = &v[..head_len(asked.len()).min(v.len())];
+                assert_eq!(owner(head).as_deref() == Some(asked), stored == asked);
+                assert!(!is_retired(head));
+            }
+            let mut retired = v.clone();
+            retired[DEADLINE_AT..DEADLINE_AT + 8].copy_from_slice(&RETIRED);
+            assert!(is_retired(&retired[..head_len(stored.len())]));
+        }
+        // A missing key reads as an empty head: no owner.
+        assert_eq!(owner(&[]), None);
     }
 
     #[test]

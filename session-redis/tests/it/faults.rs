@@ -209,6 +209,25 @@ async fn an_undecodable_record_is_no_session() {
         .expect("write a hash");
     assert_eq!(store.load(&rid).await.expect("load"), None);
     assert_eq!(name(&m, &cookie).await.expect("load"), "");
+    // A save, a touch or a rotation's retiring touch over it finds no
+    // session, as a load does, instead of failing in its script.
+    let mut over = session_core::testing::sample_record();
+    over.id = rid;
+    over.version = 1;
+    assert_eq!(
+        store.save(&over, 0).await.expect("save over a hash"),
+        session_core::Saved::Missing
+    );
+    let (later, past) = (
+        session_core::Timestamp::now() + Duration::from_secs(3600),
+        session_core::Timestamp::from_unix_millis(1),
+    );
+    for deadline in [later, past] {
+        assert!(!store
+            .touch(&rid, 0, None, deadline)
+            .await
+            .expect("touch over a hash"));
+    }
     store.delete(&rid).await.expect("delete a foreign key");
     let exists: i64 = redis::cmd("EXISTS")
         .arg(&key)
@@ -216,6 +235,28 @@ async fn an_undecodable_record_is_no_session() {
         .await
         .expect("exists");
     assert_eq!(exists, 0);
+    // An owner's listing that finds a hash under a listed id leaves it out.
+    let mut listed = session_core::testing::sample_record();
+    listed.owner = Some("carol".to_owned());
+    listed.expires_at = later;
+    assert_eq!(
+        store.create(&listed).await.expect("create"),
+        session_core::Created::Created
+    );
+    let key = format!("{prefix}{}", listed.id);
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut raw)
+        .await
+        .expect("clear it");
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("d")
+        .arg("x")
+        .query_async(&mut raw)
+        .await
+        .expect("write a hash");
+    assert!(store.ids_of_owner("carol").await.expect("list").is_empty());
 
     // A value whose header names an owner that is not UTF-8 (written by
     // something else) is no session, and a save over it, whose script

@@ -170,3 +170,33 @@ async fn delete_all_deletes_this_stores_keys_only() {
         .expect("get");
     assert_eq!(kept.as_deref(), Some("x"));
 }
+
+/// A store whose prefix is another's followed by `owner:` finds that
+/// store's owner indexes under its own prefix, named by 64 hex digits like
+/// its own sessions: its `delete_all` must leave them, or logging that
+/// owner out everywhere would miss the sessions they list.
+#[tokio::test]
+async fn delete_all_leaves_the_owner_indexes_of_a_store_under_a_shorter_prefix() {
+    let Some((scoped, _raw, prefix)) = store().await else {
+        return;
+    };
+    let outer = scoped.inner().clone().with_prefix(format!("{prefix}app:"));
+    let nested = scoped
+        .inner()
+        .clone()
+        .with_prefix(format!("{prefix}app:owner:"));
+    let mut owned = sample_record();
+    owned.owner = Some("alice".into());
+    owned.expires_at = session_core::Timestamp::now() + std::time::Duration::from_secs(3600);
+    assert_eq!(
+        outer.create(&owned).await.expect("create"),
+        Created::Created
+    );
+    assert_eq!(nested.delete_all().await.expect("delete all"), 0);
+    assert_eq!(
+        outer.ids_of_owner("alice").await.expect("list"),
+        vec![owned.id]
+    );
+    assert_eq!(outer.delete_owner("alice").await.expect("log out"), 1);
+    assert_eq!(outer.load(&owned.id).await.expect("load"), None);
+}
