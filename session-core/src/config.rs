@@ -631,7 +631,9 @@ impl ConfigBuilder {
     /// timeout, an invalid or reserved id header name (the session's own
     /// headers and those that frame the message, such as `Content-Length`),
     /// more than [`MAX_CONFLICT_RETRIES`] conflict retries, zero sessions
-    /// per owner, or a maximum cookie length under 64 bytes or
+    /// per owner, a cookie path over 1024 bytes or a cookie name and
+    /// value over 4096 bytes together (browsers drop or rescope such
+    /// cookies), or a maximum cookie length under 64 bytes or
     /// under the length of the cookies the configured mode issues.
     pub fn build(self) -> Result<Config, ConfigError> {
         let c = self.config;
@@ -721,6 +723,24 @@ impl ConfigBuilder {
             return err("max cookie length must be at least 64 bytes".into());
         }
         let protected = crate::transport::protected_len(&c.security);
+        if c.header.is_none() {
+            // RFC 6265bis: browsers ignore an attribute value over 1024
+            // bytes (a path then defaults to the request's directory, which
+            // the removal cookie, sent from another page, does not match)
+            // and drop a cookie whose name and value exceed 4096 bytes.
+            if c.path.len() > 1024 {
+                return err(format!(
+                    "cookie path of {} bytes is over the 1024 browsers keep",
+                    c.path.len()
+                ));
+            }
+            if c.cookie_name.len() + protected > 4096 {
+                return err(format!(
+                    "cookie name of {} bytes and its {protected}-byte value are over the 4096 bytes browsers keep",
+                    c.cookie_name.len()
+                ));
+            }
+        }
         if c.max_cookie_len < protected {
             let mode = match c.security {
                 CookieSecurity::Plain => "plain",
@@ -880,6 +900,23 @@ mod tests {
         }
     }
 
+    /// The longest path and name browsers keep are accepted; one byte more
+    /// is not (above), and the header transport sends no cookie to limit.
+    #[test]
+    fn the_longest_cookie_browsers_keep_is_accepted() {
+        let longest = 4096 - crate::id::ID_TEXT_LEN;
+        Config::builder()
+            .with_path(format!("/{}", "a".repeat(1023)))
+            .with_cookie_name("s".repeat(longest))
+            .build()
+            .unwrap();
+        Config::builder()
+            .with_cookie_name("s".repeat(longest + 1))
+            .with_header(Some("x-session"))
+            .build()
+            .unwrap();
+    }
+
     #[test]
     fn invalid_combinations_are_rejected_with_a_reason() {
         let cases: Vec<(ConfigBuilder, &str)> = vec![
@@ -891,6 +928,14 @@ mod tests {
             (Config::builder().with_path("/a b"), "visible ASCII"),
             (Config::builder().with_path("/a;b"), "visible ASCII"),
             (Config::builder().with_domain(Some("a;b")), "domain"),
+            (
+                Config::builder().with_path(format!("/{}", "a".repeat(1024))),
+                "1024",
+            ),
+            (
+                Config::builder().with_cookie_name("s".repeat(4096 - crate::id::ID_TEXT_LEN + 1)),
+                "4096",
+            ),
             (
                 Config::builder()
                     .with_cookie_name("__Host-x")

@@ -262,7 +262,10 @@ impl Manager {
     }
 
     /// The record ids of every live session of `owner` (see
-    /// [`Session::login`]); [`Manager::load_sessions_of`] loads them too.
+    /// [`Session::login`]) as the store lists them: by the store's clock,
+    /// and unchecked against this manager's timeouts (one shortened since a
+    /// session was stored, say) and clock. [`Manager::load_sessions_of`]
+    /// loads them and leaves out those this manager would not serve.
     ///
     /// # Errors
     /// [`Error::Store`] or [`Error::Timeout`].

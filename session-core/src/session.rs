@@ -82,7 +82,8 @@ const CREATE_ATTEMPTS: u32 = 4;
 ///
 /// async fn log_in(session: Session, user_id: &str, remember: bool) -> session_core::Result<()> {
 ///     // A new id (the old one stops working) and the owner that "log out
-///     // everywhere" finds; the data is kept.
+///     // everywhere" finds; a visitor's data (a cart) is kept, another
+///     // user's is not.
 ///     session.login(user_id).await?;
 ///     if remember {
 ///         // 30 days idle, 90 at most, in a cookie that outlives the browser.
@@ -882,8 +883,10 @@ impl Session {
         Ok(())
     }
 
-    /// Stores a flash value: readable once, by [`Session::take_flash`], on this
-    /// or a later request.
+    /// Stores a flash value, for [`Session::take_flash`] to read and remove
+    /// on this or a later request. Taking is a deferred write like
+    /// [`Session::take`]: two requests of one session running at once may
+    /// both read it (as in Iris), then neither leaves it.
     ///
     /// # Errors
     /// [`Error::Value`] when the value cannot be encoded, or a store error.
@@ -1746,9 +1749,14 @@ impl Session {
 
     /// Logs the session in as `owner`: sets the owner and rotates the id in one
     /// step (no session fixation), and restarts the absolute timeout. Over
-    /// another owner's session, a lifetime stored for that owner ("remember
-    /// me") ends; one set in this request, before or after the login, is
-    /// this owner's and stays. The
+    /// another owner's session (a shared computer, a second account), the
+    /// new session keeps none of that owner's values, flashes included, nor
+    /// a lifetime stored for that owner ("remember me"): what this request
+    /// wrote before the login with deferred writes still pending (`insert`,
+    /// `remove`, `set_lifetime`, ... not yet saved by an `increment`,
+    /// `update` or `save`, which wrote them to the other owner's session) is
+    /// this owner's and stays, as does all it writes after. Over a session without an owner (a visitor's cart) or the same
+    /// owner's, every value stays. The
     /// session is stored at once. When another request ended the session
     /// (or a login of its own retired it: a login form submitted twice)
     /// before this one could retire it, the login goes on with a fresh
@@ -2319,8 +2327,11 @@ impl Session {
         // id, which the client (or whoever planted it) still holds. A write
         // another request made since this one loaded is carried over, and a
         // session that ended meanwhile does not come back under a new id.
-        let log = state.log.clone();
+        let mut log = state.log.clone();
         if state.stored.is_some() {
+            // A lifetime this request set, which the end of the session
+            // (found by the reload) forgets with the rest.
+            let own_lifetime = state.lifetime_dirty.then_some(state.lifetime);
             self.reload(state, 0).await?;
             if state.stored.is_none() {
                 if !matches!(owner, Owner::Login(_)) {
@@ -2329,9 +2340,13 @@ impl Session {
                 }
                 // A login goes on with a fresh session (below, as for a
                 // session never stored) holding this request's own writes
-                // and nothing of the ended one.
+                // and nothing of the ended one, its lifetime included.
                 for change in log.changes.iter().cloned() {
                     Self::push(state, change);
+                }
+                if let Some(lifetime) = own_lifetime {
+                    state.lifetime = lifetime;
+                    state.lifetime_dirty = true;
                 }
             }
         }
@@ -2354,11 +2369,32 @@ impl Session {
         match owner {
             Owner::Keep => {}
             Owner::Login(owner) => {
+                let another = previous_owner.as_ref().is_some_and(|p| *p != owner);
+                if another {
+                    // Another owner's session (a shared computer, a second
+                    // account): none of its values, flashes included, carry
+                    // over to this one, which the app would otherwise run
+                    // with the other user's keys. This request's own writes
+                    // stay: cleared as changes of the request's, then its
+                    // writes again, so that the retirement, which carries
+                    // over what others wrote to the old record meanwhile,
+                    // carries nothing of it either.
+                    for change in [
+                        Change::Clear { flashes: false },
+                        Change::Clear { flashes: true },
+                    ]
+                    .into_iter()
+                    .chain(log.changes.iter().cloned())
+                    {
+                        Self::push(state, change);
+                    }
+                    log = state.log.clone();
+                }
                 // A "remember me" of another owner does not carry over to
-                // this one (a shared computer): the stored lifetime returns
-                // to the configured one, for the app to set again. One this
-                // request set (before the login) is this owner's and stays.
-                if previous_owner.as_ref().is_some_and(|p| *p != owner) && !state.lifetime_dirty {
+                // this one either: the stored lifetime returns to the
+                // configured one, for the app to set again. One this request
+                // set (before the login) is this owner's and stays.
+                if another && !state.lifetime_dirty {
                     state.lifetime = None;
                     state.lifetime_dirty = true;
                 }
@@ -6180,6 +6216,36 @@ mod tests {
         assert_eq!(s.lifetime().await.unwrap(), remember_me);
     }
 
+    /// A login over another owner's session (a shared computer) keeps none
+    /// of that owner's values or flashes, also in the stored record; the
+    /// request's own deferred writes before it stay. A login over a
+    /// visitor's session or of the same owner again keeps every value.
+    #[tokio::test]
+    async fn a_login_of_another_owner_keeps_none_of_the_previous_owners_values() {
+        let f = fixture();
+        let s = f.open(None);
+        s.insert("cart", &3).await.unwrap();
+        s.login("alice").await.unwrap();
+        s.insert("mfa_ok", &true).await.unwrap();
+        s.insert_flash("notice", "hello alice").await.unwrap();
+        let alices = value(s.commit().await.unwrap());
+        let s = f.open(Some(&alices));
+        assert_eq!(s.get::<i32>("cart").await.unwrap(), Some(3));
+        s.login("alice").await.unwrap();
+        assert_eq!(s.get::<bool>("mfa_ok").await.unwrap(), Some(true));
+        let alices = value(s.commit().await.unwrap());
+        let s = f.open(Some(&alices));
+        s.insert("theme", "dark").await.unwrap();
+        s.login("bob").await.unwrap();
+        assert_eq!(s.keys().await.unwrap(), ["theme"]);
+        assert_eq!(s.flash_keys().await.unwrap(), Vec::<String>::new());
+        let bobs = value(s.commit().await.unwrap());
+        let s = f.open(Some(&bobs));
+        assert_eq!(s.owner().await.unwrap().as_deref(), Some("bob"));
+        assert_eq!(s.keys().await.unwrap(), ["theme"]);
+        assert_eq!(s.peek_flash::<String>("notice").await.unwrap(), None);
+    }
+
     /// A logout whose new record is written but whose old one cannot be
     /// retired (touches fail) deletes the old one outright: the old id does
     /// not stay signed in.
@@ -6772,6 +6838,24 @@ mod tests {
             "the request's own"
         );
         assert_eq!(f.store.inner().len(), 1);
+        // A "remember me" the request set before the login is its own too.
+        let cookie = f.stored().await;
+        let rid = Id::parse(&cookie).unwrap().record_id();
+        let s = f.open(Some(&cookie));
+        let remember_me = Lifetime::new()
+            .with_idle_timeout(Some(Duration::from_secs(30 * 86_400)))
+            .with_persistent_cookie(true);
+        s.set_lifetime(Some(remember_me)).await.unwrap();
+        f.manager.destroy_record(&rid).await.unwrap();
+        s.login("alice").await.unwrap();
+        assert!(matches!(
+            s.commit().await.unwrap(),
+            SetCookie::Set {
+                max_age: Some(_),
+                ..
+            }
+        ));
+        assert_eq!(s.lifetime().await.unwrap(), remember_me);
     }
 
     /// Logs `user` in on a new session holding `device`; its cookie and
