@@ -787,10 +787,12 @@ pub async fn incr(session: &Session) -> Reply {
 }
 
 /// `/login/{user}`: rotates the id, sets the owner and leaves a welcome
-/// flash for `/app`. After another user (signed in, or signed out on this
-/// browser: a shared computer), that user's values go first: `login` keeps
-/// the data, and what the app keeps about a user is the app's to remove.
-/// The CSRF token goes too, as at every change of who is signed in. A name
+/// flash for `/app`. After another user (a shared computer), that user's
+/// values go first: `login` drops a signed-in owner's itself, and those of
+/// a user who signed out on this browser (a session without an owner, whose
+/// values `logout` keeps) the demo clears, knowing who it was from
+/// `/logout`. The CSRF token goes too, as at every change of who is signed
+/// in. A name
 /// `login` would refuse is refused before anything changes, and one that is
 /// not valid UTF-8 in the URL (which actix-web and Rocket decode into
 /// U+FFFD, and axum refuses) alike on every framework.
@@ -808,11 +810,8 @@ pub async fn login(session: &Session, user: &str) -> Reply {
         return (400, "The user name is not valid UTF-8".into());
     }
     let prepared = async {
-        let previous = match session.owner().await? {
-            Some(owner) => Some(owner),
-            None => session.get::<String>(LAST_USER).await?,
-        };
-        if previous.is_some_and(|previous| previous != user) {
+        let signed_out = session.get::<String>(LAST_USER).await?;
+        if signed_out.is_some_and(|previous| previous != user) {
             session.clear().await?;
         }
         session.remove(LAST_USER).await?;

@@ -126,11 +126,27 @@ async fn browser(driver: &Driver) -> Client {
     let serde_json::Value::Object(caps) = caps else {
         unreachable!("an object literal")
     };
-    ClientBuilder::new(HttpConnector::new())
-        .capabilities(caps)
-        .connect(&driver.url)
-        .await
-        .expect("a chromium session")
+    // chromedriver has been seen to drop the connection of the first new
+    // session on a machine where Chromium had never run (its first start
+    // builds caches): a dropped connection is tried again, a few times.
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match ClientBuilder::new(HttpConnector::new())
+            .capabilities(caps.clone())
+            .connect(&driver.url)
+            .await
+        {
+            Ok(client) => return client,
+            Err(
+                fantoccini::error::NewSessionError::Lost(_)
+                | fantoccini::error::NewSessionError::FailedC(_),
+            ) if tries < 4 => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("a chromium session: {e:?}"),
+        }
+    }
 }
 
 async fn text(c: &Client, id: &str) -> String {
