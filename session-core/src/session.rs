@@ -400,6 +400,28 @@ impl Log {
     }
 }
 
+/// The request's values lent to a record for one store call (a create or
+/// a save, which take the record by reference), instead of copied for it:
+/// copying allocated every key and value again on each write. They go back
+/// when the guard drops, also when the call's future is dropped midway.
+struct Lent<'s> {
+    home: &'s mut Data,
+    record: Record,
+}
+
+impl<'s> Lent<'s> {
+    fn new(home: &'s mut Data, record: impl FnOnce(Data) -> Record) -> Self {
+        let record = record(std::mem::take(home));
+        Self { home, record }
+    }
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        std::mem::swap(self.home, &mut self.record.data);
+    }
+}
+
 /// What a rotation puts back when it cannot finish: the request's copy of
 /// the old session, with its pending changes at their places in the log and
 /// the epoch, so that an update waiting meanwhile for a save of the old
@@ -2134,20 +2156,22 @@ impl Session {
             return Ok(Commit::Done);
         };
         let expires_at = lifetime.deadline(stored.created_at, now);
-        let mut record = Record {
-            id: stored.rid,
-            data: state.data.clone(),
-            created_at: stored.created_at,
+        let (rid, created_at, expected) = (stored.rid, stored.created_at, stored.version);
+        let (owner, stored_lifetime) = (state.owner.clone(), state.lifetime);
+        let mut lent = Lent::new(&mut state.data, |data| Record {
+            id: rid,
+            data,
+            created_at,
             expires_at,
             version: 0,
-            owner: state.owner.clone(),
-            lifetime: state.lifetime,
-        };
-        let rid = stored.rid;
-        let expected = stored.version;
+            owner,
+            lifetime: stored_lifetime,
+        });
         state.saving = true;
-        let saved = manager.save(&mut record, expected).await;
+        let saved = manager.save(&mut lent.record, expected).await;
         state.saving = false;
+        let (version, saved_lifetime) = (lent.record.version, lent.record.lifetime);
+        drop(lent);
         let saved = match saved {
             Ok(saved) => saved,
             Err(e) => {
@@ -2163,16 +2187,16 @@ impl Session {
         };
         match saved {
             Saved::Saved => {
-                observe::saved(&rid, record.version);
+                observe::saved(&rid, version);
                 let interval = manager.touch_interval(&lifetime);
                 let moved = state
                     .stored
                     .as_ref()
                     .is_some_and(|s| moved_by(s.expires_at, expires_at, interval));
                 if let Some(s) = state.stored.as_mut() {
-                    s.version = record.version;
+                    s.version = version;
                     s.expires_at = expires_at;
-                    s.lifetime = record.lifetime;
+                    s.lifetime = saved_lifetime;
                 }
                 if moved && lifetime.persistent_cookie() || state.lifetime_dirty {
                     state.refresh_cookie = true;
@@ -2188,7 +2212,6 @@ impl Session {
                 // while this answer was on its way): it vouches for loads
                 // (`Turn::load_is_current`), so it never moves back.
                 if let Ok(mut turn) = manager.record_lock(&rid).try_lock() {
-                    let version = record.version;
                     if (turn.last.as_ref()).is_some_and(|r| r.id == rid && r.version < version) {
                         turn.last = Self::saved_copy(state).map(Arc::new);
                     }
@@ -2273,19 +2296,21 @@ impl Session {
         for _ in 0..CREATE_ATTEMPTS {
             let id = manager.new_id()?;
             let rid = id.record_id();
-            let record = Record {
+            let (owner, own_lifetime) = (state.owner.clone(), state.lifetime);
+            let lent = Lent::new(&mut state.data, |data| Record {
                 id: rid,
-                data: state.data.clone(),
+                data,
                 created_at,
                 expires_at,
                 version: 0,
-                owner: state.owner.clone(),
-                lifetime: state.lifetime,
-            };
-            match manager
-                .call("create", manager.inner.store.create(&record))
-                .await?
-            {
+                owner,
+                lifetime: own_lifetime,
+            });
+            let created = manager
+                .call("create", manager.inner.store.create(&lent.record))
+                .await;
+            drop(lent);
+            match created? {
                 Created::Created => {
                     observe::created(&rid);
                     state.stored = Some(Stored {
@@ -2294,7 +2319,7 @@ impl Session {
                         version: 0,
                         created_at,
                         expires_at,
-                        lifetime: record.lifetime,
+                        lifetime: own_lifetime,
                     });
                     state.log.clear();
                     state.owner_dirty = false;
@@ -6214,6 +6239,32 @@ mod tests {
             }
         ));
         assert_eq!(s.lifetime().await.unwrap(), remember_me);
+    }
+
+    /// The request's values are lent to a commit's create or save, not moved
+    /// into it: a commit dropped midway (a client gone, a timeout around
+    /// it) leaves them with the request, and a commit after it writes them.
+    #[tokio::test]
+    async fn a_commit_dropped_in_its_store_call_leaves_the_values_with_the_request() {
+        let f = fixture();
+        let cookie = f.stored().await;
+        for existing in [None, Some(cookie.as_str())] {
+            let s = f.open(existing);
+            s.insert("n", &7).await.unwrap();
+            f.store.delay(Some(Duration::from_secs(3600)));
+            let dropped = tokio::time::timeout(Duration::from_millis(50), s.commit()).await;
+            assert!(dropped.is_err(), "the store call was to hang");
+            f.store.delay(None);
+            assert_eq!(s.get::<i32>("n").await.unwrap(), Some(7), "{existing:?}");
+            let again = s.commit().await.unwrap();
+            let cookie = match (existing, again) {
+                (_, SetCookie::Set { value, .. }) => value,
+                (Some(cookie), SetCookie::Unchanged) => cookie.to_owned(),
+                (_, other) => panic!("{other:?}"),
+            };
+            let s = f.open(Some(&cookie));
+            assert_eq!(s.get::<i32>("n").await.unwrap(), Some(7), "{existing:?}");
+        }
     }
 
     /// A login over another owner's session (a shared computer) keeps none
