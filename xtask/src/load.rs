@@ -1294,6 +1294,31 @@ third of session 26's machine, at 14.90 µs of server CPU per request; ours' mem
 (`read` 24.5k instructions, `write` 27.8k); the Redis reads 2 % higher, as is
 `axum-floor-redis`, which runs no session code (another machine and kernel).
 
+What changed in session 30 (no load run and no profile row: the profile's write cases
+save through `Session::update`, which this did not change):
+
+* A commit's create or save copied the request's values into the record it hands the
+  store (`Store::create` and `Store::save` take the record by reference): every key
+  and value was allocated again, and freed after, on each deferred write and each new
+  session. The values are now lent to that record and given back when the call
+  returns, or when its future is dropped midway (a guard: the commit after a dropped
+  one writes them, which a test in `session.rs` checks). In the manager benchmark
+  (README), the builds before and after alternated three times on this session's
+  machine: `insert_save` (a load, a deferred write of one of three values, its save)
+  1.86-2.34 µs to 1.70-1.94 µs, `new_session` 3.02-3.68 µs to 2.68-2.96 µs. The load
+  test's `new` scenario takes this path; `write` and `write-own` go through
+  `Session::update`, whose save did not copy the values, and which copies the saved
+  record into the request's state once (the record's turn keeps the other).
+* Where a memory read's time goes natively (`perf record -e cpu-clock` of the manager
+  benchmark's `load_get`: a session of three small values, read and committed, no
+  HTTP; about 0.88 µs): the memory store's load 29 %, of which decoding the record 22 %
+  (an allocation per key, per value and for the map's node: what the owned `Data` of
+  the `Store` contract asks for); the cookie and the id in it 13 %; dropping the
+  session's state 8 %; decoding the value read 7 %; SHA-256 of the id 6 %; two clock
+  reads (the store's expiry check and the session's) 5 %; the state's lock 4 %. No
+  item is a third of the read: as sessions 9 and 25 found over HTTP, what is left is
+  spread thin.
+
 What is still between ours and the ceiling, by the profile (row `session 18`) and the
 load runs (session 18's, whose axum ratios to bare sit about 15 % low, and the earlier
 ones; session 20's, 24's and 25's runs have sections of their own):
