@@ -132,10 +132,13 @@ mod tests {
         }
         assert_eq!(session.owner().await.unwrap().as_deref(), Some("bob"));
         assert_eq!(incr(&session).await, (200, "2".into()));
-        // Signed out, then another user: the values go too.
+        // Signed out, then another user: the values go too, flashes
+        // included.
+        session.insert_flash("for-bob", &1).await.unwrap();
         assert_eq!(logout(&session).await.0, 200);
         assert_eq!(login(&session, "carol").await.0, 200);
         assert_eq!(incr(&session).await, (200, "1".into()));
+        assert_eq!(session.flash_keys().await.unwrap(), ["notice"]);
         // Signed out, then the same user again: they stay.
         assert_eq!(logout(&session).await.0, 200);
         assert_eq!(login(&session, "carol").await.0, 200);
@@ -813,6 +816,7 @@ pub async fn login(session: &Session, user: &str) -> Reply {
         let signed_out = session.get::<String>(LAST_USER).await?;
         if signed_out.is_some_and(|previous| previous != user) {
             session.clear().await?;
+            session.clear_flashes().await?;
         }
         session.remove(LAST_USER).await?;
         session.remove("csrf").await.map(drop)

@@ -2824,6 +2824,14 @@ mod tests {
     use crate::testing::{CallCounts, Instrumented, TestStore};
     use crate::{Config, ManualClock, SessionView, Store, StoreError, StoreErrorKind};
 
+    /// A 30-day "remember me": idle timeout, in a cookie that outlives the
+    /// browser.
+    fn remember_me() -> Lifetime {
+        Lifetime::new()
+            .with_idle_timeout(Some(Duration::from_secs(30 * 86_400)))
+            .with_persistent_cookie(true)
+    }
+
     struct Fixture {
         store: Instrumented<TestStore>,
         clock: ManualClock,
@@ -2859,9 +2867,7 @@ mod tests {
         async fn remembered_alice(&self) -> (String, Lifetime) {
             let s = self.open(None);
             s.login("alice").await.unwrap();
-            let remember_me = Lifetime::new()
-                .with_idle_timeout(Some(Duration::from_secs(30 * 86_400)))
-                .with_persistent_cookie(true);
+            let remember_me = remember_me();
             s.set_lifetime(Some(remember_me)).await.unwrap();
             (value(s.commit().await.unwrap()), remember_me)
         }
@@ -6132,13 +6138,7 @@ mod tests {
         let (f, hook) = Hooked::fixture(false, false);
         let s = f.open(None);
         s.login("alice").await.unwrap();
-        s.set_lifetime(Some(
-            Lifetime::new()
-                .with_idle_timeout(Some(Duration::from_secs(30 * 86_400)))
-                .with_persistent_cookie(true),
-        ))
-        .await
-        .unwrap();
+        s.set_lifetime(Some(remember_me())).await.unwrap();
         let signed_in = value(s.commit().await.unwrap());
         // Another request increments `n` of the signed-in id just before
         // the logout writes its new record.
@@ -6893,9 +6893,7 @@ mod tests {
         let cookie = f.stored().await;
         let rid = Id::parse(&cookie).unwrap().record_id();
         let s = f.open(Some(&cookie));
-        let remember_me = Lifetime::new()
-            .with_idle_timeout(Some(Duration::from_secs(30 * 86_400)))
-            .with_persistent_cookie(true);
+        let remember_me = remember_me();
         s.set_lifetime(Some(remember_me)).await.unwrap();
         f.manager.destroy_record(&rid).await.unwrap();
         s.login("alice").await.unwrap();
@@ -7138,9 +7136,7 @@ mod tests {
             f.store.load(&rid).await.unwrap().unwrap().created_at
         }
         let s = f.open(Some(&signed_in));
-        let remember_me = Lifetime::new()
-            .with_idle_timeout(Some(Duration::from_secs(30 * 86_400)))
-            .with_persistent_cookie(true);
+        let remember_me = remember_me();
         s.set_lifetime(Some(remember_me)).await.unwrap();
         s.commit().await.unwrap();
         let s = f.open(Some(&signed_in));

@@ -137,15 +137,20 @@ const CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5
 
 /// How many times a cluster connection sends a command again (after a
 /// dropped connection, a moved slot, a failover), and how long it waits
-/// between tries at most. The crate's own defaults (16 tries, waits of up to
-/// 655 s) would resend a command for hours to a caller that waits that long
-/// (a store timeout set that long, or the store used without a manager):
-/// a rotation's retiring touch resent after its retired value has expired
+/// between tries. The crate's own defaults (16 tries, waits of up to 655 s)
+/// would resend a command for hours to a caller that waits that long (a
+/// store timeout set that long, or the store used without a manager): a
+/// rotation's retiring touch resent after its retired value has expired
 /// ([`value::RETIRED_FOR_MS`]) would find nothing and conclude that another
-/// request ended the session, logging the user out. With these, every send
-/// of a command falls within that time of the first.
+/// request ended the session, logging the user out. With these, the tries
+/// and the waits between them fit in that time; what bounds a caller is
+/// the store timeout (5 s by default), since the client may also spend
+/// time rebuilding its slot map between tries, asking nodes that do not
+/// answer.
 const CLUSTER_RETRIES: u32 = 3;
+const CLUSTER_MIN_RETRY_WAIT_MS: u64 = 500;
 const CLUSTER_MAX_RETRY_WAIT_MS: u64 = 5_000;
+const _: () = assert!(CLUSTER_MIN_RETRY_WAIT_MS < CLUSTER_MAX_RETRY_WAIT_MS);
 const _: () = assert!(
     (CLUSTER_RETRIES as u64 + 1)
         * (CONNECTION_TIMEOUT.as_millis() as u64 + RESPONSE_TIMEOUT.as_millis() as u64)
@@ -694,6 +699,7 @@ impl RedisStore {
             .connection_timeout(CONNECTION_TIMEOUT)
             .response_timeout(RESPONSE_TIMEOUT)
             .retries(CLUSTER_RETRIES)
+            .min_retry_wait(CLUSTER_MIN_RETRY_WAIT_MS)
             .max_retry_wait(CLUSTER_MAX_RETRY_WAIT_MS)
             .tcp_settings(tcp_settings())
             .build()

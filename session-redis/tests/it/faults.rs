@@ -106,6 +106,23 @@ async fn keys_in(raw: &mut redis::aio::MultiplexedConnection, db: u8) -> u64 {
     n
 }
 
+/// Puts a hash where the string under `key` was, as an older release
+/// wrote sessions.
+async fn replace_with_hash(raw: &mut redis::aio::MultiplexedConnection, key: &str) {
+    let _: () = redis::cmd("DEL")
+        .arg(key)
+        .query_async(raw)
+        .await
+        .expect("clear it");
+    let _: () = redis::cmd("HSET")
+        .arg(key)
+        .arg("d")
+        .arg("x")
+        .query_async(raw)
+        .await
+        .expect("write a hash");
+}
+
 /// Iris's `Password` and `Database` settings are parts of the URL here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_url_carries_the_password_and_the_database() {
@@ -195,18 +212,7 @@ async fn an_undecodable_record_is_no_session() {
         .expect("id")
         .record_id();
     let key = format!("{prefix}{rid}");
-    let _: () = redis::cmd("DEL")
-        .arg(&key)
-        .query_async(&mut raw)
-        .await
-        .expect("clear it");
-    let _: () = redis::cmd("HSET")
-        .arg(&key)
-        .arg("d")
-        .arg("x")
-        .query_async(&mut raw)
-        .await
-        .expect("write a hash");
+    replace_with_hash(&mut raw, &key).await;
     assert_eq!(store.load(&rid).await.expect("load"), None);
     assert_eq!(name(&m, &cookie).await.expect("load"), "");
     // A save, a touch or a rotation's retiring touch over it finds no
@@ -244,18 +250,7 @@ async fn an_undecodable_record_is_no_session() {
         session_core::Created::Created
     );
     let key = format!("{prefix}{}", listed.id);
-    let _: () = redis::cmd("DEL")
-        .arg(&key)
-        .query_async(&mut raw)
-        .await
-        .expect("clear it");
-    let _: () = redis::cmd("HSET")
-        .arg(&key)
-        .arg("d")
-        .arg("x")
-        .query_async(&mut raw)
-        .await
-        .expect("write a hash");
+    replace_with_hash(&mut raw, &key).await;
     assert!(store.ids_of_owner("carol").await.expect("list").is_empty());
 
     // A value whose header names an owner that is not UTF-8 (written by
