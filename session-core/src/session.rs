@@ -1777,9 +1777,9 @@ impl Session {
     /// wrote before the login with deferred writes still pending (`insert`,
     /// `remove`, `set_lifetime`, ... not yet saved by an `increment`,
     /// `update` or `save`, which wrote them to the other owner's session) is
-    /// this owner's and stays, as does all it writes after. Over a session without an owner (a visitor's cart) or the same
-    /// owner's, every value stays. The
-    /// session is stored at once. When another request ended the session
+    /// this owner's and stays, as does all it writes after. Over a session
+    /// without an owner (a visitor's cart) or the same owner's, every value
+    /// stays. The session is stored at once. When another request ended the session
     /// (or a login of its own retired it: a login form submitted twice)
     /// before this one could retire it, the login goes on with a fresh
     /// session holding only this request's own writes. As
