@@ -2832,6 +2832,21 @@ mod tests {
             .with_persistent_cookie(true)
     }
 
+    /// Logs `s` in as `owner` and checks that the commit keeps the
+    /// "remember me" the request set before: a persistent cookie, and the
+    /// lifetime.
+    async fn login_keeps_remember_me(s: &Session, owner: &str, remember_me: Lifetime) {
+        s.login(owner).await.unwrap();
+        assert!(matches!(
+            s.commit().await.unwrap(),
+            SetCookie::Set {
+                max_age: Some(_),
+                ..
+            }
+        ));
+        assert_eq!(s.lifetime().await.unwrap(), remember_me);
+    }
+
     struct Fixture {
         store: Instrumented<TestStore>,
         clock: ManualClock,
@@ -6230,15 +6245,7 @@ mod tests {
         // owner's.
         let s = f.open(Some(&bobs));
         s.set_lifetime(Some(remember_me)).await.unwrap();
-        s.login("carol").await.unwrap();
-        assert!(matches!(
-            s.commit().await.unwrap(),
-            SetCookie::Set {
-                max_age: Some(_),
-                ..
-            }
-        ));
-        assert_eq!(s.lifetime().await.unwrap(), remember_me);
+        login_keeps_remember_me(&s, "carol", remember_me).await;
     }
 
     /// The request's values are lent to a commit's create or save, not moved
@@ -6896,15 +6903,7 @@ mod tests {
         let remember_me = remember_me();
         s.set_lifetime(Some(remember_me)).await.unwrap();
         f.manager.destroy_record(&rid).await.unwrap();
-        s.login("alice").await.unwrap();
-        assert!(matches!(
-            s.commit().await.unwrap(),
-            SetCookie::Set {
-                max_age: Some(_),
-                ..
-            }
-        ));
-        assert_eq!(s.lifetime().await.unwrap(), remember_me);
+        login_keeps_remember_me(&s, "alice", remember_me).await;
     }
 
     /// Logs `user` in on a new session holding `device`; its cookie and

@@ -818,14 +818,7 @@ impl RedisStore {
         let key = self.key(id);
         // Sized up front: building the command reallocates nothing.
         let mut cmd = redis::Cmd::with_capacity(2, 3 + key.len());
-        match cmd.arg("GET").arg(key).query_async(&mut conn).await {
-            Ok(value) => Ok(value),
-            Err(e) if is_wrong_type(&e) => {
-                tracing::warn!(id = %id.short(), "session key holds no string; treating it as no session");
-                Ok(None)
-            }
-            Err(e) => Err(command(op)(e)),
-        }
+        no_string_is_no_session(cmd.arg("GET").arg(key).query_async(&mut conn).await, id, op)
     }
 
     /// The head of a stored value, as far as an owner of `owner_len` bytes
@@ -843,20 +836,13 @@ impl RedisStore {
         let mut conn = self.conn.clone();
         // `GETRANGE`'s end is inclusive.
         let end = value::head_len(owner_len) - 1;
-        match redis::cmd("GETRANGE")
+        let head = redis::cmd("GETRANGE")
             .arg(self.key(id))
             .arg(0)
             .arg(end)
             .query_async(&mut conn)
-            .await
-        {
-            Ok(head) => Ok(Some(head)),
-            Err(e) if is_wrong_type(&e) => {
-                tracing::warn!(id = %id.short(), "session key holds no string; treating it as no session");
-                Ok(None)
-            }
-            Err(e) => Err(command(op)(e)),
-        }
+            .await;
+        no_string_is_no_session(head.map(Some), id, op)
     }
 
     /// [`Store::create`] of `data`, the encoded `record` (see
@@ -976,6 +962,23 @@ impl RedisStore {
 
 fn is_wrong_type(e: &RedisError) -> bool {
     e.code() == Some("WRONGTYPE")
+}
+
+/// A read of session key `id`'s value: a key of another type (an older
+/// release's hash, another program's) is no session, logged.
+fn no_string_is_no_session(
+    reply: redis::RedisResult<Option<Vec<u8>>>,
+    id: &RecordId,
+    op: &'static str,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    match reply {
+        Ok(value) => Ok(value),
+        Err(e) if is_wrong_type(&e) => {
+            tracing::warn!(id = %id.short(), "session key holds no string; treating it as no session");
+            Ok(None)
+        }
+        Err(e) => Err(command(op)(e)),
+    }
 }
 
 #[async_trait]
