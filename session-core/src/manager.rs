@@ -110,6 +110,13 @@ impl Manager {
         Self::from_arc(Arc::new(store), config)
     }
 
+    /// Whether `other` is this manager: a clone of it, not one built alike.
+    /// Adapters use it to leave a request to the outer of two layers (or
+    /// middlewares) of one manager, so that the request has one session.
+    pub fn ptr_eq(&self, other: &Manager) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// A manager over a shared store.
     pub fn from_arc(store: Arc<dyn Store>, config: Config) -> Self {
         Self {

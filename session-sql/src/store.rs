@@ -88,7 +88,11 @@ macro_rules! sql_store {
 
             /// Deletes the rows whose deadline is at or before `until()` (read
             /// for each batch), in batches of [`SWEEP_BATCH`]($crate::SWEEP_BATCH),
-            /// letting requests run between them, and returns how many.
+            /// letting requests run between them, and returns how many. Only a
+            /// batch that deletes nothing ends it: on PostgreSQL a batch passes
+            /// over the rows of its pick that another transaction deleted (or
+            /// extended) meanwhile, so a short batch does not mean that the
+            /// table has no more.
             async fn sweep_until(
                 &self,
                 op: &'static str,
@@ -107,7 +111,7 @@ macro_rules! sql_store {
                     .map_err($crate::query_error(op))?
                     .rows_affected();
                     total += n;
-                    if n < $crate::SWEEP_BATCH as u64 {
+                    if n == 0 {
                         return Ok(total);
                     }
                     // Let requests run between batches.
@@ -400,19 +404,18 @@ macro_rules! sql_store {
                     Err(e) if $crate::is_unique_violation(&e) => {}
                     Err(e) => return Err($crate::query_error("create")(e)),
                 }
-                // The id exists: free it only if its row has expired.
-                let freed = $crate::retrying("create", || async move {
+                // The id exists: free it only if its row has expired, then
+                // insert again, even when this freed nothing (a sweep may
+                // have deleted the expired row first): only a live row is
+                // `IdTaken`.
+                $crate::retrying("create", || async move {
                     on_held!(&self.pool, |conn| sqlx::query(&self.queries.delete_expired_id)
                         .bind(&record.id.as_bytes()[..])
                         .bind($crate::now())
                         .execute(conn))
                 })
                 .await
-                .map_err($crate::query_error("create"))?
-                .rows_affected();
-                if freed == 0 {
-                    return Ok(session_core::Created::IdTaken);
-                }
+                .map_err($crate::query_error("create"))?;
                 match self.insert(record, &data).await? {
                     Ok(_) => Ok(session_core::Created::Created),
                     Err(e) if $crate::is_unique_violation(&e) => Ok(session_core::Created::IdTaken),

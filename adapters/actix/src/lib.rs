@@ -40,6 +40,12 @@
 //! (`login`), the error response still carries it; after `destroy`, the
 //! cookie's removal.
 //!
+//! A handler that panics saves none of its deferred changes. actix-web does
+//! not catch the panic: it unwinds through the middleware and ends the
+//! connection's task, so the client gets no response at all, not even the
+//! new id of a `login` made before the panic (what was already stored, such
+//! as that login's new record, stays stored).
+//!
 //! # A network store: one connection per worker
 //!
 //! actix-web runs each worker on a single-threaded runtime of its own. A
@@ -95,6 +101,12 @@ pub use session_core::{
 };
 
 /// Adds sessions to every request of the app (or scope) it wraps.
+///
+/// A request that already has a session of the same manager, from a
+/// [`SessionMiddleware`] further out (the app's, around a scope that wraps
+/// one too), keeps it: the outer middleware loads and commits it, once. A
+/// middleware of another manager gives the services inside it a session of
+/// its own.
 #[derive(Clone, Debug)]
 pub struct SessionMiddleware {
     manager: Manager,
@@ -198,14 +210,31 @@ where
     forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
+        // A middleware of this manager outside this one (the app's, around a
+        // scope that wraps it again) has the session and commits it: a
+        // second would load and commit it again, and answer a cookie of its
+        // own.
+        let outer = req
+            .extensions()
+            .get::<session_core::Session>()
+            .is_some_and(|outer| outer.manager().ptr_eq(&self.manager));
+        if outer {
+            return ResponseFuture {
+                inner: Inner::Outer {
+                    response: self.service.call(req),
+                },
+            };
+        }
         let session = self
             .manager
             .session_from_request(|name| header_values(req.headers(), name));
         req.extensions_mut().insert(session.clone());
         ResponseFuture {
-            inner: session.commit_after(Answered {
-                inner: self.service.call(req),
-            }),
+            inner: Inner::Commit {
+                commit: session.commit_after(Answered {
+                    inner: self.service.call(req),
+                }),
+            },
         }
     }
 }
@@ -246,16 +275,29 @@ pin_project! {
     /// The future of [`SessionService`]: the inner response with the session
     /// committed ([`session_core::CommitAfter`]: for a request that did not
     /// use the session, or only read it, the commit allocates nothing; the
-    /// session itself is one allocation per request).
+    /// session itself is one allocation per request). Under an outer
+    /// middleware of the same manager, the inner response as it is: the
+    /// outer middleware commits.
     pub struct ResponseFuture<F, B> {
         #[pin]
-        inner: CommitAfter<Answered<F>, Answer<B>>,
+        inner: Inner<F, B>,
+    }
+}
+
+pin_project! {
+    #[project = InnerProj]
+    enum Inner<F, B> {
+        Commit { #[pin] commit: CommitAfter<Answered<F>, Answer<B>> },
+        Outer { #[pin] response: F },
     }
 }
 
 impl<F, B> fmt::Debug for ResponseFuture<F, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.inner.fmt(f)
+        match &self.inner {
+            Inner::Commit { commit } => commit.fmt(f),
+            Inner::Outer { .. } => f.write_str("ResponseFuture(committed by the outer middleware)"),
+        }
     }
 }
 
@@ -266,7 +308,14 @@ where
     type Output = Result<ServiceResponse<EitherBody<B>>, actix_web::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut inner = self.project().inner;
+        let mut inner = match self.project().inner.project() {
+            InnerProj::Commit { commit } => commit,
+            InnerProj::Outer { response } => {
+                return response
+                    .poll(cx)
+                    .map_ok(ServiceResponse::map_into_left_body)
+            }
+        };
         let (answer, outcome) = match task::ready!(inner.as_mut().poll(cx)) {
             Ok(answered) => answered,
             Err(never) => match never {},

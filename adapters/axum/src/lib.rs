@@ -190,6 +190,11 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 /// Adds sessions to every request of the services it wraps.
+///
+/// A request that already has a session of the same manager, from a
+/// [`SessionLayer`] further out (on the outer router of a nested one, say),
+/// keeps it: the outer layer loads and commits it, once. A layer of another
+/// manager gives the services inside it a session of its own.
 #[derive(Clone, Debug)]
 pub struct SessionLayer {
     manager: Manager,
@@ -224,16 +229,29 @@ pin_project! {
     /// The future of [`SessionService`]: the inner response with the session
     /// committed ([`session_core::CommitAfter`]: for a request that did not
     /// use the session, or only read it, the commit allocates nothing; the
-    /// session itself is one allocation per request).
+    /// session itself is one allocation per request). Under an outer layer
+    /// of the same manager, the inner response as it is: the outer layer
+    /// commits.
     pub struct ResponseFuture<F, B> {
         #[pin]
-        inner: CommitAfter<F, http::Response<B>>,
+        inner: Inner<F, B>,
+    }
+}
+
+pin_project! {
+    #[project = InnerProj]
+    enum Inner<F, B> {
+        Commit { #[pin] commit: CommitAfter<F, http::Response<B>> },
+        Outer { #[pin] response: F },
     }
 }
 
 impl<F, B> fmt::Debug for ResponseFuture<F, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.inner.fmt(f)
+        match &self.inner {
+            Inner::Commit { commit } => commit.fmt(f),
+            Inner::Outer { .. } => f.write_str("ResponseFuture(committed by the outer layer)"),
+        }
     }
 }
 
@@ -245,7 +263,10 @@ where
     type Output = Result<http::Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut inner = self.project().inner;
+        let mut inner = match self.project().inner.project() {
+            InnerProj::Commit { commit } => commit,
+            InnerProj::Outer { response } => return response.poll(cx),
+        };
         let (mut response, outcome) = ready!(inner.as_mut().poll(cx))?;
         let session = inner.as_ref().get_ref().session();
         Poll::Ready(Ok(match outcome {
@@ -341,12 +362,27 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        // A layer of this manager outside this one (an outer router's, above
+        // a middleware that already used the session) has the session and
+        // commits it: a second would load and commit it again, and answer a
+        // cookie of its own.
+        if let Some(outer) = req.extensions().get::<session_core::Session>() {
+            if outer.manager().ptr_eq(&self.manager) {
+                return ResponseFuture {
+                    inner: Inner::Outer {
+                        response: self.inner.call(req),
+                    },
+                };
+            }
+        }
         let session = self
             .manager
             .session_from_request(|name| header_values(req.headers(), name));
         req.extensions_mut().insert(session.clone());
         ResponseFuture {
-            inner: session.commit_after(self.inner.call(req)),
+            inner: Inner::Commit {
+                commit: session.commit_after(self.inner.call(req)),
+            },
         }
     }
 }

@@ -47,6 +47,12 @@
 //! launches and answers its routes with a bare 500. Attaching the fairing
 //! twice is harmless: the second replaces the first.
 //!
+//! Rocket drops a header value that is not UTF-8 before any fairing sees it.
+//! A `Cookie` header that carries another app's cookie in another encoding
+//! (a Latin-1 `ü`, say) beside the session's therefore reaches the fairing
+//! as no cookie at all, and the request starts a new session; axum and
+//! actix-web read such a header cookie by cookie and find the session.
+//!
 //! [Rocket]: https://docs.rs/rocket/0.5
 
 use std::io::Cursor;

@@ -105,11 +105,7 @@ async fn a_sweep_never_deletes_a_session_extended_while_it_waited() {
     let store = Arc::new(store);
     let r = record(Duration::from_secs(3600));
     store.create(&r).await.expect("create");
-    let table = format!(
-        "\"{}\".\"{}\"",
-        store.inner().table().schema().expect("a schema"),
-        store.inner().table().name()
-    );
+    let table = support::pg_table(store.inner());
     let past = Timestamp::now().unix_millis() - 1_000;
     sqlx::query(&format!("UPDATE {table} SET expires_at = $1 WHERE id = $2"))
         .bind(past)
@@ -140,6 +136,52 @@ async fn a_sweep_never_deletes_a_session_extended_while_it_waited() {
         store.load(&r.id).await.expect("load").is_some(),
         "the extended session was swept"
     );
+}
+
+/// A `create` whose id an expired row holds, where a sweep deletes that row
+/// between the create's insert and its own delete of the expired row, which
+/// then frees nothing: the id is free, so the create inserts (answering
+/// `IdTaken` for an id no live session holds broke the contract). A trigger
+/// plays the sweep: it deletes the row itself and skips the create's delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_create_whose_expired_row_a_sweep_took_first_creates() {
+    let Some(store) = support::postgres().await else {
+        return;
+    };
+    let store = store.inner();
+    let table = support::pg_table(store);
+    let schema = store.table().schema().expect("a schema");
+    let old = expired_record(Duration::from_secs(10));
+    store.create(&old).await.expect("create");
+    for statement in [
+        format!(
+            "CREATE FUNCTION \"{schema}\".swept_first() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN \
+               IF pg_trigger_depth() = 1 THEN \
+                 DELETE FROM {table} WHERE id = OLD.id; \
+                 RETURN NULL; \
+               END IF; \
+               RETURN OLD; \
+             END $$"
+        ),
+        format!(
+            "CREATE TRIGGER swept_first BEFORE DELETE ON {table} \
+             FOR EACH ROW EXECUTE FUNCTION \"{schema}\".swept_first()"
+        ),
+    ] {
+        sqlx::query(&statement)
+            .execute(store.pool())
+            .await
+            .expect("the sweep's trigger");
+    }
+    let mut new = record(Duration::from_secs(3600));
+    new.id = old.id;
+    assert_eq!(
+        store.create(&new).await.expect("create"),
+        session_core::Created::Created
+    );
+    let loaded = store.load(&new.id).await.expect("load").expect("live");
+    assert_eq!(loaded.expires_at, new.expires_at);
 }
 
 /// Eight instances starting together on a database nobody has migrated
@@ -538,11 +580,7 @@ async fn postgres_a_row_whose_owner_disagrees_with_its_record_is_no_session() {
     let Some(store) = support::postgres().await else {
         return;
     };
-    let table = format!(
-        "\"{}\".\"{}\"",
-        store.inner().table().schema().expect("a schema"),
-        store.inner().table().name()
-    );
+    let table = support::pg_table(store.inner());
     a_row_whose_owner_disagrees_is_no_session(&store, async |id| {
         sqlx::query(&format!(
             "UPDATE {table} SET owner = 'mallory' WHERE id = $1"

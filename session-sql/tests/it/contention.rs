@@ -51,11 +51,7 @@ async fn locked_row(
     store: &session_sql::PostgresStore,
     r: &Record,
 ) -> (String, sqlx::Transaction<'static, sqlx::Postgres>) {
-    let table = format!(
-        "\"{}\".\"{}\"",
-        store.table().schema().expect("a schema"),
-        store.table().name()
-    );
+    let table = support::pg_table(store);
     let mut holder = store.pool().begin().await.expect("begin");
     sqlx::query(&format!("SELECT id FROM {table} WHERE id = $1 FOR UPDATE"))
         .bind(&r.id.as_bytes()[..])
@@ -205,6 +201,60 @@ async fn postgres_a_save_picked_as_a_deadlock_victim_runs_again() {
     other.commit().await.expect("commit");
 
     ran_again(saving, &store, &next).await;
+}
+
+/// `delete_all` while another transaction deletes rows of its first batch:
+/// PostgreSQL passes over the rows that transaction deleted once it commits,
+/// so the batch deletes fewer rows than a batch, with others left. The call
+/// goes on until a batch finds nothing: every session is gone (a short batch
+/// taken for the end of the table left hundreds, after "log everyone out").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_delete_all_goes_on_past_rows_another_transaction_deleted() {
+    let Some(store) = support::postgres().await else {
+        return;
+    };
+    let store = store.inner().clone();
+    let table = support::pg_table(&store);
+    let batch = session_sql::SWEEP_BATCH;
+    // More rows than a batch, and so many deleted by the other transaction
+    // that any batch's pick holds some of them.
+    let (rows, taken) = (batch * 3 / 2, batch * 3 / 5);
+    for _ in 0..rows {
+        store.create(&record(HOUR)).await.expect("create");
+    }
+    let mut other = store.pool().begin().await.expect("begin");
+    let deleted = sqlx::query(&format!(
+        "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} LIMIT $1)"
+    ))
+    .bind(taken)
+    .execute(&mut *other)
+    .await
+    .expect("delete some")
+    .rows_affected();
+    assert_eq!(deleted.cast_signed(), taken);
+
+    let deleting = tokio::spawn({
+        let store = store.clone();
+        async move { store.delete_all().await }
+    });
+    let waits = format!(
+        "SELECT COUNT(*) FROM pg_stat_activity \
+         WHERE wait_event_type = 'Lock' AND query LIKE '%{}%'",
+        table.replace('\'', "''")
+    );
+    until_waiting("delete_all", || {
+        sqlx::query_scalar(&waits).fetch_one(store.pool())
+    })
+    .await;
+    other.commit().await.expect("commit");
+
+    let all = bounded("delete_all", deleting).await.expect("join");
+    assert_eq!(all.expect("delete_all").cast_signed(), rows - taken);
+    let left: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+        .fetch_one(store.pool())
+        .await
+        .expect("count");
+    assert_eq!(left, 0, "sessions left behind by delete_all");
 }
 
 /// A statement that the store timeout abandons while it waits for a row

@@ -123,6 +123,16 @@ pub(crate) async fn connect<S, E: std::fmt::Display>(
     }
 }
 
+/// The quoted `"schema"."table"` of a store from [`postgres`], for SQL of
+/// a test's own.
+pub(crate) fn pg_table(store: &PostgresStore) -> String {
+    format!(
+        "\"{}\".\"{}\"",
+        store.table().schema().expect("a schema"),
+        store.table().name()
+    )
+}
+
 /// A PostgreSQL store in a schema of its own, dropped afterwards.
 pub(crate) async fn postgres() -> Option<WithCleanup<PostgresStore>> {
     let url = postgres_url();

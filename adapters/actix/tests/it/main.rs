@@ -98,6 +98,99 @@ mod actix_only {
         );
     }
 
+    /// The app's middleware and a scope's, of one manager, with a middleware
+    /// between them that writes to the session: the request has one session,
+    /// committed once, so a login in the scope answers its new id alone (two
+    /// sessions answered two cookies, the outer one's removal of the id the
+    /// login retired landing last). A middleware of another manager still
+    /// gives its services their own.
+    #[actix_web::test]
+    async fn nested_middlewares_of_one_manager_share_the_outer_session() {
+        use actix_web::dev::Service as _;
+        use session_actix::SessionExt;
+
+        async fn who(s: Session) -> String {
+            let owner = s.owner().await.unwrap();
+            let name = s.get::<String>("name").await.unwrap();
+            format!(
+                "{}/{}",
+                owner.as_deref().unwrap_or("-"),
+                name.as_deref().unwrap_or("-")
+            )
+        }
+        async fn login(s: Session) -> &'static str {
+            s.login("bob").await.unwrap();
+            s.insert("name", "Bob").await.unwrap();
+            "in"
+        }
+        async fn visits(s: Session) -> String {
+            s.get_or("visits", 0i64).await.unwrap().to_string()
+        }
+        let manager = Manager::new(MemoryStore::new(), Config::default());
+        let app = test::init_service(
+            App::new()
+                .service(
+                    web::scope("/api")
+                        .wrap(SessionMiddleware::new(manager.clone()))
+                        .route("/who", web::get().to(who))
+                        .route("/login", web::get().to(login))
+                        .route("/visits", web::get().to(visits)),
+                )
+                .wrap_fn(|req, srv| {
+                    let session = req.session().expect("inside the outer middleware");
+                    let path = req.path().to_owned();
+                    let answer = srv.call(req);
+                    async move {
+                        session.increment("visits", 1).await.unwrap();
+                        session.insert("last", path).await.unwrap();
+                        answer.await
+                    }
+                })
+                .wrap(SessionMiddleware::new(manager.clone())),
+        )
+        .await;
+        let get = |path: &str, cookie: Option<&str>| {
+            let req = test::TestRequest::get().uri(path);
+            match cookie {
+                Some(cookie) => req.insert_header(("cookie", cookie.to_owned())),
+                None => req,
+            }
+            .to_request()
+        };
+        let res = test::call_service(&app, get("/api/who", None)).await;
+        let visitor = session_cookie(res.headers());
+        let res = test::call_service(&app, get("/api/login", Some(&visitor))).await;
+        let cookies: Vec<_> = res.headers().get_all("set-cookie").collect();
+        assert_eq!(cookies.len(), 1, "one cookie: {cookies:?}");
+        let signed_in = session_cookie(res.headers());
+        assert_ne!(signed_in, visitor, "the login's new id");
+        let res = test::call_service(&app, get("/api/who", Some(&signed_in))).await;
+        assert_eq!(test::read_body(res).await, "bob/Bob");
+        let res = test::call_service(&app, get("/api/visits", Some(&signed_in))).await;
+        assert_eq!(
+            test::read_body(res).await,
+            "4",
+            "every request's visit, in one session"
+        );
+
+        // Another manager's middleware inside: its services see their own
+        // session.
+        let config = Config::builder().with_cookie_name("inner").build().unwrap();
+        let other = Manager::new(MemoryStore::new(), config);
+        let app = test::init_service(
+            App::new()
+                .service(
+                    web::scope("/api")
+                        .wrap(SessionMiddleware::new(other))
+                        .route("/who", web::get().to(who)),
+                )
+                .wrap(SessionMiddleware::new(manager)),
+        )
+        .await;
+        let res = test::call_service(&app, get("/api/who", Some(&signed_in))).await;
+        assert_eq!(test::read_body(res).await, "-/-");
+    }
+
     /// A middleware inside ours reads the session from the response, after
     /// the handler; without our middleware there is none.
     #[actix_web::test]

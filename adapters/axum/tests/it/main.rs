@@ -132,6 +132,102 @@ mod axum_only {
         assert_eq!(body(layered.oneshot(again).await.unwrap()).await, "2");
     }
 
+    /// An outer router's layer and a nested router's, of one manager, with a
+    /// middleware between them that uses the session: the request has one
+    /// session, committed once, so a login in the nested
+    /// handler answers its new id alone (two sessions answered two cookies,
+    /// the outer one's removal of the id the login retired landing last).
+    /// A layer of another manager still gives its services their own.
+    #[tokio::test]
+    async fn nested_layers_of_one_manager_share_the_outer_session() {
+        use axum::extract::Request as AxumRequest;
+        use axum::middleware::{self, Next};
+        use session_axum::SessionExt;
+
+        async fn visit(req: AxumRequest, next: Next) -> axum::response::Response {
+            let session = req.session().expect("inside the outer layer");
+            session.increment("visits", 1).await.unwrap();
+            let path = req.uri().path().to_owned();
+            session.insert("last", path).await.unwrap();
+            next.run(req).await
+        }
+        let manager = manager();
+        let api = Router::new()
+            .route(
+                "/login",
+                get(|s: Session| async move {
+                    s.login("bob").await.unwrap();
+                    s.insert("name", "Bob").await.unwrap();
+                    "in"
+                }),
+            )
+            .route("/who", get(who_handler))
+            .route(
+                "/visits",
+                get(
+                    |s: Session| async move { s.get_or("visits", 0i64).await.unwrap().to_string() },
+                ),
+            )
+            .layer(SessionLayer::new(manager.clone()));
+        let app = Router::new()
+            .nest("/api", api)
+            .layer(middleware::from_fn(visit))
+            .layer(SessionLayer::new(manager.clone()));
+
+        let res = app
+            .clone()
+            .oneshot(Request::get("/api/who").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let visitor = cookie_pair(&res);
+        let login = Request::get("/api/login")
+            .header("cookie", &visitor)
+            .body(Body::empty())
+            .unwrap();
+        let res = app.clone().oneshot(login).await.unwrap();
+        let cookies: Vec<_> = res.headers().get_all("set-cookie").iter().collect();
+        assert_eq!(cookies.len(), 1, "one cookie: {cookies:?}");
+        let signed_in = cookie_pair(&res);
+        assert_ne!(signed_in, visitor, "the login's new id");
+        let signed_in_get = |path: &str| {
+            Request::get(path)
+                .header("cookie", &signed_in)
+                .body(Body::empty())
+                .unwrap()
+        };
+        let res = app
+            .clone()
+            .oneshot(signed_in_get("/api/who"))
+            .await
+            .unwrap();
+        assert_eq!(body(res).await, "bob/Bob");
+        let res = app.oneshot(signed_in_get("/api/visits")).await.unwrap();
+        assert_eq!(
+            body(res).await,
+            "4",
+            "every request's visit, in one session"
+        );
+
+        // Another manager's layer inside: its handlers see its own session.
+        let config = Config::builder().with_cookie_name("inner").build().unwrap();
+        let other = Manager::new(MemoryStore::new(), config);
+        let app = Router::new()
+            .route("/who", get(who_handler))
+            .layer(SessionLayer::new(other))
+            .layer(middleware::from_fn(visit))
+            .layer(SessionLayer::new(manager));
+        let res = app
+            .oneshot(
+                Request::get("/who")
+                    .header("cookie", signed_in)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(body(res).await, "-/-");
+    }
+
     #[tokio::test]
     async fn works_with_state_and_nested_routers() {
         #[derive(Clone)]

@@ -47,6 +47,56 @@ mod suite {
     session_http_suite::http_suite!(spawn);
 }
 
+/// Rocket drops a header value that is not UTF-8 before any fairing sees
+/// it, its cookie jar too: a cookie of another app in another encoding (a
+/// Latin-1 `ü`) in the `Cookie` header hides the session's, which axum and
+/// actix-web find (their `a_cookie_in_another_encoding_does_not_hide_the_session`).
+/// This pins the difference that session-rocket's docs describe; should a
+/// Rocket release keep such headers, this fails and the docs can change.
+#[tokio::test]
+async fn a_cookie_in_another_encoding_hides_the_session_on_rocket() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// `GET /incr` with `cookie` as the raw `Cookie` header, if any: the
+    /// response's `name=value` session cookie, if it sets one, and its body.
+    async fn incr(addr: SocketAddr, cookie: Option<&[u8]>) -> (Option<String>, String) {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut request =
+            b"GET /incr HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n".to_vec();
+        if let Some(cookie) = cookie {
+            request.extend_from_slice(b"Cookie: ");
+            request.extend_from_slice(cookie);
+            request.extend_from_slice(b"\r\n");
+        }
+        request.extend_from_slice(b"\r\n");
+        stream.write_all(&request).await.unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.unwrap();
+        let response = String::from_utf8(response).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        let cookie = head.lines().find_map(|line| {
+            let value = line.strip_prefix("set-cookie: ")?;
+            Some(value.split(';').next()?.to_owned())
+        });
+        (cookie, body.to_owned())
+    }
+
+    let manager = Manager::new(
+        session_memory::MemoryStore::new(),
+        session_core::Config::default(),
+    );
+    let addr = spawn(manager).await;
+    let (pair, body) = incr(addr, None).await;
+    assert_eq!(body, "1");
+    let pair = pair.expect("a new session's cookie");
+    let (_, body) = incr(addr, Some(pair.as_bytes())).await;
+    assert_eq!(body, "2", "the session, under a UTF-8 header");
+    let latin1 = [b"pref=\xfc; ".as_slice(), pair.as_bytes()].concat();
+    let (new, body) = incr(addr, Some(&latin1)).await;
+    assert_eq!(body, "1", "Rocket dropped the header: a new session");
+    assert!(new.is_some_and(|new| new != pair));
+}
+
 mod rocket_only {
     use rocket::http::Status;
     use rocket::local::asynchronous::Client;
