@@ -228,6 +228,18 @@ impl Client {
     }
 }
 
+/// `owner/name` of a session, `-` for either it does not have: what the
+/// adapters' own tests answer to tell whose session a handler got.
+pub async fn owner_and_name(session: &session_core::Session) -> String {
+    let owner = session.owner().await.expect("owner");
+    let name = session.get::<String>("name").await.expect("name");
+    format!(
+        "{}/{}",
+        owner.as_deref().unwrap_or("-"),
+        name.as_deref().unwrap_or("-")
+    )
+}
+
 fn plain() -> ConfigBuilder {
     Config::builder()
 }

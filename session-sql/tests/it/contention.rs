@@ -29,6 +29,16 @@ where
     }
 }
 
+/// [`until_waiting`] for a statement on `table` of a PostgreSQL store.
+async fn until_waiting_on_postgres(what: &str, store: &session_sql::PostgresStore, table: &str) {
+    let waits = format!(
+        "SELECT COUNT(*) FROM pg_stat_activity \
+         WHERE wait_event_type = 'Lock' AND query LIKE '%{}%'",
+        table.replace('\'', "''")
+    );
+    until_waiting(what, || sqlx::query_scalar(&waits).fetch_one(store.pool())).await;
+}
+
 /// `fut`, or a panic after 30 s.
 async fn bounded<T>(what: &str, fut: impl Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(30), fut)
@@ -177,15 +187,7 @@ async fn postgres_a_save_picked_as_a_deadlock_victim_runs_again() {
     let (table, mut other) = locked_row(&store, &r).await;
 
     let saving = save_in_background(&store, &next, r.version);
-    let waits = format!(
-        "SELECT COUNT(*) FROM pg_stat_activity \
-         WHERE wait_event_type = 'Lock' AND query LIKE '%{}%'",
-        table.replace('\'', "''")
-    );
-    until_waiting("the save", || {
-        sqlx::query_scalar(&waits).fetch_one(store.pool())
-    })
-    .await;
+    until_waiting_on_postgres("the save", &store, &table).await;
     // Each side checks for a deadlock `deadlock_timeout` (1 s) after it
     // began to wait, and the first to check is rolled back: the save must
     // have waited well before this transaction does.
@@ -237,15 +239,7 @@ async fn postgres_delete_all_goes_on_past_rows_another_transaction_deleted() {
         let store = store.clone();
         async move { store.delete_all().await }
     });
-    let waits = format!(
-        "SELECT COUNT(*) FROM pg_stat_activity \
-         WHERE wait_event_type = 'Lock' AND query LIKE '%{}%'",
-        table.replace('\'', "''")
-    );
-    until_waiting("delete_all", || {
-        sqlx::query_scalar(&waits).fetch_one(store.pool())
-    })
-    .await;
+    until_waiting_on_postgres("delete_all", &store, &table).await;
     other.commit().await.expect("commit");
 
     let all = bounded("delete_all", deleting).await.expect("join");

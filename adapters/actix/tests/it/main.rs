@@ -110,13 +110,7 @@ mod actix_only {
         use session_actix::SessionExt;
 
         async fn who(s: Session) -> String {
-            let owner = s.owner().await.unwrap();
-            let name = s.get::<String>("name").await.unwrap();
-            format!(
-                "{}/{}",
-                owner.as_deref().unwrap_or("-"),
-                name.as_deref().unwrap_or("-")
-            )
+            session_http_suite::owner_and_name(&s).await
         }
         async fn login(s: Session) -> &'static str {
             s.login("bob").await.unwrap();

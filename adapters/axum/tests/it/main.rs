@@ -279,13 +279,7 @@ mod axum_only {
     }
 
     async fn who_handler(s: Session) -> String {
-        let owner = s.owner().await.unwrap();
-        let name = s.get::<String>("name").await.unwrap();
-        format!(
-            "{}/{}",
-            owner.as_deref().unwrap_or("-"),
-            name.as_deref().unwrap_or("-")
-        )
+        session_http_suite::owner_and_name(&s).await
     }
 
     /// axum does not catch a handler's panic: it unwinds through the layer,
