@@ -144,13 +144,19 @@ fn data(rd: &mut &[u8]) -> Result<Data, RecordDecodeError> {
     for _ in 0..n {
         let k = key(rd)?.to_owned();
         let v = bin(rd)?.to_vec();
-        data.insert(k, v);
+        // Bytes this crate never writes: keeping either value would drop
+        // the other at the next save.
+        if data.insert(k, v).is_some() {
+            return Err(invalid("a key appears twice in the record's values"));
+        }
     }
     Ok(data)
 }
 
 /// Decodes bytes written by [`encode`] (or by an older or newer release:
-/// unknown fields are skipped, optional ones default).
+/// unknown fields are skipped, optional ones default). A known field or a
+/// value's key that appears twice, or an owner `login` would refuse, makes
+/// the bytes no record.
 pub(crate) fn decode(mut rd: &[u8]) -> Result<Record, RecordDecodeError> {
     let rd = &mut rd;
     let fields = decode::read_map_len(rd).map_err(invalid)?;
@@ -162,26 +168,75 @@ pub(crate) fn decode(mut rd: &[u8]) -> Result<Record, RecordDecodeError> {
     let mut version = 0;
     let mut owner = None;
     let mut lifetime: Option<Lifetime> = None;
+    // The known fields read so far, one bit each: a second one is bytes
+    // this crate never writes, and which of the two counts is anyone's
+    // guess.
+    let mut seen = 0u8;
+    let mut once = |bit: u8, name: &str| {
+        if seen & (1 << bit) != 0 {
+            return Err(invalid(format!(
+                "field {name:?} appears twice in the record"
+            )));
+        }
+        seen |= 1 << bit;
+        Ok(())
+    };
     for _ in 0..fields {
         match raw_str(rd)? {
-            b"f" => format = Some(decode::read_int::<u8, _>(rd).map_err(invalid)?),
+            b"f" => {
+                once(0, "f")?;
+                format = Some(decode::read_int::<u8, _>(rd).map_err(invalid)?);
+            }
             b"i" => {
+                once(1, "i")?;
                 let bytes: [u8; 32] = bin(rd)?
                     .try_into()
                     .map_err(|_| invalid("record id is not 32 bytes"))?;
                 id = Some(RecordId::from_bytes(bytes));
             }
-            b"d" => values = data(rd)?,
-            b"c" => created = Some(decode::read_int::<i64, _>(rd).map_err(invalid)?),
-            b"e" => expires = Some(decode::read_int::<i64, _>(rd).map_err(invalid)?),
-            b"v" if !nil(rd) => version = decode::read_int::<u64, _>(rd).map_err(invalid)?,
-            b"o" if !nil(rd) => owner = Some(key(rd)?.to_owned()),
-            b"l" if !nil(rd) => lifetime = Some(through_serde(rd)?),
-            b"v" | b"o" | b"l" => {}
+            b"d" => {
+                once(2, "d")?;
+                values = data(rd)?;
+            }
+            b"c" => {
+                once(3, "c")?;
+                created = Some(decode::read_int::<i64, _>(rd).map_err(invalid)?);
+            }
+            b"e" => {
+                once(4, "e")?;
+                expires = Some(decode::read_int::<i64, _>(rd).map_err(invalid)?);
+            }
+            b"v" => {
+                once(5, "v")?;
+                if !nil(rd) {
+                    version = decode::read_int::<u64, _>(rd).map_err(invalid)?;
+                }
+            }
+            b"o" => {
+                once(6, "o")?;
+                if !nil(rd) {
+                    owner = Some(key(rd)?.to_owned());
+                }
+            }
+            b"l" => {
+                once(7, "l")?;
+                if !nil(rd) {
+                    lifetime = Some(through_serde(rd)?);
+                }
+            }
             _ => {
                 let _: serde::de::IgnoredAny = through_serde(rd)?;
             }
         }
+    }
+    // An owner `login` would refuse (empty, too long, a NUL) came from
+    // damaged or foreign bytes: the app would take the client for that
+    // user.
+    if owner
+        .as_deref()
+        .is_some_and(|o| !crate::session::is_valid_owner(o))
+    {
+        return Err(invalid("record's owner is not one a login accepts"));
     }
     match format {
         Some(FORMAT) => {}
@@ -220,7 +275,7 @@ pub(crate) fn with_expires_at(
     let mut rest = bytes;
     let rd = &mut rest;
     let fields = decode::read_map_len(rd).map_err(invalid)?;
-    // The last `e`, as `decode` reads it (a record this crate wrote has one).
+    // The last `e` (a record has one: `decode` refuses bytes with two).
     let mut deadline = None;
     for _ in 0..fields {
         let is_deadline = raw_str(rd)? == b"e";

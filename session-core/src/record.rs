@@ -495,11 +495,71 @@ mod tests {
         expected.expires_at = at;
         assert_eq!(Record::from_bytes(&touched).unwrap(), expected);
 
+        // Two deadlines make the bytes no record, before a touch or after.
         let mut twice = r.to_bytes().unwrap();
         twice[0] = 0x89;
         twice.extend_from_slice(&[0xa1, b'e', 0x05]);
+        assert!(Record::from_bytes(&twice).is_err());
         let touched = Record::bytes_with_expires_at(&twice, at).unwrap();
-        assert_eq!(Record::from_bytes(&touched).unwrap().expires_at, at);
+        assert!(Record::from_bytes(&touched).is_err());
+    }
+
+    /// A known field or a value's key twice (bytes this crate never
+    /// writes: keeping one would lose the other at the next save), or an
+    /// owner `login` would refuse, make the bytes no record.
+    #[test]
+    fn repeated_fields_and_keys_and_refused_owners_are_no_record() {
+        let r = sample();
+        let bytes = r.to_bytes().unwrap();
+        assert_eq!(Record::from_bytes(&bytes).unwrap(), r);
+        // One more field, a repeat of each known field in turn: its name
+        // and a value of the type the field takes.
+        for repeat in [
+            &b"\xa1f\x01"[..],
+            b"\xa1i\xc4\x20\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09",
+            b"\xa1d\x80",
+            b"\xa1c\x00",
+            b"\xa1v\x00",
+            b"\xa1o\xc0",
+            b"\xa1l\xc0",
+        ] {
+            let mut again = bytes.clone();
+            again[0] += 1;
+            again.extend_from_slice(repeat);
+            assert!(Record::from_bytes(&again).is_err(), "{repeat:x?}");
+        }
+        // An unknown field twice is no concern of this release.
+        let mut unknown = bytes.clone();
+        unknown[0] += 2;
+        unknown.extend_from_slice(b"\xa1x\x01\xa1x\x02");
+        assert_eq!(Record::from_bytes(&unknown).unwrap(), r);
+
+        let mut twice = Data::new();
+        twice.insert("k".into(), b"1".to_vec());
+        let mut keyed = r.clone();
+        keyed.data = twice;
+        let once = keyed.to_bytes().unwrap();
+        assert!(Record::from_bytes(&once).is_ok());
+        // The map of one value claims two, and the same key follows again.
+        let at = once
+            .windows(6)
+            .position(|w| w == b"\x81\xa1k\xc4\x01\x31")
+            .expect("the values in the encoding");
+        let mut repeated = once[..at].to_vec();
+        repeated.extend_from_slice(b"\x82\xa1k\xc4\x01\x31\xa1k\xc4\x01\x32");
+        repeated.extend_from_slice(&once[at + 6..]);
+        assert!(Record::from_bytes(&repeated).is_err());
+
+        for owner in [String::new(), "a\0b".into(), "o".repeat(513)] {
+            let mut owned = r.clone();
+            owned.owner = Some(owner);
+            let bytes = owned.to_bytes().unwrap();
+            assert!(Record::from_bytes(&bytes).is_err());
+        }
+        let mut longest = r.clone();
+        longest.owner = Some("o".repeat(512));
+        let bytes = longest.to_bytes().unwrap();
+        assert_eq!(Record::from_bytes(&bytes).unwrap(), longest);
     }
 
     #[test]

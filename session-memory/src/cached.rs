@@ -3,11 +3,11 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use moka::future::Cache;
-use moka::policy::EvictionPolicy;
+use moka::policy::{EvictionPolicy, Expiry};
 use session_core::{Created, Record, RecordId, Saved, Store, StoreError, Timestamp};
 
 use moka::ops::compute::{CompResult, Op};
@@ -48,9 +48,10 @@ use crate::{until, DEFAULT_MAX_BYTES};
 ///   request that nobody reads again, and caching each would cost every
 ///   create an insert and push out the sessions that are read.
 /// * **Copies leave memory** at the first of two limits: `max_staleness`
-///   after they were cached (the next request reloads from the backing
-///   store; a save on this instance that finds the copy cached updates it
-///   without restarting that clock), or `idle_eviction` after their last use
+///   after the backing call that read or wrote them began, however long it
+///   took to answer (the next request reloads from the backing store; a
+///   save on this instance that finds the copy cached updates it without
+///   restarting that clock), or `idle_eviction` after their last use
 ///   (Iris's `GcDuration`).
 ///   With the defaults (5 seconds and 2 minutes) the staleness bound comes
 ///   first, so the cache absorbs bursts of requests to a session; raise
@@ -106,6 +107,9 @@ fn shard(id: &RecordId) -> usize {
 struct Seen {
     burials: u64,
     writes: u64,
+    /// When: before the backing call, so before it read or wrote the
+    /// record; what it caches is fresh from then on.
+    at: Instant,
 }
 
 fn weight_of(record: &Record) -> u32 {
@@ -131,6 +135,10 @@ struct Slot {
     /// What moka charged for the slot: a copy that weighs more goes in as a
     /// new slot, weighed again.
     weight: u32,
+    /// When the call that read or wrote the copy began: the slot leaves
+    /// memory `max_staleness` after it ([`Freshness`]), however long the
+    /// call took to come back.
+    fresh_from: Instant,
 }
 
 struct SlotState {
@@ -141,9 +149,10 @@ struct SlotState {
 }
 
 impl Slot {
-    fn new(copy: Arc<Record>) -> Arc<Self> {
+    fn new(copy: Arc<Record>, fresh_from: Instant) -> Arc<Self> {
         Arc::new(Self {
             weight: weight_of(&copy),
+            fresh_from,
             state: Mutex::new(SlotState {
                 copy,
                 retired: false,
@@ -253,6 +262,40 @@ impl<S> Drop for Recheck<'_, S> {
 /// more than 1 000 years): longer is no different from forever.
 const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
+/// How long a slot stays in memory: `max_staleness` from when the call that
+/// read or wrote its copy began, not from when moka took it in. A load that
+/// came back late (a slow backing store) would otherwise have its copy,
+/// already as old as the call, served for a whole `max_staleness` more.
+struct Freshness(Duration);
+
+impl Freshness {
+    fn left(&self, slot: &Slot, now: Instant) -> Duration {
+        self.0
+            .saturating_sub(now.saturating_duration_since(slot.fresh_from))
+    }
+}
+
+impl Expiry<RecordId, Arc<Slot>> for Freshness {
+    fn expire_after_create(
+        &self,
+        _: &RecordId,
+        slot: &Arc<Slot>,
+        created_at: Instant,
+    ) -> Option<Duration> {
+        Some(self.left(slot, created_at))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &RecordId,
+        slot: &Arc<Slot>,
+        updated_at: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(self.left(slot, updated_at))
+    }
+}
+
 impl<S: fmt::Debug> fmt::Debug for CachedStore<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CachedStore")
@@ -281,7 +324,7 @@ impl<S: Store> CachedStoreBuilder<S> {
     }
 
     /// How long an unused session stays in memory. Default 2 minutes. A copy
-    /// also leaves at `max_staleness` after it was cached, so this matters
+    /// also leaves at `max_staleness` after it was read, so this matters
     /// only when it is the shorter of the two.
     pub fn idle_eviction(mut self, d: Duration) -> Self {
         self.idle_eviction = d;
@@ -302,7 +345,7 @@ impl<S: Store> CachedStoreBuilder<S> {
                 .max_capacity(self.max_bytes)
                 .weigher(weigh)
                 .eviction_policy(EvictionPolicy::lru())
-                .time_to_live(self.max_staleness.min(LONGEST))
+                .expire_after(Freshness(self.max_staleness.min(LONGEST)))
                 .time_to_idle(self.idle_eviction.clamp(Duration::from_millis(1), LONGEST))
                 .support_invalidation_closures()
                 .build_with_hasher(crate::ByRecordId::default())
@@ -408,7 +451,8 @@ impl<S: Store> CachedStore<S> {
             return;
         }
         let new = Arc::new(record.clone());
-        let slot = Slot::new(Arc::clone(&new));
+        let fresh_from = read_after.map_or_else(Instant::now, |seen| seen.at);
+        let slot = Slot::new(Arc::clone(&new), fresh_from);
         let burials = self.burials(&record.id);
         let writes = &self.writes[shard(&record.id)];
         let recheck = Recheck {
@@ -596,6 +640,7 @@ impl<S: Store> CachedStore<S> {
         self.cache.as_ref().map(|_| Seen {
             burials: self.burials(id).load(Ordering::Acquire),
             writes: self.writes[shard(id)].load(Ordering::Acquire),
+            at: Instant::now(),
         })
     }
 
@@ -671,8 +716,8 @@ impl<S: Store> Store for CachedStore<S> {
             Ok(Saved::Saved) => {
                 // A save that finds memory empty caches nothing if another
                 // write landed in the shard after it: moka may have dropped
-                // that write's copy (its `max_staleness` runs from when the
-                // slot went in, not from the last save put in place).
+                // that write's copy (its `max_staleness` runs from the call
+                // that put the slot in, not from the last save put in place).
                 let seen = self.wrote(&record.id, seen);
                 self.remember_saved(record, seen).await;
             }
@@ -1124,6 +1169,39 @@ mod tests {
         loading.abort();
         assert!(loading.await.unwrap_err().is_cancelled());
         assert_eq!(a.load(&r.id).await.unwrap(), None);
+    }
+
+    /// A load whose backing call came back late (held here after it read
+    /// the record, before it cached it) keeps its copy in memory for
+    /// `max_staleness` from when the call began, not from when the copy went
+    /// in: whatever the backing store's latency, no copy served is older
+    /// than `max_staleness`.
+    #[tokio::test]
+    async fn a_slow_loads_copy_leaves_max_staleness_after_the_load_began() {
+        let (backing, a, _) = pair(Duration::from_millis(1000));
+        let a = Arc::new(a);
+        let r = record();
+        backing.create(&r).await.unwrap();
+        *a.pauses.ahead.lock().unwrap() = vec![Pause::Deciding];
+        let loading = tokio::spawn({
+            let (a, id) = (Arc::clone(&a), r.id);
+            async move { a.load(&id).await }
+        });
+        a.pauses.reached.notified().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        a.pauses.release.notify_one();
+        assert_eq!(loading.await.unwrap().unwrap(), Some(r.clone()));
+        let loads = backing.counts().load;
+        assert_eq!(a.load(&r.id).await.unwrap(), Some(r.clone()));
+        assert_eq!(backing.counts().load, loads, "served from memory");
+        // 1.1 s after the load began, 0.6 s after its copy went in.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(a.load(&r.id).await.unwrap(), Some(r));
+        assert_eq!(
+            backing.counts().load,
+            loads + 1,
+            "a copy served past max_staleness from its read"
+        );
     }
 
     /// A cache in front of a [`Held`] store, and the store's signals.
@@ -1689,8 +1767,8 @@ mod tests {
 
     /// A save that landed before another save of the session, and comes to
     /// cache its copy only after moka dropped the later save's (its
-    /// `max_staleness` runs from when the slot went in, not from the save
-    /// put in place), caches nothing.
+    /// `max_staleness` runs from the call that put the slot in, not from the
+    /// save put in place), caches nothing.
     #[tokio::test]
     async fn a_late_save_does_not_cache_its_version_after_a_newer_saves_copy_went() {
         // S1 counts its write before S2 counts, or (its answer slow to

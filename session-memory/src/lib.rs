@@ -1,6 +1,6 @@
 //! In-memory session storage for [`session_core`].
 //!
-//! * [`MemoryStore`]: sessions for one process, about 115 bytes each besides
+//! * [`MemoryStore`]: sessions for one process, about 116 bytes each besides
 //!   the encoded record. Bounded (by bytes), each record dead at its own
 //!   deadline and swept from memory, with an owner index for "log out
 //!   everywhere". Nothing survives a restart.
@@ -299,7 +299,7 @@ struct Inner {
 /// Sessions in this process's memory.
 ///
 /// * Compact: one allocation per session holding its encoded record, in a
-///   table split into independently locked shards; about 115 bytes per session
+///   table split into independently locked shards; about 116 bytes per session
 ///   besides the encoded record (`cargo xtask bench load` measures it).
 /// * Bounded: the bytes held stay under [`MemoryStoreBuilder::max_bytes`]
 ///   (default [`DEFAULT_MAX_BYTES`]; the owner index's entries of signed-in
