@@ -117,6 +117,40 @@ impl Manager {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
+    /// *For adapters.* Whether a request that already holds `outer`, the
+    /// session an outer layer (or middleware) put in its extensions, is left
+    /// to that layer, which loads and commits it: `outer` is this manager's
+    /// ([`ptr_eq`](Self::ptr_eq)). A session of another manager that carries
+    /// its id in the same cookie (or header) is logged as a misconfiguration:
+    /// each layer would answer a cookie of that name, and the client keeps
+    /// only one of them.
+    pub fn defers_to(&self, outer: &Session) -> bool {
+        let other = outer.manager();
+        if self.ptr_eq(other) {
+            return true;
+        }
+        if self.carries_the_id_as(other) {
+            tracing::warn!(
+                cookie = self.config().cookie_name(),
+                header = self.config().header(),
+                "two session layers of different managers carry the id alike: \
+                 build the manager once and give every layer a clone of it"
+            );
+        }
+        false
+    }
+
+    /// Whether `other` carries its ids where this manager does: the same
+    /// header, or cookies of the same name.
+    fn carries_the_id_as(&self, other: &Manager) -> bool {
+        let (a, b) = (self.config(), other.config());
+        match (a.header(), b.header()) {
+            (Some(x), Some(y)) => x.eq_ignore_ascii_case(y),
+            (None, None) => a.cookie_name() == b.cookie_name(),
+            _ => false,
+        }
+    }
+
     /// A manager over a shared store.
     pub fn from_arc(store: Arc<dyn Store>, config: Config) -> Self {
         Self {
@@ -676,5 +710,35 @@ impl Manager {
 
     pub(crate) fn new_id(&self) -> Result<Id> {
         Ok(Id::generate()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestStore;
+
+    /// Adapters leave a request to an outer layer of the same manager only;
+    /// another manager that carries its id alike is the misconfiguration
+    /// they warn of.
+    #[test]
+    fn an_outer_session_is_deferred_to_only_by_its_own_manager() {
+        let build = |config: crate::ConfigBuilder| {
+            Manager::new(TestStore::default(), config.build().unwrap())
+        };
+        let cookies = || Config::builder();
+        let manager = build(cookies());
+        let outer = manager.session_from_cookies(std::iter::empty::<&str>());
+        assert!(manager.defers_to(&outer));
+        assert!(manager.clone().defers_to(&outer));
+        let alike = build(cookies());
+        assert!(!alike.defers_to(&outer));
+        assert!(alike.carries_the_id_as(&manager));
+        let named = build(cookies().with_cookie_name("other"));
+        assert!(!named.carries_the_id_as(&manager));
+        let header = |name: &str| build(cookies().with_header(Some(name)));
+        assert!(header("x-session").carries_the_id_as(&header("X-Session")));
+        assert!(!header("x-session").carries_the_id_as(&header("x-other")));
+        assert!(!header("x-session").carries_the_id_as(&manager));
     }
 }

@@ -1178,7 +1178,7 @@ mod tests {
     /// than `max_staleness`.
     #[tokio::test]
     async fn a_slow_loads_copy_leaves_max_staleness_after_the_load_began() {
-        let (backing, a, _) = pair(Duration::from_millis(1000));
+        let (backing, a, _) = pair(Duration::from_secs(2));
         let a = Arc::new(a);
         let r = record();
         backing.create(&r).await.unwrap();
@@ -1188,14 +1188,14 @@ mod tests {
             async move { a.load(&id).await }
         });
         a.pauses.reached.notified().await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
         a.pauses.release.notify_one();
         assert_eq!(loading.await.unwrap().unwrap(), Some(r.clone()));
         let loads = backing.counts().load;
         assert_eq!(a.load(&r.id).await.unwrap(), Some(r.clone()));
         assert_eq!(backing.counts().load, loads, "served from memory");
-        // 1.1 s after the load began, 0.6 s after its copy went in.
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        // 2.2 s after the load began, 1.2 s after its copy went in.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
         assert_eq!(a.load(&r.id).await.unwrap(), Some(r));
         assert_eq!(
             backing.counts().load,

@@ -352,6 +352,11 @@ pub(crate) struct Dialect {
     pub(crate) migrations: &'static [(i64, &'static [&'static str])],
     /// Deletes up to `?2` rows expired at `?1`.
     pub(crate) sweep: &'static str,
+    /// Whether `sweep` answers one row, (rows picked, rows deleted), rather
+    /// than nothing: where a statement passes over rows of its pick that
+    /// another transaction changed meanwhile (PostgreSQL), a batch that
+    /// deleted fewer than it may pick does not tell that no more are due.
+    pub(crate) sweep_counts_pick: bool,
     /// Creates the migrations table `{m}`.
     pub(crate) migrations_table: &'static str,
     /// Whether a column may hold a value of another type than its schema's
@@ -411,6 +416,7 @@ pub(crate) struct Queries {
     pub(crate) touch: String,
     pub(crate) delete: String,
     pub(crate) sweep: String,
+    pub(crate) sweep_counts_pick: bool,
     pub(crate) list_owner: String,
     pub(crate) delete_owner: String,
     pub(crate) create_schema: Option<String>,
@@ -488,6 +494,7 @@ impl Queries {
             ),
             delete: fill("DELETE FROM {t} WHERE id = ?"),
             sweep: fill(dialect.sweep),
+            sweep_counts_pick: dialect.sweep_counts_pick,
             list_owner: fill("SELECT id FROM {t} WHERE owner = ? AND expires_at > ?"),
             delete_owner: fill("DELETE FROM {t} WHERE owner = ? AND expires_at > ?"),
             create_schema: table
@@ -756,6 +763,7 @@ mod tests {
             quote: '"',
             migrations: &[(1, &["CREATE TABLE {t} (x INT)"])],
             sweep: "DELETE FROM {t} WHERE expires_at <= ? LIMIT ?",
+            sweep_counts_pick: false,
             migrations_table: "CREATE TABLE IF NOT EXISTS {m} (version BIGINT PRIMARY KEY)",
             migration_lock: MigrationLock::None,
             dynamic_types: false,

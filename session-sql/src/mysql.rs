@@ -30,7 +30,11 @@ pub(crate) static MYSQL: Dialect = Dialect {
             &["ALTER TABLE {t} MODIFY owner VARBINARY(2048) NULL"],
         ),
     ],
+    // `DELETE ... LIMIT` waits for a row another transaction holds and
+    // goes on past it if that one deleted it: it deletes its limit while
+    // rows are due.
     sweep: "DELETE FROM {t} WHERE expires_at <= ? LIMIT ?",
+    sweep_counts_pick: false,
     migrations_table:
         "CREATE TABLE IF NOT EXISTS {m} (version BIGINT NOT NULL PRIMARY KEY) ENGINE = InnoDB",
     dynamic_types: false,

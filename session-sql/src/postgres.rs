@@ -26,9 +26,16 @@ pub(crate) static POSTGRES: Dialect = Dialect {
     // The outer condition is checked again on the row a concurrent save or
     // touch has just extended (PostgreSQL re-evaluates a DELETE's own WHERE
     // on the row version it waited for, not the subquery): without it, the
-    // extended session was deleted. `$1` is the first placeholder again.
-    sweep: "DELETE FROM {t} WHERE id IN (SELECT id FROM {t} WHERE expires_at <= ? LIMIT ?) \
-            AND expires_at <= $1",
+    // extended session was deleted. A row of the pick that another
+    // transaction deleted meanwhile is passed over, so the statement counts
+    // its pick too: only a short pick means that no more rows are due (the
+    // pick, referenced twice, is computed once). `$1` is the first
+    // placeholder again.
+    sweep: "WITH picked AS (SELECT id FROM {t} WHERE expires_at <= ? LIMIT ?), \
+            gone AS (DELETE FROM {t} WHERE id IN (SELECT id FROM picked) \
+                     AND expires_at <= $1 RETURNING 1) \
+            SELECT (SELECT COUNT(*) FROM picked), (SELECT COUNT(*) FROM gone)",
+    sweep_counts_pick: true,
     migrations_table: "CREATE TABLE IF NOT EXISTS {m} (version BIGINT PRIMARY KEY)",
     dynamic_types: false,
     text_holds_nul: false,

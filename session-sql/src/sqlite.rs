@@ -24,7 +24,9 @@ pub(crate) static SQLITE: Dialect = Dialect {
             "CREATE INDEX IF NOT EXISTS \"{n}_owner\" ON {t} (owner) WHERE owner IS NOT NULL",
         ],
     )],
+    // One writer at a time: nothing changes the rows of a pick under it.
     sweep: "DELETE FROM {t} WHERE id IN (SELECT id FROM {t} WHERE expires_at <= ? LIMIT ?)",
+    sweep_counts_pick: false,
     migrations_table: "CREATE TABLE IF NOT EXISTS {m} (version INTEGER NOT NULL PRIMARY KEY)",
     dynamic_types: true,
     text_holds_nul: true,

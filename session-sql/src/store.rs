@@ -88,11 +88,10 @@ macro_rules! sql_store {
 
             /// Deletes the rows whose deadline is at or before `until()` (read
             /// for each batch), in batches of [`SWEEP_BATCH`]($crate::SWEEP_BATCH),
-            /// letting requests run between them, and returns how many. Only a
-            /// batch that deletes nothing ends it: on PostgreSQL a batch passes
-            /// over the rows of its pick that another transaction deleted (or
-            /// extended) meanwhile, so a short batch does not mean that the
-            /// table has no more.
+            /// letting requests run between them, and returns how many. A
+            /// batch that picked fewer rows than a batch ends it (on
+            /// PostgreSQL it may delete fewer than it picked: see
+            /// `Dialect::sweep_counts_pick`).
             async fn sweep_until(
                 &self,
                 op: &'static str,
@@ -101,17 +100,28 @@ macro_rules! sql_store {
                 let mut total = 0;
                 loop {
                     let until = until();
-                    let n = $crate::retrying(op, || async move {
-                        on_held!(&self.pool, |conn| sqlx::query(&self.queries.sweep)
-                            .bind(until)
-                            .bind($crate::SWEEP_BATCH)
-                            .execute(conn))
+                    let (picked, n) = $crate::retrying(op, || async move {
+                        on_held!(&self.pool, |conn| async {
+                            let sweep = sqlx::query(&self.queries.sweep)
+                                .bind(until)
+                                .bind($crate::SWEEP_BATCH);
+                            if self.queries.sweep_counts_pick {
+                                let row = sweep.fetch_one(conn).await?;
+                                let count = |i| {
+                                    sqlx::Row::try_get::<i64, _>(&row, i)
+                                        .map(|n| u64::try_from(n).unwrap_or(0))
+                                };
+                                Ok((count(0)?, count(1)?))
+                            } else {
+                                let done = sweep.execute(conn).await?;
+                                Ok((done.rows_affected(), done.rows_affected()))
+                            }
+                        })
                     })
                     .await
-                    .map_err($crate::query_error(op))?
-                    .rows_affected();
+                    .map_err($crate::query_error(op))?;
                     total += n;
-                    if n == 0 {
+                    if picked < $crate::SWEEP_BATCH.unsigned_abs() {
                         return Ok(total);
                     }
                     // Let requests run between batches.

@@ -106,7 +106,10 @@ pub use session_core::{
 /// [`SessionMiddleware`] further out (the app's, around a scope that wraps
 /// one too), keeps it: the outer middleware loads and commits it, once. A
 /// middleware of another manager gives the services inside it a session of
-/// its own.
+/// its own. Build the manager once and give every middleware a clone: two
+/// managers built alike are two, and where they carry the id in one cookie
+/// each middleware answers a cookie of that name (logged as a warning,
+/// [`Manager::defers_to`]).
 #[derive(Clone, Debug)]
 pub struct SessionMiddleware {
     manager: Manager,
@@ -217,7 +220,7 @@ where
         let outer = req
             .extensions()
             .get::<session_core::Session>()
-            .is_some_and(|outer| outer.manager().ptr_eq(&self.manager));
+            .is_some_and(|outer| self.manager.defers_to(outer));
         if outer {
             return ResponseFuture {
                 inner: Inner::Outer {

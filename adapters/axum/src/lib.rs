@@ -194,7 +194,10 @@ use tower_service::Service;
 /// A request that already has a session of the same manager, from a
 /// [`SessionLayer`] further out (on the outer router of a nested one, say),
 /// keeps it: the outer layer loads and commits it, once. A layer of another
-/// manager gives the services inside it a session of its own.
+/// manager gives the services inside it a session of its own. Build the
+/// manager once and give every layer a clone: two managers built alike are
+/// two, and where they carry the id in one cookie each layer answers a
+/// cookie of that name (logged as a warning, [`Manager::defers_to`]).
 #[derive(Clone, Debug)]
 pub struct SessionLayer {
     manager: Manager,
@@ -367,7 +370,7 @@ where
         // commits it: a second would load and commit it again, and answer a
         // cookie of its own.
         if let Some(outer) = req.extensions().get::<session_core::Session>() {
-            if outer.manager().ptr_eq(&self.manager) {
+            if self.manager.defers_to(outer) {
                 return ResponseFuture {
                     inner: Inner::Outer {
                         response: self.inner.call(req),

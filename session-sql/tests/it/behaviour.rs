@@ -92,6 +92,65 @@ async fn sweeper_on_sqlite() {
     sweeper_removes_expired_rows_in_batches(Arc::new(support::sqlite_file().await)).await;
 }
 
+/// `delete_all` over more rows than a batch while another task creates
+/// sessions all along: it ends (the rows created during the call may stay),
+/// rather than going on for as long as each batch finds a few new rows.
+async fn delete_all_ends_while_sessions_are_created(store: impl Store + Clone) {
+    let rows = usize::try_from(session_sql::SWEEP_BATCH).unwrap() * 2;
+    for _ in 0..rows {
+        store
+            .create(&record(Duration::from_secs(3600)))
+            .await
+            .expect("create");
+    }
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Several at once: each batch of the call finds new rows.
+    let creating: Vec<_> = (0..8)
+        .map(|_| {
+            let (store, done) = (store.clone(), done.clone());
+            tokio::spawn(async move {
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    store
+                        .create(&record(Duration::from_secs(3600)))
+                        .await
+                        .expect("create");
+                }
+            })
+        })
+        .collect();
+    let deleted = tokio::time::timeout(Duration::from_secs(20), store.delete_all())
+        .await
+        .expect("delete_all ended")
+        .expect("delete_all");
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    for task in creating {
+        task.await.expect("join");
+    }
+    assert!(
+        deleted >= rows as u64,
+        "{deleted} of the {rows} rows before the call"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_all_ends_while_sessions_are_created_on_postgres() {
+    if let Some(store) = support::postgres().await {
+        delete_all_ends_while_sessions_are_created(Arc::new(store)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_all_ends_while_sessions_are_created_on_mysql() {
+    if let Some(store) = support::mysql().await {
+        delete_all_ends_while_sessions_are_created(Arc::new(store)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_all_ends_while_sessions_are_created_on_sqlite() {
+    delete_all_ends_while_sessions_are_created(Arc::new(support::sqlite_file().await)).await;
+}
+
 /// A sweep that picked a row just past its deadline while a save or touch
 /// was extending it leaves the extended session alone. The row's committed
 /// deadline has passed while a transaction holds an update that extends it;
