@@ -434,6 +434,16 @@ pub(crate) struct Failure {
 }
 
 impl Failure {
+    /// A save that did not answer within `after`: it may still land.
+    pub(crate) fn timed_out(after: Duration) -> Self {
+        Self {
+            op: "save",
+            timeout: Some(after),
+            kind: StoreErrorKind::Other,
+            message: String::new(),
+        }
+    }
+
     fn of(error: &Error) -> Self {
         match error {
             Error::Timeout { op, after } => Self {
@@ -468,12 +478,18 @@ impl Failure {
     }
 }
 
-/// Waits for the outcome of the gathering `rx` belongs to.
-pub(crate) async fn outcome(rx: oneshot::Receiver<Outcome>) -> Outcome {
+/// Waits for the outcome of the gathering `rx` belongs to, for at most
+/// `limit`: `None` when its saver has not answered by then. The saver waits
+/// for the turn, then makes one store call bounded by the store timeout, so
+/// `limit` is passed only where something holds it up (a thread of its
+/// runtime blocked by a handler, the turn held through a long rotation); it
+/// may still write later.
+pub(crate) async fn outcome(rx: oneshot::Receiver<Outcome>, limit: Duration) -> Option<Outcome> {
+    let answer = crate::deadline::within(limit, rx).await.ok()?;
     // Without a word, the saver went away before its store call (its runtime
     // shut down): nothing was saved, so try again. (One that went away during
     // its store call answers `Failed`: see `Closer`.)
-    rx.await.unwrap_or(Outcome::Unsaved)
+    Some(answer.unwrap_or(Outcome::Unsaved))
 }
 
 /// The saver: lets the updates already waiting for the turn join, then

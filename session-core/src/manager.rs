@@ -497,7 +497,7 @@ impl Manager {
                 .call("delete owner", self.inner.store.delete_owner(owner))
                 .await
             {
-                Ok(more) => n += more,
+                Ok(more) => n = n.saturating_add(more),
                 Err(error) => {
                     tracing::warn!(%error, "log out everywhere could not end the sessions its listing showed after the first pass");
                     break;

@@ -1044,7 +1044,11 @@ impl Session {
     /// record's turn, held by other updates in their store calls, does not
     /// come within the store timeout (nothing was written): each step of an
     /// update (the wait for the turn, a load, the save) is bounded by the
-    /// store timeout, not the update as a whole.
+    /// store timeout, not the update as a whole. A save gathered with other
+    /// updates, made by a task of its own, gets twice the store timeout (its
+    /// wait for the turn and its store call) before the update answers
+    /// [`Error::Timeout`]: that task may still write it, as after any
+    /// timeout of a save.
     ///
     /// # Panics
     /// Outside a Tokio runtime, when the save goes through a task of its own
@@ -1122,7 +1126,15 @@ impl Session {
                 // save, then try again.
                 let rx = other.subscribe();
                 drop(turn);
-                batch::outcome(rx).await;
+                let limit = self.gathered_save_limit();
+                if batch::outcome(rx, limit).await.is_none() {
+                    // Nothing of this update was sent: a timeout, with
+                    // nothing to undo.
+                    return Err(Error::Timeout {
+                        op: "update",
+                        after: limit,
+                    });
+                }
                 fetched = fresh;
                 continue;
             }
@@ -1198,7 +1210,10 @@ impl Session {
                     };
                     let rx = gathering.subscribe();
                     drop(turn);
-                    batch::outcome(rx).await
+                    let limit = self.gathered_save_limit();
+                    batch::outcome(rx, limit)
+                        .await
+                        .unwrap_or_else(|| Outcome::Failed(batch::Failure::timed_out(limit)))
                 }
             };
             match outcome {
@@ -1264,6 +1279,13 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// How long an update waits for a gathered save (its own, or another
+    /// record's that holds the turn): the saver's wait for the turn and its
+    /// store call, each allowed the store timeout.
+    fn gathered_save_limit(&self) -> Duration {
+        self.manager().inner.config.store_timeout.saturating_mul(2)
     }
 
     /// The synchronous middle of [`Session::update`]: applies `f` to the
@@ -3761,6 +3783,45 @@ mod tests {
         });
         assert_eq!(n, 1, "only the member's increment was acknowledged");
         assert_eq!(g.second.block_on(f.n(&g.cookie)), Some(1));
+    }
+
+    /// A worker whose thread a handler holds up (here: a runtime nobody
+    /// drives) leaves the saver it spawned unrun: an update on another
+    /// worker that joined its gathering answers a timeout after twice the
+    /// store timeout (the saver's wait for the turn and its store call)
+    /// rather than waiting without end. The saver may still write once its
+    /// worker runs again, as the error leaves open.
+    #[test]
+    fn an_update_waiting_for_a_saver_that_never_runs_times_out() {
+        let store_timeout = Duration::from_secs(1);
+        let f = fixture_with(Config::builder().with_store_timeout(store_timeout));
+        let g = gathered_across_runtimes(&f);
+        let outcome = g.second.block_on(async {
+            tokio::time::timeout(Duration::from_secs(30), g.member)
+                .await
+                .expect("the member waited without end")
+        });
+        assert!(
+            matches!(outcome, Err(Error::Timeout { after, .. }) if after == store_timeout * 2),
+            "{outcome:?}"
+        );
+        // The held-up worker runs again: its own update has waited as long,
+        // and its saver then writes both increments.
+        let opened = g.first.block_on(async {
+            let opened = tokio::time::timeout(Duration::from_secs(5), g.opener)
+                .await
+                .expect("the opener, its worker running again");
+            while f.store.counts().save == 0 {
+                tokio::task::yield_now().await;
+            }
+            opened
+        });
+        assert!(matches!(opened, Err(Error::Timeout { .. })), "{opened:?}");
+        assert_eq!(
+            g.second.block_on(f.n(&g.cookie)),
+            Some(2),
+            "the saver wrote the member's increment too"
+        );
     }
 
     #[test]
