@@ -22,12 +22,14 @@ pub enum Error {
         #[source]
         source: StoreError,
     },
-    /// The store did not answer within the configured store timeout.
+    /// The store did not answer within the configured store timeout (or,
+    /// for an update's save gathered with others, twice that): what was
+    /// sent may still land.
     #[error("session store did not {op} within {after:?}")]
     Timeout {
         /// The store operation.
         op: &'static str,
-        /// The configured limit.
+        /// The limit that passed.
         after: Duration,
     },
     /// One value could not be encoded, or decoded as the requested type. Only

@@ -75,6 +75,9 @@ pub(crate) struct Inner {
     pub(crate) record_locks: Arc<[tokio::sync::Mutex<Turn>]>,
     /// The store's [`Store::group_commit`].
     pub(crate) group_commit: bool,
+    /// Whether [`Manager::defers_to`] has warned of another manager that
+    /// carries the id alike: once is enough.
+    pub(crate) warned_alike: std::sync::atomic::AtomicBool,
 }
 
 /// How many locks records are spread over.
@@ -121,15 +124,17 @@ impl Manager {
     /// session an outer layer (or middleware) put in its extensions, is left
     /// to that layer, which loads and commits it: `outer` is this manager's
     /// ([`ptr_eq`](Self::ptr_eq)). A session of another manager that carries
-    /// its id in the same cookie (or header) is logged as a misconfiguration:
-    /// each layer would answer a cookie of that name, and the client keeps
-    /// only one of them.
+    /// its id in the same cookie (or header) is logged as a misconfiguration,
+    /// once per manager: each layer would answer a cookie of that name, and
+    /// the client keeps only one of them.
     pub fn defers_to(&self, outer: &Session) -> bool {
         let other = outer.manager();
         if self.ptr_eq(other) {
             return true;
         }
-        if self.carries_the_id_as(other) {
+        let warned = &self.inner.warned_alike;
+        if self.carries_the_id_as(other) && !warned.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
             tracing::warn!(
                 cookie = self.config().cookie_name(),
                 header = self.config().header(),
@@ -160,6 +165,7 @@ impl Manager {
                 config,
                 clock: Arc::new(SystemClock),
                 record_locks: record_locks(),
+                warned_alike: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -177,6 +183,7 @@ impl Manager {
                 clock: Arc::new(clock),
                 record_locks: self.inner.record_locks.clone(),
                 group_commit: self.inner.group_commit,
+                warned_alike: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -734,6 +741,15 @@ mod tests {
         let alike = build(cookies());
         assert!(!alike.defers_to(&outer));
         assert!(alike.carries_the_id_as(&manager));
+        // Warned once, by the manager that found the other's session.
+        assert!(alike
+            .inner
+            .warned_alike
+            .load(std::sync::atomic::Ordering::Relaxed));
+        assert!(!manager
+            .inner
+            .warned_alike
+            .load(std::sync::atomic::Ordering::Relaxed));
         let named = build(cookies().with_cookie_name("other"));
         assert!(!named.carries_the_id_as(&manager));
         let header = |name: &str| build(cookies().with_header(Some(name)));

@@ -1045,10 +1045,13 @@ impl Session {
     /// come within the store timeout (nothing was written): each step of an
     /// update (the wait for the turn, a load, the save) is bounded by the
     /// store timeout, not the update as a whole. A save gathered with other
-    /// updates, made by a task of its own, gets twice the store timeout (its
-    /// wait for the turn and its store call) before the update answers
-    /// [`Error::Timeout`]: that task may still write it, as after any
-    /// timeout of a save.
+    /// updates, made by a task of its own, gets twice the store timeout from
+    /// when the update joined it before the update answers
+    /// [`Error::Timeout`] (a saver held up longer: its worker's thread
+    /// blocked by a handler, or the turn held through a long rotation); that
+    /// task may still write it, as after any timeout of a save. An update
+    /// that waited as long for the save of another record sharing its turn
+    /// answers [`Error::Contention`], with nothing written.
     ///
     /// # Panics
     /// Outside a Tokio runtime, when the save goes through a task of its own
@@ -1128,11 +1131,14 @@ impl Session {
                 drop(turn);
                 let limit = self.gathered_save_limit();
                 if batch::outcome(rx, limit).await.is_none() {
-                    // Nothing of this update was sent: a timeout, with
-                    // nothing to undo.
-                    return Err(Error::Timeout {
-                        op: "update",
-                        after: limit,
+                    // Nothing of this update was sent: the turn did not
+                    // come, as in `wait_for_turn`.
+                    tracing::warn!(
+                        ?limit,
+                        "an update waited for the save of a record sharing its turn longer than twice the store timeout"
+                    );
+                    return Err(Error::Contention {
+                        attempts: conflicts.saturating_add(1),
                     });
                 }
                 fetched = fresh;
@@ -1282,8 +1288,9 @@ impl Session {
     }
 
     /// How long an update waits for a gathered save (its own, or another
-    /// record's that holds the turn): the saver's wait for the turn and its
-    /// store call, each allowed the store timeout.
+    /// record's that holds the turn): twice the store timeout, which the
+    /// saver's store call takes at most, so as to leave room for its wait for
+    /// the turn.
     fn gathered_save_limit(&self) -> Duration {
         self.manager().inner.config.store_timeout.saturating_mul(2)
     }
@@ -3822,6 +3829,28 @@ mod tests {
             Some(2),
             "the saver wrote the member's increment too"
         );
+    }
+
+    /// An update of a record that shares its turn with that held-up
+    /// gathering waits for the other record's save as long, then answers
+    /// `Contention`: nothing of it was sent, so it may be tried again.
+    #[test]
+    fn an_update_behind_another_records_saver_that_never_runs_is_contention() {
+        let store_timeout = Duration::from_secs(1);
+        let f = fixture_with(Config::builder().with_store_timeout(store_timeout));
+        let g = gathered_across_runtimes(&f);
+        let other = g.second.block_on(f.stored_sharing_a_turn_with(&g.cookie));
+        let outcome = g.second.block_on(async {
+            let s = f.open(Some(&other));
+            tokio::time::timeout(Duration::from_secs(30), s.increment("n", 1))
+                .await
+                .expect("the update waited without end")
+        });
+        assert!(
+            matches!(outcome, Err(Error::Contention { .. })),
+            "{outcome:?}"
+        );
+        assert_eq!(g.second.block_on(f.n(&other)), None, "nothing was written");
     }
 
     #[test]

@@ -66,11 +66,12 @@
 //! covered: it lasts as long as that transaction, which this crate's own
 //! statements keep to one row and one statement.)
 //!
-//! That time is the app instance's clock, not the database's: deadlines are
-//! the manager's, from the same clock. Instances that share a table should
-//! keep their clocks in step (NTP), as the manager's timeouts assume: an
-//! instance whose clock runs ahead by a minute finds sessions ended a
-//! minute early, and its sweeper deletes them.
+//! That time is the app instance's system clock, not the database's (nor a
+//! `Clock` given to `Manager::with_clock`, which the manager alone checks).
+//! Instances that share a table should keep their clocks in step (NTP), as
+//! the manager's timeouts assume: an instance whose clock runs ahead by a
+//! minute finds sessions ended a minute early, and its sweeper deletes
+//! them.
 //!
 //! # TLS
 //!
