@@ -478,6 +478,7 @@ impl Manager {
         let mut n = self
             .call("delete owner", self.inner.store.delete_owner(owner))
             .await?;
+        self.forget_kept_copies(|r| r.owner.as_deref() == Some(owner));
         // The store's pass stands from here: a later failure is logged, not
         // answered, so that a logout that worked is not reported as failed.
         let mut passes = 1;
@@ -550,6 +551,7 @@ impl Manager {
         let n = self
             .call("delete all", self.inner.store.delete_all())
             .await?;
+        self.forget_kept_copies(|_| true);
         tracing::info!(sessions = n, "destroyed every session");
         observe::count("session_all_destroys_total", n);
         Ok(n)
@@ -562,6 +564,7 @@ impl Manager {
     /// [`Error::Store`] or [`Error::Timeout`].
     pub async fn destroy_record(&self, id: &RecordId) -> Result<()> {
         self.call("delete", self.inner.store.delete(id)).await?;
+        self.forget_kept_copy(id);
         observe::destroyed(id);
         Ok(())
     }
@@ -708,6 +711,30 @@ impl Manager {
     pub(crate) fn record_lock(&self, id: &RecordId) -> &tokio::sync::Mutex<Turn> {
         let locks = &self.inner.record_locks;
         &locks[usize::from(u16::from_le_bytes([id.as_bytes()[0], id.as_bytes()[1]])) % locks.len()]
+    }
+
+    /// Drops the copy of `id`'s record that its turn keeps (the record as
+    /// this process last saved it), once the record is deleted: an ended
+    /// session's values do not stay in memory. A turn in use is left alone:
+    /// its save finds the record gone and drops the copy itself.
+    pub(crate) fn forget_kept_copy(&self, id: &RecordId) {
+        if let Ok(mut turn) = self.record_lock(id).try_lock() {
+            if turn.last.as_ref().is_some_and(|r| r.id == *id) {
+                turn.last = None;
+            }
+        }
+    }
+
+    /// [`forget_kept_copy`](Self::forget_kept_copy) for every kept record
+    /// that `ended` matches (an owner's, or all of them).
+    fn forget_kept_copies(&self, ended: impl Fn(&Record) -> bool) {
+        for lock in self.inner.record_locks.iter() {
+            if let Ok(mut turn) = lock.try_lock() {
+                if turn.last.as_deref().is_some_and(&ended) {
+                    turn.last = None;
+                }
+            }
+        }
     }
 
     /// The clock's time.

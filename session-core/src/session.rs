@@ -1919,6 +1919,7 @@ impl Session {
             manager
                 .call("delete", manager.inner.store.delete(&rid))
                 .await?;
+            manager.forget_kept_copy(&rid);
             observe::destroyed(&rid);
         }
         state.loaded = true;
@@ -2604,6 +2605,7 @@ impl Session {
         {
             tracing::warn!(old = %old.short(), "a retired session record could not be deleted; it expires on its own");
         }
+        manager.forget_kept_copy(&old);
         Ok(())
     }
 
@@ -3880,9 +3882,47 @@ mod tests {
         assert_eq!(f.store.counts().save, 1, "nothing was saved again");
     }
 
-    /// An update of a session this process saved before, and that was
-    /// ended since (here by this process; another's delete alike), starts
-    /// from the copy the process kept: the store finds the record gone. The
+    /// A session this process ended leaves no copy of its record in the
+    /// turn that kept it (the record as last saved, which spares the next
+    /// update a load): an ended session's values do not stay in memory.
+    #[tokio::test]
+    async fn ended_sessions_leave_no_kept_copy() {
+        let f = fixture();
+        let rid_of = |cookie: &str| Id::parse(cookie).unwrap().record_id();
+        let kept = |cookie: &str| {
+            let rid = rid_of(cookie);
+            let turn = f.manager.record_lock(&rid).try_lock().unwrap();
+            turn.last.as_ref().is_some_and(|r| r.id == rid)
+        };
+        let updated = || async {
+            let cookie = f.stored().await;
+            f.open(Some(&cookie)).increment("n", 1).await.unwrap();
+            assert!(kept(&cookie), "an update keeps a copy");
+            cookie
+        };
+        let c = updated().await;
+        f.open(Some(&c)).destroy().await.unwrap();
+        assert!(!kept(&c), "destroy");
+        let c = updated().await;
+        f.manager.destroy_record(&rid_of(&c)).await.unwrap();
+        assert!(!kept(&c), "destroy_record");
+        let c = updated().await;
+        let s = f.open(Some(&c));
+        s.login("ann").await.unwrap();
+        let signed_in = value(s.commit().await.unwrap());
+        f.open(Some(&signed_in)).increment("n", 1).await.unwrap();
+        assert!(kept(&signed_in));
+        f.manager.destroy_all_of("ann").await.unwrap();
+        assert!(!kept(&signed_in), "destroy_all_of");
+        let (c, d) = (updated().await, updated().await);
+        f.manager.destroy_all().await.unwrap();
+        assert!(!kept(&c) && !kept(&d), "destroy_all");
+    }
+
+    /// An update of a session this process saved before, and that another
+    /// process ended since (here: a delete straight in the store; this
+    /// process's own `destroy` drops the kept copy), starts from the copy
+    /// the process kept: the store finds the record gone. The
     /// request never saw the session, so it finds no session, as its own
     /// load would have, and the update starts a new one instead of failing
     /// with `Ended`.
@@ -3890,8 +3930,9 @@ mod tests {
     async fn an_update_from_a_kept_copy_of_an_ended_session_starts_a_new_one() {
         let f = fixture();
         let cookie = f.stored().await;
+        let rid_of = |cookie: &str| Id::parse(cookie).unwrap().record_id();
         assert_eq!(f.open(Some(&cookie)).increment("n", 1).await.unwrap(), 1);
-        f.open(Some(&cookie)).destroy().await.unwrap();
+        f.store.delete(&rid_of(&cookie)).await.unwrap();
         let s = f.open(Some(&cookie));
         assert_eq!(s.increment("n", 1).await.unwrap(), 1);
         let SetCookie::Set { value, .. } = s.commit().await.unwrap() else {
@@ -3903,7 +3944,7 @@ mod tests {
         // Two handles of a request that never saw it: the first to learn
         // starts the new session, the other writes to it.
         assert_eq!(f.open(Some(&value)).increment("n", 1).await.unwrap(), 2);
-        f.open(Some(&value)).destroy().await.unwrap();
+        f.store.delete(&rid_of(&value)).await.unwrap();
         let s = f.open(Some(&value));
         let t = s.clone();
         let (a, b) = tokio::join!(s.increment("a", 1), t.increment("b", 1));
