@@ -478,7 +478,6 @@ impl Manager {
         let mut n = self
             .call("delete owner", self.inner.store.delete_owner(owner))
             .await?;
-        self.forget_kept_copies(|r| r.owner.as_deref() == Some(owner));
         // The store's pass stands from here: a later failure is logged, not
         // answered, so that a logout that worked is not reported as failed.
         let mut passes = 1;
@@ -512,6 +511,8 @@ impl Manager {
                 }
             }
         }
+        // After every pass: a later one may end sessions saved meanwhile.
+        self.forget_kept_copies(|r| r.owner.as_deref() == Some(owner));
         tracing::info!(sessions = n, "destroyed every session of an owner");
         observe::count("session_owner_destroys_total", n);
         Ok(n)
@@ -715,8 +716,9 @@ impl Manager {
 
     /// Drops the copy of `id`'s record that its turn keeps (the record as
     /// this process last saved it), once the record is deleted: an ended
-    /// session's values do not stay in memory. A turn in use is left alone:
-    /// its save finds the record gone and drops the copy itself.
+    /// session's values do not stay in memory. A turn in use at that moment
+    /// is left alone: the copy then stays until the turn's next save (of any
+    /// record sharing it) replaces or drops it.
     pub(crate) fn forget_kept_copy(&self, id: &RecordId) {
         if let Ok(mut turn) = self.record_lock(id).try_lock() {
             if turn.last.as_ref().is_some_and(|r| r.id == *id) {

@@ -3910,6 +3910,7 @@ mod tests {
         let s = f.open(Some(&c));
         s.login("ann").await.unwrap();
         let signed_in = value(s.commit().await.unwrap());
+        assert!(!kept(&c), "a rotation's old record");
         f.open(Some(&signed_in)).increment("n", 1).await.unwrap();
         assert!(kept(&signed_in));
         f.manager.destroy_all_of("ann").await.unwrap();
@@ -3933,6 +3934,13 @@ mod tests {
         let rid_of = |cookie: &str| Id::parse(cookie).unwrap().record_id();
         assert_eq!(f.open(Some(&cookie)).increment("n", 1).await.unwrap(), 1);
         f.store.delete(&rid_of(&cookie)).await.unwrap();
+        let rid = rid_of(&cookie);
+        assert!(
+            (f.manager.record_lock(&rid).try_lock().unwrap().last)
+                .as_ref()
+                .is_some_and(|r| r.id == rid),
+            "the process keeps the copy it saved"
+        );
         let s = f.open(Some(&cookie));
         assert_eq!(s.increment("n", 1).await.unwrap(), 1);
         let SetCookie::Set { value, .. } = s.commit().await.unwrap() else {
