@@ -75,6 +75,9 @@ const SWEEP_YIELD_EVERY: usize = 4096;
 /// it, shrinking would not be worth its reallocation.
 const OWNER_SET_KEEP: usize = 64;
 
+/// The capacity the owner index keeps however few owners it holds.
+const OWNER_MAP_KEEP: usize = 1024;
+
 /// Owner -> ids of that owner's records.
 type OwnerIndex = Mutex<HashMap<String, OwnerIds>>;
 
@@ -154,6 +157,11 @@ fn index_remove(index: &OwnerIndex, owner: &str, id: &RecordId) {
 fn unindex(map: &mut HashMap<String, OwnerIds>, owner: &str, id: &RecordId) {
     if map.get_mut(owner).is_some_and(|ids| ids.remove(id)) {
         map.remove(owner);
+        // As for an owner's set: the map keeps its room as owners leave,
+        // and the budget charges only the owners it holds.
+        if map.capacity() > OWNER_MAP_KEEP && map.len() * 4 < map.capacity() {
+            map.shrink_to(map.len() * 2);
+        }
     }
 }
 
@@ -495,8 +503,8 @@ impl MemoryStore {
 #[async_trait]
 impl Store for MemoryStore {
     async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
-        let now = Timestamp::now().unix_millis();
         let mut shard = self.shard(id);
+        let now = Timestamp::now().unix_millis();
         shard
             .live(id, now, &self.inner.owners)
             .map(|e| e.record())
@@ -505,8 +513,8 @@ impl Store for MemoryStore {
 
     async fn create(&self, record: &Record) -> Result<Created, StoreError> {
         let entry = self.admit(Entry::new(record)?)?;
-        let now = Timestamp::now().unix_millis();
         let mut shard = self.shard(&record.id);
+        let now = Timestamp::now().unix_millis();
         if shard.live(&record.id, now, &self.inner.owners).is_some() {
             return Ok(Created::IdTaken);
         }
@@ -519,8 +527,8 @@ impl Store for MemoryStore {
 
     async fn save(&self, record: &Record, expected_version: u64) -> Result<Saved, StoreError> {
         let entry = self.admit(Entry::new(record)?)?;
-        let now = Timestamp::now().unix_millis();
         let mut shard = self.shard(&record.id);
+        let now = Timestamp::now().unix_millis();
         let Some(current) = shard.live(&record.id, now, &self.inner.owners) else {
             return Ok(Saved::Missing);
         };
@@ -546,8 +554,8 @@ impl Store for MemoryStore {
         _owner: Option<&str>,
         expires_at: Timestamp,
     ) -> Result<bool, StoreError> {
-        let now = Timestamp::now().unix_millis();
         let mut shard = self.shard(id);
+        let now = Timestamp::now().unix_millis();
         match shard.live(id, now, &self.inner.owners) {
             Some(entry) if entry.version() == version => {
                 entry.set_expiry(expires_at);
@@ -589,10 +597,10 @@ impl Store for MemoryStore {
             .get(owner)
             .map(|ids| ids.iter().copied().collect())
             .unwrap_or_default();
-        let now = Timestamp::now().unix_millis();
         let mut live = Vec::with_capacity(candidates.len());
         for id in candidates {
             let mut shard = self.shard(&id);
+            let now = Timestamp::now().unix_millis();
             match shard.live(&id, now, &self.inner.owners) {
                 Some(e) if e.owner() == Some(owner) => live.push(id),
                 _ => index_remove(&self.inner.owners, owner, &id),
@@ -603,10 +611,10 @@ impl Store for MemoryStore {
 
     async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError> {
         let ids = self.ids_of_owner(owner).await?;
-        let now = Timestamp::now().unix_millis();
         let mut n = 0;
         for id in ids {
             let mut shard = self.shard(&id);
+            let now = Timestamp::now().unix_millis();
             let owned = shard
                 .live(&id, now, &self.inner.owners)
                 .is_some_and(|e| e.owner() == Some(owner));
@@ -842,6 +850,68 @@ mod tests {
         let mut left = ids[..2].to_vec();
         left.sort();
         assert_eq!(listed, left);
+        assert_books_balance(&store);
+    }
+
+    /// The owner index itself gives its room back as owners leave: after a
+    /// wave of 5 000 signed-in users has gone, it holds room for a few, not
+    /// for 5 000 (the budget charges only the owners it holds).
+    #[tokio::test]
+    async fn the_owner_index_shrinks_as_owners_go() {
+        let store = MemoryStore::new();
+        let mut ids = Vec::new();
+        for n in 0..5_000 {
+            let mut r = record(1);
+            r.owner = Some(format!("user-{n}"));
+            store.create(&r).await.unwrap();
+            ids.push(r.id);
+        }
+        let peak = lock(&store.inner.owners).capacity();
+        assert!(peak >= 5_000);
+        for id in &ids[2..] {
+            store.delete(id).await.unwrap();
+        }
+        let capacity = lock(&store.inner.owners).capacity();
+        assert!(
+            capacity <= OWNER_MAP_KEEP,
+            "room for {capacity} owners kept for 2"
+        );
+        assert_eq!(store.ids_of_owner("user-1").await.unwrap(), [ids[1]]);
+        assert_books_balance(&store);
+    }
+
+    /// A save or touch that waits for its shard's lock until after the
+    /// session's deadline finds it expired: the time it compares with is
+    /// read once it holds the lock, not before it waited.
+    #[test]
+    fn a_write_that_waits_for_its_shard_past_the_deadline_finds_the_session_expired() {
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+        };
+        let store = MemoryStore::new();
+        let mut r = record(1);
+        let deadline = Timestamp::now() + Duration::from_millis(400);
+        r.expires_at = deadline;
+        runtime().block_on(store.create(&r)).unwrap();
+        let held = store.shard(&r.id);
+        let later = deadline + Duration::from_secs(3600);
+        let (s, id) = (store.clone(), r.id);
+        let toucher = std::thread::spawn(move || runtime().block_on(s.touch(&id, 0, None, later)));
+        let (s, mut next) = (store.clone(), r.clone());
+        next.version = 1;
+        next.expires_at = later;
+        let saver = std::thread::spawn(move || runtime().block_on(s.save(&next, 0)));
+        // Both are waiting for the lock, and read no time before it.
+        std::thread::sleep(deadline.duration_since(Timestamp::now()) + Duration::from_millis(50));
+        drop(held);
+        assert!(
+            !toucher.join().unwrap().unwrap(),
+            "an expired session was touched"
+        );
+        assert_eq!(saver.join().unwrap().unwrap(), Saved::Missing);
+        assert_eq!(runtime().block_on(store.load(&r.id)).unwrap(), None);
         assert_books_balance(&store);
     }
 

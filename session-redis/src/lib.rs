@@ -205,15 +205,26 @@ impl From<RedisStoreError> for StoreError {
             RedisStoreError::Config(_) => StoreErrorKind::Rejected,
             RedisStoreError::Connect(_) => StoreErrorKind::Unavailable,
             RedisStoreError::Command { source, .. } => {
-                if source.is_io_error()
+                // Checked first: redis reports both as calling for a new
+                // connection, but neither is Redis being unreachable. A
+                // reply that does not read as what the command returns
+                // (`Parse`, as `redis` 1.x reports a conversion failure) is
+                // an answer the store cannot interpret; a refused password
+                // is a refusal that no retry changes.
+                if matches!(
+                    source.kind(),
+                    redis::ErrorKind::Parse | redis::ErrorKind::UnexpectedReturnType
+                ) {
+                    StoreErrorKind::Corrupted
+                } else if source.kind() == redis::ErrorKind::AuthenticationFailed {
+                    StoreErrorKind::Rejected
+                } else if source.is_io_error()
                     || source.is_timeout()
                     || source.is_connection_dropped()
                     || source.is_unrecoverable_error()
                     || source.code().is_some_and(server_busy)
                 {
                     StoreErrorKind::Unavailable
-                } else if source.kind() == redis::ErrorKind::UnexpectedReturnType {
-                    StoreErrorKind::Corrupted
                 } else {
                     StoreErrorKind::Rejected
                 }
@@ -1359,6 +1370,34 @@ impl RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each failure is reported as what it is: an unreadable reply as
+    /// corrupted data, a refused password as a refusal, a dropped
+    /// connection or a timeout as Redis being unavailable.
+    #[test]
+    fn command_errors_are_classified_by_what_went_wrong() {
+        let kind = |source: RedisError| {
+            StoreError::from(RedisStoreError::Command { op: "load", source }).kind()
+        };
+        let unreadable = redis::ParsingError::from("expected bytes, got an integer");
+        assert_eq!(kind(unreadable.into()), StoreErrorKind::Corrupted);
+        assert_eq!(
+            kind((redis::ErrorKind::UnexpectedReturnType, "type").into()),
+            StoreErrorKind::Corrupted
+        );
+        assert_eq!(
+            kind((redis::ErrorKind::AuthenticationFailed, "WRONGPASS").into()),
+            StoreErrorKind::Rejected
+        );
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert_eq!(kind(refused.into()), StoreErrorKind::Unavailable);
+        let timed_out = std::io::Error::new(std::io::ErrorKind::TimedOut, "slow");
+        assert_eq!(kind(timed_out.into()), StoreErrorKind::Unavailable);
+        assert_eq!(
+            kind((redis::ErrorKind::Client, "bad argument").into()),
+            StoreErrorKind::Rejected
+        );
+    }
 
     /// A store on `REDIS_URL` under a prefix of its own; without a server,
     /// `None` and a loud SKIPPED, except in CI, where that fails. Keys left
