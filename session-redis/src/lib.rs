@@ -20,7 +20,11 @@
 //! Each session is one string under `{prefix}{record id}`: a short header (its
 //! version, its deadline in ms since the epoch, its owner) followed by the
 //! encoded [`Record`]. Redis expires it by itself (`PXAT`); nothing needs
-//! sweeping.
+//! sweeping. Whether a session is live is decided by the app server's clock
+//! against the header's deadline, for every call (a `save` or `touch` of a
+//! session past it finds it missing, as a `load` does), so a Redis server
+//! whose clock runs behind keeps a key a little longer but never extends a
+//! session.
 //! Each owner has a sorted set `{prefix}owner:{sha256(owner)}` of record ids
 //! scored by their deadlines, pruned of expired entries on every write (by
 //! the Redis server's clock) and expiring with its last session, so the entry of a session that is gone
@@ -203,6 +207,9 @@ impl From<RedisStoreError> for StoreError {
     fn from(e: RedisStoreError) -> Self {
         let kind = match &e {
             RedisStoreError::Config(_) => StoreErrorKind::Rejected,
+            RedisStoreError::Connect(e) if e.kind() == redis::ErrorKind::AuthenticationFailed => {
+                StoreErrorKind::Rejected
+            }
             RedisStoreError::Connect(_) => StoreErrorKind::Unavailable,
             RedisStoreError::Command { source, .. } => {
                 // Checked first: redis reports both as calling for a new
@@ -318,13 +325,18 @@ impl fmt::Debug for RedisStore {
 /// whose connection dropped, and other processes may have saved on top
 /// before the resend arrived. That answers saved, or the caller would apply
 /// its change a second time.
+///
+/// A value of this version whose header deadline is not after `ARGV[4]`
+/// (the app server's time, in unix milliseconds) is missing: the store's
+/// clock decides whether a session is live, as it does for `load`, not
+/// Redis's, which may run behind and keep the key a little longer.
 static SAVE: LazyLock<Script> = LazyLock::new(|| Script::new(&save_lua()));
 
 /// [`SAVE`] after raising the owner's index entry (`KEYS[2]`, member
-/// `ARGV[4]`), for a standalone server: one round trip, and no save if the
+/// `ARGV[5]`), for a standalone server: one round trip, and no save if the
 /// index could not be raised.
 static SAVE_INDEXED: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&(index_lua("KEYS[2]", "ARGV[4]", "ARGV[3]") + &save_lua())));
+    LazyLock::new(|| Script::new(&(index_lua("KEYS[2]", "ARGV[5]", "ARGV[3]") + &save_lua())));
 
 /// The Lua of [`SAVE`], for values that end with [`value::TOKENS`] tokens.
 fn save_lua() -> String {
@@ -342,6 +354,7 @@ if string.sub(cur, 1, 8) ~= ARGV[1] then
   end
   return {{1, ''}}
 end
+if {expired} then return {{0, ''}} end
 local n = string.byte(cur, 17) * 256 + string.byte(cur, 18)
 local value = string.sub(ARGV[2], 1, -{trailer} - 1) .. string.sub(cur, -{kept}) .. mine
 redis.call('SET', KEYS[1], value, 'PXAT', ARGV[3])
@@ -350,6 +363,17 @@ return {{2, string.sub(cur, 19, 18 + n)}}
         min_len = 18 + trailer,
         kept = trailer - token,
         retired = RETIRED_LUA,
+        expired = expired_lua("cur", "ARGV[4]"),
+    )
+}
+
+/// A Lua expression: whether the deadline in the header of `value` (at
+/// least 16 bytes) is not after `now` (unix milliseconds, as a string). A
+/// deadline before 1970 (negative) is past; one read as a double is exact
+/// up to the year 287 396.
+fn expired_lua(value: &str, now: &str) -> String {
+    format!(
+        "(function(v) if string.byte(v, 9) >= 128 then return true end local d = 0 for i = 9, 16 do d = d * 256 + string.byte(v, i) end return d <= tonumber({now}) end)({value})"
     )
 }
 
@@ -357,26 +381,29 @@ return {{2, string.sub(cur, 19, 18 + n)}}
 const RETIRED_LUA: &str = "string.rep('\\0', 8)";
 
 /// Moves the deadline, in the header and for Redis's own expiry, if the
-/// version is still `ARGV[3]` and the value was not retired (a missing key
-/// reads as an empty string).
+/// version is still `ARGV[3]`, the value was not retired (a missing key
+/// reads as an empty string) and its deadline is after `ARGV[4]` (the app
+/// server's time, as for [`SAVE`]).
 static TOUCH: LazyLock<Script> = LazyLock::new(|| Script::new(&touch_lua()));
 
 /// [`TOUCH`] after raising the owner's index entry (`KEYS[2]`, member
-/// `ARGV[4]`), for a standalone server.
+/// `ARGV[5]`), for a standalone server.
 static TOUCH_INDEXED: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&(index_lua("KEYS[2]", "ARGV[4]", "ARGV[2]") + &touch_lua())));
+    LazyLock::new(|| Script::new(&(index_lua("KEYS[2]", "ARGV[5]", "ARGV[2]") + &touch_lua())));
 
 fn touch_lua() -> String {
     format!(
         r"
 local head = redis.pcall('GETRANGE', KEYS[1], 0, 15)
-if type(head) ~= 'string' or string.sub(head, 1, 8) ~= ARGV[3] or string.sub(head, 9, 16) == {RETIRED_LUA} then return 0 end
+if type(head) ~= 'string' or #head < 16 or string.sub(head, 1, 8) ~= ARGV[3] or string.sub(head, 9, 16) == {RETIRED_LUA} then return 0 end
+if {expired} then return 0 end
 if redis.call('STRLEN', KEYS[1]) < {min_len} then return 0 end
 redis.call('SETRANGE', KEYS[1], 8, ARGV[1])
 redis.call('PEXPIREAT', KEYS[1], ARGV[2])
 return 1
 ",
         min_len = 18 + value::TRAILER_LEN,
+        expired = expired_lua("head", "ARGV[4]"),
     )
 }
 
@@ -833,8 +860,8 @@ impl RedisStore {
     }
 
     /// The head of a stored value, as far as an owner of `owner_len` bytes
-    /// reaches: enough to tell whether it is retired and whom it belongs to
-    /// ([`value::is_retired`], [`value::owner`]), for an owner's listing,
+    /// reaches: enough to tell whether it is live and whom it belongs to
+    /// ([`value::is_live_at`], [`value::owner`]), for an owner's listing,
     /// which would otherwise hold every one of the owner's records in memory
     /// at once. Empty when the key is missing; `None` when it holds no
     /// string.
@@ -913,7 +940,8 @@ impl RedisStore {
         invocation
             .arg(&value::version_bytes(expected_version)[..])
             .arg(data)
-            .arg(expires);
+            .arg(expires)
+            .arg(Timestamp::now().unix_millis());
         // Index first, as in `create_value`.
         match owner {
             Some(owner) if inline => self.index_args(&mut invocation, owner, &record.id),
@@ -1028,7 +1056,8 @@ impl Store for RedisStore {
         invocation
             .arg(&value::deadline_bytes(expires_at)[..])
             .arg(expires)
-            .arg(&value::version_bytes(version)[..]);
+            .arg(&value::version_bytes(version)[..])
+            .arg(Timestamp::now().unix_millis());
         // Index first, as in `create_value`.
         match owner {
             Some(owner) if inline => self.index_args(&mut invocation, owner, id),
@@ -1161,10 +1190,13 @@ impl Store for RedisStore {
             .map(|id| self.fetch_head(id, owner.len(), "read owner"))
             .collect();
         let checks = in_turns(checks).await;
+        // Live by the app server's clock, as `load` decides (a retired value
+        // is past too), not by Redis's keeping the key.
+        let now = Timestamp::now().unix_millis();
         let mut live = Vec::with_capacity(ids.len());
         for (id, found) in ids.into_iter().zip(checks) {
             if found?.is_some_and(|v| {
-                !value::is_retired(&v) && value::owner(&v).as_deref() == Some(owner)
+                value::is_live_at(&v, now) && value::owner(&v).as_deref() == Some(owner)
             }) {
                 live.push(id);
             }
@@ -1397,6 +1429,13 @@ mod tests {
             kind((redis::ErrorKind::Client, "bad argument").into()),
             StoreErrorKind::Rejected
         );
+        let connect = |e: RedisError| StoreError::from(RedisStoreError::Connect(e)).kind();
+        assert_eq!(
+            connect((redis::ErrorKind::AuthenticationFailed, "WRONGPASS").into()),
+            StoreErrorKind::Rejected
+        );
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert_eq!(connect(refused.into()), StoreErrorKind::Unavailable);
     }
 
     /// A store on `REDIS_URL` under a prefix of its own; without a server,
@@ -1615,6 +1654,44 @@ mod tests {
                 next.version = 1;
                 assert_eq!(store.save(&next, 0).await.expect("save"), Saved::Missing);
             }
+        }
+    }
+
+    /// A session is live by the app server's clock, as `load` decides, also
+    /// for the calls that write or list: a key that Redis still keeps (its
+    /// clock behind the app server's) whose deadline has passed is not
+    /// saved, touched back to life, or listed as its owner's.
+    #[tokio::test]
+    async fn a_session_past_its_deadline_is_not_written_while_redis_keeps_its_key() {
+        for store in [store().await, cluster_store().await].into_iter().flatten() {
+            let (r, _) = created_for_alice(&store).await;
+            // The header's deadline, which counts, a second ago; the key
+            // itself stays for another two hours.
+            let past = Timestamp::now() - std::time::Duration::from_secs(1);
+            let _: i64 = redis::cmd("SETRANGE")
+                .arg(store.key(&r.id))
+                .arg(value::DEADLINE_AT)
+                .arg(&value::deadline_bytes(past)[..])
+                .query_async(&mut store.conn.clone())
+                .await
+                .expect("move the deadline back");
+            assert_eq!(store.load(&r.id).await.expect("load"), None);
+            let later = Timestamp::now() + std::time::Duration::from_secs(3600);
+            let touched = store.touch(&r.id, r.version, Some("alice"), later);
+            assert!(
+                !touched.await.expect("touch"),
+                "an expired session was touched"
+            );
+            let mut next = r.clone();
+            next.version += 1;
+            next.expires_at = later;
+            assert_eq!(
+                store.save(&next, r.version).await.expect("save"),
+                Saved::Missing
+            );
+            assert_eq!(store.load(&r.id).await.expect("load"), None);
+            assert!(store.ids_of_owner("alice").await.expect("list").is_empty());
+            store.delete(&r.id).await.expect("delete");
         }
     }
 

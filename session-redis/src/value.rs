@@ -49,14 +49,16 @@ pub(crate) const RETIRED: [u8; 8] = [0; 8];
 pub(crate) const RETIRED_FOR_MS: u64 = 60_000;
 
 /// How long a value's header is with an owner of `owner_len` bytes: what
-/// [`is_retired`] and [`owner`] read.
+/// [`is_live_at`] and [`owner`] read.
 pub(crate) const fn head_len(owner_len: usize) -> usize {
     OWNER_AT + owner_len
 }
 
-/// Whether a stored value was retired (see [`RETIRED`]).
-pub(crate) fn is_retired(value: &[u8]) -> bool {
-    word(value, DEADLINE_AT) == Some(RETIRED)
+/// Whether a stored value's header deadline is after `now_ms`: what `load`
+/// checks, for the calls that read only the header. A retired value is
+/// never live.
+pub(crate) fn is_live_at(value: &[u8], now_ms: i64) -> bool {
+    word(value, DEADLINE_AT).is_some_and(|d| d != RETIRED && i64::from_be_bytes(d) > now_ms)
 }
 
 /// A token no other write has: a random start per process, then a count.
@@ -189,20 +191,28 @@ mod tests {
 
     /// An owner's listing reads only `head_len` bytes of each value: they
     /// must tell the owner exactly (a longer or shorter stored owner is
-    /// another) and a retired value from a live one.
+    /// another), a retired value from a live one, and whether the deadline
+    /// has passed.
     #[test]
-    fn a_values_head_tells_its_owner_and_whether_it_was_retired() {
+    fn a_values_head_tells_its_owner_and_whether_it_is_live() {
         for stored in ["alice", "al", "alice2", "bob"] {
-            let v = encode(&sample(Some(stored))).unwrap();
+            let r = sample(Some(stored));
+            let (now, deadline) = (r.created_at.unix_millis(), r.expires_at.unix_millis());
+            let v = encode(&r).unwrap();
             for asked in ["alice", "al", "alice2"] {
                 let head = &v[..head_len(asked.len()).min(v.len())];
                 assert_eq!(owner(head).as_deref() == Some(asked), stored == asked);
-                assert!(!is_retired(head));
+                assert!(is_live_at(head, now) && is_live_at(head, deadline - 1));
+                assert!(
+                    !is_live_at(head, deadline),
+                    "live strictly before its deadline"
+                );
             }
             let mut retired = v.clone();
             retired[DEADLINE_AT..DEADLINE_AT + 8].copy_from_slice(&RETIRED);
-            assert!(is_retired(&retired[..head_len(stored.len())]));
+            assert!(!is_live_at(&retired[..head_len(stored.len())], i64::MIN));
         }
+        assert!(!is_live_at(&[0; 12], i64::MIN), "a truncated header");
         // A missing key reads as an empty head: no owner.
         assert_eq!(owner(&[]), None);
     }

@@ -172,7 +172,7 @@ async fn the_url_carries_the_password_and_the_database() {
     let err = s.commit().await.expect_err("a wrong password must fail");
     assert!(
         matches!(&err, Error::Store { source, .. }
-            if source.kind() == session_core::StoreErrorKind::Unavailable),
+            if source.kind() == session_core::StoreErrorKind::Rejected),
         "{err}"
     );
 }
