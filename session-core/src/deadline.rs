@@ -336,11 +336,14 @@ async fn watchdog(watch: &Arc<Watch>, sleep: Sleep) {
     let mut sleep = pin!(sleep);
     loop {
         let notified = watch.notify.notified();
+        let (due, target) = watch.expire(Instant::now());
+        due.into_iter().for_each(Waker::wake);
+        // After the expiry: the calls it just ended may have been the last
+        // the queue held for a thread that let go of it, and nothing would
+        // wake the task again.
         if watch.unused() {
             return;
         }
-        let (due, target) = watch.expire(Instant::now());
-        due.into_iter().for_each(Waker::wake);
         match target {
             Some(t) => {
                 sleep.as_mut().reset(t);
@@ -536,6 +539,21 @@ mod tests {
         call.await.unwrap().unwrap().unwrap();
         // It ends when its stale timer fires at the latest.
         tokio::time::sleep(Duration::from_secs(6)).await;
+        assert!(lock(&watch.state).closed, "the watchdog task has ended");
+    }
+
+    /// As above, when the last queued call times out rather than being
+    /// answered.
+    #[tokio::test(start_paused = true)]
+    async fn a_watchdog_its_thread_let_go_of_ends_once_its_last_call_timed_out() {
+        let call = tokio::spawn(within(Duration::from_secs(5), never()));
+        tokio::task::yield_now().await;
+        let watch = this_threads();
+        WATCH.with(|w| w.borrow_mut().release());
+        tokio::task::yield_now().await;
+        assert!(!lock(&watch.state).closed, "a call is still queued");
+        assert!(call.await.unwrap().is_err(), "the call timed out");
+        tokio::time::sleep(Duration::from_millis(1)).await;
         assert!(lock(&watch.state).closed, "the watchdog task has ended");
     }
 

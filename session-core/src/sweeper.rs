@@ -1,8 +1,11 @@
 //! A background task that removes expired records, for stores without
 //! native expiry.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures_util::FutureExt as _;
 
 use crate::store::Store;
 
@@ -46,16 +49,19 @@ impl Sweeper {
 
     /// Spawns the task on the current tokio runtime. The first sweep runs at
     /// once, then one every `interval` (at least [`Sweeper::MIN_INTERVAL`]);
-    /// a failed sweep is logged and retried at the next interval.
+    /// a failed sweep is logged and retried at the next interval, and so is
+    /// one in which the store panicked.
     ///
     /// # Panics
-    /// Outside a tokio runtime, like `tokio::spawn`.
+    /// Outside a tokio runtime, like `tokio::spawn`, or in one built without
+    /// its time driver (`enable_time`): here, rather than in the task, where
+    /// the sweeping would stop before it started with nobody told.
     pub fn spawn(store: Arc<dyn Store>, interval: Duration) -> Self {
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let limit = Self::limit(interval);
+        let mut tick = tokio::time::interval(interval.max(Self::MIN_INTERVAL));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval.max(Self::MIN_INTERVAL));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = &mut stopped => break,
@@ -65,10 +71,13 @@ impl Sweeper {
                 // store that hangs.
                 tokio::select! {
                     _ = &mut stopped => break,
-                    swept = tokio::time::timeout(limit, store.delete_expired()) => match swept {
-                        Ok(Ok(0)) => {}
-                        Ok(Ok(n)) => tracing::debug!(removed = n, "swept expired sessions"),
-                        Ok(Err(e)) => tracing::error!(error = %e, "session sweep failed; retrying at the next interval"),
+                    swept = tokio::time::timeout(limit, AssertUnwindSafe(store.delete_expired()).catch_unwind()) => match swept {
+                        Ok(Ok(Ok(0))) => {}
+                        Ok(Ok(Ok(n))) => tracing::debug!(removed = n, "swept expired sessions"),
+                        Ok(Ok(Err(e))) => tracing::error!(error = %e, "session sweep failed; retrying at the next interval"),
+                        // The store's bug, not a reason to stop sweeping for
+                        // good (the panic's message went to the panic hook).
+                        Ok(Err(_)) => tracing::error!("session sweep panicked in the store; retrying at the next interval"),
                         Err(_) => tracing::error!(?limit, "session sweep abandoned: the store did not finish in time; retrying at the next interval"),
                     },
                 }
@@ -101,7 +110,11 @@ impl Sweeper {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let _ = (&mut self.task).await;
+        if let Err(e) = (&mut self.task).await {
+            if e.is_panic() {
+                tracing::error!(error = %e, "the session sweeper task panicked");
+            }
+        }
     }
 }
 
@@ -119,6 +132,86 @@ mod tests {
     use crate::testing::{Instrumented, TestStore};
     use crate::Timestamp;
     use crate::{Id, Record};
+
+    /// A store whose first sweep panics (a bug of its own); the others
+    /// sweep.
+    #[derive(Debug, Default)]
+    struct PanicsOnce {
+        inner: TestStore,
+        sweeps: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Store for PanicsOnce {
+        async fn load(&self, id: &crate::RecordId) -> Result<Option<Record>, crate::StoreError> {
+            self.inner.load(id).await
+        }
+        async fn create(&self, r: &Record) -> Result<crate::Created, crate::StoreError> {
+            self.inner.create(r).await
+        }
+        async fn save(&self, r: &Record, v: u64) -> Result<crate::Saved, crate::StoreError> {
+            self.inner.save(r, v).await
+        }
+        async fn touch(
+            &self,
+            id: &crate::RecordId,
+            v: u64,
+            owner: Option<&str>,
+            at: Timestamp,
+        ) -> Result<bool, crate::StoreError> {
+            self.inner.touch(id, v, owner, at).await
+        }
+        async fn delete(&self, id: &crate::RecordId) -> Result<(), crate::StoreError> {
+            self.inner.delete(id).await
+        }
+        async fn delete_expired(&self) -> Result<u64, crate::StoreError> {
+            let first = self
+                .sweeps
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                == 0;
+            assert!(!first, "a bug in the store's first sweep");
+            self.inner.delete_expired().await
+        }
+        async fn ids_of_owner(&self, o: &str) -> Result<Vec<crate::RecordId>, crate::StoreError> {
+            self.inner.ids_of_owner(o).await
+        }
+        async fn delete_owner(&self, o: &str) -> Result<u64, crate::StoreError> {
+            self.inner.delete_owner(o).await
+        }
+        async fn delete_all(&self) -> Result<u64, crate::StoreError> {
+            self.inner.delete_all().await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sweep_in_which_the_store_panicked_is_retried_at_the_next_interval() {
+        let store = Arc::new(PanicsOnce::default());
+        let now = Timestamp::now();
+        let expired = Record::new(Id::generate().unwrap().record_id(), now, now);
+        store.inner.put_raw(expired);
+        let sweeper = Sweeper::spawn(store.clone(), Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(store.sweeps.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(!store.inner.is_empty(), "the first sweep panicked");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(store.inner.is_empty(), "the next sweep ran");
+        sweeper.stop().await;
+    }
+
+    /// A runtime without timers cannot sweep: the caller learns it at once,
+    /// not a task that dies unseen.
+    #[test]
+    fn spawning_in_a_runtime_without_timers_panics_in_the_caller() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let spawned = runtime.block_on(async {
+            std::panic::catch_unwind(|| {
+                Sweeper::spawn(Arc::new(TestStore::default()), Duration::from_secs(1))
+            })
+        });
+        assert!(spawned.is_err());
+    }
 
     #[tokio::test(start_paused = true)]
     async fn sweeps_at_each_interval_until_stopped() {

@@ -39,16 +39,24 @@
 //! rather than on a runtime worker. (sled's lock still makes other calls
 //! wait for each of their transactions, one record at a time.) A
 //! single-record call therefore holds its worker thread while sled waits
-//! (a disk that stalls, or another transaction of sled's holding its
-//! lock), and the manager's store timeout, which needs the thread back,
-//! cannot end it before sled answers; the sled store is an embedded
-//! database for one process, where such a wait is the disk's.
+//! (a disk that stalls, another transaction of sled's holding its lock, or
+//! sled's periodic flush to disk, which a write waits for and, behind the
+//! write, a read too), and the manager's store timeout, which needs the
+//! thread back, cannot end it before sled answers; the sled store is an
+//! embedded database for one process, where such a wait is the disk's.
+//! Under [`FlushPolicy::EveryWrite`], where every write waits for the disk
+//! and every call may wait for another write's sync, single-record calls
+//! run on Tokio's blocking pool too, so that they hold up no runtime
+//! worker (a thread hop each, small beside a sync).
 //!
 //! # Durability
 //!
 //! [`FlushPolicy::EveryWrite`] flushes to disk before each write returns: an
-//! acknowledged write survives a crash. [`FlushPolicy::Interval`] (the
-//! default, every 500 ms, sled's own default) is faster and may lose the
+//! acknowledged write survives a crash of the process. After a power loss
+//! or a crash of the operating system, it is as safe as sled's flush makes
+//! it, which on Linux is `sync_file_range`, not `fsync`: it does not flush
+//! the drive's own write cache nor the file's size as the log grows.
+//! [`FlushPolicy::Interval`] (the default, every 500 ms, sled's own default) is faster and may lose the
 //! writes of the last interval in a crash (not in a clean shutdown: dropping
 //! the store flushes). Deletes are writes too: under `Interval`, a session
 //! destroyed or logged out in the last interval before a crash is back after
@@ -75,7 +83,8 @@ use sled::{Transactional, Tree};
 #[non_exhaustive]
 pub enum FlushPolicy {
     /// Flush before every write returns: nothing acknowledged is lost in a
-    /// crash; each write waits for the disk. A write whose flush fails
+    /// crash of the process (see the crate's docs on durability for a power
+    /// loss); each write waits for the disk. A write whose flush fails
     /// answers the error, although other requests already see it and the
     /// next successful flush may still write it.
     EveryWrite,
@@ -392,8 +401,16 @@ impl SledStore {
     /// # Errors
     /// When the disk write fails.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await.map_err(op_error("flush"))?;
-        Ok(())
+        // On Tokio's blocking pool, not with sled's `flush_async`: that waits
+        // on a thread of sled's own small pool, which also writes the
+        // buffers a flush waits for, and enough concurrent flushes leave no
+        // thread to write them: every flush, and every write under
+        // `EveryWrite`, then waits for ever.
+        self.blocking("flush", Self::flush_now).await
+    }
+
+    fn flush_now(&self) -> Result<(), StoreError> {
+        self.db.flush().map(drop).map_err(op_error("flush"))
     }
 
     async fn after_write(&self) -> Result<(), StoreError> {
@@ -401,6 +418,25 @@ impl SledStore {
             self.flush().await?;
         }
         Ok(())
+    }
+
+    /// Under [`FlushPolicy::EveryWrite`], runs a single-record write on
+    /// Tokio's blocking pool and flushes there too if `wrote` says it wrote
+    /// (one hop for both).
+    async fn write_off_the_runtime<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        write: impl FnOnce(&Self) -> Result<T, StoreError> + Send + 'static,
+        wrote: fn(&T) -> bool,
+    ) -> Result<T, StoreError> {
+        self.blocking(op, move |store| {
+            let outcome = write(store)?;
+            if wrote(&outcome) {
+                store.flush_now()?;
+            }
+            Ok(outcome)
+        })
+        .await
     }
 
     fn transaction<T>(
@@ -564,7 +600,7 @@ impl SledStore {
         deleted: Result<u64, StoreError>,
     ) -> Result<u64, StoreError> {
         let flushed = match self.flush {
-            FlushPolicy::EveryWrite => self.db.flush().map(drop).map_err(op_error("flush")),
+            FlushPolicy::EveryWrite => self.flush_now(),
             FlushPolicy::Interval(_) => Ok(()),
         };
         if let (Err(_), Err(error)) = (&deleted, &flushed) {
@@ -623,9 +659,15 @@ struct Swept {
     records_removed: bool,
 }
 
-#[async_trait]
-impl Store for SledStore {
-    async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
+impl SledStore {
+    /// Whether single-record calls run on Tokio's blocking pool: under
+    /// [`FlushPolicy::EveryWrite`], where every write waits for the disk and
+    /// sled's lock makes other calls wait for those syncs too.
+    fn off_the_runtime(&self) -> bool {
+        self.flush == FlushPolicy::EveryWrite
+    }
+
+    fn load_now(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
         let bytes = self.records.get(id.as_bytes()).map_err(op_error("load"))?;
         let now = Timestamp::now();
         Ok(bytes
@@ -633,47 +675,41 @@ impl Store for SledStore {
             .filter(|r| !r.is_expired(now)))
     }
 
-    async fn create(&self, record: &Record) -> Result<Created, StoreError> {
-        let bytes = record.to_bytes().map_err(SledStoreError::Encode)?;
-        let created = self.transaction("create", |trees| {
+    fn create_now(&self, record: &Record, bytes: &[u8]) -> Result<Created, StoreError> {
+        self.transaction("create", |trees| {
             let previous = match current_tx(trees.0, &record.id)? {
                 Some((_, true)) => return Ok(Created::IdTaken),
                 Some((old, false)) => Some(old),
                 None => None,
             };
-            put_tx(trees, record, &bytes, previous.as_ref())?;
+            put_tx(trees, record, bytes, previous.as_ref())?;
             Ok(Created::Created)
-        })?;
-        if created == Created::Created {
-            self.after_write().await?;
-        }
-        Ok(created)
+        })
     }
 
-    async fn save(&self, record: &Record, expected_version: u64) -> Result<Saved, StoreError> {
-        let bytes = record.to_bytes().map_err(SledStoreError::Encode)?;
-        let saved = self.transaction("save", |trees| match current_tx(trees.0, &record.id)? {
+    fn save_now(
+        &self,
+        record: &Record,
+        bytes: &[u8],
+        expected_version: u64,
+    ) -> Result<Saved, StoreError> {
+        self.transaction("save", |trees| match current_tx(trees.0, &record.id)? {
             Some((old, true)) if old.version == expected_version => {
-                put_tx(trees, record, &bytes, Some(&old))?;
+                put_tx(trees, record, bytes, Some(&old))?;
                 Ok(Saved::Saved)
             }
             Some((_, true)) => Ok(Saved::Conflict),
             _ => Ok(Saved::Missing),
-        })?;
-        if saved == Saved::Saved {
-            self.after_write().await?;
-        }
-        Ok(saved)
+        })
     }
 
-    async fn touch(
+    fn touch_now(
         &self,
         id: &RecordId,
         version: u64,
-        _owner: Option<&str>,
         expires_at: Timestamp,
     ) -> Result<bool, StoreError> {
-        let touched = self.transaction("touch", |trees| {
+        self.transaction("touch", |trees| {
             let Some((stored, old, true)) = stored_tx(trees.0, id)? else {
                 return Ok(false);
             };
@@ -689,18 +725,74 @@ impl Store for SledStore {
             new.expires_at = expires_at;
             put_tx(trees, &new, &bytes, Some(&old))?;
             Ok(true)
-        })?;
-        if touched {
-            self.after_write().await?;
+        })
+    }
+
+    fn delete_now(&self, id: &RecordId) -> Result<(), StoreError> {
+        self.transaction("delete", |trees| remove_tx(trees, id))
+            .map(drop)
+    }
+}
+
+#[async_trait]
+impl Store for SledStore {
+    async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
+        if self.off_the_runtime() {
+            let id = *id;
+            return self.blocking("load", move |s| s.load_now(&id)).await;
         }
-        Ok(touched)
+        self.load_now(id)
+    }
+
+    async fn create(&self, record: &Record) -> Result<Created, StoreError> {
+        let bytes = record.to_bytes().map_err(SledStoreError::Encode)?;
+        if self.off_the_runtime() {
+            let record = record.clone();
+            let create = move |s: &Self| s.create_now(&record, &bytes);
+            return self
+                .write_off_the_runtime("create", create, |c| *c == Created::Created)
+                .await;
+        }
+        self.create_now(record, &bytes)
+    }
+
+    async fn save(&self, record: &Record, expected_version: u64) -> Result<Saved, StoreError> {
+        let bytes = record.to_bytes().map_err(SledStoreError::Encode)?;
+        if self.off_the_runtime() {
+            let record = record.clone();
+            let save = move |s: &Self| s.save_now(&record, &bytes, expected_version);
+            return self
+                .write_off_the_runtime("save", save, |s| *s == Saved::Saved)
+                .await;
+        }
+        self.save_now(record, &bytes, expected_version)
+    }
+
+    async fn touch(
+        &self,
+        id: &RecordId,
+        version: u64,
+        _owner: Option<&str>,
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        if self.off_the_runtime() {
+            let id = *id;
+            let touch = move |s: &Self| s.touch_now(&id, version, expires_at);
+            return self.write_off_the_runtime("touch", touch, |t| *t).await;
+        }
+        self.touch_now(id, version, expires_at)
     }
 
     async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
-        self.transaction("delete", |trees| remove_tx(trees, id))?;
-        // Also when this found nothing: another request's delete of the same
-        // record may not be on disk yet, and this one is acknowledged too.
-        self.after_write().await
+        if self.off_the_runtime() {
+            // Flushed also when this found nothing: another request's delete
+            // of the same record may not be on disk yet, and this one is
+            // acknowledged too.
+            let id = *id;
+            let delete = move |s: &Self| s.delete_now(&id);
+            return self.write_off_the_runtime("delete", delete, |_| true).await;
+        }
+        self.delete_now(id)
     }
 
     async fn delete_expired(&self) -> Result<u64, StoreError> {
@@ -792,6 +884,36 @@ mod tests {
             0,
             "bytes the task left unflushed"
         );
+    }
+
+    /// Under `EveryWrite`, single-record calls leave the runtime's worker
+    /// (they answer from another thread, not on their first poll); under
+    /// `Interval`, sled answers them on the caller's task.
+    #[test]
+    fn single_record_calls_run_off_the_runtime_under_every_write() {
+        use std::future::Future as _;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for (flush, off) in [
+            (FlushPolicy::EveryWrite, true),
+            (FlushPolicy::default(), false),
+        ] {
+            let store = store_with(flush);
+            let r = record(Duration::from_secs(60), None);
+            runtime.block_on(store.create(&r)).unwrap();
+            runtime.block_on(async {
+                let mut loading = std::pin::pin!(store.load(&r.id));
+                let polled = (loading.as_mut())
+                    .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+                assert_eq!(polled.is_pending(), off, "{flush:?}");
+                let loaded = match polled {
+                    std::task::Poll::Ready(loaded) => loaded,
+                    std::task::Poll::Pending => loading.await,
+                };
+                assert_eq!(loaded.unwrap().map(|l| l.id), Some(r.id));
+            });
+        }
     }
 
     fn record(expires_in: Duration, owner: Option<&str>) -> Record {

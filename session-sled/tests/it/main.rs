@@ -23,6 +23,18 @@ mod conformance {
     });
 }
 
+/// The suite again under `EveryWrite`, whose single-record calls run on
+/// Tokio's blocking pool.
+mod conformance_every_write {
+    session_core::store_conformance!(async {
+        session_sled::SledStore::builder(super::temp_path())
+            .temporary(true)
+            .flush(session_sled::FlushPolicy::EveryWrite)
+            .open()
+            .expect("open sled")
+    });
+}
+
 const CHILD_ENV: &str = "SESSION_SLED_CRASH_WRITER";
 
 /// Run in a child process: writes sessions with `EveryWrite`, prints their
