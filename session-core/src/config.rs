@@ -362,6 +362,11 @@ impl ConfigBuilder {
     /// Setting the parent domain (`example.com`) shares the session with every
     /// subdomain: this is Iris's default "subdomain persistence", off here.
     ///
+    /// [`build`](ConfigBuilder::build) refuses what is not a host name. It
+    /// does not know the public suffixes (`com`, `co.uk`, `github.io`):
+    /// browsers drop a cookie whose `Domain` is one (unless it is the
+    /// request's very host), so every request would start a new session.
+    ///
     /// ```
     /// use session_core::Config;
     ///

@@ -21,10 +21,12 @@
 //! version, its deadline in ms since the epoch, its owner) followed by the
 //! encoded [`Record`]. Redis expires it by itself (`PXAT`); nothing needs
 //! sweeping. Whether a session is live is decided by the app server's clock
-//! against the header's deadline, for every call (a `save` or `touch` of a
-//! session past it finds it missing, as a `load` does), so a Redis server
-//! whose clock runs behind keeps a key a little longer but never extends a
-//! session.
+//! against the header's deadline (a `save` or `touch` of a session past it
+//! finds it missing, as a `load` does; an owner's listing leaves it out and
+//! a logout everywhere does not count it), so a Redis server whose clock
+//! runs behind keeps a key a little longer but never extends a session.
+//! (A `create` still finds such a key taken until Redis drops it: the
+//! manager then draws another id.)
 //! Each owner has a sorted set `{prefix}owner:{sha256(owner)}` of record ids
 //! scored by their deadlines, pruned of expired entries on every write (by
 //! the Redis server's clock) and expiring with its last session, so the entry of a session that is gone
@@ -217,7 +219,11 @@ impl From<RedisStoreError> for StoreError {
                 // reply that does not read as what the command returns
                 // (`Parse`, as `redis` 1.x reports a conversion failure) is
                 // an answer the store cannot interpret; a refused password
-                // is a refusal that no retry changes.
+                // is a refusal that no retry changes. Both are the likely
+                // reading, not a certain one (kinds are for logs): `Parse`
+                // is also a reply stream that is not Redis's at all, and
+                // redis reports any error answer to `AUTH` as a refused
+                // password, a server at its client limit included.
                 if matches!(
                     source.kind(),
                     redis::ErrorKind::Parse | redis::ErrorKind::UnexpectedReturnType
@@ -352,6 +358,7 @@ if string.sub(cur, 1, 8) ~= ARGV[1] then
       if string.sub(cur, at, at + {token} - 1) == mine then return {{2, ''}} end
     end
   end
+  if {expired} then return {{0, ''}} end
   return {{1, ''}}
 end
 if {expired} then return {{0, ''}} end
@@ -443,12 +450,14 @@ static CREATE_INDEXED: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
-/// Deletes the session if its owner is `ARGV[1]` (1); a key that holds no
-/// session value, or another owner's, is left alone (0); no key at all, or
-/// a retired value (deleted here), is -1 (perhaps a create in flight, whose
+/// Deletes the session if its owner is `ARGV[1]` (1, or 0 when its deadline
+/// is not after `ARGV[2]`, the app server's time: expired, so not counted);
+/// a key that holds no session value, or another owner's, is left alone (0);
+/// no key at all, or a retired value (deleted here), is -1 (perhaps a create in flight, whose
 /// index entry must stay, or a rotation whose successor a new listing
 /// finds).
 static DELETE_IF_OWNER: LazyLock<Script> = LazyLock::new(|| {
+    let expired = expired_lua("cur", "ARGV[2]");
     Script::new(&format!(
         r"
 local cur = redis.pcall('GET', KEYS[1])
@@ -461,6 +470,7 @@ end
 local n = string.byte(cur, 17) * 256 + string.byte(cur, 18)
 if string.sub(cur, 19, 18 + n) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
+if {expired} then return 0 end
 return 1
 "
     ))
@@ -940,13 +950,18 @@ impl RedisStore {
         invocation
             .arg(&value::version_bytes(expected_version)[..])
             .arg(data)
-            .arg(expires)
-            .arg(Timestamp::now().unix_millis());
-        // Index first, as in `create_value`.
+            .arg(expires);
+        // Index first, as in `create_value`; the time after that round trip.
         match owner {
-            Some(owner) if inline => self.index_args(&mut invocation, owner, &record.id),
-            Some(owner) => self.index(owner, &record.id, expires).await?,
-            None => {}
+            Some(owner) if inline => {
+                invocation.arg(Timestamp::now().unix_millis());
+                self.index_args(&mut invocation, owner, &record.id);
+            }
+            Some(owner) => {
+                self.index(owner, &record.id, expires).await?;
+                invocation.arg(Timestamp::now().unix_millis());
+            }
+            None => drop(invocation.arg(Timestamp::now().unix_millis())),
         }
         let (status, old_owner) = invocation
             .invoke_async::<(i64, Vec<u8>)>(&mut conn)
@@ -1056,13 +1071,18 @@ impl Store for RedisStore {
         invocation
             .arg(&value::deadline_bytes(expires_at)[..])
             .arg(expires)
-            .arg(&value::version_bytes(version)[..])
-            .arg(Timestamp::now().unix_millis());
-        // Index first, as in `create_value`.
+            .arg(&value::version_bytes(version)[..]);
+        // Index first, as in `create_value`; the time after that round trip.
         match owner {
-            Some(owner) if inline => self.index_args(&mut invocation, owner, id),
-            Some(owner) => self.index(owner, id, expires).await?,
-            None => {}
+            Some(owner) if inline => {
+                invocation.arg(Timestamp::now().unix_millis());
+                self.index_args(&mut invocation, owner, id);
+            }
+            Some(owner) => {
+                self.index(owner, id, expires).await?;
+                invocation.arg(Timestamp::now().unix_millis());
+            }
+            None => drop(invocation.arg(Timestamp::now().unix_millis())),
         }
         let touched: i64 = invocation
             .invoke_async(&mut conn)
@@ -1371,6 +1391,7 @@ impl RedisStore {
                         DELETE_IF_OWNER
                             .key(key)
                             .arg(owner)
+                            .arg(Timestamp::now().unix_millis())
                             .invoke_async::<i64>(&mut conn)
                             .await
                             .map_err(command("delete owner"))
@@ -1660,7 +1681,9 @@ mod tests {
     /// A session is live by the app server's clock, as `load` decides, also
     /// for the calls that write or list: a key that Redis still keeps (its
     /// clock behind the app server's) whose deadline has passed is not
-    /// saved, touched back to life, or listed as its owner's.
+    /// saved (missing, whatever the version asked), touched back to life,
+    /// listed as its owner's, or counted by a logout everywhere (which
+    /// deletes it).
     #[tokio::test]
     async fn a_session_past_its_deadline_is_not_written_while_redis_keeps_its_key() {
         for store in [store().await, cluster_store().await].into_iter().flatten() {
@@ -1689,9 +1712,28 @@ mod tests {
                 store.save(&next, r.version).await.expect("save"),
                 Saved::Missing
             );
+            let stale = r.version + 5;
+            assert_eq!(
+                store.save(&next, stale).await.expect("save"),
+                Saved::Missing,
+                "no live record: missing, not a conflict"
+            );
             assert_eq!(store.load(&r.id).await.expect("load"), None);
             assert!(store.ids_of_owner("alice").await.expect("list").is_empty());
-            store.delete(&r.id).await.expect("delete");
+            assert_eq!(
+                store
+                    .delete_owner("alice")
+                    .await
+                    .expect("log out everywhere"),
+                0,
+                "an expired session was counted"
+            );
+            let kept: i64 = redis::cmd("EXISTS")
+                .arg(store.key(&r.id))
+                .query_async(&mut store.conn.clone())
+                .await
+                .expect("exists");
+            assert_eq!(kept, 0, "the expired session's key was left");
         }
     }
 

@@ -405,8 +405,17 @@ impl SledStore {
         // on a thread of sled's own small pool, which also writes the
         // buffers a flush waits for, and enough concurrent flushes leave no
         // thread to write them: every flush, and every write under
-        // `EveryWrite`, then waits for ever.
-        self.blocking("flush", Self::flush_now).await
+        // `EveryWrite`, then waits for ever. Outside a Tokio runtime, or in
+        // one shutting down (a shutdown hook's last flush), on this thread.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return self.flush_now();
+        }
+        let store = self.clone();
+        match tokio::task::spawn_blocking(move || store.flush_now()).await {
+            Ok(flushed) => flushed,
+            Err(e) if e.is_cancelled() => self.flush_now(),
+            Err(e) => Err(StoreError::new(StoreErrorKind::Other, e)),
+        }
     }
 
     fn flush_now(&self) -> Result<(), StoreError> {
@@ -875,6 +884,16 @@ mod tests {
                 polled.is_pending(),
                 "the deletion answered on its first poll"
             );
+            // Until the task has started (a runtime dropped before cancels a
+            // blocking task still queued): its first delete shows.
+            let started = std::time::Instant::now();
+            while store.len() == 5 {
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "the task never started"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
         });
         // Waits for the blocking task.
         drop(runtime);
@@ -892,7 +911,10 @@ mod tests {
     #[test]
     fn single_record_calls_run_off_the_runtime_under_every_write() {
         use std::future::Future as _;
+        // One blocking thread, kept busy while the load is first polled: a
+        // load sent there cannot have answered by then.
         let runtime = tokio::runtime::Builder::new_current_thread()
+            .max_blocking_threads(1)
             .build()
             .unwrap();
         for (flush, off) in [
@@ -903,10 +925,14 @@ mod tests {
             let r = record(Duration::from_secs(60), None);
             runtime.block_on(store.create(&r)).unwrap();
             runtime.block_on(async {
+                let (release, busy) = std::sync::mpsc::channel::<()>();
+                let occupied = tokio::task::spawn_blocking(move || busy.recv());
                 let mut loading = std::pin::pin!(store.load(&r.id));
                 let polled = (loading.as_mut())
                     .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
                 assert_eq!(polled.is_pending(), off, "{flush:?}");
+                release.send(()).unwrap();
+                occupied.await.unwrap().unwrap();
                 let loaded = match polled {
                     std::task::Poll::Ready(loaded) => loaded,
                     std::task::Poll::Pending => loading.await,
