@@ -352,6 +352,13 @@ struct Service {
     env: &'static str,
     start: &'static [&'static str],
     install: &'static str,
+    /// A client command that exits successfully when the tests can log in
+    /// to the machine's server on `addr` as their default URL does, if the
+    /// client is installed: a server that answers but refuses that login
+    /// (a stock Debian PostgreSQL asks for a password, a stock MariaDB lets
+    /// root in only through its socket; neither has a `test` database) is
+    /// replaced by a throwaway outside CI, as one that does not answer is.
+    login: &'static [&'static str],
     /// Starts a server of the test run's own when the machine's does not
     /// answer.
     throwaway: fn() -> Result<Throwaway>,
@@ -379,6 +386,7 @@ const SERVICES: &[Service] = &[
             "no",
         ],
         install: "apt-get install redis-server",
+        login: &[],
         throwaway: || Throwaway::redis(&[]),
         url: |port| format!("redis://127.0.0.1:{port}"),
     },
@@ -393,6 +401,14 @@ const SERVICES: &[Service] = &[
             "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql | sort -V | tail -n 1) main start",
         ],
         install: "apt-get install postgresql",
+        login: &[
+            "psql",
+            "-w",
+            "-d",
+            "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=5",
+            "-c",
+            "select 1",
+        ],
         throwaway: Throwaway::postgres,
         url: postgres_url,
     },
@@ -410,6 +426,21 @@ const SERVICES: &[Service] = &[
             "/usr/sbin/mariadbd",
         ],
         install: "apt-get install mariadb-server",
+        login: &[
+            "mariadb",
+            "--no-defaults",
+            "--protocol=tcp",
+            "-h",
+            "127.0.0.1",
+            "-P",
+            "3306",
+            "-u",
+            "root",
+            "--connect-timeout=5",
+            "-e",
+            "select 1",
+            "test",
+        ],
         throwaway: Throwaway::mariadb,
         url: mariadb_url,
     },
@@ -441,6 +472,21 @@ fn url_answers(url: &str, default_port: u16) -> bool {
         .any(|a| TcpStream::connect_timeout(a, Duration::from_millis(300)).is_ok())
 }
 
+/// Whether a service's `login` check ran and failed; `false` without a
+/// check or without its client installed (the tests then find out).
+fn refuses_login(login: &[&str]) -> bool {
+    let Some((program, args)) = login.split_first() else {
+        return false;
+    };
+    Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| !status.success())
+}
+
 /// Reports (and with `start`, starts) the local servers, and returns the
 /// names of those that still do not answer. With `start`, a server that
 /// cannot be started is an error.
@@ -467,6 +513,16 @@ fn services(start: bool) -> Result<Vec<&'static str>> {
             continue;
         }
         if answers(s.addr) {
+            if !in_ci() && refuses_login(s.login) {
+                eprintln!(
+                    "xtask: {} answers on {} but refuses the tests' login (`{}` failed); using a server of this run's own",
+                    s.name,
+                    s.addr,
+                    s.login.join(" ")
+                );
+                missing.push(s.name);
+                continue;
+            }
             eprintln!("xtask: {} answers on {}", s.name, s.addr);
             continue;
         }
@@ -702,6 +758,27 @@ fn human_ns(ns: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only a check that ran and failed counts as a refused login: no check,
+    /// or a client that is not installed, leaves the server to the tests.
+    #[test]
+    fn a_login_is_refused_only_when_its_check_ran_and_failed() {
+        assert!(refuses_login(&["false"]));
+        assert!(!refuses_login(&["true"]));
+        assert!(!refuses_login(&[]));
+        assert!(!refuses_login(&[
+            "no-such-client-installed-here",
+            "-c",
+            "select 1"
+        ]));
+        // The machine's own servers, where their clients are installed, let
+        // the tests in (CI's servers are set up so).
+        for service in SERVICES {
+            if in_ci() && answers(service.addr) && env::var(service.env).is_err() {
+                assert!(!refuses_login(service.login), "{}", service.name);
+            }
+        }
+    }
 
     #[test]
     fn reads_the_median_from_criterion_estimates() {

@@ -132,6 +132,9 @@ impl Drop for Throwaway {
             }
         }
         if !reaped {
+            // The whole group: PostgreSQL's backends outlive their
+            // postmaster's own kill.
+            kill("-KILL", pid);
             let _ = self.child.kill();
             reap(&mut self.child, true);
         }
@@ -277,6 +280,9 @@ impl Throwaway {
                 "UTF8",
                 "--no-sync",
             ]);
+            // Messages in English whatever the user's locale: readiness and
+            // a taken port are read from the server's log.
+            initdb.env("LC_ALL", "C");
             as_user(&mut initdb);
             run(&mut initdb, "initdb", dir).map_err(|e| match user {
                 Some(_) => format!(
@@ -293,7 +299,8 @@ impl Throwaway {
                 .arg(dir)
                 .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
                 // The tests run in parallel, each with a pool of its own.
-                .args(["-c", "max_connections=200"]);
+                .args(["-c", "max_connections=200", "-c", "lc_messages=C"])
+                .env("LC_ALL", "C");
             if let Some((cert, key)) = self_signed(dir, user)? {
                 server
                     .args(["-c", "ssl=on", "-c"])
