@@ -185,7 +185,9 @@ fn length(rd: &mut &[u8], width: usize) -> Result<usize, Shape> {
 }
 
 /// JSON through `serde_json`: larger and slower than [`MessagePack`], but
-/// readable by humans looking at the store.
+/// readable by humans looking at the store. JSON has no NaN or infinity:
+/// `serde_json` writes such a float as `null`, which then does not read
+/// back as a float ([`MessagePack`] keeps them).
 #[cfg(feature = "json")]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct JsonCodec;

@@ -843,6 +843,11 @@ impl Session {
     /// all work. The value is encoded at once; nothing is written to the store
     /// until the request's commit.
     ///
+    /// Any string is a key, but those that begin with the control character
+    /// U+0001 and `flash:` are where the flash values live
+    /// ([`insert_flash`](Self::insert_flash)): keys that come from outside
+    /// input (a form's field names) should not be able to start so.
+    ///
     /// # Errors
     /// [`Error::Value`] when the value cannot be encoded, or a store error on
     /// first use.
@@ -869,6 +874,13 @@ impl Session {
     }
 
     /// Removes the value under `key` and returns it decoded.
+    ///
+    /// It removes the value it returned, not whatever the key holds by the
+    /// commit: should another request store a new value under `key`
+    /// meanwhile (the commit then meets a newer version and applies this
+    /// request's changes again to it), the new value stays, as a flash set
+    /// again does after [`take_flash`](Self::take_flash).
+    /// [`remove`](Self::remove) removes the key whatever it holds.
     ///
     /// # Errors
     /// [`Error::Value`] when the value does not decode as `T` (it is then left
@@ -1421,11 +1433,16 @@ impl Session {
         // another process may have saved since, and the first conflict
         // would be final.
         let retries = self.manager().inner.config.conflict_retries;
+        // While a failed save's changes show only in the request's copy
+        // (`unsure`), the kept copy of that same version lacks them: only a
+        // newer one may stand in for it.
+        let own_copy_is_ahead = state.unsure && read.is_some();
         if let Some(last) = turn.last.take_if(|r| {
             retries > 0
                 && r.id == rid
                 && self.is_live(r, now)
-                && newest_copy.is_none_or(|v| r.version >= v)
+                && newest_copy
+                    .is_none_or(|v| r.version > v || (r.version == v && !own_copy_is_ahead))
         }) {
             return Latest::Found(Arc::unwrap_or_clone(last));
         }
@@ -4010,6 +4027,35 @@ mod tests {
             next.insert_flash("notice", "hi").await.unwrap();
             next.commit().await.unwrap();
         }
+    }
+
+    /// An update after a failed save starts from the request's copy, which
+    /// still shows what that save carried, not from the copy this process
+    /// kept of the request's earlier save (the same version, without those
+    /// changes): nothing the handler wrote is dropped, and the update's save
+    /// stores it.
+    #[tokio::test]
+    async fn an_update_after_a_failed_save_keeps_what_that_save_carried() {
+        let f = fixture();
+        let s = f.open(None);
+        s.insert("visits", &0).await.unwrap();
+        let cookie = value(s.commit().await.unwrap());
+        let s = f.open(Some(&cookie));
+        assert_eq!(s.increment("visits", 1).await.unwrap(), 1);
+        s.insert("a", &1).await.unwrap();
+        f.store.fail_saves_with(Some(StoreErrorKind::Unavailable));
+        assert!(s.save().await.is_err());
+        f.store.fail_saves_with(None);
+        assert_eq!(s.increment("visits", 1).await.unwrap(), 2);
+        assert_eq!(
+            s.get::<i32>("a").await.unwrap(),
+            Some(1),
+            "the request's write was dropped"
+        );
+        s.commit().await.unwrap();
+        let next = f.open(Some(&cookie));
+        assert_eq!(next.get::<i32>("a").await.unwrap(), Some(1));
+        assert_eq!(next.get::<i64>("visits").await.unwrap(), Some(2));
     }
 
     /// A failed save that carried nothing of the request's (a best-effort
