@@ -471,50 +471,42 @@ impl Manager {
     /// ```
     ///
     /// # Errors
-    /// [`Error::Store`] or [`Error::Timeout`] when the store's deletion
-    /// fails. Once it has succeeded, a failure of the listing after it, or
-    /// of another pass, is logged and the count so far returned.
+    /// [`Error::Store`] or [`Error::Timeout`] when a pass or a listing
+    /// fails, the first or a later one: the sessions a pass ended stay
+    /// ended, but a session that changed its id meanwhile may not be, so
+    /// the logout is not reported done. The call can be made again.
     pub async fn destroy_all_of(&self, owner: &str) -> Result<u64> {
-        let mut n = self
-            .call("delete owner", self.inner.store.delete_owner(owner))
-            .await?;
-        // The store's pass stands from here: a later failure is logged, not
-        // answered, so that a logout that worked is not reported as failed.
-        let mut passes = 1;
-        loop {
-            match self.sessions_of(owner).await {
-                Ok(left) if left.is_empty() => break,
-                Ok(_) if passes == OWNER_PASSES => {
-                    // Logins faster than the passes: new sessions, not ones
-                    // that escaped.
-                    tracing::warn!(
-                        passes,
-                        "the owner still had sessions after every pass of log out everywhere; they were made during it"
-                    );
-                    break;
-                }
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::warn!(%error, "log out everywhere could not list the owner again to end a session that changed its id meanwhile");
-                    break;
-                }
-            }
-            passes += 1;
-            match self
-                .call("delete owner", self.inner.store.delete_owner(owner))
-                .await
-            {
-                Ok(more) => n = n.saturating_add(more),
-                Err(error) => {
-                    tracing::warn!(%error, "log out everywhere could not end the sessions its listing showed after the first pass");
-                    break;
-                }
-            }
-        }
-        // After every pass: a later one may end sessions saved meanwhile.
+        let ended = self.delete_owner_passes(owner).await;
+        // After every pass, and after a failed one too: a later pass may
+        // end sessions saved meanwhile.
         self.forget_kept_copies(|r| r.owner.as_deref() == Some(owner));
+        let n = ended?;
         tracing::info!(sessions = n, "destroyed every session of an owner");
         observe::count("session_owner_destroys_total", n);
+        Ok(n)
+    }
+
+    /// The passes of [`destroy_all_of`](Self::destroy_all_of), and the
+    /// sessions they ended.
+    async fn delete_owner_passes(&self, owner: &str) -> Result<u64> {
+        let mut n = 0u64;
+        for pass in 1..=OWNER_PASSES {
+            let more = self
+                .call("delete owner", self.inner.store.delete_owner(owner))
+                .await?;
+            n = n.saturating_add(more);
+            if self.sessions_of(owner).await?.is_empty() {
+                return Ok(n);
+            }
+            if pass == OWNER_PASSES {
+                // Logins faster than the passes: new sessions, not ones
+                // that escaped.
+                tracing::warn!(
+                    passes = pass,
+                    "the owner still had sessions after every pass of log out everywhere; they were made during it"
+                );
+            }
+        }
         Ok(n)
     }
 
@@ -525,7 +517,10 @@ impl Manager {
     /// Every session live when the call began is gone when it returns, and
     /// stays gone: a request that still holds one finds it ended, as after
     /// a [`destroy`](Session::destroy). A session created during the call
-    /// may stay. Only this store's sessions go: a Redis store's key prefix,
+    /// may stay. The store deletes everything twice: a session that changes
+    /// its id during the first pass (a login) may make its successor where
+    /// that pass has already been and retire the old record before the pass
+    /// reaches it; the second pass, which the successor predates, ends it. Only this store's sessions go: a Redis store's key prefix,
     /// a SQL store's table, a sled store's trees.
     ///
     /// Behind a `session_memory::CachedStore` shared by several app
@@ -549,10 +544,13 @@ impl Manager {
     /// ([`ConfigBuilder::with_store_timeout`](crate::ConfigBuilder::with_store_timeout)),
     /// or the call again until it answers.
     pub async fn destroy_all(&self) -> Result<u64> {
-        let n = self
-            .call("delete all", self.inner.store.delete_all())
-            .await?;
+        let first = self.call("delete all", self.inner.store.delete_all()).await;
+        let second = match first {
+            Ok(_) => self.call("delete all", self.inner.store.delete_all()).await,
+            Err(_) => Ok(0),
+        };
         self.forget_kept_copies(|_| true);
+        let n = first?.saturating_add(second?);
         tracing::info!(sessions = n, "destroyed every session");
         observe::count("session_all_destroys_total", n);
         Ok(n)
@@ -594,7 +592,11 @@ impl Manager {
     /// end each other's sessions: the later one ends the earlier one's,
     /// if that one is among the least used (a double-clicked login button
     /// under a cap of one leaves the later session, also when the earlier
-    /// one was used since). A session nobody uses (a login whose response
+    /// one was used since). Should the earlier login's record reach the
+    /// store only after the later one's pass listed the owner (its create
+    /// slow, or app servers' clocks apart), neither ends the other and the
+    /// owner stays a session over the cap until the next login. A session
+    /// nobody uses (a login whose response
     /// never reached its client) goes before devices used since it was
     /// made.
     async fn end_sessions_over_cap(
@@ -753,6 +755,87 @@ impl Manager {
 mod tests {
     use super::*;
     use crate::testing::TestStore;
+    use crate::{Created, Saved, StoreError};
+
+    /// A [`TestStore`] whose first `delete_all` is followed by a session
+    /// rotating where that pass had already been (`rotates_behind`: its
+    /// successor, the record held there, is put back once the pass is done,
+    /// as a successor made behind the pass would stand).
+    #[derive(Debug, Default)]
+    struct Faulty {
+        inner: TestStore,
+        rotates_behind: std::sync::Mutex<Option<Record>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Store for Faulty {
+        async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
+            self.inner.load(id).await
+        }
+        async fn create(&self, r: &Record) -> Result<Created, StoreError> {
+            self.inner.create(r).await
+        }
+        async fn save(&self, r: &Record, v: u64) -> Result<Saved, StoreError> {
+            self.inner.save(r, v).await
+        }
+        async fn touch(
+            &self,
+            id: &RecordId,
+            v: u64,
+            owner: Option<&str>,
+            at: Timestamp,
+        ) -> Result<bool, StoreError> {
+            self.inner.touch(id, v, owner, at).await
+        }
+        async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
+            self.inner.delete(id).await
+        }
+        async fn delete_expired(&self) -> Result<u64, StoreError> {
+            self.inner.delete_expired().await
+        }
+        async fn ids_of_owner(&self, owner: &str) -> Result<Vec<RecordId>, StoreError> {
+            self.inner.ids_of_owner(owner).await
+        }
+        async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError> {
+            self.inner.delete_owner(owner).await
+        }
+        async fn delete_all(&self) -> Result<u64, StoreError> {
+            let n = self.inner.delete_all().await?;
+            let successor = self.rotates_behind.lock().unwrap().take();
+            if let Some(successor) = successor {
+                self.inner.put_raw(successor);
+            }
+            Ok(n)
+        }
+    }
+
+    /// A stored session of `owner`, live for an hour.
+    fn session_of(store: &Faulty, owner: &str) -> Record {
+        let now = Timestamp::now();
+        let mut r = Record::new(
+            crate::Id::generate().unwrap().record_id(),
+            now,
+            now + std::time::Duration::from_secs(3600),
+        );
+        r.owner = Some(owner.into());
+        store.inner.put_raw(r.clone());
+        r
+    }
+
+    /// A session that rotated behind the store's first pass of
+    /// `destroy_all` (its successor where the pass had already been) is
+    /// ended by the second.
+    #[tokio::test]
+    async fn destroy_all_ends_a_session_that_rotated_behind_its_first_pass() {
+        let store = Arc::new(Faulty::default());
+        session_of(&store, "alice");
+        let successor = session_of(&Faulty::default(), "alice");
+        *store.rotates_behind.lock().unwrap() = Some(successor.clone());
+        let manager = Manager::from_arc(store.clone(), Config::default());
+        assert_eq!(manager.destroy_all().await.unwrap(), 2);
+        assert_eq!(store.inner.load(&successor.id).await.unwrap(), None);
+        assert!(store.inner.is_empty());
+    }
 
     /// Adapters leave a request to an outer layer of the same manager only;
     /// another manager that carries its id alike is the misconfiguration

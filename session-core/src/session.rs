@@ -7122,11 +7122,13 @@ mod tests {
         assert_eq!(f.manager.destroy_all_of("alice").await.unwrap(), 1);
         let calls = f.store.counts().total() - before.total();
         assert_eq!(calls, 2, "a deletion and a listing");
-        // The store's deletion stands when the listing after it fails.
+        // When the listing after the store's deletion fails, the deletion
+        // stands, but the logout is not reported done: a session that
+        // changed its id meanwhile could have escaped it.
         logged_in(&f, "alice", "laptop").await;
         logged_in(&f, "alice", "phone").await;
         hook.fail_listings.store(true, Ordering::SeqCst);
-        assert_eq!(f.manager.destroy_all_of("alice").await.unwrap(), 2);
+        assert!(f.manager.destroy_all_of("alice").await.is_err());
         hook.fail_listings.store(false, Ordering::SeqCst);
         assert!(f.manager.sessions_of("alice").await.unwrap().is_empty());
     }
