@@ -754,8 +754,9 @@ impl Manager {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::forward_store;
     use crate::testing::TestStore;
-    use crate::{Created, Saved, StoreError};
+    use crate::{Created, Saved};
 
     /// A [`TestStore`] whose first `delete_all` is followed by a session
     /// rotating where that pass had already been (`rotates_behind`: its
@@ -767,45 +768,27 @@ mod tests {
         rotates_behind: std::sync::Mutex<Option<Record>>,
     }
 
-    #[async_trait::async_trait]
     impl Store for Faulty {
-        async fn load(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
-            self.inner.load(id).await
-        }
-        async fn create(&self, r: &Record) -> Result<Created, StoreError> {
-            self.inner.create(r).await
-        }
-        async fn save(&self, r: &Record, v: u64) -> Result<Saved, StoreError> {
-            self.inner.save(r, v).await
-        }
-        async fn touch(
-            &self,
-            id: &RecordId,
-            v: u64,
-            owner: Option<&str>,
-            at: Timestamp,
-        ) -> Result<bool, StoreError> {
-            self.inner.touch(id, v, owner, at).await
-        }
-        async fn delete(&self, id: &RecordId) -> Result<(), StoreError> {
-            self.inner.delete(id).await
-        }
-        async fn delete_expired(&self) -> Result<u64, StoreError> {
-            self.inner.delete_expired().await
-        }
-        async fn ids_of_owner(&self, owner: &str) -> Result<Vec<RecordId>, StoreError> {
-            self.inner.ids_of_owner(owner).await
-        }
-        async fn delete_owner(&self, owner: &str) -> Result<u64, StoreError> {
-            self.inner.delete_owner(owner).await
-        }
-        async fn delete_all(&self) -> Result<u64, StoreError> {
-            let n = self.inner.delete_all().await?;
-            let successor = self.rotates_behind.lock().unwrap().take();
-            if let Some(successor) = successor {
-                self.inner.put_raw(successor);
+        forward_store!(|this| this.inner, Faulty::pass);
+    }
+
+    impl Faulty {
+        fn pass<'f, T: Send + 'f>(
+            &'f self,
+            op: crate::store::StoreOp,
+            inner: crate::store::StoreFuture<'f, T>,
+        ) -> crate::store::StoreFuture<'f, T> {
+            if op != crate::store::StoreOp::DeleteAll {
+                return inner;
             }
-            Ok(n)
+            Box::pin(async move {
+                let deleted = inner.await;
+                let successor = self.rotates_behind.lock().unwrap().take();
+                if let Some(successor) = successor {
+                    self.inner.put_raw(successor);
+                }
+                deleted
+            })
         }
     }
 

@@ -71,7 +71,7 @@ impl Sweeper {
                 // store that hangs.
                 tokio::select! {
                     _ = &mut stopped => break,
-                    swept = tokio::time::timeout(limit, AssertUnwindSafe(store.delete_expired()).catch_unwind()) => match swept {
+                    swept = tokio::time::timeout(limit, AssertUnwindSafe(async { store.delete_expired().await }).catch_unwind()) => match swept {
                         Ok(Ok(Ok(0))) => {}
                         Ok(Ok(Ok(n))) => tracing::debug!(removed = n, "swept expired sessions"),
                         Ok(Ok(Err(e))) => tracing::error!(error = %e, "session sweep failed; retrying at the next interval"),
@@ -129,9 +129,10 @@ impl Drop for Sweeper {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::forward_store;
     use crate::testing::{Instrumented, TestStore};
     use crate::Timestamp;
-    use crate::{Id, Record};
+    use crate::{Created, Id, Record, RecordId, Saved};
 
     /// A store whose first sweep panics (a bug of its own); the others
     /// sweep.
@@ -141,45 +142,30 @@ mod tests {
         sweeps: std::sync::atomic::AtomicUsize,
     }
 
-    #[async_trait::async_trait]
     impl Store for PanicsOnce {
-        async fn load(&self, id: &crate::RecordId) -> Result<Option<Record>, crate::StoreError> {
-            self.inner.load(id).await
-        }
-        async fn create(&self, r: &Record) -> Result<crate::Created, crate::StoreError> {
-            self.inner.create(r).await
-        }
-        async fn save(&self, r: &Record, v: u64) -> Result<crate::Saved, crate::StoreError> {
-            self.inner.save(r, v).await
-        }
-        async fn touch(
+        forward_store!(|this| this.inner, PanicsOnce::pass);
+    }
+
+    async fn bug<T>() -> Result<T, crate::StoreError> {
+        panic!("a bug in the store's first sweep")
+    }
+
+    impl PanicsOnce {
+        fn pass<'f, T: 'f>(
             &self,
-            id: &crate::RecordId,
-            v: u64,
-            owner: Option<&str>,
-            at: Timestamp,
-        ) -> Result<bool, crate::StoreError> {
-            self.inner.touch(id, v, owner, at).await
-        }
-        async fn delete(&self, id: &crate::RecordId) -> Result<(), crate::StoreError> {
-            self.inner.delete(id).await
-        }
-        async fn delete_expired(&self) -> Result<u64, crate::StoreError> {
-            let first = self
-                .sweeps
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-                == 0;
-            assert!(!first, "a bug in the store's first sweep");
-            self.inner.delete_expired().await
-        }
-        async fn ids_of_owner(&self, o: &str) -> Result<Vec<crate::RecordId>, crate::StoreError> {
-            self.inner.ids_of_owner(o).await
-        }
-        async fn delete_owner(&self, o: &str) -> Result<u64, crate::StoreError> {
-            self.inner.delete_owner(o).await
-        }
-        async fn delete_all(&self) -> Result<u64, crate::StoreError> {
-            self.inner.delete_all().await
+            op: crate::store::StoreOp,
+            inner: crate::store::StoreFuture<'f, T>,
+        ) -> crate::store::StoreFuture<'f, T> {
+            let sweep = op == crate::store::StoreOp::DeleteExpired;
+            if sweep
+                && self
+                    .sweeps
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                    == 0
+            {
+                return Box::pin(bug());
+            }
+            inner
         }
     }
 
