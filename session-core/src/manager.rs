@@ -517,10 +517,11 @@ impl Manager {
     /// Every session live when the call began is gone when it returns, and
     /// stays gone: a request that still holds one finds it ended, as after
     /// a [`destroy`](Session::destroy). A session created during the call
-    /// may stay. The store deletes everything twice: a session that changes
-    /// its id during the first pass (a login) may make its successor where
-    /// that pass has already been and retire the old record before the pass
-    /// reaches it; the second pass, which the successor predates, ends it. Only this store's sessions go: a Redis store's key prefix,
+    /// may stay. The store deletes everything twice (on Redis, two scans of
+    /// the keyspace): a session that changes its id during the first pass
+    /// (a login) may make its successor where that pass has already been
+    /// and retire the old record before the pass reaches it; the second
+    /// pass, which the successor predates, ends it. Only this store's sessions go: a Redis store's key prefix,
     /// a SQL store's table, a sled store's trees.
     ///
     /// Behind a `session_memory::CachedStore` shared by several app

@@ -1456,6 +1456,16 @@ impl Session {
                 .filter(|s| state.loaded && s.rid == rid)
                 .map(|s| s.version);
             if current && known.is_none_or(|v| record.version >= v) {
+                if state.unsure && known == Some(record.version) {
+                    // The failed save did not land (the store still holds
+                    // the version it was sent over): the request's copy
+                    // shows what it carried, which the loaded record lacks.
+                    let mut record = record;
+                    record.data = state.data.clone();
+                    record.owner = state.owner.clone();
+                    record.lifetime = state.lifetime;
+                    return Latest::Found(record);
+                }
                 return Latest::Found(record);
             }
             return Latest::Load;
@@ -4052,6 +4062,29 @@ mod tests {
             Some(1),
             "the request's write was dropped"
         );
+        s.commit().await.unwrap();
+        let next = f.open(Some(&cookie));
+        assert_eq!(next.get::<i32>("a").await.unwrap(), Some(1));
+        assert_eq!(next.get::<i64>("visits").await.unwrap(), Some(2));
+    }
+
+    /// As above without retries, where an update never starts from a kept
+    /// copy but loads: the load finds the failed save's version, so the
+    /// save did not land, and the update starts from the request's copy.
+    #[tokio::test]
+    async fn an_update_after_a_failed_save_keeps_what_it_carried_without_retries() {
+        let f = fixture_with(Config::builder().with_conflict_retries(0));
+        let s = f.open(None);
+        s.insert("visits", &0).await.unwrap();
+        let cookie = value(s.commit().await.unwrap());
+        let s = f.open(Some(&cookie));
+        assert_eq!(s.increment("visits", 1).await.unwrap(), 1);
+        s.insert("a", &1).await.unwrap();
+        f.store.fail_saves_with(Some(StoreErrorKind::Unavailable));
+        assert!(s.save().await.is_err());
+        f.store.fail_saves_with(None);
+        assert_eq!(s.increment("visits", 1).await.unwrap(), 2);
+        assert_eq!(s.get::<i32>("a").await.unwrap(), Some(1));
         s.commit().await.unwrap();
         let next = f.open(Some(&cookie));
         assert_eq!(next.get::<i32>("a").await.unwrap(), Some(1));
