@@ -56,8 +56,9 @@
 //! or a crash of the operating system, it is as safe as sled's flush makes
 //! it, which on Linux is `sync_file_range`, not `fsync`: it does not flush
 //! the drive's own write cache nor the file's size as the log grows.
-//! [`FlushPolicy::Interval`] (the default, every 500 ms, sled's own default) is faster and may lose the
-//! writes of the last interval in a crash (not in a clean shutdown: dropping
+//! [`FlushPolicy::Interval`] (the default, every 500 ms, sled's own
+//! default) is faster and may lose the writes of the last interval in a
+//! crash (not in a clean shutdown: dropping
 //! the store flushes). Deletes are writes too: under `Interval`, a session
 //! destroyed or logged out in the last interval before a crash is back after
 //! the restart. Choose `EveryWrite` where a logout must hold through a
