@@ -437,6 +437,7 @@ struct Kept {
     lifetime_dirty: bool,
     issued: bool,
     refresh_cookie: bool,
+    unsure: bool,
 }
 
 impl Kept {
@@ -452,6 +453,7 @@ impl Kept {
             lifetime_dirty: state.lifetime_dirty,
             issued: state.issued,
             refresh_cookie: state.refresh_cookie,
+            unsure: state.unsure,
         }
     }
 
@@ -466,6 +468,7 @@ impl Kept {
         state.lifetime_dirty = self.lifetime_dirty;
         state.issued = self.issued;
         state.refresh_cookie = self.refresh_cookie;
+        state.unsure = self.unsure;
     }
 }
 
@@ -1751,6 +1754,11 @@ impl Session {
     /// [`Error::Ended`] when the new session was ended during the rotation
     /// (its owner logged out everywhere), [`Error::Contention`] when the old
     /// id is written too often to retire it, or a store error or timeout.
+    /// After an error the client keeps the old id with the request's changes
+    /// when the old record is still live; if the old record is found gone
+    /// after a failed retirement (the retiring touch may have landed
+    /// unanswered, or another request destroyed the session), the session
+    /// ends, since a destroyed session must not come back.
     ///
     /// # Panics
     /// Outside a Tokio runtime (the task is spawned with `tokio::spawn`), or
@@ -1864,7 +1872,10 @@ impl Session {
     /// bytes or one with a NUL character, [`Error::Random`] when the OS cannot supply
     /// the new id, [`Error::Ended`] when the new session was ended during
     /// the login (its owner logged out everywhere), [`Error::Contention`] as
-    /// for [`Session::cycle_id`], or a store error or timeout.
+    /// for [`Session::cycle_id`], or a store error or timeout. After an
+    /// error, as for [`Session::cycle_id`]; where `cycle_id` would end the
+    /// session, a login goes on with a fresh one holding only its own
+    /// writes, signed in.
     ///
     /// # Panics
     /// As [`Session::cycle_id`].
@@ -2297,17 +2308,28 @@ impl Session {
         let Some(stored) = &state.stored else {
             return Ok(());
         };
-        let rid = stored.rid;
+        let (rid, known) = (stored.rid, stored.version);
         let fresh = self.load_to_apply(&rid, &state.log).await?;
-        // The copy is the store's now: nothing of a failed save to write.
-        state.unsure = false;
+        let unsure = std::mem::take(&mut state.unsure);
         let now = manager.now();
         match fresh.filter(|r| r.id == rid && self.is_live(r, now)) {
             None => {
                 observe::ended(&rid);
                 state.end();
             }
+            Some(record) if unsure && record.version == known => {
+                // A failed save of the request's did not land (the store
+                // still holds the version it was sent over): the request's
+                // copy shows what it carried, which the record lacks, and
+                // is still to be written.
+                state.unsure = true;
+                if let Some(s) = state.stored.as_mut() {
+                    s.expires_at = record.expires_at;
+                }
+            }
             Some(record) => {
+                // The copy is the store's now: nothing of a failed save to
+                // write.
                 let mut data = record.data;
                 for change in state.log.unsent(record.version) {
                     apply(&mut data, change);
@@ -2381,6 +2403,9 @@ impl Session {
                     state.log.clear();
                     state.owner_dirty = false;
                     state.lifetime_dirty = false;
+                    // The new record holds the copy, a failed save's
+                    // changes included.
+                    state.unsure = false;
                     state.issued = true;
                     state.ended = false;
                     return Ok(());
@@ -2506,33 +2531,63 @@ impl Session {
             }
         };
         if let Some((old_rid, _)) = old {
+            let rotation = Rotation {
+                log: &log,
+                lifetime_set,
+                login,
+            };
+            let mut untouched = false;
             let retired = self
                 .retire(
                     state,
                     old_rid,
                     old_version,
                     previous_owner.as_deref(),
-                    &Rotation {
-                        log: &log,
-                        lifetime_set,
-                        login,
-                    },
+                    &rotation,
+                    &mut untouched,
                 )
                 .await;
             if let Err(e) = retired {
-                // After a timeout the retiring touch may still land (a
-                // statement under way, a command resent): a load cannot
-                // tell, so the client keeps the new record, as when the old
-                // one is found gone.
-                let unknown = matches!(e, Error::Timeout { .. });
-                if undo && !state.ended && !unknown && self.is_still_live(old_rid).await {
-                    // The old record is still live: the rotation is undone,
-                    // so the client keeps the old id with this request's
-                    // changes pending, and no write acknowledged on the old
-                    // id since is left behind on it. (Found gone, or not
-                    // found out, the retiring touch may have landed with its
-                    // answer lost: the client then keeps the new record,
-                    // which holds the session.)
+                let undone = if state.ended {
+                    false
+                } else if untouched {
+                    // The store refused this request's retiring touch (a
+                    // write on the old id came first), and what failed came
+                    // after: the old record was not retired by this request.
+                    // Undone, the client keeps the old id with this
+                    // request's changes pending, and no write acknowledged
+                    // on the old id is left behind on it; were the old
+                    // session ended meanwhile, the old id finds it ended.
+                    undo
+                } else {
+                    // The retiring touch failed: it may have landed with its
+                    // answer lost, or, after a timeout, may still land (a
+                    // statement under way, a command resent).
+                    let timeout = matches!(e, Error::Timeout { .. });
+                    match self.liveness(old_rid).await {
+                        // Still live: it did not land, and after a timeout it
+                        // may yet, so only an error that is not one undoes.
+                        Some(true) => undo && !timeout,
+                        Some(false) => {
+                            // Gone: retired by this touch, or ended by
+                            // another request (destroyed, logged out
+                            // everywhere), which a load cannot tell apart.
+                            // The new record must not carry an ended session
+                            // on: it goes as if the old one had ended (a
+                            // login keeps only its own writes).
+                            let ended = self.after_old_ended(state, &rotation).await;
+                            if let Err(ended) = ended {
+                                tracing::warn!(error = %ended, "a rotation whose old record was found gone could not end or rewrite its new one");
+                            }
+                            false
+                        }
+                        // Not found out (the store still failing): the
+                        // client keeps the new record, which holds the
+                        // session.
+                        None => false,
+                    }
+                };
+                if undone {
                     let new = state.stored.as_ref().map(|s| s.rid);
                     kept.restore(state);
                     if let Some(new) = new {
@@ -2543,7 +2598,7 @@ impl Session {
                             tracing::warn!(new = %new.short(), "a rotation that could not retire the old record could not delete the new one either; it expires on its own");
                         }
                     }
-                } else {
+                } else if !state.ended {
                     stands();
                 }
                 return Err(e);
@@ -2562,13 +2617,14 @@ impl Session {
         Ok(())
     }
 
-    /// Whether a load finds record `rid` live now (`false` also when the
-    /// load fails).
-    async fn is_still_live(&self, rid: RecordId) -> bool {
+    /// Whether a load finds record `rid` live now; `None` when the load
+    /// fails.
+    async fn liveness(&self, rid: RecordId) -> Option<bool> {
         let manager = self.manager();
         match manager.call("load", manager.inner.store.load(&rid)).await {
-            Ok(Some(r)) => r.id == rid && self.is_live(&r, manager.now()),
-            _ => false,
+            Ok(Some(r)) => Some(r.id == rid && self.is_live(&r, manager.now())),
+            Ok(None) => Some(false),
+            Err(_) => None,
         }
     }
 
@@ -2580,7 +2636,9 @@ impl Session {
     /// old id since, its record with this request's changes (`log`) applied
     /// again becomes the new one's, and the retirement is tried again; when
     /// the old session has ended since (destroyed, or its owner logged out
-    /// everywhere), the new one ends too.
+    /// everywhere), the new one ends too. `untouched` tells the caller of an
+    /// error whether the store had just refused the retiring touch (the
+    /// error came after it): the old record was then not retired by it.
     async fn retire(
         &self,
         state: &mut State,
@@ -2588,11 +2646,13 @@ impl Session {
         mut version: u64,
         owner: Option<&str>,
         rotation: &Rotation<'_>,
+        untouched: &mut bool,
     ) -> Result<()> {
         let manager = self.manager();
         let retries = manager.inner.config.conflict_retries;
         let long_past = Timestamp::from_unix_millis(1);
         for attempt in 0..=retries {
+            *untouched = false;
             let retired = manager
                 .call(
                     "touch",
@@ -2602,6 +2662,7 @@ impl Session {
             if retired {
                 break;
             }
+            *untouched = true;
             let found = self.load_to_apply(&old, rotation.log).await?;
             let now = manager.now();
             let Some(latest) = found.filter(|r| r.id == old && self.is_live(r, now)) else {
@@ -5620,6 +5681,10 @@ mod tests {
         end_owner_at_touch: Arc<std::sync::Mutex<Option<String>>>,
         /// Creates panic.
         panic_creates: Arc<AtomicBool>,
+        /// Once a create has run, loads fail until this is cleared.
+        fail_loads_after_create: Arc<AtomicBool>,
+        /// Loads fail (armed by `fail_loads_after_create`).
+        fail_loads: Arc<AtomicBool>,
         /// The next save lands, then answers once this is sent.
         held_save_answer: Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>>,
         /// The next load reads the store, then answers once this is sent.
@@ -5663,6 +5728,8 @@ mod tests {
                 held_save_answer: Arc::default(),
                 held_load_answer: Arc::default(),
                 panic_creates: Arc::default(),
+                fail_loads_after_create: Arc::default(),
+                fail_loads: Arc::default(),
                 rotate_during_owner_pass: Arc::default(),
                 held_listing: Arc::default(),
             };
@@ -5701,6 +5768,9 @@ mod tests {
     #[async_trait::async_trait]
     impl Store for Hooked {
         async fn load(&self, id: &RecordId) -> std::result::Result<Option<Record>, StoreError> {
+            if self.fail_loads.load(Ordering::SeqCst) {
+                return Err(StoreError::new(StoreErrorKind::Unavailable, "loads fail"));
+            }
             let found = self.inner.load(id).await;
             let held = self.held_load_answer.lock().unwrap().take();
             if let Some(answer) = held {
@@ -5730,7 +5800,11 @@ mod tests {
                 }
                 o.commit().await.unwrap();
             }
-            self.inner.create(record).await
+            let created = self.inner.create(record).await;
+            if self.fail_loads_after_create.load(Ordering::SeqCst) {
+                self.fail_loads.store(true, Ordering::SeqCst);
+            }
+            created
         }
         async fn save(
             &self,
@@ -6253,31 +6327,128 @@ mod tests {
     #[test]
     fn an_undone_rotation_is_not_counted() {
         let undone: fn(&Hooked) -> Arc<AtomicBool> = |h| h.fail_touches.clone();
-        let stands: fn(&Hooked) -> Arc<AtomicBool> = |h| h.lose_touch_replies.clone();
-        for (fault, counted) in [(undone, 0), (stands, 1)] {
+        // The old record gone: a login stands with its own writes, a
+        // `cycle_id` ends.
+        let gone: fn(&Hooked) -> Arc<AtomicBool> = |h| h.lose_touch_replies.clone();
+        for (fault, login, counted) in [(undone, false, 0), (gone, true, 1), (gone, false, 0)] {
             let counts = crate::observe::tests::counted(async |_| {
-                let (_, _, _, rotated) = rotated_under(fault, false).await;
+                let (_, _, _, rotated) = rotated_under(fault, login).await;
                 assert!(rotated.is_err());
             });
             assert_eq!(counts.get("session_rotations_total"), counted);
         }
     }
 
-    /// A rotation whose retiring touch landed but whose answer was lost is
-    /// not undone: the old record is gone, so the client keeps the new one,
-    /// which holds the session.
+    /// A rotation whose retiring touch landed but whose answer was lost
+    /// finds the old record gone, which it cannot tell from a session
+    /// another request ended meanwhile: the new record does not carry the
+    /// session on. A `cycle_id` ends it; a login keeps only its own writes,
+    /// as a login over an ended session does.
     #[tokio::test]
-    async fn a_rotation_whose_retirement_landed_unanswered_keeps_the_new_record() {
+    async fn a_rotation_whose_retirement_landed_unanswered_carries_nothing_on() {
         for login in [false, true] {
             let (f, cookie, s, rotated) =
                 rotated_under(|h| h.lose_touch_replies.clone(), login).await;
             assert!(matches!(rotated, Err(Error::Store { .. })), "{rotated:?}");
-            let new = value(s.commit().await.unwrap());
-            assert_ne!(new, cookie);
-            let kept = f.open(Some(&new));
-            assert_eq!(kept.get::<i64>("cart").await.unwrap(), Some(3));
-            assert_eq!(kept.get_string("name").await.unwrap(), "iris");
+            let committed = s.commit().await.unwrap();
             assert!(f.open(Some(&cookie)).is_empty().await.unwrap());
+            if login {
+                let kept = f.open(Some(&value(committed)));
+                assert_eq!(kept.get::<i64>("cart").await.unwrap(), Some(3));
+                assert_eq!(kept.get_string("name").await.unwrap(), "");
+                assert_eq!(kept.owner().await.unwrap().as_deref(), Some("alice"));
+            } else {
+                assert!(matches!(committed, SetCookie::Remove), "{committed:?}");
+                // Nothing but the retired old record, past its deadline.
+                f.store.delete_expired().await.unwrap();
+                assert_eq!(f.store.inner().len(), 0);
+            }
+        }
+    }
+
+    /// A session another request destroys while this one rotates it, whose
+    /// retiring touch then fails: the old record is found gone, and the new
+    /// one, made from the destroyed session, does not bring it back.
+    #[tokio::test]
+    async fn a_session_destroyed_during_a_rotation_whose_retirement_failed_stays_ended() {
+        for login in [false, true] {
+            let (f, hook) = Hooked::fixture(true, false);
+            let cookie = f.stored().await;
+            let s = f.open(Some(&cookie));
+            s.insert("cart", &3).await.unwrap();
+            *hook.cookie.lock().unwrap() = Some(cookie.clone());
+            hook.fail_touches.store(true, Ordering::SeqCst);
+            let rotated = if login {
+                s.login("alice").await
+            } else {
+                s.cycle_id().await
+            };
+            hook.fail_touches.store(false, Ordering::SeqCst);
+            assert!(rotated.is_err(), "{rotated:?}");
+            let committed = s.commit().await.unwrap();
+            if login {
+                // A fresh session with the login's own writes.
+                let kept = f.open(Some(&value(committed)));
+                assert_eq!(kept.get_string("name").await.unwrap(), "");
+                assert_eq!(kept.get::<i64>("cart").await.unwrap(), Some(3));
+            } else {
+                assert!(matches!(committed, SetCookie::Remove), "{committed:?}");
+                assert_eq!(f.store.inner().len(), 0, "the destroyed session is back");
+            }
+        }
+    }
+
+    /// A rotation whose retiring touch the store refused (another request
+    /// wrote to the old id first) and which then fails: the old record was
+    /// not retired, so the rotation is undone, and the other request's
+    /// write, which the new record lacks, is not left behind.
+    #[tokio::test]
+    async fn a_rotation_failing_after_its_retiring_touch_was_refused_is_undone() {
+        let (f, hook) = Hooked::fixture(false, false);
+        let cookie = f.stored().await;
+        let s = f.open(Some(&cookie));
+        s.insert("cart", &3).await.unwrap();
+        *hook.cookie.lock().unwrap() = Some(cookie.clone());
+        hook.fail_loads_after_create.store(true, Ordering::SeqCst);
+        let rotated = s.cycle_id().await;
+        hook.fail_loads_after_create.store(false, Ordering::SeqCst);
+        hook.fail_loads.store(false, Ordering::SeqCst);
+        assert!(matches!(rotated, Err(Error::Store { .. })), "{rotated:?}");
+        assert!(matches!(s.commit().await.unwrap(), SetCookie::Unchanged));
+        assert_eq!(f.store.inner().len(), 1, "the new record is left");
+        let old = f.open(Some(&cookie));
+        assert_eq!(old.get::<i64>("n").await.unwrap(), Some(1));
+        assert_eq!(old.get::<i64>("cart").await.unwrap(), Some(3));
+        assert_eq!(old.get_string("name").await.unwrap(), "iris");
+    }
+
+    /// A rotation after a failed save of the request that did not land
+    /// makes its new record from the request's copy, which shows what that
+    /// save carried: the reload that finds the same version does not drop
+    /// it.
+    #[tokio::test]
+    async fn a_rotation_after_a_failed_save_keeps_what_that_save_carried() {
+        for login in [false, true] {
+            let f = fixture();
+            let cookie = f.stored().await;
+            let s = f.open(Some(&cookie));
+            s.insert("x", &1).await.unwrap();
+            f.store.fail_saves_with(Some(StoreErrorKind::Unavailable));
+            assert!(s.save().await.is_err());
+            f.store.fail_saves_with(None);
+            if login {
+                s.login("alice").await.unwrap();
+            } else {
+                s.cycle_id().await.unwrap();
+            }
+            let new = value(s.commit().await.unwrap());
+            let next = f.open(Some(&new));
+            assert_eq!(
+                next.get::<i32>("x").await.unwrap(),
+                Some(1),
+                "login: {login}"
+            );
+            assert_eq!(next.get_string("name").await.unwrap(), "iris");
         }
     }
 
