@@ -40,6 +40,21 @@ const VARIANTS: &[(&str, &str, &str)] = &[
 
 const SCENARIOS: &[&str] = &["plain", "new", "read", "write", "write-own"];
 
+/// The scenarios of the report: the session variants' and the bare
+/// frameworks' `plain-t16`, `write-own`'s baseline.
+const REPORTED: &[&str] = &["plain", "plain-t16", "new", "read", "write", "write-own"];
+
+/// The bare framework's scenario a variant's scenario is set against: the
+/// one run with the same load generator (`write-own` runs 16 wrk threads,
+/// which take their share of the two cores).
+fn baseline(scenario: &str) -> &'static str {
+    if scenario == "write-own" {
+        "plain-t16"
+    } else {
+        "plain"
+    }
+}
+
 /// One wrk run's figures.
 #[derive(Debug, Clone, Default)]
 struct Figures {
@@ -58,6 +73,13 @@ struct Figures {
     acked: Option<i64>,
     /// Store calls per request (our variants).
     calls: Option<f64>,
+    /// Of those, writes (create, save, touch, delete) per request.
+    writes: Option<f64>,
+    /// Acknowledged increments of the one shared session (`write`) that
+    /// answered a value another acknowledged increment had answered: each
+    /// is an update lost, which requests abandoned at the end of the run
+    /// cannot offset as they can in `lost`.
+    repeated: Option<i64>,
     /// The server process's CPU time (user + system) per request, in µs.
     cpu_us: Option<f64>,
 }
@@ -143,19 +165,35 @@ fn counter(port: u16, cookie: &str) -> Result<i64> {
         .map_err(|_| format!("/count answered {body:?}"))
 }
 
-/// Increments the server acknowledged so far.
-fn writes_ok(port: u16) -> Result<i64> {
+/// Increments the server acknowledged so far, and how many of the values
+/// they answered since the previous call repeated one (the server then
+/// forgets those values).
+fn writes_ok(port: u16) -> Result<(i64, i64)> {
     let (_, _, body) = get(port, "/writes", None)?;
-    body.trim()
-        .parse()
-        .map_err(|_| format!("/writes answered {body:?}"))
+    let mut words = body.split_whitespace().map(str::parse::<i64>);
+    match (words.next(), words.next(), words.next()) {
+        (Some(Ok(acked)), Some(Ok(repeated)), None) => Ok((acked, repeated)),
+        _ => Err(format!("/writes answered {body:?}")),
+    }
 }
 
-fn store_calls(port: u16) -> Option<u64> {
+/// Our store's calls so far, and of them the writes (create, save, touch,
+/// delete), from the server's instrumented store; `None` for the others.
+fn store_calls(port: u16) -> Option<(u64, u64)> {
     let (_, _, body) = get(port, "/stats", None).ok()?;
     let v: serde_json::Value = serde_json::from_str(&body).ok()?;
     let o = v.as_object()?;
-    (!o.is_empty()).then(|| o.values().filter_map(serde_json::Value::as_u64).sum())
+    let count = |k: &str| o.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    let writes = ["create", "save", "touch", "delete"]
+        .map(count)
+        .iter()
+        .sum();
+    (!o.is_empty()).then(|| {
+        (
+            o.values().filter_map(serde_json::Value::as_u64).sum(),
+            writes,
+        )
+    })
 }
 
 /// Microseconds in a wrk duration (`12.3us`, `4.5ms`, `1.2s`, `2.0m`,
@@ -281,6 +319,9 @@ fn run_scenario(
     let mut before = store_calls(port);
     let f = match scenario {
         "plain" => wrk(target, "/plain", 1, seconds, None)?,
+        // The bare frameworks under `write-own`'s load generator (16 wrk
+        // threads), its baseline.
+        "plain-t16" => wrk(target, "/plain", 16, seconds, None)?,
         "new" => wrk(target, "/new", 1, seconds, None)?,
         "read" | "write" => {
             let cookie = new_session(port)?;
@@ -296,14 +337,15 @@ fn run_scenario(
             } else {
                 "/write"
             };
-            let acked = writes_ok(port)?;
+            let (acked, _) = writes_ok(port)?;
             let mut f = wrk(target, path, 1, seconds, Some(&script))?;
             let after = store_calls(port);
             if scenario == "write" && !client_side {
                 // Requests still in flight when wrk stops finish on the
                 // server: give them a moment before counting.
                 sleep(Duration::from_millis(500));
-                let acked = writes_ok(port)? - acked;
+                let (now, repeated) = writes_ok(port)?;
+                let acked = now - acked;
                 let count = counter(port, &cookie)?;
                 if count <= 0 && acked > 0 {
                     return Err(format!(
@@ -312,6 +354,7 @@ fn run_scenario(
                 }
                 f.acked = Some(acked);
                 f.lost = Some(acked - count);
+                f.repeated = Some(repeated);
             }
             return Ok(with_calls(f, before, after));
         }
@@ -336,12 +379,13 @@ fn run_scenario(
                 ),
             )
             .map_err(|e| e.to_string())?;
-            let acked = writes_ok(port)?;
+            let (acked, _) = writes_ok(port)?;
             let mut f = wrk(target, "/write", 16, seconds, Some(&script))?;
             let after = store_calls(port);
             if !client_side {
                 sleep(Duration::from_millis(500));
-                let acked = writes_ok(port)? - acked;
+                // Sixteen sessions answer the same values: no repeat count.
+                let acked = writes_ok(port)?.0 - acked;
                 let mut total = 0;
                 for c in &cookies {
                     total += counter(port, c)?;
@@ -357,12 +401,14 @@ fn run_scenario(
     Ok(with_calls(f, before, after))
 }
 
-/// `f` with its store calls per request, from the wrapper's counts before
-/// and after wrk's run.
-fn with_calls(mut f: Figures, before: Option<u64>, after: Option<u64>) -> Figures {
+/// `f` with its store calls and writes per request, from the wrapper's
+/// counts before and after wrk's run.
+fn with_calls(mut f: Figures, before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Figures {
     if let (Some(b), Some(a)) = (before, after) {
         if f.requests > 0 {
-            f.calls = Some(a.saturating_sub(b) as f64 / f.requests as f64);
+            let per = |a: u64, b: u64| a.saturating_sub(b) as f64 / f.requests as f64;
+            f.calls = Some(per(a.0, b.0));
+            f.writes = Some(per(a.1, b.1));
         }
     }
     f
@@ -386,7 +432,7 @@ pub(crate) fn wait_for(port: u16, server: &mut Child) -> Result {
 /// scenario, for comparing builds without touching BENCHMARKS.md.
 fn summary(results: &BTreeMap<(String, String), Vec<Figures>>) -> String {
     let mut out =
-        String::from("variant scenario req/s cpu-us/request store-calls/request failed lost\n");
+        String::from("variant scenario req/s cpu-us/request store-calls/request store-writes/request failed lost\n");
     for ((variant, scenario), runs) in results {
         let of = |f: fn(&Figures) -> Option<f64>| {
             let v: Vec<f64> = runs.iter().filter_map(f).collect();
@@ -398,14 +444,20 @@ fn summary(results: &BTreeMap<(String, String), Vec<Figures>>) -> String {
         };
         let lost: Vec<String> = runs
             .iter()
-            .filter_map(|f| Some(format!("{}/{}", f.lost?, f.acked?)))
+            .filter_map(|f| {
+                let repeated = f
+                    .repeated
+                    .map_or(String::new(), |r| format!("({r} repeated)"));
+                Some(format!("{}/{}{repeated}", f.lost?, f.acked?))
+            })
             .collect();
         let _ = writeln!(
             out,
-            "{variant} {scenario} {:.0} {} {} {} {}",
+            "{variant} {scenario} {:.0} {} {} {} {} {}",
             median(runs.iter().map(|f| f.rps).collect()),
             of(|f| f.cpu_us),
             of(|f| f.calls),
+            of(|f| f.writes),
             runs.iter().map(|f| f.failed).sum::<u64>(),
             if lost.is_empty() {
                 "-".to_owned()
@@ -439,6 +491,18 @@ pub(crate) fn cleanup(bin: &Path) {
         ),
         Err(e) => eprintln!("xtask: load-test clean-up failed: {e}"),
     }
+}
+
+/// The variants in the order run `run` (from 1) measures them: each run
+/// starts one further on, and even runs go backwards.
+fn run_order<T: Clone>(variants: &[T], run: u32) -> Vec<T> {
+    let mut order = variants.to_vec();
+    let shift = (run as usize - 1) % order.len().max(1);
+    order.rotate_left(shift);
+    if run.is_multiple_of(2) {
+        order.reverse();
+    }
+    order
 }
 
 /// Where cargo puts builds.
@@ -479,11 +543,10 @@ pub(crate) fn bench_load(seconds: u64, runs: u32, only: Option<&str>) -> Result 
     let mut results: BTreeMap<(String, String), Vec<Figures>> = BTreeMap::new();
     cleanup(&bin);
     for run in 1..=runs {
-        // Each run starts one variant further on, so that no variant is
-        // always measured at the same point of a run.
-        let mut order = variants.clone();
-        let shift = (run as usize - 1) % order.len().max(1);
-        order.rotate_left(shift);
+        // Each run starts one variant further on, and every other run goes
+        // through them backwards, so that no variant is always measured at
+        // the same point of a run, nor always just before or after its peer.
+        let order = run_order(&variants, run);
         for (variant, _, store) in order.iter().copied() {
             let port = 18_300;
             let mut child = Command::new(&bin)
@@ -503,7 +566,7 @@ pub(crate) fn bench_load(seconds: u64, runs: u32, only: Option<&str>) -> Result 
             };
             let server = Server(child);
             let scenarios: &[&str] = if *store == "none" {
-                &["plain"]
+                &["plain", "plain-t16"]
             } else {
                 SCENARIOS
             };
@@ -516,6 +579,9 @@ pub(crate) fn bench_load(seconds: u64, runs: u32, only: Option<&str>) -> Result 
                     .push(f);
             }
             drop(server);
+            // Each variant starts on an empty Redis database and without
+            // the tables of the one before.
+            cleanup(&bin);
             sleep(Duration::from_millis(300));
         }
     }
@@ -792,7 +858,7 @@ What changed in `session 11`:
 
 What changed in `session 12`:
 
-* This session's load run (since replaced) was on another machine: faster than session
+* That session's load run (since replaced) was on another machine: faster than session
   11's (bare axum 121k-159k req/s across the five runs, 6.4 µs of server CPU per request)
   and as noisy. It measured session 11's code, unchanged on the measured paths (a build
   of it profiled here came within 0.3 % of row `session 11` in every column of ours, while
@@ -1038,7 +1104,7 @@ What changed in `session 18` (profile rows `session 18, before (reply timer)` an
   (tower-sessions 59 %, the floor 98 %); on actix-web, whose bare runs stayed within
   2 % (104k-106k), 112 %, 95 % and 69 % (actix-session's cookie store 82 %, 68 %, 70 %).
 
-What changed in `session 19` (row `session 19`; the load table above is session 18's):
+What changed in `session 19` (row `session 19`):
 
 * Nothing meant for the measured paths. Fixes from reviews of the update, rotation and
   Redis logout-everywhere code: a request's copy of its session carries an epoch and its
@@ -1142,7 +1208,7 @@ session 25's):
   `plain` -1.3 %, the Redis floor +1.6 %).
 * Off the measured paths: `Session::end_other_sessions` and a login over the owner's
   session cap keep eight store calls in flight instead of one round trip after another.
-* This session's load run (the table above): bare axum served 119k-131k req/s across the
+* That session's load run (a table since replaced): bare axum served 119k-131k req/s across the
   runs (7.95 µs of server CPU per request), about session 20's machine. Against the
   targets: ours' `plain` at 97 % of bare axum, met for the first time since session 17's
   run (tower-sessions 99 %, `axum-layered` 104 %), 92 % of bare actix-web; memory `read` at
@@ -1210,7 +1276,7 @@ has since been replaced by session 26's):
   `write-own` request, in session 24's 3.9 µs.
 
 What changed in `session 26` (no new profile row: the profile's cases do not use
-`CachedStore`; the load table above is this session's run, on its code):
+`CachedStore`):
 
 * `CachedStore`: a save put its copy into moka with an entry compute (the key's lock, a
   new entry and its timers, the old one's reclamation), which cost more than the rest of
@@ -1224,7 +1290,7 @@ What changed in `session 26` (no new profile row: the profile's cases do not use
   where the `MemoryStore` load alone moved from 146 to 157 ns). In alternating `--only` runs of the
   Redis variants on axum before and after, `write-own` behind the cache went from 17.6
   to 15.5 µs of server CPU per request (without the cache: 14.8 and 14.7 µs).
-* This session's load run (the table above) was on a slower and noisier machine than
+* That session's load run (a table since replaced) was on a slower and noisier machine than
   session 25's: bare axum served 131k-167k req/s across the runs, at 6.05 µs of server
   CPU per request (session 25's: 4.58 µs), so the session's fixed cost weighs less in
   every ratio to bare. Two of `actix-bare`'s three runs fell into the machine's slow
@@ -1294,8 +1360,7 @@ third of session 26's machine, at 14.90 µs of server CPU per request; ours' mem
 (`read` 24.5k instructions, `write` 27.8k); the Redis reads 2 % higher, as is
 `axum-floor-redis`, which runs no session code (another machine and kernel).
 
-What changed in session 30 (profile row `session 30`; the load table above is this
-session's run, on its code):
+What changed in session 30 (profile row `session 30`):
 
 * A commit's create or save copied the request's values into the record it hands the
   store (`Store::create` and `Store::save` take the record by reference): every key
@@ -1318,7 +1383,7 @@ session's run, on its code):
   reads (the store's expiry check and the session's) 5 %; the state's lock 4 %. No
   item is a third of the read: as sessions 9 and 25 found over HTTP, what is left is
   spread thin.
-* This session's load run (the table above) was on a slower and noisier machine than
+* That session's load run (a table since replaced) was on a slower and noisier machine than
   session 26's: bare axum served 113.5k-122.2k req/s across the runs at 7.88 µs of
   server CPU per request (session 26's: 6.05 µs), and `axum-floor`'s `read` came out at
   111 % of bare, which no session can cost, so ratios a tenth apart are noise here.
@@ -1462,7 +1527,7 @@ fn memory_table(bin: &Path) -> Result<String> {
         (
             "ours",
             "1000000",
-            "ours, `MemoryStore` (process RSS): header + encoded record",
+            "ours, `MemoryStore` (process RSS); value: the encoded record",
         ),
         (
             "ours-owned",
@@ -1472,7 +1537,7 @@ fn memory_table(bin: &Path) -> Result<String> {
         (
             "moka",
             "1000000",
-            "moka alone (process RSS), values of the same size",
+            "moka alone (process RSS), values the size of our entries (18-byte header + record)",
         ),
         (
             "tower",
@@ -1546,7 +1611,7 @@ fn cpu_cells(med: &Median<'_>, variant: &str, framework: &str, scenario: &str) -
     let Some(here) = cpu(variant, scenario) else {
         return (String::new(), String::new());
     };
-    let over = cpu(&format!("{framework}-bare"), "plain")
+    let over = cpu(&format!("{framework}-bare"), baseline(scenario))
         .map_or(String::new(), |bare| format!("{:+.2} µs", here - bare));
     (format!("{here:.2} µs"), over)
 }
@@ -1590,7 +1655,7 @@ fn targets(results: &BTreeMap<(String, String), Vec<Figures>>) -> String {
     let times = |r: Option<f64>| r.map_or("–".to_owned(), |r| format!("{r:.2}×"));
     let met = |ok: bool| if ok { "met" } else { "not met" };
     let to_bare = |fw: &str, v: &str, s: &str| {
-        paired(&format!("{fw}-{v}"), s, &format!("{fw}-bare"), "plain")
+        paired(&format!("{fw}-{v}"), s, &format!("{fw}-bare"), baseline(s))
     };
     let mut out = String::from(
         "\nAgainst the targets of the benchmark issue, in this run (ratios are medians of\n\
@@ -1651,7 +1716,7 @@ fn targets(results: &BTreeMap<(String, String), Vec<Figures>>) -> String {
             .filter(move |(v, f, _)| *f == fw && v.contains("-ours-"))
     }
     let lost = |fw: &str| {
-        let (mut worst, mut acked, mut n) = (i64::MIN, 0, 0);
+        let (mut worst, mut acked, mut n, mut repeated) = (i64::MIN, 0, 0, 0);
         for (v, _, _) in ours_of(fw) {
             for s in ["write", "write-own"] {
                 for f in results
@@ -1663,6 +1728,7 @@ fn targets(results: &BTreeMap<(String, String), Vec<Figures>>) -> String {
                         worst = worst.max(l);
                         acked += a;
                         n += 1;
+                        repeated += f.repeated.unwrap_or(0);
                     }
                 }
             }
@@ -1671,13 +1737,13 @@ fn targets(results: &BTreeMap<(String, String), Vec<Figures>>) -> String {
             return "–".to_owned();
         }
         format!(
-            "at most {worst} lost in any of {n} runs ({acked} increments acknowledged), {}",
-            met(worst <= 0)
+            "at most {worst} lost in the worst of {n} runs ({acked} increments acknowledged), {repeated} answers repeated, {}",
+            met(worst <= 0 && repeated == 0)
         )
     };
     let _ = writeln!(
         out,
-        "| `write`: no acknowledged increment lost (ours, every store; a negative count is an increment of a request wrk abandoned) | {} | {} |",
+        "| `write`: no acknowledged increment lost (ours, every store; a negative count is an increment of a request wrk abandoned; a repeated answer is a lost update in `write` that no abandoned request can offset) | {} | {} |",
         lost("axum"),
         lost("actix"),
     );
@@ -1690,7 +1756,7 @@ fn targets(results: &BTreeMap<(String, String), Vec<Figures>>) -> String {
             for s in ["write", "write-own"] {
                 if let Some(r) = paired(v, s, &peer, s) {
                     if worst.as_ref().is_none_or(|(w, _)| r < *w) {
-                        worst = Some((r, format!("{store} `{s}`")));
+                        worst = Some((r, format!("`{v}` `{s}`")));
                     }
                 }
             }
@@ -1721,43 +1787,57 @@ fn write_report(
     };
     let paired = |v: &str, s: &str, base: &str, base_s: &str| paired(results, v, s, base, base_s);
     let mut table = String::from(
-        "| variant | scenario | req/s (median) | req/s (range over runs) | p50 | p99 | vs bare framework | vs peer on the same store | server CPU / request | over bare | store calls / request | failed requests | lost increments (of acknowledged) |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| variant | scenario | req/s (median) | req/s (range over runs) | p50 | p99 | vs bare framework | vs peer on the same store | server CPU / request | over bare | store calls / request | of which writes | failed requests | lost increments (of acknowledged) |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for (variant, framework, store) in VARIANTS {
-        for scenario in SCENARIOS {
+        for scenario in REPORTED {
             let Some(rps) = med(variant, scenario, |f| f.rps) else {
                 continue;
             };
             let p50 = med(variant, scenario, |f| f.p50_us).unwrap_or(0.0);
             let p99 = med(variant, scenario, |f| f.p99_us).unwrap_or(0.0);
-            let vs_bare = paired(variant, scenario, &format!("{framework}-bare"), "plain")
-                .map_or("".into(), |r| format!("{:.0} %", 100.0 * r));
+            let vs_bare = paired(
+                variant,
+                scenario,
+                &format!("{framework}-bare"),
+                baseline(scenario),
+            )
+            .map_or("".into(), |r| format!("{:.0} %", 100.0 * r));
             let vs_peer = peer_of(variant, framework, store)
                 .and_then(|p| paired(variant, scenario, &p, scenario))
                 .map_or("".into(), |r| format!("{r:.2}×"));
             let (cpu, over_bare) = cpu_cells(&med, variant, framework, scenario);
             let runs_here = &results[&((*variant).to_owned(), (*scenario).to_owned())];
-            let calls: Vec<f64> = runs_here.iter().filter_map(|f| f.calls).collect();
-            let calls = if calls.is_empty() {
-                String::new()
-            } else {
-                format!("{:.2}", median(calls))
+            let per_request = |f: fn(&Figures) -> Option<f64>| {
+                let v: Vec<f64> = runs_here.iter().filter_map(f).collect();
+                if v.is_empty() {
+                    String::new()
+                } else {
+                    format!("{:.2}", median(v))
+                }
             };
+            let calls = per_request(|f| f.calls);
+            let writes = per_request(|f| f.writes);
             let failed: u64 = runs_here.iter().map(|f| f.failed).sum();
             let lost = if *store == "cookie" && scenario.starts_with("write") {
                 "not counted (cookie store)".to_owned()
             } else {
                 runs_here
                     .iter()
-                    .filter_map(|f| Some(format!("{} of {}", f.lost?, f.acked?)))
+                    .filter_map(|f| {
+                        let repeated = f
+                            .repeated
+                            .map_or(String::new(), |r| format!(" ({r} repeated)"));
+                        Some(format!("{} of {}{repeated}", f.lost?, f.acked?))
+                    })
                     .collect::<Vec<_>>()
                     .join(" / ")
             };
             let (lo, hi) = rps_range(runs_here);
             let _ = writeln!(
                 table,
-                "| {variant} | {scenario} | {rps:.0} | {lo:.0}–{hi:.0} | {:.0} µs | {:.0} µs | {vs_bare} | {vs_peer} | {cpu} | {over_bare} | {calls} | {failed} | {lost} |",
+                "| {variant} | {scenario} | {rps:.0} | {lo:.0}–{hi:.0} | {:.0} µs | {:.0} µs | {vs_bare} | {vs_peer} | {cpu} | {over_bare} | {calls} | {writes} | {failed} | {lost} |",
                 p50, p99
             );
         }
@@ -1786,12 +1866,17 @@ fn write_report(
          Each variant is a `session-loadtest` server with one worker thread on loopback,\n\
          driven by `wrk -c16` from a second process (`-t1`, and `-t16` for `write-own`,\n\
          so each connection has its own session), {seconds} s per scenario, {runs} runs\n\
-         alternating across variants (each run starting one variant further on); the table\n\
+         alternating across variants (each run starting one variant further on, every other\n\
+         run going through them backwards, so that no variant always runs just before its\n\
+         peer; each variant starts on an empty Redis database and without the PostgreSQL\n\
+         tables of the one before); the table\n\
          shows medians, and its ratios are medians of per-run ratios (a variant against the\n\
          bare framework, or against the peer, measured in the same run). Before each `read`,\n\
          `write` and `write-own` run the harness checks that a request with the session's\n\
          cookie reads the session `/new` made (an unknown session would read as `-1`), and\n\
-         after a `write` run that the counter grew.\n\n\
+         after a `write` run that the counter grew. The bare frameworks also run `plain-t16`,\n\
+         `plain` under `write-own`'s 16 wrk threads (which take their share of the two\n\
+         cores): `write-own`'s ratio to bare and its \"over bare\" are against it.\n\n\
          Scenarios: `plain` (layer installed, route never touches the session), `new`\n\
          (every request creates a session), `read` (one existing session, read-only),\n\
          `write` (all 16 connections share one session and increment its counter:\n\
@@ -1804,26 +1889,47 @@ fn write_report(
          `-ours-redis-cached` is our Redis store behind a `CachedStore` with its defaults: a\n\
          read is served from memory while the session's copy is less than 5 s old (several app\n\
          instances may then serve a copy up to 5 s stale; writes still go to Redis by\n\
-         compare-and-set, so none is lost); its store calls are Redis's. \"failed requests\"\n\
+         compare-and-set, so none is lost); its store calls are Redis's. Its `read` is the\n\
+         cache's best case, one hot session read again and again: a session read less often\n\
+         than every 5 s costs a Redis round trip as without the cache. \"failed requests\"\n\
          adds up wrk's non-2xx answers and socket errors over the runs. \"lost increments\"\n\
          is, per run, the increments the handlers acknowledged during the run minus the\n\
          final counter(s), of the increments acknowledged: 0 means no acknowledged update\n\
          was lost; a small negative value means requests that wrk abandoned when it stopped\n\
          had already written their increment (the server drops a handler whose client has\n\
-         gone). They are not counted for actix-session's cookie store, whose counter\n\
+         gone). In `write`, where every increment goes to one session, the server also keeps\n\
+         the value each acknowledged increment answered: \"repeated\" counts answers equal to\n\
+         an earlier one, updates lost for certain, which no abandoned request can offset.\n\
+         \"Acknowledged\" is the handler's: ours saves within `increment`, before the handler\n\
+         answers; the peers save in their middleware after it, so a failed save of theirs\n\
+         would count as acknowledged, and shows as a failed request. They are not counted for actix-session's cookie store, whose counter\n\
          travels in the cookie: wrk sends the cookie `/new` issued with every request and\n\
          keeps none it is sent back, so no increment can build on another. \"store calls /\n\
          request\" is counted by an instrumented store wrapper (ours only), from after the\n\
-         set-up requests to the end of wrk's run, median over the runs. \"server CPU / request\" is the server process's user + system\n\
+         set-up requests to the end of wrk's run, median over the runs; \"of which writes\"\n\
+         counts its creates, saves, touches and deletes (a `read` within the touch interval\n\
+         writes nothing). These are calls of the `Store` interface: a store may make more\n\
+         than one round trip in one (PostgreSQL's save that finds the version moved asks\n\
+         again for the record). \"server CPU / request\" is the server process's user + system\n\
          time during the wrk run (`/proc/<pid>/stat`) divided by the requests served, and\n\
-         \"over bare\" subtracts the bare framework's figure on `plain`: what the session\n\
+         \"over bare\" subtracts the bare framework's figure on `plain` (`plain-t16` for\n\
+         `write-own`): what the session\n\
          layer and its store client cost per request on the server, a steadier measure than\n\
          req/s on a shared machine (the store server's own CPU is not included).\n\n\
-         Each library is set up as its documentation shows. On actix-web, ours builds its\n\
+         Each library is set up as its documentation shows, with its defaults but for one\n\
+         setting: every variant sends its cookie without `Secure` (`with_secure(false)` and\n\
+         the peers' equivalents), since wrk speaks plain HTTP; it costs nothing either way.\n\
+         Cookie content differs by library's default: ours sends the session id alone (no\n\
+         signing: `Config::with_signed` is opt-in), tower-sessions the id alone, and\n\
+         actix-session encrypts its cookie (AES-GCM, `CookieContentSecurity::Private`), work\n\
+         it does on every request that reads the cookie. On actix-web, ours builds its\n\
          Redis store in the app factory (`RedisStore::connect_lazy`, one connection per\n\
-         worker, on the worker's thread); actix-session's `RedisSessionStore` can only be\n\
-         built with `.await`, so it is built in `main` and its connection's I/O runs on the\n\
-         main thread.\n\n\
+         worker, on the worker's thread); actix-session's `RedisSessionStore::new` can only\n\
+         be awaited, so it is built in `main` and its connection's I/O runs on the main\n\
+         thread, a hop between threads per request. Its pooled store (`new_pooled`, feature\n\
+         `redis-pool`) opens its connections on the worker's thread, but checks one out of a\n\
+         deadpool pool for each request, with a `PING`: in a trial run it served a third of\n\
+         the requests the other did, so the table has the faster set-up.\n\n\
          {table}\n\
          Bytes per idle session holding one small integer\n\
          (`session-loadtest memory <sessions> <subject>`: resident memory growth of\n\
@@ -1902,7 +2008,7 @@ fn write_report(
     }
     let _ = write!(
         summary,
-        "\nMedians of {runs} runs of {seconds} s, one server worker thread, `wrk -c16`; in parentheses, the lowest and highest run (this machine is noisy: a variant can flip between a fast and a slow regime from one run to the next), then the server CPU time per request beyond the bare framework's (what the session costs); \"lost\" counts acknowledged increments missing from the final counter (actix-session's column for memory is its cookie store); the `CachedStore` row puts ours behind a memory tier (reads up to 5 s stale across app instances, no write lost) beside the peers' plain Redis stores. All variants and scenarios, latencies and ratios: [BENCHMARKS.md](BENCHMARKS.md), regenerated by `{cmd}`."
+        "\nMedians of {runs} runs of {seconds} s, one server worker thread, `wrk -c16`; in parentheses, the lowest and highest run (this machine is noisy: a variant can flip between a fast and a slow regime from one run to the next), then the server CPU time per request beyond the bare framework's (what the session costs); \"lost\" counts acknowledged increments missing from the final counter in the worst run (actix-session's column for memory is its cookie store, whose counter travels in the cookie and is not counted); the `CachedStore` row puts ours behind a memory tier (reads up to 5 s stale across app instances, no write lost) beside the peers' plain Redis stores, one hot session read again and again: its best case. All variants and scenarios, latencies and ratios: [BENCHMARKS.md](BENCHMARKS.md), regenerated by `{cmd}`."
     );
     let readme = root().join("README.md");
     let text = fs::read_to_string(&readme).map_err(|e| e.to_string())?;
@@ -1985,6 +2091,118 @@ mod tests {
             "{out}"
         );
         assert!(line("| `plain`").contains("| 96 %, not met |"), "{out}");
+    }
+
+    /// `write-own` runs 16 wrk threads; it is set against the bare server
+    /// under the same load generator, not `plain`'s one thread.
+    #[test]
+    fn write_own_is_set_against_bare_under_its_own_load_generator() {
+        let figures = |rps: f64, cpu_us: f64| {
+            vec![Figures {
+                rps,
+                cpu_us: Some(cpu_us),
+                ..Figures::default()
+            }]
+        };
+        let mut results = BTreeMap::new();
+        results.insert(("axum-bare".into(), "plain".into()), figures(100.0, 8.0));
+        results.insert(
+            ("axum-bare".into(), "plain-t16".into()),
+            figures(80.0, 10.0),
+        );
+        results.insert(
+            ("axum-ours-memory".into(), "write-own".into()),
+            figures(40.0, 14.0),
+        );
+        results.insert(
+            ("axum-ours-memory".into(), "read".into()),
+            figures(90.0, 9.0),
+        );
+        assert_eq!(
+            paired(
+                &results,
+                "axum-ours-memory",
+                "write-own",
+                "axum-bare",
+                baseline("write-own")
+            ),
+            Some(0.5)
+        );
+        assert_eq!(
+            paired(
+                &results,
+                "axum-ours-memory",
+                "read",
+                "axum-bare",
+                baseline("read")
+            ),
+            Some(0.9)
+        );
+        let med = |v: &str, s: &str, f: fn(&Figures) -> f64| {
+            results
+                .get(&(v.to_owned(), s.to_owned()))
+                .map(|runs| median(runs.iter().map(f).collect()))
+        };
+        assert_eq!(
+            cpu_cells(&med, "axum-ours-memory", "axum", "write-own").1,
+            "+4.00 µs"
+        );
+        assert_eq!(
+            cpu_cells(&med, "axum-ours-memory", "axum", "read").1,
+            "+1.00 µs"
+        );
+    }
+
+    /// A repeated answer fails the no-lost-update target even where
+    /// abandoned requests made the net count come out at zero.
+    #[test]
+    fn a_repeated_answer_is_a_lost_update_whatever_the_net_count() {
+        let mut results = BTreeMap::new();
+        let run = |repeated| Figures {
+            rps: 1.0,
+            acked: Some(100),
+            lost: Some(0),
+            repeated: Some(repeated),
+            ..Figures::default()
+        };
+        results.insert(
+            ("axum-ours-memory".into(), "write".into()),
+            vec![run(0), run(0)],
+        );
+        let row = |results: &BTreeMap<_, _>| {
+            targets(results)
+                .lines()
+                .find(|l| l.starts_with("| `write`: no acknowledged"))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert!(
+            row(&results).contains("0 answers repeated, met |"),
+            "{}",
+            row(&results)
+        );
+        results.insert(
+            ("axum-ours-memory".into(), "write".into()),
+            vec![run(0), run(2)],
+        );
+        assert!(
+            row(&results).contains("2 answers repeated, not met |"),
+            "{}",
+            row(&results)
+        );
+    }
+
+    /// Every variant comes at each place of a run, and every other run
+    /// reverses which of two neighbours goes first.
+    #[test]
+    fn runs_alternate_the_order_of_the_variants() {
+        let v = ["a", "b", "c"];
+        assert_eq!(run_order(&v, 1), ["a", "b", "c"]);
+        // Run 2: one further on (b, c, a), backwards; `a` now runs before
+        // `b`, which it followed in run 1.
+        assert_eq!(run_order(&v, 2), ["a", "c", "b"]);
+        assert_eq!(run_order(&v, 3), ["c", "a", "b"]);
+        assert_eq!(run_order(&v, 4), ["c", "b", "a"]);
     }
 
     #[test]
