@@ -41,6 +41,7 @@ macro_rules! http_suite {
             bad_cookies_never_reach_the_store,
             unknown_ids_are_never_adopted,
             non_ascii_cookies_beside_the_session_keep_it,
+            a_stale_cookie_before_the_live_one_keeps_the_session,
             encoded_cookie_names_are_not_the_session,
             head_requests_run_like_gets,
             a_handlers_own_headers_are_kept,
@@ -213,6 +214,15 @@ impl Client {
         let value = reqwest::header::HeaderValue::from_bytes(header).expect("header bytes");
         let req = self.http.get(format!("{}{path}", self.base));
         Self::reply(req.header("cookie", value)).await
+    }
+
+    /// GET with one `Cookie` header line per entry; the jar is untouched.
+    async fn send_cookie_lines(&self, path: &str, lines: &[String]) -> Reply {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        for line in lines {
+            req = req.header("cookie", line.as_str());
+        }
+        Self::reply(req).await
     }
 
     async fn reply(req: reqwest::RequestBuilder) -> Reply {
@@ -457,6 +467,47 @@ pub async fn non_ascii_cookies_beside_the_session_keep_it(spawn: impl Spawn) {
     let r = c.send_cookie_header("/get", header.as_bytes()).await;
     assert!(r.set_cookies().is_empty(), "a new session was issued");
     assert_eq!(r.body, "The name on the /set was: iris");
+}
+
+/// A browser sends every cookie of the name that matches the request (one
+/// set for the whole domain beside an older host-only one, say), the stale
+/// one perhaps first: the session is still found, whether the two come in
+/// one `Cookie` header or in two, and a quoted value is read too. No new id
+/// is issued over the live one.
+pub async fn a_stale_cookie_before_the_live_one_keeps_the_session(spawn: impl Spawn) {
+    let d = demo(spawn, plain()).await;
+    let mut c = Client::new(&d);
+    c.get("/set").await;
+    let live = c.jar.clone().expect("issued");
+    let mut other = Client::new(&d);
+    other.get("/set").await;
+    let stale = other.jar.clone().expect("issued");
+    other.get("/destroy").await;
+    let name = c.name.clone();
+    let check = |r: Reply, sent: &str| {
+        assert_eq!(r.body, "The name on the /set was: iris", "{sent}");
+        let ours = format!("{name}=");
+        for set in r.set_cookies() {
+            assert!(
+                !set.starts_with(&ours) || set.starts_with(&format!("{ours}{live}")),
+                "{sent}: a new id was issued: {set}"
+            );
+        }
+    };
+    for header in [
+        format!("{name}={stale}; {name}={live}"),
+        format!("{name}=\"{live}\""),
+    ] {
+        check(
+            c.send_cookie_header("/get", header.as_bytes()).await,
+            &header,
+        );
+    }
+    let lines = [format!("{name}={stale}"), format!("{name}={live}")];
+    check(
+        c.send_cookie_lines("/get", &lines).await,
+        "two Cookie lines",
+    );
 }
 
 /// A cookie whose name only decodes or trims to the session cookie's

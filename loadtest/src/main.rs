@@ -1123,3 +1123,24 @@ mod actix_server {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// `/writes` counts every acknowledged increment, and of the values
+    /// answered since it last asked, those that repeat an earlier one (each
+    /// repeat an update lost); then it forgets them.
+    #[test]
+    fn writes_counts_repeated_answers_since_the_last_call() {
+        let counts = |answer: String| -> (u64, u64) {
+            let mut words = answer.split_whitespace().map(|w| w.parse().unwrap());
+            (words.next().unwrap(), words.next().unwrap())
+        };
+        let (before, _) = counts(super::writes());
+        for n in [3, 1, 2, 2, 3, 2] {
+            super::wrote(n);
+        }
+        assert_eq!(counts(super::writes()), (before + 6, 3));
+        super::wrote(2);
+        assert_eq!(counts(super::writes()), (before + 7, 0));
+    }
+}

@@ -79,6 +79,7 @@ macro_rules! store_conformance {
             one_of_concurrent_writes_of_a_version_wins,
             versions_must_match_exactly,
             failed_writes_leave_the_owner_index_alone,
+            failed_writes_leave_the_deadline_alone,
             owner_index_lists_each_record_once,
             long_deadlines_round_trip,
             an_expired_records_owner_does_not_reach_its_successor,
@@ -90,6 +91,7 @@ macro_rules! store_conformance {
             owners_match_byte_for_byte,
             a_retired_record_stays_retired,
             a_touch_racing_a_save_or_a_delete_is_one_step,
+            touches_racing_a_save_on_other_threads_are_one_step,
             delete_all_deletes_every_record,
             touch_of_a_stale_version_changes_nothing,
             touch_of_missing_is_false,
@@ -97,6 +99,7 @@ macro_rules! store_conformance {
             expired_records_are_never_loaded,
             records_expire_when_their_deadline_passes,
             expired_id_can_be_created_again,
+            a_create_over_an_expired_record_keeps_nothing_of_it,
             delete_expired_leaves_live_records,
             delete_expired_spares_touched_records,
             save_after_expiry_never_brings_the_record_back,
@@ -128,6 +131,58 @@ macro_rules! store_conformance {
     };
     ($factory:expr) => {
         $crate::store_conformance!(@list required $factory);
+    };
+}
+
+/// Expands into one `#[tokio::test]` per case of the contract across two
+/// instances of a store that several app servers share (Redis, SQL): the
+/// expression yields two stores over the same data (the same server and key
+/// prefix, schema or table) made separately, as two processes would make
+/// them. A store whose compare-and-set, owner index or deletes hold only
+/// inside one instance (an in-process lock, a local index) passes
+/// [`store_conformance!`] and fails these.
+///
+/// ```ignore
+/// session_core::store_conformance_across_instances!(async {
+///     let prefix = my_store::unique_prefix();
+///     (my_store::MyStore::connect(&prefix).await, my_store::MyStore::connect(&prefix).await)
+/// });
+/// ```
+///
+/// `optional: <future yielding Option<(store, store)>>` skips the cases on
+/// `None`, as for [`store_conformance!`].
+#[macro_export]
+macro_rules! store_conformance_across_instances {
+    (@cases $mode:tt $factory:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                $crate::store_conformance_across_instances!(@run $mode $factory, $case);
+            }
+        )*
+    };
+    (@run required $factory:expr, $case:ident) => {
+        let (a, b) = $factory.await;
+        $crate::conformance::$case(a, b).await;
+    };
+    (@run optional $factory:expr, $case:ident) => {
+        if let Some((a, b)) = $factory.await {
+            $crate::conformance::$case(a, b).await;
+        }
+    };
+    (@list $mode:tt $factory:expr) => {
+        $crate::store_conformance_across_instances!(@cases $mode $factory;
+            across_instances_one_write_of_a_version_wins,
+            across_instances_updates_count_exactly,
+            across_instances_a_delete_ends_the_record_everywhere,
+            across_instances_the_owner_index_is_one
+        );
+    };
+    (optional: $factory:expr) => {
+        $crate::store_conformance_across_instances!(@list optional $factory);
+    };
+    ($factory:expr) => {
+        $crate::store_conformance_across_instances!(@list required $factory);
     };
 }
 
@@ -392,6 +447,46 @@ pub async fn failed_writes_leave_the_owner_index_alone(store: impl Store) {
     }
     assert_eq!(load(&store, &r.id).await, Some(next));
     assert_eq!(store.ids_of_owner(&dave).await.expect("list"), vec![r.id]);
+}
+
+/// Writes that fail (a create of a taken id, a save of a stale version, a
+/// touch of a stale version) leave the stored deadline alone, also when they
+/// carry an earlier one: a store that sets the expiry apart from the write
+/// itself (`SET NX` then `PEXPIREAT`, an expiry index updated before the
+/// compare-and-set) would end a live session early.
+pub async fn failed_writes_leave_the_deadline_alone(store: impl Store) {
+    let alice = random_owner();
+    let mut r = record(hour());
+    r.owner = Some(alice.clone());
+    create(&store, &r).await;
+    let mut next = r.clone();
+    next.version = 1;
+    next.data.insert("k".into(), b"saved".to_vec());
+    assert_eq!(store.save(&next, 0).await.expect("save"), Saved::Saved);
+    let soon = now() + Duration::from_millis(800);
+    let mut taken = record(Duration::from_millis(800));
+    taken.id = r.id;
+    taken.owner = Some(alice.clone());
+    assert_eq!(
+        store.create(&taken).await.expect("create"),
+        Created::IdTaken
+    );
+    let mut stale = next.clone();
+    stale.version = 1;
+    stale.expires_at = soon;
+    assert_eq!(store.save(&stale, 0).await.expect("save"), Saved::Conflict);
+    assert!(!store
+        .touch(&r.id, 0, Some(&alice), soon)
+        .await
+        .expect("touch"));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    store.delete_expired().await.expect("delete_expired");
+    assert_eq!(
+        load(&store, &r.id).await,
+        Some(next),
+        "a write that failed moved the deadline"
+    );
+    assert_eq!(store.ids_of_owner(&alice).await.expect("list"), vec![r.id]);
 }
 
 /// Saves and touches that keep a record's owner list it once: the listing
@@ -743,6 +838,57 @@ pub async fn a_touch_racing_a_save_or_a_delete_is_one_step(store: impl Store) {
     }
 }
 
+/// As [`a_touch_racing_a_save_or_a_delete_is_one_step`], with each call on
+/// a task of its own, released together: on a runtime of several threads
+/// the calls overlap even in a store that answers without yielding.
+pub async fn touches_racing_a_save_on_other_threads_are_one_step(store: impl Store) {
+    let store: Arc<dyn Store> = Arc::new(store);
+    let retired = Timestamp::from_unix_millis(1);
+    for _ in 0..40 {
+        let r = record(hour());
+        create(&store, &r).await;
+        let mut next = r.clone();
+        next.version = 1;
+        next.expires_at = r.expires_at + Duration::from_secs(600);
+        let start = Arc::new(tokio::sync::Barrier::new(5));
+        let touches: Vec<_> = (0..4)
+            .map(|_| {
+                let (store, start, id) = (store.clone(), start.clone(), r.id);
+                tokio::spawn(async move {
+                    start.wait().await;
+                    store.touch(&id, 0, None, retired).await.expect("touch")
+                })
+            })
+            .collect();
+        let save = {
+            let (store, start, next) = (store.clone(), start.clone(), next.clone());
+            tokio::spawn(async move {
+                start.wait().await;
+                store.save(&next, 0).await.expect("save")
+            })
+        };
+        let saved = save.await.expect("the save's task");
+        let mut touched = Vec::new();
+        for t in touches {
+            touched.push(t.await.expect("a touch's task"));
+        }
+        match saved {
+            Saved::Saved => {
+                assert!(
+                    touched.iter().all(|t| !t),
+                    "a touch of the old version answered true, yet the save of that version landed"
+                );
+                assert_eq!(load(&store, &r.id).await, Some(next));
+            }
+            Saved::Missing => {
+                assert!(touched.iter().any(|t| *t), "the save found the record gone");
+                assert_eq!(load(&store, &r.id).await, None);
+            }
+            other => panic!("a save of the stored version answered {other:?}"),
+        }
+    }
+}
+
 /// `delete_all` deletes every record of the store, owned or not, with the
 /// owner index, and counts them (an expired record it still held may count
 /// too); the store works on afterwards, the same ids included.
@@ -934,6 +1080,32 @@ pub async fn expired_id_can_be_created_again(store: impl Store) {
     fresh.id = old.id;
     create(&store, &fresh).await;
     assert_eq!(load(&store, &old.id).await, Some(fresh));
+}
+
+/// An id whose record expired starts afresh when created again: nothing of
+/// the expired record (its version, values, owner, lifetime) is left, and
+/// the new record saves from version 0.
+pub async fn a_create_over_an_expired_record_keeps_nothing_of_it(store: impl Store) {
+    let alice = random_owner();
+    let mut old = expired_record();
+    old.version = 7;
+    old.owner = Some(alice.clone());
+    old.data.insert("old".into(), b"kept?".to_vec());
+    old.lifetime = Some(
+        crate::Lifetime::new()
+            .with_idle_timeout(Some(Duration::from_secs(30 * 24 * 3600)))
+            .with_persistent_cookie(true),
+    );
+    create_expired(&store, &old).await;
+    let mut fresh = record(hour());
+    fresh.id = old.id;
+    create(&store, &fresh).await;
+    assert_eq!(load(&store, &old.id).await, Some(fresh.clone()));
+    assert!(store.ids_of_owner(&alice).await.expect("list").is_empty());
+    let mut next = fresh.clone();
+    next.version = 1;
+    assert_eq!(store.save(&next, 0).await.expect("save"), Saved::Saved);
+    assert_eq!(load(&store, &old.id).await, Some(next));
 }
 
 /// `delete_expired` removes nothing live.
@@ -1438,6 +1610,109 @@ async fn count_concurrently(managers: &[Manager], requests: u64) {
             Some(requests)
         );
     }
+}
+
+/// Of concurrent creates of one id, and of concurrent saves of one version,
+/// sent half through each of two instances (two app servers), exactly one
+/// lands, and both instances then load the winner's record.
+pub async fn across_instances_one_write_of_a_version_wins(a: impl Store, b: impl Store) {
+    let stores: [Arc<dyn Store>; 2] = [Arc::new(a), Arc::new(b)];
+    for _ in 0..10 {
+        let r = record(hour());
+        let start = Arc::new(tokio::sync::Barrier::new(16));
+        let creates: Vec<_> = (0..16)
+            .map(|i| {
+                let (store, start, r) = (stores[i % 2].clone(), start.clone(), r.clone());
+                tokio::spawn(async move {
+                    start.wait().await;
+                    store.create(&r).await.expect("create")
+                })
+            })
+            .collect();
+        let mut created = 0;
+        for t in creates {
+            if t.await.expect("a create's task") == Created::Created {
+                created += 1;
+            }
+        }
+        assert_eq!(created, 1, "of 16 creates of one id, {created} created it");
+        let start = Arc::new(tokio::sync::Barrier::new(16));
+        let saves: Vec<_> = (0..16)
+            .map(|i| {
+                let mut next = r.clone();
+                next.version = 1;
+                next.data.insert("k".into(), i.to_string().into_bytes());
+                let (store, start) = (stores[i % 2].clone(), start.clone());
+                tokio::spawn(async move {
+                    start.wait().await;
+                    (i, store.save(&next, 0).await.expect("save"))
+                })
+            })
+            .collect();
+        let mut winner = None;
+        for t in saves {
+            match t.await.expect("a save's task") {
+                (i, Saved::Saved) => {
+                    assert!(winner.is_none(), "two saves of one version landed");
+                    winner = Some(i);
+                }
+                (_, Saved::Conflict) => {}
+                (_, other) => panic!("a save of a live record answered {other:?}"),
+            }
+        }
+        let winner = winner.expect("no save of the stored version landed");
+        for store in &stores {
+            let loaded = load(&**store, &r.id).await.expect("live");
+            assert_eq!(loaded.data.get("k"), Some(&winner.to_string().into_bytes()));
+        }
+    }
+}
+
+/// Concurrent `update`s of one counter through managers over two instances
+/// of the store end at exactly their number.
+pub async fn across_instances_updates_count_exactly(a: impl Store, b: impl Store) {
+    count_concurrently(&[manager(a), manager(b)], 60).await;
+}
+
+/// A record deleted through one instance is gone for the other: it loads
+/// as nothing there, and a save or touch there does not bring it back.
+pub async fn across_instances_a_delete_ends_the_record_everywhere(a: impl Store, b: impl Store) {
+    let r = record(hour());
+    create(&a, &r).await;
+    assert_eq!(load(&b, &r.id).await, Some(r.clone()));
+    b.delete(&r.id).await.expect("delete");
+    assert_eq!(load(&a, &r.id).await, None);
+    let mut next = r.clone();
+    next.version = 1;
+    assert_eq!(a.save(&next, 0).await.expect("save"), Saved::Missing);
+    assert!(!a
+        .touch(&r.id, 0, None, now() + hour())
+        .await
+        .expect("touch"));
+    assert_eq!(load(&b, &r.id).await, None);
+}
+
+/// An owner's sessions created through two instances are listed, and
+/// deleted, through either.
+pub async fn across_instances_the_owner_index_is_one(a: impl Store, b: impl Store) {
+    let alice = random_owner();
+    let mut first = record(hour());
+    first.owner = Some(alice.clone());
+    create(&a, &first).await;
+    let mut second = record(hour());
+    second.owner = Some(alice.clone());
+    create(&b, &second).await;
+    let mut both = vec![first.id, second.id];
+    both.sort();
+    for store in [&a as &dyn Store, &b] {
+        let mut listed = store.ids_of_owner(&alice).await.expect("list");
+        listed.sort();
+        assert_eq!(listed, both);
+    }
+    assert_eq!(b.delete_owner(&alice).await.expect("delete owner"), 2);
+    assert_eq!(load(&a, &first.id).await, None);
+    assert_eq!(load(&a, &second.id).await, None);
+    assert!(a.ids_of_owner(&alice).await.expect("list").is_empty());
 }
 
 /// A request that loaded a session before another destroyed it writes

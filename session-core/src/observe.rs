@@ -51,6 +51,17 @@ pub(crate) fn ended(id: &RecordId) {
     count("session_ended_total", 1);
 }
 
+/// The last handle of a committed session went with changes made after the
+/// commit that nothing saved (a task or a streaming body that wrote after the
+/// response without [`Session::save`](crate::Session::save)).
+pub(crate) fn dropped_after_commit() {
+    tracing::warn!(
+        "changes made to the session after its commit were dropped unsaved; \
+         a task or body that writes after the response must call Session::save"
+    );
+    count("session_changes_dropped_total", 1);
+}
+
 /// A handler panicked while it held the session: its deferred changes are
 /// dropped at commit.
 pub(crate) fn abandoned() {

@@ -49,8 +49,9 @@ const CREATE_ATTEMPTS: u32 = 4;
 /// Nothing is loaded until a method needs the data, so a handler that never
 /// uses its session costs no store call. The commit runs once, when the
 /// handler has answered: a clone kept beyond that (in a spawned task, a
-/// WebSocket) must call [`save`](Session::save) after its writes, or they
-/// are dropped with it. [`update`](Session::update),
+/// WebSocket, a streaming body) must call [`save`](Session::save) after its
+/// writes, or they are dropped with it (with a warning, and the `metrics`
+/// counter `session_changes_dropped_total`). [`update`](Session::update),
 /// [`increment`](Session::increment) and [`login`](Session::login) write at
 /// once wherever they run.
 ///
@@ -138,12 +139,29 @@ struct Shared {
     /// Set when the handler's own handle is dropped by a panic unwinding:
     /// the handler stopped midway, so its deferred changes are never saved.
     abandoned: AtomicBool,
+    /// Set once a commit has answered the adapter: changes made after it
+    /// (by a task holding a clone, a streaming body) are saved only by
+    /// [`Session::save`].
+    committed: AtomicBool,
     state: Mutex<State>,
     /// Rotations spawned ([`Session::rotate_to_the_end`]) that have not yet
     /// locked the state: every other lock waits for them, so that a commit
     /// made after the caller was dropped sees the rotation's outcome.
     rotations_starting: AtomicUsize,
     rotation_started: Notify,
+}
+
+/// The last handle of a committed session is gone: changes made after the
+/// commit that nothing saved are lost, which the app should hear of.
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if *self.committed.get_mut()
+            && !*self.abandoned.get_mut()
+            && self.state.get_mut().needs_write()
+        {
+            observe::dropped_after_commit();
+        }
+    }
 }
 
 /// Held by a spawned rotation until it has locked the state (or is dropped
@@ -265,6 +283,20 @@ struct State {
 }
 
 impl State {
+    /// Whether a commit would write: changes to a stored session, or a new
+    /// session that holds something.
+    fn needs_write(&self) -> bool {
+        match self.stored {
+            Some(_) => {
+                !self.log.changes.is_empty()
+                    || self.owner_dirty
+                    || self.lifetime_dirty
+                    || self.unsure
+            }
+            None => !self.data.is_empty() || self.owner.is_some(),
+        }
+    }
+
     /// Forgets the session: destroyed here or ended elsewhere. The client's
     /// cookie is removed at commit; writes after this start a new session.
     fn end(&mut self) {
@@ -526,6 +558,7 @@ impl Session {
                 manager,
                 used: AtomicBool::new(false),
                 abandoned: AtomicBool::new(false),
+                committed: AtomicBool::new(false),
                 rotations_starting: AtomicUsize::new(0),
                 rotation_started: Notify::new(),
                 state: Mutex::new(State {
@@ -1755,7 +1788,9 @@ impl Session {
     /// (its owner logged out everywhere), [`Error::Contention`] when the old
     /// id is written too often to retire it, or a store error or timeout.
     /// After an error the client keeps the old id with the request's changes
-    /// when the old record is still live; if the old record is found gone
+    /// when the old record is still live (unless the error was a timeout of
+    /// the retiring touch, which may land yet: the client then gets the new
+    /// id); if the old record is found gone
     /// after a failed retirement (the retiring touch may have landed
     /// unanswered, or another request destroyed the session), the session
     /// ends, since a destroyed session must not come back.
@@ -1938,6 +1973,14 @@ impl Session {
     /// # Ok(()) }
     /// ```
     ///
+    /// It ends the session under the id this request presented. A request of
+    /// the same client that moved the session to a new id (a
+    /// [`login`](Self::login) or [`cycle_id`](Self::cycle_id) that finished
+    /// first) leaves that id retired, and this destroy ends nothing more:
+    /// the session goes on under the new id, which that other response gives
+    /// the browser. To sign a user out whatever their requests in flight,
+    /// use [`Manager::destroy_all_of`](crate::Manager::destroy_all_of).
+    ///
     /// # Errors
     /// A store error or timeout; the session is then left as it was.
     #[doc(alias("flush", "purge"))]
@@ -2025,6 +2068,7 @@ impl Session {
                 self.touch_if_due(&mut state).await?;
             }
         }
+        self.shared.committed.store(true, Ordering::Release);
         Ok(self.outcome(&mut state))
     }
 
@@ -2071,6 +2115,15 @@ impl Session {
     /// # }
     /// ```
     pub fn commit_without_store(&self) -> Option<SetCookie> {
+        let outcome = self.answer_without_store();
+        if outcome.is_some() {
+            self.shared.committed.store(true, Ordering::Release);
+        }
+        outcome
+    }
+
+    /// [`commit_without_store`](Self::commit_without_store)'s answer.
+    fn answer_without_store(&self) -> Option<SetCookie> {
         if !self.shared.used.load(Ordering::Acquire) {
             return Some(SetCookie::Unchanged);
         }
@@ -2133,15 +2186,7 @@ impl Session {
     }
 
     fn needs_write(&self, state: &State) -> bool {
-        match state.stored {
-            Some(_) => {
-                !state.log.changes.is_empty()
-                    || state.owner_dirty
-                    || state.lifetime_dirty
-                    || state.unsure
-            }
-            None => !state.data.is_empty() || state.owner.is_some(),
-        }
+        state.needs_write()
     }
 
     fn outcome(&self, state: &mut State) -> SetCookie {
@@ -2600,9 +2645,21 @@ impl Session {
                     }
                 } else if !state.ended {
                     stands();
+                    if login {
+                        // A login that stands (with its own writes only, when
+                        // the old record was found gone) keeps the cap too.
+                        if let (Some(owner), Some(keep)) = (state.owner.clone(), new_rid) {
+                            manager.enforce_owner_cap(&owner, &keep, created_at).await;
+                        }
+                    }
                 }
                 return Err(e);
             }
+        }
+        if state.ended {
+            // The old session ended meanwhile and took the new record along
+            // (`after_old_ended`): nothing rotated.
+            return Ok(());
         }
         stands();
         if let (Some(owner), Some(keep)) = (state.owner.clone(), new_rid) {
@@ -6319,6 +6376,39 @@ mod tests {
             assert_eq!(old.get_string("name").await.unwrap(), "iris");
             assert!(f.manager.sessions_of("alice").await.unwrap().is_empty());
         }
+    }
+
+    /// Changes made after the commit (a task or a body that writes once the
+    /// response is under way) and never saved are reported when the
+    /// session's last handle goes; saved ones, changes before the commit,
+    /// and a session never committed are not.
+    #[cfg(feature = "metrics")]
+    #[test]
+    fn changes_dropped_after_the_commit_are_reported() {
+        let counts = crate::observe::tests::counted(async |_| {
+            let f = fixture();
+            let cookie = f.stored().await;
+            let s = f.open(Some(&cookie));
+            s.insert("a", &1).await.unwrap();
+            s.commit().await.unwrap();
+            s.insert("late", &2).await.unwrap();
+            drop(s);
+            let s = f.open(Some(&cookie));
+            s.commit().await.unwrap();
+            s.insert("late", &3).await.unwrap();
+            s.save().await.unwrap();
+            drop(s);
+            let s = f.open(Some(&cookie));
+            s.insert("never committed", &4).await.unwrap();
+            drop(s);
+            // A new session that held nothing by its commit writes nothing.
+            let s = f.open(None);
+            s.insert("a", &1).await.unwrap();
+            s.remove("a").await.unwrap();
+            s.commit().await.unwrap();
+            drop(s);
+        });
+        assert_eq!(counts.get("session_changes_dropped_total"), 1);
     }
 
     /// A rotation is counted (and logged) when it stands, not when it is

@@ -15,6 +15,8 @@
 //!   (ours, the bare frameworks, tower-sessions, actix-session) under wrk;
 //!   writes BENCHMARKS.md. With `--only`, just those variants, and the
 //!   medians go to stdout instead (for comparing two builds).
+//! * `bench capacity`: CAPACITY.md, the capacity model, computed from the
+//!   figures BENCHMARKS.md holds (also done at the end of `bench load`).
 //! * `bench profile [--label L] [--bin PATH]`: instructions per request under
 //!   callgrind and system calls per request under strace, for the cases
 //!   BENCHMARKS.md's profile tables list; writes (or replaces) the row `L`.
@@ -36,6 +38,7 @@
 //! whose server can be neither reached nor started is reported as skipped
 //! at the end of the run.
 
+mod capacity;
 mod load;
 mod profile;
 mod throwaway;
@@ -87,6 +90,7 @@ fn main() -> ExitCode {
                 load::bench_load(flag("--seconds", 10), runs, only)
             })
         }
+        Some("bench") if args.get(1).map(String::as_str) == Some("capacity") => capacity::write(),
         Some("bench") if args.get(1).map(String::as_str) == Some("profile") => {
             let value = |name: &str| {
                 args.iter()
@@ -111,7 +115,7 @@ fn main() -> ExitCode {
             })
         }
         _ => {
-            eprintln!("usage: cargo xtask <test | services [--start] | bench [manager|cached|redis|sql|sled] | bench load [--seconds N] [--runs N] [--only VARIANT,...] | bench profile [--label L] [--bin PATH] | redis-cluster | redis | postgres | mariadb>");
+            eprintln!("usage: cargo xtask <test | services [--start] | bench [manager|cached|redis|sql|sled] | bench load [--seconds N] [--runs N] [--only VARIANT,...] | bench capacity | bench profile [--label L] [--bin PATH] | redis-cluster | redis | postgres | mariadb>");
             return ExitCode::from(2);
         }
     };

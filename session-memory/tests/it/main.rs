@@ -1,5 +1,6 @@
 //! Integration tests of session-memory: the store conformance suite for
-//! `MemoryStore` and for `CachedStore` over it.
+//! `MemoryStore`, for `CachedStore` over it, and for `CachedStore` over a
+//! store that yields inside every call.
 
 mod memory {
     session_core::store_conformance!(async { session_memory::MemoryStore::new() });
@@ -8,6 +9,20 @@ mod memory {
 mod cached {
     session_core::store_conformance!(async {
         session_memory::CachedStore::builder(session_memory::MemoryStore::new()).build()
+    });
+}
+
+/// `CachedStore` over a store that yields inside every call, before it
+/// reaches the store and again before it answers (`MemoryStore` answers
+/// without yielding): the cache's handling of calls that overlap (a load
+/// during a delete, a save beside a touch) is then what the contract
+/// cases see.
+mod cached_over_a_yielding_store {
+    session_core::store_conformance!(async {
+        let backing =
+            session_core::testing::Instrumented::new(session_core::testing::TestStore::default());
+        backing.hop_around_calls(true);
+        session_memory::CachedStore::builder(backing).build()
     });
 }
 

@@ -3,7 +3,7 @@
 //! that the tests stop and pause.
 //!
 //! * `REDIS_URL` (default `redis://127.0.0.1:6379`): the server for the
-//!   conformance suite. Each test uses its own key prefix and deletes its keys.
+//!   conformance suite (also across two separately connected stores). Each test uses its own key prefix and deletes its keys.
 //! * `REDIS_CLUSTER_URLS` (comma-separated): a cluster; `cargo xtask test`
 //!   starts a throwaway 3-master cluster and sets it.
 //! * The fault tests start their own `redis-server` on a free port, and the
@@ -25,4 +25,14 @@ mod standalone {
 
 mod cluster {
     session_core::store_conformance!(optional: crate::support::cluster());
+}
+
+/// Two app servers' stores over one server and prefix.
+mod standalone_across_instances {
+    session_core::store_conformance_across_instances!(optional: crate::support::standalone_pair());
+}
+
+/// Two app servers' stores over one Cluster and prefix.
+mod cluster_across_instances {
+    session_core::store_conformance_across_instances!(optional: crate::support::cluster_pair());
 }

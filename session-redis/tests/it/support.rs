@@ -68,6 +68,30 @@ pub(crate) async fn standalone() -> Option<Scoped> {
     }
 }
 
+/// Two stores over one server and key prefix, connected separately (two app
+/// servers): the first deletes the prefix's keys when dropped.
+pub(crate) async fn standalone_pair() -> Option<(Scoped, RedisStore)> {
+    let a = standalone().await?;
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let b = RedisStore::connect(&url)
+        .await
+        .expect("a second connection to the server the first reached")
+        .with_prefix(a.inner().prefix().to_owned());
+    Some((a, b))
+}
+
+/// As [`standalone_pair`], on the Cluster.
+pub(crate) async fn cluster_pair() -> Option<(Scoped, RedisStore)> {
+    let a = cluster().await?;
+    let urls = std::env::var("REDIS_CLUSTER_URLS").expect("set, as the first store connected");
+    let nodes: Vec<String> = urls.split(',').map(|s| s.trim().to_owned()).collect();
+    let b = RedisStore::connect_cluster(nodes)
+        .await
+        .expect("a second connection to the cluster the first reached")
+        .with_prefix(a.inner().prefix().to_owned());
+    Some((a, b))
+}
+
 pub(crate) async fn cluster() -> Option<Scoped> {
     let Ok(urls) = std::env::var("REDIS_CLUSTER_URLS") else {
         missing(

@@ -48,6 +48,20 @@ mod sqlite_file {
     session_core::store_conformance!(crate::support::sqlite_file());
 }
 
+/// Two app servers' stores over one database: PostgreSQL, MariaDB/MySQL,
+/// and SQLite in one file.
+mod postgres_across_instances {
+    session_core::store_conformance_across_instances!(optional: crate::support::postgres_pair());
+}
+
+mod mysql_across_instances {
+    session_core::store_conformance_across_instances!(optional: crate::support::mysql_pair());
+}
+
+mod sqlite_file_across_instances {
+    session_core::store_conformance_across_instances!(crate::support::sqlite_file_pair());
+}
+
 mod sqlite_memory {
     session_core::store_conformance!(crate::support::sqlite_memory());
 }

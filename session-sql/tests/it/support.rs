@@ -224,9 +224,45 @@ pub(crate) async fn mysql_in_table(
     }))
 }
 
+/// Two PostgreSQL stores over one schema, connected separately (two app
+/// servers): the first drops the schema when dropped.
+pub(crate) async fn postgres_pair() -> Option<(WithCleanup<PostgresStore>, PostgresStore)> {
+    let a = postgres().await?;
+    let b = PostgresStore::connect(&postgres_url())
+        .await
+        .expect("a second pool to the database the first reached")
+        .with_table(a.inner().table().clone());
+    Some((a, b))
+}
+
+/// Two MySQL/MariaDB stores over one table, connected separately.
+pub(crate) async fn mysql_pair() -> Option<(WithCleanup<MySqlStore>, MySqlStore)> {
+    let a = mysql().await?;
+    let b = MySqlStore::connect(&mysql_url())
+        .await
+        .expect("a second pool to the database the first reached")
+        .with_table(a.inner().table().clone());
+    Some((a, b))
+}
+
+/// Two SQLite stores over one file, opened separately.
+pub(crate) async fn sqlite_file_pair() -> (WithCleanup<SqliteStore>, SqliteStore) {
+    let path = std::env::temp_dir().join(format!("{}.db", unique("session-sql-test-")));
+    let a = sqlite_file_at(path.clone()).await;
+    let b = SqliteStore::connect(&format!("sqlite:{}", path.display()))
+        .await
+        .expect("the file the first opened");
+    (a, b)
+}
+
 /// SQLite in a temporary file, deleted afterwards.
 pub(crate) async fn sqlite_file() -> WithCleanup<SqliteStore> {
     let path = std::env::temp_dir().join(format!("{}.db", unique("session-sql-test-")));
+    sqlite_file_at(path).await
+}
+
+/// SQLite in the file at `path`, deleted afterwards.
+async fn sqlite_file_at(path: std::path::PathBuf) -> WithCleanup<SqliteStore> {
     let store = SqliteStore::connect(&format!("sqlite:{}", path.display()))
         .await
         .expect("open sqlite file");
