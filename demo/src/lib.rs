@@ -812,17 +812,9 @@ pub async fn login(session: &Session, user: &str) -> Reply {
     if user.contains(char::REPLACEMENT_CHARACTER) {
         return (400, "The user name is not valid UTF-8".into());
     }
-    let prepared = async {
-        let signed_out = session.get::<String>(LAST_USER).await?;
-        if signed_out.is_some_and(|previous| previous != user) {
-            session.clear().await?;
-            session.clear_flashes().await?;
-        }
-        session.remove(LAST_USER).await?;
-        session.remove("csrf").await.map(drop)
-    }
-    .await;
-    if let Err(e) = prepared {
+    // A new CSRF token for the signed-in user. Over another user's session,
+    // signed in or signed out, `login` keeps none of that user's values.
+    if let Err(e) = session.remove("csrf").await {
         return fail(&e);
     }
     match session.login(user).await {
@@ -923,9 +915,6 @@ pub async fn end_session(session: &Session, id: &str) -> Reply {
     }
 }
 
-/// The session key where `/logout` leaves who signed out.
-const LAST_USER: &str = "signed_out";
-
 /// `/logout`: logs the current owner out under a new id; the session's
 /// values stay.
 pub async fn logout(session: &Session) -> Reply {
@@ -935,10 +924,10 @@ pub async fn logout(session: &Session) -> Reply {
     };
     reply(
         async {
-            // A new CSRF token for whoever uses the browser next, and who
-            // signed out, so that another user's login clears the values.
+            // A new CSRF token for whoever uses the browser next (`logout`
+            // keeps who signed out, so that another user's login starts from
+            // none of the values).
             session.remove("csrf").await?;
-            session.insert(LAST_USER, &owner).await?;
             session.logout().await?;
             Ok(format!("Logged out {owner}"))
         }

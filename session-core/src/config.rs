@@ -345,6 +345,7 @@ impl ConfigBuilder {
     ///     .is_err());
     /// # Ok::<(), session_core::ConfigError>(())
     /// ```
+    #[doc(alias("with_name", "cookie_name"))]
     pub fn with_cookie_name(mut self, name: impl Into<String>) -> Self {
         self.config.cookie_name = name.into();
         self
@@ -375,6 +376,7 @@ impl ConfigBuilder {
     /// assert_eq!(config.domain(), Some("example.com"));
     /// # Ok::<(), session_core::ConfigError>(())
     /// ```
+    #[doc(alias("cookie_domain"))]
     pub fn with_domain(mut self, domain: Option<&str>) -> Self {
         self.config.domain = domain.map(str::to_owned);
         self
@@ -414,6 +416,7 @@ impl ConfigBuilder {
 
     /// Whether the cookie carries `Max-Age` and survives a browser restart.
     /// Default off: a browser-session cookie.
+    #[doc(alias("session_lifecycle", "PersistentSession"))]
     pub fn with_persistent_cookie(mut self, persistent: bool) -> Self {
         self.config.lifetime = self.config.lifetime.with_persistent_cookie(persistent);
         self
@@ -440,6 +443,7 @@ impl ConfigBuilder {
     /// assert_eq!(config.lifetime().idle_timeout(), Some(week));
     /// # Ok::<(), session_core::ConfigError>(())
     /// ```
+    #[doc(alias("with_expiry", "session_ttl", "expires"))]
     pub fn with_idle_timeout(mut self, idle: Option<Duration>) -> Self {
         self.idle_set = true;
         self.config.lifetime = self.config.lifetime.with_idle_timeout(idle);

@@ -92,6 +92,7 @@ macro_rules! store_conformance {
             a_retired_record_stays_retired,
             a_touch_racing_a_save_or_a_delete_is_one_step,
             touches_racing_a_save_on_other_threads_are_one_step,
+            saves_racing_a_delete_never_bring_the_record_back,
             delete_all_deletes_every_record,
             touch_of_a_stale_version_changes_nothing,
             touch_of_missing_is_false,
@@ -886,6 +887,56 @@ pub async fn touches_racing_a_save_on_other_threads_are_one_step(store: impl Sto
             }
             other => panic!("a save of the stored version answered {other:?}"),
         }
+    }
+}
+
+/// Saves of a record racing its delete (or its owner's), each on a task of
+/// its own: whichever lands first, the record is gone afterwards and its
+/// owner lists nothing. A save that read the record before the delete and
+/// wrote it after (a get, compare and put not in one step) would bring it
+/// back.
+pub async fn saves_racing_a_delete_never_bring_the_record_back(store: impl Store) {
+    let store: Arc<dyn Store> = Arc::new(store);
+    for round in 0..20 {
+        let alice = random_owner();
+        let mut r = record(hour());
+        r.owner = Some(alice.clone());
+        create(&store, &r).await;
+        let start = Arc::new(tokio::sync::Barrier::new(9));
+        let saves: Vec<_> = (0..8)
+            .map(|i| {
+                let mut next = r.clone();
+                next.version = 1;
+                next.data
+                    .insert("k".into(), format!("save {i}").into_bytes());
+                let (store, start) = (store.clone(), start.clone());
+                tokio::spawn(async move {
+                    start.wait().await;
+                    store.save(&next, 0).await.expect("save")
+                })
+            })
+            .collect();
+        let delete = {
+            let (store, start, id, owner) = (store.clone(), start.clone(), r.id, alice.clone());
+            tokio::spawn(async move {
+                start.wait().await;
+                if round % 2 == 0 {
+                    store.delete(&id).await.expect("delete");
+                } else {
+                    store.delete_owner(&owner).await.expect("delete owner");
+                }
+            })
+        };
+        delete.await.expect("the delete's task");
+        for t in saves {
+            t.await.expect("a save's task");
+        }
+        assert_eq!(
+            load(&store, &r.id).await,
+            None,
+            "a save racing a delete brought the record back"
+        );
+        assert!(store.ids_of_owner(&alice).await.expect("list").is_empty());
     }
 }
 

@@ -29,6 +29,7 @@ pub type Data = BTreeMap<String, Vec<u8>>;
 /// assert!(remember_me.persistent_cookie());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[doc(alias("Expiry"))]
 pub struct Lifetime {
     #[serde(default, with = "opt_secs")]
     idle: Option<Duration>,
@@ -54,6 +55,30 @@ impl Lifetime {
     pub const fn with_idle_timeout(mut self, idle: Option<Duration>) -> Self {
         self.idle = idle;
         self
+    }
+
+    /// A "remember me": the session lasts `idle` after each use and at most
+    /// `absolute` after its creation, in a cookie that survives a browser
+    /// restart. For [`Session::set_lifetime`](crate::Session::set_lifetime)
+    /// after a login.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use session_core::Lifetime;
+    ///
+    /// let day = Duration::from_secs(24 * 3600);
+    /// let remember_me = Lifetime::remember_me(30 * day, 90 * day);
+    /// assert_eq!(remember_me.idle_timeout(), Some(30 * day));
+    /// assert_eq!(remember_me.absolute_timeout(), Some(90 * day));
+    /// assert!(remember_me.persistent_cookie());
+    /// ```
+    #[doc(alias("OnInactivity", "PersistentSession"))]
+    pub const fn remember_me(idle: Duration, absolute: Duration) -> Self {
+        Self {
+            idle: Some(idle),
+            absolute: Some(absolute),
+            persistent: true,
+        }
     }
 
     /// Ends the session this long after it was created, whatever its activity.

@@ -29,6 +29,19 @@ use crate::transport::{self, Incoming, SetCookie};
 /// Keys of flash values live under this prefix, hidden from [`Session::keys`].
 const FLASH_PREFIX: &str = "\u{1}flash:";
 
+/// Where [`Session::logout`] leaves the owner who signed out (the name's
+/// bytes), hidden from listings: a later [`Session::login`] of another owner
+/// then starts from none of the values, as over a signed-in session of
+/// another owner; a login of the same owner keeps them. The key goes at the
+/// next login, or with the values at a [`Session::clear`].
+const SIGNED_OUT_KEY: &str = "\u{1}signed-out";
+
+/// Whether `key` holds one of the session's own values: not a flash value
+/// and not the signed-out marker.
+fn is_value_key(key: &str) -> bool {
+    !is_flash_key(key) && key != SIGNED_OUT_KEY
+}
+
 /// Longest owner key accepted by [`Session::login`], in bytes.
 pub const MAX_OWNER_LEN: usize = 512;
 
@@ -784,7 +797,16 @@ impl Session {
     }
 
     /// The value under `key`, or `default` when absent (Iris's
-    /// `GetIntDefault` and friends, for any type).
+    /// `GetIntDefault` and friends, for any owned type: a `String` default,
+    /// not a `&str`, which no stored value can be decoded into).
+    ///
+    /// ```
+    /// # async fn handler(session: session_core::Session) -> session_core::Result<()> {
+    /// let visits: u64 = session.get_or("visits", 0).await?;
+    /// let lang = session.get_or("lang", String::from("en")).await?;
+    /// # let _ = (visits, lang);
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// [`Error::Value`] when the value does not decode as `T`, or a store
@@ -811,7 +833,7 @@ impl Session {
         let keys: Vec<String> = state
             .data
             .keys()
-            .filter(|k| !is_flash_key(k))
+            .filter(|k| is_value_key(k))
             .cloned()
             .collect();
         // `Data` is ordered: the keys come sorted.
@@ -824,7 +846,7 @@ impl Session {
     /// A store error on first use.
     pub async fn len(&self) -> Result<usize> {
         let state = self.loaded().await?;
-        Ok(state.data.keys().filter(|k| !is_flash_key(k)).count())
+        Ok(state.data.keys().filter(|k| is_value_key(k)).count())
     }
 
     /// Whether the session holds no values (flash values excluded).
@@ -848,6 +870,7 @@ impl Session {
     ///
     /// # Errors
     /// A store error on first use.
+    #[doc(alias("id", "session_id"))]
     pub async fn record_id(&self) -> Result<Option<RecordId>> {
         Ok(self.loaded().await?.stored.as_ref().map(|s| s.rid))
     }
@@ -947,7 +970,14 @@ impl Session {
     /// Removes the flash values (`flashes`) or every other value.
     async fn clear_where(&self, flashes: bool) -> Result<()> {
         let mut state = self.loaded().await?;
-        if state.data.keys().any(|k| is_flash_key(k) == flashes) {
+        let clears = |k: &String| {
+            if flashes {
+                is_flash_key(k)
+            } else {
+                !is_flash_key(k)
+            }
+        };
+        if state.data.keys().any(clears) {
             Self::push(&mut state, Change::Clear { flashes });
         }
         Ok(())
@@ -1870,15 +1900,16 @@ impl Session {
 
     /// Logs the session in as `owner`: sets the owner and rotates the id in one
     /// step (no session fixation), and restarts the absolute timeout. Over
-    /// another owner's session (a shared computer, a second account), the
+    /// another owner's session (a shared computer, a second account), signed
+    /// in or signed out with [`logout`](Self::logout), the
     /// new session keeps none of that owner's values, flashes included, nor
     /// a lifetime stored for that owner ("remember me"): what this request
     /// wrote before the login with deferred writes still pending (`insert`,
     /// `remove`, `set_lifetime`, ... not yet saved by an `increment`,
     /// `update` or `save`, which wrote them to the other owner's session) is
     /// this owner's and stays, as does all it writes after. Over a session
-    /// without an owner (a visitor's cart) or the same owner's, every value
-    /// stays. The session is stored at once. When another request ended the session
+    /// without an owner (a visitor's cart) or the same owner's, signed in or
+    /// signed out, every value stays. The session is stored at once. When another request ended the session
     /// (or a login of its own retired it: a login form submitted twice)
     /// before this one could retire it, the login goes on with a fresh
     /// session holding only this request's own writes. As
@@ -1930,7 +1961,11 @@ impl Session {
     /// absolute timeout that a "remember me" had lengthened could already be
     /// over under the configured one). The session no longer counts among the owner's
     /// (a devices page, [`Manager::destroy_all_of`]). Keys the app keeps
-    /// about the user are its own to remove. A session without an owner is
+    /// about the user are its own to remove. The session remembers who
+    /// signed out, out of sight: a later [`login`](Self::login) of another
+    /// owner starts from none of the values and flash values (someone else at
+    /// the same browser must not get them), while the same owner signing back
+    /// in keeps them. A session without an owner is
     /// left as it is. To end the session and its data instead (what most
     /// logouts do), [`destroy`](Self::destroy) it.
     ///
@@ -2521,7 +2556,13 @@ impl Session {
         match owner {
             Owner::Keep => {}
             Owner::Login(owner) => {
-                let another = previous_owner.as_ref().is_some_and(|p| *p != owner);
+                // Over a session signed out by another owner (`logout`
+                // leaves who), as over one still signed in by another.
+                let signed_out = state.data.get(SIGNED_OUT_KEY);
+                let another = match &previous_owner {
+                    Some(p) => *p != owner,
+                    None => signed_out.is_some_and(|who| who.as_slice() != owner.as_bytes()),
+                };
                 if another {
                     // Another owner's session (a shared computer, a second
                     // account): none of its values, flashes included, carry
@@ -2541,6 +2582,10 @@ impl Session {
                         Self::push(state, change);
                     }
                     log = state.log.clone();
+                } else if state.data.contains_key(SIGNED_OUT_KEY) {
+                    // The same owner back: the values stay, the marker goes.
+                    Self::push(state, Change::Remove(SIGNED_OUT_KEY.to_owned()));
+                    log = state.log.clone();
                 }
                 // A "remember me" of another owner does not carry over to
                 // this one either: the stored lifetime returns to the
@@ -2554,6 +2599,13 @@ impl Session {
                 state.owner_dirty = true;
             }
             Owner::Logout => {
+                if let Some(who) = &previous_owner {
+                    Self::push(
+                        state,
+                        Change::Set(SIGNED_OUT_KEY.to_owned(), who.as_bytes().to_vec()),
+                    );
+                    log = state.log.clone();
+                }
                 state.owner = None;
                 state.owner_dirty = true;
                 // A "remember me" lifetime ends with the login.
@@ -6376,6 +6428,55 @@ mod tests {
             assert_eq!(old.get_string("name").await.unwrap(), "iris");
             assert!(f.manager.sessions_of("alice").await.unwrap().is_empty());
         }
+    }
+
+    /// A login over a session another owner signed out of (`logout` keeps
+    /// the values) starts from none of them, flashes included, as over a
+    /// session still signed in by another owner; the same owner signing back
+    /// in keeps them, and the marker of who signed out is no value of the
+    /// session's and leaves at the login.
+    #[tokio::test]
+    async fn a_login_after_another_owners_logout_keeps_none_of_their_values() {
+        let f = fixture();
+        let s = f.open(None);
+        s.login("alice").await.unwrap();
+        s.insert("cart", &3).await.unwrap();
+        s.insert_flash("notice", "for alice").await.unwrap();
+        s.logout().await.unwrap();
+        assert_eq!(s.keys().await.unwrap(), vec!["cart".to_owned()]);
+        assert_eq!(s.len().await.unwrap(), 1);
+        let cookie = value(s.commit().await.unwrap());
+
+        // The same owner back: the values stay, the marker goes.
+        let s = f.open(Some(&cookie));
+        s.login("alice").await.unwrap();
+        assert_eq!(s.get::<i32>("cart").await.unwrap(), Some(3));
+        let cookie = value(s.commit().await.unwrap());
+        let rid = f.open(Some(&cookie)).record_id().await.unwrap().unwrap();
+        let stored = f.store.load(&rid).await.unwrap().unwrap();
+        assert!(!stored.data.contains_key(SIGNED_OUT_KEY));
+
+        // Another owner after alice's logout: none of alice's values.
+        let s = f.open(Some(&cookie));
+        s.logout().await.unwrap();
+        let cookie = value(s.commit().await.unwrap());
+        let s = f.open(Some(&cookie));
+        s.insert("lang", &"fr").await.unwrap();
+        s.login("bob").await.unwrap();
+        assert_eq!(s.get::<i32>("cart").await.unwrap(), None);
+        assert_eq!(s.take_flash::<String>("notice").await.unwrap(), None);
+        assert_eq!(s.keys().await.unwrap(), vec!["lang".to_owned()]);
+        let cookie = value(s.commit().await.unwrap());
+        let s = f.open(Some(&cookie));
+        assert_eq!(s.keys().await.unwrap(), vec!["lang".to_owned()]);
+        assert_eq!(s.get_string("lang").await.unwrap(), "fr");
+        assert_eq!(s.owner().await.unwrap().as_deref(), Some("bob"));
+
+        // A session whose only trace is who signed out is empty.
+        let s = f.open(None);
+        s.login("carol").await.unwrap();
+        s.logout().await.unwrap();
+        assert!(s.is_empty().await.unwrap());
     }
 
     /// Changes made after the commit (a task or a body that writes once the

@@ -1425,7 +1425,11 @@ What changed in session 33 (no new profile row; no change on the measured paths)
   computed from the table (`cargo xtask bench capacity`). actix-session's pooled Redis
   store was tried as its set-up and served a third of what its connection manager did
   (a `PING` per checkout), so the table keeps the latter. The targets block under the
-  load table is this run's; the profile's instruction counts are unchanged code's.
+  load table is this run's.
+* Profile row `session 33`: every column within 1.6 % of row `session 30`, as close as
+  code that did not change came (bare axum, tower-sessions, the floors): the load
+  table's lower ratios to bare than session 30's, ours' and the floor's alike, are this
+  machine's (bare axum used about twice the server CPU per request), not the code's.
 
 What is still between ours and the ceiling, by the profile (row `session 18`) and the
 load runs (session 18's, whose axum ratios to bare sit about 15 % low, and the earlier

@@ -199,6 +199,7 @@ use tower_service::Service;
 /// two, and where they carry the id in one cookie each layer answers a
 /// cookie of that name (logged as a warning, [`Manager::defers_to`]).
 #[derive(Clone, Debug)]
+#[doc(alias("SessionManagerLayer"))]
 pub struct SessionLayer {
     manager: Manager,
 }
