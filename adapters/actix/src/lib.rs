@@ -454,6 +454,78 @@ impl FromRequest for Session {
     }
 }
 
+/// The owner the request's session is signed in as
+/// ([`login`](session_core::Session::login)),
+/// as an extractor: a route that takes it answers `401 Unauthorized` to a
+/// request whose session has no owner, before the handler runs.
+///
+/// ```
+/// use session_actix::SignedIn;
+///
+/// async fn dashboard(SignedIn(user): SignedIn) -> String {
+///     format!("Hello, {user}")
+/// }
+/// # let _ = actix_web::web::get().to(dashboard);
+/// ```
+///
+/// For a route open to visitors too, take the [`Session`] and read
+/// [`owner`](session_core::Session::owner): actix-web's `Option<T>`
+/// extractor turns every error into `None`, a store that is down included.
+/// Its error is [`NotSignedIn`]: the 401, the session's error (a store that
+/// is down: [`SessionError`]'s status), or [`MissingMiddleware`]'s 500.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[doc(alias("CurrentUser", "AuthUser", "login_required"))]
+pub struct SignedIn(pub String);
+
+/// Why a [`SignedIn`] extractor refused the request.
+#[derive(Debug, thiserror::Error)]
+pub enum NotSignedIn {
+    /// The session has no owner: `401 Unauthorized`.
+    #[error("not signed in")]
+    Anonymous,
+    /// The session could not be read.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// No [`SessionMiddleware`] on the route.
+    #[error(transparent)]
+    MissingMiddleware(#[from] MissingMiddleware),
+}
+
+impl ResponseError for NotSignedIn {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Anonymous => StatusCode::UNAUTHORIZED,
+            Self::Session(e) => e.status_code(),
+            Self::MissingMiddleware(e) => e.status_code(),
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            Self::Anonymous => HttpResponse::Unauthorized().body("Not signed in"),
+            Self::Session(e) => e.error_response(),
+            Self::MissingMiddleware(e) => e.error_response(),
+        }
+    }
+}
+
+impl FromRequest for SignedIn {
+    type Error = NotSignedIn;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let session = req.session();
+        Box::pin(async move {
+            let session = session.ok_or(MissingMiddleware)?;
+            match session.owner().await {
+                Ok(Some(owner)) => Ok(Self(owner)),
+                Ok(None) => Err(NotSignedIn::Anonymous),
+                Err(e) => Err(SessionError(e).into()),
+            }
+        })
+    }
+}
+
 /// The session of a request outside an extractor: in your own middleware
 /// (inside [`SessionMiddleware`]) or from an `HttpRequest`; like
 /// actix-session's `get_session`, but `None` where no [`SessionMiddleware`]

@@ -512,6 +512,87 @@ impl IntoResponse for MissingLayer {
     }
 }
 
+/// The owner the request's session is signed in as
+/// ([`login`](session_core::Session::login)),
+/// as an extractor: a route that takes it answers `401 Unauthorized` to a
+/// request whose session has no owner, before the handler runs.
+/// `Option<SignedIn>` takes both, `None` for a visitor.
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use session_axum::SignedIn;
+///
+/// async fn dashboard(SignedIn(user): SignedIn) -> String {
+///     format!("Hello, {user}")
+/// }
+///
+/// async fn home(user: Option<SignedIn>) -> String {
+///     match user {
+///         Some(SignedIn(user)) => format!("Welcome back, {user}"),
+///         None => "Welcome".to_owned(),
+///     }
+/// }
+/// # let _ = Router::<()>::new().route("/dashboard", get(dashboard)).route("/", get(home));
+/// ```
+///
+/// Its rejection is [`NotSignedIn`]: the 401, or the session's error (a
+/// store that is down: [`SessionError`]'s status), or [`MissingLayer`]'s 500.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[doc(alias("CurrentUser", "AuthUser", "login_required"))]
+pub struct SignedIn(pub String);
+
+/// Why a [`SignedIn`] extractor refused the request.
+#[derive(Debug, thiserror::Error)]
+pub enum NotSignedIn {
+    /// The session has no owner: `401 Unauthorized`.
+    #[error("not signed in")]
+    Anonymous,
+    /// The session could not be read.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// No [`SessionLayer`] on the route.
+    #[error(transparent)]
+    MissingLayer(#[from] MissingLayer),
+}
+
+impl IntoResponse for NotSignedIn {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Anonymous => (StatusCode::UNAUTHORIZED, "Not signed in").into_response(),
+            Self::Session(e) => e.into_response(),
+            Self::MissingLayer(e) => e.into_response(),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for SignedIn {
+    type Rejection = NotSignedIn;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let session = Session::of(parts).ok_or(MissingLayer)?;
+        match session.owner().await {
+            Ok(Some(owner)) => Ok(Self(owner)),
+            Ok(None) => Err(NotSignedIn::Anonymous),
+            Err(e) => Err(SessionError(e).into()),
+        }
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for SignedIn {
+    type Rejection = NotSignedIn;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        match <Self as FromRequestParts<S>>::from_request_parts(parts, state).await {
+            Ok(signed_in) => Ok(Some(signed_in)),
+            Err(NotSignedIn::Anonymous) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// A [`session_core::Error`] as a handler error: logs it and answers a bare
 /// status, [`session_core::Error::http_status`] (`503` for a store error,
 /// a timeout or contention, `409` when another request ended the session,

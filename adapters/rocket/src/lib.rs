@@ -237,6 +237,65 @@ impl Sentinel for Session {
     }
 }
 
+/// The owner the request's session is signed in as
+/// ([`login`](session_core::Session::login)),
+/// as a request guard: a route that takes it fails with `401 Unauthorized`
+/// (Rocket's catcher for it answers) when the session has no owner, before
+/// the handler runs.
+///
+/// ```
+/// use rocket::get;
+/// use session_rocket::SignedIn;
+///
+/// #[get("/dashboard")]
+/// fn dashboard(user: SignedIn) -> String {
+///     format!("Hello, {}", user.0)
+/// }
+/// ```
+///
+/// For a route open to visitors too, take the [`Session`] and read
+/// [`owner`](session_core::Session::owner): Rocket's `Option<T>` guard turns
+/// every failure into `None`, a store that is down included. A store error
+/// fails with [`SessionError`]'s status (`503` when the store is down).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[doc(alias("CurrentUser", "AuthUser", "login_required"))]
+pub struct SignedIn(pub String);
+
+/// Why a [`SignedIn`] guard failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NotSignedIn {
+    /// The session has no owner: `401 Unauthorized`.
+    #[error("not signed in")]
+    Anonymous,
+    /// The session could not be read.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// No [`SessionFairing`] on the Rocket.
+    #[error(transparent)]
+    MissingFairing(#[from] MissingFairing),
+}
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for SignedIn {
+    type Error = NotSignedIn;
+
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
+        let session = match Session::from_request(req).await {
+            Outcome::Success(session) => session,
+            Outcome::Error((status, missing)) => return Outcome::Error((status, missing.into())),
+            Outcome::Forward(status) => return Outcome::Forward(status),
+        };
+        match session.owner().await {
+            Ok(Some(owner)) => Outcome::Success(Self(owner)),
+            Ok(None) => Outcome::Error((Status::Unauthorized, NotSignedIn::Anonymous)),
+            Err(e) => {
+                tracing::error!(error = %e, "session error in a request guard");
+                Outcome::Error((status_of(&e), SessionError(e).into()))
+            }
+        }
+    }
+}
+
 /// Whether Rocket filled the request's jar with a cookie called `name` from
 /// its `Cookie` headers. Rocket percent-decodes the names it reads there and
 /// trims Unicode whitespace from them, so `%73ession=…` or `session` beside a

@@ -43,6 +43,49 @@ mod actix_only {
         assert!(String::from_utf8_lossy(&body).contains("SessionMiddleware"));
     }
 
+    /// `SignedIn` answers 401 before the handler to a visitor, gives a
+    /// signed-in request its owner, and answers a store that is down with
+    /// the session's 503.
+    #[actix_web::test]
+    async fn signed_in_guards_a_route_and_names_the_owner() {
+        use session_actix::SignedIn;
+        let store = session_core::testing::Instrumented::new(MemoryStore::new());
+        let manager = Manager::new(store.clone(), Config::default());
+        let app = test::init_service(
+            App::new()
+                .wrap(SessionMiddleware::new(manager))
+                .route(
+                    "/login",
+                    web::get().to(|s: Session| async move {
+                        s.login("alice").await.unwrap();
+                        HttpResponse::Ok().finish()
+                    }),
+                )
+                .route(
+                    "/me",
+                    web::get().to(|SignedIn(user): SignedIn| async move { user }),
+                ),
+        )
+        .await;
+        let res = test::call_service(&app, test::TestRequest::get().uri("/me").to_request()).await;
+        assert_eq!(res.status(), 401);
+        let res =
+            test::call_service(&app, test::TestRequest::get().uri("/login").to_request()).await;
+        let cookie = session_cookie(res.headers());
+        let me = || {
+            test::TestRequest::get()
+                .uri("/me")
+                .insert_header(("cookie", cookie.clone()))
+                .to_request()
+        };
+        let res = test::call_service(&app, me()).await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(test::read_body(res).await, "alice");
+        store.fail_with(Some(session_core::StoreErrorKind::Unavailable));
+        let res = test::call_service(&app, me()).await;
+        assert_eq!(res.status(), 503);
+    }
+
     #[actix_web::test]
     async fn session_ext_finds_the_session_in_handlers_and_middleware() {
         use actix_web::dev::Service as _;

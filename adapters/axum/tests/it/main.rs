@@ -56,6 +56,62 @@ mod axum_only {
         String::from_utf8(bytes.to_vec()).unwrap()
     }
 
+    /// `SignedIn` answers 401 before the handler to a visitor and gives a
+    /// signed-in request its owner; `Option<SignedIn>` takes both; a store
+    /// that is down is the session's 503, not a 401.
+    #[tokio::test]
+    async fn signed_in_guards_a_route_and_names_the_owner() {
+        use session_axum::SignedIn;
+        let m = manager();
+        let app = Router::new()
+            .route(
+                "/login",
+                get(|s: Session| async move {
+                    s.login("alice").await.unwrap();
+                    "in"
+                }),
+            )
+            .route("/me", get(|SignedIn(user): SignedIn| async move { user }))
+            .route(
+                "/maybe",
+                get(|user: Option<SignedIn>| async move {
+                    user.map_or("visitor".to_owned(), |SignedIn(u)| u)
+                }),
+            )
+            .layer(SessionLayer::new(m));
+        let get_path = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+        let res = app.clone().oneshot(get_path("/me")).await.unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        let res = app.clone().oneshot(get_path("/maybe")).await.unwrap();
+        assert_eq!(body(res).await, "visitor");
+        let login = app.clone().oneshot(get_path("/login")).await.unwrap();
+        let with_cookie = |path: &str| {
+            Request::get(path)
+                .header("cookie", cookie_pair(&login))
+                .body(Body::empty())
+                .unwrap()
+        };
+        let res = app.clone().oneshot(with_cookie("/me")).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(body(res).await, "alice");
+        let res = app.clone().oneshot(with_cookie("/maybe")).await.unwrap();
+        assert_eq!(body(res).await, "alice");
+
+        let store = session_core::testing::Instrumented::new(MemoryStore::new());
+        let down = Router::new()
+            .route("/me", get(|SignedIn(user): SignedIn| async move { user }))
+            .route("/maybe", get(|_: Option<SignedIn>| async { "reached" }))
+            .layer(SessionLayer::new(Manager::new(
+                store.clone(),
+                Config::default(),
+            )));
+        store.fail_with(Some(session_core::StoreErrorKind::Unavailable));
+        for path in ["/me", "/maybe"] {
+            let res = down.clone().oneshot(with_cookie(path)).await.unwrap();
+            assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        }
+    }
+
     #[tokio::test]
     async fn a_missing_layer_is_a_500_that_says_how_to_fix_it() {
         let app = Router::new().route("/", get(|_s: Session| async { "unreachable" }));

@@ -121,6 +121,43 @@ mod rocket_only {
         Ok(s.increment("n", 1).await?.to_string())
     }
 
+    #[get("/login")]
+    async fn login(s: Session) -> &'static str {
+        s.login("alice").await.unwrap();
+        "in"
+    }
+
+    #[get("/me")]
+    fn me(user: session_rocket::SignedIn) -> String {
+        user.0
+    }
+
+    /// `SignedIn` fails with 401 before the handler for a visitor, gives a
+    /// signed-in request its owner, and fails with the session's 503 when
+    /// the store is down.
+    #[tokio::test]
+    async fn signed_in_guards_a_route_and_names_the_owner() {
+        let store = session_core::testing::Instrumented::new(MemoryStore::new());
+        let manager = Manager::new(store.clone(), Config::default());
+        let rocket = rocket::build()
+            .attach(SessionFairing::new(manager))
+            .mount("/", routes![login, me]);
+        let client = Client::tracked(rocket).await.expect("client");
+        assert_eq!(
+            client.get("/me").dispatch().await.status(),
+            Status::Unauthorized
+        );
+        assert_eq!(client.get("/login").dispatch().await.status(), Status::Ok);
+        let res = client.get("/me").dispatch().await;
+        assert_eq!(res.status(), Status::Ok);
+        assert_eq!(res.into_string().await.as_deref(), Some("alice"));
+        store.fail_with(Some(session_core::StoreErrorKind::Unavailable));
+        assert_eq!(
+            client.get("/me").dispatch().await.status(),
+            Status::ServiceUnavailable
+        );
+    }
+
     #[get("/panic")]
     async fn panics(s: Session) -> &'static str {
         s.insert("name", "mallory").await.unwrap();
