@@ -807,20 +807,7 @@ pub async fn a_touch_racing_a_save_or_a_delete_is_one_step(store: impl Store) {
         // save in between.
         let (touched, saved) = join(touches, store.save(&next, r.version)).await;
         let touched: Vec<bool> = touched.into_iter().map(|t| t.expect("touch")).collect();
-        match saved.expect("save") {
-            Saved::Saved => {
-                assert!(
-                    touched.iter().all(|t| !t),
-                    "a touch of the old version answered true after the save replaced it"
-                );
-                assert_eq!(load(&store, &r.id).await, Some(next));
-            }
-            Saved::Missing => {
-                assert!(touched.iter().any(|t| *t), "the save found the record gone");
-                assert_eq!(load(&store, &r.id).await, None);
-            }
-            other => panic!("a save of the stored version answered {other:?}"),
-        }
+        one_of_a_save_and_touches(&store, next, saved.expect("save"), &touched).await;
 
         let r = record(hour());
         create(&store, &r).await;
@@ -873,20 +860,33 @@ pub async fn touches_racing_a_save_on_other_threads_are_one_step(store: impl Sto
         for t in touches {
             touched.push(t.await.expect("a touch's task"));
         }
-        match saved {
-            Saved::Saved => {
-                assert!(
-                    touched.iter().all(|t| !t),
-                    "a touch of the old version answered true, yet the save of that version landed"
-                );
-                assert_eq!(load(&store, &r.id).await, Some(next));
-            }
-            Saved::Missing => {
-                assert!(touched.iter().any(|t| *t), "the save found the record gone");
-                assert_eq!(load(&store, &r.id).await, None);
-            }
-            other => panic!("a save of the stored version answered {other:?}"),
+        one_of_a_save_and_touches(&*store, next, saved, &touched).await;
+    }
+}
+
+/// Checks what a save of a record's version (as `next`) and touches that
+/// retire that version left, run at once: either the save landed and every
+/// touch lost (the record is `next`), or a touch retired the record first
+/// and the save found it gone.
+async fn one_of_a_save_and_touches(
+    store: &dyn Store,
+    next: Record,
+    saved: Saved,
+    touched: &[bool],
+) {
+    match saved {
+        Saved::Saved => {
+            assert!(
+                touched.iter().all(|t| !t),
+                "a touch of the old version answered true, yet the save of that version landed"
+            );
+            assert_eq!(load(store, &next.id).await, Some(next));
         }
+        Saved::Missing => {
+            assert!(touched.iter().any(|t| *t), "the save found the record gone");
+            assert_eq!(load(store, &next.id).await, None);
+        }
+        other => panic!("a save of the stored version answered {other:?}"),
     }
 }
 
