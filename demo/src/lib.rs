@@ -813,7 +813,8 @@ pub async fn login(session: &Session, user: &str) -> Reply {
         return (400, "The user name is not valid UTF-8".into());
     }
     // A new CSRF token for the signed-in user. Over another user's session,
-    // signed in or signed out, `login` keeps none of that user's values.
+    // signed in or signed out, `login` keeps none of the values that user
+    // left.
     if let Err(e) = session.remove("csrf").await {
         return fail(&e);
     }

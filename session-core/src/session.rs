@@ -29,17 +29,92 @@ use crate::transport::{self, Incoming, SetCookie};
 /// Keys of flash values live under this prefix, hidden from [`Session::keys`].
 const FLASH_PREFIX: &str = "\u{1}flash:";
 
-/// Where [`Session::logout`] leaves the owner who signed out (the name's
-/// bytes), hidden from listings: a later [`Session::login`] of another owner
-/// then starts from none of the values, as over a signed-in session of
-/// another owner; a login of the same owner keeps them. The key goes at the
-/// next login, or with the values at a [`Session::clear`].
+/// Where [`Session::logout`] leaves who signed out and a digest of each
+/// value (flash values too) the session held then ([`SignedOut`]), hidden
+/// from listings: a later [`Session::login`] of another owner removes the
+/// values still as they were at the logout, and keeps what was written
+/// since (a visitor's cart, a page to return to); a login of the same owner
+/// keeps everything. The key goes at the next login.
 const SIGNED_OUT_KEY: &str = "\u{1}signed-out";
 
 /// Whether `key` holds one of the session's own values: not a flash value
 /// and not the signed-out marker.
-fn is_value_key(key: &str) -> bool {
+pub(crate) fn is_value_key(key: &str) -> bool {
     !is_flash_key(key) && key != SIGNED_OUT_KEY
+}
+
+/// Whether a `Change::Clear { flashes }` removes `key`: the flash values,
+/// or the session's own values (never the signed-out marker, which must
+/// outlive a visitor's `clear` to keep the flash values it names from the
+/// next owner).
+fn cleared_by(key: &str, flashes: bool) -> bool {
+    if flashes {
+        is_flash_key(key)
+    } else {
+        is_value_key(key)
+    }
+}
+
+/// What [`SIGNED_OUT_KEY`] holds: the owner who signed out, and the first
+/// eight bytes of the SHA-256 of each value the session held then.
+struct SignedOut {
+    owner: Vec<u8>,
+    values: Vec<(String, [u8; 8])>,
+}
+
+impl SignedOut {
+    fn digest(value: &[u8]) -> [u8; 8] {
+        use sha2::{Digest, Sha256};
+        let d = Sha256::digest(value);
+        let mut out = [0u8; 8];
+        out.copy_from_slice(&d[..8]);
+        out
+    }
+
+    /// The marker of `owner` signing out of a session holding `data`.
+    fn of(owner: &str, data: &Data) -> Vec<u8> {
+        let mut out = Vec::new();
+        let owner = owner.as_bytes();
+        out.extend_from_slice(&u32::try_from(owner.len()).unwrap_or(u32::MAX).to_le_bytes());
+        out.extend_from_slice(owner);
+        for (key, value) in data.iter().filter(|(k, _)| k.as_str() != SIGNED_OUT_KEY) {
+            out.extend_from_slice(&u32::try_from(key.len()).unwrap_or(u32::MAX).to_le_bytes());
+            out.extend_from_slice(key.as_bytes());
+            out.extend_from_slice(&Self::digest(value));
+        }
+        out
+    }
+
+    /// The marker read back; `None` when it is not one (then every value is
+    /// treated as the signed-out owner's).
+    fn parse(bytes: &[u8]) -> Option<Self> {
+        fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+            let (head, tail) = (rest.get(..n)?, rest.get(n..)?);
+            *rest = tail;
+            Some(head)
+        }
+        fn len(rest: &mut &[u8]) -> Option<usize> {
+            let b: [u8; 4] = take(rest, 4)?.try_into().ok()?;
+            usize::try_from(u32::from_le_bytes(b)).ok()
+        }
+        let mut rest = bytes;
+        let n = len(&mut rest)?;
+        let owner = take(&mut rest, n)?.to_vec();
+        let mut values = Vec::new();
+        while !rest.is_empty() {
+            let n = len(&mut rest)?;
+            let key = String::from_utf8(take(&mut rest, n)?.to_vec()).ok()?;
+            let digest: [u8; 8] = take(&mut rest, 8)?.try_into().ok()?;
+            values.push((key, digest));
+        }
+        Some(Self { owner, values })
+    }
+
+    /// Whether `value` under `key` is as it was at the logout.
+    fn unchanged(&self, key: &str, value: &[u8]) -> bool {
+        let digest = Self::digest(value);
+        self.values.iter().any(|(k, d)| k == key && *d == digest)
+    }
 }
 
 /// Longest owner key accepted by [`Session::login`], in bytes.
@@ -903,9 +978,11 @@ impl Session {
     /// until the request's commit.
     ///
     /// Any string is a key, but those that begin with the control character
-    /// U+0001 and `flash:` are where the flash values live
-    /// ([`insert_flash`](Self::insert_flash)): keys that come from outside
-    /// input (a form's field names) should not be able to start so.
+    /// U+0001 are the session's own: the flash values live under U+0001 and
+    /// `flash:` ([`insert_flash`](Self::insert_flash)), and
+    /// [`logout`](Self::logout) leaves a record of itself under another.
+    /// Keys that come from outside input (a form's field names) should not be
+    /// able to start so.
     ///
     /// # Errors
     /// [`Error::Value`] when the value cannot be encoded, or a store error on
@@ -970,14 +1047,7 @@ impl Session {
     /// Removes the flash values (`flashes`) or every other value.
     async fn clear_where(&self, flashes: bool) -> Result<()> {
         let mut state = self.loaded().await?;
-        let clears = |k: &String| {
-            if flashes {
-                is_flash_key(k)
-            } else {
-                !is_flash_key(k)
-            }
-        };
-        if state.data.keys().any(clears) {
+        if state.data.keys().any(|k| cleared_by(k, flashes)) {
             Self::push(&mut state, Change::Clear { flashes });
         }
         Ok(())
@@ -1900,14 +1970,15 @@ impl Session {
 
     /// Logs the session in as `owner`: sets the owner and rotates the id in one
     /// step (no session fixation), and restarts the absolute timeout. Over
-    /// another owner's session (a shared computer, a second account), signed
-    /// in or signed out with [`logout`](Self::logout), the
+    /// another owner's session (a shared computer, a second account), the
     /// new session keeps none of that owner's values, flashes included, nor
     /// a lifetime stored for that owner ("remember me"): what this request
     /// wrote before the login with deferred writes still pending (`insert`,
     /// `remove`, `set_lifetime`, ... not yet saved by an `increment`,
     /// `update` or `save`, which wrote them to the other owner's session) is
     /// this owner's and stays, as does all it writes after. Over a session
+    /// another owner signed out of ([`logout`](Self::logout)), the values
+    /// that owner left go and those written since stay. Over a session
     /// without an owner (a visitor's cart) or the same owner's, signed in or
     /// signed out, every value stays. The session is stored at once. When another request ended the session
     /// (or a login of its own retired it: a login form submitted twice)
@@ -1961,11 +2032,14 @@ impl Session {
     /// absolute timeout that a "remember me" had lengthened could already be
     /// over under the configured one). The session no longer counts among the owner's
     /// (a devices page, [`Manager::destroy_all_of`]). Keys the app keeps
-    /// about the user are its own to remove. The session remembers who
-    /// signed out, out of sight: a later [`login`](Self::login) of another
-    /// owner starts from none of the values and flash values (someone else at
-    /// the same browser must not get them), while the same owner signing back
-    /// in keeps them. A session without an owner is
+    /// about the user are its own to remove. The session remembers, out of
+    /// sight, who signed out and what it held then: a later
+    /// [`login`](Self::login) of another owner removes those values and flash
+    /// values still as they were (someone else at the same browser must not
+    /// get them) and keeps what was written since (the next visitor's cart,
+    /// a page to return to after the login); the same owner signing back in
+    /// keeps everything. Until someone logs in, the values stay readable in
+    /// the session, as before the logout. A session without an owner is
     /// left as it is. To end the session and its data instead (what most
     /// logouts do), [`destroy`](Self::destroy) it.
     ///
@@ -2556,13 +2630,33 @@ impl Session {
         match owner {
             Owner::Keep => {}
             Owner::Login(owner) => {
-                // Over a session signed out by another owner (`logout`
-                // leaves who), as over one still signed in by another.
-                let signed_out = state.data.get(SIGNED_OUT_KEY);
-                let another = match &previous_owner {
-                    Some(p) => *p != owner,
-                    None => signed_out.is_some_and(|who| who.as_slice() != owner.as_bytes()),
-                };
+                let another = previous_owner.as_ref().is_some_and(|p| *p != owner);
+                // Signed out by another owner (`logout` leaves who, and what
+                // the session held then): those values go, flash values
+                // included, each only while it is still as it was then (a
+                // take: a write since, of this request or another, stays).
+                let signed_out = (state.data.get(SIGNED_OUT_KEY))
+                    .filter(|_| previous_owner.is_none())
+                    .map(|marker| SignedOut::parse(marker));
+                if let Some(signed_out) = &signed_out {
+                    let theirs: Vec<Change> = match signed_out {
+                        Some(s) if s.owner == owner.as_bytes() => Vec::new(),
+                        Some(s) => (state.data.iter())
+                            .filter(|(k, v)| k.as_str() != SIGNED_OUT_KEY && s.unchanged(k, v))
+                            .map(|(k, v)| Change::Take(k.clone(), v.clone()))
+                            .collect(),
+                        // Unreadable: everything as the other owner's.
+                        None => (state.data.iter())
+                            .filter(|(k, _)| k.as_str() != SIGNED_OUT_KEY)
+                            .map(|(k, v)| Change::Take(k.clone(), v.clone()))
+                            .collect(),
+                    };
+                    for change in theirs {
+                        Self::push(state, change);
+                    }
+                    Self::push(state, Change::Remove(SIGNED_OUT_KEY.to_owned()));
+                    log = state.log.clone();
+                }
                 if another {
                     // Another owner's session (a shared computer, a second
                     // account): none of its values, flashes included, carry
@@ -2575,16 +2669,13 @@ impl Session {
                     for change in [
                         Change::Clear { flashes: false },
                         Change::Clear { flashes: true },
+                        Change::Remove(SIGNED_OUT_KEY.to_owned()),
                     ]
                     .into_iter()
                     .chain(log.changes.iter().cloned())
                     {
                         Self::push(state, change);
                     }
-                    log = state.log.clone();
-                } else if state.data.contains_key(SIGNED_OUT_KEY) {
-                    // The same owner back: the values stay, the marker goes.
-                    Self::push(state, Change::Remove(SIGNED_OUT_KEY.to_owned()));
                     log = state.log.clone();
                 }
                 // A "remember me" of another owner does not carry over to
@@ -2600,10 +2691,8 @@ impl Session {
             }
             Owner::Logout => {
                 if let Some(who) = &previous_owner {
-                    Self::push(
-                        state,
-                        Change::Set(SIGNED_OUT_KEY.to_owned(), who.as_bytes().to_vec()),
-                    );
+                    let marker = SignedOut::of(who, &state.data);
+                    Self::push(state, Change::Set(SIGNED_OUT_KEY.to_owned(), marker));
                     log = state.log.clone();
                 }
                 state.owner = None;
@@ -2825,6 +2914,7 @@ impl Session {
             ]
             .into_iter()
             .chain(rotation.log.changes.iter().cloned())
+            .chain([Change::Remove(SIGNED_OUT_KEY.to_owned())])
             {
                 Self::push(state, change);
             }
@@ -3007,7 +3097,7 @@ fn pending_value<'a>(data: &'a Data, changes: &'a [Change], key: &str) -> Option
             Change::Take(k, taken) if k == key => {
                 return pending_value(data, &changes[..at], key).filter(|v| v != taken);
             }
-            Change::Clear { flashes } if is_flash_key(key) == *flashes => return None,
+            Change::Clear { flashes } if cleared_by(key, *flashes) => return None,
             _ => {}
         }
     }
@@ -3030,7 +3120,7 @@ fn apply(data: &mut Data, change: &Change) {
                 data.remove(k);
             }
         }
-        Change::Clear { flashes } => data.retain(|k, _| is_flash_key(k) != *flashes),
+        Change::Clear { flashes } => data.retain(|k, _| !cleared_by(k, *flashes)),
     }
 }
 
@@ -6431,23 +6521,25 @@ mod tests {
     }
 
     /// A login over a session another owner signed out of (`logout` keeps
-    /// the values) starts from none of them, flashes included, as over a
-    /// session still signed in by another owner; the same owner signing back
-    /// in keeps them, and the marker of who signed out is no value of the
-    /// session's and leaves at the login.
+    /// the values) removes the values and flash values that owner left, as
+    /// they were at the logout, and keeps what was written since (a
+    /// visitor's cart, a page to return to), also through a `clear` of the
+    /// visitor's; the same owner signing back in keeps everything. The marker
+    /// is no value of the session's and leaves at the login.
     #[tokio::test]
     async fn a_login_after_another_owners_logout_keeps_none_of_their_values() {
         let f = fixture();
         let s = f.open(None);
         s.login("alice").await.unwrap();
         s.insert("cart", &3).await.unwrap();
+        s.insert("lang", &"de").await.unwrap();
         s.insert_flash("notice", "for alice").await.unwrap();
         s.logout().await.unwrap();
-        assert_eq!(s.keys().await.unwrap(), vec!["cart".to_owned()]);
-        assert_eq!(s.len().await.unwrap(), 1);
+        assert_eq!(s.keys().await.unwrap(), vec!["cart", "lang"]);
+        assert_eq!(s.len().await.unwrap(), 2);
         let cookie = value(s.commit().await.unwrap());
 
-        // The same owner back: the values stay, the marker goes.
+        // The same owner back: everything stays, the marker goes.
         let s = f.open(Some(&cookie));
         s.login("alice").await.unwrap();
         assert_eq!(s.get::<i32>("cart").await.unwrap(), Some(3));
@@ -6456,27 +6548,54 @@ mod tests {
         let stored = f.store.load(&rid).await.unwrap().unwrap();
         assert!(!stored.data.contains_key(SIGNED_OUT_KEY));
 
-        // Another owner after alice's logout: none of alice's values.
+        // Another owner after alice's logout: alice's values go, what the
+        // visitor wrote since stays (a changed value, a new one).
         let s = f.open(Some(&cookie));
         s.logout().await.unwrap();
         let cookie = value(s.commit().await.unwrap());
         let s = f.open(Some(&cookie));
         s.insert("lang", &"fr").await.unwrap();
+        s.insert("return_to", &"/checkout").await.unwrap();
+        let cookie = match s.commit().await.unwrap() {
+            SetCookie::Set { value, .. } => value,
+            _ => cookie,
+        };
+        let s = f.open(Some(&cookie));
         s.login("bob").await.unwrap();
         assert_eq!(s.get::<i32>("cart").await.unwrap(), None);
         assert_eq!(s.take_flash::<String>("notice").await.unwrap(), None);
-        assert_eq!(s.keys().await.unwrap(), vec!["lang".to_owned()]);
+        assert_eq!(s.keys().await.unwrap(), vec!["lang", "return_to"]);
         let cookie = value(s.commit().await.unwrap());
         let s = f.open(Some(&cookie));
-        assert_eq!(s.keys().await.unwrap(), vec!["lang".to_owned()]);
         assert_eq!(s.get_string("lang").await.unwrap(), "fr");
+        assert_eq!(s.get_string("return_to").await.unwrap(), "/checkout");
         assert_eq!(s.owner().await.unwrap().as_deref(), Some("bob"));
 
-        // A session whose only trace is who signed out is empty.
+        // A visitor's `clear` after the logout keeps the marker: alice's
+        // unread flash still goes at bob's login.
+        let s = f.open(None);
+        s.login("alice").await.unwrap();
+        s.insert_flash("notice", "for alice").await.unwrap();
+        s.logout().await.unwrap();
+        let cookie = value(s.commit().await.unwrap());
+        let s = f.open(Some(&cookie));
+        s.insert("cart", &1).await.unwrap();
+        s.clear().await.unwrap();
+        s.login("bob").await.unwrap();
+        assert_eq!(s.take_flash::<String>("notice").await.unwrap(), None);
+
+        // A session whose only trace is who signed out is empty, and a
+        // `clear` of it writes nothing.
         let s = f.open(None);
         s.login("carol").await.unwrap();
         s.logout().await.unwrap();
         assert!(s.is_empty().await.unwrap());
+        let cookie = value(s.commit().await.unwrap());
+        let s = f.open(Some(&cookie));
+        s.clear().await.unwrap();
+        let saves = f.store.counts().save;
+        assert!(matches!(s.commit().await.unwrap(), SetCookie::Unchanged));
+        assert_eq!(f.store.counts().save, saves);
     }
 
     /// Changes made after the commit (a task or a body that writes once the

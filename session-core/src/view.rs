@@ -11,7 +11,7 @@ use crate::codec::{self, Codec};
 use crate::error::Result;
 use crate::id::RecordId;
 use crate::record::{Lifetime, Record};
-use crate::session::{is_flash_key, Session};
+use crate::session::{is_value_key, Session};
 use crate::timestamp::Timestamp;
 
 /// A live session of an owner as the store holds it, from
@@ -114,7 +114,7 @@ impl SessionView {
     /// [`Error::Value`](crate::Error::Value) when the value does not decode
     /// as `T`.
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        if is_flash_key(key) {
+        if !is_value_key(key) {
             return Ok(None);
         }
         self.record
@@ -132,6 +132,6 @@ impl SessionView {
             .data
             .keys()
             .map(String::as_str)
-            .filter(|k| !is_flash_key(k))
+            .filter(|k| is_value_key(k))
     }
 }

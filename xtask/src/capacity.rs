@@ -196,15 +196,19 @@ fn render(i: &Inputs) -> Result<String> {
     // PostgreSQL.
     let pg_live = SESSIONS * (RECORD + i.postgres.overhead());
     let pg_active = ACTIVE_PER_MINUTE * (RECORD + i.postgres.overhead());
-    let pg_primaries = (total / POSTGRES_OPS_PER_PRIMARY).ceil();
+    let pg_primaries = (total / (POSTGRES_OPS_PER_PRIMARY * PLANNED_LOAD)).ceil();
     let expiring = SESSIONS / 7200.0;
 
     // Application instances.
+    // A write in a fleet loads, then saves: a read's cost and a saving
+    // write's.
+    let fleet_write = redis_read + redis_own;
     let session_cores = (REQUESTS * share("read") * redis_read
-        + REQUESTS * share("write") * redis_own
+        + REQUESTS * share("write") * fleet_write
         + REQUESTS * share("new") * redis_new)
         / 1e6;
-    let cores = REQUESTS * HANDLER_CPU_US / 1e6 + session_cores;
+    let framework_cores = REQUESTS * bare_cpu / 1e6;
+    let cores = REQUESTS * HANDLER_CPU_US / 1e6 + framework_cores + session_cores;
     let instances = (cores / CORES_PER_INSTANCE / PLANNED_LOAD).ceil();
 
     // In one process.
@@ -236,7 +240,7 @@ assumptions are stated so you can redo the arithmetic with your own.
 | store calls per new session | {new_calls:.2} | `axum-ours-redis` `new` |
 | store calls per write, a user writing their own session again | {own_calls:.2} (the save; this process's last copy spares the load) | `axum-ours-redis` `write-own` |
 | store calls per request, 16 concurrent writers of one session | {shared_calls:.2} (group commit: one save carries many requests' increments) | `axum-ours-redis` `write` |
-| session CPU per request beyond bare axum (whose own is {bare_cpu:.2} µs) | `read`: {mem_read:+.2} µs on `MemoryStore`, {redis_read:+.2} µs on Redis (tower-sessions: {tower_read:+.2} µs), {cached_read:+.2} µs on Redis behind a `CachedStore` (a hot session); Redis `write-own` {redis_own:+.2} µs, `new` {redis_new:+.2} µs | `over bare` column |
+| session CPU per request beyond bare axum (whose own is {bare_cpu:.2} µs) | `read`: {mem_read:+.2} µs on `MemoryStore`, {redis_read:+.2} µs on Redis (tower-sessions: {tower_read:+.2} µs), {cached_read:+.2} µs on Redis behind a `CachedStore` (a hot session); Redis `new` {redis_new:+.2} µs, `write-own` {redis_own:+.2} µs (against bare axum under its 16 wrk threads) | `over bare` column |
 
 Machines differ: bare axum's own CPU per request moves by half between the
 shared machines these runs come from, and the session's figures with it.
@@ -259,7 +263,8 @@ shared machines these runs come from, and the session's figures with it.
   the single-instance best case.
 * **A Redis primary** is planned at {redis_plan} session operations/s: a
   Redis core served about 980 000 `HMGET`/s pipelined and 79 000/s one per
-  round trip with `redis-benchmark` on an earlier machine of this kind (see
+  round trip with `redis-benchmark` on an earlier machine of this kind, when
+  sessions were hashes (loads are a `GET` now; see
   \"Redis throughput\" below; redo it on your servers); each app instance
   pipelines its concurrent requests over one connection per primary, and
   scripts cost a few times a `GET`. **A PostgreSQL primary** is planned at
@@ -302,7 +307,8 @@ shared machines these runs come from, and the session's figures with it.
 * **Connections**: `RedisStore` multiplexes every request of an app instance
   over one connection per primary, so {instances:.0} instances ×
   {primaries:.0} primaries = {redis_connections:.0} connections in all,
-  {instances:.0} per Redis node.
+  {instances:.0} per Redis node (on actix-web, with the store built in the app
+  factory as the README shows, one per worker: multiply by the workers).
 
 ## PostgreSQL
 
@@ -313,7 +319,8 @@ shared machines these runs come from, and the session's figures with it.
 * **Throughput**: {written_m} single-row writes/s, each a commit, is beyond
   one primary. Loads cannot go to asynchronous replicas (a stale load turns
   every save into a conflict and a retry). At {pg_plan} operations/s per
-  primary, {total_m} operations/s need **about {pg_primaries:.0} primaries,
+  primary, planned at {load:.0} % load, {total_m} operations/s need **about
+  {pg_primaries:.0} primaries,
   the sessions split by record id** (a small `Store` wrapper that routes each
   call by `RecordId`; not shipped), or Redis.
 * **Connections**: a pool of {POSTGRES_POOL:.0} per instance (what
@@ -330,11 +337,15 @@ shared machines these runs come from, and the session's figures with it.
 ## Application instances
 
 * The session layer costs, per request on Redis, {redis_read:.2} µs of CPU to
-  read, {redis_own:.2} µs to write and {redis_new:.2} µs to create (beyond
-  bare axum, on the load run's machine): at this mix, ≈ {session_cores:.1}
-  cores for session work in all, small next to the handlers' own work.
+  read, {fleet_write:.2} µs to write in a fleet (a load, then a save:
+  {redis_read:.2} + {redis_own:.2} µs) and {redis_new:.2} µs to create
+  (beyond bare axum, on the load run's machine): at this mix, ≈
+  {session_cores:.1} cores for session work in all, small next to the
+  handlers' own work.
 * Handlers at {HANDLER_CPU_US:.0} µs per request need {handler_cores:.0}
-  cores; with the session's, {cores:.0} cores: **{instances:.0} instances of
+  cores, the framework's own {bare_cpu:.2} µs per request (bare axum, on
+  the same machine) {framework_cores:.1}; with the session's, {cores:.0}
+  cores: **{instances:.0} instances of
   {CORES_PER_INSTANCE:.0} cores** at {load:.0} % load, any of which can serve
   any session (the store is shared; no sticky routing).
 
@@ -485,10 +496,12 @@ mod tests {
         // 100 M × (380 + 200) B, twice for MVCC.
         has("≈ 58 GB live");
         has("plan ≈ 116 GB");
-        // 0.7 M × 10 µs + 0.09 M × 20 µs + 0.01 M × 20 µs = 9 cores; 159
-        // cores / 4 / 0.7 = 56.8.
-        has("≈ 9.0\n  cores");
-        has("**57 instances of\n  4 cores**");
+        // 0.7 M × 10 µs + 0.09 M × (10 + 20) µs + 0.01 M × 20 µs = 9.9
+        // cores; 150 + 8 (bare axum) + 9.9 = 167.9 cores / 4 / 0.7 = 59.96.
+        has("≈\n  9.9 cores");
+        has("**60 instances of");
+        // 1.06 M / (50k × 0.7) = 30.2.
+        has("about\n  31 primaries");
         // 100 M × (380 + 140) B.
         has("≈ 52 GB of RAM");
     }
