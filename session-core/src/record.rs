@@ -60,7 +60,8 @@ impl Lifetime {
     /// A "remember me": the session lasts `idle` after each use and at most
     /// `absolute` after its creation, in a cookie that survives a browser
     /// restart. For [`Session::set_lifetime`](crate::Session::set_lifetime)
-    /// after a login.
+    /// after a login, which refuses `idle` longer than `absolute`, and either
+    /// under a second or over 400 days.
     ///
     /// ```
     /// use std::time::Duration;
